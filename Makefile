@@ -1,0 +1,36 @@
+# Everything a fresh machine needs: `make demo` and `make test` build .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test check lint typecheck bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py $(wildcard amber/security/*.c)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev,bench]"
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/python examples/demo.py
+
+lint: venv
+	$(BIN)/ruff check amber tests benchmarks tools examples
+	$(BIN)/ruff format --check amber tests benchmarks tools examples
+
+typecheck: venv
+	$(BIN)/mypy amber
+
+check: lint typecheck
+
+test: venv check
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python benchmarks/persist.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info amber/security/*.so

@@ -1,0 +1,98 @@
+"""Every error Amber raises, in one shallow hierarchy.
+
+::
+
+    AmberError (Exception)
+    ├── FormatError (ValueError)          not an artifact, unknown version, malformed manifest or stream
+    ├── IntegrityError (ValueError)       hash or signature mismatch, truncation, corruption
+    ├── UntrustedTypeError (TypeError)    the payload references types outside the allowlist
+    ├── ParityError (AssertionError)      the probe's outputs differ after reload
+    ├── EnvironmentMismatchError          the environment differs and the policy is strict
+    ├── SchemaError (ValueError)          input does not match the model's signature
+    ├── ModelNotFound (KeyError)          a registry name, version or alias does not exist
+    └── HandlerNotAvailable (ImportError) the framework a handler needs is not installed
+
+    EnvironmentMismatch (UserWarning)     the environment differs; the probe was re-run
+    UnsafeLoadWarning (UserWarning)       arbitrary pickle code was allowed to run
+
+Every message says what happened, the offending value, and what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "AmberError",
+    "EnvironmentMismatch",
+    "EnvironmentMismatchError",
+    "FormatError",
+    "HandlerNotAvailable",
+    "IntegrityError",
+    "ModelNotFound",
+    "ParityError",
+    "SchemaError",
+    "UnsafeLoadWarning",
+    "UntrustedTypeError",
+]
+
+
+class AmberError(Exception):
+    """Root of every error Amber raises."""
+
+
+class FormatError(AmberError, ValueError):
+    """The file is not an Amber artifact (or a loadable pickle), or its structure is malformed."""
+
+
+class IntegrityError(AmberError, ValueError):
+    """The bytes are not the bytes that were saved: corruption, truncation or tampering."""
+
+
+class UntrustedTypeError(AmberError, TypeError):
+    """The payload references Python globals that are not on the allowlist.
+
+    ``names`` holds the offending dotted names, sorted.
+    """
+
+    def __init__(self, names: Iterable[str], *, source: str = "the file") -> None:
+        self.names = tuple(sorted(set(names)))
+        listed = ", ".join(self.names)
+        quoted = ", ".join(repr(n) for n in self.names)
+        super().__init__(
+            f"{source} references {len(self.names)} type(s) or function(s) outside Amber's "
+            f"allowlist: {listed}. Nothing from the file was run. If you trust the file's author "
+            f"and these names, pass trusted=[{quoted}] to amber.load (or --trust NAME on the "
+            f"command line); check first with amber.scan() what else the file imports."
+        )
+
+
+class ParityError(AmberError, AssertionError):
+    """The reloaded model's outputs on the stored probe differ from the original outputs."""
+
+
+class EnvironmentMismatchError(AmberError):
+    """The loading environment differs from the saving one and the policy forbids it."""
+
+
+class SchemaError(AmberError, ValueError):
+    """Input does not match the model's recorded signature."""
+
+
+class ModelNotFound(AmberError, KeyError):
+    """A registry name, version or alias does not exist."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class HandlerNotAvailable(AmberError, ImportError):
+    """The framework a handler needs is not installed."""
+
+
+class EnvironmentMismatch(UserWarning):
+    """The loading environment differs from the saving one (a warning; the probe was re-run)."""
+
+
+class UnsafeLoadWarning(UserWarning):
+    """Arbitrary pickle code was allowed to run because the caller opted in."""

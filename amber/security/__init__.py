@@ -1,0 +1,1 @@
+"""Safe loading: the allowlist unpickler, stream vetting, scanning of foreign files, signing."""
