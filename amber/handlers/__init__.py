@@ -1,0 +1,74 @@
+"""Handlers, found lazily by name: ``import amber`` imports no framework.
+
+Like fsspec's ``known_implementations``, each name maps to the module that implements it and to
+an install hint shown when that module (or its framework) cannot be imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from amber.errors import FormatError, HandlerNotAvailable
+from amber.handlers._base import Handler, SavedPayload
+
+__all__ = ["Handler", "SavedPayload", "get_handler", "handler_for", "register_handler"]
+
+# name -> ("module:OBJECT", install hint, top-level modules whose objects it claims)
+_KNOWN: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "sklearn": ("amber.handlers.sklearn:HANDLER", 'pip install "amber[sklearn]"', ()),
+}
+_FALLBACK = "sklearn"  # scikit-learn and any other picklable Python object
+_LOADED: dict[str, Handler] = {}
+
+
+def register_handler(
+    name: str, target: str, hint: str, roots: tuple[str, ...] = (), *, clobber: bool = False
+) -> None:
+    """Register ``"pkg.module:OBJECT"`` as the handler called ``name``.
+
+    ``roots`` are the top-level modules whose objects it claims; the handler module is imported
+    only when an object from one of them is saved (or an artifact names it).
+    """
+    if name in _KNOWN and not clobber:
+        raise ValueError(
+            f"a handler named {name!r} is already registered ({_KNOWN[name][0]}); "
+            f"pass clobber=True to replace it"
+        )
+    _KNOWN[name] = (target, hint, roots)
+    _LOADED.pop(name, None)
+
+
+def get_handler(name: str) -> Handler:
+    """The handler called ``name``, imported on first use."""
+    if name in _LOADED:
+        return _LOADED[name]
+    if name not in _KNOWN:
+        raise FormatError(
+            f"the artifact needs the handler {name!r}, which this Amber does not know "
+            f"(known: {', '.join(sorted(_KNOWN))}); upgrade Amber"
+        )
+    target, hint, _ = _KNOWN[name]
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise HandlerNotAvailable(
+            f"the {name!r} handler cannot be imported ({exc}); install it with: {hint}"
+        ) from exc
+    handler: Handler = getattr(module, attr)
+    _LOADED[name] = handler
+    return handler
+
+
+def handler_for(obj: Any, name: str | None = None) -> Handler:
+    """The handler for ``obj``: the one named, else the first whose module roots claim its type."""
+    if name is not None:
+        return get_handler(name)
+    roots = {c.__module__.split(".")[0] for c in type(obj).__mro__}
+    for candidate, (_, _, claimed) in _KNOWN.items():
+        if roots.intersection(claimed):
+            handler = get_handler(candidate)
+            if handler.matches(obj):
+                return handler
+    return get_handler(_FALLBACK)

@@ -1,0 +1,350 @@
+"""The four verbs, one path each: validate -> policy -> integrity -> handler -> probe."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+from amber import _env, _probe
+from amber._info import ArtifactInfo, VerifyReport
+from amber.artifact._manifest import FORMAT_NAME, FORMAT_VERSION, SIGNATURE_NAME
+from amber.artifact._reader import ArtifactReader
+from amber.artifact._writer import artifact_writer
+from amber.errors import (
+    EnvironmentMismatch,
+    EnvironmentMismatchError,
+    FormatError,
+    ParityError,
+)
+from amber.handlers import get_handler, handler_for
+from amber.security._policy import LoadPolicy
+
+__all__ = ["inspect", "load", "save", "scan", "verify"]
+
+ProbeMode = Literal["auto", "always", "never"]
+ParityMode = Literal["raise", "warn"]
+EnvMode = Literal["warn", "strict"]
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(
+            f"{name}={value!r} is not valid; use one of {', '.join(repr(c) for c in choices)}"
+        )
+
+
+def _existing(source: str | os.PathLike[str]) -> Path:
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"expected a file path, got a {type(source).__name__}: {source!r}")
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {str(path)!r}; check the path and the working folder")
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a folder, not a model file")
+    return path
+
+
+def _is_artifact(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == _ZIP_MAGIC
+
+
+def _json_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, got a {type(metadata).__name__}")
+    try:
+        return dict(json.loads(json.dumps(metadata, allow_nan=False)))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"metadata must hold only JSON values (str, numbers, bools, None, lists, dicts) "
+            f"and no NaN: {exc}. Convert numpy numbers with float() or int()."
+        ) from exc
+
+
+# -- save ---------------------------------------------------------------------------------------
+def save(
+    obj: Any,
+    path: str | os.PathLike[str],
+    *,
+    sample: Any = None,
+    metadata: dict[str, Any] | None = None,
+    compress: str = "none",
+    handler: str | None = None,
+) -> ArtifactInfo:
+    """Save a fitted model to one ``.amber`` file, atomically.
+
+    Parameters
+    ----------
+    obj:
+        The fitted model (scikit-learn estimator or pipeline, or any picklable object).
+    path:
+        Where to write. An existing file is replaced only once the new one is complete.
+    sample:
+        A few input rows. Stored with the model's outputs on them (the probe) and used to
+        infer the input signature; ``verify`` re-runs it.
+    metadata:
+        JSON-serialisable user data (metrics, tags, description).
+    compress:
+        ``"none"`` (default; entries memory-mappable), ``"zlib"``, ``"lzma"``, ``"lz4"``,
+        ``"zstd"``, or ``"auto"`` (chosen per entry by measurement).
+
+    Examples
+    --------
+    >>> info = amber.save(clf, "iris.amber", sample=X[:32])  # doctest: +SKIP
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path, got a {type(path).__name__}")
+    meta = _json_metadata(metadata)
+    chosen = handler_for(obj, handler)
+    with artifact_writer(path, compress=compress) as writer:
+        saved = chosen.save(obj, writer)
+        manifest: dict[str, Any] = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "amber_version": _amber_version(),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "handler": chosen.name,
+            "framework": saved.framework,
+            "object_type": saved.object_type,
+            "payload": saved.payload,
+            "globals": list(saved.globals),
+            "untrusted": list(saved.untrusted),
+            "environment": _env.capture(saved.modules),
+            "metadata": meta,
+        }
+        if sample is not None:
+            probe = _probe.record(obj, sample, writer)
+            manifest["probe"] = probe
+            manifest["signature"] = {
+                "inputs": _probe.describe(sample),
+                "outputs": {m: spec["signature"] for m, spec in probe["outputs"].items()},
+            }
+        writer.finish(manifest)
+        manifest["entries"] = writer.entries
+    if saved.untrusted:
+        warnings.warn(
+            f"{os.fspath(path)!r} references types outside Amber's allowlist "
+            f"({', '.join(saved.untrusted)}); loading it will need "
+            f"trusted={list(saved.untrusted)!r}",
+            UserWarning,
+            stacklevel=2,
+        )
+    return ArtifactInfo(Path(path), manifest, os.path.getsize(path), False)
+
+
+def _amber_version() -> str:
+    from amber import __version__
+
+    return __version__
+
+
+# -- load ---------------------------------------------------------------------------------------
+def load(
+    source: str | os.PathLike[str],
+    *,
+    mmap: bool = False,
+    trusted: list[str] | tuple[str, ...] | None = None,
+    allow_arbitrary_code: bool = False,
+    probe: ProbeMode = "auto",
+    parity: ParityMode = "raise",
+    environment: EnvMode = "warn",
+) -> Any:
+    """Load a model from an ``.amber`` artifact, or from a pickle or joblib file, safely.
+
+    No code from the file runs: only allowlisted types (plus ``trusted`` ones) are built.
+    Checksums of every entry read are verified. The stored probe is re-run when the environment
+    differs from the one that saved the model (``probe="always"`` forces it, ``"never"`` skips
+    it); a difference raises :class:`~amber.errors.ParityError` (across environments,
+    ``parity="warn"`` turns that into a warning).
+
+    Parameters
+    ----------
+    mmap:
+        Memory-map large arrays instead of reading them (read-only, no copy).
+    trusted:
+        Extra types to admit, as ``"pkg.module.Name"`` strings.
+    allow_arbitrary_code:
+        Run any pickle code: only for files you made yourself. Warns every time.
+    environment:
+        ``"strict"`` refuses to load in an environment that differs from the saving one.
+
+    Examples
+    --------
+    >>> clf = amber.load("iris.amber")  # doctest: +SKIP
+    """
+    _check_choice("probe", probe, ("auto", "always", "never"))
+    _check_choice("parity", parity, ("raise", "warn"))
+    _check_choice("environment", environment, ("warn", "strict"))
+    if mmap is not True and mmap is not False:
+        raise TypeError(f"mmap must be True or False, got {mmap!r}")
+    policy = LoadPolicy.make(trusted, allow_arbitrary_code=allow_arbitrary_code)
+    path = _existing(source)
+    if not _is_artifact(path):
+        from amber.security._foreign import load_foreign
+
+        return load_foreign(path, policy)
+    with ArtifactReader(path, mmap=mmap) as reader:
+        manifest = reader.manifest
+        changes = _env.diff(manifest["environment"])
+        if changes and environment == "strict":
+            raise EnvironmentMismatchError(
+                f"{str(path)!r} was saved in another environment ({'; '.join(changes)}) and "
+                f"environment='strict' forbids loading it; install the same versions, or load "
+                f"with environment='warn' to re-run the probe instead"
+            )
+        model = get_handler(manifest["handler"]).load(reader, manifest["payload"], policy=policy)
+        has_probe = "probe" in manifest
+        if has_probe and (probe == "always" or (probe == "auto" and changes)):
+            report = _probe.check(model, manifest["probe"], reader, exact=not changes)
+            _judge(path, report, changes, parity)
+        elif changes:
+            warnings.warn(
+                f"{str(path)!r} was saved in another environment ({'; '.join(changes)}) and "
+                + (
+                    "has no probe, so parity cannot be checked; re-save it with sample= to "
+                    "record one"
+                    if not has_probe
+                    else "probe='never' skipped the parity check"
+                ),
+                EnvironmentMismatch,
+                stacklevel=2,
+            )
+    return model
+
+
+def _judge(path: Path, report: _probe.ProbeReport, changes: list[str], parity: ParityMode) -> None:
+    if report.ok:
+        if changes:
+            warnings.warn(
+                f"{str(path)!r} was saved in another environment ({'; '.join(changes)}); the "
+                f"probe was re-run and still matched ({', '.join(report.matched)} within "
+                f"rtol={_probe.RTOL}, atol={_probe.ATOL})",
+                EnvironmentMismatch,
+                stacklevel=3,
+            )
+        return
+    details = "; ".join(f"{m}: {why}" for m, why in report.mismatched.items())
+    if not changes:
+        raise ParityError(
+            f"{str(path)!r}: the reloaded model does not reproduce the stored outputs in the "
+            f"environment that saved it ({details}). The artifact or the installed libraries "
+            f"are not what they claim; do not use this model, re-save it from the original"
+        )
+    message = (
+        f"{str(path)!r} was saved in another environment ({'; '.join(changes)}) and the "
+        f"reloaded model no longer reproduces the stored outputs ({details}). Install the "
+        f"saving environment's versions, or pass parity='warn' to accept the difference"
+    )
+    if parity == "raise":
+        raise ParityError(message)
+    warnings.warn(message, EnvironmentMismatch, stacklevel=3)
+
+
+# -- inspect, verify, scan ----------------------------------------------------------------------
+def inspect(source: str | os.PathLike[str]) -> ArtifactInfo:
+    """Read an artifact's manifest: framework, types referenced, environment, signature, metadata.
+
+    Runs no model code and imports no framework.
+
+    Examples
+    --------
+    >>> print(amber.inspect("iris.amber"))  # doctest: +SKIP
+    """
+    path = _existing(source)
+    if not _is_artifact(path):
+        raise FormatError(
+            f"{str(path)!r} is not an Amber artifact; for a pickle or joblib file use "
+            f"amber.scan() to see what it imports, and `amber convert` to make an artifact of it"
+        )
+    with ArtifactReader(path) as reader:
+        signed = SIGNATURE_NAME in reader.zip_entries
+        return ArtifactInfo(path, reader.manifest, reader.file_size, signed)
+
+
+def verify(
+    source: str | os.PathLike[str],
+    *,
+    trusted: list[str] | tuple[str, ...] | None = None,
+    allow_arbitrary_code: bool = False,
+) -> VerifyReport:
+    """Check everything: structure, every entry's blake3 digest, the payload, the probe.
+
+    Raises an :class:`~amber.errors.AmberError` subclass on the first problem; returns a
+    :class:`VerifyReport` saying what was checked otherwise.
+
+    Examples
+    --------
+    >>> print(amber.verify("iris.amber"))  # doctest: +SKIP
+    """
+    path = _existing(source)
+    if not _is_artifact(path):
+        raise FormatError(
+            f"{str(path)!r} is not an Amber artifact, so it carries no checksums or probe to "
+            f"verify; convert it with `amber convert {path} {path.stem}.amber` first"
+        )
+    policy = LoadPolicy.make(trusted, allow_arbitrary_code=allow_arbitrary_code)
+    report = VerifyReport(path)
+    with ArtifactReader(path) as reader:
+        manifest = reader.manifest
+        report.checks.append(
+            f"format {manifest['format_version']}: zip structure and manifest are well formed"
+        )
+        reader.verify_all(strong=True)
+        report.checks.append(f"{len(reader.entries)} entries match their blake3 digests")
+        if SIGNATURE_NAME in reader.zip_entries:
+            report.checks.append("signed (pass a public key to check the signature)")
+        model = get_handler(manifest["handler"]).load(reader, manifest["payload"], policy=policy)
+        n_globals = len(manifest.get("globals", []))
+        report.checks.append(
+            f"payload loaded through the allowlist ({n_globals} globals referenced)"
+        )
+        changes = _env.diff(manifest["environment"])
+        report.environment_changes = changes
+        if "probe" in manifest:
+            probe_report = _probe.check(model, manifest["probe"], reader, exact=not changes)
+            if not probe_report.ok:
+                details = "; ".join(f"{m}: {w}" for m, w in probe_report.mismatched.items())
+                where = (
+                    f"in another environment ({'; '.join(changes)})"
+                    if changes
+                    else "in the environment that saved it"
+                )
+                raise ParityError(
+                    f"{str(path)!r}: the reloaded model does not reproduce the stored outputs "
+                    f"{where}: {details}"
+                )
+            report.probe = str(probe_report)
+        else:
+            report.probe = "no probe stored (save with sample= to prove parity)"
+    return report
+
+
+def scan(source: str | os.PathLike[str]) -> Any:
+    """List the Python globals a file would import, with a verdict, without loading anything.
+
+    Works on ``.amber`` artifacts and on pickle and joblib files.
+
+    Examples
+    --------
+    >>> print(amber.scan("legacy_model.pkl"))  # doctest: +SKIP
+    """
+    path = _existing(source)
+    if _is_artifact(path):
+        from amber.security._foreign import scan_artifact_stream
+
+        with ArtifactReader(path) as reader:
+            payload = reader.manifest["payload"]
+            if payload.get("kind") != "pickle":
+                return scan_artifact_stream(path, None, 0)
+            stream = reader.read(payload["stream"])
+            return scan_artifact_stream(path, stream, len(payload["buffers"]))
+    from amber.security._foreign import scan_file
+
+    return scan_file(path)

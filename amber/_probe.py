@@ -1,0 +1,251 @@
+"""The probe: a sample input, the original model's outputs on it, and the input signature.
+
+Inputs and outputs are stored as plain ``.npy`` arrays (never pickled) or, for data frames, as an
+Arrow IPC stream. ``check`` re-runs the model on the stored input and compares: exactly in the
+environment that saved the model, within ``RTOL``/``ATOL`` for floating-point outputs across
+environments (integers, booleans and strings stay exact).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from amber.artifact._reader import ArtifactReader
+from amber.artifact._writer import ArtifactWriter
+from amber.errors import FormatError
+
+__all__ = ["ATOL", "METHODS", "RTOL", "ProbeReport", "check", "record"]
+
+METHODS = ("predict", "predict_proba", "decision_function", "transform")
+RTOL = 1e-6
+ATOL = 1e-9
+_PREFIX = "probe/"
+
+
+# -- encoding values as plain entries -----------------------------------------------------------
+def _is_sparse(value: Any) -> bool:
+    mod = type(value).__module__
+    return mod.startswith("scipy.sparse") and hasattr(value, "tocsr")
+
+
+def _is_frame(value: Any) -> bool:
+    return type(value).__module__.startswith("pandas") and type(value).__name__ in (
+        "DataFrame",
+        "Series",
+    )
+
+
+def _plain_array(value: np.ndarray) -> np.ndarray:
+    if not value.dtype.hasobject:
+        return value
+    flat = value.ravel().tolist()
+    if all(isinstance(v, str) for v in flat):
+        return value.astype(str)
+    if all(isinstance(v, (bool, int, float, np.number, np.bool_)) for v in flat):
+        return np.asarray(flat).reshape(value.shape)
+    kinds = sorted({type(v).__name__ for v in flat})
+    raise TypeError(f"an object array holding {', '.join(kinds)} cannot be stored as plain data")
+
+
+def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
+    """Write ``value`` under ``probe/<name>...``; return the spec that reads it back."""
+    base = _PREFIX + name
+    if _is_frame(value):
+        import pyarrow as pa
+
+        series = type(value).__name__ == "Series"
+        frame = value.to_frame() if series else value
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, table.schema) as stream:
+            stream.write_table(table)
+        writer.add(base + ".arrow", sink.getbuffer())
+        return {"kind": "series" if series else "dataframe", "entry": base + ".arrow"}
+    if _is_sparse(value):
+        csr = value.tocsr()
+        csr.sort_indices()
+        for part in ("data", "indices", "indptr"):
+            writer.add_array(f"{base}.{part}.npy", getattr(csr, part))
+        return {
+            "kind": "sparse",
+            "format": value.format,
+            "array": type(value).__name__.endswith("_array"),
+            "shape": list(csr.shape),
+            "entries": [f"{base}.{p}.npy" for p in ("data", "indices", "indptr")],
+        }
+    if isinstance(value, (list, tuple)):
+        arr = _plain_array(np.asarray(value, dtype=object))
+        writer.add_array(base + ".npy", arr)
+        return {"kind": "list", "entry": base + ".npy"}
+    if isinstance(value, np.ndarray) or np.isscalar(value):
+        writer.add_array(base + ".npy", _plain_array(np.asarray(value)))
+        return {"kind": "ndarray", "entry": base + ".npy"}
+    raise TypeError(f"a {type(value).__module__}.{type(value).__qualname__} cannot be stored")
+
+
+def _decode(spec: dict[str, Any], reader: ArtifactReader) -> Any:
+    kind = spec.get("kind")
+    if kind in ("dataframe", "series"):
+        import pyarrow as pa
+
+        with pa.ipc.open_stream(reader.read(spec["entry"])) as stream:
+            frame = stream.read_all().to_pandas()
+        return frame.iloc[:, 0] if kind == "series" else frame
+    if kind == "sparse":
+        import scipy.sparse as sp
+
+        data, indices, indptr = (reader.read_array(e) for e in spec["entries"])
+        cls = sp.csr_array if spec.get("array") else sp.csr_matrix
+        matrix = cls((data, indices, indptr), shape=tuple(spec["shape"]))
+        matrix.check_format(full_check=True)
+        return matrix.asformat(spec.get("format", "csr"))
+    if kind == "list":
+        return reader.read_array(spec["entry"]).tolist()
+    if kind == "ndarray":
+        return reader.read_array(spec["entry"])
+    raise FormatError(f"probe entry of unknown kind {kind!r}")
+
+
+# -- signature ----------------------------------------------------------------------------------
+def describe(value: Any) -> dict[str, Any]:
+    """The input signature of ``value``: columns and dtypes, or dtype and shape."""
+    if _is_frame(value):
+        if type(value).__name__ == "Series":
+            return {"kind": "series", "name": str(value.name), "dtype": str(value.dtype)}
+        return {
+            "kind": "dataframe",
+            "columns": [{"name": str(c), "dtype": str(t)} for c, t in value.dtypes.items()],
+        }
+    if _is_sparse(value):
+        return {
+            "kind": "sparse",
+            "format": value.format,
+            "dtype": str(value.dtype),
+            "shape": [None, *value.shape[1:]],
+        }
+    if isinstance(value, (list, tuple)):
+        types = sorted({type(v).__name__ for v in value})
+        return {"kind": "list", "item_types": types, "shape": [None]}
+    arr = np.asarray(value)
+    return {"kind": "ndarray", "dtype": str(arr.dtype), "shape": [None, *arr.shape[1:]]}
+
+
+# -- recording and checking ---------------------------------------------------------------------
+def record(model: Any, sample: Any, writer: ArtifactWriter) -> dict[str, Any]:
+    """Store ``sample`` and the model's outputs on it; return the manifest's probe section."""
+    try:
+        input_spec = _encode(sample, "input", writer)
+    except TypeError as exc:
+        raise TypeError(
+            f"sample= cannot be stored as a probe: {exc}. Pass a numpy array, a pandas "
+            f"DataFrame, a scipy.sparse matrix or a list of strings."
+        ) from None
+    outputs: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for method in METHODS:
+        fn = getattr(model, method, None)
+        if not callable(fn):
+            continue
+        try:
+            value = fn(sample)
+        except Exception as exc:  # a method the fitted model cannot run on this input
+            skipped[method] = f"{type(exc).__name__}: {exc}"[:300]
+            continue
+        try:
+            spec = _encode(value, f"output.{method}", writer)
+        except TypeError as exc:
+            skipped[method] = f"output not storable: {exc}"[:300]
+            continue
+        spec["signature"] = describe(value)
+        outputs[method] = spec
+    if not outputs:
+        raise ValueError(
+            f"sample= was given but the model answers none of {', '.join(METHODS)} on it "
+            f"({'; '.join(f'{m}: {r}' for m, r in skipped.items()) or 'no such methods'}); "
+            f"pass a sample the model accepts, or none"
+        )
+    return {
+        "input": input_spec,
+        "outputs": outputs,
+        "skipped": skipped,
+        "tolerance": {"rtol": RTOL, "atol": ATOL},
+    }
+
+
+@dataclass
+class ProbeReport:
+    """What re-running the probe found. ``ok`` is False if any output differs."""
+
+    exact: bool
+    matched: list[str] = field(default_factory=list)
+    mismatched: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatched
+
+    def __str__(self) -> str:
+        how = "exactly" if self.exact else f"within rtol={RTOL}, atol={ATOL}"
+        lines = [f"probe {'matched' if self.ok else 'DIFFERS'} ({how})"]
+        lines += [f"  {m}: identical" if self.exact else f"  {m}: ok" for m in self.matched]
+        lines += [f"  {m}: {why}" for m, why in self.mismatched.items()]
+        return "\n".join(lines)
+
+
+def _as_dense(value: Any) -> np.ndarray:
+    if _is_sparse(value):
+        return np.asarray(value.toarray())
+    if _is_frame(value):
+        return np.asarray(value.to_numpy())
+    return _plain_array(np.asarray(value))
+
+
+def _compare(expected: Any, got: Any, exact: bool) -> str | None:
+    a, b = _as_dense(expected), _as_dense(got)
+    if a.shape != b.shape:
+        return f"shape {b.shape}, expected {a.shape}"
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
+        if exact:
+            if a.dtype != b.dtype:
+                return f"dtype {b.dtype}, expected {a.dtype}"
+            same = np.array_equal(a, b, equal_nan=True)
+        else:
+            same = np.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True)
+        if not same:
+            with np.errstate(invalid="ignore"):
+                worst = float(np.nanmax(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+            return f"values differ (largest absolute difference {worst:.3g})"
+        return None
+    if a.dtype.kind != b.dtype.kind and not (a.dtype.kind in "iub" and b.dtype.kind in "iub"):
+        return f"dtype {b.dtype}, expected {a.dtype}"
+    if not np.array_equal(a, b):
+        n = int(np.sum(a != b))
+        return f"{n} of {a.size} values differ"
+    return None
+
+
+def check(model: Any, probe: dict[str, Any], reader: ArtifactReader, *, exact: bool) -> ProbeReport:
+    """Re-run the stored probe on ``model``; compare with the recorded outputs."""
+    sample = _decode(probe["input"], reader)
+    report = ProbeReport(exact=exact)
+    for method, spec in probe["outputs"].items():
+        fn: Callable[[Any], Any] | None = getattr(model, method, None)
+        if not callable(fn):
+            report.mismatched[method] = "the reloaded model has no such method"
+            continue
+        try:
+            got = fn(sample)
+        except Exception as exc:
+            report.mismatched[method] = f"raised {type(exc).__name__}: {exc}"[:500]
+            continue
+        problem = _compare(_decode(spec, reader), got, exact)
+        if problem:
+            report.mismatched[method] = problem
+        else:
+            report.matched.append(method)
+    return report

@@ -1,0 +1,75 @@
+"""The manifest (``amber.json``): its format version, its encoding, and the checks on reading it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from amber.errors import FormatError
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_NAME", "SIGNATURE_NAME", "decode", "encode"]
+
+FORMAT_NAME = "amber"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "amber.json"
+SIGNATURE_NAME = "amber.sig"
+MAX_MANIFEST_BYTES = 64 << 20
+_ENTRY_KEYS = {"size", "stored_size", "compression", "xxh3_128", "blake3"}
+_CODECS = {"none", "zlib", "lzma", "lz4", "zstd"}
+
+
+def encode(manifest: dict[str, Any]) -> bytes:
+    """Canonical JSON: sorted keys, no spaces, UTF-8. What a signature covers."""
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _bad(msg: str) -> FormatError:
+    return FormatError(f"malformed manifest: {msg}. The file is damaged or was not made by Amber.")
+
+
+def decode(raw: bytes | memoryview) -> dict[str, Any]:
+    """Parse and check the manifest's shape; refuse unknown format versions with what to do."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise _bad(f"{len(raw)} bytes, larger than the {MAX_MANIFEST_BYTES} byte limit")
+    try:
+        manifest = json.loads(bytes(raw))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _bad(f"not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise _bad("the 'format' field is not 'amber'")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise _bad(f"format_version is {version!r}, not an integer")
+    if version > FORMAT_VERSION:
+        raise FormatError(
+            f"this artifact uses format version {version}, newer than the {FORMAT_VERSION} this "
+            f"Amber ({_amber_version()}) reads; upgrade Amber (pip install -U amber) "
+            f"(it was written by Amber {manifest.get('amber_version', '?')})"
+        )
+    if version < 1:
+        raise _bad(f"format_version {version} does not exist")
+    entries = manifest.get("entries")
+    if not isinstance(entries, dict):
+        raise _bad("'entries' is missing or not an object")
+    for name, rec in entries.items():
+        if not isinstance(rec, dict) or set(rec) != _ENTRY_KEYS:
+            raise _bad(f"entry record for {name!r} is not of the expected shape")
+        size, stored = rec["size"], rec["stored_size"]
+        if not (isinstance(size, int) and isinstance(stored, int) and size >= 0 and stored >= 0):
+            raise _bad(f"entry {name!r} has invalid sizes")
+        if rec["compression"] not in _CODECS:
+            raise _bad(f"entry {name!r} has unknown compression {rec['compression']!r}")
+        if rec["compression"] == "none" and size != stored:
+            raise _bad(f"uncompressed entry {name!r} has two different sizes")
+        if not all(isinstance(rec[k], str) for k in ("xxh3_128", "blake3")):
+            raise _bad(f"entry {name!r} has malformed digests")
+    for key, kind in (("payload", dict), ("environment", dict), ("handler", str)):
+        if not isinstance(manifest.get(key), kind):
+            raise _bad(f"'{key}' is missing or not a {kind.__name__}")
+    return manifest
+
+
+def _amber_version() -> str:
+    from amber import __version__
+
+    return __version__

@@ -1,0 +1,179 @@
+"""Reading an artifact: the directory and manifest are vetted first, every entry read is verified."""
+
+from __future__ import annotations
+
+import io
+import mmap as _mmap
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amber.artifact import _codec, _zip
+from amber.artifact._digest import blake3_hex, xxh3_hex
+from amber.artifact._manifest import MANIFEST_NAME, SIGNATURE_NAME, decode
+from amber.errors import FormatError, IntegrityError
+
+__all__ = ["ArtifactReader", "aligned_empty"]
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_MAX_PREAD = 0x7FFFF000  # Linux transfers at most this much per read call
+
+
+def aligned_empty(size: int, alignment: int = _zip.ALIGNMENT) -> memoryview:
+    """A writable, uninitialised byte buffer whose start is aligned (numpy backs it)."""
+    raw = np.empty(size + alignment, dtype=np.uint8)
+    shift = (-raw.ctypes.data) % alignment
+    return memoryview(raw[shift : shift + size])
+
+
+def _pread_into(fd: int, out: memoryview, offset: int) -> None:
+    done = 0
+    total = out.nbytes
+    while done < total:
+        n = os.preadv(fd, [out[done : done + _MAX_PREAD]], offset + done)
+        if n <= 0:
+            raise IntegrityError(
+                f"file ended while reading bytes {offset + done}..{offset + total}: it is "
+                f"truncated; restore it from its source"
+            )
+        done += n
+
+
+class ArtifactReader:
+    """An open artifact. ``mmap=True`` maps the file and hands out read-only views into it.
+
+    Every :meth:`read` verifies the entry's xxh3-128 checksum (``strong=True``: its blake3
+    digest) before returning it; nothing unverified reaches a decoder or the unpickler.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, mmap: bool = False) -> None:
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_RDONLY)
+        try:
+            self._open(mmap)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _open(self, use_mmap: bool) -> None:
+        size = os.fstat(self._fd).st_size
+        self.file_size = size
+        if os.pread(self._fd, 4, 0) != _ZIP_MAGIC:
+            raise FormatError(
+                f"{str(self.path)!r} is not an Amber artifact (it does not start with a zip "
+                f"header). Pickle and joblib files are loaded with amber.load too; anything "
+                f"else must be converted first."
+            )
+        self._map: _mmap.mmap | None = None
+        self._mapview: memoryview | None = None
+        if use_mmap and size:
+            self._map = _mmap.mmap(self._fd, 0, access=_mmap.ACCESS_READ)
+            self._mapview = memoryview(self._map)
+        self.zip_entries = _zip.read_directory(self._fd, size)
+        entry = self.zip_entries.get(MANIFEST_NAME)
+        if entry is None:
+            raise FormatError(
+                f"{str(self.path)!r} is a zip file but has no {MANIFEST_NAME}: it is not an Amber "
+                f"artifact"
+            )
+        raw = self._raw(entry)
+        if zlib.crc32(raw) != entry.crc32:
+            raise IntegrityError(
+                f"the manifest of {str(self.path)!r} fails its CRC-32 check: the file is "
+                f"corrupted; restore it from its source"
+            )
+        self.manifest_bytes = bytes(raw)
+        self.manifest: dict[str, Any] = decode(self.manifest_bytes)
+        self.entries: dict[str, dict[str, Any]] = self.manifest["entries"]
+        extra = set(self.zip_entries) - set(self.entries) - {MANIFEST_NAME, SIGNATURE_NAME}
+        missing = set(self.entries) - set(self.zip_entries)
+        if extra or missing:
+            raise IntegrityError(
+                f"{str(self.path)!r}: the zip holds entries the manifest does not list "
+                f"({sorted(extra)}) or lacks entries it lists ({sorted(missing)}); the file was "
+                f"altered after it was saved"
+            )
+        for name, rec in self.entries.items():
+            if self.zip_entries[name].size != rec["stored_size"]:
+                raise IntegrityError(
+                    f"entry {name!r} is {self.zip_entries[name].size} bytes in the zip but "
+                    f"{rec['stored_size']} in the manifest; the file was altered"
+                )
+
+    # -- raw access -------------------------------------------------------------------------
+    def _raw(self, entry: _zip.ZipEntry) -> memoryview:
+        """The stored bytes of one zip entry: a view into the map, or a fresh aligned buffer."""
+        if self._mapview is not None:
+            start = _zip.data_offset(self._mapview[entry.header_offset : entry.limit], entry)
+            return self._mapview[start : start + entry.size]
+        start = _zip.read_data_offset(self._fd, entry)
+        out = aligned_empty(entry.size)
+        _pread_into(self._fd, out, start)
+        return out
+
+    def raw_signature(self) -> bytes | None:
+        entry = self.zip_entries.get(SIGNATURE_NAME)
+        return None if entry is None else bytes(self._raw(entry))
+
+    # -- verified access --------------------------------------------------------------------
+    def _check(self, name: str, stored: memoryview, strong: bool) -> None:
+        rec = self.entries[name]
+        if strong:
+            ok = blake3_hex(stored) == rec["blake3"]
+        else:
+            ok = xxh3_hex(stored) == rec["xxh3_128"]
+        if not ok:
+            raise IntegrityError(
+                f"entry {name!r} of {str(self.path)!r} fails its "
+                f"{'blake3' if strong else 'xxh3-128'} check: the bytes differ from the ones "
+                f"saved (corruption or tampering); restore the file from its source"
+            )
+
+    def read(self, name: str, *, strong: bool = False) -> memoryview:
+        """Verified, decompressed bytes of one entry.
+
+        Writable unless the artifact is memory-mapped and the entry is stored uncompressed, in
+        which case the view points into the read-only map (no copy).
+        """
+        rec = self.entries.get(name)
+        if rec is None:
+            raise FormatError(f"{str(self.path)!r} has no entry {name!r}")
+        stored = self._raw(self.zip_entries[name])
+        self._check(name, stored, strong)
+        if rec["compression"] == "none":
+            return stored
+        out = aligned_empty(rec["size"])
+        _codec.decompress_into(rec["compression"], stored, out, name)
+        return out
+
+    def read_array(self, name: str) -> np.ndarray:
+        """A ``.npy`` entry as an array (pickled object arrays are refused)."""
+        data = self.read(name)
+        try:
+            return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)  # type: ignore[no-any-return]
+        except (ValueError, OSError) as exc:
+            raise FormatError(f"entry {name!r} is not a plain .npy array: {exc}") from exc
+
+    def verify_all(self, *, strong: bool = True) -> None:
+        """Check every entry's digest, reading each once."""
+        for name in self.entries:
+            self._check(name, self._raw(self.zip_entries[name]), strong)
+
+    @property
+    def mmapped(self) -> bool:
+        return self._map is not None
+
+    def close(self) -> None:
+        # The map stays alive as long as arrays view it; only the descriptor is released here.
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> ArtifactReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,98 @@
+"""Writing an artifact: entries go into a temporary zip, the manifest last, then an atomic rename."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import zlib
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from amber.artifact import _codec
+from amber.artifact._atomic import atomic_writer
+from amber.artifact._digest import digest_all
+from amber.artifact._manifest import MANIFEST_NAME, encode
+from amber.artifact._zip import ZipWriter
+
+__all__ = ["ArtifactWriter", "artifact_writer", "check_compress"]
+
+
+def check_compress(compress: str) -> str:
+    if not isinstance(compress, str) or compress not in _codec.AUTO_CHOICES:
+        raise ValueError(
+            f"compress={compress!r} is not a codec Amber knows; use one of "
+            f"{', '.join(repr(c) for c in _codec.AUTO_CHOICES)}"
+        )
+    return compress
+
+
+def _as_bytes_view(data: Any) -> memoryview:
+    mv = memoryview(data)
+    if not mv.c_contiguous:
+        mv = memoryview(bytes(mv))
+    return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+
+
+class ArtifactWriter:
+    """Collects entries for one artifact; :func:`artifact_writer` makes it and finishes it."""
+
+    def __init__(self, fileobj: BinaryIO, *, compress: str = "none") -> None:
+        self._zip = ZipWriter(fileobj)
+        self.compress = check_compress(compress)
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    def add(self, name: str, data: Any, *, compress: str | None = None) -> str:
+        """Add one entry from any contiguous buffer; returns the codec used."""
+        if name == MANIFEST_NAME or name in self.entries:
+            raise ValueError(f"entry {name!r} is reserved or already written")
+        mv = _as_bytes_view(data)
+        codec = check_compress(compress) if compress is not None else self.compress
+        if codec == "auto":
+            codec = _codec.choose_codec(mv)
+        stored = mv
+        if codec != "none":
+            packed = memoryview(_codec.compress(codec, mv))
+            if packed.nbytes < mv.nbytes:
+                stored = packed
+            else:
+                codec = "none"
+        digests = digest_all(stored)
+        self._zip.add(name, stored, digests.crc32)
+        self.entries[name] = {
+            "size": mv.nbytes,
+            "stored_size": stored.nbytes,
+            "compression": codec,
+            "xxh3_128": digests.xxh3_128,
+            "blake3": digests.blake3,
+        }
+        return codec
+
+    def add_array(self, name: str, array: np.ndarray, *, compress: str | None = None) -> None:
+        """Add a plain ``.npy`` entry (never pickled: object arrays are refused)."""
+        if array.dtype.hasobject:
+            raise TypeError(
+                f"cannot store {name!r} as a plain array: dtype {array.dtype} holds Python "
+                f"objects; convert it (e.g. to str) first"
+            )
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+        self.add(name, buf.getbuffer(), compress=compress)
+
+    def finish(self, manifest: dict[str, Any]) -> bytes:
+        """Write the manifest (with the entry table) and the central directory."""
+        manifest = {**manifest, "entries": self.entries}
+        raw = encode(manifest)
+        self._zip.add(MANIFEST_NAME, raw, zlib.crc32(raw))
+        self._zip.close()
+        return raw
+
+
+@contextlib.contextmanager
+def artifact_writer(path: str | os.PathLike[str], *, compress: str = "none") -> Iterator[ArtifactWriter]:
+    """Write an artifact atomically: ``path`` changes only if the block (and ``finish``) succeeds."""
+    check_compress(compress)
+    with atomic_writer(path) as f:
+        yield ArtifactWriter(f, compress=compress)

@@ -1,0 +1,343 @@
+"""A minimal, strict ZIP container: stored entries only, 64-byte aligned data, ZIP64 when needed.
+
+Python's :mod:`zipfile` tolerates junk before the archive, cannot align entry data and parses
+more than Amber needs. This module writes exactly the subset of ZIP that Amber uses (every entry
+*stored*, its data aligned with a padding extra field as Android's ``zipalign`` does) and reads it
+back refusing anything else: data before the first entry or after the end record, overlapping or
+duplicate entries, encrypted or deflated entries, unsafe names. Any zip tool can list and extract
+an Amber file; Amber reads only Amber-shaped zips.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import time
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from amber.errors import FormatError
+
+__all__ = [
+    "ALIGNMENT",
+    "ZipEntry",
+    "ZipWriter",
+    "check_name",
+    "data_offset",
+    "read_data_offset",
+    "read_directory",
+]
+
+ALIGNMENT = 64
+_LOCAL = struct.Struct("<IHHHHHIIIHH")  # 30 bytes
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")  # 46 bytes
+_EOCD = struct.Struct("<IHHHHIIH")  # 22 bytes
+_EOCD64 = struct.Struct("<IQHHIIQQQQ")  # 56 bytes
+_LOCATOR64 = struct.Struct("<IIQI")  # 20 bytes
+_SIG_LOCAL = 0x04034B50
+_SIG_CENTRAL = 0x02014B50
+_SIG_EOCD = 0x06054B50
+_SIG_EOCD64 = 0x06064B50
+_SIG_LOCATOR64 = 0x07064B50
+_ZIP64_EXTRA = 0x0001
+_ALIGN_EXTRA = 0xD935  # the id zipalign uses for its padding field
+_FLAG_UTF8 = 0x0800
+_U32 = 0xFFFFFFFF
+_U16 = 0xFFFF
+_MAX_ENTRIES = 1_000_000
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*")
+
+
+def check_name(name: str) -> str:
+    """Refuse entry names that could escape a folder when extracted or confuse a reader."""
+    if (
+        len(name) > 512
+        or not _NAME_RE.fullmatch(name)
+        or any(part in (".", "..") for part in name.split("/"))
+    ):
+        raise FormatError(
+            f"unsafe or malformed entry name {name!r}: entry names are relative paths of letters, "
+            f"digits, '_', '.', '-' and '/', without '..'. The file was not written by Amber or "
+            f"has been altered."
+        )
+    return name
+
+
+def _dos_time(ts: float) -> tuple[int, int]:
+    t = time.localtime(ts)
+    year = max(t.tm_year, 1980)
+    return (t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2), (
+        (year - 1980) << 9
+    ) | (t.tm_mon << 5) | t.tm_mday
+
+
+@dataclass(frozen=True)
+class ZipEntry:
+    """One entry as the central directory records it (and as the local header confirmed)."""
+
+    name: str
+    header_offset: int
+    size: int
+    crc32: int
+    limit: int  # where the next entry (or the central directory) begins
+
+
+class ZipWriter:
+    """Append stored entries to a binary file and finish with a central directory.
+
+    The caller computes each entry's CRC-32 (it already walks the bytes to hash them), so data
+    is written once, straight from the caller's buffer, with no copy.
+    """
+
+    def __init__(self, fileobj: BinaryIO) -> None:
+        self._f = fileobj
+        self._offset = 0
+        self._entries: list[tuple[ZipEntry, bytes]] = []
+        self._names: set[str] = set()
+        self._time, self._date = _dos_time(time.time())
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    def add(self, name: str, data: memoryview | bytes, crc32: int) -> ZipEntry:
+        """Write one stored entry whose data starts on a 64-byte boundary."""
+        check_name(name)
+        if name in self._names:
+            raise ValueError(f"duplicate entry name {name!r}")
+        mv = memoryview(data).cast("B")
+        size = mv.nbytes
+        encoded = name.encode("ascii")
+        zip64 = size >= _U32
+        zip64_extra = struct.pack("<HHQQ", _ZIP64_EXTRA, 16, size, size) if zip64 else b""
+        base = self._offset + _LOCAL.size + len(encoded) + len(zip64_extra)
+        pad = (-base) % ALIGNMENT
+        if 0 < pad < 4:  # an extra field needs at least its 4-byte header
+            pad += ALIGNMENT
+        align_extra = struct.pack("<HH", _ALIGN_EXTRA, pad - 4) + b"\0" * (pad - 4) if pad else b""
+        extra = zip64_extra + align_extra
+        field = _U32 if zip64 else size
+        header = _LOCAL.pack(
+            _SIG_LOCAL, 45 if zip64 else 20, _FLAG_UTF8, 0, self._time, self._date,
+            crc32, field, field, len(encoded), len(extra),
+        )  # fmt: skip
+        self._f.write(header + encoded + extra)
+        data_offset = self._offset + len(header) + len(encoded) + len(extra)
+        entry = ZipEntry(name, self._offset, size, crc32, data_offset + size)
+        if size:
+            self._f.write(mv)
+        self._offset = data_offset + size
+        self._entries.append((entry, align_extra))
+        self._names.add(name)
+        return entry
+
+    def close(self) -> None:
+        """Write the central directory and the end records (ZIP64 ones when needed)."""
+        cd_start = self._offset
+        parts: list[bytes] = []
+        for entry, align_extra in self._entries:
+            encoded = entry.name.encode("ascii")
+            z64 = b""
+            size_field = entry.size
+            off_field = entry.header_offset
+            values = []
+            if entry.size >= _U32:
+                values += [entry.size, entry.size]
+                size_field = _U32
+            if entry.header_offset >= _U32:
+                values.append(entry.header_offset)
+                off_field = _U32
+            if values:
+                z64 = struct.pack(f"<HH{len(values)}Q", _ZIP64_EXTRA, 8 * len(values), *values)
+            extra = z64 + align_extra
+            parts.append(
+                _CENTRAL.pack(
+                    _SIG_CENTRAL, (3 << 8) | 45, 45 if z64 else 20, _FLAG_UTF8, 0,
+                    self._time, self._date, entry.crc32, size_field, size_field,
+                    len(encoded), len(extra), 0, 0, 0, 0o100644 << 16, off_field,
+                )  # fmt: skip
+                + encoded
+                + extra
+            )
+        directory = b"".join(parts)
+        self._f.write(directory)
+        cd_size = len(directory)
+        n = len(self._entries)
+        end = cd_start + cd_size
+        needs64 = n >= _U16 or cd_start >= _U32 or cd_size >= _U32
+        if needs64:
+            self._f.write(
+                _EOCD64.pack(_SIG_EOCD64, 44, (3 << 8) | 45, 45, 0, 0, n, n, cd_size, cd_start)
+            )
+            self._f.write(_LOCATOR64.pack(_SIG_LOCATOR64, 0, end, 1))
+        self._f.write(
+            _EOCD.pack(
+                _SIG_EOCD, 0, 0, min(n, _U16), min(n, _U16),
+                min(cd_size, _U32), min(cd_start, _U32), 0,
+            )  # fmt: skip
+        )
+        self._offset = -1
+
+
+def corrupt(msg: str) -> FormatError:
+    return FormatError(
+        f"{msg}. The file is not an intact Amber artifact (truncated, corrupted, or not made by "
+        f"Amber); restore it from its source or re-save the model."
+    )
+
+
+def read_directory(fd: int, file_size: int) -> dict[str, ZipEntry]:
+    """Parse and vet the central directory of an Amber zip open on ``fd``.
+
+    The end-of-central-directory record must end the file exactly, the central directory must
+    start where the entries end, and every entry must be stored, unencrypted, safely named,
+    unique, and lie inside the data area without overlapping another.
+    """
+    if file_size < _EOCD.size:
+        raise corrupt(f"file is {file_size} bytes, too short for a zip end record")
+    tail_len = min(file_size, _EOCD.size + _LOCATOR64.size + _EOCD64.size + _U16)
+    tail = os.pread(fd, tail_len, file_size - tail_len)
+    if len(tail) != tail_len:
+        raise corrupt("file shrank while being read")
+    pos = tail.rfind(struct.pack("<I", _SIG_EOCD), 0, tail_len - _EOCD.size + 4)
+    if pos < 0:
+        raise corrupt("no zip end-of-central-directory record found (the end of the file is missing)")
+    (_, disk, cd_disk, n_disk, n, cd_size, cd_start, comment_len) = _EOCD.unpack_from(tail, pos)
+    eocd_offset = file_size - tail_len + pos
+    trailing = file_size - (eocd_offset + _EOCD.size + comment_len)
+    if trailing != 0:
+        raise corrupt(
+            f"{abs(trailing)} bytes of unexpected data "
+            + ("after the end of the archive" if trailing > 0 else "missing at the end")
+        )
+    if disk or cd_disk or n_disk != n:
+        raise corrupt("multi-disk zip archives are not supported")
+    cd_end = eocd_offset
+    if n == _U16 or cd_size == _U32 or cd_start == _U32:
+        loc_pos = pos - _LOCATOR64.size
+        if loc_pos < 0:
+            raise corrupt("ZIP64 locator missing")
+        sig, _, eocd64_offset, _ = _LOCATOR64.unpack_from(tail, loc_pos)
+        if sig != _SIG_LOCATOR64 or eocd64_offset != eocd_offset - _LOCATOR64.size - _EOCD64.size:
+            raise corrupt("ZIP64 locator malformed")
+        rec = os.pread(fd, _EOCD64.size, eocd64_offset)
+        if len(rec) != _EOCD64.size:
+            raise corrupt("ZIP64 end record truncated")
+        (sig, _, _, _, _, _, n_disk64, n, cd_size, cd_start) = _EOCD64.unpack(rec)
+        if sig != _SIG_EOCD64 or n_disk64 != n:
+            raise corrupt("ZIP64 end record malformed")
+        cd_end = eocd64_offset
+    if cd_start + cd_size != cd_end:
+        raise corrupt(
+            f"central directory ends at byte {cd_start + cd_size} but the end record is at byte "
+            f"{cd_end}: there is unexpected data before or inside the archive"
+        )
+    if n > _MAX_ENTRIES or cd_size > n * (_CENTRAL.size + 512 + 128) + 1:
+        raise corrupt(f"central directory claims {n} entries in {cd_size} bytes")
+    directory = os.pread(fd, cd_size, cd_start)
+    if len(directory) != cd_size:
+        raise corrupt("central directory truncated")
+    entries: dict[str, ZipEntry] = {}
+    off = 0
+    for _ in range(n):
+        if off + _CENTRAL.size > cd_size:
+            raise corrupt("central directory truncated")
+        (sig, _, _, flags, method, _, _, crc, csize, usize, name_len, extra_len, comment_len,
+         disk_start, _, _, header_offset) = _CENTRAL.unpack_from(directory, off)  # fmt: skip
+        if sig != _SIG_CENTRAL:
+            raise corrupt(f"bad central directory record at byte {cd_start + off}")
+        off += _CENTRAL.size
+        end = off + name_len + extra_len + comment_len
+        if end > cd_size:
+            raise corrupt("central directory record runs past its end")
+        raw_name = directory[off : off + name_len]
+        extra = directory[off + name_len : off + name_len + extra_len]
+        off = end
+        try:
+            name = check_name(raw_name.decode("ascii"))
+        except UnicodeDecodeError:
+            raise corrupt(f"entry name {raw_name!r} is not ASCII") from None
+        if method != 0 or flags & 0x0009 or disk_start != 0:
+            raise corrupt(
+                f"entry {name!r} is compressed, encrypted or split by the zip layer "
+                f"(method {method}, flags {flags:#x}); Amber stores every zip entry as-is"
+            )
+        if csize != usize:
+            raise corrupt(f"entry {name!r} has different stored and real sizes")
+        if usize == _U32 or header_offset == _U32:
+            usize, header_offset = _zip64_fields(extra, name, usize, header_offset)
+        if name in entries:
+            raise corrupt(f"duplicate entry {name!r}")
+        entries[name] = ZipEntry(name, header_offset, usize, crc, -1)
+    if off != cd_size:
+        raise corrupt("central directory has trailing bytes")
+    # Entries must tile the data area in order: the first at byte 0, none overlapping.
+    ordered = sorted(entries.values(), key=lambda e: e.header_offset)
+    for i, entry in enumerate(ordered):
+        if i == 0 and entry.header_offset != 0:
+            raise corrupt(f"{entry.header_offset} bytes of unexpected data before the first entry")
+        limit = ordered[i + 1].header_offset if i + 1 < len(ordered) else cd_start
+        if entry.header_offset + _LOCAL.size + len(entry.name) + entry.size > limit:
+            raise corrupt(f"entry {entry.name!r} overlaps the next entry or the directory")
+        entries[entry.name] = ZipEntry(entry.name, entry.header_offset, entry.size, entry.crc32, limit)
+    if not ordered and cd_start != 0:
+        raise corrupt(f"{cd_start} bytes of unexpected data before the central directory")
+    return entries
+
+
+def _zip64_fields(extra: bytes, name: str, size: int, offset: int) -> tuple[int, int]:
+    pos = 0
+    while pos + 4 <= len(extra):
+        hid, hlen = struct.unpack_from("<HH", extra, pos)
+        body = extra[pos + 4 : pos + 4 + hlen]
+        if hid == _ZIP64_EXTRA:
+            values = list(struct.unpack_from(f"<{len(body) // 8}Q", body))
+            if size == _U32:
+                if len(values) < 2:
+                    break
+                size = values.pop(0)
+                values.pop(0)  # compressed size, equal for stored entries
+            if offset == _U32:
+                if not values:
+                    break
+                offset = values.pop(0)
+            return size, offset
+        pos += 4 + hlen
+    raise corrupt(f"entry {name!r} lacks the ZIP64 sizes its header promises")
+
+
+def parse_local_header(header: bytes | memoryview, entry: ZipEntry) -> int:
+    """Check a local header against the central record; return the length of the header."""
+    if len(header) < _LOCAL.size:
+        raise corrupt(f"local header of {entry.name!r} truncated")
+    (sig, _, flags, method, _, _, crc, csize, usize, name_len, extra_len) = _LOCAL.unpack_from(
+        header
+    )
+    if sig != _SIG_LOCAL or method != 0 or flags & 0x0009:
+        raise corrupt(f"bad local header for entry {entry.name!r}")
+    total = _LOCAL.size + name_len + extra_len
+    if len(header) >= _LOCAL.size + name_len:
+        if bytes(header[_LOCAL.size : _LOCAL.size + name_len]) != entry.name.encode("ascii"):
+            raise corrupt(f"local header name differs from the directory for {entry.name!r}")
+    if crc != entry.crc32 or (usize != _U32 and usize != entry.size) or csize != usize:
+        raise corrupt(f"local header of {entry.name!r} disagrees with the central directory")
+    return total
+
+
+def data_offset(header: bytes | memoryview, entry: ZipEntry) -> int:
+    """Vet ``entry``'s local header (``header`` starts at it); return where its data begins."""
+    start = entry.header_offset + parse_local_header(header, entry)
+    if start + entry.size > entry.limit:
+        raise corrupt(f"entry {entry.name!r} overlaps the next entry or the directory")
+    return start
+
+
+def read_data_offset(fd: int, entry: ZipEntry) -> int:
+    """Read and vet ``entry``'s local header from ``fd``; return where its data begins."""
+    want = _LOCAL.size + len(entry.name) + 4 * ALIGNMENT
+    header = os.pread(fd, want, entry.header_offset)
+    total = parse_local_header(header, entry)
+    if total > len(header):
+        header = os.pread(fd, total, entry.header_offset)
+    return data_offset(header, entry)

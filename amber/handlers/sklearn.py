@@ -1,0 +1,91 @@
+"""scikit-learn, and any Python object built from allowlisted types: a vetted pickle stream.
+
+The object is pickled with protocol 5. Every buffer of at least ``OUT_OF_BAND_MIN`` bytes (numpy
+arrays, scipy.sparse parts, tree node arrays) leaves the stream and becomes an entry of its own,
+stored aligned and, unless compressed, memory-mappable; smaller ones stay in the stream, where
+the C unpickler reads them faster than a separate entry could be looked up. Loading goes through
+the allowlist unpickler: no code from the file runs.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from amber.artifact._reader import ArtifactReader
+from amber.artifact._writer import ArtifactWriter
+from amber.handlers._base import SavedPayload
+from amber.security._allowlist import is_allowed
+from amber.security._policy import LoadPolicy
+from amber.security._scanner import scan_pickle
+from amber.security._unpickler import safe_loads
+
+__all__ = ["HANDLER", "SklearnHandler"]
+
+OUT_OF_BAND_MIN = 64 * 1024
+_STREAM = "model/model.pkl"
+_BUFFER = "model/buffers/{:06d}.bin"
+_FRAMEWORKS = {"sklearn": "scikit-learn", "numpy": "numpy", "scipy": "scipy", "pandas": "pandas"}
+
+
+class SklearnHandler:
+    name = "sklearn"
+    module_roots: tuple[str, ...] = ()
+
+    def matches(self, obj: Any) -> bool:
+        return True
+
+    def save(self, obj: Any, writer: ArtifactWriter) -> SavedPayload:
+        buffers: list[pickle.PickleBuffer] = []
+
+        def out_of_band(buf: pickle.PickleBuffer) -> bool:
+            if buf.raw().nbytes < OUT_OF_BAND_MIN:
+                return True  # in band
+            buffers.append(buf)
+            return False
+
+        try:
+            stream = pickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise TypeError(
+                f"cannot save a {type(obj).__module__}.{type(obj).__qualname__}: it cannot be "
+                f"pickled ({exc}). Objects holding lambdas, open files or locks must drop them "
+                f"first."
+            ) from exc
+        scan = scan_pickle(stream, n_buffers=len(buffers))
+        names = tuple(f"{m}.{n}" for m, n in scan.globals)
+        default = LoadPolicy()
+        untrusted = tuple(f"{m}.{n}" for m, n in scan.globals if not is_allowed(m, n, default))
+        writer.add(_STREAM, stream)
+        buffer_names = []
+        for i, buf in enumerate(buffers):
+            name = _BUFFER.format(i)
+            writer.add(name, buf.raw())
+            buffer_names.append(name)
+            buf.release()
+        cls = type(obj)
+        root = cls.__module__.split(".")[0]
+        return SavedPayload(
+            payload={
+                "kind": "pickle",
+                "protocol": 5,
+                "stream": _STREAM,
+                "buffers": buffer_names,
+            },
+            framework=_FRAMEWORKS.get(root, root),
+            object_type=f"{cls.__module__}.{cls.__qualname__}",
+            globals=names,
+            modules=tuple(sorted({m for m, _ in scan.globals})),
+            untrusted=untrusted,
+        )
+
+    def load(self, reader: ArtifactReader, payload: dict[str, Any], *, policy: LoadPolicy) -> Any:
+        stream = reader.read(payload["stream"])
+        buffers = [reader.read(name) for name in payload["buffers"]]
+        return safe_loads(stream, buffers=buffers, policy=policy)
+
+    def predict(self, model: Any, inputs: Any) -> Any:
+        return model.predict(inputs)
+
+
+HANDLER = SklearnHandler()
