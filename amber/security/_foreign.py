@@ -1,0 +1,493 @@
+"""Existing pickle and joblib files: recognise, decompress (bounded), scan and load safely.
+
+``amber.load("model.pkl")`` and ``amber.scan("model.pkl")`` land here. A plain pickle goes
+through the allowlist unpickler (:func:`amber.security._unpickler.safe_loads`); a joblib file
+through Amber's own joblib reader (:mod:`amber.security._joblib`), which never runs joblib.
+Both apply exactly the allowlist of Amber's own artifacts, then the post-load validators.
+
+Example
+-------
+>>> report = scan_file("model.joblib")  # doctest: +SKIP
+>>> report.verdict  # doctest: +SKIP
+'safe'
+>>> model = load_foreign("model.joblib", LoadPolicy.make())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from amber.errors import FormatError, UntrustedTypeError
+from amber.security._allowlist import is_allowed
+from amber.security._joblib import is_wrapper_name, load_joblib, scan_joblib
+from amber.security._policy import LoadPolicy
+from amber.security._scanner import scan_pickle
+from amber.security._unpickler import safe_loads
+from amber.security._validators import validate_loaded
+
+__all__ = [
+    "ScanReport",
+    "default_decompression_limit",
+    "load_foreign",
+    "load_joblib_file",
+    "load_pickle_file",
+    "scan_artifact_stream",
+    "scan_file",
+    "sniff",
+]
+
+Source = str | os.PathLike[str] | bytes
+
+MIB: Final = 1 << 20
+#: A compressed file may expand to this many times its size ...
+DECOMPRESSION_RATIO: Final = 64
+#: ... but always to at least this much (small models compress very well) ...
+DECOMPRESSION_FLOOR: Final = 256 * MIB
+#: ... and never to more than this unless the caller says so.
+DECOMPRESSION_CAP: Final = 4096 * MIB
+_STEP: Final = 16 * MIB
+
+_ACCEPTS: Final = (
+    "Amber loads .amber artifacts, pickle files written by pickle.dump and joblib files "
+    "written by joblib.dump (uncompressed or compressed with zlib, gzip, bz2, lzma, xz or lz4)"
+)
+_MAGIC: Final = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x5d\x00", "lzma"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+)
+_LOOKS_LIKE: Final = (
+    (b"\x93NUMPY", "a NumPy .npy array file (load it with numpy.load(..., allow_pickle=False))"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras .h5 models are loaded by the Keras handler)"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"\x28\xb5\x2f\xfd", "a Zstandard-compressed file (joblib never writes those)"),
+    (b"{", "a JSON or text file"),
+)
+# Opcodes a protocol 0 or 1 pickle (which has no PROTO header) can start with.
+_PROTO01_FIRST: Final = frozenset(b"(]})cIJKLMFGSTUVXN")
+_ZFILE_LENGTH: Final = len(hex(2**64))  # joblib < 0.10 writes "ZF" + this many hex/space chars
+
+
+def default_decompression_limit(compressed_size: int) -> int:
+    """The most bytes a compressed file of this size may expand to by default.
+
+    ``64 * compressed_size``, at least 256 MiB and at most 4 GiB; pass
+    ``max_decompressed_size=`` to the loaders to allow more (or less).
+    """
+    return min(max(DECOMPRESSION_RATIO * compressed_size, DECOMPRESSION_FLOOR), DECOMPRESSION_CAP)
+
+
+# --------------------------------------------------------------------------- opening
+
+
+@dataclass(frozen=True)
+class _Opened:
+    kind: str
+    compression: str | None
+    data: bytes
+    source: str
+
+
+def _read(source: Source) -> tuple[bytes, str]:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source), "the given bytes"
+    path = Path(source)
+    return path.read_bytes(), str(path)
+
+
+def _decompressor(method: str) -> Any:
+    if method in ("zlib", "zfile"):
+        return zlib.decompressobj(zlib.MAX_WBITS)
+    if method == "gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if method == "bz2":
+        return bz2.BZ2Decompressor()
+    if method in ("xz", "lzma"):
+        return lzma.LZMADecompressor(lzma.FORMAT_AUTO)
+    try:
+        import lz4.frame
+    except ImportError as exc:  # pragma: no cover - lz4 is a dependency of amber
+        raise FormatError("this file is lz4-compressed; install lz4 to read it") from exc
+    return lz4.frame.LZ4FrameDecompressor()
+
+
+def _decompress(body: bytes, method: str, limit: int, source: str) -> bytes:
+    """Inflate ``body`` without ever producing more than ``limit`` bytes."""
+    engine = _decompressor(method)
+    chunks: list[bytes] = []
+    total = 0
+    pending = body
+    try:
+        while not engine.eof:
+            chunk = engine.decompress(pending, min(_STEP, limit + 1 - total))
+            pending = getattr(engine, "unconsumed_tail", b"")
+            total += len(chunk)
+            if total > limit:
+                raise FormatError(
+                    f"{source} is {method}-compressed and expands beyond {limit} bytes "
+                    f"({len(body)} bytes compressed): refusing it as a possible decompression "
+                    f"bomb. If you trust it, pass a larger max_decompressed_size"
+                )
+            if not chunk and not pending and (engine.eof or getattr(engine, "needs_input", 1)):
+                break
+            chunks.append(chunk)
+    except (zlib.error, OSError, EOFError, lzma.LZMAError, RuntimeError, ValueError) as exc:
+        raise FormatError(f"{source} is not valid {method} data: {exc}") from exc
+    if not engine.eof:
+        raise FormatError(f"{source}: the {method} stream is truncated")
+    if engine.unused_data:
+        raise FormatError(
+            f"{source}: {len(engine.unused_data)} bytes of trailing data follow the {method} stream"
+        )
+    return b"".join(chunks)
+
+
+def _zfile(raw: bytes, limit: int, source: str) -> bytes:
+    """joblib < 0.10's compressed format: ``ZF``, the length in hex, then zlib data."""
+    header = raw[2 : 2 + _ZFILE_LENGTH].strip()
+    try:
+        length = int(header, 16) if header.lower().startswith(b"0x") else -1
+    except ValueError:
+        length = -1
+    if length < 0:
+        raise FormatError(f"{source} starts like an old joblib zfile but its header is invalid")
+    if length > limit:
+        raise FormatError(
+            f"{source} declares {length} bytes once decompressed, more than the limit of "
+            f"{limit}: refusing it. If you trust it, pass a larger max_decompressed_size"
+        )
+    start = 2 + _ZFILE_LENGTH
+    if raw[start : start + 1] == b" ":
+        start += 1
+    data = _decompress(raw[start:], "zfile", limit, source)
+    if len(data) != length:
+        raise FormatError(f"{source}: the zfile declares {length} bytes but holds {len(data)}")
+    return data
+
+
+def _compression(head: bytes) -> str | None:
+    if head.startswith(b"ZF"):
+        return "zfile"
+    if len(head) >= 2 and head[0] == 0x78 and (head[0] << 8 | head[1]) % 31 == 0:
+        return "zlib"
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def _is_pickle(data: bytes) -> bool:
+    if data[:1] == b"\x80":
+        return len(data) > 1 and data[1] <= 5
+    return bool(data) and data[0] in _PROTO01_FIRST
+
+
+def _unknown(data: bytes, source: str, inside: str = "") -> FormatError:
+    if not data:
+        return FormatError(f"{source} is empty{inside}. {_ACCEPTS}.")
+    looks = next((what for magic, what in _LOOKS_LIKE if data.startswith(magic)), None)
+    what = f"it looks like {looks}" if looks else f"it starts with {data[:8]!r}"
+    return FormatError(
+        f"{source}{inside} is not a pickle, joblib or Amber file: {what}. {_ACCEPTS}."
+    )
+
+
+def _open(source: Source, max_decompressed_size: int | None) -> _Opened:
+    raw, name = _read(source)
+    if raw.startswith(b"PK\x03\x04"):
+        return _Opened("amber", None, raw, name)
+    compression = _compression(raw[:8])
+    data = raw
+    if compression is not None:
+        limit = max_decompressed_size
+        if limit is None:
+            limit = default_decompression_limit(len(raw))
+        if compression == "zfile":
+            data = _zfile(raw, limit, name)
+        else:
+            data = _decompress(raw, compression, limit, name)
+        if not _is_pickle(data):
+            raise _unknown(data, name, f" (once {compression}-decompressed)")
+    elif not _is_pickle(data):
+        raise _unknown(data, name)
+    joblib = b"NumpyArrayWrapper" in data or b"NDArrayWrapper" in data or compression == "zfile"
+    return _Opened("joblib" if joblib else "pickle", compression, data, name)
+
+
+def sniff(source: Source, *, max_decompressed_size: int | None = None) -> str:
+    """Classify a file: ``"amber"`` (a ZIP container), ``"pickle"`` or ``"joblib"``.
+
+    Compressed files are decompressed (bounded by ``max_decompressed_size``, by default
+    :func:`default_decompression_limit`) to tell a plain pickle from a joblib stream.
+    Raises :class:`FormatError` saying what the file looks like for anything else.
+
+    Example
+    -------
+    >>> sniff("model.joblib")  # doctest: +SKIP
+    'joblib'
+    """
+    return _open(source, max_decompressed_size).kind
+
+
+# --------------------------------------------------------------------------- scanning
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """What a foreign file would import, found without importing or constructing anything.
+
+    ``verdict`` is ``"safe"`` when every global is on the allowlist and the stream vets
+    cleanly; otherwise it starts with ``"unsafe: "``, ``"malformed: "`` or
+    ``"unsupported: "`` (the multi-file joblib format of joblib < 0.10).
+    """
+
+    kind: str
+    compression: str | None
+    protocol: int | None
+    globals: tuple[str, ...]
+    untrusted: tuple[str, ...]
+    verdict: str
+    source: str = ""
+    n_arrays: int = 0
+
+    @property
+    def safe(self) -> bool:
+        return self.verdict == "safe"
+
+    def __str__(self) -> str:
+        parts = [f"{self.kind} file"]
+        if self.compression:
+            parts.append(f"{self.compression}-compressed")
+        if self.protocol is not None:
+            parts.append(f"pickle protocol {self.protocol}")
+        elif self.kind != "amber":
+            parts.append("pickle protocol 0 or 1")
+        if self.kind == "joblib":
+            parts.append(f"{self.n_arrays} array(s) read by Amber itself")
+        lines = [
+            f"{self.source or 'file'}: {', '.join(parts)}",
+            f"verdict: {self.verdict}",
+            f"globals ({len(self.globals)}):",
+        ]
+        bad = set(self.untrusted)
+        for name in self.globals:
+            lines.append(f"  {'UNTRUSTED' if name in bad else 'ok':<10} {name}")
+        return "\n".join(lines)
+
+
+def _verdict(untrusted: tuple[str, ...], error: str | None, legacy: bool) -> str:
+    if error is not None:
+        return f"malformed: {error}"
+    if untrusted:
+        return f"unsafe: {len(untrusted)} name(s) outside the allowlist: {', '.join(untrusted)}"
+    if legacy:
+        return "unsupported: written by joblib < 0.10, with arrays in companion files"
+    return "safe"
+
+
+def scan_file(
+    path: Source, *, policy: LoadPolicy | None = None, max_decompressed_size: int | None = None
+) -> ScanReport:
+    """Report what a pickle or joblib file references, without running any of it.
+
+    Raises :class:`FormatError` when the file is not a pickle or joblib file at all (or an
+    Amber artifact: use ``amber.inspect`` for those) or cannot be decompressed within the limit.
+
+    Example
+    -------
+    >>> print(scan_file("model.pkl"))  # doctest: +SKIP
+    model.pkl: pickle file, pickle protocol 4
+    verdict: safe
+    ...
+    """
+    policy = policy or LoadPolicy()
+    opened = _open(path, max_decompressed_size)
+    if opened.kind == "amber":
+        raise FormatError(
+            f"{opened.source} is an Amber artifact (a ZIP container), not a pickle; "
+            f"use amber.inspect() to list what it references"
+        )
+    if opened.kind == "joblib":
+        scan = scan_joblib(opened.data)
+        untrusted = scan.untrusted(policy)
+        return ScanReport(
+            kind="joblib",
+            compression=opened.compression,
+            protocol=scan.protocol,
+            globals=tuple(f"{m}.{n}" for m, n in scan.globals),
+            untrusted=untrusted,
+            verdict=_verdict(untrusted, scan.error, scan.legacy),
+            source=opened.source,
+            n_arrays=scan.n_arrays,
+        )
+    error: str | None = None
+    pairs: tuple[tuple[str, str], ...] = ()
+    protocol: int | None = None
+    try:
+        result = scan_pickle(opened.data)
+        pairs, protocol = tuple(result.globals), result.protocol
+    except FormatError as exc:
+        error = str(exc)
+    return _pickle_report(
+        "pickle", opened.compression, pairs, protocol, error, opened.source, policy
+    )
+
+
+def _pickle_report(
+    kind: str,
+    compression: str | None,
+    pairs: tuple[tuple[str, str], ...],
+    protocol: int | None,
+    error: str | None,
+    source: str,
+    policy: LoadPolicy,
+) -> ScanReport:
+    untrusted = tuple(f"{m}.{n}" for m, n in pairs if not is_allowed(m, n, policy))
+    return ScanReport(
+        kind=kind,
+        compression=compression,
+        protocol=protocol if protocol else None,
+        globals=tuple(f"{m}.{n}" for m, n in pairs),
+        untrusted=untrusted,
+        verdict=_verdict(untrusted, error, False),
+        source=source,
+    )
+
+
+def scan_artifact_stream(
+    path: Source,
+    stream: bytes | bytearray | memoryview | None,
+    n_buffers: int,
+    *,
+    policy: LoadPolicy | None = None,
+) -> ScanReport:
+    """Report on the pickle stream of an Amber artifact (``stream=None``: no pickle payload).
+
+    Example
+    -------
+    >>> scan_artifact_stream("iris.amber", stream, 3).verdict  # doctest: +SKIP
+    'safe'
+    """
+    policy = policy or LoadPolicy()
+    if stream is None:
+        return ScanReport("amber", None, None, (), (), "safe", source=str(path))
+    error: str | None = None
+    pairs: tuple[tuple[str, str], ...] = ()
+    protocol: int | None = None
+    try:
+        result = scan_pickle(stream, n_buffers=n_buffers)
+        pairs, protocol = tuple(result.globals), result.protocol
+    except FormatError as exc:
+        error = str(exc)
+    return _pickle_report("amber", None, pairs, protocol, error, str(path), policy)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _validated(obj: Any, pairs: tuple[tuple[str, str], ...], source: str) -> Any:
+    try:
+        validate_loaded(obj, pairs)
+    except (FormatError, UntrustedTypeError):
+        raise
+    except RecursionError as exc:
+        raise FormatError(f"{source}: the loaded object nests too deeply to validate") from exc
+    except Exception as exc:
+        raise FormatError(f"{source}: validation failed: {type(exc).__name__}: {exc}") from exc
+    return obj
+
+
+def _guarded(source: str, step: Callable[[], Any]) -> Any:
+    """Run one load step, turning any stray exception into a :class:`FormatError`."""
+    try:
+        return step()
+    except (FormatError, UntrustedTypeError):
+        raise
+    except RecursionError as exc:
+        raise FormatError(f"{source}: the pickle stream nests too deeply") from exc
+    except Exception as exc:
+        raise FormatError(f"{source}: cannot load: {type(exc).__name__}: {exc}") from exc
+
+
+def _load_pickle(opened: _Opened, policy: LoadPolicy) -> Any:
+    result = scan_pickle(opened.data)
+    obj = _guarded(opened.source, lambda: safe_loads(opened.data, policy=policy))
+    return _validated(obj, tuple(result.globals), opened.source)
+
+
+def _load_joblib(opened: _Opened, policy: LoadPolicy) -> Any:
+    policy.warn_if_unsafe(opened.source)
+    obj, scan = _guarded(
+        opened.source, lambda: load_joblib(opened.data, policy=policy, source=opened.source)
+    )
+    pairs = tuple(p for p in scan.globals if not is_wrapper_name(*p))
+    return _validated(obj, pairs, opened.source)
+
+
+def _not_amber(opened: _Opened) -> None:
+    if opened.kind == "amber":
+        raise FormatError(
+            f"{opened.source} is an Amber artifact (a ZIP container); load it with amber.load"
+        )
+
+
+def load_pickle_file(
+    path: Source, policy: LoadPolicy | None = None, *, max_decompressed_size: int | None = None
+) -> Any:
+    """Load a file written by ``pickle.dump`` (optionally compressed) through the allowlist.
+
+    Example
+    -------
+    >>> clf = load_pickle_file("model.pkl", LoadPolicy.make())  # doctest: +SKIP
+    """
+    opened = _open(path, max_decompressed_size)
+    _not_amber(opened)
+    if opened.kind == "joblib":
+        raise FormatError(
+            f"{opened.source} is a joblib file (its arrays follow the pickle stream); "
+            f"load it with load_joblib_file or amber.load"
+        )
+    return _load_pickle(opened, policy or LoadPolicy())
+
+
+def load_joblib_file(
+    path: Source, policy: LoadPolicy | None = None, *, max_decompressed_size: int | None = None
+) -> Any:
+    """Load a file written by ``joblib.dump`` (any compressor) without running joblib.
+
+    Plain pickles are accepted too, as ``joblib.load`` accepts them.
+
+    Example
+    -------
+    >>> clf = load_joblib_file("model.joblib", LoadPolicy.make())  # doctest: +SKIP
+    """
+    opened = _open(path, max_decompressed_size)
+    _not_amber(opened)
+    return _load_joblib(opened, policy or LoadPolicy())
+
+
+def load_foreign(
+    path: Source, policy: LoadPolicy | None = None, *, max_decompressed_size: int | None = None
+) -> Any:
+    """Load a pickle or joblib file, whichever it is (see :func:`sniff`).
+
+    Example
+    -------
+    >>> policy = LoadPolicy.make(trusted=["mylib.MyModel"])
+    >>> clf = load_foreign("old_model.pkl", policy)  # doctest: +SKIP
+    """
+    opened = _open(path, max_decompressed_size)
+    _not_amber(opened)
+    policy = policy or LoadPolicy()
+    if opened.kind == "joblib":
+        return _load_joblib(opened, policy)
+    return _load_pickle(opened, policy)

@@ -1,0 +1,735 @@
+"""Read joblib files without joblib: a hardened pure-Python unpickler.
+
+A joblib file is a pickle stream in which every numpy array is replaced by a
+``joblib.numpy_pickle.NumpyArrayWrapper`` instance (NEWOBJ, then BUILD with a dict of
+``subclass``, ``shape``, ``order``, ``dtype``, ``allow_mmap`` and, since joblib 1.2,
+``numpy_array_alignment_bytes``). Right after that BUILD, *in the file*, comes the array:
+
+- plain dtypes: one byte ``n`` (only when the alignment is not None), ``n`` bytes 0xFF, then
+  the raw bytes in C or Fortran order;
+- dtypes holding Python objects: a nested, complete pickle stream of the array.
+
+joblib reads those with ``NumpyUnpickler.load_build``, which trusts the stream. This module
+never imports joblib. :class:`_Machine` runs the opcode loop of ``pickle._Unpickler`` in
+one of two modes:
+
+- *scan*: nothing is imported or called. Globals become inert :class:`_Ref` objects, calls
+  become inert :class:`_Obj` records, and each array's bytes are skipped using the wrapper's
+  metadata, decoded symbolically, so every global of the whole stream can be listed;
+- *load*: globals go through the allowlist (``resolve``), and each wrapper is replaced by an
+  array read from the stream with strict checks.
+
+Both modes refuse the same hostile constructs, and a load is always preceded by a scan whose
+array layout it must reproduce exactly, so the names listed by the scan are the names loaded.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import math
+import pickle
+import re
+import struct
+import sys
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final, Literal
+
+import numpy as np
+
+from amber.errors import FormatError, UntrustedTypeError
+from amber.security._allowlist import is_allowed, resolve
+from amber.security._policy import LoadPolicy
+
+__all__ = ["JoblibScan", "is_wrapper_name", "load_joblib", "scan_joblib"]
+
+WRAPPER_MODULES: Final = frozenset({"joblib.numpy_pickle", "sklearn.externals.joblib.numpy_pickle"})
+LEGACY_MODULES: Final = WRAPPER_MODULES | {
+    "joblib.numpy_pickle_compat",
+    "sklearn.externals.joblib.numpy_pickle_compat",
+}
+LEGACY_NAMES: Final = frozenset({"NDArrayWrapper", "ZNDArrayWrapper"})
+_WRAPPER: Final = "NumpyArrayWrapper"
+_WRAPPER_KEYS: Final = frozenset(
+    {"subclass", "shape", "order", "dtype", "allow_mmap", "numpy_array_alignment_bytes"}
+)
+_REQUIRED_KEYS: Final = frozenset({"subclass", "shape", "order", "dtype"})
+_SUBCLASSES: Final = frozenset({"ndarray", "memmap", "matrix"})
+_MAX_NDIM: Final = 64
+_MEMO_SLACK: Final = 1 << 16  # a PUT index may run this far ahead of the memo's size
+_PLAIN_KINDS: Final = frozenset("biufcmMSUV")
+_FIXED_SIZES: Final = {
+    "b": {1},
+    "i": {1, 2, 4, 8},
+    "u": {1, 2, 4, 8},
+    "f": {2, 4, 8, 10, 12, 16},
+    "c": {8, 16, 20, 24, 32},
+    "m": {8},
+    "M": {8},
+    "O": {4, 8},
+}
+_TYPESTR: Final = re.compile(r"([biufcmMOSUV])(\d{0,10})")
+_LEGACY_HINT: Final = (
+    "it was written by joblib < 0.10, which keeps each array in a companion file next to "
+    "the pickle; Amber reads only single-file joblib formats. Load it once with the joblib "
+    "version that wrote it, in an environment you trust, and save it again with amber.save "
+    "or a current joblib.dump"
+)
+
+
+def is_wrapper_name(module: str, name: str) -> bool:
+    """True for joblib's array wrapper, which Amber reads itself instead of importing it."""
+    return name == _WRAPPER and module in WRAPPER_MODULES
+
+
+def _is_legacy_name(module: str, name: str) -> bool:
+    return name in LEGACY_NAMES and module in LEGACY_MODULES
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Where one array's payload lies in the stream (after the wrapper's BUILD)."""
+
+    kind: Literal["raw", "pickle"]
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class JoblibScan:
+    """What a scan of a joblib stream found, without importing or constructing anything.
+
+    ``globals`` lists ``(module, name)`` pairs in order of first reference, the nested
+    object-array streams included; ``error`` is set when the stream does not vet (then the
+    other fields hold what was read before the fault).
+    """
+
+    globals: tuple[tuple[str, str], ...]
+    protocol: int | None
+    n_arrays: int
+    legacy: bool
+    error: str | None = None
+    layout: tuple[_Span, ...] = field(default=(), repr=False)
+
+    def untrusted(self, policy: LoadPolicy) -> tuple[str, ...]:
+        """Dotted names outside the allowlist (joblib's own array wrapper excepted)."""
+        return tuple(
+            f"{m}.{n}"
+            for m, n in self.globals
+            if not is_wrapper_name(m, n)
+            and not _is_legacy_name(m, n)
+            and not is_allowed(m, n, policy)
+        )
+
+
+# --------------------------------------------------------------------------- stream
+
+
+class _Reader:
+    """Reads over an in-memory stream that refuse to run past its end."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._view = memoryview(data)
+        self.pos = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self._data) - self.pos
+
+    def _claim(self, n: int, what: str) -> int:
+        if n < 0 or n > self.remaining:
+            raise FormatError(
+                f"{what} needs {n} bytes at offset {self.pos} but only {self.remaining} remain: "
+                f"the file is truncated or malformed"
+            )
+        start = self.pos
+        self.pos += n
+        return start
+
+    def read(self, n: int) -> bytes:
+        start = self._claim(n, "the pickle stream")
+        return self._data[start : start + n]
+
+    def readline(self) -> bytes:
+        end = self._data.find(b"\n", self.pos)
+        end = len(self._data) if end < 0 else end + 1
+        start, self.pos = self.pos, end
+        return self._data[start:end]
+
+    def take(self, n: int, what: str) -> memoryview:
+        start = self._claim(n, what)
+        return self._view[start : start + n]
+
+
+# --------------------------------------------------------------------------- inert values
+
+
+class _Ref:
+    """A global named by the stream, never imported (scan mode)."""
+
+    __slots__ = ("module", "name")
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.module, self.name)
+
+
+class _Obj:
+    """The inert result of calling or instantiating a global (scan mode)."""
+
+    __slots__ = ("args", "built", "func", "state", "wrapper")
+
+    def __init__(self, func: _Ref, args: tuple[Any, ...], *, wrapper: bool = False) -> None:
+        self.func, self.args, self.wrapper = func, args, wrapper
+        self.state: Any = None
+        self.built = False
+
+    def append(self, item: Any) -> None:
+        """Accept APPEND without doing anything."""
+
+    def extend(self, items: Any) -> None:
+        """Accept APPENDS without doing anything."""
+
+    def add(self, item: Any) -> None:
+        """Accept ADDITEMS without doing anything."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """Accept SETITEM(S) without doing anything."""
+
+
+class _WrapperStub:
+    """Stands in for ``NumpyArrayWrapper`` while loading; it has no behaviour at all."""
+
+    __slots__ = ("consumed",)
+
+
+# --------------------------------------------------------------------------- dtypes
+
+
+@dataclass(frozen=True)
+class _DType:
+    itemsize: int
+    hasobject: bool
+
+
+def _symbolic_dtype(obj: Any, depth: int = 0) -> _DType:
+    """Size of a dtype pickled as ``numpy.dtype(typestr, align, copy)`` + BUILD(state)."""
+    if depth > 32:
+        raise FormatError("the array dtype nests more than 32 levels deep")
+    if not (
+        isinstance(obj, _Obj)
+        and obj.func.key == ("numpy", "dtype")
+        and not obj.wrapper
+        and obj.built
+    ):
+        raise FormatError("an array wrapper's dtype is not a numpy dtype built the usual way")
+    args, state = obj.args, obj.state
+    if not (1 <= len(args) <= 3 and type(args[0]) is str):
+        raise FormatError(f"unexpected numpy.dtype arguments {args!r}")
+    match = _TYPESTR.fullmatch(args[0])
+    if match is None:
+        raise FormatError(f"unsupported array dtype {args[0]!r}")
+    if not (type(state) is tuple and len(state) in (8, 9) and state[0] in (3, 4)):
+        raise FormatError(f"unexpected numpy dtype state {state!r}")
+    kind, digits = match.group(1), match.group(2)
+    subarray, fields, elsize = state[2], state[4], state[5]
+    hasobject = kind == "O"
+    if fields is not None:
+        if type(fields) is not dict:
+            raise FormatError("a structured dtype's fields are not a dict")
+        for entry in fields.values():
+            if type(entry) is not tuple or len(entry) not in (2, 3):
+                raise FormatError("a structured dtype's field is not (dtype, offset[, title])")
+            hasobject |= _symbolic_dtype(entry[0], depth + 1).hasobject
+    if subarray is not None:
+        if type(subarray) is not tuple or len(subarray) != 2:
+            raise FormatError("a sub-array dtype is not (dtype, shape)")
+        hasobject |= _symbolic_dtype(subarray[0], depth + 1).hasobject
+    if kind in "SUV":
+        if type(elsize) is not int or elsize <= 0:
+            raise FormatError(f"dtype {args[0]!r} has an invalid item size {elsize!r}")
+        return _DType(elsize, hasobject)
+    if type(elsize) is not int or elsize != -1 or not digits:
+        raise FormatError(f"dtype {args[0]!r} has an unexpected item size {elsize!r}")
+    size = int(digits)
+    if size not in _FIXED_SIZES[kind]:
+        raise FormatError(f"unsupported array dtype {args[0]!r}")
+    return _DType(size, hasobject)
+
+
+def _check_plain(dt: np.dtype[Any], depth: int = 0) -> None:
+    if depth > 32:
+        raise FormatError("the array dtype nests more than 32 levels deep")
+    if dt.fields is not None:
+        for sub in dt.fields.values():
+            _check_plain(sub[0], depth + 1)
+    elif dt.subdtype is not None:
+        _check_plain(dt.subdtype[0], depth + 1)
+    elif dt.kind not in _PLAIN_KINDS and dt.kind != "O":
+        raise FormatError(f"unsupported array dtype {dt!r} (kind {dt.kind!r})")
+
+
+def _real_dtype(dt: Any) -> _DType:
+    if not isinstance(dt, np.dtype):
+        raise FormatError(f"an array wrapper's dtype is {type(dt).__name__}, not a numpy dtype")
+    _check_plain(dt)
+    if not dt.hasobject and dt.itemsize <= 0:
+        raise FormatError(f"array dtype {dt!r} has no item size")
+    return _DType(dt.itemsize, bool(dt.hasobject))
+
+
+def _byte_order_mismatch(dt: np.dtype[Any]) -> bool:
+    """joblib's rule: swap when the dtype (or every field of it) is of the other order."""
+    other = ">" if sys.byteorder == "little" else "<"
+    if dt.byteorder == other:
+        return True
+    if dt.byteorder == "|" and dt.fields:
+        return all(entry[0].byteorder == other for entry in dt.fields.values())
+    return False
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+@dataclass
+class _Shared:
+    """State shared by a machine and the machines of its nested object-array streams."""
+
+    names: dict[tuple[str, str], None] = field(default_factory=dict)
+    layout: list[_Span] = field(default_factory=list)
+    expected: Iterator[_Span] | None = None
+    legacy: bool = False
+    protocol: int | None = None
+
+
+def _refuse(what: str) -> Callable[[Any], None]:
+    def load_refused(self: Any) -> None:
+        raise FormatError(
+            f"the stream uses {what} at offset {self._reader.pos - 1}, which pickle files "
+            f"written by pickle.dump or joblib.dump for models never need; refusing it"
+        )
+
+    return load_refused
+
+
+_NOT_A_TARGET = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
+                 types.MethodType)  # fmt: skip
+
+
+class _Machine(pickle._Unpickler):
+    """The opcode loop of ``pickle._Unpickler`` with joblib arrays and hardened opcodes."""
+
+    stack: list[Any]
+    metastack: list[list[Any]]
+    memo: dict[int, Any]
+    proto: int
+    fix_imports: bool
+    read: Callable[[int], bytes]
+    readline: Callable[[], bytes]
+    append: Callable[[Any], None]
+    _unframer: Any
+
+    dispatch: ClassVar[dict[int, Callable[[Any], None]]] = dict(pickle._Unpickler.dispatch)
+
+    def __init__(
+        self,
+        reader: _Reader,
+        *,
+        mode: Literal["scan", "load"],
+        shared: _Shared,
+        policy: LoadPolicy,
+        nested: bool = False,
+    ) -> None:
+        super().__init__(reader, encoding="ASCII")
+        self._reader = reader
+        self._scan = mode == "scan"
+        self._shared = shared
+        self._policy = policy
+        self._nested = nested
+        self._globals: dict[int, Any] = {}  # id -> object, kept alive for identity checks
+        self._refs: dict[tuple[str, str], _Ref] = {}
+
+    # -- loop ---------------------------------------------------------------------------
+
+    def load(self) -> Any:
+        try:
+            value = super().load()
+        except (FormatError, UntrustedTypeError):
+            raise
+        except RecursionError as exc:
+            raise FormatError("the pickle stream nests too deeply") from exc
+        except Exception as exc:  # any fault of a hostile or corrupt stream
+            raise FormatError(
+                f"malformed pickle stream near offset {self._reader.pos}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        self._end_of_frame("after STOP")
+        return value
+
+    def _end_of_frame(self, where: str) -> None:
+        frame = getattr(self._unframer, "current_frame", None)
+        if frame is not None and frame.read(1):
+            raise FormatError(f"the pickle stream has data left inside a frame {where}")
+        self._unframer.current_frame = None
+
+    def _remaining(self) -> int:
+        frame = getattr(self._unframer, "current_frame", None)
+        left = 0
+        if frame is not None:
+            with frame.getbuffer() as view:
+                left = view.nbytes - frame.tell()
+        return left + self._reader.remaining
+
+    # -- globals ------------------------------------------------------------------------
+
+    def find_class(self, module: str, name: str) -> Any:
+        if self.proto < 3 and self.fix_imports:
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
+        self._shared.names.setdefault((module, name), None)
+        if is_wrapper_name(module, name) and self._nested:
+            raise FormatError(
+                "a nested object-array pickle references joblib's array wrapper; "
+                "joblib never writes this"
+            )
+        if _is_legacy_name(module, name):
+            self._shared.legacy = True
+            if not self._scan:
+                raise FormatError(f"cannot load this joblib file: {_LEGACY_HINT}")
+        obj: Any
+        if self._scan:
+            obj = self._refs.setdefault((module, name), _Ref(module, name))
+        elif is_wrapper_name(module, name):
+            obj = _WrapperStub
+        else:
+            obj = resolve(module, name, self._policy)
+        self._globals[id(obj)] = obj
+        return obj
+
+    def _is_global(self, obj: Any) -> bool:
+        return id(obj) in self._globals and self._globals[id(obj)] is obj
+
+    def _is_wrapper_cls(self, obj: Any) -> bool:
+        return obj is _WrapperStub or (isinstance(obj, _Ref) and is_wrapper_name(*obj.key))
+
+    def _callable(self, func: Any, opcode: str) -> None:
+        if not self._is_global(func):
+            raise FormatError(
+                f"{opcode} at offset {self._reader.pos - 1} calls an object that is not a "
+                f"global named in the stream; refusing it"
+            )
+
+    def _target(self, obj: Any, opcode: str) -> None:
+        if self._is_global(obj) or isinstance(obj, (_Ref, *_NOT_A_TARGET)):
+            what = obj.key if isinstance(obj, _Ref) else getattr(obj, "__qualname__", obj)
+            raise FormatError(
+                f"{opcode} at offset {self._reader.pos - 1} modifies the global {what!r} "
+                f"instead of an instance; refusing it"
+            )
+
+    # -- calls --------------------------------------------------------------------------
+
+    def _call(self, func: Any, args: tuple[Any, ...]) -> Any:
+        if not self._scan:
+            return func(*args)
+        wrapper = (
+            func.key == ("copyreg", "_reconstructor")
+            and len(args) == 3
+            and self._is_wrapper_cls(args[0])
+        )
+        return _Obj(func, args, wrapper=wrapper)
+
+    def load_reduce(self) -> None:
+        args = self.stack.pop()
+        func = self.stack[-1]
+        self._callable(func, "REDUCE")
+        if type(args) is not tuple:
+            raise FormatError("REDUCE arguments are not a tuple")
+        self.stack[-1] = self._call(func, args)
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
+
+    def _new(self, cls: Any, args: Any, kwargs: Any, opcode: str) -> Any:
+        self._callable(cls, opcode)
+        if type(args) is not tuple or type(kwargs) is not dict:
+            raise FormatError(f"{opcode} arguments are malformed")
+        if self._is_wrapper_cls(cls) and (args or kwargs):
+            raise FormatError("joblib's array wrapper is created with arguments")
+        if self._scan:
+            return _Obj(cls, args, wrapper=self._is_wrapper_cls(cls))
+        if not isinstance(cls, type):
+            raise FormatError(f"{opcode} on {cls!r}, which is not a class")
+        return cls.__new__(cls, *args, **kwargs)
+
+    def load_newobj(self) -> None:
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._new(cls, args, {}, "NEWOBJ"))
+
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+
+    def load_newobj_ex(self) -> None:
+        kwargs = self.stack.pop()
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._new(cls, args, kwargs, "NEWOBJ_EX"))
+
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+
+    # -- BUILD and the arrays -----------------------------------------------------------
+
+    def load_build(self) -> None:
+        inst = self.stack[-2]
+        if isinstance(inst, _WrapperStub) or (isinstance(inst, _Obj) and inst.wrapper):
+            state = self.stack.pop()
+            self.stack[-1] = self._array(inst, state)
+            return
+        self._target(inst, "BUILD")
+        if not self._scan:
+            pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+            return
+        state = self.stack.pop()
+        if not isinstance(inst, _Obj) or inst.built:
+            raise FormatError(f"BUILD on {type(inst).__name__}, which is not a new object")
+        inst.state, inst.built = state, True
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+    def _array(self, inst: Any, state: Any) -> Any:
+        done = inst.built if isinstance(inst, _Obj) else getattr(inst, "consumed", False)
+        if done:
+            raise FormatError("joblib's array wrapper is built twice")
+        if isinstance(inst, _Obj):
+            inst.built = True
+        else:
+            inst.consumed = True
+        if type(state) is not dict or not _REQUIRED_KEYS <= state.keys() <= _WRAPPER_KEYS:
+            keys = sorted(map(str, state)) if type(state) is dict else type(state).__name__
+            raise FormatError(f"joblib's array wrapper has unexpected state {keys}")
+        shape, order = state["shape"], state["order"]
+        align = state.get("numpy_array_alignment_bytes")
+        if not (
+            type(shape) is tuple
+            and len(shape) <= _MAX_NDIM
+            and all(type(n) is int and n >= 0 for n in shape)
+        ):
+            raise FormatError(f"joblib's array wrapper has an invalid shape {shape!r}")
+        if order not in ("C", "F") or type(state.get("allow_mmap", False)) is not bool:
+            raise FormatError("joblib's array wrapper has an invalid order or allow_mmap")
+        if align is not None and not (type(align) is int and 1 <= align <= 255):
+            raise FormatError(f"joblib's array wrapper has an invalid alignment {align!r}")
+        subclass = self._subclass(state["subclass"])
+        info = _symbolic_dtype(state["dtype"]) if self._scan else _real_dtype(state["dtype"])
+        self._end_of_frame("before array data")
+        start = self._reader.pos
+        if info.hasobject:
+            value = self._nested_array(state["dtype"], shape)
+            span = _Span("pickle", start, self._reader.pos)
+        else:
+            value = self._raw_array(state["dtype"], info, shape, order, align, subclass)
+            span = _Span("raw", start, self._reader.pos)
+        self._shared.layout.append(span)
+        if self._shared.expected is not None and next(self._shared.expected, None) != span:
+            raise FormatError("the array layout differs between the scan and the load")
+        return value
+
+    def _subclass(self, cls: Any) -> Any:
+        ok = (
+            isinstance(cls, _Ref) and cls.name in _SUBCLASSES and cls.module.startswith("numpy")
+        ) or (not self._scan and any(cls is c for c in (np.ndarray, np.memmap, np.matrix)))
+        if not (ok and self._is_global(cls)):
+            raise FormatError(f"joblib's array wrapper names an unsupported array type {cls!r}")
+        return cls
+
+    def _raw_array(
+        self, dt: Any, info: _DType, shape: tuple[int, ...], order: str, align: Any, cls: Any
+    ) -> Any:
+        reader = self._reader
+        if align is not None:
+            pad = reader.read(1)[0]
+            if pad > align or reader.take(pad, "array padding") != b"\xff" * pad:
+                raise FormatError(f"invalid alignment padding before the array at {reader.pos}")
+        count = math.prod(shape)
+        nbytes = count * info.itemsize
+        if nbytes > reader.remaining:
+            raise FormatError(
+                f"an array of shape {shape} needs {nbytes} bytes but only {reader.remaining} "
+                f"remain in the file: the file is truncated or crafted"
+            )
+        if self._scan:
+            reader.take(nbytes, "array data")
+            return _Obj(_Ref("numpy", "ndarray"), ())
+        data = reader.take(nbytes, "array data")
+        flat = np.frombuffer(data, dtype=dt, count=count).copy() if count else np.empty(0, dt)
+        arr = flat.reshape(shape[::-1]).transpose() if order == "F" else flat.reshape(shape)
+        if _byte_order_mismatch(arr.dtype):
+            arr = arr.byteswap().view(arr.dtype.newbyteorder("="))
+        return arr.view(np.matrix) if cls is np.matrix else arr
+
+    def _nested_array(self, dt: Any, shape: tuple[int, ...]) -> Any:
+        inner = _Machine(
+            self._reader,
+            mode="scan" if self._scan else "load",
+            shared=self._shared,
+            policy=self._policy,
+            nested=True,
+        )
+        value = inner.load()
+        if not self._scan and not (
+            isinstance(value, np.ndarray) and value.dtype == dt and value.shape == shape
+        ):
+            raise FormatError("an object array's nested pickle does not hold that array")
+        return value
+
+    # -- containers, memo, frames -------------------------------------------------------
+
+    def load_append(self) -> None:
+        self._target(self.stack[-2], "APPEND")
+        pickle._Unpickler.load_append(self)  # type: ignore[attr-defined]
+
+    def load_appends(self) -> None:
+        self._target(self.metastack[-1][-1], "APPENDS")
+        pickle._Unpickler.load_appends(self)  # type: ignore[attr-defined]
+
+    def load_setitem(self) -> None:
+        self._target(self.stack[-3], "SETITEM")
+        pickle._Unpickler.load_setitem(self)  # type: ignore[attr-defined]
+
+    def load_setitems(self) -> None:
+        self._target(self.metastack[-1][-1], "SETITEMS")
+        pickle._Unpickler.load_setitems(self)  # type: ignore[attr-defined]
+
+    def load_additems(self) -> None:
+        self._target(self.metastack[-1][-1], "ADDITEMS")
+        pickle._Unpickler.load_additems(self)  # type: ignore[attr-defined]
+
+    dispatch[pickle.APPEND[0]] = load_append
+    dispatch[pickle.APPENDS[0]] = load_appends
+    dispatch[pickle.SETITEM[0]] = load_setitem
+    dispatch[pickle.SETITEMS[0]] = load_setitems
+    dispatch[pickle.ADDITEMS[0]] = load_additems
+
+    def _put(self, index: int) -> None:
+        if index < 0 or index > len(self.memo) + _MEMO_SLACK:
+            raise FormatError(
+                f"memo index {index} is far beyond the {len(self.memo)} entries stored so far"
+            )
+        self.memo[index] = self.stack[-1]
+
+    def load_put(self) -> None:
+        self._put(int(self.readline()[:-1]))
+
+    def load_binput(self) -> None:
+        self._put(self.read(1)[0])
+
+    def load_long_binput(self) -> None:
+        self._put(struct.unpack("<I", self.read(4))[0])
+
+    dispatch[pickle.PUT[0]] = load_put
+    dispatch[pickle.BINPUT[0]] = load_binput
+    dispatch[pickle.LONG_BINPUT[0]] = load_long_binput
+
+    def load_proto(self) -> None:
+        pickle._Unpickler.load_proto(self)  # type: ignore[attr-defined]
+        if self._shared.protocol is None and not self._nested:
+            self._shared.protocol = self.proto
+
+    def load_frame(self) -> None:
+        (size,) = struct.unpack("<Q", self.read(8))
+        if size > self._reader.remaining:
+            raise FormatError(f"a frame of {size} bytes is longer than the rest of the file")
+        self._end_of_frame("before a new frame")
+        self._unframer.load_frame(size)
+
+    def load_bytearray8(self) -> None:
+        (size,) = struct.unpack("<Q", self.read(8))
+        if size > self._remaining():
+            raise FormatError(f"a bytearray of {size} bytes is longer than the rest of the file")
+        self.append(bytearray(self.read(size)))
+
+    dispatch[pickle.PROTO[0]] = load_proto
+    dispatch[pickle.FRAME[0]] = load_frame
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
+
+    for _op, _what in (
+        (pickle.PERSID, "PERSID (persistent ids)"),
+        (pickle.BINPERSID, "BINPERSID (persistent ids)"),
+        (pickle.EXT1, "EXT1 (the copyreg extension registry)"),
+        (pickle.EXT2, "EXT2 (the copyreg extension registry)"),
+        (pickle.EXT4, "EXT4 (the copyreg extension registry)"),
+        (pickle.INST, "INST (old-style instantiation)"),
+        (pickle.OBJ, "OBJ (old-style instantiation)"),
+        (pickle.NEXT_BUFFER, "NEXT_BUFFER (out-of-band buffers)"),
+        (pickle.READONLY_BUFFER, "READONLY_BUFFER (out-of-band buffers)"),
+    ):
+        dispatch[_op[0]] = _refuse(_what)
+    del _op, _what
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def scan_joblib(data: bytes) -> JoblibScan:
+    """List every global a joblib stream references, building nothing and importing nothing.
+
+    Example
+    -------
+    >>> scan = scan_joblib(open("model.joblib", "rb").read())  # doctest: +SKIP
+    >>> scan.globals[:2]  # doctest: +SKIP
+    (('sklearn.linear_model._logistic', 'LogisticRegression'), ('numpy', 'dtype'))
+    """
+    shared = _Shared()
+    reader = _Reader(data)
+    error: str | None = None
+    try:
+        _Machine(reader, mode="scan", shared=shared, policy=LoadPolicy()).load()
+        if reader.remaining:
+            raise FormatError(
+                f"{reader.remaining} bytes of trailing data follow the end of the pickle stream"
+            )
+    except FormatError as exc:
+        error = str(exc)
+    return JoblibScan(
+        globals=tuple(shared.names),
+        protocol=shared.protocol,
+        n_arrays=len(shared.layout),
+        legacy=shared.legacy,
+        error=error,
+        layout=tuple(shared.layout),
+    )
+
+
+def load_joblib(data: bytes, *, policy: LoadPolicy, source: str) -> tuple[Any, JoblibScan]:
+    """Scan, check the allowlist for every name at once, then load a joblib stream.
+
+    Returns the object and the scan. Raises :class:`FormatError` for a malformed or
+    unsupported stream and :class:`UntrustedTypeError` listing every name outside the
+    allowlist; nothing from the file is imported or run before both checks pass.
+    """
+    scan = scan_joblib(data)
+    if scan.error is not None:
+        raise FormatError(f"{source} is not a valid joblib file: {scan.error}")
+    if scan.legacy:
+        raise FormatError(f"cannot load {source}: {_LEGACY_HINT}")
+    untrusted = scan.untrusted(policy)
+    if untrusted:
+        raise UntrustedTypeError(untrusted, source=source)
+    shared = _Shared(expected=iter(scan.layout))
+    reader = _Reader(data)
+    try:
+        value = _Machine(reader, mode="load", shared=shared, policy=policy).load()
+    except FormatError as exc:
+        raise FormatError(f"{source} is not a valid joblib file: {exc}") from exc
+    if reader.remaining or len(shared.layout) != len(scan.layout):
+        raise FormatError(f"{source}: the load did not read the stream the scan read")
+    return value, scan
