@@ -1,0 +1,50 @@
+"""The ``amber`` command: one module per subcommand, each with ``add_parser`` and ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+from amber.errors import AmberError
+
+__all__ = ["main"]
+
+_SUBCOMMANDS = ("inspect", "verify", "scan", "convert")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from amber import __version__
+    from amber.cli import convert, inspect, scan, verify
+
+    parser = argparse.ArgumentParser(
+        prog="amber",
+        description="Persist trained models and reload them: identical, safe, fast.",
+    )
+    parser.add_argument("--version", action="version", version=f"amber {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (inspect, verify, scan, convert):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 a check failed, 2 bad usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.run(args))
+        except AmberError as exc:
+            print(f"amber {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        except (OSError, ValueError, TypeError) as exc:
+            print(f"amber {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    print(f"amber: {category.__name__}: {message}", file=sys.stderr)

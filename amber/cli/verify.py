@@ -1,0 +1,25 @@
+"""``amber verify FILE``: check digests, payload and probe; exit 1 on any problem."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "verify", help="check every digest, load safely, re-run the probe (exit 1 on a problem)"
+    )
+    p.add_argument("file", help="an .amber artifact")
+    p.add_argument(
+        "--trust", action="append", default=[], metavar="NAME",
+        help="admit an extra type, e.g. mypkg.models.MyEstimator (repeatable)",
+    )  # fmt: skip
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import amber
+
+    print(amber.verify(args.file, trusted=args.trust))
+    return 0

@@ -1,0 +1,337 @@
+"""The container: layout, atomic writes, integrity on every byte, compression, memory mapping."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.svm import SVC
+
+import amber
+from amber.artifact import _codec
+from amber.artifact._manifest import encode
+from amber.artifact._reader import ArtifactReader
+from amber.artifact._writer import artifact_writer
+from amber.artifact._zip import read_data_offset
+from amber.errors import FormatError, IntegrityError
+
+X, Y = load_iris(return_X_y=True)
+
+
+@pytest.fixture(scope="module")
+def svc() -> SVC:
+    return SVC(gamma="scale").fit(X, Y)
+
+
+@pytest.fixture()
+def iris_file(tmp_path: Path, svc: SVC) -> Path:
+    path = tmp_path / "iris.amber"
+    amber.save(svc, path, sample=X[:8])
+    return path
+
+
+def _big_knn(n: int = 4000, d: int = 32) -> KNeighborsClassifier:
+    rng = np.random.default_rng(0)
+    data = rng.random((n, d))
+    return KNeighborsClassifier().fit(data, np.arange(n) % 3)
+
+
+def _base_of(array: np.ndarray) -> object:
+    base: object = array
+    while getattr(base, "base", None) is not None:
+        base = base.base  # type: ignore[attr-defined]
+    if isinstance(base, memoryview):
+        base = base.obj
+    return base
+
+
+# -- layout ---------------------------------------------------------------------------------
+def test_any_zip_tool_lists_and_extracts_it(iris_file: Path) -> None:
+    with zipfile.ZipFile(iris_file) as zf:
+        names = zf.namelist()
+        assert zf.testzip() is None  # every CRC-32 checks out
+        assert names[-1] == "amber.json"
+        assert "model/model.pkl" in names
+        assert any(n.startswith("probe/") for n in names)
+        for info in zf.infolist():
+            assert info.compress_type == zipfile.ZIP_STORED
+
+
+def test_entry_data_is_64_byte_aligned(tmp_path: Path) -> None:
+    path = tmp_path / "knn.amber"
+    amber.save(_big_knn(), path)
+    with ArtifactReader(path, mmap=True) as reader:
+        buffers = reader.manifest["payload"]["buffers"]
+        assert buffers, "a 1 MB training set must go out of band"
+        for name in reader.entries:
+            view = reader.read(name)
+            address = np.frombuffer(view, dtype=np.uint8).ctypes.data
+            file_offset = address - np.frombuffer(reader._mapview, np.uint8).ctypes.data  # type: ignore[arg-type]
+            assert file_offset % 64 == 0, name
+
+
+def test_mmap_hands_back_file_backed_read_only_arrays(tmp_path: Path) -> None:
+    knn = _big_knn()
+    path = tmp_path / "knn.amber"
+    amber.save(knn, path)
+    mapped = amber.load(path, mmap=True)
+    assert isinstance(_base_of(mapped._fit_X), mmap.mmap)
+    assert not mapped._fit_X.flags.writeable
+    copied = amber.load(path)
+    assert copied._fit_X.flags.writeable
+    assert not isinstance(_base_of(copied._fit_X), mmap.mmap)
+    probe = np.random.default_rng(1).random((50, 32))
+    np.testing.assert_array_equal(mapped.predict(probe), knn.predict(probe))
+    np.testing.assert_array_equal(copied.predict(probe), knn.predict(probe))
+
+
+# -- atomic writes ----------------------------------------------------------------------------
+def test_failed_save_leaves_previous_file_intact(tmp_path: Path, svc: SVC) -> None:
+    path = tmp_path / "model.amber"
+    amber.save(svc, path)
+    before = path.read_bytes()
+
+    class Unpicklable:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            raise TypeError("cannot pickle this on purpose")
+
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        amber.save(Unpicklable(), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.amber"]  # no temp file left
+    np.testing.assert_array_equal(amber.load(path).predict(X), svc.predict(X))
+
+
+def test_failed_probe_leaves_previous_file_intact(tmp_path: Path, svc: SVC) -> None:
+    path = tmp_path / "model.amber"
+    amber.save(svc, path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="answers none of"):
+        amber.save(svc, path, sample=np.zeros((3, 7)))  # wrong width: every method fails
+    assert path.read_bytes() == before
+
+
+def test_killed_save_leaves_previous_file_intact(tmp_path: Path, svc: SVC) -> None:
+    path = tmp_path / "model.amber"
+    amber.save(svc, path)
+    before = path.read_bytes()
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, amber, sys
+        from sklearn.neighbors import KNeighborsClassifier
+        data = np.random.default_rng(0).random((400_000, 100))  # 320 MB
+        knn = KNeighborsClassifier().fit(data, np.arange(400_000) % 2)
+        print("ready", flush=True)
+        amber.save(knn, {str(path)!r})
+        print("saved", flush=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    # Kill it while it is writing: wait until the temporary file exists and is growing.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        temps = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+        if temps and temps[0].stat().st_size > 1 << 20:
+            break
+        time.sleep(0.002)
+    assert proc.poll() is None, "the saving process ended before it could be killed mid-write"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert path.read_bytes() == before
+    np.testing.assert_array_equal(amber.load(path).predict(X), svc.predict(X))
+
+
+# -- integrity ------------------------------------------------------------------------------
+def _outcome(path: Path, svc: SVC) -> str:
+    try:
+        model = amber.load(path, probe="always")
+    except (FormatError, IntegrityError):
+        return "refused"
+    np.testing.assert_array_equal(model.predict(X), svc.predict(X))
+    return "same model"
+
+
+def test_every_single_bit_flip_is_refused_or_harmless(tmp_path: Path, svc: SVC) -> None:
+    path = tmp_path / "iris.amber"
+    amber.save(svc, path, sample=X[:8])
+    original = path.read_bytes()
+    harmless = 0
+    for offset in range(0, len(original), 3):
+        corrupt = bytearray(original)
+        corrupt[offset] ^= 1 << (offset % 8)
+        path.write_bytes(corrupt)
+        if _outcome(path, svc) == "same model":
+            harmless += 1
+    # Only fields nobody reads (timestamps, padding, "version made by") may flip unnoticed.
+    assert harmless < len(original) // 3 // 10
+
+
+def test_truncation_anywhere_is_refused(tmp_path: Path, svc: SVC) -> None:
+    path = tmp_path / "iris.amber"
+    amber.save(svc, path)
+    original = path.read_bytes()
+    for length in [0, 1, 4, 21, 22, *range(30, len(original), 97), len(original) - 1]:
+        path.write_bytes(original[:length])
+        with pytest.raises((FormatError, IntegrityError)):
+            amber.load(path)
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [("before", "before the first entry|not an Amber artifact"), ("after", "after the end")],
+)
+def test_junk_around_the_archive_is_refused(
+    tmp_path: Path, iris_file: Path, where: str, message: str
+) -> None:
+    data = iris_file.read_bytes()
+    junk = b"PK\x03\x04 junk " * 3
+    iris_file.write_bytes(junk + data if where == "before" else data + junk)
+    with pytest.raises(FormatError, match=message):
+        amber.load(iris_file)
+
+
+def test_changed_entry_fails_the_checksum_even_with_a_fixed_crc(tmp_path: Path, svc: SVC) -> None:
+    # Rewrite a probe entry through a real zip writer so that its zip CRC is right again:
+    # only Amber's own digest can notice.
+    path = tmp_path / "iris.amber"
+    amber.save(svc, path, sample=X[:8])
+    forged = tmp_path / "forged.amber"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(forged, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "probe/input.npy":
+                data = data[:-8] + np.float64(1e9).tobytes()
+            dst.writestr(info.filename, data)
+    with pytest.raises(IntegrityError, match="probe/input.npy"):
+        amber.verify(forged)
+
+
+def test_verify_catches_a_blake3_mismatch_that_xxh3_would_miss(tmp_path: Path, svc: SVC) -> None:
+    path = tmp_path / "iris.amber"
+    amber.save(svc, path)
+    with ArtifactReader(path) as reader:
+        manifest = dict(reader.manifest)
+        entries = {k: dict(v) for k, v in reader.entries.items()}
+        payload = {name: bytes(reader.read(name)) for name in entries}
+    entries["model/model.pkl"]["blake3"] = "0" * 64
+    manifest.pop("entries")
+    with artifact_writer(path) as writer:
+        for name, data in payload.items():
+            writer.add(name, data)
+        writer.entries["model/model.pkl"]["blake3"] = "0" * 64
+        writer.finish(manifest)
+    amber.load(path)  # the fast checksum still matches
+    with pytest.raises(IntegrityError, match="blake3"):
+        amber.verify(path)
+
+
+def test_newer_format_version_says_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "future.amber"
+    with artifact_writer(path) as writer:
+        writer.finish(
+            {"format": "amber", "format_version": 99, "handler": "sklearn", "payload": {},
+             "environment": {}}  # fmt: skip
+        )
+    with pytest.raises(FormatError, match="format version 99.*upgrade Amber"):
+        amber.load(path)
+
+
+def test_manifest_listing_a_missing_entry_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.amber"
+    raw = encode({"format": "amber", "format_version": 1, "handler": "sklearn", "payload": {},
+                  "environment": {}, "entries": {"model/model.pkl": {"size": 1, "stored_size": 1,
+                  "compression": "none", "xxh3_128": "0", "blake3": "0"}}})  # fmt: skip
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("amber.json", raw)
+    with pytest.raises(IntegrityError, match="lacks entries"):
+        amber.load(path)
+
+
+def test_not_an_artifact_nor_a_pickle(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello, I am not a model\n")
+    with pytest.raises(FormatError):
+        amber.load(path)
+    with pytest.raises(FormatError, match="not an Amber artifact"):
+        amber.inspect(path)
+
+
+# -- compression ------------------------------------------------------------------------------
+@pytest.mark.parametrize("codec", ["zlib", "lzma", "lz4", "zstd", "auto"])
+def test_every_codec_round_trips(tmp_path: Path, codec: str) -> None:
+    model = LogisticRegression(max_iter=500).fit(np.repeat(X, 200, axis=0), np.repeat(Y, 200))
+    model.big_ = np.repeat(np.arange(1000.0), 100)  # compressible, out of band
+    path = tmp_path / f"{codec}.amber"
+    info = amber.save(model, path, compress=codec, sample=X[:5])
+    used = {e["compression"] for e in info.manifest["entries"].values()}
+    assert used - {"none"}, f"nothing was compressed with {codec}: {used}"
+    loaded = amber.load(path, probe="always")
+    np.testing.assert_array_equal(loaded.big_, model.big_)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    assert loaded.big_.flags.writeable
+
+
+def test_auto_keeps_random_floats_uncompressed(tmp_path: Path) -> None:
+    noise = memoryview(np.random.default_rng(0).random(200_000).tobytes())
+    assert _codec.choose_codec(noise) == "none"
+    assert _codec.choose_codec(memoryview(bytes(1 << 20))) in ("lz4", "zstd")
+
+
+def test_corrupt_compressed_entry_is_refused(tmp_path: Path) -> None:
+    model = LogisticRegression().fit(X, Y)
+    model.big_ = np.zeros(100_000)
+    path = tmp_path / "z.amber"
+    amber.save(model, path, compress="zstd")
+    with ArtifactReader(path) as reader:
+        entry = reader.zip_entries["model/buffers/000000.bin"]
+        start = read_data_offset(reader._fd, entry)
+    data = bytearray(path.read_bytes())
+    data[start + entry.size // 2] ^= 0xFF
+    path.write_bytes(data)
+    with pytest.raises((IntegrityError, FormatError)):
+        amber.load(path)
+
+
+def test_unknown_compress_option_is_explained(tmp_path: Path, svc: SVC) -> None:
+    with pytest.raises(ValueError, match="compress='gzip'.*'zstd'"):
+        amber.save(svc, tmp_path / "x.amber", compress="gzip")
+    assert not list(tmp_path.iterdir())
+
+
+def test_save_into_missing_folder_is_explained(tmp_path: Path, svc: SVC) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        amber.save(svc, tmp_path / "nope" / "x.amber")
+
+
+def test_large_zip64_offsets_are_read_back(tmp_path: Path) -> None:
+    # A directory with more than 65535 entries needs the ZIP64 end records.
+    path = tmp_path / "many.amber"
+    with artifact_writer(path) as writer:
+        for i in range(70_000):
+            writer.add(f"e/{i}", b"x")
+        writer.finish({"format": "amber", "format_version": 1, "handler": "sklearn",
+                       "payload": {}, "environment": {}})  # fmt: skip
+    with ArtifactReader(path) as reader:
+        assert len(reader.entries) == 70_000
+        assert bytes(reader.read("e/69999")) == b"x"
+    with zipfile.ZipFile(path) as zf:
+        assert len(zf.namelist()) == 70_001
+
+
+def test_file_size_matches_info(tmp_path: Path, svc: SVC) -> None:
+    info = amber.save(svc, tmp_path / "a.amber")
+    assert info.file_size == os.path.getsize(tmp_path / "a.amber")
