@@ -1,0 +1,229 @@
+"""The verbs' contracts: probe and parity, environment drift, signatures, metadata, errors."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import SVC
+
+import amber
+from amber import _env
+from amber.artifact._reader import ArtifactReader
+from amber.artifact._writer import artifact_writer
+from amber.errors import (
+    EnvironmentMismatch,
+    EnvironmentMismatchError,
+    ParityError,
+    UntrustedTypeError,
+)
+
+X, Y = load_iris(return_X_y=True)
+
+
+@pytest.fixture(scope="module")
+def svc() -> SVC:
+    return SVC(gamma="scale").fit(X, Y)
+
+
+def rewrite(path: Path, change: Callable[[str, bytes], bytes]) -> None:
+    """Re-write an artifact entry by entry through Amber's own writer (digests recomputed)."""
+    with ArtifactReader(path) as reader:
+        manifest = {k: v for k, v in reader.manifest.items() if k != "entries"}
+        entries = {name: bytes(reader.read(name)) for name in reader.entries}
+    with artifact_writer(path) as writer:
+        for name, data in entries.items():
+            writer.add(name, change(name, data))
+        writer.finish(manifest)
+
+
+def shift_probe_output(name: str, data: bytes) -> bytes:
+    if name != "probe/output.decision_function.npy":
+        return data
+    return data[:-8] + (np.frombuffer(data[-8:], np.float64) + 1e-3).tobytes()
+
+
+@pytest.fixture()
+def saved_elsewhere(tmp_path: Path, svc: SVC, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An artifact whose manifest says it was saved with another scikit-learn version."""
+    real = _env.capture
+
+    def older(modules: Any, extra: Any = ()) -> dict[str, Any]:
+        env = real(modules, extra)
+        env["packages"] = {**env["packages"], "scikit-learn": "0.0.1"}
+        return env
+
+    monkeypatch.setattr(_env, "capture", older)
+    path = tmp_path / "elsewhere.amber"
+    amber.save(svc, path, sample=X[:16])
+    monkeypatch.setattr(_env, "capture", real)
+    return path
+
+
+# -- the probe --------------------------------------------------------------------------------
+def test_same_environment_load_skips_the_probe_but_always_checks_it_on_request(
+    tmp_path: Path, svc: SVC
+) -> None:
+    path = tmp_path / "m.amber"
+    amber.save(svc, path, sample=X[:16])
+    rewrite(path, shift_probe_output)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        amber.load(path)  # hashes prove the bytes; the probe is not re-run by default
+    with pytest.raises(ParityError, match="decision_function: values differ"):
+        amber.load(path, probe="always")
+    with pytest.raises(ParityError, match="in the environment that saved it"):
+        amber.verify(path)
+
+
+def test_other_environment_reruns_the_probe_and_names_the_versions(
+    saved_elsewhere: Path, svc: SVC
+) -> None:
+    with pytest.warns(EnvironmentMismatch, match=r"scikit-learn 0\.0\.1 -> .*still matched"):
+        model = amber.load(saved_elsewhere)
+    np.testing.assert_array_equal(model.predict(X), svc.predict(X))
+    report = amber.verify(saved_elsewhere)
+    assert any("scikit-learn 0.0.1" in c for c in report.environment_changes)
+
+
+def test_other_environment_probe_mismatch_raises_unless_relaxed(saved_elsewhere: Path) -> None:
+    rewrite(saved_elsewhere, shift_probe_output)
+    with pytest.raises(ParityError, match="scikit-learn 0.0.1.*parity='warn'"):
+        amber.load(saved_elsewhere)
+    with pytest.warns(EnvironmentMismatch, match="no longer reproduces"):
+        amber.load(saved_elsewhere, parity="warn")
+    with pytest.raises(EnvironmentMismatchError, match="environment='strict'"):
+        amber.load(saved_elsewhere, environment="strict")
+
+
+def test_probe_never_skips_but_still_warns_about_the_environment(saved_elsewhere: Path) -> None:
+    rewrite(saved_elsewhere, shift_probe_output)
+    with pytest.warns(EnvironmentMismatch, match="probe='never' skipped"):
+        amber.load(saved_elsewhere, probe="never")
+
+
+def test_probe_records_every_available_output(tmp_path: Path) -> None:
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, Y)
+    info = amber.save(model, tmp_path / "p.amber", sample=X[:10])
+    outputs = info.manifest["probe"]["outputs"]
+    assert set(outputs) == {"predict", "predict_proba", "decision_function"}
+    assert info.signature == {
+        "inputs": {"kind": "ndarray", "dtype": "float64", "shape": [None, 4]},
+        "outputs": {
+            "predict": {"kind": "ndarray", "dtype": "int64", "shape": [None]},
+            "predict_proba": {"kind": "ndarray", "dtype": "float64", "shape": [None, 3]},
+            "decision_function": {"kind": "ndarray", "dtype": "float64", "shape": [None, 3]},
+        },
+    }
+
+
+def test_dataframe_sample_records_columns_and_round_trips(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "age": np.arange(60) % 50 + 18,
+            "income": np.linspace(1.0, 9.0, 60),
+            "city": np.array(["paris", "lyon", "nice"])[np.arange(60) % 3],
+        }
+    )
+    target = (frame["age"] > 40).to_numpy()
+    model = make_pipeline(
+        ColumnTransformer(
+            [("num", StandardScaler(), ["age", "income"]), ("cat", OneHotEncoder(), ["city"])]
+        ),
+        LogisticRegression(),
+    ).fit(frame, target)
+    path = tmp_path / "frame.amber"
+    info = amber.save(model, path, sample=frame.head(12))
+    columns = info.signature["inputs"]["columns"]  # type: ignore[index]
+    assert [c["name"] for c in columns] == ["age", "income", "city"]
+    assert columns[0]["dtype"] == "int64"
+    assert "city" in str(amber.inspect(path))
+    report = amber.verify(path)
+    assert "predict_proba: identical" in str(report)
+
+
+def test_string_labels_and_text_input_probe(tmp_path: Path) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    docs = ["red apple", "green apple", "blue sky", "grey sky", "red sky", "green leaf"] * 5
+    labels = np.array(["fruit", "fruit", "sky", "sky", "sky", "plant"] * 5, dtype=object)
+    model = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(docs, labels)
+    path = tmp_path / "text.amber"
+    info = amber.save(model, path, sample=docs[:6])
+    assert info.signature["inputs"] == {"kind": "list", "item_types": ["str"], "shape": [None]}  # type: ignore[index]
+    amber.verify(path)
+    assert list(amber.load(path, probe="always").predict(docs)) == list(model.predict(docs))
+
+
+def test_unusable_sample_is_explained(tmp_path: Path, svc: SVC) -> None:
+    with pytest.raises(TypeError, match="cannot be stored as a probe"):
+        amber.save(svc, tmp_path / "x.amber", sample={"not": "an array"})
+
+
+# -- metadata, arguments ----------------------------------------------------------------------
+def test_metadata_round_trips_and_must_be_json(tmp_path: Path, svc: SVC) -> None:
+    meta = {"metrics": {"accuracy": 0.97}, "tags": {"team": "risk"}, "description": "iris"}
+    amber.save(svc, tmp_path / "m.amber", metadata=meta)
+    assert amber.inspect(tmp_path / "m.amber").metadata == meta
+    with pytest.raises(TypeError, match="JSON values"):
+        amber.save(svc, tmp_path / "n.amber", metadata={"when": object()})
+    with pytest.raises(TypeError, match="no NaN"):
+        amber.save(svc, tmp_path / "n.amber", metadata={"loss": float("nan")})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"probe": "sometimes"}, "probe='sometimes' is not valid"),
+        ({"parity": "ignore"}, "parity='ignore' is not valid"),
+        ({"environment": "lenient"}, "environment='lenient' is not valid"),
+        ({"trusted": "pkg.Mod"}, r"trusted=\['pkg.Mod'\]"),
+        ({"mmap": "yes"}, "mmap must be True or False"),
+    ],
+)
+def test_bad_load_arguments_say_what_to_pass(
+    tmp_path: Path, svc: SVC, kwargs: dict[str, Any], message: str
+) -> None:
+    path = tmp_path / "m.amber"
+    amber.save(svc, path)
+    with pytest.raises((ValueError, TypeError), match=message):
+        amber.load(path, **kwargs)
+
+
+def test_missing_file_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        amber.load(tmp_path / "absent.amber")
+
+
+# -- custom types ---------------------------------------------------------------------------------
+class Doubler:
+    """A user-defined model type: not on the allowlist."""
+
+    def __init__(self) -> None:
+        self.factor = np.float64(2.0)
+
+    def predict(self, values: np.ndarray) -> np.ndarray:
+        return values[:, 0] * self.factor
+
+
+def test_user_types_need_trust_and_then_load(tmp_path: Path) -> None:
+    path = tmp_path / "custom.amber"
+    with pytest.warns(UserWarning, match="outside Amber's allowlist"):
+        info = amber.save(Doubler(), path, sample=X[:4])
+    name = f"{__name__}.Doubler"
+    assert info.untrusted == [name]
+    with pytest.raises(UntrustedTypeError, match=rf"trusted=\['{name}'\]") as excinfo:
+        amber.load(path)
+    assert excinfo.value.names == (name,)
+    model = amber.load(path, trusted=[name], probe="always")
+    np.testing.assert_array_equal(model.predict(X), X[:, 0] * 2.0)

@@ -1,0 +1,97 @@
+"""The command line, run as a user runs it: a subprocess of ``python -m amber``."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
+
+import amber
+
+X, Y = load_iris(return_X_y=True)
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "amber", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def forest() -> RandomForestClassifier:
+    return RandomForestClassifier(n_estimators=5, random_state=0).fit(X, Y)
+
+
+def test_inspect_verify_and_json(tmp_path: Path, forest: RandomForestClassifier) -> None:
+    path = tmp_path / "rf.amber"
+    amber.save(forest, path, sample=X[:8], metadata={"metrics": {"accuracy": 1.0}})
+    shown = run("inspect", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert "sklearn.ensemble._forest.RandomForestClassifier" in shown.stdout
+    assert "scikit-learn==" in shown.stdout
+    as_json = json.loads(run("inspect", "--json", str(path)).stdout)
+    assert as_json["metadata"] == {"metrics": {"accuracy": 1.0}}
+    checked = run("verify", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert "probe matched" in checked.stdout
+
+
+def test_verify_fails_with_status_1_on_corruption(tmp_path: Path, forest: RandomForestClassifier) -> None:
+    path = tmp_path / "rf.amber"
+    amber.save(forest, path)
+    data = bytearray(path.read_bytes())
+    data[200] ^= 0x40
+    path.write_bytes(data)
+    result = run("verify", str(path))
+    assert result.returncode == 1
+    assert "Error" in result.stderr and "rf.amber" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_scan_and_convert_a_legacy_pickle(tmp_path: Path, forest: RandomForestClassifier) -> None:
+    legacy = tmp_path / "legacy.pkl"
+    legacy.write_bytes(pickle.dumps(forest, protocol=4))
+    scanned = run("scan", str(legacy))
+    assert scanned.returncode == 0, scanned.stderr
+    assert "RandomForestClassifier" in scanned.stdout and "safe" in scanned.stdout
+    np.save(tmp_path / "sample.npy", X[:10])
+    converted = run(
+        "convert", str(legacy), str(tmp_path / "rf.amber"), "--sample", str(tmp_path / "sample.npy")
+    )
+    assert converted.returncode == 0, converted.stderr
+    model = amber.load(tmp_path / "rf.amber", probe="always")
+    np.testing.assert_array_equal(model.predict_proba(X), forest.predict_proba(X))
+
+
+def test_scan_flags_an_unsafe_pickle_with_status_1(tmp_path: Path) -> None:
+    marker = tmp_path / "touched"
+    # builtins.open(marker, "w"): would create the marker file if anything ran it.
+    stream = (
+        b"\x80\x04cbuiltins\nopen\n"
+        b"X" + len(str(marker)).to_bytes(4, "little") + str(marker).encode()
+        + b"X\x01\x00\x00\x00w\x86R."
+    )  # fmt: skip
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(stream)
+    result = run("scan", str(bad))
+    assert result.returncode == 1
+    assert "builtins.open" in result.stdout
+    loaded = run("convert", str(bad), str(tmp_path / "bad.amber"))
+    assert loaded.returncode == 1
+    assert "UntrustedTypeError" in loaded.stderr and "builtins.open" in loaded.stderr
+    assert not marker.exists()
+    assert not (tmp_path / "bad.amber").exists()
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert run("inspect").returncode == 2
+    missing = run("inspect", str(tmp_path / "absent.amber"))
+    assert missing.returncode == 2
+    assert "no such file" in missing.stderr

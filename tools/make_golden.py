@@ -1,0 +1,83 @@
+"""Write the golden artifacts of the current format version into tests/data/golden/v<N>/.
+
+Run once per format version (``.venv/bin/python tools/make_golden.py``) and commit the output;
+never regenerate an old version's files. tests/test_golden.py loads every version's files with
+the current code, re-runs their probes, and checks their manifests.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_iris
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import SVC
+
+import amber
+from amber.artifact._manifest import FORMAT_VERSION
+
+ROOT = Path(__file__).resolve().parents[1] / "tests" / "data" / "golden"
+
+
+def models() -> dict[str, tuple[object, object, str]]:
+    X, y = load_iris(return_X_y=True)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, 200),
+            "income": rng.normal(50_000, 15_000, 200),
+            "city": rng.choice(["paris", "lyon", "nice"], 200),
+        }
+    )
+    churn = (frame["age"] > 50) ^ (frame["city"] == "nice")
+    docs = [" ".join(rng.choice(["red", "green", "sky", "leaf", "apple", "sea"], 5)) for _ in range(80)]
+    topics = np.array(["a", "b"])[[int("sky" in d) for d in docs]]
+    points = rng.random((3000, 8))  # 192 KB: out of band, memory-mappable
+    return {
+        "iris_svc": (SVC(gamma="scale").fit(X, y), X[:32], "none"),
+        "forest_zstd": (RandomForestClassifier(20, random_state=0).fit(X, y), X[:16], "zstd"),
+        "hgb_auto": (
+            HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X, y), X[:16], "auto"
+        ),
+        "knn_mmap": (KNeighborsClassifier().fit(points, np.arange(3000) % 4), points[:10], "none"),
+        "frame_pipeline": (
+            make_pipeline(
+                ColumnTransformer(
+                    [("num", StandardScaler(), ["age", "income"]),
+                     ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])]  # fmt: skip
+                ),
+                LogisticRegression(),
+            ).fit(frame, churn),
+            frame.head(20),
+            "lz4",
+        ),
+        "text_pipeline": (
+            make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(docs, topics), docs[:10], "zlib"
+        ),
+    }
+
+
+def main() -> None:
+    folder = ROOT / f"v{FORMAT_VERSION}"
+    if folder.exists() and "--force" not in sys.argv:
+        sys.exit(f"{folder} exists: golden files of a released version are never regenerated")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (model, sample, codec) in models().items():
+        info = amber.save(
+            model, folder / f"{name}.amber", sample=sample, compress=codec,
+            metadata={"golden": name, "format_version": FORMAT_VERSION},
+        )  # fmt: skip
+        print(f"{info.path}: {info.file_size:,} bytes")
+
+
+if __name__ == "__main__":
+    main()
