@@ -43,7 +43,9 @@ def _existing(source: str | os.PathLike[str]) -> Path:
         raise TypeError(f"expected a file path, got a {type(source).__name__}: {source!r}")
     path = Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"no such file: {str(path)!r}; check the path and the working folder")
+        raise FileNotFoundError(
+            f"no such file: {str(path)!r}; check the path and the working folder"
+        )
     if path.is_dir():
         raise IsADirectoryError(f"{str(path)!r} is a folder, not a model file")
     return path

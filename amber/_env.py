@@ -73,9 +73,7 @@ def capture(modules: Iterable[str], extra_distributions: Iterable[str] = ()) -> 
 def diff(saved: dict[str, Any]) -> list[str]:
     """Human-readable differences between ``saved`` and the running environment (empty if same)."""
     now = _python()
-    changes = [
-        f"{key} {saved.get(key)} -> {now[key]}" for key in now if saved.get(key) != now[key]
-    ]
+    changes = [f"{key} {saved.get(key)} -> {now[key]}" for key in now if saved.get(key) != now[key]]
     packages = saved.get("packages")
     if isinstance(packages, dict):
         for dist, version in sorted(packages.items()):

@@ -63,7 +63,12 @@ class ArtifactInfo:
         return "probe" in self.manifest
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "file_size": self.file_size, "signed": self.signed, **self.manifest}
+        return {
+            "path": str(self.path),
+            "file_size": self.file_size,
+            "signed": self.signed,
+            **self.manifest,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -3,7 +3,7 @@
 ::
 
     AmberError (Exception)
-    ├── FormatError (ValueError)          not an artifact, unknown version, malformed manifest or stream
+    ├── FormatError (ValueError)          not an artifact, unknown version, malformed content
     ├── IntegrityError (ValueError)       hash or signature mismatch, truncation, corruption
     ├── UntrustedTypeError (TypeError)    the payload references types outside the allowlist
     ├── ParityError (AssertionError)      the probe's outputs differ after reload

@@ -98,7 +98,7 @@ def test_other_environment_reruns_the_probe_and_names_the_versions(
 
 def test_other_environment_probe_mismatch_raises_unless_relaxed(saved_elsewhere: Path) -> None:
     rewrite(saved_elsewhere, shift_probe_output)
-    with pytest.raises(ParityError, match="scikit-learn 0.0.1.*parity='warn'"):
+    with pytest.raises(ParityError, match=r"scikit-learn 0.0.1.*parity='warn'"):
         amber.load(saved_elsewhere)
     with pytest.warns(EnvironmentMismatch, match="no longer reproduces"):
         amber.load(saved_elsewhere, parity="warn")

@@ -216,7 +216,7 @@ def test_changed_entry_fails_the_checksum_even_with_a_fixed_crc(tmp_path: Path, 
             if info.filename == "probe/input.npy":
                 data = data[:-8] + np.float64(1e9).tobytes()
             dst.writestr(info.filename, data)
-    with pytest.raises(IntegrityError, match="probe/input.npy"):
+    with pytest.raises(IntegrityError, match=r"probe/input.npy"):
         amber.verify(forged)
 
 
@@ -243,10 +243,15 @@ def test_newer_format_version_says_upgrade(tmp_path: Path) -> None:
     path = tmp_path / "future.amber"
     with artifact_writer(path) as writer:
         writer.finish(
-            {"format": "amber", "format_version": 99, "handler": "sklearn", "payload": {},
-             "environment": {}}  # fmt: skip
+            {
+                "format": "amber",
+                "format_version": 99,
+                "handler": "sklearn",
+                "payload": {},
+                "environment": {},
+            }
         )
-    with pytest.raises(FormatError, match="format version 99.*upgrade Amber"):
+    with pytest.raises(FormatError, match=r"format version 99.*upgrade Amber"):
         amber.load(path)
 
 
@@ -307,7 +312,7 @@ def test_corrupt_compressed_entry_is_refused(tmp_path: Path) -> None:
 
 
 def test_unknown_compress_option_is_explained(tmp_path: Path, svc: SVC) -> None:
-    with pytest.raises(ValueError, match="compress='gzip'.*'zstd'"):
+    with pytest.raises(ValueError, match=r"compress='gzip'.*'zstd'"):
         amber.save(svc, tmp_path / "x.amber", compress="gzip")
     assert not list(tmp_path.iterdir())
 

@@ -43,7 +43,9 @@ def test_inspect_verify_and_json(tmp_path: Path, forest: RandomForestClassifier)
     assert "probe matched" in checked.stdout
 
 
-def test_verify_fails_with_status_1_on_corruption(tmp_path: Path, forest: RandomForestClassifier) -> None:
+def test_verify_fails_with_status_1_on_corruption(
+    tmp_path: Path, forest: RandomForestClassifier
+) -> None:
     path = tmp_path / "rf.amber"
     amber.save(forest, path)
     data = bytearray(path.read_bytes())

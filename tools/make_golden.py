@@ -39,21 +39,27 @@ def models() -> dict[str, tuple[object, object, str]]:
         }
     )
     churn = (frame["age"] > 50) ^ (frame["city"] == "nice")
-    docs = [" ".join(rng.choice(["red", "green", "sky", "leaf", "apple", "sea"], 5)) for _ in range(80)]
+    docs = [
+        " ".join(rng.choice(["red", "green", "sky", "leaf", "apple", "sea"], 5)) for _ in range(80)
+    ]
     topics = np.array(["a", "b"])[[int("sky" in d) for d in docs]]
     points = rng.random((3000, 8))  # 192 KB: out of band, memory-mappable
     return {
         "iris_svc": (SVC(gamma="scale").fit(X, y), X[:32], "none"),
         "forest_zstd": (RandomForestClassifier(20, random_state=0).fit(X, y), X[:16], "zstd"),
         "hgb_auto": (
-            HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X, y), X[:16], "auto"
+            HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X, y),
+            X[:16],
+            "auto",
         ),
         "knn_mmap": (KNeighborsClassifier().fit(points, np.arange(3000) % 4), points[:10], "none"),
         "frame_pipeline": (
             make_pipeline(
                 ColumnTransformer(
-                    [("num", StandardScaler(), ["age", "income"]),
-                     ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])]  # fmt: skip
+                    [
+                        ("num", StandardScaler(), ["age", "income"]),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+                    ]
                 ),
                 LogisticRegression(),
             ).fit(frame, churn),
@@ -61,7 +67,9 @@ def models() -> dict[str, tuple[object, object, str]]:
             "lz4",
         ),
         "text_pipeline": (
-            make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(docs, topics), docs[:10], "zlib"
+            make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(docs, topics),
+            docs[:10],
+            "zlib",
         ),
     }
 

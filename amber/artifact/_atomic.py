@@ -1,4 +1,4 @@
-"""Atomic file replacement: write a temporary file beside the target, fsync, rename, fsync the folder.
+"""Atomic file replacement: a temporary file beside the target, fsync, rename, fsync the folder.
 
 A crash or an error at any point leaves either the previous file or the new one, never a mix,
 and never a file that an earlier memory map still points into (a rename gives the new bytes a

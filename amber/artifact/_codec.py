@@ -75,7 +75,13 @@ def decompress_into(codec: str, stored: memoryview, out: memoryview, name: str) 
                 raise ValueError("lzma stream longer than recorded or unterminated")
         else:
             raise ValueError(f"unknown codec {codec!r}")
-    except (ValueError, zstandard.ZstdError, lzma.LZMAError, zlib.error, lz4.block.LZ4BlockError) as exc:
+    except (
+        ValueError,
+        zstandard.ZstdError,
+        lzma.LZMAError,
+        zlib.error,
+        lz4.block.LZ4BlockError,
+    ) as exc:
         raise IntegrityError(
             f"entry {name!r} does not decompress with {codec}: {exc}. The file is corrupted; "
             f"restore it from its source."

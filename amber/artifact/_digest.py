@@ -1,4 +1,4 @@
-"""Entry digests: a fast checksum verified on every load, a cryptographic hash for verify and signing.
+"""Entry digests: a fast checksum checked on every load, a cryptographic hash for verify, signing.
 
 Measured on the 2-core reference machine (256 MB of float64, page cache warm): sha256 1.7 GB/s,
 blake2b 0.9 GB/s, blake3 4.2 GB/s on one thread and 8.7 GB/s on two, xxh3-128 26 GB/s. Reading

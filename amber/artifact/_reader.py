@@ -1,4 +1,4 @@
-"""Reading an artifact: the directory and manifest are vetted first, every entry read is verified."""
+"""Reading an artifact: directory and manifest are vetted first, every entry read is verified."""
 
 from __future__ import annotations
 
@@ -121,10 +121,7 @@ class ArtifactReader:
     # -- verified access --------------------------------------------------------------------
     def _check(self, name: str, stored: memoryview, strong: bool) -> None:
         rec = self.entries[name]
-        if strong:
-            ok = blake3_hex(stored) == rec["blake3"]
-        else:
-            ok = xxh3_hex(stored) == rec["xxh3_128"]
+        ok = blake3_hex(stored) == rec["blake3"] if strong else xxh3_hex(stored) == rec["xxh3_128"]
         if not ok:
             raise IntegrityError(
                 f"entry {name!r} of {str(self.path)!r} fails its "

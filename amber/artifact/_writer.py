@@ -1,4 +1,4 @@
-"""Writing an artifact: entries go into a temporary zip, the manifest last, then an atomic rename."""
+"""Writing an artifact: entries into a temporary zip, the manifest last, then an atomic rename."""
 
 from __future__ import annotations
 
@@ -91,8 +91,10 @@ class ArtifactWriter:
 
 
 @contextlib.contextmanager
-def artifact_writer(path: str | os.PathLike[str], *, compress: str = "none") -> Iterator[ArtifactWriter]:
-    """Write an artifact atomically: ``path`` changes only if the block (and ``finish``) succeeds."""
+def artifact_writer(
+    path: str | os.PathLike[str], *, compress: str = "none"
+) -> Iterator[ArtifactWriter]:
+    """Write an artifact atomically: ``path`` changes only if the block and ``finish`` succeed."""
     check_compress(compress)
     with atomic_writer(path) as f:
         yield ArtifactWriter(f, compress=compress)

@@ -67,9 +67,9 @@ def check_name(name: str) -> str:
 def _dos_time(ts: float) -> tuple[int, int]:
     t = time.localtime(ts)
     year = max(t.tm_year, 1980)
-    return (t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2), (
-        (year - 1980) << 9
-    ) | (t.tm_mon << 5) | t.tm_mday
+    return (t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2), ((year - 1980) << 9) | (
+        t.tm_mon << 5
+    ) | t.tm_mday
 
 
 @dataclass(frozen=True)
@@ -153,10 +153,24 @@ class ZipWriter:
             extra = z64 + align_extra
             parts.append(
                 _CENTRAL.pack(
-                    _SIG_CENTRAL, (3 << 8) | 45, 45 if z64 else 20, _FLAG_UTF8, 0,
-                    self._time, self._date, entry.crc32, size_field, size_field,
-                    len(encoded), len(extra), 0, 0, 0, 0o100644 << 16, off_field,
-                )  # fmt: skip
+                    _SIG_CENTRAL,
+                    (3 << 8) | 45,
+                    45 if z64 else 20,
+                    _FLAG_UTF8,
+                    0,
+                    self._time,
+                    self._date,
+                    entry.crc32,
+                    size_field,
+                    size_field,
+                    len(encoded),
+                    len(extra),
+                    0,
+                    0,
+                    0,
+                    0o100644 << 16,
+                    off_field,
+                )
                 + encoded
                 + extra
             )
@@ -173,9 +187,15 @@ class ZipWriter:
             self._f.write(_LOCATOR64.pack(_SIG_LOCATOR64, 0, end, 1))
         self._f.write(
             _EOCD.pack(
-                _SIG_EOCD, 0, 0, min(n, _U16), min(n, _U16),
-                min(cd_size, _U32), min(cd_start, _U32), 0,
-            )  # fmt: skip
+                _SIG_EOCD,
+                0,
+                0,
+                min(n, _U16),
+                min(n, _U16),
+                min(cd_size, _U32),
+                min(cd_start, _U32),
+                0,
+            )
         )
         self._offset = -1
 
@@ -202,7 +222,9 @@ def read_directory(fd: int, file_size: int) -> dict[str, ZipEntry]:
         raise corrupt("file shrank while being read")
     pos = tail.rfind(struct.pack("<I", _SIG_EOCD), 0, tail_len - _EOCD.size + 4)
     if pos < 0:
-        raise corrupt("no zip end-of-central-directory record found (the end of the file is missing)")
+        raise corrupt(
+            "no zip end-of-central-directory record found (the end of the file is missing)"
+        )
     (_, disk, cd_disk, n_disk, n, cd_size, cd_start, comment_len) = _EOCD.unpack_from(tail, pos)
     eocd_offset = file_size - tail_len + pos
     trailing = file_size - (eocd_offset + _EOCD.size + comment_len)
@@ -280,7 +302,9 @@ def read_directory(fd: int, file_size: int) -> dict[str, ZipEntry]:
         limit = ordered[i + 1].header_offset if i + 1 < len(ordered) else cd_start
         if entry.header_offset + _LOCAL.size + len(entry.name) + entry.size > limit:
             raise corrupt(f"entry {entry.name!r} overlaps the next entry or the directory")
-        entries[entry.name] = ZipEntry(entry.name, entry.header_offset, entry.size, entry.crc32, limit)
+        entries[entry.name] = ZipEntry(
+            entry.name, entry.header_offset, entry.size, entry.crc32, limit
+        )
     if not ordered and cd_start != 0:
         raise corrupt(f"{cd_start} bytes of unexpected data before the central directory")
     return entries
@@ -317,9 +341,10 @@ def parse_local_header(header: bytes | memoryview, entry: ZipEntry) -> int:
     if sig != _SIG_LOCAL or method != 0 or flags & 0x0009:
         raise corrupt(f"bad local header for entry {entry.name!r}")
     total = _LOCAL.size + name_len + extra_len
-    if len(header) >= _LOCAL.size + name_len:
-        if bytes(header[_LOCAL.size : _LOCAL.size + name_len]) != entry.name.encode("ascii"):
-            raise corrupt(f"local header name differs from the directory for {entry.name!r}")
+    if len(header) < _LOCAL.size + name_len:
+        raise corrupt(f"local header of {entry.name!r} truncated")
+    if bytes(header[_LOCAL.size : _LOCAL.size + name_len]) != entry.name.encode("ascii"):
+        raise corrupt(f"local header name differs from the directory for {entry.name!r}")
     if crc != entry.crc32 or (usize != _U32 and usize != entry.size) or csize != usize:
         raise corrupt(f"local header of {entry.name!r} disagrees with the central directory")
     return total

@@ -8,7 +8,8 @@ from typing import Any
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "scan", help="list the globals a pickle, joblib or .amber file would import (exit 1 if unsafe)"
+        "scan",
+        help="list the globals a pickle, joblib or .amber file would import (exit 1 if unsafe)",
     )
     p.add_argument("file", help="a pickle, joblib or .amber file")
     p.set_defaults(run=run)

@@ -18,7 +18,9 @@ def parse_global_name(name: str) -> tuple[str, str]:
     the dotted form takes the last component as the name.
     """
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"a trusted name must be a non-empty string like 'pkg.mod.Class', got {name!r}")
+        raise ValueError(
+            f"a trusted name must be a non-empty string like 'pkg.mod.Class', got {name!r}"
+        )
     name = name.strip()
     if ":" in name:
         module, _, qualname = name.partition(":")
