@@ -26,7 +26,7 @@ def aligned_empty(size: int, alignment: int = _zip.ALIGNMENT) -> memoryview:
     """A writable, uninitialised byte buffer whose start is aligned (numpy backs it)."""
     raw = np.empty(size + alignment, dtype=np.uint8)
     shift = (-raw.ctypes.data) % alignment
-    return memoryview(raw[shift : shift + size])
+    return memoryview(raw[shift : shift + size])  # type: ignore[arg-type]
 
 
 def _pread_into(fd: int, out: memoryview, offset: int) -> None:
@@ -150,7 +150,8 @@ class ArtifactReader:
         """A ``.npy`` entry as an array (pickled object arrays are refused)."""
         data = self.read(name)
         try:
-            return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)  # type: ignore[no-any-return]
+            array: np.ndarray = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+            return array
         except (ValueError, OSError) as exc:
             raise FormatError(f"entry {name!r} is not a plain .npy array: {exc}") from exc
 

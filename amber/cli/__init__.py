@@ -46,5 +46,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"amber: {category.__name__}: {message}", file=sys.stderr)

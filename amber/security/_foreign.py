@@ -140,6 +140,8 @@ def _decompress(body: bytes, method: str, limit: int, source: str) -> bytes:
             if not chunk and not pending and (engine.eof or getattr(engine, "needs_input", 1)):
                 break
             chunks.append(chunk)
+    except FormatError:
+        raise
     except (zlib.error, OSError, EOFError, lzma.LZMAError, RuntimeError, ValueError) as exc:
         raise FormatError(f"{source} is not valid {method} data: {exc}") from exc
     if not engine.eof:
