@@ -287,10 +287,13 @@ class ScanReport:
 
 
 def _verdict(untrusted: tuple[str, ...], error: str | None, legacy: bool) -> str:
+    if untrusted:
+        also = f" (and the stream is malformed: {error})" if error else ""
+        return (
+            f"unsafe: {len(untrusted)} name(s) outside the allowlist: {', '.join(untrusted)}{also}"
+        )
     if error is not None:
         return f"malformed: {error}"
-    if untrusted:
-        return f"unsafe: {len(untrusted)} name(s) outside the allowlist: {', '.join(untrusted)}"
     if legacy:
         return "unsupported: written by joblib < 0.10, with arrays in companion files"
     return "safe"
@@ -421,7 +424,7 @@ def _guarded(source: str, step: Callable[[], Any]) -> Any:
 
 
 def _load_pickle(opened: _Opened, policy: LoadPolicy) -> Any:
-    result = scan_pickle(opened.data)
+    result = _guarded(opened.source, lambda: scan_pickle(opened.data))
     obj = _guarded(opened.source, lambda: safe_loads(opened.data, policy=policy))
     return _validated(obj, tuple(result.globals), opened.source)
 

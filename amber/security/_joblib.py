@@ -431,9 +431,12 @@ class _Machine(pickle._Unpickler):
 
     def _target(self, obj: Any, opcode: str) -> None:
         if self._is_global(obj) or isinstance(obj, (_Ref, *_NOT_A_TARGET)):
-            what = obj.key if isinstance(obj, _Ref) else getattr(obj, "__qualname__", obj)
+            if isinstance(obj, _Ref):
+                what = f"{obj.module}.{obj.name}"
+            else:
+                what = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}"
             raise FormatError(
-                f"{opcode} at offset {self._reader.pos - 1} modifies the global {what!r} "
+                f"{opcode} at offset {self._reader.pos - 1} modifies the global {what} "
                 f"instead of an instance; refusing it"
             )
 
@@ -558,7 +561,9 @@ class _Machine(pickle._Unpickler):
         if align is not None:
             pad = reader.read(1)[0]
             if pad > align or reader.take(pad, "array padding") != b"\xff" * pad:
-                raise FormatError(f"invalid alignment padding before the array at {reader.pos}")
+                raise FormatError(
+                    f"invalid alignment padding before the array at offset {reader.pos}"
+                )
         count = math.prod(shape)
         nbytes = count * info.itemsize
         if nbytes > reader.remaining:
@@ -568,7 +573,9 @@ class _Machine(pickle._Unpickler):
             )
         if self._scan:
             reader.take(nbytes, "array data")
-            return _Obj(_Ref("numpy", "ndarray"), ())
+            placeholder = _Obj(_Ref("numpy", "ndarray"), ())
+            placeholder.built = True  # joblib never BUILDs on an array
+            return placeholder
         data = reader.take(nbytes, "array data")
         flat = np.frombuffer(data, dtype=dt, count=count).copy() if count else np.empty(0, dt)
         arr = flat.reshape(shape[::-1]).transpose() if order == "F" else flat.reshape(shape)
@@ -720,13 +727,13 @@ def load_joblib(data: bytes, *, policy: LoadPolicy, source: str) -> tuple[Any, J
     allowlist; nothing from the file is imported or run before both checks pass.
     """
     scan = scan_joblib(data)
+    untrusted = scan.untrusted(policy)
+    if untrusted:  # even in a malformed stream: the names read so far are the best warning
+        raise UntrustedTypeError(untrusted, source=source)
     if scan.error is not None:
         raise FormatError(f"{source} is not a valid joblib file: {scan.error}")
     if scan.legacy:
         raise FormatError(f"cannot load {source}: {_LEGACY_HINT}")
-    untrusted = scan.untrusted(policy)
-    if untrusted:
-        raise UntrustedTypeError(untrusted, source=source)
     shared = _Shared(expected=iter(scan.layout))
     reader = _Reader(data)
     try:

@@ -1,0 +1,628 @@
+"""Existing pickle and joblib files: sniffing, bounded decompression, scanning, safe loading.
+
+Every file is made in ``tmp_path`` by the real ``pickle.dump`` / ``joblib.dump`` of real, small,
+fitted scikit-learn models, or crafted by hand (hostile files) from the same building blocks
+joblib uses: a pickled ``NumpyArrayWrapper`` followed by the array's bytes.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import joblib
+import joblib.numpy_pickle as jnp
+import numpy as np
+import pytest
+from joblib.numpy_pickle import NumpyArrayWrapper
+from joblib.numpy_pickle_compat import NDArrayWrapper
+
+import amber
+from amber.errors import FormatError, UnsafeLoadWarning, UntrustedTypeError
+from amber.security import _joblib
+from amber.security._foreign import (
+    ScanReport,
+    default_decompression_limit,
+    load_foreign,
+    load_joblib_file,
+    load_pickle_file,
+    scan_file,
+    sniff,
+)
+from amber.security._policy import LoadPolicy
+
+COMPRESSORS = ["zlib", "gzip", "bz2", "lzma", "xz", "lz4"]
+WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _models(multiclass_data: Any, text_data: Any) -> dict[str, tuple[Any, Any]]:
+    """Small fitted models and the inputs to predict on."""
+    import pandas as pd
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.svm import SVC
+
+    X, y, Xt = multiclass_data.X_train, multiclass_data.y_train, multiclass_data.X_test
+    cats = np.array([["paris", "basic"], ["lyon", "pro"], ["nice", "basic"]], dtype=object)
+    Xc = cats[np.arange(len(y)) % 3]
+    frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1]})
+    return {
+        "random_forest": (
+            RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0).fit(X, y),
+            Xt,
+        ),
+        "svc_pipeline": (make_pipeline(StandardScaler(), SVC()).fit(X, y), Xt),
+        "logistic_regression": (LogisticRegression(max_iter=500).fit(X, y), Xt),
+        "knn_kd_tree": (KNeighborsClassifier(3, algorithm="kd_tree").fit(X, y), Xt),
+        "text_pipeline": (
+            make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(
+                text_data.X_train, text_data.y_train
+            ),
+            text_data.X_test,
+        ),
+        "onehot_object_categories": (
+            make_pipeline(OneHotEncoder(handle_unknown="ignore"), LogisticRegression()).fit(Xc, y),
+            Xc[:10],
+        ),
+        "frame_feature_names": (LogisticRegression().fit(frame, y), frame.iloc[:10]),
+    }
+
+
+@pytest.fixture(scope="module")
+def models(multiclass_data: Any, text_data: Any) -> dict[str, tuple[Any, Any]]:
+    return _models(multiclass_data, text_data)
+
+
+def _outputs(model: Any, X: Any) -> list[np.ndarray]:
+    out = [np.asarray(model.predict(X))]
+    for method in ("predict_proba", "decision_function"):
+        if hasattr(model, method):
+            out.append(np.asarray(getattr(model, method)(X)))
+    return out
+
+
+def _dump(obj: Any, path: Path, how: str) -> None:
+    if how == "pickle":
+        with open(path, "wb") as f:
+            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+    elif how == "joblib":
+        joblib.dump(obj, path)
+    else:
+        joblib.dump(obj, path, compress=(how.removeprefix("joblib-"), 3))
+
+
+MODEL_NAMES = [
+    "random_forest",
+    "svc_pipeline",
+    "logistic_regression",
+    "knn_kd_tree",
+    "text_pipeline",
+    "onehot_object_categories",
+    "frame_feature_names",
+]
+
+
+@pytest.mark.parametrize("how", ["pickle", "joblib", "joblib-zlib"])
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_real_models_load_with_identical_predictions(
+    models: dict[str, tuple[Any, Any]], tmp_path: Path, name: str, how: str
+) -> None:
+    model, X = models[name]
+    path = tmp_path / f"{name}.bin"
+    _dump(model, path, how)
+    assert sniff(path) == ("pickle" if how == "pickle" else "joblib")
+    report = scan_file(path)
+    assert report.verdict == "safe", str(report)
+    loaded = load_foreign(path)
+    assert type(loaded) is type(model)
+    for got, want in zip(_outputs(loaded, X), _outputs(model, X), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("compressor", COMPRESSORS)
+def test_every_joblib_compressor(
+    models: dict[str, tuple[Any, Any]], tmp_path: Path, compressor: str
+) -> None:
+    model, X = models["onehot_object_categories"]
+    path = tmp_path / "model.joblib"
+    joblib.dump(model, path, compress=(compressor, 3))
+    report = scan_file(path)
+    assert (report.kind, report.compression, report.verdict) == ("joblib", compressor, "safe")
+    loaded = load_joblib_file(path)
+    for got, want in zip(_outputs(loaded, X), _outputs(model, X), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def _awkward_arrays() -> dict[str, Any]:
+    return {
+        "fortran": np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+        "big_endian": np.arange(5, dtype=">i4"),
+        "structured": np.array([(1.5, b"ab"), (2.5, b"cd")], dtype=[("x", "<f8"), ("s", "S2")]),
+        "unicode": np.array(["héllo", "x"]),
+        "datetime": np.array(["2020-01-01", "2021-06-30"], dtype="M8[D]"),
+        "scalar": np.array(3.5),
+        "empty": np.empty((0, 4)),
+        "bools": np.array([True, False]),
+        "objects": np.array(["a", None, 3], dtype=object),
+        "subarray_field": np.zeros(2, dtype=[("v", "<f8", (3,))]),
+    }
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4, 5])
+def test_every_protocol_and_awkward_arrays_match_joblib(tmp_path: Path, protocol: int) -> None:
+    path = tmp_path / "arrays.joblib"
+    joblib.dump(_awkward_arrays(), path, protocol=protocol)
+    want = joblib.load(path)
+    got = load_joblib_file(path)
+    assert got.keys() == want.keys()
+    for key, array in want.items():
+        assert type(got[key]) is np.ndarray, key
+        assert got[key].dtype == array.dtype and got[key].shape == array.shape, key
+        assert got[key].flags.f_contiguous == array.flags.f_contiguous, key
+        assert got[key].flags.writeable, key
+        if array.dtype.hasobject:
+            assert got[key].tolist() == array.tolist(), key
+        else:
+            assert got[key].tobytes() == array.tobytes(), key
+    assert scan_file(path).protocol == (protocol if protocol >= 2 else None)
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+def test_matrix_keeps_its_type(tmp_path: Path) -> None:
+    path = tmp_path / "m.joblib"
+    joblib.dump(np.matrix([[1, 2], [3, 4]]), path)
+    got = load_joblib_file(path, LoadPolicy.make(trusted=["numpy.matrix"]))
+    assert type(got) is np.matrix and got.tolist() == [[1, 2], [3, 4]]
+
+
+def test_compressed_plain_pickle(tmp_path: Path) -> None:
+    path = tmp_path / "model.pkl.gz"
+    with gzip.open(path, "wb") as f:
+        pickle.dump({"w": np.arange(3.0)}, f)
+    report = scan_file(path)
+    assert (report.kind, report.compression) == ("pickle", "gzip")
+    assert load_foreign(path)["w"].tolist() == [0.0, 1.0, 2.0]
+
+
+# --------------------------------------------------------------------------- scanning
+
+
+def test_scan_lists_globals_in_order_without_loading(
+    models: dict[str, tuple[Any, Any]], tmp_path: Path
+) -> None:
+    model, _ = models["logistic_regression"]
+    path = tmp_path / "lr.joblib"
+    joblib.dump(model, path)
+    report = scan_file(path)
+    assert isinstance(report, ScanReport)
+    assert report.globals[0] == "sklearn.linear_model._logistic.LogisticRegression"
+    assert {WRAPPER, "numpy.ndarray", "numpy.dtype"} <= set(report.globals)
+    assert len(report.globals) == len(set(report.globals))
+    assert report.untrusted == ()
+    assert report.safe and report.n_arrays >= 3
+    text = str(report)
+    assert "verdict: safe" in text and "LogisticRegression" in text and "joblib file" in text
+
+    plain = tmp_path / "lr.pkl"
+    _dump(model, plain, "pickle")
+    assert "sklearn.linear_model._logistic.LogisticRegression" in scan_file(plain).globals
+
+
+def test_public_api_routes_foreign_files(
+    models: dict[str, tuple[Any, Any]], tmp_path: Path
+) -> None:
+    model, X = models["random_forest"]
+    path = tmp_path / "rf.joblib"
+    joblib.dump(model, path, compress=3)
+    assert amber.scan(path).safe
+    np.testing.assert_array_equal(amber.load(path).predict(X), model.predict(X))
+
+
+def test_allow_arbitrary_code_warns(tmp_path: Path) -> None:
+    path = tmp_path / "a.joblib"
+    joblib.dump([np.arange(3)], path)
+    with pytest.warns(UnsafeLoadWarning):
+        got = load_joblib_file(path, LoadPolicy.make(allow_arbitrary_code=True))
+    assert got[0].tolist() == [0, 1, 2]
+
+
+# --------------------------------------------------------------------------- joblib is never run
+
+
+def test_joblib_unpickler_is_never_instantiated(
+    models: dict[str, tuple[Any, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created: list[object] = []
+
+    class Sentinel(jnp.NumpyUnpickler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            created.append(self)
+            super().__init__(*args, **kwargs)
+
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("joblib's NumpyArrayWrapper.read was called")
+
+    monkeypatch.setattr(jnp, "NumpyUnpickler", Sentinel)
+    path = tmp_path / "m.joblib"
+    joblib.dump(models["onehot_object_categories"][0], path, compress=3)
+    with monkeypatch.context() as patch:
+        patch.setattr(NumpyArrayWrapper, "read", never)
+        load_foreign(path)
+        scan_file(path)
+    assert created == []
+    assert not issubclass(_joblib._Machine, jnp.NumpyUnpickler)
+    joblib.load(path)  # the control: the sentinel does see joblib's own loads
+    assert len(created) == 1
+
+
+def test_loading_a_joblib_file_never_imports_joblib(tmp_path: Path) -> None:
+    path = tmp_path / "arrays.joblib"
+    joblib.dump(_awkward_arrays(), path, compress=("lz4", 3))
+    code = (
+        "import sys\n"
+        "from amber.security._foreign import load_foreign, scan_file\n"
+        "obj = load_foreign(sys.argv[1]); scan_file(sys.argv[1])\n"
+        "assert obj['fortran'].shape == (3, 4)\n"
+        "print('joblib' in sys.modules)\n"
+    )
+    root = str(Path(amber.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *(p for p in sys.path if p)])}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- crafting by hand
+
+
+def _wrapper(shape: Any, dtype: Any, *, align: int | None = 16, **state: Any) -> bytes:
+    """A NumpyArrayWrapper pickled as joblib pickles it, without PROTO and STOP (protocol 3)."""
+    wrapper = NumpyArrayWrapper(
+        np.ndarray, shape, "C", np.dtype(dtype), numpy_array_alignment_bytes=align
+    )
+    wrapper.__dict__.update(state)
+    data = pickle.dumps(wrapper, protocol=3)
+    return data[2:-1]
+
+
+def _raw(prefix: bytes, payload: bytes, align: int = 16) -> bytes:
+    pad = align - ((len(prefix) + 1) % align)
+    return bytes([pad]) + b"\xff" * pad + payload
+
+
+def _array_stream(array: np.ndarray, *, body: bytes = b"") -> bytes:
+    """A joblib stream holding ``array`` then ``body`` opcodes, then STOP."""
+    prefix = b"\x80\x03" + _wrapper(array.shape, array.dtype)
+    return prefix + _raw(prefix, array.tobytes()) + body + b"."
+
+
+def _global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _unicode(text: str) -> bytes:
+    data = text.encode()
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def _write(tmp_path: Path, data: bytes, name: str = "crafted.joblib") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+class _Hostile:
+    """Pickles as a call of ``func(*args)``: what an attacker's payload looks like."""
+
+    def __init__(self, func: Any, *args: Any) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.func, self.args)
+
+
+def test_crafted_stream_is_what_joblib_reads(tmp_path: Path) -> None:
+    array = np.arange(7.0)
+    path = _write(tmp_path, _array_stream(array))
+    assert joblib.load(path).tolist() == array.tolist()  # the crafting is faithful
+    assert load_joblib_file(path).tolist() == array.tolist()
+
+
+@pytest.mark.parametrize("compress", [0, 3])
+def test_reduce_of_os_system_and_open_never_runs(tmp_path: Path, compress: int) -> None:
+    victim = tmp_path / "touched"
+    payload = {
+        "weights": np.arange(4.0),
+        "system": _Hostile(os.system, f"touch {victim}"),
+        "open": _Hostile(open, str(victim), "w"),
+        "eval": _Hostile(eval, "1"),
+    }
+    path = tmp_path / "evil.joblib"
+    joblib.dump(payload, path, compress=compress)
+    report = scan_file(path)
+    expected = {f"{os.system.__module__}.system", f"{open.__module__}.open", "builtins.eval"}
+    assert expected <= set(report.untrusted)
+    assert report.verdict.startswith("unsafe: ")
+    assert "UNTRUSTED" in str(report)
+    with pytest.raises(UntrustedTypeError) as err:
+        load_foreign(path)
+    assert expected <= set(err.value.names)  # every offending name, at once
+    assert not victim.exists()
+    # trusting one name is not enough: the others are still reported
+    with pytest.raises(UntrustedTypeError) as err:
+        load_foreign(path, LoadPolicy.make(trusted=["builtins.eval"]))
+    assert "builtins.eval" not in err.value.names
+    assert not victim.exists()
+
+
+def test_scan_and_load_never_import_an_unknown_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "imported"
+    (tmp_path / "amber_canary_mod.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nclass Thing:\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    body = _global("amber_canary_mod", "Thing") + b")\x81" + b"\x86"  # (array, Thing())
+    for path in (
+        _write(tmp_path, _array_stream(np.arange(3), body=body)),
+        _write(tmp_path, b"\x80\x02" + _global("amber_canary_mod", "Thing") + b")\x81.", "p.pkl"),
+    ):
+        assert scan_file(path).untrusted == ("amber_canary_mod.Thing",)
+        with pytest.raises(UntrustedTypeError, match=r"amber_canary_mod\.Thing"):
+            load_foreign(path)
+    assert not marker.exists()
+    assert "amber_canary_mod" not in sys.modules
+
+
+def test_object_array_whose_nested_pickle_is_hostile(tmp_path: Path) -> None:
+    victim = tmp_path / "touched"
+    array = np.array([_Hostile(os.system, f"touch {victim}")], dtype=object)
+    data = b"\x80\x03" + _wrapper((1,), object) + pickle.dumps(array, protocol=5) + b"."
+    path = _write(tmp_path, data)
+    assert f"{os.system.__module__}.system" in scan_file(path).untrusted
+    with pytest.raises(UntrustedTypeError, match="system"):
+        load_joblib_file(path)
+    assert not victim.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        (
+            "huge_shape_few_bytes",
+            b"\x80\x03" + _wrapper((10**12,), "f8") + b"\x00" + b"\x00" * 16 + b".",
+        ),
+        (
+            "shape_product_overflows",
+            b"\x80\x03" + _wrapper((2**40, 2**40), "f8") + b"\x00" + b"\x00" * 16 + b".",
+        ),
+        ("negative_shape", b"\x80\x03" + _wrapper((-1,), "f8") + b"\x00" + b"."),
+        ("shape_not_ints", b"\x80\x03" + _wrapper(("3",), "f8") + b"\x00" + b"."),
+        (
+            "bad_padding_bytes",
+            b"\x80\x03" + _wrapper((1,), "f8") + b"\x03\x00\x00\x00" + b"\x00" * 8 + b".",
+        ),
+        ("padding_too_long", b"\x80\x03" + _wrapper((1,), "f8") + b"\x40" + b"\xff" * 72 + b"."),
+        (
+            "unexpected_wrapper_state",
+            b"\x80\x03" + _wrapper((1,), "f8", align=None, evil=1) + b"\x00" * 8 + b".",
+        ),
+        (
+            "nested_pickle_is_not_that_array",
+            b"\x80\x03" + _wrapper((1,), object) + pickle.dumps([1], protocol=5) + b".",
+        ),
+        (
+            "wrapper_inside_nested_pickle",
+            b"\x80\x03"
+            + _wrapper((1,), object)
+            + b"\x80\x03"
+            + _wrapper((1,), "f8", align=None)
+            + b"\x00" * 8
+            + b"."
+            + b".",
+        ),
+        ("trailing_junk", _array_stream(np.arange(3)) + b"JUNK"),
+        ("truncated", _array_stream(np.arange(3))[:-9]),
+        ("no_stop", _array_stream(np.arange(3))[:-1]),
+        ("persid", _array_stream(np.arange(3), body=b"P1\n")),
+        ("binpersid", _array_stream(np.arange(3), body=b"NQ")),
+        ("ext1", _array_stream(np.arange(3), body=b"\x82\x01")),
+        ("ext4", _array_stream(np.arange(3), body=b"\x84\x01\x00\x00\x00")),
+        ("inst", _array_stream(np.arange(3), body=b"(ibuiltins\nlist\n")),
+        ("obj", _array_stream(np.arange(3), body=b"(" + _global("builtins", "list") + b"o")),
+        ("next_buffer", _array_stream(np.arange(3), body=b"\x97")),
+        ("memo_put_far_away", _array_stream(np.arange(3), body=b"r\x00\x00\x00\x80")),
+        ("binbytes_longer_than_file", _array_stream(np.arange(3), body=b"B\x00\xca\x9a\x3b")),
+        (
+            "bytearray8_longer_than_file",
+            _array_stream(np.arange(3), body=b"\x96" + struct.pack("<Q", 2**40)),
+        ),
+        ("frame_longer_than_file", _array_stream(np.arange(3), body=b"\x95" + b"\xff" * 8)),
+        (
+            "build_on_a_class",
+            _array_stream(
+                np.arange(3),
+                body=_global("sklearn.linear_model._logistic", "LogisticRegression")
+                + b"N}"
+                + _unicode("amber_pwned")
+                + b"K\x01s\x86b",
+            ),
+        ),
+        (
+            "reduce_on_a_non_global",
+            _array_stream(
+                np.arange(3),
+                body=_global("numpy", "dtype") + _unicode("f8") + b"\x85R)R",
+            ),
+        ),
+        (
+            "newobj_on_a_non_global",
+            _array_stream(
+                np.arange(3), body=_global("numpy", "dtype") + _unicode("f8") + b"\x85R)\x81"
+            ),
+        ),
+        (
+            "append_to_a_global",
+            _array_stream(np.arange(3), body=_global("numpy", "ndarray") + b"Na"),
+        ),
+        ("wrapper_built_twice", _array_stream(np.arange(3), body=b"h\x01}b")),
+    ],
+)
+def test_hostile_joblib_streams_are_refused(tmp_path: Path, name: str, data: bytes) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    path = _write(tmp_path, data)
+    assert sniff(path) == "joblib"
+    assert scan_file(path).verdict.startswith("malformed: ")
+    with pytest.raises(FormatError):
+        load_foreign(path)
+    # The load-mode machine refuses them too, even without the scan that runs first.
+    with pytest.raises((FormatError, UntrustedTypeError)):
+        machine = _joblib._Machine(
+            _joblib._Reader(data), mode="load", shared=_joblib._Shared(), policy=LoadPolicy()
+        )
+        machine.load()
+        if machine._reader.remaining:
+            raise FormatError("trailing data")
+    assert not hasattr(LogisticRegression, "amber_pwned")
+
+
+# --------------------------------------------------------------------------- decompression
+
+
+def _zeros_lz4(n_mib: int) -> bytes:
+    import lz4.frame
+
+    compressor = lz4.frame.LZ4FrameCompressor()
+    zeros = bytes(1 << 20)
+    return (
+        compressor.begin()
+        + b"".join(compressor.compress(zeros) for _ in range(n_mib))
+        + compressor.flush()
+    )
+
+
+def test_decompression_bomb_is_refused_by_default(tmp_path: Path) -> None:
+    data = _zeros_lz4(300)
+    assert default_decompression_limit(len(data)) < 300 << 20
+    path = _write(tmp_path, data, "bomb.joblib")
+    with pytest.raises(FormatError, match="decompression bomb"):
+        load_foreign(path)
+    with pytest.raises(FormatError, match="decompression bomb"):
+        scan_file(path)
+
+
+def _compress(method: str, data: bytes) -> bytes:
+    if method == "zlib":
+        return zlib.compress(data)
+    if method == "gzip":
+        return gzip.compress(data)
+    if method == "bz2":
+        return bz2.compress(data)
+    if method == "xz":
+        return lzma.compress(data)
+    if method == "lzma":
+        return lzma.compress(data, format=lzma.FORMAT_ALONE)
+    import lz4.frame
+
+    return lz4.frame.compress(data)
+
+
+@pytest.mark.parametrize("method", COMPRESSORS)
+def test_every_decompressor_is_bounded(tmp_path: Path, method: str) -> None:
+    stream = pickle.dumps(bytes(4 << 20), protocol=4)
+    path = _write(tmp_path, _compress(method, stream), "big.pkl")
+    assert load_pickle_file(path, max_decompressed_size=5 << 20) == bytes(4 << 20)
+    with pytest.raises(FormatError, match="decompression bomb"):
+        load_pickle_file(path, max_decompressed_size=1 << 20)
+    with pytest.raises(FormatError, match="trailing data"):
+        load_pickle_file(_write(tmp_path, path.read_bytes() + b"junk", "junk.pkl"))
+    with pytest.raises(FormatError, match=r"truncated|not valid"):
+        sniff(path.read_bytes()[:-16])
+
+
+def test_default_decompression_limit() -> None:
+    assert default_decompression_limit(1) == 256 << 20
+    assert default_decompression_limit(10 << 20) == 640 << 20
+    assert default_decompression_limit(1 << 30) == 4 << 30
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_sniff_recognises_and_explains(tmp_path: Path) -> None:
+    assert sniff(pickle.dumps([1], protocol=0)) == "pickle"
+    assert sniff(pickle.dumps([1], protocol=1)) == "pickle"
+    assert sniff(pickle.dumps([1], protocol=5)) == "pickle"
+    assert sniff(_array_stream(np.arange(2))) == "joblib"
+    with zipfile.ZipFile(tmp_path / "a.amber", "w") as z:
+        z.writestr("amber.json", "{}")
+    assert sniff(tmp_path / "a.amber") == "amber"
+    with pytest.raises(FormatError, match=r"amber\.load"):
+        load_foreign(tmp_path / "a.amber")
+    buf = io.BytesIO()
+    np.save(buf, np.arange(3))
+    with pytest.raises(FormatError, match=r"NumPy \.npy"):
+        sniff(buf.getvalue())
+    with pytest.raises(FormatError, match="empty"):
+        sniff(b"")
+    with pytest.raises(FormatError, match=r"not a pickle, joblib or Amber file.*joblib\.dump"):
+        sniff(b"hello world")
+    with pytest.raises(FormatError, match="once gzip-decompressed"):
+        sniff(gzip.compress(b"hello world"))
+
+
+def test_pickle_loader_points_joblib_files_elsewhere(tmp_path: Path) -> None:
+    path = _write(tmp_path, _array_stream(np.arange(2)))
+    with pytest.raises(FormatError, match="load_joblib_file"):
+        load_pickle_file(path)
+    assert load_joblib_file(_write(tmp_path, pickle.dumps({"a": 1}), "p.pkl")) == {"a": 1}
+
+
+def _zfile(stream: bytes, *, declared: int | None = None) -> bytes:
+    length = hex(len(stream) if declared is None else declared).encode()
+    return b"ZF" + length.ljust(len(hex(2**64))) + zlib.compress(stream)
+
+
+def test_old_zfile_format(tmp_path: Path) -> None:
+    path = _write(tmp_path, _zfile(pickle.dumps({"a": [1, 2]}, protocol=2)), "old.pkl")
+    assert sniff(path) == "joblib"
+    assert scan_file(path).compression == "zfile"
+    assert load_foreign(path) == {"a": [1, 2]}
+    with pytest.raises(FormatError, match="declares"):
+        sniff(_zfile(pickle.dumps([1]), declared=2**40))
+    with pytest.raises(FormatError, match="declares"):
+        sniff(_zfile(pickle.dumps([1]), declared=3))
+
+
+@pytest.mark.parametrize("zfile", [False, True])
+def test_legacy_multi_file_joblib_is_refused_clearly(tmp_path: Path, zfile: bool) -> None:
+    stream = pickle.dumps({"w": NDArrayWrapper("model.pkl_01.npy", np.ndarray)}, protocol=2)
+    path = _write(tmp_path, _zfile(stream) if zfile else stream, "legacy.pkl")
+    (tmp_path / "model.pkl_01.npy").write_bytes(b"")
+    report = scan_file(path)
+    assert report.verdict.startswith("unsupported: ")
+    assert "joblib.numpy_pickle_compat.NDArrayWrapper" in report.globals
+    with pytest.raises(FormatError, match=r"joblib < 0\.10.*companion file"):
+        load_foreign(path)
