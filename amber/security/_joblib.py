@@ -649,6 +649,32 @@ class _Machine(pickle._Unpickler):
     dispatch[pickle.BINPUT[0]] = load_binput
     dispatch[pickle.LONG_BINPUT[0]] = load_long_binput
 
+    def _no_wrapper_copy(self) -> None:
+        top = self.stack[-1]
+        if isinstance(top, _WrapperStub) or (isinstance(top, _Obj) and top.wrapper):
+            raise FormatError("joblib's array wrapper is referenced twice; joblib never does this")
+
+    def load_get(self) -> None:
+        pickle._Unpickler.load_get(self)  # type: ignore[attr-defined]
+        self._no_wrapper_copy()
+
+    def load_binget(self) -> None:
+        pickle._Unpickler.load_binget(self)  # type: ignore[attr-defined]
+        self._no_wrapper_copy()
+
+    def load_long_binget(self) -> None:
+        pickle._Unpickler.load_long_binget(self)  # type: ignore[attr-defined]
+        self._no_wrapper_copy()
+
+    def load_dup(self) -> None:
+        pickle._Unpickler.load_dup(self)  # type: ignore[attr-defined]
+        self._no_wrapper_copy()
+
+    dispatch[pickle.GET[0]] = load_get
+    dispatch[pickle.BINGET[0]] = load_binget
+    dispatch[pickle.LONG_BINGET[0]] = load_long_binget
+    dispatch[pickle.DUP[0]] = load_dup
+
     def load_proto(self) -> None:
         pickle._Unpickler.load_proto(self)  # type: ignore[attr-defined]
         if self._shared.protocol is None and not self._nested:

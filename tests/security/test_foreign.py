@@ -185,6 +185,22 @@ def test_every_protocol_and_awkward_arrays_match_joblib(tmp_path: Path, protocol
     assert scan_file(path).protocol == (protocol if protocol >= 2 else None)
 
 
+def test_joblib_before_1_2_without_alignment_and_sklearn_vendored_joblib(tmp_path: Path) -> None:
+    array = np.arange(6, dtype="<i8").reshape(2, 3)
+    body = _wrapper(array.shape, array.dtype, before_1_2=True)
+    assert b"alignment" not in body
+    old = b"\x80\x03" + body + array.tobytes() + b"."
+    path = _write(tmp_path, old)
+    assert joblib.load(path).tolist() == array.tolist()
+    assert load_joblib_file(path).tolist() == array.tolist()
+    # scikit-learn < 0.23 vendored joblib as sklearn.externals.joblib
+    vendored = old.replace(b"cjoblib.numpy_pickle\n", b"csklearn.externals.joblib.numpy_pickle\n")
+    path = _write(tmp_path, vendored, "vendored.pkl")
+    assert sniff(path) == "joblib"
+    assert load_joblib_file(path).tolist() == array.tolist()
+    assert "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper" in scan_file(path).globals
+
+
 @pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 def test_matrix_keeps_its_type(tmp_path: Path) -> None:
     path = tmp_path / "m.joblib"
@@ -295,12 +311,16 @@ def test_loading_a_joblib_file_never_imports_joblib(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- crafting by hand
 
 
-def _wrapper(shape: Any, dtype: Any, *, align: int | None = 16, **state: Any) -> bytes:
+def _wrapper(
+    shape: Any, dtype: Any, *, align: int | None = 16, before_1_2: bool = False, **state: Any
+) -> bytes:
     """A NumpyArrayWrapper pickled as joblib pickles it, without PROTO and STOP (protocol 3)."""
     wrapper = NumpyArrayWrapper(
         np.ndarray, shape, "C", np.dtype(dtype), numpy_array_alignment_bytes=align
     )
     wrapper.__dict__.update(state)
+    if before_1_2:  # joblib < 1.2 had no alignment attribute and wrote no padding
+        del wrapper.numpy_array_alignment_bytes
     data = pickle.dumps(wrapper, protocol=3)
     return data[2:-1]
 
@@ -487,6 +507,10 @@ def test_object_array_whose_nested_pickle_is_hostile(tmp_path: Path) -> None:
             _array_stream(np.arange(3), body=_global("numpy", "ndarray") + b"Na"),
         ),
         ("wrapper_built_twice", _array_stream(np.arange(3), body=b"h\x01}b")),
+        (
+            "wrapper_duplicated",
+            b"\x80\x03" + _wrapper((1,), "f8", align=None).replace(b")\x81", b")\x812", 1),
+        ),
     ],
 )
 def test_hostile_joblib_streams_are_refused(tmp_path: Path, name: str, data: bytes) -> None:
