@@ -12,7 +12,7 @@ from typing import Any, Literal
 from amber import _env, _probe
 from amber._info import ArtifactInfo, VerifyReport
 from amber.artifact._manifest import FORMAT_NAME, FORMAT_VERSION, SIGNATURE_NAME
-from amber.artifact._reader import ArtifactReader
+from amber.artifact._reader import ArtifactReader, NotAnArtifact
 from amber.artifact._writer import artifact_writer
 from amber.errors import (
     EnvironmentMismatch,
@@ -41,19 +41,20 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 def _existing(source: str | os.PathLike[str]) -> Path:
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"expected a file path, got a {type(source).__name__}: {source!r}")
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no such file: {str(path)!r}; check the path and the working folder"
-        )
-    if path.is_dir():
-        raise IsADirectoryError(f"{str(path)!r} is a folder, not a model file")
-    return path
+    return Path(source)
 
 
 def _is_artifact(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) == _ZIP_MAGIC
+    """True for a zip (an artifact), False for anything else; clear errors for bad paths."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == _ZIP_MAGIC
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"no such file: {str(path)!r}; check the path and the working folder"
+        ) from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{str(path)!r} is a folder, not a model file") from None
 
 
 def _json_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -188,11 +189,13 @@ def load(
         raise TypeError(f"mmap must be True or False, got {mmap!r}")
     policy = LoadPolicy.make(trusted, allow_arbitrary_code=allow_arbitrary_code)
     path = _existing(source)
-    if not _is_artifact(path):
+    try:
+        reader = ArtifactReader(path, mmap=mmap)
+    except NotAnArtifact:
         from amber.security._foreign import load_foreign
 
         return load_foreign(path, policy)
-    with ArtifactReader(path, mmap=mmap) as reader:
+    with reader:
         manifest = reader.manifest
         changes = _env.diff(manifest["environment"])
         if changes and environment == "strict":

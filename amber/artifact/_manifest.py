@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from amber.errors import FormatError
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_NAME", "SIGNATURE_NAME", "decode", "encode"]
@@ -32,8 +34,8 @@ def decode(raw: bytes | memoryview) -> dict[str, Any]:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise _bad(f"{len(raw)} bytes, larger than the {MAX_MANIFEST_BYTES} byte limit")
     try:
-        manifest = json.loads(bytes(raw))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        manifest = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise _bad(f"not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise _bad("the 'format' field is not 'amber'")

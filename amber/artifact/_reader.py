@@ -16,16 +16,19 @@ from amber.artifact._digest import blake3_hex, xxh3_hex
 from amber.artifact._manifest import MANIFEST_NAME, SIGNATURE_NAME, decode
 from amber.errors import FormatError, IntegrityError
 
-__all__ = ["ArtifactReader", "aligned_empty"]
+__all__ = ["ArtifactReader", "NotAnArtifact", "aligned_empty"]
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_PREAD = 0x7FFFF000  # Linux transfers at most this much per read call
+# Files up to this size are read whole with one call: fewer system calls for small models, and
+# their arrays are views of that one writable buffer.
+_READ_WHOLE_MAX = 4 << 20
 
 
 def aligned_empty(size: int, alignment: int = _zip.ALIGNMENT) -> memoryview:
     """A writable, uninitialised byte buffer whose start is aligned (numpy backs it)."""
     raw = np.empty(size + alignment, dtype=np.uint8)
-    shift = (-raw.ctypes.data) % alignment
+    shift = (-raw.__array_interface__["data"][0]) % alignment
     return memoryview(raw[shift : shift + size])  # type: ignore[arg-type]
 
 
@@ -42,6 +45,10 @@ def _pread_into(fd: int, out: memoryview, offset: int) -> None:
         done += n
 
 
+class NotAnArtifact(FormatError):
+    """The file does not start like a zip: it may be a pickle or joblib file."""
+
+
 class ArtifactReader:
     """An open artifact. ``mmap=True`` maps the file and hands out read-only views into it.
 
@@ -51,7 +58,14 @@ class ArtifactReader:
 
     def __init__(self, path: str | os.PathLike[str], *, mmap: bool = False) -> None:
         self.path = Path(path)
-        self._fd = os.open(self.path, os.O_RDONLY)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"no such file: {str(self.path)!r}; check the path and the working folder"
+            ) from None
+        except IsADirectoryError:
+            raise IsADirectoryError(f"{str(self.path)!r} is a folder, not a model file") from None
         try:
             self._open(mmap)
         except BaseException:
@@ -61,18 +75,21 @@ class ArtifactReader:
     def _open(self, use_mmap: bool) -> None:
         size = os.fstat(self._fd).st_size
         self.file_size = size
-        if os.pread(self._fd, 4, 0) != _ZIP_MAGIC:
-            raise FormatError(
+        self._map: _mmap.mmap | None = None
+        self._mapview: memoryview | None = None  # the whole file: a map, or one read buffer
+        if use_mmap and size:
+            self._map = _mmap.mmap(self._fd, 0, access=_mmap.ACCESS_READ)
+            self._mapview = memoryview(self._map)
+        elif size <= _READ_WHOLE_MAX:
+            self._mapview = memoryview(bytearray(size))
+            _pread_into(self._fd, self._mapview, 0)
+        if self._slice(4, 0) != _ZIP_MAGIC:
+            raise NotAnArtifact(
                 f"{str(self.path)!r} is not an Amber artifact (it does not start with a zip "
                 f"header). Pickle and joblib files are loaded with amber.load too; anything "
                 f"else must be converted first."
             )
-        self._map: _mmap.mmap | None = None
-        self._mapview: memoryview | None = None
-        if use_mmap and size:
-            self._map = _mmap.mmap(self._fd, 0, access=_mmap.ACCESS_READ)
-            self._mapview = memoryview(self._map)
-        self.zip_entries = _zip.read_directory(self._fd, size)
+        self.zip_entries = _zip.read_directory(self._slice, size)
         entry = self.zip_entries.get(MANIFEST_NAME)
         if entry is None:
             raise FormatError(
@@ -104,6 +121,11 @@ class ArtifactReader:
                 )
 
     # -- raw access -------------------------------------------------------------------------
+    def _slice(self, n: int, offset: int) -> bytes | memoryview:
+        if self._mapview is not None:
+            return self._mapview[offset : offset + n]
+        return os.pread(self._fd, n, offset)
+
     def _raw(self, entry: _zip.ZipEntry) -> memoryview:
         """The stored bytes of one zip entry: a view into the map, or a fresh aligned buffer."""
         if self._mapview is not None:
@@ -166,7 +188,7 @@ class ArtifactReader:
 
     def close(self) -> None:
         # The map stays alive as long as arrays view it; only the descriptor is released here.
-        if self._fd >= 0:
+        if getattr(self, "_fd", -1) >= 0:
             os.close(self._fd)
             self._fd = -1
 

@@ -14,8 +14,8 @@ import os
 import re
 import struct
 import time
-from dataclasses import dataclass
-from typing import BinaryIO
+from collections.abc import Callable
+from typing import BinaryIO, NamedTuple
 
 from amber.errors import FormatError
 
@@ -38,6 +38,7 @@ _LOCATOR64 = struct.Struct("<IIQI")  # 20 bytes
 _SIG_LOCAL = 0x04034B50
 _SIG_CENTRAL = 0x02014B50
 _SIG_EOCD = 0x06054B50
+_EOCD_MAGIC = struct.pack("<I", _SIG_EOCD)
 _SIG_EOCD64 = 0x06064B50
 _SIG_LOCATOR64 = 0x07064B50
 _ZIP64_EXTRA = 0x0001
@@ -72,8 +73,7 @@ def _dos_time(ts: float) -> tuple[int, int]:
     ) | t.tm_mday
 
 
-@dataclass(frozen=True)
-class ZipEntry:
+class ZipEntry(NamedTuple):
     """One entry as the central directory records it (and as the local header confirmed)."""
 
     name: str
@@ -207,8 +207,10 @@ def corrupt(msg: str) -> FormatError:
     )
 
 
-def read_directory(fd: int, file_size: int) -> dict[str, ZipEntry]:
-    """Parse and vet the central directory of an Amber zip open on ``fd``.
+def read_directory(
+    read: Callable[[int, int], bytes | memoryview], file_size: int
+) -> dict[str, ZipEntry]:
+    """Parse and vet the central directory of an Amber zip; ``read(n, offset)`` reads the file.
 
     The end-of-central-directory record must end the file exactly, the central directory must
     start where the entries end, and every entry must be stored, unencrypted, safely named,
@@ -216,11 +218,17 @@ def read_directory(fd: int, file_size: int) -> dict[str, ZipEntry]:
     """
     if file_size < _EOCD.size:
         raise corrupt(f"file is {file_size} bytes, too short for a zip end record")
-    tail_len = min(file_size, _EOCD.size + _LOCATOR64.size + _EOCD64.size + _U16)
-    tail = os.pread(fd, tail_len, file_size - tail_len)
+    # Amber writes no archive comment, so the end record is the last 22 bytes (plus the ZIP64
+    # records before it); search further back only to explain what is wrong.
+    tail_len = min(file_size, _EOCD.size + _LOCATOR64.size + _EOCD64.size)
+    tail = bytes(read(tail_len, file_size - tail_len))
+    pos = tail_len - _EOCD.size
     if len(tail) != tail_len:
         raise corrupt("file shrank while being read")
-    pos = tail.rfind(struct.pack("<I", _SIG_EOCD), 0, tail_len - _EOCD.size + 4)
+    if tail[pos : pos + 4] != _EOCD_MAGIC:
+        tail_len = min(file_size, _EOCD.size + _LOCATOR64.size + _EOCD64.size + _U16)
+        tail = bytes(read(tail_len, file_size - tail_len))
+        pos = tail.rfind(_EOCD_MAGIC, 0, tail_len - _EOCD.size + 4)
     if pos < 0:
         raise corrupt(
             "no zip end-of-central-directory record found (the end of the file is missing)"
@@ -243,7 +251,7 @@ def read_directory(fd: int, file_size: int) -> dict[str, ZipEntry]:
         sig, _, eocd64_offset, _ = _LOCATOR64.unpack_from(tail, loc_pos)
         if sig != _SIG_LOCATOR64 or eocd64_offset != eocd_offset - _LOCATOR64.size - _EOCD64.size:
             raise corrupt("ZIP64 locator malformed")
-        rec = os.pread(fd, _EOCD64.size, eocd64_offset)
+        rec = read(_EOCD64.size, eocd64_offset)
         if len(rec) != _EOCD64.size:
             raise corrupt("ZIP64 end record truncated")
         (sig, _, _, _, _, _, n_disk64, n, cd_size, cd_start) = _EOCD64.unpack(rec)
@@ -257,11 +265,12 @@ def read_directory(fd: int, file_size: int) -> dict[str, ZipEntry]:
         )
     if n > _MAX_ENTRIES or cd_size > n * (_CENTRAL.size + 512 + 128) + 1:
         raise corrupt(f"central directory claims {n} entries in {cd_size} bytes")
-    directory = os.pread(fd, cd_size, cd_start)
+    directory = read(cd_size, cd_start)
     if len(directory) != cd_size:
         raise corrupt("central directory truncated")
     entries: dict[str, ZipEntry] = {}
     off = 0
+    previous: ZipEntry | None = None
     for _ in range(n):
         if off + _CENTRAL.size > cd_size:
             raise corrupt("central directory truncated")
@@ -277,9 +286,9 @@ def read_directory(fd: int, file_size: int) -> dict[str, ZipEntry]:
         extra = directory[off + name_len : off + name_len + extra_len]
         off = end
         try:
-            name = check_name(raw_name.decode("ascii"))
+            name = check_name(bytes(raw_name).decode("ascii"))
         except UnicodeDecodeError:
-            raise corrupt(f"entry name {raw_name!r} is not ASCII") from None
+            raise corrupt(f"entry name {bytes(raw_name)!r} is not ASCII") from None
         if method != 0 or flags & 0x0009 or disk_start != 0:
             raise corrupt(
                 f"entry {name!r} is compressed, encrypted or split by the zip layer "
@@ -291,23 +300,31 @@ def read_directory(fd: int, file_size: int) -> dict[str, ZipEntry]:
             usize, header_offset = _zip64_fields(extra, name, usize, header_offset)
         if name in entries:
             raise corrupt(f"duplicate entry {name!r}")
-        entries[name] = ZipEntry(name, header_offset, usize, crc, -1)
+        # Entries tile the data area in directory order: the first at byte 0, none overlapping.
+        if previous is None:
+            if header_offset != 0:
+                raise corrupt(f"{header_offset} bytes of unexpected data before the first entry")
+        else:
+            _close(entries, previous, header_offset)
+        previous = entries[name] = ZipEntry(name, header_offset, usize, crc, -1)
     if off != cd_size:
         raise corrupt("central directory has trailing bytes")
-    # Entries must tile the data area in order: the first at byte 0, none overlapping.
-    ordered = sorted(entries.values(), key=lambda e: e.header_offset)
-    for i, entry in enumerate(ordered):
-        if i == 0 and entry.header_offset != 0:
-            raise corrupt(f"{entry.header_offset} bytes of unexpected data before the first entry")
-        limit = ordered[i + 1].header_offset if i + 1 < len(ordered) else cd_start
-        if entry.header_offset + _LOCAL.size + len(entry.name) + entry.size > limit:
-            raise corrupt(f"entry {entry.name!r} overlaps the next entry or the directory")
-        entries[entry.name] = ZipEntry(
-            entry.name, entry.header_offset, entry.size, entry.crc32, limit
-        )
-    if not ordered and cd_start != 0:
-        raise corrupt(f"{cd_start} bytes of unexpected data before the central directory")
+    if previous is None:
+        if cd_start != 0:
+            raise corrupt(f"{cd_start} bytes of unexpected data before the central directory")
+    else:
+        _close(entries, previous, cd_start)
     return entries
+
+
+def _close(entries: dict[str, ZipEntry], entry: ZipEntry, limit: int) -> None:
+    """Bound ``entry`` by where the next one (or the directory) begins; refuse overlaps."""
+    if entry.header_offset + _LOCAL.size + len(entry.name) + entry.size > limit:
+        raise corrupt(
+            f"entry {entry.name!r} overlaps the next entry or the directory (entries must be "
+            f"laid out in directory order)"
+        )
+    entries[entry.name] = entry._replace(limit=limit)
 
 
 def _zip64_fields(extra: bytes, name: str, size: int, offset: int) -> tuple[int, int]:
@@ -360,7 +377,7 @@ def data_offset(header: bytes | memoryview, entry: ZipEntry) -> int:
 
 def read_data_offset(fd: int, entry: ZipEntry) -> int:
     """Read and vet ``entry``'s local header from ``fd``; return where its data begins."""
-    want = _LOCAL.size + len(entry.name) + 4 * ALIGNMENT
+    want = min(_LOCAL.size + len(entry.name) + 4 * ALIGNMENT, entry.limit - entry.header_offset)
     header = os.pread(fd, want, entry.header_offset)
     total = parse_local_header(header, entry)
     if total > len(header):
