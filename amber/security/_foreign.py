@@ -52,7 +52,8 @@ DECOMPRESSION_RATIO: Final = 64
 DECOMPRESSION_FLOOR: Final = 256 * MIB
 #: ... and never to more than this unless the caller says so.
 DECOMPRESSION_CAP: Final = 4096 * MIB
-_STEP: Final = 16 * MIB
+_STEP: Final = 16 * MIB  # most output taken from a decompressor at once
+_FEED: Final = 1 * MIB  # most input given to a decompressor at once
 
 _ACCEPTS: Final = (
     "Amber loads .amber artifacts, pickle files written by pickle.dump and joblib files "
@@ -121,15 +122,25 @@ def _decompressor(method: str) -> Any:
 
 
 def _decompress(body: bytes, method: str, limit: int, source: str) -> bytes:
-    """Inflate ``body`` without ever producing more than ``limit`` bytes."""
+    """Inflate ``body`` without ever producing more than ``limit`` bytes.
+
+    Input is fed in slices of ``_FEED`` bytes and output taken in steps of at most
+    ``_STEP`` bytes, so neither side is ever copied whole.
+    """
     engine = _decompressor(method)
+    zlib_like = hasattr(engine, "unconsumed_tail")
     chunks: list[bytes] = []
-    total = 0
-    pending = body
+    total = pos = 0
+    force = False
     try:
         while not engine.eof:
-            chunk = engine.decompress(pending, min(_STEP, limit + 1 - total))
-            pending = getattr(engine, "unconsumed_tail", b"")
+            feed = engine.unconsumed_tail if zlib_like else b""
+            starving = not feed if zlib_like else engine.needs_input
+            if (starving or force) and not feed and pos < len(body):
+                feed = body[pos : pos + _FEED]
+                pos += len(feed)
+            want = min(_STEP, limit + 1 - total)
+            chunk = engine.decompress(feed, want)
             total += len(chunk)
             if total > limit:
                 raise FormatError(
@@ -137,19 +148,19 @@ def _decompress(body: bytes, method: str, limit: int, source: str) -> bytes:
                     f"({len(body)} bytes compressed): refusing it as a possible decompression "
                     f"bomb. If you trust it, pass a larger max_decompressed_size"
                 )
-            if not chunk and not pending and (engine.eof or getattr(engine, "needs_input", 1)):
-                break
             chunks.append(chunk)
+            force = not chunk and not feed
+            if force and pos >= len(body):
+                break  # no input left and no output coming: truncated
     except FormatError:
         raise
     except (zlib.error, OSError, EOFError, lzma.LZMAError, RuntimeError, ValueError) as exc:
         raise FormatError(f"{source} is not valid {method} data: {exc}") from exc
     if not engine.eof:
         raise FormatError(f"{source}: the {method} stream is truncated")
-    if engine.unused_data:
-        raise FormatError(
-            f"{source}: {len(engine.unused_data)} bytes of trailing data follow the {method} stream"
-        )
+    trailing = len(engine.unused_data or b"") + len(body) - pos
+    if trailing:
+        raise FormatError(f"{source}: {trailing} bytes of trailing data follow the {method} stream")
     return b"".join(chunks)
 
 
