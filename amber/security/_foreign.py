@@ -349,7 +349,7 @@ def scan_file(
     pairs: tuple[tuple[str, str], ...] = ()
     protocol: int | None = None
     try:
-        result = scan_pickle(opened.data)
+        result = scan_pickle(opened.data, source=opened.source)
         pairs, protocol = tuple(result.globals), result.protocol
     except FormatError as exc:
         error = str(exc)
@@ -400,7 +400,7 @@ def scan_artifact_stream(
     pairs: tuple[tuple[str, str], ...] = ()
     protocol: int | None = None
     try:
-        result = scan_pickle(stream, n_buffers=n_buffers)
+        result = scan_pickle(stream, n_buffers=n_buffers, source=str(path))
         pairs, protocol = tuple(result.globals), result.protocol
     except FormatError as exc:
         error = str(exc)
@@ -435,7 +435,7 @@ def _guarded(source: str, step: Callable[[], Any]) -> Any:
 
 
 def _load_pickle(opened: _Opened, policy: LoadPolicy) -> Any:
-    result = _guarded(opened.source, lambda: scan_pickle(opened.data))
+    result = _guarded(opened.source, lambda: scan_pickle(opened.data, source=opened.source))
     obj = _guarded(opened.source, lambda: safe_loads(opened.data, policy=policy))
     return _validated(obj, tuple(result.globals), opened.source)
 
