@@ -14,6 +14,7 @@ floats) stays uncompressed, and so memory-mappable.
 from __future__ import annotations
 
 import lzma
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -24,7 +25,7 @@ import zstandard
 
 from amber.errors import IntegrityError
 
-__all__ = ["CODECS", "choose_codec", "compress", "decompress_into"]
+__all__ = ["CODECS", "choose_codec", "compress", "decompress"]
 
 CODECS = ("none", "zlib", "lzma", "lz4", "zstd")
 AUTO_CHOICES = ("none", "auto", *CODECS[1:])
@@ -55,14 +56,35 @@ def compress(codec: str, data: memoryview) -> bytes:
     return _COMPRESS[codec](data)
 
 
-def decompress_into(codec: str, stored: memoryview, out: memoryview, name: str) -> None:
-    """Decode ``stored`` into ``out``, which has exactly the recorded size; refuse any mismatch."""
-    size = out.nbytes
+_local = threading.local()
+
+
+def _zstd_into(stored: memoryview, size: int) -> bytearray:
+    decompressor = getattr(_local, "zstd", None)
+    if decompressor is None:
+        decompressor = _local.zstd = zstandard.ZstdDecompressor()
+    out = bytearray(size)
+    view = memoryview(out)
+    done = 0
+    with decompressor.stream_reader(stored) as reader:
+        while done < size:
+            n = reader.readinto(view[done:])
+            if n <= 0:
+                break
+            done += n
+        if done != size or reader.read(1):
+            raise ValueError(f"decoded size differs from the recorded {size} bytes")
+    return out
+
+
+def decompress(codec: str, stored: memoryview, size: int, name: str) -> memoryview:
+    """Decode ``stored`` into a new writable buffer of exactly ``size`` bytes; refuse mismatches."""
+    got: bytes | bytearray
     try:
         if codec == "zstd":
-            got = zstandard.ZstdDecompressor().decompress(stored, max_output_size=size)
+            got = _zstd_into(stored, size)
         elif codec == "lz4":
-            got = lz4.block.decompress(stored, uncompressed_size=size)
+            got = lz4.block.decompress(stored, uncompressed_size=size, return_bytearray=True)
         elif codec == "zlib":
             d = zlib.decompressobj()
             got = d.decompress(stored, size)
@@ -91,7 +113,7 @@ def decompress_into(codec: str, stored: memoryview, out: memoryview, name: str) 
             f"entry {name!r} decompressed to {len(got)} bytes, the manifest records {size}. "
             f"The file is corrupted; restore it from its source."
         )
-    out[:] = got
+    return memoryview(got if isinstance(got, bytearray) else bytearray(got))
 
 
 @dataclass(frozen=True)
@@ -102,12 +124,11 @@ class CodecTrial:
 
 
 def _trial(codec: str, sample: memoryview) -> CodecTrial:
-    packed = compress(codec, sample)
-    out = memoryview(bytearray(sample.nbytes))
+    packed = memoryview(compress(codec, sample))
     best = float("inf")
     for _ in range(2):
         t0 = time.perf_counter()
-        decompress_into(codec, memoryview(packed), out, "<sample>")
+        decompress(codec, packed, sample.nbytes, "<sample>")
         best = min(best, time.perf_counter() - t0)
     mbps = sample.nbytes / max(best, 1e-9) / 1e6
     return CodecTrial(codec, len(packed) / max(sample.nbytes, 1), mbps)

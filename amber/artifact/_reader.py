@@ -183,9 +183,7 @@ class ArtifactReader:
         self._check(name, stored, strong)
         if rec["compression"] == "none":
             return stored
-        out = aligned_empty(rec["size"])
-        _codec.decompress_into(rec["compression"], stored, out, name)
-        return out
+        return _codec.decompress(rec["compression"], stored, rec["size"], name)
 
     def read_array(self, name: str) -> np.ndarray:
         """A ``.npy`` entry as an array (pickled object arrays are refused)."""

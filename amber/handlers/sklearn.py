@@ -10,10 +10,12 @@ the allowlist unpickler: no code from the file runs.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
 from typing import Any
 
 from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import ArtifactWriter
+from amber.errors import FormatError
 from amber.handlers._base import SavedPayload
 from amber.security._allowlist import is_allowed
 from amber.security._policy import LoadPolicy
@@ -26,6 +28,20 @@ OUT_OF_BAND_MIN = 64 * 1024
 _STREAM = "model/model.pkl"
 _BUFFER = "model/buffers/{:06d}.bin"
 _FRAMEWORKS = {"sklearn": "scikit-learn", "numpy": "numpy", "scipy": "scipy", "pandas": "pandas"}
+
+
+class _LazyBuffers:
+    """A sized iterable of buffer entries, each read and verified only when it is reached."""
+
+    def __init__(self, reader: ArtifactReader, names: list[str]) -> None:
+        self._reader = reader
+        self._names = names
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __iter__(self) -> Iterator[memoryview]:
+        return (self._reader.read(name) for name in self._names)
 
 
 class SklearnHandler:
@@ -80,9 +96,14 @@ class SklearnHandler:
         )
 
     def load(self, reader: ArtifactReader, payload: dict[str, Any], *, policy: LoadPolicy) -> Any:
+        names = payload.get("buffers")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise FormatError("malformed manifest: the payload's buffer list is not a list of names")
         stream = reader.read(payload["stream"])
-        buffers = [reader.read(name) for name in payload["buffers"]]
-        return safe_loads(stream, buffers=buffers, policy=policy)
+        # Buffers are read (and verified) one at a time, when the unpickler reaches them: an
+        # object that copies its buffer (a decision tree) frees it before the next one is read,
+        # so loading never holds the file's contents twice.
+        return safe_loads(stream, buffers=_LazyBuffers(reader, names), policy=policy)
 
     def predict(self, model: Any, inputs: Any) -> Any:
         return model.predict(inputs)
