@@ -155,6 +155,12 @@ class ArtifactReader:
         _pread_into(self._fd, out, start)
         return out
 
+    def raw_entry(self, name: str) -> memoryview:
+        """The stored (possibly compressed) bytes of a listed entry, unverified."""
+        if name not in self.entries:
+            raise FormatError(f"{str(self.path)!r} has no entry {name!r}")
+        return self._raw(self.zip_entries[name])
+
     def raw_signature(self) -> bytes | None:
         entry = self.zip_entries.get(SIGNATURE_NAME)
         return None if entry is None else bytes(self._raw(entry))

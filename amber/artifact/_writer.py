@@ -6,7 +6,7 @@ import contextlib
 import io
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -14,8 +14,9 @@ import numpy as np
 from amber.artifact import _codec
 from amber.artifact._atomic import atomic_writer
 from amber.artifact._digest import digest_all
-from amber.artifact._manifest import MANIFEST_NAME, encode
+from amber.artifact._manifest import MANIFEST_NAME, SIGNATURE_NAME, encode
 from amber.artifact._zip import ZipWriter
+from amber.errors import IntegrityError
 
 __all__ = ["ArtifactWriter", "artifact_writer", "check_compress"]
 
@@ -46,7 +47,7 @@ class ArtifactWriter:
 
     def add(self, name: str, data: Any, *, compress: str | None = None) -> str:
         """Add one entry from any contiguous buffer; returns the codec used."""
-        if name == MANIFEST_NAME or name in self.entries:
+        if name in (MANIFEST_NAME, SIGNATURE_NAME) or name in self.entries:
             raise ValueError(f"entry {name!r} is reserved or already written")
         mv = _as_bytes_view(data)
         codec = check_compress(compress) if compress is not None else self.compress
@@ -81,11 +82,30 @@ class ArtifactWriter:
         np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
         self.add(name, buf.getbuffer(), compress=compress)
 
-    def finish(self, manifest: dict[str, Any]) -> bytes:
-        """Write the manifest (with the entry table) and the central directory."""
+    def add_stored(self, name: str, stored: memoryview, record: dict[str, Any]) -> None:
+        """Copy an entry from another artifact as stored (no re-compression), digests verified."""
+        if name in (MANIFEST_NAME, SIGNATURE_NAME) or name in self.entries:
+            raise ValueError(f"entry {name!r} is reserved or already written")
+        digests = digest_all(stored)
+        if digests.blake3 != record["blake3"] or digests.xxh3_128 != record["xxh3_128"]:
+            raise IntegrityError(f"entry {name!r} does not match its digests; not copied")
+        self._zip.add(name, stored, digests.crc32)
+        self.entries[name] = dict(record)
+
+    def finish(
+        self, manifest: dict[str, Any], *, signer: Callable[[bytes], bytes] | None = None
+    ) -> bytes:
+        """Write the manifest (with the entry table), an optional signature, the directory.
+
+        ``signer`` receives the exact manifest bytes and returns the signature stored as
+        ``amber.sig``.
+        """
         manifest = {**manifest, "entries": self.entries}
         raw = encode(manifest)
         self._zip.add(MANIFEST_NAME, raw, zlib.crc32(raw))
+        if signer is not None:
+            signature = signer(raw)
+            self._zip.add(SIGNATURE_NAME, signature, zlib.crc32(signature))
         self._zip.close()
         return raw
 

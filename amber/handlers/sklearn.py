@@ -98,7 +98,7 @@ class SklearnHandler:
     def load(self, reader: ArtifactReader, payload: dict[str, Any], *, policy: LoadPolicy) -> Any:
         names = payload.get("buffers")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise FormatError("malformed manifest: the payload's buffer list is not a list of names")
+            raise FormatError("malformed manifest: the payload buffer list is not a list of names")
         stream = reader.read(payload["stream"])
         # Buffers are read (and verified) one at a time, when the unpickler reaches them: an
         # object that copies its buffer (a decision tree) frees it before the next one is read,
