@@ -435,9 +435,11 @@ def _guarded(source: str, step: Callable[[], Any]) -> Any:
 
 
 def _load_pickle(opened: _Opened, policy: LoadPolicy) -> Any:
-    result = _guarded(opened.source, lambda: scan_pickle(opened.data, source=opened.source))
-    obj = _guarded(opened.source, lambda: safe_loads(opened.data, policy=policy))
-    return _validated(obj, tuple(result.globals), opened.source)
+    # safe_loads vets the stream, refuses untrusted names at once, validates each object of a
+    # checked type as soon as it is built and runs validate_loaded on the result.
+    return _guarded(
+        opened.source, lambda: safe_loads(opened.data, policy=policy, source=opened.source)
+    )
 
 
 def _load_joblib(opened: _Opened, policy: LoadPolicy) -> Any:

@@ -16,8 +16,9 @@ one of two modes:
 - *scan*: nothing is imported or called. Globals become inert :class:`_Ref` objects, calls
   become inert :class:`_Obj` records, and each array's bytes are skipped using the wrapper's
   metadata, decoded symbolically, so every global of the whole stream can be listed;
-- *load*: globals go through the allowlist (``resolve``), and each wrapper is replaced by an
-  array read from the stream with strict checks.
+- *load*: globals are handed out exactly as Amber's own unpickler hands them out (allowlist,
+  guarded callables), objects of validated types are checked as soon as their state is set,
+  and each wrapper is replaced by an array read from the stream with strict checks.
 
 Both modes refuse the same hostile constructs, and a load is always preceded by a scan whose
 array layout it must reproduce exactly, so the names listed by the scan are the names loaded.
@@ -26,6 +27,7 @@ array layout it must reproduce exactly, so the names listed by the scan are the 
 from __future__ import annotations
 
 import _compat_pickle
+import io
 import math
 import pickle
 import re
@@ -39,8 +41,10 @@ from typing import Any, ClassVar, Final, Literal
 import numpy as np
 
 from amber.errors import FormatError, UntrustedTypeError
-from amber.security._allowlist import is_allowed, resolve
+from amber.security._allowlist import entries, is_allowed
 from amber.security._policy import LoadPolicy
+from amber.security._scanner import PickleScan
+from amber.security._validators import OBJECT_VALIDATORS
 
 __all__ = ["JoblibScan", "is_wrapper_name", "load_joblib", "scan_joblib"]
 
@@ -87,6 +91,41 @@ def _is_legacy_name(module: str, name: str) -> bool:
     return name in LEGACY_NAMES and module in LEGACY_MODULES
 
 
+# --------------------------------------------------------------------------- Amber's rules
+
+Validator = Callable[[Any], None]
+_MAX_MARKS: Final = 10_000
+
+
+def _amber_find_class(policy: LoadPolicy) -> Callable[[str, str], Any]:
+    """Exactly what Amber's own unpickler hands out for a global.
+
+    Delegating to it keeps both loaders identical: the allowlist check, the guarded versions
+    of risky callables (``numpy.dtype``, ``_reconstruct``, ``copyreg`` helpers, ...) and the
+    refusal of unvalidated aliases of validated types.
+    """
+    from amber.security._unpickler import _SafeUnpickler
+
+    plain = PickleScan(globals=(), protocol=0, n_buffers_used=0)  # names arrive mapped
+    return _SafeUnpickler(
+        io.BytesIO(b""), buffers=[], policy=policy, scan=plain, hooks=[]
+    ).find_class
+
+
+def _refs_only(module: str, name: str) -> Any:
+    raise RuntimeError(f"a scan never imports {module}.{name}")
+
+
+def _validator(module: str, name: str) -> Validator | None:
+    """The check an object built by ``module.name`` gets right after its state is set."""
+    if (module, name) in OBJECT_VALIDATORS:
+        return OBJECT_VALIDATORS[(module, name)]
+    entry = entries().get((module, name))
+    if entry is None or not entry.validator:
+        return None
+    return next(v for v in OBJECT_VALIDATORS.values() if v.__name__ == entry.validator)
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -114,6 +153,7 @@ class JoblibScan:
     legacy: bool
     error: str | None = None
     layout: tuple[_Span, ...] = field(default=(), repr=False)
+    hooks_built: tuple[bool, ...] = field(default=(), repr=False)
 
     def untrusted(self, policy: LoadPolicy) -> tuple[str, ...]:
         """Dotted names outside the allowlist (joblib's own array wrapper excepted)."""
@@ -185,12 +225,13 @@ class _Ref:
 class _Obj:
     """The inert result of calling or instantiating a global (scan mode)."""
 
-    __slots__ = ("args", "built", "func", "state", "wrapper")
+    __slots__ = ("args", "built", "func", "hook", "state", "wrapper")
 
     def __init__(self, func: _Ref, args: tuple[Any, ...], *, wrapper: bool = False) -> None:
         self.func, self.args, self.wrapper = func, args, wrapper
         self.state: Any = None
         self.built = False
+        self.hook: int | None = None
 
     def append(self, item: Any) -> None:
         """Accept APPEND without doing anything."""
@@ -308,6 +349,9 @@ class _Shared:
     expected: Iterator[_Span] | None = None
     legacy: bool = False
     protocol: int | None = None
+    # one entry per object made by a validated global, in stream order: is it BUILT later?
+    hooks_built: list[bool] = field(default_factory=list)
+    plan: list[bool] | None = None  # the scan's hooks_built, followed by the load
 
 
 def _refuse(what: str) -> Callable[[Any], None]:
@@ -356,6 +400,9 @@ class _Machine(pickle._Unpickler):
         self._nested = nested
         self._globals: dict[int, Any] = {}  # id -> object, kept alive for identity checks
         self._refs: dict[tuple[str, str], _Ref] = {}
+        self._validators: dict[int, Validator] = {}  # id(global) -> check of what it makes
+        self._pending: dict[int, tuple[Any, Validator]] = {}  # made, not yet built/checked
+        self._find = _refs_only if self._scan else _amber_find_class(policy)
 
     # -- loop ---------------------------------------------------------------------------
 
@@ -372,6 +419,9 @@ class _Machine(pickle._Unpickler):
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         self._end_of_frame("after STOP")
+        for obj, check in self._pending.values():  # made but never built: check as made
+            check(obj)
+        self._pending.clear()
         return value
 
     def _end_of_frame(self, where: str) -> None:
@@ -412,9 +462,37 @@ class _Machine(pickle._Unpickler):
         elif is_wrapper_name(module, name):
             obj = _WrapperStub
         else:
-            obj = resolve(module, name, self._policy)
+            obj = self._find(module, name)
         self._globals[id(obj)] = obj
+        check = _validator(module, name)
+        if check is not None:
+            self._validators[id(obj)] = check
         return obj
+
+    def _made(self, func: Any, obj: Any) -> Any:
+        """Note an object made by a validated global; check it now unless a BUILD follows."""
+        check = self._validators.get(id(func))
+        if check is None:
+            return obj
+        shared = self._shared
+        index = len(shared.hooks_built)
+        shared.hooks_built.append(False)
+        if self._scan:
+            obj.hook = index
+        elif shared.plan is None or index >= len(shared.plan):
+            raise FormatError("the validated objects differ between the scan and the load")
+        elif shared.plan[index]:
+            self._pending[id(obj)] = (obj, check)
+        else:
+            check(obj)
+        return obj
+
+    def _built(self, inst: Any) -> None:
+        if isinstance(inst, _Obj) and inst.hook is not None:
+            self._shared.hooks_built[inst.hook] = True
+        pending = self._pending.pop(id(inst), None)
+        if pending is not None:
+            pending[1](pending[0])
 
     def _is_global(self, obj: Any) -> bool:
         return id(obj) in self._globals and self._globals[id(obj)] is obj
@@ -444,13 +522,13 @@ class _Machine(pickle._Unpickler):
 
     def _call(self, func: Any, args: tuple[Any, ...]) -> Any:
         if not self._scan:
-            return func(*args)
+            return self._made(func, func(*args))
         wrapper = (
             func.key == ("copyreg", "_reconstructor")
             and len(args) == 3
             and self._is_wrapper_cls(args[0])
         )
-        return _Obj(func, args, wrapper=wrapper)
+        return self._made(func, _Obj(func, args, wrapper=wrapper))
 
     def load_reduce(self) -> None:
         args = self.stack.pop()
@@ -469,10 +547,10 @@ class _Machine(pickle._Unpickler):
         if self._is_wrapper_cls(cls) and (args or kwargs):
             raise FormatError("joblib's array wrapper is created with arguments")
         if self._scan:
-            return _Obj(cls, args, wrapper=self._is_wrapper_cls(cls))
+            return self._made(cls, _Obj(cls, args, wrapper=self._is_wrapper_cls(cls)))
         if not isinstance(cls, type):
             raise FormatError(f"{opcode} on {cls!r}, which is not a class")
-        return cls.__new__(cls, *args, **kwargs)
+        return self._made(cls, cls.__new__(cls, *args, **kwargs))
 
     def load_newobj(self) -> None:
         args = self.stack.pop()
@@ -500,11 +578,13 @@ class _Machine(pickle._Unpickler):
         self._target(inst, "BUILD")
         if not self._scan:
             pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+            self._built(inst)
             return
         state = self.stack.pop()
         if not isinstance(inst, _Obj) or inst.built:
             raise FormatError(f"BUILD on {type(inst).__name__}, which is not a new object")
         inst.state, inst.built = state, True
+        self._built(inst)
 
     dispatch[pickle.BUILD[0]] = load_build
 
@@ -653,6 +733,12 @@ class _Machine(pickle._Unpickler):
         top = self.stack[-1]
         if isinstance(top, _WrapperStub) or (isinstance(top, _Obj) and top.wrapper):
             raise FormatError("joblib's array wrapper is referenced twice; joblib never does this")
+        if id(top) in self._pending or (
+            isinstance(top, _Obj) and top.hook is not None and not top.built
+        ):
+            raise FormatError(
+                "the stream copies an object before its state is set and validated; refusing it"
+            )
 
     def load_get(self) -> None:
         pickle._Unpickler.load_get(self)  # type: ignore[attr-defined]
@@ -693,6 +779,18 @@ class _Machine(pickle._Unpickler):
             raise FormatError(f"a bytearray of {size} bytes is longer than the rest of the file")
         self.append(bytearray(self.read(size)))
 
+    def load_mark(self) -> None:
+        if len(self.metastack) >= _MAX_MARKS:
+            raise FormatError(f"the stream nests more than {_MAX_MARKS} MARKs")
+        pickle._Unpickler.load_mark(self)  # type: ignore[attr-defined]
+
+    def load_stop(self) -> None:
+        if len(self.stack) != 1 or self.metastack:
+            raise FormatError("STOP leaves a MARK open or more than one object on the stack")
+        pickle._Unpickler.load_stop(self)  # type: ignore[attr-defined]
+
+    dispatch[pickle.MARK[0]] = load_mark
+    dispatch[pickle.STOP[0]] = load_stop
     dispatch[pickle.PROTO[0]] = load_proto
     dispatch[pickle.FRAME[0]] = load_frame
     dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
@@ -742,6 +840,7 @@ def scan_joblib(data: bytes) -> JoblibScan:
         legacy=shared.legacy,
         error=error,
         layout=tuple(shared.layout),
+        hooks_built=tuple(shared.hooks_built),
     )
 
 
@@ -760,12 +859,16 @@ def load_joblib(data: bytes, *, policy: LoadPolicy, source: str) -> tuple[Any, J
         raise FormatError(f"{source} is not a valid joblib file: {scan.error}")
     if scan.legacy:
         raise FormatError(f"cannot load {source}: {_LEGACY_HINT}")
-    shared = _Shared(expected=iter(scan.layout))
+    shared = _Shared(expected=iter(scan.layout), plan=list(scan.hooks_built))
     reader = _Reader(data)
     try:
         value = _Machine(reader, mode="load", shared=shared, policy=policy).load()
     except FormatError as exc:
         raise FormatError(f"{source} is not a valid joblib file: {exc}") from exc
-    if reader.remaining or len(shared.layout) != len(scan.layout):
+    if (
+        reader.remaining
+        or len(shared.layout) != len(scan.layout)
+        or len(shared.hooks_built) != len(scan.hooks_built)
+    ):
         raise FormatError(f"{source}: the load did not read the stream the scan read")
     return value, scan

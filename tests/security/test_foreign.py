@@ -237,6 +237,17 @@ def test_scan_lists_globals_in_order_without_loading(
     text = str(report)
     assert "verdict: safe" in text and "LogisticRegression" in text and "joblib file" in text
 
+    arrays = tmp_path / "arrays.joblib"
+    joblib.dump({"w": np.arange(3), "names": np.array(["a", "b"], dtype=object)}, arrays)
+    report = scan_file(arrays)
+    assert report.globals == (
+        WRAPPER,
+        "numpy.ndarray",
+        "numpy.dtype",
+        f"{np.ndarray.__reduce__(np.array([]))[0].__module__}._reconstruct",
+    )
+    assert report.n_arrays == 2 and report.protocol == pickle.DEFAULT_PROTOCOL
+
     plain = tmp_path / "lr.pkl"
     _dump(model, plain, "pickle")
     assert "sklearn.linear_model._logistic.LogisticRegression" in scan_file(plain).globals
@@ -470,7 +481,7 @@ def test_object_array_whose_nested_pickle_is_hostile(tmp_path: Path) -> None:
         ("ext1", _array_stream(np.arange(3), body=b"\x82\x01")),
         ("ext4", _array_stream(np.arange(3), body=b"\x84\x01\x00\x00\x00")),
         ("inst", _array_stream(np.arange(3), body=b"(ibuiltins\nlist\n")),
-        ("obj", _array_stream(np.arange(3), body=b"(" + _global("builtins", "list") + b"o")),
+        ("obj", _array_stream(np.arange(3), body=b"(" + _global("numpy", "ndarray") + b"o")),
         ("next_buffer", _array_stream(np.arange(3), body=b"\x97")),
         ("memo_put_far_away", _array_stream(np.arange(3), body=b"r\x00\x00\x00\x80")),
         ("binbytes_longer_than_file", _array_stream(np.arange(3), body=b"B\x00\xca\x9a\x3b")),
@@ -649,4 +660,21 @@ def test_legacy_multi_file_joblib_is_refused_clearly(tmp_path: Path, zfile: bool
     assert report.verdict.startswith("unsupported: ")
     assert "joblib.numpy_pickle_compat.NDArrayWrapper" in report.globals
     with pytest.raises(FormatError, match=r"joblib < 0\.10.*companion file"):
+        load_foreign(path)
+
+
+def test_hostile_tree_data_in_a_joblib_file_is_validated(
+    models: dict[str, tuple[Any, Any]], tmp_path: Path
+) -> None:
+    forest, X = models["random_forest"]
+    path = tmp_path / "forest.joblib"
+    joblib.dump(forest, path)
+    nodes = forest.estimators_[0].tree_.__getstate__()["nodes"]
+    data = path.read_bytes()
+    assert data.count(nodes.tobytes()) == 1
+    evil = nodes.copy()
+    evil["left_child"][0] = 10**9  # a child far outside the node array
+    path.write_bytes(data.replace(nodes.tobytes(), evil.tobytes()))
+    assert scan_file(path).safe  # the names are fine: only the data is hostile
+    with pytest.raises(FormatError, match="inconsistent"):
         load_foreign(path)
