@@ -666,7 +666,7 @@ def test_legacy_multi_file_joblib_is_refused_clearly(tmp_path: Path, zfile: bool
 def test_hostile_tree_data_in_a_joblib_file_is_validated(
     models: dict[str, tuple[Any, Any]], tmp_path: Path
 ) -> None:
-    forest, X = models["random_forest"]
+    forest, _ = models["random_forest"]
     path = tmp_path / "forest.joblib"
     joblib.dump(forest, path)
     nodes = forest.estimators_[0].tree_.__getstate__()["nodes"]
