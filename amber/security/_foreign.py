@@ -371,7 +371,7 @@ def _pickle_report(
     return ScanReport(
         kind=kind,
         compression=compression,
-        protocol=protocol if protocol else None,
+        protocol=protocol,
         globals=tuple(f"{m}.{n}" for m, n in pairs),
         untrusted=untrusted,
         verdict=_verdict(untrusted, error, False),
