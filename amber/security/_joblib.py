@@ -534,6 +534,10 @@ class _Machine(pickle._Unpickler):
         args = self.stack.pop()
         func = self.stack[-1]
         self._callable(func, "REDUCE")
+        if self._is_wrapper_cls(func):
+            raise FormatError(
+                "joblib's array wrapper is called with REDUCE; joblib never does this"
+            )
         if type(args) is not tuple:
             raise FormatError("REDUCE arguments are not a tuple")
         self.stack[-1] = self._call(func, args)

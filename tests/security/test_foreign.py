@@ -517,6 +517,10 @@ def test_object_array_whose_nested_pickle_is_hostile(tmp_path: Path) -> None:
             "append_to_a_global",
             _array_stream(np.arange(3), body=_global("numpy", "ndarray") + b"Na"),
         ),
+        (
+            "wrapper_called_by_reduce",
+            b"\x80\x03" + _wrapper((1,), "f8", align=None).replace(b")\x81", b")R", 1),
+        ),
         ("wrapper_built_twice", _array_stream(np.arange(3), body=b"h\x01}b")),
         (
             "wrapper_duplicated",
