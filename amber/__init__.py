@@ -7,7 +7,7 @@
 The whole public API is re-exported here.
 """
 
-from amber._api import inspect, load, save, scan, verify
+from amber._api import inspect, load, load_savedmodel_dir, save, scan, verify
 from amber._info import ArtifactInfo, VerifyReport
 from amber.errors import (
     AmberError,
@@ -22,6 +22,7 @@ from amber.errors import (
     UnsafeLoadWarning,
     UntrustedTypeError,
 )
+from amber.handlers import predict
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,8 @@ __all__ = [
     "__version__",
     "inspect",
     "load",
+    "load_savedmodel_dir",
+    "predict",
     "save",
     "scan",
     "verify",

@@ -21,9 +21,10 @@ from amber.errors import (
     ParityError,
 )
 from amber.handlers import get_handler, handler_for
+from amber.handlers._base import call_save, probe_methods
 from amber.security._policy import LoadPolicy
 
-__all__ = ["inspect", "load", "save", "scan", "verify"]
+__all__ = ["inspect", "load", "load_savedmodel_dir", "save", "scan", "verify"]
 
 ProbeMode = Literal["auto", "always", "never"]
 ParityMode = Literal["raise", "warn"]
@@ -80,6 +81,7 @@ def save(
     metadata: dict[str, Any] | None = None,
     compress: str = "none",
     handler: str | None = None,
+    format: str | None = None,
 ) -> ArtifactInfo:
     """Save a fitted model to one ``.amber`` file, atomically.
 
@@ -97,6 +99,10 @@ def save(
     compress:
         ``"none"`` (default; entries memory-mappable), ``"zlib"``, ``"lzma"``, ``"lz4"``,
         ``"zstd"``, or ``"auto"`` (chosen per entry by measurement).
+    format:
+        The payload format, where a handler offers several: ``"keras"`` (default) or
+        ``"savedmodel"`` for Keras models, ``"export"`` or ``"class"`` for PyTorch modules,
+        ``"ubj"`` (default) or ``"json"`` for XGBoost. ``None`` picks the default.
 
     Examples
     --------
@@ -105,9 +111,9 @@ def save(
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path, got a {type(path).__name__}")
     meta = _json_metadata(metadata)
-    chosen = handler_for(obj, handler)
+    chosen = handler_for(obj, handler, format=format)
     with artifact_writer(path, compress=compress) as writer:
-        saved = chosen.save(obj, writer)
+        saved = call_save(chosen, obj, writer, format=format, sample=sample)
         manifest: dict[str, Any] = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -119,11 +125,12 @@ def save(
             "payload": saved.payload,
             "globals": list(saved.globals),
             "untrusted": list(saved.untrusted),
-            "environment": _env.capture(saved.modules),
+            "environment": _env.capture(saved.modules, saved.distributions),
             "metadata": meta,
         }
         if sample is not None:
-            probe = _probe.record(obj, sample, writer)
+            methods = probe_methods(chosen, obj)
+            probe = _probe.record(obj, sample, writer, methods=methods, parity=saved.parity)
             manifest["probe"] = probe
             manifest["signature"] = {
                 "inputs": _probe.describe(sample),
@@ -189,6 +196,8 @@ def load(
         raise TypeError(f"mmap must be True or False, got {mmap!r}")
     policy = LoadPolicy.make(trusted, allow_arbitrary_code=allow_arbitrary_code)
     path = _existing(source)
+    if path.is_dir():
+        return load_savedmodel_dir(path)
     try:
         reader = ArtifactReader(path, mmap=mmap)
     except NotAnArtifact:
@@ -204,10 +213,14 @@ def load(
                 f"environment='strict' forbids loading it; install the same versions, or load "
                 f"with environment='warn' to re-run the probe instead"
             )
-        model = get_handler(manifest["handler"]).load(reader, manifest["payload"], policy=policy)
+        chosen = get_handler(manifest["handler"])
+        model = chosen.load(reader, manifest["payload"], policy=policy)
         has_probe = "probe" in manifest
         if has_probe and (probe == "always" or (probe == "auto" and changes)):
-            report = _probe.check(model, manifest["probe"], reader, exact=not changes)
+            methods = probe_methods(chosen, model)
+            report = _probe.check(
+                model, manifest["probe"], reader, exact=not changes, methods=methods
+            )
             _judge(path, report, changes, parity)
         elif changes:
             warnings.warn(
@@ -222,6 +235,27 @@ def load(
                 stacklevel=2,
             )
     return model
+
+
+def load_savedmodel_dir(source: str | os.PathLike[str]) -> Any:
+    """Load an existing TensorFlow SavedModel folder (``tf.saved_model.load``).
+
+    The result answers :func:`amber.predict` through its ``serving_default`` signature, and
+    ``amber.save`` stores it as an artifact. ``amber.load`` on a folder does the same.
+
+    Examples
+    --------
+    >>> m = amber.load_savedmodel_dir("exported/")  # doctest: +SKIP
+    >>> y = amber.predict(m, x)                      # doctest: +SKIP
+    """
+    path = _existing(source)
+    if not path.is_dir() or not (path / "saved_model.pb").is_file():
+        raise FormatError(
+            f"{str(path)!r} is not a TensorFlow SavedModel folder (no saved_model.pb in it); "
+            f"pass the folder that tf.saved_model.save or model.export wrote"
+        )
+    tf_handler: Any = get_handler("tensorflow")
+    return tf_handler.load_dir(path)
 
 
 def _judge(path: Path, report: _probe.ProbeReport, changes: list[str], parity: ParityMode) -> None:
@@ -305,7 +339,8 @@ def verify(
         report.checks.append(f"{len(reader.entries)} entries match their blake3 digests")
         if SIGNATURE_NAME in reader.zip_entries:
             report.checks.append("signed (pass a public key to check the signature)")
-        model = get_handler(manifest["handler"]).load(reader, manifest["payload"], policy=policy)
+        chosen = get_handler(manifest["handler"])
+        model = chosen.load(reader, manifest["payload"], policy=policy)
         n_globals = len(manifest.get("globals", []))
         report.checks.append(
             f"payload loaded through the allowlist ({n_globals} globals referenced)"
@@ -313,7 +348,13 @@ def verify(
         changes = _env.diff(manifest["environment"])
         report.environment_changes = changes
         if "probe" in manifest:
-            probe_report = _probe.check(model, manifest["probe"], reader, exact=not changes)
+            probe_report = _probe.check(
+                model,
+                manifest["probe"],
+                reader,
+                exact=not changes,
+                methods=probe_methods(chosen, model),
+            )
             if not probe_report.ok:
                 details = "; ".join(f"{m}: {w}" for m, w in probe_report.mismatched.items())
                 where = (

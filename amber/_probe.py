@@ -4,6 +4,12 @@ Inputs and outputs are stored as plain ``.npy`` arrays (never pickled) or, for d
 Arrow IPC stream. ``check`` re-runs the model on the stored input and compares: exactly in the
 environment that saved the model, within ``RTOL``/``ATOL`` for floating-point outputs across
 environments (integers, booleans and strings stay exact).
+
+Which functions run is the handler's choice (``probe_methods``; by default the model's
+``predict``, ``predict_proba``, ``decision_function`` and ``transform``). Framework tensors
+(PyTorch, TensorFlow) are recorded and compared as numpy arrays. A handler whose reloaded model
+runs other code than the saved one (a SavedModel graph for Keras layers) asks for a tolerance
+even in the same environment (``parity={"exact": False, ...}``).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import ArtifactWriter
 from amber.errors import FormatError
 
-__all__ = ["ATOL", "METHODS", "RTOL", "ProbeReport", "check", "record"]
+__all__ = ["ATOL", "METHODS", "RTOL", "ProbeReport", "as_numpy", "check", "record"]
 
 METHODS = ("predict", "predict_proba", "decision_function", "transform")
 RTOL = 1e-6
@@ -40,6 +46,20 @@ def _is_frame(value: Any) -> bool:
     )
 
 
+_TENSOR_ROOTS = frozenset({"torch", "tensorflow", "keras", "jax", "jaxlib"})
+
+
+def as_numpy(value: Any) -> Any:
+    """A framework tensor (PyTorch, TensorFlow) as a numpy array; anything else unchanged."""
+    if type(value).__module__.split(".")[0] not in _TENSOR_ROOTS:
+        return value
+    if hasattr(value, "detach"):  # torch.Tensor
+        return value.detach().cpu().numpy()
+    if hasattr(value, "numpy"):  # tf.Tensor, tf.Variable
+        return np.asarray(value.numpy())
+    return np.asarray(value)
+
+
 def _plain_array(value: np.ndarray) -> np.ndarray:
     if not value.dtype.hasobject:
         return value
@@ -55,6 +75,7 @@ def _plain_array(value: np.ndarray) -> np.ndarray:
 def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
     """Write ``value`` under ``probe/<name>...``; return the spec that reads it back."""
     base = _PREFIX + name
+    value = as_numpy(value)
     if _is_frame(value):
         import pyarrow as pa
 
@@ -114,6 +135,7 @@ def _decode(spec: dict[str, Any], reader: ArtifactReader) -> Any:
 # -- signature ----------------------------------------------------------------------------------
 def describe(value: Any) -> dict[str, Any]:
     """The input signature of ``value``: columns and dtypes, or dtype and shape."""
+    value = as_numpy(value)
     if _is_frame(value):
         if type(value).__name__ == "Series":
             return {"kind": "series", "name": str(value.name), "dtype": str(value.dtype)}
@@ -136,8 +158,29 @@ def describe(value: Any) -> dict[str, Any]:
 
 
 # -- recording and checking ---------------------------------------------------------------------
-def record(model: Any, sample: Any, writer: ArtifactWriter) -> dict[str, Any]:
-    """Store ``sample`` and the model's outputs on it; return the manifest's probe section."""
+def _default_methods(model: Any) -> dict[str, Callable[[Any], Any]]:
+    found = {}
+    for method in METHODS:
+        fn = getattr(model, method, None)
+        if callable(fn):
+            found[method] = fn
+    return found
+
+
+def record(
+    model: Any,
+    sample: Any,
+    writer: ArtifactWriter,
+    *,
+    methods: dict[str, Callable[[Any], Any]] | None = None,
+    parity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Store ``sample`` and the model's outputs on it; return the manifest's probe section.
+
+    ``methods`` are the named functions to record (default: the model's own ``predict``,
+    ``predict_proba``, ``decision_function``, ``transform``); ``parity`` may set ``exact``
+    (False: compare within the tolerance even in the saving environment), ``rtol``, ``atol``.
+    """
     try:
         input_spec = _encode(sample, "input", writer)
     except TypeError as exc:
@@ -147,10 +190,8 @@ def record(model: Any, sample: Any, writer: ArtifactWriter) -> dict[str, Any]:
         ) from None
     outputs: dict[str, Any] = {}
     skipped: dict[str, str] = {}
-    for method in METHODS:
-        fn = getattr(model, method, None)
-        if not callable(fn):
-            continue
+    chosen = _default_methods(model) if methods is None else methods
+    for method, fn in chosen.items():
         try:
             value = fn(sample)
         except Exception as exc:  # a method the fitted model cannot run on this input
@@ -165,16 +206,24 @@ def record(model: Any, sample: Any, writer: ArtifactWriter) -> dict[str, Any]:
         outputs[method] = spec
     if not outputs:
         raise ValueError(
-            f"sample= was given but the model answers none of {', '.join(METHODS)} on it "
+            f"sample= was given but the model answers none of "
+            f"{', '.join(chosen) or ', '.join(METHODS)} on it "
             f"({'; '.join(f'{m}: {r}' for m, r in skipped.items()) or 'no such methods'}); "
             f"pass a sample the model accepts, or none"
         )
-    return {
+    parity = parity or {}
+    section: dict[str, Any] = {
         "input": input_spec,
         "outputs": outputs,
         "skipped": skipped,
-        "tolerance": {"rtol": RTOL, "atol": ATOL},
+        "tolerance": {
+            "rtol": float(parity.get("rtol", RTOL)),
+            "atol": float(parity.get("atol", ATOL)),
+        },
     }
+    if parity.get("exact") is False:
+        section["exact"] = False
+    return section
 
 
 @dataclass
@@ -184,13 +233,15 @@ class ProbeReport:
     exact: bool
     matched: list[str] = field(default_factory=list)
     mismatched: dict[str, str] = field(default_factory=dict)
+    rtol: float = RTOL
+    atol: float = ATOL
 
     @property
     def ok(self) -> bool:
         return not self.mismatched
 
     def __str__(self) -> str:
-        how = "exactly" if self.exact else f"within rtol={RTOL}, atol={ATOL}"
+        how = "exactly" if self.exact else f"within rtol={self.rtol}, atol={self.atol}"
         lines = [f"probe {'matched' if self.ok else 'DIFFERS'} ({how})"]
         lines += [f"  {m}: identical" if self.exact else f"  {m}: ok" for m in self.matched]
         lines += [f"  {m}: {why}" for m, why in self.mismatched.items()]
@@ -205,8 +256,10 @@ def _as_dense(value: Any) -> np.ndarray:
     return _plain_array(np.asarray(value))
 
 
-def _compare(expected: Any, got: Any, exact: bool) -> str | None:
-    a, b = _as_dense(expected), _as_dense(got)
+def _compare(
+    expected: Any, got: Any, exact: bool, rtol: float = RTOL, atol: float = ATOL
+) -> str | None:
+    a, b = _as_dense(as_numpy(expected)), _as_dense(as_numpy(got))
     if a.shape != b.shape:
         return f"shape {b.shape}, expected {a.shape}"
     if a.dtype.kind in "fc" and b.dtype.kind in "fc":
@@ -215,7 +268,7 @@ def _compare(expected: Any, got: Any, exact: bool) -> str | None:
                 return f"dtype {b.dtype}, expected {a.dtype}"
             same = np.array_equal(a, b, equal_nan=True)
         else:
-            same = np.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True)
+            same = np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
         if not same:
             with np.errstate(invalid="ignore"):
                 worst = float(np.nanmax(np.abs(a.astype(np.float64) - b.astype(np.float64))))
@@ -229,12 +282,39 @@ def _compare(expected: Any, got: Any, exact: bool) -> str | None:
     return None
 
 
-def check(model: Any, probe: dict[str, Any], reader: ArtifactReader, *, exact: bool) -> ProbeReport:
-    """Re-run the stored probe on ``model``; compare with the recorded outputs."""
+def _tolerance(probe: dict[str, Any]) -> tuple[float, float]:
+    tol = probe.get("tolerance")
+    if not isinstance(tol, dict):
+        return RTOL, ATOL
+    try:
+        rtol, atol = float(tol.get("rtol", RTOL)), float(tol.get("atol", ATOL))
+    except (TypeError, ValueError):
+        raise FormatError(f"malformed probe tolerance {tol!r}") from None
+    if not (0 <= rtol <= 0.1 and 0 <= atol <= 0.1):
+        raise FormatError(f"probe tolerance {tol!r} is out of range (at most 0.1)")
+    return rtol, atol
+
+
+def check(
+    model: Any,
+    probe: dict[str, Any],
+    reader: ArtifactReader,
+    *,
+    exact: bool,
+    methods: dict[str, Callable[[Any], Any]] | None = None,
+) -> ProbeReport:
+    """Re-run the stored probe on ``model``; compare with the recorded outputs.
+
+    ``exact`` is what the caller asks for (True in the saving environment); a probe recorded
+    with ``"exact": false`` is compared within its stored tolerance regardless.
+    """
     sample = _decode(probe["input"], reader)
-    report = ProbeReport(exact=exact)
+    exact = exact and probe.get("exact", True) is not False
+    rtol, atol = _tolerance(probe)
+    report = ProbeReport(exact=exact, rtol=rtol, atol=atol)
+    chosen = _default_methods(model) if methods is None else methods
     for method, spec in probe["outputs"].items():
-        fn: Callable[[Any], Any] | None = getattr(model, method, None)
+        fn: Callable[[Any], Any] | None = chosen.get(method)
         if not callable(fn):
             report.mismatched[method] = "the reloaded model has no such method"
             continue
@@ -243,7 +323,7 @@ def check(model: Any, probe: dict[str, Any], reader: ArtifactReader, *, exact: b
         except Exception as exc:
             report.mismatched[method] = f"raised {type(exc).__name__}: {exc}"[:500]
             continue
-        problem = _compare(_decode(spec, reader), got, exact)
+        problem = _compare(_decode(spec, reader), got, exact, rtol, atol)
         if problem:
             report.mismatched[method] = problem
         else:

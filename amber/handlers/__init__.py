@@ -10,13 +10,36 @@ import importlib
 from typing import Any
 
 from amber.errors import FormatError, HandlerNotAvailable
-from amber.handlers._base import Handler, SavedPayload
+from amber.handlers._base import Handler, SavedPayload, formats
 
-__all__ = ["Handler", "SavedPayload", "get_handler", "handler_for", "register_handler"]
+__all__ = [
+    "Handler",
+    "SavedPayload",
+    "get_handler",
+    "handler_for",
+    "known_handlers",
+    "predict",
+    "register_handler",
+]
 
-# name -> ("module:OBJECT", install hint, top-level modules whose objects it claims)
+# name -> ("module:OBJECT", install hint, top-level modules whose objects it claims).
+# Order matters: the first handler that claims an object (and saves the format asked for) wins,
+# so Keras models go to "keras" (native .keras) unless format="savedmodel" is asked for.
 _KNOWN: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "sklearn": ("amber.handlers.sklearn:HANDLER", 'pip install "amber[sklearn]"', ()),
+    "keras": ("amber.handlers.keras:HANDLER", 'pip install "amber[tensorflow]"', ("keras",)),
+    "tensorflow": (
+        "amber.handlers.tensorflow:HANDLER",
+        'pip install "amber[tensorflow]"',
+        ("tensorflow", "keras"),
+    ),
+    "torch": ("amber.handlers.torch:HANDLER", 'pip install "amber[torch]"', ("torch",)),
+    "xgboost": ("amber.handlers.xgboost:HANDLER", 'pip install "amber[xgboost]"', ("xgboost",)),
+    "lightgbm": (
+        "amber.handlers.lightgbm:HANDLER",
+        'pip install "amber[lightgbm]"',
+        ("lightgbm",),
+    ),
 }
 _FALLBACK = "sklearn"  # scikit-learn and any other picklable Python object
 _LOADED: dict[str, Handler] = {}
@@ -61,14 +84,36 @@ def get_handler(name: str) -> Handler:
     return handler
 
 
-def handler_for(obj: Any, name: str | None = None) -> Handler:
-    """The handler for ``obj``: the one named, else the first whose module roots claim its type."""
+def known_handlers() -> dict[str, tuple[str, str, tuple[str, ...]]]:
+    """Every registered handler: name -> (``"module:OBJECT"``, install hint, module roots)."""
+    return dict(_KNOWN)
+
+
+def handler_for(obj: Any, name: str | None = None, *, format: str | None = None) -> Handler:
+    """The handler for ``obj``: the one named, else the first whose module roots claim its type.
+
+    With ``format``, the first claiming handler that saves that format (``"savedmodel"`` moves a
+    Keras model from the ``keras`` handler to the ``tensorflow`` one).
+    """
     if name is not None:
         return get_handler(name)
     roots = {c.__module__.split(".")[0] for c in type(obj).__mro__}
+    first: Handler | None = None
     for candidate, (_, _, claimed) in _KNOWN.items():
         if roots.intersection(claimed):
             handler = get_handler(candidate)
             if handler.matches(obj):
-                return handler
-    return get_handler(_FALLBACK)
+                if format is None or format in formats(handler):
+                    return handler
+                first = first or handler
+    return first or get_handler(_FALLBACK)
+
+
+def predict(model: Any, inputs: Any) -> Any:
+    """Numpy in, numpy out, for a model of any handler: ``handler.predict(model, inputs)``.
+
+    Examples
+    --------
+    >>> y = amber.predict(amber.load("net.amber"), x)  # doctest: +SKIP
+    """
+    return handler_for(model).predict(model, inputs)

@@ -1,7 +1,21 @@
-"""The handler protocol: one module per framework, each saving into and loading from an artifact."""
+"""The handler protocol: one module per framework, each saving into and loading from an artifact.
+
+Required: ``name``, ``module_roots``, ``matches``, ``save``, ``load``, ``predict``. Optional, with
+defaults applied by the helpers below so older handlers keep working:
+
+- ``formats``: the payload formats ``save(..., format=)`` accepts, the default first.
+- ``save`` may take keyword arguments ``format=`` and ``sample=`` (the probe sample, e.g. to trace
+  a PyTorch model with ``torch.export``): :func:`call_save` passes them only to handlers whose
+  ``save`` declares them.
+- ``probe_methods(model)``: the named, numpy-in numpy-out functions the probe records and
+  re-runs. Default: the model's own ``predict``, ``predict_proba``, ``decision_function``,
+  ``transform``.
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -9,7 +23,9 @@ from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import ArtifactWriter
 from amber.security._policy import LoadPolicy
 
-__all__ = ["Handler", "SavedPayload"]
+__all__ = ["DEFAULT_PROBE_METHODS", "Handler", "SavedPayload", "call_save", "probe_methods"]
+
+DEFAULT_PROBE_METHODS = ("predict", "predict_proba", "decision_function", "transform")
 
 
 @dataclass(frozen=True)
@@ -22,6 +38,13 @@ class SavedPayload:
     globals: tuple[str, ...] = ()  # Python globals the payload references ("module.name")
     modules: tuple[str, ...] = ()  # modules whose distributions the environment must record
     untrusted: tuple[str, ...] = field(default=())  # globals outside the allowlist
+    # distributions to record besides those of ``modules`` (e.g. "tensorflow-cpu", whose
+    # module is "tensorflow")
+    distributions: tuple[str, ...] = ()
+    # how the probe compares after reload: {"exact": bool, "rtol": float, "atol": float};
+    # "exact": False when the reloaded model runs other code than the saved one (a SavedModel
+    # graph instead of the Keras layers), so even the same environment needs a tolerance
+    parity: dict[str, Any] | None = None
 
 
 class Handler(Protocol):
@@ -43,3 +66,41 @@ class Handler(Protocol):
     ) -> Any: ...
 
     def predict(self, model: Any, inputs: Any) -> Any: ...
+
+
+def formats(handler: Any) -> tuple[str, ...]:
+    """The formats ``handler`` can save (empty: it takes no ``format=``)."""
+    return tuple(getattr(handler, "formats", ()))
+
+
+def call_save(
+    handler: Any, obj: Any, writer: ArtifactWriter, *, format: str | None, sample: Any
+) -> SavedPayload:
+    """``handler.save(obj, writer)``, passing ``format=`` and ``sample=`` where it takes them."""
+    params = inspect.signature(handler.save).parameters
+    kwargs: dict[str, Any] = {}
+    if format is not None:
+        if format not in formats(handler):
+            known = ", ".join(repr(f) for f in formats(handler)) or "none"
+            raise ValueError(
+                f"format={format!r} is not a format the {handler.name!r} handler saves "
+                f"(it saves: {known}); leave format= out for the default"
+            )
+        kwargs["format"] = format
+    if "sample" in params:
+        kwargs["sample"] = sample
+    saved: SavedPayload = handler.save(obj, writer, **kwargs)
+    return saved
+
+
+def probe_methods(handler: Any, model: Any) -> dict[str, Callable[[Any], Any]]:
+    """The functions the probe runs on ``model``: the handler's choice, else the default four."""
+    custom = getattr(handler, "probe_methods", None)
+    if custom is not None:
+        return dict(custom(model))
+    found = {}
+    for method in DEFAULT_PROBE_METHODS:
+        fn = getattr(model, method, None)
+        if callable(fn):
+            found[method] = fn
+    return found

@@ -1,0 +1,128 @@
+"""Helpers shared by the framework handlers; standard library and numpy only."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from amber.errors import FormatError, UntrustedTypeError
+from amber.security._policy import LoadPolicy
+
+__all__ = [
+    "check_trusted",
+    "decode_params",
+    "encode_params",
+    "import_trusted",
+    "installed",
+    "type_name",
+]
+
+
+def type_name(obj_or_cls: Any) -> str:
+    cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def installed(*distributions: str) -> tuple[str, ...]:
+    """Those of ``distributions`` that are installed (``xgboost`` or ``xgboost-cpu``, ...)."""
+    found = []
+    for dist in distributions:
+        try:
+            importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.append(dist)
+    return tuple(found)
+
+
+# -- constructor parameters as JSON -------------------------------------------------------------
+# JSON has no NaN or infinity; they are written as {"$float": "nan"}. Tuples become lists.
+def _encode(value: Any, where: str) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, np.bool_):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return f if math.isfinite(f) else {"$float": repr(f)}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        if "$float" in value:
+            raise TypeError(f"{where}: the key '$float' is reserved")
+        return {k: _encode(v, f"{where}.{k}") for k, v in value.items()}
+    raise TypeError(
+        f"{where} is a {type_name(value)} ({value!r:.80}), which cannot be stored as JSON"
+    )
+
+
+def encode_params(params: dict[str, Any], owner: str) -> dict[str, Any]:
+    """Constructor parameters as JSON values; raises TypeError naming the first that is not."""
+    try:
+        return {str(k): _encode(v, k) for k, v in params.items()}
+    except TypeError as exc:
+        raise TypeError(
+            f"cannot save {owner}: parameter {exc}. Amber stores parameters as data, never "
+            f"pickled code; set that parameter to a plain value (a string, number, list or "
+            f"dict) before saving"
+        ) from None
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {"$float"}:
+            text = value["$float"]
+            if text not in ("nan", "inf", "-inf"):
+                raise FormatError(f"malformed parameter value {value!r}")
+            return float(text)
+        return {k: _decode(v) for k, v in value.items()}
+    return value
+
+
+def decode_params(params: Any) -> dict[str, Any]:
+    if not isinstance(params, dict):
+        raise FormatError(f"malformed manifest: parameters are not an object: {params!r:.80}")
+    return {str(k): _decode(v) for k, v in params.items()}
+
+
+# -- trust ----------------------------------------------------------------------------------------
+def _split(name: str) -> tuple[str, str]:
+    module, _, qualname = name.rpartition(".")
+    return module, qualname
+
+
+def check_trusted(
+    names: Iterable[str], allowed: Iterable[str], policy: LoadPolicy, *, source: str
+) -> None:
+    """Raise UntrustedTypeError unless every name is built in, trusted, or code is allowed."""
+    if policy.allow_arbitrary_code:
+        return
+    ok = set(allowed)
+    refused = [n for n in names if n not in ok and _split(n) not in policy.trusted]
+    if refused:
+        raise UntrustedTypeError(refused, source=source)
+
+
+def import_trusted(name: str, allowed: Iterable[str], policy: LoadPolicy, *, source: str) -> Any:
+    """The object named ``pkg.module.Name``, imported only once it is known to be trusted."""
+    check_trusted([name], allowed, policy, source=source)
+    module, qualname = _split(name)
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise FormatError(
+            f"{source} needs {name}, which cannot be imported here ({exc}); install the "
+            f"package that defines it"
+        ) from exc
+    return obj

@@ -1,0 +1,121 @@
+"""LightGBM: the Booster as LightGBM's own model text (``model_to_string``), never pickle.
+
+A scikit-learn-style wrapper (``LGBMClassifier``, ...) is stored as the same text plus its
+``get_params()`` as JSON and the few fitted attributes the text lacks (the classes, whether it was
+fitted with feature names). On load the class comes from a fixed list of LightGBM's wrappers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from amber.artifact._reader import ArtifactReader
+from amber.artifact._writer import ArtifactWriter
+from amber.errors import FormatError
+from amber.handlers._base import SavedPayload
+from amber.handlers._common import decode_params, encode_params, import_trusted, type_name
+from amber.security._policy import LoadPolicy
+
+__all__ = ["HANDLER", "LightGBMHandler"]
+
+_WRAPPERS = tuple(
+    f"lightgbm.sklearn.{n}" for n in ("LGBMClassifier", "LGBMRegressor", "LGBMRanker", "LGBMModel")
+)
+_BOOSTER = "lightgbm.basic.Booster"
+_TEXT = "model/model.txt"
+_CLASSES = "model/classes.npy"
+
+
+class LightGBMHandler:
+    name = "lightgbm"
+    module_roots: tuple[str, ...] = ("lightgbm",)
+    formats: tuple[str, ...] = ("text",)
+
+    def matches(self, obj: Any) -> bool:
+        return type_name(obj) in (_BOOSTER, *_WRAPPERS)
+
+    def save(self, obj: Any, writer: ArtifactWriter, *, format: str = "text") -> SavedPayload:
+        cls = type_name(obj)
+        payload: dict[str, Any] = {"kind": "lightgbm", "format": "text", "entry": _TEXT}
+        if isinstance(obj, lgb.LGBMModel):
+            if not getattr(obj, "fitted_", False):
+                raise ValueError(f"cannot save an unfitted {type(obj).__name__}; fit it first")
+            params = encode_params(obj.get_params(), f"a {type(obj).__name__}")
+            objective = obj._objective
+            if objective is not None and not isinstance(objective, str):
+                raise TypeError(
+                    f"cannot save a {type(obj).__name__} trained with a Python objective "
+                    f"function ({objective!r:.60}): Amber stores no code"
+                )
+            payload["wrapper"] = cls
+            payload["params"] = params
+            payload["fitted"] = {
+                "objective": objective,
+                "fitted_with_feature_names": bool(obj._fitted_with_feature_names),
+                "n_features_in": int(obj._n_features_in),
+            }
+            booster = obj.booster_
+            if isinstance(obj, lgb.LGBMClassifier):
+                writer.add_array(_CLASSES, np.asarray(obj.classes_))
+                payload["classes"] = _CLASSES
+        else:
+            booster = obj
+        writer.add(_TEXT, booster.model_to_string().encode("utf-8"))
+        return SavedPayload(
+            payload=payload,
+            framework="lightgbm",
+            object_type=cls,
+            globals=(cls,),
+            modules=("lightgbm",),
+        )
+
+    def load(self, reader: ArtifactReader, payload: dict[str, Any], *, policy: LoadPolicy) -> Any:
+        if payload.get("entry") != _TEXT:
+            raise FormatError(f"malformed lightgbm payload: entry {payload.get('entry')!r}")
+        try:
+            text = bytes(reader.read(_TEXT)).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"the LightGBM model text is not UTF-8: {exc}") from exc
+        booster = lgb.Booster(model_str=text)
+        wrapper = payload.get("wrapper")
+        if wrapper is None:
+            return booster
+        cls = import_trusted(str(wrapper), _WRAPPERS, policy, source=str(reader.path))
+        fitted = payload.get("fitted")
+        if not isinstance(fitted, dict):
+            raise FormatError("malformed lightgbm payload: no fitted attributes")
+        model = cls(**decode_params(payload.get("params")))
+        # What LGBMModel.fit leaves behind, besides the booster.
+        model._Booster = booster
+        model._n_features = booster.num_feature()
+        model._n_features_in = int(fitted["n_features_in"])
+        model._objective = fitted["objective"]
+        model._fitted_with_feature_names = bool(fitted["fitted_with_feature_names"])
+        model._evals_result = {}
+        model._best_iteration = booster.best_iteration
+        model._best_score = {}
+        model.fitted_ = True
+        if "classes" in payload:
+            from lightgbm.compat import _LGBMLabelEncoder
+
+            classes = reader.read_array(_CLASSES)
+            model._le = _LGBMLabelEncoder().fit(classes)
+            model._class_map = dict(zip(classes, model._le.transform(classes), strict=True))
+            model._classes = model._le.classes_
+            model._n_classes = len(classes)
+        return model
+
+    def probe_methods(self, model: Any) -> dict[str, Any]:
+        methods = {"predict": lambda x: self.predict(model, x)}
+        if hasattr(model, "predict_proba"):
+            methods["predict_proba"] = model.predict_proba
+        return methods
+
+    def predict(self, model: Any, inputs: Any) -> Any:
+        return np.asarray(model.predict(inputs))
+
+
+HANDLER = LightGBMHandler()
