@@ -7,6 +7,8 @@
 The whole public API is re-exported here.
 """
 
+from typing import TYPE_CHECKING
+
 from amber._api import inspect, load, load_savedmodel_dir, save, scan, verify
 from amber._info import ArtifactInfo, VerifyReport
 from amber.errors import (
@@ -26,6 +28,30 @@ from amber.handlers import predict
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from amber.registry import ModelVersion, Registry
+    from amber.security._signing import generate_key, sign
+
+# Resolved on first use, so that `import amber` imports neither SQLAlchemy nor cryptography.
+_LAZY = {
+    "Registry": "amber.registry",
+    "ModelVersion": "amber.registry",
+    "sign": "amber.security._signing",
+    "generate_key": "amber.security._signing",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'amber' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "AmberError",
     "ArtifactInfo",
@@ -35,17 +61,21 @@ __all__ = [
     "HandlerNotAvailable",
     "IntegrityError",
     "ModelNotFound",
+    "ModelVersion",
     "ParityError",
+    "Registry",
     "SchemaError",
     "UnsafeLoadWarning",
     "UntrustedTypeError",
     "VerifyReport",
     "__version__",
+    "generate_key",
     "inspect",
     "load",
     "load_savedmodel_dir",
     "predict",
     "save",
     "scan",
+    "sign",
     "verify",
 ]

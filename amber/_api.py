@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from amber.errors import (
     EnvironmentMismatch,
     EnvironmentMismatchError,
     FormatError,
+    IntegrityError,
     ParityError,
 )
 from amber.handlers import get_handler, handler_for
@@ -165,6 +167,7 @@ def load(
     probe: ProbeMode = "auto",
     parity: ParityMode = "raise",
     environment: EnvMode = "warn",
+    trusted_keys: Sequence[Any] | None = None,
 ) -> Any:
     """Load a model from an ``.amber`` artifact, or from a pickle or joblib file, safely.
 
@@ -184,18 +187,69 @@ def load(
         Run any pickle code: only for files you made yourself. Warns every time.
     environment:
         ``"strict"`` refuses to load in an environment that differs from the saving one.
+    trusted_keys:
+        Ed25519 public keys (``.pub`` files, PEM bytes or key objects): the artifact must carry
+        a valid signature by one of them, and every entry's BLAKE3 digest is checked.
+
+    ``source`` may also be a registry URI: ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or
+    ``models:/NAME/latest``, resolved in ``$AMBER_REGISTRY`` (default ``./amber-models``).
 
     Examples
     --------
     >>> clf = amber.load("iris.amber")  # doctest: +SKIP
+    >>> clf = amber.load("models:/iris@production")  # doctest: +SKIP
     """
     _check_choice("probe", probe, ("auto", "always", "never"))
     _check_choice("parity", parity, ("raise", "warn"))
     _check_choice("environment", environment, ("warn", "strict"))
     if mmap is not True and mmap is not False:
         raise TypeError(f"mmap must be True or False, got {mmap!r}")
+    if isinstance(source, str) and source.startswith("models:"):
+        from amber.registry._default import load_uri
+
+        return load_uri(
+            source,
+            mmap=mmap,
+            trusted=trusted,
+            allow_arbitrary_code=allow_arbitrary_code,
+            probe=probe,
+            parity=parity,
+            environment=environment,
+            trusted_keys=trusted_keys,
+        )
     policy = LoadPolicy.make(trusted, allow_arbitrary_code=allow_arbitrary_code)
-    path = _existing(source)
+    check = None
+    if trusted_keys is not None:
+        from amber.security._signing import reader_check
+
+        check = reader_check(trusted_keys)
+    return _load_path(
+        _existing(source),
+        policy=policy,
+        mmap=mmap,
+        probe=probe,
+        parity=parity,
+        environment=environment,
+        check=check,
+    )
+
+
+def _load_path(
+    path: Path,
+    *,
+    policy: LoadPolicy,
+    mmap: bool,
+    probe: ProbeMode,
+    parity: ParityMode,
+    environment: EnvMode,
+    check: Callable[[ArtifactReader], object] | None = None,
+) -> Any:
+    """``load`` of a local path; ``check`` vets the open artifact first (signatures, registry)."""
+    if check is not None and not _is_artifact(path):
+        raise IntegrityError(
+            f"{str(path)!r} is not an Amber artifact, so it cannot carry a signature and a "
+            f"signed load refuses it; convert it (`amber convert`) and sign the result"
+        )
     if path.is_dir():
         return load_savedmodel_dir(path)
     try:
@@ -205,6 +259,8 @@ def load(
 
         return load_foreign(path, policy)
     with reader:
+        if check is not None:
+            check(reader)
         manifest = reader.manifest
         changes = _env.diff(manifest["environment"])
         if changes and environment == "strict":
@@ -232,7 +288,7 @@ def load(
                     else "probe='never' skipped the parity check"
                 ),
                 EnvironmentMismatch,
-                stacklevel=2,
+                stacklevel=3,
             )
     return model
 
@@ -266,7 +322,7 @@ def _judge(path: Path, report: _probe.ProbeReport, changes: list[str], parity: P
                 f"probe was re-run and still matched ({', '.join(report.matched)} within "
                 f"rtol={_probe.RTOL}, atol={_probe.ATOL})",
                 EnvironmentMismatch,
-                stacklevel=3,
+                stacklevel=4,
             )
         return
     details = "; ".join(f"{m}: {why}" for m, why in report.mismatched.items())
@@ -283,7 +339,7 @@ def _judge(path: Path, report: _probe.ProbeReport, changes: list[str], parity: P
     )
     if parity == "raise":
         raise ParityError(message)
-    warnings.warn(message, EnvironmentMismatch, stacklevel=3)
+    warnings.warn(message, EnvironmentMismatch, stacklevel=4)
 
 
 # -- inspect, verify, scan ----------------------------------------------------------------------
@@ -312,11 +368,13 @@ def verify(
     *,
     trusted: list[str] | tuple[str, ...] | None = None,
     allow_arbitrary_code: bool = False,
+    trusted_keys: Sequence[Any] | None = None,
 ) -> VerifyReport:
     """Check everything: structure, every entry's blake3 digest, the payload, the probe.
 
     Raises an :class:`~amber.errors.AmberError` subclass on the first problem; returns a
-    :class:`VerifyReport` saying what was checked otherwise.
+    :class:`VerifyReport` saying what was checked otherwise. With ``trusted_keys`` (Ed25519
+    public keys), a valid signature by one of them is required too.
 
     Examples
     --------
@@ -337,7 +395,11 @@ def verify(
         )
         reader.verify_all(strong=True)
         report.checks.append(f"{len(reader.entries)} entries match their blake3 digests")
-        if SIGNATURE_NAME in reader.zip_entries:
+        if trusted_keys is not None:
+            from amber.security._signing import check_reader
+
+            report.checks.append(str(check_reader(reader, trusted_keys)))
+        elif SIGNATURE_NAME in reader.zip_entries:
             report.checks.append("signed (pass a public key to check the signature)")
         chosen = get_handler(manifest["handler"])
         model = chosen.load(reader, manifest["payload"], policy=policy)

@@ -1,0 +1,142 @@
+"""The catalog's tables and their migrations (SQLAlchemy Core; SQLite and PostgreSQL alike).
+
+Migrations: a small versioned table (``amber_schema_migrations``), not Alembic. The catalog is
+opened by every ``Registry()`` on users' machines, not deployed by an operator, so upgrades must
+run by themselves, inside the library, under a lock, in one transaction per step, with no
+migration scripts folder, ``env.py`` or extra dependency to ship. Alembic shines when a team
+reviews and runs migrations by hand against one production database; here the schema is a
+handful of tables that the library owns outright. Each step is a Python function applied once,
+in order, and recorded with its number; a catalog newer than this Amber is refused with a
+message to upgrade.
+
+Rules for a new step: append it to ``MIGRATIONS`` with the next number; never edit an applied
+step. Step 1 creates the tables as first defined: when a later step alters a table, step 1 must
+keep creating the old shape (freeze its DDL then).
+
+Tables: ``amber_models`` (one row per name, with the counter that numbers its versions),
+``amber_versions`` (hash, size, manifest digest and summary, metrics, tags, description, who and
+when, signatures), ``amber_version_tags`` (tags again, as rows, for search), ``amber_aliases``,
+``amber_alias_history`` (every move and removal of an alias), ``amber_blobs`` (uploads in flight,
+so that ``gc`` never deletes a blob that a push is about to commit).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TABLES", "now", "t"]
+
+metadata = sa.MetaData()
+
+_HASH = sa.String(64)
+
+migrations_table = sa.Table(
+    "amber_schema_migrations",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("applied_at", sa.String(40), nullable=False),
+)
+
+models = sa.Table(
+    "amber_models",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("next_version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("created_at", sa.String(40), nullable=False),
+)
+
+versions = sa.Table(
+    "amber_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("amber_models.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("blob_hash", _HASH, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("manifest_hash", _HASH, nullable=False),
+    sa.Column("framework", sa.String(200), nullable=False),
+    sa.Column("object_type", sa.String(400), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),  # JSON: environment, handler, inputs
+    sa.Column("metrics", sa.Text, nullable=False),  # JSON object
+    sa.Column("tags", sa.Text, nullable=False),  # JSON object of strings
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("signed_by", sa.String(64)),  # key id of the artifact's own amber.sig, if any
+    sa.Column("signature", sa.Text),  # a detached amber.sig made at push (section 6)
+    sa.UniqueConstraint("model_id", "version", name="amber_versions_model_version"),
+)
+sa.Index("amber_versions_blob", versions.c.blob_hash)
+
+version_tags = sa.Table(
+    "amber_version_tags",
+    metadata,
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("amber_versions.id"), primary_key=True),
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("value", sa.String(512), nullable=False),
+)
+sa.Index("amber_version_tags_kv", version_tags.c.key, version_tags.c.value)
+
+aliases = sa.Table(
+    "amber_aliases",
+    metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("amber_models.id"), primary_key=True),
+    sa.Column("alias", sa.String(64), primary_key=True),
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("amber_versions.id"), nullable=False),
+    sa.Column("updated_at", sa.String(40), nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+)
+
+alias_history = sa.Table(
+    "amber_alias_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("amber_models.id"), nullable=False),
+    sa.Column("alias", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer),  # None: the alias was removed
+    sa.Column("previous", sa.Integer),  # None: the alias was new
+    sa.Column("changed_at", sa.String(40), nullable=False),
+    sa.Column("changed_by", sa.String(200), nullable=False),
+)
+sa.Index("amber_alias_history_model", alias_history.c.model_id, alias_history.c.alias)
+
+blobs = sa.Table(
+    "amber_blobs",
+    metadata,
+    sa.Column("hash", _HASH, primary_key=True),
+    sa.Column("pending", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("touched_at", sa.String(40), nullable=False),
+)
+
+
+class t:  # a namespace: t.models, t.versions, ...
+    models = models
+    versions = versions
+    version_tags = version_tags
+    aliases = aliases
+    alias_history = alias_history
+    blobs = blobs
+    migrations = migrations_table
+
+
+TABLES = [models, versions, version_tags, aliases, alias_history, blobs]
+
+
+def now() -> str:
+    """The time as stored: ISO 8601, UTC, microseconds (sorts as text)."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
+
+
+def _v1_create(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=TABLES)
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
+    (1, "models, versions, tags, aliases, alias history, blobs", _v1_create),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
