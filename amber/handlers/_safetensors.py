@@ -1,0 +1,96 @@
+"""The safetensors layout, read straight from an artifact entry (no copy, no pickle).
+
+An 8-byte little-endian header length, a JSON header (name -> dtype, shape, data offsets), then
+the raw tensor bytes. Reading builds tensors with ``torch.frombuffer`` on the entry's buffer, so
+tensors view it: a memory map of the artifact under ``mmap=True``, one fresh buffer otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import torch
+
+from amber.errors import FormatError
+
+__all__ = ["DTYPES", "parse"]
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "C64": torch.complex64,
+}
+_MAX_HEADER = 100 << 20
+
+
+def parse(buf: memoryview, name: str) -> dict[str, torch.Tensor]:
+    """Tensors viewing ``buf`` (a safetensors file's bytes); every offset is bounds-checked."""
+    if buf.nbytes < 8:
+        raise FormatError(f"{name}: too short for a safetensors file")
+    n = int.from_bytes(buf[:8], "little")
+    if n > min(_MAX_HEADER, buf.nbytes - 8):
+        raise FormatError(f"{name}: safetensors header length {n} exceeds the entry")
+    try:
+        header = json.loads(bytes(buf[8 : 8 + n]))
+    except ValueError as exc:
+        raise FormatError(f"{name}: malformed safetensors header: {exc}") from exc
+    if not isinstance(header, dict):
+        raise FormatError(f"{name}: malformed safetensors header")
+    start = 8 + n
+    size = buf.nbytes - start
+    tensors: dict[str, torch.Tensor] = {}
+    for key, spec in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype = DTYPES[spec["dtype"]]
+            shape = [int(d) for d in spec["shape"]]
+            begin, end = (int(o) for o in spec["data_offsets"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{name}: malformed safetensors entry {key!r}: {exc}") from exc
+        count = math.prod(shape)
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if min(shape, default=0) < 0 or not 0 <= begin <= end <= size:
+            raise FormatError(f"{name}: tensor {key!r} lies outside the data")
+        if end - begin != count * itemsize:
+            raise FormatError(f"{name}: tensor {key!r} has {end - begin} bytes for shape {shape}")
+        if count == 0:
+            tensors[key] = torch.empty(shape, dtype=dtype)
+            continue
+        flat = torch.frombuffer(buf, dtype=dtype, count=count, offset=start + begin)
+        tensors[key] = flat.view(shape)
+    return tensors
+
+
+def dump(tensors: dict[str, torch.Tensor]) -> bytes:
+    """Bytes of a safetensors file holding ``tensors`` (contiguous CPU copies where needed)."""
+    from safetensors.torch import save
+
+    ready: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
+    for key, t in tensors.items():
+        t = t.detach().to("cpu").contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        if t.numel() and ptr in storages:  # a view of a tensor already written: its own copy
+            t = t.clone()
+        storages.add(t.untyped_storage().data_ptr())
+        ready[key] = t
+    data: bytes = save(ready)
+    return data
+
+
+def header_of(data: Any) -> dict[str, Any]:
+    mv = memoryview(data)
+    n = int.from_bytes(mv[:8], "little")
+    header: dict[str, Any] = json.loads(bytes(mv[8 : 8 + n]))
+    return header

@@ -1,0 +1,164 @@
+"""TensorFlow SavedModel: a Keras model (``model.export``) or a ``tf.Module``
+(``tf.saved_model.save``) stored as a SavedModel folder inside the artifact.
+
+Each file of the folder is an entry under ``model/savedmodel/``. Loading writes them to a
+private temporary folder, calls ``tf.saved_model.load`` and removes the folder; the model is
+called through its ``serving_default`` signature. A SavedModel holds graphs, not Python code,
+so loading runs none; but graph ops can touch files when the model is *called*, so Amber
+refuses graphs that use the file and Python-callback ops listed in ``DENIED_OPS``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from amber.artifact._reader import ArtifactReader
+from amber.artifact._writer import ArtifactWriter
+from amber.errors import FormatError, UntrustedTypeError
+from amber.handlers._base import SavedPayload
+from amber.handlers._common import type_name
+from amber.handlers.keras import distributions, keras_predict
+from amber.security._policy import LoadPolicy
+
+__all__ = ["DENIED_OPS", "HANDLER", "TensorFlowHandler"]
+
+_ROOT = "model/savedmodel/"
+SIGNATURE = "serving_default"
+DENIED_OPS = frozenset(
+    {"ReadFile", "WriteFile", "MatchingFiles", "PyFunc", "PyFuncStateless", "EagerPyFunc"}
+    | {"ImmutableConst", "DebugIdentityV2", "DebugIdentityV3", "PrintV2"}
+)
+# The reloaded graph is not the Keras code that produced the probe: same maths, other kernels.
+PARITY = {"exact": False, "rtol": 1e-5, "atol": 1e-6}
+
+
+def _is_keras(obj: Any) -> bool:
+    import keras
+
+    return isinstance(obj, keras.Model)
+
+
+def graph_ops(folder: Path) -> set[str]:
+    """Every op type in the SavedModel's graphs and function library."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    try:
+        sm.ParseFromString((folder / "saved_model.pb").read_bytes())
+    except Exception as exc:
+        raise FormatError(f"{folder}/saved_model.pb is not a SavedModel protobuf: {exc}") from exc
+    ops: set[str] = set()
+    for mg in sm.meta_graphs:
+        ops.update(n.op for n in mg.graph_def.node)
+        for fn in mg.graph_def.library.function:
+            ops.update(n.op for n in fn.node_def)
+    return ops
+
+
+def _check_ops(folder: Path, source: str, policy: LoadPolicy) -> None:
+    bad = sorted(graph_ops(folder) & DENIED_OPS)
+    if not bad or policy.allow_arbitrary_code:
+        return
+    refused = [f"tf.raw_ops.{op}" for op in bad if ("tf.raw_ops", op) not in policy.trusted]
+    if refused:
+        raise UntrustedTypeError(refused, source=source)
+
+
+class TensorFlowHandler:
+    name = "tensorflow"
+    module_roots: tuple[str, ...] = ("tensorflow", "keras")
+    formats: tuple[str, ...] = ("savedmodel",)
+
+    def matches(self, obj: Any) -> bool:
+        return isinstance(obj, tf.Module) or _is_keras(obj) or hasattr(obj, "signatures")
+
+    def save(self, obj: Any, writer: ArtifactWriter, *, format: str = "savedmodel") -> SavedPayload:
+        with tempfile.TemporaryDirectory(prefix="amber-savedmodel-") as tmp:
+            folder = Path(tmp) / "m"
+            if _is_keras(obj):
+                obj.export(str(folder), format="tf_saved_model", verbose=False)
+            else:
+                signatures = getattr(obj, "signatures", None)
+                tf.saved_model.save(obj, str(folder), signatures=dict(signatures or {}) or None)
+            files = sorted(p for p in folder.rglob("*") if p.is_file())
+            names = []
+            for p in files:
+                rel = p.relative_to(folder).as_posix()
+                try:
+                    writer.add(_ROOT + rel, p.read_bytes())
+                except ValueError as exc:
+                    raise ValueError(
+                        f"the SavedModel file {rel!r} cannot be stored: {exc}; rename the "
+                        f"asset to letters, digits, '_', '-' and '.'"
+                    ) from exc
+                names.append(rel)
+            ops = sorted(graph_ops(folder) & DENIED_OPS)
+        return SavedPayload(
+            payload={"kind": "savedmodel", "root": _ROOT, "files": names, "signature": SIGNATURE},
+            framework="tensorflow",
+            object_type=type_name(obj),
+            globals=tuple(f"tf.raw_ops.{op}" for op in ops),
+            modules=("tensorflow", "keras") if _is_keras(obj) else ("tensorflow",),
+            untrusted=tuple(f"tf.raw_ops.{op}" for op in ops),
+            distributions=distributions(),
+            parity=PARITY,
+        )
+
+    def load(self, reader: ArtifactReader, payload: dict[str, Any], *, policy: LoadPolicy) -> Any:
+        files = payload.get("files")
+        if payload.get("root") != _ROOT or not isinstance(files, list):
+            raise FormatError("malformed savedmodel payload")
+        with tempfile.TemporaryDirectory(prefix="amber-savedmodel-") as tmp:
+            folder = Path(tmp)
+            for rel in files:
+                if not isinstance(rel, str) or rel.startswith("/") or ".." in rel.split("/"):
+                    raise FormatError(f"malformed savedmodel payload: file {rel!r}")
+                target = folder / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(reader.read(_ROOT + rel))
+            _check_ops(folder, str(reader.path), policy)
+            return tf.saved_model.load(str(folder))
+
+    def load_dir(self, folder: str | os.PathLike[str]) -> Any:
+        """An existing SavedModel folder, with the same op check (no trust given)."""
+        path = Path(folder)
+        _check_ops(path, str(path), LoadPolicy())
+        return tf.saved_model.load(str(path))
+
+    def probe_methods(self, model: Any) -> dict[str, Callable[[Any], Any]]:
+        return {"predict": lambda x: self.predict(model, x)}
+
+    def predict(self, model: Any, inputs: Any) -> Any:
+        if _is_keras(model):
+            return keras_predict(model, inputs)
+        signatures = getattr(model, "signatures", None)
+        if signatures is not None and SIGNATURE in signatures:
+            fn = signatures[SIGNATURE]
+            _, kwargs = fn.structured_input_signature
+            if len(kwargs) != 1:
+                raise TypeError(
+                    f"the serving signature takes {len(kwargs)} inputs ({', '.join(kwargs)}); "
+                    f"amber.predict passes one array: call model.signatures[{SIGNATURE!r}] "
+                    f"with named tensors instead"
+                )
+            ((name, spec),) = kwargs.items()
+            out = fn(**{name: tf.constant(np.asarray(inputs), dtype=spec.dtype)})
+            values = {k: v.numpy() for k, v in out.items()}
+            return next(iter(values.values())) if len(values) == 1 else values
+        if callable(model):
+            out = model(tf.constant(np.asarray(inputs)))
+            return out.numpy() if hasattr(out, "numpy") else out
+        raise TypeError(
+            f"a {type_name(model)} has no {SIGNATURE!r} signature and is not callable; "
+            f"export it with a serving signature"
+        )
+
+
+HANDLER = TensorFlowHandler()

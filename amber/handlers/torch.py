@@ -1,0 +1,387 @@
+"""PyTorch: weights as safetensors (no pickle, memory-mappable) plus a way to rebuild the module.
+
+Two ways to rebuild, neither of which unpickles anything:
+
+- ``"export"`` (the default when ``sample=`` is given and the model exports): the
+  ``torch.export`` program as its JSON serialization, with the weights and tensor constants in
+  safetensors entries. ``torch.export.load`` is *not* used: it calls ``torch.load(...,
+  weights_only=False)`` and ``pickle.loads``. The JSON is deserialized by PyTorch's serde module
+  after Amber has audited it: every operator must be an ATen/prims op or a Python operator,
+  every symbolic size a plain arithmetic expression (the deserializer feeds them to
+  ``sympy.sympify``, which evaluates), no guard code, no custom objects. A program that fails the
+  audit needs ``trusted=[...]`` naming what failed.
+- ``"class"``: the module's import path and constructor arguments (JSON), found with
+  ``get_config()`` or the ``__init__`` parameters stored as same-named attributes. The class is
+  code, so it must be trusted (``trusted=["pkg.mod.Net"]``) unless it is a ``torch.nn`` layer.
+  The module is built on the meta device and the weights assigned, so loading copies nothing.
+
+``torch.load`` is never called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect as _inspect
+import json
+import mmap as _mmap
+import os
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from amber.artifact import _zip
+from amber.artifact._reader import ArtifactReader
+from amber.artifact._writer import ArtifactWriter
+from amber.errors import FormatError, UntrustedTypeError
+from amber.handlers import _safetensors
+from amber.handlers._base import SavedPayload
+from amber.handlers._common import (
+    check_trusted,
+    decode_params,
+    encode_params,
+    import_trusted,
+    type_name,
+)
+from amber.security._policy import LoadPolicy
+
+__all__ = ["HANDLER", "TorchHandler"]
+
+_WEIGHTS = "model/weights.safetensors"
+_CONSTANTS = "model/constants.safetensors"
+_PROGRAM = "model/program.json"
+_PROGRAM_TOKEN = "torch.export.ExportedProgram"
+_SAFE_TARGET = re.compile(
+    r"(torch\.ops\.(aten|prims)\.[A-Za-z0-9_]+\.[A-Za-z0-9_]+|_operator\.\w+)"
+)
+_SYMBOL = re.compile(r"Symbol\('[a-z]+[0-9]+'(, (positive|integer|nonnegative)=True)*\)")
+_EXPR = re.compile(r"[A-Za-z0-9_ +\-*/(),]*")
+_EXPR_WORDS = frozenset(
+    {"Symbol", "Integer", "Mod", "FloorDiv", "CeilToInt", "FloorToInt", "Max", "Min"}
+    | {"PythonMod", "CleanDiv", "positive", "integer", "nonnegative", "True", "False"}
+)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _float_dtype(model: torch.nn.Module) -> torch.dtype | None:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
+def _as_tensor(inputs: Any, dtype: torch.dtype | None) -> Any:
+    if isinstance(inputs, torch.Tensor):
+        return inputs
+    x = torch.as_tensor(np.asarray(inputs))
+    if dtype is not None and x.is_floating_point() and x.dtype != dtype:
+        x = x.to(dtype)
+    return x
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    was = getattr(model, "training", False)
+    if was:
+        try:
+            model.eval()
+        except NotImplementedError:  # an exported program's module
+            was = False
+    try:
+        yield
+    finally:
+        if was:
+            model.train()
+
+
+def _to_numpy(out: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        return out.detach().cpu().numpy()
+    if isinstance(out, (tuple, list)):
+        return type(out)(_to_numpy(o) for o in out)
+    if isinstance(out, dict):
+        return {k: _to_numpy(v) for k, v in out.items()}
+    return out
+
+
+# -- constructor arguments ----------------------------------------------------------------------
+def _init_args(model: torch.nn.Module) -> dict[str, Any]:
+    cls = type(model)
+    get_config = getattr(model, "get_config", None)
+    if callable(get_config):
+        return encode_params(dict(get_config()), f"a {cls.__name__}")
+    found: dict[str, Any] = {}
+    missing = []
+    for p in list(_inspect.signature(cls.__init__).parameters.values())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            if p.kind == p.VAR_POSITIONAL:
+                missing.append(f"*{p.name}")
+            continue
+        has_default = p.default is not p.empty
+        if not hasattr(model, p.name):
+            if not has_default:
+                missing.append(p.name)
+            continue
+        try:
+            found[p.name] = encode_params({p.name: getattr(model, p.name)}, "")[p.name]
+        except TypeError:
+            if not has_default:
+                missing.append(p.name)
+    if missing:
+        raise TypeError(
+            f"cannot record how to rebuild a {type_name(cls)}: its constructor arguments "
+            f"{', '.join(missing)} are not stored as plain attributes of the same name. Save "
+            f"with sample= so the model is rebuilt from a torch.export program, or give the "
+            f"class a get_config() method returning its constructor arguments as a dict"
+        )
+    return found
+
+
+# -- the export program audit -------------------------------------------------------------------
+def _walk(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield k, v
+            yield from _walk(v, k)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v, key)
+
+
+def _safe_expr(expr: str) -> bool:
+    if _SYMBOL.fullmatch(expr):
+        return True
+    if not _EXPR.fullmatch(expr):
+        return False
+    words = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr)
+    return all(w in _EXPR_WORDS or re.fullmatch(r"[a-z]+[0-9]+", w) for w in words)
+
+
+def audit_program(program: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(operators the graph calls, names that fail the audit) of a serialized ExportedProgram."""
+    targets: list[str] = []
+    refused: list[str] = []
+    if program.get("guards_code"):
+        refused.append(f"{_PROGRAM_TOKEN} (guard code)")
+    for key, value in _walk(program):
+        if key == "target" and isinstance(value, str):
+            if value not in targets:
+                targets.append(value)
+            if not _SAFE_TARGET.fullmatch(value):
+                refused.append(value)
+        elif key == "expr_str" and isinstance(value, str) and not _safe_expr(value):
+            refused.append(f"{_PROGRAM_TOKEN} (expression {value[:60]!r})")
+        elif key in ("custom_obj", "as_custom_obj", "as_operator", "as_graph") and value:
+            refused.append(f"{_PROGRAM_TOKEN} ({key})")
+        elif key == "name" and isinstance(value, str) and not _NAME.fullmatch(value):
+            refused.append(f"{_PROGRAM_TOKEN} (node name {value[:60]!r})")
+    for key in program.get("range_constraints", {}) or {}:
+        if not _safe_expr(str(key)):
+            refused.append(f"{_PROGRAM_TOKEN} (range {str(key)[:60]!r})")
+    return targets, sorted(set(refused))
+
+
+class TorchHandler:
+    name = "torch"
+    module_roots: tuple[str, ...] = ("torch",)
+    formats: tuple[str, ...] = ("export", "class")
+
+    def matches(self, obj: Any) -> bool:
+        return isinstance(obj, torch.nn.Module)
+
+    # -- save -------------------------------------------------------------------------------
+    def save(
+        self, obj: Any, writer: ArtifactWriter, *, format: str | None = None, sample: Any = None
+    ) -> SavedPayload:
+        cls = type_name(obj)
+        export_error = None
+        if format == "export" or (format is None and sample is not None):
+            if sample is None:
+                raise ValueError(
+                    "format='export' traces the model with torch.export and needs sample= "
+                    "(a batch of inputs)"
+                )
+            try:
+                return self._save_export(obj, writer, sample)
+            except Exception as exc:
+                if format == "export":
+                    raise TypeError(f"torch.export cannot export this {cls}: {exc}") from exc
+                export_error = f"{type(exc).__name__}: {exc}"[:300]
+        init = _init_args(obj)
+        state = obj.state_dict()
+        aliases = self._write_weights(writer, _WEIGHTS, state)
+        payload: dict[str, Any] = {
+            "kind": "torch",
+            "rebuild": "class",
+            "class": cls,
+            "init": init,
+            "training": bool(obj.training),
+            "weights": _WEIGHTS,
+            "aliases": aliases,
+        }
+        if export_error:
+            payload["export_error"] = export_error
+        return SavedPayload(
+            payload=payload,
+            framework="torch",
+            object_type=cls,
+            globals=(cls,),
+            modules=("torch", "safetensors"),
+            untrusted=() if cls.startswith("torch.nn.modules.") else (cls,),
+        )
+
+    def _write_weights(
+        self, writer: ArtifactWriter, entry: str, tensors: dict[str, torch.Tensor]
+    ) -> dict[str, str]:
+        """Write unique tensors; tied ones (same storage, same view) become aliases."""
+        seen: dict[tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype], str] = {}
+        unique: dict[str, torch.Tensor] = {}
+        aliases: dict[str, str] = {}
+        for key, t in tensors.items():
+            ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
+                     tuple(t.stride()), t.dtype)  # fmt: skip
+            if t.numel() and ident in seen:
+                aliases[key] = seen[ident]
+                continue
+            seen[ident] = key
+            unique[key] = t
+        writer.add(entry, _safetensors.dump(unique))
+        return aliases
+
+    def _save_export(self, obj: Any, writer: ArtifactWriter, sample: Any) -> SavedPayload:
+        from torch._export.serde.serialize import serialize
+
+        x = _as_tensor(sample, _float_dtype(obj))
+        batch = torch.export.Dim("batch")
+        with _eval_mode(obj), torch.no_grad():
+            ep = torch.export.export(obj, (x,), dynamic_shapes=({0: batch},))
+        tensors = {**ep.state_dict}
+        constants = {k: v for k, v in ep.constants.items()}
+        if not all(isinstance(v, torch.Tensor) for v in constants.values()):
+            raise TypeError("the program holds non-tensor constants (script objects)")
+        art = serialize(ep, serialize_state_dict=False, serialize_constants=False,
+                        serialize_example_inputs=False)  # fmt: skip
+        program = json.loads(art.exported_program)
+        targets, refused = audit_program(program)
+        if refused:
+            raise TypeError(f"the program fails Amber's audit: {', '.join(refused)}")
+        writer.add(_PROGRAM, art.exported_program)
+        aliases = self._write_weights(writer, _WEIGHTS, tensors)
+        const_aliases = self._write_weights(writer, _CONSTANTS, constants)
+        cls = type_name(obj)
+        return SavedPayload(
+            payload={
+                "kind": "torch",
+                "rebuild": "export",
+                "class": cls,
+                "program": _PROGRAM,
+                "weights": _WEIGHTS,
+                "constants": _CONSTANTS,
+                "aliases": aliases,
+                "constant_aliases": const_aliases,
+            },
+            framework="torch",
+            object_type=cls,
+            globals=tuple(targets),
+            modules=("torch", "safetensors"),
+        )
+
+    # -- load -------------------------------------------------------------------------------
+    def _tensors(self, reader: ArtifactReader, entry: str, aliases: Any) -> dict[str, Any]:
+        if not isinstance(aliases, dict):
+            raise FormatError("malformed torch payload: aliases")
+        data = reader.read(entry)
+        if reader.mmapped and reader.entries[entry]["compression"] == "none":
+            data = self._private_map(reader, entry)
+        tensors = _safetensors.parse(data, entry)
+        for key, target in aliases.items():
+            if target not in tensors:
+                raise FormatError(f"{entry}: alias {key!r} names no tensor")
+            tensors[key] = tensors[target]
+        return tensors
+
+    def _private_map(self, reader: ArtifactReader, entry: str) -> memoryview:
+        """The entry as a copy-on-write map of the file, as ``torch.load(mmap=True)`` does.
+
+        The reader's own map is read-only, and writing into a tensor viewing it (an optimizer
+        step) would crash the process; a private map turns writes into private copies. The
+        bytes were verified through the reader's map just before.
+        """
+        info = reader.zip_entries[entry]
+        fd = os.open(reader.path, os.O_RDONLY)
+        try:
+            start = _zip.read_data_offset(fd, info)
+            mapped = _mmap.mmap(fd, 0, access=_mmap.ACCESS_COPY)
+        finally:
+            os.close(fd)
+        return memoryview(mapped)[start : start + info.size]
+
+    def load(self, reader: ArtifactReader, payload: dict[str, Any], *, policy: LoadPolicy) -> Any:
+        rebuild = payload.get("rebuild")
+        source = str(reader.path)
+        if rebuild == "export":
+            return self._load_export(reader, payload, policy)
+        if rebuild != "class":
+            raise FormatError(f"malformed torch payload: rebuild {rebuild!r}")
+        name = str(payload.get("class"))
+        allowed = [name] if name.startswith("torch.nn.modules.") else []
+        cls = import_trusted(name, allowed, policy, source=source)
+        if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+            raise FormatError(f"{source}: {name} is not a torch.nn.Module")
+        state = self._tensors(reader, _WEIGHTS, payload.get("aliases", {}))
+        init = decode_params(payload.get("init"))
+        with torch.device("meta"):
+            model = cls(**init)
+        model.load_state_dict(state, strict=True, assign=True)
+        if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+            # non-persistent buffers are not in the state dict: build for real
+            model = cls(**init)
+            model.load_state_dict(state, strict=True, assign=True)
+        model.train(bool(payload.get("training", False)))
+        return model
+
+    def _load_export(
+        self, reader: ArtifactReader, payload: dict[str, Any], policy: LoadPolicy
+    ) -> Any:
+        from torch._export.serde.serialize import SerializedArtifact, deserialize
+
+        raw = bytes(reader.read(_PROGRAM))
+        try:
+            program = json.loads(raw)
+        except ValueError as exc:
+            raise FormatError(f"{_PROGRAM} is not JSON: {exc}") from exc
+        _, refused = audit_program(program)
+        if refused:
+            names = [r.split(" (")[0] for r in refused]
+            check_trusted(names, [], policy, source=str(reader.path))
+        state = self._tensors(reader, _WEIGHTS, payload.get("aliases", {}))
+        constants = self._tensors(reader, _CONSTANTS, payload.get("constant_aliases", {}))
+        specs = program.get("graph_module", {}).get("signature", {}).get("input_specs", [])
+        for spec in specs if isinstance(specs, list) else []:
+            param = spec.get("parameter") if isinstance(spec, dict) else None
+            if isinstance(param, dict) and param.get("parameter_name") in state:
+                key = param["parameter_name"]
+                state[key] = torch.nn.Parameter(state[key], requires_grad=False)
+        try:
+            ep = deserialize(SerializedArtifact(raw, state, constants, ()))  # type: ignore[arg-type]
+        except UntrustedTypeError:
+            raise
+        except Exception as exc:
+            raise FormatError(
+                f"{reader.path}: the torch.export program cannot be read: {exc}"
+            ) from exc
+        return ep.module()
+
+    # -- predict ----------------------------------------------------------------------------
+    def probe_methods(self, model: Any) -> dict[str, Callable[[Any], Any]]:
+        return {"predict": lambda x: self.predict(model, x)}
+
+    def predict(self, model: Any, inputs: Any) -> Any:
+        x = _as_tensor(inputs, _float_dtype(model))
+        with _eval_mode(model), torch.inference_mode():
+            return _to_numpy(model(x))
+
+
+HANDLER = TorchHandler()
