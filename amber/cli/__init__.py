@@ -12,6 +12,7 @@ from amber.errors import AmberError
 __all__ = ["main"]
 
 _SUBCOMMANDS = ("inspect", "verify", "scan", "convert")
+_REGISTRY_SUBCOMMANDS = ("models", "push", "export", "import", "keygen", "sign")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"amber {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (inspect, verify, scan, convert):
+        module.add_parser(sub)
+    from amber.cli import export, import_, keygen, models, push, sign
+
+    for module in (models, push, export, import_, keygen, sign):
         module.add_parser(sub)
     return parser
 

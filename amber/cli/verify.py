@@ -15,11 +15,15 @@ def add_parser(sub: Any) -> None:
         "--trust", action="append", default=[], metavar="NAME",
         help="admit an extra type, e.g. mypkg.models.MyEstimator (repeatable)",
     )  # fmt: skip
+    p.add_argument(
+        "--pubkey", action="append", default=None, metavar="FILE",
+        help="require a valid signature by this Ed25519 public key (.pub; repeatable)",
+    )  # fmt: skip
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import amber
 
-    print(amber.verify(args.file, trusted=args.trust))
+    print(amber.verify(args.file, trusted=args.trust, trusted_keys=args.pubkey))
     return 0

@@ -1,5 +1,6 @@
-"""The registry that ``amber.load("models:/...")`` uses: ``$AMBER_REGISTRY`` (and
-``$AMBER_CATALOG``), else ``./amber-models``; one instance per location, kept for reuse."""
+"""The registry that ``amber.load("models:/...")`` uses: ``$AMBER_REGISTRY`` (with
+``$AMBER_CATALOG``, ``$AMBER_STORAGE_OPTIONS``, ``$AMBER_CACHE``), else ``./amber-models``; one
+instance per setting, kept for reuse."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from amber.registry._registry import DEFAULT_LOCATION, Registry
 __all__ = ["default_registry", "load_uri"]
 
 _lock = threading.Lock()
-_open: dict[tuple[str, str | None], Registry] = {}
+_open: dict[tuple[str | None, ...], Registry] = {}
 
 
 def default_registry() -> Registry:
@@ -21,7 +22,12 @@ def default_registry() -> Registry:
     if "://" not in location:
         location = str(Path(location).expanduser().absolute())
     catalog = os.environ.get("AMBER_CATALOG") or None
-    key = (location, catalog)
+    key = (
+        location,
+        catalog,
+        os.environ.get("AMBER_STORAGE_OPTIONS"),
+        os.environ.get("AMBER_CACHE"),
+    )
     with _lock:
         reg = _open.get(key)
         if reg is None:

@@ -41,7 +41,7 @@ def _ref(ref: object) -> ModelRef:
             f"expected a model URI such as 'models:/iris/3' or a name, got a "
             f"{type(ref).__name__}: {ref!r}"
         )
-    if ref.startswith("models:"):
+    if ":" in ref:
         return parse_uri(ref)
     if "/" in ref or "@" in ref:
         return parse_uri(SCHEME + ref)
@@ -150,7 +150,8 @@ class Registry:
         file path. Default: ``$AMBER_CATALOG``, else ``LOCATION/catalog.sqlite`` for a folder;
         a remote location needs one.
     storage_options:
-        Passed to fsspec (credentials, ``client_kwargs={"endpoint_url": ...}``, ...).
+        Passed to fsspec (credentials, ``client_kwargs={"endpoint_url": ...}``, ...). Default:
+        the JSON object in ``$AMBER_STORAGE_OPTIONS``, if set.
     cache:
         Where remote blobs are cached by hash (default ``$AMBER_CACHE`` or ``~/.cache/amber``).
 
@@ -191,6 +192,8 @@ class Registry:
                     f"set AMBER_CATALOG)"
                 )
             self.location = text
+            if storage_options is None:
+                storage_options = _env_storage_options()
             cache_dir = Path(cache).expanduser() if cache is not None else default_cache_dir()
             self._store = RemoteStore(text, dict(storage_options or {}), cache_dir)
         if storage_options and not self._store.remote:
@@ -683,6 +686,19 @@ class Registry:
             key,
             version=version,
         )
+
+
+def _env_storage_options() -> dict[str, Any] | None:
+    raw = os.environ.get("AMBER_STORAGE_OPTIONS")
+    if not raw:
+        return None
+    try:
+        options = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"AMBER_STORAGE_OPTIONS is not valid JSON ({exc}): {raw!r}") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"AMBER_STORAGE_OPTIONS must hold a JSON object, got {raw!r}")
+    return options
 
 
 def _manifest_hash(manifest_bytes: bytes) -> str:

@@ -1,0 +1,151 @@
+"""``amber models list|show|versions|alias|delete|gc``: browse and manage a registry.
+
+The registry is ``--registry URL`` (or ``$AMBER_REGISTRY``, default ``./amber-models``); a remote
+one also needs ``--catalog URL`` (or ``$AMBER_CATALOG``). Shared by ``push``, ``export`` and
+``import``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+
+def registry_options() -> argparse.ArgumentParser:
+    """The options every registry command takes (an argparse parent parser)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--registry", metavar="URL", default=None,
+        help="registry folder or fsspec URL (default: $AMBER_REGISTRY, else ./amber-models)",
+    )  # fmt: skip
+    common.add_argument(
+        "--catalog", metavar="URL", default=None,
+        help="catalog database URL, e.g. postgresql://user@host/db (default: $AMBER_CATALOG; "
+        "a folder registry uses its own SQLite file)",
+    )  # fmt: skip
+    return common
+
+
+def open_registry(args: argparse.Namespace) -> Any:
+    from amber.registry import Registry
+
+    return Registry(args.registry or os.environ.get("AMBER_REGISTRY"), catalog=args.catalog)
+
+
+def add_parser(sub: Any) -> None:
+    common = registry_options()
+    p = sub.add_parser("models", help="list, show and manage the models of a registry")
+    inner = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    q = inner.add_parser("list", parents=[common], help="every model: versions, latest, aliases")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(run=run_list)
+
+    q = inner.add_parser("show", parents=[common], help="one version (default: the latest)")
+    q.add_argument("ref", help="a name or URI: iris, iris/3, iris@production, models:/iris/3")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(run=run_show)
+
+    q = inner.add_parser("versions", parents=[common], help="the versions of a model")
+    q.add_argument("name")
+    q.add_argument("--limit", type=int, default=None, help="only the newest N")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(run=run_versions)
+
+    q = inner.add_parser(
+        "alias", parents=[common],
+        help="show aliases (NAME), set one (NAME ALIAS VERSION) or remove one (--remove)",
+    )  # fmt: skip
+    q.add_argument("name")
+    q.add_argument("alias", nargs="?")
+    q.add_argument("version", nargs="?", type=int)
+    q.add_argument("--remove", action="store_true", help="remove the alias")
+    q.add_argument("--history", action="store_true", help="show every move of the alias(es)")
+    q.set_defaults(run=run_alias)
+
+    q = inner.add_parser("delete", parents=[common], help="delete one version")
+    q.add_argument("name")
+    q.add_argument("version", type=int)
+    q.add_argument("--force", action="store_true", help="also remove aliases pointing to it")
+    q.set_defaults(run=run_delete)
+
+    q = inner.add_parser("gc", parents=[common], help="remove blobs no version refers to")
+    q.add_argument(
+        "--grace", type=float, default=3600.0, metavar="SECONDS",
+        help="keep blobs of pushes in flight that were touched this recently (default 3600)",
+    )  # fmt: skip
+    q.set_defaults(run=run_gc)
+    p.set_defaults(run=None)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    with open_registry(args) as reg:
+        models = reg.models()
+        if args.json:
+            print(json.dumps([m.__dict__ for m in models], indent=2))
+        elif not models:
+            print(f"no models in {reg.location}")
+        for m in models if not args.json else ():
+            print(m)
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    with open_registry(args) as reg:
+        v = reg.get(args.ref)
+        print(json.dumps(v.to_dict(), indent=2) if args.json else v)
+    return 0
+
+
+def run_versions(args: argparse.Namespace) -> int:
+    with open_registry(args) as reg:
+        versions = reg.versions(args.name, limit=args.limit)
+        if args.json:
+            print(json.dumps([v.to_dict() for v in versions], indent=2))
+            return 0
+        for v in versions:
+            alias = f"  @{', @'.join(v.aliases)}" if v.aliases else ""
+            metrics = " ".join(f"{k}={val}" for k, val in sorted(v.metrics.items()))
+            when = v.created[:19].replace("T", " ")
+            print(f"{v.version:>6}  {when}  {v.size:>12,}  {metrics}{alias}")
+    return 0
+
+
+def run_alias(args: argparse.Namespace) -> int:
+    with open_registry(args) as reg:
+        if args.history:
+            for change in reg.alias_history(args.name, args.alias):
+                print(change)
+            return 0
+        if args.remove:
+            if args.alias is None:
+                raise ValueError("--remove needs the alias: amber models alias NAME ALIAS --remove")
+            was = reg.remove_alias(args.name, args.alias)
+            print(f"removed {args.name}@{args.alias} (was version {was})")
+            return 0
+        if args.alias is None:
+            for alias, version in reg.aliases(args.name).items():
+                print(f"@{alias} -> {version}")
+            return 0
+        if args.version is None:
+            print(reg.get(f"models:/{args.name}@{args.alias}").version)
+            return 0
+        was = reg.set_alias(args.name, args.alias, args.version)
+        moved = f" (was {was})" if was is not None else ""
+        print(f"{args.name}@{args.alias} -> {args.version}{moved}")
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    with open_registry(args) as reg:
+        v = reg.delete(args.name, args.version, force=args.force)
+        print(f"deleted {v.uri}; its blob goes at the next `amber models gc`")
+    return 0
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    with open_registry(args) as reg:
+        print(reg.gc(grace=args.grace))
+    return 0
