@@ -11,7 +11,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml setup.py $(wildcard amber/security/*.c)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,bench]"
+	$(BIN)/python -m pip install -q -e ".[dev,bench,frameworks]"
 	touch $(STAMP)
 
 demo: venv

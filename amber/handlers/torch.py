@@ -106,6 +106,19 @@ def _to_numpy(out: Any) -> Any:
     return out
 
 
+def _retie(model: torch.nn.Module, aliases: dict[str, str]) -> None:
+    """Make tied parameters one object again (``load_state_dict(assign=True)`` splits them)."""
+    for key, target in aliases.items():
+        owner_name, _, attr = key.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        source_name, _, source_attr = target.rpartition(".")
+        value = getattr(model.get_submodule(source_name), source_attr)
+        if isinstance(value, torch.nn.Parameter):
+            owner.register_parameter(attr, value)
+        else:
+            owner.register_buffer(attr, value)
+
+
 # -- constructor arguments ----------------------------------------------------------------------
 def _init_args(model: torch.nn.Module) -> dict[str, Any]:
     cls = type(model)
@@ -236,7 +249,7 @@ class TorchHandler:
         self, writer: ArtifactWriter, entry: str, tensors: dict[str, torch.Tensor]
     ) -> dict[str, str]:
         """Write unique tensors; tied ones (same storage, same view) become aliases."""
-        seen: dict[tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype], str] = {}
+        seen: dict[tuple[Any, ...], str] = {}
         unique: dict[str, torch.Tensor] = {}
         aliases: dict[str, str] = {}
         for key, t in tensors.items():
@@ -339,6 +352,7 @@ class TorchHandler:
             # non-persistent buffers are not in the state dict: build for real
             model = cls(**init)
             model.load_state_dict(state, strict=True, assign=True)
+        _retie(model, payload.get("aliases", {}))
         model.train(bool(payload.get("training", False)))
         return model
 

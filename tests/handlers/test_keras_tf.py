@@ -1,0 +1,105 @@
+"""Keras 3 native format (safe mode, audited config) and TensorFlow SavedModel.
+
+TensorFlow takes seconds to import on the reference machine, so this module keeps to a few tests
+sharing one tiny model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+import amber  # noqa: E402
+from amber.errors import FormatError, UnsafeLoadWarning, UntrustedTypeError  # noqa: E402
+
+X = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="amber_tests")
+class Doubler(keras.layers.Layer):
+    def call(self, x: Any) -> Any:
+        return x * 2.0
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, activation="relu"),
+                          keras.layers.Dense(2)])  # fmt: skip
+    m.compile(optimizer="sgd", loss="mse")
+    m.fit(X, X[:, :2], epochs=1, verbose=0)
+    return m
+
+
+def test_native_format_round_trip_is_exact(tmp_path: Path, model: Any) -> None:
+    path = tmp_path / "k.amber"
+    info = amber.save(model, path, sample=X[:4])
+    assert info.handler == "keras" and "keras.layers.Dense" in info.globals
+    assert info.environment["packages"]["keras"] == keras.__version__
+    loaded = amber.load(path, probe="always")
+    assert isinstance(loaded, keras.Model)
+    np.testing.assert_array_equal(loaded(X).numpy(), model(X).numpy())
+
+
+def test_custom_layers_need_trust_and_lambdas_need_arbitrary_code(tmp_path: Path) -> None:
+    custom = keras.Sequential([keras.Input((4,)), Doubler()])
+    path = tmp_path / "c.amber"
+    with pytest.warns(UserWarning, match="Doubler"):
+        amber.save(custom, path)
+    with pytest.raises(UntrustedTypeError, match=r"test_keras_tf\.Doubler"):
+        amber.load(path)
+    loaded = amber.load(path, trusted=["test_keras_tf.Doubler"])
+    np.testing.assert_array_equal(amber.predict(loaded, X), X * 2)
+
+    lam = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda x: x + 1)])
+    path = tmp_path / "lam.amber"
+    with pytest.warns(UserWarning, match="Lambda"):
+        amber.save(lam, path)
+    with pytest.raises(FormatError, match=r"Lambda layer.*allow_arbitrary_code=True"):
+        amber.load(path)
+    with pytest.warns(UnsafeLoadWarning, match="safe_mode=False"):
+        loaded = amber.load(path, allow_arbitrary_code=True)
+    np.testing.assert_array_equal(amber.predict(loaded, X), X + 1)
+
+
+def test_savedmodel_inside_the_artifact_and_from_a_folder(tmp_path: Path, model: Any) -> None:
+    path = tmp_path / "sm.amber"
+    info = amber.save(model, path, sample=X[:4], format="savedmodel")
+    assert info.handler == "tensorflow"
+    assert "model/savedmodel/saved_model.pb" in info.manifest["entries"]
+    assert info.manifest["probe"]["exact"] is False  # another program: a stated tolerance
+    loaded = amber.load(path, probe="always")
+    assert "serving_default" in loaded.signatures
+    np.testing.assert_allclose(amber.predict(loaded, X), model(X).numpy(), rtol=1e-5, atol=1e-6)
+
+    folder = tmp_path / "exported"
+    model.export(str(folder), verbose=False)
+    for wrapped in (amber.load_savedmodel_dir(folder), amber.load(folder)):
+        np.testing.assert_allclose(amber.predict(wrapped, X), model(X).numpy(), rtol=1e-5)
+    # a wrapped folder saves as an artifact too
+    again = amber.save(amber.load(folder), tmp_path / "again.amber", sample=X[:4])
+    assert again.handler == "tensorflow"
+    with pytest.raises(FormatError, match="not a TensorFlow SavedModel folder"):
+        amber.load_savedmodel_dir(tmp_path)
+
+
+def test_a_graph_that_reads_files_is_refused(tmp_path: Path) -> None:
+    class Reader(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+        def __call__(self, x: Any) -> Any:
+            tf.io.read_file("/etc/hostname")
+            return x
+
+    path = tmp_path / "r.amber"
+    with pytest.warns(UserWarning, match="ReadFile"):
+        amber.save(Reader(), path)
+    with pytest.raises(UntrustedTypeError, match=r"tf\.raw_ops\.ReadFile"):
+        amber.load(path)

@@ -1,0 +1,86 @@
+"""XGBoost and LightGBM: native formats, wrapper parameters restored, wrappers allowlisted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from _cases import _lgbm_classifier, _xgb_classifier, data
+
+import amber
+from amber.artifact._reader import ArtifactReader
+from amber.artifact._rewrite import rewrite
+from amber.errors import UntrustedTypeError
+
+X, Y = data()
+
+
+def _same_params(a: Any, b: Any, fills_unset: bool = False) -> None:
+    """Equal get_params(); ``fills_unset``: the framework's load_model fills None ones in."""
+    pa, pb = a.get_params(), b.get_params()
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        if fills_unset and pa[k] is None:
+            continue
+        if isinstance(pa[k], float) and np.isnan(pa[k]):
+            assert np.isnan(pb[k]), k
+        else:
+            assert pa[k] == pb[k], k
+
+
+def test_xgboost_wrapper_params_and_native_entries(tmp_path: Path) -> None:
+    xgb = pytest.importorskip("xgboost")
+    model = xgb.XGBRegressor(n_estimators=3, max_depth=2, learning_rate=0.3, n_jobs=1)
+    model.fit(X, X[:, 3])
+    for fmt, entry in (("ubj", "model/model.ubj"), ("json", "model/model.json")):
+        path = tmp_path / f"x.{fmt}.amber"
+        info = amber.save(model, path, sample=X[:5], format=fmt)
+        assert [e for e in info.manifest["entries"] if e.startswith("model/")] == [entry]
+        loaded = amber.load(path, probe="always")
+        assert type(loaded) is xgb.XGBRegressor
+        # XGBoost's own load_model fills unset parameters (base_score...) from the booster
+        _same_params(model, loaded, fills_unset=True)
+        np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    with ArtifactReader(tmp_path / "x.json.amber") as reader:
+        assert bytes(reader.read("model/model.json")).startswith(b"{")
+
+
+def test_lightgbm_classifier_with_string_labels(tmp_path: Path) -> None:
+    lgb = pytest.importorskip("lightgbm")
+    labels = np.array(["cat", "dog", "emu"])[np.arange(len(X)) % 3]
+    model = lgb.LGBMClassifier(n_estimators=3, min_child_samples=3, verbose=-1, n_jobs=1)
+    model.fit(X, labels)
+    path = tmp_path / "l.amber"
+    amber.save(model, path, sample=X[:6])
+    loaded = amber.load(path, probe="always")
+    _same_params(model, loaded)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    assert list(loaded.classes_) == ["cat", "dog", "emu"]
+    with ArtifactReader(path) as reader:
+        assert bytes(reader.read("model/model.txt")).startswith(b"tree\n")
+
+
+@pytest.mark.parametrize("framework", ["xgboost", "lightgbm"])
+def test_a_wrapper_class_outside_the_list_is_refused(tmp_path: Path, framework: str) -> None:
+    pytest.importorskip(framework)
+    model, _ = _xgb_classifier() if framework == "xgboost" else _lgbm_classifier()
+    path = tmp_path / "m.amber"
+    amber.save(model, path)
+
+    def forge(manifest: dict[str, Any]) -> dict[str, Any]:
+        manifest["payload"]["wrapper"] = "os.system"
+        return manifest
+
+    rewrite(path, path, update=forge)
+    with pytest.raises(UntrustedTypeError, match=r"os\.system"):
+        amber.load(path)
+
+
+def test_a_callable_parameter_is_refused_with_a_reason(tmp_path: Path) -> None:
+    xgb = pytest.importorskip("xgboost")
+    model = xgb.XGBClassifier(n_estimators=2, eval_metric=lambda a, b: 0.0).fit(X, Y)
+    with pytest.raises(TypeError, match=r"parameter eval_metric .*plain value"):
+        amber.save(model, tmp_path / "m.amber")
