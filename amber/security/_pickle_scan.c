@@ -1,0 +1,995 @@
+/*
+ * amber.security._pickle_scan: vet a pickle opcode stream without executing it.
+ *
+ * scan(data, n_buffers, max_memo, hooks=frozenset(), max_stack=..., max_marks=...)
+ *   -> (globals, declared_protocol, max_opcode_protocol, n_buffers_used, hook_sites, called,
+ *       frames)
+ *
+ * The stream is walked once. Every stack item carries a tag (string literal, global,
+ * constructed object, out-of-band buffer, anything else) so that the rules that make a
+ * stream safe to hand to the C unpickler can be checked:
+ *
+ *   - no PERSID/BINPERSID, EXT1/2/4, INST/OBJ or unknown opcodes;
+ *   - every length is checked against the bytes that remain before anything is read;
+ *   - FRAMEs are consistent (no nesting, no opcode crossing a frame's end);
+ *   - memo indices stay below max_memo, GET only reads set entries;
+ *   - NEXT_BUFFER at most n_buffers times, READONLY_BUFFER only on a buffer;
+ *   - REDUCE/NEWOBJ/NEWOBJ_EX call a global, BUILD targets a constructed object (never a
+ *     global), APPEND/SETITEM/ADDITEMS never target a global;
+ *   - STACK_GLOBAL operands are string literals (or memo copies of them);
+ *   - no stack underflow, no MARK mismatch, bounded stack and MARK depth;
+ *   - exactly one STOP, at the very end, leaving exactly one item and no MARK.
+ *
+ * globals: list of (module, name) str pairs in order of first use, exactly as written in
+ * the stream (no fix_imports mapping). called: indices of the globals that REDUCE, NEWOBJ
+ * or NEWOBJ_EX call directly. frames: offsets of the FRAME opcodes (whoever inserts bytes
+ * into the stream must grow the frames around them: the C unpickler cannot read an opcode
+ * that crosses the end of a frame).
+ *
+ * hook_sites: for every object constructed by calling a global listed in `hooks`, a tuple
+ * (start, end, global_index): `start` is the offset where the callable's stack slot was
+ * first pushed, `end` the offset just after the object's BUILD (or after its REDUCE/NEWOBJ
+ * when it is never built). Inserting a push of a validator at `start` and TUPLE1 REDUCE at
+ * `end` makes the unpickler validate the object before any later opcode can use it. Such
+ * objects must be built at most once, and only through the stack slot that made them.
+ *
+ * Errors raise ScanError(message, offset).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ opcodes */
+enum {
+    OP_MARK = '(', OP_STOP = '.', OP_POP = '0', OP_POP_MARK = '1', OP_DUP = '2',
+    OP_FLOAT = 'F', OP_INT = 'I', OP_BININT = 'J', OP_BININT1 = 'K', OP_LONG = 'L',
+    OP_BININT2 = 'M', OP_NONE = 'N', OP_PERSID = 'P', OP_BINPERSID = 'Q', OP_REDUCE = 'R',
+    OP_STRING = 'S', OP_BINSTRING = 'T', OP_SHORT_BINSTRING = 'U', OP_UNICODE = 'V',
+    OP_BINUNICODE = 'X', OP_APPEND = 'a', OP_BUILD = 'b', OP_GLOBAL = 'c', OP_DICT = 'd',
+    OP_EMPTY_DICT = '}', OP_APPENDS = 'e', OP_GET = 'g', OP_BINGET = 'h', OP_INST = 'i',
+    OP_LONG_BINGET = 'j', OP_LIST = 'l', OP_EMPTY_LIST = ']', OP_OBJ = 'o', OP_PUT = 'p',
+    OP_BINPUT = 'q', OP_LONG_BINPUT = 'r', OP_SETITEM = 's', OP_TUPLE = 't',
+    OP_EMPTY_TUPLE = ')', OP_SETITEMS = 'u', OP_BINFLOAT = 'G',
+    OP_PROTO = 0x80, OP_NEWOBJ = 0x81, OP_EXT1 = 0x82, OP_EXT2 = 0x83, OP_EXT4 = 0x84,
+    OP_TUPLE1 = 0x85, OP_TUPLE2 = 0x86, OP_TUPLE3 = 0x87, OP_NEWTRUE = 0x88,
+    OP_NEWFALSE = 0x89, OP_LONG1 = 0x8a, OP_LONG4 = 0x8b,
+    OP_BINBYTES = 'B', OP_SHORT_BINBYTES = 'C',
+    OP_SHORT_BINUNICODE = 0x8c, OP_BINUNICODE8 = 0x8d, OP_BINBYTES8 = 0x8e,
+    OP_EMPTY_SET = 0x8f, OP_ADDITEMS = 0x90, OP_FROZENSET = 0x91, OP_NEWOBJ_EX = 0x92,
+    OP_STACK_GLOBAL = 0x93, OP_MEMOIZE = 0x94, OP_FRAME = 0x95,
+    OP_BYTEARRAY8 = 0x96, OP_NEXT_BUFFER = 0x97, OP_READONLY_BUFFER = 0x98
+};
+
+/* ------------------------------------------------------------------ items */
+enum { T_ANY = 0, T_STR = 1, T_GLOBAL = 2, T_OBJ = 3, T_BUFFER = 4 };
+enum { F_COPY = 1, F_SET = 2 };                  /* item flags */
+enum { K_UTF8 = 0, K_ASCII = 1, K_RAWUNI = 2 };  /* how a T_STR literal decodes */
+enum { G_HOOKED = 1, G_CALLED = 2 };              /* per-global flags */
+#define NO_HOOK UINT32_MAX
+
+typedef struct {
+    uint8_t tag;
+    uint8_t flags;
+    uint16_t kind;     /* T_STR: K_* */
+    uint32_t aux;      /* T_STR: byte length; T_GLOBAL: global index; T_OBJ: hook index */
+    Py_ssize_t pos;    /* T_STR: offset of the literal's bytes */
+    Py_ssize_t start;  /* offset of the opcode that first pushed this stack slot */
+} Item;
+
+typedef struct {
+    Py_ssize_t start;  /* where the callable's slot was pushed */
+    Py_ssize_t end;    /* just after REDUCE/NEWOBJ, then just after BUILD */
+    uint32_t gidx;
+    int built;
+} Hook;
+
+typedef struct {
+    const unsigned char *data;
+    Py_ssize_t len;
+
+    Item *stack;
+    Py_ssize_t sp, scap, max_stack;
+
+    Py_ssize_t *marks;
+    Py_ssize_t nmarks, mcap, max_marks, fence;
+
+    Item *memo;
+    Py_ssize_t memo_cap, max_memo;
+
+    PyObject *hooks;       /* set of (module, name), may be NULL */
+    PyObject *glist;       /* list of (module, name) */
+    PyObject *gindex;      /* dict (module, name) -> index */
+    uint8_t *ghooked;      /* per global: G_HOOKED | G_CALLED */
+    Py_ssize_t gcap;
+
+    Hook *hk;
+    Py_ssize_t nhk, hkcap;
+
+    Py_ssize_t *frames;    /* offsets of FRAME opcodes */
+    Py_ssize_t nframes, fcap;
+
+    Py_ssize_t frame_end;  /* -1 when not inside a frame */
+    Py_ssize_t n_buffers, buffers_used;
+
+    char msg[320];
+    Py_ssize_t err_off;
+    int py_error;          /* a Python exception (e.g. MemoryError) is already set */
+} Scan;
+
+static PyObject *ScanError;
+
+static int
+fail(Scan *s, Py_ssize_t off, const char *fmt, ...)
+{
+    va_list va;
+    va_start(va, fmt);
+    PyOS_vsnprintf(s->msg, sizeof(s->msg), fmt, va);
+    va_end(va);
+    s->err_off = off;
+    return -1;
+}
+
+static int
+nomem(Scan *s)
+{
+    PyErr_NoMemory();
+    s->py_error = 1;
+    return -1;
+}
+
+static const char *
+tag_name(uint8_t tag)
+{
+    switch (tag) {
+    case T_STR: return "string";
+    case T_GLOBAL: return "global (class or function)";
+    case T_OBJ: return "constructed object";
+    case T_BUFFER: return "out-of-band buffer";
+    default: return "plain value";
+    }
+}
+
+static uint64_t
+rd_le(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int k = n - 1; k >= 0; k--)
+        v = (v << 8) | p[k];
+    return v;
+}
+
+/* ------------------------------------------------------------------ stack */
+static int
+push_slow(Scan *s, Py_ssize_t off, Item it)
+{
+    if (s->sp >= s->max_stack)
+        return fail(s, off, "stack depth exceeds %zd items", s->max_stack);
+    Py_ssize_t ncap = s->scap ? s->scap * 2 : 256;
+    if (ncap > s->max_stack)
+        ncap = s->max_stack;
+    Item *n = PyMem_Realloc(s->stack, (size_t)ncap * sizeof(Item));
+    if (!n)
+        return nomem(s);
+    s->stack = n;
+    s->scap = ncap;
+    s->stack[s->sp++] = it;
+    return 0;
+}
+
+static inline int
+push(Scan *s, Py_ssize_t off, Item it)
+{
+    if (s->sp < s->scap) {
+        s->stack[s->sp++] = it;
+        return 0;
+    }
+    return push_slow(s, off, it);
+}
+
+static inline Item
+plain(Py_ssize_t off)
+{
+    Item it = {T_ANY, 0, 0, 0, 0, off};
+    return it;
+}
+
+/* at least n items above the innermost MARK */
+static inline int
+need_items(Scan *s, Py_ssize_t off, Py_ssize_t n, const char *opname)
+{
+    if (s->sp - s->fence < n)
+        return fail(s, off, "%s needs %zd stack item(s) but %s", opname, n,
+                    s->nmarks ? "the innermost MARK leaves fewer" : "the stack holds fewer");
+    return 0;
+}
+
+static int
+pop_mark(Scan *s, Py_ssize_t off, const char *opname, Py_ssize_t *mark)
+{
+    if (s->nmarks == 0)
+        return fail(s, off, "%s without a matching MARK", opname);
+    *mark = s->marks[--s->nmarks];
+    s->fence = s->nmarks ? s->marks[s->nmarks - 1] : 0;
+    return 0;
+}
+
+static int
+check_target(Scan *s, Py_ssize_t off, const Item *t, const char *opname)
+{
+    if (t->tag == T_GLOBAL)
+        return fail(s, off, "%s would modify a global (class or function) in place", opname);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ input */
+/* the n argument bytes at i exist and do not cross the current frame's end */
+static inline int
+need_bytes(Scan *s, Py_ssize_t off, Py_ssize_t i, uint64_t n, const char *what)
+{
+    uint64_t left = (uint64_t)(s->len - i);
+    if (n > left)
+        return fail(s, off, "%s declares %llu bytes but only %llu remain", what,
+                    (unsigned long long)n, (unsigned long long)left);
+    if (s->frame_end >= 0 && (uint64_t)(s->frame_end - i) < n)
+        return fail(s, off, "%s crosses the end of its FRAME", what);
+    return 0;
+}
+
+static int
+read_line(Scan *s, Py_ssize_t off, Py_ssize_t i, Py_ssize_t *linelen, const char *what)
+{
+    Py_ssize_t limit = s->frame_end >= 0 ? s->frame_end : s->len;
+    const unsigned char *nl = memchr(s->data + i, '\n', (size_t)(limit - i));
+    if (!nl)
+        return fail(s, off, "%s argument is not terminated by a newline", what);
+    *linelen = (Py_ssize_t)(nl - (s->data + i));
+    return 0;
+}
+
+static int
+parse_index(Scan *s, Py_ssize_t off, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *out,
+            const char *what)
+{
+    Py_ssize_t v = 0;
+    if (n == 0 || n > 18)
+        return fail(s, off, "%s argument is not a decimal memo index", what);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        unsigned char c = s->data[i + k];
+        if (c < '0' || c > '9')
+            return fail(s, off, "%s argument is not a decimal memo index", what);
+        v = v * 10 + (c - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ memo */
+static int
+memo_put(Scan *s, Py_ssize_t off, Py_ssize_t idx, Py_ssize_t *count, const char *opname)
+{
+    if (s->sp <= s->fence)
+        return fail(s, off, "%s with nothing to store", opname);
+    if (idx < 0 || idx >= s->max_memo)
+        return fail(s, off,
+                    "%s index %zd is beyond what a stream of this size can hold (limit %zd); "
+                    "an unpickler would allocate memory for it", opname, idx, s->max_memo);
+    if (idx >= s->memo_cap) {
+        Py_ssize_t ncap = s->memo_cap ? s->memo_cap : 64;
+        while (ncap <= idx)
+            ncap *= 2;
+        if (ncap > s->max_memo)
+            ncap = s->max_memo;
+        Item *n = PyMem_Realloc(s->memo, (size_t)ncap * sizeof(Item));
+        if (!n)
+            return nomem(s);
+        memset(n + s->memo_cap, 0, (size_t)(ncap - s->memo_cap) * sizeof(Item));
+        s->memo = n;
+        s->memo_cap = ncap;
+    }
+    if (!(s->memo[idx].flags & F_SET))
+        (*count)++;
+    Item it = s->stack[s->sp - 1];
+    it.flags = F_COPY | F_SET;
+    s->memo[idx] = it;
+    return 0;
+}
+
+static int
+memo_get(Scan *s, Py_ssize_t off, Py_ssize_t idx, const char *opname)
+{
+    if (idx < 0 || idx >= s->memo_cap || !(s->memo[idx].flags & F_SET))
+        return fail(s, off, "%s of memo index %zd, which was never stored", opname, idx);
+    Item it = s->memo[idx];
+    it.flags = F_COPY;
+    it.start = off;
+    return push(s, off, it);
+}
+
+/* ------------------------------------------------------------------ globals */
+static int
+add_global(Scan *s, Py_ssize_t off, PyObject *module, PyObject *name, uint32_t *gidx)
+{
+    /* steals references to module and name */
+    PyObject *key = PyTuple_Pack(2, module, name);
+    Py_DECREF(module);
+    Py_DECREF(name);
+    if (!key) {
+        s->py_error = 1;
+        return -1;
+    }
+    PyObject *found = PyDict_GetItemWithError(s->gindex, key);
+    if (found) {
+        *gidx = (uint32_t)PyLong_AsSsize_t(found);
+        Py_DECREF(key);
+        return 0;
+    }
+    if (PyErr_Occurred())
+        goto pyerr;
+    Py_ssize_t n = PyList_GET_SIZE(s->glist);
+    if (n >= (Py_ssize_t)UINT32_MAX - 1) {
+        Py_DECREF(key);
+        return fail(s, off, "too many distinct globals");
+    }
+    if (n == s->gcap) {
+        Py_ssize_t ncap = s->gcap ? s->gcap * 2 : 64;
+        uint8_t *g = PyMem_Realloc(s->ghooked, (size_t)ncap);
+        if (!g) {
+            Py_DECREF(key);
+            return nomem(s);
+        }
+        s->ghooked = g;
+        s->gcap = ncap;
+    }
+    int hooked = 0;
+    if (s->hooks) {
+        hooked = PySet_Contains(s->hooks, key);
+        if (hooked < 0)
+            goto pyerr;
+    }
+    PyObject *idx = PyLong_FromSsize_t(n);
+    if (!idx)
+        goto pyerr;
+    if (PyDict_SetItem(s->gindex, key, idx) < 0 || PyList_Append(s->glist, key) < 0) {
+        Py_DECREF(idx);
+        goto pyerr;
+    }
+    Py_DECREF(idx);
+    Py_DECREF(key);
+    s->ghooked[n] = hooked ? G_HOOKED : 0;
+    *gidx = (uint32_t)n;
+    return 0;
+pyerr:
+    Py_DECREF(key);
+    s->py_error = 1;
+    return -1;
+}
+
+static PyObject *
+decode_str(Scan *s, Py_ssize_t off, const Item *it, const char *role)
+{
+    const char *p = (const char *)s->data + it->pos;
+    PyObject *r;
+    if (it->aux > 1000) {
+        fail(s, off, "STACK_GLOBAL %s name is %u bytes long", role, it->aux);
+        return NULL;
+    }
+    if (it->kind == K_UTF8)
+        r = PyUnicode_DecodeUTF8(p, it->aux, "surrogatepass");
+    else if (it->kind == K_ASCII)
+        r = PyUnicode_DecodeASCII(p, it->aux, "strict");
+    else
+        r = PyUnicode_DecodeRawUnicodeEscape(p, it->aux, NULL);
+    if (!r) {
+        PyErr_Clear();
+        fail(s, off, "STACK_GLOBAL %s name is not a decodable string", role);
+    }
+    return r;
+}
+
+/* ------------------------------------------------------------------ calls and builds */
+static int
+make_object(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t nargs, const char *opname)
+{
+    if (need_items(s, off, nargs + 1, opname) < 0)
+        return -1;
+    Item *callee = &s->stack[s->sp - nargs - 1];
+    if (callee->tag != T_GLOBAL)
+        return fail(s, off, "%s would call a %s; only globals may be called", opname,
+                    tag_name(callee->tag));
+    uint32_t hook = NO_HOOK;
+    s->ghooked[callee->aux] |= G_CALLED;
+    if (s->ghooked[callee->aux] & G_HOOKED) {
+        if (s->nhk == s->hkcap) {
+            Py_ssize_t ncap = s->hkcap ? s->hkcap * 2 : 16;
+            Hook *n = PyMem_Realloc(s->hk, (size_t)ncap * sizeof(Hook));
+            if (!n)
+                return nomem(s);
+            s->hk = n;
+            s->hkcap = ncap;
+        }
+        if (s->nhk >= (Py_ssize_t)UINT32_MAX - 1)
+            return fail(s, off, "too many validated objects");
+        Hook h = {callee->start, end, callee->aux, 0};
+        s->hk[s->nhk] = h;
+        hook = (uint32_t)s->nhk++;
+    }
+    Item obj = {T_OBJ, 0, 0, hook, 0, callee->start};
+    s->sp -= nargs;
+    s->stack[s->sp - 1] = obj;
+    return 0;
+}
+
+static int
+build(Scan *s, Py_ssize_t off, Py_ssize_t end)
+{
+    if (need_items(s, off, 2, "BUILD") < 0)
+        return -1;
+    Item *t = &s->stack[s->sp - 2];
+    if (t->tag == T_GLOBAL)
+        return fail(s, off, "BUILD would set attributes on a global (class or function), "
+                            "changing it for the whole process");
+    if (t->tag != T_OBJ)
+        return fail(s, off, "BUILD on a %s; only objects made by REDUCE/NEWOBJ take state",
+                    tag_name(t->tag));
+    if (t->aux != NO_HOOK) {
+        Hook *h = &s->hk[t->aux];
+        if (t->flags & F_COPY)
+            return fail(s, off, "BUILD on a memo copy of a validated object");
+        if (h->built)
+            return fail(s, off, "second BUILD on the same validated object");
+        h->built = 1;
+        h->end = end;
+    }
+    s->sp--;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ main loop */
+static const char *
+opname_of(unsigned char op)
+{
+    switch (op) {
+    case OP_PERSID: return "PERSID";
+    case OP_BINPERSID: return "BINPERSID";
+    case OP_EXT1: return "EXT1";
+    case OP_EXT2: return "EXT2";
+    case OP_EXT4: return "EXT4";
+    case OP_INST: return "INST";
+    case OP_OBJ: return "OBJ";
+    default: return NULL;
+    }
+}
+
+static signed char op_proto[256];
+
+static void
+init_proto_table(void)
+{
+    memset(op_proto, -1, sizeof(op_proto));
+    const char *p0 = "(.012FIJKLMNPRSVXabcd}eghijl]opqrst)uG";
+    for (const char *c = p0; *c; c++)
+        op_proto[(unsigned char)*c] = 0;
+    const char *p1 = "JKMGQTUXhjqr}]e)u1o";
+    for (const char *c = p1; *c; c++)
+        op_proto[(unsigned char)*c] = 1;
+    for (int op = 0x80; op <= 0x8b; op++)
+        op_proto[op] = 2;
+    op_proto['B'] = op_proto['C'] = 3;
+    for (int op = 0x8c; op <= 0x95; op++)
+        op_proto[op] = 4;
+    for (int op = 0x96; op <= 0x98; op++)
+        op_proto[op] = 5;
+}
+
+static int
+run(Scan *s, int *declared, int *maxproto)
+{
+    const unsigned char *d = s->data;
+    Py_ssize_t i = 0, len = s->len, memo_count = 0;
+    int stopped = 0;
+
+    while (i < len) {
+        Py_ssize_t off = i;
+        if (s->frame_end >= 0 && i == s->frame_end)
+            s->frame_end = -1;
+        unsigned char op = d[i++];
+        if (op_proto[op] > *maxproto)
+            *maxproto = op_proto[op];
+        uint64_t n;
+        Py_ssize_t ll = 0, idx = 0, m = 0;
+        Item it;
+
+        switch (op) {
+        /* ---- structure */
+        case OP_PROTO:
+            if (need_bytes(s, off, i, 1, "PROTO") < 0)
+                return -1;
+            if (off != 0)
+                return fail(s, off, "PROTO is only allowed as the first opcode");
+            if (d[i] > 5)
+                return fail(s, off, "unsupported pickle protocol %d", d[i]);
+            *declared = d[i];
+            i += 1;
+            break;
+        case OP_FRAME:
+            if (s->frame_end >= 0)
+                return fail(s, off, "FRAME starts before the previous frame ended");
+            if (need_bytes(s, off, i, 8, "FRAME") < 0)
+                return -1;
+            n = rd_le(d + i, 8);
+            i += 8;
+            if (n > (uint64_t)(len - i))
+                return fail(s, off, "FRAME declares %llu bytes but only %zd remain",
+                            (unsigned long long)n, len - i);
+            s->frame_end = i + (Py_ssize_t)n;
+            if (s->nframes == s->fcap) {
+                Py_ssize_t ncap = s->fcap ? s->fcap * 2 : 16;
+                Py_ssize_t *nf = PyMem_Realloc(s->frames, (size_t)ncap * sizeof(Py_ssize_t));
+                if (!nf)
+                    return nomem(s);
+                s->frames = nf;
+                s->fcap = ncap;
+            }
+            s->frames[s->nframes++] = off;
+            break;
+        case OP_STOP:
+            if (s->nmarks)
+                return fail(s, off, "STOP with %zd unclosed MARK(s)", s->nmarks);
+            if (s->sp != 1)
+                return fail(s, off, "STOP with %zd items on the stack instead of 1", s->sp);
+            if (i != len)
+                return fail(s, off, "%zd bytes of trailing data after STOP", len - i);
+            stopped = 1;
+            break;
+        case OP_MARK:
+            if (s->nmarks == s->mcap) {
+                if (s->nmarks >= s->max_marks)
+                    return fail(s, off, "MARKs nested deeper than %zd", s->max_marks);
+                Py_ssize_t ncap = s->mcap ? s->mcap * 2 : 64;
+                if (ncap > s->max_marks)
+                    ncap = s->max_marks;
+                Py_ssize_t *nm = PyMem_Realloc(s->marks, (size_t)ncap * sizeof(Py_ssize_t));
+                if (!nm)
+                    return nomem(s);
+                s->marks = nm;
+                s->mcap = ncap;
+            }
+            s->marks[s->nmarks++] = s->sp;
+            s->fence = s->sp;
+            break;
+        case OP_POP:
+            if (s->nmarks && s->marks[s->nmarks - 1] == s->sp) {
+                s->nmarks--;
+                s->fence = s->nmarks ? s->marks[s->nmarks - 1] : 0;
+            }
+            else {
+                if (need_items(s, off, 1, "POP") < 0)
+                    return -1;
+                s->sp--;
+            }
+            break;
+        case OP_POP_MARK:
+            if (pop_mark(s, off, "POP_MARK", &m) < 0)
+                return -1;
+            s->sp = m;
+            break;
+        case OP_DUP:
+            if (need_items(s, off, 1, "DUP") < 0)
+                return -1;
+            it = s->stack[s->sp - 1];
+            it.flags = F_COPY;
+            it.start = off;
+            if (push(s, off, it) < 0)
+                return -1;
+            break;
+
+        /* ---- refused */
+        case OP_PERSID: case OP_BINPERSID: case OP_EXT1: case OP_EXT2: case OP_EXT4:
+        case OP_INST: case OP_OBJ:
+            return fail(s, off, "opcode %s is not allowed (it can %s)", opname_of(op),
+                        (op == OP_PERSID || op == OP_BINPERSID)
+                            ? "hand data to an external loader"
+                            : (op == OP_INST || op == OP_OBJ)
+                                  ? "call any class found on the stack"
+                                  : "load any registered extension object");
+
+        /* ---- text (protocol 0) scalars */
+        case OP_INT: case OP_LONG: case OP_FLOAT: case OP_STRING:
+            if (read_line(s, off, i, &ll, "text scalar") < 0)
+                return -1;
+            i += ll + 1;
+            if (push(s, off, plain(off)) < 0)
+                return -1;
+            break;
+        case OP_UNICODE:
+            if (read_line(s, off, i, &ll, "UNICODE") < 0)
+                return -1;
+            it = plain(off);
+            if ((uint64_t)ll <= UINT32_MAX) {
+                it.tag = T_STR; it.kind = K_RAWUNI; it.aux = (uint32_t)ll; it.pos = i;
+            }
+            i += ll + 1;
+            if (push(s, off, it) < 0)
+                return -1;
+            break;
+
+        /* ---- fixed-size binary scalars */
+        case OP_BININT: case OP_BININT1: case OP_BININT2: case OP_BINFLOAT:
+            n = op == OP_BININT ? 4 : op == OP_BININT1 ? 1 : op == OP_BININT2 ? 2 : 8;
+            if (need_bytes(s, off, i, n, "number") < 0)
+                return -1;
+            i += (Py_ssize_t)n;
+            if (push(s, off, plain(off)) < 0)
+                return -1;
+            break;
+        case OP_NONE: case OP_NEWTRUE: case OP_NEWFALSE:
+        case OP_EMPTY_DICT: case OP_EMPTY_LIST: case OP_EMPTY_TUPLE: case OP_EMPTY_SET:
+            if (push(s, off, plain(off)) < 0)
+                return -1;
+            break;
+
+        /* ---- length-prefixed data */
+        case OP_LONG1: case OP_LONG4:
+        case OP_SHORT_BINSTRING: case OP_BINSTRING:
+        case OP_SHORT_BINBYTES: case OP_BINBYTES: case OP_BINBYTES8: case OP_BYTEARRAY8:
+        case OP_SHORT_BINUNICODE: case OP_BINUNICODE: case OP_BINUNICODE8: {
+            int w = (op == OP_LONG1 || op == OP_SHORT_BINSTRING || op == OP_SHORT_BINBYTES ||
+                     op == OP_SHORT_BINUNICODE) ? 1
+                    : (op == OP_BINBYTES8 || op == OP_BYTEARRAY8 || op == OP_BINUNICODE8) ? 8
+                    : 4;
+            if (need_bytes(s, off, i, (uint64_t)w, "length prefix") < 0)
+                return -1;
+            n = rd_le(d + i, w);
+            if ((op == OP_LONG4 || op == OP_BINSTRING) && (n & 0x80000000u))
+                return fail(s, off, "negative byte count");
+            i += w;
+            if (need_bytes(s, off, i, n, "length-prefixed data") < 0)
+                return -1;
+            it = plain(off);
+            if (n <= UINT32_MAX && (op == OP_SHORT_BINUNICODE || op == OP_BINUNICODE ||
+                                    op == OP_BINUNICODE8 || op == OP_SHORT_BINSTRING ||
+                                    op == OP_BINSTRING)) {
+                it.tag = T_STR;
+                it.kind = (op == OP_SHORT_BINSTRING || op == OP_BINSTRING) ? K_ASCII : K_UTF8;
+                it.aux = (uint32_t)n;
+                it.pos = i;
+            }
+            i += (Py_ssize_t)n;
+            if (push(s, off, it) < 0)
+                return -1;
+            break;
+        }
+
+        /* ---- containers */
+        case OP_APPEND:
+            if (need_items(s, off, 2, "APPEND") < 0 ||
+                check_target(s, off, &s->stack[s->sp - 2], "APPEND") < 0)
+                return -1;
+            s->sp -= 1;
+            break;
+        case OP_SETITEM:
+            if (need_items(s, off, 3, "SETITEM") < 0 ||
+                check_target(s, off, &s->stack[s->sp - 3], "SETITEM") < 0)
+                return -1;
+            s->sp -= 2;
+            break;
+        case OP_APPENDS: case OP_SETITEMS: case OP_ADDITEMS: {
+            const char *nm = op == OP_APPENDS ? "APPENDS" : op == OP_SETITEMS ? "SETITEMS"
+                                                                               : "ADDITEMS";
+            if (pop_mark(s, off, nm, &m) < 0)
+                return -1;
+            if (m <= s->fence)
+                return fail(s, off, "%s has no target below its MARK", nm);
+            if (op == OP_SETITEMS && ((s->sp - m) & 1))
+                return fail(s, off, "SETITEMS with an odd number of items");
+            if (check_target(s, off, &s->stack[m - 1], nm) < 0)
+                return -1;
+            s->sp = m;
+            break;
+        }
+        case OP_LIST: case OP_TUPLE: case OP_DICT: case OP_FROZENSET:
+            if (pop_mark(s, off, "container opcode", &m) < 0)
+                return -1;
+            if (op == OP_DICT && ((s->sp - m) & 1))
+                return fail(s, off, "DICT with an odd number of items");
+            s->sp = m;
+            if (push(s, off, plain(off)) < 0)
+                return -1;
+            break;
+        case OP_TUPLE1: case OP_TUPLE2: case OP_TUPLE3:
+            m = op - OP_TUPLE1 + 1;
+            if (need_items(s, off, m, "TUPLEn") < 0)
+                return -1;
+            it = plain(s->stack[s->sp - m].start);
+            s->sp -= m;
+            s->stack[s->sp++] = it;
+            break;
+
+        /* ---- memo */
+        case OP_PUT:
+            if (read_line(s, off, i, &ll, "PUT") < 0 ||
+                parse_index(s, off, i, ll, &idx, "PUT") < 0)
+                return -1;
+            i += ll + 1;
+            if (memo_put(s, off, idx, &memo_count, "PUT") < 0)
+                return -1;
+            break;
+        case OP_BINPUT: case OP_LONG_BINPUT:
+            n = op == OP_BINPUT ? 1 : 4;
+            if (need_bytes(s, off, i, n, "memo index") < 0)
+                return -1;
+            idx = (Py_ssize_t)rd_le(d + i, (int)n);
+            i += (Py_ssize_t)n;
+            if (memo_put(s, off, idx, &memo_count, op == OP_BINPUT ? "BINPUT" : "LONG_BINPUT") < 0)
+                return -1;
+            break;
+        case OP_MEMOIZE:
+            if (memo_put(s, off, memo_count, &memo_count, "MEMOIZE") < 0)
+                return -1;
+            break;
+        case OP_GET:
+            if (read_line(s, off, i, &ll, "GET") < 0 ||
+                parse_index(s, off, i, ll, &idx, "GET") < 0)
+                return -1;
+            i += ll + 1;
+            if (memo_get(s, off, idx, "GET") < 0)
+                return -1;
+            break;
+        case OP_BINGET: case OP_LONG_BINGET:
+            n = op == OP_BINGET ? 1 : 4;
+            if (need_bytes(s, off, i, n, "memo index") < 0)
+                return -1;
+            idx = (Py_ssize_t)rd_le(d + i, (int)n);
+            i += (Py_ssize_t)n;
+            if (memo_get(s, off, idx, op == OP_BINGET ? "BINGET" : "LONG_BINGET") < 0)
+                return -1;
+            break;
+
+        /* ---- globals and calls */
+        case OP_GLOBAL: {
+            Py_ssize_t l1 = 0, l2 = 0;
+            if (read_line(s, off, i, &l1, "GLOBAL module") < 0)
+                return -1;
+            if (read_line(s, off, i + l1 + 1, &l2, "GLOBAL name") < 0)
+                return -1;
+            PyObject *mod = PyUnicode_DecodeUTF8((const char *)d + i, l1, "strict");
+            PyObject *name = mod ? PyUnicode_DecodeUTF8((const char *)d + i + l1 + 1, l2,
+                                                        "strict") : NULL;
+            if (!name) {
+                Py_XDECREF(mod);
+                PyErr_Clear();
+                return fail(s, off, "GLOBAL names are not valid UTF-8");
+            }
+            i += l1 + l2 + 2;
+            uint32_t g;
+            if (add_global(s, off, mod, name, &g) < 0)
+                return -1;
+            Item gi = {T_GLOBAL, 0, 0, g, 0, off};
+            if (push(s, off, gi) < 0)
+                return -1;
+            break;
+        }
+        case OP_STACK_GLOBAL: {
+            if (need_items(s, off, 2, "STACK_GLOBAL") < 0)
+                return -1;
+            Item *mi = &s->stack[s->sp - 2], *ni = &s->stack[s->sp - 1];
+            if (mi->tag != T_STR || ni->tag != T_STR)
+                return fail(s, off, "STACK_GLOBAL operands must be string literals, got a %s "
+                            "and a %s", tag_name(mi->tag), tag_name(ni->tag));
+            PyObject *mod = decode_str(s, off, mi, "module");
+            if (!mod)
+                return -1;
+            PyObject *name = decode_str(s, off, ni, "attribute");
+            if (!name) {
+                Py_DECREF(mod);
+                return -1;
+            }
+            Py_ssize_t start = mi->start;
+            uint32_t g;
+            if (add_global(s, off, mod, name, &g) < 0)
+                return -1;
+            s->sp -= 2;
+            Item gi = {T_GLOBAL, 0, 0, g, 0, start};
+            s->stack[s->sp++] = gi;
+            break;
+        }
+        case OP_REDUCE:
+            if (make_object(s, off, i, 1, "REDUCE") < 0)
+                return -1;
+            break;
+        case OP_NEWOBJ:
+            if (make_object(s, off, i, 1, "NEWOBJ") < 0)
+                return -1;
+            break;
+        case OP_NEWOBJ_EX:
+            if (make_object(s, off, i, 2, "NEWOBJ_EX") < 0)
+                return -1;
+            break;
+        case OP_BUILD:
+            if (build(s, off, i) < 0)
+                return -1;
+            break;
+
+        /* ---- out-of-band buffers */
+        case OP_NEXT_BUFFER:
+            if (s->buffers_used >= s->n_buffers)
+                return fail(s, off, "NEXT_BUFFER #%zd but only %zd buffer(s) were supplied",
+                            s->buffers_used + 1, s->n_buffers);
+            s->buffers_used++;
+            it = plain(off);
+            it.tag = T_BUFFER;
+            if (push(s, off, it) < 0)
+                return -1;
+            break;
+        case OP_READONLY_BUFFER:
+            if (need_items(s, off, 1, "READONLY_BUFFER") < 0)
+                return -1;
+            if (s->stack[s->sp - 1].tag != T_BUFFER)
+                return fail(s, off, "READONLY_BUFFER applied to a %s, not a buffer",
+                            tag_name(s->stack[s->sp - 1].tag));
+            break;
+
+        default:
+            return fail(s, off, "unknown opcode 0x%02x", op);
+        }
+        if (stopped)
+            break;
+    }
+    if (!stopped)
+        return fail(s, len, "the stream ends without STOP (truncated?)");
+    return 0;
+}
+
+/* ------------------------------------------------------------------ module */
+static PyObject *
+build_result(Scan *s, int declared, int maxproto)
+{
+    PyObject *sites = PyList_New(0);
+    if (!sites)
+        return NULL;
+    for (Py_ssize_t k = 0; k < s->nhk; k++) {
+        PyObject *t = Py_BuildValue("(nnI)", s->hk[k].start, s->hk[k].end,
+                                    (unsigned int)s->hk[k].gidx);
+        if (!t || PyList_Append(sites, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(sites);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    Py_ssize_t ng = PyList_GET_SIZE(s->glist);
+    PyObject *called = PyList_New(0);
+    if (!called) {
+        Py_DECREF(sites);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < ng; k++) {
+        if (!(s->ghooked[k] & G_CALLED))
+            continue;
+        PyObject *v = PyLong_FromSsize_t(k);
+        if (!v || PyList_Append(called, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(sites);
+            Py_DECREF(called);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    PyObject *frames = PyList_New(s->nframes);
+    if (!frames) {
+        Py_DECREF(sites);
+        Py_DECREF(called);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < s->nframes; k++) {
+        PyObject *v = PyLong_FromSsize_t(s->frames[k]);
+        if (!v) {
+            Py_DECREF(sites);
+            Py_DECREF(called);
+            Py_DECREF(frames);
+            return NULL;
+        }
+        PyList_SET_ITEM(frames, k, v);
+    }
+    return Py_BuildValue("(OiinNNN)", s->glist, declared, maxproto, s->buffers_used, sites,
+                         called, frames);
+}
+
+static PyObject *
+scan(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"data", "n_buffers", "max_memo", "hooks", "max_stack",
+                             "max_marks", NULL};
+    Py_buffer view;
+    Py_ssize_t n_buffers = 0, max_memo = 0, max_stack = 1 << 24, max_marks = 10000;
+    PyObject *hooks = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*nn|Onn:scan", kwlist, &view, &n_buffers,
+                                     &max_memo, &hooks, &max_stack, &max_marks))
+        return NULL;
+    if (hooks == Py_None)
+        hooks = NULL;
+    if (hooks && !PyAnySet_Check(hooks)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "hooks must be a set or frozenset of (module, name)");
+        return NULL;
+    }
+    if (n_buffers < 0 || max_memo < 0 || max_stack < 1 || max_marks < 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "limits must be non-negative");
+        return NULL;
+    }
+
+    Scan s;
+    memset(&s, 0, sizeof(s));
+    s.data = view.buf;
+    s.len = view.len;
+    s.max_stack = max_stack;
+    s.max_marks = max_marks;
+    s.max_memo = max_memo;
+    s.hooks = hooks;
+    s.frame_end = -1;
+    s.n_buffers = n_buffers;
+    s.glist = PyList_New(0);
+    s.gindex = PyDict_New();
+
+    PyObject *result = NULL;
+    int declared = -1, maxproto = 0;
+    if (s.glist && s.gindex) {
+        if (run(&s, &declared, &maxproto) == 0)
+            result = build_result(&s, declared, maxproto);
+        else if (!s.py_error && !PyErr_Occurred()) {
+            PyObject *eargs = Py_BuildValue("(sn)", s.msg, s.err_off);
+            if (eargs) {
+                PyErr_SetObject(ScanError, eargs);
+                Py_DECREF(eargs);
+            }
+        }
+    }
+    Py_XDECREF(s.glist);
+    Py_XDECREF(s.gindex);
+    PyMem_Free(s.stack);
+    PyMem_Free(s.marks);
+    PyMem_Free(s.memo);
+    PyMem_Free(s.ghooked);
+    PyMem_Free(s.hk);
+    PyMem_Free(s.frames);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"scan", (PyCFunction)(void (*)(void))scan, METH_VARARGS | METH_KEYWORDS,
+     "scan(data, n_buffers, max_memo, hooks=None, max_stack=16777216, max_marks=10000)\n"
+     "--\n\n"
+     "Vet a pickle stream without executing it. Returns (globals, declared_protocol, "
+     "max_opcode_protocol, n_buffers_used, hook_sites, called, frames); raises "
+     "ScanError(message, offset)."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "amber.security._pickle_scan",
+    "Vet pickle opcode streams without executing them.", -1, methods};
+
+PyMODINIT_FUNC
+PyInit__pickle_scan(void)
+{
+    init_proto_table();
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m)
+        return NULL;
+    ScanError = PyErr_NewExceptionWithDoc(
+        "amber.security._pickle_scan.ScanError",
+        "The pickle stream breaks a rule; args are (message, byte offset).",
+        PyExc_ValueError, NULL);
+    if (!ScanError) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "ScanError", ScanError) < 0) {
+        Py_CLEAR(ScanError);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,133 @@
+"""Vet a pickle stream without running it: the rules, the globals it names, its buffers.
+
+The work is done by the C extension ``amber.security._pickle_scan``; this module turns its
+result into a :class:`PickleScan` and its refusals into :class:`~amber.errors.FormatError`.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from amber.errors import FormatError
+from amber.security import _pickle_scan  # type: ignore[attr-defined]
+
+__all__ = ["PickleScan", "effective_name", "scan_pickle"]
+
+_BufferLike = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class PickleScan:
+    """What a pickle stream would do, found without running it.
+
+    Attributes
+    ----------
+    globals:
+        The ``(module, name)`` pairs the stream imports, in order of first use, after the
+        Python 2 name mapping that unpickling applies to protocols below 3.
+    protocol:
+        The declared protocol (``PROTO``), else the highest protocol among its opcodes.
+    n_buffers_used:
+        How many out-of-band buffers (``NEXT_BUFFER``) the stream consumes.
+    called:
+        The globals the stream calls directly (REDUCE, NEWOBJ, NEWOBJ_EX).
+    hook_sites:
+        Internal: ``(start, end, (module, name))`` for every object made by a global that
+        was asked to be validated (see :func:`scan_pickle`'s ``hooks``).
+    """
+
+    globals: tuple[tuple[str, str], ...]
+    protocol: int
+    n_buffers_used: int
+    called: frozenset[tuple[str, str]] = field(default=frozenset(), repr=False)
+    hook_sites: tuple[tuple[int, int, tuple[str, str]], ...] = field(default=(), repr=False)
+    frames: tuple[int, ...] = field(default=(), repr=False)
+    fix_imports: bool = field(default=False, repr=False)
+
+    @property
+    def dotted_globals(self) -> tuple[str, ...]:
+        """The globals as ``"module.name"`` strings."""
+        return tuple(f"{m}.{n}" for m, n in self.globals)
+
+
+def effective_name(module: str, name: str, fix_imports: bool) -> tuple[str, str]:
+    """Apply the Python 2 to 3 name mapping that ``pickle`` applies below protocol 3."""
+    if fix_imports:
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            return _compat_pickle.NAME_MAPPING[(module, name)]
+        if module in _compat_pickle.IMPORT_MAPPING:
+            return _compat_pickle.IMPORT_MAPPING[module], name
+    return module, name
+
+
+def scan_pickle(
+    data: _BufferLike,
+    *,
+    n_buffers: int = 0,
+    hooks: Collection[tuple[str, str]] = (),
+    source: str = "the pickle stream",
+) -> PickleScan:
+    """Check a pickle stream against Amber's rules without executing it.
+
+    Parameters
+    ----------
+    data:
+        The whole stream (bytes-like, contiguous).
+    n_buffers:
+        How many out-of-band buffers will be passed to ``pickle.loads(buffers=...)``. The
+        stream must use exactly that many.
+    hooks:
+        Raw ``(module, name)`` pairs (as written in the stream) whose objects the caller wants
+        to validate as soon as they are built; their sites are returned in ``hook_sites``
+        (and the offsets of the stream's FRAME opcodes in ``frames``).
+
+    Raises
+    ------
+    FormatError
+        The stream breaks a rule (forbidden opcode, bad length, memo abuse, calling or
+        modifying something that is not allowed, trailing data, ...).
+
+    Examples
+    --------
+    >>> import pickle
+    >>> scan_pickle(pickle.dumps(slice(1, 2), protocol=5)).globals
+    (('builtins', 'slice'),)
+    """
+    if n_buffers < 0:
+        raise ValueError(f"n_buffers must be >= 0, got {n_buffers}")
+    view = memoryview(data)
+    if not view.c_contiguous:
+        raise FormatError(f"{source} must be a contiguous buffer")
+    view = view.cast("B")
+    size = view.nbytes
+    try:
+        raw, declared, max_proto, used, sites, called, frames = _pickle_scan.scan(
+            view, n_buffers, max(size, 16), frozenset(hooks)
+        )
+    except _pickle_scan.ScanError as exc:
+        message, offset = exc.args
+        raise FormatError(
+            f"{source} is not a safe pickle stream: {message} (at byte {offset} of {size}). "
+            f"It is damaged, truncated or crafted to attack the loader; nothing from it was "
+            f"run. Re-create it from the original object with amber.save()."
+        ) from None
+    if used != n_buffers:
+        raise FormatError(
+            f"{source} uses {used} out-of-band buffer(s) but {n_buffers} were supplied; the "
+            f"stream and its buffers do not belong together. Re-create the file with "
+            f"amber.save()."
+        )
+    fix = declared < 3
+    names = tuple(effective_name(m, n, fix) for m, n in raw)
+    seen: dict[tuple[str, str], None] = dict.fromkeys(names)
+    return PickleScan(
+        globals=tuple(seen),
+        protocol=declared if declared >= 0 else max_proto,
+        n_buffers_used=used,
+        called=frozenset(names[k] for k in called),
+        hook_sites=tuple((start, end, raw[g]) for start, end, g in sites),
+        frames=tuple(frames),
+        fix_imports=fix,
+    )

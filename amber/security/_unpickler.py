@@ -1,0 +1,371 @@
+"""Load a pickle stream at C speed without letting it run code from outside the allowlist.
+
+``safe_loads`` vets the stream (:func:`~amber.security._scanner.scan_pickle`), refuses every
+global outside the allowlist at once, then runs a :class:`pickle.Unpickler` subclass whose
+``find_class`` hands out allowed globals only. A few allowed callables are replaced by
+guarded versions (``_GUARDS``) that refuse arguments no honest pickle contains. Objects of
+types whose data can be hostile are validated right after their state is set: the stream
+is rewritten so that each such object passes through its validator before any later opcode
+can use it (see ``hook_sites`` in the scanner).
+"""
+
+from __future__ import annotations
+
+import bisect
+import codecs
+import copyreg
+import io
+import math
+import pickle
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+import numpy as np
+
+from amber.errors import AmberError, FormatError, UntrustedTypeError
+from amber.security._allowlist import entries, is_allowed, resolve
+from amber.security._policy import LoadPolicy
+from amber.security._scanner import PickleScan, effective_name, scan_pickle
+from amber.security._validators import OBJECT_VALIDATORS, Validator, validate_loaded
+
+__all__ = ["safe_loads", "untrusted_globals"]
+
+_HOOK_MODULE = "amber.security._unpickler.hook"
+_MAX_RECONSTRUCT_BYTES = 1 << 24
+
+_Buffer = bytes | bytearray | memoryview
+
+
+# --------------------------------------------------------------------------- guards
+def _dtype(obj: Any, align: Any = False, copy: Any = False) -> np.dtype:
+    """``numpy.dtype`` as pickles call it, always returning a fresh, unshared dtype.
+
+    Pickled dtypes are ``BUILD``-ed after construction; with ``copy=False`` numpy would hand
+    back its process-wide singleton and the stream's state would be written into it.
+    """
+    if not isinstance(obj, (str, bytes)) or not isinstance(align, bool):
+        raise FormatError(f"numpy.dtype called with {type(obj).__name__} {obj!r:.60}")
+    return np.dtype(obj, align=align, copy=True)  # type: ignore[arg-type]
+
+
+def _check_empty_array(cls: Any, shape: Any, dtype: Any) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, np.ndarray)):
+        raise FormatError(f"array reconstruction of a non-array type {cls!r:.80}")
+    dims = shape if isinstance(shape, tuple) else (shape,)
+    if not all(type(n) is int and n >= 0 for n in dims):
+        raise FormatError(f"array reconstruction with shape {shape!r:.80}")
+    nbytes = math.prod(dims) * np.dtype(dtype).itemsize
+    if nbytes > _MAX_RECONSTRUCT_BYTES:
+        raise FormatError(f"array reconstruction asks for {nbytes} bytes up front")
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """``numpy._core.multiarray._reconstruct``, refusing the huge allocations it could do.
+
+    Honest pickles always pass shape ``(0,)``; the data arrives afterwards via ``BUILD``.
+    """
+    from numpy._core.multiarray import _reconstruct as real
+
+    _check_empty_array(subtype, shape, dtype)
+    return cast(np.ndarray, real(subtype, shape, dtype))
+
+
+def _mareconstruct(subtype: Any, baseclass: Any, baseshape: Any, basetype: Any) -> Any:
+    """``numpy.ma.core._mareconstruct`` with the same limits as :func:`_reconstruct`."""
+    from numpy.ma.core import MaskedArray
+    from numpy.ma.core import _mareconstruct as real  # type: ignore[attr-defined]
+
+    if not (isinstance(subtype, type) and issubclass(subtype, MaskedArray)):
+        raise FormatError(f"masked array reconstruction of {subtype!r:.80}")
+    _check_empty_array(baseclass, baseshape, basetype)
+    return real(subtype, baseclass, baseshape, basetype)
+
+
+def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
+    """``copyreg._reconstructor`` restricted to the bases the pickler itself writes."""
+    if base not in (object, dict, list, set, frozenset, tuple, int, float, str, bytes):
+        raise FormatError(f"copyreg._reconstructor with base {base!r:.80}")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise FormatError(f"copyreg._reconstructor of {cls!r:.80}")
+    return copyreg._reconstructor(cls, base, state)  # type: ignore[attr-defined]
+
+
+def _check_newobj_class(cls: Any, helper: str) -> None:
+    if not isinstance(cls, type) or issubclass(cls, np.ndarray):
+        # arrays are rebuilt by numpy's own helpers; through __new__ they could ask for
+        # any amount of memory
+        raise FormatError(f"copyreg.{helper} of {cls!r:.80}")
+
+
+def _newobj(cls: Any, *args: Any) -> Any:
+    _check_newobj_class(cls, "__newobj__")
+    return cls.__new__(cls, *args)
+
+
+def _newobj_ex(cls: Any, args: Any, kwargs: Any) -> Any:
+    _check_newobj_class(cls, "__newobj_ex__")
+    if not (isinstance(args, tuple) and isinstance(kwargs, dict)):
+        raise FormatError("copyreg.__newobj_ex__ with malformed arguments")
+    return cls.__new__(cls, *args, **kwargs)
+
+
+def _encode(obj: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
+    """``_codecs.encode`` as protocols 0-2 use it for bytes: latin-1 text to bytes only."""
+    if not (isinstance(obj, str) and isinstance(encoding, str) and errors == "strict"):
+        raise FormatError("_codecs.encode called with unexpected arguments")
+    if codecs.lookup(encoding).name != "iso8859-1":
+        raise FormatError(f"_codecs.encode with encoding {encoding!r:.40}")
+    return obj.encode("latin-1")
+
+
+def _binary(kind: type[bytes] | type[bytearray]) -> Callable[..., Any]:
+    """``bytes``/``bytearray`` from bytes (or latin-1 text), never from a size to allocate."""
+
+    def make(*args: Any) -> Any:
+        if args and not isinstance(args[0], (bytes, bytearray, str)):
+            raise FormatError(f"{kind.__name__} called with a {type(args[0]).__name__}")
+        if (
+            len(args) == 2
+            and isinstance(args[0], str)
+            and isinstance(args[1], str)
+            and codecs.lookup(args[1]).name == "iso8859-1"
+        ):
+            return kind(args[0], "latin-1")
+        if len(args) > 1 or (args and isinstance(args[0], str)):
+            raise FormatError(f"{kind.__name__} called with unexpected arguments")
+        return kind(*args)
+
+    return make
+
+
+def _bit_generator(name: Any = "MT19937") -> Any:
+    """numpy's ``__bit_generator_ctor``: a known bit generator, by name or class only."""
+    from numpy.random import _pickle as real
+
+    known: dict[str, Any] = dict(real.BitGenerators)
+    if isinstance(name, str) and name in known:
+        return known[name]()
+    if any(name is cls for cls in known.values()):
+        return name()
+    raise FormatError(f"unknown numpy bit generator {name!r:.60}")
+
+
+def _rng_ctor(kind: str) -> Callable[..., Any]:
+    def make(bit_generator: Any = "MT19937", ctor: Any = _bit_generator) -> Any:
+        from numpy.random import BitGenerator, Generator, RandomState
+
+        if not isinstance(bit_generator, BitGenerator):
+            if ctor is not _bit_generator:
+                raise FormatError("numpy random state built with an unexpected constructor")
+            bit_generator = _bit_generator(bit_generator)
+        return Generator(bit_generator) if kind == "generator" else RandomState(bit_generator)
+
+    return make
+
+
+_GUARDS: dict[tuple[str, str], Any] = {
+    ("numpy", "dtype"): _dtype,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("copyreg", "_reconstructor"): _reconstructor,
+    ("copyreg", "__newobj__"): _newobj,
+    ("copyreg", "__newobj_ex__"): _newobj_ex,
+    ("_codecs", "encode"): _encode,
+    ("numpy.ma.core", "_mareconstruct"): _mareconstruct,
+    ("builtins", "bytearray"): _binary(bytearray),
+    ("builtins", "bytes"): _binary(bytes),
+    ("numpy.random._pickle", "__bit_generator_ctor"): _bit_generator,
+    ("numpy.random._pickle", "__randomstate_ctor"): _rng_ctor("randomstate"),
+    ("numpy.random._pickle", "__generator_ctor"): _rng_ctor("generator"),
+}
+"""Allowed callables that are replaced, when loading, by versions that check arguments."""
+
+_NEVER_CALLED = {
+    ("numpy", "ndarray"),
+    ("numpy", "matrix"),
+    ("numpy.ma", "MaskedArray"),
+    ("numpy.ma.core", "MaskedArray"),
+}
+"""Allowed classes a stream may reference but not call: honest pickles rebuild them through
+numpy's helpers, while a direct call could ask for any amount of memory."""
+
+
+# --------------------------------------------------------------------------- hooks
+def _hooked_names() -> frozenset[tuple[str, str]]:
+    aliases = {k for k, e in entries().items() if e.validator}
+    return frozenset(OBJECT_VALIDATORS) | aliases
+
+
+def _validator_for(module: str, name: str) -> Validator:
+    if (module, name) in OBJECT_VALIDATORS:
+        return OBJECT_VALIDATORS[(module, name)]
+    key = entries()[(module, name)].validator
+    return next(v for v in OBJECT_VALIDATORS.values() if v.__name__ == key)
+
+
+def _with_hooks(data: _Buffer, scan: PickleScan) -> tuple[_Buffer, list[Callable[[Any], Any]]]:
+    """Insert ``validator(obj)`` calls into the stream right after each hooked object.
+
+    At a site's ``start`` the validator is pushed (a GLOBAL naming it); after the object's
+    last opcode, ``TUPLE1 REDUCE`` calls it on the object and leaves its result (the
+    object) in place. Frames that enclose inserted bytes are grown to match.
+    """
+    if not scan.hook_sites:
+        return data, []
+    names = sorted({name for _, _, name in scan.hook_sites})
+    number = {name: k for k, name in enumerate(names)}
+    events: list[tuple[int, int, bytes]] = []
+    for start, end, name in scan.hook_sites:
+        push = f"c{_HOOK_MODULE}\n{number[name]}\n".encode()
+        events.append((start, 1, push))
+        events.append((end, 0, b"\x85R"))  # TUPLE1 REDUCE: validator((obj,))
+    events.sort(key=lambda e: (e[0], e[1]))
+    view = memoryview(data).cast("B")
+    positions = [at for at, _, _ in events]
+    grown = {}
+    for frame in scan.frames:
+        length = int.from_bytes(view[frame + 1 : frame + 9], "little")
+        first, last = frame + 9, frame + 9 + length
+        lo, hi = bisect.bisect_left(positions, first), bisect.bisect_left(positions, last)
+        extra = sum(len(events[k][2]) for k in range(lo, hi))
+        if extra:
+            grown[frame] = length + extra
+    pieces: list[bytes | memoryview] = []
+    pos = 0
+    # at one offset: closings, then openings, then the FRAME header that starts there
+    cuts = events + [(f, 2, b"\x95" + grown[f].to_bytes(8, "little")) for f in grown]
+    cuts.sort(key=lambda e: (e[0], e[1]))
+    for at, kind, insert in cuts:
+        pieces.append(view[pos:at])
+        pieces.append(insert)
+        pos = at + 9 if kind == 2 else at
+    pieces.append(view[pos:])
+
+    def hook(validator: Validator) -> Callable[[Any], Any]:
+        def check(obj: Any) -> Any:
+            validator(obj)
+            return obj
+
+        return check
+
+    return b"".join(pieces), [hook(_validator_for(*n)) for n in names]
+
+
+# --------------------------------------------------------------------------- unpickler
+class _SafeUnpickler(pickle.Unpickler):
+    def __init__(
+        self,
+        file: io.BytesIO,
+        *,
+        buffers: list[Any],
+        policy: LoadPolicy,
+        scan: PickleScan,
+        hooks: list[Callable[[Any], Any]],
+    ) -> None:
+        super().__init__(file, buffers=buffers)
+        self._policy = policy
+        self._scan = scan
+        self._hooks = hooks
+        self._hooked = _hooked_names()
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == _HOOK_MODULE:
+            return self._hooks[int(name)]
+        raw = (module, name)
+        module, name = effective_name(module, name, self._scan.fix_imports)
+        if not is_allowed(module, name, self._policy):
+            raise UntrustedTypeError([f"{module}.{name}"])
+        guard = _GUARDS.get((module, name))
+        if guard is not None:
+            return guard
+        obj = resolve(module, name, self._policy)
+        if isinstance(obj, type) and raw not in self._hooked:
+            key = (obj.__module__, obj.__qualname__)
+            if key in OBJECT_VALIDATORS:
+                raise FormatError(
+                    f"{module}.{name} is an alias of {key[0]}.{key[1]}, whose objects must be "
+                    f"validated; Amber cannot validate them under this name"
+                )
+        return obj
+
+
+def untrusted_globals(scan: PickleScan, policy: LoadPolicy) -> list[str]:
+    """The dotted names in ``scan`` that ``policy`` does not allow, in order of first use."""
+    return [f"{m}.{n}" for m, n in scan.globals if not is_allowed(m, n, policy)]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "it asks for more memory than is available (a hostile size?)"
+    if isinstance(exc, RecursionError):
+        return "it nests objects too deeply"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def safe_loads(
+    stream: _Buffer,
+    *,
+    buffers: Iterable[Any] = (),
+    policy: LoadPolicy,
+    source: str = "the pickle stream",
+) -> Any:
+    """Unpickle ``stream`` without running code from outside the allowlist.
+
+    Parameters
+    ----------
+    stream:
+        The pickle stream (protocol 0-5).
+    buffers:
+        The out-of-band buffers, in order; the stream must use all of them.
+    policy:
+        What is allowed; ``policy.trusted`` extends the allowlist and
+        ``policy.allow_arbitrary_code`` falls back to plain :func:`pickle.loads` (with a
+        warning).
+
+    Raises
+    ------
+    FormatError
+        The stream breaks a rule, or its data is inconsistent (damaged or crafted).
+    UntrustedTypeError
+        The stream references globals outside the allowlist; all are listed, nothing ran.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> safe_loads(pickle.dumps({"a": [1, 2]}, protocol=5), policy=LoadPolicy())
+    {'a': [1, 2]}
+    """
+    buffers = list(buffers)
+    if policy.allow_arbitrary_code:
+        policy.warn_if_unsafe(source)
+        try:
+            return pickle.loads(stream, buffers=buffers)
+        except (AmberError, Warning):
+            raise
+        except Exception as exc:
+            raise FormatError(f"{source} could not be unpickled: {_describe(exc)}") from exc
+    scan = scan_pickle(stream, n_buffers=len(buffers), hooks=_hooked_names(), source=source)
+    refused = untrusted_globals(scan, policy)
+    if refused:
+        raise UntrustedTypeError(refused, source=source)
+    called = sorted(f"{m}.{n}" for m, n in scan.called & _NEVER_CALLED)
+    if called:
+        raise FormatError(
+            f"{source} calls {', '.join(called)} directly, which honest pickles never do "
+            f"(arrays are rebuilt through numpy's helpers); it was refused before loading"
+        )
+    data, hooks = _with_hooks(stream, scan)
+    file = io.BytesIO(data if isinstance(data, bytes) else bytes(data))
+    unpickler = _SafeUnpickler(file, buffers=buffers, policy=policy, scan=scan, hooks=hooks)
+    try:
+        obj = unpickler.load()
+    except (AmberError, Warning):
+        raise
+    except Exception as exc:
+        raise FormatError(
+            f"{source} could not be unpickled: {_describe(exc)}. The stream passed Amber's "
+            f"checks, but its contents are inconsistent (damaged or crafted); nothing "
+            f"outside the allowlist was run."
+        ) from exc
+    validate_loaded(obj, scan.globals)
+    return obj

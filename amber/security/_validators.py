@@ -1,0 +1,500 @@
+"""Refuse hostile data in allowed types before any code reads it.
+
+The unpickler only builds allowed types, but their *data* can still be hostile: a numpy
+dtype whose state claims no object fields while it has some, a decision tree whose child
+indices point outside its node array, a KD-tree whose index array points past its data.
+Such objects load without complaint and crash (or read memory they do not own) at predict
+time. Each validator here checks one type's invariants and raises
+:class:`~amber.errors.FormatError`.
+
+Two entry points:
+
+- :data:`OBJECT_VALIDATORS` maps the ``(module, name)`` that builds an object to its
+  validator; :func:`~amber.security._unpickler.safe_loads` runs it right after the object's
+  state is set, before any later opcode can use the object.
+- :func:`validate_loaded` walks a loaded object graph and runs the same validators plus the
+  checks that need two objects (a tree against the estimator that feeds it its input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from amber.errors import FormatError
+
+__all__ = [
+    "OBJECT_VALIDATORS",
+    "needs_validation",
+    "validate_binary_tree",
+    "validate_bspline",
+    "validate_dtype",
+    "validate_libsvm",
+    "validate_loaded",
+    "validate_seed_sequence",
+    "validate_sparse",
+    "validate_tree",
+    "validate_tree_predictor",
+]
+
+Validator = Callable[[Any], None]
+
+
+def _refuse(what: str, detail: str) -> FormatError:
+    return FormatError(
+        f"{what} in the file is inconsistent: {detail}. Using it could crash the process or "
+        f"read memory it does not own, so it was refused. The file is damaged or crafted; "
+        f"re-create the model from its source."
+    )
+
+
+def _int_array(a: Any, what: str, ndim: int = 1) -> np.ndarray:
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "iu" or a.ndim != ndim:
+        raise _refuse(what, f"expected a {ndim}-d integer array, got {type(a).__name__}")
+    return a
+
+
+# --------------------------------------------------------------------------- numpy dtypes
+def _canonical(d: np.dtype, depth: int) -> np.dtype:
+    if depth > 32:
+        raise _refuse("a numpy dtype", "fields nested more than 32 levels deep")
+    if d.subdtype is not None:
+        base, shape = d.subdtype
+        if not isinstance(base, np.dtype) or not (
+            isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)
+        ):
+            raise _refuse("a numpy dtype", "its sub-array description is malformed")
+        return np.dtype((_canonical(base, depth + 1), shape))
+    names = d.names
+    if names is None:
+        if d.fields is not None:
+            raise _refuse("a numpy dtype", "it has fields but no names")
+        return np.dtype(d.str)
+    fields = d.fields
+    if not isinstance(names, tuple) or fields is None:
+        raise _refuse("a numpy dtype", "its field names are malformed")
+    formats, offsets, titles = [], [], []
+    for name in names:
+        spec = fields.get(name) if isinstance(name, str) else None
+        if not (
+            isinstance(spec, tuple)
+            and len(spec) in (2, 3)
+            and isinstance(spec[0], np.dtype)
+            and type(spec[1]) is int
+            and spec[1] >= 0
+        ):
+            raise _refuse("a numpy dtype", f"field {name!r} is not (dtype, offset[, title])")
+        formats.append(_canonical(spec[0], depth + 1))
+        offsets.append(spec[1])
+        titles.append(spec[2] if len(spec) == 3 else None)
+    if len(fields) != len(names) + sum(t is not None for t in titles):
+        raise _refuse("a numpy dtype", "its fields do not match its names")
+    spec_dict: dict[str, Any] = {
+        "names": list(names),
+        "formats": formats,
+        "offsets": offsets,
+        "itemsize": d.itemsize,
+    }
+    if any(t is not None for t in titles):
+        spec_dict["titles"] = titles
+    try:
+        return np.dtype(spec_dict, align=d.isalignedstruct)  # type: ignore[call-overload]
+    except (TypeError, ValueError) as exc:
+        raise _refuse("a numpy dtype", str(exc)) from None
+
+
+def validate_dtype(d: Any) -> None:
+    """Refuse a dtype whose pickled state disagrees with what numpy itself would build.
+
+    ``numpy.dtype.__setstate__`` trusts its input: the object flags, field offsets, item
+    size and sub-array shape are taken as given, so a crafted state yields a dtype that
+    makes numpy dereference raw bytes as object pointers or read past a buffer.
+    """
+    if not isinstance(d, np.dtype):
+        raise _refuse("a numpy dtype", f"got {type(d).__name__}")
+    try:
+        canon = _canonical(d, 0)
+    except FormatError:
+        raise
+    except Exception as exc:  # numpy rejects the description itself
+        raise _refuse("a numpy dtype", f"{type(exc).__name__}: {exc}") from None
+    for attr in ("itemsize", "flags", "alignment", "hasobject", "byteorder", "kind"):
+        if getattr(d, attr) != getattr(canon, attr):
+            raise _refuse(
+                "a numpy dtype",
+                f"its {attr} is {getattr(d, attr)!r} but its layout implies "
+                f"{getattr(canon, attr)!r}",
+            )
+
+
+def _check_array_dtype(a: np.ndarray, what: str) -> None:
+    try:
+        validate_dtype(a.dtype)
+    except FormatError:
+        raise _refuse(what, "one of its arrays has an inconsistent dtype") from None
+
+
+# --------------------------------------------------------------------------- decision trees
+def validate_tree(tree: Any) -> None:
+    """Check a ``sklearn.tree._tree.Tree``: sizes, child links (acyclic), features, values."""
+    what = "a decision tree (sklearn.tree._tree.Tree)"
+    n_features, n_outputs = tree.n_features, tree.n_outputs
+    node_count, capacity = tree.node_count, tree.capacity
+    if n_features < 1 or n_outputs < 1:
+        raise _refuse(what, f"n_features={n_features}, n_outputs={n_outputs}")
+    if not 0 < node_count == capacity:
+        # node_count drives loops over the node array; it must not exceed what was allocated
+        raise _refuse(what, f"node_count={node_count} but {capacity} nodes were stored")
+    n_classes = tree.n_classes
+    if n_classes.shape != (n_outputs,) or n_classes.min() < 1:
+        raise _refuse(what, "its class counts are malformed")
+    if tree.max_n_classes != int(n_classes.max()):
+        raise _refuse(what, "max_n_classes disagrees with its class counts")
+    state = tree.__getstate__()
+    nodes, values = state["nodes"], state["values"]
+    if values.shape != (node_count, n_outputs, tree.max_n_classes):
+        raise _refuse(what, f"values have shape {values.shape}")
+    left, right, feature = nodes["left_child"], nodes["right_child"], nodes["feature"]
+    idx = np.arange(node_count)
+    leaf = left == -1
+    if not np.array_equal(leaf, right == -1):
+        raise _refuse(what, "a node has exactly one child")
+    inner = ~leaf
+    if np.any((left[inner] <= idx[inner]) | (left[inner] >= node_count)) or np.any(
+        (right[inner] <= idx[inner]) | (right[inner] >= node_count)
+    ):
+        raise _refuse(what, "a child index is out of range or points back up the tree")
+    if np.any((feature[inner] < 0) | (feature[inner] >= n_features)):
+        raise _refuse(what, f"a split uses a feature outside 0..{n_features - 1}")
+
+
+def validate_tree_predictor(predictor: Any) -> None:
+    """Check a HistGradientBoosting ``TreePredictor``: node links and bitset rows."""
+    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+
+    what = "a gradient-boosting tree (TreePredictor)"
+    nodes = getattr(predictor, "nodes", None)
+    if (
+        not isinstance(nodes, np.ndarray)
+        or nodes.dtype != PREDICTOR_RECORD_DTYPE
+        or nodes.ndim != 1
+        or nodes.shape[0] < 1
+    ):
+        raise _refuse(what, "its node array is missing or has the wrong layout")
+    _check_array_dtype(nodes, what)
+    bitsets = []
+    for attr in ("binned_left_cat_bitsets", "raw_left_cat_bitsets"):
+        b = getattr(predictor, attr, None)
+        if not isinstance(b, np.ndarray) or b.dtype != np.uint32 or b.ndim != 2:
+            raise _refuse(what, f"{attr} is not a 2-d uint32 array")
+        if b.shape[1] != 8 or not b.flags.c_contiguous:
+            raise _refuse(what, f"{attr} has shape {b.shape}")
+        bitsets.append(b.shape[0])
+    n = nodes.shape[0]
+    idx = np.arange(n)
+    inner = nodes["is_leaf"] == 0
+    for side in ("left", "right"):
+        child = nodes[side][inner].astype(np.int64)
+        if np.any((child <= idx[inner]) | (child >= n)):
+            raise _refuse(what, "a child index is out of range or points back up the tree")
+    if np.any(nodes["feature_idx"][inner] < 0):
+        raise _refuse(what, "a split uses a negative feature index")
+    cat = inner & (nodes["is_categorical"] != 0)
+    if np.any(nodes["bitset_idx"][cat] >= min(bitsets)):
+        raise _refuse(what, "a categorical split points past its bitsets")
+
+
+# --------------------------------------------------------------------------- neighbors trees
+def validate_binary_tree(tree: Any) -> None:
+    """Check a ``KDTree``/``BallTree``: index array, node ranges, bounds and metric sizes."""
+    what = f"a neighbors tree ({type(tree).__name__})"
+    (data, idx_array, node_data, node_bounds, leaf_size, n_levels, n_nodes, *_rest) = (
+        tree.__getstate__()
+    )
+    metric, sample_weight = _rest[-2], _rest[-1]
+    if not (isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[0] >= 1):
+        raise _refuse(what, "its data is not a non-empty 2-d array")
+    n_samples, n_features = data.shape
+    idx_array = _int_array(idx_array, what)
+    if idx_array.shape != (n_samples,) or idx_array.min() < 0 or idx_array.max() >= n_samples:
+        raise _refuse(what, "its index array does not index its data")
+    if not isinstance(node_data, np.ndarray) or node_data.shape != (n_nodes,) or n_nodes < 1:
+        raise _refuse(what, f"it claims {n_nodes} nodes but stores {np.shape(node_data)}")
+    if n_levels < 1 or n_levels > 64 or n_nodes != 2**n_levels - 1 or leaf_size < 1:
+        raise _refuse(what, f"n_levels={n_levels}, n_nodes={n_nodes}, leaf_size={leaf_size}")
+    _check_array_dtype(node_data, what)
+    start, end = node_data["idx_start"], node_data["idx_end"]
+    if np.any((start < 0) | (start > end) | (end > n_samples)):
+        raise _refuse(what, "a node's index range lies outside its data")
+    is_leaf = node_data["is_leaf"]
+    if np.any((is_leaf != 0) & (is_leaf != 1)):
+        raise _refuse(what, "a node's leaf flag is neither 0 nor 1")
+    inner = np.flatnonzero(is_leaf == 0)
+    if inner.size and 2 * int(inner.max()) + 2 >= n_nodes:
+        raise _refuse(what, "an inner node's children lie past the node array")
+    n_bounds = 2 if type(tree).__name__.startswith("KDTree") else 1
+    if not isinstance(node_bounds, np.ndarray) or node_bounds.shape != (
+        n_bounds,
+        n_nodes,
+        n_features,
+    ):
+        raise _refuse(what, f"its node bounds have shape {np.shape(node_bounds)}")
+    if sample_weight is not None and np.shape(sample_weight) != (n_samples,):
+        raise _refuse(what, "its sample weights do not match its data")
+    _validate_metric(metric, n_features, what)
+
+
+def _validate_metric(metric: Any, n_features: int, what: str) -> None:
+    state = metric.__getstate__()
+    vec, mat = state[1], state[2]
+    name = type(metric).__name__
+    if name.startswith("PyFuncDistance"):
+        raise _refuse(what, "it uses a Python-function metric")
+    if name.startswith(("SEuclidean", "Mahalanobis")) and np.shape(vec) != (n_features,):
+        raise _refuse(what, f"its {name} vector does not match {n_features} features")
+    if name.startswith("Minkowski") and np.size(vec) not in (0, n_features):
+        raise _refuse(what, f"its Minkowski weights do not match {n_features} features")
+    if name.startswith("Mahalanobis") and np.shape(mat) != (n_features, n_features):
+        raise _refuse(what, f"its Mahalanobis matrix does not match {n_features} features")
+
+
+# --------------------------------------------------------------------------- scipy.sparse
+def validate_sparse(m: Any) -> None:
+    """Check a scipy.sparse matrix or array: index arrays in bounds and consistent."""
+    what = f"a sparse matrix ({type(m).__name__})"
+    fmt = getattr(m, "format", None)
+    try:
+        shape = m.shape
+        if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
+            raise _refuse(what, f"its shape is {shape!r}")
+        if fmt in ("csr", "csc", "bsr"):
+            for attr in ("data", "indices", "indptr"):
+                if not isinstance(getattr(m, attr, None), np.ndarray):
+                    raise _refuse(what, f"its {attr} is not an array")
+                _check_array_dtype(getattr(m, attr), what)
+            m.check_format(full_check=True)
+        elif fmt == "coo":
+            coords = m.coords
+            if not isinstance(coords, tuple) or len(coords) != len(shape):
+                raise _refuse(what, "its coordinates do not match its shape")
+            n = np.shape(m.data)
+            for axis, c in enumerate(coords):
+                c = _int_array(c, what)
+                if c.shape != n or (c.size and (c.min() < 0 or c.max() >= shape[axis])):
+                    raise _refuse(what, f"a coordinate along axis {axis} is out of bounds")
+        elif fmt == "dia":
+            data, offsets = m.data, _int_array(m.offsets, what)
+            if not isinstance(data, np.ndarray) or data.ndim != 2:
+                raise _refuse(what, "its data is not a 2-d array")
+            if data.shape[0] != offsets.shape[0]:
+                raise _refuse(what, "its data rows do not match its offsets")
+    except FormatError:
+        raise
+    except (ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise _refuse(what, str(exc)) from None
+
+
+# --------------------------------------------------------------------------- libsvm
+def validate_libsvm(est: Any) -> None:
+    """Check a fitted libsvm estimator (SVC, NuSVC, SVR, NuSVR, OneClassSVM)."""
+    d = vars(est)
+    if "support_" not in d:
+        return  # not fitted: nothing reaches libsvm
+    what = f"a support vector model ({type(est).__name__})"
+    try:
+        n_sv_per_class = _int_array(d["_n_support"], what)
+        support = _int_array(d["support_"], what)
+        sv = d["support_vectors_"]
+        dual, intercept = d["_dual_coef_"], d["_intercept_"]
+        prob_a, prob_b = d["_probA"], d["_probB"]
+        shape_fit = d["shape_fit_"]
+        impl = d["_impl"] if "_impl" in d else type(est)._impl
+    except KeyError as exc:
+        raise _refuse(what, f"it lacks {exc}") from None
+    n_sv = support.shape[0]
+    n_class = n_sv_per_class.shape[0]
+    classify = impl in ("c_svc", "nu_svc")
+    if np.shape(sv)[0] != n_sv:
+        raise _refuse(what, f"{np.shape(sv)[0]} support vectors but {n_sv} support indices")
+    if n_sv_per_class.size and n_sv_per_class.min() < 0:
+        raise _refuse(what, "a class has a negative number of support vectors")
+    if classify:
+        if n_class < 2 or int(n_sv_per_class.sum()) != n_sv:
+            raise _refuse(what, "the support vector counts per class do not add up")
+        n_pairs = n_class * (n_class - 1) // 2
+        want_dual = (n_class - 1, n_sv)
+    else:
+        n_pairs, want_dual = 1, (1, n_sv)
+    if np.shape(dual) != want_dual:
+        raise _refuse(what, f"dual coefficients have shape {np.shape(dual)}")
+    if np.shape(intercept) != (n_pairs,):
+        raise _refuse(what, f"intercepts have shape {np.shape(intercept)}")
+    for name, p in (("probA", prob_a), ("probB", prob_b)):
+        if np.size(p) not in (0, n_pairs):
+            raise _refuse(what, f"{name} has {np.size(p)} entries")
+    if not (isinstance(shape_fit, tuple) and len(shape_fit) == 2):
+        raise _refuse(what, "shape_fit_ is malformed")
+    if n_sv and (support.min() < 0 or support.max() >= shape_fit[0]):
+        raise _refuse(what, "a support index lies outside the training set")
+    n_in = d.get("n_features_in_")
+    if d.get("kernel") != "precomputed" and n_in is not None and np.shape(sv)[1] != n_in:
+        raise _refuse(what, f"support vectors have {np.shape(sv)[1]} features, not {n_in}")
+
+
+# --------------------------------------------------------------------------- scipy splines
+def validate_bspline(spline: Any) -> None:
+    """Check a ``scipy.interpolate.BSpline`` the way its constructor would (pickles skip it)."""
+    what = "a B-spline (scipy.interpolate.BSpline)"
+    d = getattr(spline, "__dict__", {})
+    t, c, k = d.get("_t", d.get("t")), d.get("_c", d.get("c")), d.get("k")
+    if not (isinstance(t, np.ndarray) and t.ndim == 1 and t.dtype.kind == "f"):
+        raise _refuse(what, "its knots are not a 1-d float array")
+    if not (isinstance(c, np.ndarray) and c.ndim >= 1 and type(k) is int and k >= 0):
+        raise _refuse(what, "its coefficients or degree are malformed")
+    n = t.shape[0] - k - 1
+    if n < k + 1 or c.shape[0] < n:
+        raise _refuse(what, f"{t.shape[0]} knots, degree {k} and {c.shape[0]} coefficients")
+    if np.any(np.diff(t) < 0):
+        raise _refuse(what, "its knots are not sorted")
+    axis = d.get("axis", 0)
+    if type(axis) is not int or not 0 <= axis < c.ndim:
+        raise _refuse(what, f"axis={axis!r}")
+
+
+# --------------------------------------------------------------------------- numpy random
+def validate_seed_sequence(seq: Any) -> None:
+    """Check a numpy ``SeedSequence``: its entropy pool matches its declared size."""
+    what = "a numpy SeedSequence"
+    pool, size = getattr(seq, "pool", None), getattr(seq, "pool_size", None)
+    if not (
+        isinstance(pool, np.ndarray)
+        and pool.dtype == np.uint32
+        and type(size) is int
+        and pool.shape == (size,)
+    ):
+        raise _refuse(what, "its entropy pool does not match its pool size")
+
+
+# --------------------------------------------------------------------------- registry
+_SPARSE = [
+    f"scipy.sparse._{fmt}.{fmt}_{kind}"
+    for fmt in ("csr", "csc", "bsr", "coo", "dia")
+    for kind in ("matrix", "array")
+]
+_SVM = [f"sklearn.svm._classes.{n}" for n in ("SVC", "NuSVC", "SVR", "NuSVR", "OneClassSVM")]
+
+OBJECT_VALIDATORS: dict[tuple[str, str], Validator] = {
+    ("numpy", "dtype"): validate_dtype,
+    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"): validate_seed_sequence,
+    ("scipy.interpolate._bsplines", "BSpline"): validate_bspline,
+    ("sklearn.tree._tree", "Tree"): validate_tree,
+    ("sklearn.neighbors._kd_tree", "KDTree"): validate_binary_tree,
+    ("sklearn.neighbors._kd_tree", "KDTree64"): validate_binary_tree,
+    ("sklearn.neighbors._kd_tree", "KDTree32"): validate_binary_tree,
+    ("sklearn.neighbors._ball_tree", "BallTree"): validate_binary_tree,
+    ("sklearn.neighbors._ball_tree", "BallTree64"): validate_binary_tree,
+    ("sklearn.neighbors._ball_tree", "BallTree32"): validate_binary_tree,
+    (
+        "sklearn.ensemble._hist_gradient_boosting.predictor",
+        "TreePredictor",
+    ): validate_tree_predictor,
+    **{tuple(n.rsplit(".", 1)): validate_sparse for n in _SPARSE},  # type: ignore[misc]
+    **{tuple(n.rsplit(".", 1)): validate_libsvm for n in _SVM},  # type: ignore[misc]
+}
+"""Validators run on an object right after the unpickler sets its state, keyed by the raw
+``(module, name)`` of the global that constructs it."""
+
+# Estimators whose sub-objects must agree with the estimator's own input width.
+_CROSS_CHECKED = {
+    ("sklearn.tree._tree", "Tree"),
+    ("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor"),
+    ("sklearn.neighbors._kd_tree", "KDTree"),
+    ("sklearn.neighbors._ball_tree", "BallTree"),
+}
+
+
+def needs_validation(referenced: Iterable[tuple[str, str]]) -> bool:
+    """Whether a stream that references these globals needs :func:`validate_loaded`."""
+    names = set(referenced)
+    return bool(names & _CROSS_CHECKED) or bool(
+        names & set(OBJECT_VALIDATORS) - {("numpy", "dtype")}
+    )
+
+
+# --------------------------------------------------------------------------- graph walk
+def _object_validator(obj: Any) -> Validator | None:
+    cls = type(obj)
+    return OBJECT_VALIDATORS.get((cls.__module__, cls.__qualname__))
+
+
+def _cross_check(obj: Any) -> None:
+    d = getattr(obj, "__dict__", None)
+    if not isinstance(d, dict):
+        return
+    n_in = d.get("n_features_in_")
+    what = f"an estimator ({type(obj).__name__})"
+    tree = d.get("tree_")
+    if tree is not None and n_in is not None and getattr(tree, "n_features", n_in) != n_in:
+        raise _refuse(what, f"its tree expects {tree.n_features} features, not {n_in}")
+    neighbors = d.get("_tree")
+    width = np.shape(getattr(neighbors, "data", ()))
+    if n_in is not None and len(width) == 2 and width[1] != n_in:
+        raise _refuse(what, f"its neighbors tree has {width[1]} features, not {n_in}")
+    predictors = d.get("_predictors")
+    if predictors is not None and n_in is not None:
+        cat = getattr(d.get("_bin_mapper"), "is_categorical_", None)
+        for p in (p for stage in predictors for p in stage):
+            nodes = p.nodes[p.nodes["is_leaf"] == 0]
+            if np.any(nodes["feature_idx"] >= n_in):
+                raise _refuse(what, f"a boosting tree splits on a feature >= {n_in}")
+            is_cat = nodes["is_categorical"] != 0
+            if np.any(is_cat) and (
+                cat is None or not np.all(np.asarray(cat)[nodes["feature_idx"][is_cat]])
+            ):
+                raise _refuse(what, "a categorical split is on a non-categorical feature")
+    subs = d.get("estimators_")
+    if subs is not None and n_in is not None:
+        features = d.get("estimators_features_")
+        flat = list(np.ravel(subs)) if isinstance(subs, np.ndarray) else list(subs)
+        for k, sub in enumerate(flat):
+            width = n_in
+            if features is not None:
+                feats = _int_array(np.asarray(features[k]), what)
+                if feats.size and (feats.min() < 0 or feats.max() >= n_in):
+                    raise _refuse(what, "a sub-estimator's feature subset is out of range")
+                width = feats.shape[0]
+            sub_n = getattr(sub, "n_features_in_", width)
+            if sub_n != width:
+                raise _refuse(what, f"a sub-estimator expects {sub_n} features, not {width}")
+
+
+def validate_loaded(obj: Any, referenced_globals: Iterable[tuple[str, str]]) -> None:
+    """Walk a loaded object graph and refuse hostile data in the types that need checks.
+
+    Cheap when nothing needs checking: returns at once unless ``referenced_globals`` (from
+    :func:`~amber.security._scanner.scan_pickle`) names a validated type.
+    """
+    if not needs_validation(referenced_globals):
+        return
+    seen: set[int] = set()
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, (str, bytes, int, float, bool, type(None))):
+            continue
+        seen.add(id(o))
+        validator = _object_validator(o)
+        if validator is not None:
+            validator(o)
+        if isinstance(o, dict):
+            stack.extend(v for v in o.values() if not isinstance(v, (str, int, float)))
+        elif isinstance(o, (list, tuple, set, frozenset)):
+            stack.extend(v for v in o if not isinstance(v, (str, int, float)))
+        elif isinstance(o, np.ndarray):
+            if o.dtype.hasobject:
+                stack.extend(o.ravel(order="K").tolist())
+        elif hasattr(o, "__dict__") and isinstance(vars(o), dict):
+            _cross_check(o)
+            stack.extend(vars(o).values())
