@@ -11,13 +11,13 @@ from amber.errors import AmberError
 
 __all__ = ["main"]
 
-_SUBCOMMANDS = ("inspect", "verify", "scan", "convert")
+_SUBCOMMANDS = ("inspect", "verify", "scan", "convert", "serve")
 _REGISTRY_SUBCOMMANDS = ("models", "push", "export", "import", "keygen", "sign")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from amber import __version__
-    from amber.cli import convert, inspect, scan, verify
+    from amber.cli import convert, inspect, scan, serve, verify
 
     parser = argparse.ArgumentParser(
         prog="amber",
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"amber {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (inspect, verify, scan, convert):
+    for module in (inspect, verify, scan, convert, serve):
         module.add_parser(sub)
     from amber.cli import export, import_, keygen, models, push, sign
 

@@ -1,0 +1,625 @@
+"""The ASGI app: Open Inference Protocol v2, MLflow ``/invocations``, health, metrics, OpenAPI.
+
+Starlette, chosen over FastAPI by measurement (see ``benchmarks/serve.py`` and the README): the
+request schemas come from each artifact's signature at run time, so FastAPI's pydantic layer
+would add cost per request without describing anything we do not already generate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from amber.serving import _tensor as T
+from amber.serving._batcher import PredictionFailed
+from amber.serving._config import ModelSpec, ServeConfig
+from amber.serving._errors import RequestError, describe_value
+from amber.serving._logs import ACCESS, EVENTS
+from amber.serving._metrics import CONTENT_TYPE, Metrics
+from amber.serving._model import LoadedModel
+from amber.serving._openapi import DOCS_HTML, build_spec
+from amber.serving._slot import ModelSlot
+from amber.serving._source import open_source
+
+__all__ = ["AmberServer", "build_app", "create_app"]
+
+_JSON = "application/json"
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+# JSON, no type, or what `curl -d` sends by default
+_JSON_TYPES = (_JSON, "", "application/x-www-form-urlencoded", "text/json")
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body, option=_NUMPY), status, headers, _JSON)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+class AmberServer:
+    """The state behind the app: model slots, metrics, options, background tasks."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        if not config.models:
+            raise ValueError("give at least one model to serve")
+        self.config = config
+        self.metrics = Metrics()
+        self.slots: dict[str, ModelSlot] = {}
+        for spec in config.models:
+            source = open_source(spec.source, registry=config.registry)
+            name = spec.name or source.name
+            if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+                raise ValueError(
+                    f"model name {name!r} must be letters, digits, '-', '_' or '.'; "
+                    f"name it with NAME=SOURCE"
+                )
+            if name in self.slots:
+                raise ValueError(f"two models are named {name!r}; name them with NAME=SOURCE")
+            self.slots[name] = ModelSlot(name, spec, source, self.metrics)
+        self.default_name = next(iter(self.slots))
+        self.timeout = config.request_timeout_s
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def startup(self) -> None:
+        """Start loading every model (in the background) and polling movable sources."""
+        if self._started:
+            return
+        self._started = True
+        loop = asyncio.get_running_loop()
+        for slot in self.slots.values():
+            self._tasks.append(loop.create_task(slot.watch(self.config.poll_interval_s)))
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for slot in self.slots.values():
+            slot.close()
+
+    @property
+    def ready(self) -> bool:
+        return all(slot.ready for slot in self.slots.values())
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _slot(self, name: str) -> ModelSlot:
+        slot = self.slots.get(name)
+        if slot is None:
+            raise RequestError(
+                404,
+                f"model {name!r} is not served here; served: {', '.join(self.slots)}",
+                field="model",
+                expected=" or ".join(self.slots),
+                got=describe_value(name),
+            )
+        return slot
+
+    def _authorize(self, request: Request, token: str | None) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            value.strip().encode(), token.encode()
+        ):
+            raise RequestError(
+                401,
+                "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+                field="Authorization",
+                expected="Bearer <token>",
+                got="nothing" if not given else "a wrong token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise RequestError(
+                    400,
+                    "Content-Length is not a number",
+                    field="Content-Length",
+                    expected="a number of bytes",
+                    got=declared[:40],
+                )
+            if int(declared) > limit:
+                raise self._too_large(int(declared))
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise self._too_large(size)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if not body.strip():
+            raise RequestError(
+                400,
+                "empty body: send a JSON object (or CSV for /invocations)",
+                field="(body)",
+                expected="a request body",
+                got="nothing",
+            )
+        return body
+
+    def _too_large(self, size: int) -> RequestError:
+        limit = self.config.max_body_bytes
+        return RequestError(
+            413,
+            f"body of {size} bytes or more is over the limit of {limit} bytes; send fewer "
+            f"rows per request",
+            field="(body)",
+            expected=f"at most {limit} bytes",
+            got=f"{size} bytes",
+        )
+
+    @staticmethod
+    def _parse_json(body: bytes) -> Any:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(
+                400,
+                f"malformed JSON: {exc}",
+                field="(body)",
+                expected="valid JSON",
+                got=f"malformed JSON ({exc})",
+            ) from None
+
+    def _serving(self, slot: ModelSlot, version: str | None) -> LoadedModel:
+        loaded = slot.current
+        if loaded is None:
+            state = slot.status()
+            why = f": {state['error']}" if state.get("error") else "; retry shortly"
+            raise RequestError(
+                503,
+                f"model {slot.name!r} is not ready ({state['state']}){why}",
+                headers={"Retry-After": "1"},
+            )
+        if version is not None and version != loaded.version:
+            raise RequestError(
+                404,
+                f"model {slot.name!r} serves version {loaded.version}, not {version!r}",
+                field="version",
+                expected=loaded.version,
+                got=describe_value(version),
+            )
+        return loaded
+
+    # -- inference --------------------------------------------------------------------------
+    async def _infer(
+        self, request: Request, protocol: str, name: str, version: str | None
+    ) -> Response:
+        started = time.perf_counter()
+        scope = request.scope
+        note: dict[str, Any] = {"model": name, "protocol": protocol}
+        scope["amber"] = note
+        label = name if name in self.slots else ""
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        headers = {"x-request-id": request_id[:128]}
+        loaded: LoadedModel | None = None
+        code = 200
+        self.metrics.in_flight.inc()
+        try:
+            slot = self._slot(name)
+            self._authorize(request, self.config.token)
+            loaded = self._serving(slot, version)
+            loaded.inflight += 1
+            headers["x-amber-model"] = name
+            headers["x-amber-model-version"] = loaded.version
+            note["version"] = loaded.version
+            async with asyncio.timeout(self.timeout):
+                body = await self._body(request)
+                if protocol == "v2":
+                    response = await self._oip(request, body, loaded, slot, request_id, headers)
+                else:
+                    response = await self._mlflow(request, body, loaded, slot, headers)
+            note["rows"] = scope.get("amber_rows")
+            return response
+        except RequestError as exc:
+            code = exc.status
+            self.metrics.error(label, protocol, exc.reason)
+            return _json(exc.body(protocol), exc.status, {**headers, **exc.headers})
+        except TimeoutError:
+            code = 504
+            self.metrics.error(label, protocol, "DEADLINE_EXCEEDED")
+            err = RequestError(504, f"request timed out after {self.timeout:g} s")
+            return _json(err.body(protocol), 504, headers)
+        except PredictionFailed as exc:
+            code = 422
+            self.metrics.error(label, protocol, "MODEL_ERROR")
+            err = RequestError(
+                422,
+                f"the model could not predict on this input: {exc}",
+                field="inputs",
+                expected="input the model accepts",
+                got=str(exc)[:300],
+            )
+            return _json(err.body(protocol), 422, headers)
+        finally:
+            if loaded is not None:
+                loaded.release()
+            self.metrics.in_flight.dec()
+            self.metrics.request(label, protocol, code, time.perf_counter() - started)
+
+    def _methods(self, payload: dict[str, Any], loaded: LoadedModel) -> list[str]:
+        wanted = payload.get("outputs")
+        if wanted is None:
+            return ["predict" if "predict" in loaded.methods else next(iter(loaded.methods))]
+        allowed = ", ".join(loaded.methods)
+        if not isinstance(wanted, list) or not wanted:
+            raise RequestError(
+                400,
+                f"outputs: expected a list of {{'name': ...}} with names from {allowed}",
+                field="outputs",
+                expected=f"[{{'name': one of {allowed}}}]",
+                got=describe_value(wanted),
+            )
+        names = []
+        for i, item in enumerate(wanted):
+            method = item.get("name") if isinstance(item, dict) else None
+            if method not in loaded.methods:
+                raise RequestError(
+                    400,
+                    f"outputs[{i}].name: the model offers {allowed}",
+                    field=f"outputs[{i}].name",
+                    expected=f"one of {allowed}",
+                    got=describe_value(method if isinstance(item, dict) else item),
+                )
+            names.append(method)
+        return names
+
+    async def _run(self, loaded: LoadedModel, slot: ModelSlot, method: str, part: Any) -> Any:
+        rows = loaded.schema.rows(part)
+        runner = loaded.runner(method, slot.observe)
+        return T.output_array(await runner.submit(part, rows))
+
+    async def _oip(
+        self,
+        request: Request,
+        body: bytes,
+        loaded: LoadedModel,
+        slot: ModelSlot,
+        request_id: str,
+        headers: dict[str, str],
+    ) -> Response:
+        if _media_type(request) == "text/csv":
+            raise RequestError(
+                415,
+                "the Open Inference Protocol takes JSON; send CSV to /invocations",
+                field="Content-Type",
+                expected=_JSON,
+                got="text/csv",
+            )
+        payload = self._parse_json(body)
+        if not isinstance(payload, dict):
+            raise RequestError(
+                400,
+                "the body must be a JSON object with 'inputs'",
+                field="(body)",
+                expected="an object with inputs",
+                got=describe_value(payload),
+            )
+        if "inputs" not in payload:
+            raise RequestError(
+                400,
+                "the body has no 'inputs'",
+                field="inputs",
+                expected="an array of input tensors",
+                got="nothing",
+            )
+        methods = self._methods(payload, loaded)
+        part = loaded.schema.from_oip(payload["inputs"])
+        request.scope["amber_rows"] = loaded.schema.rows(part)
+        outputs = []
+        for method in methods:
+            arr = await self._run(loaded, slot, method, part)
+            outputs.append(
+                {
+                    "name": method,
+                    "shape": list(arr.shape),
+                    "datatype": T.datatype_of(arr.dtype),
+                    "data": T.json_data(arr),
+                }
+            )
+        given_id = payload.get("id")
+        answer = {
+            "model_name": slot.name,
+            "model_version": loaded.version,
+            "id": given_id if isinstance(given_id, str) else request_id,
+            "outputs": outputs,
+        }
+        return _json(answer, 200, headers)
+
+    async def _mlflow(
+        self,
+        request: Request,
+        body: bytes,
+        loaded: LoadedModel,
+        slot: ModelSlot,
+        headers: dict[str, str],
+    ) -> Response:
+        kind = _media_type(request)
+        if kind in _JSON_TYPES or kind.endswith("+json"):
+            part = loaded.schema.from_mlflow(self._parse_json(body))
+        elif kind == "text/csv":
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RequestError(
+                    400,
+                    f"the CSV body is not UTF-8 ({exc})",
+                    field="(body)",
+                    expected="UTF-8 text",
+                    got="invalid UTF-8",
+                ) from None
+            part = loaded.schema.from_csv(text)
+        else:
+            raise RequestError(
+                415,
+                f"content type {kind!r}: send application/json or text/csv",
+                field="Content-Type",
+                expected="application/json or text/csv",
+                got=kind,
+            )
+        request.scope["amber_rows"] = loaded.schema.rows(part)
+        method = "predict" if "predict" in loaded.methods else next(iter(loaded.methods))
+        arr = await self._run(loaded, slot, method, part)
+        return _json({"predictions": T.nested_json(arr)}, 200, headers)
+
+    # -- endpoints --------------------------------------------------------------------------
+    async def infer(self, request: Request) -> Response:
+        params = request.path_params
+        return await self._infer(request, "v2", params["name"], params.get("version"))
+
+    async def invocations(self, request: Request) -> Response:
+        name = request.path_params.get("name", self.default_name)
+        return await self._infer(request, "mlflow", name, None)
+
+    async def live(self, request: Request) -> Response:
+        return _json({"live": True})
+
+    async def ready_all(self, request: Request) -> Response:
+        ready = self.ready
+        models = {name: slot.status() for name, slot in self.slots.items()}
+        return _json({"ready": ready, "models": models}, 200 if ready else 503)
+
+    async def ping(self, request: Request) -> Response:
+        return _json({"ready": self.ready}, 200 if self.ready else 503)
+
+    async def model_ready(self, request: Request) -> Response:
+        slot = self._slot(request.path_params["name"])
+        if "version" in request.path_params:
+            self._serving(slot, request.path_params["version"])
+        return _json(
+            {"name": slot.name, "ready": slot.ready, **slot.status()}, 200 if slot.ready else 503
+        )
+
+    async def model_metadata(self, request: Request) -> Response:
+        slot = self._slot(request.path_params["name"])
+        loaded = self._serving(slot, request.path_params.get("version"))
+        outputs = [loaded.output_metadata(m) for m in loaded.methods]
+        return _json(
+            {
+                "name": slot.name,
+                "versions": [loaded.version],
+                "platform": f"amber/{loaded.framework}",
+                "inputs": loaded.schema.oip_metadata(),
+                "outputs": outputs,
+                "parameters": {
+                    "object_type": loaded.object_type,
+                    "batching": loaded.batching,
+                    "source": slot.source.uri,
+                },
+            },
+            200,
+            {"x-amber-model": slot.name, "x-amber-model-version": loaded.version},
+        )
+
+    async def server_metadata(self, request: Request) -> Response:
+        from amber import __version__
+
+        return _json({"name": "amber", "version": __version__, "extensions": []})
+
+    async def version(self, request: Request) -> Response:
+        from amber import __version__
+
+        return _json({"amber": __version__})
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(self.metrics.render(), 200, media_type=CONTENT_TYPE)
+
+    async def openapi(self, request: Request) -> Response:
+        return _json(build_spec(self))
+
+    async def docs(self, request: Request) -> Response:
+        return HTMLResponse(DOCS_HTML)
+
+    async def reload(self, request: Request) -> Response:
+        """Re-resolve the configured sources now. Takes no source from the request."""
+        try:
+            if not self.config.reload_token:
+                raise RequestError(
+                    404,
+                    "reloading is off: start the server with a reload "
+                    "token (--reload-token-file or AMBER_RELOAD_TOKEN)",
+                )
+            self._authorize(request, self.config.reload_token)
+            name = request.path_params.get("name")
+            slots = [self._slot(name)] if name else list(self.slots.values())
+        except RequestError as exc:
+            return _json(exc.body(), exc.status, exc.headers)
+        wait = request.query_params.get("wait", "").lower() in ("1", "true", "yes")
+        jobs = [slot.refresh(force=True) for slot in slots]
+        if not wait:
+            for job in jobs:
+                asyncio.get_running_loop().create_task(job)
+            return _json({"status": "started", "models": [s.name for s in slots]}, 202)
+        results = await asyncio.gather(*jobs)
+        return _json({"status": "done", "models": results})
+
+
+class _AccessLog:
+    """Pure ASGI middleware: one JSON access record per request, with model and version."""
+
+    def __init__(self, app: ASGIApp, server: AmberServer) -> None:
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not self.server._started:
+            await self.server.startup()
+        if not ACCESS.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [0]
+
+        async def send_logged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_logged)
+        finally:
+            client = scope.get("client")
+            record = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status[0] or 500,
+                "ms": round((time.perf_counter() - started) * 1000, 3),
+                "client": f"{client[0]}:{client[1]}" if client else None,
+                **scope.get("amber", {}),
+            }
+            ACCESS.info("access", extra={"fields": record})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    text = {
+        404: f"no such endpoint: {request.url.path}",
+        405: f"method {request.method} not allowed on {request.url.path}",
+    }
+    err = RequestError(status, text.get(status, str(getattr(exc, "detail", "error"))))
+    return _json(err.body(), status, getattr(exc, "headers", None))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    EVENTS.exception(
+        "internal_error", extra={"fields": {"event": "internal_error", "path": request.url.path}}
+    )
+    return _json({"error": "internal error; the server log has the details"}, 500)
+
+
+def build_app(config: ServeConfig) -> Starlette:
+    """The Starlette app for ``config`` (``create_app`` with the options grouped)."""
+    server = AmberServer(config)
+    routes = [
+        Route("/v2/models/{name}/infer", server.infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", server.infer, methods=["POST"]),
+        Route("/invocations", server.invocations, methods=["POST"]),
+        Route("/models/{name}/invocations", server.invocations, methods=["POST"]),
+        Route("/v2", server.server_metadata, methods=["GET"]),
+        Route("/v2/health/live", server.live, methods=["GET"]),
+        Route("/v2/health/ready", server.ready_all, methods=["GET"]),
+        Route("/v2/models/{name}", server.model_metadata, methods=["GET"]),
+        Route("/v2/models/{name}/ready", server.model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}", server.model_metadata, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/ready", server.model_ready, methods=["GET"]),
+        Route("/ping", server.ping, methods=["GET"]),
+        Route("/health", server.ping, methods=["GET"]),
+        Route("/version", server.version, methods=["GET"]),
+        Route("/metrics", server.prometheus, methods=["GET"]),
+        Route("/openapi.json", server.openapi, methods=["GET"]),
+        Route("/docs", server.docs, methods=["GET"]),
+        Route("/admin/reload", server.reload, methods=["POST"]),
+        Route("/admin/reload/{name}", server.reload, methods=["POST"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await server.startup()
+        try:
+            yield
+        finally:
+            await server.shutdown()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPException: _http_error,
+            RequestError: _request_error,
+            Exception: _internal_error,
+        },
+    )
+    app.state.amber = server
+    app.add_middleware(_AccessLog, server=server)
+    if not config.access_log:
+        ACCESS.disabled = True
+    return app
+
+
+async def _request_error(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, RequestError):
+        return await _internal_error(request, exc)
+    return _json(exc.body(), exc.status, exc.headers)
+
+
+def create_app(
+    models: Sequence[str | ModelSpec],
+    *,
+    token: str | None = None,
+    reload_token: str | None = None,
+    poll_interval_s: float | None = 30.0,
+    request_timeout_s: float = 30.0,
+    max_body_bytes: int = 16 * 1024 * 1024,
+    registry: str | None = None,
+    access_log: bool = True,
+) -> Starlette:
+    """An ASGI app serving ``models`` (files or ``models:/`` URIs), to run or to mount.
+
+    Models load in the background once the app starts (its lifespan, or the first request when
+    mounted in another app); ``/v2/health/ready`` says when every one is verified and serving.
+
+    Examples
+    --------
+    >>> app = amber.serving.create_app(["iris.amber"], token="s3cret")  # doctest: +SKIP
+    >>> uvicorn.run(app, host="127.0.0.1", port=8080)                    # doctest: +SKIP
+    """
+    if isinstance(models, str):
+        raise TypeError("models must be a list of files or URIs, e.g. ['iris.amber']")
+    specs = tuple(m if isinstance(m, ModelSpec) else ModelSpec(source=str(m)) for m in models)
+    config = ServeConfig(
+        models=specs,
+        token=token,
+        reload_token=reload_token,
+        poll_interval_s=poll_interval_s,
+        request_timeout_s=request_timeout_s,
+        max_body_bytes=max_body_bytes,
+        registry=registry,
+        access_log=access_log,
+    )
+    return build_app(config)

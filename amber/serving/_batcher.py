@@ -1,0 +1,180 @@
+"""Micro-batching: concurrent requests for one model version, predicted in one call.
+
+Requests queue their decoded parts; one worker task per model version takes up to
+``max_batch_size`` rows, joins them (``schema.concat``), runs the prediction on the version's own
+thread (so the event loop keeps answering, and request timeouts fire, while a model computes),
+and hands each request its slice of the output. With batching off the same path runs with
+``max_batch_size=1``. While a prediction runs, new requests
+queue up, so batches form by themselves under load and a lone request never waits: the extra
+wait of up to ``max_latency_ms`` for more requests happens only when recent batches were larger
+than what is queued (the recent peak decays by 10% a batch). A batch whose prediction fails is
+retried request by request, so one bad request cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Batcher", "PredictionFailed"]
+
+
+class PredictionFailed(Exception):
+    """The model raised on an input that passed validation; the message is the model's."""
+
+
+@dataclass
+class _Item:
+    part: Any
+    rows: int
+    future: asyncio.Future[Any]
+
+
+def _split(output: Any, offsets: list[int]) -> list[Any] | None:
+    """Row slices of ``output`` for each request, or None when it is not row-aligned."""
+    try:
+        if len(output) != offsets[-1]:
+            return None
+        return [output[a:b] for a, b in itertools.pairwise(offsets)]
+    except TypeError:
+        return None
+
+
+class Batcher:
+    """Gathers requests for one prediction function (one model version and method)."""
+
+    def __init__(
+        self,
+        predict: Callable[[Any], Any],
+        *,
+        concat: Callable[[list[Any]], Any],
+        prepare: Callable[[Any], Any],
+        executor: ThreadPoolExecutor,
+        max_batch_size: int,
+        max_latency_ms: float,
+        observe: Callable[[int, int, float], None] | None = None,
+    ) -> None:
+        self.predict = predict
+        self.concat = concat
+        self.prepare = prepare
+        self.executor = executor
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.max_latency_s = max(0.0, float(max_latency_ms)) / 1000.0
+        self.observe = observe
+        self._queue: deque[_Item] = deque()
+        self._arrived: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._recent = 1.0  # decaying peak of requests per batch
+
+    async def submit(self, part: Any, rows: int) -> Any:
+        """Queue one request's decoded part; return its slice of the model's output."""
+        loop = asyncio.get_running_loop()
+        item = _Item(part, rows, loop.create_future())
+        self._queue.append(item)
+        if self._arrived is not None:
+            self._arrived.set()
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._run())
+        return await item.future
+
+    def _call(self, part: Any) -> Any:
+        return self.predict(self.prepare(part))
+
+    async def _gather(self) -> None:
+        """Wait (bounded by max_latency) for as many requests as recent batches had."""
+        target = min(int(self._recent), self.max_batch_size)
+        if self.max_latency_s <= 0 or len(self._queue) >= target:
+            return
+        deadline = time.perf_counter() + self.max_latency_s
+        self._arrived = asyncio.Event()
+        try:
+            while len(self._queue) < target and sum(i.rows for i in self._queue) < (
+                self.max_batch_size
+            ):
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    return
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), left)
+                except TimeoutError:
+                    return
+        finally:
+            self._arrived = None
+
+    def _take(self) -> list[_Item]:
+        batch: list[_Item] = []
+        rows = 0
+        while self._queue:
+            item = self._queue[0]
+            if item.future.done():  # cancelled (timed out) while queued
+                self._queue.popleft()
+                continue
+            if batch and rows + item.rows > self.max_batch_size:
+                break
+            batch.append(self._queue.popleft())
+            rows += item.rows
+        return batch
+
+    async def _run(self) -> None:
+        while self._queue:
+            await self._gather()
+            batch = self._take()
+            if not batch:
+                continue
+            self._recent = max(float(len(batch)), self._recent * 0.9)
+            rows = sum(i.rows for i in batch)
+            started = time.perf_counter()
+            try:
+                outputs = await self._predict(batch)
+            except Exception as exc:
+                if len(batch) == 1:
+                    _fail(batch[0], exc)
+                else:
+                    await self._one_by_one(batch)
+                continue
+            finally:
+                if self.observe is not None:
+                    self.observe(rows, len(batch), time.perf_counter() - started)
+            for item, out in zip(batch, outputs, strict=True):
+                if not item.future.done():
+                    item.future.set_result(out)
+
+    async def _predict(self, batch: list[_Item]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        part = batch[0].part if len(batch) == 1 else self.concat([i.part for i in batch])
+        output = await loop.run_in_executor(self.executor, self._call, part)
+        outputs = _split(output, _offsets(batch))
+        if outputs is None:  # not one output row per input row: one call each
+            outputs = [await loop.run_in_executor(self.executor, self._call, i.part) for i in batch]
+        return outputs
+
+    async def _one_by_one(self, batch: list[_Item]) -> None:
+        loop = asyncio.get_running_loop()
+        for item in batch:
+            try:
+                out = await loop.run_in_executor(self.executor, self._call, item.part)
+            except Exception as exc:
+                _fail(item, exc)
+            else:
+                if not item.future.done():
+                    item.future.set_result(out)
+
+
+def _offsets(batch: list[_Item]) -> list[int]:
+    out = [0]
+    for item in batch:
+        out.append(out[-1] + item.rows)
+    return out
+
+
+def _fail(item: _Item, exc: Exception) -> None:
+    if not item.future.done():
+        text = f"{type(exc).__name__}: {exc}"
+        item.future.set_exception(PredictionFailed(text[:1000]))

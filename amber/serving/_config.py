@@ -1,0 +1,58 @@
+"""What to serve and how: frozen option groups for ``create_app`` and ``amber serve``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["ModelSpec", "ServeConfig"]
+
+Batching = Literal["auto", "on", "off"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model to serve.
+
+    Parameters
+    ----------
+    source:
+        An ``.amber`` file or a registry URI (``models:/iris@production``, ``models:/iris/3``).
+    name:
+        The name in URLs (``/v2/models/<name>/infer``); defaults to the file's stem or the
+        registry name.
+    batching:
+        ``"auto"`` (measure at load: on when a batch costs clearly less than its rows one by
+        one), ``"on"`` or ``"off"``.
+    max_batch_size, max_latency_ms:
+        The most rows one prediction call gathers, and the longest a request waits for others.
+    trusted:
+        Extra types to admit when loading, as for ``amber.load(trusted=...)``.
+    """
+
+    source: str
+    name: str | None = None
+    batching: Batching = "auto"
+    max_batch_size: int = 64
+    max_latency_ms: float = 2.0
+    trusted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Server-wide options.
+
+    ``token`` guards the inference endpoints (``Authorization: Bearer <token>``);
+    ``reload_token`` enables ``POST /admin/reload`` and guards it. ``poll_interval_s`` is how
+    often movable sources (aliases, files) are checked for a new version; ``None`` or 0 turns
+    polling off.
+    """
+
+    models: tuple[ModelSpec, ...]
+    token: str | None = field(default=None, repr=False)
+    reload_token: str | None = field(default=None, repr=False)
+    poll_interval_s: float | None = 30.0
+    request_timeout_s: float = 30.0
+    max_body_bytes: int = 16 * 1024 * 1024
+    registry: str | None = None
+    access_log: bool = True

@@ -1,0 +1,421 @@
+"""The schema of a DataFrame input: named columns, each with a dtype.
+
+Requests are decoded column by column into numpy arrays (numbers, booleans, strings, dates), so
+that concurrent requests can be joined per column and the DataFrame is built once per batch.
+Column names must match exactly (none missing, none unexpected); the error names both lists.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from amber.serving import _tensor as T
+from amber.serving._errors import RequestError, describe_value
+from amber.serving._tensor import csv_rows, mlflow_form, tensor_fields
+
+__all__ = ["FrameSchema"]
+
+_STRINGS = ("object", "str", "string", "string[python]", "string[pyarrow]", "category")
+
+
+def _bad(field: str, expected: str, got: str, message: str | None = None) -> RequestError:
+    return RequestError(
+        400,
+        message or f"{field}: expected {expected}, got {got}",
+        field=field,
+        expected=expected,
+        got=got,
+    )
+
+
+class _Column:
+    """One column: its name, pandas dtype, and how JSON values become an array."""
+
+    def __init__(self, name: str, dtype: str) -> None:
+        self.name = name
+        self.dtype = dtype
+        self.numpy: np.dtype[Any] | None = None
+        self.nullable = False
+        if dtype in _STRINGS:
+            self.kind = "string"
+        elif dtype.startswith("datetime64"):
+            self.kind = "datetime"
+        elif dtype in ("Int8", "Int16", "Int32", "Int64", "Float32", "Float64", "boolean"):
+            self.kind = "bool" if dtype == "boolean" else "number"
+            self.nullable = True
+            self.numpy = np.dtype(bool) if dtype == "boolean" else np.dtype(dtype.lower())
+        else:
+            try:
+                self.numpy = np.dtype(dtype)
+            except TypeError:
+                self.kind = "any"
+            else:
+                self.kind = {"b": "bool", "i": "number", "u": "number", "f": "number"}.get(
+                    self.numpy.kind, "any"
+                )
+
+    @property
+    def expected(self) -> str:
+        return {
+            "string": "strings",
+            "datetime": "ISO 8601 date-time strings",
+            "bool": "booleans",
+            "number": f"{'integers' if self.numpy and self.numpy.kind in 'iu' else 'numbers'}"
+            f" ({self.dtype})",
+            "any": "values",
+        }[self.kind]
+
+    def accepted(self) -> tuple[str, ...]:
+        if self.kind == "number":
+            return T.accepted_datatypes(self.numpy)
+        if self.kind == "bool":
+            return ("BOOL",)
+        if self.kind == "any":
+            return tuple(T.DATATYPES)
+        return ("BYTES",)
+
+    def convert(self, values: Any, field: str) -> np.ndarray:
+        if not isinstance(values, list):
+            raise _bad(field, f"an array of {self.expected}", describe_value(values))
+        if self.kind == "number" and self.numpy is not None:
+            floats = self.numpy.kind == "f"
+            arr = T.to_numbers(values, self.numpy, field, allow_null=floats or self.nullable)
+        elif self.kind == "bool":
+            arr = T.to_bools(values, field)
+        elif self.kind in ("string", "datetime"):
+            arr = np.array(T.to_strings(values, field), dtype=object)
+        else:
+            for i, v in enumerate(values):
+                if isinstance(v, (list, dict)):
+                    raise _bad(f"{field}[{i}]", "a single value", describe_value(v))
+            arr = np.array(values, dtype=object)
+        if arr.ndim != 1:
+            raise _bad(field, f"one {self.expected[:-1]} per row", f"shape {list(arr.shape)}")
+        return arr
+
+    def from_text(self, cells: list[str], field: str) -> np.ndarray:
+        if self.kind == "number" and self.numpy is not None:
+            out = []
+            for i, cell in enumerate(cells):
+                text = cell.strip()
+                if text == "" and self.numpy.kind == "f":
+                    out.append(math.nan)
+                    continue
+                try:
+                    out.append(int(text) if self.numpy.kind in "iu" else float(text))
+                except ValueError:
+                    raise _bad(
+                        f"row {i + 1}, column {self.name!r}", self.expected, describe_value(cell)
+                    ) from None
+            return T.to_numbers(out, self.numpy, f"column {self.name!r}")
+        if self.kind == "bool":
+            truth = {"true": True, "1": True, "false": False, "0": False}
+            for i, cell in enumerate(cells):
+                if cell.strip().lower() not in truth:
+                    raise _bad(
+                        f"row {i + 1}, column {self.name!r}",
+                        "true/false or 1/0",
+                        describe_value(cell),
+                    )
+            return np.array([truth[c.strip().lower()] for c in cells])
+        return np.array(cells, dtype=object)
+
+    def finish(self, arr: np.ndarray) -> Any:
+        """The column as pandas should hold it."""
+        import pandas as pd
+
+        if self.kind == "datetime":
+            try:
+                return pd.to_datetime(pd.Series(arr), format="ISO8601").astype(self.dtype)
+            except (ValueError, TypeError) as exc:
+                raise _bad(
+                    f"column {self.name!r}", self.expected, f"unparseable dates ({exc})"
+                ) from None
+        if self.kind == "string" or self.nullable:
+            return pd.Series(arr).astype(self.dtype)
+        return arr
+
+
+class FrameSchema:
+    """A DataFrame input (or a Series, ``series=True``): named columns with pandas dtypes."""
+
+    kind = "dataframe"
+
+    def __init__(self, columns: list[tuple[str, str]], *, series: bool = False) -> None:
+        self.columns = [_Column(n, d) for n, d in columns]
+        self.names = [c.name for c in self.columns]
+        self.series = series
+
+    # -- decoding ---------------------------------------------------------------------------
+    def _check_names(self, got: list[Any], field: str) -> None:
+        if got == self.names:
+            return
+        missing = [n for n in self.names if n not in got]
+        unexpected = [g for g in got if g not in self.names]
+        dupes = sorted({str(g) for g in got if got.count(g) > 1})
+        parts = []
+        if missing:
+            parts.append(f"missing {missing}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected}")
+        if dupes:
+            parts.append(f"repeated {dupes}")
+        if not parts:
+            return  # same names, another order: fine
+        raise _bad(
+            field,
+            f"the {len(self.names)} columns {self.names}",
+            f"{len(got)} columns {got}",
+            f"{field}: wrong columns ({'; '.join(parts)}); expected the {len(self.names)} "
+            f"columns {self.names}",
+        )
+
+    def _from_columns(self, data: dict[str, np.ndarray], field: str) -> dict[str, np.ndarray]:
+        lengths = {name: len(arr) for name, arr in data.items()}
+        first = self.names[0]
+        for name, n in lengths.items():
+            if n != lengths[first]:
+                raise _bad(
+                    f"{field}: column {name!r}",
+                    f"{lengths[first]} rows (like {first!r})",
+                    f"{n} rows",
+                    f"ragged columns: {name!r} has {n} rows, {first!r} has {lengths[first]}",
+                )
+        if lengths[first] == 0:
+            raise _bad(field, "at least one row", "0 rows", f"{field}: no rows to predict")
+        return {c.name: data[c.name] for c in self.columns}
+
+    def _records(self, records: Any, field: str) -> dict[str, np.ndarray]:
+        if not isinstance(records, list) or not records:
+            raise _bad(field, "a non-empty array of records (objects)", describe_value(records))
+        for i, r in enumerate(records):
+            if not isinstance(r, dict):
+                raise _bad(f"{field}[{i}]", "a record (object)", describe_value(r))
+            if len(r) != len(self.names) or any(n not in r for n in self.names):
+                self._check_names(list(r), f"{field}[{i}]")
+        return self._from_columns(
+            {
+                c.name: c.convert([r[c.name] for r in records], f"{field}[*].{c.name}")
+                for c in self.columns
+            },
+            field,
+        )
+
+    def from_oip(self, inputs: Any) -> dict[str, np.ndarray]:
+        if not isinstance(inputs, list) or not inputs:
+            raise _bad(
+                "inputs",
+                f"an array of {len(self.names)} tensors, one per column",
+                describe_value(inputs),
+            )
+        tensors = [tensor_fields(t, i) for i, t in enumerate(inputs)]
+        self._check_names([t[0] for t in tensors], "inputs")
+        by_name = {c.name: c for c in self.columns}
+        data = {}
+        for i, (name, shape, datatype, values) in enumerate(tensors):
+            col = by_name[name]
+            if datatype not in col.accepted():
+                raise _bad(
+                    f"inputs[{i}].datatype",
+                    f"one of {', '.join(col.accepted())} for column {name!r} ({col.dtype})",
+                    describe_value(datatype),
+                )
+            if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+                raise _bad(
+                    f"inputs[{i}].shape", "[n] or [n, 1] (one value per row)", describe_value(shape)
+                )
+            flat = values
+            if isinstance(values, list) and values and all(isinstance(v, list) for v in values):
+                flat = [v[0] if len(v) == 1 else v for v in values]
+            arr = col.convert(flat, f"inputs[{i}].data")
+            if len(arr) != shape[0]:
+                raise _bad(
+                    f"inputs[{i}].data",
+                    f"{shape[0]} values for shape {shape}",
+                    f"{len(arr)} values",
+                )
+            data[name] = arr
+        return self._from_columns(data, "inputs")
+
+    def from_mlflow(self, payload: Any) -> dict[str, np.ndarray]:
+        key, value = mlflow_form(payload)
+        if key == "dataframe_split":
+            if not isinstance(value, dict) or "columns" not in value or "data" not in value:
+                raise _bad(key, "an object with columns and data", describe_value(value))
+            columns, rows = value["columns"], value["data"]
+            if not isinstance(columns, list):
+                raise _bad(f"{key}.columns", "an array of column names", describe_value(columns))
+            self._check_names(columns, f"{key}.columns")
+            if not isinstance(rows, list) or not rows:
+                raise _bad(f"{key}.data", "a non-empty array of rows", describe_value(rows))
+            for i, row in enumerate(rows):
+                if not isinstance(row, list) or len(row) != len(columns):
+                    got = f"{len(row)} values" if isinstance(row, list) else describe_value(row)
+                    raise _bad(
+                        f"{key}.data[{i}]",
+                        f"{len(columns)} values (one per column)",
+                        got,
+                        f"ragged rows: {key}.data[{i}] has {got}, expected {len(columns)}",
+                    )
+            by_name = {c.name: c for c in self.columns}
+            cols = [list(c) for c in zip(*rows, strict=True)]
+            return self._from_columns(
+                {
+                    n: by_name[n].convert(v, f"{key}.data[*][{j}] ({n})")
+                    for j, (n, v) in enumerate(zip(columns, cols, strict=True))
+                },
+                key,
+            )
+        if key == "dataframe_records" or isinstance(value, list):
+            return self._records(value, key)
+        if not isinstance(value, dict):
+            raise _bad(key, "records, or an object of columns", describe_value(value))
+        self._check_names(list(value), key)
+        return self._from_columns(
+            {c.name: c.convert(value[c.name], f"{key}.{c.name}") for c in self.columns}, key
+        )
+
+    def from_csv(self, text: str) -> dict[str, np.ndarray]:
+        rows = csv_rows(text)
+        header, body = rows[0], rows[1:]
+        self._check_names(header, "(header)")
+        if not body:
+            raise _bad("(body)", "at least one row", "0 rows", "the CSV body has no data rows")
+        for i, row in enumerate(body):
+            if len(row) != len(header):
+                raise _bad(f"row {i + 1}", f"{len(header)} values", f"{len(row)} values")
+        by_name = {c.name: c for c in self.columns}
+        cols = [list(c) for c in zip(*body, strict=True)]
+        return self._from_columns(
+            {n: by_name[n].from_text(v, n) for n, v in zip(header, cols, strict=True)}, "(body)"
+        )
+
+    # -- batching and the model's input -----------------------------------------------------
+    def rows(self, part: Any) -> int:
+        return len(part[self.names[0]])
+
+    def concat(self, parts: list[Any]) -> dict[str, np.ndarray]:
+        if len(parts) == 1:
+            return dict(parts[0])
+        return {n: np.concatenate([p[n] for p in parts]) for n in self.names}
+
+    def prepare(self, part: Any) -> Any:
+        import pandas as pd
+
+        frame = pd.DataFrame({c.name: c.finish(part[c.name]) for c in self.columns})
+        return frame.iloc[:, 0] if self.series else frame
+
+    # -- description ------------------------------------------------------------------------
+    def oip_metadata(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": c.name,
+                "datatype": c.accepted()[0]
+                if c.kind != "number"
+                else T.datatype_of(c.numpy)
+                if c.numpy is not None
+                else "BYTES",
+                "shape": [-1],
+            }
+            for c in self.columns
+        ]
+
+    def _json_type(self, col: _Column) -> dict[str, Any]:
+        if col.kind == "number":
+            kind = "integer" if col.numpy is not None and col.numpy.kind in "iu" else "number"
+            return {"type": [kind, "null"]} if col.nullable or kind == "number" else {"type": kind}
+        if col.kind == "bool":
+            return {"type": "boolean"}
+        if col.kind == "datetime":
+            return {"type": "string", "format": "date-time"}
+        if col.kind == "string":
+            return {"type": "string"}
+        return {}
+
+    def json_schema_oip(self) -> dict[str, Any]:
+        tensors = [
+            {
+                "type": "object",
+                "required": ["name", "shape", "datatype", "data"],
+                "properties": {
+                    "name": {"const": c.name},
+                    "shape": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 0},
+                        "minItems": 1,
+                        "maxItems": 2,
+                    },
+                    "datatype": {"type": "string", "enum": list(c.accepted())},
+                    "data": {"type": "array", "items": self._json_type(c)},
+                },
+            }
+            for c in self.columns
+        ]
+        n = len(self.columns)
+        return {"type": "array", "items": {"oneOf": tensors}, "minItems": n, "maxItems": n}
+
+    def json_schema_mlflow(self) -> dict[str, Any]:
+        record = {
+            "type": "object",
+            "properties": {c.name: self._json_type(c) for c in self.columns},
+            "required": self.names,
+            "additionalProperties": False,
+        }
+        records = {"type": "array", "items": record, "minItems": 1}
+        return {
+            "dataframe_split": {
+                "type": "object",
+                "required": ["columns", "data"],
+                "properties": {
+                    "columns": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "example": self.names,
+                    },
+                    "data": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "array",
+                            "minItems": len(self.names),
+                            "maxItems": len(self.names),
+                        },
+                    },
+                },
+            },
+            "dataframe_records": records,
+            "instances": records,
+            "inputs": records,
+        }
+
+    def examples(self, sample: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        row: dict[str, Any] = {}
+        placeholder = {
+            "number": 0,
+            "bool": False,
+            "string": "a",
+            "datetime": "2024-01-01T00:00:00",
+            "any": 0,
+        }
+        for c in self.columns:
+            value: Any = placeholder[c.kind]
+            try:
+                if sample is not None:
+                    value = (sample if self.series else sample[c.name]).iloc[0]
+                    value = value.isoformat() if hasattr(value, "isoformat") else value
+                    value = value.item() if hasattr(value, "item") else value
+            except (KeyError, IndexError, AttributeError, TypeError):
+                value = placeholder[c.kind]
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+            row[c.name] = value
+        oip = {
+            "inputs": [
+                {"name": c.name, "shape": [1], "datatype": meta["datatype"], "data": [row[c.name]]}
+                for c, meta in zip(self.columns, self.oip_metadata(), strict=True)
+            ]
+        }
+        return oip, {"dataframe_split": {"columns": self.names, "data": [list(row.values())]}}

@@ -1,0 +1,213 @@
+"""One loaded, verified model version, ready to predict: its schema, methods and batchers.
+
+``load_version`` runs in a worker thread: the source's ``load`` (``amber.verify`` for every
+digest, a safe load and the probe, then ``amber.load(probe="always")``; the registry's own
+``verify`` and ``load`` for ``models:/`` URIs), so the object that serves is itself proven to
+reproduce the stored outputs. It then reads the stored probe input (for examples and for
+measuring whether batching pays) and builds the input schema from the signature.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from amber.serving._batcher import Batcher
+from amber.serving._config import ModelSpec
+from amber.serving._schema import InputSchema, schema_for
+from amber.serving._source import ModelSource, Resolved
+
+__all__ = ["LoadedModel", "load_version"]
+
+_LOAD_LOCK = threading.Lock()
+
+
+@dataclass
+class LoadedModel:
+    """A model version in memory; requests hold a reference, so a swap never cuts them off."""
+
+    name: str
+    version: str
+    model: Any
+    schema: InputSchema
+    methods: dict[str, Callable[[Any], Any]]
+    framework: str
+    object_type: str
+    sample: Any
+    outputs: dict[str, Any]
+    batching: dict[str, Any]
+    spec: ModelSpec
+    loaded_at: float = field(default_factory=time.time)
+    _executor: ThreadPoolExecutor | None = None
+    _runners: dict[str, Batcher] = field(default_factory=dict)
+    inflight: int = 0
+    retired: bool = False
+
+    def runner(self, method: str, observe: Callable[[int, int, float], None] | None) -> Batcher:
+        """The batcher for ``method`` (``max_batch_size=1`` with batching off), made on first
+        use; every version has one thread of its own for predictions."""
+        run = self._runners.get(method)
+        if run is None:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"amber-{self.name}")
+            on = bool(self.batching["enabled"])
+            run = Batcher(
+                self.methods[method],
+                concat=self.schema.concat,
+                prepare=self.schema.prepare,
+                executor=self._executor,
+                max_batch_size=self.spec.max_batch_size if on else 1,
+                max_latency_ms=self.spec.max_latency_ms if on else 0,
+                observe=observe,
+            )
+            self._runners[method] = run
+        return run
+
+    def output_metadata(self, method: str) -> dict[str, Any]:
+        """OIP metadata of one output, from the signature the probe recorded."""
+        from amber.serving._tensor import datatype_of
+
+        desc = self.outputs.get(method) or {}
+        try:
+            datatype = datatype_of(np.dtype(desc.get("dtype", "object")))
+        except TypeError:
+            datatype = "BYTES"
+        shape = [-1 if d is None else d for d in desc.get("shape") or [None]]
+        return {"name": method, "datatype": datatype, "shape": shape}
+
+    def release(self) -> None:
+        self.inflight -= 1
+        if self.retired and self.inflight == 0:
+            self.close()
+
+    def retire(self) -> None:
+        """No new requests will come; close once those in flight are done."""
+        self.retired = True
+        if self.inflight == 0:
+            self.close()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+
+def _probe_input(path: Any, manifest: dict[str, Any]) -> Any:
+    """The sample stored in the artifact's probe, or None."""
+    from amber._probe import _decode
+    from amber.artifact._reader import ArtifactReader
+
+    probe = manifest.get("probe")
+    if not probe:
+        return None
+    with ArtifactReader(path) as reader:
+        return _decode(probe["input"], reader)
+
+
+def _rows(sample: Any, n: int) -> Any:
+    """``n`` rows made by repeating ``sample``'s rows."""
+    import numpy as np
+
+    if hasattr(sample, "iloc"):
+        import pandas as pd
+
+        reps = -(-n // len(sample))
+        return pd.concat([sample] * reps, ignore_index=True).iloc[:n]
+    if isinstance(sample, list):
+        return (sample * (-(-n // len(sample))))[:n]
+    if hasattr(sample, "tocsr"):
+        import scipy.sparse as sp
+
+        reps = -(-n // sample.shape[0])
+        return sp.vstack([sample] * reps).tocsr()[:n]
+    arr = np.asarray(sample)
+    return np.resize(arr, (n, *arr.shape[1:]))
+
+
+def _time(fn: Callable[[Any], Any], x: Any, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def calibrate(fn: Callable[[Any], Any], sample: Any, spec: ModelSpec) -> dict[str, Any]:
+    """Decide whether batching pays for this model: time 1 row and a full batch.
+
+    Batching is on when predicting ``max_batch_size`` rows at once costs less than half of
+    predicting them one by one (the hand-off to the model's thread is then repaid many times).
+    """
+    size = spec.max_batch_size
+    if spec.batching != "auto" or sample is None or size <= 1:
+        enabled = spec.batching == "on" or (spec.batching == "auto" and sample is None)
+        return {"enabled": enabled, "mode": spec.batching, "measured": False}
+    one, many = _rows(sample, 1), _rows(sample, size)
+    fn(one)  # warm-up
+    t1 = _time(fn, one, 3)
+    tn = _time(fn, many, 1 if t1 * size > 0.5 else 3)
+    gain = (t1 * size) / tn if tn > 0 else float("inf")
+    return {
+        "enabled": gain >= 2.0,
+        "mode": "auto",
+        "measured": True,
+        "one_row_ms": round(t1 * 1000, 3),
+        "batch_ms": round(tn * 1000, 3),
+        "batch_rows": size,
+        "gain": round(gain, 2),
+    }
+
+
+def load_version(
+    name: str, source: ModelSource, resolved: Resolved, spec: ModelSpec
+) -> LoadedModel:
+    """Verify, load and prepare one version (blocking; raises with a clear message)."""
+    import amber
+    from amber.handlers import get_handler
+    from amber.handlers._base import probe_methods
+
+    with _LOAD_LOCK:  # imports from several threads at once can see half-imported modules
+        model = source.load(resolved, list(spec.trusted))
+    info = amber.inspect(resolved.path)
+    signature = info.signature
+    if not signature or "inputs" not in signature:
+        raise ValueError(
+            f"{str(resolved.path)!r} has no input signature, so requests cannot be checked "
+            f"before the model sees them; re-save it with sample= (a few input rows)"
+        )
+    schema = schema_for(signature["inputs"])
+    handler = get_handler(info.handler)
+    offered = probe_methods(handler, model)
+    methods: dict[str, Callable[[Any], Any]] = {}
+    for method in signature.get("outputs", {}):
+        if method == "predict":
+            methods[method] = functools.partial(handler.predict, model)
+        elif method in offered:
+            methods[method] = offered[method]
+    if not methods:
+        raise ValueError(f"{str(resolved.path)!r} records no output method that can be served")
+    sample = _probe_input(resolved.path, info.manifest)
+    first = "predict" if "predict" in methods else next(iter(methods))
+    batching = calibrate(methods[first], sample, spec)
+    return LoadedModel(
+        name=name,
+        version=resolved.version,
+        model=model,
+        schema=schema,
+        methods=methods,
+        framework=info.framework,
+        object_type=info.object_type,
+        sample=sample,
+        outputs=dict(signature.get("outputs", {})),
+        batching=batching,
+        spec=spec,
+    )

@@ -1,0 +1,360 @@
+"""A model's input contract, from the artifact's signature: decode, check, and describe requests.
+
+``schema_for(signature["inputs"])`` gives one of three schemas:
+
+- :class:`ArraySchema` for ``ndarray`` (and ``sparse``) inputs: a dtype and the shape after the
+  row dimension;
+- :class:`FrameSchema` for ``dataframe`` (and ``series``) inputs: named columns with dtypes;
+- :class:`TextSchema` for ``list`` inputs of strings (documents for a text pipeline).
+
+Each decodes the Open Inference Protocol's ``inputs``, MLflow's four JSON shapes and CSV into a
+*part* (an array, a dict of column arrays, a list of strings), refusing anything that does not fit
+with a :class:`~amber.serving._errors.RequestError`. Parts of concurrent requests are joined with
+``concat`` and turned into what the model takes with ``prepare``; ``json_schema_*`` describe the
+requests for OpenAPI.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import numpy as np
+
+from amber.serving import _tensor as T
+from amber.serving._errors import RequestError, describe_value
+from amber.serving._frame import FrameSchema
+from amber.serving._tensor import bad, csv_rows, mlflow_form, tensor_fields
+
+__all__ = ["ArraySchema", "FrameSchema", "InputSchema", "TextSchema", "schema_for"]
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class InputSchema(Protocol):
+    """What every schema offers; see the module docstring."""
+
+    kind: str
+
+    def from_oip(self, inputs: Any) -> Any: ...
+
+    def from_mlflow(self, payload: Any) -> Any: ...
+
+    def from_csv(self, text: str) -> Any: ...
+
+    def rows(self, part: Any) -> int: ...
+
+    def concat(self, parts: list[Any]) -> Any: ...
+
+    def prepare(self, part: Any) -> Any: ...
+
+    def oip_metadata(self) -> list[dict[str, Any]]: ...
+
+    def json_schema_oip(self) -> dict[str, Any]: ...
+
+    def json_schema_mlflow(self) -> dict[str, Any]: ...
+
+    def examples(self, sample: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """An OIP request and an MLflow request for one row of ``sample`` (or placeholders)."""
+        ...
+
+
+class ArraySchema:
+    """A numeric (or boolean) array: ``dtype`` and the dimensions after the rows."""
+
+    kind = "ndarray"
+
+    def __init__(self, dtype: str, dims: list[int | None], *, sparse: str | None = None) -> None:
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind not in "biuf":
+            raise ValueError(f"an array input of dtype {dtype} cannot be served as a tensor")
+        self.dims = tuple(dims)
+        self.sparse = sparse
+        self.datatype = T.datatype_of(self.dtype)
+        self.accepted = T.accepted_datatypes(self.dtype)
+        self.shape_text = (
+            "[" + ", ".join(["n", *("*" if d is None else str(d) for d in dims)]) + "]"
+        )
+
+    def _values(self, data: Any, dtype: np.dtype[Any], field: str) -> np.ndarray:
+        if dtype.kind == "b":
+            return T.to_bools(data, field)
+        return T.to_numbers(data, dtype, field)
+
+    def _check_shape(self, shape: tuple[int, ...], field: str) -> None:
+        ok = len(shape) == 1 + len(self.dims) and all(
+            d is None or d == s for d, s in zip(self.dims, shape[1:], strict=False)
+        )
+        if not ok:
+            got = f"shape [{', '.join(map(str, shape))}]"
+            raise bad(field, f"shape {self.shape_text}", got)
+        if shape[0] == 0:
+            raise bad(field, "at least one row", "0 rows", f"{field}: no rows to predict")
+
+    def from_oip(self, inputs: Any) -> np.ndarray:
+        if not isinstance(inputs, list) or len(inputs) != 1:
+            got = f"{len(inputs)} tensors" if isinstance(inputs, list) else describe_value(inputs)
+            raise bad("inputs", "an array of exactly 1 tensor", got)
+        _, shape, datatype, data = tensor_fields(inputs[0], 0)
+        if datatype not in self.accepted:
+            raise bad(
+                "inputs[0].datatype",
+                f"one of {', '.join(self.accepted)} (model input {self.dtype})",
+                describe_value(datatype),
+            )
+        declared = T.DATATYPES[datatype] or self.dtype  # BYTES is never accepted here
+        arr = self._values(data, declared, "inputs[0].data")
+        n = math.prod(shape)
+        if arr.size != n:
+            raise bad(
+                "inputs[0].data",
+                f"{n} values for shape {shape}",
+                f"{arr.size} values",
+                f"inputs[0]: shape {shape} needs {n} values, data has {arr.size}",
+            )
+        self._check_shape(tuple(shape), "inputs[0].shape")
+        return arr.reshape(shape).astype(self.dtype, copy=False)
+
+    def _rows(self, values: Any, field: str) -> np.ndarray:
+        arr = self._values(values, self.dtype, field)
+        self._check_shape(arr.shape, field)
+        return arr
+
+    def from_mlflow(self, payload: Any) -> np.ndarray:
+        key, value = mlflow_form(payload)
+        if key in ("instances", "inputs"):
+            return self._rows(value, key)
+        if key == "dataframe_split":
+            if not isinstance(value, dict) or "data" not in value:
+                raise bad(key, "an object with columns and data", describe_value(value))
+            columns = value.get("columns")
+            width = self.dims[0] if len(self.dims) == 1 else None
+            if columns is not None and (not isinstance(columns, list) or len(columns) != width):
+                raise bad(f"{key}.columns", f"{width} columns", describe_value(columns))
+            return self._rows(value["data"], f"{key}.data")
+        if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+            raise bad(key, "an array of records (objects)", describe_value(value))
+        if value and any(list(r) != list(value[0]) for r in value):
+            raise bad(key, "records with the same keys", "records with different keys")
+        return self._rows([list(r.values()) for r in value], key)
+
+    def from_csv(self, text: str) -> np.ndarray:
+        if len(self.dims) != 1 or self.dims[0] is None:
+            raise RequestError(415, f"CSV needs a 2-D input; this model takes {self.shape_text}")
+        width = self.dims[0]
+        rows = csv_rows(text)
+        start = 0 if all(_is_float(c) for c in rows[0]) else 1
+        if start and len(rows[0]) != width:
+            raise bad("(header)", f"{width} columns", f"{len(rows[0])} columns")
+        body = rows[start:]
+        if not body:
+            raise bad("(body)", "at least one row", "0 rows", "the CSV body has no data rows")
+        for i, row in enumerate(body):
+            if len(row) != width:
+                raise bad(f"row {i + 1}", f"{width} values", f"{len(row)} values")
+        try:
+            values = np.array(body, dtype=str).astype(np.float64)
+        except ValueError:
+            for i, row in enumerate(body):
+                for j, cell in enumerate(row):
+                    if not _is_float(cell):
+                        raise bad(
+                            f"row {i + 1}, column {j + 1}", "a number", describe_value(cell)
+                        ) from None
+            raise
+        if self.dtype.kind == "f":
+            return values.astype(self.dtype)
+        return T.to_numbers(values.tolist(), self.dtype, "(body)")
+
+    def rows(self, part: Any) -> int:
+        return int(part.shape[0])
+
+    def concat(self, parts: list[Any]) -> np.ndarray:
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def prepare(self, part: Any) -> Any:
+        if self.sparse:
+            import scipy.sparse as sp
+
+            return sp.csr_matrix(part).asformat(self.sparse)
+        return part
+
+    def oip_metadata(self) -> list[dict[str, Any]]:
+        shape = [-1, *(-1 if d is None else d for d in self.dims)]
+        return [{"name": "input-0", "datatype": self.datatype, "shape": shape}]
+
+    def _leaf(self) -> dict[str, Any]:
+        if self.dtype.kind == "b":
+            return {"type": "boolean"}
+        return {"type": "integer"} if self.dtype.kind in "iu" else {"type": "number"}
+
+    def _nested(self) -> dict[str, Any]:
+        schema = self._leaf()
+        for _ in self.dims:
+            schema = {"type": "array", "items": schema}
+        return {"type": "array", "items": schema, "minItems": 1}
+
+    def json_schema_oip(self) -> dict[str, Any]:
+        ndim = 1 + len(self.dims)
+        tensor = {
+            "type": "object",
+            "required": ["name", "shape", "datatype", "data"],
+            "properties": {
+                "name": {"type": "string", "example": "input-0"},
+                "shape": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0},
+                    "minItems": ndim,
+                    "maxItems": ndim,
+                },
+                "datatype": {"type": "string", "enum": list(self.accepted)},
+                "data": {"type": "array", "items": {"anyOf": [self._leaf(), self._nested()]}},
+                "parameters": {"type": "object"},
+            },
+        }
+        return {"type": "array", "items": tensor, "minItems": 1, "maxItems": 1}
+
+    def json_schema_mlflow(self) -> dict[str, Any]:
+        rows = self._nested()
+        return {
+            "instances": rows,
+            "inputs": rows,
+            "dataframe_split": {
+                "type": "object",
+                "required": ["data"],
+                "properties": {"columns": {"type": "array"}, "data": rows},
+            },
+            "dataframe_records": {"type": "array", "items": {"type": "object"}, "minItems": 1},
+        }
+
+    def examples(self, sample: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        if sample is not None and hasattr(sample, "toarray"):
+            sample = sample.toarray()
+        if isinstance(sample, np.ndarray) and sample.ndim >= 1 and len(sample):
+            row = np.asarray(sample[:1], dtype=self.dtype)
+        else:
+            row = np.zeros([1, *(1 if d is None else d for d in self.dims)], dtype=self.dtype)
+        oip = {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": list(row.shape),
+                    "datatype": self.datatype,
+                    "data": row.ravel().tolist(),
+                }
+            ]
+        }
+        return oip, {"instances": row.tolist()}
+
+
+class TextSchema:
+    """A list of strings: one document per row."""
+
+    kind = "list"
+
+    def from_oip(self, inputs: Any) -> list[str]:
+        if not isinstance(inputs, list) or len(inputs) != 1:
+            got = f"{len(inputs)} tensors" if isinstance(inputs, list) else describe_value(inputs)
+            raise bad("inputs", "an array of exactly 1 tensor", got)
+        _, shape, datatype, data = tensor_fields(inputs[0], 0)
+        if datatype != "BYTES":
+            raise bad("inputs[0].datatype", "BYTES (strings)", describe_value(datatype))
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise bad("inputs[0].shape", "shape [n] or [n, 1]", describe_value(shape))
+        docs = T.to_strings(data, "inputs[0].data")
+        if len(docs) != shape[0]:
+            raise bad(
+                "inputs[0].data", f"{shape[0]} strings for shape {shape}", f"{len(docs)} values"
+            )
+        return self._nonempty(docs, "inputs[0].data")
+
+    @staticmethod
+    def _nonempty(docs: list[str], field: str) -> list[str]:
+        if not docs:
+            raise bad(field, "at least one string", "0 rows", f"{field}: no rows to predict")
+        return docs
+
+    def from_mlflow(self, payload: Any) -> list[str]:
+        key, value = mlflow_form(payload)
+        if key == "dataframe_split":
+            if not isinstance(value, dict) or not isinstance(value.get("data"), list):
+                raise bad(key, "an object with data", describe_value(value))
+            return self._nonempty(T.to_strings(value["data"], f"{key}.data"), f"{key}.data")
+        if key == "dataframe_records":
+            if not isinstance(value, list) or not all(
+                isinstance(r, dict) and len(r) == 1 for r in value
+            ):
+                raise bad(key, "records with one string field", describe_value(value))
+            docs = [next(iter(r.values())) for r in value]
+            return self._nonempty(T.to_strings(docs, key), key)
+        return self._nonempty(T.to_strings(value, key), key)
+
+    def from_csv(self, text: str) -> list[str]:
+        rows = csv_rows(text)
+        for i, row in enumerate(rows):
+            if len(row) != 1:
+                raise bad(f"row {i + 1}", "1 value (one document per row)", f"{len(row)} values")
+        return [r[0] for r in rows]
+
+    def rows(self, part: Any) -> int:
+        return len(part)
+
+    def prepare(self, part: Any) -> Any:
+        return part
+
+    def concat(self, parts: list[Any]) -> list[str]:
+        return parts[0] if len(parts) == 1 else [d for p in parts for d in p]
+
+    def oip_metadata(self) -> list[dict[str, Any]]:
+        return [{"name": "input-0", "datatype": "BYTES", "shape": [-1]}]
+
+    def json_schema_oip(self) -> dict[str, Any]:
+        tensor = {
+            "type": "object",
+            "required": ["name", "shape", "datatype", "data"],
+            "properties": {
+                "name": {"type": "string"},
+                "shape": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0},
+                    "minItems": 1,
+                    "maxItems": 2,
+                },
+                "datatype": {"type": "string", "enum": ["BYTES"]},
+                "data": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            },
+        }
+        return {"type": "array", "items": tensor, "minItems": 1, "maxItems": 1}
+
+    def json_schema_mlflow(self) -> dict[str, Any]:
+        docs = {"type": "array", "items": {"type": "string"}, "minItems": 1}
+        return {"instances": docs, "inputs": docs}
+
+    def examples(self, sample: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        doc = str(sample[0]) if isinstance(sample, list) and sample else "some text"
+        oip = {"inputs": [{"name": "input-0", "shape": [1], "datatype": "BYTES", "data": [doc]}]}
+        return oip, {"instances": [doc]}
+
+
+def schema_for(inputs: dict[str, Any]) -> InputSchema:
+    """The schema for a signature's ``inputs`` description (see docs/FORMAT.md)."""
+    kind = inputs.get("kind")
+    if kind == "ndarray":
+        shape = list(inputs.get("shape") or [None])
+        return ArraySchema(str(inputs["dtype"]), shape[1:])
+    if kind == "sparse":
+        shape = list(inputs.get("shape") or [None])
+        return ArraySchema(str(inputs["dtype"]), shape[1:], sparse=str(inputs.get("format", "csr")))
+    if kind == "dataframe":
+        return FrameSchema([(str(c["name"]), str(c["dtype"])) for c in inputs["columns"]])
+    if kind == "series":
+        return FrameSchema([(str(inputs.get("name")), str(inputs["dtype"]))], series=True)
+    if kind == "list" and set(inputs.get("item_types", [])) <= {"str"}:
+        return TextSchema()
+    raise ValueError(f"an input of kind {kind!r} ({inputs}) cannot be served over HTTP")

@@ -1,0 +1,79 @@
+"""Running the app under uvicorn: one process, or ``workers`` processes sharing the port.
+
+uvicorn picks uvloop and httptools when installed (the ``serve`` extra installs both). On
+SIGTERM or SIGINT it stops accepting connections, lets requests in flight finish (up to
+``graceful_timeout_s``), then runs the app's shutdown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from amber.serving._config import ModelSpec, ServeConfig
+
+__all__ = ["app_from_environment", "serve"]
+
+_ENV = "AMBER_SERVE_CONFIG"
+
+
+def _encode(config: ServeConfig) -> str:
+    return json.dumps(dataclasses.asdict(config))
+
+
+def _decode(text: str) -> ServeConfig:
+    raw: dict[str, Any] = json.loads(text)
+    models = tuple(
+        ModelSpec(**{**m, "trusted": tuple(m.get("trusted", ()))}) for m in raw.pop("models")
+    )
+    return ServeConfig(models=models, **raw)
+
+
+def app_from_environment() -> Any:
+    """The app for a worker process (uvicorn ``factory=True``): the config comes in the
+    environment, set by :func:`serve`."""
+    from amber.serving._app import build_app
+    from amber.serving._logs import setup_logging
+
+    config = _decode(os.environ[_ENV])
+    setup_logging(os.environ.get("AMBER_SERVE_LOG_LEVEL", "info"), access_log=config.access_log)
+    return build_app(config)
+
+
+def serve(
+    config: ServeConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: int = 1,
+    graceful_timeout_s: float = 30.0,
+    log_level: str = "info",
+) -> None:
+    """Serve ``config`` until SIGTERM or SIGINT (blocking)."""
+    import uvicorn
+
+    from amber.serving._app import build_app
+    from amber.serving._logs import setup_logging
+
+    setup_logging(log_level, access_log=config.access_log)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": graceful_timeout_s,
+        "timeout_keep_alive": 5,
+        "lifespan": "on",
+    }
+    if workers > 1:
+        os.environ[_ENV] = _encode(config)
+        os.environ["AMBER_SERVE_LOG_LEVEL"] = log_level
+        uvicorn.run(
+            "amber.serving._server:app_from_environment", factory=True, workers=workers, **options
+        )
+    else:
+        app = build_app(config)  # a bad source fails here, before the port is bound
+        uvicorn.run(app, **options)

@@ -1,0 +1,172 @@
+"""Fixtures for the serving tests: real models saved to artifacts, and real servers.
+
+Every server is ``python -m amber serve ...`` in a subprocess on a free loopback port; tests talk
+HTTP to it with httpx. Servers used by many tests are module- or session-scoped to keep the run
+short on two cores.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+import servetest_models  # noqa: E402
+
+TOKEN = "test-token-123"
+RELOAD_TOKEN = "reload-token-456"
+TRUST = ["servetest_models.SlowModel", "servetest_models.NoisyModel"]
+
+
+def save(obj: Any, path: Path, sample: Any, **metadata: Any) -> Path:
+    import amber
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # custom test classes are not allowlisted
+        amber.save(obj, path, sample=sample, metadata=metadata)
+    return path
+
+
+def iris_data() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    return X, y
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """iris (SVC pipeline on an array), frame (DataFrame with int, float and string columns),
+    text (tf-idf + logistic regression on strings)."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.svm import SVC
+
+    root = tmp_path_factory.mktemp("models")
+    X, y = iris_data()
+    out = {
+        "iris": save(make_pipeline(StandardScaler(), SVC()).fit(X, y), root / "iris.amber", X[:16])
+    }
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 90, 200).astype("int64"),
+            "income": rng.normal(50_000, 10_000, 200),
+            "city": rng.choice(["paris", "lyon", "nice"], 200),
+        }
+    )
+    target = (frame["income"] > 50_000).astype(int)
+    pre = ColumnTransformer(
+        [("city", OneHotEncoder(handle_unknown="ignore"), ["city"])], remainder="passthrough"
+    )
+    model = make_pipeline(pre, LogisticRegression(max_iter=1000)).fit(frame, target)
+    out["frame"] = save(model, root / "frame.amber", frame.iloc[:8])
+    docs = ["good movie", "bad film", "great plot", "awful acting", "good acting", "bad plot"]
+    labels = [1, 0, 1, 0, 1, 0]
+    text = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(docs, labels)
+    out["text"] = save(text, root / "text.amber", docs[:3])
+    out["slow"] = save(servetest_models.SlowModel(), root / "slow.amber", np.zeros((2, 2)))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``amber serve`` in a subprocess; ``url``, ``client`` (httpx), ``log`` (its stderr)."""
+
+    def __init__(self, args: list[str], tmp: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / f"server-{self.port}.log"
+        full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
+        full_env.update(env or {})
+        cmd = [sys.executable, "-m", "amber", "serve", *args, "--port", str(self.port)]
+        for name in TRUST:
+            cmd += ["--trust", name]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_live(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited ({self.proc.returncode}):\n{self.log}")
+            try:
+                if self.client.get("/v2/health/live").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"the server did not start:\n{self.log}")
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        self.wait_live(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.client.get("/v2/health/ready").status_code == 200:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"the server did not get ready:\n{self.log}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.client.close()
+        self._log.close()
+        return int(self.proc.returncode)
+
+
+@pytest.fixture(scope="session")
+def server(
+    artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """iris, frame and text behind a bearer token, with reloads enabled, 1 MB body limit."""
+    tmp = tmp_path_factory.mktemp("server")
+    srv = Server(
+        [str(artifacts[n]) for n in ("iris", "frame", "text")]
+        + ["--max-body-mb", "1", "--poll-interval", "0"],
+        tmp,
+        env={"AMBER_SERVE_TOKEN": TOKEN, "AMBER_RELOAD_TOKEN": RELOAD_TOKEN},
+    )
+    try:
+        srv.wait_ready()
+        srv.client.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield srv
+    finally:
+        srv.stop()
+
+
+def oip(data: Any, shape: list[int], datatype: str = "FP64", name: str = "input-0") -> dict:
+    return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]}
