@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import math
@@ -28,6 +29,7 @@ def type_name(obj_or_cls: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+@functools.cache
 def installed(*distributions: str) -> tuple[str, ...]:
     """Those of ``distributions`` that are installed (``xgboost`` or ``xgboost-cpu``, ...)."""
     found = []

@@ -253,8 +253,13 @@ class TorchHandler:
         unique: dict[str, torch.Tensor] = {}
         aliases: dict[str, str] = {}
         for key, t in tensors.items():
-            ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
-                     tuple(t.stride()), t.dtype)  # fmt: skip
+            ident = (
+                t.untyped_storage().data_ptr(),
+                t.storage_offset(),
+                tuple(t.shape),
+                tuple(t.stride()),
+                t.dtype,
+            )
             if t.numel() and ident in seen:
                 aliases[key] = seen[ident]
                 continue
@@ -274,8 +279,12 @@ class TorchHandler:
         constants = {k: v for k, v in ep.constants.items()}
         if not all(isinstance(v, torch.Tensor) for v in constants.values()):
             raise TypeError("the program holds non-tensor constants (script objects)")
-        art = serialize(ep, serialize_state_dict=False, serialize_constants=False,
-                        serialize_example_inputs=False)  # fmt: skip
+        art = serialize(
+            ep,
+            serialize_state_dict=False,
+            serialize_constants=False,
+            serialize_example_inputs=False,
+        )
         program = json.loads(art.exported_program)
         targets, refused = audit_program(program)
         if refused:

@@ -125,8 +125,10 @@ def test_a_flipped_byte_is_refused(case: Case, store: Path, tmp_path: Path) -> N
     copy = tmp_path / "flipped.amber"
     shutil.copy(path, copy)
     with ArtifactReader(copy) as reader:
-        name = max((n for n in reader.entries if n.startswith("model/")), key=lambda n: (
-            reader.entries[n]["size"]))  # fmt: skip
+        name = max(
+            (n for n in reader.entries if n.startswith("model/")),
+            key=lambda n: reader.entries[n]["size"],
+        )
         entry = reader.zip_entries[name]
         fd = os.open(copy, os.O_RDONLY)
         try:

@@ -32,8 +32,9 @@ class Doubler(keras.layers.Layer):
 @pytest.fixture(scope="module")
 def model() -> Any:
     keras.utils.set_random_seed(0)
-    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, activation="relu"),
-                          keras.layers.Dense(2)])  # fmt: skip
+    m = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(6, activation="relu"), keras.layers.Dense(2)]
+    )
     m.compile(optimizer="sgd", loss="mse")
     m.fit(X, X[:, :2], epochs=1, verbose=0)
     return m
