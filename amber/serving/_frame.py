@@ -31,6 +31,22 @@ def _bad(field: str, expected: str, got: str, message: str | None = None) -> Req
     )
 
 
+def _per_row(column: _Column, values: list[Any], where: str) -> np.ndarray:
+    """``column.convert`` with errors naming the row: ``where`` holds ``{i}`` for its index."""
+    probe = "\x00"
+    try:
+        return column.convert(values, probe)
+    except RequestError as exc:
+        field = exc.field or probe
+        if field.startswith(probe + "[") and "]" in field:
+            index, _, rest = field[2:].partition("]")
+            exc.field = where.format(i=index) + rest
+        else:
+            exc.field = where.format(i="*") + field[1:]
+        exc.message = f"{exc.field}: expected {exc.expected}, got {exc.got}"
+        raise
+
+
 class _Column:
     """One column: its name, pandas dtype, and how JSON values become an array."""
 
@@ -198,7 +214,7 @@ class FrameSchema:
                 self._check_names(list(r), f"{field}[{i}]")
         return self._from_columns(
             {
-                c.name: c.convert([r[c.name] for r in records], f"{field}[*].{c.name}")
+                c.name: _per_row(c, [r[c.name] for r in records], f"{field}[{{i}}].{c.name}")
                 for c in self.columns
             },
             field,
@@ -264,7 +280,7 @@ class FrameSchema:
             cols = [list(c) for c in zip(*rows, strict=True)]
             return self._from_columns(
                 {
-                    n: by_name[n].convert(v, f"{key}.data[*][{j}] ({n})")
+                    n: _per_row(by_name[n], v, f"{key}.data[{{i}}][{j}] ({n!r})")
                     for j, (n, v) in enumerate(zip(columns, cols, strict=True))
                 },
                 key,
