@@ -178,3 +178,34 @@ def test_import_amber_imports_no_framework() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_a_missing_framework_names_its_install_hint(store: Path) -> None:
+    torch_case = next(c for c in CASES if c.id == "torch-class")
+    if not torch_case.available():
+        pytest.skip("torch not installed")
+    _, _, path, _ = saved(torch_case, store)
+    code = (
+        "import sys; sys.modules['torch'] = None  # as if torch were not installed\n"
+        "import amber\n"
+        "try:\n"
+        "    amber.load(sys.argv[1])\n"
+        "except amber.HandlerNotAvailable as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'install it with: pip install "amber[torch]"' in result.stdout
+
+
+def test_an_unknown_format_is_refused_with_the_choices(tmp_path: Path) -> None:
+    model = {"weights": [1.0, 2.0]}  # a plain object: the sklearn (pickle) handler
+    with pytest.raises(ValueError, match=r"format='onnx' .*'sklearn'.*saves: none"):
+        amber.save(model, tmp_path / "m.amber", format="onnx")
+    assert not (tmp_path / "m.amber").exists()
