@@ -238,7 +238,7 @@ class Catalog:
     @contextlib.contextmanager
     def _tx(self, write: bool, action: str) -> Iterator[sa.Connection]:
         if not self._migrated:
-            self._migrate()
+            self.migrate()
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(amber_write=write)
@@ -251,7 +251,7 @@ class Catalog:
         """False only for a SQLite catalog whose file was never created (an empty registry)."""
         return self.sqlite_path is None or self.sqlite_path.exists()
 
-    def _migrate(self) -> None:
+    def migrate(self) -> None:
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(amber_write=True)

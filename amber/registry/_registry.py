@@ -446,7 +446,8 @@ class Registry:
             timespec="microseconds"
         )
         referenced = self.catalog.referenced()
-        for blob_hash, size in list(self._store.list()):
+        stored = dict(self._store.list())
+        for blob_hash, size in stored.items():
             if blob_hash in referenced:
                 continue
             outcome = self.catalog.collect(blob_hash, cutoff, self._deleter(blob_hash))
@@ -455,6 +456,10 @@ class Registry:
                 report.freed_bytes += size
             elif outcome == "pending":
                 report.kept_pending += 1
+        # Marks of uploads that never stored anything (the pusher died first): drop stale ones.
+        for blob_hash in self.catalog.pending_rows():
+            if blob_hash not in stored and blob_hash not in referenced:
+                self.catalog.collect(blob_hash, cutoff, lambda: False)
         return report
 
     def _deleter(self, blob_hash: str) -> Callable[[], bool]:

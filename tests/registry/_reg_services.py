@@ -92,8 +92,7 @@ def start_postgres() -> PostgresServer:
         log.touch()
         shutil.chown(log, "postgres")
     done = subprocess.run(
-        [*as_user, pg_ctl, "-D", str(datadir), "-o", options, "-l", str(log), "-w", "-t", "60"]
-        + ["start"],
+        [*as_user, pg_ctl, "-D", str(datadir), "-o", options, "-l", str(log), "-w", "start"],
         capture_output=True,
         text=True,
         timeout=90,
@@ -172,7 +171,9 @@ def start_s3() -> S3Server:
         except OSError:
             if time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError(f"moto's S3 server did not answer on {endpoint} within 60 s")
+                raise RuntimeError(
+                    f"moto's S3 server did not answer on {endpoint} within 60 s"
+                ) from None
             time.sleep(0.1)
     server = S3Server(endpoint, process)
     create = urllib.request.Request(f"{endpoint}/{server.bucket}", method="PUT")

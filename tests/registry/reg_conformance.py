@@ -291,7 +291,7 @@ class RegistryConformance:
         reg.export("models:/iris/1", out)
         with Registry(tmp_path / "elsewhere") as other:
             other.push("iris", other_model)
-            with pytest.raises(VersionConflict, match="already exists.*another name"):
+            with pytest.raises(VersionConflict, match=r"already exists.*another name"):
                 other.import_(out)
 
     def test_signed_push_loads_only_with_a_trusted_key(
