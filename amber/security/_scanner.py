@@ -67,7 +67,7 @@ def scan_pickle(
     *,
     n_buffers: int = 0,
     hooks: Collection[tuple[str, str]] = (),
-    source: str = "the pickle stream",
+    source: str = "the data",
 ) -> PickleScan:
     """Check a pickle stream against Amber's rules without executing it.
 

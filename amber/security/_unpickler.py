@@ -17,7 +17,7 @@ import copyreg
 import io
 import math
 import pickle
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from typing import Any, cast
 
 import numpy as np
@@ -257,7 +257,7 @@ class _SafeUnpickler(pickle.Unpickler):
         self,
         file: io.BytesIO,
         *,
-        buffers: list[Any],
+        buffers: Iterable[Any],
         policy: LoadPolicy,
         scan: PickleScan,
         hooks: list[Callable[[Any], Any]],
@@ -307,7 +307,7 @@ def safe_loads(
     *,
     buffers: Iterable[Any] = (),
     policy: LoadPolicy,
-    source: str = "the pickle stream",
+    source: str = "the data",
 ) -> Any:
     """Unpickle ``stream`` without running code from outside the allowlist.
 
@@ -316,7 +316,8 @@ def safe_loads(
     stream:
         The pickle stream (protocol 0-5).
     buffers:
-        The out-of-band buffers, in order; the stream must use all of them.
+        The out-of-band buffers, in order; the stream must use all of them. A sized iterable
+        (one with ``len``) is consumed lazily, one buffer per ``NEXT_BUFFER``.
     policy:
         What is allowed; ``policy.trusted`` extends the allowlist and
         ``policy.allow_arbitrary_code`` falls back to plain :func:`pickle.loads` (with a
@@ -335,7 +336,10 @@ def safe_loads(
     >>> safe_loads(pickle.dumps({"a": [1, 2]}, protocol=5), policy=LoadPolicy())
     {'a': [1, 2]}
     """
-    buffers = list(buffers)
+    if not isinstance(buffers, Sized):
+        buffers = list(buffers)
+    # a sized iterable is passed through as is: its buffers are fetched one at a time, when
+    # the unpickler reaches them
     if policy.allow_arbitrary_code:
         policy.warn_if_unsafe(source)
         try:
@@ -344,7 +348,8 @@ def safe_loads(
             raise
         except Exception as exc:
             raise FormatError(f"{source} could not be unpickled: {_describe(exc)}") from exc
-    scan = scan_pickle(stream, n_buffers=len(buffers), hooks=_hooked_names(), source=source)
+    n_buffers = len(cast(Sized, buffers))
+    scan = scan_pickle(stream, n_buffers=n_buffers, hooks=_hooked_names(), source=source)
     refused = untrusted_globals(scan, policy)
     if refused:
         raise UntrustedTypeError(refused, source=source)

@@ -1,0 +1,468 @@
+"""safe_loads: refusing code, refusing hostile data in allowed types, round trips of real models."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from numpy._core.multiarray import _reconstruct, scalar
+from numpy._core.numeric import _frombuffer
+from security_kit import (
+    BUILD,
+    EMPTY_DICT,
+    MARK,
+    MEMOIZE,
+    NEWOBJ,
+    PROTO5,
+    REDUCE,
+    TUPLE,
+    Forged,
+    binget,
+    binint,
+    call,
+    crashed,
+    dumps5,
+    glob,
+    run_python,
+    sbu,
+    sglob,
+)
+
+from amber.errors import FormatError, UnsafeLoadWarning, UntrustedTypeError
+from amber.security._policy import LoadPolicy
+from amber.security._unpickler import safe_loads
+
+
+def load(data: bytes, buffers: Any = (), **policy: Any) -> Any:
+    return safe_loads(data, buffers=buffers, policy=LoadPolicy.make(**policy))
+
+
+# --------------------------------------------------------------------------- code is refused
+def test_os_system_is_refused_and_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    data = PROTO5 + call("os", "system", sbu(f"touch {marker}")) + b"."
+    with pytest.raises(UntrustedTypeError) as info:
+        load(data)
+    assert not marker.exists()
+    assert info.value.names == ("os.system",)
+    assert "trusted=['os.system']" in str(info.value)
+
+
+def test_builtins_open_is_refused_and_never_runs(tmp_path: Path) -> None:
+    target = tmp_path / "written"
+    data = b"\x80\x02" + glob("__builtin__", "open") + sbu(str(target)) + sbu("w")
+    data += b"\x86" + REDUCE + b"."
+    with pytest.raises(UntrustedTypeError, match=r"builtins.open"):
+        load(data)
+    assert not target.exists()
+
+
+def test_every_offending_name_is_listed_at_once(tmp_path: Path) -> None:
+    marker = tmp_path / "x"
+    data = (
+        PROTO5
+        + MARK
+        + call("subprocess", "getoutput", sbu(f"touch {marker}"))
+        + call("collections", "OrderedDict")
+        + call("webbrowser", "open", sbu("http://example.invalid"))
+        + call("os", "system", sbu(f"touch {marker}"))
+        + b"l."
+    )
+    with pytest.raises(UntrustedTypeError) as info:
+        load(data)
+    assert info.value.names == ("os.system", "subprocess.getoutput", "webbrowser.open")
+    message = str(info.value)
+    assert "3 type(s) or function(s)" in message and "Nothing from the file was run" in message
+    assert "trusted=['os.system', 'subprocess.getoutput', 'webbrowser.open']" in message
+    assert not marker.exists()
+
+
+def test_find_class_refuses_even_if_the_scan_were_bypassed() -> None:
+    import io
+
+    from amber.security._scanner import PickleScan
+    from amber.security._unpickler import _SafeUnpickler
+
+    unpickler = _SafeUnpickler(
+        io.BytesIO(b""), buffers=[], policy=LoadPolicy(), scan=PickleScan((), 5, 0), hooks=[]
+    )
+    with pytest.raises(UntrustedTypeError, match=r"posix.system"):
+        unpickler.find_class("posix", "system")
+
+
+def test_trusted_admits_a_named_type() -> None:
+    from collections import ChainMap
+
+    data = pickle.dumps(ChainMap({"a": 1}), protocol=5)
+    with pytest.raises(UntrustedTypeError, match=r"trusted=\['collections.ChainMap'\]"):
+        load(data)
+    assert load(data, trusted=["collections.ChainMap"]) == ChainMap({"a": 1})
+    assert load(data, trusted=["collections:ChainMap"]) == ChainMap({"a": 1})
+
+
+def test_allow_arbitrary_code_warns_and_uses_plain_pickle() -> None:
+    from collections import ChainMap
+
+    data = pickle.dumps(ChainMap({"a": 1}), protocol=5)
+    with pytest.warns(UnsafeLoadWarning, match="allow_arbitrary_code=True"):
+        assert load(data, allow_arbitrary_code=True) == ChainMap({"a": 1})
+    with (
+        pytest.warns(UnsafeLoadWarning),
+        pytest.raises(FormatError, match="could not be unpickled"),
+    ):
+        load(b"\x80\x05garbage", allow_arbitrary_code=True)
+
+
+def test_structural_refusals_come_before_the_allowlist() -> None:
+    data = PROTO5 + sglob("os", "system") + EMPTY_DICT + BUILD + b"."
+    with pytest.raises(FormatError, match="BUILD would set attributes on a global"):
+        load(data)
+
+
+# --------------------------------------------------------------------------- call gadgets
+def test_copyreg_reconstructor_only_with_plain_bases() -> None:
+    from collections import Counter
+
+    ok = Forged(__import__("copyreg")._reconstructor, (Counter, dict, {"a": 1}))
+    assert load(pickle.dumps(ok, protocol=2)) == Counter(a=1)
+    bad = Forged(__import__("copyreg")._reconstructor, (np.ndarray, np.ndarray, (2**40,)))
+    with pytest.raises(FormatError, match=r"copyreg._reconstructor with base"):
+        load(pickle.dumps(bad, protocol=2))
+
+
+def test_copyreg_newobj_cannot_allocate_arrays() -> None:
+    data = b"\x80\x02" + glob("copyreg", "__newobj__") + glob("numpy", "ndarray")
+    data += MARK + binint(2**30) + TUPLE + b"\x86" + REDUCE + b"."
+    with pytest.raises(FormatError, match=r"copyreg\.__newobj__ of <class 'numpy\.ndarray'>"):
+        load(data)
+
+
+def test_arrays_cannot_be_constructed_directly() -> None:
+    data = PROTO5 + sglob("numpy", "ndarray") + MARK + binint(2**30) + TUPLE + NEWOBJ + b"."
+    with pytest.raises(FormatError, match=r"calls numpy.ndarray directly"):
+        load(data)
+
+
+def test_codecs_encode_is_latin1_only() -> None:
+    assert load(pickle.dumps(b"\x00\xffabc", protocol=2)) == b"\x00\xffabc"
+    data = PROTO5 + call("_codecs", "encode", sbu("x"), sbu("rot13")) + b"."
+    with pytest.raises(FormatError, match="encoding 'rot13'"):
+        load(data)
+
+
+@pytest.mark.parametrize("name", ["bytearray", "bytes"])
+def test_binary_types_cannot_allocate_from_a_size(name: str) -> None:
+    data = PROTO5 + call("builtins", name, binint(2**31 - 1)) + b"."
+    with pytest.raises(FormatError, match=f"{name} called with a int"):
+        load(data)
+    assert load(pickle.dumps(bytearray(b"ab"), protocol=3)) == bytearray(b"ab")
+
+
+def test_random_state_round_trips_but_not_with_a_foreign_constructor() -> None:
+    rng = np.random.RandomState(3)
+    clone = load(pickle.dumps(rng, protocol=5))
+    assert clone.randint(1000) == np.random.RandomState(3).randint(1000)
+    gen = load(pickle.dumps(np.random.default_rng(5), protocol=5))
+    assert gen.integers(1000) == np.random.default_rng(5).integers(1000)
+    data = (
+        PROTO5
+        + sglob("numpy.random._pickle", "__randomstate_ctor")
+        + MARK
+        + sbu("MT19937")
+        + sglob("numpy", "log1p")
+        + TUPLE
+        + REDUCE
+        + b"."
+    )
+    with pytest.raises(FormatError, match="unexpected constructor"):
+        load(data)
+
+
+# --------------------------------------------------------------------------- numpy data
+def test_object_array_state_from_raw_bytes_is_refused() -> None:
+    # numpy refuses raw bytes for object arrays itself ("object pickle not returning list")
+    hostile = Forged(
+        _reconstruct, (np.ndarray, (0,), b"b"), (1, (3,), np.dtype("O"), False, b"A" * 24)
+    )
+    with pytest.raises(FormatError, match="object pickle not returning list"):
+        load(pickle.dumps(hostile, protocol=5))
+
+
+def test_frombuffer_with_object_dtype_is_refused() -> None:
+    hostile = Forged(_frombuffer, (b"A" * 24, np.dtype("O"), (3,), "C"))
+    with pytest.raises(FormatError, match="cannot create an OBJECT array from memory buffer"):
+        load(pickle.dumps(hostile, protocol=5))
+
+
+def test_scalar_of_object_dtype_from_bytes_is_refused() -> None:
+    hostile = Forged(scalar, (np.dtype("O"), b"AAAAAAAA"))
+    with pytest.raises(FormatError, match="scalar with object dtype"):
+        load(pickle.dumps(hostile, protocol=5))
+    structured = Forged(scalar, (np.dtype([("a", "i4"), ("b", "O")]), b"A" * 12))
+    with pytest.raises(FormatError, match="NPY_LIST_PICKLE"):
+        load(pickle.dumps(structured, protocol=5))
+
+
+def test_structured_array_with_object_fields_from_bytes_is_refused() -> None:
+    dtype = np.dtype([("a", "i4"), ("b", "O")])
+    hostile = Forged(_reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), dtype, False, b"A" * 12))
+    with pytest.raises(FormatError, match="object pickle not returning list"):
+        load(pickle.dumps(hostile, protocol=5))
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        (1, (2**40,), np.dtype("f8"), False, b"A" * 8),  # huge shape, tiny data
+        (1, (2**62, 2**62), np.dtype("f8"), False, b"A" * 8),  # overflowing shape
+        (1, (-1,), np.dtype("f8"), False, b"A" * 8),
+    ],
+)
+def test_array_shapes_must_match_their_data(state: tuple[Any, ...]) -> None:
+    hostile = Forged(_reconstruct, (np.ndarray, (0,), b"b"), state)
+    with pytest.raises(FormatError):
+        load(pickle.dumps(hostile, protocol=5))
+
+
+def test_reconstruct_cannot_preallocate() -> None:
+    hostile = Forged(_reconstruct, (np.ndarray, (2**33,), b"O"))
+    with pytest.raises(FormatError, match=r"asks for .* bytes up front"):
+        load(pickle.dumps(hostile, protocol=5))
+
+
+def test_frombuffer_shape_must_match_the_buffer() -> None:
+    hostile = Forged(_frombuffer, (b"A" * 8, np.dtype("f8"), (10**6,), "C"))
+    with pytest.raises(FormatError, match="cannot reshape"):
+        load(pickle.dumps(hostile, protocol=5))
+
+
+def _hostile_dtype(state: tuple[Any, ...], base: str = "V12") -> Forged:
+    return Forged(np.dtype, (base, False, True), state)
+
+
+OBJECT_FIELD_FLAGS_0 = (
+    3,
+    "|",
+    None,
+    ("a", "b"),
+    {"a": (np.dtype("i4"), 0), "b": (np.dtype("O"), 4)},
+    12,
+    1,
+    0,
+)
+HOSTILE_DTYPE_STATES = {
+    "object field hidden by flags=0": (OBJECT_FIELD_FLAGS_0, "V12"),
+    "field offset past the item": (
+        (3, "|", None, ("a",), {"a": (np.dtype("i8"), 2**40)}, 4, 1, 0),
+        "V4",
+    ),
+    "sub-array larger than the item": (
+        (3, "|", (np.dtype("f8"), (10**8,)), None, None, 16, 8, 0),
+        "V16",
+    ),
+    "field that is not a tuple": ((3, "|", None, ("a",), {"a": 5}, 8, 1, 0), "V8"),
+    "unicode item size not a multiple of 4": ((3, "<", None, None, None, 3, 4, 8), "U1"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_DTYPE_STATES)
+def test_hostile_dtype_states_are_refused(case: str) -> None:
+    state, base = HOSTILE_DTYPE_STATES[case]
+    data = pickle.dumps(_hostile_dtype(state, base), protocol=5)
+    with pytest.raises(FormatError, match="numpy dtype in the file is inconsistent"):
+        load(data)
+
+
+def test_hostile_dtype_really_crashes_plain_pickle() -> None:
+    """numpy.dtype.__setstate__ trusts its input: an object field with flags=0 is read as a
+    raw pointer. Shown in a subprocess; Amber refuses the same bytes."""
+    array = Forged(
+        _frombuffer, (b"\x00" * 4 + b"\x41" * 8, _hostile_dtype(OBJECT_FIELD_FLAGS_0), (1,), "C")
+    )
+    data = pickle.dumps(array, protocol=5)
+    proc = run_python(f"import pickle; a = pickle.loads({data!r}); print(a['b'])")
+    assert crashed(proc), proc
+    with pytest.raises(FormatError, match="numpy dtype"):
+        load(data)
+
+
+def test_dtype_built_after_use_is_caught() -> None:
+    """The dtype is first used by an array and only then given its hostile state."""
+    dtype = sglob("numpy", "dtype") + MARK + sbu("V12") + b"\x89\x88" + TUPLE + REDUCE
+    use = (  # _frombuffer(b"\0" * 12, <the dtype from the memo>, (1,), "C"), then dropped
+        sglob("numpy._core.numeric", "_frombuffer")
+        + MARK
+        + b"C\x0c"
+        + b"\x00" * 12
+        + binget(0)
+        + MARK
+        + binint(1)
+        + TUPLE
+        + sbu("C")
+        + TUPLE
+        + REDUCE
+        + b"0"
+    )
+    state = pickle.dumps(OBJECT_FIELD_FLAGS_0, protocol=2)[2:-1]  # the state as opcodes
+    data = PROTO5 + dtype + MEMOIZE + use + state + BUILD + b"."
+    assert pickle.loads(data).fields is not None  # plain pickle accepts it
+    with pytest.raises(FormatError, match="numpy dtype in the file is inconsistent"):
+        load(data)
+
+
+def test_dtype_singletons_are_never_handed_out() -> None:
+    data = pickle.dumps(
+        Forged(np.dtype, ("f8", False, False), (3, ">", None, None, None, -1, -1, 0)), protocol=5
+    )
+    loaded = load(data)
+    assert loaded is not np.dtype("f8")
+    assert np.dtype("f8").byteorder == "=" and np.dtype("f8").flags == 0
+
+
+@pytest.mark.parametrize("dtype", ["<f8", ">i4", "U7", "S3", "M8[ns]", "m8[s]", "c16", "?", "O"])
+def test_ordinary_dtypes_round_trip(dtype: str) -> None:
+    for protocol in (2, 5):
+        assert load(pickle.dumps(np.dtype(dtype), protocol=protocol)) == np.dtype(dtype)
+
+
+def test_structured_and_aligned_dtypes_round_trip() -> None:
+    for d in [
+        np.dtype([("a", "i4"), ("b", "O"), ("c", "f8", (2, 3))]),
+        np.dtype({"names": ["x", "y"], "formats": ["u1", "f8"]}, align=True),
+        np.dtype({"names": ["x"], "formats": ["i2"], "offsets": [4], "itemsize": 12}),
+        np.dtype([(("title", "t"), "i4")]),
+        np.dtype(("i4", (2, 2))),
+    ]:
+        arrays = np.zeros(3, dtype=d)
+        assert load(pickle.dumps(d, protocol=5)) == d
+        assert load(pickle.dumps(arrays, protocol=2)).dtype == arrays.dtype
+
+
+# --------------------------------------------------------------------------- round trips
+def _models() -> dict[str, tuple[Any, Any]]:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.svm import SVC
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = make_classification(200, 6, n_informative=4, random_state=0)
+    texts = [f"word{i % 7} word{i % 3} other{i % 5}" for i in range(60)]
+    import pandas as pd
+
+    df = pd.DataFrame({"num": X[:, 0], "cat": np.array(["a", "b", "c", "d"])[y * 2 % 4]})
+    ct = make_pipeline(
+        ColumnTransformer([("n", StandardScaler(), ["num"]), ("c", OneHotEncoder(), ["cat"])]),
+        LogisticRegression(),
+    )
+    return {
+        "tree": (DecisionTreeClassifier(random_state=0).fit(X, y), X),
+        "forest": (RandomForestClassifier(20, random_state=0).fit(X, y), X),
+        "hgb": (HistGradientBoostingClassifier(max_iter=20).fit(X, y), X),
+        "knn-kd": (KNeighborsClassifier(algorithm="kd_tree").fit(X, y), X),
+        "knn-ball": (KNeighborsClassifier(algorithm="ball_tree").fit(X, y), X),
+        "svc": (SVC(random_state=0).fit(X, y), X),
+        "logreg": (LogisticRegression().fit(X, y), X),
+        "tfidf": (make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, y[:60]), texts),
+        "columns": (ct.fit(df, y), df),
+    }
+
+
+MODELS = _models()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fitted_models_round_trip_with_identical_predictions(name: str) -> None:
+    model, X = MODELS[name]
+    data, buffers = dumps5(model)
+    clone = load(data, [b.raw() for b in buffers])
+    assert type(clone) is type(model)
+    np.testing.assert_array_equal(clone.predict(X), model.predict(X))
+    if hasattr(model, "predict_proba") and name != "svc":
+        np.testing.assert_array_equal(clone.predict_proba(X), model.predict_proba(X))
+
+
+@pytest.mark.parametrize("name", ["forest", "hgb", "knn-kd", "tfidf"])
+def test_in_band_and_old_protocols_round_trip(name: str) -> None:
+    model, X = MODELS[name]
+    for protocol in (2, 4, 5):
+        clone = load(pickle.dumps(model, protocol=protocol))
+        np.testing.assert_array_equal(clone.predict(X), model.predict(X))
+
+
+def test_read_only_buffers_are_enough() -> None:
+    model, X = MODELS["forest"]
+    data, buffers = dumps5(model)
+    frozen = [memoryview(bytes(b.raw())).toreadonly() for b in buffers]
+    np.testing.assert_array_equal(load(data, frozen).predict(X), model.predict(X))
+
+
+def test_buffers_must_match_the_stream() -> None:
+    model, _ = MODELS["logreg"]
+    data, buffers = dumps5(model)
+    raw = [b.raw() for b in buffers]
+    with pytest.raises(FormatError, match="were supplied"):
+        load(data, [*raw, raw[0]])
+    with pytest.raises(FormatError, match="NEXT_BUFFER"):
+        load(data, raw[:-1])
+
+
+def test_buffers_are_fetched_lazily() -> None:
+    model, X = MODELS["forest"]
+    data, buffers = dumps5(model)
+    fetched: list[int] = []
+
+    class Lazy:
+        def __len__(self) -> int:
+            return len(buffers)
+
+        def __iter__(self) -> Any:
+            for i, b in enumerate(buffers):
+                fetched.append(i)
+                yield b.raw()
+
+    assert fetched == []
+    np.testing.assert_array_equal(load(data, Lazy()).predict(X), model.predict(X))
+    assert fetched == list(range(len(buffers)))
+
+
+def test_large_framed_stream_with_many_validated_objects() -> None:
+    """Validation hooks are inserted inside frames; the frames must be grown to match."""
+    model, X = MODELS["forest"]
+    data = pickle.dumps([model] * 1 + [np.dtype(">f8")] * 3 + list(range(30_000)), protocol=5)
+    assert data.count(b"\x95") > 1
+    clone = load(data)
+    np.testing.assert_array_equal(clone[0].predict(X), model.predict(X))
+
+
+# --------------------------------------------------------------------------- fuzzing
+_SEED_MODEL = pickle.dumps(MODELS["tree"][0], protocol=4)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.integers(0, len(_SEED_MODEL) - 1), st.integers(0, 255)), min_size=1, max_size=4
+    )
+)
+def test_mutated_model_streams_fail_cleanly(edits: list[tuple[int, int]]) -> None:
+    data = bytearray(_SEED_MODEL)
+    for position, value in edits:
+        data[position] = value
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            load(bytes(data))
+    except (FormatError, UntrustedTypeError):
+        pass
