@@ -1,9 +1,9 @@
 """Registry URIs (``models:/name@alias``, ``models:/name/latest``, ``models:/name/3``).
 
 Each poll asks the catalog which version the URI points at (aliases and ``latest`` move; a pinned
-version never does). A version is then verified and loaded by its pinned URI through
-``Registry.verify`` and ``Registry.load``: the artifact must be the one the catalog recorded at
-push, every digest must match, and the probe must reproduce the stored outputs.
+version never does). A version is then verified (``amber.verify`` of its blob: every digest, a
+safe load, the probe) and loaded by its pinned URI through ``Registry.load``, which also checks
+that the artifact is the one the catalog recorded at push and re-runs the probe.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class RegistrySource:
         return str(self._registry.get(self.uri).version) == resolved.version
 
     def load(self, resolved: Resolved, trusted: list[str]) -> Any:
+        import amber
+
         pinned = f"models:/{self.name}/{resolved.version}"
-        self._registry.verify(pinned)
+        amber.verify(self._registry.path(pinned), trusted=trusted)
         return self._registry.load(pinned, trusted=trusted, probe="always")

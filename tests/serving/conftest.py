@@ -136,6 +136,8 @@ class Server:
         raise TimeoutError(f"the server did not get ready:\n{self.log}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Signal the server and wait; the exit status (uvicorn re-raises the signal after a
+        graceful shutdown, so a clean SIGTERM exit is -15)."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -170,3 +172,74 @@ def server(
 
 def oip(data: Any, shape: list[int], datatype: str = "FP64", name: str = "input-0") -> dict:
     return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]}
+
+
+class Load:
+    """Concurrent clients posting ``body`` to ``path`` until stopped, in a background thread.
+
+    ``results`` holds ``(start, end, status, version)`` per request; transport errors count
+    as status 0.
+    """
+
+    def __init__(
+        self, srv: Server, path: str, body: Any, *, clients: int = 8, limit_s: float = 60.0
+    ) -> None:
+        import threading
+
+        self.results: list[tuple[float, float, int, str | None]] = []
+        self._stop = threading.Event()
+        self._args = (srv.url, dict(srv.client.headers), path, body, clients, limit_s)
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def versions(self) -> list[str | None]:
+        return [r[3] for r in sorted(self.results)]
+
+    def _main(self) -> None:
+        import asyncio
+
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        import asyncio
+
+        url, headers, path, body, clients, limit_s = self._args
+        deadline = time.monotonic() + limit_s
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+
+            async def worker() -> None:
+                while not self._stop.is_set() and time.monotonic() < deadline:
+                    start = time.monotonic()
+                    try:
+                        r = await client.post(path, json=body)
+                        status, version = r.status_code, r.headers.get("x-amber-model-version")
+                    except httpx.HTTPError:
+                        status, version = 0, None
+                    self.results.append((start, time.monotonic(), status, version))
+
+            await asyncio.gather(*(worker() for _ in range(clients)))
+
+
+def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def stopped_cleanly(srv: Server) -> bool:
+    """Stop ``srv`` with SIGTERM; True when it shut down gracefully."""
+    code = srv.stop()
+    return code in (0, -signal.SIGTERM) and "Application shutdown complete" in srv.log
