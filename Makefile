@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test check lint typecheck bench clean
+.PHONY: venv demo test check lint typecheck bench clean services
 
 venv: $(STAMP)
 
@@ -26,8 +26,12 @@ typecheck: venv
 
 check: lint typecheck
 
-test: venv check
+test: venv check services
 	$(BIN)/python -m pytest -q
+
+# PostgreSQL (Debian package) for the registry tests, which start their own servers.
+services:
+	bash scripts/test-services.sh
 
 bench: venv
 	$(BIN)/python benchmarks/persist.py
