@@ -154,11 +154,11 @@ class Server:
 def server(
     artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """iris, frame and text behind a bearer token, with reloads enabled, 1 MB body limit."""
+    """iris, frame, text and slow behind a bearer token, reloads enabled, 1 MB body limit."""
     tmp = tmp_path_factory.mktemp("server")
     srv = Server(
-        [str(artifacts[n]) for n in ("iris", "frame", "text")]
-        + ["--max-body-mb", "1", "--poll-interval", "0"],
+        [str(artifacts[n]) for n in ("iris", "frame", "text", "slow")]
+        + ["--max-body-mb", "1", "--poll-interval", "0", "--batching", "slow=on"],
         tmp,
         env={"AMBER_SERVE_TOKEN": TOKEN, "AMBER_RELOAD_TOKEN": RELOAD_TOKEN},
     )
