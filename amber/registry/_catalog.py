@@ -167,7 +167,7 @@ class Catalog:
         self.label = label  # the registry's location, for messages
         try:
             parsed = sa.engine.make_url(self.url)
-        except sa.exc.ArgumentError as exc:
+        except (sa.exc.ArgumentError, ValueError) as exc:
             raise CatalogUnavailable(
                 f"catalog URL {str(url)!r} is not a database URL ({exc}); use "
                 f"'postgresql://user@host:5432/db' or 'sqlite:///path/catalog.sqlite'"
@@ -244,7 +244,9 @@ class Catalog:
                 conn.execution_options(amber_write=write)
                 with conn.begin():
                     yield conn
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        except sa.exc.IntegrityError:
+            raise
+        except sa.exc.DBAPIError as exc:
             raise self._unavailable(exc, action) from exc
 
     def exists(self) -> bool:
@@ -275,7 +277,7 @@ class Catalog:
                                     version=number, name=name, applied_at=now()
                                 )
                             )
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        except sa.exc.DBAPIError as exc:
             raise self._unavailable(exc, "open") from exc
         self._migrated = True
 

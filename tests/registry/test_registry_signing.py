@@ -1,0 +1,164 @@
+"""Signatures on files: ``amber.sign``, ``amber.verify``/``amber.load`` with ``trusted_keys``.
+
+Tampering is done for real: bytes flipped in the file, a manifest rewritten under an old
+signature, a signature document edited. Every refusal is an ``IntegrityError`` whose message
+says what happened and what to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+from reg_conformance import corrupt
+from reg_helpers import IRIS_X, predicts_like
+
+import amber
+from amber.artifact._reader import ArtifactReader
+from amber.artifact._writer import artifact_writer
+from amber.security._signing import SCHEME, key_id, load_public_key
+
+
+@pytest.fixture
+def signed(artifact: Path, keys: dict[str, Path]) -> Path:
+    amber.sign(artifact, keys["alice"], name="iris", version=3)
+    return artifact
+
+
+def test_sign_then_verify_and_load_with_the_trusted_key(
+    signed: Path, keys: dict[str, Path], iris_model: Any
+) -> None:
+    report = amber.verify(signed, trusted_keys=[keys["alice.pub"]])
+    alice = key_id(load_public_key(keys["alice.pub"]))
+    assert f"signed by trusted key {alice} (iris version 3)" in report.checks
+    assert predicts_like(amber.load(signed, trusted_keys=[keys["alice.pub"]]), iris_model)
+    assert amber.inspect(signed).signed
+    assert amber.inspect(signed).manifest["registry"] == {"name": "iris", "version": 3}
+    # a signed file still loads without any key: signatures are opt-in per load
+    assert predicts_like(amber.load(signed), iris_model)
+
+
+def test_the_signature_document_is_what_format_md_describes(signed: Path) -> None:
+    with ArtifactReader(signed) as reader:
+        raw = reader.raw_signature()
+    assert raw is not None
+    doc = json.loads(raw)
+    assert sorted(doc) == ["key_id", "name", "scheme", "signature", "version"]
+    assert (doc["scheme"], doc["name"], doc["version"]) == (SCHEME, "iris", 3)
+    assert len(base64.b64decode(doc["signature"])) == 64  # an Ed25519 signature
+    assert raw == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_an_unsigned_file_is_refused_when_a_key_is_required(
+    artifact: Path, keys: dict[str, Path]
+) -> None:
+    with pytest.raises(amber.IntegrityError, match=r"is not signed.*amber sign FILE --key"):
+        amber.load(artifact, trusted_keys=[keys["alice.pub"]])
+    with pytest.raises(amber.IntegrityError, match="is not signed"):
+        amber.verify(artifact, trusted_keys=[keys["alice.pub"]])
+
+
+def test_a_signature_by_an_untrusted_key_is_refused(signed: Path, keys: dict[str, Path]) -> None:
+    alice = key_id(load_public_key(keys["alice.pub"]))
+    with pytest.raises(amber.IntegrityError, match=f"signed by key '{alice}', which is not one"):
+        amber.load(signed, trusted_keys=[keys["mallory.pub"]])
+    # trusting both keys is fine
+    amber.load(signed, trusted_keys=[keys["mallory.pub"], keys["alice.pub"]])
+
+
+def test_a_manifest_changed_under_an_old_signature_is_refused(
+    signed: Path, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    with ArtifactReader(signed) as reader:
+        old_sig = reader.raw_signature()
+        manifest = {k: v for k, v in reader.manifest.items() if k != "entries"}
+        manifest["metadata"] = {"metrics": {"accuracy": 1.0}}  # a better-looking claim
+        forged = tmp_path / "forged.amber"
+        with artifact_writer(forged) as writer:
+            for name, record in reader.entries.items():
+                writer.add_stored(name, reader.raw_entry(name), record)
+            writer.finish(manifest, signer=lambda raw: old_sig or b"")
+    with pytest.raises(amber.IntegrityError, match="does not match the manifest"):
+        amber.verify(forged, trusted_keys=[keys["alice.pub"]])
+
+
+def test_a_signature_document_edited_to_another_version_is_refused(
+    signed: Path, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    with ArtifactReader(signed) as reader:
+        doc = json.loads(reader.raw_signature() or b"")
+    doc["version"] = 4  # claim the signature is for a newer version
+    edited = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    from amber.artifact._rewrite import rewrite
+
+    out = tmp_path / "edited.amber"
+    rewrite(signed, out, signer=lambda raw: edited)
+    with pytest.raises(amber.IntegrityError, match="does not match the manifest"):
+        amber.load(out, trusted_keys=[keys["alice.pub"]])
+
+
+def test_a_flipped_byte_in_a_signed_file_is_refused(signed: Path, keys: dict[str, Path]) -> None:
+    corrupt(signed)
+    with pytest.raises(amber.IntegrityError, match="fails its blake3 check"):
+        amber.verify(signed, trusted_keys=[keys["alice.pub"]])
+    with pytest.raises(amber.IntegrityError, match="fails its blake3 check"):
+        amber.load(signed, trusted_keys=[keys["alice.pub"]])
+
+
+def test_garbage_in_amber_sig_is_refused(artifact: Path, keys: dict[str, Path]) -> None:
+    from amber.artifact._rewrite import rewrite
+
+    rewrite(artifact, artifact, signer=lambda raw: b"not a signature")
+    with pytest.raises(amber.IntegrityError, match="not an amber-ed25519-v1 signature document"):
+        amber.load(artifact, trusted_keys=[keys["alice.pub"]])
+
+
+def test_a_pickle_cannot_satisfy_a_signature_policy(
+    tmp_path: Path, iris_model: Any, keys: dict[str, Path]
+) -> None:
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(iris_model))
+    with pytest.raises(amber.IntegrityError, match="cannot carry a signature"):
+        amber.load(path, trusted_keys=[keys["alice.pub"]])
+
+
+def test_bad_keys_are_refused_with_what_to_pass(
+    signed: Path, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(TypeError, match=r"must be a list of keys.*trusted_keys=\["):
+        amber.load(signed, trusted_keys=str(keys["alice.pub"]))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="trusted_keys is empty"):
+        amber.load(signed, trusted_keys=[])
+    with pytest.raises(FileNotFoundError, match="amber keygen"):
+        amber.load(signed, trusted_keys=[tmp_path / "nope.pub"])
+    with pytest.raises(ValueError, match="not an Ed25519 public key"):
+        amber.load(signed, trusted_keys=[keys["alice"]])  # the private key file
+    with pytest.raises(ValueError, match="not an unencrypted PEM private key"):
+        amber.sign(signed, keys["alice.pub"])
+
+
+def test_public_keys_as_bytes_and_objects(signed: Path, keys: dict[str, Path]) -> None:
+    pem = keys["alice.pub"].read_bytes()
+    key = load_public_key(pem)
+    from cryptography.hazmat.primitives import serialization
+
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    for form in (pem, key, raw):
+        amber.verify(signed, trusted_keys=[form])
+
+
+def test_signing_into_another_file_keeps_the_original(
+    artifact: Path, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "signed.amber"
+    info = amber.sign(artifact, keys["alice"], target=out)
+    assert (info.name, info.version) == (None, None)
+    assert not amber.inspect(artifact).signed and amber.inspect(out).signed
+    report = amber.verify(out, trusted_keys=[keys["alice.pub"]])
+    assert any("no registry name" in line for line in report.checks)
+    amber.load(out, trusted_keys=[keys["alice.pub"]], probe="always")
+    assert amber.load(out).predict(IRIS_X[:3]).shape == (3,)
