@@ -192,7 +192,7 @@ def test_truncation_anywhere_is_refused(tmp_path: Path, svc: SVC) -> None:
 
 @pytest.mark.parametrize(
     ("where", "message"),
-    [("before", "before the first entry|not an Amber artifact"), ("after", "after the end")],
+    [("before", "unexpected data before"), ("after", "after the end")],
 )
 def test_junk_around_the_archive_is_refused(
     tmp_path: Path, iris_file: Path, where: str, message: str
@@ -297,7 +297,7 @@ def test_auto_keeps_random_floats_uncompressed(tmp_path: Path) -> None:
 
 
 def test_corrupt_compressed_entry_is_refused(tmp_path: Path) -> None:
-    model = LogisticRegression().fit(X, Y)
+    model = LogisticRegression(max_iter=1000).fit(X, Y)
     model.big_ = np.zeros(100_000)
     path = tmp_path / "z.amber"
     amber.save(model, path, compress="zstd")
