@@ -489,6 +489,8 @@ def _data() -> dict[str, Any]:
         ypos=np.abs(yr) + 1,
         x1=Xr[:, 0],
         x1c=Xr[:, :1],
+        X2=X[:, :2],
+        Xb=X > 0,
         df_cat=df[["cat", "txt"]],
         txt=df["txt"],
         labels=[["a"], ["c"]],
@@ -733,6 +735,28 @@ def models() -> Iterator[tuple[str, Callable[[dict[str, Any]], Any], str, str]]:
         "predict",
         "Xr",
     )
+    for metric, params in _METRICS:
+        yield (
+            f"BallTree-{metric}",
+            (lambda m, p: lambda d: neighbors.BallTree(d["X"], metric=m, **p(d)))(metric, params),
+            "query",
+            "X",
+        )
+    yield "KDTree-minkowski-p3", lambda d: neighbors.KDTree(d["X"], p=3), "query", "X"
+    yield (
+        "BallTree-haversine",
+        lambda d: neighbors.BallTree(d["X2"], metric="haversine"),
+        "query",
+        "X2",
+    )
+    yield "BallTree-hamming", lambda d: neighbors.BallTree(d["Xb"], metric="hamming"), "query", "Xb"
+    for metric in ("jaccard", "dice", "rogerstanimoto", "russellrao", "sokalsneath"):
+        yield (
+            f"BallTree-{metric}",
+            (lambda m: lambda d: neighbors.BallTree(d["Xb"], metric=m))(metric),
+            "query",
+            "Xb",
+        )
     yield "KernelDensity", lambda d: neighbors.KernelDensity().fit(d["X"]), "score_samples", "X"
     yield "NearestNeighbors", lambda d: neighbors.NearestNeighbors().fit(d["X"]), "kneighbors", "X"
     for est in [
@@ -928,6 +952,19 @@ def models() -> Iterator[tuple[str, Callable[[dict[str, Any]], Any], str, str]]:
         "predict",
         "X",
     )
+
+
+_METRICS: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
+    ("euclidean", lambda d: {}),
+    ("manhattan", lambda d: {}),
+    ("chebyshev", lambda d: {}),
+    ("minkowski", lambda d: {"p": 3}),
+    ("minkowski", lambda d: {"p": 2, "w": np.ones(d["X"].shape[1])}),
+    ("seuclidean", lambda d: {"V": d["X"].var(axis=0)}),
+    ("mahalanobis", lambda d: {"VI": np.linalg.inv(np.cov(d["X"].T))}),
+    ("canberra", lambda d: {}),
+    ("braycurtis", lambda d: {}),
+]
 
 
 # ---------------------------------------------------------------------------- collection

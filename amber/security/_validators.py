@@ -316,7 +316,8 @@ def validate_libsvm(est: Any) -> None:
     n_sv = support.shape[0]
     n_class = n_sv_per_class.shape[0]
     classify = impl in ("c_svc", "nu_svc")
-    if np.shape(sv)[0] != n_sv:
+    precomputed = d.get("kernel") == "precomputed" or callable(d.get("kernel"))
+    if np.shape(sv)[0] != (0 if precomputed else n_sv):
         raise _refuse(what, f"{np.shape(sv)[0]} support vectors but {n_sv} support indices")
     if n_sv_per_class.size and n_sv_per_class.min() < 0:
         raise _refuse(what, "a class has a negative number of support vectors")
@@ -339,7 +340,7 @@ def validate_libsvm(est: Any) -> None:
     if n_sv and (support.min() < 0 or support.max() >= shape_fit[0]):
         raise _refuse(what, "a support index lies outside the training set")
     n_in = d.get("n_features_in_")
-    if d.get("kernel") != "precomputed" and n_in is not None and np.shape(sv)[1] != n_in:
+    if not precomputed and n_in is not None and np.shape(sv)[1] != n_in:
         raise _refuse(what, f"support vectors have {np.shape(sv)[1]} features, not {n_in}")
 
 

@@ -1,0 +1,169 @@
+"""The allowlist data and its lookups: exact names, nothing denied, cheap to load."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import types
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+from security_kit import run_python
+
+from amber.errors import FormatError, HandlerNotAvailable, UntrustedTypeError
+from amber.security import _validators
+from amber.security._allowlist import _PATH, entries, is_allowed, resolve
+from amber.security._policy import LoadPolicy
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_allowlist.py"
+
+
+def _tool() -> Any:
+    spec = importlib.util.spec_from_file_location("make_allowlist", TOOL)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TOOL_MODULE = _tool()
+
+
+def test_no_entry_is_denied() -> None:
+    slipped = [f"{m}.{n}: {why}" for (m, n) in entries() if (why := TOOL_MODULE.denied(m, n))]
+    assert slipped == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "builtins.eval", "builtins.exec", "builtins.compile", "builtins.open",
+        "builtins.getattr", "builtins.setattr", "builtins.__import__", "builtins.globals",
+        "builtins.vars", "builtins.type", "os.system", "posix.system", "subprocess.Popen",
+        "sys.modules", "importlib.import_module", "pickle.loads", "_pickle.loads",
+        "marshal.loads", "numpy.load", "numpy.lib.format.read_array", "numpy.fromfile",
+        "numpy.memmap", "joblib.load", "joblib.numpy_pickle.load", "sklearn.utils._joblib.load",
+        "functools.partial", "operator.attrgetter", "operator.methodcaller",
+        "operator.itemgetter", "types.FunctionType", "ctypes.CDLL", "codecs.open",
+        "shutil.rmtree", "webbrowser.open", "runpy.run_path", "code.interact", "pydoc.locate",
+        "numpy._core._internal._ctypes", "numpy.core._ufunc_reconstruct", "copyreg.__reduce__",
+        "sklearn.datasets.fetch_openml", "scipy.io.loadmat", "pandas.read_pickle",
+    ],
+)  # fmt: skip
+def test_the_denylist_catches_dangerous_names(name: str) -> None:
+    module, _, attr = name.rpartition(".")
+    assert TOOL_MODULE.denied(module, attr), name
+    assert not is_allowed(module, attr, LoadPolicy())
+
+
+def test_entries_are_exact_types_and_functions_that_resolve() -> None:
+    raw = json.loads(_PATH.read_text(encoding="utf-8"))
+    assert raw["format"] == 1
+    assert len(raw["entries"]) == len(entries()) > 400
+    validators = {v.__name__ for v in _validators.OBJECT_VALIDATORS.values()}
+    for entry in entries().values():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = resolve(entry.module, entry.name, LoadPolicy())
+        assert not isinstance(obj, types.ModuleType), entry
+        assert entry.kind == ("class" if isinstance(obj, type) else entry.kind), entry
+        assert entry.kind in {"class", "function", "constant"}
+        assert isinstance(entry.frozen_safe, bool)
+        assert entry.validator is None or entry.validator in validators
+
+
+def test_what_the_brief_names_is_there() -> None:
+    for name in [
+        "numpy._core.multiarray._reconstruct", "numpy._core.numeric._frombuffer", "numpy.dtype",
+        "numpy.ndarray", "numpy._core.multiarray.scalar", "numpy.core.multiarray._reconstruct",
+        "numpy.float64", "numpy.log1p", "builtins.slice", "builtins.set", "builtins.frozenset",
+        "builtins.complex", "builtins.bytearray", "collections.OrderedDict",
+        "collections.defaultdict", "copyreg._reconstructor", "builtins.object",
+        "joblib.numpy_pickle.NumpyArrayWrapper", "joblib.numpy_pickle_compat.NDArrayWrapper",
+        "scipy.sparse._csr.csr_matrix", "scipy.sparse._csc.csc_array",
+        "sklearn.tree._tree.Tree", "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.feature_selection._univariate_selection.f_classif",
+        "sklearn.svm._classes.SVC", "sklearn.feature_extraction.text.TfidfVectorizer",
+    ]:  # fmt: skip
+        module, _, attr = name.rpartition(".")
+        assert (module, attr) in entries(), name
+    assert any(m.startswith("sklearn._loss") for m, _ in entries())
+
+
+def test_validated_classes_are_marked_under_every_name() -> None:
+    by_class = {}
+    for key, fn in _validators.OBJECT_VALIDATORS.items():
+        try:
+            by_class[id(resolve(*key, LoadPolicy.make([":".join(key)])))] = fn.__name__
+        except (FormatError, HandlerNotAvailable):
+            continue  # a name this library version lacks
+    for entry in entries().values():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = resolve(entry.module, entry.name, LoadPolicy())
+        assert entry.validator == by_class.get(id(obj)), entry
+
+
+def test_loading_the_allowlist_imports_no_framework() -> None:
+    proc = run_python(
+        """
+        import sys
+        from amber.security._allowlist import entries, is_allowed
+        from amber.security._policy import LoadPolicy
+        assert len(entries()) > 400
+        assert is_allowed("sklearn.svm._classes", "SVC", LoadPolicy())
+        print(sorted(m for m in ("sklearn", "scipy", "pandas", "joblib") if m in sys.modules))
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_is_allowed_and_trusted() -> None:
+    policy = LoadPolicy()
+    assert is_allowed("builtins", "slice", policy)
+    assert not is_allowed("collections", "ChainMap", policy)
+    trusting = LoadPolicy.make(["collections.ChainMap"])
+    assert is_allowed("collections", "ChainMap", trusting)
+    assert not is_allowed("collections", "UserDict", trusting)
+    with pytest.warns(UserWarning):
+        LoadPolicy.make(allow_arbitrary_code=True).warn_if_unsafe("x")
+    assert is_allowed("os", "system", LoadPolicy.make(allow_arbitrary_code=True))
+
+
+def test_resolve() -> None:
+    from collections import ChainMap
+
+    assert resolve("builtins", "slice", LoadPolicy()) is slice
+    with pytest.raises(UntrustedTypeError) as info:
+        resolve("os", "system", LoadPolicy())
+    assert info.value.names == ("os.system",)
+    assert "trusted=['os.system']" in str(info.value)
+    assert resolve("collections", "ChainMap", LoadPolicy.make(["collections.ChainMap"])) is ChainMap
+
+
+def test_resolve_legacy_numpy_names_without_warnings() -> None:
+    import numpy as np
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        recon = resolve("numpy.core.multiarray", "_reconstruct", LoadPolicy())
+    assert recon is np._core.multiarray._reconstruct
+
+
+def test_resolve_reports_missing_modules_and_names() -> None:
+    policy = LoadPolicy.make(["amber_no_such_module.Thing", "builtins:no_such_name"])
+    with pytest.raises(HandlerNotAvailable, match="amber_no_such_module"):
+        resolve("amber_no_such_module", "Thing", policy)
+    with pytest.raises(FormatError, match="does not exist in the installed version"):
+        resolve("builtins", "no_such_name", policy)
+
+
+def test_models_that_need_a_denied_name_are_recorded() -> None:
+    raw = json.loads(_PATH.read_text(encoding="utf-8"))
+    refused = raw["refused_references"]
+    assert set(refused) <= {"functools.partial"}, refused

@@ -1,0 +1,366 @@
+"""Hostile data in allowed types: each case crashes (or misbehaves) with plain pickle, shown in a
+subprocess, and Amber refuses the same bytes before anything can use the object."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from security_kit import Forged, crashed, run_python
+from sklearn.datasets import make_classification
+
+from amber.errors import FormatError
+from amber.security._policy import LoadPolicy
+from amber.security._scanner import scan_pickle
+from amber.security._unpickler import safe_loads
+from amber.security._validators import (
+    OBJECT_VALIDATORS,
+    needs_validation,
+    validate_dtype,
+    validate_loaded,
+)
+
+X, Y = make_classification(120, 6, n_informative=4, random_state=0)
+
+
+def amber_refuses(obj: Any, fragment: str) -> bytes:
+    """Pickle ``obj`` (in band, protocol 5) and check that safe_loads refuses it."""
+    data = pickle.dumps(obj, protocol=5)
+    with pytest.raises(FormatError, match=fragment), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        safe_loads(data, policy=LoadPolicy())
+    return data
+
+
+def plain_pickle_crashes(tmp_path: Path, data: bytes, use: str) -> None:
+    """Load ``data`` with plain pickle in a fresh interpreter, run ``use`` on ``obj``."""
+    stream, inputs = tmp_path / "hostile.pkl", tmp_path / "X.npy"
+    stream.write_bytes(data)
+    np.save(inputs, X)
+    proc = run_python(
+        f"""
+        import pickle, numpy as np, warnings
+        warnings.simplefilter("ignore")
+        X = np.load({str(inputs)!r})
+        obj = pickle.loads(open({str(stream)!r}, "rb").read())
+        {use}
+        print("survived")
+        """
+    )
+    assert crashed(proc), (proc.returncode, proc.stdout[-300:], proc.stderr[-600:])
+
+
+# --------------------------------------------------------------------------- decision trees
+def _tree_model() -> Any:
+    from sklearn.tree import DecisionTreeClassifier
+
+    return DecisionTreeClassifier(max_depth=4, random_state=0).fit(X, Y)
+
+
+def _with_tree_state(model: Any, **changes: Any) -> Any:
+    """A copy of ``model`` whose tree pickles with a modified state."""
+    from sklearn.tree._tree import Tree
+
+    tree = model.tree_
+    args = (changes.pop("n_features", tree.n_features), tree.n_classes.copy(), tree.n_outputs)
+    state = tree.__getstate__()
+    nodes = state["nodes"].copy()
+    for field, (index, value) in changes.pop("nodes", {}).items():
+        nodes[field][index] = value
+    state = {**state, "nodes": nodes, **changes}
+    hostile = copy.copy(model)
+    hostile.tree_ = Forged(Tree, args, state)
+    return hostile
+
+
+def test_tree_child_index_out_of_range(tmp_path: Path) -> None:
+    hostile = _with_tree_state(_tree_model(), nodes={"left_child": (0, 2**40)})
+    data = amber_refuses(hostile, "child index is out of range")
+    plain_pickle_crashes(tmp_path, data, "obj.predict(X)")
+
+
+def test_tree_cycle_is_refused() -> None:
+    # a child pointing back at its parent makes predict loop forever
+    amber_refuses(_with_tree_state(_tree_model(), nodes={"right_child": (0, 0)}), "points back")
+
+
+def test_tree_node_with_one_child_is_refused() -> None:
+    model = _tree_model()
+    leaf = int(np.flatnonzero(model.tree_.children_left == -1)[0])
+    amber_refuses(_with_tree_state(model, nodes={"left_child": (leaf, 1)}), "exactly one child")
+
+
+def test_tree_feature_out_of_range(tmp_path: Path) -> None:
+    hostile = _with_tree_state(_tree_model(), nodes={"feature": (0, 10**9)})
+    data = amber_refuses(hostile, "feature outside")
+    plain_pickle_crashes(tmp_path, data, "obj.predict(X)")
+
+
+def test_tree_values_of_the_wrong_shape_are_refused_by_sklearn_itself() -> None:
+    model = _tree_model()
+    values = model.tree_.__getstate__()["values"][:2].copy()
+    amber_refuses(_with_tree_state(model, values=values), "Wrong shape for value array")
+
+
+def test_tree_wider_than_its_estimator(tmp_path: Path) -> None:
+    # the tree itself is consistent (feature < its n_features), but the estimator feeds it
+    # rows of 6 features
+    hostile = _with_tree_state(_tree_model(), n_features=10**9, nodes={"feature": (0, 10**8)})
+    data = amber_refuses(hostile, "its tree expects 1000000000 features, not 6")
+    plain_pickle_crashes(tmp_path, data, "obj.predict(X)")
+
+
+def test_forest_member_of_another_width() -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    forest = RandomForestClassifier(3, random_state=0).fit(X, Y)
+    member = copy.copy(forest.estimators_[1])
+    member.n_features_in_ = 9
+    hostile = copy.copy(forest)
+    hostile.estimators_ = [forest.estimators_[0], member, forest.estimators_[2]]
+    amber_refuses(hostile, "sub-estimator expects 9 features, not 6")
+
+
+# --------------------------------------------------------------------------- gradient boosting
+def _hgb() -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_iter=3, random_state=0).fit(X, Y)
+
+
+def _with_predictor_nodes(model: Any, field: str, value: Any) -> Any:
+    hostile = copy.deepcopy(model)
+    nodes = hostile._predictors[0][0].nodes
+    nodes[field][0] = value
+    return hostile
+
+
+def test_boosting_child_out_of_range(tmp_path: Path) -> None:
+    data = amber_refuses(_with_predictor_nodes(_hgb(), "left", 2**31), "child index")
+    plain_pickle_crashes(tmp_path, data, "obj.predict(X)")
+
+
+def test_boosting_feature_out_of_range(tmp_path: Path) -> None:
+    data = amber_refuses(_with_predictor_nodes(_hgb(), "feature_idx", 10**9), "feature >= 6")
+    plain_pickle_crashes(tmp_path, data, "obj.predict(X)")
+
+
+def test_boosting_categorical_split_past_its_bitsets() -> None:
+    hostile = copy.deepcopy(_hgb())
+    nodes = hostile._predictors[0][0].nodes
+    nodes["is_categorical"][0] = 1
+    nodes["bitset_idx"][0] = 10**6
+    amber_refuses(hostile, "categorical split points past its bitsets")
+
+
+# --------------------------------------------------------------------------- neighbors trees
+def _knn(algorithm: str = "kd_tree", **kwargs: Any) -> Any:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier(algorithm=algorithm, **kwargs).fit(X, Y)
+
+
+def _with_tree_arrays(model: Any, index: int, value: Any) -> Any:
+    """A copy whose neighbors tree pickles with state[index] replaced."""
+    tree = model._tree
+    constructor, args, state = tree.__reduce__()
+    state = list(state)
+    state[index] = value
+    hostile = copy.copy(model)
+    hostile._tree = Forged(constructor, args, tuple(state))
+    return hostile
+
+
+@pytest.mark.parametrize("algorithm", ["kd_tree", "ball_tree"])
+def test_neighbors_index_array_out_of_range(tmp_path: Path, algorithm: str) -> None:
+    model = _knn(algorithm)
+    idx = model._tree.__getstate__()[1].copy()
+    idx[:] = 10**9
+    data = amber_refuses(_with_tree_arrays(model, 1, idx), "index array does not index")
+    plain_pickle_crashes(tmp_path, data, "obj.predict(X)")
+
+
+def test_neighbors_node_range_out_of_range() -> None:
+    model = _knn()
+    node_data = model._tree.__getstate__()[2].copy()
+    node_data["idx_end"][-1] = 10**9
+    amber_refuses(_with_tree_arrays(model, 2, node_data), "index range lies outside")
+
+
+def test_neighbors_inner_node_without_children() -> None:
+    model = _knn()
+    node_data = model._tree.__getstate__()[2].copy()
+    node_data["is_leaf"][-1] = 0
+    amber_refuses(_with_tree_arrays(model, 2, node_data), "children lie past the node array")
+
+
+def test_neighbors_node_count_mismatch() -> None:
+    amber_refuses(_with_tree_arrays(_knn(), 6, 10**6), "claims 1000000 nodes")
+
+
+def test_neighbors_metric_vector_of_the_wrong_size() -> None:
+    from sklearn.metrics import DistanceMetric
+
+    model = _knn("ball_tree", metric="seuclidean", metric_params={"V": np.ones(6)})
+    metric = DistanceMetric.get_metric("seuclidean", V=np.ones(2))
+    amber_refuses(_with_tree_arrays(model, 11, metric), "vector does not match 6 features")
+
+
+# --------------------------------------------------------------------------- libsvm
+def _svc(**kwargs: Any) -> Any:
+    from sklearn.svm import SVC
+
+    return SVC(**kwargs).fit(X, Y)
+
+
+def test_svm_support_counts_that_do_not_add_up(tmp_path: Path) -> None:
+    # scikit-learn itself notices this for dense models, not for sparse ones
+    from scipy import sparse
+
+    hostile = copy.deepcopy(type(_svc())().fit(sparse.csr_matrix(X), Y))
+    hostile._n_support = np.array([10**7, 10**7], dtype=np.int32)
+    data = amber_refuses(hostile, "counts per class do not add up")
+    plain_pickle_crashes(
+        tmp_path, data, "from scipy import sparse; obj.predict(sparse.csr_matrix(X))"
+    )
+
+
+def test_svm_dual_coefficients_of_the_wrong_shape() -> None:
+    hostile = copy.deepcopy(_svc())
+    hostile._dual_coef_ = hostile._dual_coef_[:, :3].copy()
+    amber_refuses(hostile, "dual coefficients have shape")
+
+
+def test_svm_precomputed_support_index_outside_the_training_set(tmp_path: Path) -> None:
+    from sklearn.svm import SVC
+
+    gram = X @ X.T
+    model = SVC(kernel="precomputed").fit(gram, Y)
+    hostile = copy.deepcopy(model)
+    hostile.support_ = np.full_like(model.support_, 10**9)
+    data = amber_refuses(hostile, "support index lies outside the training set")
+    plain_pickle_crashes(tmp_path, data, "obj.predict(X @ X.T)")
+
+
+def test_svm_support_vectors_of_another_width() -> None:
+    hostile = copy.deepcopy(_svc())
+    hostile.support_vectors_ = np.zeros((hostile.support_vectors_.shape[0], 2))
+    amber_refuses(hostile, "support vectors have 2 features, not 6")
+
+
+# --------------------------------------------------------------------------- scipy.sparse
+def test_csr_index_out_of_range(tmp_path: Path) -> None:
+    from scipy import sparse
+
+    m = sparse.csr_matrix(np.eye(4))
+    m.indices[0] = 10**9
+    data = amber_refuses(m, "indices must be < 4")
+    plain_pickle_crashes(tmp_path, data, "obj @ np.ones(4)")
+
+
+def test_csr_index_pointer_not_monotonic() -> None:
+    from scipy import sparse
+
+    m = sparse.csr_array(np.eye(4))
+    m.indptr[2] = 10**6
+    amber_refuses(m, "sparse matrix")
+
+
+def test_coo_coordinate_out_of_range(tmp_path: Path) -> None:
+    from scipy import sparse
+
+    m = sparse.coo_matrix(np.eye(4))
+    m.row[1] = 10**9
+    data = amber_refuses(m, "coordinate along axis 0 is out of bounds")
+    plain_pickle_crashes(tmp_path, data, "obj.tocsr()")
+
+
+def test_sparse_inside_an_estimator_is_checked() -> None:
+    from scipy import sparse
+
+    model = _svc()
+    sparse_model = type(model)().fit(sparse.csr_matrix(X), Y)
+    sparse_model.support_vectors_.indices[0] = 10**6
+    amber_refuses(sparse_model, "sparse matrix")
+
+
+# --------------------------------------------------------------------------- scipy splines, numpy
+def test_bspline_with_too_few_coefficients(tmp_path: Path) -> None:
+    from scipy.interpolate import BSpline
+
+    spline = BSpline(np.arange(10.0), np.ones(6), 3)
+    hostile = copy.copy(spline)
+    hostile._t = np.linspace(0, 1, 2_000_000)
+    data = amber_refuses(hostile, "2000000 knots, degree 3 and 6 coefficients")
+    plain_pickle_crashes(tmp_path, data, "obj(np.linspace(0.9, 1, 50))")
+
+
+def test_seed_sequence_pool_of_the_wrong_size() -> None:
+    seq = np.random.SeedSequence(7)
+    reduce_value = seq.__reduce__()
+    state = dict(reduce_value[2]) if isinstance(reduce_value[2], dict) else reduce_value[2]
+    assert isinstance(state, tuple)
+    fields = list(state)
+    pools = [k for k, v in enumerate(fields) if isinstance(v, np.ndarray)]
+    fields[pools[0]] = np.zeros(1, dtype=np.uint32)
+    hostile = Forged(reduce_value[0], reduce_value[1], tuple(fields))
+    amber_refuses(hostile, "entropy pool does not match")
+
+
+def test_dtype_validator_accepts_what_numpy_builds() -> None:
+    for d in [np.dtype("f8"), np.dtype([("a", "i4"), ("b", "O")]), np.dtype(("u1", (3,)))]:
+        validate_dtype(d)
+    with pytest.raises(FormatError):
+        validate_dtype("f8")
+
+
+# --------------------------------------------------------------------------- graph walk
+def test_validate_loaded_walks_the_graph_only_when_needed() -> None:
+    bad = _with_tree_state(_tree_model(), nodes={"left_child": (0, 2**40)})
+    hostile = pickle.loads(pickle.dumps(bad))  # never predicted with: safe to hold
+    graph = {"models": [None, ("x", hostile)]}
+    names = scan_pickle(pickle.dumps(_tree_model())).globals
+    assert needs_validation(names)
+    with pytest.raises(FormatError, match="child index"):
+        validate_loaded(graph, names)
+    assert not needs_validation([("builtins", "slice")])
+    validate_loaded(graph, [("builtins", "slice")])  # nothing referenced needs a check
+
+
+def test_every_validated_name_is_on_the_allowlist() -> None:
+    from amber.security._allowlist import entries
+
+    allowed = entries()
+    missing = [f"{m}.{n}" for m, n in OBJECT_VALIDATORS if (m, n) not in allowed]
+    # validators may name classes this scikit-learn/scipy version lacks (KDTree64, ...)
+    for name in missing:
+        assert name.rsplit(".", 1)[-1].endswith(("32", "64")), name
+
+
+def test_honest_models_pass_every_validator() -> None:
+    from scipy import sparse
+    from scipy.interpolate import BSpline
+
+    objects = [
+        _tree_model(),
+        _hgb(),
+        _knn(),
+        _knn("ball_tree", metric="minkowski", p=3),
+        _svc(),
+        _svc(kernel="poly"),
+        sparse.csr_matrix(np.eye(3)),
+        sparse.coo_array(np.eye(3)),
+        sparse.bsr_matrix(np.eye(4), blocksize=(2, 2)),
+        sparse.dia_matrix(np.eye(3)),
+        BSpline(np.arange(10.0), np.ones(6), 3),
+        np.random.default_rng(1),
+    ]
+    for obj in objects:
+        data = pickle.dumps(obj, protocol=5)
+        clone = safe_loads(data, policy=LoadPolicy())
+        assert type(clone) is type(obj)
