@@ -83,6 +83,8 @@ class AmberServer:
             return
         self._started = True
         loop = asyncio.get_running_loop()
+        if self.config.preload:
+            await asyncio.gather(*(slot.refresh() for slot in self.slots.values()))
         for slot in self.slots.values():
             self._tasks.append(loop.create_task(slot.watch(self.config.poll_interval_s)))
 

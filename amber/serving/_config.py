@@ -45,7 +45,9 @@ class ServeConfig:
     ``token`` guards the inference endpoints (``Authorization: Bearer <token>``);
     ``reload_token`` enables ``POST /admin/reload`` and guards it. ``poll_interval_s`` is how
     often movable sources (aliases, files) are checked for a new version; ``None`` or 0 turns
-    polling off.
+    polling off. ``preload`` makes startup wait until every model has been tried once, so the
+    server accepts no connection before (``amber serve --workers N`` sets it: workers share one
+    socket, and one that is still loading must not take requests from one that is ready).
     """
 
     models: tuple[ModelSpec, ...]
@@ -56,3 +58,4 @@ class ServeConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     registry: str | None = None
     access_log: bool = True
+    preload: bool = False

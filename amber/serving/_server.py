@@ -69,7 +69,7 @@ def serve(
         "lifespan": "on",
     }
     if workers > 1:
-        os.environ[_ENV] = _encode(config)
+        os.environ[_ENV] = _encode(dataclasses.replace(config, preload=True))
         os.environ["AMBER_SERVE_LOG_LEVEL"] = log_level
         uvicorn.run(
             "amber.serving._server:app_from_environment", factory=True, workers=workers, **options

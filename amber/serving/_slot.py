@@ -168,9 +168,11 @@ class ModelSlot:
         }
 
     async def watch(self, interval: float | None) -> None:
-        """Load now, then poll movable sources every ``interval`` seconds. Until a first version
-        serves, retry with a growing pause (2 s doubling up to 60 s, or ``interval``)."""
-        await self.refresh()
+        """Load now (unless already loaded), then poll movable sources every ``interval``
+        seconds. Until a first version serves, retry with a growing pause (2 s doubling up to
+        60 s, or ``interval``)."""
+        if self.current is None:
+            await self.refresh()
         backoff = 2.0
         while self.current is None:
             await asyncio.sleep(min(backoff, interval) if interval else backoff)

@@ -1,0 +1,200 @@
+"""Operations: readiness while loading, request timeouts, graceful SIGTERM drain, several
+workers, the command line's defaults, and mounting the app in another ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import servetest_models
+from conftest import Server, iris_data, oip, save, stopped_cleanly, wait_for
+
+X, Y = iris_data()
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A model whose probe takes 0.6 s (so loading takes over a second), timeouts at 1 s."""
+    tmp = tmp_path_factory.mktemp("slow")
+    path = save(servetest_models.SlowModel(), tmp / "slow.amber", np.full((2, 2), 0.6))
+    srv = Server([str(path), "--batching", "on", "--request-timeout", "1"], tmp)
+    yield srv
+    srv.stop()
+
+
+def test_readiness_false_until_loaded_and_verified(slow_server: Server) -> None:
+    srv = slow_server
+    srv.wait_live()
+    r = srv.client.get("/v2/health/ready")
+    assert r.status_code == 503, r.text
+    assert r.json()["models"]["slow"]["state"] == "loading"
+    assert srv.client.get("/ping").status_code == 503
+    assert srv.client.get("/v2/models/slow/ready").status_code == 503
+    r = srv.client.post("/v2/models/slow/infer", json=oip([0.0, 1.0], [1, 2]))
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert "loading" in r.json()["error"]
+    srv.wait_ready()
+    ready = srv.client.get("/v2/health/ready").json()
+    assert ready["ready"] is True and ready["models"]["slow"]["state"] == "ready"
+    assert srv.client.post("/v2/models/slow/infer", json=oip([0.0, 1.0], [1, 2])).json()["outputs"][
+        0
+    ]["data"] == [1.0]
+
+
+def test_request_timeout(slow_server: Server) -> None:
+    srv = slow_server
+    srv.wait_ready()
+    started = time.monotonic()
+    r = srv.client.post("/v2/models/slow/infer", json=oip([3.0, 1.0], [1, 2]))
+    elapsed = time.monotonic() - started
+    assert r.status_code == 504, r.text
+    assert "timed out after 1 s" in r.json()["error"]
+    assert 0.9 < elapsed < 2.5
+    # the event loop stayed free while the model computed
+    t0 = time.monotonic()
+    assert srv.client.get("/v2/health/live").status_code == 200
+    assert time.monotonic() - t0 < 0.5
+
+
+def test_sigterm_drains_requests_in_flight(tmp_path: Path, artifacts) -> None:
+    srv = Server([str(artifacts["slow"]), "--batching", "on", "--max-batch-size", "2"], tmp_path)
+    srv.wait_ready()
+    results: list[int] = []
+
+    def client(i: int) -> None:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            r = c.post("/v2/models/slow/infer", json=oip([0.7, float(i)], [1, 2]))
+            results.append(r.status_code)
+            assert r.json()["outputs"][0]["data"] == [0.7 + i]
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    wait_for(
+        lambda: "amber_requests_in_flight 6.0" in srv.client.get("/metrics").text,
+        what="6 requests in flight",
+    )
+    srv.proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    for t in threads:
+        t.join(30)
+    # 6 requests, 2 per 0.7 s call: about 2 s of work still to do when SIGTERM came
+    assert results == [200] * 6
+    assert time.monotonic() - started > 1.0
+    srv.proc.wait(30)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{srv.url}/v2/health/live", timeout=2)
+    assert stopped_cleanly(srv)
+    assert "Waiting for connections to close" in srv.log or "Shutting down" in srv.log
+
+
+def test_several_workers(tmp_path: Path, artifacts) -> None:
+    srv = Server([str(artifacts["iris"]), "--workers", "2"], tmp_path)
+    try:
+        srv.wait_ready()
+
+        async def main() -> set[int]:
+            async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
+                body = oip(X[0].tolist(), [1, 4])
+                rs = await asyncio.gather(
+                    *(c.post("/v2/models/iris/infer", json=body) for _ in range(40))
+                )
+                return {r.status_code for r in rs}
+
+        assert asyncio.run(main()) == {200}
+        pids = {
+            json.loads(line).get("message", "")
+            for line in srv.log.splitlines()
+            if line.startswith("{") and "Started server process" in line
+        }
+        assert len(pids) >= 2, srv.log[-2000:]
+    finally:
+        assert stopped_cleanly(srv)
+
+
+def test_cli_defaults_and_errors(tmp_path: Path) -> None:
+    from amber.cli import build_parser
+    from amber.cli.serve import build_config
+
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "a.amber",
+            "churn=models:/churn/7",
+            "--batching",
+            "off",
+            "--max-batch-size",
+            "churn=8",
+            "--max-latency-ms",
+            "5",
+        ]
+    )
+    assert args.host == "127.0.0.1" and args.port == 8080 and args.workers == 1
+    config = build_config(args)
+    a, churn = config.models
+    assert (a.source, a.name, a.batching, a.max_batch_size, a.max_latency_ms) == (
+        "a.amber",
+        None,
+        "off",
+        64,
+        5.0,
+    )
+    assert (churn.source, churn.name, churn.max_batch_size) == ("models:/churn/7", "churn", 8)
+    assert config.token is None and config.reload_token is None
+
+    run = [sys.executable, "-m", "amber", "serve"]
+    out = subprocess.run([*run, str(tmp_path / "missing.amber")], capture_output=True, text=True)
+    assert out.returncode == 2 and "no such model file" in out.stderr
+    out = subprocess.run([*run, "s3://bucket/x.amber"], capture_output=True, text=True)
+    assert out.returncode == 2 and "models:/iris@production" in out.stderr
+    help_text = subprocess.run([*run, "--help"], capture_output=True, text=True).stdout
+    for flag in ("--port", "--workers", "--host", "--token-file", "--poll-interval"):
+        assert flag in help_text
+
+
+def test_create_app_mounted_in_another_app(artifacts) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    import amber.serving
+
+    inner = amber.serving.create_app([str(artifacts["iris"])], access_log=False)
+    outer = Starlette(routes=[Mount("/amber", app=inner)])
+    with TestClient(outer) as client:  # the outer lifespan does not reach the mount
+        wait_for(
+            lambda: client.get("/amber/v2/health/ready").status_code == 200,
+            what="lazy start on first request",
+        )
+        r = client.post("/amber/v2/models/iris/infer", json=oip(X[0].tolist(), [1, 4]))
+        assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [0]
+
+
+def test_artifact_without_signature_is_not_served(tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from starlette.testclient import TestClient
+
+    import amber
+    import amber.serving
+
+    amber.save(LogisticRegression(max_iter=500).fit(X, Y), tmp_path / "nosig.amber")
+    app = amber.serving.create_app([str(tmp_path / "nosig.amber")], access_log=False)
+    with TestClient(app) as client:
+        wait_for(
+            lambda: client.get("/v2/health/ready").json()["models"]["nosig"]["state"] == "failed",
+            what="the load to fail",
+        )
+        details = client.get("/v2/health/ready").json()["models"]["nosig"]
+        assert "no input signature" in details["error"] and "sample=" in details["error"]
+        r = client.post("/v2/models/nosig/infer", json=oip(X[0].tolist(), [1, 4]))
+        assert r.status_code == 503 and "no input signature" in r.json()["error"]
