@@ -251,7 +251,7 @@ def _load_path(
             f"signed load refuses it; convert it (`amber convert`) and sign the result"
         )
     if path.is_dir():
-        return load_savedmodel_dir(path)
+        return _savedmodel_dir(path, policy)
     try:
         reader = ArtifactReader(path, mmap=mmap)
     except NotAnArtifact:
@@ -293,25 +293,36 @@ def _load_path(
     return model
 
 
-def load_savedmodel_dir(source: str | os.PathLike[str]) -> Any:
+def load_savedmodel_dir(
+    source: str | os.PathLike[str],
+    *,
+    trusted: list[str] | tuple[str, ...] | None = None,
+    allow_arbitrary_code: bool = False,
+) -> Any:
     """Load an existing TensorFlow SavedModel folder (``tf.saved_model.load``).
 
     The result answers :func:`amber.predict` through its ``serving_default`` signature, and
-    ``amber.save`` stores it as an artifact. ``amber.load`` on a folder does the same.
+    ``amber.save`` stores it as an artifact. ``amber.load`` on a folder does the same. Graphs
+    that use file or Python-callback ops are refused unless those ops are trusted
+    (``trusted=["tf.raw_ops.ReadFile"]``).
 
     Examples
     --------
     >>> m = amber.load_savedmodel_dir("exported/")  # doctest: +SKIP
     >>> y = amber.predict(m, x)                      # doctest: +SKIP
     """
-    path = _existing(source)
+    policy = LoadPolicy.make(trusted, allow_arbitrary_code=allow_arbitrary_code)
+    return _savedmodel_dir(_existing(source), policy)
+
+
+def _savedmodel_dir(path: Path, policy: LoadPolicy) -> Any:
     if not path.is_dir() or not (path / "saved_model.pb").is_file():
         raise FormatError(
             f"{str(path)!r} is not a TensorFlow SavedModel folder (no saved_model.pb in it); "
             f"pass the folder that tf.saved_model.save or model.export wrote"
         )
     tf_handler: Any = get_handler("tensorflow")
-    return tf_handler.load_dir(path)
+    return tf_handler.load_dir(path, policy=policy)
 
 
 def _judge(path: Path, report: _probe.ProbeReport, changes: list[str], parity: ParityMode) -> None:

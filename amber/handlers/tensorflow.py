@@ -126,10 +126,10 @@ class TensorFlowHandler:
             _check_ops(folder, str(reader.path), policy)
             return tf.saved_model.load(str(folder))
 
-    def load_dir(self, folder: str | os.PathLike[str]) -> Any:
-        """An existing SavedModel folder, with the same op check (no trust given)."""
+    def load_dir(self, folder: str | os.PathLike[str], *, policy: LoadPolicy) -> Any:
+        """An existing SavedModel folder, with the same op check."""
         path = Path(folder)
-        _check_ops(path, str(path), LoadPolicy())
+        _check_ops(path, str(path), policy)
         return tf.saved_model.load(str(path))
 
     def probe_methods(self, model: Any) -> dict[str, Callable[[Any], Any]]:

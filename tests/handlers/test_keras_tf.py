@@ -104,3 +104,9 @@ def test_a_graph_that_reads_files_is_refused(tmp_path: Path) -> None:
         amber.save(Reader(), path)
     with pytest.raises(UntrustedTypeError, match=r"tf\.raw_ops\.ReadFile"):
         amber.load(path)
+    assert amber.load(path, trusted=["tf.raw_ops.ReadFile"]) is not None
+    folder = tmp_path / "reader"
+    tf.saved_model.save(Reader(), str(folder))
+    with pytest.raises(UntrustedTypeError, match=r"tf\.raw_ops\.ReadFile"):
+        amber.load_savedmodel_dir(folder)
+    assert amber.load(folder, trusted=["tf.raw_ops.ReadFile"]) is not None
