@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from amber.errors import ModelNotFound
@@ -132,14 +133,14 @@ def _row_to_version(row: Any, aliases: tuple[str, ...]) -> ModelVersion:
         size=row[4],
         created=row[5],
         created_by=row[6],
-        metrics=json.loads(row[7]),
-        tags=json.loads(row[8]),
+        metrics=orjson.loads(row[7]),
+        tags=orjson.loads(row[8]),
         description=row[9],
         aliases=aliases,
         framework=row[10],
         object_type=row[11],
         manifest_hash=row[12],
-        summary=json.loads(row[13]),
+        summary_json=row[13],
         signed_by=row[14],
         signature=row[15],
     )
@@ -353,7 +354,7 @@ class Catalog:
                 framework=req.framework,
                 object_type=req.object_type,
                 manifest_hash=req.manifest_hash,
-                summary=req.summary,
+                summary_json=_json(req.summary),
                 signed_by=req.signed_by,
             )
             signature = req.sign(mv) if req.sign is not None else None
@@ -367,7 +368,7 @@ class Catalog:
                     manifest_hash=req.manifest_hash,
                     framework=req.framework,
                     object_type=req.object_type,
-                    summary=_json(req.summary),
+                    summary=mv.summary_json,
                     metrics=_json(req.metrics),
                     tags=_json(req.tags),
                     description=req.description,

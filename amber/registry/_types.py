@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 __all__ = ["AliasChange", "GcReport", "ModelVersion", "RegisteredModel"]
 
@@ -37,9 +40,14 @@ class ModelVersion:
     framework: str
     object_type: str
     manifest_hash: str = field(repr=False)
-    summary: dict[str, Any] = field(repr=False, default_factory=dict)
+    summary_json: str = field(repr=False, default="{}")
     signed_by: str | None = field(repr=False, default=None)
     signature: str | None = field(repr=False, default=None)
+
+    @functools.cached_property
+    def summary(self) -> dict[str, Any]:
+        """What the manifest says: Amber and Python versions, packages, probe, inputs."""
+        return dict(orjson.loads(self.summary_json))
 
     @property
     def uri(self) -> str:
