@@ -180,7 +180,8 @@ def load(
     Parameters
     ----------
     mmap:
-        Memory-map large arrays instead of reading them (read-only, no copy).
+        Memory-map large arrays instead of reading them: no copy, pages shared with the page
+        cache; the map is private copy-on-write, so writes never reach the file.
     trusted:
         Extra types to admit, as ``"pkg.module.Name"`` strings.
     allow_arbitrary_code:

@@ -256,9 +256,30 @@ def _as_dense(value: Any) -> np.ndarray:
     return _plain_array(np.asarray(value))
 
 
+def _compare_frames(expected: Any, got: Any, exact: bool, rtol: float, atol: float) -> str | None:
+    """pandas outputs: missing values (None, NaN, pd.NA) compare equal to themselves."""
+    import pandas.testing as pdt
+
+    series = type(expected).__name__ == "Series"
+    try:
+        if series:
+            pdt.assert_series_equal(
+                expected, got, check_dtype=False, check_exact=exact, rtol=rtol, atol=atol
+            )
+        else:
+            pdt.assert_frame_equal(
+                expected, got, check_dtype=False, check_exact=exact, rtol=rtol, atol=atol
+            )
+    except AssertionError as exc:
+        return " ".join(str(exc).split())[:300]
+    return None
+
+
 def _compare(
     expected: Any, got: Any, exact: bool, rtol: float = RTOL, atol: float = ATOL
 ) -> str | None:
+    if _is_frame(expected) and _is_frame(got):
+        return _compare_frames(expected, got, exact, rtol, atol)
     a, b = _as_dense(as_numpy(expected)), _as_dense(as_numpy(got))
     if a.shape != b.shape:
         return f"shape {b.shape}, expected {a.shape}"
@@ -274,6 +295,9 @@ def _compare(
                 worst = float(np.nanmax(np.abs(a.astype(np.float64) - b.astype(np.float64))))
             return f"values differ (largest absolute difference {worst:.3g})"
         return None
+    strings = a.dtype.kind in "USO" and b.dtype.kind in "USO"
+    if exact and a.dtype != b.dtype and not strings:
+        return f"dtype {b.dtype}, expected {a.dtype}"
     if a.dtype.kind != b.dtype.kind and not (a.dtype.kind in "iub" and b.dtype.kind in "iub"):
         return f"dtype {b.dtype}, expected {a.dtype}"
     if not np.array_equal(a, b):

@@ -82,13 +82,18 @@ def test_entry_data_is_64_byte_aligned(tmp_path: Path) -> None:
             assert file_offset % 64 == 0, name
 
 
-def test_mmap_hands_back_file_backed_read_only_arrays(tmp_path: Path) -> None:
+def test_mmap_hands_back_file_backed_copy_on_write_arrays(tmp_path: Path) -> None:
     knn = _big_knn()
     path = tmp_path / "knn.amber"
     amber.save(knn, path)
+    before = path.read_bytes()
     mapped = amber.load(path, mmap=True)
     assert isinstance(_base_of(mapped._fit_X), mmap.mmap)
-    assert not mapped._fit_X.flags.writeable
+    other = amber.load(path, mmap=True)
+    mapped._fit_X[:] = -1.0  # lands in private pages: not in the file, not in another load
+    assert path.read_bytes() == before
+    assert (other._fit_X >= 0).all()
+    mapped = amber.load(path, mmap=True)
     copied = amber.load(path)
     assert copied._fit_X.flags.writeable
     assert not isinstance(_base_of(copied._fit_X), mmap.mmap)

@@ -69,7 +69,13 @@ class NotAnArtifact(FormatError):
 
 
 class ArtifactReader:
-    """An open artifact. ``mmap=True`` maps the file and hands out read-only views into it.
+    """An open artifact. ``mmap=True`` maps the file and hands out views into it.
+
+    The map is private and copy-on-write (``MAP_PRIVATE``): pages are shared with the page cache
+    (and with every other process mapping the file) until someone writes to them; a write (a
+    model updated in place, ``partial_fit``) lands in a private copy of that page and never in
+    the file. Compiled code that writes through raw pointers therefore cannot crash the process
+    or corrupt the artifact, and libraries that insist on writable buffers work unchanged.
 
     Every :meth:`read` verifies the entry's xxh3-128 checksum (``strong=True``: its blake3
     digest) before returning it; nothing unverified reaches a decoder or the unpickler.
@@ -97,7 +103,7 @@ class ArtifactReader:
         self._map: _mmap.mmap | None = None
         self._mapview: memoryview | None = None  # the whole file: a map, or one read buffer
         if use_mmap and size:
-            self._map = _mmap.mmap(self._fd, 0, access=_mmap.ACCESS_READ)
+            self._map = _mmap.mmap(self._fd, 0, access=_mmap.ACCESS_COPY)
             self._mapview = memoryview(self._map)
         elif size <= _READ_WHOLE_MAX:
             self._mapview = memoryview(bytearray(size))
@@ -179,8 +185,8 @@ class ArtifactReader:
     def read(self, name: str, *, strong: bool = False) -> memoryview:
         """Verified, decompressed bytes of one entry.
 
-        Writable unless the artifact is memory-mapped and the entry is stored uncompressed, in
-        which case the view points into the read-only map (no copy).
+        When the artifact is memory-mapped and the entry is stored uncompressed, the view points
+        into the copy-on-write map (no copy); otherwise it is a fresh buffer.
         """
         rec = self.entries.get(name)
         if rec is None:
