@@ -9,7 +9,8 @@
 - XGBoost / LightGBM: 300 trees. ``amber.load`` against ``XGBClassifier().load_model`` and
   ``lightgbm.Booster(model_file=...)``. Target: at most 1.2x.
 
-Every time is the median of ``--repeats`` runs in this process, page cache warm for both sides.
+Every time is the median of ``--repeats`` runs in this process (Amber and native alternating, so
+a busy machine slows both alike), after a warm-up, page cache warm for both sides.
 Writes ``benchmarks/results/frameworks.md`` and ``frameworks.png``. Run:
 ``.venv/bin/python benchmarks/frameworks.py [--quick]``.
 """
@@ -37,17 +38,31 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ROWS: list[dict[str, Any]] = []
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm: imports, page cache, lazy initialisation
-    times = []
+def compare(
+    ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int
+) -> tuple[float, float]:
+    """Medians of both, measured in alternation so that a busy machine slows both alike."""
+    ours(), theirs()  # warm: imports, page cache, lazy initialisation
+    a: list[float] = []
+    b: list[float] = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, out in ((ours, a), (theirs, b)):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return statistics.median(a), statistics.median(b)
 
 
-def row(framework: str, what: str, amber_s: float, native: str, native_s: float, target: float):
+def row(
+    framework: str,
+    what: str,
+    native: str,
+    target: float,
+    ours: Callable[[], Any],
+    theirs: Callable[[], Any],
+    repeats: int,
+) -> None:
+    amber_s, native_s = compare(ours, theirs, repeats)
     ratio = amber_s / native_s
     ROWS.append(
         {
@@ -62,8 +77,8 @@ def row(framework: str, what: str, amber_s: float, native: str, native_s: float,
         }
     )
     print(
-        f"{framework:10} {what:28} {amber_s * 1e3:9.1f} ms  vs {native:36} "
-        f"{native_s * 1e3:9.1f} ms  {ratio:5.2f}x (target {target}x) {ROWS[-1]['verdict']}"
+        f"{framework:10} {what:24} {amber_s * 1e3:8.1f} ms vs {native:34} "
+        f"{native_s * 1e3:8.1f} ms  {ratio:5.2f}x (target {target}x) {ROWS[-1]['verdict']}"
     )
 
 
@@ -101,24 +116,13 @@ def bench_torch(tmp: Path, repeats: int, quick: bool) -> None:
     ref = amber.predict(model, x)
     assert np.array_equal(amber.predict(amber.load(path, trusted=trusted), x), ref)
     assert np.array_equal(amber.predict(amber.load(path, trusted=trusted, mmap=True), x), ref)
-    native = timed(lambda: torch.load(state_path, weights_only=True), repeats)
+    native = lambda: torch.load(state_path, weights_only=True)  # noqa: E731
     label = f"load {size / 1e6:.0f} MB MLP"
-    row(
-        "torch",
-        label,
-        timed(lambda: amber.load(path, trusted=trusted), repeats),
-        "torch.load(weights_only=True)",
-        native,
-        1.0,
-    )
-    row(
-        "torch",
-        label + " mmap",
-        timed(lambda: amber.load(path, trusted=trusted, mmap=True), repeats),
-        "torch.load(weights_only=True)",
-        native,
-        0.2,
-    )
+    native_name = "torch.load(weights_only=True)"
+    ours = lambda: amber.load(path, trusted=trusted)  # noqa: E731
+    row("torch", label, native_name, 1.0, ours, native, repeats)
+    ours_mmap = lambda: amber.load(path, trusted=trusted, mmap=True)  # noqa: E731
+    row("torch", label + " mmap", native_name, 0.2, ours_mmap, native, repeats)
 
 
 # -- Keras / TensorFlow -------------------------------------------------------------------------
@@ -135,38 +139,42 @@ def bench_keras(tmp: Path, repeats: int) -> None:
     x = np.ones((8, 64), np.float32)
     model(x)
     k_path, a_path = tmp / "m.keras", tmp / "k.amber"
+    s_dir, s_path = tmp / "exported", tmp / "s.amber"
     row(
         "keras",
         "save (.keras)",
-        timed(lambda: amber.save(model, a_path), repeats),
         "model.save('.keras')",
-        timed(lambda: model.save(k_path), repeats),
         1.2,
+        lambda: amber.save(model, a_path),
+        lambda: model.save(k_path),
+        repeats,
     )
     row(
         "keras",
         "load (.keras)",
-        timed(lambda: amber.load(a_path), repeats),
         "keras.saving.load_model",
-        timed(lambda: keras.saving.load_model(k_path), repeats),
         1.2,
+        lambda: amber.load(a_path),
+        lambda: keras.saving.load_model(k_path),
+        repeats,
     )
-    s_dir, s_path = tmp / "exported", tmp / "s.amber"
     row(
         "tensorflow",
         "save (SavedModel)",
-        timed(lambda: amber.save(model, s_path, format="savedmodel"), repeats),
         "model.export (tf_saved_model)",
-        timed(lambda: model.export(str(s_dir), verbose=False), repeats),
         1.2,
+        lambda: amber.save(model, s_path, format="savedmodel"),
+        lambda: model.export(str(s_dir), verbose=False),
+        repeats,
     )
     row(
         "tensorflow",
         "load (SavedModel)",
-        timed(lambda: amber.load(s_path), repeats),
         "tf.saved_model.load",
-        timed(lambda: tf.saved_model.load(str(s_dir)), repeats),
         1.2,
+        lambda: amber.load(s_path),
+        lambda: tf.saved_model.load(str(s_dir)),
+        repeats,
     )
 
 
@@ -192,10 +200,11 @@ def bench_trees(tmp: Path, repeats: int, quick: bool) -> None:
     row(
         "xgboost",
         f"load {n} trees",
-        timed(lambda: amber.load(x_path), repeats),
         "XGBClassifier().load_model(.ubj)",
-        timed(xgb_native, repeats),
         1.2,
+        lambda: amber.load(x_path),
+        xgb_native,
+        repeats,
     )
     lm = lgb.LGBMClassifier(n_estimators=n, num_leaves=63, verbose=-1, n_jobs=2).fit(X, y)
     l_native, l_path = tmp / "l.txt", tmp / "l.amber"
@@ -204,10 +213,11 @@ def bench_trees(tmp: Path, repeats: int, quick: bool) -> None:
     row(
         "lightgbm",
         f"load {n} trees",
-        timed(lambda: amber.load(l_path), repeats),
         "lightgbm.Booster(model_file=)",
-        timed(lambda: lgb.Booster(model_file=str(l_native)), repeats),
         1.2,
+        lambda: amber.load(l_path),
+        lambda: lgb.Booster(model_file=str(l_native)),
+        repeats,
     )
 
 
@@ -218,7 +228,8 @@ def report(repeats: int) -> None:
         "# Framework handlers against native save/load",
         "",
         f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs; "
-        f"median of {repeats} runs after a warm-up, one process, one run of this script.",
+        f"median of {repeats} alternating runs after a warm-up, one process, one run of this "
+        f"script.",
         "",
         "| framework | operation | Amber (ms) | native | native (ms) | ratio | target | |",
         "|---|---|---:|---|---:|---:|---:|---|",
@@ -251,7 +262,7 @@ def report(repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--quick", action="store_true", help="smaller models (a smoke run)")
     parser.add_argument("--only", nargs="*", choices=["torch", "keras", "trees"])
     args = parser.parse_args()
