@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amber.artifact._manifest import encode
-from amber.artifact._reader import ArtifactReader, NotAnArtifact
-from amber.errors import FormatError, IntegrityError
+from amber.artifact._reader import ArtifactReader
+from amber.errors import IntegrityError
 from amber.registry._catalog import Catalog, PublishRequest
+from amber.registry._distribution import check_signatures, export_version, import_file
 from amber.registry._errors import InvalidURI
-from amber.registry._store import LocalStore, RemoteStore, default_cache_dir, file_blake3
+from amber.registry._inputs import (
+    Artifact,
+    as_ref,
+    check_metrics,
+    check_tags,
+    env_storage_options,
+    is_local,
+    manifest_hash,
+    registry_meta,
+    sig_key,
+)
+from amber.registry._store import LocalStore, RemoteStore, default_cache_dir
 from amber.registry._types import AliasChange, GcReport, ModelVersion, RegisteredModel
-from amber.registry._uri import SCHEME, ModelRef, check_alias, check_name, check_version, parse_uri
+from amber.registry._uri import check_alias, check_name, check_version
 
 if TYPE_CHECKING:
     from amber._api import EnvMode, ParityMode, ProbeMode
@@ -26,115 +37,6 @@ __all__ = ["DEFAULT_LOCATION", "Registry"]
 
 DEFAULT_LOCATION = "./amber-models"
 _CATALOG_FILE = "catalog.sqlite"
-
-
-def _is_local(location: str) -> bool:
-    return "://" not in location or location.startswith("file://")
-
-
-def _ref(ref: object) -> ModelRef:
-    """``models:/iris/3``, or the same without the scheme: ``iris/3``, ``iris@prod``, ``iris``."""
-    if isinstance(ref, ModelRef):
-        return ref
-    if not isinstance(ref, str):
-        raise InvalidURI(
-            f"expected a model URI such as 'models:/iris/3' or a name, got a "
-            f"{type(ref).__name__}: {ref!r}"
-        )
-    if ":" in ref:
-        return parse_uri(ref)
-    if "/" in ref or "@" in ref:
-        return parse_uri(SCHEME + ref)
-    return ModelRef(check_name(ref))
-
-
-def _check_metrics(metrics: object) -> dict[str, Any]:
-    if metrics is None:
-        return {}
-    if not isinstance(metrics, dict) or not all(isinstance(k, str) for k in metrics):
-        raise TypeError(f"metrics must be a dict of name -> number, got {metrics!r}")
-    out: dict[str, Any] = {}
-    for k, v in metrics.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-            raise TypeError(
-                f"metric {k!r} is {v!r}; metrics must be finite numbers (convert numpy values "
-                f"with float())"
-            )
-        out[k] = float(v) if not isinstance(v, int) else int(v)
-    json.dumps(out, allow_nan=False)
-    return out
-
-
-def _check_tags(tags: object) -> dict[str, str]:
-    if tags is None:
-        return {}
-    if not isinstance(tags, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and k and len(k) <= 128 and len(v) <= 512
-        for k, v in tags.items()
-    ):
-        raise TypeError(
-            f"tags must be a dict of non-empty string keys (at most 128 characters) to string "
-            f"values (at most 512), got {tags!r}"
-        )
-    return dict(tags)
-
-
-def _registry_meta(mv: ModelVersion) -> dict[str, Any]:
-    """What an exported file carries in its manifest's ``registry`` field (FORMAT.md section 6)."""
-    return {
-        "name": mv.name,
-        "version": mv.version,
-        "metrics": mv.metrics,
-        "tags": mv.tags,
-        "description": mv.description,
-        "created": mv.created,
-        "created_by": mv.created_by,
-    }
-
-
-def _sig_key(sig: bytes | None) -> str | None:
-    if sig is None:
-        return None
-    try:
-        return str(json.loads(sig)["key_id"])[:64]
-    except (ValueError, KeyError, TypeError):
-        return "(unreadable)"
-
-
-class _Artifact:
-    """What publishing needs from a local artifact file, read once."""
-
-    def __init__(self, path: Path, *, verify: bool) -> None:
-        try:
-            reader = ArtifactReader(path)
-        except NotAnArtifact:
-            raise FormatError(
-                f"{str(path)!r} is not an Amber artifact; convert a pickle or joblib file first "
-                f"(`amber convert {path} model.amber`), or push the model object itself"
-            ) from None
-        with reader:
-            if verify:
-                reader.verify_all(strong=True)
-            self.manifest = reader.manifest
-            self.manifest_bytes = reader.manifest_bytes
-            self.signature = reader.raw_signature()
-        self.path = path
-        self.size = path.stat().st_size
-        self.hash = file_blake3(path)
-
-    def summary(self) -> dict[str, Any]:
-        m = self.manifest
-        env = m.get("environment", {})
-        return {
-            "amber_version": m.get("amber_version"),
-            "format_version": m.get("format_version"),
-            "handler": m.get("handler"),
-            "saved": m.get("created"),
-            "python": env.get("python"),
-            "packages": env.get("packages", {}),
-            "probe": "probe" in m,
-            "inputs": (m.get("signature") or {}).get("inputs"),
-        }
 
 
 class Registry:
@@ -179,7 +81,7 @@ class Registry:
         if catalog is None:
             catalog = os.environ.get("AMBER_CATALOG") or None
         self._store: LocalStore | RemoteStore
-        if _is_local(text):
+        if is_local(text):
             root = Path(text.removeprefix("file://")).expanduser().absolute()
             self.location = str(root)
             self._store = LocalStore(root)
@@ -193,7 +95,7 @@ class Registry:
                 )
             self.location = text
             if storage_options is None:
-                storage_options = _env_storage_options()
+                storage_options = env_storage_options()
             cache_dir = Path(cache).expanduser() if cache is not None else default_cache_dir()
             self._store = RemoteStore(text, dict(storage_options or {}), cache_dir)
         if storage_options and not self._store.remote:
@@ -255,8 +157,8 @@ class Registry:
         check_name(name)
         if alias is not None:
             check_alias(alias)
-        metrics_ = _check_metrics(metrics)
-        tags_ = _check_tags(tags)
+        metrics_ = check_metrics(metrics)
+        tags_ = check_tags(tags)
         if description is not None and not isinstance(description, str):
             raise TypeError(f"description must be a string, got {description!r}")
         key = self._private_key(signing_key)
@@ -273,14 +175,14 @@ class Registry:
                 raise FileNotFoundError(
                     f"no such file: {str(source)!r}; push a saved .amber file or a model object"
                 )
-            art = _Artifact(source, verify=True)
+            art = Artifact(source, verify=True)
             meta = art.manifest.get("metadata") or {}
             if metrics is None and isinstance(meta.get("metrics"), dict):
                 with contextlib.suppress(TypeError):
-                    metrics_ = _check_metrics(meta["metrics"])
+                    metrics_ = check_metrics(meta["metrics"])
             if tags is None and isinstance(meta.get("tags"), dict):
                 with contextlib.suppress(TypeError):
-                    tags_ = _check_tags(meta["tags"])
+                    tags_ = check_tags(meta["tags"])
             if description is None and isinstance(meta.get("description"), str):
                 description = meta["description"]
             return self._publish(art, False, name, metrics_, tags_, description, alias, key)
@@ -292,7 +194,7 @@ class Registry:
             if description:
                 metadata["description"] = description
             save(model, staging, sample=sample, metadata=metadata, compress=compress)
-            art = _Artifact(staging, verify=False)
+            art = Artifact(staging, verify=False)
             return self._publish(art, True, name, metrics_, tags_, description, alias, key)
         finally:
             staging.unlink(missing_ok=True)
@@ -304,20 +206,20 @@ class Registry:
 
         return load_private_key(signing_key)
 
-    def _signer(self, art: _Artifact, key: Any) -> Callable[[ModelVersion], str | None] | None:
+    def _signer(self, art: Artifact, key: Any) -> Callable[[ModelVersion], str | None] | None:
         if key is None:
             return None
         from amber.security._signing import make_signature
 
         def sign(mv: ModelVersion) -> str:
-            exported = encode({**art.manifest, "registry": _registry_meta(mv)})
+            exported = encode({**art.manifest, "registry": registry_meta(mv)})
             return make_signature(exported, key, name=mv.name, version=mv.version).decode()
 
         return sign
 
     def _publish(
         self,
-        art: _Artifact,
+        art: Artifact,
         owned: bool,
         name: str,
         metrics: dict[str, Any],
@@ -331,14 +233,14 @@ class Registry:
             name=name,
             blob_hash=art.hash,
             size=art.size,
-            manifest_hash=_manifest_hash(art.manifest_bytes),
+            manifest_hash=manifest_hash(art.manifest_bytes),
             framework=str(art.manifest.get("framework", "")),
             object_type=str(art.manifest.get("object_type", "")),
             summary=art.summary(),
             metrics=metrics,
             tags=tags,
             description=description or "",
-            signed_by=_sig_key(art.signature),
+            signed_by=sig_key(art.signature),
             alias=alias,
             version=version,
             sign=self._signer(art, key),
@@ -361,7 +263,7 @@ class Registry:
         >>> reg.get("models:/iris@production").version  # doctest: +SKIP
         3
         """
-        return self.catalog.get(_ref(ref))
+        return self.catalog.get(as_ref(ref))
 
     def versions(self, name: str, *, limit: int | None = None) -> list[ModelVersion]:
         """Every version of ``name``, oldest first (``limit``: only the newest ``limit``)."""
@@ -524,7 +426,7 @@ class Registry:
             _decode_public(trusted_keys)  # bad keys fail before any download
 
         def check(reader: ArtifactReader) -> None:
-            got = _manifest_hash(reader.manifest_bytes)
+            got = manifest_hash(reader.manifest_bytes)
             if got != mv.manifest_hash:
                 raise IntegrityError(
                     f"the artifact of {mv.uri} in registry {self.location} is not the one that "
@@ -533,42 +435,9 @@ class Registry:
                     f"Delete the cached copy or restore the blob"
                 )
             if trusted_keys is not None:
-                self._check_signatures(reader, mv, trusted_keys)
+                check_signatures(reader, mv, trusted_keys)
 
         return check
-
-    def _check_signatures(
-        self, reader: ArtifactReader, mv: ModelVersion, trusted_keys: Sequence[Any]
-    ) -> Any:
-        from amber.security._signing import check_signature
-
-        source = mv.uri
-        attempts: list[tuple[bytes, bytes | None]] = []
-        embedded = reader.raw_signature()
-        if embedded is not None:
-            attempts.append((reader.manifest_bytes, embedded))
-        if mv.signature is not None:
-            exported = encode({**reader.manifest, "registry": _registry_meta(mv)})
-            attempts.append((exported, mv.signature.encode()))
-        if not attempts:
-            attempts.append((reader.manifest_bytes, None))
-        first: IntegrityError | None = None
-        for manifest_bytes, sig in attempts:
-            try:
-                info = check_signature(
-                    manifest_bytes,
-                    sig,
-                    trusted_keys,
-                    source=source,
-                    name=mv.name,
-                    version=mv.version,
-                )
-            except IntegrityError as exc:
-                first = first or exc
-                continue
-            reader.verify_all(strong=True)
-            return info
-        raise first or IntegrityError(f"{source}: no signature could be checked")
 
     def verify(self, ref: str, *, trusted_keys: Sequence[Any] | None = None) -> Any:
         """:func:`amber.verify` of a version, plus its signature binding with ``trusted_keys``."""
@@ -578,7 +447,7 @@ class Registry:
         path = self._store.local_path(mv.hash, mv.size)
         with ArtifactReader(path) as reader:
             self._checker(mv, None)(reader)
-            info = self._check_signatures(reader, mv, trusted_keys) if trusted_keys else None
+            info = check_signatures(reader, mv, trusted_keys) if trusted_keys else None
         report = _api.verify(path)
         report.checks.insert(0, f"{mv.uri}: the manifest is the one recorded at push")
         if info is not None:
@@ -604,35 +473,7 @@ class Registry:
         --------
         >>> reg.export("models:/iris@production", "iris-v3.amber")  # doctest: +SKIP
         """
-        from amber.artifact._rewrite import rewrite
-        from amber.security._signing import make_signature
-
-        key = self._private_key(signing_key)
-        mv = self.get(ref)
-        source = self._store.local_path(mv.hash, mv.size)
-        target = Path(path)
-        with ArtifactReader(source) as reader:
-            self._checker(mv, None)(reader)
-            reader.verify_all(strong=True)
-            embedded = reader.raw_signature()
-        meta = _registry_meta(mv)
-        if key is None and mv.signature is None and embedded is not None:
-            _copy_file(source, target)
-            return mv
-        detached = mv.signature.encode() if mv.signature is not None else None
-
-        def signer(raw: bytes) -> bytes:
-            if key is not None:
-                return make_signature(raw, key, name=mv.name, version=mv.version)
-            return detached  # type: ignore[return-value]
-
-        rewrite(
-            source,
-            target,
-            update=lambda m: {**m, "registry": meta},
-            signer=signer if key is not None or detached is not None else None,
-        )
-        return mv
+        return export_version(self, ref, path, signing_key=signing_key)
 
     def import_(
         self,
@@ -655,66 +496,4 @@ class Registry:
         >>> reg.import_("iris-v3.amber")                 # doctest: +SKIP
         >>> reg.import_("iris-v3.amber", name="iris-eu") # doctest: +SKIP
         """
-        key = self._private_key(signing_key)
-        source = Path(path)
-        if not source.is_file():
-            raise FileNotFoundError(f"no such file: {str(source)!r}; give an exported .amber file")
-        art = _Artifact(source, verify=True)
-        meta = art.manifest.get("registry") or {}
-        if not isinstance(meta, dict):
-            meta = {}
-        target = name if name is not None else meta.get("name")
-        if target is None:
-            raise TypeError(
-                f"{str(source)!r} carries no registry name (it was not exported from a "
-                f"registry); give one: import_(path, name='iris') or --name iris"
-            )
-        check_name(target)
-        if alias is not None:
-            check_alias(alias)
-        version = meta.get("version") if meta.get("name") == target else None
-        if version is not None:
-            check_version(version)
-        user = art.manifest.get("metadata") or {}
-        metrics = meta.get("metrics", user.get("metrics"))
-        tags = meta.get("tags", user.get("tags"))
-        description = meta.get("description", user.get("description"))
-        self._prepare_write()
-        return self._publish(
-            art,
-            False,
-            target,
-            _check_metrics(metrics if isinstance(metrics, dict) else None),
-            _check_tags(tags if isinstance(tags, dict) else None),
-            description if isinstance(description, str) else None,
-            alias,
-            key,
-            version=version,
-        )
-
-
-def _env_storage_options() -> dict[str, Any] | None:
-    raw = os.environ.get("AMBER_STORAGE_OPTIONS")
-    if not raw:
-        return None
-    try:
-        options = json.loads(raw)
-    except ValueError as exc:
-        raise ValueError(f"AMBER_STORAGE_OPTIONS is not valid JSON ({exc}): {raw!r}") from None
-    if not isinstance(options, dict):
-        raise ValueError(f"AMBER_STORAGE_OPTIONS must hold a JSON object, got {raw!r}")
-    return options
-
-
-def _manifest_hash(manifest_bytes: bytes) -> str:
-    from amber.artifact._digest import blake3_hex
-
-    return blake3_hex(manifest_bytes)
-
-
-def _copy_file(source: Path, target: Path) -> None:
-    from amber.artifact._atomic import atomic_writer
-
-    with open(source, "rb") as fin, atomic_writer(target) as fout:
-        while chunk := fin.read(8 << 20):
-            fout.write(chunk)
+        return import_file(self, path, name=name, alias=alias, signing_key=signing_key)

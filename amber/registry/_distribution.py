@@ -1,0 +1,171 @@
+"""Export, import and signature checks of registry versions (``docs/FORMAT.md`` section 6)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from amber.artifact._manifest import encode
+from amber.artifact._reader import ArtifactReader
+from amber.errors import IntegrityError
+from amber.registry._inputs import (
+    Artifact,
+    check_metrics,
+    check_tags,
+    copy_file,
+    registry_meta,
+)
+from amber.registry._types import ModelVersion
+from amber.registry._uri import check_alias, check_name, check_version
+
+if TYPE_CHECKING:
+    from amber.registry._registry import Registry
+
+__all__ = ["check_signatures", "export_version", "import_file"]
+
+
+def check_signatures(reader: ArtifactReader, mv: ModelVersion, trusted_keys: Sequence[Any]) -> Any:
+    """Require a trusted signature binding ``mv``'s name and version; check every entry.
+
+    Tried in turn: the artifact's own ``amber.sig`` (over its manifest), then the detached
+    signature made at push (over the manifest that ``export`` writes for this version).
+    """
+    from amber.security._signing import check_signature
+
+    source = mv.uri
+    attempts: list[tuple[bytes, bytes | None]] = []
+    embedded = reader.raw_signature()
+    if embedded is not None:
+        attempts.append((reader.manifest_bytes, embedded))
+    if mv.signature is not None:
+        exported = encode({**reader.manifest, "registry": registry_meta(mv)})
+        attempts.append((exported, mv.signature.encode()))
+    if not attempts:
+        attempts.append((reader.manifest_bytes, None))
+    first: IntegrityError | None = None
+    for manifest_bytes, sig in attempts:
+        try:
+            info = check_signature(
+                manifest_bytes,
+                sig,
+                trusted_keys,
+                source=source,
+                name=mv.name,
+                version=mv.version,
+            )
+        except IntegrityError as exc:
+            first = first or exc
+            continue
+        reader.verify_all(strong=True)
+        return info
+    raise first or IntegrityError(f"{source}: no signature could be checked")
+
+
+def export_version(
+    reg: Registry,
+    ref: str,
+    path: str | os.PathLike[str],
+    *,
+    signing_key: Any = None,
+) -> ModelVersion:
+    """:meth:`Registry.export`: one self-contained file of a version, with registry metadata.
+
+    The manifest gains a ``registry`` field (name, version, metrics, tags, description, who
+    and when). With ``signing_key`` the file is signed for this name and version; without
+    one, a detached signature made at push is attached, or an artifact that was pushed
+    already signed is copied byte for byte.
+
+    Examples
+    --------
+    >>> reg.export("models:/iris@production", "iris-v3.amber")  # doctest: +SKIP
+    """
+    from amber.artifact._rewrite import rewrite
+    from amber.security._signing import make_signature
+
+    key = reg._private_key(signing_key)
+    mv = reg.get(ref)
+    source = reg._store.local_path(mv.hash, mv.size)
+    target = Path(path)
+    with ArtifactReader(source) as reader:
+        reg._checker(mv, None)(reader)
+        reader.verify_all(strong=True)
+        embedded = reader.raw_signature()
+    meta = registry_meta(mv)
+    if key is None and mv.signature is None and embedded is not None:
+        copy_file(source, target)
+        return mv
+    detached = mv.signature.encode() if mv.signature is not None else None
+
+    def signer(raw: bytes) -> bytes:
+        if key is not None:
+            return make_signature(raw, key, name=mv.name, version=mv.version)
+        return detached  # type: ignore[return-value]
+
+    rewrite(
+        source,
+        target,
+        update=lambda m: {**m, "registry": meta},
+        signer=signer if key is not None or detached is not None else None,
+    )
+    return mv
+
+
+def import_file(
+    reg: Registry,
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    alias: str | None = None,
+    signing_key: Any = None,
+) -> ModelVersion:
+    """:meth:`Registry.import_`: register an artifact file (typically an export).
+
+    The file is stored byte for byte, so its own signature stays valid. Name, metrics, tags
+    and description come from its ``registry`` metadata (``name=`` overrides the name). The
+    version number is kept when the file carries one for the same name, so that a signature
+    binding ``name`` and ``version`` still holds here; importing the same file twice is a
+    no-op. Otherwise the next number is taken.
+
+    Examples
+    --------
+    >>> reg.import_("iris-v3.amber")                 # doctest: +SKIP
+    >>> reg.import_("iris-v3.amber", name="iris-eu") # doctest: +SKIP
+    """
+    key = reg._private_key(signing_key)
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"no such file: {str(source)!r}; give an exported .amber file")
+    art = Artifact(source, verify=True)
+    meta = art.manifest.get("registry") or {}
+    if not isinstance(meta, dict):
+        meta = {}
+    target = name if name is not None else meta.get("name")
+    if target is None:
+        raise TypeError(
+            f"{str(source)!r} carries no registry name (it was not exported from a "
+            f"registry); give one: import_(path, name='iris') or --name iris"
+        )
+    check_name(target)
+    if alias is not None:
+        check_alias(alias)
+    version = meta.get("version") if meta.get("name") == target else None
+    if version is not None:
+        check_version(version)
+    user = art.manifest.get("metadata") or {}
+    metrics = meta.get("metrics", user.get("metrics"))
+    tags = meta.get("tags", user.get("tags"))
+    description = meta.get("description", user.get("description"))
+    reg._prepare_write()
+    return reg._publish(
+        art,
+        False,
+        target,
+        check_metrics(metrics if isinstance(metrics, dict) else None),
+        check_tags(tags if isinstance(tags, dict) else None),
+        description if isinstance(description, str) else None,
+        alias,
+        key,
+        version=version,
+    )

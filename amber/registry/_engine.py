@@ -1,0 +1,181 @@
+"""The catalog's connection to its database: engine, transactions, errors, migrations.
+
+SQLite and PostgreSQL through one SQL layer (SQLAlchemy Core). On SQLite every write transaction
+starts with ``BEGIN IMMEDIATE``, which takes the database's write lock at once (a deferred
+``BEGIN`` would take it at the first write and could fail with "database is locked" half-way);
+readers use plain ``BEGIN`` and, in WAL mode, never block writers; ``busy_timeout`` makes a
+writer wait up to 60 s for the lock. Migrations (``_schema.py``) run once per process, in one
+transaction, under a lock (on PostgreSQL an advisory lock; on SQLite the write lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import importlib.util
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from amber.registry._errors import CatalogUnavailable
+from amber.registry._schema import MIGRATIONS, SCHEMA_VERSION, now, t
+
+__all__ = ["CatalogEngine", "normalize_url"]
+
+_LOCK_KEY = 0x616D626572  # "amber": the advisory lock that serializes PostgreSQL migrations
+
+
+def normalize_url(url: str | os.PathLike[str]) -> str:
+    """A SQLAlchemy URL: a plain path means a SQLite file; ``postgresql://`` uses psycopg 3."""
+    text = os.fspath(url)
+    if "://" not in text:
+        return f"sqlite:///{Path(text).expanduser().absolute()}"
+    scheme, _, rest = text.partition("://")
+    if scheme in ("postgres", "postgresql") and importlib.util.find_spec("psycopg"):
+        return f"postgresql+psycopg://{rest}"
+    return text
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class CatalogEngine:
+    """One SQLAlchemy engine, created on first use, and the transactions over it."""
+
+    def __init__(self, url: str | os.PathLike[str], *, label: str) -> None:
+        self.url = normalize_url(url)
+        self.label = label  # the registry's location, for messages
+        try:
+            parsed = sa.engine.make_url(self.url)
+        except (sa.exc.ArgumentError, ValueError) as exc:
+            raise CatalogUnavailable(
+                f"catalog URL {str(url)!r} is not a database URL ({exc}); use "
+                f"'postgresql://user@host:5432/db' or 'sqlite:///path/catalog.sqlite'"
+            ) from None
+        self.safe_url = parsed.render_as_string(hide_password=True)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise CatalogUnavailable(
+                f"catalog {self.safe_url!r}: Amber's catalog runs on SQLite or PostgreSQL, not "
+                f"{self.dialect!r}"
+            )
+        self.sqlite_path = (
+            Path(parsed.database) if self.dialect == "sqlite" and parsed.database else None
+        )
+        self._engine: sa.Engine | None = None
+        self._migrated = False
+        self.who = _who()
+
+    # -- connections -------------------------------------------------------------------------
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = self._make_engine()
+        return self._engine
+
+    def _make_engine(self) -> sa.Engine:
+        if self.dialect == "sqlite":
+            engine = sa.create_engine(self.url, connect_args={"timeout": 60})
+
+            @sa.event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA busy_timeout=60000")
+                if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=FULL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+
+            @sa.event.listens_for(engine, "begin")
+            def _on_begin(conn: sa.Connection) -> None:
+                write = conn.get_execution_options().get("amber_write", False)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+            return engine
+        return sa.create_engine(self.url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+
+    def _unavailable(self, exc: BaseException, action: str) -> CatalogUnavailable:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        reason = detail[0] if detail else type(exc).__name__
+        if self.dialect == "sqlite":
+            hint = (
+                f"check that {str(self.sqlite_path)!r} is a writable SQLite file on a local disk "
+                f"(not a network share) and that no process holds its write lock for long"
+            )
+        else:
+            hint = (
+                "check that the PostgreSQL server is running and reachable at that host and "
+                "port, that the database exists, and the credentials (password in the URL, "
+                "PGPASSWORD or ~/.pgpass)"
+            )
+        return CatalogUnavailable(
+            f"cannot {action} the catalog {self.safe_url} of registry {self.label}: {reason}; "
+            f"{hint}"
+        )
+
+    @contextlib.contextmanager
+    def _tx(self, write: bool, action: str) -> Iterator[sa.Connection]:
+        if not self._migrated:
+            self.migrate()
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(amber_write=write)
+                with conn.begin():
+                    yield conn
+        except sa.exc.IntegrityError:
+            raise
+        except sa.exc.DBAPIError as exc:
+            raise self._unavailable(exc, action) from exc
+
+    def exists(self) -> bool:
+        """False only for a SQLite catalog whose file was never created (an empty registry)."""
+        return self.sqlite_path is None or self.sqlite_path.exists()
+
+    def migrate(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(amber_write=True)
+                with conn.begin():
+                    if self.dialect == "postgresql":
+                        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_KEY)))
+                    t.migrations.create(conn, checkfirst=True)
+                    applied = conn.execute(sa.select(sa.func.max(t.migrations.c.version))).scalar()
+                    applied = applied or 0
+                    if applied > SCHEMA_VERSION:
+                        raise CatalogUnavailable(
+                            f"the catalog {self.safe_url} has schema version {applied}, newer "
+                            f"than the {SCHEMA_VERSION} this Amber knows: a newer Amber wrote "
+                            f"it. Upgrade Amber (pip install -U amber) on this machine"
+                        )
+                    for number, name, step in MIGRATIONS:
+                        if number > applied:
+                            step(conn)
+                            conn.execute(
+                                t.migrations.insert().values(
+                                    version=number, name=name, applied_at=now()
+                                )
+                            )
+        except sa.exc.DBAPIError as exc:
+            raise self._unavailable(exc, "open") from exc
+        self._migrated = True
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def _insert(self, table: sa.Table) -> Any:
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        return (postgresql if self.dialect == "postgresql" else sqlite).insert(table)

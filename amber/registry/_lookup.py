@@ -1,0 +1,317 @@
+"""Reading the catalog: versions, models, aliases, search, and errors that list what exists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from amber.errors import ModelNotFound
+from amber.registry._engine import CatalogEngine
+from amber.registry._schema import t
+from amber.registry._types import AliasChange, ModelVersion, RegisteredModel
+from amber.registry._uri import ModelRef
+
+__all__ = ["CatalogLookup"]
+
+_VERSION_COLUMNS = [
+    t.models.c.name,
+    t.versions.c.id,
+    t.versions.c.version,
+    t.versions.c.blob_hash,
+    t.versions.c.size,
+    t.versions.c.created_at,
+    t.versions.c.created_by,
+    t.versions.c.metrics,
+    t.versions.c.tags,
+    t.versions.c.description,
+    t.versions.c.framework,
+    t.versions.c.object_type,
+    t.versions.c.manifest_hash,
+    t.versions.c.summary,
+    t.versions.c.signed_by,
+    t.versions.c.signature,
+]
+
+
+def _row_to_version(row: Any, aliases: tuple[str, ...]) -> ModelVersion:
+    return ModelVersion(
+        name=row[0],
+        version=row[2],
+        hash=row[3],
+        size=row[4],
+        created=row[5],
+        created_by=row[6],
+        metrics=orjson.loads(row[7]),
+        tags=orjson.loads(row[8]),
+        description=row[9],
+        aliases=aliases,
+        framework=row[10],
+        object_type=row[11],
+        manifest_hash=row[12],
+        summary_json=row[13],
+        signed_by=row[14],
+        signature=row[15],
+    )
+
+
+def _numbers(values: list[int]) -> str:
+    """``1-3, 5, 9-12``: a compact list of version numbers."""
+    runs: list[str] = []
+    start = prev = None
+    for v in [*values, None]:
+        if start is not None and v is not None and prev is not None and v == prev + 1:
+            prev = v
+            continue
+        if start is not None:
+            runs.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = v
+    return ", ".join(runs)
+
+
+class CatalogLookup(CatalogEngine):
+    """The read side of the catalog."""
+
+    def _names(self, conn: sa.Connection) -> list[str]:
+        return list(
+            conn.execute(
+                sa.select(t.models.c.name)
+                .where(sa.exists().where(t.versions.c.model_id == t.models.c.id))
+                .order_by(t.models.c.name)
+            ).scalars()
+        )
+
+    def _no_model(self, conn: sa.Connection | None, name: str) -> ModelNotFound:
+        names = self._names(conn) if conn is not None else []
+        if not names:
+            return ModelNotFound(
+                f"no model named {name!r}: registry {self.label} is empty; publish one with "
+                f"reg.push({name!r}, model) or `amber push FILE --name {name}`"
+            )
+        shown = ", ".join(names[:30]) + (
+            f" (and {len(names) - 30} more)" if len(names) > 30 else ""
+        )
+        return ModelNotFound(
+            f"no model named {name!r} in registry {self.label}; models there: {shown}"
+        )
+
+    def _not_found(self, conn: sa.Connection, ref: ModelRef) -> ModelNotFound:
+        model_id = conn.execute(
+            sa.select(t.models.c.id).where(t.models.c.name == ref.name)
+        ).scalar()
+        existing = (
+            list(
+                conn.execute(
+                    sa.select(t.versions.c.version)
+                    .where(t.versions.c.model_id == model_id)
+                    .order_by(t.versions.c.version)
+                ).scalars()
+            )
+            if model_id is not None
+            else []
+        )
+        if not existing or model_id is None:
+            return self._no_model(conn, ref.name)
+        if ref.alias is not None:
+            aliases = self._aliases(conn, model_id)
+            listed = (
+                ", ".join(f"@{a} -> {v}" for a, v in sorted(aliases.items()))
+                if aliases
+                else "none yet"
+            )
+            return ModelNotFound(
+                f"{ref.name} has no alias {ref.alias!r} in registry {self.label}; its aliases: "
+                f"{listed}. Set one with reg.set_alias({ref.name!r}, {ref.alias!r}, VERSION) or "
+                f"`amber models alias {ref.name} {ref.alias} VERSION`"
+            )
+        return ModelNotFound(
+            f"{ref.name} has no version {ref.version} in registry {self.label}; its versions: "
+            f"{_numbers(existing)} (latest {existing[-1]}, models:/{ref.name}/latest)"
+        )
+
+    def _aliases(self, conn: sa.Connection, model_id: int) -> dict[str, int]:
+        rows = conn.execute(
+            sa.select(t.aliases.c.alias, t.versions.c.version)
+            .select_from(t.aliases.join(t.versions, t.aliases.c.version_id == t.versions.c.id))
+            .where(t.aliases.c.model_id == model_id)
+        )
+        return {a: v for a, v in rows}
+
+    def _resolve(self, conn: sa.Connection, ref: ModelRef) -> ModelVersion:
+        base = sa.select(*_VERSION_COLUMNS).select_from(
+            t.versions.join(t.models, t.versions.c.model_id == t.models.c.id)
+        )
+        if ref.version is not None:
+            query = base.where(t.models.c.name == ref.name, t.versions.c.version == ref.version)
+        elif ref.alias is not None:
+            query = base.join(t.aliases, t.aliases.c.version_id == t.versions.c.id).where(
+                t.models.c.name == ref.name, t.aliases.c.alias == ref.alias
+            )
+        else:
+            query = (
+                base.where(t.models.c.name == ref.name)
+                .order_by(t.versions.c.version.desc())
+                .limit(1)
+            )
+        row = conn.execute(query).first()
+        if row is None:
+            raise self._not_found(conn, ref)
+        names = conn.execute(
+            sa.select(t.aliases.c.alias)
+            .where(t.aliases.c.version_id == row[1])
+            .order_by(t.aliases.c.alias)
+        ).scalars()
+        return _row_to_version(row, tuple(names))
+
+    def get(self, ref: ModelRef) -> ModelVersion:
+        if not self.exists():
+            raise self._no_model(None, ref.name)
+        with self._tx(False, "read") as conn:
+            return self._resolve(conn, ref)
+
+    def versions(self, name: str, *, limit: int | None = None) -> list[ModelVersion]:
+        if not self.exists():
+            raise self._no_model(None, name)
+        with self._tx(False, "read") as conn:
+            model_id = conn.execute(
+                sa.select(t.models.c.id).where(t.models.c.name == name)
+            ).scalar()
+            if model_id is None:
+                raise self._no_model(conn, name)
+            query = (
+                sa.select(*_VERSION_COLUMNS)
+                .select_from(t.versions.join(t.models, t.versions.c.model_id == t.models.c.id))
+                .where(t.versions.c.model_id == model_id)
+                .order_by(t.versions.c.version.desc())
+            )
+            if limit is not None:
+                query = query.limit(limit)
+            rows = conn.execute(query).all()
+            by_version: dict[int, list[str]] = {}
+            for alias, version_id in conn.execute(
+                sa.select(t.aliases.c.alias, t.aliases.c.version_id)
+                .where(t.aliases.c.model_id == model_id)
+                .order_by(t.aliases.c.alias)
+            ):
+                by_version.setdefault(version_id, []).append(alias)
+        return [_row_to_version(r, tuple(by_version.get(r[1], ()))) for r in reversed(rows)]
+
+    def models(self) -> list[RegisteredModel]:
+        if not self.exists():
+            return []
+        with self._tx(False, "read") as conn:
+            rows = conn.execute(
+                sa.select(
+                    t.models.c.name,
+                    sa.func.count(t.versions.c.id),
+                    sa.func.max(t.versions.c.version),
+                    t.models.c.created_at,
+                    sa.func.max(t.versions.c.created_at),
+                )
+                .select_from(t.models.join(t.versions, t.versions.c.model_id == t.models.c.id))
+                .group_by(t.models.c.id, t.models.c.name, t.models.c.created_at)
+                .order_by(t.models.c.name)
+            ).all()
+            aliases: dict[str, dict[str, int]] = {}
+            for name, alias, version in conn.execute(
+                sa.select(t.models.c.name, t.aliases.c.alias, t.versions.c.version).select_from(
+                    t.aliases.join(t.models, t.aliases.c.model_id == t.models.c.id).join(
+                        t.versions, t.aliases.c.version_id == t.versions.c.id
+                    )
+                )
+            ):
+                aliases.setdefault(name, {})[alias] = version
+        return [
+            RegisteredModel(n, c, latest, aliases.get(n, {}), created, updated)
+            for n, c, latest, created, updated in rows
+        ]
+
+    def search(
+        self,
+        *,
+        name: str | None,
+        tag: tuple[str, str | None] | None,
+        alias: str | None,
+        limit: int | None,
+    ) -> list[ModelVersion]:
+        if not self.exists():
+            return []
+        query = sa.select(*_VERSION_COLUMNS).select_from(
+            t.versions.join(t.models, t.versions.c.model_id == t.models.c.id)
+        )
+        if name is not None:
+            pattern = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = pattern.replace("*", "%").replace("?", "_")
+            query = query.where(t.models.c.name.like(pattern, escape="\\"))
+        if tag is not None:
+            key, value = tag
+            cond = (t.version_tags.c.version_id == t.versions.c.id) & (t.version_tags.c.key == key)
+            if value is not None:
+                cond = cond & (t.version_tags.c.value == value)
+            query = query.where(sa.exists().where(cond))
+        if alias is not None:
+            query = query.where(
+                sa.exists().where(
+                    (t.aliases.c.version_id == t.versions.c.id) & (t.aliases.c.alias == alias)
+                )
+            )
+        query = query.order_by(t.models.c.name, t.versions.c.version)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._tx(False, "read") as conn:
+            rows = conn.execute(query).all()
+            ids = [r[1] for r in rows]
+            by_version: dict[int, list[str]] = {}
+            for start in range(0, len(ids), 500):
+                for a, vid in conn.execute(
+                    sa.select(t.aliases.c.alias, t.aliases.c.version_id)
+                    .where(t.aliases.c.version_id.in_(ids[start : start + 500]))
+                    .order_by(t.aliases.c.alias)
+                ):
+                    by_version.setdefault(vid, []).append(a)
+        return [_row_to_version(r, tuple(by_version.get(r[1], ()))) for r in rows]
+
+    def alias_history(self, name: str, alias: str | None) -> list[AliasChange]:
+        if not self.exists():
+            raise self._no_model(None, name)
+        with self._tx(False, "read") as conn:
+            model_id = conn.execute(
+                sa.select(t.models.c.id).where(t.models.c.name == name)
+            ).scalar()
+            if model_id is None:
+                raise self._no_model(conn, name)
+            query = sa.select(
+                t.alias_history.c.alias,
+                t.alias_history.c.version,
+                t.alias_history.c.previous,
+                t.alias_history.c.changed_at,
+                t.alias_history.c.changed_by,
+            ).where(t.alias_history.c.model_id == model_id)
+            if alias is not None:
+                query = query.where(t.alias_history.c.alias == alias)
+            rows = conn.execute(query.order_by(t.alias_history.c.id)).all()
+        return [AliasChange(name, a, v, p, c, b) for a, v, p, c, b in rows]
+
+    def aliases(self, name: str) -> dict[str, int]:
+        if not self.exists():
+            raise self._no_model(None, name)
+        with self._tx(False, "read") as conn:
+            model_id = conn.execute(
+                sa.select(t.models.c.id).where(t.models.c.name == name)
+            ).scalar()
+            if model_id is None:
+                raise self._no_model(conn, name)
+            return dict(sorted(self._aliases(conn, model_id).items()))
+
+    def referenced(self) -> set[str]:
+        if not self.exists():
+            return set()
+        with self._tx(False, "read") as conn:
+            return set(conn.execute(sa.select(t.versions.c.blob_hash).distinct()).scalars())
+
+    def pending_rows(self) -> list[str]:
+        if not self.exists():
+            return []
+        with self._tx(False, "read") as conn:
+            return list(conn.execute(sa.select(t.blobs.c.hash)).scalars())
