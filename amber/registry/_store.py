@@ -53,7 +53,15 @@ def default_cache_dir() -> Path:
     return Path(base) / "amber"
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def _blob_rel(blob_hash: str) -> str:
+    if not _HEX64.fullmatch(blob_hash):  # a hash from the catalog becomes a path: vet it
+        raise IntegrityError(
+            f"the catalog names the blob {blob_hash[:80]!r}, which is not a BLAKE3 digest (64 "
+            f"lowercase hex digits); the catalog was altered. Restore it from a backup"
+        )
     return f"blobs/{blob_hash[:2]}/{blob_hash}.amber"
 
 

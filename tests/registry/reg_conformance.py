@@ -371,6 +371,17 @@ class RegistryConformance:
         with pytest.raises(amber.IntegrityError, match="fails its xxh3-128 check"):
             reg.load("models:/iris/1")
 
+    def test_a_catalog_naming_a_path_instead_of_a_digest_is_refused(
+        self, reg: Registry, iris_model: Any
+    ) -> None:
+        reg.push("iris", iris_model)
+        engine = sa.create_engine(reg.catalog.url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE amber_versions SET blob_hash='../../../etc/passwd'"))
+        engine.dispose()
+        with pytest.raises(amber.IntegrityError, match="not a BLAKE3 digest"):
+            reg.load("models:/iris/1")
+
 
 class RemoteConformance:
     """What every remote (fsspec) backend must also do: cache downloads by hash."""
