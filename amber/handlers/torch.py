@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import inspect as _inspect
 import json
-import mmap as _mmap
-import os
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from amber.artifact import _zip
 from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import ArtifactWriter
 from amber.errors import FormatError, UntrustedTypeError
@@ -314,31 +311,14 @@ class TorchHandler:
     def _tensors(self, reader: ArtifactReader, entry: str, aliases: Any) -> dict[str, Any]:
         if not isinstance(aliases, dict):
             raise FormatError("malformed torch payload: aliases")
-        data = reader.read(entry)
-        if reader.mmapped and reader.entries[entry]["compression"] == "none":
-            data = self._private_map(reader, entry)
-        tensors = _safetensors.parse(data, entry)
+        # Under mmap=True an uncompressed entry is a view of the reader's copy-on-write map of
+        # the file, as torch.load(mmap=True) maps: tensors view the file, writes stay private.
+        tensors = _safetensors.parse(reader.read(entry), entry)
         for key, target in aliases.items():
             if target not in tensors:
                 raise FormatError(f"{entry}: alias {key!r} names no tensor")
             tensors[key] = tensors[target]
         return tensors
-
-    def _private_map(self, reader: ArtifactReader, entry: str) -> memoryview:
-        """The entry as a copy-on-write map of the file, as ``torch.load(mmap=True)`` does.
-
-        The reader's own map is read-only, and writing into a tensor viewing it (an optimizer
-        step) would crash the process; a private map turns writes into private copies. The
-        bytes were verified through the reader's map just before.
-        """
-        info = reader.zip_entries[entry]
-        fd = os.open(reader.path, os.O_RDONLY)
-        try:
-            start = _zip.read_data_offset(fd, info)
-            mapped = _mmap.mmap(fd, 0, access=_mmap.ACCESS_COPY)
-        finally:
-            os.close(fd)
-        return memoryview(mapped)[start : start + info.size]
 
     def load(self, reader: ArtifactReader, payload: dict[str, Any], *, policy: LoadPolicy) -> Any:
         rebuild = payload.get("rebuild")
