@@ -336,7 +336,8 @@ class Registry:
 
         A blob whose push is still in flight (uploaded, not yet committed) is kept for
         ``grace`` seconds after the push touched it, so a concurrent push never loses its blob;
-        ``grace=0`` also removes blobs of pushes that were killed a moment ago.
+        ``grace=0`` also removes blobs and temporary files of pushes that were killed a moment
+        ago: use it only when no push is running.
         """
         if not isinstance(grace, (int, float)) or isinstance(grace, bool) or grace < 0:
             raise ValueError(f"grace must be a number of seconds >= 0, got {grace!r}")

@@ -147,7 +147,15 @@ class S3Server:
             self.process.kill()
 
 
+def _no_proxy_for_loopback() -> None:
+    """Requests to the test servers must never go through an HTTP proxy set in the environment."""
+    for var in ("NO_PROXY", "no_proxy"):
+        hosts = [h for h in os.environ.get(var, "").split(",") if h]
+        os.environ[var] = ",".join([*hosts, "127.0.0.1", "localhost"])
+
+
 def start_s3() -> S3Server:
+    _no_proxy_for_loopback()
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="amber-moto-", suffix=".log", delete=False)  # noqa: SIM115
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
