@@ -26,12 +26,16 @@
  * into the stream must grow the frames around them: the C unpickler cannot read an opcode
  * that crosses the end of a frame).
  *
- * hook_sites: for every object constructed by calling a global listed in `hooks`, a tuple
- * (start, end, global_index): `start` is the offset where the callable's stack slot was
- * first pushed, `end` the offset just after the object's BUILD (or after its REDUCE/NEWOBJ
- * when it is never built). Inserting a push of a validator at `start` and TUPLE1 REDUCE at
- * `end` makes the unpickler validate the object before any later opcode can use it. Such
- * objects must be built at most once, and only through the stack slot that made them.
+ * hook_sites: `hooks` maps (module, name) to 1 (validate the object), 2 (validate its state)
+ * or 3 (both); a set means 1. Each site is (start, end, global_index, kind):
+ *   kind 0, object: `start` is the offset where the callable's stack slot was first pushed,
+ *     `end` the offset just after the object's BUILD (or after its REDUCE/NEWOBJ when it is
+ *     never built). Such objects must be built at most once, and only through the stack
+ *     slot that made them.
+ *   kind 1, state: `start` is where the slot of a BUILD's state was first pushed, `end` the
+ *     offset of that BUILD opcode.
+ * Inserting a push of a validator at `start` and TUPLE1 REDUCE at `end` makes the unpickler
+ * pass the object (or the state) through the validator before anything else can use it.
  *
  * Errors raise ScanError(message, offset).
  */
@@ -65,7 +69,8 @@ enum {
 enum { T_ANY = 0, T_STR = 1, T_GLOBAL = 2, T_OBJ = 3, T_BUFFER = 4 };
 enum { F_COPY = 1, F_SET = 2 };                  /* item flags */
 enum { K_UTF8 = 0, K_ASCII = 1, K_RAWUNI = 2 };  /* how a T_STR literal decodes */
-enum { G_HOOKED = 1, G_CALLED = 2 };              /* per-global flags */
+enum { G_HOOKED = 1, G_STATE_HOOKED = 2, G_CALLED = 4 };  /* per-global flags */
+enum { SITE_OBJECT = 0, SITE_STATE = 1 };                  /* kinds of hook sites */
 #define NO_HOOK UINT32_MAX
 
 typedef struct {
@@ -81,8 +86,20 @@ typedef struct {
     Py_ssize_t start;  /* where the callable's slot was pushed */
     Py_ssize_t end;    /* just after REDUCE/NEWOBJ, then just after BUILD */
     uint32_t gidx;
-    int built;
+    uint8_t built;
+    uint8_t flags;     /* G_HOOKED | G_STATE_HOOKED of its global */
 } Hook;
+
+typedef struct {
+    Py_ssize_t start;  /* where the state's slot was pushed */
+    Py_ssize_t end;    /* the BUILD opcode that applies it */
+    uint32_t gidx;
+} StateSite;
+
+typedef struct {
+    Py_ssize_t pos;    /* stack height when MARK ran */
+    Py_ssize_t off;    /* offset of the MARK opcode */
+} Mark;
 
 typedef struct {
     const unsigned char *data;
@@ -91,20 +108,23 @@ typedef struct {
     Item *stack;
     Py_ssize_t sp, scap, max_stack;
 
-    Py_ssize_t *marks;
+    Mark *marks;
     Py_ssize_t nmarks, mcap, max_marks, fence;
 
     Item *memo;
     Py_ssize_t memo_cap, max_memo;
 
-    PyObject *hooks;       /* set of (module, name), may be NULL */
+    PyObject *hooks;       /* (module, name) -> G_HOOKED|G_STATE_HOOKED (dict) or a set */
     PyObject *glist;       /* list of (module, name) */
     PyObject *gindex;      /* dict (module, name) -> index */
-    uint8_t *ghooked;      /* per global: G_HOOKED | G_CALLED */
+    uint8_t *ghooked;      /* per global: G_* flags */
     Py_ssize_t gcap;
 
     Hook *hk;
     Py_ssize_t nhk, hkcap;
+
+    StateSite *ss;
+    Py_ssize_t nss, sscap;
 
     Py_ssize_t *frames;    /* offsets of FRAME opcodes */
     Py_ssize_t nframes, fcap;
@@ -205,12 +225,14 @@ need_items(Scan *s, Py_ssize_t off, Py_ssize_t n, const char *opname)
 }
 
 static int
-pop_mark(Scan *s, Py_ssize_t off, const char *opname, Py_ssize_t *mark)
+pop_mark(Scan *s, Py_ssize_t off, const char *opname, Py_ssize_t *mark, Py_ssize_t *mark_off)
 {
     if (s->nmarks == 0)
         return fail(s, off, "%s without a matching MARK", opname);
-    *mark = s->marks[--s->nmarks];
-    s->fence = s->nmarks ? s->marks[s->nmarks - 1] : 0;
+    s->nmarks--;
+    *mark = s->marks[s->nmarks].pos;
+    *mark_off = s->marks[s->nmarks].off;
+    s->fence = s->nmarks ? s->marks[s->nmarks - 1].pos : 0;
     return 0;
 }
 
@@ -342,10 +364,22 @@ add_global(Scan *s, Py_ssize_t off, PyObject *module, PyObject *name, uint32_t *
         s->gcap = ncap;
     }
     int hooked = 0;
-    if (s->hooks) {
+    if (s->hooks && PyDict_Check(s->hooks)) {
+        PyObject *mode = PyDict_GetItemWithError(s->hooks, key);
+        if (mode) {
+            long v = PyLong_AsLong(mode);
+            if (v == -1 && PyErr_Occurred())
+                goto pyerr;
+            hooked = (int)(v & (G_HOOKED | G_STATE_HOOKED));
+        }
+        else if (PyErr_Occurred())
+            goto pyerr;
+    }
+    else if (s->hooks) {
         hooked = PySet_Contains(s->hooks, key);
         if (hooked < 0)
             goto pyerr;
+        hooked = hooked ? G_HOOKED : 0;
     }
     PyObject *idx = PyLong_FromSsize_t(n);
     if (!idx)
@@ -356,7 +390,7 @@ add_global(Scan *s, Py_ssize_t off, PyObject *module, PyObject *name, uint32_t *
     }
     Py_DECREF(idx);
     Py_DECREF(key);
-    s->ghooked[n] = hooked ? G_HOOKED : 0;
+    s->ghooked[n] = (uint8_t)hooked;
     *gidx = (uint32_t)n;
     return 0;
 pyerr:
@@ -399,7 +433,8 @@ make_object(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t nargs, const cha
                     tag_name(callee->tag));
     uint32_t hook = NO_HOOK;
     s->ghooked[callee->aux] |= G_CALLED;
-    if (s->ghooked[callee->aux] & G_HOOKED) {
+    uint8_t gflags = s->ghooked[callee->aux] & (G_HOOKED | G_STATE_HOOKED);
+    if (gflags) {
         if (s->nhk == s->hkcap) {
             Py_ssize_t ncap = s->hkcap ? s->hkcap * 2 : 16;
             Hook *n = PyMem_Realloc(s->hk, (size_t)ncap * sizeof(Hook));
@@ -410,7 +445,7 @@ make_object(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t nargs, const cha
         }
         if (s->nhk >= (Py_ssize_t)UINT32_MAX - 1)
             return fail(s, off, "too many validated objects");
-        Hook h = {callee->start, end, callee->aux, 0};
+        Hook h = {callee->start, end, callee->aux, 0, gflags};
         s->hk[s->nhk] = h;
         hook = (uint32_t)s->nhk++;
     }
@@ -432,7 +467,19 @@ build(Scan *s, Py_ssize_t off, Py_ssize_t end)
     if (t->tag != T_OBJ)
         return fail(s, off, "BUILD on a %s; only objects made by REDUCE/NEWOBJ take state",
                     tag_name(t->tag));
-    if (t->aux != NO_HOOK) {
+    if (t->aux != NO_HOOK && (s->hk[t->aux].flags & G_STATE_HOOKED)) {
+        if (s->nss == s->sscap) {
+            Py_ssize_t ncap = s->sscap ? s->sscap * 2 : 16;
+            StateSite *n = PyMem_Realloc(s->ss, (size_t)ncap * sizeof(StateSite));
+            if (!n)
+                return nomem(s);
+            s->ss = n;
+            s->sscap = ncap;
+        }
+        StateSite site = {s->stack[s->sp - 1].start, off, s->hk[t->aux].gidx};
+        s->ss[s->nss++] = site;
+    }
+    if (t->aux != NO_HOOK && (s->hk[t->aux].flags & G_HOOKED)) {
         Hook *h = &s->hk[t->aux];
         if (t->flags & F_COPY)
             return fail(s, off, "BUILD on a memo copy of a validated object");
@@ -497,7 +544,7 @@ run(Scan *s, int *declared, int *maxproto)
         if (op_proto[op] > *maxproto)
             *maxproto = op_proto[op];
         uint64_t n;
-        Py_ssize_t ll = 0, idx = 0, m = 0;
+        Py_ssize_t ll = 0, idx = 0, m = 0, moff = 0;
         Item it;
 
         switch (op) {
@@ -549,19 +596,21 @@ run(Scan *s, int *declared, int *maxproto)
                 Py_ssize_t ncap = s->mcap ? s->mcap * 2 : 64;
                 if (ncap > s->max_marks)
                     ncap = s->max_marks;
-                Py_ssize_t *nm = PyMem_Realloc(s->marks, (size_t)ncap * sizeof(Py_ssize_t));
+                Mark *nm = PyMem_Realloc(s->marks, (size_t)ncap * sizeof(Mark));
                 if (!nm)
                     return nomem(s);
                 s->marks = nm;
                 s->mcap = ncap;
             }
-            s->marks[s->nmarks++] = s->sp;
+            s->marks[s->nmarks].pos = s->sp;
+            s->marks[s->nmarks].off = off;
+            s->nmarks++;
             s->fence = s->sp;
             break;
         case OP_POP:
-            if (s->nmarks && s->marks[s->nmarks - 1] == s->sp) {
+            if (s->nmarks && s->marks[s->nmarks - 1].pos == s->sp) {
                 s->nmarks--;
-                s->fence = s->nmarks ? s->marks[s->nmarks - 1] : 0;
+                s->fence = s->nmarks ? s->marks[s->nmarks - 1].pos : 0;
             }
             else {
                 if (need_items(s, off, 1, "POP") < 0)
@@ -570,7 +619,7 @@ run(Scan *s, int *declared, int *maxproto)
             }
             break;
         case OP_POP_MARK:
-            if (pop_mark(s, off, "POP_MARK", &m) < 0)
+            if (pop_mark(s, off, "POP_MARK", &m, &moff) < 0)
                 return -1;
             s->sp = m;
             break;
@@ -677,7 +726,7 @@ run(Scan *s, int *declared, int *maxproto)
         case OP_APPENDS: case OP_SETITEMS: case OP_ADDITEMS: {
             const char *nm = op == OP_APPENDS ? "APPENDS" : op == OP_SETITEMS ? "SETITEMS"
                                                                                : "ADDITEMS";
-            if (pop_mark(s, off, nm, &m) < 0)
+            if (pop_mark(s, off, nm, &m, &moff) < 0)
                 return -1;
             if (m <= s->fence)
                 return fail(s, off, "%s has no target below its MARK", nm);
@@ -689,12 +738,12 @@ run(Scan *s, int *declared, int *maxproto)
             break;
         }
         case OP_LIST: case OP_TUPLE: case OP_DICT: case OP_FROZENSET:
-            if (pop_mark(s, off, "container opcode", &m) < 0)
+            if (pop_mark(s, off, "container opcode", &m, &moff) < 0)
                 return -1;
             if (op == OP_DICT && ((s->sp - m) & 1))
                 return fail(s, off, "DICT with an odd number of items");
             s->sp = m;
-            if (push(s, off, plain(off)) < 0)
+            if (push(s, off, plain(moff)) < 0)  /* the slot began at its MARK */
                 return -1;
             break;
         case OP_TUPLE1: case OP_TUPLE2: case OP_TUPLE3:
@@ -849,8 +898,20 @@ build_result(Scan *s, int declared, int maxproto)
     if (!sites)
         return NULL;
     for (Py_ssize_t k = 0; k < s->nhk; k++) {
-        PyObject *t = Py_BuildValue("(nnI)", s->hk[k].start, s->hk[k].end,
-                                    (unsigned int)s->hk[k].gidx);
+        if (!(s->hk[k].flags & G_HOOKED))
+            continue;
+        PyObject *t = Py_BuildValue("(nnIi)", s->hk[k].start, s->hk[k].end,
+                                    (unsigned int)s->hk[k].gidx, SITE_OBJECT);
+        if (!t || PyList_Append(sites, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(sites);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    for (Py_ssize_t k = 0; k < s->nss; k++) {
+        PyObject *t = Py_BuildValue("(nnIi)", s->ss[k].start, s->ss[k].end,
+                                    (unsigned int)s->ss[k].gidx, SITE_STATE);
         if (!t || PyList_Append(sites, t) < 0) {
             Py_XDECREF(t);
             Py_DECREF(sites);
@@ -909,9 +970,10 @@ scan(PyObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     if (hooks == Py_None)
         hooks = NULL;
-    if (hooks && !PyAnySet_Check(hooks)) {
+    if (hooks && !PyAnySet_Check(hooks) && !PyDict_Check(hooks)) {
         PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_TypeError, "hooks must be a set or frozenset of (module, name)");
+        PyErr_SetString(PyExc_TypeError,
+                        "hooks must be a set of (module, name) or a dict (module, name) -> mode");
         return NULL;
     }
     if (n_buffers < 0 || max_memo < 0 || max_stack < 1 || max_marks < 0) {
@@ -953,6 +1015,7 @@ scan(PyObject *self, PyObject *args, PyObject *kwds)
     PyMem_Free(s.memo);
     PyMem_Free(s.ghooked);
     PyMem_Free(s.hk);
+    PyMem_Free(s.ss);
     PyMem_Free(s.frames);
     PyBuffer_Release(&view);
     return result;

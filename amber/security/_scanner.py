@@ -7,13 +7,16 @@ result into a :class:`PickleScan` and its refusals into :class:`~amber.errors.Fo
 from __future__ import annotations
 
 import _compat_pickle
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from amber.errors import FormatError
 from amber.security import _pickle_scan  # type: ignore[attr-defined]
 
-__all__ = ["PickleScan", "effective_name", "scan_pickle"]
+__all__ = ["OBJECT", "STATE", "PickleScan", "effective_name", "scan_pickle"]
+
+OBJECT, STATE = 1, 2
+"""Hook modes: validate the object after its BUILD, or each BUILD state before it applies."""
 
 _BufferLike = bytes | bytearray | memoryview
 
@@ -34,15 +37,15 @@ class PickleScan:
     called:
         The globals the stream calls directly (REDUCE, NEWOBJ, NEWOBJ_EX).
     hook_sites:
-        Internal: ``(start, end, (module, name))`` for every object made by a global that
-        was asked to be validated (see :func:`scan_pickle`'s ``hooks``).
+        Internal: ``(start, end, (module, name), kind)`` where a validator call must wrap an
+        object (kind 0) or a ``BUILD`` state (kind 1); see :func:`scan_pickle`'s ``hooks``.
     """
 
     globals: tuple[tuple[str, str], ...]
     protocol: int
     n_buffers_used: int
     called: frozenset[tuple[str, str]] = field(default=frozenset(), repr=False)
-    hook_sites: tuple[tuple[int, int, tuple[str, str]], ...] = field(default=(), repr=False)
+    hook_sites: tuple[tuple[int, int, tuple[str, str], int], ...] = field(default=(), repr=False)
     frames: tuple[int, ...] = field(default=(), repr=False)
     fix_imports: bool = field(default=False, repr=False)
 
@@ -66,7 +69,7 @@ def scan_pickle(
     data: _BufferLike,
     *,
     n_buffers: int = 0,
-    hooks: Collection[tuple[str, str]] = (),
+    hooks: Mapping[tuple[str, str], int] | Collection[tuple[str, str]] = (),
     source: str = "the data",
 ) -> PickleScan:
     """Check a pickle stream against Amber's rules without executing it.
@@ -80,8 +83,10 @@ def scan_pickle(
         stream must use exactly that many.
     hooks:
         Raw ``(module, name)`` pairs (as written in the stream) whose objects the caller wants
-        to validate as soon as they are built; their sites are returned in ``hook_sites``
-        (and the offsets of the stream's FRAME opcodes in ``frames``).
+        to validate: a mapping to ``OBJECT`` (the object, right after its BUILD), ``STATE``
+        (each BUILD state, right before it is applied) or both; a plain collection means
+        ``OBJECT``. The sites are returned in ``hook_sites`` (and the offsets of the
+        stream's FRAME opcodes in ``frames``).
 
     Raises
     ------
@@ -103,8 +108,9 @@ def scan_pickle(
     view = view.cast("B")
     size = view.nbytes
     try:
+        modes = dict(hooks) if isinstance(hooks, Mapping) else dict.fromkeys(hooks, OBJECT)
         raw, declared, max_proto, used, sites, called, frames = _pickle_scan.scan(
-            view, n_buffers, max(size, 16), frozenset(hooks)
+            view, n_buffers, max(size, 16), modes
         )
     except _pickle_scan.ScanError as exc:
         message, offset = exc.args
@@ -127,7 +133,7 @@ def scan_pickle(
         protocol=declared if declared >= 0 else max_proto,
         n_buffers_used=used,
         called=frozenset(names[k] for k in called),
-        hook_sites=tuple((start, end, raw[g]) for start, end, g in sites),
+        hook_sites=tuple((start, end, raw[g], kind) for start, end, g, kind in sites),
         frames=tuple(frames),
         fix_imports=fix,
     )

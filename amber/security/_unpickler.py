@@ -25,8 +25,13 @@ import numpy as np
 from amber.errors import AmberError, FormatError, UntrustedTypeError
 from amber.security._allowlist import entries, is_allowed, resolve
 from amber.security._policy import LoadPolicy
-from amber.security._scanner import PickleScan, effective_name, scan_pickle
-from amber.security._validators import OBJECT_VALIDATORS, Validator, validate_loaded
+from amber.security._scanner import OBJECT, STATE, PickleScan, effective_name, scan_pickle
+from amber.security._validators import (
+    OBJECT_VALIDATORS,
+    STATE_VALIDATORS,
+    Validator,
+    validate_loaded,
+)
 
 __all__ = ["safe_loads", "untrusted_globals"]
 
@@ -191,64 +196,76 @@ numpy's helpers, while a direct call could ask for any amount of memory."""
 
 
 # --------------------------------------------------------------------------- hooks
-def _hooked_names() -> frozenset[tuple[str, str]]:
-    aliases = {k for k, e in entries().items() if e.validator}
-    return frozenset(OBJECT_VALIDATORS) | aliases
+def _hooked_names() -> dict[tuple[str, str], int]:
+    """Raw names whose objects (or states) are validated while loading, with their modes."""
+    modes = dict.fromkeys(OBJECT_VALIDATORS, OBJECT)
+    modes.update((k, OBJECT) for k, e in entries().items() if e.validator)
+    for key in STATE_VALIDATORS:
+        modes[key] = modes.get(key, 0) | STATE
+    return modes
 
 
-def _validator_for(module: str, name: str) -> Validator:
+def _validator_for(module: str, name: str, kind: int) -> Validator:
+    if kind == _STATE_SITE:
+        return STATE_VALIDATORS[(module, name)]
     if (module, name) in OBJECT_VALIDATORS:
         return OBJECT_VALIDATORS[(module, name)]
     key = entries()[(module, name)].validator
     return next(v for v in OBJECT_VALIDATORS.values() if v.__name__ == key)
 
 
-def _with_hooks(data: _Buffer, scan: PickleScan) -> tuple[_Buffer, list[Callable[[Any], Any]]]:
-    """Insert ``validator(obj)`` calls into the stream right after each hooked object.
+_STATE_SITE = 1
 
-    At a site's ``start`` the validator is pushed (a GLOBAL naming it); after the object's
-    last opcode, ``TUPLE1 REDUCE`` calls it on the object and leaves its result (the
-    object) in place. Frames that enclose inserted bytes are grown to match.
+
+def _passing_through(validator: Validator) -> Callable[[Any], Any]:
+    def check(obj: Any) -> Any:
+        validator(obj)
+        return obj
+
+    return check
+
+
+def _with_hooks(data: _Buffer, scan: PickleScan) -> tuple[_Buffer, list[Callable[[Any], Any]]]:
+    """Insert ``validator(x)`` calls into the stream around each hooked object or state.
+
+    At a site's ``start`` the validator is pushed (a GLOBAL naming it); at its ``end``,
+    ``TUPLE1 REDUCE`` calls it on what was built in between and leaves the result (the
+    same object) in place. Sites nest like the stack; frames that enclose inserted bytes
+    are grown to match.
     """
     if not scan.hook_sites:
         return data, []
-    names = sorted({name for _, _, name in scan.hook_sites})
-    number = {name: k for k, name in enumerate(names)}
-    events: list[tuple[int, int, bytes]] = []
-    for start, end, name in scan.hook_sites:
-        push = f"c{_HOOK_MODULE}\n{number[name]}\n".encode()
-        events.append((start, 1, push))
-        events.append((end, 0, b"\x85R"))  # TUPLE1 REDUCE: validator((obj,))
-    events.sort(key=lambda e: (e[0], e[1]))
+    keys = sorted({(name, kind) for _, _, name, kind in scan.hook_sites})
+    number = {key: k for k, key in enumerate(keys)}
+    # (offset, order, tiebreak, bytes): at one offset, closings (inner first), then
+    # openings (outer first), then the FRAME header that starts there
+    events: list[tuple[int, int, int, bytes]] = []
+    for start, end, name, kind in scan.hook_sites:
+        push = f"c{_HOOK_MODULE}\n{number[(name, kind)]}\n".encode()
+        events.append((start, 1, -end, push))
+        events.append((end, 0, -start, b"\x85R"))  # TUPLE1 REDUCE: validator((x,))
+    events.sort(key=lambda e: e[:3])
     view = memoryview(data).cast("B")
-    positions = [at for at, _, _ in events]
+    positions = [e[0] for e in events]
     grown = {}
     for frame in scan.frames:
         length = int.from_bytes(view[frame + 1 : frame + 9], "little")
         first, last = frame + 9, frame + 9 + length
         lo, hi = bisect.bisect_left(positions, first), bisect.bisect_left(positions, last)
-        extra = sum(len(events[k][2]) for k in range(lo, hi))
+        extra = sum(len(events[k][3]) for k in range(lo, hi))
         if extra:
             grown[frame] = length + extra
+    cuts = events + [(f, 2, 0, b"\x95" + grown[f].to_bytes(8, "little")) for f in grown]
+    cuts.sort(key=lambda e: e[:3])
     pieces: list[bytes | memoryview] = []
     pos = 0
-    # at one offset: closings, then openings, then the FRAME header that starts there
-    cuts = events + [(f, 2, b"\x95" + grown[f].to_bytes(8, "little")) for f in grown]
-    cuts.sort(key=lambda e: (e[0], e[1]))
-    for at, kind, insert in cuts:
+    for at, order, _, insert in cuts:
         pieces.append(view[pos:at])
         pieces.append(insert)
-        pos = at + 9 if kind == 2 else at
+        pos = at + 9 if order == 2 else at
     pieces.append(view[pos:])
-
-    def hook(validator: Validator) -> Callable[[Any], Any]:
-        def check(obj: Any) -> Any:
-            validator(obj)
-            return obj
-
-        return check
-
-    return b"".join(pieces), [hook(_validator_for(*n)) for n in names]
+    hooks = [_passing_through(_validator_for(*name, kind)) for name, kind in keys]
+    return b"".join(pieces), hooks
 
 
 # --------------------------------------------------------------------------- unpickler

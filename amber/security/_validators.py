@@ -18,6 +18,7 @@ Two entry points:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,12 +28,16 @@ from amber.errors import FormatError
 
 __all__ = [
     "OBJECT_VALIDATORS",
+    "STATE_VALIDATORS",
     "needs_validation",
+    "validate_array_state",
     "validate_binary_tree",
     "validate_bspline",
     "validate_dtype",
+    "validate_dtype_state",
     "validate_libsvm",
     "validate_loaded",
+    "validate_masked_array_state",
     "validate_seed_sequence",
     "validate_sparse",
     "validate_tree",
@@ -129,11 +134,92 @@ def validate_dtype(d: Any) -> None:
             )
 
 
+def validate_dtype_state(state: Any) -> None:
+    """Check a ``numpy.dtype.__setstate__`` state before numpy applies it.
+
+    numpy reads the tuple's parts without checking their types (a non-dict ``fields``
+    crashes it), so only the layout numpy has written since version 3 of the format is
+    accepted: ``(3 or 4, byteorder, subarray, names, fields, elsize, alignment, flags
+    [, metadata])``.
+    """
+    what = "a numpy dtype"
+    if not isinstance(state, tuple) or len(state) not in (8, 9):
+        raise _refuse(what, "its state is not an 8- or 9-tuple (pre-2006 numpy formats)")
+    version, order, subarray, names, fields, elsize, alignment, flags = state[:8]
+    if type(version) is not int or version not in (3, 4):
+        raise _refuse(what, f"unknown state version {version!r:.20}")
+    if not (isinstance(order, str) and order in "<>|=" and len(order) == 1):
+        raise _refuse(what, f"byte order {order!r:.20}")
+    if not all(type(n) is int for n in (elsize, alignment, flags)) or not 0 <= flags < 256:
+        raise _refuse(what, "its size, alignment or flags are not small integers")
+    if subarray is not None and not (
+        isinstance(subarray, tuple)
+        and len(subarray) == 2
+        and isinstance(subarray[0], np.dtype)
+        and isinstance(subarray[1], tuple)
+        and all(type(n) is int and n >= 0 for n in subarray[1])
+    ):
+        raise _refuse(what, "its sub-array description is malformed")
+    if (names is None) != (fields is None):
+        raise _refuse(what, "it has names without fields or fields without names")
+    if names is not None:
+        if not (isinstance(names, tuple) and all(isinstance(n, str) for n in names)):
+            raise _refuse(what, "its field names are not strings")
+        if not isinstance(fields, dict) or len(set(names)) != len(names):
+            raise _refuse(what, "its fields are not a mapping of unique names")
+        for key, spec in fields.items():
+            if not (
+                isinstance(key, str)
+                and isinstance(spec, tuple)
+                and len(spec) in (2, 3)
+                and isinstance(spec[0], np.dtype)
+                and type(spec[1]) is int
+            ):
+                raise _refuse(what, f"field {key!r:.40} is not (dtype, offset[, title])")
+        if not set(names) <= set(fields):
+            raise _refuse(what, "a field name has no field")
+    if len(state) == 9 and not isinstance(state[8], (dict, tuple, type(None))):
+        raise _refuse(what, "its metadata is not a mapping")
+
+
 def _check_array_dtype(a: np.ndarray, what: str) -> None:
     try:
         validate_dtype(a.dtype)
     except FormatError:
         raise _refuse(what, "one of its arrays has an inconsistent dtype") from None
+
+
+# --------------------------------------------------------------------------- numpy arrays
+def validate_array_state(state: Any) -> None:
+    """Check an ``ndarray.__setstate__`` state before numpy applies it.
+
+    numpy trusts an object array's list to be as long as the shape says: a shorter list
+    makes ``__setstate__`` itself read past it (a segfault on numpy 2.4).
+    """
+    what = "a numpy array"
+    if not isinstance(state, tuple) or len(state) not in (4, 5):
+        raise _refuse(what, "its state is not a 4- or 5-tuple")
+    shape, dtype, _fortran, data = state[-4:]
+    if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
+        raise _refuse(what, f"its shape is {shape!r:.80}")
+    validate_dtype(dtype)
+    size = math.prod(shape)
+    if dtype.hasobject:
+        if not isinstance(data, list) or len(data) != size:
+            n = len(data) if isinstance(data, list) else type(data).__name__
+            raise _refuse(what, f"shape {shape} needs {size} objects, the file holds {n}")
+    elif isinstance(data, list):
+        raise _refuse(what, "a plain array's data is a list")
+
+
+def validate_masked_array_state(state: Any) -> None:
+    """Check a ``MaskedArray.__setstate__`` state (data and mask) before numpy applies it."""
+    if not isinstance(state, tuple) or len(state) != 7:
+        raise _refuse("a numpy masked array", "its state is not a 7-tuple")
+    _version, shape, dtype, fortran, data, mask, _fill = state
+    validate_array_state((shape, dtype, fortran, data))
+    if isinstance(mask, list):
+        raise _refuse("a numpy masked array", "its mask is a list")
 
 
 # --------------------------------------------------------------------------- decision trees
@@ -252,7 +338,7 @@ def _validate_metric(metric: Any, n_features: int, what: str) -> None:
     name = type(metric).__name__
     if name.startswith("PyFuncDistance"):
         raise _refuse(what, "it uses a Python-function metric")
-    if name.startswith(("SEuclidean", "Mahalanobis")) and np.shape(vec) != (n_features,):
+    if name.startswith("SEuclidean") and np.shape(vec) != (n_features,):
         raise _refuse(what, f"its {name} vector does not match {n_features} features")
     if name.startswith("Minkowski") and np.size(vec) not in (0, n_features):
         raise _refuse(what, f"its Minkowski weights do not match {n_features} features")
@@ -406,6 +492,15 @@ OBJECT_VALIDATORS: dict[tuple[str, str], Validator] = {
 }
 """Validators run on an object right after the unpickler sets its state, keyed by the raw
 ``(module, name)`` of the global that constructs it."""
+
+STATE_VALIDATORS: dict[tuple[str, str], Validator] = {
+    ("numpy", "dtype"): validate_dtype_state,
+    ("numpy._core.multiarray", "_reconstruct"): validate_array_state,
+    ("numpy.core.multiarray", "_reconstruct"): validate_array_state,
+    ("numpy.ma.core", "_mareconstruct"): validate_masked_array_state,
+}
+"""Validators run on each ``BUILD`` state before it is applied, for objects made by these
+globals (when applying a hostile state is itself unsafe)."""
 
 # Estimators whose sub-objects must agree with the estimator's own input width.
 _CROSS_CHECKED = {

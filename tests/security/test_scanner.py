@@ -35,7 +35,7 @@ from security_kit import (
 
 from amber.errors import FormatError
 from amber.security import _pickle_scan  # type: ignore[attr-defined]
-from amber.security._scanner import PickleScan, scan_pickle
+from amber.security._scanner import OBJECT, STATE, PickleScan, scan_pickle
 
 SAMPLE = {"a": [1, 2.5, "x", b"y", None, True], "t": (1, 2, 3, 4), "s": {1, 2}, "n": -(2**70)}
 
@@ -349,11 +349,13 @@ def test_scan_accepts_bytearray_and_memoryview() -> None:
 # --------------------------------------------------------------------------- validation hooks
 def test_hook_sites_cover_the_object_from_callable_push_to_build() -> None:
     data = pickle.dumps(np.dtype(">f8"), protocol=5)
-    scan = scan_pickle(data, hooks={("numpy", "dtype")})
-    ((start, end, name),) = scan.hook_sites
-    assert name == ("numpy", "dtype")
+    scan = scan_pickle(data, hooks={("numpy", "dtype"): OBJECT | STATE})
+    (start, end, name, kind), (state_start, build, _, state_kind) = scan.hook_sites
+    assert name == ("numpy", "dtype") and (kind, state_kind) == (0, 1)
     assert data[start : start + 1] == b"\x8c"  # the module string of STACK_GLOBAL
     assert data[end - 1 : end] == BUILD
+    assert data[state_start : state_start + 1] == MARK  # the state tuple began at its MARK
+    assert build == end - 1
 
 
 def test_hooked_objects_are_built_once_and_only_in_place() -> None:

@@ -186,12 +186,35 @@ def test_random_state_round_trips_but_not_with_a_foreign_constructor() -> None:
 
 # --------------------------------------------------------------------------- numpy data
 def test_object_array_state_from_raw_bytes_is_refused() -> None:
-    # numpy refuses raw bytes for object arrays itself ("object pickle not returning list")
+    # numpy would refuse raw bytes for object arrays itself; Amber's state check comes first
     hostile = Forged(
         _reconstruct, (np.ndarray, (0,), b"b"), (1, (3,), np.dtype("O"), False, b"A" * 24)
     )
-    with pytest.raises(FormatError, match="object pickle not returning list"):
+    with pytest.raises(FormatError, match="needs 3 objects, the file holds bytes"):
         load(pickle.dumps(hostile, protocol=5))
+
+
+def test_object_array_with_a_short_list_is_refused() -> None:
+    """numpy 2.4 reads past a too-short object list inside ndarray.__setstate__ itself."""
+    state = (1, (100_000,), np.dtype("O"), False, [1, 2, 3])
+    data = pickle.dumps(Forged(_reconstruct, (np.ndarray, (0,), b"b"), state), protocol=5)
+    proc = run_python(f"import pickle; pickle.loads({data!r})")
+    assert crashed(proc), proc
+    with pytest.raises(FormatError, match="needs 100000 objects, the file holds 3"):
+        load(data)
+
+
+def test_malformed_dtype_state_is_refused_before_numpy_reads_it() -> None:
+    """numpy.dtype.__setstate__ dereferences a NULL ``names`` for an old 6-tuple state."""
+    # found by fuzzing Amber's loader
+    data = pickle.dumps(_hostile_dtype((3, "<", (None, None), -1, -1, 0), "i4"), protocol=5)
+    proc = run_python(f"import pickle; pickle.loads({data!r})")
+    assert crashed(proc), proc
+    with pytest.raises(FormatError, match="not an 8- or 9-tuple"):
+        load(data)
+    bad_fields = (3, "|", None, ("a",), {"a": 5}, 8, 1, 0)
+    with pytest.raises(FormatError, match="field 'a' is not"):
+        load(pickle.dumps(_hostile_dtype(bad_fields, "V8"), protocol=5))
 
 
 def test_frombuffer_with_object_dtype_is_refused() -> None:
@@ -212,7 +235,7 @@ def test_scalar_of_object_dtype_from_bytes_is_refused() -> None:
 def test_structured_array_with_object_fields_from_bytes_is_refused() -> None:
     dtype = np.dtype([("a", "i4"), ("b", "O")])
     hostile = Forged(_reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), dtype, False, b"A" * 12))
-    with pytest.raises(FormatError, match="object pickle not returning list"):
+    with pytest.raises(FormatError, match="needs 1 objects, the file holds bytes"):
         load(pickle.dumps(hostile, protocol=5))
 
 
