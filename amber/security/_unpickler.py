@@ -30,6 +30,7 @@ from amber.security._validators import (
     OBJECT_VALIDATORS,
     STATE_VALIDATORS,
     Validator,
+    run_validator,
     validate_loaded,
 )
 
@@ -219,7 +220,7 @@ _STATE_SITE = 1
 
 def _passing_through(validator: Validator) -> Callable[[Any], Any]:
     def check(obj: Any) -> Any:
-        validator(obj)
+        run_validator(validator, obj)
         return obj
 
     return check

@@ -30,6 +30,7 @@ __all__ = [
     "OBJECT_VALIDATORS",
     "STATE_VALIDATORS",
     "needs_validation",
+    "run_validator",
     "validate_array_state",
     "validate_binary_tree",
     "validate_bspline",
@@ -53,6 +54,18 @@ def _refuse(what: str, detail: str) -> FormatError:
         f"read memory it does not own, so it was refused. The file is damaged or crafted; "
         f"re-create the model from its source."
     )
+
+
+def run_validator(validator: Validator, obj: Any) -> None:
+    """Run ``validator`` on ``obj``; any error it meets means the data is malformed."""
+    try:
+        validator(obj)
+    except FormatError:
+        raise
+    except Exception as exc:  # malformed data trips the checks themselves
+        raise _refuse(
+            f"an object checked by {validator.__name__}", f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _int_array(a: Any, what: str, ndim: int = 1) -> np.ndarray:
@@ -583,7 +596,7 @@ def validate_loaded(obj: Any, referenced_globals: Iterable[tuple[str, str]]) -> 
         seen.add(id(o))
         validator = _object_validator(o)
         if validator is not None:
-            validator(o)
+            run_validator(validator, o)
         if isinstance(o, dict):
             stack.extend(v for v in o.values() if not isinstance(v, (str, int, float)))
         elif isinstance(o, (list, tuple, set, frozenset)):
@@ -592,5 +605,5 @@ def validate_loaded(obj: Any, referenced_globals: Iterable[tuple[str, str]]) -> 
             if o.dtype.hasobject:
                 stack.extend(o.ravel(order="K").tolist())
         elif hasattr(o, "__dict__") and isinstance(vars(o), dict):
-            _cross_check(o)
+            run_validator(_cross_check, o)
             stack.extend(vars(o).values())
