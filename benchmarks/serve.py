@@ -163,15 +163,22 @@ def ensure_env(name: str, log: list[str]) -> Path | None:
 
 
 def mlflow_model(env: Path, joblib_path: str, rows: list[list[float]], target: Path) -> Path:
-    """Save the same fitted object as an MLflow model (inside the MLflow environment)."""
+    """Save the same fitted object as an MLflow model (inside the MLflow environment), pickled
+    with cloudpickle as MLflow long did by default (its newer skops format refuses trees)."""
     if (target / "MLmodel").exists():
         return target
+    shutil.rmtree(target, ignore_errors=True)
     code = textwrap.dedent(f"""
         import joblib, numpy as np, mlflow.sklearn
         model = joblib.load({joblib_path!r})
-        mlflow.sklearn.save_model(model, {str(target)!r}, input_example=np.asarray({rows[:5]!r}))
+        mlflow.sklearn.save_model(
+            model, {str(target)!r}, input_example=np.asarray({rows[:5]!r}),
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+        )
     """)
-    subprocess.run([str(env / "bin" / "python"), "-c", code], check=True, capture_output=True)
+    done = subprocess.run([str(env / "bin" / "python"), "-c", code], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"saving the MLflow model failed: {done.stderr.strip()[-800:]}")
     return target
 
 
@@ -210,7 +217,7 @@ MODEL = joblib.load(os.environ["BENTO_MODEL"])
 
 @bentoml.service(workers=1, traffic={{"timeout": 120}})
 class Svc:
-    @bentoml.api(batchable={batch}, max_batch_size=128, max_latency_ms=20)
+    @bentoml.api(batchable={batch}, max_batch_size=128, max_latency_ms=1000)
     def predict(self, input: np.ndarray) -> np.ndarray:
         return MODEL.predict(input)
 """
