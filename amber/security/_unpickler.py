@@ -11,9 +11,11 @@ can use it (see ``hook_sites`` in the scanner).
 
 from __future__ import annotations
 
+import _compat_pickle
 import bisect
 import codecs
 import copyreg
+import functools
 import io
 import math
 import pickle
@@ -27,11 +29,13 @@ from amber.security._allowlist import entries, is_allowed, resolve
 from amber.security._policy import LoadPolicy
 from amber.security._scanner import OBJECT, STATE, PickleScan, effective_name, scan_pickle
 from amber.security._validators import (
+    GENERIC_CONSTRUCTORS,
     OBJECT_VALIDATORS,
     STATE_VALIDATORS,
     Validator,
     run_validator,
     validate_loaded,
+    validate_object,
 )
 
 __all__ = ["safe_loads", "untrusted_globals"]
@@ -197,22 +201,32 @@ numpy's helpers, while a direct call could ask for any amount of memory."""
 
 
 # --------------------------------------------------------------------------- hooks
+@functools.cache
 def _hooked_names() -> dict[tuple[str, str], int]:
-    """Raw names whose objects (or states) are validated while loading, with their modes."""
+    """Raw names whose objects (or states) are validated while loading, with their modes.
+
+    Python 2 spellings are included: below protocol 3 the stream says ``copy_reg`` where
+    the unpickler imports ``copyreg``.
+    """
     modes = dict.fromkeys(OBJECT_VALIDATORS, OBJECT)
+    modes.update(dict.fromkeys(GENERIC_CONSTRUCTORS, OBJECT))
     modes.update((k, OBJECT) for k, e in entries().items() if e.validator)
     for key in STATE_VALIDATORS:
         modes[key] = modes.get(key, 0) | STATE
+    for (module, name), mode in list(modes.items()):
+        old = _compat_pickle.REVERSE_NAME_MAPPING.get((module, name))
+        if old is None and module in _compat_pickle.REVERSE_IMPORT_MAPPING:
+            old = (_compat_pickle.REVERSE_IMPORT_MAPPING[module], name)
+        if old is not None:
+            modes[old] = modes.get(old, 0) | mode
     return modes
 
 
-def _validator_for(module: str, name: str, kind: int) -> Validator:
-    if kind == _STATE_SITE:
-        return STATE_VALIDATORS[(module, name)]
-    if (module, name) in OBJECT_VALIDATORS:
-        return OBJECT_VALIDATORS[(module, name)]
-    key = entries()[(module, name)].validator
-    return next(v for v in OBJECT_VALIDATORS.values() if v.__name__ == key)
+def _validator_for(name: tuple[str, str], kind: int) -> Validator:
+    # objects are checked by their type, whichever allowed global built them
+    if kind != _STATE_SITE:
+        return validate_object
+    return STATE_VALIDATORS[effective_name(*name, fix_imports=True)]
 
 
 _STATE_SITE = 1
@@ -265,7 +279,7 @@ def _with_hooks(data: _Buffer, scan: PickleScan) -> tuple[_Buffer, list[Callable
         pieces.append(insert)
         pos = at + 9 if order == 2 else at
     pieces.append(view[pos:])
-    hooks = [_passing_through(_validator_for(*name, kind)) for name, kind in keys]
+    hooks = [_passing_through(_validator_for(name, kind)) for name, kind in keys]
     return b"".join(pieces), hooks
 
 
@@ -390,5 +404,5 @@ def safe_loads(
             f"checks, but its contents are inconsistent (damaged or crafted); nothing "
             f"outside the allowlist was run."
         ) from exc
-    validate_loaded(obj, scan.globals)
+    validate_loaded(obj, scan.globals, cross_only=True)  # each object was checked as built
     return obj

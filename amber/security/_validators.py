@@ -27,6 +27,7 @@ import numpy as np
 from amber.errors import FormatError
 
 __all__ = [
+    "GENERIC_CONSTRUCTORS",
     "OBJECT_VALIDATORS",
     "STATE_VALIDATORS",
     "needs_validation",
@@ -39,6 +40,7 @@ __all__ = [
     "validate_libsvm",
     "validate_loaded",
     "validate_masked_array_state",
+    "validate_object",
     "validate_seed_sequence",
     "validate_sparse",
     "validate_tree",
@@ -515,6 +517,36 @@ STATE_VALIDATORS: dict[tuple[str, str], Validator] = {
 """Validators run on each ``BUILD`` state before it is applied, for objects made by these
 globals (when applying a hostile state is itself unsafe)."""
 
+GENERIC_CONSTRUCTORS = frozenset(
+    {
+        ("copyreg", "__newobj__"),
+        ("copyreg", "__newobj_ex__"),
+        ("copyreg", "_reconstructor"),
+        ("sklearn.neighbors._kd_tree", "newObj"),
+        ("sklearn.neighbors._ball_tree", "newObj"),
+        ("sklearn.metrics._dist_metrics", "newObj"),
+    }
+)
+"""Allowed helpers that build an object of a class named in their arguments: what they
+build is validated by its type (:func:`validate_object`)."""
+
+_BY_TYPE: dict[tuple[str, str], Validator] = {
+    **OBJECT_VALIDATORS,
+    ("numpy.random.bit_generator", "SeedSequence"): validate_seed_sequence,
+}
+
+
+def validate_object(obj: Any) -> None:
+    """Run the validator of ``obj``'s type, if it has one."""
+    if isinstance(obj, np.dtype):
+        validate_dtype(obj)
+        return
+    cls = type(obj)
+    validator = _BY_TYPE.get((cls.__module__, cls.__qualname__))
+    if validator is not None:
+        validator(obj)
+
+
 # Estimators whose sub-objects must agree with the estimator's own input width.
 _CROSS_CHECKED = {
     ("sklearn.tree._tree", "Tree"),
@@ -524,20 +556,19 @@ _CROSS_CHECKED = {
 }
 
 
-def needs_validation(referenced: Iterable[tuple[str, str]]) -> bool:
-    """Whether a stream that references these globals needs :func:`validate_loaded`."""
+def needs_validation(referenced: Iterable[tuple[str, str]], *, cross_only: bool = False) -> bool:
+    """Whether a stream that references these globals needs :func:`validate_loaded`.
+
+    With ``cross_only``, only the checks that relate two objects count (the loader already
+    validated each object as it was built).
+    """
     names = set(referenced)
-    return bool(names & _CROSS_CHECKED) or bool(
-        names & set(OBJECT_VALIDATORS) - {("numpy", "dtype")}
-    )
+    if names & _CROSS_CHECKED:
+        return True
+    return not cross_only and bool(names & (set(OBJECT_VALIDATORS) - {("numpy", "dtype")}))
 
 
 # --------------------------------------------------------------------------- graph walk
-def _object_validator(obj: Any) -> Validator | None:
-    cls = type(obj)
-    return OBJECT_VALIDATORS.get((cls.__module__, cls.__qualname__))
-
-
 def _cross_check(obj: Any) -> None:
     d = getattr(obj, "__dict__", None)
     if not isinstance(d, dict):
@@ -579,13 +610,16 @@ def _cross_check(obj: Any) -> None:
                 raise _refuse(what, f"a sub-estimator expects {sub_n} features, not {width}")
 
 
-def validate_loaded(obj: Any, referenced_globals: Iterable[tuple[str, str]]) -> None:
+def validate_loaded(
+    obj: Any, referenced_globals: Iterable[tuple[str, str]], *, cross_only: bool = False
+) -> None:
     """Walk a loaded object graph and refuse hostile data in the types that need checks.
 
     Cheap when nothing needs checking: returns at once unless ``referenced_globals`` (from
-    :func:`~amber.security._scanner.scan_pickle`) names a validated type.
+    :func:`~amber.security._scanner.scan_pickle`) names a validated type. ``cross_only``
+    skips the per-object validators (for callers that ran them while loading).
     """
-    if not needs_validation(referenced_globals):
+    if not needs_validation(referenced_globals, cross_only=cross_only):
         return
     seen: set[int] = set()
     stack = [obj]
@@ -594,9 +628,8 @@ def validate_loaded(obj: Any, referenced_globals: Iterable[tuple[str, str]]) -> 
         if id(o) in seen or isinstance(o, (str, bytes, int, float, bool, type(None))):
             continue
         seen.add(id(o))
-        validator = _object_validator(o)
-        if validator is not None:
-            run_validator(validator, o)
+        if not cross_only:
+            run_validator(validate_object, o)
         if isinstance(o, dict):
             stack.extend(v for v in o.values() if not isinstance(v, (str, int, float)))
         elif isinstance(o, (list, tuple, set, frozenset)):

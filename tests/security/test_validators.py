@@ -364,3 +364,30 @@ def test_honest_models_pass_every_validator() -> None:
         data = pickle.dumps(obj, protocol=5)
         clone = safe_loads(data, policy=LoadPolicy())
         assert type(clone) is type(obj)
+
+
+# --------------------------------------------------------------------------- bypass attempts
+def test_generic_constructors_cannot_skip_validation() -> None:
+    """An object built through copyreg's helpers is validated by its type all the same."""
+    import copyreg
+
+    from sklearn.svm import SVC
+    from sklearn.tree._tree import Tree
+
+    model = _tree_model()
+    tree = model.tree_
+    state = tree.__getstate__()
+    nodes = state["nodes"].copy()
+    nodes["left_child"][0] = 2**40
+    args = (Tree, tree.n_features, tree.n_classes.copy(), tree.n_outputs)
+    via_newobj = Forged(copyreg.__newobj__, args, {**state, "nodes": nodes})
+    data = pickle.dumps(via_newobj, protocol=1)  # protocol 1: a REDUCE of copyreg.__newobj__
+    assert b"__newobj__" in data
+    with pytest.raises(FormatError, match="child index"):
+        safe_loads(data, policy=LoadPolicy())
+
+    svc = copy.deepcopy(_svc())
+    svc._n_support = np.array([10**7, 10**7], dtype=np.int32)
+    via_reconstructor = Forged(copyreg._reconstructor, (SVC, object, None), svc.__getstate__())
+    with pytest.raises(FormatError, match="do not add up"):
+        safe_loads(pickle.dumps(via_reconstructor, protocol=2), policy=LoadPolicy())
