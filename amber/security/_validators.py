@@ -362,6 +362,44 @@ def _validate_metric(metric: Any, n_features: int, what: str) -> None:
 
 
 # --------------------------------------------------------------------------- scipy.sparse
+def _check_compressed(m: Any, shape: tuple[int, ...], what: str) -> None:
+    """indptr/indices/data of a CSR, CSC or BSR matrix, checked without trusting scipy.
+
+    scipy's ``check_format(full_check=True)`` skips its index checks when the last index
+    pointer is negative, and its C++ kernels then read far outside the arrays.
+    """
+    fmt = m.format
+    indptr = _int_array(m.indptr, what)
+    indices = _int_array(m.indices, what)
+    data = m.data
+    if not isinstance(data, np.ndarray):
+        raise _refuse(what, "its data is not an array")
+    for a in (indptr, indices, data):
+        _check_array_dtype(a, what)
+    if fmt == "bsr":
+        if data.ndim != 3 or len(shape) != 2:
+            raise _refuse(what, f"its blocks have shape {data.shape}")
+        rows, cols = data.shape[1:]
+        if rows < 1 or cols < 1 or shape[0] % rows or shape[1] % cols:
+            raise _refuse(what, f"blocks of {rows}x{cols} do not tile {shape}")
+        major, minor = shape[0] // rows, shape[1] // cols
+    elif len(shape) == 1:
+        major, minor = 1, shape[0]
+    elif len(shape) == 2:
+        major, minor = (shape[0], shape[1]) if fmt == "csr" else (shape[1], shape[0])
+    else:
+        raise _refuse(what, f"a compressed matrix of shape {shape}")
+    if data.ndim < 1 or indptr.shape != (major + 1,):
+        raise _refuse(what, f"{indptr.shape[0]} index pointers for {major} rows or columns")
+    steps = np.diff(indptr.astype(np.int64))
+    if int(indptr[0]) != 0 or np.any(steps < 0):
+        raise _refuse(what, "its index pointers do not start at 0 and never decrease")
+    if not int(indptr[-1]) == indices.shape[0] == data.shape[0]:
+        raise _refuse(what, "its index pointers, indices and data disagree in length")
+    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= minor):
+        raise _refuse(what, f"an index is outside 0..{minor - 1}")
+
+
 def validate_sparse(m: Any) -> None:
     """Check a scipy.sparse matrix or array: index arrays in bounds and consistent."""
     what = f"a sparse matrix ({type(m).__name__})"
@@ -371,10 +409,7 @@ def validate_sparse(m: Any) -> None:
         if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
             raise _refuse(what, f"its shape is {shape!r}")
         if fmt in ("csr", "csc", "bsr"):
-            for attr in ("data", "indices", "indptr"):
-                if not isinstance(getattr(m, attr, None), np.ndarray):
-                    raise _refuse(what, f"its {attr} is not an array")
-                _check_array_dtype(getattr(m, attr), what)
+            _check_compressed(m, shape, what)
             m.check_format(full_check=True)
         elif fmt == "coo":
             coords = m.coords

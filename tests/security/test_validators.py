@@ -259,8 +259,19 @@ def test_csr_index_out_of_range(tmp_path: Path) -> None:
 
     m = sparse.csr_matrix(np.eye(4))
     m.indices[0] = 10**9
-    data = amber_refuses(m, "indices must be < 4")
+    data = amber_refuses(m, "an index is outside 0..3")
     plain_pickle_crashes(tmp_path, data, "obj @ np.ones(4)")
+
+
+def test_csr_negative_last_index_pointer(tmp_path: Path) -> None:
+    """Found by fuzzing: scipy's own check_format(full_check=True) lets this through."""
+    from scipy import sparse
+
+    m = sparse.csr_matrix((5, 5))
+    m.indptr = np.array([0, 10**6, 2 * 10**6, 3 * 10**6, 4 * 10**6, -(2**30)], dtype=np.int32)
+    m.check_format(full_check=True)  # scipy accepts it
+    data = amber_refuses(m, "index pointers do not start at 0 and never decrease")
+    plain_pickle_crashes(tmp_path, data, "obj @ np.ones(5)")
 
 
 def test_csr_index_pointer_not_monotonic() -> None:
