@@ -35,7 +35,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import amber
-from amber.errors import ParityError, UntrustedTypeError
+from amber.errors import UntrustedTypeError
 from amber.handlers import sklearn as sklearn_handler
 
 pytest.importorskip("sklearn")
