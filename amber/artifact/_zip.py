@@ -327,9 +327,7 @@ def _close(entries: dict[str, ZipEntry], entry: ZipEntry, limit: int) -> None:
     entries[entry.name] = entry._replace(limit=limit)
 
 
-def _zip64_fields(
-    extra: bytes | memoryview, name: str, size: int, offset: int
-) -> tuple[int, int]:
+def _zip64_fields(extra: bytes | memoryview, name: str, size: int, offset: int) -> tuple[int, int]:
     pos = 0
     while pos + 4 <= len(extra):
         hid, hlen = struct.unpack_from("<HH", extra, pos)
