@@ -238,6 +238,30 @@ def validate_masked_array_state(state: Any) -> None:
 
 
 # --------------------------------------------------------------------------- decision trees
+def _tree_shape(left: np.ndarray, right: np.ndarray, inner: np.ndarray, what: str) -> int:
+    """Check that child links form one tree rooted at node 0; return its depth.
+
+    Children must come after their parent (no cycles) and every node but the root must
+    have exactly one parent (tree walks size their stacks by the node count).
+    """
+    n = left.shape[0]
+    idx = np.arange(n)
+    for child in (left[inner].astype(np.int64), right[inner].astype(np.int64)):
+        if np.any((child <= idx[inner]) | (child >= n)):
+            raise _refuse(what, "a child index is out of range or points back up the tree")
+    children = np.concatenate([left[inner], right[inner]]).astype(np.int64)
+    parents = np.bincount(children, minlength=n)
+    if parents[0] != 0 or np.any(parents[1:] != 1):
+        raise _refuse(what, "a node has no parent or more than one")
+    depth, level = 0, np.zeros(1, dtype=np.int64)
+    while True:
+        level = level[inner[level]]
+        if not level.size:
+            return depth
+        level = np.concatenate([left[level], right[level]]).astype(np.int64)
+        depth += 1
+
+
 def validate_tree(tree: Any) -> None:
     """Check a ``sklearn.tree._tree.Tree``: sizes, child links (acyclic), features, values."""
     what = "a decision tree (sklearn.tree._tree.Tree)"
@@ -258,15 +282,14 @@ def validate_tree(tree: Any) -> None:
     if values.shape != (node_count, n_outputs, tree.max_n_classes):
         raise _refuse(what, f"values have shape {values.shape}")
     left, right, feature = nodes["left_child"], nodes["right_child"], nodes["feature"]
-    idx = np.arange(node_count)
     leaf = left == -1
     if not np.array_equal(leaf, right == -1):
         raise _refuse(what, "a node has exactly one child")
     inner = ~leaf
-    if np.any((left[inner] <= idx[inner]) | (left[inner] >= node_count)) or np.any(
-        (right[inner] <= idx[inner]) | (right[inner] >= node_count)
-    ):
-        raise _refuse(what, "a child index is out of range or points back up the tree")
+    depth = _tree_shape(left, right, inner, what)
+    if tree.max_depth != depth:
+        # decision_path allocates n_samples * (1 + max_depth) entries and fills one per level
+        raise _refuse(what, f"max_depth={tree.max_depth} but the tree is {depth} levels deep")
     if np.any((feature[inner] < 0) | (feature[inner] >= n_features)):
         raise _refuse(what, f"a split uses a feature outside 0..{n_features - 1}")
 
@@ -293,13 +316,8 @@ def validate_tree_predictor(predictor: Any) -> None:
         if b.shape[1] != 8 or not b.flags.c_contiguous:
             raise _refuse(what, f"{attr} has shape {b.shape}")
         bitsets.append(b.shape[0])
-    n = nodes.shape[0]
-    idx = np.arange(n)
     inner = nodes["is_leaf"] == 0
-    for side in ("left", "right"):
-        child = nodes[side][inner].astype(np.int64)
-        if np.any((child <= idx[inner]) | (child >= n)):
-            raise _refuse(what, "a child index is out of range or points back up the tree")
+    _tree_shape(nodes["left"], nodes["right"], inner, what)
     if np.any(nodes["feature_idx"][inner] < 0):
         raise _refuse(what, "a split uses a negative feature index")
     cat = inner & (nodes["is_categorical"] != 0)

@@ -89,6 +89,23 @@ def test_tree_cycle_is_refused() -> None:
     amber_refuses(_with_tree_state(_tree_model(), nodes={"right_child": (0, 0)}), "points back")
 
 
+def test_tree_depth_understated(tmp_path: Path) -> None:
+    """Found by fuzzing: decision_path sizes its output by max_depth and overflows the heap."""
+    hostile = _with_tree_state(_tree_model(), max_depth=1)
+    data = amber_refuses(hostile, "max_depth=1 but the tree is 4 levels deep")
+    plain_pickle_crashes(tmp_path, data, "for _ in range(50): obj.decision_path(X)")
+
+
+def test_tree_node_with_two_parents_is_refused() -> None:
+    model = _tree_model()
+    left, right = model.tree_.children_left, model.tree_.children_right
+    inner = np.flatnonzero(left != -1)
+    parent, other = int(inner[1]), int(inner[0])  # point a second parent at a shared child
+    target = int(right[parent])
+    hostile = _with_tree_state(model, nodes={"right_child": (other, target)})
+    amber_refuses(hostile, "no parent or more than one")
+
+
 def test_tree_node_with_one_child_is_refused() -> None:
     model = _tree_model()
     leaf = int(np.flatnonzero(model.tree_.children_left == -1)[0])
