@@ -10,6 +10,7 @@ measuring whether batching pays) and builds the input schema from the signature.
 from __future__ import annotations
 
 import functools
+import logging
 import statistics
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from amber.serving._batcher import Batcher
+from amber.serving._batcher import INLINE_LIMIT_S, Batcher
 from amber.serving._config import ModelSpec
 from amber.serving._schema import InputSchema, schema_for
 from amber.serving._source import ModelSource, Resolved
@@ -67,9 +68,23 @@ class LoadedModel:
                 max_batch_size=self.spec.max_batch_size if on else 1,
                 max_latency_ms=self.spec.max_latency_ms if on else 0,
                 observe=observe,
+                inline=bool(self.batching.get("inline")),
+                on_demote=self._demoted,
             )
             self._runners[method] = run
         return run
+
+    def _demoted(self, seconds: float) -> None:
+        from amber.serving._logs import event
+
+        self.batching["inline"] = False
+        event(
+            logging.WARNING,
+            "moved_to_thread",
+            model=self.name,
+            version=self.version,
+            call_seconds=round(seconds, 3),
+        )
 
     def output_metadata(self, method: str) -> dict[str, Any]:
         """OIP metadata of one output, from the signature the probe recorded."""
@@ -98,6 +113,23 @@ class LoadedModel:
         if self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
+
+
+def _checked_finite(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``fn`` without scikit-learn's own NaN/infinity scan when the server has just checked the
+    array is finite (the scan would pass; it costs about as much as a small SVC's prediction).
+    Inputs with NaN or infinity still go through scikit-learn's check."""
+    import sklearn
+
+    def call(x: Any) -> Any:
+        if type(x) is np.ndarray and x.dtype.kind == "f" and bool(np.isfinite(x).all()):
+            if not sklearn.get_config()["assume_finite"]:
+                sklearn.set_config(assume_finite=True)  # thread-local: this server's threads
+            return fn(x)
+        with sklearn.config_context(assume_finite=False):
+            return fn(x)
+
+    return call
 
 
 def _probe_input(path: Any, manifest: dict[str, Any]) -> Any:
@@ -142,23 +174,40 @@ def _time(fn: Callable[[Any], Any], x: Any, repeat: int) -> float:
 
 
 def calibrate(fn: Callable[[Any], Any], sample: Any, spec: ModelSpec) -> dict[str, Any]:
-    """Decide whether batching pays for this model: time 1 row and a full batch.
+    """Decide how this model predicts, by timing it on its own probe rows.
 
-    Batching is on when predicting ``max_batch_size`` rows at once costs less than half of
-    predicting them one by one (the hand-off to the model's thread is then repaid many times).
+    ``enabled`` (``auto``): batching is on when predicting ``max_batch_size`` rows at once costs
+    less than half of predicting them one by one. ``inline``: calls (a full batch, or one row
+    with batching off) take under ``INLINE_LIMIT_S``, so they run in the event loop.
     """
     size = spec.max_batch_size
-    if spec.batching != "auto" or sample is None or size <= 1:
-        enabled = spec.batching == "on" or (spec.batching == "auto" and sample is None)
-        return {"enabled": enabled, "mode": spec.batching, "measured": False}
-    one, many = _rows(sample, 1), _rows(sample, size)
-    fn(one)  # warm-up
-    t1 = _time(fn, one, 3)
-    tn = _time(fn, many, 1 if t1 * size > 0.5 else 3)
+    if sample is None:
+        return {
+            "enabled": spec.batching != "off",
+            "mode": spec.batching,
+            "inline": False,
+            "measured": False,
+        }
+    one = _rows(sample, 1)
+    t1 = _time(fn, one, 1)  # also the warm-up
+    if t1 < 0.05:
+        t1 = _time(fn, one, 3)
+    if spec.batching != "auto" or size <= 1:
+        enabled = spec.batching == "on" and size > 1
+        return {
+            "enabled": enabled,
+            "mode": spec.batching,
+            "inline": t1 * (4 if enabled else 1) < INLINE_LIMIT_S,
+            "measured": False,
+            "one_row_ms": round(t1 * 1000, 3),
+        }
+    tn = _time(fn, _rows(sample, size), 1 if t1 * size > 0.5 else 3)
     gain = (t1 * size) / tn if tn > 0 else float("inf")
+    enabled = gain >= 2.0
     return {
-        "enabled": gain >= 2.0,
+        "enabled": enabled,
         "mode": "auto",
+        "inline": (tn if enabled else t1) < INLINE_LIMIT_S,
         "measured": True,
         "one_row_ms": round(t1 * 1000, 3),
         "batch_ms": round(tn * 1000, 3),
@@ -195,6 +244,8 @@ def load_version(
             methods[method] = offered[method]
     if not methods:
         raise ValueError(f"{str(resolved.path)!r} records no output method that can be served")
+    if info.framework == "scikit-learn":
+        methods = {name: _checked_finite(fn) for name, fn in methods.items()}
     sample = _probe_input(resolved.path, info.manifest)
     first = "predict" if "predict" in methods else next(iter(methods))
     batching = calibrate(methods[first], sample, spec)

@@ -51,12 +51,12 @@ _FLOATS = ("FP16", "FP32", "FP64")
 _MAX_DEPTH = 32
 
 
+_BY_DTYPE = {dt: name for name, dt in DATATYPES.items() if dt is not None}
+
+
 def datatype_of(dtype: np.dtype[Any]) -> str:
     """The OIP datatype for a numpy dtype (strings and objects are ``BYTES``)."""
-    for name, dt in DATATYPES.items():
-        if dt is not None and dt == dtype:
-            return name
-    return "BYTES"
+    return _BY_DTYPE.get(dtype, "BYTES")
 
 
 def accepted_datatypes(target: np.dtype[Any] | None) -> tuple[str, ...]:
@@ -170,6 +170,26 @@ def to_numbers(
     Strings, booleans, objects and nulls are refused (``allow_null`` turns nulls into NaN for
     float targets); integer targets refuse fractions and values out of range.
     """
+    if isinstance(values, list):
+        try:
+            arr = np.asarray(values)
+        except (ValueError, TypeError, OverflowError):
+            arr = None
+        if (
+            arr is not None
+            and arr.dtype.kind in "iuf"
+            and (target.kind == "f" or arr.dtype.kind != "f")
+        ):  # the common case, checked with no error text built
+            if target.kind in "iu":
+                info = np.iinfo(target)
+                if arr.size and (arr.min() < info.min or arr.max() > info.max):
+                    raise _offender(
+                        values,
+                        field,
+                        lambda v: info.min <= v <= info.max,
+                        f"{expected_kind(target)} from {info.min} to {info.max}",
+                    )
+            return arr.astype(target, copy=False)
     expected = expected_kind(target)
     arr = _as_array(values, field, expected)
     kind = arr.dtype.kind

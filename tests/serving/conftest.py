@@ -83,7 +83,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     labels = [1, 0, 1, 0, 1, 0]
     text = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(docs, labels)
     out["text"] = save(text, root / "text.amber", docs[:3])
-    out["slow"] = save(servetest_models.SlowModel(), root / "slow.amber", np.zeros((2, 2)))
+    # its probe sleeps 10 ms per call: measured slow at load, so it predicts on its own thread
+    out["slow"] = save(servetest_models.SlowModel(), root / "slow.amber", np.full((2, 2), 0.01))
     return out
 
 

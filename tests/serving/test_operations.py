@@ -66,6 +66,25 @@ def test_request_timeout(slow_server: Server) -> None:
     assert time.monotonic() - t0 < 0.5
 
 
+def test_cheap_model_moves_to_its_thread_after_a_slow_call(tmp_path: Path) -> None:
+    """Measured cheap at load (its probe sleeps 0 s), it predicts in the event loop; one slow
+    call moves it to its own thread, after which timeouts fire again while it computes."""
+    path = save(servetest_models.SlowModel(), tmp_path / "cheap.amber", np.zeros((2, 2)))
+    srv = Server([str(path), "--batching", "on", "--request-timeout", "1"], tmp_path)
+    try:
+        srv.wait_ready()
+        assert srv.client.get("/v2/models/cheap").json()["parameters"]["batching"]["inline"]
+        r = srv.client.post("/v2/models/cheap/infer", json=oip([0.3, 1.0], [1, 2]))
+        assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [1.3]
+        meta = srv.client.get("/v2/models/cheap").json()
+        assert meta["parameters"]["batching"]["inline"] is False
+        assert '"event":"moved_to_thread"' in srv.log
+        r = srv.client.post("/v2/models/cheap/infer", json=oip([2.5, 1.0], [1, 2]))
+        assert r.status_code == 504
+    finally:
+        assert stopped_cleanly(srv)
+
+
 def test_sigterm_drains_requests_in_flight(tmp_path: Path, artifacts) -> None:
     srv = Server([str(artifacts["slow"]), "--batching", "on", "--max-batch-size", "2"], tmp_path)
     srv.wait_ready()
