@@ -87,33 +87,35 @@ def test_cheap_model_moves_to_its_thread_after_a_slow_call(tmp_path: Path) -> No
 
 def test_sigterm_drains_requests_in_flight(tmp_path: Path, artifacts) -> None:
     srv = Server([str(artifacts["slow"]), "--batching", "on", "--max-batch-size", "2"], tmp_path)
-    srv.wait_ready()
-    results: list[int] = []
+    try:
+        srv.wait_ready()
+        results: list[int] = []
 
-    def client(i: int) -> None:
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
-            r = c.post("/v2/models/slow/infer", json=oip([0.7, float(i)], [1, 2]))
-            results.append(r.status_code)
-            assert r.json()["outputs"][0]["data"] == [0.7 + i]
+        def client(i: int) -> None:
+            with httpx.Client(base_url=srv.url, timeout=30) as c:
+                r = c.post("/v2/models/slow/infer", json=oip([0.7, float(i)], [1, 2]))
+                results.append(r.status_code)
+                assert r.json()["outputs"][0]["data"] == [0.7 + i]
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    wait_for(
-        lambda: "amber_requests_in_flight 6.0" in srv.client.get("/metrics").text,
-        what="6 requests in flight",
-    )
-    srv.proc.send_signal(signal.SIGTERM)
-    started = time.monotonic()
-    for t in threads:
-        t.join(30)
-    # 6 requests, 2 per 0.7 s call: about 2 s of work still to do when SIGTERM came
-    assert results == [200] * 6
-    assert time.monotonic() - started > 1.0
-    srv.proc.wait(30)
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{srv.url}/v2/health/live", timeout=2)
-    assert stopped_cleanly(srv)
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        wait_for(
+            lambda: "amber_requests_in_flight 6.0" in srv.client.get("/metrics").text,
+            what="6 requests in flight",
+        )
+        srv.proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        for t in threads:
+            t.join(30)
+        # 6 requests, 2 per 0.7 s call: about 2 s of work still to do when SIGTERM came
+        assert results == [200] * 6
+        assert time.monotonic() - started > 1.0
+        srv.proc.wait(30)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{srv.url}/v2/health/live", timeout=2)
+    finally:
+        assert stopped_cleanly(srv)
     assert "Waiting for connections to close" in srv.log or "Shutting down" in srv.log
 
 
