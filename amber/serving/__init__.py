@@ -10,7 +10,7 @@ sees it; micro-batching; hot swap when a registry alias moves; health, readiness
 Needs the ``serve`` extra: ``pip install "amber[serve]"``.
 """
 
-from amber.serving._app import create_app
+from amber.serving._asgi import create_app
 from amber.serving._config import ModelSpec, ServeConfig
 from amber.serving._server import serve
 

@@ -1,4 +1,5 @@
-"""The ASGI app: Open Inference Protocol v2, MLflow ``/invocations``, health, metrics, OpenAPI.
+"""The server behind the app: Open Inference Protocol v2, MLflow ``/invocations``, health, metrics,
+OpenAPI.
 
 Starlette, chosen over FastAPI by measurement (see ``benchmarks/serve.py`` and the README): the
 request schemas come from each artifact's signature at run time, so FastAPI's pydantic layer
@@ -8,35 +9,27 @@ would add cost per request without describing anything we do not already generat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import itertools
-import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from amber.serving import _tensor as T
 from amber.serving._batcher import PredictionFailed
-from amber.serving._config import ModelSpec, ServeConfig
+from amber.serving._config import ServeConfig
 from amber.serving._errors import RequestError, describe_value
-from amber.serving._logs import ACCESS, EVENTS
 from amber.serving._metrics import CONTENT_TYPE, Metrics
 from amber.serving._model import LoadedModel
 from amber.serving._openapi import DOCS_HTML, build_spec
 from amber.serving._slot import ModelSlot
 from amber.serving._source import open_source
 
-__all__ = ["AmberServer", "build_app", "create_app"]
+__all__ = ["AmberServer", "json_response"]
 
 _JSON = "application/json"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
@@ -44,7 +37,7 @@ _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _JSON_TYPES = (_JSON, "", "application/x-www-form-urlencoded", "text/json")
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body, option=_NUMPY), status, headers, _JSON)
 
 
@@ -246,12 +239,12 @@ class AmberServer:
         except RequestError as exc:
             code = exc.status
             self.metrics.error(label, protocol, exc.reason)
-            return _json(exc.body(protocol), exc.status, {**headers, **exc.headers})
+            return json_response(exc.body(protocol), exc.status, {**headers, **exc.headers})
         except TimeoutError:
             code = 504
             self.metrics.error(label, protocol, "DEADLINE_EXCEEDED")
             err = RequestError(504, f"request timed out after {self.timeout:g} s")
-            return _json(err.body(protocol), 504, headers)
+            return json_response(err.body(protocol), 504, headers)
         except PredictionFailed as exc:
             code = 422
             self.metrics.error(label, protocol, "MODEL_ERROR")
@@ -262,7 +255,7 @@ class AmberServer:
                 expected="input the model accepts",
                 got=str(exc)[:300],
             )
-            return _json(err.body(protocol), 422, headers)
+            return json_response(err.body(protocol), 422, headers)
         finally:
             if loaded is not None:
                 loaded.release()
@@ -356,7 +349,7 @@ class AmberServer:
             "id": given_id if isinstance(given_id, str) else request_id,
             "outputs": outputs,
         }
-        return _json(answer, 200, headers)
+        return json_response(answer, 200, headers)
 
     async def _mlflow(
         self,
@@ -392,7 +385,7 @@ class AmberServer:
         request.scope["amber_rows"] = loaded.schema.rows(part)
         method = "predict" if "predict" in loaded.methods else next(iter(loaded.methods))
         arr = await self._run(loaded, slot, method, part)
-        return _json({"predictions": T.nested_json(arr)}, 200, headers)
+        return json_response({"predictions": T.nested_json(arr)}, 200, headers)
 
     # -- endpoints --------------------------------------------------------------------------
     async def infer(self, request: Request) -> Response:
@@ -404,21 +397,21 @@ class AmberServer:
         return await self._infer(request, "mlflow", name, None)
 
     async def live(self, request: Request) -> Response:
-        return _json({"live": True})
+        return json_response({"live": True})
 
     async def ready_all(self, request: Request) -> Response:
         ready = self.ready
         models = {name: slot.status() for name, slot in self.slots.items()}
-        return _json({"ready": ready, "models": models}, 200 if ready else 503)
+        return json_response({"ready": ready, "models": models}, 200 if ready else 503)
 
     async def ping(self, request: Request) -> Response:
-        return _json({"ready": self.ready}, 200 if self.ready else 503)
+        return json_response({"ready": self.ready}, 200 if self.ready else 503)
 
     async def model_ready(self, request: Request) -> Response:
         slot = self._slot(request.path_params["name"])
         if "version" in request.path_params:
             self._serving(slot, request.path_params["version"])
-        return _json(
+        return json_response(
             {"name": slot.name, "ready": slot.ready, **slot.status()}, 200 if slot.ready else 503
         )
 
@@ -426,7 +419,7 @@ class AmberServer:
         slot = self._slot(request.path_params["name"])
         loaded = self._serving(slot, request.path_params.get("version"))
         outputs = [loaded.output_metadata(m) for m in loaded.methods]
-        return _json(
+        return json_response(
             {
                 "name": slot.name,
                 "versions": [loaded.version],
@@ -446,18 +439,18 @@ class AmberServer:
     async def server_metadata(self, request: Request) -> Response:
         from amber import __version__
 
-        return _json({"name": "amber", "version": __version__, "extensions": []})
+        return json_response({"name": "amber", "version": __version__, "extensions": []})
 
     async def version(self, request: Request) -> Response:
         from amber import __version__
 
-        return _json({"amber": __version__})
+        return json_response({"amber": __version__})
 
     async def prometheus(self, request: Request) -> Response:
         return Response(self.metrics.render(), 200, media_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
-        return _json(build_spec(self))
+        return json_response(build_spec(self))
 
     async def docs(self, request: Request) -> Response:
         return HTMLResponse(DOCS_HTML)
@@ -475,160 +468,12 @@ class AmberServer:
             name = request.path_params.get("name")
             slots = [self._slot(name)] if name else list(self.slots.values())
         except RequestError as exc:
-            return _json(exc.body(), exc.status, exc.headers)
+            return json_response(exc.body(), exc.status, exc.headers)
         wait = request.query_params.get("wait", "").lower() in ("1", "true", "yes")
         jobs = [slot.refresh(force=True) for slot in slots]
         if not wait:
             for job in jobs:
                 asyncio.get_running_loop().create_task(job)
-            return _json({"status": "started", "models": [s.name for s in slots]}, 202)
+            return json_response({"status": "started", "models": [s.name for s in slots]}, 202)
         results = await asyncio.gather(*jobs)
-        return _json({"status": "done", "models": results})
-
-
-class _AccessLog:
-    """Pure ASGI middleware: one JSON access record per request, with model and version."""
-
-    def __init__(self, app: ASGIApp, server: AmberServer) -> None:
-        self.app = app
-        self.server = server
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if not self.server._started:
-            await self.server.startup()
-        if not ACCESS.isEnabledFor(logging.INFO):
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = [0]
-
-        async def send_logged(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_logged)
-        finally:
-            client = scope.get("client")
-            record = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status[0] or 500,
-                "ms": round((time.perf_counter() - started) * 1000, 3),
-                "client": f"{client[0]}:{client[1]}" if client else None,
-                **scope.get("amber", {}),
-            }
-            ACCESS.info("access", extra={"fields": record})
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    status = getattr(exc, "status_code", 500)
-    text = {
-        404: f"no such endpoint: {request.url.path}",
-        405: f"method {request.method} not allowed on {request.url.path}",
-    }
-    err = RequestError(status, text.get(status, str(getattr(exc, "detail", "error"))))
-    return _json(err.body(), status, getattr(exc, "headers", None))
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    EVENTS.exception(
-        "internal_error", extra={"fields": {"event": "internal_error", "path": request.url.path}}
-    )
-    return _json({"error": "internal error; the server log has the details"}, 500)
-
-
-def build_app(config: ServeConfig) -> Starlette:
-    """The Starlette app for ``config`` (``create_app`` with the options grouped)."""
-    server = AmberServer(config)
-    routes = [
-        Route("/v2/models/{name}/infer", server.infer, methods=["POST"]),
-        Route("/v2/models/{name}/versions/{version}/infer", server.infer, methods=["POST"]),
-        Route("/invocations", server.invocations, methods=["POST"]),
-        Route("/models/{name}/invocations", server.invocations, methods=["POST"]),
-        Route("/v2", server.server_metadata, methods=["GET"]),
-        Route("/v2/health/live", server.live, methods=["GET"]),
-        Route("/v2/health/ready", server.ready_all, methods=["GET"]),
-        Route("/v2/models/{name}", server.model_metadata, methods=["GET"]),
-        Route("/v2/models/{name}/ready", server.model_ready, methods=["GET"]),
-        Route("/v2/models/{name}/versions/{version}", server.model_metadata, methods=["GET"]),
-        Route("/v2/models/{name}/versions/{version}/ready", server.model_ready, methods=["GET"]),
-        Route("/ping", server.ping, methods=["GET"]),
-        Route("/health", server.ping, methods=["GET"]),
-        Route("/version", server.version, methods=["GET"]),
-        Route("/metrics", server.prometheus, methods=["GET"]),
-        Route("/openapi.json", server.openapi, methods=["GET"]),
-        Route("/docs", server.docs, methods=["GET"]),
-        Route("/admin/reload", server.reload, methods=["POST"]),
-        Route("/admin/reload/{name}", server.reload, methods=["POST"]),
-    ]
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await server.startup()
-        try:
-            yield
-        finally:
-            await server.shutdown()
-
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={
-            HTTPException: _http_error,
-            RequestError: _request_error,
-            Exception: _internal_error,
-        },
-    )
-    app.state.amber = server
-    app.add_middleware(_AccessLog, server=server)
-    if not config.access_log:
-        ACCESS.disabled = True
-    return app
-
-
-async def _request_error(request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, RequestError):
-        return await _internal_error(request, exc)
-    return _json(exc.body(), exc.status, exc.headers)
-
-
-def create_app(
-    models: Sequence[str | ModelSpec],
-    *,
-    token: str | None = None,
-    reload_token: str | None = None,
-    poll_interval_s: float | None = 30.0,
-    request_timeout_s: float = 30.0,
-    max_body_bytes: int = 16 * 1024 * 1024,
-    registry: str | None = None,
-    access_log: bool = True,
-) -> Starlette:
-    """An ASGI app serving ``models`` (files or ``models:/`` URIs), to run or to mount.
-
-    Models load in the background once the app starts (its lifespan, or the first request when
-    mounted in another app); ``/v2/health/ready`` says when every one is verified and serving.
-
-    Examples
-    --------
-    >>> app = amber.serving.create_app(["iris.amber"], token="s3cret")  # doctest: +SKIP
-    >>> uvicorn.run(app, host="127.0.0.1", port=8080)                    # doctest: +SKIP
-    """
-    if isinstance(models, str):
-        raise TypeError("models must be a list of files or URIs, e.g. ['iris.amber']")
-    specs = tuple(m if isinstance(m, ModelSpec) else ModelSpec(source=str(m)) for m in models)
-    config = ServeConfig(
-        models=specs,
-        token=token,
-        reload_token=reload_token,
-        poll_interval_s=poll_interval_s,
-        request_timeout_s=request_timeout_s,
-        max_body_bytes=max_body_bytes,
-        registry=registry,
-        access_log=access_log,
-    )
-    return build_app(config)
+        return json_response({"status": "done", "models": results})

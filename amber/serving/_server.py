@@ -34,7 +34,7 @@ def _decode(text: str) -> ServeConfig:
 def app_from_environment() -> Any:
     """The app for a worker process (uvicorn ``factory=True``): the config comes in the
     environment, set by :func:`serve`."""
-    from amber.serving._app import build_app
+    from amber.serving._asgi import build_app
     from amber.serving._logs import setup_logging
 
     config = _decode(os.environ[_ENV])
@@ -54,7 +54,7 @@ def serve(
     """Serve ``config`` until SIGTERM or SIGINT (blocking)."""
     import uvicorn
 
-    from amber.serving._app import build_app
+    from amber.serving._asgi import build_app
     from amber.serving._logs import setup_logging
 
     setup_logging(log_level, access_log=config.access_log)
