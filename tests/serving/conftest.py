@@ -51,7 +51,7 @@ def iris_data() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """iris (SVC pipeline on an array), frame (DataFrame with int, float and string columns),
-    text (tf-idf + logistic regression on strings)."""
+    text (tf-idf + logistic regression on strings, string labels), slow (sleeps)."""
     import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -80,7 +80,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     model = make_pipeline(pre, LogisticRegression(max_iter=1000)).fit(frame, target)
     out["frame"] = save(model, root / "frame.amber", frame.iloc[:8])
     docs = ["good movie", "bad film", "great plot", "awful acting", "good acting", "bad plot"]
-    labels = [1, 0, 1, 0, 1, 0]
+    labels = ["pos", "neg", "pos", "neg", "pos", "neg"]  # string classes: BYTES outputs
     text = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(docs, labels)
     out["text"] = save(text, root / "text.amber", docs[:3])
     # its probe sleeps 10 ms per call: measured slow at load, so it predicts on its own thread

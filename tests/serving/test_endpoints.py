@@ -71,7 +71,10 @@ def test_text_model_over_oip(server: Server) -> None:
         json=oip(["good movie", "bad plot"], [2], datatype="BYTES"),
     )
     assert r.status_code == 200, r.text
-    assert r.json()["outputs"][0]["data"] == [1, 0]
+    out = r.json()["outputs"][0]
+    assert out["data"] == ["pos", "neg"] and out["datatype"] == "BYTES" and out["shape"] == [2]
+    meta = server.client.get("/v2/models/text").json()
+    assert meta["inputs"] == [{"name": "input-0", "datatype": "BYTES", "shape": [-1]}]
 
 
 @pytest.mark.parametrize(
@@ -136,7 +139,7 @@ def test_invocations_per_model_frame_forms(server: Server) -> None:
 
 def test_invocations_text_model(server: Server) -> None:
     r = server.client.post("/models/text/invocations", json={"instances": ["good plot", "awful"]})
-    assert r.status_code == 200 and r.json() == {"predictions": [1, 0]}
+    assert r.status_code == 200 and r.json() == {"predictions": ["pos", "neg"]}
 
 
 def test_health_and_server_metadata(server: Server) -> None:
