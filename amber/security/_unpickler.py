@@ -41,7 +41,6 @@ from amber.security._validators import (
 __all__ = ["safe_loads", "untrusted_globals"]
 
 _HOOK_MODULE = "amber.security._unpickler.hook"
-_MAX_RECONSTRUCT_BYTES = 1 << 24
 
 _Buffer = bytes | bytearray | memoryview
 
@@ -59,14 +58,19 @@ def _dtype(obj: Any, align: Any = False, copy: Any = False) -> np.dtype:
 
 
 def _check_empty_array(cls: Any, shape: Any, dtype: Any) -> None:
+    """Honest pickles start every array empty (shape ``(0,)``) and fill it with BUILD.
+
+    A preallocated array is refused: numpy's ``__setstate__`` swaps the dtype before it
+    checks the data, and on that error path it later frees the old block under the new
+    size, corrupting its allocation cache.
+    """
     if not (isinstance(cls, type) and issubclass(cls, np.ndarray)):
         raise FormatError(f"array reconstruction of a non-array type {cls!r:.80}")
     dims = shape if isinstance(shape, tuple) else (shape,)
-    if not all(type(n) is int and n >= 0 for n in dims):
-        raise FormatError(f"array reconstruction with shape {shape!r:.80}")
-    nbytes = math.prod(dims) * np.dtype(dtype).itemsize
-    if nbytes > _MAX_RECONSTRUCT_BYTES:
-        raise FormatError(f"array reconstruction asks for {nbytes} bytes up front")
+    if not all(type(n) is int and n >= 0 for n in dims) or math.prod(dims) != 0:
+        raise FormatError(f"array reconstruction with a preallocated shape {shape!r:.80}")
+    if not isinstance(dtype, (bytes, str, np.dtype)):
+        raise FormatError(f"array reconstruction with dtype {dtype!r:.80}")
 
 
 def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:

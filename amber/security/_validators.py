@@ -206,25 +206,37 @@ def _check_array_dtype(a: np.ndarray, what: str) -> None:
 
 # --------------------------------------------------------------------------- numpy arrays
 def validate_array_state(state: Any) -> None:
-    """Check an ``ndarray.__setstate__`` state before numpy applies it.
+    """Check an ``ndarray.__setstate__`` state so that numpy applies it without error.
 
-    numpy trusts an object array's list to be as long as the shape says: a shorter list
-    makes ``__setstate__`` itself read past it (a segfault on numpy 2.4).
+    numpy trusts an object array's list to be as long as the shape says (a shorter list
+    makes ``__setstate__`` read past it), and on its own error paths it has already swapped
+    the array's dtype, so the block is later freed under the wrong size. Hence: every state
+    that reaches numpy must be exactly right.
     """
     what = "a numpy array"
     if not isinstance(state, tuple) or len(state) not in (4, 5):
         raise _refuse(what, "its state is not a 4- or 5-tuple")
-    shape, dtype, _fortran, data = state[-4:]
+    if len(state) == 5 and type(state[0]) is not int:
+        raise _refuse(what, "its state version is not an integer")
+    shape, dtype, fortran, data = state[-4:]
     if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
         raise _refuse(what, f"its shape is {shape!r:.80}")
+    if len(shape) > 64 or type(fortran) not in (bool, int):
+        raise _refuse(what, "its shape or memory order is malformed")
     validate_dtype(dtype)
     size = math.prod(shape)
     if dtype.hasobject:
         if not isinstance(data, list) or len(data) != size:
             n = len(data) if isinstance(data, list) else type(data).__name__
             raise _refuse(what, f"shape {shape} needs {size} objects, the file holds {n}")
-    elif isinstance(data, list):
-        raise _refuse(what, "a plain array's data is a list")
+        return
+    nbytes = size * dtype.itemsize
+    if isinstance(data, str):  # Python 2 pickles: latin-1 text
+        if len(data) != nbytes or (not data.isascii() and max(map(ord, data)) > 255):
+            raise _refuse(what, f"shape {shape} needs {nbytes} bytes of latin-1 text")
+    elif type(data) is not bytes or len(data) != nbytes:
+        n = len(data) if isinstance(data, bytes) else type(data).__name__
+        raise _refuse(what, f"shape {shape} of {dtype} needs {nbytes} bytes, the file holds {n}")
 
 
 def validate_masked_array_state(state: Any) -> None:
@@ -233,8 +245,8 @@ def validate_masked_array_state(state: Any) -> None:
         raise _refuse("a numpy masked array", "its state is not a 7-tuple")
     _version, shape, dtype, fortran, data, mask, _fill = state
     validate_array_state((shape, dtype, fortran, data))
-    if isinstance(mask, list):
-        raise _refuse("a numpy masked array", "its mask is a list")
+    mask_dtype = np.ma.make_mask_descr(dtype)
+    validate_array_state((shape, mask_dtype, fortran, mask))
 
 
 # --------------------------------------------------------------------------- decision trees

@@ -255,8 +255,33 @@ def test_array_shapes_must_match_their_data(state: tuple[Any, ...]) -> None:
 
 def test_reconstruct_cannot_preallocate() -> None:
     hostile = Forged(_reconstruct, (np.ndarray, (2**33,), b"O"))
-    with pytest.raises(FormatError, match=r"asks for .* bytes up front"):
+    with pytest.raises(FormatError, match="preallocated shape"):
         load(pickle.dumps(hostile, protocol=5))
+
+
+def test_failed_array_state_corrupts_numpy_heap() -> None:
+    """Found by fuzzing: numpy's __setstate__ swaps the dtype before refusing the data, so
+    the preallocated block is later filed in numpy's cache under a larger size. numpy
+    raises a clean ValueError, yet the process aborts soon after; Amber refuses first."""
+    state = (1, (1,), np.dtype("V100"), False, b"")
+    data = pickle.dumps(Forged(_reconstruct, (np.ndarray, (8,), b"b"), state), protocol=5)
+    proc = run_python(
+        f"""
+        import pickle, numpy as np
+        try:
+            pickle.loads({data!r})
+        except ValueError:
+            pass
+        arrays = [np.ones(100) for _ in range(50)]
+        del arrays
+        """
+    )
+    assert crashed(proc), proc
+    with pytest.raises(FormatError, match="preallocated shape"):
+        load(data)
+    honest_shape = Forged(_reconstruct, (np.ndarray, (0,), b"b"), state)
+    with pytest.raises(FormatError, match="needs 100 bytes, the file holds 0"):
+        load(pickle.dumps(honest_shape, protocol=5))
 
 
 def test_frombuffer_shape_must_match_the_buffer() -> None:
