@@ -324,7 +324,7 @@ def _close(entries: dict[str, ZipEntry], entry: ZipEntry, limit: int) -> None:
             f"entry {entry.name!r} overlaps the next entry or the directory (entries must be "
             f"laid out in directory order)"
         )
-    entries[entry.name] = entry._replace(limit=limit)
+    entries[entry.name] = ZipEntry(entry.name, entry.header_offset, entry.size, entry.crc32, limit)
 
 
 def _zip64_fields(extra: bytes | memoryview, name: str, size: int, offset: int) -> tuple[int, int]:
