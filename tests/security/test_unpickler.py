@@ -514,3 +514,78 @@ def test_mutated_model_streams_fail_cleanly(edits: list[tuple[int, int]]) -> Non
             load(bytes(data))
     except (FormatError, UntrustedTypeError):
         pass
+
+
+def _value_spots(data: bytes) -> list[tuple[int, int]]:
+    """(offset, length) of every integer argument and binary payload in a stream."""
+    import pickletools
+
+    spots = []
+    for op, arg, pos in pickletools.genops(data):
+        if op.name in ("BININT", "BININT1", "BININT2"):
+            spots.append((pos + 1, {"BININT": 4, "BININT1": 1, "BININT2": 2}[op.name]))
+        elif op.name in ("BYTEARRAY8", "BINBYTES8") and arg:
+            spots.append((pos + 9, len(arg)))
+        elif op.name in ("BINBYTES", "SHORT_BINBYTES") and arg:
+            spots.append((pos + (5 if op.name == "BINBYTES" else 2), len(arg)))
+    return spots
+
+
+def _value_seeds() -> list[tuple[Any, bytes, list[tuple[int, int]]]]:
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = MODELS["tree"][1], MODELS["tree"][0].predict(MODELS["tree"][1])
+    models = [
+        RandomForestClassifier(2, max_depth=3, random_state=0).fit(X, y),
+        KNeighborsClassifier(algorithm="kd_tree", leaf_size=20).fit(X, y),
+        HistGradientBoostingClassifier(max_iter=2, random_state=0).fit(X, y),
+    ]
+    seeds = []
+    for model in models:
+        for protocol in (2, 5):
+            data = pickle.dumps(model, protocol=protocol)
+            seeds.append((model, data, _value_spots(data)))
+    return seeds
+
+
+_VALUE_SEEDS = _value_seeds()
+_INTERESTING = [0, 1, 2, 3, 7, 255, 2**15, 2**31 - 1, 2**32 - 1, 2**40, 2**63 - 1]
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(0, len(_VALUE_SEEDS) - 1),
+    st.lists(
+        st.tuples(st.floats(0, 1, exclude_max=True), st.sampled_from([1, 2, 4, 8])),
+        min_size=1,
+        max_size=3,
+    ),
+    st.lists(st.sampled_from([*_INTERESTING, -1, -2, -(2**31)]), min_size=3, max_size=3),
+)
+def test_mutated_values_fail_cleanly_and_loaded_models_are_safe_to_use(
+    which: int, edits: list[tuple[float, int]], values: list[int]
+) -> None:
+    """Node indices, features, shapes and sizes changed in place: refused, or safe to use."""
+    _model, seed, spots = _VALUE_SEEDS[which]
+    data = bytearray(seed)
+    for (where, width), value in zip(edits, values, strict=False):
+        start, length = spots[int(where * len(spots))]
+        width = min(width, length)
+        data[start : start + width] = (value & ((1 << (8 * width)) - 1)).to_bytes(width, "little")
+    X = MODELS["tree"][1]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clone = load(bytes(data))
+    except (FormatError, UntrustedTypeError):
+        return
+    for use in ("predict", "decision_path", "kneighbors", "feature_importances_"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                attr = getattr(clone, use)
+                if callable(attr):
+                    attr(X)
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError):
+            pass
