@@ -5,7 +5,8 @@ generator, wrk (one thread, installed from Debian's packages if missing and root
 Python asyncio generator, and the report says which). Workloads: an iris SVC pipeline with one
 row per request, and a 100-tree random forest with 1 and 100 rows per request, each at
 concurrency 1, 8 and 64. Also: cold start (process start to the first correct answer) and idle
-memory (resident set of the server's process tree after start-up).
+memory (resident set of the server's process tree after start-up). All servers of a model run at
+once and are measured cell by cell in turn, so that other load on the machine hits them alike.
 
 Servers:
 
@@ -551,37 +552,48 @@ def _median_cell(samples: list[dict]) -> dict:
     return out
 
 
-def bench_server(
-    server: str,
+def bench_model(
+    model: str,
+    servers: list[str],
     models: dict[str, Any],
     envs: dict[str, Path],
     wrk: str | None,
     args: argparse.Namespace,
     report: Report,
 ) -> None:
-    for model in dict.fromkeys(m for m, _ in WORKLOADS):
-        try:
-            run = start(server, model, models, envs)
-        except Exception as exc:  # a server that cannot start is reported, the rest goes on
-            report.notes.append(f"{server} on {model}: not measured: {exc}")
-            print(f"  {server} {model}: FAILED {exc}", flush=True)
-            continue
-        if model == "iris-svc":
-            report.startup[server] = {
-                "cold_start_s": run.cold_start_s,
-                "idle_rss_mb": run.idle_rss_mb,
-            }
-        try:
-            for _, rows in (w for w in WORKLOADS if w[0] == model):
-                path, body = payload(server, model, models[model]["rows"][:rows])
-                measure(wrk, run.port, path, body, 8, min(2.0, args.duration))  # warm-up
-                samples: dict[int, list[dict]] = {c: [] for c in CONCURRENCY}
+    """Start every server on ``model`` (one after the other: cold start, idle memory), then
+    measure them cell by cell, taking turns, so a change in the machine's load hits all alike."""
+    running: dict[str, Running] = {}
+    try:
+        for server in servers:
+            try:
+                running[server] = run = start(server, model, models, envs)
+            except Exception as exc:  # a server that cannot start is reported, the rest goes on
+                report.notes.append(f"{server} on {model}: not measured: {exc}")
+                print(f"  {server} {model}: FAILED {exc}", flush=True)
+                continue
+            print(
+                f"  {server:14} {model}: cold start {run.cold_start_s:.2f} s, idle "
+                f"{run.idle_rss_mb or 0:.0f} MB",
+                flush=True,
+            )
+            if model == "iris-svc":
+                report.startup[server] = {
+                    "cold_start_s": run.cold_start_s,
+                    "idle_rss_mb": run.idle_rss_mb,
+                }
+        for _, rows in (w for w in WORKLOADS if w[0] == model):
+            bodies = {s: payload(s, model, models[model]["rows"][:rows]) for s in running}
+            for server, run in running.items():  # warm-up
+                measure(wrk, run.port, *bodies[server], 8, min(2.0, args.duration))
+            for conns in CONCURRENCY:
+                samples: dict[str, list[dict]] = {s: [] for s in running}
                 for _ in range(args.passes):
-                    for conns in CONCURRENCY:
-                        samples[conns].append(
-                            measure(wrk, run.port, path, body, conns, args.duration)
+                    for server, run in running.items():
+                        samples[server].append(
+                            measure(wrk, run.port, *bodies[server], conns, args.duration)
                         )
-                for conns, got in samples.items():
+                for server, got in samples.items():
                     cell = _median_cell(got)
                     report.cells[f"{server}|{model}:{rows}|{conns}"] = cell
                     print(
@@ -589,7 +601,8 @@ def bench_server(
                         f"  p99 {cell['p99_ms']:8.1f} ms  errors {cell['errors']}",
                         flush=True,
                     )
-        finally:
+    finally:
+        for run in running.values():
             stop(run)
 
 
@@ -744,6 +757,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passes", type=int, default=1, help="passes; the median is shown")
     parser.add_argument("--servers", default=None, help=f"comma-separated subset of {SERVERS}")
     parser.add_argument(
+        "--python-load",
+        action="store_true",
+        help="use the Python load generator even where wrk is installed",
+    )
+    parser.add_argument(
         "--frameworks",
         action="store_true",
         help="also measure Starlette vs FastAPI for the same route",
@@ -766,12 +784,12 @@ def main(argv: list[str] | None = None) -> int:
         "passes": args.passes,
     }
     WORK.mkdir(parents=True, exist_ok=True)
-    wrk = find_wrk(report.notes)
+    wrk = None if args.python_load else find_wrk(report.notes)
     report.meta["generator"] = (
         f"wrk ({subprocess.run([wrk, '-v'], capture_output=True, text=True).stdout.split()[1]}, "
         f"1 thread)"
         if wrk
-        else "Python asyncio generator (wrk unavailable)"
+        else "Python asyncio generator (wrk not used)"
     )
     with _section("models"):
         models = make_models(WORK)
@@ -784,9 +802,9 @@ def main(argv: list[str] | None = None) -> int:
                 servers = [s for s in servers if not s.startswith(name)]
             else:
                 envs[name] = env
-    for server in servers:
-        with _section(server):
-            bench_server(server, models, envs, wrk, args, report)
+    for model in dict.fromkeys(m for m, _ in WORKLOADS):
+        with _section(model):
+            bench_model(model, servers, models, envs, wrk, args, report)
     report.meta["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     report.meta["versions"] = versions(envs)
     RESULTS.mkdir(parents=True, exist_ok=True)

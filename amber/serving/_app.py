@@ -210,6 +210,8 @@ class AmberServer:
     async def _infer(
         self, request: Request, protocol: str, name: str, version: str | None
     ) -> Response:
+        """One inference request. Metrics and the access record are written by the middleware
+        once the response has gone out (``scope["amber_stats"]``), off the request's path."""
         started = time.perf_counter()
         scope = request.scope
         note: dict[str, Any] = {"model": name, "protocol": protocol}
@@ -218,7 +220,7 @@ class AmberServer:
         request_id = request.headers.get("x-request-id") or self._next_id()
         headers = {"x-request-id": request_id[:128]}
         loaded: LoadedModel | None = None
-        code = 200
+        code, reason = 200, None
         self.metrics.in_flight.inc()
         try:
             slot = self._slot(name)
@@ -237,17 +239,14 @@ class AmberServer:
             note["rows"] = scope.get("amber_rows")
             return response
         except RequestError as exc:
-            code = exc.status
-            self.metrics.error(label, protocol, exc.reason)
+            code, reason = exc.status, exc.reason
             return json_response(exc.body(protocol), exc.status, {**headers, **exc.headers})
         except TimeoutError:
-            code = 504
-            self.metrics.error(label, protocol, "DEADLINE_EXCEEDED")
+            code, reason = 504, "DEADLINE_EXCEEDED"
             err = RequestError(504, f"request timed out after {self.timeout:g} s")
             return json_response(err.body(protocol), 504, headers)
         except PredictionFailed as exc:
-            code = 422
-            self.metrics.error(label, protocol, "MODEL_ERROR")
+            code, reason = 422, "MODEL_ERROR"
             err = RequestError(
                 422,
                 f"the model could not predict on this input: {exc}",
@@ -260,7 +259,14 @@ class AmberServer:
             if loaded is not None:
                 loaded.release()
             self.metrics.in_flight.dec()
-            self.metrics.request(label, protocol, code, time.perf_counter() - started)
+            scope["amber_stats"] = (label, protocol, code, reason, started)
+
+    def record(self, stats: tuple[str, str, int, str | None, float]) -> None:
+        """Count one finished inference request (called once its response is out)."""
+        label, protocol, code, reason, started = stats
+        self.metrics.request(label, protocol, code, time.perf_counter() - started)
+        if reason is not None:
+            self.metrics.error(label, protocol, reason)
 
     def _methods(self, payload: dict[str, Any], loaded: LoadedModel) -> list[str]:
         wanted = payload.get("outputs")

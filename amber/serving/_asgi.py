@@ -24,7 +24,8 @@ __all__ = ["build_app", "create_app"]
 
 
 class _AccessLog:
-    """Pure ASGI middleware: one JSON access record per request, with model and version."""
+    """Pure ASGI middleware: after each response has gone out, the request's metrics and one
+    JSON access record (method, path, status, ms, client, model, version, rows)."""
 
     def __init__(self, app: ASGIApp, server: AmberServer) -> None:
         self.app = app
@@ -36,30 +37,32 @@ class _AccessLog:
             return
         if not self.server._started:
             await self.server.startup()
-        if not ACCESS.isEnabledFor(logging.INFO):
-            await self.app(scope, receive, send)
-            return
         started = time.perf_counter()
-        status = [0]
+        status = 0
 
         async def send_logged(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status[0] = message["status"]
+                status = message["status"]
             await send(message)
 
         try:
             await self.app(scope, receive, send_logged)
         finally:
-            client = scope.get("client")
-            record = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status[0] or 500,
-                "ms": round((time.perf_counter() - started) * 1000, 3),
-                "client": f"{client[0]}:{client[1]}" if client else None,
-                **scope.get("amber", {}),
-            }
-            ACCESS.info("access", extra={"fields": record})
+            stats = scope.get("amber_stats")
+            if stats is not None:
+                self.server.record(stats)
+            if ACCESS.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                record = {
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status or 500,
+                    "ms": round((time.perf_counter() - started) * 1000, 3),
+                    "client": f"{client[0]}:{client[1]}" if client else None,
+                    **scope.get("amber", {}),
+                }
+                ACCESS.info("access", extra={"fields": record})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

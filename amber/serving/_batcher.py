@@ -166,13 +166,14 @@ class Batcher:
                     _fail(batch[0], exc)
                 else:
                     await self._one_by_one(batch)
-                continue
-            finally:
-                if self.observe is not None:
-                    self.observe(rows, len(batch), time.perf_counter() - started)
-            for item, out in zip(batch, outputs, strict=True):
+                outputs = None
+            for item, out in zip(batch, outputs or (), strict=False):
                 if not item.future.done():
                     item.future.set_result(out)
+            if self.observe is not None:  # after the requests it answered are on their way
+                asyncio.get_running_loop().call_soon(
+                    self.observe, rows, len(batch), time.perf_counter() - started
+                )
 
     async def _exec(self, part: Any) -> Any:
         if self.inline:

@@ -21,14 +21,24 @@ def event(level: int, name: str, **fields: Any) -> None:
         EVENTS.log(level, name, extra={"fields": {"event": name, **fields}})
 
 
+_second: list[Any] = [None, ""]
+
+
+def _timestamp(created: float) -> str:
+    """ISO 8601 UTC with milliseconds; the part down to the second is reused within a second."""
+    whole = int(created)
+    if _second[0] != whole:
+        _second[0] = whole
+        _second[1] = _dt.datetime.fromtimestamp(whole, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second[1]}.{int((created - whole) * 1000):03d}+00:00"
+
+
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", ...fields or "message"}``, one line each."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": _dt.datetime.fromtimestamp(record.created, _dt.UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
         }
@@ -43,7 +53,15 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "info", *, access_log: bool = True) -> None:
-    """Send Amber's and uvicorn's logs to stderr as JSON lines (the CLI's set-up)."""
+    """Send Amber's and uvicorn's logs to stderr as JSON lines (the CLI's set-up).
+
+    The server's process is ours here, so logging skips what no record of ours uses: the caller's
+    file and line (a stack walk per record), thread and process names.
+    """
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
