@@ -35,7 +35,6 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import amber
-from amber.errors import UntrustedTypeError
 from amber.handlers import sklearn as sklearn_handler
 
 pytest.importorskip("sklearn")
@@ -232,17 +231,6 @@ def _svc_grid() -> Any:
     )
 
 
-# With categorical features, HistGradientBoosting keeps a ColumnTransformer whose
-# FunctionTransformer holds functools.partial(sklearn.utils.validation.check_array, ...);
-# functools is denied wholesale by tools/make_allowlist.py. See
-# test_hgb_categorical_loads_when_partial_is_trusted for the workaround.
-_NEEDS_PARTIAL = pytest.mark.xfail(
-    reason="functools.partial is not on the allowlist (HistGradientBoosting categorical "
-    "preprocessor); needs a guarded partial of allowlisted functions",
-    raises=AssertionError,
-    strict=True,
-)
-
 C = Case
 ens = ensemble
 CLASSIFIERS = [
@@ -263,14 +251,12 @@ CLASSIFIERS = [
         "HistGradientBoostingClassifier-categorical",
         lambda: ens.HistGradientBoostingClassifier(max_iter=15, categorical_features=[5]),
         prepare=_with_int_category,
-        marks=(_NEEDS_PARTIAL,),
     ),
     C(
         "HistGradientBoostingClassifier-frame-category-dtype",
         lambda: ens.HistGradientBoostingClassifier(max_iter=15, categorical_features="from_dtype"),
         data="frame_data",
         prepare=_frame_with_category_dtype,
-        marks=(_NEEDS_PARTIAL,),
     ),
     C(
         "KNeighborsClassifier-kd_tree",
@@ -1110,23 +1096,24 @@ def test_updating_an_mmap_loaded_model_does_not_crash(tmp_path: Path) -> None:
 
 
 # -- cases the table cannot express -------------------------------------------------------------
-def test_hgb_categorical_loads_when_partial_is_trusted(binary_data: Any, tmp_path: Path) -> None:
+def test_hgb_categorical_partial_is_admitted_only_for_allowlisted_functions(
+    binary_data: Any, tmp_path: Path
+) -> None:
+    # With categorical features, HistGradientBoosting keeps a FunctionTransformer holding
+    # functools.partial(sklearn.utils.validation.check_array, ...): partial is on the
+    # allowlist only with a validator that checks the wrapped function is allowlisted.
     data = _with_int_category(binary_data)
     model = ens.HistGradientBoostingClassifier(max_iter=10, categorical_features=[5])
     model.fit(data.X_train, data.y_train)
     path = tmp_path / "hgb.amber"
-    with pytest.warns(UserWarning, match=r"functools\.partial"):
-        info = amber.save(model, path, sample=data.X_train[:8])
-    assert info.untrusted == ["functools.partial"]
-    with pytest.raises(UntrustedTypeError, match=r"functools\.partial"):
-        amber.load(path)
-
-    loaded = amber.load(path, trusted=["functools.partial"])
+    info = amber.save(model, path, sample=data.X_train[:8])
+    assert "functools.partial" in info.globals and info.untrusted == []
+    loaded = amber.load(path)
     assert_same_state(model, loaded, "hgb")
     for method in ("predict", "predict_proba", "decision_function"):
         expected = getattr(model, method)(data.X_test)
         assert_same_output(expected, getattr(loaded, method)(data.X_test), method)
-    assert amber.verify(path, trusted=["functools.partial"]).ok
+    assert amber.verify(path).ok
 
 
 def test_probe_needs_a_recordable_method(tmp_path: Path, multiclass_data: Any) -> None:

@@ -233,8 +233,15 @@ SUSPICIOUS_OK = {
 DUNDER_OK = {"copyreg.__newobj__", "copyreg.__newobj_ex__"}
 
 
+# Admitted although their module is denied, because a validator restricts what they hold
+# (functools.partial: only of an allowlisted function; see _validators.validate_partial).
+GUARDED = {("functools", "partial")}
+
+
 def denied(module: str, name: str) -> str | None:
     """Why ``module.name`` is denied, or None."""
+    if (module, name) in GUARDED:
+        return None
     dotted = f"{module}.{name}"
     for m in DENY_MODULES:
         if module == m or module.startswith(m + ".") or dotted == m:

@@ -18,6 +18,7 @@ Two entry points:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -544,6 +545,27 @@ def validate_seed_sequence(seq: Any) -> None:
         raise _refuse(what, "its entropy pool does not match its pool size")
 
 
+def validate_partial(obj: Any) -> None:
+    """A ``functools.partial`` may only wrap an allowlisted function.
+
+    scikit-learn stores one in HistGradientBoosting's categorical preprocessor
+    (``partial(check_array, ...)``). Its state can name any callable on the unpickler's stack,
+    so the wrapped callable is checked by identity against the allowlist after the state is set.
+    """
+    from amber.security._allowlist import _lookup, entries
+
+    if type(obj) is not functools.partial:
+        raise _refuse("a functools.partial", f"it is a {type(obj).__name__}")
+    func = obj.func
+    key = (getattr(func, "__module__", None), getattr(func, "__qualname__", None))
+    entry = entries().get(key) if all(isinstance(k, str) for k in key) else None  # type: ignore[arg-type]
+    if entry is None or entry.kind != "function" or _lookup(entry.module, entry.name) is not func:
+        raise _refuse(
+            "a functools.partial",
+            f"it wraps {func!r}, which is not an allowlisted function",
+        )
+
+
 # --------------------------------------------------------------------------- registry
 _SPARSE = [
     f"scipy.sparse._{fmt}.{fmt}_{kind}"
@@ -554,6 +576,7 @@ _SVM = [f"sklearn.svm._classes.{n}" for n in ("SVC", "NuSVC", "SVR", "NuSVR", "O
 
 OBJECT_VALIDATORS: dict[tuple[str, str], Validator] = {
     ("numpy", "dtype"): validate_dtype,
+    ("functools", "partial"): validate_partial,
     ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"): validate_seed_sequence,
     ("scipy.interpolate._bsplines", "BSpline"): validate_bspline,
     ("sklearn.tree._tree", "Tree"): validate_tree,

@@ -419,3 +419,27 @@ def test_generic_constructors_cannot_skip_validation() -> None:
     via_reconstructor = Forged(copyreg._reconstructor, (SVC, object, None), svc.__getstate__())
     with pytest.raises(FormatError, match="do not add up"):
         safe_loads(pickle.dumps(via_reconstructor, protocol=2), policy=LoadPolicy())
+
+
+# --------------------------------------------------------------------------- functools.partial
+def test_partial_of_an_allowlisted_function_loads() -> None:
+    import functools
+
+    from sklearn.utils.validation import check_array
+
+    original = functools.partial(check_array, ensure_all_finite=False)
+    clone = safe_loads(pickle.dumps(original, protocol=5), policy=LoadPolicy())
+    assert clone.func is check_array and clone.keywords == {"ensure_all_finite": False}
+
+
+@pytest.mark.parametrize("wrapped", ["class", "constructed object"])
+def test_partial_of_anything_but_an_allowlisted_function_is_refused(wrapped: str) -> None:
+    import functools
+
+    from sklearn.gaussian_process.kernels import RBF
+    from sklearn.svm import SVC
+
+    func: Any = SVC if wrapped == "class" else RBF()  # allowed types, but not functions
+    data = pickle.dumps(functools.partial(func, 1.0), protocol=5)
+    with pytest.raises(FormatError, match="not an allowlisted function"):
+        safe_loads(data, policy=LoadPolicy())
