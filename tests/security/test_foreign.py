@@ -682,3 +682,32 @@ def test_hostile_tree_data_in_a_joblib_file_is_validated(
     assert scan_file(path).safe  # the names are fine: only the data is hostile
     with pytest.raises(FormatError, match="inconsistent"):
         load_foreign(path)
+
+
+# -- hostile numpy states inside joblib files ---------------------------------------------------
+def _hostile_states() -> dict[str, Any]:
+    from numpy._core.multiarray import _reconstruct
+    from security_kit import Forged
+
+    flags_0 = (3, "|", None, ("a", "b"), {"a": (np.dtype("i4"), 0), "b": (np.dtype("O"), 4)})
+    return {
+        "dtype with an object field hidden by flags=0": Forged(
+            np.dtype, ("V12", False, True), (*flags_0, 12, 1, 0)
+        ),
+        "dtype state of the pre-2006 6-tuple form": Forged(
+            np.dtype, ("i4", False, True), (3, "<", (None, None), -1, -1, 0)
+        ),
+        "object array shorter than its shape": Forged(
+            _reconstruct, (np.ndarray, (0,), b"b"), (1, (100_000,), np.dtype("O"), False, [1, 2])
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_hostile_states()))
+def test_hostile_numpy_states_in_a_joblib_file_are_refused(case: str, tmp_path: Path) -> None:
+    # joblib pickles these through its own pickler (REDUCE + BUILD with the hostile state);
+    # numpy would apply the state unchecked and crash later. Amber checks it first.
+    path = tmp_path / "hostile.joblib"
+    joblib.dump({"x": _hostile_states()[case]}, path)
+    with pytest.raises(FormatError, match="inconsistent"):
+        amber.load(path)
