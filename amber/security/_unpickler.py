@@ -288,6 +288,12 @@ def _with_hooks(data: _Buffer, scan: PickleScan) -> tuple[_Buffer, list[Callable
 
 
 # --------------------------------------------------------------------------- unpickler
+# (raw module, raw name, fix_imports) -> ((module, name), object): what find_class handed out,
+# so that later loads skip the import machinery. Depends on the name alone; whether the
+# name is allowed is still decided per load, by that load's policy.
+_FOUND: dict[tuple[str, str, bool], tuple[tuple[str, str], Any]] = {}
+
+
 class _SafeUnpickler(pickle.Unpickler):
     def __init__(
         self,
@@ -308,9 +314,17 @@ class _SafeUnpickler(pickle.Unpickler):
         if module == _HOOK_MODULE:
             return self._hooks[int(name)]
         raw = (module, name)
+        cached = _FOUND.get((module, name, self._scan.fix_imports))
+        if cached is not None and is_allowed(*cached[0], self._policy):
+            return cached[1]
         module, name = effective_name(module, name, self._scan.fix_imports)
         if not is_allowed(module, name, self._policy):
             raise UntrustedTypeError([f"{module}.{name}"])
+        obj = self._find(raw, module, name)
+        _FOUND[(*raw, self._scan.fix_imports)] = ((module, name), obj)
+        return obj
+
+    def _find(self, raw: tuple[str, str], module: str, name: str) -> Any:
         guard = _GUARDS.get((module, name))
         if guard is not None:
             return guard
