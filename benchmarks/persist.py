@@ -243,6 +243,17 @@ def warm_up(folder: Path) -> None:
         save_with(method, obj, folder / f"warmup{SUFFIX[method]}")
 
 
+def auto_codecs(path: Path) -> dict[str, int]:
+    """How many entries of an artifact each codec holds (``compress="auto"`` measures, so this
+    can change from one save to the next)."""
+    import amber
+
+    counts: dict[str, int] = {}
+    for entry in amber.inspect(path).manifest["entries"].values():
+        counts[entry["compression"]] = counts.get(entry["compression"], 0) + 1
+    return counts
+
+
 def stream_modules(pickle_path: Path) -> list[str]:
     """The modules a model's pickle imports (our own file, so loading it here is safe)."""
     modules: set[str] = set()
@@ -371,7 +382,7 @@ def run_model(
     )
     rows: dict[str, dict[str, Any]] = {m: {} for m in METHODS}
     trusted: dict[str, list[str]] = {}
-    save_runs = 3  # the median of three drops one-time costs of a model's first save
+    save_runs = 5  # the median drops one-time costs and the VM's erratic large writes
     gc.collect()
     for method in ("pickle", *[m for m in SUFFIX if m != "pickle"]):
         path = workdir / f"{name}{SUFFIX[method]}"
@@ -382,9 +393,14 @@ def run_model(
             log(f"[{name}] {method:<11} save FAILED: {exc}")
             continue
         trusted[method] = untrusted
-        rows[method].update(save_s=median(times), save_runs=len(times), size=path.stat().st_size)
+        rows[method].update(
+            save_s=median(times), save_min_s=min(times), save_runs=len(times),
+            size=path.stat().st_size,
+        )  # fmt: skip
         log(f"[{name}] {method:<11} save {median(times) * 1e3:9.1f} ms  {path.stat().st_size:,} B")
     rows["amber mmap"].update(size=rows["amber"].get("size"))
+    if "error" not in rows["amber auto"]:
+        rows["amber auto"]["codecs"] = auto_codecs(workdir / f"{name}{SUFFIX['amber auto']}")
     modules = stream_modules(workdir / f"{name}.pkl") if "error" not in rows["pickle"] else []
     description = built.description
     del built
@@ -408,7 +424,7 @@ def run_model(
             log(f"[{name}] {method:<11} load FAILED: {res['error']}")
             continue
         times = res.pop("load_times_s")
-        rows[method].update(res, load_s=median(times), load_runs=len(times))
+        rows[method].update(res, load_s=median(times), load_min_s=min(times), load_runs=len(times))
         log(
             f"[{name}] {method:<11} load {rows[method]['load_s'] * 1e3:9.2f} ms  "
             f"peak {res['peak_bytes'] / 1e6:8.1f} MB  {res['check']}"
@@ -608,14 +624,22 @@ def render(results: dict[str, Any], info: dict[str, Any], args: argparse.Namespa
     add("## How it is measured")
     add("")
     trusted = {n: r["trusted"] for n, r in results.items() if r["trusted"]}
+    spawn = (
+        "forked from a template process that has only imported the libraries"
+        if args.spawn == "fork"
+        else "a new interpreter"
+    )
     notes = [
-        "Saves run in the benchmark process, median of up to 3 runs, each into a fresh file. "
+        "Saves run in the benchmark process, median of up to 5 runs (fewer when a save takes "
+        "seconds), each into a fresh file. "
         "pickle, cloudpickle (protocol 5), joblib and skops are followed by an `fsync` of the "
         "file, so every save is durable; `amber.save` writes a temporary file, fsyncs it, "
         "renames it and fsyncs the folder. Amber saves without a probe (`sample=None`).",
-        "Each (model, method) is loaded in its own fresh Python process, which first imports "
-        "the loading library and the modules the model's pickle names (so imports count "
-        "neither in the times nor in the memory). skops loads with "
+        f"Each (model, method) is loaded in its own fresh process ({spawn}), which first "
+        "imports the loading library and the modules the model's pickle names, so imports "
+        "count neither in the times nor in the memory; the pages of library files it has "
+        "mapped are populated before the baseline (`MADV_POPULATE_READ`), so that code paged in "
+        "by the first call does not count as load memory. skops loads with "
         "`trusted=skops.io.get_untrusted_types(file=...)`, computed once before timing, as a "
         "user would review the list once.",
         "Memory: the RSS high-water mark (`VmHWM`) is reset to the current RSS at the baseline "
@@ -633,6 +657,17 @@ def render(results: dict[str, Any], info: dict[str, Any], args: argparse.Namespa
         "*check* compares the loaded model's predictions on a few inputs with the original's "
         "(exact equality).",
     ]
+    codecs = {
+        n: ", ".join(f"{c} x{k}" for c, k in sorted(r["rows"]["amber auto"]["codecs"].items()))
+        for n, r in results.items()
+        if r["rows"]["amber auto"].get("codecs")
+    }
+    if codecs:
+        notes.append(
+            '`compress="auto"` picks a codec per entry by timing it on a sample, so the choice '
+            "can vary from save to save (and with the machine's load); the loaded files held: "
+            + "; ".join(f"{n}: {c}" for n, c in codecs.items())
+        )
     if trusted:
         notes.append(
             "Amber reported types outside its allowlist and was loaded with `trusted=` them: "
