@@ -8,11 +8,19 @@ level: scipy and pandas are imported inside the fixtures that need them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI replays the same fuzz examples every run (a red build must mean a regression, not a new
+# random draw); developers' runs keep exploring. CI=true is set by the CI runner.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 SEED = 0
 N_TRAIN = 60

@@ -1021,7 +1021,75 @@ scan(PyObject *self, PyObject *args, PyObject *kwds)
     return result;
 }
 
+/* tree_depth(left, right, inner): check that child links form one tree rooted at node 0
+ * and return its depth. left and right are contiguous int64 arrays of n node links, inner a
+ * contiguous uint8 array (1 for a split node). Children must come after their parent (so no
+ * cycles), lie inside the array, and every node but the root must have exactly one parent.
+ * One pass: since children follow their parent, a node's depth is known when it is reached.
+ * Raises ValueError with a message naming the first problem. */
+static PyObject *
+tree_depth(PyObject *self, PyObject *args)
+{
+    Py_buffer lb, rb, ib;
+    if (!PyArg_ParseTuple(args, "y*y*y*", &lb, &rb, &ib))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = ib.len;
+    int32_t *depth = NULL;
+    uint8_t *parents = NULL;
+    if (lb.len != n * 8 || rb.len != n * 8) {
+        PyErr_SetString(PyExc_ValueError, "the link arrays differ in length");
+        goto done;
+    }
+    depth = PyMem_Calloc((size_t)(n ? n : 1), sizeof(int32_t));
+    parents = PyMem_Calloc((size_t)(n ? n : 1), 1);
+    if (!depth || !parents) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const int64_t *left = (const int64_t *)lb.buf, *right = (const int64_t *)rb.buf;
+    const uint8_t *inner = (const uint8_t *)ib.buf;
+    int32_t deepest = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!inner[i])
+            continue;
+        int64_t kids[2] = {left[i], right[i]};
+        for (int k = 0; k < 2; k++) {
+            int64_t c = kids[k];
+            if (c <= i || c >= n) {
+                PyErr_SetString(PyExc_ValueError,
+                                "a child index is out of range or points back up the tree");
+                goto done;
+            }
+            if (parents[c]++) {
+                PyErr_SetString(PyExc_ValueError, "a node has no parent or more than one");
+                goto done;
+            }
+            depth[c] = depth[i] + 1;
+            if (depth[c] > deepest)
+                deepest = depth[c];
+        }
+    }
+    for (Py_ssize_t i = 1; i < n; i++) {
+        if (!parents[i]) {
+            PyErr_SetString(PyExc_ValueError, "a node has no parent or more than one");
+            goto done;
+        }
+    }
+    result = PyLong_FromLong(deepest);
+done:
+    PyMem_Free(depth);
+    PyMem_Free(parents);
+    PyBuffer_Release(&lb);
+    PyBuffer_Release(&rb);
+    PyBuffer_Release(&ib);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"tree_depth", tree_depth, METH_VARARGS,
+     "tree_depth(left, right, inner)\n--\n\n"
+     "Check that int64 child links form one tree rooted at node 0; return its depth."},
     {"scan", (PyCFunction)(void (*)(void))scan, METH_VARARGS | METH_KEYWORDS,
      "scan(data, n_buffers, max_memo, hooks=None, max_stack=16777216, max_marks=10000)\n"
      "--\n\n"
