@@ -13,7 +13,10 @@ Where predictions run: on the version's own thread, so that the event loop keeps
 requests (which then batch) and answering health checks, and request timeouts fire, while a
 model computes; or, for models measured at load to predict a full batch in under 2 ms
 (``inline``), in the event loop itself, since the hand-off to a thread would cost more than the
-call. A call that blocks the loop for over 0.1 s moves the model to its thread for good.
+call. A lone request (nothing queued, no company lately) on a model that predicts a row in under
+20 ms (``inline_alone``) is predicted in the loop too: there is nothing else for the loop to do,
+and the hand-off would only add latency. A call that blocks the loop for over 0.1 s moves the
+model to its thread for good.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["INLINE_LIMIT_S", "Batcher", "PredictionFailed"]
+__all__ = ["ALONE_LIMIT_S", "INLINE_LIMIT_S", "Batcher", "PredictionFailed"]
 
 #: A model whose calls take less than this predicts in the event loop itself (no thread hand-off,
 #: which costs more than such a call) ...
 INLINE_LIMIT_S = 0.002
+#: A lone request is predicted in the loop when one row takes less than this.
+ALONE_LIMIT_S = 0.02
 #: ... until one call blocks the loop longer than this (an input far costlier than the probe's):
 #: the model then moves to its thread for good.
 DEMOTE_S = 0.1
@@ -72,10 +77,12 @@ class Batcher:
         max_latency_ms: float,
         observe: Callable[[int, int, float], None] | None = None,
         inline: bool = False,
+        inline_alone: bool = False,
         on_demote: Callable[[float], None] | None = None,
     ) -> None:
         self.predict = predict
         self.inline = inline
+        self.inline_alone = inline_alone
         self.on_demote = on_demote
         self.concat = concat
         self.prepare = prepare
@@ -110,7 +117,7 @@ class Batcher:
         finally:
             took = time.perf_counter() - started
             if took > DEMOTE_S:
-                self.inline = False
+                self.inline = self.inline_alone = False
                 if self.on_demote is not None:
                     self.on_demote(took)
 
@@ -175,14 +182,16 @@ class Batcher:
                     self.observe, rows, len(batch), time.perf_counter() - started
                 )
 
-    async def _exec(self, part: Any) -> Any:
-        if self.inline:
+    async def _exec(self, part: Any, alone: bool = False) -> Any:
+        if self.inline or (alone and self.inline_alone):
             return self._timed(part)
         return await asyncio.get_running_loop().run_in_executor(self.executor, self._call, part)
 
     async def _predict(self, batch: list[_Item]) -> list[Any]:
+        # alone: one request, nothing queued behind it, no company lately (c=1)
+        alone = len(batch) == 1 and not self._queue and self._recent < 1.5
         part = batch[0].part if len(batch) == 1 else self.concat([i.part for i in batch])
-        outputs = _split(await self._exec(part), _offsets(batch))
+        outputs = _split(await self._exec(part, alone), _offsets(batch))
         if outputs is None:  # not one output row per input row: one call each
             outputs = [await self._exec(i.part) for i in batch]
         return outputs

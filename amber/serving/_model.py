@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from amber.serving._batcher import INLINE_LIMIT_S, Batcher
+from amber.serving._batcher import ALONE_LIMIT_S, INLINE_LIMIT_S, Batcher
 from amber.serving._config import ModelSpec
 from amber.serving._schema import InputSchema, schema_for
 from amber.serving._source import ModelSource, Resolved
@@ -69,6 +69,7 @@ class LoadedModel:
                 max_latency_ms=self.spec.max_latency_ms if on else 0,
                 observe=observe,
                 inline=bool(self.batching.get("inline")),
+                inline_alone=bool(self.batching.get("inline_alone")),
                 on_demote=self._demoted,
             )
             self._runners[method] = run
@@ -77,7 +78,7 @@ class LoadedModel:
     def _demoted(self, seconds: float) -> None:
         from amber.serving._logs import event
 
-        self.batching["inline"] = False
+        self.batching["inline"] = self.batching["inline_alone"] = False
         event(
             logging.WARNING,
             "moved_to_thread",
@@ -198,6 +199,7 @@ def calibrate(fn: Callable[[Any], Any], sample: Any, spec: ModelSpec) -> dict[st
             "enabled": enabled,
             "mode": spec.batching,
             "inline": t1 * (4 if enabled else 1) < INLINE_LIMIT_S,
+            "inline_alone": t1 < ALONE_LIMIT_S,
             "measured": False,
             "one_row_ms": round(t1 * 1000, 3),
         }
@@ -208,6 +210,7 @@ def calibrate(fn: Callable[[Any], Any], sample: Any, spec: ModelSpec) -> dict[st
         "enabled": enabled,
         "mode": "auto",
         "inline": (tn if enabled else t1) < INLINE_LIMIT_S,
+        "inline_alone": t1 < ALONE_LIMIT_S,
         "measured": True,
         "one_row_ms": round(t1 * 1000, 3),
         "batch_ms": round(tn * 1000, 3),

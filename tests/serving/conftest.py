@@ -83,8 +83,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     labels = ["pos", "neg", "pos", "neg", "pos", "neg"]  # string classes: BYTES outputs
     text = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(docs, labels)
     out["text"] = save(text, root / "text.amber", docs[:3])
-    # its probe sleeps 10 ms per call: measured slow at load, so it predicts on its own thread
-    out["slow"] = save(servetest_models.SlowModel(), root / "slow.amber", np.full((2, 2), 0.01))
+    # its probe sleeps 30 ms per call: measured slow at load, so it predicts on its own thread
+    out["slow"] = save(servetest_models.SlowModel(), root / "slow.amber", np.full((2, 2), 0.03))
     return out
 
 
