@@ -318,14 +318,15 @@ def test_sparse_inside_an_estimator_is_checked() -> None:
 
 
 # --------------------------------------------------------------------------- scipy splines, numpy
-def test_bspline_with_too_few_coefficients(tmp_path: Path) -> None:
+def test_bspline_with_too_few_coefficients() -> None:
     from scipy.interpolate import BSpline
 
     spline = BSpline(np.arange(10.0), np.ones(6), 3)
     hostile = copy.copy(spline)
     hostile._t = np.linspace(0, 1, 2_000_000)
-    data = amber_refuses(hostile, "2000000 knots, degree 3 and 6 coefficients")
-    plain_pickle_crashes(tmp_path, data, "obj(np.linspace(0.9, 1, 50))")
+    # With plain pickle, evaluating it reads megabytes past the coefficient array: a segfault
+    # or garbage depending on what lies there, so only the refusal is asserted.
+    amber_refuses(hostile, "2000000 knots, degree 3 and 6 coefficients")
 
 
 def test_seed_sequence_pool_of_the_wrong_size() -> None:
