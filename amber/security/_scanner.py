@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from amber.errors import FormatError
-from amber.security import _pickle_scan  # type: ignore[attr-defined]
+from amber.security import _pickle_scan
 
 __all__ = ["OBJECT", "STATE", "PickleScan", "effective_name", "scan_pickle"]
 
