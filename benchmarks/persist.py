@@ -684,7 +684,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     names = list(results)
     others = [m for m in METHODS if m != "pickle"]
@@ -712,6 +712,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                    label=method, color=colors[i % len(colors)])  # fmt: skip
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks(x, names)
@@ -778,6 +779,7 @@ def main(argv: list[str] | None = None) -> int:
         args.workdir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="amber-bench-", dir=args.workdir))
     security = security_modules()
+    commit = _commit()  # at the start: others may commit while it runs
     log(f"amber.security unpickler: {security}; model files in {workdir}")
     results: dict[str, Any] = {}
     workers = Workers(args.spawn)
@@ -796,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(DISTRIBUTIONS)
     info.update(
         date=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        commit=_commit(), security=security, elapsed=time.perf_counter() - started,
+        commit=commit, security=security, elapsed=time.perf_counter() - started,
         workdir_fs=str(workdir.parent), load_before=load_before,
         load_after=os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
     )  # fmt: skip
