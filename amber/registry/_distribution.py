@@ -120,19 +120,7 @@ def import_file(
     alias: str | None = None,
     signing_key: Any = None,
 ) -> ModelVersion:
-    """:meth:`Registry.import_`: register an artifact file (typically an export).
-
-    The file is stored byte for byte, so its own signature stays valid. Name, metrics, tags
-    and description come from its ``registry`` metadata (``name=`` overrides the name). The
-    version number is kept when the file carries one for the same name, so that a signature
-    binding ``name`` and ``version`` still holds here; importing the same file twice is a
-    no-op. Otherwise the next number is taken.
-
-    Examples
-    --------
-    >>> reg.import_("iris-v3.amber")                 # doctest: +SKIP
-    >>> reg.import_("iris-v3.amber", name="iris-eu") # doctest: +SKIP
-    """
+    """What :meth:`Registry.import_` does (documented there)."""
     key = reg._private_key(signing_key)
     source = Path(path)
     if not source.is_file():

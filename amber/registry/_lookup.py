@@ -170,15 +170,18 @@ class CatalogLookup(CatalogEngine):
         with self._tx(False, "read") as conn:
             return self._resolve(conn, ref)
 
+    def _model_id(self, conn: sa.Connection, name: str) -> int:
+        """The id of model ``name``; ModelNotFound (listing what exists) if there is none."""
+        model_id = conn.execute(sa.select(t.models.c.id).where(t.models.c.name == name)).scalar()
+        if model_id is None:
+            raise self._no_model(conn, name)
+        return int(model_id)
+
     def versions(self, name: str, *, limit: int | None = None) -> list[ModelVersion]:
         if not self.exists():
             raise self._no_model(None, name)
         with self._tx(False, "read") as conn:
-            model_id = conn.execute(
-                sa.select(t.models.c.id).where(t.models.c.name == name)
-            ).scalar()
-            if model_id is None:
-                raise self._no_model(conn, name)
+            model_id = self._model_id(conn, name)
             query = (
                 sa.select(*_VERSION_COLUMNS)
                 .select_from(t.versions.join(t.models, t.versions.c.model_id == t.models.c.id))
@@ -276,11 +279,7 @@ class CatalogLookup(CatalogEngine):
         if not self.exists():
             raise self._no_model(None, name)
         with self._tx(False, "read") as conn:
-            model_id = conn.execute(
-                sa.select(t.models.c.id).where(t.models.c.name == name)
-            ).scalar()
-            if model_id is None:
-                raise self._no_model(conn, name)
+            model_id = self._model_id(conn, name)
             query = sa.select(
                 t.alias_history.c.alias,
                 t.alias_history.c.version,
@@ -297,11 +296,7 @@ class CatalogLookup(CatalogEngine):
         if not self.exists():
             raise self._no_model(None, name)
         with self._tx(False, "read") as conn:
-            model_id = conn.execute(
-                sa.select(t.models.c.id).where(t.models.c.name == name)
-            ).scalar()
-            if model_id is None:
-                raise self._no_model(conn, name)
+            model_id = self._model_id(conn, name)
             return dict(sorted(self._aliases(conn, model_id).items()))
 
     def referenced(self) -> set[str]:
