@@ -87,6 +87,7 @@ typedef struct {
     Py_ssize_t end;    /* just after REDUCE/NEWOBJ, then just after BUILD */
     uint32_t gidx;
     uint8_t built;
+    uint8_t copied;    /* a memo copy (or DUP) of it was pushed before it was built */
     uint8_t flags;     /* G_HOOKED | G_STATE_HOOKED of its global */
 } Hook;
 
@@ -317,11 +318,21 @@ memo_put(Scan *s, Py_ssize_t off, Py_ssize_t idx, Py_ssize_t *count, const char 
     return 0;
 }
 
+/* A copy of an object that will be validated once built must not be taken before it is
+ * built: it would reach other objects (and their validators) while still unchecked. */
+static void
+note_copy(Scan *s, const Item *it)
+{
+    if (it->tag == T_OBJ && it->aux != NO_HOOK && !s->hk[it->aux].built)
+        s->hk[it->aux].copied = 1;
+}
+
 static int
 memo_get(Scan *s, Py_ssize_t off, Py_ssize_t idx, const char *opname)
 {
     if (idx < 0 || idx >= s->memo_cap || !(s->memo[idx].flags & F_SET))
         return fail(s, off, "%s of memo index %zd, which was never stored", opname, idx);
+    note_copy(s, &s->memo[idx]);
     Item it = s->memo[idx];
     it.flags = F_COPY;
     it.start = off;
@@ -445,7 +456,7 @@ make_object(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t nargs, const cha
         }
         if (s->nhk >= (Py_ssize_t)UINT32_MAX - 1)
             return fail(s, off, "too many validated objects");
-        Hook h = {callee->start, end, callee->aux, 0, gflags};
+        Hook h = {callee->start, end, callee->aux, 0, 0, gflags};
         s->hk[s->nhk] = h;
         hook = (uint32_t)s->nhk++;
     }
@@ -485,6 +496,9 @@ build(Scan *s, Py_ssize_t off, Py_ssize_t end)
             return fail(s, off, "BUILD on a memo copy of a validated object");
         if (h->built)
             return fail(s, off, "second BUILD on the same validated object");
+        if (h->copied)
+            return fail(s, off, "BUILD on a validated object after a copy of it was used; the "
+                                "copy would have reached other objects unchecked");
         h->built = 1;
         h->end = end;
     }
@@ -626,6 +640,7 @@ run(Scan *s, int *declared, int *maxproto)
         case OP_DUP:
             if (need_items(s, off, 1, "DUP") < 0)
                 return -1;
+            note_copy(s, &s->stack[s->sp - 1]);
             it = s->stack[s->sp - 1];
             it.flags = F_COPY;
             it.start = off;
@@ -1021,39 +1036,83 @@ scan(PyObject *self, PyObject *args, PyObject *kwds)
     return result;
 }
 
-/* tree_depth(left, right, inner): check that child links form one tree rooted at node 0
- * and return its depth. left and right are contiguous int64 arrays of n node links, inner a
- * contiguous uint8 array (1 for a split node). Children must come after their parent (so no
- * cycles), lie inside the array, and every node but the root must have exactly one parent.
- * One pass: since children follow their parent, a node's depth is known when it is reached.
- * Raises ValueError with a message naming the first problem. */
-static PyObject *
-tree_depth(PyObject *self, PyObject *args)
+static int64_t
+read_link(const char *rec, Py_ssize_t off, Py_ssize_t width)
 {
-    Py_buffer lb, rb, ib;
-    if (!PyArg_ParseTuple(args, "y*y*y*", &lb, &rb, &ib))
+    if (width == 8) {
+        int64_t v;
+        memcpy(&v, rec + off, 8);
+        return v;
+    }
+    uint32_t v;
+    memcpy(&v, rec + off, 4);
+    return (int64_t)v;
+}
+
+/* tree_nodes(nodes, itemsize, left_off, right_off, link_bytes, leaf_off, feature_off, cat_off,
+ * bitset_off): child-link checks run straight on a contiguous buffer of node records (a
+ * structured array of n records of itemsize bytes, native byte order, fields possibly
+ * unaligned), plus a summary of the split nodes, so that one call replaces a dozen numpy
+ * passes over a small tree.
+ *   - links: int64 (link_bytes 8) or uint32 (4) at left_off and right_off;
+ *   - split nodes: those whose byte at leaf_off is 0, or with leaf_off -1, those whose left
+ *     link is not -1 (a node whose two links disagree on that is refused);
+ *   - feature_off: the int64 feature index of a split; cat_off (-1 for none): a byte that
+ *     marks a categorical split, whose uint32 bitset row is at bitset_off.
+ * Returns (depth, min split feature, max split feature, categorical splits, max bitset row),
+ * with min 0, max -1 when there is no split and max bitset row -1 when none is categorical.
+ * Raises ValueError naming the first problem. */
+static PyObject *
+tree_nodes(PyObject *self, PyObject *args)
+{
+    Py_buffer b;
+    Py_ssize_t itemsize, left_off, right_off, link_bytes, leaf_off, feature_off, cat_off,
+        bitset_off;
+    if (!PyArg_ParseTuple(args, "y*nnnnnnnn", &b, &itemsize, &left_off, &right_off, &link_bytes,
+                          &leaf_off, &feature_off, &cat_off, &bitset_off))
         return NULL;
     PyObject *result = NULL;
-    Py_ssize_t n = ib.len;
     int32_t *depth = NULL;
     uint8_t *parents = NULL;
-    if (lb.len != n * 8 || rb.len != n * 8) {
-        PyErr_SetString(PyExc_ValueError, "the link arrays differ in length");
+    if (itemsize <= 0 || b.len % itemsize != 0 || b.len == 0) {
+        PyErr_SetString(PyExc_ValueError, "the node array is empty or not whole records");
         goto done;
     }
-    depth = PyMem_Calloc((size_t)(n ? n : 1), sizeof(int32_t));
-    parents = PyMem_Calloc((size_t)(n ? n : 1), 1);
+    if ((link_bytes != 4 && link_bytes != 8) || left_off < 0 ||
+        left_off + link_bytes > itemsize || right_off < 0 || right_off + link_bytes > itemsize ||
+        feature_off < 0 || feature_off + 8 > itemsize || leaf_off >= itemsize ||
+        cat_off >= itemsize || (cat_off >= 0 && (bitset_off < 0 || bitset_off + 4 > itemsize))) {
+        PyErr_SetString(PyExc_ValueError, "tree_nodes: field offsets outside the record");
+        goto done;
+    }
+    Py_ssize_t n = b.len / itemsize;
+    depth = PyMem_Calloc((size_t)n, sizeof(int32_t));
+    parents = PyMem_Calloc((size_t)n, 1);
     if (!depth || !parents) {
         PyErr_NoMemory();
         goto done;
     }
-    const int64_t *left = (const int64_t *)lb.buf, *right = (const int64_t *)rb.buf;
-    const uint8_t *inner = (const uint8_t *)ib.buf;
+    const char *base = (const char *)b.buf;
     int32_t deepest = 0;
+    int64_t min_feature = 0, max_feature = -1, max_bitset = -1;
+    Py_ssize_t n_cat = 0, n_split = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (!inner[i])
+        const char *rec = base + i * itemsize;
+        int64_t left = read_link(rec, left_off, link_bytes);
+        int64_t right = read_link(rec, right_off, link_bytes);
+        int split;
+        if (leaf_off >= 0)
+            split = rec[leaf_off] == 0;
+        else {
+            split = left != -1;
+            if (split != (right != -1)) {
+                PyErr_SetString(PyExc_ValueError, "a node has exactly one child");
+                goto done;
+            }
+        }
+        if (!split)
             continue;
-        int64_t kids[2] = {left[i], right[i]};
+        int64_t kids[2] = {left, right};
         for (int k = 0; k < 2; k++) {
             int64_t c = kids[k];
             if (c <= i || c >= n) {
@@ -1069,6 +1128,21 @@ tree_depth(PyObject *self, PyObject *args)
             if (depth[c] > deepest)
                 deepest = depth[c];
         }
+        int64_t f;
+        memcpy(&f, rec + feature_off, 8);
+        if (n_split++ == 0)
+            min_feature = max_feature = f;
+        else if (f < min_feature)
+            min_feature = f;
+        else if (f > max_feature)
+            max_feature = f;
+        if (cat_off >= 0 && rec[cat_off]) {
+            uint32_t row;
+            memcpy(&row, rec + bitset_off, 4);
+            n_cat++;
+            if ((int64_t)row > max_bitset)
+                max_bitset = row;
+        }
     }
     for (Py_ssize_t i = 1; i < n; i++) {
         if (!parents[i]) {
@@ -1076,20 +1150,21 @@ tree_depth(PyObject *self, PyObject *args)
             goto done;
         }
     }
-    result = PyLong_FromLong(deepest);
+    result = Py_BuildValue("(iLLnL)", deepest, (long long)min_feature, (long long)max_feature,
+                           n_cat, (long long)max_bitset);
 done:
     PyMem_Free(depth);
     PyMem_Free(parents);
-    PyBuffer_Release(&lb);
-    PyBuffer_Release(&rb);
-    PyBuffer_Release(&ib);
+    PyBuffer_Release(&b);
     return result;
 }
 
 static PyMethodDef methods[] = {
-    {"tree_depth", tree_depth, METH_VARARGS,
-     "tree_depth(left, right, inner)\n--\n\n"
-     "Check that int64 child links form one tree rooted at node 0; return its depth."},
+    {"tree_nodes", tree_nodes, METH_VARARGS,
+     "tree_nodes(nodes, itemsize, left_off, right_off, link_bytes, leaf_off, feature_off, "
+     "cat_off, bitset_off)\n--\n\n"
+     "Check the child links of a buffer of tree node records; return (depth, min split "
+     "feature, max split feature, categorical splits, max bitset row)."},
     {"scan", (PyCFunction)(void (*)(void))scan, METH_VARARGS | METH_KEYWORDS,
      "scan(data, n_buffers, max_memo, hooks=None, max_stack=16777216, max_marks=10000)\n"
      "--\n\n"

@@ -12,4 +12,14 @@ def scan(
     max_stack: int = 16777216,
     max_marks: int = 10000,
 ) -> tuple[Any, ...]: ...
-def tree_depth(left: Any, right: Any, inner: Any) -> int: ...
+def tree_nodes(
+    nodes: Any,
+    itemsize: int,
+    left_off: int,
+    right_off: int,
+    link_bytes: int,
+    leaf_off: int,
+    feature_off: int,
+    cat_off: int,
+    bitset_off: int,
+) -> tuple[int, int, int, int, int]: ...

@@ -33,6 +33,7 @@ from amber.security._validators import (
     OBJECT_VALIDATORS,
     STATE_VALIDATORS,
     Validator,
+    forget_summaries,
     run_validator,
     validate_loaded,
     validate_object,
@@ -414,6 +415,7 @@ def safe_loads(
     unpickler = _SafeUnpickler(file, buffers=buffers, policy=policy, scan=scan, hooks=hooks)
     try:
         obj = unpickler.load()
+        validate_loaded(obj, scan.globals, cross_only=True)  # each object checked as built
     except (AmberError, Warning):
         raise
     except Exception as exc:
@@ -422,5 +424,6 @@ def safe_loads(
             f"checks, but its contents are inconsistent (damaged or crafted); nothing "
             f"outside the allowlist was run."
         ) from exc
-    validate_loaded(obj, scan.globals, cross_only=True)  # each object was checked as built
+    finally:
+        forget_summaries()
     return obj

@@ -135,6 +135,8 @@ def validate_dtype(d: Any) -> None:
     """
     if not isinstance(d, np.dtype):
         raise _refuse("a numpy dtype", f"got {type(d).__name__}")
+    if _BUILT_DTYPES.get(id(d)) is d:
+        return
     key = _fingerprint(d)
     if key is not None and key in _GOOD_DTYPES:
         return
@@ -162,6 +164,12 @@ def validate_dtype(d: Any) -> None:
 # shapes), so a dtype with the same fingerprint has the same canonical form and passes too.
 # A model with 1,500 tree predictors repeats one record dtype 1,500 times.
 _GOOD_DTYPES: set[tuple[Any, ...]] = set()
+
+# Dtype objects that passed validate_dtype once complete (see validate_object), by identity,
+# held so that their ids stay theirs. Once complete, a dtype cannot change: the scan refuses
+# a second BUILD and a BUILD after a copy was used. A model with 1,500 tree predictors checks
+# the one dtype of their node arrays 1,500 times.
+_BUILT_DTYPES: dict[int, np.dtype] = {}
 
 
 def _fingerprint(d: np.dtype) -> tuple[Any, ...] | None:
@@ -275,24 +283,65 @@ def validate_masked_array_state(state: Any) -> None:
 
 
 # --------------------------------------------------------------------------- decision trees
-def _tree_shape(left: np.ndarray, right: np.ndarray, inner: np.ndarray, what: str) -> int:
-    """Check that child links form one tree rooted at node 0; return its depth.
+# (itemsize, left, right, link bytes, leaf flag, feature, categorical flag, bitset row):
+# where tree_nodes finds each field in a node record, by the record dtype they belong to
+_Layout = tuple[int, int, int, int, int, int, int, int]
+_LAYOUTS: dict[str, tuple[np.dtype, _Layout]] = {}
 
-    Children must come after their parent (no cycles) and every node but the root must
-    have exactly one parent (tree walks size their stacks by the node count).
-    """
-    from amber.security._pickle_scan import tree_depth
 
-    try:
-        return int(
-            tree_depth(
-                np.ascontiguousarray(left, dtype=np.int64),
-                np.ascontiguousarray(right, dtype=np.int64),
-                np.ascontiguousarray(inner, dtype=np.uint8),
+def _layout(kind: str) -> tuple[np.dtype, _Layout]:
+    found = _LAYOUTS.get(kind)
+    if found is None:
+        spec: tuple[str | None, ...]
+        if kind == "tree":
+            from sklearn.tree._tree import NODE_DTYPE as dtype
+
+            spec = ("left_child", "right_child", None, "feature", None, None)
+        else:
+            from sklearn.ensemble._hist_gradient_boosting.common import (
+                PREDICTOR_RECORD_DTYPE as dtype,
             )
-        )
+
+            spec = ("left", "right", "is_leaf", "feature_idx", "is_categorical", "bitset_idx")
+        fields = dtype.fields
+        offsets = [fields[f][1] if f else -1 for f in spec]
+        link_bytes = fields[spec[0]][0].itemsize
+        layout = (dtype.itemsize, offsets[0], offsets[1], link_bytes, *offsets[2:])
+        found = _LAYOUTS[kind] = (dtype, layout)
+    return found
+
+
+def _node_summary(nodes: Any, kind: str, what: str) -> tuple[int, int, int, int, int]:
+    """Check a tree's node records (see ``tree_nodes`` in _pickle_scan.c) in one C pass.
+
+    Returns (depth, min split feature, max split feature, categorical splits, max bitset row).
+    """
+    from amber.security._pickle_scan import tree_nodes
+
+    dtype, layout = _layout(kind)
+    if (
+        not isinstance(nodes, np.ndarray)
+        or nodes.ndim != 1
+        or nodes.shape[0] < 1
+        or (nodes.dtype is not dtype and nodes.dtype != dtype)
+    ):
+        raise _refuse(what, "its node array is missing or has the wrong layout")
+    if not nodes.flags.c_contiguous:
+        nodes = np.ascontiguousarray(nodes)
+    try:
+        return tree_nodes(nodes, *layout)
     except ValueError as exc:
         raise _refuse(what, str(exc)) from None
+
+
+# Summaries of the predictor node arrays validated during a load (by id, with the array
+# itself so that the id stays its own), for the estimator's cross-check after the load;
+# safe_loads empties it when a load ends.
+_SUMMARIES: dict[int, tuple[Any, tuple[int, int, int, int, int]]] = {}
+
+
+def forget_summaries() -> None:
+    _SUMMARIES.clear()
 
 
 def validate_tree(tree: Any) -> None:
@@ -306,55 +355,44 @@ def validate_tree(tree: Any) -> None:
         # node_count drives loops over the node array; it must not exceed what was allocated
         raise _refuse(what, f"node_count={node_count} but {capacity} nodes were stored")
     n_classes = tree.n_classes
-    if n_classes.shape != (n_outputs,) or n_classes.min() < 1:
+    counts = n_classes.tolist() if n_classes.shape == (n_outputs,) else [0]
+    if min(counts) < 1:
         raise _refuse(what, "its class counts are malformed")
-    if tree.max_n_classes != int(n_classes.max()):
+    if tree.max_n_classes != max(counts):
         raise _refuse(what, "max_n_classes disagrees with its class counts")
     state = tree.__getstate__()
     nodes, values = state["nodes"], state["values"]
     if values.shape != (node_count, n_outputs, tree.max_n_classes):
         raise _refuse(what, f"values have shape {values.shape}")
-    left, right, feature = nodes["left_child"], nodes["right_child"], nodes["feature"]
-    leaf = left == -1
-    if not np.array_equal(leaf, right == -1):
-        raise _refuse(what, "a node has exactly one child")
-    inner = ~leaf
-    depth = _tree_shape(left, right, inner, what)
+    depth, low, high, _, _ = _node_summary(nodes, "tree", what)
     if tree.max_depth != depth:
         # decision_path allocates n_samples * (1 + max_depth) entries and fills one per level
         raise _refuse(what, f"max_depth={tree.max_depth} but the tree is {depth} levels deep")
-    if np.any((feature[inner] < 0) | (feature[inner] >= n_features)):
+    if low < 0 or high >= n_features:
         raise _refuse(what, f"a split uses a feature outside 0..{n_features - 1}")
 
 
 def validate_tree_predictor(predictor: Any) -> None:
     """Check a HistGradientBoosting ``TreePredictor``: node links and bitset rows."""
-    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
-
     what = "a gradient-boosting tree (TreePredictor)"
     nodes = getattr(predictor, "nodes", None)
-    if (
-        not isinstance(nodes, np.ndarray)
-        or nodes.dtype != PREDICTOR_RECORD_DTYPE
-        or nodes.ndim != 1
-        or nodes.shape[0] < 1
-    ):
-        raise _refuse(what, "its node array is missing or has the wrong layout")
-    _check_array_dtype(nodes, what)
-    bitsets = []
+    if isinstance(nodes, np.ndarray):
+        _check_array_dtype(nodes, what)
+    rows = []
     for attr in ("binned_left_cat_bitsets", "raw_left_cat_bitsets"):
         b = getattr(predictor, attr, None)
         if not isinstance(b, np.ndarray) or b.dtype != np.uint32 or b.ndim != 2:
             raise _refuse(what, f"{attr} is not a 2-d uint32 array")
         if b.shape[1] != 8 or not b.flags.c_contiguous:
             raise _refuse(what, f"{attr} has shape {b.shape}")
-        bitsets.append(b.shape[0])
-    inner = nodes["is_leaf"] == 0
-    _tree_shape(nodes["left"], nodes["right"], inner, what)
-    if np.any(nodes["feature_idx"][inner] < 0):
+        rows.append(b.shape[0])
+    summary = _node_summary(nodes, "predictor", what)
+    _, low, _, n_categorical, max_row = summary
+    if len(_SUMMARIES) < 100_000:
+        _SUMMARIES[id(nodes)] = (nodes, summary)
+    if low < 0:
         raise _refuse(what, "a split uses a negative feature index")
-    cat = inner & (nodes["is_categorical"] != 0)
-    if np.any(nodes["bitset_idx"][cat] >= min(bitsets)):
+    if n_categorical and max_row >= min(rows):
         raise _refuse(what, "a categorical split points past its bitsets")
 
 
@@ -648,6 +686,9 @@ def validate_object(obj: Any) -> None:
     """Run the validator of ``obj``'s type, if it has one."""
     if isinstance(obj, np.dtype):
         validate_dtype(obj)
+        if len(_BUILT_DTYPES) >= 4096:
+            _BUILT_DTYPES.clear()
+        _BUILT_DTYPES[id(obj)] = obj
         return
     cls = type(obj)
     validator = _BY_TYPE.get((cls.__module__, cls.__qualname__))
@@ -682,28 +723,40 @@ def _cross_check(obj: Any) -> None:
     if not isinstance(d, dict):
         return
     n_in = d.get("n_features_in_")
+    if n_in is None:
+        return
     what = f"an estimator ({type(obj).__name__})"
     tree = d.get("tree_")
-    if tree is not None and n_in is not None and getattr(tree, "n_features", n_in) != n_in:
+    if tree is not None and getattr(tree, "n_features", n_in) != n_in:
         raise _refuse(what, f"its tree expects {tree.n_features} features, not {n_in}")
     neighbors = d.get("_tree")
-    width = np.shape(getattr(neighbors, "data", ()))
-    if n_in is not None and len(width) == 2 and width[1] != n_in:
-        raise _refuse(what, f"its neighbors tree has {width[1]} features, not {n_in}")
+    if neighbors is not None:
+        width = np.shape(getattr(neighbors, "data", ()))
+        if len(width) == 2 and width[1] != n_in:
+            raise _refuse(what, f"its neighbors tree has {width[1]} features, not {n_in}")
     predictors = d.get("_predictors")
-    if predictors is not None and n_in is not None:
+    if predictors is not None:
         cat = getattr(d.get("_bin_mapper"), "is_categorical_", None)
         for p in (p for stage in predictors for p in stage):
-            nodes = p.nodes[p.nodes["is_leaf"] == 0]
-            if np.any(nodes["feature_idx"] >= n_in):
+            nodes = getattr(p, "nodes", None)
+            found = _SUMMARIES.pop(id(nodes), None)
+            if found is not None and found[0] is nodes:
+                summary = found[1]
+            else:
+                summary = _node_summary(nodes, "predictor", what)
+            _, _, high, n_categorical, _ = summary
+            if high >= n_in:
                 raise _refuse(what, f"a boosting tree splits on a feature >= {n_in}")
+            if not n_categorical:
+                continue
+            nodes = p.nodes[p.nodes["is_leaf"] == 0]
             is_cat = nodes["is_categorical"] != 0
             if np.any(is_cat) and (
                 cat is None or not np.all(np.asarray(cat)[nodes["feature_idx"][is_cat]])
             ):
                 raise _refuse(what, "a categorical split is on a non-categorical feature")
     subs = d.get("estimators_")
-    if subs is not None and n_in is not None:
+    if subs is not None:
         features = d.get("estimators_features_")
         flat = list(np.ravel(subs)) if isinstance(subs, np.ndarray) else list(subs)
         for k, sub in enumerate(flat):
@@ -731,20 +784,29 @@ def validate_loaded(
         return
     seen: set[int] = set()
     stack = [obj]
+    pop, push, add = stack.pop, stack.extend, seen.add
     while stack:
-        o = stack.pop()
-        if id(o) in seen or isinstance(o, (str, bytes, int, float, bool, type(None))):
+        o = pop()
+        t = type(o)
+        if t in _ATOMS or id(o) in seen:
             continue
-        seen.add(id(o))
+        add(id(o))
         if not cross_only:
             run_validator(validate_object, o)
-        if isinstance(o, dict):
-            stack.extend(v for v in o.values() if not isinstance(v, (str, int, float)))
-        elif isinstance(o, (list, tuple, set, frozenset)):
-            stack.extend(v for v in o if not isinstance(v, (str, int, float)))
-        elif isinstance(o, np.ndarray):
+        if t is dict or isinstance(o, dict):
+            push(v for v in o.values() if type(v) not in _ATOMS)
+        elif t is list or t is tuple or isinstance(o, (list, tuple, set, frozenset)):
+            push(v for v in o if type(v) not in _ATOMS)
+        elif t is np.ndarray or isinstance(o, np.ndarray):
             if o.dtype.hasobject:
-                stack.extend(o.ravel(order="K").tolist())
-        elif hasattr(o, "__dict__") and isinstance(vars(o), dict):
-            run_validator(_cross_check, o)
-            stack.extend(vars(o).values())
+                push(o.ravel(order="K").tolist())
+        elif t is np.dtype or isinstance(o, np.dtype):
+            continue
+        else:
+            d = getattr(o, "__dict__", None)
+            if type(d) is dict:
+                run_validator(_cross_check, o)
+                push(v for v in d.values() if type(v) not in _ATOMS)
+
+
+_ATOMS = frozenset({str, bytes, int, float, bool, type(None), np.float64, np.int64})

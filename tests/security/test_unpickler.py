@@ -341,7 +341,8 @@ def test_hostile_dtype_really_crashes_plain_pickle() -> None:
 
 
 def test_dtype_built_after_use_is_caught() -> None:
-    """The dtype is first used by an array and only then given its hostile state."""
+    """The dtype is first used by an array and only then given its hostile state: the scan
+    refuses a BUILD on a validated object that was used (through the memo) before it."""
     dtype = sglob("numpy", "dtype") + MARK + sbu("V12") + b"\x89\x88" + TUPLE + REDUCE
     use = (  # _frombuffer(b"\0" * 12, <the dtype from the memo>, (1,), "C"), then dropped
         sglob("numpy._core.numeric", "_frombuffer")
@@ -360,7 +361,7 @@ def test_dtype_built_after_use_is_caught() -> None:
     state = pickle.dumps(OBJECT_FIELD_FLAGS_0, protocol=2)[2:-1]  # the state as opcodes
     data = PROTO5 + dtype + MEMOIZE + use + state + BUILD + b"."
     assert pickle.loads(data).fields is not None  # plain pickle accepts it
-    with pytest.raises(FormatError, match="numpy dtype in the file is inconsistent"):
+    with pytest.raises(FormatError, match="after a copy of it was used"):
         load(data)
 
 

@@ -175,6 +175,43 @@ def test_boosting_categorical_split_past_its_bitsets() -> None:
     amber_refuses(hostile, "categorical split points past its bitsets")
 
 
+def test_boosting_negative_feature_is_refused() -> None:
+    amber_refuses(_with_predictor_nodes(_hgb(), "feature_idx", -3), "negative feature index")
+
+
+def test_boosting_categorical_split_on_a_numeric_feature() -> None:
+    hostile = copy.deepcopy(_hgb())
+    nodes = hostile._predictors[0][0].nodes
+    nodes["is_categorical"][0] = 1
+    nodes["bitset_idx"][0] = 0
+    hostile._predictors[0][0].binned_left_cat_bitsets = np.zeros((1, 8), np.uint32)
+    hostile._predictors[0][0].raw_left_cat_bitsets = np.zeros((1, 8), np.uint32)
+    amber_refuses(hostile, "categorical split is on a non-categorical feature")
+
+
+def test_boosting_nodes_of_another_layout_are_refused() -> None:
+    hostile = copy.deepcopy(_hgb())
+    predictor = hostile._predictors[0][0]
+    predictor.nodes = np.zeros(len(predictor.nodes), dtype=[("left", "<i8"), ("right", "<i8")])
+    # sklearn's own __setstate__ refuses to cast it; the validator would refuse it otherwise
+    amber_refuses(hostile, "Cannot cast|wrong layout")
+
+
+def test_tree_nodes_checks_its_field_offsets() -> None:
+    from amber.security._pickle_scan import tree_nodes
+
+    nodes = np.zeros(3, dtype=[("left", "<i8"), ("right", "<i8"), ("feature", "<i8")])
+    nodes["left"], nodes["right"] = [1, -1, -1], [2, -1, -1]
+    assert tree_nodes(nodes, 24, 0, 8, 8, -1, 16, -1, -1) == (1, 0, 0, 0, -1)
+    for bad in [(24, 0, 8, 8, -1, 17, -1, -1), (24, 0, 20, 8, -1, 16, -1, -1),
+                (24, 0, 8, 5, -1, 16, -1, -1), (24, 0, 8, 8, -1, 16, 3, 22),
+                (16, 0, 8, 8, -1, 8, -1, -1)]:  # fmt: skip
+        with pytest.raises(ValueError):
+            tree_nodes(nodes, *bad)
+    with pytest.raises(ValueError, match="empty"):
+        tree_nodes(b"", 24, 0, 8, 8, -1, 16, -1, -1)
+
+
 # --------------------------------------------------------------------------- neighbors trees
 def _knn(algorithm: str = "kd_tree", **kwargs: Any) -> Any:
     from sklearn.neighbors import KNeighborsClassifier
