@@ -12,12 +12,14 @@ checked, which ``amber.verify`` and signature-checking loads do.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import blake3
 import xxhash
 
-__all__ = ["Digests", "blake3_hex", "digest_all", "xxh3_hex"]
+__all__ = ["OVERLAP_FROM", "Digests", "blake3_hex", "digest_all", "digest_beside", "xxh3_hex"]
 
 _THREADED_FROM = 1 << 20
 
@@ -41,3 +43,35 @@ class Digests:
 def digest_all(data: memoryview | bytes) -> Digests:
     """All three digests of one entry's stored bytes (CRC-32 is what the zip layer records)."""
     return Digests(xxh3_hex(data), blake3_hex(data), zlib.crc32(data))
+
+
+# From this size, an entry's digests are computed on two threads (CRC-32 on one, BLAKE3 and
+# XXH3 on the other: each releases the GIL) while the caller writes the bytes.
+OVERLAP_FROM = 4 << 20
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(2, thread_name_prefix="amber-digest")
+    return _POOL
+
+
+def _strong(data: memoryview | bytes) -> tuple[str, str]:
+    return xxh3_hex(data), blake3.blake3(data, max_threads=1).hexdigest()
+
+
+def digest_beside(data: memoryview | bytes) -> Callable[[], Digests]:
+    """Start computing ``data``'s digests on worker threads; call the result to collect them.
+
+    ``data`` must not change until they are collected.
+    """
+    crc = _pool().submit(zlib.crc32, data)
+    strong = _pool().submit(_strong, data)
+
+    def collect() -> Digests:
+        x, b = strong.result()
+        return Digests(x, b, crc.result())
+
+    return collect

@@ -13,7 +13,7 @@ import numpy as np
 
 from amber.artifact import _codec
 from amber.artifact._atomic import atomic_writer
-from amber.artifact._digest import digest_all
+from amber.artifact._digest import OVERLAP_FROM, digest_all, digest_beside
 from amber.artifact._manifest import MANIFEST_NAME, SIGNATURE_NAME, encode
 from amber.artifact._zip import ZipWriter
 from amber.errors import IntegrityError
@@ -60,8 +60,16 @@ class ArtifactWriter:
                 stored = packed
             else:
                 codec = "none"
-        digests = digest_all(stored)
-        self._zip.add(name, stored, digests.crc32)
+        if stored.nbytes >= OVERLAP_FROM:
+            collect = digest_beside(stored)
+            try:
+                entry = self._zip.add(name, stored, 0)
+            finally:
+                digests = collect()  # never leave the threads reading a buffer being freed
+            self._zip.set_crc32(entry, digests.crc32)
+        else:
+            digests = digest_all(stored)
+            self._zip.add(name, stored, digests.crc32)
         self.entries[name] = {
             "size": mv.nbytes,
             "stored_size": stored.nbytes,

@@ -31,6 +31,7 @@ __all__ = [
 
 ALIGNMENT = 64
 _LOCAL = struct.Struct("<IHHHHHIIIHH")  # 30 bytes
+_CRC_AT = 14  # where a local header holds the CRC-32
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")  # 46 bytes
 _EOCD = struct.Struct("<IHHHHIIH")  # 22 bytes
 _EOCD64 = struct.Struct("<IQHHIIQQQQ")  # 56 bytes
@@ -131,6 +132,14 @@ class ZipWriter:
         self._entries.append((entry, align_extra))
         self._names.add(name)
         return entry
+
+    def set_crc32(self, entry: ZipEntry, crc32: int) -> None:
+        """Record the CRC-32 of an entry written with a placeholder (computed meanwhile)."""
+        k = next(i for i, (e, _) in enumerate(self._entries) if e is entry)
+        self._f.seek(entry.header_offset + _CRC_AT)
+        self._f.write(struct.pack("<I", crc32))
+        self._f.seek(self._offset)
+        self._entries[k] = (entry._replace(crc32=crc32), self._entries[k][1])
 
     def close(self) -> None:
         """Write the central directory and the end records (ZIP64 ones when needed)."""
