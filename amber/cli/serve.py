@@ -69,7 +69,7 @@ def add_parser(sub: Any) -> None:
         action="append",
         default=[],
         metavar="[NAME=]ROWS",
-        help="most rows per prediction call (64)",
+        help="most rows per prediction call (1024)",
     )
     p.add_argument(
         "--max-latency-ms",
@@ -121,7 +121,7 @@ def build_config(args: argparse.Namespace) -> Any:
     from amber.serving import ModelSpec, ServeConfig
 
     batching = _per_model(args.batching, "--batching", _batching, "auto")
-    sizes = _per_model(args.max_batch_size, "--max-batch-size", int, 64)
+    sizes = _per_model(args.max_batch_size, "--max-batch-size", int, 1024)
     latency = _per_model(args.max_latency_ms, "--max-latency-ms", float, 2.0)
     specs = []
     for item in args.models:

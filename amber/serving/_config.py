@@ -26,6 +26,7 @@ class ModelSpec:
         one), ``"on"`` or ``"off"``.
     max_batch_size, max_latency_ms:
         The most rows one prediction call gathers, and the longest a request waits for others.
+        Requests larger than ``max_batch_size`` are predicted alone.
     trusted:
         Extra types to admit when loading, as for ``amber.load(trusted=...)``.
     """
@@ -33,7 +34,7 @@ class ModelSpec:
     source: str
     name: str | None = None
     batching: Batching = "auto"
-    max_batch_size: int = 64
+    max_batch_size: int = 1024
     max_latency_ms: float = 2.0
     trusted: tuple[str, ...] = ()
 

@@ -174,14 +174,20 @@ def _time(fn: Callable[[Any], Any], x: Any, repeat: int) -> float:
     return statistics.median(times)
 
 
+#: Rows of the batch that calibration times: as many as the largest concurrency one server
+#: usually sees of one-row requests (bigger batches come from multi-row requests).
+CALIBRATION_ROWS = 64
+
+
 def calibrate(fn: Callable[[Any], Any], sample: Any, spec: ModelSpec) -> dict[str, Any]:
     """Decide how this model predicts, by timing it on its own probe rows.
 
-    ``enabled`` (``auto``): batching is on when predicting ``max_batch_size`` rows at once costs
-    less than half of predicting them one by one. ``inline``: calls (a full batch, or one row
-    with batching off) take under ``INLINE_LIMIT_S``, so they run in the event loop.
+    ``enabled`` (``auto``): batching is on when predicting ``CALIBRATION_ROWS`` rows at once
+    (or ``max_batch_size``, if smaller) costs less than half of predicting them one by one.
+    ``inline``: such calls (or one row with batching off) take under ``INLINE_LIMIT_S``, so
+    they run in the event loop.
     """
-    size = spec.max_batch_size
+    size = min(spec.max_batch_size, CALIBRATION_ROWS)
     if sample is None:
         return {
             "enabled": spec.batching != "off",

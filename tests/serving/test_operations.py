@@ -167,7 +167,7 @@ def test_cli_defaults_and_errors(tmp_path: Path) -> None:
         "a.amber",
         None,
         "off",
-        64,
+        1024,
         5.0,
     )
     assert (churn.source, churn.name, churn.max_batch_size) == ("models:/churn/7", "churn", 8)
