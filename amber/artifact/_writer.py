@@ -13,12 +13,24 @@ import numpy as np
 
 from amber.artifact import _codec
 from amber.artifact._atomic import atomic_writer
-from amber.artifact._digest import OVERLAP_FROM, digest_all, digest_beside
+from amber.artifact._digest import (
+    OVERLAP_FROM,
+    Digests,
+    digest_all,
+    digest_beside,
+    digest_many,
+)
 from amber.artifact._manifest import MANIFEST_NAME, SIGNATURE_NAME, encode
 from amber.artifact._zip import ZipWriter
 from amber.errors import IntegrityError
 
 __all__ = ["ArtifactWriter", "artifact_writer", "check_compress"]
+
+# Entries from this size up to OVERLAP_FROM are hashed by the digest threads in batches of about
+# BATCH_BYTES while the writer goes on (a model of many mid-sized arrays: a forest's trees);
+# smaller ones cost less to hash at once than to hand over.
+DEFER_FROM = 64 << 10
+BATCH_BYTES = 4 << 20
 
 
 def check_compress(compress: str) -> str:
@@ -44,6 +56,9 @@ class ArtifactWriter:
         self._zip = ZipWriter(fileobj)
         self.compress = check_compress(compress)
         self.entries: dict[str, dict[str, Any]] = {}
+        self._batch: list[tuple[str, memoryview]] = []
+        self._batch_bytes = 0
+        self._jobs: list[tuple[list[str], Callable[[], list[Digests]]]] = []
 
     def add(self, name: str, data: Any, *, compress: str | None = None) -> str:
         """Add one entry from any contiguous buffer; returns the codec used."""
@@ -60,24 +75,50 @@ class ArtifactWriter:
                 stored = packed
             else:
                 codec = "none"
-        if stored.nbytes >= OVERLAP_FROM:
-            collect = digest_beside(stored)
-            try:
-                entry = self._zip.add(name, stored, 0)
-            finally:
-                digests = collect()  # never leave the threads reading a buffer being freed
-            self._zip.set_crc32(entry, digests.crc32)
-        else:
-            digests = digest_all(stored)
-            self._zip.add(name, stored, digests.crc32)
-        self.entries[name] = {
+        record: dict[str, Any] = {
             "size": mv.nbytes,
             "stored_size": stored.nbytes,
             "compression": codec,
-            "xxh3_128": digests.xxh3_128,
-            "blake3": digests.blake3,
         }
+        self.entries[name] = record
+        if stored.nbytes >= OVERLAP_FROM:
+            collect = digest_beside(stored)
+            try:
+                self._zip.add(name, stored, 0)
+            finally:
+                digests = collect()  # never leave the threads reading a buffer being freed
+            self._record(name, digests)
+        elif stored.nbytes >= DEFER_FROM:
+            # hashed by the worker threads in batches while later entries are written
+            self._zip.add(name, stored, 0)
+            self._batch.append((name, stored))
+            self._batch_bytes += stored.nbytes
+            if self._batch_bytes >= BATCH_BYTES:
+                self._submit()
+        else:
+            digests = digest_all(stored)
+            self._zip.add(name, stored, digests.crc32)
+            self._record(name, digests, patch=False)
         return codec
+
+    def _record(self, name: str, digests: Digests, *, patch: bool = True) -> None:
+        if patch:
+            self._zip.set_crc32(name, digests.crc32)
+        self.entries[name]["xxh3_128"] = digests.xxh3_128
+        self.entries[name]["blake3"] = digests.blake3
+
+    def _submit(self) -> None:
+        if self._batch:
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
+            self._jobs.append(([n for n, _ in batch], digest_many([b for _, b in batch])))
+
+    def _collect(self) -> None:
+        """Wait for the batched digests and record them (CRC-32s patched into the headers)."""
+        self._submit()
+        jobs, self._jobs = self._jobs, []
+        for names, collect in jobs:
+            for name, digests in zip(names, collect(), strict=True):
+                self._record(name, digests)
 
     def add_array(self, name: str, array: np.ndarray, *, compress: str | None = None) -> None:
         """Add a plain ``.npy`` entry (never pickled: object arrays are refused)."""
@@ -108,6 +149,7 @@ class ArtifactWriter:
         ``signer`` receives the exact manifest bytes and returns the signature stored as
         ``amber.sig``.
         """
+        self._collect()
         manifest = {**manifest, "entries": self.entries}
         raw = encode(manifest)
         self._zip.add(MANIFEST_NAME, raw, zlib.crc32(raw))

@@ -95,7 +95,7 @@ class ZipWriter:
         self._f = fileobj
         self._offset = 0
         self._entries: list[tuple[ZipEntry, bytes]] = []
-        self._names: set[str] = set()
+        self._index: dict[str, int] = {}  # entry name -> its position in _entries
         self._time, self._date = _dos_time(time.time())
 
     @property
@@ -105,7 +105,7 @@ class ZipWriter:
     def add(self, name: str, data: memoryview | bytes, crc32: int) -> ZipEntry:
         """Write one stored entry whose data starts on a 64-byte boundary."""
         check_name(name)
-        if name in self._names:
+        if name in self._index:
             raise ValueError(f"duplicate entry name {name!r}")
         mv = memoryview(data).cast("B")
         size = mv.nbytes
@@ -129,17 +129,18 @@ class ZipWriter:
         if size:
             self._f.write(mv)
         self._offset = data_offset + size
+        self._index[name] = len(self._entries)
         self._entries.append((entry, align_extra))
-        self._names.add(name)
         return entry
 
-    def set_crc32(self, entry: ZipEntry, crc32: int) -> None:
+    def set_crc32(self, name: str, crc32: int) -> None:
         """Record the CRC-32 of an entry written with a placeholder (computed meanwhile)."""
-        k = next(i for i, (e, _) in enumerate(self._entries) if e is entry)
+        k = self._index[name]
+        entry, extra = self._entries[k]
         self._f.seek(entry.header_offset + _CRC_AT)
         self._f.write(struct.pack("<I", crc32))
         self._f.seek(self._offset)
-        self._entries[k] = (entry._replace(crc32=crc32), self._entries[k][1])
+        self._entries[k] = (entry._replace(crc32=crc32), extra)
 
     def close(self) -> None:
         """Write the central directory and the end records (ZIP64 ones when needed)."""

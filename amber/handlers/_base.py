@@ -73,11 +73,22 @@ def formats(handler: Any) -> tuple[str, ...]:
     return tuple(getattr(handler, "formats", ()))
 
 
+_TAKES_SAMPLE: dict[type, bool] = {}
+
+
+def _takes_sample(handler_type: type) -> bool:
+    """Whether a handler's ``save`` takes ``sample=`` (asked once per handler class)."""
+    known = _TAKES_SAMPLE.get(handler_type)
+    if known is None:
+        params = inspect.signature(handler_type.save).parameters  # type: ignore[attr-defined]
+        known = _TAKES_SAMPLE[handler_type] = "sample" in params
+    return known
+
+
 def call_save(
     handler: Any, obj: Any, writer: ArtifactWriter, *, format: str | None, sample: Any
 ) -> SavedPayload:
     """``handler.save(obj, writer)``, passing ``format=`` and ``sample=`` where it takes them."""
-    params = inspect.signature(handler.save).parameters
     kwargs: dict[str, Any] = {}
     if format is not None:
         if format not in formats(handler):
@@ -87,7 +98,7 @@ def call_save(
                 f"(it saves: {known}); leave format= out for the default"
             )
         kwargs["format"] = format
-    if "sample" in params:
+    if _takes_sample(type(handler)):
         kwargs["sample"] = sample
     saved: SavedPayload = handler.save(obj, writer, **kwargs)
     return saved
