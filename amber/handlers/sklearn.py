@@ -102,8 +102,10 @@ class SklearnHandler:
         stream = reader.read(payload["stream"])
         # Buffers are read (and verified) one at a time, when the unpickler reaches them: an
         # object that copies its buffer (a decision tree) frees it before the next one is read,
-        # so loading never holds the file's contents twice.
-        return safe_loads(stream, buffers=_LazyBuffers(reader, names), policy=policy)
+        # so loading never holds the file's contents twice. The stream itself is released once
+        # the unpickler holds its copy.
+        buffers = _LazyBuffers(reader, names)
+        return safe_loads(stream, buffers=buffers, policy=policy, release=True)
 
     def predict(self, model: Any, inputs: Any) -> Any:
         return model.predict(inputs)

@@ -359,6 +359,7 @@ def safe_loads(
     buffers: Iterable[Any] = (),
     policy: LoadPolicy,
     source: str = "the data",
+    release: bool = False,
 ) -> Any:
     """Unpickle ``stream`` without running code from outside the allowlist.
 
@@ -373,6 +374,10 @@ def safe_loads(
         What is allowed; ``policy.trusted`` extends the allowlist and
         ``policy.allow_arbitrary_code`` falls back to plain :func:`pickle.loads` (with a
         warning).
+    release:
+        ``stream`` is a memoryview the caller is done with: it is released as soon as the
+        unpickler has its own copy (with the validation hooks inserted), so that a buffer
+        only it holds is freed before the objects are built (peak memory).
 
     Raises
     ------
@@ -412,6 +417,9 @@ def safe_loads(
         )
     data, hooks = _with_hooks(stream, scan)
     file = io.BytesIO(data if isinstance(data, bytes) else bytes(data))
+    del data
+    if release and isinstance(stream, memoryview):
+        stream.release()
     unpickler = _SafeUnpickler(file, buffers=buffers, policy=policy, scan=scan, hooks=hooks)
     try:
         obj = unpickler.load()
