@@ -1159,7 +1159,180 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ hook splicing */
+typedef struct {
+    Py_ssize_t at;    /* offset in the original stream */
+    int order;        /* at one offset: closings (0), openings (1), then a frame header (2) */
+    Py_ssize_t tie;   /* closings: inner first (-start); openings: outer first (-end) */
+    Py_ssize_t num;   /* openings: the validator's number; frames: the new frame length */
+} Cut;
+
+static int
+cmp_cut(const void *a, const void *b)
+{
+    const Cut *x = a, *y = b;
+    if (x->at != y->at)
+        return x->at < y->at ? -1 : 1;
+    if (x->order != y->order)
+        return x->order < y->order ? -1 : 1;
+    if (x->tie != y->tie)
+        return x->tie < y->tie ? -1 : 1;
+    return 0;
+}
+
+static Py_ssize_t
+cut_len(const Cut *c, Py_ssize_t module_len)
+{
+    if (c->order == 0)
+        return 2; /* TUPLE1 REDUCE */
+    if (c->order == 1) {
+        char digits[24];
+        return 1 + module_len + 1 + snprintf(digits, sizeof digits, "%zd", c->num) + 1;
+    }
+    return 0; /* a frame header is rewritten in place */
+}
+
+/* splice_hooks(data, sites, numbers, frames, module) -> bytes: the stream with a push of
+ * validator `numbers[k]` (GLOBAL module\nnumber\n) at each site's start and TUPLE1 REDUCE at
+ * its end, and every FRAME that encloses inserted bytes grown to match. `sites` are the
+ * scanner's (start, end, global, kind) tuples, `frames` its FRAME offsets. */
+static PyObject *
+splice_hooks(PyObject *self, PyObject *args)
+{
+    Py_buffer view, mod;
+    PyObject *sites_in, *numbers_in, *frames_in;
+    if (!PyArg_ParseTuple(args, "y*OOOy*", &view, &sites_in, &numbers_in, &frames_in, &mod))
+        return NULL;
+    PyObject *result = NULL;
+    PyObject *sites = NULL, *numbers = NULL, *frames = NULL;
+    Cut *cuts = NULL;
+    Py_ssize_t *prefix = NULL;
+    const unsigned char *data = view.buf;
+    if (!(sites = PySequence_Fast(sites_in, "splice_hooks: sites must be a sequence")) ||
+        !(numbers = PySequence_Fast(numbers_in, "splice_hooks: numbers must be a sequence")) ||
+        !(frames = PySequence_Fast(frames_in, "splice_hooks: frames must be a sequence")))
+        goto done;
+    Py_ssize_t len = view.len, nsites = PySequence_Fast_GET_SIZE(sites),
+               nframes = PySequence_Fast_GET_SIZE(frames);
+    if (PySequence_Fast_GET_SIZE(numbers) != nsites) {
+        PyErr_SetString(PyExc_ValueError, "splice_hooks: one number per site");
+        goto done;
+    }
+    Py_ssize_t ncuts = 2 * nsites;
+    cuts = PyMem_Malloc((size_t)(ncuts + nframes + 1) * sizeof(Cut));
+    prefix = PyMem_Malloc((size_t)(ncuts + 1) * sizeof(Py_ssize_t));
+    if (!cuts || !prefix) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < nsites; k++) {
+        PyObject *site = PySequence_Fast_GET_ITEM(sites, k);
+        Py_ssize_t start, end, num;
+        if (!PyTuple_Check(site) || PyTuple_GET_SIZE(site) < 2) {
+            PyErr_SetString(PyExc_ValueError, "splice_hooks: a site is not a tuple");
+            goto done;
+        }
+        start = PyLong_AsSsize_t(PyTuple_GET_ITEM(site, 0));
+        end = PyLong_AsSsize_t(PyTuple_GET_ITEM(site, 1));
+        num = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(numbers, k));
+        if (PyErr_Occurred())
+            goto done;
+        if (start < 0 || end < start || end > len || num < 0) {
+            PyErr_SetString(PyExc_ValueError, "splice_hooks: a site lies outside the stream");
+            goto done;
+        }
+        cuts[2 * k] = (Cut){start, 1, -end, num};
+        cuts[2 * k + 1] = (Cut){end, 0, -start, 0};
+    }
+    qsort(cuts, (size_t)ncuts, sizeof(Cut), cmp_cut);
+    prefix[0] = 0;
+    for (Py_ssize_t k = 0; k < ncuts; k++)
+        prefix[k + 1] = prefix[k] + cut_len(&cuts[k], mod.len);
+    Py_ssize_t total = len + prefix[ncuts], n = ncuts;
+    for (Py_ssize_t k = 0; k < nframes; k++) {
+        Py_ssize_t f = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(frames, k));
+        if (PyErr_Occurred())
+            goto done;
+        if (f < 0 || f + 9 > len || data[f] != 0x95) {
+            PyErr_SetString(PyExc_ValueError, "splice_hooks: a frame offset is not a FRAME");
+            goto done;
+        }
+        uint64_t flen = 0;
+        for (int b = 7; b >= 0; b--)
+            flen = (flen << 8) | data[f + 1 + b];
+        Py_ssize_t first = f + 9;
+        if (flen > (uint64_t)(len - first)) {
+            PyErr_SetString(PyExc_ValueError, "splice_hooks: a frame runs past the stream");
+            goto done;
+        }
+        Py_ssize_t last = first + (Py_ssize_t)flen;
+        /* cuts with first <= at < last */
+        Py_ssize_t lo = 0, hi = ncuts;
+        while (lo < hi) {
+            Py_ssize_t mid = (lo + hi) / 2;
+            if (cuts[mid].at < first) lo = mid + 1; else hi = mid;
+        }
+        Py_ssize_t a = lo;
+        lo = a, hi = ncuts;
+        while (lo < hi) {
+            Py_ssize_t mid = (lo + hi) / 2;
+            if (cuts[mid].at < last) lo = mid + 1; else hi = mid;
+        }
+        Py_ssize_t extra = prefix[lo] - prefix[a];
+        if (extra)
+            cuts[n++] = (Cut){f, 2, 0, (Py_ssize_t)flen + extra};
+    }
+    if (n > ncuts)
+        qsort(cuts, (size_t)n, sizeof(Cut), cmp_cut);
+    result = PyBytes_FromStringAndSize(NULL, total);
+    if (!result)
+        goto done;
+    char *out = PyBytes_AS_STRING(result);
+    Py_ssize_t pos = 0, o = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const Cut *c = &cuts[k];
+        memcpy(out + o, data + pos, (size_t)(c->at - pos));
+        o += c->at - pos;
+        pos = c->at;
+        if (c->order == 0) {
+            out[o++] = (char)0x85;
+            out[o++] = 'R';
+        } else if (c->order == 1) {
+            out[o++] = 'c';
+            memcpy(out + o, mod.buf, (size_t)mod.len);
+            o += mod.len;
+            out[o++] = '\n';
+            o += sprintf(out + o, "%zd", c->num);
+            out[o++] = '\n';
+        } else {
+            uint64_t v = (uint64_t)c->num;
+            out[o++] = (char)0x95;
+            for (int b = 0; b < 8; b++)
+                out[o++] = (char)((v >> (8 * b)) & 0xFF);
+            pos += 9;
+        }
+    }
+    memcpy(out + o, data + pos, (size_t)(len - pos));
+    o += len - pos;
+    if (o != total) {
+        Py_CLEAR(result);
+        PyErr_SetString(PyExc_SystemError, "splice_hooks: output size mismatch");
+    }
+done:
+    Py_XDECREF(sites);
+    Py_XDECREF(numbers);
+    Py_XDECREF(frames);
+    PyMem_Free(cuts);
+    PyMem_Free(prefix);
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&mod);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"splice_hooks", splice_hooks, METH_VARARGS,
+     "splice_hooks(data, sites, numbers, frames, module)\n--\n\n"
+     "Insert validator calls around hook sites and grow the frames that enclose them."},
     {"tree_nodes", tree_nodes, METH_VARARGS,
      "tree_nodes(nodes, itemsize, left_off, right_off, link_bytes, leaf_off, feature_off, "
      "cat_off, bitset_off)\n--\n\n"

@@ -1,5 +1,6 @@
 """Type stubs for the C extension ``amber.security._pickle_scan`` (see _pickle_scan.c)."""
 
+from collections.abc import Sequence
 from typing import Any
 
 class ScanError(ValueError): ...
@@ -23,3 +24,6 @@ def tree_nodes(
     cat_off: int,
     bitset_off: int,
 ) -> tuple[int, int, int, int, int]: ...
+def splice_hooks(
+    data: Any, sites: Sequence[Any], numbers: Sequence[int], frames: Sequence[int], module: bytes
+) -> bytes: ...

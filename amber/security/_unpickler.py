@@ -12,7 +12,6 @@ can use it (see ``hook_sites`` in the scanner).
 from __future__ import annotations
 
 import _compat_pickle
-import bisect
 import codecs
 import copyreg
 import functools
@@ -26,6 +25,7 @@ import numpy as np
 
 from amber.errors import AmberError, FormatError, UntrustedTypeError
 from amber.security._allowlist import entries, is_allowed, resolve
+from amber.security._pickle_scan import splice_hooks
 from amber.security._policy import LoadPolicy
 from amber.security._scanner import OBJECT, STATE, PickleScan, effective_name, scan_pickle
 from amber.security._validators import (
@@ -42,6 +42,7 @@ from amber.security._validators import (
 __all__ = ["safe_loads", "untrusted_globals"]
 
 _HOOK_MODULE = "amber.security._unpickler.hook"
+_HOOK_BYTES = _HOOK_MODULE.encode()
 
 _Buffer = bytes | bytearray | memoryview
 
@@ -250,42 +251,18 @@ def _with_hooks(data: _Buffer, scan: PickleScan) -> tuple[_Buffer, list[Callable
 
     At a site's ``start`` the validator is pushed (a GLOBAL naming it); at its ``end``,
     ``TUPLE1 REDUCE`` calls it on what was built in between and leaves the result (the
-    same object) in place. Sites nest like the stack; frames that enclose inserted bytes
-    are grown to match.
+    same object) in place. Sites nest like the stack (at one offset: closings, inner first,
+    then openings, outer first); frames that enclose inserted bytes are grown to match. The
+    splicing itself is ``splice_hooks`` in _pickle_scan.c.
     """
     if not scan.hook_sites:
         return data, []
     keys = sorted({(name, kind) for _, _, name, kind in scan.hook_sites})
     number = {key: k for k, key in enumerate(keys)}
-    # (offset, order, tiebreak, bytes): at one offset, closings (inner first), then
-    # openings (outer first), then the FRAME header that starts there
-    events: list[tuple[int, int, int, bytes]] = []
-    for start, end, name, kind in scan.hook_sites:
-        push = f"c{_HOOK_MODULE}\n{number[(name, kind)]}\n".encode()
-        events.append((start, 1, -end, push))
-        events.append((end, 0, -start, b"\x85R"))  # TUPLE1 REDUCE: validator((x,))
-    events.sort(key=lambda e: e[:3])
-    view = memoryview(data).cast("B")
-    positions = [e[0] for e in events]
-    grown = {}
-    for frame in scan.frames:
-        length = int.from_bytes(view[frame + 1 : frame + 9], "little")
-        first, last = frame + 9, frame + 9 + length
-        lo, hi = bisect.bisect_left(positions, first), bisect.bisect_left(positions, last)
-        extra = sum(len(events[k][3]) for k in range(lo, hi))
-        if extra:
-            grown[frame] = length + extra
-    cuts = events + [(f, 2, 0, b"\x95" + grown[f].to_bytes(8, "little")) for f in grown]
-    cuts.sort(key=lambda e: e[:3])
-    pieces: list[bytes | memoryview] = []
-    pos = 0
-    for at, order, _, insert in cuts:
-        pieces.append(view[pos:at])
-        pieces.append(insert)
-        pos = at + 9 if order == 2 else at
-    pieces.append(view[pos:])
+    numbers = [number[(name, kind)] for _, _, name, kind in scan.hook_sites]
+    spliced = splice_hooks(data, scan.hook_sites, numbers, scan.frames, _HOOK_BYTES)
     hooks = [_passing_through(_validator_for(name, kind)) for name, kind in keys]
-    return b"".join(pieces), hooks
+    return spliced, hooks
 
 
 # --------------------------------------------------------------------------- unpickler

@@ -802,6 +802,8 @@ def validate_loaded(
                 push(o.ravel(order="K").tolist())
         elif t is np.dtype or isinstance(o, np.dtype):
             continue
+        elif t in _LEAVES and vars(o).keys() <= _LEAF_ATTRIBUTES:
+            continue  # validated as built; holds only arrays (a boosting model has 1,000s)
         else:
             d = getattr(o, "__dict__", None)
             if type(d) is dict:
@@ -810,3 +812,27 @@ def validate_loaded(
 
 
 _ATOMS = frozenset({str, bytes, int, float, bool, type(None), np.float64, np.int64})
+
+
+class _Leaves:
+    """Validated types whose attributes are plain arrays and numbers, with nothing to walk
+    into: checked as they were built, and cross-checked from the estimator that holds them.
+    Resolved lazily (scikit-learn is imported only when a model needs it)."""
+
+    _types: frozenset[type] | None = None
+
+    def __contains__(self, t: type) -> bool:
+        types = self._types
+        if types is None:
+            try:
+                from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+            except ImportError:
+                types = frozenset()
+            else:
+                types = frozenset({TreePredictor})
+            _Leaves._types = types
+        return t in types
+
+
+_LEAVES = _Leaves()
+_LEAF_ATTRIBUTES = frozenset({"nodes", "binned_left_cat_bitsets", "raw_left_cat_bitsets"})

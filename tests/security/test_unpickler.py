@@ -590,3 +590,63 @@ def test_mutated_values_fail_cleanly_and_loaded_models_are_safe_to_use(
                     attr(X)
         except (ValueError, TypeError, IndexError, KeyError, AttributeError, ArithmeticError):
             pass
+
+
+def _reference_splice(data: bytes, scan: Any) -> bytes:
+    """The splicing as it was first written in Python: what splice_hooks must reproduce."""
+    import bisect
+
+    keys = sorted({(name, kind) for _, _, name, kind in scan.hook_sites})
+    number = {key: k for k, key in enumerate(keys)}
+    events: list[tuple[int, int, int, bytes]] = []
+    for start, end, name, kind in scan.hook_sites:
+        push = f"camber.security._unpickler.hook\n{number[(name, kind)]}\n".encode()
+        events.append((start, 1, -end, push))
+        events.append((end, 0, -start, b"\x85R"))
+    events.sort(key=lambda e: e[:3])
+    view = memoryview(data)
+    positions = [e[0] for e in events]
+    grown = {}
+    for frame in scan.frames:
+        length = int.from_bytes(view[frame + 1 : frame + 9], "little")
+        lo, hi = (
+            bisect.bisect_left(positions, frame + 9),
+            bisect.bisect_left(positions, frame + 9 + length),
+        )
+        extra = sum(len(events[k][3]) for k in range(lo, hi))
+        if extra:
+            grown[frame] = length + extra
+    cuts = events + [(f, 2, 0, b"\x95" + grown[f].to_bytes(8, "little")) for f in grown]
+    cuts.sort(key=lambda e: e[:3])
+    pieces: list[bytes | memoryview] = []
+    pos = 0
+    for at, order, _, insert in cuts:
+        pieces.append(view[pos:at])
+        pieces.append(insert)
+        pos = at + 9 if order == 2 else at
+    pieces.append(view[pos:])
+    return b"".join(pieces)
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_splice_hooks_matches_the_reference(protocol: int) -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    from amber.security._scanner import scan_pickle
+    from amber.security._unpickler import _hooked_names, _with_hooks
+
+    X = np.random.default_rng(0).standard_normal((200, 4))
+    y = (X[:, 0] > 0).astype(int)
+    models = [
+        HistGradientBoostingClassifier(max_iter=5).fit(X, y),
+        [DecisionTreeClassifier(max_depth=3).fit(X, y), {"dtype": np.dtype("f4")}],
+        {"arrays": [np.arange(n) for n in range(5)], "big": np.zeros(70_000)},
+    ]
+    for model in models:
+        data = pickle.dumps(model, protocol=protocol)
+        scan = scan_pickle(data, n_buffers=0, hooks=_hooked_names())
+        assert scan.hook_sites
+        spliced, hooks = _with_hooks(data, scan)
+        assert spliced == _reference_splice(data, scan)
+        assert hooks
