@@ -152,6 +152,7 @@ def build_config(args: argparse.Namespace) -> Any:
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         registry=args.registry,
         access_log=not args.no_access_log,
+        warning_filters="once",
     )
 
 

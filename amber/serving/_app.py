@@ -64,7 +64,13 @@ class AmberServer:
                 )
             if name in self.slots:
                 raise ValueError(f"two models are named {name!r}; name them with NAME=SOURCE")
-            self.slots[name] = ModelSlot(name, spec, source, self.metrics)
+            self.slots[name] = ModelSlot(
+                name,
+                spec,
+                source,
+                self.metrics,
+                one_warning_filter=config.warning_filters == "once",
+            )
         self.default_name = next(iter(self.slots))
         self.timeout = config.request_timeout_s
         self._tasks: list[asyncio.Task[None]] = []

@@ -49,6 +49,12 @@ class ServeConfig:
     polling off. ``preload`` makes startup wait until every model has been tried once, so the
     server accepts no connection before (``amber serve --workers N`` sets it: workers share one
     socket, and one that is still loading must not take requests from one that is ready).
+    ``warning_filters="once"`` leaves the process a single warning filter after each model
+    loads (every warning shown once per place, as ``amber serve`` shows them anyway):
+    scikit-learn's ensembles re-install every filter of the process for each tree of each
+    prediction (``sklearn.utils.parallel``), and the dozen filters numpy and scipy add at
+    import cost a 100-tree forest 40% of its prediction time. ``amber serve`` sets it; the
+    default, ``"keep"``, leaves the filters of a process that mounts the app alone.
     """
 
     models: tuple[ModelSpec, ...]
@@ -58,5 +64,6 @@ class ServeConfig:
     request_timeout_s: float = 30.0
     max_body_bytes: int = 16 * 1024 * 1024
     registry: str | None = None
+    warning_filters: Literal["keep", "once"] = "keep"
     access_log: bool = True
     preload: bool = False

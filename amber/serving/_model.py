@@ -14,6 +14,7 @@ import logging
 import statistics
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -133,6 +134,16 @@ def _checked_finite(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return call
 
 
+ONCE = ("default", None, Warning, None, 0)
+
+
+def one_filter() -> None:
+    """Leave the process one warning filter: every warning shown once per place."""
+    if warnings.filters != [ONCE]:
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+
+
 def _probe_input(path: Any, manifest: dict[str, Any]) -> Any:
     """The sample stored in the artifact's probe, or None."""
     from amber._probe import _decode
@@ -226,9 +237,18 @@ def calibrate(fn: Callable[[Any], Any], sample: Any, spec: ModelSpec) -> dict[st
 
 
 def load_version(
-    name: str, source: ModelSource, resolved: Resolved, spec: ModelSpec
+    name: str,
+    source: ModelSource,
+    resolved: Resolved,
+    spec: ModelSpec,
+    *,
+    one_warning_filter: bool = False,
 ) -> LoadedModel:
-    """Verify, load and prepare one version (blocking; raises with a clear message)."""
+    """Verify, load and prepare one version (blocking; raises with a clear message).
+
+    ``one_warning_filter``: see ``ServeConfig.warning_filters``; applied once the model's
+    modules are imported (imports add filters) and again after calibration.
+    """
     import amber
     from amber.handlers import get_handler
     from amber.handlers._base import probe_methods
@@ -257,7 +277,11 @@ def load_version(
         methods = {name: _checked_finite(fn) for name, fn in methods.items()}
     sample = _probe_input(resolved.path, info.manifest)
     first = "predict" if "predict" in methods else next(iter(methods))
+    if one_warning_filter:
+        one_filter()
     batching = calibrate(methods[first], sample, spec)
+    if one_warning_filter:
+        one_filter()  # anything imported by the first predictions added its own
     return LoadedModel(
         name=name,
         version=resolved.version,

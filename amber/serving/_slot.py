@@ -31,7 +31,16 @@ def _reason(exc: BaseException) -> str:
 class ModelSlot:
     """One model name: its source, the version it serves, and what went wrong last."""
 
-    def __init__(self, name: str, spec: ModelSpec, source: ModelSource, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        name: str,
+        spec: ModelSpec,
+        source: ModelSource,
+        metrics: Metrics,
+        *,
+        one_warning_filter: bool = False,
+    ) -> None:
+        self.one_warning_filter = one_warning_filter
         self.name = name
         self.spec = spec
         self.source = source
@@ -107,7 +116,12 @@ class ModelSlot:
         started = time.perf_counter()
         try:
             loaded = await asyncio.to_thread(
-                load_version, self.name, self.source, resolved, self.spec
+                load_version,
+                self.name,
+                self.source,
+                resolved,
+                self.spec,
+                one_warning_filter=self.one_warning_filter,
             )
             moved = not await asyncio.to_thread(self.source.still, resolved)
         except Exception as exc:

@@ -171,6 +171,7 @@ def test_cli_defaults_and_errors(tmp_path: Path) -> None:
         5.0,
     )
     assert (churn.source, churn.name, churn.max_batch_size) == ("models:/churn/7", "churn", 8)
+    assert config.warning_filters == "once"  # the CLI owns its process; create_app keeps them
     assert config.token is None and config.reload_token is None
 
     run = [sys.executable, "-m", "amber", "serve"]
@@ -219,3 +220,20 @@ def test_artifact_without_signature_is_not_served(tmp_path: Path) -> None:
         assert "no input signature" in details["error"] and "sample=" in details["error"]
         r = client.post("/v2/models/nosig/infer", json=oip(X[0].tolist(), [1, 4]))
         assert r.status_code == 503 and "no input signature" in r.json()["error"]
+
+
+def test_one_warning_filter_keeps_every_warning_shown_once() -> None:
+    """What ``warning_filters="once"`` leaves: one catch-all filter that shows each warning once
+    per place, whatever the process had; scikit-learn's forests re-install this list per tree."""
+    import warnings
+
+    from amber.serving._model import ONCE, one_filter
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.filterwarnings("ignore", message="numpy.ndarray size changed")
+        warnings.simplefilter("always", UserWarning)
+        one_filter()
+        assert warnings.filters == [ONCE]
+        for _ in range(3):
+            warnings.warn("twice from one place", UserWarning, stacklevel=1)
+        assert [str(w.message) for w in seen] == ["twice from one place"]
