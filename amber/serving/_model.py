@@ -1,9 +1,9 @@
 """One loaded, verified model version, ready to predict: its schema, methods and batchers.
 
-``load_version`` runs in a worker thread: the source's ``load`` (``amber.verify`` for every
-digest, a safe load and the probe, then ``amber.load(probe="always")``; the registry's own
-``verify`` and ``load`` for ``models:/`` URIs), so the object that serves is itself proven to
-reproduce the stored outputs. It then reads the stored probe input (for examples and for
+``load_version`` runs in a worker thread: the source's ``load`` (every entry's BLAKE3 digest
+checked, as ``amber.verify`` does, then one ``amber.load(probe="always")``, or the registry's
+``load`` for ``models:/`` URIs), so the object that serves is itself proven to reproduce the
+stored outputs. It then reads the stored probe input (for examples and for
 measuring whether batching pays) and builds the input schema from the signature.
 """
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from amber.serving._source import Resolved
+from amber.serving._source import Resolved, check_digests
 
 __all__ = ["RegistrySource"]
 
@@ -38,8 +38,6 @@ class RegistrySource:
         return str(self._registry.get(self.uri).version) == resolved.version
 
     def load(self, resolved: Resolved, trusted: list[str]) -> Any:
-        import amber
-
         pinned = f"models:/{self.name}/{resolved.version}"
-        amber.verify(self._registry.path(pinned), trusted=trusted)
+        check_digests(self._registry.path(pinned))
         return self._registry.load(pinned, trusted=trusted, probe="always")
