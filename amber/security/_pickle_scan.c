@@ -1291,6 +1291,11 @@ splice_hooks(PyObject *self, PyObject *args)
     Py_ssize_t pos = 0, o = 0;
     for (Py_ssize_t k = 0; k < n; k++) {
         const Cut *c = &cuts[k];
+        if (c->at < pos) { /* a site inside a FRAME header: the scanner never reports one */
+            Py_CLEAR(result);
+            PyErr_SetString(PyExc_ValueError, "splice_hooks: a site lies inside a frame header");
+            goto done;
+        }
         memcpy(out + o, data + pos, (size_t)(c->at - pos));
         o += c->at - pos;
         pos = c->at;

@@ -650,3 +650,18 @@ def test_splice_hooks_matches_the_reference(protocol: int) -> None:
         spliced, hooks = _with_hooks(data, scan)
         assert spliced == _reference_splice(data, scan)
         assert hooks
+
+
+def test_splice_hooks_refuses_sites_it_cannot_place() -> None:
+    from amber.security._pickle_scan import splice_hooks
+
+    data = pickle.dumps({"a": 1}, protocol=5)
+    assert data[2] == 0x95  # a FRAME header at offset 2
+    module = b"amber.security._unpickler.hook"
+    with pytest.raises(ValueError, match="inside a frame header"):
+        sites = [(4, 5, ("m", "n"), 0), (12, 13, ("m", "n"), 0)]  # the second grows the frame
+        splice_hooks(data, sites, [0, 0], [2], module)
+    with pytest.raises(ValueError, match="outside the stream"):
+        splice_hooks(data, [(3, len(data) + 1, ("m", "n"), 0)], [0], [], module)
+    with pytest.raises(ValueError, match="not a FRAME"):
+        splice_hooks(data, [], [], [3], module)
