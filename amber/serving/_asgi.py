@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from amber.serving._app import AmberServer, json_response
 from amber.serving._config import ModelSpec, ServeConfig
 from amber.serving._errors import RequestError
-from amber.serving._logs import ACCESS, EVENTS
+from amber.serving._logs import ACCESS, EVENTS, access
 
 __all__ = ["build_app", "create_app"]
 
@@ -62,7 +62,7 @@ class _AccessLog:
                     "client": f"{client[0]}:{client[1]}" if client else None,
                     **scope.get("amber", {}),
                 }
-                ACCESS.info("access", extra={"fields": record})
+                access(record)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
