@@ -24,16 +24,7 @@ try:
 except ImportError:  # a platform without zlib-ng wheels: the same function, slower
     from zlib import crc32
 
-__all__ = [
-    "OVERLAP_FROM",
-    "Digests",
-    "blake3_hex",
-    "crc32",
-    "digest_all",
-    "digest_beside",
-    "digest_many",
-    "xxh3_hex",
-]
+__all__ = ["Digests", "blake3_hex", "crc32", "digest_all", "digest_many", "xxh3_hex"]
 
 _THREADED_FROM = 1 << 20
 
@@ -59,9 +50,6 @@ def digest_all(data: memoryview | bytes) -> Digests:
     return Digests(xxh3_hex(data), blake3_hex(data), crc32(data))
 
 
-# From this size, an entry's digests are computed on two threads (CRC-32 on one, BLAKE3 and
-# XXH3 on the other: each releases the GIL) while the caller writes the bytes.
-OVERLAP_FROM = 4 << 20
 _POOL: ThreadPoolExecutor | None = None
 
 
@@ -77,27 +65,14 @@ def _strong(data: memoryview | bytes) -> tuple[str, str]:
 
 
 def digest_many(items: list[memoryview]) -> Callable[[], list[Digests]]:
-    """Start computing the digests of several buffers on worker threads (as ``digest_beside``,
-    one task per thread for the whole list); call the result to collect them, in order."""
+    """Start computing the digests of several buffers on two worker threads (CRC-32 on one,
+    XXH3 and BLAKE3 on the other: each releases the GIL), so that the caller can write
+    meanwhile; call the result to collect them, in order. The buffers must not change until
+    they are collected."""
     crcs = _pool().submit(lambda: [crc32(b) for b in items])
     strong = _pool().submit(lambda: [_strong(b) for b in items])
 
     def collect() -> list[Digests]:
         return [Digests(x, b, c) for (x, b), c in zip(strong.result(), crcs.result(), strict=True)]
-
-    return collect
-
-
-def digest_beside(data: memoryview | bytes) -> Callable[[], Digests]:
-    """Start computing ``data``'s digests on worker threads; call the result to collect them.
-
-    ``data`` must not change until they are collected.
-    """
-    crc = _pool().submit(crc32, data)
-    strong = _pool().submit(_strong, data)
-
-    def collect() -> Digests:
-        x, b = strong.result()
-        return Digests(x, b, crc.result())
 
     return collect

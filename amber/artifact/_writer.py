@@ -13,22 +13,18 @@ import numpy as np
 
 from amber.artifact import _codec
 from amber.artifact._atomic import atomic_writer
-from amber.artifact._digest import (
-    OVERLAP_FROM,
-    Digests,
-    digest_all,
-    digest_beside,
-    digest_many,
-)
+from amber.artifact._digest import Digests, digest_all, digest_many
 from amber.artifact._manifest import MANIFEST_NAME, SIGNATURE_NAME, encode
 from amber.artifact._zip import ZipWriter
 from amber.errors import IntegrityError
 
 __all__ = ["ArtifactWriter", "artifact_writer", "check_compress"]
 
-# Entries from this size up to OVERLAP_FROM are hashed by the digest threads in batches of about
-# BATCH_BYTES while the writer goes on (a model of many mid-sized arrays: a forest's trees);
-# smaller ones cost less to hash at once than to hand over.
+# Entries from this size are hashed by the digest threads, in batches of about BATCH_BYTES, while
+# the writer goes on: a batch starts once it is full, before its last entry is written (so one
+# large entry is hashed beside its own write), and is collected when the next one starts or at
+# finish, CRC-32s then patched into the local headers. Smaller entries cost less to hash at once
+# than to hand over.
 DEFER_FROM = 64 << 10
 BATCH_BYTES = 4 << 20
 
@@ -58,7 +54,7 @@ class ArtifactWriter:
         self.entries: dict[str, dict[str, Any]] = {}
         self._batch: list[tuple[str, memoryview]] = []
         self._batch_bytes = 0
-        self._jobs: list[tuple[list[str], Callable[[], list[Digests]]]] = []
+        self._job: tuple[list[str], Callable[[], list[Digests]]] | None = None
 
     def add(self, name: str, data: Any, *, compress: str | None = None) -> str:
         """Add one entry from any contiguous buffer; returns the codec used."""
@@ -75,50 +71,42 @@ class ArtifactWriter:
                 stored = packed
             else:
                 codec = "none"
-        record: dict[str, Any] = {
+        self.entries[name] = {
             "size": mv.nbytes,
             "stored_size": stored.nbytes,
             "compression": codec,
         }
-        self.entries[name] = record
-        if stored.nbytes >= OVERLAP_FROM:
-            collect = digest_beside(stored)
-            try:
-                self._zip.add(name, stored, 0)
-            finally:
-                digests = collect()  # never leave the threads reading a buffer being freed
-            self._record(name, digests)
-        elif stored.nbytes >= DEFER_FROM:
-            # hashed by the worker threads in batches while later entries are written
-            self._zip.add(name, stored, 0)
-            self._batch.append((name, stored))
-            self._batch_bytes += stored.nbytes
-            if self._batch_bytes >= BATCH_BYTES:
-                self._submit()
-        else:
+        if stored.nbytes < DEFER_FROM:
             digests = digest_all(stored)
             self._zip.add(name, stored, digests.crc32)
-            self._record(name, digests, patch=False)
+            self._record(name, digests)
+            return codec
+        self._batch.append((name, stored))
+        self._batch_bytes += stored.nbytes
+        if self._batch_bytes >= BATCH_BYTES:
+            self._submit()
+        self._zip.add(name, stored, 0)  # its CRC-32 is patched in when collected
         return codec
 
-    def _record(self, name: str, digests: Digests, *, patch: bool = True) -> None:
-        if patch:
-            self._zip.set_crc32(name, digests.crc32)
+    def _record(self, name: str, digests: Digests) -> None:
         self.entries[name]["xxh3_128"] = digests.xxh3_128
         self.entries[name]["blake3"] = digests.blake3
 
     def _submit(self) -> None:
-        if self._batch:
-            batch, self._batch, self._batch_bytes = self._batch, [], 0
-            self._jobs.append(([n for n, _ in batch], digest_many([b for _, b in batch])))
+        """Collect the batch being hashed, if any, and start hashing the one filled since."""
+        self._collect()
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self._job = ([n for n, _ in batch], digest_many([b for _, b in batch]))
 
     def _collect(self) -> None:
-        """Wait for the batched digests and record them (CRC-32s patched into the headers)."""
-        self._submit()
-        jobs, self._jobs = self._jobs, []
-        for names, collect in jobs:
-            for name, digests in zip(names, collect(), strict=True):
-                self._record(name, digests)
+        if self._job is None:
+            return
+        (names, collect), self._job = self._job, None
+        crcs = {}
+        for name, digests in zip(names, collect(), strict=True):
+            self._record(name, digests)
+            crcs[name] = digests.crc32
+        self._zip.set_crc32(crcs)
 
     def add_array(self, name: str, array: np.ndarray, *, compress: str | None = None) -> None:
         """Add a plain ``.npy`` entry (never pickled: object arrays are refused)."""
@@ -149,6 +137,8 @@ class ArtifactWriter:
         ``signer`` receives the exact manifest bytes and returns the signature stored as
         ``amber.sig``.
         """
+        if self._batch:
+            self._submit()
         self._collect()
         manifest = {**manifest, "entries": self.entries}
         raw = encode(manifest)

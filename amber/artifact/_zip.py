@@ -14,7 +14,7 @@ import os
 import re
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import BinaryIO, NamedTuple
 
 from amber.errors import FormatError
@@ -133,14 +133,15 @@ class ZipWriter:
         self._entries.append((entry, align_extra))
         return entry
 
-    def set_crc32(self, name: str, crc32: int) -> None:
-        """Record the CRC-32 of an entry written with a placeholder (computed meanwhile)."""
-        k = self._index[name]
-        entry, extra = self._entries[k]
-        self._f.seek(entry.header_offset + _CRC_AT)
-        self._f.write(struct.pack("<I", crc32))
+    def set_crc32(self, crcs: Mapping[str, int]) -> None:
+        """Record the CRC-32s of entries written with a placeholder (computed meanwhile)."""
+        for name, crc32 in crcs.items():
+            k = self._index[name]
+            entry, extra = self._entries[k]
+            self._f.seek(entry.header_offset + _CRC_AT)
+            self._f.write(struct.pack("<I", crc32))
+            self._entries[k] = (entry._replace(crc32=crc32), extra)
         self._f.seek(self._offset)
-        self._entries[k] = (entry._replace(crc32=crc32), extra)
 
     def close(self) -> None:
         """Write the central directory and the end records (ZIP64 ones when needed)."""

@@ -793,16 +793,16 @@ def validate_loaded(
         add(id(o))
         if not cross_only:
             run_validator(validate_object, o)
-        if t is dict or isinstance(o, dict):
+        if isinstance(o, dict):
             push(v for v in o.values() if type(v) not in _ATOMS)
-        elif t is list or t is tuple or isinstance(o, (list, tuple, set, frozenset)):
+        elif isinstance(o, (list, tuple, set, frozenset)):
             push(v for v in o if type(v) not in _ATOMS)
-        elif t is np.ndarray or isinstance(o, np.ndarray):
+        elif isinstance(o, np.ndarray):
             if o.dtype.hasobject:
                 push(o.ravel(order="K").tolist())
-        elif t is np.dtype or isinstance(o, np.dtype):
+        elif isinstance(o, np.dtype):
             continue
-        elif t in _LEAVES and vars(o).keys() <= _LEAF_ATTRIBUTES:
+        elif (t.__module__, t.__qualname__) in _LEAVES and vars(o).keys() <= _LEAF_ATTRIBUTES:
             continue  # validated as built; holds only arrays (a boosting model has 1,000s)
         else:
             d = getattr(o, "__dict__", None)
@@ -814,25 +814,7 @@ def validate_loaded(
 _ATOMS = frozenset({str, bytes, int, float, bool, type(None), np.float64, np.int64})
 
 
-class _Leaves:
-    """Validated types whose attributes are plain arrays and numbers, with nothing to walk
-    into: checked as they were built, and cross-checked from the estimator that holds them.
-    Resolved lazily (scikit-learn is imported only when a model needs it)."""
-
-    _types: frozenset[type] | None = None
-
-    def __contains__(self, t: type) -> bool:
-        types = self._types
-        if types is None:
-            try:
-                from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
-            except ImportError:
-                types = frozenset()
-            else:
-                types = frozenset({TreePredictor})
-            _Leaves._types = types
-        return t in types
-
-
-_LEAVES = _Leaves()
+# Validated types whose attributes are plain arrays, with nothing to walk into: checked as they
+# were built, and cross-checked from the estimator that holds them.
+_LEAVES = {("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor")}
 _LEAF_ATTRIBUTES = frozenset({"nodes", "binned_left_cat_bitsets", "raw_left_cat_bitsets"})

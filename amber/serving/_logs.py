@@ -36,15 +36,16 @@ def _timestamp(created: float) -> str:
     return f"{_second[1]}.{int((created - whole) * 1000):03d}+00:00"
 
 
+def _head(created: float, level: str, logger: str) -> dict[str, Any]:
+    """The fields every line starts with."""
+    return {"ts": _timestamp(created), "level": level, "logger": logger}
+
+
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", ...fields or "message"}``, one line each."""
 
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": _timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-        }
+        out = _head(record.created, record.levelname.lower(), record.name)
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             out.update(fields)
@@ -58,15 +59,15 @@ class JsonFormatter(logging.Formatter):
 # Set by setup_logging (the process is the server's own): access records then skip the logging
 # machinery (a LogRecord, the handler's lock, a buffered write and a flush: about a twentieth of
 # a cheap request) and go to stderr as the same JSON line, in one write.
-_direct: list[int] = []
+_direct_fd: int | None = None
 
 
 def access(fields: dict[str, Any]) -> None:
     """Log one access record (``fields``: method, path, status, ms, ...)."""
-    if _direct and not ACCESS.disabled:
-        out = {"ts": _timestamp(time.time()), "level": "info", "logger": ACCESS.name, **fields}
+    if _direct_fd is not None and not ACCESS.disabled:
+        out = {**_head(time.time(), "info", ACCESS.name), **fields}
         with contextlib.suppress(OSError):  # stderr closed at shutdown
-            os.write(_direct[0], orjson.dumps(out, default=str) + b"\n")
+            os.write(_direct_fd, orjson.dumps(out, default=str) + b"\n")
         return
     ACCESS.info("access", extra={"fields": fields})
 
@@ -91,9 +92,10 @@ def setup_logging(level: str = "info", *, access_log: bool = True) -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
     ACCESS.disabled = not access_log
+    global _direct_fd
     try:
         sys.stderr.flush()
-        _direct[:] = [sys.stderr.fileno()]
+        _direct_fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # stderr replaced by something without a fd
-        _direct[:] = []
+        _direct_fd = None
     logging.captureWarnings(True)
