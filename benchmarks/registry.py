@@ -3,7 +3,9 @@
 1. Push then load of a ~100 MB model through the embedded registry (folder + SQLite), against
    ``amber.save`` + ``amber.load`` of the same model to a plain file (target: within 1.3x).
 2. ``versions()`` and alias resolution with 10,000 versions in the SQLite catalog (target: under
-   5 ms), for one model holding all of them and for 100 models of 100 versions.
+   5 ms), for one model holding all of them and for 100 models of 100 versions. ``versions()``
+   is timed twice: called again on an unchanged model (the list kept under the model's
+   revision), and right after another writer changed the model (the list built again).
 3. 8 processes pushing the same name at once: every version present, none duplicated; pushes
    per second.
 
@@ -148,6 +150,43 @@ def bench_catalog(work: Path, total: int, repeats: int) -> list[tuple[str, str]]
             timings = _catalog_calls(reg, name, count)
             for what, fn in timings.items():
                 rows.append((f"{label}: {what}", f"{_median_ms(fn, repeats):.2f} ms"))
+            after = _listing_after_changes(reg, name, count, max(5, repeats // 5), artifact)
+            rows += [(f"{label}: {what}", result) for what, result in after]
+    return rows
+
+
+def _listing_after_changes(
+    reg: Any, name: str, count: int, repeats: int, artifact: Path
+) -> list[tuple[str, str]]:
+    """``versions()`` when the list ``reg`` keeps is stale: a second Registry object (as another
+    process would) moves an alias, or pushes a version, before each timed call; and the first
+    call of a newly opened Registry, which reads the whole list."""
+    from amber.registry import Registry
+
+    changes: dict[str, Callable[[Any, int], Any]] = {
+        "another writer moved an alias": lambda w, i: w.set_alias(name, "canary", 1 + i % count),
+        "another writer pushed a version": lambda w, i: w.push(name, artifact),
+    }
+    rows = []
+    with Registry(reg.location) as writer:
+        for what, change in changes.items():
+            times = []
+            for i in range(repeats):
+                change(writer, i)
+                t0 = time.perf_counter()
+                reg.versions(name)
+                times.append(time.perf_counter() - t0)
+            ms = statistics.median(times) * 1e3
+            rows.append((f"versions('{name}') after {what}", f"{ms:.2f} ms"))
+    times = []
+    for _ in range(repeats):
+        with Registry(reg.location) as fresh:
+            fresh.get(f"models:/{name}/latest")  # connect first: time the listing alone
+            t0 = time.perf_counter()
+            fresh.versions(name)
+            times.append(time.perf_counter() - t0)
+    ms = statistics.median(times) * 1e3
+    rows.append((f"versions('{name}'), first call of a new Registry (reads all)", f"{ms:.2f} ms"))
     return rows
 
 

@@ -14,7 +14,9 @@ duplicate a version:
   ... FOR UPDATE`` first, so every change to one model is serialized and its history is exact.
 
 The version row, its tags, its alias move and the alias history are written in that one
-transaction; the blob was uploaded and checked before it started.
+transaction; the blob was uploaded and checked before it started. Every write that changes a
+model's versions or aliases also raises its revision (``amber_model_revisions``) in the same
+transaction: readers cache a model's version list under that number.
 """
 
 from __future__ import annotations
@@ -164,7 +166,24 @@ class Catalog(CatalogLookup):
             self._release(conn, req.blob_hash)
             if req.alias:
                 self._move_alias(conn, model_id, req.name, req.alias, version_id, version, ts)
+            else:
+                self._changed(conn, model_id)
         return dataclasses.replace(mv, signature=signature)
+
+    def _changed(self, conn: sa.Connection, model_id: int, *, deleted: int = 0) -> None:
+        """Raise the model's revision (its versions or aliases changed), and count ``deleted``
+        versions: what readers check their kept lists against."""
+        conn.execute(
+            self._insert(t.revisions)
+            .values(model_id=model_id, revision=1, deleted=deleted)
+            .on_conflict_do_update(
+                index_elements=[t.revisions.c.model_id],
+                set_={
+                    "revision": t.revisions.c.revision + 1,
+                    "deleted": t.revisions.c.deleted + deleted,
+                },
+            )
+        )
 
     def _claim_version(self, conn: sa.Connection, req: PublishRequest) -> tuple[Any, int]:
         """Import keeps a version number: take it if free, advancing the counter past it."""
@@ -245,6 +264,7 @@ class Catalog(CatalogLookup):
                 changed_by=self.who,
             )
         )
+        self._changed(conn, model_id)
         return int(previous) if previous is not None else None
 
     def _lock_model(self, conn: sa.Connection, name: str) -> int:
@@ -295,6 +315,7 @@ class Catalog(CatalogLookup):
             ).scalar_one()
             conn.execute(t.version_tags.delete().where(t.version_tags.c.version_id == version_id))
             conn.execute(t.versions.delete().where(t.versions.c.id == version_id))
+            self._changed(conn, model_id, deleted=1)
             return mv
 
     # -- garbage collection ------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 from amber.errors import ModelNotFound
 from amber.registry._engine import CatalogEngine
 from amber.registry._schema import t
-from amber.registry._types import AliasChange, ModelVersion, RegisteredModel
+from amber.registry._types import AliasChange, ModelVersion, ReadOnlyDict, RegisteredModel
 from amber.registry._uri import ModelRef
 
 __all__ = ["CatalogLookup"]
@@ -49,8 +50,8 @@ def _row_to_version(row: Any, aliases: tuple[str, ...]) -> ModelVersion:
         size=row[4],
         created=row[5],
         created_by=row[6],
-        metrics=orjson.loads(row[7]),
-        tags=orjson.loads(row[8]),
+        metrics=ReadOnlyDict(orjson.loads(row[7])),
+        tags=ReadOnlyDict(orjson.loads(row[8])),
         description=row[9],
         aliases=aliases,
         framework=row[10],
@@ -77,7 +78,36 @@ def _numbers(values: list[int]) -> str:
     return ", ".join(runs)
 
 
+#: How many models' version lists one catalog keeps (the least recently read is dropped first).
+_LISTINGS_KEPT = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class _Listing:
+    """One model's versions as of ``key`` (model id, revision, versions deleted so far):
+    ``versions`` by number, ``ids`` their row ids in the same order, ``top`` the highest of
+    those, ``aliased`` row id -> aliases."""
+
+    key: tuple[int, int, int]
+    versions: tuple[ModelVersion, ...]
+    ids: tuple[int, ...]
+    aliased: dict[int, tuple[str, ...]]
+    top: int = 0
+
+
+def _with_aliases(v: ModelVersion, aliases: tuple[str, ...]) -> ModelVersion:
+    """A copy of ``v`` with other aliases (built as in ``_row_to_version``)."""
+    w = object.__new__(ModelVersion)
+    w.__dict__.update(v.__dict__, aliases=aliases)
+    return w
+
+
 class CatalogLookup(CatalogEngine):
+    def __init__(self, url: Any, *, label: str) -> None:
+        super().__init__(url, label=label)
+        # name -> its versions as last read (ModelVersion objects are immutable, so shared)
+        self._listings: dict[str, _Listing] = {}
+
     """The read side of the catalog."""
 
     def _names(self, conn: sa.Connection) -> list[str]:
@@ -185,27 +215,107 @@ class CatalogLookup(CatalogEngine):
         return int(model_id)
 
     def versions(self, name: str, *, limit: int | None = None) -> list[ModelVersion]:
+        """Oldest first. The whole list is kept for the next call under the model's revision:
+        while nothing changes, a call costs one indexed query; after a change, only the new
+        rows are read (and any version whose aliases moved is copied), not all of them."""
         if not self.exists():
             raise self._no_model(None, name)
         with self._tx(False, "read") as conn:
-            model_id = self._model_id(conn, name)
-            query = (
-                sa.select(*_VERSION_COLUMNS)
-                .select_from(t.versions.join(t.models, t.versions.c.model_id == t.models.c.id))
-                .where(t.versions.c.model_id == model_id)
-                .order_by(t.versions.c.version.desc())
-            )
-            if limit is not None:
-                query = query.limit(limit)
-            rows = conn.execute(query).all()
-            by_version: dict[int, list[str]] = {}
-            for alias, version_id in conn.execute(
-                sa.select(t.aliases.c.alias, t.aliases.c.version_id)
-                .where(t.aliases.c.model_id == model_id)
-                .order_by(t.aliases.c.alias)
-            ):
-                by_version.setdefault(version_id, []).append(alias)
-        return [_row_to_version(r, tuple(by_version.get(r[1], ()))) for r in reversed(rows)]
+            found = conn.execute(
+                sa.select(t.models.c.id, t.revisions.c.revision, t.revisions.c.deleted)
+                .select_from(
+                    t.models.outerjoin(t.revisions, t.revisions.c.model_id == t.models.c.id)
+                )
+                .where(t.models.c.name == name)
+            ).first()
+            if found is None:
+                raise self._no_model(conn, name)
+            key = (int(found[0]), int(found[1] or 0), int(found[2] or 0))
+            cached = self._listings.get(name)
+            if cached is not None and cached.key == key:
+                listing = cached
+            elif cached is not None and cached.key[::2] == key[::2]:  # same model, none deleted
+                listing = self._refresh(conn, key, cached)
+            elif limit is not None:  # nothing kept: read only what is asked for
+                rows = conn.execute(
+                    self._version_rows(key[0]).order_by(t.versions.c.version.desc()).limit(limit)
+                ).all()
+                aliased = self._alias_map(conn, key[0])
+                return [_row_to_version(r, aliased.get(r[1], ())) for r in reversed(rows)]
+            else:
+                listing = self._listing(conn, key)
+        self._listings.pop(name, None)  # (re)inserted last: the most recently read
+        if len(self._listings) >= _LISTINGS_KEPT:
+            self._listings.pop(next(iter(self._listings)), None)
+        self._listings[name] = listing
+        return list(listing.versions if limit is None else listing.versions[-limit:])
+
+    @staticmethod
+    def _version_rows(model_id: int) -> Any:
+        return (
+            sa.select(*_VERSION_COLUMNS)
+            .select_from(t.versions.join(t.models, t.versions.c.model_id == t.models.c.id))
+            .where(t.versions.c.model_id == model_id)
+        )
+
+    @staticmethod
+    def _alias_map(conn: sa.Connection, model_id: int) -> dict[int, tuple[str, ...]]:
+        """Row id of a version -> its aliases, sorted (only versions that have some)."""
+        by_id: dict[int, tuple[str, ...]] = {}
+        for alias, version_id in conn.execute(
+            sa.select(t.aliases.c.alias, t.aliases.c.version_id)
+            .where(t.aliases.c.model_id == model_id)
+            .order_by(t.aliases.c.alias)
+        ):
+            by_id[version_id] = (*by_id.get(version_id, ()), alias)
+        return by_id
+
+    def _listing(self, conn: sa.Connection, key: tuple[int, int, int]) -> _Listing:
+        """Every version of the model, read whole."""
+        rows = conn.execute(self._version_rows(key[0]).order_by(t.versions.c.version)).all()
+        aliased = self._alias_map(conn, key[0])
+        return _Listing(
+            key,
+            tuple(_row_to_version(r, aliased.get(r[1], ())) for r in rows),
+            tuple(r[1] for r in rows),
+            aliased,
+            max((r[1] for r in rows), default=0),
+        )
+
+    def _refresh(
+        self, conn: sa.Connection, key: tuple[int, int, int], cached: _Listing
+    ) -> _Listing:
+        """``cached`` brought up to date, when no version was deleted since it was read: by
+        the rows added since (row ids only grow while nothing is deleted; SQLite hands out the
+        highest id again only once its row is gone), and the aliases read again (a handful of
+        rows). Version rows never change once written."""
+        model_id = key[0]
+        new = conn.execute(
+            self._version_rows(model_id)
+            .where(t.versions.c.id > cached.top)
+            .order_by(t.versions.c.version)
+        ).all()
+        aliased = self._alias_map(conn, model_id)
+        versions = list(cached.versions)
+        ids = list(cached.ids)
+        for row_id in cached.aliased.keys() | aliased.keys():
+            now = aliased.get(row_id, ())
+            if cached.aliased.get(row_id, ()) == now:
+                continue
+            try:
+                i = ids.index(row_id)
+            except ValueError:  # a new row's alias: it is built with it below
+                continue
+            versions[i] = _with_aliases(versions[i], now)
+        for r in new:
+            versions.append(_row_to_version(r, aliased.get(r[1], ())))
+            ids.append(r[1])
+        if new and len(versions) > len(new) and new[0][2] < cached.versions[-1].version:
+            order = sorted(range(len(versions)), key=lambda i: versions[i].version)
+            versions = [versions[i] for i in order]
+            ids = [ids[i] for i in order]
+        top = max([cached.top, *(r[1] for r in new)])
+        return _Listing(key, tuple(versions), tuple(ids), aliased, top)
 
     def models(self) -> list[RegisteredModel]:
         if not self.exists():

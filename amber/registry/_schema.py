@@ -17,7 +17,9 @@ Tables: ``amber_models`` (one row per name, with the counter that numbers its ve
 ``amber_versions`` (hash, size, manifest digest and summary, metrics, tags, description, who and
 when, signatures), ``amber_version_tags`` (tags again, as rows, for search), ``amber_aliases``,
 ``amber_alias_history`` (every move and removal of an alias), ``amber_blobs`` (uploads in flight,
-so that ``gc`` never deletes a blob that a push is about to commit).
+so that ``gc`` never deletes a blob that a push is about to commit), ``amber_model_revisions``
+(step 2: per model, a revision that every change to its versions or aliases raises and a count
+of deleted versions; a missing row reads as 0 and 0).
 """
 
 from __future__ import annotations
@@ -114,6 +116,18 @@ blobs = sa.Table(
 )
 
 
+# Step 2: counters per model, so that a reader can tell in one cheap query whether what it
+# listed before still holds: ``revision`` is raised by every write that changes the model's
+# versions or aliases, ``deleted`` counts the versions ever deleted.
+revisions = sa.Table(
+    "amber_model_revisions",
+    metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("amber_models.id"), primary_key=True),
+    sa.Column("revision", sa.BigInteger, nullable=False),
+    sa.Column("deleted", sa.BigInteger, nullable=False),
+)
+
+
 class t:  # a namespace: t.models, t.versions, ...
     models = models
     versions = versions
@@ -121,10 +135,13 @@ class t:  # a namespace: t.models, t.versions, ...
     aliases = aliases
     alias_history = alias_history
     blobs = blobs
+    revisions = revisions
     migrations = migrations_table
 
 
-TABLES = [models, versions, version_tags, aliases, alias_history, blobs]
+#: The tables of step 1, as it created them (frozen: later steps add their own).
+_V1_TABLES = [models, versions, version_tags, aliases, alias_history, blobs]
+TABLES = [*_V1_TABLES, revisions]
 
 
 def now() -> str:
@@ -133,10 +150,15 @@ def now() -> str:
 
 
 def _v1_create(conn: sa.Connection) -> None:
-    metadata.create_all(conn, tables=TABLES)
+    metadata.create_all(conn, tables=_V1_TABLES)
+
+
+def _v2_revisions(conn: sa.Connection) -> None:
+    revisions.create(conn)
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "models, versions, tags, aliases, alias history, blobs", _v1_create),
+    (2, "a revision counter per model, for readers' caches", _v2_revisions),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
-__all__ = ["AliasChange", "GcReport", "ModelVersion", "RegisteredModel"]
+__all__ = ["AliasChange", "GcReport", "ModelVersion", "ReadOnlyDict", "RegisteredModel"]
+
+
+class ReadOnlyDict(dict[str, Any]):
+    """A dict that refuses changes: a ``ModelVersion``'s metrics and tags.
+
+    The registry hands the same ``ModelVersion`` objects to every caller that lists a model
+    (they are cached until the model changes), so one caller changing ``v.metrics`` in place
+    would change what every other one sees. Still a ``dict``: ``json.dumps``, ``orjson``,
+    ``isinstance(x, dict)``, ``==``, ``|`` and ``dict(x)`` (a plain, changeable copy) all work.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(
+            "a model version's metrics and tags are read-only (the version is immutable); "
+            "copy them first to change the copy: dict(v.metrics)"
+        )
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (dict(self),))
+
+    def __copy__(self) -> ReadOnlyDict:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ReadOnlyDict:
+        return self
 
 
 @dataclass(frozen=True)
@@ -33,8 +62,8 @@ class ModelVersion:
     size: int
     created: str
     created_by: str
-    metrics: dict[str, Any]
-    tags: dict[str, str]
+    metrics: dict[str, Any]  # a ReadOnlyDict
+    tags: dict[str, str]  # a ReadOnlyDict
     description: str
     aliases: tuple[str, ...]
     framework: str
@@ -44,9 +73,16 @@ class ModelVersion:
     signed_by: str | None = field(repr=False, default=None)
     signature: str | None = field(repr=False, default=None)
 
-    @functools.cached_property
+    def __post_init__(self) -> None:
+        for name in ("metrics", "tags"):
+            value = getattr(self, name)
+            if type(value) is not ReadOnlyDict:
+                object.__setattr__(self, name, ReadOnlyDict(value))
+
+    @property
     def summary(self) -> dict[str, Any]:
-        """What the manifest says: Amber and Python versions, packages, probe, inputs."""
+        """What the manifest says: Amber and Python versions, packages, probe, inputs (a new
+        dict at each access: the version itself never changes)."""
         return dict(orjson.loads(self.summary_json))
 
     @property

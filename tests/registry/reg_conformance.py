@@ -109,6 +109,68 @@ class RegistryConformance:
         assert reg.get("models:/iris/latest").version == 4
         assert [v.version for v in reg.versions("wine")] == [1]
 
+    def test_a_listing_follows_every_change_from_any_writer(
+        self, reg: Registry, backend: Backend, artifact: Path, tmp_path: Path
+    ) -> None:
+        """``versions()`` keeps its list under the model's revision and, after a change, reads
+        only what is new: after each kind of write made through another Registry object
+        (another process, as far as the catalog knows), what ``reg`` lists must equal what a
+        newly opened registry reads whole."""
+
+        def same_as_fresh() -> list[tuple[int, tuple[str, ...], str]]:
+            listed = reg.versions("iris")
+            with backend.open() as fresh:
+                assert [v.__dict__ for v in listed] == [v.__dict__ for v in fresh.versions("iris")]
+            return [(v.version, v.aliases, v.tags["n"]) for v in listed]
+
+        reg.push("iris", artifact, tags={"n": "1"})
+        reg.push("iris", artifact, tags={"n": "2"})
+        first = reg.versions("iris")
+        assert reg.versions("iris") == first and reg.versions("iris") is not first
+        with backend.open() as other:
+            other.push("iris", artifact, tags={"n": "3"})
+            assert same_as_fresh() == [(1, (), "1"), (2, (), "2"), (3, (), "3")]
+            assert [v.version for v in reg.versions("iris", limit=2)] == [2, 3]
+            other.set_alias("iris", "production", 2)
+            assert same_as_fresh() == [(1, (), "1"), (2, ("production",), "2"), (3, (), "3")]
+            other.set_alias("iris", "production", 3)
+            other.set_alias("iris", "a-first", 3)
+            assert same_as_fresh()[2] == (3, ("a-first", "production"), "3")
+            other.remove_alias("iris", "production")
+            other.remove_alias("iris", "a-first")
+            assert [a for _, a, _ in same_as_fresh()] == [(), (), ()]
+            for v in (1, 3):
+                other.export(f"models:/iris/{v}", tmp_path / f"v{v}.amber")
+            # the newest row replaced under the same number (SQLite may hand its id out again)
+            other.delete("iris", 3)
+            other.import_(tmp_path / "v3.amber")
+            assert same_as_fresh() == [(1, (), "1"), (2, (), "2"), (3, (), "3")]
+            other.delete("iris", 3)
+            assert same_as_fresh() == [(1, (), "1"), (2, (), "2")]
+            other.import_(tmp_path / "v3.amber")  # the number it had, not a new one
+            other.push("iris", artifact, tags={"n": "4"}, alias="production")
+            assert same_as_fresh()[2:] == [(3, (), "3"), (4, ("production",), "4")]
+            other.set_alias("iris", "staging", 1)
+            other.delete("iris", 1, force=True)
+            assert same_as_fresh() == [(2, (), "2"), (3, (), "3"), (4, ("production",), "4")]
+            other.import_(tmp_path / "v1.amber")  # an older number, read after newer ones
+            assert [v for v, _, _ in same_as_fresh()] == [1, 2, 3, 4]
+        with pytest.raises(amber.ModelNotFound, match=r"no model named 'wine'.*models there: iris"):
+            reg.versions("wine")
+
+    def test_a_versions_metrics_and_tags_are_read_only(self, reg: Registry, artifact: Path) -> None:
+        """Listed versions are shared between callers: changing one in place is refused."""
+        reg.push("iris", artifact, metrics={"accuracy": 0.9}, tags={"team": "risk"})
+        v = reg.versions("iris")[0]
+        with pytest.raises(TypeError, match=r"read-only.*dict\(v\.metrics\)"):
+            v.metrics["accuracy"] = 1.0
+        with pytest.raises(TypeError, match="read-only"):
+            v.tags.update(team="growth")
+        mine = dict(v.metrics) | {"f1": 0.8}
+        assert mine == {"accuracy": 0.9, "f1": 0.8}
+        assert json.loads(json.dumps(v.to_dict()))["tags"] == {"team": "risk"}
+        assert reg.versions("iris")[0].metrics == {"accuracy": 0.9}
+
     def test_models_lists_names_counts_latest_and_aliases(
         self, reg: Registry, artifact: Path
     ) -> None:
