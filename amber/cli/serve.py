@@ -153,6 +153,7 @@ def build_config(args: argparse.Namespace) -> Any:
         registry=args.registry,
         access_log=not args.no_access_log,
         warning_filters="once",
+        freeze_heap=True,
     )
 
 

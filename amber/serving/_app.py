@@ -70,6 +70,7 @@ class AmberServer:
                 source,
                 self.metrics,
                 one_warning_filter=config.warning_filters == "once",
+                freeze_heap=config.freeze_heap,
             )
         self.default_name = next(iter(self.slots))
         self.timeout = config.request_timeout_s
@@ -234,7 +235,7 @@ class AmberServer:
         headers = {"x-request-id": request_id[:128]}
         loaded: LoadedModel | None = None
         code, reason = 200, None
-        self.metrics.in_flight.inc()
+        self.metrics.in_flight += 1
         try:
             slot = self._slot(name)
             self._authorize(request, self.config.token)
@@ -271,7 +272,7 @@ class AmberServer:
         finally:
             if loaded is not None:
                 loaded.release()
-            self.metrics.in_flight.dec()
+            self.metrics.in_flight -= 1
             scope["amber_stats"] = (label, protocol, code, reason, started)
 
     def record(self, stats: tuple[str, str, int, str | None, float]) -> None:
@@ -410,6 +411,10 @@ class AmberServer:
     async def infer(self, request: Request) -> Response:
         params = request.path_params
         return await self._infer(request, "v2", params["name"], params.get("version"))
+
+    async def infer_at(self, request: Request, name: str, version: str | None) -> Response:
+        """``infer`` for a path already split (the middleware's route for the hot path)."""
+        return await self._infer(request, "v2", name, version)
 
     async def invocations(self, request: Request) -> Response:
         name = request.path_params.get("name", self.default_name)

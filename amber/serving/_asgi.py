@@ -47,7 +47,12 @@ class _AccessLog:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_logged)
+            target = _infer_target(scope)
+            if target is None:
+                await self.app(scope, receive, send_logged)
+            else:  # the hot path, straight to the handler: no router, no per-route wrappers
+                response = await self.server.infer_at(Request(scope, receive), *target)
+                await response(scope, receive, send_logged)
         finally:
             stats = scope.get("amber_stats")
             if stats is not None:
@@ -63,6 +68,34 @@ class _AccessLog:
                     **scope.get("amber", {}),
                 }
                 access(record)
+
+
+_INFER_PREFIX = "/v2/models/"
+_INFER_SUFFIX = "/infer"
+
+
+def _infer_target(scope: Scope) -> tuple[str, str | None] | None:
+    """(name, version) of a ``POST /v2/models/{name}[/versions/{version}]/infer``, else None.
+
+    The same paths as the two infer routes (a segment is anything but ``/``, as Starlette's
+    ``{name}``), matched with string operations before the router's regular expressions.
+    """
+    path = scope["path"]
+    root = scope.get("root_path")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        path = path[len(root) :]  # mounted: the path below the mount, as Starlette's routes see
+    if (
+        scope["method"] != "POST"
+        or not path.startswith(_INFER_PREFIX)
+        or not path.endswith(_INFER_SUFFIX)
+    ):
+        return None
+    parts = path[len(_INFER_PREFIX) : -len(_INFER_SUFFIX)].split("/")
+    if len(parts) == 1 and parts[0]:
+        return parts[0], None
+    if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+        return parts[0], parts[2]
+    return None
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -55,6 +55,9 @@ class ServeConfig:
     prediction (``sklearn.utils.parallel``), and the dozen filters numpy and scipy add at
     import cost a 100-tree forest 40% of its prediction time. ``amber serve`` sets it; the
     default, ``"keep"``, leaves the filters of a process that mounts the app alone.
+    ``freeze_heap`` keeps what the server loaded out of the garbage collector's passes
+    (``gc.freeze``; see ``amber.serving._heap``): ``amber serve`` sets it, a process that mounts
+    the app keeps its collector as it set it.
     """
 
     models: tuple[ModelSpec, ...]
@@ -65,5 +68,6 @@ class ServeConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     registry: str | None = None
     warning_filters: Literal["keep", "once"] = "keep"
+    freeze_heap: bool = False
     access_log: bool = True
     preload: bool = False

@@ -1,7 +1,17 @@
-"""Prometheus metrics, in a registry of the app's own (two apps in one process never clash)."""
+"""Prometheus metrics, in a registry of the app's own (two apps in one process never clash).
+
+What every request updates (request counts, errors, latency, batch histograms, requests in
+flight) is counted in plain Python objects and turned into Prometheus families only when
+``/metrics`` is read: ``prometheus_client``'s own ``Histogram.observe`` and ``Counter.inc`` take
+a lock per bucket and per sum, about 10 us of every request. The rarely changed series (model
+versions, readiness, swaps) stay ``prometheus_client`` objects.
+"""
 
 from __future__ import annotations
 
+import bisect
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
@@ -9,15 +19,101 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class _Histogram:
+    """One labelled histogram series: a count per bucket (``le``, and +Inf last) and a sum."""
+
+    __slots__ = ("bounds", "counts", "lock", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.lock = threading.Lock()  # batch observers run on the models' threads
+
+    def observe(self, value: float) -> None:
+        i = bisect.bisect_left(self.bounds, value)  # the first bound >= value: Prometheus's le
+        with self.lock:
+            self.counts[i] += 1
+            self.sum += value
+
+    def buckets(self) -> tuple[list[tuple[str, float]], float]:
+        with self.lock:
+            counts, total = list(self.counts), self.sum
+        cumulative = 0
+        out: list[tuple[str, float]] = []
+        for bound, n in zip((*self.bounds, float("inf")), counts, strict=True):
+            cumulative += n
+            out.append((str(floatToGoString(bound)), cumulative))
+        return out, total
+
+
+class _Family:
+    """A histogram or counter with labels: series made on first use, read at scrape time."""
+
+    def __init__(
+        self, name: str, doc: str, labels: tuple[str, ...], bounds: tuple[float, ...] | None
+    ) -> None:
+        self.name, self.doc, self.labels, self.bounds = name, doc, labels, bounds
+        self.series: dict[tuple[str, ...], Any] = {}
+        self.lock = threading.Lock()
+
+    def histogram(self, *values: str) -> _Histogram:
+        series = self.series.get(values)
+        if series is None:
+            assert self.bounds is not None
+            series = self.series.setdefault(values, _Histogram(self.bounds))
+        return series
+
+    def inc(self, *values: str) -> None:
+        with self.lock:
+            self.series[values] = self.series.get(values, 0) + 1
+
+    def family(self) -> Metric:
+        if self.bounds is None:
+            counter = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+            for values, n in list(self.series.items()):
+                counter.add_metric(values, n)
+            return counter
+        histogram = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        for values, series in list(self.series.items()):
+            buckets, total = series.buckets()
+            histogram.add_metric(values, buckets, total)
+        return histogram
+
+
+class _Collector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        yield m.requests.family()
+        yield m.errors.family()
+        yield m.latency.family()
+        yield m.batch_rows.family()
+        yield m.batch_requests.family()
+        yield m.predict_seconds.family()
+        yield GaugeMetricFamily(
+            "amber_requests_in_flight", "Inference requests being served", value=m.in_flight
+        )
 
 
 class Metrics:
@@ -26,45 +122,34 @@ class Metrics:
     def __init__(self) -> None:
         disable_created_metrics()  # no *_created series: they double the output for nothing
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
+        self.requests = _Family(
             "amber_requests",
             "Inference requests by model, protocol and HTTP status",
-            ["model", "protocol", "code"],
-            registry=r,
+            ("model", "protocol", "code"),
+            None,
         )
-        self.errors = Counter(
+        self.errors = _Family(
             "amber_request_errors",
             "Refused or failed inference requests by reason",
-            ["model", "protocol", "reason"],
-            registry=r,
+            ("model", "protocol", "reason"),
+            None,
         )
-        self.latency = Histogram(
+        self.latency = _Family(
             "amber_request_duration_seconds",
             "Inference request latency, body read to response",
-            ["model", "protocol"],
-            buckets=_LATENCY,
-            registry=r,
+            ("model", "protocol"),
+            _LATENCY,
         )
-        self.batch_rows = Histogram(
-            "amber_batch_rows", "Rows per prediction call", ["model"], buckets=_ROWS, registry=r
+        self.batch_rows = _Family("amber_batch_rows", "Rows per prediction call", ("model",), _ROWS)
+        self.batch_requests = _Family(
+            "amber_batch_requests", "Requests per prediction call", ("model",), _ROWS
         )
-        self.batch_requests = Histogram(
-            "amber_batch_requests",
-            "Requests per prediction call",
-            ["model"],
-            buckets=_ROWS,
-            registry=r,
+        self.predict_seconds = _Family(
+            "amber_predict_duration_seconds", "Time of one prediction call", ("model",), _LATENCY
         )
-        self.predict_seconds = Histogram(
-            "amber_predict_duration_seconds",
-            "Time of one prediction call",
-            ["model"],
-            buckets=_LATENCY,
-            registry=r,
-        )
-        self.in_flight = Gauge(
-            "amber_requests_in_flight", "Inference requests being served", registry=r
-        )
+        #: inference requests being served: changed only on the event loop's thread
+        self.in_flight = 0
+        r.register(_Collector(self))
         self.version = Gauge(
             "amber_model_version_info",
             "1 for the version each model serves now",
@@ -84,27 +169,19 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
-        self._children: dict[tuple[Any, ...], Any] = {}
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
 
     def request(self, model: str, protocol: str, code: int, seconds: float | None) -> None:
-        self._child(self.requests, model, protocol, str(code)).inc()
+        self.requests.inc(model, protocol, str(code))
         if seconds is not None:
-            self._child(self.latency, model, protocol).observe(seconds)
+            self.latency.histogram(model, protocol).observe(seconds)
 
     def error(self, model: str, protocol: str, reason: str) -> None:
-        self._child(self.errors, model, protocol, reason).inc()
+        self.errors.inc(model, protocol, reason)
 
     def batch_observer(self, model: str) -> Any:
-        rows = self._child(self.batch_rows, model)
-        reqs = self._child(self.batch_requests, model)
-        secs = self._child(self.predict_seconds, model)
+        rows = self.batch_rows.histogram(model)
+        reqs = self.batch_requests.histogram(model)
+        secs = self.predict_seconds.histogram(model)
 
         def observe(n_rows: int, n_requests: int, seconds: float) -> None:
             rows.observe(n_rows)

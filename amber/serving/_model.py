@@ -52,6 +52,7 @@ class LoadedModel:
     _runners: dict[str, Batcher] = field(default_factory=dict)
     inflight: int = 0
     retired: bool = False
+    on_closed: Callable[[], None] | None = None  # called once, when closed
 
     def runner(self, method: str, observe: Callable[[int, int, float], None] | None) -> Batcher:
         """The batcher for ``method`` (``max_batch_size=1`` with batching off), made on first
@@ -115,6 +116,9 @@ class LoadedModel:
         if self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
+        if self.on_closed is not None:
+            on_closed, self.on_closed = self.on_closed, None
+            on_closed()
 
 
 def _checked_finite(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+from amber.serving import _heap
 from amber.serving._config import ModelSpec
 from amber.serving._logs import event
 from amber.serving._metrics import Metrics
@@ -39,8 +40,10 @@ class ModelSlot:
         metrics: Metrics,
         *,
         one_warning_filter: bool = False,
+        freeze_heap: bool = False,
     ) -> None:
         self.one_warning_filter = one_warning_filter
+        self.freeze_heap = freeze_heap
         self.name = name
         self.spec = spec
         self.source = source
@@ -149,6 +152,12 @@ class ModelSlot:
             batching=loaded.batching,
             load_seconds=round(time.perf_counter() - started, 3),
         )
+        if self.freeze_heap:
+            if old is None:
+                _heap.loaded_first()
+            else:
+                _heap.after_swap()
+                old.on_closed = _heap.retired
         if old is not None:
             old.retire()
         return {

@@ -244,3 +244,55 @@ def test_access_log_is_structured(server: Server) -> None:
     assert record["method"] == "POST" and record["ms"] >= 0
     loaded = [r for r in lines if r.get("event") == "serving"]
     assert {r["model"] for r in loaded} == {"iris", "frame", "text", "slow"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "root", "expected"),
+    [
+        ("POST", "/v2/models/iris/infer", "", ("iris", None)),
+        ("POST", "/v2/models/iris/versions/3a9f/infer", "", ("iris", "3a9f")),
+        ("POST", "/amber/v2/models/iris/infer", "/amber", ("iris", None)),
+        ("GET", "/v2/models/iris/infer", "", None),
+        ("POST", "/v2/models//infer", "", None),
+        ("POST", "/v2/models/iris/infer/", "", None),
+        ("POST", "/v2/models/a/b/infer", "", None),
+        ("POST", "/v2/models/iris/versions//infer", "", None),
+        ("POST", "/v2/models/iris/other/3/infer", "", None),
+        ("POST", "/elsewhere/v2/models/iris/infer", "/amber", None),
+        ("POST", "/amberx/v2/models/iris/infer", "/amber", None),
+        ("POST", "/v2/models/iris/infer", "/amber", ("iris", None)),
+        ("POST", "/v2/models/ir%20is/infer", "", ("ir%20is", None)),
+    ],
+)
+def test_the_infer_fast_path_takes_exactly_the_infer_routes(
+    method: str, path: str, root: str, expected: tuple[str, str | None] | None
+) -> None:
+    """The middleware answers infer requests without the router: it must take the paths the
+    two infer routes match, with the same name and version, and leave every other to them."""
+    from starlette.routing import Match, Route
+
+    from amber.serving._asgi import _infer_target
+
+    scope = {"type": "http", "method": method, "path": path, "root_path": root}
+    routes = [
+        Route("/v2/models/{name}/infer", lambda r: None, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", lambda r: None, methods=["POST"]),
+    ]
+    starlette = None  # what Starlette's own routes make of the same request
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            params = child["path_params"]
+            starlette = (params["name"], params.get("version"))
+            break
+    assert _infer_target(scope) == starlette == expected
+
+
+def test_a_version_path_is_served_through_the_fast_path(server: Server) -> None:
+    version = server.client.get("/v2/models/iris").json()["versions"][0]
+    r = server.client.post(
+        f"/v2/models/iris/versions/{version}/infer", json=oip(X[0].tolist(), [1, 4])
+    )
+    assert r.status_code == 200 and r.headers["x-amber-model-version"] == version
+    r = server.client.post("/v2/models/iris/versions/nope/infer", json=oip(X[0].tolist(), [1, 4]))
+    assert r.status_code == 404 and "not 'nope'" in r.json()["error"]

@@ -237,3 +237,31 @@ def test_one_warning_filter_keeps_every_warning_shown_once() -> None:
         for _ in range(3):
             warnings.warn("twice from one place", UserWarning, stacklevel=1)
         assert [str(w.message) for w in seen] == ["twice from one place"]
+
+
+def test_the_heap_is_frozen_after_loading_and_collected_after_a_swap() -> None:
+    """``amber serve`` keeps what it loaded out of the collector's passes; a swapped-out
+    version's reference cycles are collected once it has finished its last request."""
+    import gc
+    import weakref
+
+    from amber.serving import _heap
+
+    class Cyclic:  # a model whose objects refer to each other: only the collector frees it
+        def __init__(self) -> None:
+            self.me = self
+
+    assert gc.get_freeze_count() == 0
+    old = Cyclic()
+    gone = weakref.ref(old)
+    try:
+        _heap.loaded_first()
+        assert gc.get_freeze_count() > 0
+        _heap.after_swap()  # a new version serves; the old one is retired
+        assert gc.get_freeze_count() == 0
+        del old
+        _heap.retired()  # its last request is done (no event loop here: settles at once)
+        assert gone() is None
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
