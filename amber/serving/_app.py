@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, Response
 from amber.serving import _tensor as T
 from amber.serving._batcher import PredictionFailed
 from amber.serving._config import ServeConfig
+from amber.serving._deadline import Deadlines
 from amber.serving._errors import RequestError, describe_value
 from amber.serving._metrics import CONTENT_TYPE, Metrics
 from amber.serving._model import LoadedModel
@@ -37,12 +38,43 @@ _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _JSON_TYPES = (_JSON, "", "application/x-www-form-urlencoded", "text/json")
 
 
+class _JSONResponse(Response):
+    """A JSON response whose raw headers are built at once (``Response.init_headers`` is
+    general: it walks and re-encodes them, a few microseconds of every request)."""
+
+    media_type = _JSON
+
+    def __init__(self, content: bytes, status: int, headers: dict[str, str] | None) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = content
+        raw = [(b"content-length", str(len(content)).encode()), (b"content-type", _JSON_BYTES)]
+        if headers:
+            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.raw_headers = raw
+
+
+_JSON_BYTES = _JSON.encode()
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body, option=_NUMPY), status, headers, _JSON)
+    return _JSONResponse(orjson.dumps(body, option=_NUMPY), status, headers)
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    """A request header (``name`` in lower case; the first if repeated), from a dict made once
+    per request: Starlette's ``request.headers.get`` scans the list, and raises and catches a
+    KeyError for every absent one."""
+    scope = request.scope
+    found = scope.get("amber_headers")
+    if found is None:
+        found = scope["amber_headers"] = dict(reversed(scope["headers"]))
+    value = found.get(name)
+    return None if value is None else value.decode("latin-1")
 
 
 def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return (_header(request, b"content-type") or "").split(";")[0].strip().lower()
 
 
 class AmberServer:
@@ -74,6 +106,7 @@ class AmberServer:
             )
         self.default_name = next(iter(self.slots))
         self.timeout = config.request_timeout_s
+        self._deadlines = Deadlines(self.timeout)
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._ids = itertools.count(1)
@@ -102,6 +135,7 @@ class AmberServer:
         self._tasks.clear()
         for slot in self.slots.values():
             slot.close()
+        self._deadlines.close()
 
     @property
     def ready(self) -> bool:
@@ -123,7 +157,7 @@ class AmberServer:
     def _authorize(self, request: Request, token: str | None) -> None:
         if token is None:
             return
-        given = request.headers.get("authorization", "")
+        given = _header(request, b"authorization") or ""
         scheme, _, value = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             value.strip().encode(), token.encode()
@@ -139,7 +173,7 @@ class AmberServer:
 
     async def _body(self, request: Request) -> bytes:
         limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length")
+        declared = _header(request, b"content-length")
         if declared is not None:
             if not declared.isdigit():
                 raise RequestError(
@@ -231,7 +265,7 @@ class AmberServer:
         note: dict[str, Any] = {"model": name, "protocol": protocol}
         scope["amber"] = note
         label = name if name in self.slots else ""
-        request_id = request.headers.get("x-request-id") or self._next_id()
+        request_id = _header(request, b"x-request-id") or self._next_id()
         headers = {"x-request-id": request_id[:128]}
         loaded: LoadedModel | None = None
         code, reason = 200, None
@@ -244,12 +278,20 @@ class AmberServer:
             headers["x-amber-model"] = name
             headers["x-amber-model-version"] = loaded.version
             note["version"] = loaded.version
-            async with asyncio.timeout(self.timeout):
+            task = self._deadlines.enter()
+            try:
                 body = await self._body(request)
                 if protocol == "v2":
                     response = await self._oip(request, body, loaded, slot, request_id, headers)
                 else:
                     response = await self._mlflow(request, body, loaded, slot, headers)
+            except asyncio.CancelledError:
+                if not self._deadlines.leave(task):
+                    raise  # cancelled by the server (shutdown), not by its time limit
+                task.uncancel()
+                raise TimeoutError from None
+            finally:
+                self._deadlines.leave(task)
             note["rows"] = scope.get("amber_rows")
             return response
         except RequestError as exc:

@@ -1,0 +1,65 @@
+"""The server's request time limits: one timer for every request in flight."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from amber.serving._deadline import Deadlines
+
+
+async def _request(deadlines: Deadlines, seconds: float) -> str:
+    """A request's shape in the handler: work that waits ``seconds``, under its time limit."""
+    task = deadlines.enter()
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        if not deadlines.leave(task):
+            raise
+        task.uncancel()
+        return "timed out"
+    finally:
+        deadlines.leave(task)
+    return "done"
+
+
+def test_only_the_requests_past_their_limit_time_out() -> None:
+    async def main() -> list[str]:
+        deadlines = Deadlines(0.2)
+        first = asyncio.create_task(_request(deadlines, 0.5))  # due at 0.2 s: times out
+        await asyncio.sleep(0.1)
+        quick = [asyncio.create_task(_request(deadlines, 0.01)) for _ in range(20)]
+        late = asyncio.create_task(_request(deadlines, 0.15))  # due at 0.3 s, done at 0.25 s
+        slow = asyncio.create_task(_request(deadlines, 1.0))  # due at 0.3 s: times out
+        out = await asyncio.gather(first, *quick, late, slow)
+        assert not deadlines._due and not deadlines._expired
+        deadlines.close()
+        return out
+
+    loop = asyncio.new_event_loop()
+    started = loop.time()
+    out = loop.run_until_complete(main())
+    took = loop.time() - started
+    loop.close()
+    assert out == ["timed out", *["done"] * 20, "done", "timed out"]
+    assert 0.3 <= took < 0.9  # the slow one was cut at its limit, not left to sleep 1 s
+
+
+def test_a_cancellation_from_elsewhere_is_not_a_timeout() -> None:
+    async def main() -> None:
+        deadlines = Deadlines(5.0)
+        task = asyncio.create_task(_request(deadlines, 1.0))
+        await asyncio.sleep(0.05)
+        task.cancel()  # shutdown, or the client went away
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not deadlines._due
+        deadlines.close()
+
+    asyncio.run(main())
+
+
+def test_a_request_outside_a_task_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="running task"):
+        Deadlines(1.0).enter()
