@@ -311,6 +311,9 @@ class AmberServer:
                 got=str(exc)[:300],
             )
             return json_response(err.body(protocol), 422, headers)
+        except Exception:
+            code, reason = 500, "INTERNAL_ERROR"  # answered by the error handler, counted here
+            raise
         finally:
             if loaded is not None:
                 loaded.release()

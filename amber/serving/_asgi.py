@@ -51,7 +51,12 @@ class _AccessLog:
             if target is None:
                 await self.app(scope, receive, send_logged)
             else:  # the hot path, straight to the handler: no router, no per-route wrappers
-                response = await self.server.infer_at(Request(scope, receive), *target)
+                request = Request(scope, receive)
+                try:
+                    response = await self.server.infer_at(request, *target)
+                except Exception as exc:  # what ServerErrorMiddleware does for the other routes
+                    await (await _internal_error(request, exc))(scope, receive, send_logged)
+                    raise
                 await response(scope, receive, send_logged)
         finally:
             stats = scope.get("amber_stats")
@@ -96,6 +101,14 @@ def _infer_target(scope: Scope) -> tuple[str, str | None] | None:
     if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
         return parts[0], parts[2]
     return None
+
+
+class _App(Starlette):
+    """Starlette with the access log outermost: it sees every response, 500s included, and
+    its infer fast path skips Starlette's error middleware too (handling errors as it does)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return _AccessLog(super().build_middleware_stack(), self.state.amber)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -148,7 +161,7 @@ def build_app(config: ServeConfig) -> Starlette:
         finally:
             await server.shutdown()
 
-    app = Starlette(
+    app = _App(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
@@ -158,7 +171,6 @@ def build_app(config: ServeConfig) -> Starlette:
         },
     )
     app.state.amber = server
-    app.add_middleware(_AccessLog, server=server)
     if not config.access_log:
         ACCESS.disabled = True
     return app

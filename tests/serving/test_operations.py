@@ -265,3 +265,29 @@ def test_the_heap_is_frozen_after_loading_and_collected_after_a_swap() -> None:
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_an_unexpected_error_in_infer_is_a_json_500_and_counted(artifacts) -> None:
+    """A bug behind the infer fast path answers as every other route's would: a JSON 500 with
+    no details (they go to the log), and the request counted with its status."""
+    from starlette.testclient import TestClient
+
+    import amber.serving
+
+    app = amber.serving.create_app([str(artifacts["iris"])], access_log=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_for(
+            lambda: client.get("/v2/health/ready").status_code == 200, what="the model to load"
+        )
+
+        async def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("a bug")
+
+        app.state.amber._oip = broken
+        r = client.post("/v2/models/iris/infer", json=oip(X[0].tolist(), [1, 4]))
+        assert r.status_code == 500
+        assert r.json() == {"error": "internal error; the server log has the details"}
+        metrics = client.get("/metrics").text
+        assert 'amber_requests_total{code="500",model="iris",protocol="v2"} 1.0' in metrics
+        assert 'amber_request_errors_total{model="iris",protocol="v2",reason="INTERNAL_ERROR"}' in metrics
+        assert "amber_requests_in_flight 0.0" in metrics
