@@ -289,5 +289,6 @@ def test_an_unexpected_error_in_infer_is_a_json_500_and_counted(artifacts) -> No
         assert r.json() == {"error": "internal error; the server log has the details"}
         metrics = client.get("/metrics").text
         assert 'amber_requests_total{code="500",model="iris",protocol="v2"} 1.0' in metrics
-        assert 'amber_request_errors_total{model="iris",protocol="v2",reason="INTERNAL_ERROR"}' in metrics
+        errors = 'amber_request_errors_total{model="iris",protocol="v2",reason="INTERNAL_ERROR"}'
+        assert errors in metrics
         assert "amber_requests_in_flight 0.0" in metrics
