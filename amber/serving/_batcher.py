@@ -98,7 +98,8 @@ class Batcher:
 
     async def submit(self, part: Any, rows: int) -> Any:
         """Queue one request's decoded part; return its slice of the model's output."""
-        if self.inline and not self._queue and self._recent < 1.5 and self._idle():
+        alone_ok = self.inline or self.inline_alone
+        if alone_ok and not self._queue and self._recent < 1.5 and self._idle():
             self._deciding += 1
             try:
                 await asyncio.sleep(0)  # requests read in the same pass show up meanwhile
