@@ -71,3 +71,13 @@ class ServeConfig:
     freeze_heap: bool = False
     access_log: bool = True
     preload: bool = False
+
+    def __post_init__(self) -> None:
+        timeout = self.request_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"request_timeout_s must be a number of seconds, got {timeout!r}")
+        if not 0 < timeout < 86400:
+            raise ValueError(
+                f"the request timeout must be more than 0 and less than a day, got {timeout!r} s "
+                f"(--request-timeout SECONDS)"
+            )

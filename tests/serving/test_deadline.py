@@ -63,3 +63,32 @@ def test_a_cancellation_from_elsewhere_is_not_a_timeout() -> None:
 def test_a_request_outside_a_task_is_refused() -> None:
     with pytest.raises(RuntimeError, match="running task"):
         Deadlines(1.0).enter()
+
+
+@pytest.mark.parametrize("seconds", [0, -1.0, float("inf"), float("nan"), 86400])
+def test_a_time_limit_that_cannot_work_is_refused(seconds: float) -> None:
+    from amber.serving._config import ServeConfig
+
+    with pytest.raises(ValueError, match="more than 0 and less than a day.*--request-timeout"):
+        ServeConfig(models=(), request_timeout_s=seconds)
+
+
+def test_the_cli_says_what_is_wrong_with_the_time_limit(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "amber",
+            "serve",
+            str(tmp_path / "m.amber"),
+            "--request-timeout",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "request timeout must be more than 0" in r.stderr
