@@ -69,7 +69,7 @@ def test_a_request_outside_a_task_is_refused() -> None:
 def test_a_time_limit_that_cannot_work_is_refused(seconds: float) -> None:
     from amber.serving._config import ServeConfig
 
-    with pytest.raises(ValueError, match="more than 0 and less than a day.*--request-timeout"):
+    with pytest.raises(ValueError, match=r"more than 0 and less than a day.*--request-timeout"):
         ServeConfig(models=(), request_timeout_s=seconds)
 
 
