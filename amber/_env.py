@@ -41,8 +41,28 @@ def distribution_for(top_module: str) -> str | None:
     return dists[0] if dists else top_module
 
 
+# Distributions published under one name only, whose module's ``__version__`` is the metadata's
+# version (xgboost and tensorflow are not here: they also ship as xgboost-cpu, tensorflow-cpu).
+_MODULE_OF = {
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "scikit-learn": "sklearn",
+    "pandas": "pandas",
+    "joblib": "joblib",
+    "threadpoolctl": "threadpoolctl",
+}
+
+
 @cache
 def _installed_version(dist: str) -> str | None:
+    """The installed version of ``dist``: for the distributions of ``_MODULE_OF`` whose module is
+    already imported, its ``__version__`` (no METADATA file to read and parse: a few
+    milliseconds and an email parser per package on a process's first load); otherwise the
+    package metadata."""
+    module = sys.modules.get(_MODULE_OF.get(dist, ""))
+    version = getattr(module, "__version__", None)
+    if isinstance(version, str) and version[:1].isdigit():
+        return version  # the same string the metadata holds, for these distributions
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:

@@ -227,6 +227,7 @@ _METHOD_IMPORTS: dict[str, tuple[str, ...]] = {
         "amber.security._unpickler",
         "amber.security._scanner",
         "amber.security._allowlist",
+        "amber.security._validators",
     ),
     "pickle": ("pickle",),
     "cloudpickle": ("cloudpickle",),

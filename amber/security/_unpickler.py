@@ -412,3 +412,8 @@ def safe_loads(
     finally:
         forget_summaries()
     return obj
+
+
+# The tables every load consults (the allowlist, the names to hook) are static data: build them
+# with the module, as its code is, rather than in the middle of the first load.
+_hooked_names()
