@@ -44,12 +44,9 @@ def distribution_for(top_module: str) -> str | None:
 # Distributions published under one name only, whose module's ``__version__`` is the metadata's
 # version (xgboost and tensorflow are not here: they also ship as xgboost-cpu, tensorflow-cpu).
 _MODULE_OF = {
-    "numpy": "numpy",
-    "scipy": "scipy",
-    "scikit-learn": "sklearn",
-    "pandas": "pandas",
-    "joblib": "joblib",
-    "threadpoolctl": "threadpoolctl",
+    dist: module
+    for module, dist in _KNOWN_DISTRIBUTIONS.items()
+    if dist in {"numpy", "scipy", "scikit-learn", "pandas", "joblib", "threadpoolctl"}
 }
 
 

@@ -92,7 +92,7 @@ class _Listing:
     versions: tuple[ModelVersion, ...]
     ids: tuple[int, ...]
     aliased: dict[int, tuple[str, ...]]
-    top: int = 0
+    top: int
 
 
 def _with_aliases(v: ModelVersion, aliases: tuple[str, ...]) -> ModelVersion:
@@ -103,12 +103,12 @@ def _with_aliases(v: ModelVersion, aliases: tuple[str, ...]) -> ModelVersion:
 
 
 class CatalogLookup(CatalogEngine):
+    """The read side of the catalog."""
+
     def __init__(self, url: Any, *, label: str) -> None:
         super().__init__(url, label=label)
         # name -> its versions as last read (ModelVersion objects are immutable, so shared)
         self._listings: dict[str, _Listing] = {}
-
-    """The read side of the catalog."""
 
     def _names(self, conn: sa.Connection) -> list[str]:
         return list(

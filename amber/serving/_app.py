@@ -36,6 +36,7 @@ _JSON = "application/json"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 # JSON, no type, or what `curl -d` sends by default
 _JSON_TYPES = (_JSON, "", "application/x-www-form-urlencoded", "text/json")
+_JSON_BYTES = _JSON.encode()
 
 
 class _JSONResponse(Response):
@@ -52,9 +53,6 @@ class _JSONResponse(Response):
         if headers:
             raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         self.raw_headers = raw
-
-
-_JSON_BYTES = _JSON.encode()
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -278,20 +276,12 @@ class AmberServer:
             headers["x-amber-model"] = name
             headers["x-amber-model-version"] = loaded.version
             note["version"] = loaded.version
-            task = self._deadlines.enter()
-            try:
+            with self._deadlines:  # a TimeoutError once the request's time is up
                 body = await self._body(request)
                 if protocol == "v2":
                     response = await self._oip(request, body, loaded, slot, request_id, headers)
                 else:
                     response = await self._mlflow(request, body, loaded, slot, headers)
-            except asyncio.CancelledError:
-                if not self._deadlines.leave(task):
-                    raise  # cancelled by the server (shutdown), not by its time limit
-                task.uncancel()
-                raise TimeoutError from None
-            finally:
-                self._deadlines.leave(task)
             note["rows"] = scope.get("amber_rows")
             return response
         except RequestError as exc:

@@ -6,7 +6,7 @@ limit, so the request that entered first is always due first: one timer, set for
 request in flight, finds the expired ones at the front of an insertion-ordered dict, cancels
 their tasks and re-arms for the next oldest. A request that ends in time costs a dict insert
 and delete. The expired request's task is cancelled exactly as ``asyncio.timeout`` would, at
-the point where it waits; the handler turns that into a 504.
+the point where it waits, and leaves ``with deadlines:`` as ``TimeoutError`` (a 504).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ class Deadlines:
         self._expired: set[asyncio.Task[object]] = set()
         self._timer: asyncio.TimerHandle | None = None
 
-    def enter(self) -> asyncio.Task[object]:
-        """Start the current task's time limit; returns the task, for ``leave``."""
+    def __enter__(self) -> None:
+        """Start the current task's time limit (``with deadlines:`` around what it bounds)."""
         try:
             task = asyncio.current_task()
         except RuntimeError:  # no event loop
@@ -36,15 +36,18 @@ class Deadlines:
         self._due[task] = due
         if self._timer is None:
             self._timer = loop.call_at(due, self._check, loop)
-        return task
 
-    def leave(self, task: asyncio.Task[object]) -> bool:
-        """End the task's time limit; True if it had expired (its task was cancelled)."""
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        """End it; a cancellation that came from the limit leaves as ``TimeoutError`` (as
+        ``asyncio.timeout`` does), any other one as it came."""
+        task = asyncio.current_task()
+        assert task is not None
         self._due.pop(task, None)
         if task in self._expired:
             self._expired.discard(task)
-            return True
-        return False
+            if kind is asyncio.CancelledError:
+                task.uncancel()
+                raise TimeoutError
 
     def _check(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None

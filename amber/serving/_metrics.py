@@ -10,6 +10,7 @@ versions, readiness, swaps) stay ``prometheus_client`` objects.
 from __future__ import annotations
 
 import bisect
+import itertools
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -37,7 +38,7 @@ _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
-class _Histogram:
+class _Series:
     """One labelled histogram series: a count per bucket (``le``, and +Inf last) and a sum."""
 
     __slots__ = ("bounds", "counts", "lock", "sum")
@@ -54,49 +55,50 @@ class _Histogram:
             self.counts[i] += 1
             self.sum += value
 
-    def buckets(self) -> tuple[list[tuple[str, float]], float]:
-        with self.lock:
-            counts, total = list(self.counts), self.sum
-        cumulative = 0
-        out: list[tuple[str, float]] = []
-        for bound, n in zip((*self.bounds, float("inf")), counts, strict=True):
-            cumulative += n
-            out.append((str(floatToGoString(bound)), cumulative))
-        return out, total
 
-
-class _Family:
-    """A histogram or counter with labels: series made on first use, read at scrape time."""
+class _Histogram:
+    """A histogram with labels: a series per label values, made on first use."""
 
     def __init__(
-        self, name: str, doc: str, labels: tuple[str, ...], bounds: tuple[float, ...] | None
+        self, name: str, doc: str, labels: tuple[str, ...], bounds: tuple[float, ...]
     ) -> None:
         self.name, self.doc, self.labels, self.bounds = name, doc, labels, bounds
-        self.series: dict[tuple[str, ...], Any] = {}
-        self.lock = threading.Lock()
+        self.les = [str(floatToGoString(b)) for b in (*bounds, float("inf"))]
+        self.series: dict[tuple[str, ...], _Series] = {}
 
-    def histogram(self, *values: str) -> _Histogram:
+    def histogram(self, *values: str) -> _Series:
         series = self.series.get(values)
         if series is None:
-            assert self.bounds is not None
-            series = self.series.setdefault(values, _Histogram(self.bounds))
+            series = self.series.setdefault(values, _Series(self.bounds))
         return series
+
+    def family(self) -> Metric:
+        out = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        for values, series in list(self.series.items()):
+            with series.lock:
+                counts, total = list(series.counts), series.sum
+            buckets = list(zip(self.les, itertools.accumulate(counts), strict=True))
+            out.add_metric(values, buckets, total)
+        return out
+
+
+class _Counter:
+    """A counter with labels: a count per label values."""
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.counts: dict[tuple[str, ...], int] = {}
+        self.lock = threading.Lock()
 
     def inc(self, *values: str) -> None:
         with self.lock:
-            self.series[values] = self.series.get(values, 0) + 1
+            self.counts[values] = self.counts.get(values, 0) + 1
 
     def family(self) -> Metric:
-        if self.bounds is None:
-            counter = CounterMetricFamily(self.name, self.doc, labels=self.labels)
-            for values, n in list(self.series.items()):
-                counter.add_metric(values, n)
-            return counter
-        histogram = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
-        for values, series in list(self.series.items()):
-            buckets, total = series.buckets()
-            histogram.add_metric(values, buckets, total)
-        return histogram
+        out = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for values, n in list(self.counts.items()):
+            out.add_metric(values, n)
+        return out
 
 
 class _Collector(Collector):
@@ -122,29 +124,29 @@ class Metrics:
     def __init__(self) -> None:
         disable_created_metrics()  # no *_created series: they double the output for nothing
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = _Family(
+        self.requests = _Counter(
             "amber_requests",
             "Inference requests by model, protocol and HTTP status",
             ("model", "protocol", "code"),
-            None,
         )
-        self.errors = _Family(
+        self.errors = _Counter(
             "amber_request_errors",
             "Refused or failed inference requests by reason",
             ("model", "protocol", "reason"),
-            None,
         )
-        self.latency = _Family(
+        self.latency = _Histogram(
             "amber_request_duration_seconds",
             "Inference request latency, body read to response",
             ("model", "protocol"),
             _LATENCY,
         )
-        self.batch_rows = _Family("amber_batch_rows", "Rows per prediction call", ("model",), _ROWS)
-        self.batch_requests = _Family(
+        self.batch_rows = _Histogram(
+            "amber_batch_rows", "Rows per prediction call", ("model",), _ROWS
+        )
+        self.batch_requests = _Histogram(
             "amber_batch_requests", "Requests per prediction call", ("model",), _ROWS
         )
-        self.predict_seconds = _Family(
+        self.predict_seconds = _Histogram(
             "amber_predict_duration_seconds", "Time of one prediction call", ("model",), _LATENCY
         )
         #: inference requests being served: changed only on the event loop's thread

@@ -11,16 +11,11 @@ from amber.serving._deadline import Deadlines
 
 async def _request(deadlines: Deadlines, seconds: float) -> str:
     """A request's shape in the handler: work that waits ``seconds``, under its time limit."""
-    task = deadlines.enter()
     try:
-        await asyncio.sleep(seconds)
-    except asyncio.CancelledError:
-        if not deadlines.leave(task):
-            raise
-        task.uncancel()
+        with deadlines:
+            await asyncio.sleep(seconds)
+    except TimeoutError:
         return "timed out"
-    finally:
-        deadlines.leave(task)
     return "done"
 
 
@@ -61,8 +56,9 @@ def test_a_cancellation_from_elsewhere_is_not_a_timeout() -> None:
 
 
 def test_a_request_outside_a_task_is_refused() -> None:
+    deadlines = Deadlines(1.0)
     with pytest.raises(RuntimeError, match="running task"):
-        Deadlines(1.0).enter()
+        deadlines.__enter__()
 
 
 @pytest.mark.parametrize("seconds", [0, -1.0, float("inf"), float("nan"), 86400])
