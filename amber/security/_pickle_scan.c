@@ -67,7 +67,11 @@ enum {
 
 /* ------------------------------------------------------------------ items */
 enum { T_ANY = 0, T_STR = 1, T_GLOBAL = 2, T_OBJ = 3, T_BUFFER = 4 };
-enum { F_COPY = 1, F_SET = 2 };                  /* item flags */
+/* item flags. F_BIG: the object holds (or is) a large buffer: an out-of-band buffer, a literal
+ * of at least BIG_BYTES, or a container or object built from one. F_READ (memo
+ * entries): some GET reads this index. */
+enum { F_COPY = 1, F_SET = 2, F_BIG = 4, F_READ = 8 };
+#define BIG_BYTES (64 * 1024)
 enum { K_UTF8 = 0, K_ASCII = 1, K_RAWUNI = 2 };  /* how a T_STR literal decodes */
 enum { G_HOOKED = 1, G_STATE_HOOKED = 2, G_CALLED = 4 };  /* per-global flags */
 enum { SITE_OBJECT = 0, SITE_STATE = 1 };                  /* kinds of hook sites */
@@ -98,6 +102,13 @@ typedef struct {
 } StateSite;
 
 typedef struct {
+    Py_ssize_t off;    /* offset of the PUT, BINPUT, LONG_BINPUT or MEMOIZE opcode */
+    Py_ssize_t end;    /* just after it */
+    Py_ssize_t idx;    /* the memo index it writes */
+    Py_ssize_t start;  /* where the stored object's stack slot began (its identity) */
+} Put;
+
+typedef struct {
     Py_ssize_t pos;    /* stack height when MARK ran */
     Py_ssize_t off;    /* offset of the MARK opcode */
 } Mark;
@@ -126,6 +137,10 @@ typedef struct {
 
     StateSite *ss;
     Py_ssize_t nss, sscap;
+
+    Put *puts;             /* every memo store, in stream order */
+    Py_ssize_t nputs, pcap;
+    uint8_t *big;          /* bit per stream offset: the object whose slot began there is F_BIG */
 
     Py_ssize_t *frames;    /* offsets of FRAME opcodes */
     Py_ssize_t nframes, fcap;
@@ -313,8 +328,37 @@ memo_put(Scan *s, Py_ssize_t off, Py_ssize_t idx, Py_ssize_t *count, const char 
     if (!(s->memo[idx].flags & F_SET))
         (*count)++;
     Item it = s->stack[s->sp - 1];
-    it.flags = F_COPY | F_SET;
+    it.flags = F_COPY | F_SET | (it.flags & F_BIG) | (s->memo[idx].flags & F_READ);
     s->memo[idx] = it;
+    if (s->nputs == s->pcap) {
+        Py_ssize_t ncap = s->pcap ? s->pcap * 2 : 64;
+        Put *n = PyMem_Realloc(s->puts, (size_t)ncap * sizeof(Put));
+        if (!n)
+            return nomem(s);
+        s->puts = n;
+        s->pcap = ncap;
+    }
+    Put put = {off, 0, idx, it.start};
+    s->puts[s->nputs++] = put;  /* `end` is filled in by the caller */
+    return 0;
+}
+
+/* The object whose stack slot began at `start` holds a large buffer. */
+static inline void
+mark_big(Scan *s, Item *it)
+{
+    it->flags |= F_BIG;
+    if (it->start >= 0 && it->start < s->len)
+        s->big[it->start >> 3] |= (uint8_t)(1u << (it->start & 7));
+}
+
+/* Whether any of the n items at the top of the stack holds a large buffer. */
+static inline int
+any_big(const Scan *s, Py_ssize_t n)
+{
+    for (Py_ssize_t k = s->sp - n; k < s->sp; k++)
+        if (s->stack[k].flags & F_BIG)
+            return 1;
     return 0;
 }
 
@@ -333,8 +377,9 @@ memo_get(Scan *s, Py_ssize_t off, Py_ssize_t idx, const char *opname)
     if (idx < 0 || idx >= s->memo_cap || !(s->memo[idx].flags & F_SET))
         return fail(s, off, "%s of memo index %zd, which was never stored", opname, idx);
     note_copy(s, &s->memo[idx]);
+    s->memo[idx].flags |= F_READ;
     Item it = s->memo[idx];
-    it.flags = F_COPY;
+    it.flags = F_COPY | (it.flags & F_BIG);
     it.start = off;
     return push(s, off, it);
 }
@@ -461,6 +506,8 @@ make_object(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t nargs, const cha
         hook = (uint32_t)s->nhk++;
     }
     Item obj = {T_OBJ, 0, 0, hook, 0, callee->start};
+    if (any_big(s, nargs))
+        mark_big(s, &obj);
     s->sp -= nargs;
     s->stack[s->sp - 1] = obj;
     return 0;
@@ -502,6 +549,8 @@ build(Scan *s, Py_ssize_t off, Py_ssize_t end)
         h->built = 1;
         h->end = end;
     }
+    if (s->stack[s->sp - 1].flags & F_BIG)
+        mark_big(s, t);
     s->sp--;
     return 0;
 }
@@ -642,7 +691,7 @@ run(Scan *s, int *declared, int *maxproto)
                 return -1;
             note_copy(s, &s->stack[s->sp - 1]);
             it = s->stack[s->sp - 1];
-            it.flags = F_COPY;
+            it.flags = F_COPY | (it.flags & F_BIG);
             it.start = off;
             if (push(s, off, it) < 0)
                 return -1;
@@ -674,6 +723,8 @@ run(Scan *s, int *declared, int *maxproto)
                 it.tag = T_STR; it.kind = K_RAWUNI; it.aux = (uint32_t)ll; it.pos = i;
             }
             i += ll + 1;
+            if (ll >= BIG_BYTES)
+                mark_big(s, &it);
             if (push(s, off, it) < 0)
                 return -1;
             break;
@@ -720,6 +771,8 @@ run(Scan *s, int *declared, int *maxproto)
                 it.pos = i;
             }
             i += (Py_ssize_t)n;
+            if (n >= BIG_BYTES)
+                mark_big(s, &it);
             if (push(s, off, it) < 0)
                 return -1;
             break;
@@ -730,12 +783,16 @@ run(Scan *s, int *declared, int *maxproto)
             if (need_items(s, off, 2, "APPEND") < 0 ||
                 check_target(s, off, &s->stack[s->sp - 2], "APPEND") < 0)
                 return -1;
+            if (any_big(s, 1))
+                mark_big(s, &s->stack[s->sp - 2]);
             s->sp -= 1;
             break;
         case OP_SETITEM:
             if (need_items(s, off, 3, "SETITEM") < 0 ||
                 check_target(s, off, &s->stack[s->sp - 3], "SETITEM") < 0)
                 return -1;
+            if (any_big(s, 2))
+                mark_big(s, &s->stack[s->sp - 3]);
             s->sp -= 2;
             break;
         case OP_APPENDS: case OP_SETITEMS: case OP_ADDITEMS: {
@@ -749,6 +806,8 @@ run(Scan *s, int *declared, int *maxproto)
                 return fail(s, off, "SETITEMS with an odd number of items");
             if (check_target(s, off, &s->stack[m - 1], nm) < 0)
                 return -1;
+            if (any_big(s, s->sp - m))
+                mark_big(s, &s->stack[m - 1]);
             s->sp = m;
             break;
         }
@@ -757,8 +816,11 @@ run(Scan *s, int *declared, int *maxproto)
                 return -1;
             if (op == OP_DICT && ((s->sp - m) & 1))
                 return fail(s, off, "DICT with an odd number of items");
+            it = plain(moff);  /* the slot began at its MARK */
+            if (any_big(s, s->sp - m))
+                mark_big(s, &it);
             s->sp = m;
-            if (push(s, off, plain(moff)) < 0)  /* the slot began at its MARK */
+            if (push(s, off, it) < 0)
                 return -1;
             break;
         case OP_TUPLE1: case OP_TUPLE2: case OP_TUPLE3:
@@ -766,6 +828,8 @@ run(Scan *s, int *declared, int *maxproto)
             if (need_items(s, off, m, "TUPLEn") < 0)
                 return -1;
             it = plain(s->stack[s->sp - m].start);
+            if (any_big(s, m))
+                mark_big(s, &it);
             s->sp -= m;
             s->stack[s->sp++] = it;
             break;
@@ -778,6 +842,7 @@ run(Scan *s, int *declared, int *maxproto)
             i += ll + 1;
             if (memo_put(s, off, idx, &memo_count, "PUT") < 0)
                 return -1;
+            s->puts[s->nputs - 1].end = i;
             break;
         case OP_BINPUT: case OP_LONG_BINPUT:
             n = op == OP_BINPUT ? 1 : 4;
@@ -787,10 +852,12 @@ run(Scan *s, int *declared, int *maxproto)
             i += (Py_ssize_t)n;
             if (memo_put(s, off, idx, &memo_count, op == OP_BINPUT ? "BINPUT" : "LONG_BINPUT") < 0)
                 return -1;
+            s->puts[s->nputs - 1].end = i;
             break;
         case OP_MEMOIZE:
             if (memo_put(s, off, memo_count, &memo_count, "MEMOIZE") < 0)
                 return -1;
+            s->puts[s->nputs - 1].end = i;
             break;
         case OP_GET:
             if (read_line(s, off, i, &ll, "GET") < 0 ||
@@ -883,6 +950,7 @@ run(Scan *s, int *declared, int *maxproto)
             s->buffers_used++;
             it = plain(off);
             it.tag = T_BUFFER;
+            mark_big(s, &it);
             if (push(s, off, it) < 0)
                 return -1;
             break;
@@ -968,8 +1036,31 @@ build_result(Scan *s, int declared, int maxproto)
         }
         PyList_SET_ITEM(frames, k, v);
     }
-    return Py_BuildValue("(OiinNNN)", s->glist, declared, maxproto, s->buffers_used, sites,
-                         called, frames);
+    /* memo stores nothing reads back, of objects that hold large buffers: (offset, end) pairs
+     * as little-endian int64 */
+    Py_ssize_t nforget = 0;
+    for (Py_ssize_t k = 0; k < s->nputs; k++) {
+        const Put *p = &s->puts[k];
+        if (!(s->memo[p->idx].flags & F_READ) && p->start >= 0 && p->start < s->len &&
+            (s->big[p->start >> 3] >> (p->start & 7)) & 1)
+            s->puts[nforget++] = *p;
+    }
+    PyObject *forget = PyBytes_FromStringAndSize(NULL, nforget * 16);
+    if (!forget) {
+        Py_DECREF(sites);
+        Py_DECREF(called);
+        Py_DECREF(frames);
+        return NULL;
+    }
+    unsigned char *fo = (unsigned char *)PyBytes_AS_STRING(forget);
+    for (Py_ssize_t k = 0; k < nforget; k++) {
+        uint64_t pair[2] = {(uint64_t)s->puts[k].off, (uint64_t)s->puts[k].end};
+        for (int h = 0; h < 2; h++)
+            for (int b = 0; b < 8; b++)
+                *fo++ = (unsigned char)((pair[h] >> (8 * b)) & 0xFF);
+    }
+    return Py_BuildValue("(OiinNNNN)", s->glist, declared, maxproto, s->buffers_used, sites,
+                         called, frames, forget);
 }
 
 static PyObject *
@@ -1009,10 +1100,13 @@ scan(PyObject *self, PyObject *args, PyObject *kwds)
     s.n_buffers = n_buffers;
     s.glist = PyList_New(0);
     s.gindex = PyDict_New();
+    s.big = PyMem_Calloc((size_t)(s.len >> 3) + 1, 1);
+    if (!s.big)
+        PyErr_NoMemory();
 
     PyObject *result = NULL;
     int declared = -1, maxproto = 0;
-    if (s.glist && s.gindex) {
+    if (s.glist && s.gindex && s.big) {
         if (run(&s, &declared, &maxproto) == 0)
             result = build_result(&s, declared, maxproto);
         else if (!s.py_error && !PyErr_Occurred()) {
@@ -1032,6 +1126,8 @@ scan(PyObject *self, PyObject *args, PyObject *kwds)
     PyMem_Free(s.hk);
     PyMem_Free(s.ss);
     PyMem_Free(s.frames);
+    PyMem_Free(s.puts);
+    PyMem_Free(s.big);
     PyBuffer_Release(&view);
     return result;
 }
@@ -1162,7 +1258,8 @@ done:
 /* ------------------------------------------------------------------ hook splicing */
 typedef struct {
     Py_ssize_t at;    /* offset in the original stream */
-    int order;        /* at one offset: closings (0), openings (1), then a frame header (2) */
+    int order;        /* at one offset: a forgotten store's POP (-1), closings (0), openings (1),
+                         a frame header (2), a forgotten store's NONE (3) */
     Py_ssize_t tie;   /* closings: inner first (-start); openings: outer first (-end) */
     Py_ssize_t num;   /* openings: the validator's number; frames: the new frame length */
 } Cut;
@@ -1183,6 +1280,8 @@ cmp_cut(const void *a, const void *b)
 static Py_ssize_t
 cut_len(const Cut *c, Py_ssize_t module_len)
 {
+    if (c->order == -1 || c->order == 3)
+        return 1; /* POP, NONE */
     if (c->order == 0)
         return 2; /* TUPLE1 REDUCE */
     if (c->order == 1) {
@@ -1192,16 +1291,22 @@ cut_len(const Cut *c, Py_ssize_t module_len)
     return 0; /* a frame header is rewritten in place */
 }
 
-/* splice_hooks(data, sites, numbers, frames, module) -> bytes: the stream with a push of
- * validator `numbers[k]` (GLOBAL module\nnumber\n) at each site's start and TUPLE1 REDUCE at
- * its end, and every FRAME that encloses inserted bytes grown to match. `sites` are the
- * scanner's (start, end, global, kind) tuples, `frames` its FRAME offsets. */
+/* splice_hooks(data, sites, numbers, frames, module, forget=b"") -> bytes: the stream with a
+ * push of validator `numbers[k]` (GLOBAL module\nnumber\n) at each site's start and TUPLE1
+ * REDUCE at its end, and every FRAME that encloses inserted bytes grown to match. `sites` are
+ * the scanner's (start, end, global, kind) tuples, `frames` its FRAME offsets.
+ *
+ * `forget` holds the scanner's (offset, end) int64 pairs of memo stores that nothing reads
+ * back: each becomes NONE <store> POP, so the memo keeps None instead of the object (same
+ * indices, same stack) and a large buffer is freed as soon as its consumer is done with it
+ * (a decision tree copies its node array) instead of when the whole load ends. */
 static PyObject *
 splice_hooks(PyObject *self, PyObject *args)
 {
-    Py_buffer view, mod;
+    Py_buffer view, mod, fg = {0};
     PyObject *sites_in, *numbers_in, *frames_in;
-    if (!PyArg_ParseTuple(args, "y*OOOy*", &view, &sites_in, &numbers_in, &frames_in, &mod))
+    if (!PyArg_ParseTuple(args, "y*OOOy*|y*", &view, &sites_in, &numbers_in, &frames_in, &mod,
+                          &fg))
         return NULL;
     PyObject *result = NULL;
     PyObject *sites = NULL, *numbers = NULL, *frames = NULL;
@@ -1218,7 +1323,12 @@ splice_hooks(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "splice_hooks: one number per site");
         goto done;
     }
-    Py_ssize_t ncuts = 2 * nsites;
+    if (fg.len % 16) {
+        PyErr_SetString(PyExc_ValueError, "splice_hooks: forget is not (offset, end) pairs");
+        goto done;
+    }
+    Py_ssize_t nforget = fg.len / 16;
+    Py_ssize_t ncuts = 2 * nsites + 2 * nforget;
     cuts = PyMem_Malloc((size_t)(ncuts + nframes + 1) * sizeof(Cut));
     prefix = PyMem_Malloc((size_t)(ncuts + 1) * sizeof(Py_ssize_t));
     if (!cuts || !prefix) {
@@ -1243,6 +1353,19 @@ splice_hooks(PyObject *self, PyObject *args)
         }
         cuts[2 * k] = (Cut){start, 1, -end, num};
         cuts[2 * k + 1] = (Cut){end, 0, -start, 0};
+    }
+    const unsigned char *fp = fg.buf;
+    for (Py_ssize_t k = 0; k < nforget; k++) {
+        uint64_t pair[2] = {0, 0};
+        for (int h = 0; h < 2; h++)
+            for (int b = 7; b >= 0; b--)
+                pair[h] = (pair[h] << 8) | fp[16 * k + 8 * h + b];
+        if (pair[0] >= pair[1] || pair[1] > (uint64_t)len) {
+            PyErr_SetString(PyExc_ValueError, "splice_hooks: a store lies outside the stream");
+            goto done;
+        }
+        cuts[2 * nsites + 2 * k] = (Cut){(Py_ssize_t)pair[0], 3, 0, 0};
+        cuts[2 * nsites + 2 * k + 1] = (Cut){(Py_ssize_t)pair[1], -1, 0, 0};
     }
     qsort(cuts, (size_t)ncuts, sizeof(Cut), cmp_cut);
     prefix[0] = 0;
@@ -1299,7 +1422,11 @@ splice_hooks(PyObject *self, PyObject *args)
         memcpy(out + o, data + pos, (size_t)(c->at - pos));
         o += c->at - pos;
         pos = c->at;
-        if (c->order == 0) {
+        if (c->order == -1) {
+            out[o++] = '0';
+        } else if (c->order == 3) {
+            out[o++] = 'N';
+        } else if (c->order == 0) {
             out[o++] = (char)0x85;
             out[o++] = 'R';
         } else if (c->order == 1) {
@@ -1331,13 +1458,16 @@ done:
     PyMem_Free(prefix);
     PyBuffer_Release(&view);
     PyBuffer_Release(&mod);
+    if (fg.obj)
+        PyBuffer_Release(&fg);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"splice_hooks", splice_hooks, METH_VARARGS,
-     "splice_hooks(data, sites, numbers, frames, module)\n--\n\n"
-     "Insert validator calls around hook sites and grow the frames that enclose them."},
+     "splice_hooks(data, sites, numbers, frames, module, forget=b'')\n--\n\n"
+     "Insert validator calls around hook sites, neutralise the memo stores in forget, and "
+     "grow the frames that enclose them."},
     {"tree_nodes", tree_nodes, METH_VARARGS,
      "tree_nodes(nodes, itemsize, left_off, right_off, link_bytes, leaf_off, feature_off, "
      "cat_off, bitset_off)\n--\n\n"

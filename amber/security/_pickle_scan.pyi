@@ -25,5 +25,10 @@ def tree_nodes(
     bitset_off: int,
 ) -> tuple[int, int, int, int, int]: ...
 def splice_hooks(
-    data: Any, sites: Sequence[Any], numbers: Sequence[int], frames: Sequence[int], module: bytes
+    data: Any,
+    sites: Sequence[Any],
+    numbers: Sequence[int],
+    frames: Sequence[int],
+    module: bytes,
+    forget: bytes = b"",
 ) -> bytes: ...

@@ -48,6 +48,7 @@ class PickleScan:
     hook_sites: tuple[tuple[int, int, tuple[str, str], int], ...] = field(default=(), repr=False)
     frames: tuple[int, ...] = field(default=(), repr=False)
     fix_imports: bool = field(default=False, repr=False)
+    forget: bytes = field(default=b"", repr=False)
 
     @property
     def dotted_globals(self) -> tuple[str, ...]:
@@ -86,7 +87,8 @@ def scan_pickle(
         to validate: a mapping to ``OBJECT`` (the object, right after its BUILD), ``STATE``
         (each BUILD state, right before it is applied) or both; a plain collection means
         ``OBJECT``. The sites are returned in ``hook_sites`` (and the offsets of the
-        stream's FRAME opcodes in ``frames``).
+        stream's FRAME opcodes in ``frames``). ``forget`` lists the memo stores that no
+        ``GET`` reads back, of objects holding large buffers (see ``splice_hooks``).
 
     Raises
     ------
@@ -109,7 +111,7 @@ def scan_pickle(
     size = view.nbytes
     try:
         modes = dict(hooks) if isinstance(hooks, Mapping) else dict.fromkeys(hooks, OBJECT)
-        raw, declared, max_proto, used, sites, called, frames = _pickle_scan.scan(
+        raw, declared, max_proto, used, sites, called, frames, forget = _pickle_scan.scan(
             view, n_buffers, max(size, 16), modes
         )
     except _pickle_scan.ScanError as exc:
@@ -136,4 +138,5 @@ def scan_pickle(
         hook_sites=tuple((start, end, raw[g], kind) for start, end, g, kind in sites),
         frames=tuple(frames),
         fix_imports=fix,
+        forget=forget,
     )

@@ -603,6 +603,11 @@ def _reference_splice(data: bytes, scan: Any) -> bytes:
         push = f"camber.security._unpickler.hook\n{number[(name, kind)]}\n".encode()
         events.append((start, 1, -end, push))
         events.append((end, 0, -start, b"\x85R"))
+    forget = scan.forget
+    for k in range(0, len(forget), 16):  # memo stores nothing reads: NONE <store> POP
+        off, end = (int.from_bytes(forget[k + h : k + h + 8], "little") for h in (0, 8))
+        events.append((off, 3, 0, b"N"))
+        events.append((end, -1, 0, b"0"))
     events.sort(key=lambda e: e[:3])
     view = memoryview(data)
     positions = [e[0] for e in events]
@@ -643,13 +648,16 @@ def test_splice_hooks_matches_the_reference(protocol: int) -> None:
         [DecisionTreeClassifier(max_depth=3).fit(X, y), {"dtype": np.dtype("f4")}],
         {"arrays": [np.arange(n) for n in range(5)], "big": np.zeros(70_000)},
     ]
+    forgotten = 0
     for model in models:
         data = pickle.dumps(model, protocol=protocol)
         scan = scan_pickle(data, n_buffers=0, hooks=_hooked_names())
         assert scan.hook_sites
+        forgotten += len(scan.forget)
         spliced, hooks = _with_hooks(data, scan)
         assert spliced == _reference_splice(data, scan)
         assert hooks
+    assert forgotten  # the 70,000-float array's stores
 
 
 def test_splice_hooks_refuses_sites_it_cannot_place() -> None:
@@ -665,3 +673,79 @@ def test_splice_hooks_refuses_sites_it_cannot_place() -> None:
         splice_hooks(data, [(3, len(data) + 1, ("m", "n"), 0)], [0], [], module)
     with pytest.raises(ValueError, match="not a FRAME"):
         splice_hooks(data, [], [], [3], module)
+
+
+# --------------------------------------------------------------------------- memo stores
+def _out_of_band(obj: Any) -> tuple[bytes, list[bytes]]:
+    raws: list[bytes] = []
+
+    def keep(buf: pickle.PickleBuffer) -> bool:
+        if buf.raw().nbytes < 64 * 1024:
+            return True  # in band
+        raws.append(bytes(buf.raw()))
+        return False
+
+    return pickle.dumps(obj, protocol=5, buffer_callback=keep), raws
+
+
+def test_large_buffers_are_freed_as_soon_as_their_consumer_copied_them() -> None:
+    """The memo must not hold each tree's node array until the whole load ends."""
+    import weakref
+
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3000, 4))
+    y = rng.integers(0, 2, 3000)
+    trees = [DecisionTreeClassifier(random_state=k).fit(X, y) for k in range(4)]
+    stream, raws = _out_of_band(trees)
+    assert len(raws) == 4  # one node array per tree (each over 64 KiB)
+    refs: list[weakref.ref[np.ndarray]] = []
+
+    class Feed:
+        """Hands out each buffer in fresh memory; checks the earlier ones are gone."""
+
+        def __len__(self) -> int:
+            return len(raws)
+
+        def __iter__(self) -> Any:
+            for raw in raws:
+                view = None
+                assert all(r() is None for r in refs), "a buffer outlived the tree that copied it"
+                arr = np.frombuffer(bytearray(raw), dtype=np.uint8)
+                refs.append(weakref.ref(arr))
+                view = memoryview(arr)
+                del arr
+                yield view
+
+    loaded = safe_loads(stream, buffers=Feed(), policy=LoadPolicy())
+    assert len(refs) == 4
+    for tree, original in zip(loaded, trees, strict=True):
+        np.testing.assert_array_equal(tree.predict(X), original.predict(X))
+
+
+def test_a_large_object_read_back_from_the_memo_keeps_its_identity() -> None:
+    from amber.security._scanner import scan_pickle
+
+    big = np.arange(20_000, dtype=np.float64)  # 160 kB
+    obj = {"a": big, "b": big, "c": [np.zeros(20_000)]}
+    stream, raws = _out_of_band(obj)
+    scan = scan_pickle(stream, n_buffers=len(raws))
+    assert scan.forget  # the second array's stores (nothing reads them back)
+    loaded = safe_loads(stream, buffers=raws, policy=LoadPolicy())
+    assert loaded["a"] is loaded["b"]
+    np.testing.assert_array_equal(loaded["a"], big)
+    np.testing.assert_array_equal(loaded["c"][0], np.zeros(20_000))
+    # in band too: BINBYTES of at least 64 KiB
+    stream = pickle.dumps(obj, protocol=5)
+    scan = scan_pickle(stream)
+    assert scan.forget
+    loaded = safe_loads(stream, policy=LoadPolicy())
+    assert loaded["a"] is loaded["b"]
+
+
+def test_small_objects_are_not_rewritten() -> None:
+    from amber.security._scanner import scan_pickle
+
+    stream = pickle.dumps({"a": np.arange(100), "b": [1, 2, 3], "s": "x" * 1000}, protocol=5)
+    assert scan_pickle(stream).forget == b""
