@@ -96,10 +96,28 @@ def test_mmap_hands_back_file_backed_copy_on_write_arrays(tmp_path: Path) -> Non
     mapped = amber.load(path, mmap=True)
     copied = amber.load(path)
     assert copied._fit_X.flags.writeable
-    assert not isinstance(_base_of(copied._fit_X), mmap.mmap)
     probe = np.random.default_rng(1).random((50, 32))
     np.testing.assert_array_equal(mapped.predict(probe), knn.predict(probe))
     np.testing.assert_array_equal(copied.predict(probe), knn.predict(probe))
+
+
+@pytest.mark.parametrize("rows", [1000, 12_000])  # 256 kB (malloc) and 3 MB (its own map)
+def test_default_load_copies_arrays_out_of_the_file(tmp_path: Path, rows: int) -> None:
+    """Without mmap=True, arrays live in private memory: aligned, writable, and unaffected when
+    the file is overwritten in place afterwards (a file-backed map would show the new bytes)."""
+    X = np.random.default_rng(0).random((rows, 32))
+    knn = KNeighborsClassifier(n_neighbors=3).fit(X, np.arange(rows) % 3)
+    path = tmp_path / "knn.amber"
+    amber.save(knn, path)
+    loaded = amber.load(path)
+    fit_x = loaded._fit_X
+    assert fit_x.flags.writeable and fit_x.ctypes.data % 64 == 0
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # in place: same inode, every byte zero
+        f.write(bytes(size))
+    np.testing.assert_array_equal(fit_x, X)
+    fit_x[:] = 0.5  # writable memory of its own
+    assert path.read_bytes() == bytes(size)
 
 
 # -- atomic writes ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import mmap as _mmap
 import os
@@ -27,8 +28,27 @@ _READ_WHOLE_MAX = 4 << 20
 _PARALLEL_READ_MIN = 32 << 20
 
 
+# Buffers from this size up are anonymous memory maps of their own: page-aligned, so no slack
+# for alignment and no allocator header, and no more pages than the bytes need (a buffer from
+# malloc, padded for alignment, takes one page more than pickle's copy of the same array).
+_MAP_FROM = 1 << 20
+_PRIVATE_MAP = getattr(_mmap, "MAP_PRIVATE", None)
+_HUGEPAGE = getattr(_mmap, "MADV_HUGEPAGE", None)
+
+
 def aligned_empty(size: int, alignment: int = _zip.ALIGNMENT) -> memoryview:
-    """A writable, uninitialised byte buffer whose start is aligned (numpy backs it)."""
+    """A writable, uninitialised byte buffer whose start is aligned.
+
+    Large buffers are private anonymous maps (huge pages where the kernel grants them, as numpy
+    asks for its own large arrays); smaller ones are numpy arrays. Either is freed when the last
+    array viewing it goes.
+    """
+    if size >= _MAP_FROM and _PRIVATE_MAP is not None and alignment <= _mmap.PAGESIZE:
+        block = _mmap.mmap(-1, size, flags=_PRIVATE_MAP)
+        if _HUGEPAGE is not None:
+            with contextlib.suppress(OSError):
+                block.madvise(_HUGEPAGE)
+        return memoryview(block)
     raw = np.empty(size + alignment, dtype=np.uint8)
     shift = (-raw.__array_interface__["data"][0]) % alignment
     return memoryview(raw[shift : shift + size])  # type: ignore[arg-type]
@@ -106,7 +126,7 @@ class ArtifactReader:
             self._map = _mmap.mmap(self._fd, 0, access=_mmap.ACCESS_COPY)
             self._mapview = memoryview(self._map)
         elif size <= _READ_WHOLE_MAX:
-            self._mapview = memoryview(bytearray(size))
+            self._mapview = aligned_empty(size)
             _pread_into(self._fd, self._mapview, 0)
         if self._slice(4, 0) != _ZIP_MAGIC:
             raise NotAnArtifact(
