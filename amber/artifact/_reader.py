@@ -36,19 +36,22 @@ _PRIVATE_MAP = getattr(_mmap, "MAP_PRIVATE", None)
 _HUGEPAGE = getattr(_mmap, "MADV_HUGEPAGE", None)
 
 
-def aligned_empty(size: int, alignment: int = _zip.ALIGNMENT) -> memoryview:
-    """A writable, uninitialised byte buffer whose start is aligned.
+def aligned_empty(size: int, alignment: int = _zip.ALIGNMENT, *, spare: int = 0) -> memoryview:
+    """A writable, uninitialised byte buffer of ``size`` bytes whose start is aligned.
 
     Large buffers are private anonymous maps (huge pages where the kernel grants them, as numpy
-    asks for its own large arrays); smaller ones are numpy arrays. Either is freed when the last
-    array viewing it goes.
+    asks for its own large arrays), with ``spare`` bytes reserved after them (address space
+    only until written: the view covers ``size``, the map ``size + spare``); smaller ones are
+    numpy arrays. Either is freed when the last view of it goes.
     """
     if size >= _MAP_FROM and _PRIVATE_MAP is not None and alignment <= _mmap.PAGESIZE:
-        block = _mmap.mmap(-1, size, flags=_PRIVATE_MAP)
+        block = _mmap.mmap(-1, size + spare, flags=_PRIVATE_MAP)
         if _HUGEPAGE is not None:
+            # the bytes only: a huge page reaching into the spare room would count 2 MB resident
+            # for the few bytes of it that are used
             with contextlib.suppress(OSError):
-                block.madvise(_HUGEPAGE)
-        return memoryview(block)
+                block.madvise(_HUGEPAGE, 0, size - size % _mmap.PAGESIZE)
+        return memoryview(block)[:size]
     raw = np.empty(size + alignment, dtype=np.uint8)
     shift = (-raw.__array_interface__["data"][0]) % alignment
     return memoryview(raw[shift : shift + size])  # type: ignore[arg-type]
@@ -171,13 +174,16 @@ class ArtifactReader:
             return self._mapview[offset : offset + n]
         return os.pread(self._fd, n, offset)
 
-    def _raw(self, entry: _zip.ZipEntry) -> memoryview:
-        """The stored bytes of one zip entry: a view into the map, or a fresh aligned buffer."""
+    def _raw(self, entry: _zip.ZipEntry, spare: int = 0) -> memoryview:
+        """The stored bytes of one zip entry: a view into the map, or a fresh aligned buffer.
+
+        ``spare`` reserves that many bytes after a fresh buffer (see :meth:`read_with_room`).
+        """
         if self._mapview is not None:
             start = _zip.data_offset(self._mapview[entry.header_offset : entry.limit], entry)
             return self._mapview[start : start + entry.size]
         start = _zip.read_data_offset(self._fd, entry)
-        out = aligned_empty(entry.size)
+        out = aligned_empty(entry.size, spare=spare)
         _pread_into(self._fd, out, start)
         return out
 
@@ -216,6 +222,26 @@ class ArtifactReader:
         if rec["compression"] == "none":
             return stored
         return _codec.decompress(rec["compression"], stored, rec["size"], name)
+
+    def read_with_room(self, name: str) -> tuple[memoryview, _mmap.mmap | None]:
+        """:meth:`read`, into a private map of its own with room reserved after the bytes.
+
+        Returns the verified bytes and, when they are the start of such a map, the map (its
+        spare pages, half the entry's size plus 1 MiB, cost nothing until written), so that a
+        caller can rewrite the entry in place and give pages back as it consumes them; else
+        ``None`` (a memory-mapped artifact, a small or compressed entry, a small file read
+        whole).
+        """
+        rec = self.entries.get(name)
+        if rec is None:
+            raise FormatError(f"{str(self.path)!r} has no entry {name!r}")
+        entry = self.zip_entries[name]
+        if rec["compression"] != "none" or self._mapview is not None or entry.size < _MAP_FROM:
+            return self.read(name), None
+        stored = self._raw(entry, entry.size // 2 + _MAP_FROM)
+        self._check(name, stored, strong=False)
+        block = stored.obj
+        return stored, block if isinstance(block, _mmap.mmap) else None
 
     def read_array(self, name: str) -> np.ndarray:
         """A ``.npy`` entry as an array (pickled object arrays are refused)."""

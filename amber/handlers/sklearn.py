@@ -99,13 +99,16 @@ class SklearnHandler:
         names = payload.get("buffers")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise FormatError("malformed manifest: the payload buffer list is not a list of names")
-        stream = reader.read(payload["stream"])
+        # A large stream is read into a map of its own with room to spare, so that the
+        # validation hooks are spliced in place and the pages are given back as the unpickler
+        # consumes them: the load holds the model plus about one frame of the stream, as pickle
+        # reading a file does, instead of the model plus the whole stream.
+        stream, room = reader.read_with_room(payload["stream"])
         # Buffers are read (and verified) one at a time, when the unpickler reaches them: an
         # object that copies its buffer (a decision tree) frees it before the next one is read,
-        # so loading never holds the file's contents twice. The stream itself is released once
-        # the unpickler holds its copy.
+        # so loading never holds the file's contents twice.
         buffers = _LazyBuffers(reader, names)
-        return safe_loads(stream, buffers=buffers, policy=policy, release=True)
+        return safe_loads(stream, buffers=buffers, policy=policy, release=True, room=room)
 
     def predict(self, model: Any, inputs: Any) -> Any:
         return model.predict(inputs)

@@ -67,10 +67,11 @@ enum {
 
 /* ------------------------------------------------------------------ items */
 enum { T_ANY = 0, T_STR = 1, T_GLOBAL = 2, T_OBJ = 3, T_BUFFER = 4 };
-/* item flags. F_BIG: the object holds (or is) a large buffer: an out-of-band buffer, a literal
- * of at least BIG_BYTES, or a container or object built from one. F_READ (memo
- * entries): some GET reads this index. */
-enum { F_COPY = 1, F_SET = 2, F_BIG = 4, F_READ = 8 };
+/* item flags. F_BIG: the object holds (or is) a large buffer: an out-of-band buffer, a
+ * literal of at least BIG_BYTES, or a container or object built from one. F_READ (memo
+ * entries): some GET reads this index. F_CONT: a container or an object, which a later opcode
+ * can fill with large buffers (a scalar or a string cannot become large). */
+enum { F_COPY = 1, F_SET = 2, F_BIG = 4, F_READ = 8, F_CONT = 16 };
 #define BIG_BYTES (64 * 1024)
 enum { K_UTF8 = 0, K_ASCII = 1, K_RAWUNI = 2 };  /* how a T_STR literal decodes */
 enum { G_HOOKED = 1, G_STATE_HOOKED = 2, G_CALLED = 4 };  /* per-global flags */
@@ -304,7 +305,8 @@ parse_index(Scan *s, Py_ssize_t off, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *out
 
 /* ------------------------------------------------------------------ memo */
 static int
-memo_put(Scan *s, Py_ssize_t off, Py_ssize_t idx, Py_ssize_t *count, const char *opname)
+memo_put(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t idx, Py_ssize_t *count,
+         const char *opname)
 {
     if (s->sp <= s->fence)
         return fail(s, off, "%s with nothing to store", opname);
@@ -328,8 +330,11 @@ memo_put(Scan *s, Py_ssize_t off, Py_ssize_t idx, Py_ssize_t *count, const char 
     if (!(s->memo[idx].flags & F_SET))
         (*count)++;
     Item it = s->stack[s->sp - 1];
-    it.flags = F_COPY | F_SET | (it.flags & F_BIG) | (s->memo[idx].flags & F_READ);
+    uint8_t kept = it.flags & (F_BIG | F_CONT);
+    it.flags = F_COPY | F_SET | kept | (s->memo[idx].flags & F_READ);
     s->memo[idx] = it;
+    if (!kept)
+        return 0; /* only stores that may hold a large buffer are candidates to forget */
     if (s->nputs == s->pcap) {
         Py_ssize_t ncap = s->pcap ? s->pcap * 2 : 64;
         Put *n = PyMem_Realloc(s->puts, (size_t)ncap * sizeof(Put));
@@ -338,8 +343,8 @@ memo_put(Scan *s, Py_ssize_t off, Py_ssize_t idx, Py_ssize_t *count, const char 
         s->puts = n;
         s->pcap = ncap;
     }
-    Put put = {off, 0, idx, it.start};
-    s->puts[s->nputs++] = put;  /* `end` is filled in by the caller */
+    Put put = {off, end, idx, it.start};
+    s->puts[s->nputs++] = put;
     return 0;
 }
 
@@ -379,7 +384,7 @@ memo_get(Scan *s, Py_ssize_t off, Py_ssize_t idx, const char *opname)
     note_copy(s, &s->memo[idx]);
     s->memo[idx].flags |= F_READ;
     Item it = s->memo[idx];
-    it.flags = F_COPY | (it.flags & F_BIG);
+    it.flags = F_COPY | (it.flags & (F_BIG | F_CONT));
     it.start = off;
     return push(s, off, it);
 }
@@ -505,7 +510,7 @@ make_object(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t nargs, const cha
         s->hk[s->nhk] = h;
         hook = (uint32_t)s->nhk++;
     }
-    Item obj = {T_OBJ, 0, 0, hook, 0, callee->start};
+    Item obj = {T_OBJ, F_CONT, 0, hook, 0, callee->start};
     if (any_big(s, nargs))
         mark_big(s, &obj);
     s->sp -= nargs;
@@ -691,7 +696,7 @@ run(Scan *s, int *declared, int *maxproto)
                 return -1;
             note_copy(s, &s->stack[s->sp - 1]);
             it = s->stack[s->sp - 1];
-            it.flags = F_COPY | (it.flags & F_BIG);
+            it.flags = F_COPY | (it.flags & (F_BIG | F_CONT));
             it.start = off;
             if (push(s, off, it) < 0)
                 return -1;
@@ -738,9 +743,14 @@ run(Scan *s, int *declared, int *maxproto)
             if (push(s, off, plain(off)) < 0)
                 return -1;
             break;
-        case OP_NONE: case OP_NEWTRUE: case OP_NEWFALSE:
-        case OP_EMPTY_DICT: case OP_EMPTY_LIST: case OP_EMPTY_TUPLE: case OP_EMPTY_SET:
+        case OP_NONE: case OP_NEWTRUE: case OP_NEWFALSE: case OP_EMPTY_TUPLE:
             if (push(s, off, plain(off)) < 0)
+                return -1;
+            break;
+        case OP_EMPTY_DICT: case OP_EMPTY_LIST: case OP_EMPTY_SET:
+            it = plain(off);
+            it.flags = F_CONT;
+            if (push(s, off, it) < 0)
                 return -1;
             break;
 
@@ -817,6 +827,7 @@ run(Scan *s, int *declared, int *maxproto)
             if (op == OP_DICT && ((s->sp - m) & 1))
                 return fail(s, off, "DICT with an odd number of items");
             it = plain(moff);  /* the slot began at its MARK */
+            it.flags = F_CONT;
             if (any_big(s, s->sp - m))
                 mark_big(s, &it);
             s->sp = m;
@@ -828,6 +839,7 @@ run(Scan *s, int *declared, int *maxproto)
             if (need_items(s, off, m, "TUPLEn") < 0)
                 return -1;
             it = plain(s->stack[s->sp - m].start);
+            it.flags = F_CONT;
             if (any_big(s, m))
                 mark_big(s, &it);
             s->sp -= m;
@@ -840,9 +852,8 @@ run(Scan *s, int *declared, int *maxproto)
                 parse_index(s, off, i, ll, &idx, "PUT") < 0)
                 return -1;
             i += ll + 1;
-            if (memo_put(s, off, idx, &memo_count, "PUT") < 0)
+            if (memo_put(s, off, i, idx, &memo_count, "PUT") < 0)
                 return -1;
-            s->puts[s->nputs - 1].end = i;
             break;
         case OP_BINPUT: case OP_LONG_BINPUT:
             n = op == OP_BINPUT ? 1 : 4;
@@ -850,14 +861,13 @@ run(Scan *s, int *declared, int *maxproto)
                 return -1;
             idx = (Py_ssize_t)rd_le(d + i, (int)n);
             i += (Py_ssize_t)n;
-            if (memo_put(s, off, idx, &memo_count, op == OP_BINPUT ? "BINPUT" : "LONG_BINPUT") < 0)
+            if (memo_put(s, off, i, idx, &memo_count,
+                         op == OP_BINPUT ? "BINPUT" : "LONG_BINPUT") < 0)
                 return -1;
-            s->puts[s->nputs - 1].end = i;
             break;
         case OP_MEMOIZE:
-            if (memo_put(s, off, memo_count, &memo_count, "MEMOIZE") < 0)
+            if (memo_put(s, off, i, memo_count, &memo_count, "MEMOIZE") < 0)
                 return -1;
-            s->puts[s->nputs - 1].end = i;
             break;
         case OP_GET:
             if (read_line(s, off, i, &ll, "GET") < 0 ||
@@ -950,6 +960,7 @@ run(Scan *s, int *declared, int *maxproto)
             s->buffers_used++;
             it = plain(off);
             it.tag = T_BUFFER;
+            it.flags = F_CONT;
             mark_big(s, &it);
             if (push(s, off, it) < 0)
                 return -1;
@@ -1291,7 +1302,35 @@ cut_len(const Cut *c, Py_ssize_t module_len)
     return 0; /* a frame header is rewritten in place */
 }
 
-/* splice_hooks(data, sites, numbers, frames, module, forget=b"") -> bytes: the stream with a
+/* The bytes a cut inserts (a frame header: its 9 rewritten bytes), written at `out`. */
+static Py_ssize_t
+emit_cut(const Cut *c, char *out, const Py_buffer *mod)
+{
+    Py_ssize_t o = 0;
+    if (c->order == -1) {
+        out[o++] = '0';
+    } else if (c->order == 3) {
+        out[o++] = 'N';
+    } else if (c->order == 0) {
+        out[o++] = (char)0x85;
+        out[o++] = 'R';
+    } else if (c->order == 1) {
+        out[o++] = 'c';
+        memcpy(out + o, mod->buf, (size_t)mod->len);
+        o += mod->len;
+        out[o++] = '\n';
+        o += sprintf(out + o, "%zd", c->num);
+        out[o++] = '\n';
+    } else {
+        uint64_t v = (uint64_t)c->num;
+        out[o++] = (char)0x95;
+        for (int b = 0; b < 8; b++)
+            out[o++] = (char)((v >> (8 * b)) & 0xFF);
+    }
+    return o;
+}
+
+/* splice_hooks(data, sites, numbers, frames, module, forget=b"", room=None) -> bytes: the stream with a
  * push of validator `numbers[k]` (GLOBAL module\nnumber\n) at each site's start and TUPLE1
  * REDUCE at its end, and every FRAME that encloses inserted bytes grown to match. `sites` are
  * the scanner's (start, end, global, kind) tuples, `frames` its FRAME offsets.
@@ -1299,19 +1338,23 @@ cut_len(const Cut *c, Py_ssize_t module_len)
  * `forget` holds the scanner's (offset, end) int64 pairs of memo stores that nothing reads
  * back: each becomes NONE <store> POP, so the memo keeps None instead of the object (same
  * indices, same stack) and a large buffer is freed as soon as its consumer is done with it
- * (a decision tree copies its node array) instead of when the whole load ends. */
+ * (a decision tree copies its node array) instead of when the whole load ends.
+ *
+ * With `room` (a writable buffer that starts with `data` itself and has spare bytes after it)
+ * the result is written over `data` in place, from the end backwards, and its length is
+ * returned; None when the room is too small (the caller then splices into a new buffer). */
 static PyObject *
 splice_hooks(PyObject *self, PyObject *args)
 {
-    Py_buffer view, mod, fg = {0};
+    Py_buffer view, mod, fg = {0}, room = {0};
     PyObject *sites_in, *numbers_in, *frames_in;
-    if (!PyArg_ParseTuple(args, "y*OOOy*|y*", &view, &sites_in, &numbers_in, &frames_in, &mod,
-                          &fg))
+    if (!PyArg_ParseTuple(args, "y*OOOy*|y*w*", &view, &sites_in, &numbers_in, &frames_in, &mod,
+                          &fg, &room))
         return NULL;
     PyObject *result = NULL;
     PyObject *sites = NULL, *numbers = NULL, *frames = NULL;
     Cut *cuts = NULL;
-    Py_ssize_t *prefix = NULL;
+    Py_ssize_t *prefix = NULL, *plan = NULL;
     const unsigned char *data = view.buf;
     if (!(sites = PySequence_Fast(sites_in, "splice_hooks: sites must be a sequence")) ||
         !(numbers = PySequence_Fast(numbers_in, "splice_hooks: numbers must be a sequence")) ||
@@ -1407,6 +1450,52 @@ splice_hooks(PyObject *self, PyObject *args)
     }
     if (n > ncuts)
         qsort(cuts, (size_t)n, sizeof(Cut), cmp_cut);
+    for (Py_ssize_t k = 0, pos = 0; k < n; k++) {
+        if (cuts[k].at < pos) { /* a site inside a FRAME header: the scanner never reports one */
+            PyErr_SetString(PyExc_ValueError, "splice_hooks: a site lies inside a frame header");
+            goto done;
+        }
+        pos = cuts[k].at + (cuts[k].order == 2 ? 9 : 0);
+    }
+    if (room.obj) {
+        if (room.buf != view.buf) {
+            PyErr_SetString(PyExc_ValueError, "splice_hooks: room does not start with the data");
+            goto done;
+        }
+        if (room.len < total) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        /* forward: where each piece goes; backward: move it there. Every piece moves up (cuts
+         * only insert), so a piece is written after everything above it has left. */
+        plan = PyMem_Malloc((size_t)(3 * n + 1) * sizeof(Py_ssize_t));
+        if (!plan) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        Py_ssize_t pos = 0, o = 0;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            const Cut *c = &cuts[k];
+            plan[3 * k] = pos;                 /* the source of the piece before cut k */
+            plan[3 * k + 1] = o;               /* where it goes */
+            o += c->at - pos;
+            plan[3 * k + 2] = o;               /* where the cut's bytes go */
+            o += c->order == 2 ? 9 : cut_len(c, mod.len);
+            pos = c->at + (c->order == 2 ? 9 : 0);
+        }
+        char *out = room.buf;
+        if (o + (len - pos) != total) {
+            PyErr_SetString(PyExc_SystemError, "splice_hooks: output size mismatch");
+            goto done;
+        }
+        memmove(out + o, out + pos, (size_t)(len - pos));
+        for (Py_ssize_t k = n - 1; k >= 0; k--) {
+            emit_cut(&cuts[k], out + plan[3 * k + 2], &mod);
+            memmove(out + plan[3 * k + 1], out + plan[3 * k], (size_t)(cuts[k].at - plan[3 * k]));
+        }
+        result = PyLong_FromSsize_t(total);
+        goto done;
+    }
     result = PyBytes_FromStringAndSize(NULL, total);
     if (!result)
         goto done;
@@ -1414,35 +1503,12 @@ splice_hooks(PyObject *self, PyObject *args)
     Py_ssize_t pos = 0, o = 0;
     for (Py_ssize_t k = 0; k < n; k++) {
         const Cut *c = &cuts[k];
-        if (c->at < pos) { /* a site inside a FRAME header: the scanner never reports one */
-            Py_CLEAR(result);
-            PyErr_SetString(PyExc_ValueError, "splice_hooks: a site lies inside a frame header");
-            goto done;
-        }
         memcpy(out + o, data + pos, (size_t)(c->at - pos));
         o += c->at - pos;
         pos = c->at;
-        if (c->order == -1) {
-            out[o++] = '0';
-        } else if (c->order == 3) {
-            out[o++] = 'N';
-        } else if (c->order == 0) {
-            out[o++] = (char)0x85;
-            out[o++] = 'R';
-        } else if (c->order == 1) {
-            out[o++] = 'c';
-            memcpy(out + o, mod.buf, (size_t)mod.len);
-            o += mod.len;
-            out[o++] = '\n';
-            o += sprintf(out + o, "%zd", c->num);
-            out[o++] = '\n';
-        } else {
-            uint64_t v = (uint64_t)c->num;
-            out[o++] = (char)0x95;
-            for (int b = 0; b < 8; b++)
-                out[o++] = (char)((v >> (8 * b)) & 0xFF);
+        o += emit_cut(c, out + o, &mod);
+        if (c->order == 2)
             pos += 9;
-        }
     }
     memcpy(out + o, data + pos, (size_t)(len - pos));
     o += len - pos;
@@ -1456,16 +1522,19 @@ done:
     Py_XDECREF(frames);
     PyMem_Free(cuts);
     PyMem_Free(prefix);
+    PyMem_Free(plan);
     PyBuffer_Release(&view);
     PyBuffer_Release(&mod);
     if (fg.obj)
         PyBuffer_Release(&fg);
+    if (room.obj)
+        PyBuffer_Release(&room);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"splice_hooks", splice_hooks, METH_VARARGS,
-     "splice_hooks(data, sites, numbers, frames, module, forget=b'')\n--\n\n"
+     "splice_hooks(data, sites, numbers, frames, module, forget=b'', room=None)\n--\n\n"
      "Insert validator calls around hook sites, neutralise the memo stores in forget, and "
      "grow the frames that enclose them."},
     {"tree_nodes", tree_nodes, METH_VARARGS,

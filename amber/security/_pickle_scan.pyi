@@ -31,4 +31,5 @@ def splice_hooks(
     frames: Sequence[int],
     module: bytes,
     forget: bytes = b"",
-) -> bytes: ...
+    room: Any = None,
+) -> Any: ...

@@ -19,6 +19,7 @@ import functools
 import gc
 import io
 import math
+import mmap
 import pickle
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sized
@@ -249,7 +250,9 @@ def _passing_through(validator: Validator) -> Callable[[Any], Any]:
     return check
 
 
-def _with_hooks(data: _Buffer, scan: PickleScan) -> tuple[_Buffer, list[Callable[[Any], Any]]]:
+def _with_hooks(
+    data: _Buffer, scan: PickleScan, room: mmap.mmap | None = None
+) -> tuple[_Buffer, list[Callable[[Any], Any]]]:
     """Insert ``validator(x)`` calls into the stream around each hooked object or state.
 
     At a site's ``start`` the validator is pushed (a GLOBAL naming it); at its ``end``,
@@ -261,15 +264,86 @@ def _with_hooks(data: _Buffer, scan: PickleScan) -> tuple[_Buffer, list[Callable
     The memo stores in ``scan.forget`` (nothing reads them back) store ``None`` instead, so
     that the unpickler's memo does not hold every large buffer until the load ends: a forest
     whose trees copy their node arrays frees each array as soon as its tree is built.
+
+    With ``room`` (a writable map that starts with ``data``) the stream is rewritten in place
+    when it fits, and the result is a view of ``room``.
     """
     if not scan.hook_sites and not scan.forget:
         return data, []
     keys = sorted({(name, kind) for _, _, name, kind in scan.hook_sites})
     number = {key: k for k, key in enumerate(keys)}
     numbers = [number[(name, kind)] for _, _, name, kind in scan.hook_sites]
-    spliced = splice_hooks(data, scan.hook_sites, numbers, scan.frames, _HOOK_BYTES, scan.forget)
-    hooks = [_passing_through(_validator_for(name, kind)) for name, kind in keys]
-    return spliced, hooks
+    args = (scan.hook_sites, numbers, scan.frames, _HOOK_BYTES, scan.forget)
+    if room is not None:
+        size: int | None = splice_hooks(data, *args, room)
+        if size is not None:
+            return memoryview(room)[:size], _hooks_for(keys)
+    spliced: bytes = splice_hooks(data, *args)
+    return spliced, _hooks_for(keys)
+
+
+def _hooks_for(keys: list[tuple[tuple[str, str], int]]) -> list[Callable[[Any], Any]]:
+    return [_passing_through(_validator_for(name, kind)) for name, kind in keys]
+
+
+_GIVE_BACK_STEP = 64 * 1024  # one pickle frame
+
+
+class _Consuming:
+    """A read-only file over the stream in a private map, for the unpickler to read.
+
+    Pages it has read are given back to the system (``MADV_DONTNEED``) as it goes, a frame's
+    worth at a time: the unpickler copies what it reads, so the stream's memory shrinks while
+    the model's grows, and a load holds about what pickle reading from a file holds, not the
+    model plus the whole stream.
+    """
+
+    def __init__(self, block: mmap.mmap, size: int) -> None:
+        self._block = block
+        self._view = memoryview(block)[:size]
+        self._size = size
+        self._pos = 0
+        self._given = 0
+
+    def _advance(self, end: int) -> None:
+        self._pos = end
+        upto = end - end % mmap.PAGESIZE
+        if upto - self._given >= _GIVE_BACK_STEP:
+            self._block.madvise(mmap.MADV_DONTNEED, self._given, upto - self._given)
+            self._given = upto
+
+    def read(self, n: int = -1) -> bytes:
+        start = self._pos
+        end = self._size if n is None or n < 0 else min(start + n, self._size)
+        out = self._view[start:end].tobytes()
+        self._advance(end)
+        return out
+
+    def readinto(self, buffer: Any) -> int:
+        target = memoryview(buffer).cast("B")
+        n = min(target.nbytes, self._size - self._pos)
+        target[:n] = self._view[self._pos : self._pos + n]
+        self._advance(self._pos + n)
+        return n
+
+    def readline(self) -> bytes:
+        end = self._block.find(b"\n", self._pos, self._size)
+        return self.read(self._size - self._pos if end < 0 else end + 1 - self._pos)
+
+    def close(self) -> None:
+        self._view.release()
+
+
+def _input_file(data: _Buffer, room: mmap.mmap | None) -> Any:
+    """What the unpickler reads: the stream in place when it is ``room``'s start, else a copy."""
+    if (
+        room is not None
+        and hasattr(mmap, "MADV_DONTNEED")
+        and isinstance(data, memoryview)
+        and data.obj is room
+    ):
+        return _Consuming(room, data.nbytes)
+    return io.BytesIO(data if isinstance(data, bytes) else bytes(data))
 
 
 # --------------------------------------------------------------------------- unpickler
@@ -373,6 +447,7 @@ def safe_loads(
     policy: LoadPolicy,
     source: str = "the data",
     release: bool = False,
+    room: mmap.mmap | None = None,
 ) -> Any:
     """Unpickle ``stream`` without running code from outside the allowlist.
 
@@ -391,6 +466,11 @@ def safe_loads(
         ``stream`` is a memoryview the caller is done with: it is released as soon as the
         unpickler has its own copy (with the validation hooks inserted), so that a buffer
         only it holds is freed before the objects are built (peak memory).
+    room:
+        A writable private map that starts with ``stream`` and has spare room after it
+        (:meth:`~amber.artifact._reader.ArtifactReader.read_with_room`): the stream is then
+        rewritten in place and read from there, its pages given back to the system as the
+        unpickler consumes them.
 
     Raises
     ------
@@ -428,8 +508,10 @@ def safe_loads(
             f"{source} calls {', '.join(called)} directly, which honest pickles never do "
             f"(arrays are rebuilt through numpy's helpers); it was refused before loading"
         )
-    data, hooks = _with_hooks(stream, scan)
-    file = io.BytesIO(data if isinstance(data, bytes) else bytes(data))
+    data, hooks = _with_hooks(stream, scan, room)
+    file = _input_file(data, room)
+    if isinstance(data, memoryview) and data is not stream:
+        data.release()
     del data
     if release and isinstance(stream, memoryview):
         stream.release()

@@ -638,8 +638,13 @@ def test_splice_hooks_matches_the_reference(protocol: int) -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.tree import DecisionTreeClassifier
 
+    from amber.security._pickle_scan import splice_hooks
     from amber.security._scanner import scan_pickle
-    from amber.security._unpickler import _hooked_names, _with_hooks
+    from amber.security._unpickler import _HOOK_BYTES, _hooked_names, _with_hooks
+
+    def numbers_of(scan: Any) -> list[int]:
+        keys = sorted({(name, kind) for _, _, name, kind in scan.hook_sites})
+        return [keys.index((name, kind)) for _, _, name, kind in scan.hook_sites]
 
     X = np.random.default_rng(0).standard_normal((200, 4))
     y = (X[:, 0] > 0).astype(int)
@@ -657,6 +662,15 @@ def test_splice_hooks_matches_the_reference(protocol: int) -> None:
         spliced, hooks = _with_hooks(data, scan)
         assert spliced == _reference_splice(data, scan)
         assert hooks
+        # in place, over the stream itself, in a buffer with room after it
+        room = bytearray(len(spliced) + 7)
+        room[: len(data)] = data
+        args = (scan.hook_sites, numbers_of(scan), scan.frames, _HOOK_BYTES, scan.forget)
+        assert splice_hooks(memoryview(room)[: len(data)], *args, room) == len(spliced)
+        assert room[: len(spliced)] == spliced
+        short = bytearray(data) + bytearray(len(spliced) - len(data) - 1)
+        assert splice_hooks(memoryview(short)[: len(data)], *args, short) is None
+        assert short[: len(data)] == data  # untouched
     assert forgotten  # the 70,000-float array's stores
 
 
@@ -749,3 +763,82 @@ def test_small_objects_are_not_rewritten() -> None:
 
     stream = pickle.dumps({"a": np.arange(100), "b": [1, 2, 3], "s": "x" * 1000}, protocol=5)
     assert scan_pickle(stream).forget == b""
+
+
+# --------------------------------------------------------------------------- streams in place
+def _in_a_map(data: bytes, spare: int) -> tuple[memoryview, Any]:
+    import mmap
+
+    block = mmap.mmap(-1, len(data) + spare, flags=mmap.MAP_PRIVATE)
+    block[: len(data)] = data
+    return memoryview(block)[: len(data)], block
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 5])
+def test_a_stream_is_rewritten_in_place_and_given_back_as_it_is_read(
+    protocol: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn.tree import DecisionTreeClassifier
+
+    import amber.security._unpickler as unpickler
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 4))
+    y = (X[:, 0] > 0).astype(int)
+    obj = {
+        "trees": [DecisionTreeClassifier(max_depth=4, random_state=k).fit(X, y) for k in range(3)],
+        "pad": [np.arange(k, k + 2000) for k in range(150)],  # 2.4 MB in band
+    }
+    data = pickle.dumps(obj, protocol=protocol)
+    files: list[Any] = []
+    real = unpickler._input_file
+    monkeypatch.setattr(
+        unpickler, "_input_file", lambda d, room: files.append(real(d, room)) or files[-1]
+    )
+    stream, block = _in_a_map(data, len(data) // 2 + (1 << 20))
+    loaded = safe_loads(stream, policy=LoadPolicy(), room=block, release=True)
+    (file,) = files
+    assert isinstance(file, unpickler._Consuming)
+    assert file._given >= file._size - 2 * unpickler._GIVE_BACK_STEP  # read, and given back
+    for got, want in zip(loaded["trees"], obj["trees"], strict=True):
+        np.testing.assert_array_equal(got.predict(X), want.predict(X))
+    for got, want in zip(loaded["pad"], obj["pad"], strict=True):
+        np.testing.assert_array_equal(got, want)
+    # too little room: the stream is spliced into a copy instead, with the same result
+    files.clear()
+    stream, block = _in_a_map(data, 8)
+    again = safe_loads(stream, policy=LoadPolicy(), room=block)
+    assert not isinstance(files[0], unpickler._Consuming)
+    np.testing.assert_array_equal(again["trees"][0].predict(X), obj["trees"][0].predict(X))
+    assert block[: len(data)] == data  # untouched
+
+
+def test_amber_load_reads_a_large_stream_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn.tree import DecisionTreeClassifier
+
+    import amber
+    import amber.security._unpickler as unpickler
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 4))
+    y = (X[:, 0] > 0).astype(int)
+    obj = {
+        "tree": DecisionTreeClassifier(max_depth=4).fit(X, y),
+        "pad": [rng.standard_normal(2000) for _ in range(150)],  # a 2.4 MB stream
+        "big": rng.standard_normal(400_000),  # 3.2 MB out of band: the file is not read whole
+    }
+    path = tmp_path / "obj.amber"
+    amber.save(obj, path)
+    files: list[Any] = []
+    real = unpickler._input_file
+    monkeypatch.setattr(
+        unpickler, "_input_file", lambda d, room: files.append(real(d, room)) or files[-1]
+    )
+    loaded = amber.load(path)
+    assert isinstance(files[0], unpickler._Consuming), "a stream over 1 MiB is read in place"
+    np.testing.assert_array_equal(loaded["tree"].predict(X), obj["tree"].predict(X))
+    for got, want in zip(loaded["pad"], obj["pad"], strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(loaded["big"], obj["big"])
