@@ -67,10 +67,11 @@ enum {
 
 /* ------------------------------------------------------------------ items */
 enum { T_ANY = 0, T_STR = 1, T_GLOBAL = 2, T_OBJ = 3, T_BUFFER = 4 };
-/* item flags. F_BIG: the object holds (or is) a large buffer: an out-of-band buffer, a
- * literal of at least BIG_BYTES, or a container or object built from one. F_READ (memo
- * entries): some GET reads this index. F_CONT: a container or an object, which a later opcode
- * can fill with large buffers (a scalar or a string cannot become large). */
+/* item flags. F_BIG: an out-of-band buffer or a literal of at least BIG_BYTES (whose consumer
+ * may copy it: a decision tree copies its node array). F_CONT: a container or an object.
+ * F_READ (memo entries): some GET reads this index. A memo store of an F_BIG or F_CONT item
+ * that no GET reads is one the loader can neutralise (see splice_hooks); a store of a small
+ * scalar or a string is left alone: something else holds it anyway. */
 enum { F_COPY = 1, F_SET = 2, F_BIG = 4, F_READ = 8, F_CONT = 16 };
 #define BIG_BYTES (64 * 1024)
 enum { K_UTF8 = 0, K_ASCII = 1, K_RAWUNI = 2 };  /* how a T_STR literal decodes */
@@ -106,7 +107,6 @@ typedef struct {
     Py_ssize_t off;    /* offset of the PUT, BINPUT, LONG_BINPUT or MEMOIZE opcode */
     Py_ssize_t end;    /* just after it */
     Py_ssize_t idx;    /* the memo index it writes */
-    Py_ssize_t start;  /* where the stored object's stack slot began (its identity) */
 } Put;
 
 typedef struct {
@@ -139,9 +139,8 @@ typedef struct {
     StateSite *ss;
     Py_ssize_t nss, sscap;
 
-    Put *puts;             /* every memo store, in stream order */
+    Put *puts;             /* the memo stores of F_BIG and F_CONT items, in stream order */
     Py_ssize_t nputs, pcap;
-    uint8_t *big;          /* bit per stream offset: the object whose slot began there is F_BIG */
 
     Py_ssize_t *frames;    /* offsets of FRAME opcodes */
     Py_ssize_t nframes, fcap;
@@ -334,7 +333,7 @@ memo_put(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t idx, Py_ssize_t *co
     it.flags = F_COPY | F_SET | kept | (s->memo[idx].flags & F_READ);
     s->memo[idx] = it;
     if (!kept)
-        return 0; /* only stores that may hold a large buffer are candidates to forget */
+        return 0; /* a small scalar or a string: not worth forgetting */
     if (s->nputs == s->pcap) {
         Py_ssize_t ncap = s->pcap ? s->pcap * 2 : 64;
         Put *n = PyMem_Realloc(s->puts, (size_t)ncap * sizeof(Put));
@@ -343,27 +342,8 @@ memo_put(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t idx, Py_ssize_t *co
         s->puts = n;
         s->pcap = ncap;
     }
-    Put put = {off, end, idx, it.start};
+    Put put = {off, end, idx};
     s->puts[s->nputs++] = put;
-    return 0;
-}
-
-/* The object whose stack slot began at `start` holds a large buffer. */
-static inline void
-mark_big(Scan *s, Item *it)
-{
-    it->flags |= F_BIG;
-    if (it->start >= 0 && it->start < s->len)
-        s->big[it->start >> 3] |= (uint8_t)(1u << (it->start & 7));
-}
-
-/* Whether any of the n items at the top of the stack holds a large buffer. */
-static inline int
-any_big(const Scan *s, Py_ssize_t n)
-{
-    for (Py_ssize_t k = s->sp - n; k < s->sp; k++)
-        if (s->stack[k].flags & F_BIG)
-            return 1;
     return 0;
 }
 
@@ -511,8 +491,6 @@ make_object(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t nargs, const cha
         hook = (uint32_t)s->nhk++;
     }
     Item obj = {T_OBJ, F_CONT, 0, hook, 0, callee->start};
-    if (any_big(s, nargs))
-        mark_big(s, &obj);
     s->sp -= nargs;
     s->stack[s->sp - 1] = obj;
     return 0;
@@ -554,8 +532,6 @@ build(Scan *s, Py_ssize_t off, Py_ssize_t end)
         h->built = 1;
         h->end = end;
     }
-    if (s->stack[s->sp - 1].flags & F_BIG)
-        mark_big(s, t);
     s->sp--;
     return 0;
 }
@@ -729,7 +705,7 @@ run(Scan *s, int *declared, int *maxproto)
             }
             i += ll + 1;
             if (ll >= BIG_BYTES)
-                mark_big(s, &it);
+                it.flags = F_BIG;
             if (push(s, off, it) < 0)
                 return -1;
             break;
@@ -782,7 +758,7 @@ run(Scan *s, int *declared, int *maxproto)
             }
             i += (Py_ssize_t)n;
             if (n >= BIG_BYTES)
-                mark_big(s, &it);
+                it.flags = F_BIG;
             if (push(s, off, it) < 0)
                 return -1;
             break;
@@ -793,16 +769,12 @@ run(Scan *s, int *declared, int *maxproto)
             if (need_items(s, off, 2, "APPEND") < 0 ||
                 check_target(s, off, &s->stack[s->sp - 2], "APPEND") < 0)
                 return -1;
-            if (any_big(s, 1))
-                mark_big(s, &s->stack[s->sp - 2]);
             s->sp -= 1;
             break;
         case OP_SETITEM:
             if (need_items(s, off, 3, "SETITEM") < 0 ||
                 check_target(s, off, &s->stack[s->sp - 3], "SETITEM") < 0)
                 return -1;
-            if (any_big(s, 2))
-                mark_big(s, &s->stack[s->sp - 3]);
             s->sp -= 2;
             break;
         case OP_APPENDS: case OP_SETITEMS: case OP_ADDITEMS: {
@@ -816,8 +788,6 @@ run(Scan *s, int *declared, int *maxproto)
                 return fail(s, off, "SETITEMS with an odd number of items");
             if (check_target(s, off, &s->stack[m - 1], nm) < 0)
                 return -1;
-            if (any_big(s, s->sp - m))
-                mark_big(s, &s->stack[m - 1]);
             s->sp = m;
             break;
         }
@@ -828,8 +798,6 @@ run(Scan *s, int *declared, int *maxproto)
                 return fail(s, off, "DICT with an odd number of items");
             it = plain(moff);  /* the slot began at its MARK */
             it.flags = F_CONT;
-            if (any_big(s, s->sp - m))
-                mark_big(s, &it);
             s->sp = m;
             if (push(s, off, it) < 0)
                 return -1;
@@ -840,8 +808,6 @@ run(Scan *s, int *declared, int *maxproto)
                 return -1;
             it = plain(s->stack[s->sp - m].start);
             it.flags = F_CONT;
-            if (any_big(s, m))
-                mark_big(s, &it);
             s->sp -= m;
             s->stack[s->sp++] = it;
             break;
@@ -960,8 +926,7 @@ run(Scan *s, int *declared, int *maxproto)
             s->buffers_used++;
             it = plain(off);
             it.tag = T_BUFFER;
-            it.flags = F_CONT;
-            mark_big(s, &it);
+            it.flags = F_BIG;
             if (push(s, off, it) < 0)
                 return -1;
             break;
@@ -1047,13 +1012,12 @@ build_result(Scan *s, int declared, int maxproto)
         }
         PyList_SET_ITEM(frames, k, v);
     }
-    /* memo stores nothing reads back, of objects that hold large buffers: (offset, end) pairs
-     * as little-endian int64 */
+    /* the memo stores of buffers, large literals, containers and objects that nothing reads
+     * back: (offset, end) pairs as little-endian int64 */
     Py_ssize_t nforget = 0;
     for (Py_ssize_t k = 0; k < s->nputs; k++) {
         const Put *p = &s->puts[k];
-        if (!(s->memo[p->idx].flags & F_READ) && p->start >= 0 && p->start < s->len &&
-            (s->big[p->start >> 3] >> (p->start & 7)) & 1)
+        if (!(s->memo[p->idx].flags & F_READ))
             s->puts[nforget++] = *p;
     }
     PyObject *forget = PyBytes_FromStringAndSize(NULL, nforget * 16);
@@ -1111,13 +1075,10 @@ scan(PyObject *self, PyObject *args, PyObject *kwds)
     s.n_buffers = n_buffers;
     s.glist = PyList_New(0);
     s.gindex = PyDict_New();
-    s.big = PyMem_Calloc((size_t)(s.len >> 3) + 1, 1);
-    if (!s.big)
-        PyErr_NoMemory();
 
     PyObject *result = NULL;
     int declared = -1, maxproto = 0;
-    if (s.glist && s.gindex && s.big) {
+    if (s.glist && s.gindex) {
         if (run(&s, &declared, &maxproto) == 0)
             result = build_result(&s, declared, maxproto);
         else if (!s.py_error && !PyErr_Occurred()) {
@@ -1138,7 +1099,6 @@ scan(PyObject *self, PyObject *args, PyObject *kwds)
     PyMem_Free(s.ss);
     PyMem_Free(s.frames);
     PyMem_Free(s.puts);
-    PyMem_Free(s.big);
     PyBuffer_Release(&view);
     return result;
 }
@@ -1335,10 +1295,11 @@ emit_cut(const Cut *c, char *out, const Py_buffer *mod)
  * REDUCE at its end, and every FRAME that encloses inserted bytes grown to match. `sites` are
  * the scanner's (start, end, global, kind) tuples, `frames` its FRAME offsets.
  *
- * `forget` holds the scanner's (offset, end) int64 pairs of memo stores that nothing reads
- * back: each becomes NONE <store> POP, so the memo keeps None instead of the object (same
- * indices, same stack) and a large buffer is freed as soon as its consumer is done with it
- * (a decision tree copies its node array) instead of when the whole load ends.
+ * `forget` holds the scanner's (offset, end) int64 pairs, in stream order, of memo stores
+ * that nothing reads back: each becomes NONE <store> POP, so the memo keeps None instead of
+ * the object (same indices, same stack) and what only the memo held is freed as soon as its
+ * consumer is done with it (a decision tree copies its node array; a REDUCE is done with its
+ * argument tuple) instead of when the whole load ends.
  *
  * With `room` (a writable buffer that starts with `data` itself and has spare bytes after it)
  * the result is written over `data` in place, from the end backwards, and its length is
@@ -1397,20 +1358,43 @@ splice_hooks(PyObject *self, PyObject *args)
         cuts[2 * k] = (Cut){start, 1, -end, num};
         cuts[2 * k + 1] = (Cut){end, 0, -start, 0};
     }
-    const unsigned char *fp = fg.buf;
-    for (Py_ssize_t k = 0; k < nforget; k++) {
-        uint64_t pair[2] = {0, 0};
-        for (int h = 0; h < 2; h++)
-            for (int b = 7; b >= 0; b--)
-                pair[h] = (pair[h] << 8) | fp[16 * k + 8 * h + b];
-        if (pair[0] >= pair[1] || pair[1] > (uint64_t)len) {
-            PyErr_SetString(PyExc_ValueError, "splice_hooks: a store lies outside the stream");
+    /* the hooks' cuts are sorted; the stores' come sorted (in stream order, each store's
+     * bytes before the next's), so the two lists are merged rather than sorted together: a
+     * boosting model forgets some 17,000 stores */
+    qsort(cuts, (size_t)(2 * nsites), sizeof(Cut), cmp_cut);
+    if (nforget) {
+        Cut *stores = PyMem_Malloc((size_t)(2 * nforget) * sizeof(Cut));
+        if (!stores) {
+            PyErr_NoMemory();
             goto done;
         }
-        cuts[2 * nsites + 2 * k] = (Cut){(Py_ssize_t)pair[0], 3, 0, 0};
-        cuts[2 * nsites + 2 * k + 1] = (Cut){(Py_ssize_t)pair[1], -1, 0, 0};
+        const unsigned char *fp = fg.buf;
+        Py_ssize_t last = 0;
+        for (Py_ssize_t k = 0; k < nforget; k++) {
+            uint64_t pair[2] = {0, 0};
+            for (int h = 0; h < 2; h++)
+                for (int b = 7; b >= 0; b--)
+                    pair[h] = (pair[h] << 8) | fp[16 * k + 8 * h + b];
+            if (pair[0] >= pair[1] || pair[1] > (uint64_t)len || (Py_ssize_t)pair[0] < last) {
+                PyMem_Free(stores);
+                PyErr_SetString(PyExc_ValueError,
+                                "splice_hooks: a store lies outside the stream or out of order");
+                goto done;
+            }
+            last = (Py_ssize_t)pair[1];
+            stores[2 * k] = (Cut){(Py_ssize_t)pair[0], 3, 0, 0};
+            stores[2 * k + 1] = (Cut){(Py_ssize_t)pair[1], -1, 0, 0};
+        }
+        /* merge from the back into cuts[0..ncuts): the hooks' cuts sit at the front */
+        Py_ssize_t a = 2 * nsites - 1, b = 2 * nforget - 1;
+        for (Py_ssize_t w = ncuts - 1; w >= 0; w--) {
+            if (b < 0 || (a >= 0 && cmp_cut(&cuts[a], &stores[b]) > 0))
+                cuts[w] = cuts[a--];
+            else
+                cuts[w] = stores[b--];
+        }
+        PyMem_Free(stores);
     }
-    qsort(cuts, (size_t)ncuts, sizeof(Cut), cmp_cut);
     prefix[0] = 0;
     for (Py_ssize_t k = 0; k < ncuts; k++)
         prefix[k + 1] = prefix[k] + cut_len(&cuts[k], mod.len);

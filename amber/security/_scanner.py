@@ -88,7 +88,8 @@ def scan_pickle(
         (each BUILD state, right before it is applied) or both; a plain collection means
         ``OBJECT``. The sites are returned in ``hook_sites`` (and the offsets of the
         stream's FRAME opcodes in ``frames``). ``forget`` lists the memo stores that no
-        ``GET`` reads back, of objects holding large buffers (see ``splice_hooks``).
+        ``GET`` reads back, of containers, objects, buffers and large literals (see
+        ``splice_hooks``).
 
     Raises
     ------

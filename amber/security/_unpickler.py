@@ -262,8 +262,9 @@ def _with_hooks(
     splicing itself is ``splice_hooks`` in _pickle_scan.c.
 
     The memo stores in ``scan.forget`` (nothing reads them back) store ``None`` instead, so
-    that the unpickler's memo does not hold every large buffer until the load ends: a forest
-    whose trees copy their node arrays frees each array as soon as its tree is built.
+    that the unpickler's memo does not hold everything it built until the load ends: a forest
+    whose trees copy their node arrays frees each array as soon as its tree is built, and a
+    boosting model's 20,000 argument tuples go as soon as they are used.
 
     With ``room`` (a writable map that starts with ``data``) the stream is rewritten in place
     when it fits, and the result is a view of ``room``.

@@ -343,14 +343,30 @@ def _node_summary(nodes: Any, kind: str, what: str) -> tuple[int, int, int, int,
 _SAME_AS_RECORD: dict[tuple[int, str], np.dtype] = {}
 
 
-# Summaries of the predictor node arrays validated during a load (by id, with the array
-# itself so that the id stays its own), for the estimator's cross-check after the load;
-# safe_loads empties it when a load ends.
-_SUMMARIES: dict[int, tuple[Any, tuple[int, int, int, int, int]]] = {}
+# The node arrays of the predictors validated during a load, in the order they were built, and
+# over all of them: [the highest split feature, the number of categorical splits]. The
+# estimator's cross-check after the load uses these instead of checking its predictors again
+# (a list of references, not a summary per predictor: a boosting model has thousands, and the
+# cross-check runs when the load's memory peaks). safe_loads empties them when a load ends.
+_PREDICTOR_NODES: list[Any] = []
+_PREDICTOR_TOTALS = [-1, 0]
 
 
 def forget_summaries() -> None:
-    _SUMMARIES.clear()
+    _PREDICTOR_NODES.clear()
+    _PREDICTOR_TOTALS[:] = [-1, 0]
+
+
+def _validated_in_this_load(predictors: list[Any]) -> bool:
+    """Whether ``predictors`` are, in order, a run of the predictors validated in this load."""
+    seen = _PREDICTOR_NODES
+    if not predictors or not seen:
+        return False
+    first = getattr(predictors[0], "nodes", None)
+    start = next((k for k, a in enumerate(seen) if a is first), -1)
+    if start < 0 or start + len(predictors) > len(seen):
+        return False
+    return all(getattr(p, "nodes", None) is seen[start + k] for k, p in enumerate(predictors))
 
 
 def validate_tree(tree: Any) -> None:
@@ -410,10 +426,11 @@ def validate_tree_predictor(predictor: Any) -> None:
     raw = _bitset_rows(
         getattr(predictor, "raw_left_cat_bitsets", None), "raw_left_cat_bitsets", what
     )
-    summary = _node_summary(nodes, "predictor", what)
-    _, low, _, n_categorical, max_row = summary
-    if len(_SUMMARIES) < 100_000:
-        _SUMMARIES[id(nodes)] = (nodes, summary)
+    _, low, high, n_categorical, max_row = _node_summary(nodes, "predictor", what)
+    _PREDICTOR_NODES.append(nodes)
+    if high > _PREDICTOR_TOTALS[0]:
+        _PREDICTOR_TOTALS[0] = high
+    _PREDICTOR_TOTALS[1] += n_categorical
     if low < 0:
         raise _refuse(what, "a split uses a negative feature index")
     if n_categorical and max_row >= min(binned, raw):
@@ -761,14 +778,14 @@ def _cross_check(obj: Any) -> None:
     predictors = d.get("_predictors")
     if predictors is not None:
         cat = getattr(d.get("_bin_mapper"), "is_categorical_", None)
-        for p in (p for stage in predictors for p in stage):
-            nodes = getattr(p, "nodes", None)
-            found = _SUMMARIES.pop(id(nodes), None)
-            if found is not None and found[0] is nodes:
-                summary = found[1]
-            else:
-                summary = _node_summary(nodes, "predictor", what)
-            _, _, high, n_categorical, _ = summary
+        flat = [p for stage in predictors for p in stage]
+        checked = _PREDICTOR_TOTALS[0] < n_in and not _PREDICTOR_TOTALS[1]
+        if checked and _validated_in_this_load(flat):
+            flat = []  # every split of every predictor is numeric and on a known feature
+        for p in flat:
+            _, _, high, n_categorical, _ = _node_summary(
+                getattr(p, "nodes", None), "predictor", what
+            )
             if high >= n_in:
                 raise _refuse(what, f"a boosting tree splits on a feature >= {n_in}")
             if not n_categorical:
@@ -806,6 +823,16 @@ def validate_loaded(
     """
     if not needs_validation(referenced_globals, cross_only=cross_only):
         return
+    if cross_only:
+        _walk(obj, cross_only=True)  # the caller (safe_loads) forgets this load's predictors
+        return
+    try:
+        _walk(obj, cross_only=False)
+    finally:
+        forget_summaries()
+
+
+def _walk(obj: Any, *, cross_only: bool) -> None:
     seen: set[int] = set()
     stack = [obj]
     pop, push, add = stack.pop, stack.extend, seen.add

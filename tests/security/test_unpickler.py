@@ -758,11 +758,22 @@ def test_a_large_object_read_back_from_the_memo_keeps_its_identity() -> None:
     assert loaded["a"] is loaded["b"]
 
 
-def test_small_objects_are_not_rewritten() -> None:
+def test_only_stores_of_containers_objects_and_buffers_are_rewritten() -> None:
+    """A stored string or number is held by whatever uses it: forgetting it frees nothing."""
+    import pickletools
+
+    from amber.security._pickle_scan import splice_hooks
     from amber.security._scanner import scan_pickle
 
-    stream = pickle.dumps({"a": np.arange(100), "b": [1, 2, 3], "s": "x" * 1000}, protocol=5)
-    assert scan_pickle(stream).forget == b""
+    assert scan_pickle(pickle.dumps("x" * 1000, protocol=5)).forget == b""
+    stream = pickle.dumps(["a" * 100, "b" * 100, 10**30], protocol=5)
+    forget = scan_pickle(stream).forget
+    assert len(forget) == 16  # the list's store alone
+    offset = int.from_bytes(forget[:8], "little")
+    ops = {pos: op.name for op, _, pos in pickletools.genops(stream)}
+    assert ops[offset] == "MEMOIZE" and ops[offset - 1] == "EMPTY_LIST"
+    with pytest.raises(ValueError, match="out of order"):  # pairs must come in stream order
+        splice_hooks(stream, [], [], [], b"m", forget[8:16] + forget[:8])
 
 
 # --------------------------------------------------------------------------- streams in place

@@ -167,6 +167,23 @@ def test_boosting_feature_out_of_range(tmp_path: Path) -> None:
     plain_pickle_crashes(tmp_path, data, "obj.predict(X)")
 
 
+def test_boosting_models_of_different_widths_in_one_stream() -> None:
+    """The load-wide summary of the predictors must not let a narrow model's predictor split on
+    a feature that only the wide model has."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    narrow = HistGradientBoostingClassifier(max_iter=3, random_state=0).fit(X[:, :2], Y)
+    wide = _hgb()  # 6 features
+    loaded = safe_loads(pickle.dumps([wide, narrow], protocol=5), policy=LoadPolicy())
+    np.testing.assert_array_equal(loaded[1].predict(X[:, :2]), narrow.predict(X[:, :2]))
+    np.testing.assert_array_equal(loaded[0].predict(X), wide.predict(X))
+    split = int(np.flatnonzero(narrow._predictors[0][0].nodes["is_leaf"] == 0)[0])
+    hostile = copy.deepcopy(narrow)
+    hostile._predictors[0][0].nodes["feature_idx"][split] = 4  # valid for the wide model only
+    amber_refuses([wide, hostile], "feature >= 2")
+    amber_refuses([hostile, wide], "feature >= 2")
+
+
 def test_boosting_categorical_split_past_its_bitsets() -> None:
     hostile = copy.deepcopy(_hgb())
     nodes = hostile._predictors[0][0].nodes
@@ -481,3 +498,21 @@ def test_partial_of_anything_but_an_allowlisted_function_is_refused(wrapped: str
     data = pickle.dumps(functools.partial(func, 1.0), protocol=5)
     with pytest.raises(FormatError, match="not an allowlisted function"):
         safe_loads(data, policy=LoadPolicy())
+
+
+def test_loads_do_not_keep_the_predictors_they_checked(tmp_path: Path) -> None:
+    """The per-load list of validated boosting predictors is emptied by every kind of load."""
+    import joblib
+
+    import amber
+    from amber.security import _validators
+
+    model = _hgb()
+    pickle_path, joblib_path = tmp_path / "m.pkl", tmp_path / "m.joblib"
+    pickle_path.write_bytes(pickle.dumps(model, protocol=5))
+    joblib.dump(model, joblib_path)
+    amber.save(model, tmp_path / "m.amber")
+    for path in (pickle_path, joblib_path, tmp_path / "m.amber"):
+        loaded = amber.load(path)
+        np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+        assert _validators._PREDICTOR_NODES == [], path.name
