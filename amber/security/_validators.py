@@ -836,6 +836,7 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
     seen: set[int] = set()
     stack = [obj]
     pop, push, add = stack.pop, stack.extend, seen.add
+    is_leaf = _IS_LEAF
     while stack:
         o = pop()
         t = type(o)
@@ -844,6 +845,13 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
         add(id(o))
         if not cross_only:
             run_validator(validate_object, o)
+        leaf = is_leaf.get(t)
+        if leaf is None:
+            if len(is_leaf) >= 4096:
+                is_leaf.clear()
+            leaf = is_leaf[t] = (t.__module__, t.__qualname__) in _LEAVES
+        if leaf and vars(o).keys() <= _LEAF_ATTRIBUTES:
+            continue  # validated as built; holds only arrays (a boosting model has 1,000s)
         if isinstance(o, dict):
             push(v for v in o.values() if type(v) not in _ATOMS)
         elif isinstance(o, (list, tuple, set, frozenset)):
@@ -853,8 +861,6 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
                 push(o.ravel(order="K").tolist())
         elif isinstance(o, np.dtype):
             continue
-        elif (t.__module__, t.__qualname__) in _LEAVES and vars(o).keys() <= _LEAF_ATTRIBUTES:
-            continue  # validated as built; holds only arrays (a boosting model has 1,000s)
         else:
             d = getattr(o, "__dict__", None)
             if type(d) is dict:
@@ -869,3 +875,5 @@ _ATOMS = frozenset({str, bytes, int, float, bool, type(None), np.float64, np.int
 # were built, and cross-checked from the estimator that holds them.
 _LEAVES = {("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor")}
 _LEAF_ATTRIBUTES = frozenset({"nodes", "binned_left_cat_bitsets", "raw_left_cat_bitsets"})
+# Whether a class is one of _LEAVES, by identity: a walk meets 1,500 predictors.
+_IS_LEAF: dict[type, bool] = {}
