@@ -732,9 +732,18 @@ def validate_object(obj: Any) -> None:
         _BUILT_DTYPES[id(obj)] = obj
         return
     cls = type(obj)
-    validator = _BY_TYPE.get((cls.__module__, cls.__qualname__))
+    try:
+        validator = _VALIDATOR_OF[cls]
+    except KeyError:
+        if len(_VALIDATOR_OF) >= 4096:
+            _VALIDATOR_OF.clear()
+        validator = _VALIDATOR_OF[cls] = _BY_TYPE.get((cls.__module__, cls.__qualname__))
     if validator is not None:
         validator(obj)
+
+
+# Each class's validator (or None), by identity: a boosting model has 1,500 predictors.
+_VALIDATOR_OF: dict[type, Validator | None] = {}
 
 
 # Estimators whose sub-objects must agree with the estimator's own input width.
