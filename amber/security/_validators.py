@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -344,22 +345,32 @@ _SAME_AS_RECORD: dict[tuple[int, str], np.dtype] = {}
 
 
 # The node arrays of the predictors validated during a load, in the order they were built, and
-# over all of them: [the highest split feature, the number of categorical splits]. The
+# over all of them: the highest split feature and the number of categorical splits. The
 # estimator's cross-check after the load uses these instead of checking its predictors again
 # (a list of references, not a summary per predictor: a boosting model has thousands, and the
 # cross-check runs when the load's memory peaks). safe_loads empties them when a load ends.
-_PREDICTOR_NODES: list[Any] = []
-_PREDICTOR_TOTALS = [-1, 0]
+class _PredictorRecord(threading.local):
+    """Per thread: a server may load a model while another thread loads its replacement."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Any] = []
+        self.max_feature = -1
+        self.categorical = 0
+
+
+_PREDICTORS = _PredictorRecord()
 
 
 def forget_summaries() -> None:
-    _PREDICTOR_NODES.clear()
-    _PREDICTOR_TOTALS[:] = [-1, 0]
+    record = _PREDICTORS
+    record.nodes = []
+    record.max_feature = -1
+    record.categorical = 0
 
 
 def _validated_in_this_load(predictors: list[Any]) -> bool:
     """Whether ``predictors`` are, in order, a run of the predictors validated in this load."""
-    seen = _PREDICTOR_NODES
+    seen = _PREDICTORS.nodes
     if not predictors or not seen:
         return False
     first = getattr(predictors[0], "nodes", None)
@@ -427,10 +438,11 @@ def validate_tree_predictor(predictor: Any) -> None:
         getattr(predictor, "raw_left_cat_bitsets", None), "raw_left_cat_bitsets", what
     )
     _, low, high, n_categorical, max_row = _node_summary(nodes, "predictor", what)
-    _PREDICTOR_NODES.append(nodes)
-    if high > _PREDICTOR_TOTALS[0]:
-        _PREDICTOR_TOTALS[0] = high
-    _PREDICTOR_TOTALS[1] += n_categorical
+    record = _PREDICTORS
+    record.nodes.append(nodes)
+    if high > record.max_feature:
+        record.max_feature = high
+    record.categorical += n_categorical
     if low < 0:
         raise _refuse(what, "a split uses a negative feature index")
     if n_categorical and max_row >= min(binned, raw):
@@ -788,7 +800,8 @@ def _cross_check(obj: Any) -> None:
     if predictors is not None:
         cat = getattr(d.get("_bin_mapper"), "is_categorical_", None)
         flat = [p for stage in predictors for p in stage]
-        checked = _PREDICTOR_TOTALS[0] < n_in and not _PREDICTOR_TOTALS[1]
+        record = _PREDICTORS
+        checked = record.max_feature < n_in and not record.categorical
         if checked and _validated_in_this_load(flat):
             flat = []  # every split of every predictor is numeric and on a known feature
         for p in flat:

@@ -515,4 +515,21 @@ def test_loads_do_not_keep_the_predictors_they_checked(tmp_path: Path) -> None:
     for path in (pickle_path, joblib_path, tmp_path / "m.amber"):
         loaded = amber.load(path)
         np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
-        assert _validators._PREDICTOR_NODES == [], path.name
+        assert _validators._PREDICTORS.nodes == [], path.name
+
+
+def test_the_predictor_record_is_per_thread() -> None:
+    """A load in another thread (a server loading a replacement) cannot empty this one's."""
+    import threading
+
+    from amber.security import _validators
+
+    predictor = _hgb()._predictors[0][0]
+    _validators.validate_tree_predictor(predictor)
+    other = threading.Thread(target=_validators.forget_summaries)
+    other.start()
+    other.join()
+    try:
+        assert _validators._PREDICTORS.nodes == [predictor.nodes]
+    finally:
+        _validators.forget_summaries()
