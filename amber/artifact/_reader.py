@@ -174,13 +174,12 @@ class ArtifactReader:
             return self._mapview[offset : offset + n]
         return os.pread(self._fd, n, offset)
 
-    def _raw(self, entry: _zip.ZipEntry, spare: int = 0, *, own: bool = False) -> memoryview:
+    def _raw(self, entry: _zip.ZipEntry, spare: int = 0) -> memoryview:
         """The stored bytes of one zip entry: a view into the map, or a fresh aligned buffer.
 
-        ``own`` reads into a fresh buffer even when the file is mapped (or read whole), with
-        ``spare`` bytes reserved after it (see :meth:`read_with_room`).
+        ``spare`` reserves that many bytes after a fresh buffer (see :meth:`read_with_room`).
         """
-        if self._mapview is not None and not own:
+        if self._mapview is not None:
             start = _zip.data_offset(self._mapview[entry.header_offset : entry.limit], entry)
             return self._mapview[start : start + entry.size]
         start = _zip.read_data_offset(self._fd, entry)
@@ -230,17 +229,16 @@ class ArtifactReader:
         Returns the verified bytes and, when they are the start of such a map, the map (its
         spare pages, half the entry's size plus 1 MiB, cost nothing until written), so that a
         caller can rewrite the entry in place and give pages back as it consumes them; else
-        ``None`` (a small or compressed entry). The entry is read into the map even when the
-        artifact is memory-mapped: it is for bytes that are consumed, not kept (a pickle
-        stream, whose contents the unpickler copies).
+        ``None`` (a memory-mapped artifact, a small or compressed entry, a small file read
+        whole).
         """
         rec = self.entries.get(name)
         if rec is None:
             raise FormatError(f"{str(self.path)!r} has no entry {name!r}")
         entry = self.zip_entries[name]
-        if rec["compression"] != "none" or entry.size < _MAP_FROM:
+        if rec["compression"] != "none" or self._mapview is not None or entry.size < _MAP_FROM:
             return self.read(name), None
-        stored = self._raw(entry, entry.size // 2 + _MAP_FROM, own=True)
+        stored = self._raw(entry, entry.size // 2 + _MAP_FROM)
         self._check(name, stored, strong=False)
         block = stored.obj
         return stored, block if isinstance(block, _mmap.mmap) else None

@@ -824,9 +824,8 @@ def test_a_stream_is_rewritten_in_place_and_given_back_as_it_is_read(
     assert block[: len(data)] == data  # untouched
 
 
-@pytest.mark.parametrize("mmap", [False, True])
 def test_amber_load_reads_a_large_stream_in_place(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mmap: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sklearn.tree import DecisionTreeClassifier
 
@@ -848,7 +847,7 @@ def test_amber_load_reads_a_large_stream_in_place(
     monkeypatch.setattr(
         unpickler, "_input_file", lambda d, room: files.append(real(d, room)) or files[-1]
     )
-    loaded = amber.load(path, mmap=mmap)
+    loaded = amber.load(path)
     assert isinstance(files[0], unpickler._Consuming), "a stream over 1 MiB is read in place"
     np.testing.assert_array_equal(loaded["tree"].predict(X), obj["tree"].predict(X))
     for got, want in zip(loaded["pad"], obj["pad"], strict=True):
