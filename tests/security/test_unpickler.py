@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 import warnings
 from pathlib import Path
@@ -853,3 +854,13 @@ def test_amber_load_reads_a_large_stream_in_place(
     for got, want in zip(loaded["pad"], obj["pad"], strict=True):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(loaded["big"], obj["big"])
+    # a hostile tree in such a stream is refused like anywhere else, after the pages before it
+    # were given back
+    hostile = copy.deepcopy(obj["tree"])
+    hostile.tree_.children_left[0] = 10**6  # a child index past the node array
+    amber.save({"pad": obj["pad"], "tree": hostile, "big": obj["big"]}, path)
+    files.clear()
+    with pytest.raises(FormatError, match="child index"):
+        amber.load(path)
+    assert isinstance(files[0], unpickler._Consuming)
+    assert files[0]._given > 0
