@@ -187,10 +187,16 @@ class ArtifactReader:
         _pread_into(self._fd, out, start)
         return out
 
+    def _record(self, name: str) -> dict[str, Any]:
+        """The manifest's record of a listed entry."""
+        rec = self.entries.get(name)
+        if rec is None:
+            raise FormatError(f"{str(self.path)!r} has no entry {name!r}")
+        return rec
+
     def raw_entry(self, name: str) -> memoryview:
         """The stored (possibly compressed) bytes of a listed entry, unverified."""
-        if name not in self.entries:
-            raise FormatError(f"{str(self.path)!r} has no entry {name!r}")
+        self._record(name)
         return self._raw(self.zip_entries[name])
 
     def raw_signature(self) -> bytes | None:
@@ -214,9 +220,7 @@ class ArtifactReader:
         When the artifact is memory-mapped and the entry is stored uncompressed, the view points
         into the copy-on-write map (no copy); otherwise it is a fresh buffer.
         """
-        rec = self.entries.get(name)
-        if rec is None:
-            raise FormatError(f"{str(self.path)!r} has no entry {name!r}")
+        rec = self._record(name)
         stored = self._raw(self.zip_entries[name])
         self._check(name, stored, strong)
         if rec["compression"] == "none":
@@ -232,9 +236,7 @@ class ArtifactReader:
         ``None`` (a memory-mapped artifact, a small or compressed entry, a small file read
         whole).
         """
-        rec = self.entries.get(name)
-        if rec is None:
-            raise FormatError(f"{str(self.path)!r} has no entry {name!r}")
+        rec = self._record(name)
         entry = self.zip_entries[name]
         if rec["compression"] != "none" or self._mapview is not None or entry.size < _MAP_FROM:
             return self.read(name), None

@@ -174,6 +174,22 @@ nomem(Scan *s)
     return -1;
 }
 
+/* Room for one more element at the end of a growable array (`len` of its `*cap` in use), doubling
+ * from `first` elements. */
+static int
+reserve(Scan *s, void **buf, Py_ssize_t len, Py_ssize_t *cap, size_t size, Py_ssize_t first)
+{
+    if (len < *cap)
+        return 0;
+    Py_ssize_t ncap = *cap ? *cap * 2 : first;
+    void *n = PyMem_Realloc(*buf, (size_t)ncap * size);
+    if (!n)
+        return nomem(s);
+    *buf = n;
+    *cap = ncap;
+    return 0;
+}
+
 static const char *
 tag_name(uint8_t tag)
 {
@@ -334,14 +350,8 @@ memo_put(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t idx, Py_ssize_t *co
     s->memo[idx] = it;
     if (!kept)
         return 0; /* a small scalar or a string: not worth forgetting */
-    if (s->nputs == s->pcap) {
-        Py_ssize_t ncap = s->pcap ? s->pcap * 2 : 64;
-        Put *n = PyMem_Realloc(s->puts, (size_t)ncap * sizeof(Put));
-        if (!n)
-            return nomem(s);
-        s->puts = n;
-        s->pcap = ncap;
-    }
+    if (reserve(s, (void **)&s->puts, s->nputs, &s->pcap, sizeof(Put), 64) < 0)
+        return -1;
     Put put = {off, end, idx};
     s->puts[s->nputs++] = put;
     return 0;
@@ -476,14 +486,8 @@ make_object(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t nargs, const cha
     s->ghooked[callee->aux] |= G_CALLED;
     uint8_t gflags = s->ghooked[callee->aux] & (G_HOOKED | G_STATE_HOOKED);
     if (gflags) {
-        if (s->nhk == s->hkcap) {
-            Py_ssize_t ncap = s->hkcap ? s->hkcap * 2 : 16;
-            Hook *n = PyMem_Realloc(s->hk, (size_t)ncap * sizeof(Hook));
-            if (!n)
-                return nomem(s);
-            s->hk = n;
-            s->hkcap = ncap;
-        }
+        if (reserve(s, (void **)&s->hk, s->nhk, &s->hkcap, sizeof(Hook), 16) < 0)
+            return -1;
         if (s->nhk >= (Py_ssize_t)UINT32_MAX - 1)
             return fail(s, off, "too many validated objects");
         Hook h = {callee->start, end, callee->aux, 0, 0, gflags};
@@ -509,14 +513,8 @@ build(Scan *s, Py_ssize_t off, Py_ssize_t end)
         return fail(s, off, "BUILD on a %s; only objects made by REDUCE/NEWOBJ take state",
                     tag_name(t->tag));
     if (t->aux != NO_HOOK && (s->hk[t->aux].flags & G_STATE_HOOKED)) {
-        if (s->nss == s->sscap) {
-            Py_ssize_t ncap = s->sscap ? s->sscap * 2 : 16;
-            StateSite *n = PyMem_Realloc(s->ss, (size_t)ncap * sizeof(StateSite));
-            if (!n)
-                return nomem(s);
-            s->ss = n;
-            s->sscap = ncap;
-        }
+        if (reserve(s, (void **)&s->ss, s->nss, &s->sscap, sizeof(StateSite), 16) < 0)
+            return -1;
         StateSite site = {s->stack[s->sp - 1].start, off, s->hk[t->aux].gidx};
         s->ss[s->nss++] = site;
     }
@@ -614,14 +612,9 @@ run(Scan *s, int *declared, int *maxproto)
                 return fail(s, off, "FRAME declares %llu bytes but only %zd remain",
                             (unsigned long long)n, len - i);
             s->frame_end = i + (Py_ssize_t)n;
-            if (s->nframes == s->fcap) {
-                Py_ssize_t ncap = s->fcap ? s->fcap * 2 : 16;
-                Py_ssize_t *nf = PyMem_Realloc(s->frames, (size_t)ncap * sizeof(Py_ssize_t));
-                if (!nf)
-                    return nomem(s);
-                s->frames = nf;
-                s->fcap = ncap;
-            }
+            if (reserve(s, (void **)&s->frames, s->nframes, &s->fcap, sizeof(Py_ssize_t),
+                        16) < 0)
+                return -1;
             s->frames[s->nframes++] = off;
             break;
         case OP_STOP:
@@ -1290,9 +1283,9 @@ emit_cut(const Cut *c, char *out, const Py_buffer *mod)
     return o;
 }
 
-/* splice_hooks(data, sites, numbers, frames, module, forget=b"", room=None) -> bytes: the stream with a
- * push of validator `numbers[k]` (GLOBAL module\nnumber\n) at each site's start and TUPLE1
- * REDUCE at its end, and every FRAME that encloses inserted bytes grown to match. `sites` are
+/* splice_hooks(data, sites, numbers, frames, module, forget=b"", room=None) -> bytes: the
+ * stream with a push of validator `numbers[k]` (GLOBAL module\nnumber\n) at each site's start
+ * and TUPLE1 REDUCE at its end, and every FRAME that encloses inserted bytes grown to match. `sites` are
  * the scanner's (start, end, global, kind) tuples, `frames` its FRAME offsets.
  *
  * `forget` holds the scanner's (offset, end) int64 pairs, in stream order, of memo stores

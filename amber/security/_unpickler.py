@@ -37,7 +37,7 @@ from amber.security._validators import (
     OBJECT_VALIDATORS,
     STATE_VALIDATORS,
     Validator,
-    forget_summaries,
+    forget_predictors,
     run_validator,
     validate_loaded,
     validate_object,
@@ -331,9 +331,6 @@ class _Consuming:
         end = self._block.find(b"\n", self._pos, self._size)
         return self.read(self._size - self._pos if end < 0 else end + 1 - self._pos)
 
-    def close(self) -> None:
-        self._view.release()
-
 
 def _input_file(data: _Buffer, room: mmap.mmap | None) -> Any:
     """What the unpickler reads: the stream in place when it is ``room``'s start, else a copy."""
@@ -530,7 +527,7 @@ def safe_loads(
             f"outside the allowlist was run."
         ) from exc
     finally:
-        forget_summaries()
+        forget_predictors()
     return obj
 
 

@@ -318,8 +318,7 @@ def _node_summary(nodes: Any, kind: str, what: str) -> tuple[int, int, int, int,
 
     Returns (depth, min split feature, max split feature, categorical splits, max bitset row).
     """
-    found = _LAYOUTS.get(kind)
-    dtype, layout = found if found is not None else _layout(kind)
+    dtype, layout = _layout(kind)
     if not isinstance(nodes, np.ndarray) or nodes.ndim != 1 or nodes.shape[0] < 1:
         raise _refuse(what, "its node array is missing or has the wrong layout")
     d = nodes.dtype
@@ -361,7 +360,7 @@ class _PredictorRecord(threading.local):
 _PREDICTORS = _PredictorRecord()
 
 
-def forget_summaries() -> None:
+def forget_predictors() -> None:
     record = _PREDICTORS
     record.nodes = []
     record.max_feature = -1
@@ -743,19 +742,25 @@ def validate_object(obj: Any) -> None:
             _BUILT_DTYPES.clear()
         _BUILT_DTYPES[id(obj)] = obj
         return
-    cls = type(obj)
-    try:
-        validator = _VALIDATOR_OF[cls]
-    except KeyError:
-        if len(_VALIDATOR_OF) >= 4096:
-            _VALIDATOR_OF.clear()
-        validator = _VALIDATOR_OF[cls] = _BY_TYPE.get((cls.__module__, cls.__qualname__))
+    validator = _class_info(type(obj))[0]
     if validator is not None:
         validator(obj)
 
 
-# Each class's validator (or None), by identity: a boosting model has 1,500 predictors.
-_VALIDATOR_OF: dict[type, Validator | None] = {}
+def _class_info(cls: type) -> tuple[Validator | None, bool]:
+    """A class's validator (or None) and whether it is one of ``_LEAVES``, found once per class
+    (by identity) rather than from its module and name for each object: a boosting model has
+    1,500 predictors."""
+    info = _CLASS_INFO.get(cls)
+    if info is None:
+        if len(_CLASS_INFO) >= 4096:
+            _CLASS_INFO.clear()
+        key = (cls.__module__, cls.__qualname__)
+        info = _CLASS_INFO[cls] = (_BY_TYPE.get(key), key in _LEAVES)
+    return info
+
+
+_CLASS_INFO: dict[type, tuple[Validator | None, bool]] = {}
 
 
 # Estimators whose sub-objects must agree with the estimator's own input width.
@@ -851,14 +856,13 @@ def validate_loaded(
     try:
         _walk(obj, cross_only=False)
     finally:
-        forget_summaries()
+        forget_predictors()
 
 
 def _walk(obj: Any, *, cross_only: bool) -> None:
     seen: set[int] = set()
     stack = [obj]
     pop, push, add = stack.pop, stack.extend, seen.add
-    is_leaf = _IS_LEAF
     while stack:
         o = pop()
         t = type(o)
@@ -867,12 +871,7 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
         add(id(o))
         if not cross_only:
             run_validator(validate_object, o)
-        leaf = is_leaf.get(t)
-        if leaf is None:
-            if len(is_leaf) >= 4096:
-                is_leaf.clear()
-            leaf = is_leaf[t] = (t.__module__, t.__qualname__) in _LEAVES
-        if leaf and vars(o).keys() <= _LEAF_ATTRIBUTES:
+        if _class_info(t)[1] and vars(o).keys() <= _LEAF_ATTRIBUTES:
             continue  # validated as built; holds only arrays (a boosting model has 1,000s)
         if isinstance(o, dict):
             push(v for v in o.values() if type(v) not in _ATOMS)
@@ -897,5 +896,3 @@ _ATOMS = frozenset({str, bytes, int, float, bool, type(None), np.float64, np.int
 # were built, and cross-checked from the estimator that holds them.
 _LEAVES = {("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor")}
 _LEAF_ATTRIBUTES = frozenset({"nodes", "binned_left_cat_bitsets", "raw_left_cat_bitsets"})
-# Whether a class is one of _LEAVES, by identity: a walk meets 1,500 predictors.
-_IS_LEAF: dict[type, bool] = {}

@@ -786,9 +786,22 @@ def _in_a_map(data: bytes, spare: int) -> tuple[memoryview, Any]:
     return memoryview(block)[: len(data)], block
 
 
+@pytest.fixture
+def input_files(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The file objects the unpickler reads from, in order, as safe_loads makes them."""
+    import amber.security._unpickler as unpickler
+
+    files: list[Any] = []
+    real = unpickler._input_file
+    monkeypatch.setattr(
+        unpickler, "_input_file", lambda d, room: files.append(real(d, room)) or files[-1]
+    )
+    return files
+
+
 @pytest.mark.parametrize("protocol", [0, 2, 5])
 def test_a_stream_is_rewritten_in_place_and_given_back_as_it_is_read(
-    protocol: int, monkeypatch: pytest.MonkeyPatch
+    protocol: int, input_files: list[Any]
 ) -> None:
     from sklearn.tree import DecisionTreeClassifier
 
@@ -802,14 +815,9 @@ def test_a_stream_is_rewritten_in_place_and_given_back_as_it_is_read(
         "pad": [np.arange(k, k + 2000) for k in range(150)],  # 2.4 MB in band
     }
     data = pickle.dumps(obj, protocol=protocol)
-    files: list[Any] = []
-    real = unpickler._input_file
-    monkeypatch.setattr(
-        unpickler, "_input_file", lambda d, room: files.append(real(d, room)) or files[-1]
-    )
     stream, block = _in_a_map(data, len(data) // 2 + (1 << 20))
     loaded = safe_loads(stream, policy=LoadPolicy(), room=block, release=True)
-    (file,) = files
+    (file,) = input_files
     assert isinstance(file, unpickler._Consuming)
     assert file._given >= file._size - 2 * unpickler._GIVE_BACK_STEP  # read, and given back
     for got, want in zip(loaded["trees"], obj["trees"], strict=True):
@@ -817,17 +825,15 @@ def test_a_stream_is_rewritten_in_place_and_given_back_as_it_is_read(
     for got, want in zip(loaded["pad"], obj["pad"], strict=True):
         np.testing.assert_array_equal(got, want)
     # too little room: the stream is spliced into a copy instead, with the same result
-    files.clear()
+    input_files.clear()
     stream, block = _in_a_map(data, 8)
     again = safe_loads(stream, policy=LoadPolicy(), room=block)
-    assert not isinstance(files[0], unpickler._Consuming)
+    assert not isinstance(input_files[0], unpickler._Consuming)
     np.testing.assert_array_equal(again["trees"][0].predict(X), obj["trees"][0].predict(X))
     assert block[: len(data)] == data  # untouched
 
 
-def test_amber_load_reads_a_large_stream_in_place(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_amber_load_reads_a_large_stream_in_place(tmp_path: Path, input_files: list[Any]) -> None:
     from sklearn.tree import DecisionTreeClassifier
 
     import amber
@@ -843,13 +849,8 @@ def test_amber_load_reads_a_large_stream_in_place(
     }
     path = tmp_path / "obj.amber"
     amber.save(obj, path)
-    files: list[Any] = []
-    real = unpickler._input_file
-    monkeypatch.setattr(
-        unpickler, "_input_file", lambda d, room: files.append(real(d, room)) or files[-1]
-    )
     loaded = amber.load(path)
-    assert isinstance(files[0], unpickler._Consuming), "a stream over 1 MiB is read in place"
+    assert isinstance(input_files[0], unpickler._Consuming), "a stream over 1 MiB is read in place"
     np.testing.assert_array_equal(loaded["tree"].predict(X), obj["tree"].predict(X))
     for got, want in zip(loaded["pad"], obj["pad"], strict=True):
         np.testing.assert_array_equal(got, want)
@@ -859,8 +860,8 @@ def test_amber_load_reads_a_large_stream_in_place(
     hostile = copy.deepcopy(obj["tree"])
     hostile.tree_.children_left[0] = 10**6  # a child index past the node array
     amber.save({"pad": obj["pad"], "tree": hostile, "big": obj["big"]}, path)
-    files.clear()
+    input_files.clear()
     with pytest.raises(FormatError, match="child index"):
         amber.load(path)
-    assert isinstance(files[0], unpickler._Consuming)
-    assert files[0]._given > 0
+    assert isinstance(input_files[0], unpickler._Consuming)
+    assert input_files[0]._given > 0

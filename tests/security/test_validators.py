@@ -526,10 +526,10 @@ def test_the_predictor_record_is_per_thread() -> None:
 
     predictor = _hgb()._predictors[0][0]
     _validators.validate_tree_predictor(predictor)
-    other = threading.Thread(target=_validators.forget_summaries)
+    other = threading.Thread(target=_validators.forget_predictors)
     other.start()
     other.join()
     try:
         assert _validators._PREDICTORS.nodes == [predictor.nodes]
     finally:
-        _validators.forget_summaries()
+        _validators.forget_predictors()
