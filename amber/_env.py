@@ -66,13 +66,19 @@ def _installed_version(dist: str) -> str | None:
         return None
 
 
+@cache
+def _python_facts() -> tuple[tuple[str, str], ...]:
+    return (
+        ("python", platform.python_version()),
+        ("implementation", sys.implementation.name),
+        ("platform", f"{platform.system()}-{platform.machine()}"),
+        ("byteorder", sys.byteorder),
+    )
+
+
 def _python() -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "implementation": sys.implementation.name,
-        "platform": f"{platform.system()}-{platform.machine()}",
-        "byteorder": sys.byteorder,
-    }
+    """Python and platform facts (asked once per process: they cannot change while it runs)."""
+    return dict(_python_facts())
 
 
 def capture(modules: Iterable[str], extra_distributions: Iterable[str] = ()) -> dict[str, Any]:

@@ -7,6 +7,7 @@ an install hint shown when that module (or its framework) cannot be imported.
 from __future__ import annotations
 
 import importlib
+import weakref
 from typing import Any
 
 from amber.errors import FormatError, HandlerNotAvailable
@@ -89,6 +90,17 @@ def known_handlers() -> dict[str, tuple[str, str, tuple[str, ...]]]:
     return dict(_KNOWN)
 
 
+_ROOTS: weakref.WeakKeyDictionary[type, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def _roots(cls: type) -> frozenset[str]:
+    """The top-level packages of ``cls`` and its bases (remembered while the class lives)."""
+    roots = _ROOTS.get(cls)
+    if roots is None:
+        roots = _ROOTS[cls] = frozenset(c.__module__.split(".")[0] for c in cls.__mro__)
+    return roots
+
+
 def handler_for(obj: Any, name: str | None = None, *, format: str | None = None) -> Handler:
     """The handler for ``obj``: the one named, else the first whose module roots claim its type.
 
@@ -97,7 +109,7 @@ def handler_for(obj: Any, name: str | None = None, *, format: str | None = None)
     """
     if name is not None:
         return get_handler(name)
-    roots = {c.__module__.split(".")[0] for c in type(obj).__mro__}
+    roots = _roots(type(obj))
     first: Handler | None = None
     for candidate, (_, _, claimed) in _KNOWN.items():
         if roots.intersection(claimed):
