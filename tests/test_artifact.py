@@ -343,6 +343,13 @@ def test_unknown_compress_option_is_explained(tmp_path: Path, svc: SVC) -> None:
 def test_save_into_missing_folder_is_explained(tmp_path: Path, svc: SVC) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         amber.save(svc, tmp_path / "nope" / "x.amber")
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        amber.save(svc, tmp_path / "file" / "x.amber")
+    for folder in (tmp_path, f"{tmp_path}{os.sep}", ""):
+        with pytest.raises(IsADirectoryError, match="give a file name"):
+            amber.save(svc, folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no temporary file left
 
 
 def test_large_zip64_offsets_are_read_back(tmp_path: Path) -> None:

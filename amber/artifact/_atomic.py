@@ -36,7 +36,7 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         target = os.fsdecode(target)
     folder, name = os.path.split(target)
     folder = folder or os.curdir
-    if os.path.isdir(target):
+    if not name or os.path.isdir(target):
         raise IsADirectoryError(
             f"cannot save to {target!r}: it is a folder; give a file name such as "
             f"{os.path.join(target, 'model.amber')!r}"
@@ -46,7 +46,8 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         f = open(tmp, "xb")  # noqa: SIM115 - closed below on every path
     except (FileNotFoundError, NotADirectoryError):
         raise FileNotFoundError(
-            f"cannot save to {target!r}: the folder {folder!r} does not exist; create it first"
+            f"cannot save to {target!r}: the folder {folder!r} does not exist (or is not a "
+            f"folder); create it first"
         ) from None
     try:
         yield f
