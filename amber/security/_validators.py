@@ -428,15 +428,33 @@ def validate_tree_predictor(predictor: Any) -> None:
     """
     what = "a gradient-boosting tree (TreePredictor)"
     nodes = getattr(predictor, "nodes", None)
-    if isinstance(nodes, np.ndarray):
-        _check_array_dtype(nodes, what)
     binned = _bitset_rows(
         getattr(predictor, "binned_left_cat_bitsets", None), "binned_left_cat_bitsets", what
     )
     raw = _bitset_rows(
         getattr(predictor, "raw_left_cat_bitsets", None), "raw_left_cat_bitsets", what
     )
-    _, low, high, n_categorical, max_row = _node_summary(nodes, "predictor", what)
+    d = getattr(nodes, "dtype", None)
+    record_dtype, layout = _layout("predictor")
+    if (
+        type(nodes) is np.ndarray
+        and (d is record_dtype or _SAME_AS_RECORD.get((id(d), "predictor")) is d)
+        and nodes.ndim == 1
+        and nodes.shape[0] >= 1
+        and nodes.flags.c_contiguous
+    ):
+        # The common case, the predictors after the first: a plain C-contiguous array whose
+        # dtype object is scikit-learn's own or one that already passed validate_dtype and
+        # compared equal to it (dtypes are immutable), so only the records are left to check.
+        try:
+            summary = tree_nodes(nodes, *layout)
+        except ValueError as exc:
+            raise _refuse(what, str(exc)) from None
+    else:
+        if isinstance(nodes, np.ndarray):
+            _check_array_dtype(nodes, what)
+        summary = _node_summary(nodes, "predictor", what)
+    _, low, high, n_categorical, max_row = summary
     record = _PREDICTORS
     record.nodes.append(nodes)
     if high > record.max_feature:

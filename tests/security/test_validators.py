@@ -150,20 +150,25 @@ def _hgb() -> Any:
     return HistGradientBoostingClassifier(max_iter=3, random_state=0).fit(X, Y)
 
 
-def _with_predictor_nodes(model: Any, field: str, value: Any) -> Any:
+def _with_predictor_nodes(model: Any, field: str, value: Any, which: int = 0) -> Any:
     hostile = copy.deepcopy(model)
-    nodes = hostile._predictors[0][0].nodes
+    nodes = hostile._predictors[which][0].nodes
     nodes[field][0] = value
     return hostile
 
 
-def test_boosting_child_out_of_range(tmp_path: Path) -> None:
-    data = amber_refuses(_with_predictor_nodes(_hgb(), "left", 2**31), "child index")
+# The first predictor of a stream is checked in full; the later ones, whose node dtype is the
+# object the first one's passed with, take the validator's fast path: both must refuse.
+@pytest.mark.parametrize("which", [0, -1], ids=["first", "last"])
+def test_boosting_child_out_of_range(tmp_path: Path, which: int) -> None:
+    data = amber_refuses(_with_predictor_nodes(_hgb(), "left", 2**31, which), "child index")
     plain_pickle_crashes(tmp_path, data, "obj.predict(X)")
 
 
-def test_boosting_feature_out_of_range(tmp_path: Path) -> None:
-    data = amber_refuses(_with_predictor_nodes(_hgb(), "feature_idx", 10**9), "feature >= 6")
+@pytest.mark.parametrize("which", [0, -1], ids=["first", "last"])
+def test_boosting_feature_out_of_range(tmp_path: Path, which: int) -> None:
+    hostile = _with_predictor_nodes(_hgb(), "feature_idx", 10**9, which)
+    data = amber_refuses(hostile, "feature >= 6")
     plain_pickle_crashes(tmp_path, data, "obj.predict(X)")
 
 
