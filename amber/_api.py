@@ -148,7 +148,7 @@ def save(
             UserWarning,
             stacklevel=2,
         )
-    return ArtifactInfo(Path(path), manifest, os.path.getsize(path), False)
+    return ArtifactInfo(Path(path), manifest, writer.file_size, False)
 
 
 def _amber_version() -> str:

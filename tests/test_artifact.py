@@ -360,6 +360,7 @@ def test_large_zip64_offsets_are_read_back(tmp_path: Path) -> None:
             writer.add(f"e/{i}", b"x")
         writer.finish({"format": "amber", "format_version": 1, "handler": "sklearn",
                        "payload": {}, "environment": {}})  # fmt: skip
+    assert writer.file_size == path.stat().st_size  # counted, not asked of the file system
     with ArtifactReader(path) as reader:
         assert len(reader.entries) == 70_000
         assert bytes(reader.read("e/69999")) == b"x"

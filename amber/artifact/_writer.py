@@ -55,6 +55,7 @@ class ArtifactWriter:
         self._batch: list[tuple[str, memoryview]] = []
         self._batch_bytes = 0
         self._job: tuple[list[str], Callable[[], list[Digests]]] | None = None
+        self.file_size = 0  # the artifact's length in bytes, once finish() has written it
 
     def add(self, name: str, data: Any, *, compress: str | None = None) -> str:
         """Add one entry from any contiguous buffer; returns the codec used."""
@@ -146,7 +147,7 @@ class ArtifactWriter:
         if signer is not None:
             signature = signer(raw)
             self._zip.add(SIGNATURE_NAME, signature, zlib.crc32(signature))
-        self._zip.close()
+        self.file_size = self._zip.close()
         return raw
 
 

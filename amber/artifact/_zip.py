@@ -143,8 +143,11 @@ class ZipWriter:
             self._entries[k] = (entry._replace(crc32=crc32), extra)
         self._f.seek(self._offset)
 
-    def close(self) -> None:
-        """Write the central directory and the end records (ZIP64 ones when needed)."""
+    def close(self) -> int:
+        """Write the central directory and the end records (ZIP64 ones when needed).
+
+        Returns the length of the whole zip file.
+        """
         cd_start = self._offset
         parts: list[bytes] = []
         for entry, align_extra in self._entries:
@@ -209,6 +212,7 @@ class ZipWriter:
             )
         )
         self._offset = -1
+        return end + (_EOCD64.size + _LOCATOR64.size if needs64 else 0) + _EOCD.size
 
 
 def corrupt(msg: str) -> FormatError:
