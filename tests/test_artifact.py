@@ -319,6 +319,33 @@ def test_auto_keeps_random_floats_uncompressed(tmp_path: Path) -> None:
     assert _codec.choose_codec(memoryview(bytes(1 << 20))) in ("lz4", "zstd")
 
 
+@pytest.mark.parametrize("name", [b"../../model.pkl", b"model/../../.pk", b"/model/model.pk"])
+def test_entry_names_that_escape_a_folder_are_refused(
+    tmp_path: Path, svc: SVC, name: bytes
+) -> None:
+    path = tmp_path / "a.amber"
+    amber.save(svc, path)
+    amber.load(path)  # "model/model.pkl" passes (and is remembered as a good name)
+    data = path.read_bytes()
+    assert len(name) == len(b"model/model.pkl") and data.count(b"model/model.pkl") >= 2
+    path.write_bytes(data.replace(b"model/model.pkl", name))
+    with pytest.raises(FormatError, match="unsafe or malformed entry name"):
+        amber.load(path)
+    with pytest.raises(FormatError), artifact_writer(tmp_path / "b.amber") as writer:
+        writer.add(name.decode(), b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.amber"]  # nothing else written
+
+
+def test_a_write_that_never_finishes_keeps_the_previous_file(tmp_path: Path, svc: SVC) -> None:
+    path = tmp_path / "a.amber"
+    amber.save(svc, path)
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError, match=r"without writer\.finish"), artifact_writer(path) as w:
+        w.add("model/model.pkl", b"half an artifact")
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["a.amber"]
+
+
 def test_corrupt_compressed_entry_is_refused(tmp_path: Path) -> None:
     model = LogisticRegression(max_iter=1000).fit(X, Y)
     model.big_ = np.zeros(100_000)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import blake3
 import xxhash
@@ -38,8 +38,9 @@ def blake3_hex(data: memoryview | bytes) -> str:
     return blake3.blake3(data, max_threads=threads).hexdigest()
 
 
-@dataclass(frozen=True)
-class Digests:
+class Digests(NamedTuple):
+    """The three digests of one entry (a named tuple: a small model's save makes a few)."""
+
     xxh3_128: str
     blake3: str
     crc32: int

@@ -158,4 +158,8 @@ def artifact_writer(
     """Write an artifact atomically: ``path`` changes only if the block and ``finish`` succeed."""
     check_compress(compress)
     with atomic_writer(path) as f:
-        yield ArtifactWriter(f, compress=compress)
+        writer = ArtifactWriter(f, compress=compress)
+        yield writer
+        if not writer.file_size:
+            # a zip without its directory is no artifact: keep whatever file was there
+            raise RuntimeError("artifact_writer: the block ended without writer.finish()")
