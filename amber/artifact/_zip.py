@@ -51,15 +51,8 @@ _MAX_ENTRIES = 1_000_000
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*")
 
 
-# Names that passed: Amber's entries have a few dozen names between them (model/model.pkl,
-# model/buffers/000000.bin, ...), checked on every save and every load.
-_GOOD_NAMES: set[str] = set()
-
-
 def check_name(name: str) -> str:
     """Refuse entry names that could escape a folder when extracted or confuse a reader."""
-    if name in _GOOD_NAMES:
-        return name
     if (
         len(name) > 512
         or not _NAME_RE.fullmatch(name)
@@ -70,9 +63,6 @@ def check_name(name: str) -> str:
             f"digits, '_', '.', '-' and '/', without '..'. The file was not written by Amber or "
             f"has been altered."
         )
-    if len(_GOOD_NAMES) >= 4096:
-        _GOOD_NAMES.clear()
-    _GOOD_NAMES.add(name)
     return name
 
 
