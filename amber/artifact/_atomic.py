@@ -32,8 +32,6 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Yield a binary file whose content replaces ``path`` only if the block finishes."""
     # Plain strings and os.path: pathlib's parsing costs a tenth of a tiny model's save.
     target = os.fspath(path)
-    if isinstance(target, bytes):
-        target = os.fsdecode(target)
     folder, name = os.path.split(target)
     folder = folder or os.curdir
     if not name or os.path.isdir(target):

@@ -1283,10 +1283,10 @@ emit_cut(const Cut *c, char *out, const Py_buffer *mod)
     return o;
 }
 
-/* Sort cuts[0..n) given that cuts[0..mid) is sorted and so, as a rule, is cuts[mid..n) (frame
- * headers, in stream order): a merge, not a sort of all the cuts again (a boosting model has
- * some 37,000 of them and 80 frames; the sort took longer than the splicing). Returns 0 when
- * out of memory. */
+/* Sort cuts[0..n) given that cuts[0..mid) is sorted and so, as a rule, is cuts[mid..n) (memo
+ * stores and frame headers come in stream order): a merge, not a sort of all the cuts again (a
+ * boosting model has some 37,000 of them; sorting took longer than the splicing). Returns 0
+ * when out of memory. */
 static int
 merge_tail(Cut *cuts, Py_ssize_t mid, Py_ssize_t n)
 {
@@ -1384,38 +1384,25 @@ splice_hooks(PyObject *self, PyObject *args)
      * bytes before the next's), so the two lists are merged rather than sorted together: a
      * boosting model forgets some 17,000 stores */
     qsort(cuts, (size_t)(2 * nsites), sizeof(Cut), cmp_cut);
-    if (nforget) {
-        Cut *stores = PyMem_Malloc((size_t)(2 * nforget) * sizeof(Cut));
-        if (!stores) {
-            PyErr_NoMemory();
+    const unsigned char *fp = fg.buf;
+    Py_ssize_t last = 0;
+    for (Py_ssize_t k = 0; k < nforget; k++) {
+        uint64_t pair[2] = {0, 0};
+        for (int h = 0; h < 2; h++)
+            for (int b = 7; b >= 0; b--)
+                pair[h] = (pair[h] << 8) | fp[16 * k + 8 * h + b];
+        if (pair[0] >= pair[1] || pair[1] > (uint64_t)len || (Py_ssize_t)pair[0] < last) {
+            PyErr_SetString(PyExc_ValueError,
+                            "splice_hooks: a store lies outside the stream or out of order");
             goto done;
         }
-        const unsigned char *fp = fg.buf;
-        Py_ssize_t last = 0;
-        for (Py_ssize_t k = 0; k < nforget; k++) {
-            uint64_t pair[2] = {0, 0};
-            for (int h = 0; h < 2; h++)
-                for (int b = 7; b >= 0; b--)
-                    pair[h] = (pair[h] << 8) | fp[16 * k + 8 * h + b];
-            if (pair[0] >= pair[1] || pair[1] > (uint64_t)len || (Py_ssize_t)pair[0] < last) {
-                PyMem_Free(stores);
-                PyErr_SetString(PyExc_ValueError,
-                                "splice_hooks: a store lies outside the stream or out of order");
-                goto done;
-            }
-            last = (Py_ssize_t)pair[1];
-            stores[2 * k] = (Cut){(Py_ssize_t)pair[0], 3, 0, 0};
-            stores[2 * k + 1] = (Cut){(Py_ssize_t)pair[1], -1, 0, 0};
-        }
-        /* merge from the back into cuts[0..ncuts): the hooks' cuts sit at the front */
-        Py_ssize_t a = 2 * nsites - 1, b = 2 * nforget - 1;
-        for (Py_ssize_t w = ncuts - 1; w >= 0; w--) {
-            if (b < 0 || (a >= 0 && cmp_cut(&cuts[a], &stores[b]) > 0))
-                cuts[w] = cuts[a--];
-            else
-                cuts[w] = stores[b--];
-        }
-        PyMem_Free(stores);
+        last = (Py_ssize_t)pair[1];
+        cuts[2 * nsites + 2 * k] = (Cut){(Py_ssize_t)pair[0], 3, 0, 0};
+        cuts[2 * nsites + 2 * k + 1] = (Cut){(Py_ssize_t)pair[1], -1, 0, 0};
+    }
+    if (nforget && !merge_tail(cuts, 2 * nsites, ncuts)) {
+        PyErr_NoMemory();
+        goto done;
     }
     prefix[0] = 0;
     for (Py_ssize_t k = 0; k < ncuts; k++)

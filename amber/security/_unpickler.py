@@ -274,17 +274,14 @@ def _with_hooks(
     keys = sorted({(name, kind) for _, _, name, kind in scan.hook_sites})
     number = {key: k for k, key in enumerate(keys)}
     numbers = [number[(name, kind)] for _, _, name, kind in scan.hook_sites]
+    hooks = [_passing_through(_validator_for(name, kind)) for name, kind in keys]
     args = (scan.hook_sites, numbers, scan.frames, _HOOK_BYTES, scan.forget)
     if room is not None:
         size: int | None = splice_hooks(data, *args, room)
         if size is not None:
-            return memoryview(room)[:size], _hooks_for(keys)
+            return memoryview(room)[:size], hooks
     spliced: bytes = splice_hooks(data, *args)
-    return spliced, _hooks_for(keys)
-
-
-def _hooks_for(keys: list[tuple[tuple[str, str], int]]) -> list[Callable[[Any], Any]]:
-    return [_passing_through(_validator_for(name, kind)) for name, kind in keys]
+    return spliced, hooks
 
 
 _GIVE_BACK_STEP = 64 * 1024  # one pickle frame

@@ -324,7 +324,8 @@ def _node_summary(nodes: Any, kind: str, what: str) -> tuple[int, int, int, int,
     d = nodes.dtype
     if d is not dtype and _SAME_AS_RECORD.get((id(d), kind)) is not d:
         # a structured comparison takes microseconds, and the 1,500 predictors of a boosting
-        # model share one unpickled dtype object: compare it once
+        # model share one unpickled dtype object: check and compare it once
+        _check_array_dtype(nodes, what)
         if d != dtype:
             raise _refuse(what, "its node array is missing or has the wrong layout")
         if len(_SAME_AS_RECORD) >= 4096:
@@ -338,8 +339,9 @@ def _node_summary(nodes: Any, kind: str, what: str) -> tuple[int, int, int, int,
         raise _refuse(what, str(exc)) from None
 
 
-# Dtype objects found equal to the node record dtype of a kind of tree, by (identity, kind),
-# held so that their ids stay theirs. A dtype cannot change once built (see _BUILT_DTYPES).
+# Dtype objects found well-formed (validate_dtype) and equal to the node record dtype of a kind
+# of tree, by (identity, kind), held so that their ids stay theirs. A dtype cannot change once
+# built (see _BUILT_DTYPES).
 _SAME_AS_RECORD: dict[tuple[int, str], np.dtype] = {}
 
 
@@ -434,27 +436,7 @@ def validate_tree_predictor(predictor: Any) -> None:
     raw = _bitset_rows(
         getattr(predictor, "raw_left_cat_bitsets", None), "raw_left_cat_bitsets", what
     )
-    d = getattr(nodes, "dtype", None)
-    record_dtype, layout = _layout("predictor")
-    if (
-        type(nodes) is np.ndarray
-        and (d is record_dtype or _SAME_AS_RECORD.get((id(d), "predictor")) is d)
-        and nodes.ndim == 1
-        and nodes.shape[0] >= 1
-        and nodes.flags.c_contiguous
-    ):
-        # The common case, the predictors after the first: a plain C-contiguous array whose
-        # dtype object is scikit-learn's own or one that already passed validate_dtype and
-        # compared equal to it (dtypes are immutable), so only the records are left to check.
-        try:
-            summary = tree_nodes(nodes, *layout)
-        except ValueError as exc:
-            raise _refuse(what, str(exc)) from None
-    else:
-        if isinstance(nodes, np.ndarray):
-            _check_array_dtype(nodes, what)
-        summary = _node_summary(nodes, "predictor", what)
-    _, low, high, n_categorical, max_row = summary
+    _, low, high, n_categorical, max_row = _node_summary(nodes, "predictor", what)
     record = _PREDICTORS
     record.nodes.append(nodes)
     if high > record.max_feature:
