@@ -158,7 +158,7 @@ def _with_predictor_nodes(model: Any, field: str, value: Any, which: int = 0) ->
 
 
 # The first predictor of a stream is checked in full; the later ones, whose node dtype is the
-# object the first one's passed with, take the validator's fast path: both must refuse.
+# object the first one's passed with, skip the dtype checks (remembered): both must refuse.
 @pytest.mark.parametrize("which", [0, -1], ids=["first", "last"])
 def test_boosting_child_out_of_range(tmp_path: Path, which: int) -> None:
     data = amber_refuses(_with_predictor_nodes(_hgb(), "left", 2**31, which), "child index")
