@@ -214,6 +214,47 @@ def test_truncation_anywhere_is_refused(tmp_path: Path, svc: SVC) -> None:
 
 
 @pytest.mark.parametrize(
+    ("damage", "error", "message"),
+    [
+        (None, None, ""),
+        ("name", FormatError, "name differs from the directory"),
+        ("extra length", FormatError, "overlaps the next entry"),
+        ("truncated", IntegrityError, "truncated"),
+    ],
+)
+def test_entries_of_a_large_file_are_read_with_their_local_headers(
+    tmp_path: Path, damage: str | None, error: type[Exception] | None, message: str
+) -> None:
+    """Over 4 MB a file is read entry by entry, each local header and its data in one call
+    where the data ends at the next header (read_packed); a header that disagrees or a short
+    read falls back to reading the header alone, which says what is wrong."""
+    knn = _big_knn(20_000)  # 5 MB of training data
+    path = tmp_path / "knn.amber"
+    amber.save(knn, path)
+    assert path.stat().st_size > 4 << 20
+    with ArtifactReader(path) as reader:
+        name = max(reader.entries, key=lambda n: reader.entries[n]["size"])
+        entry = reader.zip_entries[name]
+    data = bytearray(path.read_bytes())
+    if damage == "name":
+        data[entry.header_offset + 30] ^= 0x01
+    elif damage == "extra length":  # the header now claims 4 bytes more than the gap it has
+        at = entry.header_offset + 28
+        data[at : at + 2] = (int.from_bytes(data[at : at + 2], "little") + 4).to_bytes(2, "little")
+    elif damage == "truncated":  # cut inside the entry after the reader has its directory
+        with ArtifactReader(path) as reader, pytest.raises(error, match=message):
+            os.truncate(path, entry.limit - 100)
+            reader.read(name)
+        return
+    path.write_bytes(data)
+    if error is None:
+        np.testing.assert_array_equal(amber.load(path)._fit_X, knn._fit_X)
+        return
+    with pytest.raises(error, match=message):
+        amber.load(path)
+
+
+@pytest.mark.parametrize(
     ("where", "message"),
     [("before", "unexpected data before"), ("after", "after the end")],
 )

@@ -182,9 +182,9 @@ class ArtifactReader:
         if self._mapview is not None:
             start = _zip.data_offset(self._mapview[entry.header_offset : entry.limit], entry)
             return self._mapview[start : start + entry.size]
-        start = _zip.read_data_offset(self._fd, entry)
         out = aligned_empty(entry.size, spare=spare)
-        _pread_into(self._fd, out, start)
+        if entry.size >= _PARALLEL_READ_MIN or not _zip.read_packed(self._fd, entry, out):
+            _pread_into(self._fd, out, _zip.read_data_offset(self._fd, entry))
         return out
 
     def _record(self, name: str) -> dict[str, Any]:

@@ -1122,14 +1122,107 @@ read_link(const char *rec, Py_ssize_t off, Py_ssize_t width)
  * Returns (depth, min split feature, max split feature, categorical splits, max bitset row),
  * with min 0, max -1 when there is no split and max bitset row -1 when none is categorical.
  * Raises ValueError naming the first problem. */
-static PyObject *
-tree_nodes(PyObject *self, PyObject *args)
+/* What one pass over the records found; fail names the first problem (NULL if none). */
+typedef struct {
+    int32_t deepest;
+    int64_t min_feature, max_feature, max_bitset;
+    Py_ssize_t n_cat, n_split;
+    const char *fail;
+} TreeSummary;
+
+/* The pass itself. Leaves send their (unused) links to a sink slot n of parents and depth,
+ * so that a node costs the same whether it splits or not: which it is follows no pattern, and
+ * a branch on it was mispredicted about every other node. Inlined into tree_nodes once per
+ * (link width, leaf flag or not), so that both are constants in each copy. */
+static inline void
+walk_nodes(TreeSummary *s, const char *base, Py_ssize_t n, Py_ssize_t itemsize,
+           Py_ssize_t left_off, Py_ssize_t right_off, const int link_bytes,
+           const Py_ssize_t leaf_off, Py_ssize_t feature_off, Py_ssize_t cat_off,
+           Py_ssize_t bitset_off, uint8_t *parents, int32_t *depth)
 {
+    int32_t deepest = 0;
+    int64_t min_feature = INT64_MAX, max_feature = INT64_MIN, max_bitset = -1;
+    Py_ssize_t n_cat = 0, n_split = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *rec = base + i * itemsize;
+        int64_t left = read_link(rec, left_off, link_bytes);
+        int64_t right = read_link(rec, right_off, link_bytes);
+        int split;
+        if (leaf_off >= 0)
+            split = rec[leaf_off] == 0;
+        else {
+            split = left != -1;
+            if (split != (right != -1)) {
+                s->fail = "a node has exactly one child";
+                return;
+            }
+        }
+        /* a child must come after its parent and inside the array: 0 <= c - i - 1 < n - i - 1 */
+        uint64_t room = (uint64_t)(n - i - 1);
+        int out = ((uint64_t)(left - i - 1) >= room) | ((uint64_t)(right - i - 1) >= room);
+        Py_ssize_t lc = split ? (Py_ssize_t)left : n;
+        Py_ssize_t rc = split ? (Py_ssize_t)right : n;
+        if (split & out) {
+            s->fail = "a child index is out of range or points back up the tree";
+            return;
+        }
+        if (split & (parents[lc] | parents[rc] | (lc == rc))) {
+            s->fail = "a node has no parent or more than one";
+            return;
+        }
+        parents[lc] = parents[rc] = 1;
+        int32_t d = depth[i] + 1;
+        depth[lc] = depth[rc] = d;
+        d = split ? d : 0;
+        deepest = d > deepest ? d : deepest;
+        int64_t f;
+        memcpy(&f, rec + feature_off, 8);
+        int64_t lo = split ? f : INT64_MAX, hi = split ? f : INT64_MIN;
+        min_feature = lo < min_feature ? lo : min_feature;
+        max_feature = hi > max_feature ? hi : max_feature;
+        n_split += split;
+        if (cat_off >= 0) {
+            uint32_t row;
+            memcpy(&row, rec + bitset_off, 4);
+            int cat = split & (rec[cat_off] != 0);
+            int64_t r = cat ? (int64_t)row : -1;
+            n_cat += cat;
+            max_bitset = r > max_bitset ? r : max_bitset;
+        }
+    }
+    if (n > 1 && memchr(parents + 1, 0, (size_t)(n - 1)) != NULL) {
+        s->fail = "a node has no parent or more than one";
+        return;
+    }
+    s->deepest = deepest;
+    s->min_feature = n_split ? min_feature : 0;
+    s->max_feature = n_split ? max_feature : -1;
+    s->max_bitset = max_bitset;
+    s->n_cat = n_cat;
+    s->n_split = n_split;
+}
+
+#define SMALL_TREE 255 /* nodes: a boosting predictor has at most 2 * max_leaf_nodes - 1 */
+
+static PyObject *
+tree_nodes(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* METH_FASTCALL with the numbers read one by one: a boosting model calls this for each of
+     * its thousands of small predictors, and PyArg_ParseTuple cost as much as the pass */
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "tree_nodes takes 9 arguments");
+        return NULL;
+    }
+    Py_ssize_t num[8];
+    for (int k = 0; k < 8; k++) {
+        num[k] = PyLong_AsSsize_t(args[k + 1]);
+        if (num[k] == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    Py_ssize_t itemsize = num[0], left_off = num[1], right_off = num[2], link_bytes = num[3],
+               leaf_off = num[4], feature_off = num[5], cat_off = num[6], bitset_off = num[7];
     Py_buffer b;
-    Py_ssize_t itemsize, left_off, right_off, link_bytes, leaf_off, feature_off, cat_off,
-        bitset_off;
-    if (!PyArg_ParseTuple(args, "y*nnnnnnnn", &b, &itemsize, &left_off, &right_off, &link_bytes,
-                          &leaf_off, &feature_off, &cat_off, &bitset_off))
+    if (PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) < 0)
         return NULL;
     PyObject *result = NULL;
     int32_t *depth = NULL;
@@ -1146,72 +1239,39 @@ tree_nodes(PyObject *self, PyObject *args)
         goto done;
     }
     Py_ssize_t n = b.len / itemsize;
-    depth = PyMem_Calloc((size_t)n, sizeof(int32_t));
-    parents = PyMem_Calloc((size_t)n, 1);
-    if (!depth || !parents) {
-        PyErr_NoMemory();
-        goto done;
+    /* slot n is the sink for leaves' links; a small tree's scratch is on the stack */
+    int32_t depth_small[SMALL_TREE + 1];
+    uint8_t parents_small[SMALL_TREE + 1];
+    if (n <= SMALL_TREE) {
+        memset(depth_small, 0, sizeof(int32_t) * ((size_t)n + 1));
+        memset(parents_small, 0, (size_t)n + 1);
     }
-    const char *base = (const char *)b.buf;
-    int32_t deepest = 0;
-    int64_t min_feature = 0, max_feature = -1, max_bitset = -1;
-    Py_ssize_t n_cat = 0, n_split = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const char *rec = base + i * itemsize;
-        int64_t left = read_link(rec, left_off, link_bytes);
-        int64_t right = read_link(rec, right_off, link_bytes);
-        int split;
-        if (leaf_off >= 0)
-            split = rec[leaf_off] == 0;
-        else {
-            split = left != -1;
-            if (split != (right != -1)) {
-                PyErr_SetString(PyExc_ValueError, "a node has exactly one child");
-                goto done;
-            }
-        }
-        if (!split)
-            continue;
-        int64_t kids[2] = {left, right};
-        for (int k = 0; k < 2; k++) {
-            int64_t c = kids[k];
-            if (c <= i || c >= n) {
-                PyErr_SetString(PyExc_ValueError,
-                                "a child index is out of range or points back up the tree");
-                goto done;
-            }
-            if (parents[c]++) {
-                PyErr_SetString(PyExc_ValueError, "a node has no parent or more than one");
-                goto done;
-            }
-            depth[c] = depth[i] + 1;
-            if (depth[c] > deepest)
-                deepest = depth[c];
-        }
-        int64_t f;
-        memcpy(&f, rec + feature_off, 8);
-        if (n_split++ == 0)
-            min_feature = max_feature = f;
-        else if (f < min_feature)
-            min_feature = f;
-        else if (f > max_feature)
-            max_feature = f;
-        if (cat_off >= 0 && rec[cat_off]) {
-            uint32_t row;
-            memcpy(&row, rec + bitset_off, 4);
-            n_cat++;
-            if ((int64_t)row > max_bitset)
-                max_bitset = row;
-        }
-    }
-    for (Py_ssize_t i = 1; i < n; i++) {
-        if (!parents[i]) {
-            PyErr_SetString(PyExc_ValueError, "a node has no parent or more than one");
+    else {
+        depth = PyMem_Calloc((size_t)n + 1, sizeof(int32_t));
+        parents = PyMem_Calloc((size_t)n + 1, 1);
+        if (!depth || !parents) {
+            PyErr_NoMemory();
             goto done;
         }
     }
-    result = Py_BuildValue("(iLLnL)", deepest, (long long)min_feature, (long long)max_feature,
-                           n_cat, (long long)max_bitset);
+    TreeSummary s = {0, 0, -1, -1, 0, 0, NULL};
+    const char *base = (const char *)b.buf;
+#define WALK(WIDTH, LEAF)                                                                     \
+    walk_nodes(&s, base, n, itemsize, left_off, right_off, WIDTH, LEAF, feature_off, cat_off, \
+               bitset_off, parents ? parents : parents_small, depth ? depth : depth_small)
+    if (link_bytes == 8 && leaf_off < 0)
+        WALK(8, -1); /* scikit-learn's Tree */
+    else if (link_bytes == 4 && leaf_off >= 0)
+        WALK(4, leaf_off); /* a boosting predictor */
+    else
+        WALK(link_bytes, leaf_off);
+#undef WALK
+    if (s.fail) {
+        PyErr_SetString(PyExc_ValueError, s.fail);
+        goto done;
+    }
+    result = Py_BuildValue("(iLLnL)", s.deepest, (long long)s.min_feature,
+                           (long long)s.max_feature, s.n_cat, (long long)s.max_bitset);
 done:
     PyMem_Free(depth);
     PyMem_Free(parents);
@@ -1532,7 +1592,7 @@ static PyMethodDef methods[] = {
      "splice_hooks(data, sites, numbers, frames, module, forget=b'', room=None)\n--\n\n"
      "Insert validator calls around hook sites, neutralise the memo stores in forget, and "
      "grow the frames that enclose them."},
-    {"tree_nodes", tree_nodes, METH_VARARGS,
+    {"tree_nodes", (PyCFunction)(void (*)(void))tree_nodes, METH_FASTCALL,
      "tree_nodes(nodes, itemsize, left_off, right_off, link_bytes, leaf_off, feature_off, "
      "cat_off, bitset_off)\n--\n\n"
      "Check the child links of a buffer of tree node records; return (depth, min split "

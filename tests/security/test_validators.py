@@ -234,6 +234,92 @@ def test_tree_nodes_checks_its_field_offsets() -> None:
         tree_nodes(b"", 24, 0, 8, 8, -1, 16, -1, -1)
 
 
+_LINKS = {
+    "tree": ("left_child", "right_child", "feature"),
+    "predictor": ("left", "right", "feature_idx"),
+}
+
+
+def _tree_nodes_reference(nodes: np.ndarray, kind: str) -> tuple[int, ...] | None:
+    """The rules tree_nodes enforces, node by node in Python; None where it must refuse."""
+    names = _LINKS[kind]
+    n = len(nodes)
+    parents, depth = [0] * n, [0] * n
+    deepest, features, n_cat, max_row = 0, [], 0, -1
+    for i, rec in enumerate(nodes.tolist()):
+        row = dict(zip(nodes.dtype.names, rec, strict=True))
+        left, right = int(row[names[0]]), int(row[names[1]])
+        if kind == "tree":
+            split = left != -1
+            if split != (right != -1):
+                return None
+        else:
+            split = row["is_leaf"] == 0
+        if not split:
+            continue
+        for child in (left, right):
+            if not i < child < n or parents[child]:
+                return None
+            parents[child] = 1
+            depth[child] = depth[i] + 1
+            deepest = max(deepest, depth[child])
+        features.append(int(row[names[2]]))
+        if kind != "tree" and row["is_categorical"]:
+            n_cat += 1
+            max_row = max(max_row, int(row["bitset_idx"]))
+    if not all(parents[1:]):
+        return None
+    return (deepest, min(features, default=0), max(features, default=-1), n_cat, max_row)
+
+
+@pytest.mark.parametrize("kind", ["tree", "predictor"])
+def test_tree_nodes_agrees_with_a_python_reference(kind: str) -> None:
+    """Random trees, most of them damaged in one field: the C pass and the rules agree."""
+    from amber.security._pickle_scan import tree_nodes
+    from amber.security._validators import _layout
+
+    dtype, layout = _layout(kind)
+    link, other, feature = _LINKS[kind]
+    rng = np.random.default_rng(0)
+    refused = 0
+    for case in range(400):
+        n_leaves = int(rng.integers(1, 40 if case % 2 else 300))  # both sides of SMALL_TREE
+        nodes = np.zeros(2 * n_leaves - 1, dtype=dtype)
+        nodes[link] = nodes[other] = -1 if kind == "tree" else 0
+        if kind != "tree":
+            nodes["is_leaf"] = 1
+        leaves, k = [0], 1  # split a random leaf; its children take the next two indices
+        while len(leaves) < n_leaves:
+            parent = leaves.pop(int(rng.integers(len(leaves))))
+            nodes[link][parent], nodes[other][parent] = k, k + 1
+            nodes[feature][parent] = int(rng.integers(0, 20))
+            if kind != "tree":
+                nodes["is_leaf"][parent] = 0
+                if rng.random() < 0.1:
+                    nodes["is_categorical"][parent] = 1
+                    nodes["bitset_idx"][parent] = int(rng.integers(0, 50))
+            leaves += [k, k + 1]
+            k += 2
+        if case % 4:  # damage one field of one node
+            field = [link, other, feature, "is_leaf" if kind != "tree" else link][case % 4]
+            at = int(rng.integers(len(nodes)))
+            twin = int(nodes[link][at])  # as other: both links of a node name one child
+            value = int(rng.choice([-1, 0, at, at + 1, twin, len(nodes) - 1, len(nodes), 2**31]))
+            if kind != "tree" and field == "is_leaf":
+                value = int(rng.integers(0, 3))
+            elif kind != "tree" and value < 0:
+                value = 2**32 - 1
+            nodes[field][at] = value
+        want = _tree_nodes_reference(nodes, kind)
+        if want is None:
+            refused += 1
+            with pytest.raises(ValueError):
+                tree_nodes(nodes, *layout)
+        else:
+            assert tree_nodes(nodes, *layout) == want, case
+    assert 50 < refused < 350  # both outcomes were exercised
+
+
 # --------------------------------------------------------------------------- neighbors trees
 def _knn(algorithm: str = "kd_tree", **kwargs: Any) -> Any:
     from sklearn.neighbors import KNeighborsClassifier
