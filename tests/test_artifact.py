@@ -354,10 +354,15 @@ def test_every_codec_round_trips(tmp_path: Path, codec: str) -> None:
     assert loaded.big_.flags.writeable
 
 
-def test_auto_keeps_random_floats_uncompressed(tmp_path: Path) -> None:
+def test_auto_leaves_noise_alone_and_compresses_an_entry_once(tmp_path: Path) -> None:
     noise = memoryview(np.random.default_rng(0).random(200_000).tobytes())
-    assert _codec.choose_codec(noise) == "none"
-    assert _codec.choose_codec(memoryview(bytes(1 << 20))) in ("lz4", "zstd")
+    assert _codec.choose_codec(noise) == ("none", None)
+    zeros = memoryview(bytes(1 << 20))
+    codec, packed = _codec.choose_codec(zeros)  # the sample is the whole entry: kept
+    assert codec in ("lz4", "zstd") and packed is not None
+    assert _codec.decompress(codec, memoryview(packed), zeros.nbytes, "zeros") == zeros
+    codec, packed = _codec.choose_codec(memoryview(bytes(4 << 20)))  # sampled: not kept
+    assert codec in ("lz4", "zstd") and packed is None
 
 
 @pytest.mark.parametrize("name", [b"../../model.pkl", b"model/../../.pk", b"/model/model.pk"])

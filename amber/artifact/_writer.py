@@ -63,11 +63,13 @@ class ArtifactWriter:
             raise ValueError(f"entry {name!r} is reserved or already written")
         mv = _as_bytes_view(data)
         codec = check_compress(compress) if compress is not None else self.compress
-        if codec == "auto":
-            codec = _codec.choose_codec(mv)
+        chosen: bytes | None = None
+        auto = codec == "auto"
+        if auto:
+            codec, chosen = _codec.choose_codec(mv)
         stored = mv
         if codec != "none":
-            packed = memoryview(_codec.compress(codec, mv))
+            packed = memoryview(chosen or _codec.compress(codec, mv, auto=auto))
             if packed.nbytes < mv.nbytes:
                 stored = packed
             else:
