@@ -121,6 +121,37 @@ def test_default_load_copies_arrays_out_of_the_file(tmp_path: Path, rows: int) -
 
 
 # -- atomic writes ----------------------------------------------------------------------------
+def test_a_child_forked_after_a_save_and_a_verify_can_do_both(tmp_path: Path) -> None:
+    """Threads do not survive fork(): a process that saved and verified a large model (which
+    starts the digest threads and blake3's pool), then forked (a server's workers, a
+    multiprocessing pool), must still save, verify and hash files in the child instead of
+    waiting forever for threads that stayed in the parent."""
+    script = f"""
+        import os, signal
+        import numpy as np
+        import amber
+        from amber.registry._store import file_blake3
+
+        big = {{"a": np.random.default_rng(0).random(3_000_000)}}  # 24 MB
+        amber.save(big, {str(tmp_path / "parent.amber")!r})
+        amber.verify({str(tmp_path / "parent.amber")!r})
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(30)  # a hang kills the child, not the test run
+            path = {str(tmp_path / "child.amber")!r}
+            amber.save(big, path)
+            amber.verify(path)
+            file_blake3(path)
+            os._exit(0)
+        print("child exit status", os.waitpid(pid, 0)[1])
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert "child exit status 0" in proc.stdout, proc.stdout
+
+
 def test_failed_save_leaves_previous_file_intact(tmp_path: Path, svc: SVC) -> None:
     path = tmp_path / "model.amber"
     amber.save(svc, path)

@@ -8,21 +8,27 @@ new inode; the old one lives on until its last reader closes it).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from collections.abc import Iterator
 from typing import BinaryIO
 
-__all__ = ["atomic_writer"]
+__all__ = ["atomic_writer", "fsync_dir"]
 
 
-def _fsync_dir(folder: str) -> None:
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Make the names in ``folder`` durable (a new or renamed file's name is only durable once
+    its folder is synced)."""
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
         return  # some platforms cannot open folders; the rename is still atomic
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise  # a failing disk; file systems that cannot sync a folder say EINVAL
     finally:
         os.close(fd)
 
@@ -53,7 +59,7 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         os.fsync(f.fileno())
         f.close()
         os.replace(tmp, target)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     except BaseException:
         f.close()
         with contextlib.suppress(FileNotFoundError):

@@ -12,6 +12,7 @@ checked, which ``amber.verify`` and signature-checking loads do.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -24,9 +25,38 @@ try:
 except ImportError:  # a platform without zlib-ng wheels: the same function, slower
     from zlib import crc32
 
-__all__ = ["Digests", "blake3_hex", "crc32", "digest_all", "digest_many", "xxh3_hex"]
+__all__ = [
+    "Digests",
+    "blake3_hasher",
+    "blake3_hex",
+    "crc32",
+    "digest_all",
+    "digest_many",
+    "xxh3_hex",
+]
 
 _THREADED_FROM = 1 << 20
+
+# Threads do not survive fork(): a child inherits the parent's worker pools without their
+# threads, and work handed to them waits forever (a server that saved a model, then forked its
+# workers). The child therefore starts a digest pool of its own, and, since blake3's threads
+# come from one pool per process that cannot be restarted, hashes blake3 on the calling thread
+# if the parent's blake3 pool had started.
+_blake3_pool_started = False
+_blake3_pool_lost = False
+
+
+def _blake3_threads() -> int:
+    global _blake3_pool_started
+    if _blake3_pool_lost:
+        return 1
+    _blake3_pool_started = True
+    return blake3.blake3.AUTO
+
+
+def blake3_hasher() -> blake3.blake3:
+    """A BLAKE3 hasher for large inputs: on all cores, unless that cannot work after a fork."""
+    return blake3.blake3(max_threads=_blake3_threads())
 
 
 def xxh3_hex(data: memoryview | bytes) -> str:
@@ -34,7 +64,7 @@ def xxh3_hex(data: memoryview | bytes) -> str:
 
 
 def blake3_hex(data: memoryview | bytes) -> str:
-    threads = blake3.blake3.AUTO if len(data) >= _THREADED_FROM else 1
+    threads = _blake3_threads() if len(data) >= _THREADED_FROM else 1
     return blake3.blake3(data, max_threads=threads).hexdigest()
 
 
@@ -59,6 +89,15 @@ def _pool() -> ThreadPoolExecutor:
     if _POOL is None:
         _POOL = ThreadPoolExecutor(2, thread_name_prefix="amber-digest")
     return _POOL
+
+
+def _after_fork_in_child() -> None:
+    global _POOL, _blake3_pool_lost
+    _POOL = None  # its threads stayed in the parent; the next save starts a pool here
+    _blake3_pool_lost = _blake3_pool_lost or _blake3_pool_started
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _strong(data: memoryview | bytes) -> tuple[str, str]:

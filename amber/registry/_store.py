@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import blake3
-
+from amber.artifact._atomic import fsync_dir
+from amber.artifact._digest import blake3_hasher
 from amber.errors import AmberError, IntegrityError
 from amber.registry._errors import StorageUnavailable
 
@@ -39,7 +39,7 @@ _BLOB_NAME = re.compile(r"([0-9a-f]{64})\.amber")
 
 def file_blake3(path: str | os.PathLike[str]) -> str:
     """BLAKE3 of a whole file (memory-mapped, hashed on all cores)."""
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    hasher = blake3_hasher()
     if os.path.getsize(path):
         hasher.update_mmap(path)
     return hasher.hexdigest()
@@ -65,17 +65,8 @@ def _blob_rel(blob_hash: str) -> str:
     return f"blobs/{blob_hash[:2]}/{blob_hash}.amber"
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _copy_hashing(src: Any, dst: Any) -> str:
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    hasher = blake3_hasher()
     while chunk := src.read(_CHUNK):
         hasher.update(chunk)
         dst.write(chunk)
@@ -144,7 +135,7 @@ class LocalStore:
                 src = staged
             os.chmod(src, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
             os.replace(src, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
 
     def local_path(self, blob_hash: str, size: int) -> Path:
         path = self.blob_path(blob_hash)
@@ -250,7 +241,7 @@ class RemoteStore:
 
     def _remote_hash(self, key: str) -> str:
         with self.fs.open(key, "rb", block_size=_CHUNK) as f:
-            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+            hasher = blake3_hasher()
             while chunk := f.read(_CHUNK):
                 hasher.update(chunk)
         return hasher.hexdigest()
