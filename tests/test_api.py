@@ -227,3 +227,39 @@ def test_user_types_need_trust_and_then_load(tmp_path: Path) -> None:
     assert excinfo.value.names == (name,)
     model = amber.load(path, trusted=[name], probe="always")
     np.testing.assert_array_equal(model.predict(X), X[:, 0] * 2.0)
+
+
+# -- errors from outside the file -------------------------------------------------------------
+@pytest.mark.parametrize("where", ["entry read", "validator"])
+def test_an_error_from_outside_the_file_is_not_blamed_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A timeout raised by the caller's signal handler (an OSError) in the middle of a load
+    reaches the caller as itself, not as a FormatError calling an intact file damaged."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from amber.security import _validators
+
+    path = tmp_path / "forest.amber"
+    rows = np.random.default_rng(0).random((3000, 4))
+    forest = RandomForestClassifier(3, random_state=0).fit(rows, np.arange(3000) % 2)
+    amber.save(forest, path)  # trees of over 64 kB: their node arrays are entries of their own
+
+    def too_slow(*args: Any, **kwargs: Any) -> Any:
+        raise TimeoutError("the caller's deadline passed")
+
+    if where == "entry read":  # the node arrays are read while the stream is unpickled
+        read = ArtifactReader.read
+
+        def slow_buffers(self: ArtifactReader, name: str, **kwargs: Any) -> Any:
+            return too_slow() if "buffers" in name else read(self, name, **kwargs)
+
+        monkeypatch.setattr(ArtifactReader, "read", slow_buffers)
+    else:
+        monkeypatch.setitem(_validators._BY_TYPE, ("sklearn.tree._tree", "Tree"), too_slow)
+        monkeypatch.setattr(_validators, "_CLASS_INFO", {})  # a cache of _BY_TYPE by class
+    with pytest.raises(TimeoutError, match="deadline"):
+        amber.load(path)
+    monkeypatch.undo()
+    amber.verify(path)
+    amber.load(path)

@@ -152,6 +152,75 @@ def test_a_child_forked_after_a_save_and_a_verify_can_do_both(tmp_path: Path) ->
     assert "child exit status 0" in proc.stdout, proc.stdout
 
 
+def test_a_child_forked_while_another_thread_loads_has_its_collector_and_can_load(
+    tmp_path: Path, svc: SVC
+) -> None:
+    """A load pauses the cyclic collector, counting the loads in progress, under a lock. A child
+    forked while another thread was inside a load (and held that lock) has no such load: its
+    collector must be on, and its own loads must neither hang nor leave it off."""
+    path = tmp_path / "iris.amber"
+    amber.save(svc, path)
+    script = f"""
+        import gc, os, signal, threading
+        import amber
+        from amber.security import _unpickler
+
+        inside, done = threading.Event(), threading.Event()
+
+        def loading():
+            with _unpickler._collector_paused():  # what a load does while it unpickles
+                inside.set()
+                done.wait()
+
+        thread = threading.Thread(target=loading)
+        thread.start()
+        inside.wait()
+        assert not gc.isenabled()
+        with _unpickler._GC_LOCK:  # held at the fork, as a load entering or leaving holds it
+            pid = os.fork()
+        if pid == 0:
+            signal.alarm(30)  # a hang kills the child, not the test run
+            on_at_fork = gc.isenabled()
+            amber.load({str(path)!r})
+            os._exit(0 if on_at_fork and gc.isenabled() else 3)
+        done.set()
+        thread.join()
+        print("child exit status", os.waitpid(pid, 0)[1], "parent collector", gc.isenabled())
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert "child exit status 0 parent collector True" in proc.stdout, proc.stdout
+
+
+def test_save_and_load_work_in_an_atexit_handler(tmp_path: Path) -> None:
+    """A checkpoint saved at exit (and a large file loaded there): Python refuses new threads
+    once it is shutting down, so the digests and the two-thread read run on the caller's."""
+    script = f"""
+        import atexit
+        import numpy as np
+        import amber
+
+        big = {{"weights": np.arange(5_000_000, dtype=np.float64)}}  # 40 MB: a two-thread read
+        amber.save(big, {str(tmp_path / "big.amber")!r})
+
+        @atexit.register
+        def at_exit():
+            # 160 kB of weights: hashed on worker threads
+            state = {{"step": 7, "weights": np.arange(20_000, dtype=np.float64)}}
+            amber.save(state, {str(tmp_path / "checkpoint.amber")!r})
+            assert amber.load({str(tmp_path / "checkpoint.amber")!r})["step"] == 7
+            loaded = amber.load({str(tmp_path / "big.amber")!r})
+            assert np.array_equal(loaded["weights"], big["weights"])
+            print("saved and loaded at exit")
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=120
+    )
+    assert "saved and loaded at exit" in proc.stdout, proc.stderr[-1500:]
+
+
 def test_failed_save_leaves_previous_file_intact(tmp_path: Path, svc: SVC) -> None:
     path = tmp_path / "model.amber"
     amber.save(svc, path)

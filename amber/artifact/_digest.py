@@ -109,8 +109,12 @@ def digest_many(items: list[memoryview]) -> Callable[[], list[Digests]]:
     XXH3 and BLAKE3 on the other: each releases the GIL), so that the caller can write
     meanwhile; call the result to collect them, in order. The buffers must not change until
     they are collected."""
-    crcs = _pool().submit(lambda: [crc32(b) for b in items])
-    strong = _pool().submit(lambda: [_strong(b) for b in items])
+    try:
+        crcs = _pool().submit(lambda: [crc32(b) for b in items])
+        strong = _pool().submit(lambda: [_strong(b) for b in items])
+    except RuntimeError:  # no new threads once the interpreter is exiting (an atexit save)
+        done = [Digests(*_strong(b), crc32(b)) for b in items]
+        return lambda: done
 
     def collect() -> list[Digests]:
         return [Digests(x, b, c) for (x, b), c in zip(strong.result(), crcs.result(), strict=True)]

@@ -67,7 +67,11 @@ def _pread_into(fd: int, out: memoryview, offset: int) -> None:
     if total >= _PARALLEL_READ_MIN:
         half = (total // 2) & ~0xFFFF
         with ThreadPoolExecutor(max_workers=1) as pool:
-            second = pool.submit(_pread_serial, fd, out[half:], offset + half)
+            try:
+                second = pool.submit(_pread_serial, fd, out[half:], offset + half)
+            except RuntimeError:  # no new threads once the interpreter is exiting (atexit)
+                _pread_serial(fd, out, offset)
+                return
             _pread_serial(fd, out[:half], offset)
             second.result()
         return

@@ -413,7 +413,7 @@ def scan_artifact_stream(
 def _validated(obj: Any, pairs: tuple[tuple[str, str], ...], source: str) -> Any:
     try:
         validate_loaded(obj, pairs)
-    except (FormatError, UntrustedTypeError):
+    except (FormatError, UntrustedTypeError, OSError):
         raise
     except RecursionError as exc:
         raise FormatError(f"{source}: the loaded object nests too deeply to validate") from exc
@@ -426,7 +426,7 @@ def _guarded(source: str, step: Callable[[], Any]) -> Any:
     """Run one load step, turning any stray exception into a :class:`FormatError`."""
     try:
         return step()
-    except (FormatError, UntrustedTypeError):
+    except (FormatError, UntrustedTypeError, OSError):
         raise
     except RecursionError as exc:
         raise FormatError(f"{source}: the pickle stream nests too deeply") from exc

@@ -409,7 +409,7 @@ class _Machine(pickle._Unpickler):
     def load(self) -> Any:
         try:
             value = super().load()
-        except (FormatError, UntrustedTypeError):
+        except (FormatError, UntrustedTypeError, OSError):
             raise
         except RecursionError as exc:
             raise FormatError("the pickle stream nests too deeply") from exc

@@ -20,6 +20,7 @@ import gc
 import io
 import math
 import mmap
+import os
 import pickle
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sized
@@ -422,6 +423,21 @@ def _collector_paused() -> Iterator[None]:
                 gc.enable()
 
 
+def _after_fork_in_child() -> None:
+    """A child forked while other threads were loading has none of those loads: its count of
+    paused loads starts at zero, with the collector as it was before them, and a fresh lock
+    (the parent's may have been held at the fork)."""
+    global _GC_LOCK, _gc_pauses
+    _GC_LOCK = threading.Lock()
+    if _gc_pauses:
+        _gc_pauses = 0
+        if _gc_was_enabled:
+            gc.enable()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def untrusted_globals(scan: PickleScan, policy: LoadPolicy) -> list[str]:
     """The dotted names in ``scan`` that ``policy`` does not allow, in order of first use."""
     return [f"{m}.{n}" for m, n in scan.globals if not is_allowed(m, n, policy)]
@@ -488,7 +504,7 @@ def safe_loads(
         policy.warn_if_unsafe(source)
         try:
             return pickle.loads(stream, buffers=buffers)
-        except (AmberError, Warning):
+        except (AmberError, Warning, OSError):
             raise
         except Exception as exc:
             raise FormatError(f"{source} could not be unpickled: {_describe(exc)}") from exc
@@ -515,7 +531,7 @@ def safe_loads(
         with _collector_paused():
             obj = unpickler.load()
             validate_loaded(obj, scan.globals, cross_only=True)  # each object checked as built
-    except (AmberError, Warning):
+    except (AmberError, Warning, OSError):
         raise
     except Exception as exc:
         raise FormatError(

@@ -62,10 +62,15 @@ def _refuse(what: str, detail: str) -> FormatError:
 
 
 def run_validator(validator: Validator, obj: Any) -> None:
-    """Run ``validator`` on ``obj``; any error it meets means the data is malformed."""
+    """Run ``validator`` on ``obj``; any error it meets means the data is malformed.
+
+    Except an ``OSError``, here and wherever a load turns errors into ``FormatError``: it comes
+    from outside the data (a read that failed, a ``TimeoutError`` raised by the caller's signal
+    handler), and calling the file damaged would mislead.
+    """
     try:
         validator(obj)
-    except FormatError:
+    except (FormatError, OSError):
         raise
     except Exception as exc:  # malformed data trips the checks themselves
         raise _refuse(
