@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -219,6 +221,62 @@ def test_save_and_load_work_in_an_atexit_handler(tmp_path: Path) -> None:
         [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=120
     )
     assert "saved and loaded at exit" in proc.stdout, proc.stderr[-1500:]
+
+
+def test_a_save_keeps_the_mode_and_follows_a_symlink(tmp_path: Path, svc: SVC) -> None:
+    path = tmp_path / "private.amber"
+    amber.save(svc, path)
+    path.chmod(0o600)
+    amber.save(svc, path, metadata={"v": 2})
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert amber.inspect(path).metadata == {"v": 2}
+    (tmp_path / "releases").mkdir()
+    release = tmp_path / "releases" / "v1.amber"
+    amber.save(svc, release, metadata={"v": 1})
+    current = tmp_path / "current.amber"
+    current.symlink_to(Path("releases") / "v1.amber")
+    amber.save(svc, current, metadata={"v": 2})  # as open(current, "wb") would: through the link
+    assert current.is_symlink() and amber.inspect(release).metadata == {"v": 2}
+    long_name = tmp_path / ("m" * 244 + ".amber")  # 250 bytes: the longest names still save
+    amber.save(svc, long_name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["private.amber", "releases", "current.amber", long_name.name]
+    )
+
+
+def test_a_save_that_cannot_write_says_why(tmp_path: Path, svc: SVC) -> None:
+    """Without the right to write (as a user, or as root without its override capability)."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv to drop the override capability")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    amber.save(svc, tmp_path / "locked.amber")
+    (tmp_path / "locked.amber").chmod(0o444)
+    (tmp_path / "ro").mkdir()
+    amber.save(svc, tmp_path / "ro" / "m.amber")
+    (tmp_path / "ro").chmod(0o555)
+    script = f"""
+        import pickle, amber
+        model = pickle.loads({pickle.dumps(svc)!r})
+        for target in ({str(tmp_path / "locked.amber")!r}, {str(tmp_path / "ro" / "m.amber")!r}):
+            try:
+                amber.save(model, target)
+            except PermissionError as exc:
+                print(exc)
+    """
+    try:
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-c", textwrap.dedent(script)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+    assert "the file is read-only; make it writable first" in proc.stdout, proc.stderr[-800:]
+    assert "the folder" in proc.stdout and "is not writable" in proc.stdout, proc.stdout
+    assert sorted(p.name for p in (tmp_path / "ro").iterdir()) == ["m.amber"]  # nothing left
 
 
 def test_failed_save_leaves_previous_file_intact(tmp_path: Path, svc: SVC) -> None:

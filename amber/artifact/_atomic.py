@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -33,19 +34,51 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+_TMP_NAME_BYTES = 200  # of the target's name in the temporary file's (names end at 255 bytes)
+
+
+def _existing(target: str) -> tuple[str, os.stat_result | None]:
+    """The file a save to ``target`` replaces (a symlink is followed, as ``open(target, "wb")``
+    would, so that the file it points to is updated) and its status, or None if none exists."""
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return target, None
+    except NotADirectoryError:
+        return target, None  # a path through a file: opening the temporary file says so
+    if stat.S_ISLNK(st.st_mode):
+        target = os.path.realpath(target)
+        try:
+            st = os.stat(target)
+        except FileNotFoundError:
+            return target, None  # a dangling link: the file is created where it points
+    return target, st
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Yield a binary file whose content replaces ``path`` only if the block finishes."""
+    """Yield a binary file whose content replaces ``path`` only if the block finishes.
+
+    A file that is replaced keeps its permission bits (and, for root, its owner); a symlink
+    is followed. A file this process could not write is refused, as ``open`` would refuse it,
+    although the rename would only need the folder to be writable.
+    """
     # Plain strings and os.path: pathlib's parsing costs a tenth of a tiny model's save.
-    target = os.fspath(path)
+    target, old = _existing(os.fspath(path))
     folder, name = os.path.split(target)
     folder = folder or os.curdir
-    if not name or os.path.isdir(target):
+    if not name or (old is not None and stat.S_ISDIR(old.st_mode)):
         raise IsADirectoryError(
             f"cannot save to {target!r}: it is a folder; give a file name such as "
             f"{os.path.join(target, 'model.amber')!r}"
         )
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+    if old is not None and not os.access(target, os.W_OK):
+        raise PermissionError(
+            f"cannot save to {target!r}: the file is read-only; make it writable first "
+            f"(chmod u+w) or save to another name"
+        )
+    short = os.fsencode(name)[:_TMP_NAME_BYTES].decode("utf-8", "ignore")
+    tmp = os.path.join(folder, f".{short}.{secrets.token_hex(6)}.tmp")
     try:
         f = open(tmp, "xb")  # noqa: SIM115 - closed below on every path
     except (FileNotFoundError, NotADirectoryError):
@@ -53,7 +86,18 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
             f"cannot save to {target!r}: the folder {folder!r} does not exist (or is not a "
             f"folder); create it first"
         ) from None
+    except PermissionError:
+        raise PermissionError(
+            f"cannot save to {target!r}: the folder {folder!r} is not writable (Amber writes a "
+            f"temporary file beside the target and renames it over the target, so that a "
+            f"failed save leaves the previous file intact); save into a writable folder"
+        ) from None
     try:
+        if old is not None and hasattr(os, "fchmod"):
+            os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode))
+            if hasattr(os, "fchown") and os.geteuid() == 0:
+                with contextlib.suppress(OSError):
+                    os.fchown(f.fileno(), old.st_uid, old.st_gid)
         yield f
         f.flush()
         os.fsync(f.fileno())
