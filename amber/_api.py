@@ -60,18 +60,45 @@ def _is_artifact(path: Path) -> bool:
         raise IsADirectoryError(f"{str(path)!r} is a folder, not a model file") from None
 
 
+_INT_RANGE = (-(2**63), 2**64 - 1)  # what a manifest reader gives back as an int
+
+
+def _metadata_problem(metadata: dict[str, Any]) -> str | None:
+    """What JSON would silently change in ``metadata``: a key that is not a string (it would
+    come back as one), an integer beyond 64 bits (it would come back as a float)."""
+    stack: list[tuple[str, Any]] = [("metadata", metadata)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return f"{where} has the key {key!r}, not a string (JSON keys are strings)"
+                stack.append((f"{where}[{key!r}]", item))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{where}[{k}]", item) for k, item in enumerate(value))
+        elif type(value) is int and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            return f"{where} is {value}, beyond 64 bits (it would load as a float); store a string"
+    return None
+
+
 def _json_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got a {type(metadata).__name__}")
     try:
-        return dict(json.loads(json.dumps(metadata, allow_nan=False)))
+        plain = dict(json.loads(json.dumps(metadata, allow_nan=False)))
+    except RecursionError:
+        raise TypeError("metadata is nested too deeply to store as JSON") from None
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"metadata must hold only JSON values (str, numbers, bools, None, lists, dicts) "
             f"and no NaN: {exc}. Convert numpy numbers with float() or int()."
         ) from exc
+    problem = _metadata_problem(metadata)
+    if problem:
+        raise TypeError(f"metadata cannot be stored exactly: {problem}")
+    return plain
 
 
 # -- save ---------------------------------------------------------------------------------------

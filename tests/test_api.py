@@ -181,6 +181,47 @@ def test_metadata_round_trips_and_must_be_json(tmp_path: Path, svc: SVC) -> None
         amber.save(svc, tmp_path / "n.amber", metadata={"loss": float("nan")})
 
 
+def test_metadata_that_json_would_change_is_refused(tmp_path: Path, svc: SVC) -> None:
+    """Integer keys would come back as strings and integers beyond 64 bits as floats."""
+    edges = {"seed": 2**64 - 1, "low": -(2**63), "nested": [{"k": [1, 2]}]}
+    amber.save(svc, tmp_path / "m.amber", metadata=edges)
+    assert amber.inspect(tmp_path / "m.amber").metadata == edges
+    for bad, message in [
+        ({"seeds": [1, 2**94]}, r"metadata\['seeds'\]\[1\] is 19807.* beyond 64 bits"),
+        ({"by_fold": {1: 0.9}}, r"metadata\['by_fold'\] has the key 1, not a string"),
+    ]:
+        with pytest.raises(TypeError, match=message):
+            amber.save(svc, tmp_path / "n.amber", metadata=bad)
+    deep: dict[str, Any] = {}
+    for _ in range(5000):
+        deep = {"d": deep}
+    with pytest.raises(TypeError, match="nested too deeply"):
+        amber.save(svc, tmp_path / "n.amber", metadata=deep)
+    assert not (tmp_path / "n.amber").exists()
+
+
+def test_a_manifest_no_reader_would_accept_is_never_written(
+    tmp_path: Path, svc: SVC, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from amber.artifact import _writer
+
+    path = tmp_path / "m.amber"
+    amber.save(svc, path, metadata={"v": 1})
+    monkeypatch.setattr(_writer, "MAX_MANIFEST_BYTES", 16_384)  # the reader's limit is 64 MiB
+    with pytest.raises(ValueError, match="metadata is too large"):
+        amber.save(svc, path, metadata={"notes": "x" * 20_000})
+    assert amber.inspect(path).metadata == {"v": 1}  # the previous file is intact
+
+
+def test_a_named_handler_must_fit_the_model(tmp_path: Path, svc: SVC) -> None:
+    with pytest.raises(ValueError, match=r"handler='nope' is not a handler this Amber knows"):
+        amber.save(svc, tmp_path / "m.amber", handler="nope")
+    with pytest.raises(TypeError, match=r"the 'xgboost' handler cannot save a sklearn\.svm"):
+        amber.save(svc, tmp_path / "m.amber", handler="xgboost")
+    amber.save(svc, tmp_path / "m.amber", handler="sklearn")
+    assert not [p for p in tmp_path.iterdir() if p.name != "m.amber"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -14,7 +14,7 @@ import numpy as np
 from amber.artifact import _codec
 from amber.artifact._atomic import atomic_writer
 from amber.artifact._digest import Digests, digest_all, digest_many
-from amber.artifact._manifest import MANIFEST_NAME, SIGNATURE_NAME, encode
+from amber.artifact._manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, SIGNATURE_NAME, encode
 from amber.artifact._zip import ZipWriter
 from amber.errors import IntegrityError
 
@@ -145,6 +145,12 @@ class ArtifactWriter:
         self._collect()
         manifest = {**manifest, "entries": self.entries}
         raw = encode(manifest)
+        if len(raw) > MAX_MANIFEST_BYTES:  # a reader refuses it: never replace a file with it
+            raise ValueError(
+                f"the manifest would be {len(raw):,} bytes, over the {MAX_MANIFEST_BYTES:,} a "
+                f"reader accepts; the metadata is too large: keep large data out of metadata= "
+                f"(save it as a file of its own, or as part of the model)"
+            )
         self._zip.add(MANIFEST_NAME, raw, zlib.crc32(raw))
         if signer is not None:
             signature = signer(raw)

@@ -108,7 +108,18 @@ def handler_for(obj: Any, name: str | None = None, *, format: str | None = None)
     Keras model from the ``keras`` handler to the ``tensorflow`` one).
     """
     if name is not None:
-        return get_handler(name)
+        if name not in _KNOWN:
+            raise ValueError(
+                f"handler={name!r} is not a handler this Amber knows (known: "
+                f"{', '.join(sorted(_KNOWN))}); leave handler= out to choose by the model's type"
+            )
+        handler = get_handler(name)
+        if not handler.matches(obj):
+            raise TypeError(
+                f"the {name!r} handler cannot save a {type(obj).__module__}."
+                f"{type(obj).__qualname__}; leave handler= out to choose by the model's type"
+            )
+        return handler
     roots = _roots(type(obj))
     first: Handler | None = None
     for candidate, (_, _, claimed) in _KNOWN.items():
