@@ -44,6 +44,8 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 def _existing(source: str | os.PathLike[str]) -> Path:
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"expected a file path, got a {type(source).__name__}: {source!r}")
+    if not os.fspath(source):
+        raise FileNotFoundError("the path is empty; give the model file's path")
     return Path(source)
 
 
@@ -421,9 +423,12 @@ def verify(
     """
     path = _existing(source)
     if not _is_artifact(path):
+        out = path.with_suffix(".amber")
+        if out == path:
+            out = path.with_name(f"{path.stem}-converted.amber")
         raise FormatError(
             f"{str(path)!r} is not an Amber artifact, so it carries no checksums or probe to "
-            f"verify; convert it with `amber convert {path} {path.stem}.amber` first"
+            f"verify; convert it with `amber convert {path} {out}` first"
         )
     policy = LoadPolicy.make(trusted, allow_arbitrary_code=allow_arbitrary_code)
     report = VerifyReport(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from amber.artifact._writer import artifact_writer
 from amber.errors import (
     EnvironmentMismatch,
     EnvironmentMismatchError,
+    FormatError,
     ParityError,
     UntrustedTypeError,
 )
@@ -244,6 +246,16 @@ def test_bad_load_arguments_say_what_to_pass(
 def test_missing_file_is_explained(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such file"):
         amber.load(tmp_path / "absent.amber")
+    with pytest.raises(FileNotFoundError, match="the path is empty"):
+        amber.load("")
+
+
+def test_verify_of_a_pickle_says_how_to_convert_it(tmp_path: Path, svc: SVC) -> None:
+    for name, out in [("m.pkl", "m.amber"), ("m.amber", "m-converted.amber")]:
+        path = tmp_path / name
+        path.write_bytes(pickle.dumps(svc))
+        with pytest.raises(FormatError, match=f"amber convert {path} {tmp_path / out}"):
+            amber.verify(path)
 
 
 # -- custom types ---------------------------------------------------------------------------------
@@ -266,6 +278,7 @@ def test_user_types_need_trust_and_then_load(tmp_path: Path) -> None:
     with pytest.raises(UntrustedTypeError, match=rf"trusted=\['{name}'\]") as excinfo:
         amber.load(path)
     assert excinfo.value.names == (name,)
+    assert str(excinfo.value).startswith(f"{str(path)!r} references")  # names the file
     model = amber.load(path, trusted=[name], probe="always")
     np.testing.assert_array_equal(model.predict(X), X[:, 0] * 2.0)
 

@@ -108,7 +108,10 @@ class SklearnHandler:
         # object that copies its buffer (a decision tree) frees it before the next one is read,
         # so loading never holds the file's contents twice.
         buffers = _LazyBuffers(reader, names)
-        return safe_loads(stream, buffers=buffers, policy=policy, release=True, room=room)
+        source = f"{str(reader.path)!r}"
+        return safe_loads(
+            stream, buffers=buffers, policy=policy, source=source, release=True, room=room
+        )
 
     def predict(self, model: Any, inputs: Any) -> Any:
         return model.predict(inputs)
