@@ -15,6 +15,7 @@ even in the same environment (``parity={"exact": False, ...}``).
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,7 +87,16 @@ def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
         with pa.ipc.new_stream(sink, table.schema) as stream:
             stream.write_table(table)
         writer.add(base + ".arrow", sink.getbuffer())
-        return {"kind": "series" if series else "dataframe", "entry": base + ".arrow"}
+        spec: dict[str, Any] = {
+            "kind": "series" if series else "dataframe",
+            "entry": base + ".arrow",
+        }
+        labels = [value.name] if series else list(frame.columns)
+        if not all(type(label) is str for label in labels) and all(map(_json_label, labels)):
+            # Arrow names columns by strings: 0 would come back as "0", and a model fitted on
+            # integer-labelled columns would then see feature names it was not fitted with
+            spec["labels"] = [list(x) if isinstance(x, tuple) else x for x in labels]
+        return spec
     if _is_sparse(value):
         csr = value.tocsr()
         csr.sort_indices()
@@ -109,6 +119,15 @@ def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
     raise TypeError(f"a {type(value).__module__}.{type(value).__qualname__} cannot be stored")
 
 
+def _json_label(label: Any) -> bool:
+    """Whether a column label survives JSON as itself (a tuple as a list: MultiIndex)."""
+    if isinstance(label, tuple):
+        return all(_json_label(x) for x in label)
+    if type(label) is float:
+        return math.isfinite(label)
+    return label is None or type(label) in (str, int, bool)
+
+
 def _decode(spec: dict[str, Any], reader: ArtifactReader) -> Any:
     kind = spec.get("kind")
     if kind in ("dataframe", "series"):
@@ -116,6 +135,19 @@ def _decode(spec: dict[str, Any], reader: ArtifactReader) -> Any:
 
         with pa.ipc.open_stream(reader.read(spec["entry"])) as stream:
             frame = stream.read_all().to_pandas()
+        labels = spec.get("labels")
+        if labels is not None:
+            if not isinstance(labels, list) or len(labels) != frame.shape[1]:
+                raise FormatError("probe entry's column labels do not match its columns")
+            labels = [tuple(x) if isinstance(x, list) else x for x in labels]
+            if kind == "series":
+                return frame.iloc[:, 0].rename(labels[0])
+            if any(isinstance(x, tuple) for x in labels):
+                import pandas as pd
+
+                frame.columns = pd.MultiIndex.from_tuples(labels)
+            else:
+                frame.columns = labels
         return frame.iloc[:, 0] if kind == "series" else frame
     if kind == "sparse":
         import scipy.sparse as sp

@@ -154,6 +154,36 @@ def test_dataframe_sample_records_columns_and_round_trips(tmp_path: Path) -> Non
     assert "predict_proba: identical" in str(report)
 
 
+def _probe_round_trip(tmp_path: Path, value: Any) -> Any:
+    from amber import _probe
+
+    manifest = {"format": "amber", "format_version": 1, "payload": {}, "environment": {}}
+    with artifact_writer(tmp_path / "probe.amber") as writer:
+        spec = _probe._encode(value, "x", writer)
+        writer.finish({**manifest, "handler": "sklearn"})
+    with ArtifactReader(tmp_path / "probe.amber") as reader:
+        return _probe._decode(spec, reader)
+
+
+@pytest.mark.parametrize("columns", ["integers", "multiindex"])
+def test_dataframe_sample_keeps_labels_that_are_not_strings(tmp_path: Path, columns: str) -> None:
+    """Arrow names columns by strings: a model fitted on pd.DataFrame(array) (labels 0, 1, ...)
+    and probed with "0", "1", ... would warn that it sees feature names it was not fitted with."""
+    frame = pd.DataFrame(X)
+    if columns == "multiindex":
+        frame.columns = pd.MultiIndex.from_tuples([("a", 1), ("a", 2), ("b", 1), ("b", 2)])
+    model = LogisticRegression(max_iter=500).fit(frame, Y)
+    path = tmp_path / "frame.amber"
+    amber.save(model, path, sample=frame.head(10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sklearn's feature-name warning fails the test
+        assert "identical" in str(amber.verify(path))
+    pd.testing.assert_frame_equal(_probe_round_trip(tmp_path, frame.head(10)), frame.head(10))
+    for name in (None, 3):
+        series = frame.iloc[:10, 0].rename(name)
+        pd.testing.assert_series_equal(_probe_round_trip(tmp_path, series), series)
+
+
 def test_string_labels_and_text_input_probe(tmp_path: Path) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
