@@ -17,7 +17,7 @@ from typing import Any
 from amber.errors import FormatError, HandlerNotAvailable, UntrustedTypeError
 from amber.security._policy import LoadPolicy
 
-__all__ = ["AllowEntry", "entries", "is_allowed", "resolve"]
+__all__ = ["AllowEntry", "entries", "is_allowed", "reference_only", "resolve"]
 
 _PATH = Path(__file__).with_name("allowlist.json")
 
@@ -61,6 +61,56 @@ def is_allowed(module: str, name: str, policy: LoadPolicy) -> bool:
     if policy.allow_arbitrary_code:
         return True
     return (module, name) in entries() or (module, name) in policy.trusted
+
+
+# The allowed functions that honest pickles call to rebuild objects. Every other allowed function
+# (numpy's ufuncs and reductions, scikit-learn's score functions and kernels) is only ever named
+# in a stream, as an estimator's parameter; called with the stream's arguments, one could write
+# outside its buffers (a compiled k-means step given arrays of mismatched shapes) or allocate
+# without bound (a ufunc broadcasting two vectors into a square). Cython's own reconstructors
+# (``__pyx_unpickle_*``) are called too.
+_CALLED_BY_PICKLES = frozenset(
+    {
+        ("_codecs", "encode"),
+        ("copyreg", "__newobj__"),
+        ("copyreg", "__newobj_ex__"),
+        ("copyreg", "_reconstructor"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy.ma.core", "_mareconstruct"),
+        ("numpy.random._pickle", "__bit_generator_ctor"),
+        ("numpy.random._pickle", "__generator_ctor"),
+        ("numpy.random._pickle", "__randomstate_ctor"),
+        ("sklearn.metrics._dist_metrics", "newObj"),
+        ("sklearn.neighbors._ball_tree", "newObj"),
+        ("sklearn.neighbors._kd_tree", "newObj"),
+    }
+)
+
+
+@functools.cache
+def reference_only(module: str, name: str) -> bool:
+    """Whether a stream may name the allowed global ``module.name`` but never call it.
+
+    Besides the functions above: numpy's scalar types and random generators, which honest
+    pickles rebuild through ``scalar`` and ``numpy.random._pickle`` (``numpy.void(2**30)``
+    would make a gigabyte scalar). Names the caller trusted (``trusted=``) are trusted whole.
+
+    >>> reference_only("numpy", "add"), reference_only("numpy._core.multiarray", "scalar")
+    (True, False)
+    """
+    entry = entries().get((module, name))
+    if entry is None:
+        return False
+    if entry.kind == "function":
+        return (module, name) not in _CALLED_BY_PICKLES and not name.startswith("__pyx_unpickle_")
+    if entry.kind == "constant":
+        return True
+    return (module == "numpy" and name != "dtype") or module.startswith("numpy.random.")
 
 
 def _lookup(module: str, name: str) -> Any:

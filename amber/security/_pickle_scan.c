@@ -273,6 +273,11 @@ check_target(Scan *s, Py_ssize_t off, const Item *t, const char *opname)
 {
     if (t->tag == T_GLOBAL)
         return fail(s, off, "%s would modify a global (class or function) in place", opname);
+    /* item assignment reaches an array's data (arr[i] = ...): a checked object changes only
+     * through its one BUILD, which its check follows */
+    if (t->tag == T_OBJ && t->aux != NO_HOOK)
+        return fail(s, off, "%s would modify a validated object (an array, a tree, a matrix) "
+                            "outside its state", opname);
     return 0;
 }
 
@@ -512,13 +517,11 @@ build(Scan *s, Py_ssize_t off, Py_ssize_t end)
     if (t->tag != T_OBJ)
         return fail(s, off, "BUILD on a %s; only objects made by REDUCE/NEWOBJ take state",
                     tag_name(t->tag));
-    if (t->aux != NO_HOOK && (s->hk[t->aux].flags & G_STATE_HOOKED)) {
-        if (reserve(s, (void **)&s->ss, s->nss, &s->sscap, sizeof(StateSite), 16) < 0)
-            return -1;
-        StateSite site = {s->stack[s->sp - 1].start, off, s->hk[t->aux].gidx};
-        s->ss[s->nss++] = site;
-    }
-    if (t->aux != NO_HOOK && (s->hk[t->aux].flags & G_HOOKED)) {
+    if (t->aux != NO_HOOK) {
+        /* A checked object (or one whose state is checked: an array) takes state once, through
+         * the stack slot that made it, before any copy of it is used: a second BUILD would
+         * change it after its check, and after the checks of the objects holding it (an
+         * array re-filled under a tree that was validated with its first contents). */
         Hook *h = &s->hk[t->aux];
         if (t->flags & F_COPY)
             return fail(s, off, "BUILD on a memo copy of a validated object");
@@ -527,8 +530,15 @@ build(Scan *s, Py_ssize_t off, Py_ssize_t end)
         if (h->copied)
             return fail(s, off, "BUILD on a validated object after a copy of it was used; the "
                                 "copy would have reached other objects unchecked");
+        if (h->flags & G_STATE_HOOKED) {
+            if (reserve(s, (void **)&s->ss, s->nss, &s->sscap, sizeof(StateSite), 16) < 0)
+                return -1;
+            StateSite site = {s->stack[s->sp - 1].start, off, h->gidx};
+            s->ss[s->nss++] = site;
+        }
         h->built = 1;
-        h->end = end;
+        if (h->flags & G_HOOKED)
+            h->end = end;
     }
     s->sp--;
     return 0;

@@ -29,7 +29,7 @@ from typing import Any, cast
 import numpy as np
 
 from amber.errors import AmberError, FormatError, UntrustedTypeError
-from amber.security._allowlist import entries, is_allowed, resolve
+from amber.security._allowlist import entries, is_allowed, reference_only, resolve
 from amber.security._pickle_scan import splice_hooks
 from amber.security._policy import LoadPolicy
 from amber.security._scanner import OBJECT, STATE, PickleScan, effective_name, scan_pickle
@@ -91,6 +91,21 @@ def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
     return cast(np.ndarray, real(subtype, shape, dtype))
 
 
+def _scalar(dtype: Any, *obj: Any) -> Any:
+    """``numpy._core.multiarray.scalar`` as pickles call it: a dtype and exactly its bytes.
+
+    Without the bytes numpy makes a zeroed scalar of the dtype's size, which a stream can make
+    a gigabyte for a few bytes of its own.
+    """
+    from numpy._core.multiarray import scalar as real
+
+    if not isinstance(dtype, np.dtype) or len(obj) != 1:
+        raise FormatError("numpy scalar rebuilt without a dtype and its data")
+    if not dtype.hasobject and not (isinstance(obj[0], bytes) and len(obj[0]) == dtype.itemsize):
+        raise FormatError(f"numpy scalar of {dtype.itemsize} bytes rebuilt from other data")
+    return real(dtype, *obj)
+
+
 def _mareconstruct(subtype: Any, baseclass: Any, baseshape: Any, basetype: Any) -> Any:
     """``numpy.ma.core._mareconstruct`` with the same limits as :func:`_reconstruct`."""
     from numpy.ma.core import MaskedArray
@@ -112,9 +127,13 @@ def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
 
 
 def _check_newobj_class(cls: Any, helper: str) -> None:
-    if not isinstance(cls, type) or issubclass(cls, np.ndarray):
-        # arrays are rebuilt by numpy's own helpers; through __new__ they could ask for
-        # any amount of memory
+    if (
+        not isinstance(cls, type)
+        or issubclass(cls, np.ndarray)
+        or reference_only(cls.__module__, cls.__qualname__)
+    ):
+        # arrays and numpy scalars are rebuilt by numpy's own helpers; through __new__ they
+        # could ask for any amount of memory
         raise FormatError(f"copyreg.{helper} of {cls!r:.80}")
 
 
@@ -193,6 +212,8 @@ _GUARDS: dict[tuple[str, str], Any] = {
     ("copyreg", "__newobj_ex__"): _newobj_ex,
     ("_codecs", "encode"): _encode,
     ("numpy.ma.core", "_mareconstruct"): _mareconstruct,
+    ("numpy._core.multiarray", "scalar"): _scalar,
+    ("numpy.core.multiarray", "scalar"): _scalar,
     ("builtins", "bytearray"): _binary(bytearray),
     ("builtins", "bytes"): _binary(bytes),
     ("numpy.random._pickle", "__bit_generator_ctor"): _bit_generator,
@@ -513,11 +534,14 @@ def safe_loads(
     refused = untrusted_globals(scan, policy)
     if refused:
         raise UntrustedTypeError(refused, source=source)
-    called = sorted(f"{m}.{n}" for m, n in scan.called & _NEVER_CALLED)
+    called = sorted(
+        f"{m}.{n}" for m, n in scan.called if (m, n) in _NEVER_CALLED or reference_only(m, n)
+    )
     if called:
         raise FormatError(
-            f"{source} calls {', '.join(called)} directly, which honest pickles never do "
-            f"(arrays are rebuilt through numpy's helpers); it was refused before loading"
+            f"{source} calls {', '.join(called)}, which honest pickles only name, never call "
+            f"(arrays and numpy scalars are rebuilt through numpy's helpers; functions are "
+            f"estimator parameters); it was refused before loading"
         )
     data, hooks = _with_hooks(stream, scan, room)
     file = _input_file(data, room)

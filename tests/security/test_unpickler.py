@@ -146,7 +146,7 @@ def test_copyreg_newobj_cannot_allocate_arrays() -> None:
 
 def test_arrays_cannot_be_constructed_directly() -> None:
     data = PROTO5 + sglob("numpy", "ndarray") + MARK + binint(2**30) + TUPLE + NEWOBJ + b"."
-    with pytest.raises(FormatError, match=r"calls numpy.ndarray directly"):
+    with pytest.raises(FormatError, match=r"calls numpy.ndarray, which honest pickles only name"):
         load(data)
 
 
@@ -870,3 +870,67 @@ def test_amber_load_reads_a_large_stream_in_place(tmp_path: Path, input_files: l
         amber.load(path)
     assert isinstance(input_files[0], unpickler._Consuming)
     assert input_files[0]._given > 0
+
+
+# --------------------------------------------------------------------------- named, not called
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("numpy", "add"),  # broadcasting two vectors: memory that grows as the file's square
+        ("sklearn.cluster._kmeans", "_kmeans_single_lloyd"),  # a kernel that trusts its shapes
+        ("sklearn.utils.validation", "check_array"),
+        ("numpy", "void"),  # numpy.void(2**30): a gigabyte scalar from a few bytes
+        ("numpy", "float64"),
+        ("numpy.random._generator", "Generator"),
+    ],
+)
+def test_allowed_functions_and_numpy_scalar_types_are_never_called(module: str, name: str) -> None:
+    """Allowed functions are estimator parameters (FunctionTransformer(func=np.log1p)) and
+    numpy scalars are rebuilt by ``scalar``: an honest pickle names them, never calls them."""
+    for data in (
+        PROTO5 + call(module, name, binint(2**27)) + b".",
+        PROTO5 + sglob(module, name) + MARK + binint(2**27) + TUPLE + NEWOBJ + b".",
+    ):
+        with pytest.raises(FormatError, match=rf"calls {module}\.{name}, which honest pickles"):
+            load(data)
+    newobj = PROTO5 + call("copyreg", "__newobj__", sglob(module, name), binint(2**27)) + b"."
+    if name in ("void", "float64", "Generator"):  # classes: refused by the helper as well
+        with pytest.raises(FormatError, match=r"copyreg\.__newobj__ of"):
+            load(newobj)
+    assert load(pickle.dumps({"f": np.log1p, "s": np.add}, protocol=5)) == {
+        "f": np.log1p,
+        "s": np.add,
+    }
+
+
+def test_numpy_scalars_are_rebuilt_from_exactly_their_bytes() -> None:
+    honest = [np.float64(1.5), np.str_("abc"), np.void(b"abcd"), np.datetime64("2020-01-01")]
+    assert load(pickle.dumps(honest, protocol=5)) == honest
+    huge = sglob("numpy", "dtype") + MARK + sbu("V100000000") + TUPLE + REDUCE
+    for args in (huge, huge + b"C\x02ab"):  # no data (numpy would zero 100 MB), too little
+        data = PROTO5 + sglob("numpy._core.multiarray", "scalar") + MARK + args + TUPLE
+        with pytest.raises(FormatError, match="numpy scalar"):
+            load(data + REDUCE + b".")
+
+
+def _honest_array_then(tail: bytes) -> bytes:
+    """A pickled array, then ``tail`` run on a memo copy of it; the array stays the result."""
+    import io
+
+    array = np.arange(4, dtype=np.int64)
+    f = io.BytesIO()
+    pickler = pickle.Pickler(f, protocol=2)
+    pickler.dump(array)
+    index = pickler.memo.copy()[id(array)][0]
+    return f.getvalue()[:-1] + binget(index) + tail + b"0."  # ... POP STOP
+
+
+def test_an_array_is_never_refilled_after_its_check() -> None:
+    """The array's state is checked when it is built; a second BUILD on a memo copy (or item
+    assignment) would change it under the tree or predictor already validated with it."""
+    state = pickle.dumps(np.arange(4, dtype=np.int64).__reduce__()[2], protocol=2)[2:-1]
+    with pytest.raises(FormatError, match="BUILD on a memo copy of a validated object"):
+        load(_honest_array_then(state + BUILD))
+    with pytest.raises(FormatError, match="SETITEM would modify a validated object"):
+        load(_honest_array_then(binint(0) + binint(99) + b"s"))
+    np.testing.assert_array_equal(load(_honest_array_then(b"")), np.arange(4))
