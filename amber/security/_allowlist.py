@@ -96,9 +96,10 @@ _CALLED_BY_PICKLES = frozenset(
 def reference_only(module: str, name: str) -> bool:
     """Whether a stream may name the allowed global ``module.name`` but never call it.
 
-    Besides the functions above: numpy's scalar types and random generators, which honest
-    pickles rebuild through ``scalar`` and ``numpy.random._pickle`` (``numpy.void(2**30)``
-    would make a gigabyte scalar). Names the caller trusted (``trusted=``) are trusted whole.
+    Besides the functions above: numpy's array, scalar and random generator classes, which
+    honest pickles rebuild through ``_reconstruct``, ``scalar`` and ``numpy.random._pickle``
+    (called directly, ``numpy.ndarray(2**40)`` or ``numpy.void(2**30)`` would ask for any
+    amount of memory). Names the caller trusted (``trusted=``) are trusted whole.
 
     >>> reference_only("numpy", "add"), reference_only("numpy._core.multiarray", "scalar")
     (True, False)
@@ -110,7 +111,9 @@ def reference_only(module: str, name: str) -> bool:
         return (module, name) not in _CALLED_BY_PICKLES and not name.startswith("__pyx_unpickle_")
     if entry.kind == "constant":
         return True
-    return (module == "numpy" and name != "dtype") or module.startswith("numpy.random.")
+    if module == "numpy":
+        return name != "dtype"
+    return module in ("numpy.ma", "numpy.ma.core") or module.startswith("numpy.random.")
 
 
 def _lookup(module: str, name: str) -> Any:

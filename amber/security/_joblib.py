@@ -41,10 +41,10 @@ from typing import Any, ClassVar, Final, Literal
 import numpy as np
 
 from amber.errors import FormatError, UntrustedTypeError
-from amber.security._allowlist import entries, is_allowed
+from amber.security._allowlist import entries, is_allowed, reference_only
 from amber.security._policy import LoadPolicy
 from amber.security._scanner import PickleScan
-from amber.security._validators import OBJECT_VALIDATORS
+from amber.security._validators import OBJECT_VALIDATORS, STATE_VALIDATORS, run_validator
 
 __all__ = ["JoblibScan", "is_wrapper_name", "load_joblib", "scan_joblib"]
 
@@ -402,6 +402,12 @@ class _Machine(pickle._Unpickler):
         self._refs: dict[tuple[str, str], _Ref] = {}
         self._validators: dict[int, Validator] = {}  # id(global) -> check of what it makes
         self._pending: dict[int, tuple[Any, Validator]] = {}  # made, not yet built/checked
+        self._keys: dict[int, tuple[str, str]] = {}  # id(global) -> its (module, name)
+        self._state_validators: dict[int, Validator] = {}  # id(global) -> check of a state
+        # objects made by a global whose BUILD state is checked, or whose object is: their
+        # state is checked before BUILD applies it, and no item assignment may reach them
+        # (arr[i] = ... after the array's check); id -> (object, the state check or None)
+        self._checked: dict[int, tuple[Any, Validator | None]] = {}
         self._find = _refs_only if self._scan else _amber_find_class(policy)
 
     # -- loop ---------------------------------------------------------------------------
@@ -464,14 +470,23 @@ class _Machine(pickle._Unpickler):
         else:
             obj = self._find(module, name)
         self._globals[id(obj)] = obj
+        self._keys[id(obj)] = (module, name)
         check = _validator(module, name)
         if check is not None:
             self._validators[id(obj)] = check
+        state_check = STATE_VALIDATORS.get((module, name))
+        if state_check is not None:
+            self._state_validators[id(obj)] = state_check
         return obj
 
     def _made(self, func: Any, obj: Any) -> Any:
         """Note an object made by a validated global; check it now unless a BUILD follows."""
+        state_check = self._state_validators.get(id(func))
         check = self._validators.get(id(func))
+        if state_check is not None or (check is not None and self._scan):
+            # the scan (which refuses the item assignments) keeps every checked object; the
+            # load only those whose state is still to be checked, until their BUILD
+            self._checked[id(obj)] = (obj, state_check)
         if check is None:
             return obj
         shared = self._shared
@@ -506,8 +521,19 @@ class _Machine(pickle._Unpickler):
                 f"{opcode} at offset {self._reader.pos - 1} calls an object that is not a "
                 f"global named in the stream; refusing it"
             )
+        key = func.key if isinstance(func, _Ref) else self._keys.get(id(func))
+        if key is not None and reference_only(*key) and not self._is_wrapper_cls(func):
+            raise FormatError(
+                f"{opcode} at offset {self._reader.pos - 1} calls {key[0]}.{key[1]}, which "
+                f"honest pickles only name, never call; refusing it"
+            )
 
     def _target(self, obj: Any, opcode: str) -> None:
+        if opcode != "BUILD" and id(obj) in self._checked:
+            raise FormatError(
+                f"{opcode} at offset {self._reader.pos - 1} would modify a validated object "
+                f"(an array, a tree, a matrix) outside its state; refusing it"
+            )
         if self._is_global(obj) or isinstance(obj, (_Ref, *_NOT_A_TARGET)):
             if isinstance(obj, _Ref):
                 what = f"{obj.module}.{obj.name}"
@@ -581,6 +607,9 @@ class _Machine(pickle._Unpickler):
             return
         self._target(inst, "BUILD")
         if not self._scan:
+            checked = self._checked.pop(id(inst), None)
+            if checked is not None and checked[1] is not None:
+                run_validator(checked[1], self.stack[-1])  # the state, before it is applied
             pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
             self._built(inst)
             return

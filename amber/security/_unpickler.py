@@ -222,15 +222,6 @@ _GUARDS: dict[tuple[str, str], Any] = {
 }
 """Allowed callables that are replaced, when loading, by versions that check arguments."""
 
-_NEVER_CALLED = {
-    ("numpy", "ndarray"),
-    ("numpy", "matrix"),
-    ("numpy.ma", "MaskedArray"),
-    ("numpy.ma.core", "MaskedArray"),
-}
-"""Allowed classes a stream may reference but not call: honest pickles rebuild them through
-numpy's helpers, while a direct call could ask for any amount of memory."""
-
 
 # --------------------------------------------------------------------------- hooks
 @functools.cache
@@ -534,9 +525,7 @@ def safe_loads(
     refused = untrusted_globals(scan, policy)
     if refused:
         raise UntrustedTypeError(refused, source=source)
-    called = sorted(
-        f"{m}.{n}" for m, n in scan.called if (m, n) in _NEVER_CALLED or reference_only(m, n)
-    )
+    called = sorted(f"{m}.{n}" for m, n in scan.called if reference_only(m, n))
     if called:
         raise FormatError(
             f"{source} calls {', '.join(called)}, which honest pickles only name, never call "

@@ -703,11 +703,40 @@ def _hostile_states() -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("with_array", [False, True], ids=["plain route", "joblib route"])
 @pytest.mark.parametrize("case", list(_hostile_states()))
-def test_hostile_numpy_states_in_a_joblib_file_are_refused(case: str, tmp_path: Path) -> None:
+def test_hostile_numpy_states_in_a_joblib_file_are_refused(
+    case: str, with_array: bool, tmp_path: Path
+) -> None:
     # joblib pickles these through its own pickler (REDUCE + BUILD with the hostile state);
-    # numpy would apply the state unchecked and crash later. Amber checks it first.
+    # numpy would apply the state unchecked and crash later. Amber checks it first, on both
+    # routes: a file with no wrapped array is read as a plain pickle, one with an array (a
+    # NumpyArrayWrapper) by the joblib reader.
     path = tmp_path / "hostile.joblib"
-    joblib.dump({"x": _hostile_states()[case]}, path)
+    content: dict[str, Any] = {"x": _hostile_states()[case]}
+    if with_array:
+        content["weights"] = np.arange(10.0)
+    joblib.dump(content, path)
+    assert (b"NumpyArrayWrapper" in path.read_bytes()) == with_array
     with pytest.raises(FormatError, match="inconsistent"):
+        amber.load(path)
+
+
+def test_the_joblib_reader_calls_only_what_pickles_call_and_never_refills_an_array(
+    tmp_path: Path,
+) -> None:
+    from security_kit import Forged
+
+    path = tmp_path / "hostile.joblib"
+    joblib.dump({"x": Forged(np.add, (np.arange(3.0), np.arange(3.0))), "a": np.ones(3)}, path)
+    with pytest.raises(FormatError, match=r"calls numpy\.add, which honest pickles only name"):
+        amber.load(path)
+    array = np.arange(4)
+    stream = io.BytesIO()
+    pickler = pickle.Pickler(stream, protocol=2)
+    pickler.dump({"a": array, "NumpyArrayWrapper": 0})  # the name routes it to the reader
+    index = pickler.memo.copy()[id(array)][0]
+    setitem = b"h" + bytes([index]) + b"J\x00\x00\x00\x00J\x63\x00\x00\x00s0."
+    path.write_bytes(stream.getvalue()[:-1] + setitem)  # a[0] = 99 after a's check
+    with pytest.raises(FormatError, match="would modify a validated object"):
         amber.load(path)
