@@ -17,7 +17,7 @@ from typing import Any
 from amber.errors import FormatError, HandlerNotAvailable, UntrustedTypeError
 from amber.security._policy import LoadPolicy
 
-__all__ = ["AllowEntry", "entries", "is_allowed", "reference_only", "resolve"]
+__all__ = ["AllowEntry", "entries", "is_allowed", "never_reduced", "reference_only", "resolve"]
 
 _PATH = Path(__file__).with_name("allowlist.json")
 
@@ -114,6 +114,16 @@ def reference_only(module: str, name: str) -> bool:
     if module == "numpy":
         return name != "dtype"
     return module in ("numpy.ma", "numpy.ma.core") or module.startswith("numpy.random.")
+
+
+def never_reduced(module: str, name: str) -> bool:
+    """Whether the allowed class ``module.name`` must not be called by REDUCE (with arguments).
+
+    scipy's sparse matrices: honest pickles make them with NEWOBJ (``cls.__new__``) or
+    ``copyreg._reconstructor`` and set their state, while ``csr_matrix((10**9, 10**9))``
+    would allocate gigabytes for a sixty-byte stream before any check could see it.
+    """
+    return module.startswith("scipy.sparse.") and (module, name) in entries()
 
 
 def _lookup(module: str, name: str) -> Any:

@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Final, Literal
 import numpy as np
 
 from amber.errors import FormatError, UntrustedTypeError
-from amber.security._allowlist import entries, is_allowed, reference_only
+from amber.security._allowlist import entries, is_allowed, never_reduced, reference_only
 from amber.security._policy import LoadPolicy
 from amber.security._scanner import PickleScan
 from amber.security._validators import OBJECT_VALIDATORS, STATE_VALIDATORS, run_validator
@@ -526,6 +526,11 @@ class _Machine(pickle._Unpickler):
             raise FormatError(
                 f"{opcode} at offset {self._reader.pos - 1} calls {key[0]}.{key[1]}, which "
                 f"honest pickles only name, never call; refusing it"
+            )
+        if key is not None and opcode == "REDUCE" and never_reduced(*key):
+            raise FormatError(
+                f"REDUCE at offset {self._reader.pos - 1} constructs {key[0]}.{key[1]} with "
+                f"arguments, which honest pickles never do; refusing it"
             )
 
     def _target(self, obj: Any, opcode: str) -> None:

@@ -75,7 +75,7 @@ enum { T_ANY = 0, T_STR = 1, T_GLOBAL = 2, T_OBJ = 3, T_BUFFER = 4 };
 enum { F_COPY = 1, F_SET = 2, F_BIG = 4, F_READ = 8, F_CONT = 16 };
 #define BIG_BYTES (64 * 1024)
 enum { K_UTF8 = 0, K_ASCII = 1, K_RAWUNI = 2 };  /* how a T_STR literal decodes */
-enum { G_HOOKED = 1, G_STATE_HOOKED = 2, G_CALLED = 4 };  /* per-global flags */
+enum { G_HOOKED = 1, G_STATE_HOOKED = 2, G_CALLED = 4, G_REDUCED = 8 };  /* per-global flags */
 enum { SITE_OBJECT = 0, SITE_STATE = 1 };                  /* kinds of hook sites */
 #define NO_HOOK UINT32_MAX
 
@@ -488,7 +488,7 @@ make_object(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t nargs, const cha
         return fail(s, off, "%s would call a %s; only globals may be called", opname,
                     tag_name(callee->tag));
     uint32_t hook = NO_HOOK;
-    s->ghooked[callee->aux] |= G_CALLED;
+    s->ghooked[callee->aux] |= G_CALLED | (nargs == 1 && opname[0] == 'R' ? G_REDUCED : 0);
     uint8_t gflags = s->ghooked[callee->aux] & (G_HOOKED | G_STATE_HOOKED);
     if (gflags) {
         if (reserve(s, (void **)&s->hk, s->nhk, &s->hkcap, sizeof(Hook), 16) < 0)
@@ -982,6 +982,7 @@ build_result(Scan *s, int declared, int maxproto)
         Py_DECREF(t);
     }
     Py_ssize_t ng = PyList_GET_SIZE(s->glist);
+    /* called: (global index, 1 if REDUCE calls it with arguments, else 0) */
     PyObject *called = PyList_New(0);
     if (!called) {
         Py_DECREF(sites);
@@ -990,7 +991,7 @@ build_result(Scan *s, int declared, int maxproto)
     for (Py_ssize_t k = 0; k < ng; k++) {
         if (!(s->ghooked[k] & G_CALLED))
             continue;
-        PyObject *v = PyLong_FromSsize_t(k);
+        PyObject *v = Py_BuildValue("(ni)", k, (s->ghooked[k] & G_REDUCED) ? 1 : 0);
         if (!v || PyList_Append(called, v) < 0) {
             Py_XDECREF(v);
             Py_DECREF(sites);

@@ -36,6 +36,9 @@ class PickleScan:
         How many out-of-band buffers (``NEXT_BUFFER``) the stream consumes.
     called:
         The globals the stream calls directly (REDUCE, NEWOBJ, NEWOBJ_EX).
+    reduced:
+        Those of them that REDUCE calls (with arguments: ``cls(*args)`` runs ``__init__``,
+        where NEWOBJ only runs ``__new__``).
     hook_sites:
         Internal: ``(start, end, (module, name), kind)`` where a validator call must wrap an
         object (kind 0) or a ``BUILD`` state (kind 1); see :func:`scan_pickle`'s ``hooks``.
@@ -45,6 +48,7 @@ class PickleScan:
     protocol: int
     n_buffers_used: int
     called: frozenset[tuple[str, str]] = field(default=frozenset(), repr=False)
+    reduced: frozenset[tuple[str, str]] = field(default=frozenset(), repr=False)
     hook_sites: tuple[tuple[int, int, tuple[str, str], int], ...] = field(default=(), repr=False)
     frames: tuple[int, ...] = field(default=(), repr=False)
     fix_imports: bool = field(default=False, repr=False)
@@ -135,7 +139,8 @@ def scan_pickle(
         globals=tuple(seen),
         protocol=declared if declared >= 0 else max_proto,
         n_buffers_used=used,
-        called=frozenset(names[k] for k in called),
+        called=frozenset(names[k] for k, _ in called),
+        reduced=frozenset(names[k] for k, by_reduce in called if by_reduce),
         hook_sites=tuple((start, end, raw[g], kind) for start, end, g, kind in sites),
         frames=tuple(frames),
         fix_imports=fix,

@@ -22,6 +22,7 @@ import math
 import mmap
 import os
 import pickle
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any, cast
@@ -29,7 +30,13 @@ from typing import Any, cast
 import numpy as np
 
 from amber.errors import AmberError, FormatError, UntrustedTypeError
-from amber.security._allowlist import entries, is_allowed, reference_only, resolve
+from amber.security._allowlist import (
+    entries,
+    is_allowed,
+    never_reduced,
+    reference_only,
+    resolve,
+)
 from amber.security._pickle_scan import splice_hooks
 from amber.security._policy import LoadPolicy
 from amber.security._scanner import OBJECT, STATE, PickleScan, effective_name, scan_pickle
@@ -178,6 +185,34 @@ def _binary(kind: type[bytes] | type[bytearray]) -> Callable[..., Any]:
     return make
 
 
+_FRACTION = re.compile(r"[+-]?[0-9]{1,4300}(?:/[0-9]{1,4300})?")
+_FRACTION_BITS = 1 << 16
+
+
+def _fraction(*args: Any) -> Any:
+    """``fractions.Fraction`` as pickles call it: numerator and denominator (Python 3.11 on),
+    or its own ``str()``, ``"n/d"`` (before).
+
+    Fraction also parses decimal exponents, and ``Fraction("1e99999999")`` computes a
+    hundred-million-digit integer, as reducing two huge integers does: minutes of CPU from a
+    small stream. Honest fractions in a model are small.
+    """
+    from fractions import Fraction
+
+    if len(args) == 2 and all(type(a) is int and a.bit_length() <= _FRACTION_BITS for a in args):
+        if args[1] != 0:
+            return Fraction(*args)
+    elif len(args) == 1 and isinstance(args[0], str) and _FRACTION.fullmatch(args[0]):
+        return Fraction(args[0])
+    shown = ", ".join(
+        f"an int of {a.bit_length()} bits"
+        if type(a) is int and a.bit_length() > 256
+        else f"{a!r:.40}"
+        for a in args
+    )
+    raise FormatError(f"fractions.Fraction called with ({shown})")
+
+
 def _bit_generator(name: Any = "MT19937") -> Any:
     """numpy's ``__bit_generator_ctor``: a known bit generator, by name or class only."""
     from numpy.random import _pickle as real
@@ -217,6 +252,7 @@ _GUARDS: dict[tuple[str, str], Any] = {
     ("builtins", "bytearray"): _binary(bytearray),
     ("builtins", "bytes"): _binary(bytes),
     ("numpy.random._pickle", "__bit_generator_ctor"): _bit_generator,
+    ("fractions", "Fraction"): _fraction,
     ("numpy.random._pickle", "__randomstate_ctor"): _rng_ctor("randomstate"),
     ("numpy.random._pickle", "__generator_ctor"): _rng_ctor("generator"),
 }
@@ -531,6 +567,13 @@ def safe_loads(
             f"{source} calls {', '.join(called)}, which honest pickles only name, never call "
             f"(arrays and numpy scalars are rebuilt through numpy's helpers; functions are "
             f"estimator parameters); it was refused before loading"
+        )
+    reduced = sorted(f"{m}.{n}" for m, n in scan.reduced if never_reduced(m, n))
+    if reduced:
+        raise FormatError(
+            f"{source} constructs {', '.join(reduced)} with arguments, which honest pickles "
+            f"never do (they set a sparse matrix's state; its constructor would allocate for "
+            f"any shape); it was refused before loading"
         )
     data, hooks = _with_hooks(stream, scan, room)
     file = _input_file(data, room)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import struct
 import warnings
 from pathlib import Path
 from typing import Any
@@ -934,3 +935,34 @@ def test_an_array_is_never_refilled_after_its_check() -> None:
     with pytest.raises(FormatError, match="SETITEM would modify a validated object"):
         load(_honest_array_then(binint(0) + binint(99) + b"s"))
     np.testing.assert_array_equal(load(_honest_array_then(b"")), np.arange(4))
+
+
+def test_a_sparse_matrix_is_never_constructed_from_a_shape() -> None:
+    """csr_matrix((10**9, 10**9)) allocates its index pointer before any check sees it: 15 GB
+    from a sixty-byte stream. Honest pickles make sparse matrices with NEWOBJ and set state."""
+    shape = MARK + MARK + binint(10**9) + binint(10**9) + TUPLE + TUPLE
+    for cls in ("csr_matrix", "csr_array"):
+        data = PROTO5 + sglob("scipy.sparse._csr", cls) + shape + REDUCE + b"."
+        with pytest.raises(FormatError, match=rf"constructs scipy\.sparse\._csr\.{cls} with"):
+            load(data)
+    import scipy.sparse as sp
+
+    honest = sp.csr_matrix(np.eye(3))
+    for protocol in (0, 2, 5):
+        assert (load(pickle.dumps(honest, protocol=protocol)) != honest).nnz == 0
+
+
+def test_a_fraction_is_rebuilt_only_from_its_own_text() -> None:
+    from fractions import Fraction
+
+    assert load(pickle.dumps([Fraction(-3, 4), Fraction(5)], protocol=5)) == [
+        Fraction(-3, 4),
+        Fraction(5),
+    ]
+    assert load(PROTO5 + call("fractions", "Fraction", sbu("-3/4")) + b".") == Fraction(-3, 4)
+    # "1e99999999" would have Fraction compute a hundred-million-digit integer (minutes)
+    with pytest.raises(FormatError, match=r"fractions\.Fraction called with \('1e99999999'\)"):
+        load(PROTO5 + call("fractions", "Fraction", sbu("1e99999999")) + b".")
+    huge = b"\x8b" + struct.pack("<i", 40_000) + b"\x7f" * 40_000  # LONG4: a 320,000-bit integer
+    with pytest.raises(FormatError, match=r"Fraction called with \(an int of 319999 bits, 3\)"):
+        load(PROTO5 + call("fractions", "Fraction", huge, binint(3)) + b".")
