@@ -523,6 +523,30 @@ def test_auto_leaves_noise_alone_and_compresses_an_entry_once(tmp_path: Path) ->
     assert codec in ("lz4", "zstd") and packed is None
 
 
+def test_a_size_the_manifest_merely_claims_allocates_nothing() -> None:
+    """A crafted artifact can record consistent digests and any decoded ``size``: the decoders
+    check it against what the data can hold before reserving memory for it."""
+    import lz4.block
+    import zstandard
+
+    data = memoryview(bytes(1000))
+    framed = memoryview(_codec.compress("zstd", data))
+    unframed = memoryview(zstandard.ZstdCompressor(write_content_size=False).compress(data))
+    block = memoryview(_codec.compress("lz4", data))
+    cases = [
+        ("zstd", framed, 3 << 30, "the frame holds 1000 bytes, the manifest records 3221225472"),
+        ("zstd", framed, 1 << 60, "the frame holds 1000 bytes"),
+        ("zstd", unframed, 1000, "the frame does not record its size"),
+        ("lz4", block, 3 << 30, "cannot decode to 3221225472"),
+        ("lz4", block, 1 << 60, "cannot decode to"),
+    ]
+    for codec, stored, size, message in cases:
+        with pytest.raises(IntegrityError, match=message):
+            _codec.decompress(codec, stored, size, "model/model.pkl")
+    assert bytes(_codec.decompress("lz4", block, 1000, "x")) == bytes(data)
+    assert lz4.block.decompress(block, uncompressed_size=1000) == bytes(data)
+
+
 @pytest.mark.parametrize("name", [b"../../model.pkl", b"model/../../.pk", b"/model/model.pk"])
 def test_entry_names_that_escape_a_folder_are_refused(
     tmp_path: Path, svc: SVC, name: bytes

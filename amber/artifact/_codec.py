@@ -68,12 +68,31 @@ def compress(codec: str, data: memoryview, *, auto: bool = False) -> bytes:
 _local = threading.local()
 
 
-def _zstd_into(stored: memoryview, size: int) -> bytearray:
+_LZ4_MAX_RATIO = 255  # an LZ4 block never expands its input more than this
+_LZ4_MAX_SIZE = 0x7E000000  # LZ4_MAX_INPUT_SIZE: the largest block it can decode
+
+
+def _output(size: int) -> memoryview:
+    """A buffer for ``size`` decoded bytes whose pages cost nothing until written (a private
+    map from 1 MiB up), so that a size the manifest merely claims takes no memory before the
+    decoder proves it."""
+    from amber.artifact._reader import aligned_empty
+
+    try:
+        return aligned_empty(size)
+    except (OSError, OverflowError, MemoryError) as exc:  # more than the address space
+        raise ValueError(f"no memory for the recorded {size} bytes ({exc})") from None
+
+
+def _zstd_into(stored: memoryview, size: int) -> memoryview:
+    frame_size = zstandard.frame_content_size(stored)  # the writer always records it
+    if frame_size != size:
+        held = "does not record its size" if frame_size < 0 else f"holds {frame_size} bytes"
+        raise ValueError(f"the frame {held}, the manifest records {size}")
     decompressor = getattr(_local, "zstd", None)
     if decompressor is None:
         decompressor = _local.zstd = zstandard.ZstdDecompressor()
-    out = bytearray(size)
-    view = memoryview(out)
+    view = _output(size)
     done = 0
     with decompressor.stream_reader(stored) as reader:
         while done < size:
@@ -83,16 +102,18 @@ def _zstd_into(stored: memoryview, size: int) -> bytearray:
             done += n
         if done != size or reader.read(1):
             raise ValueError(f"decoded size differs from the recorded {size} bytes")
-    return out
+    return view
 
 
 def decompress(codec: str, stored: memoryview, size: int, name: str) -> memoryview:
     """Decode ``stored`` into a new writable buffer of exactly ``size`` bytes; refuse mismatches."""
-    got: bytes | bytearray
+    got: bytes | bytearray | memoryview
     try:
         if codec == "zstd":
             got = _zstd_into(stored, size)
         elif codec == "lz4":
+            if size > min(_LZ4_MAX_SIZE, _LZ4_MAX_RATIO * stored.nbytes + 16):
+                raise ValueError(f"{stored.nbytes} bytes of LZ4 cannot decode to {size}")
             got = lz4.block.decompress(stored, uncompressed_size=size, return_bytearray=True)
         elif codec == "zlib":
             d = zlib.decompressobj()
@@ -108,6 +129,8 @@ def decompress(codec: str, stored: memoryview, size: int, name: str) -> memoryvi
             raise ValueError(f"unknown codec {codec!r}")
     except (
         ValueError,
+        MemoryError,  # a size no machine has: the manifest lies
+        OverflowError,
         zstandard.ZstdError,
         lzma.LZMAError,
         zlib.error,
@@ -122,6 +145,8 @@ def decompress(codec: str, stored: memoryview, size: int, name: str) -> memoryvi
             f"entry {name!r} decompressed to {len(got)} bytes, the manifest records {size}. "
             f"The file is corrupted; restore it from its source."
         )
+    if isinstance(got, memoryview):
+        return got
     return memoryview(got if isinstance(got, bytearray) else bytearray(got))
 
 
