@@ -495,8 +495,10 @@ def scan(source: str | os.PathLike[str]) -> Any:
             payload = reader.manifest["payload"]
             if payload.get("kind") != "pickle":
                 return scan_artifact_stream(path, None, 0)
-            stream = reader.read(payload["stream"])
-            return scan_artifact_stream(path, stream, len(payload["buffers"]))
+            from amber.handlers.sklearn import pickle_payload
+
+            stream_name, buffers = pickle_payload(payload)
+            return scan_artifact_stream(path, reader.read(stream_name), len(buffers))
     from amber.security._foreign import scan_file
 
     return scan_file(path)

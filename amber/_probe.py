@@ -24,7 +24,7 @@ import numpy as np
 
 from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import ArtifactWriter
-from amber.errors import FormatError
+from amber.errors import AmberError, FormatError
 
 __all__ = ["ATOL", "METHODS", "RTOL", "ProbeReport", "as_numpy", "check", "record"]
 
@@ -128,7 +128,26 @@ def _json_label(label: Any) -> bool:
     return label is None or type(label) in (str, int, bool)
 
 
-def _decode(spec: dict[str, Any], reader: ArtifactReader) -> Any:
+def _decode(spec: Any, reader: ArtifactReader) -> Any:
+    """A stored probe value, from its spec; a spec or entry that does not fit is a FormatError."""
+    if not isinstance(spec, dict):
+        raise FormatError(f"malformed probe entry spec {spec!r:.80}")
+    try:
+        return _decode_spec(spec, reader)
+    except (AmberError, OSError):
+        raise
+    except Exception as exc:  # the spec or the entry is malformed (damaged or crafted)
+        raise FormatError(
+            f"malformed probe entry {spec.get('entry') or spec.get('entries')!r:.80}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+_SPARSE_FORMATS = {"csr", "csc", "coo", "bsr", "dia", "dok", "lil"}
+_MAX_CONVERTED_SIDE = 1 << 24  # a probe sample's columns; converting allocates per column
+
+
+def _decode_spec(spec: dict[str, Any], reader: ArtifactReader) -> Any:
     kind = spec.get("kind")
     if kind in ("dataframe", "series"):
         import pyarrow as pa
@@ -152,11 +171,26 @@ def _decode(spec: dict[str, Any], reader: ArtifactReader) -> Any:
     if kind == "sparse":
         import scipy.sparse as sp
 
-        data, indices, indptr = (reader.read_array(e) for e in spec["entries"])
+        entries, shape, fmt = spec.get("entries"), spec.get("shape"), spec.get("format", "csr")
+        if not (isinstance(entries, list) and len(entries) == 3):
+            raise FormatError("malformed sparse probe entry: it needs data, indices and indptr")
+        data, indices, indptr = (reader.read_array(e) for e in entries)
+        if (
+            not isinstance(shape, list)
+            or len(shape) != 2
+            or not all(type(n) is int and n >= 0 for n in shape)
+            or shape[0] != len(indptr) - 1
+            or fmt not in _SPARSE_FORMATS
+            or (fmt != "csr" and shape[1] > _MAX_CONVERTED_SIDE)
+        ):
+            raise FormatError(
+                f"malformed sparse probe entry: shape {shape!r:.60} and format {fmt!r:.20} do "
+                f"not fit its {len(indptr) - 1} rows"
+            )
         cls = sp.csr_array if spec.get("array") else sp.csr_matrix
-        matrix = cls((data, indices, indptr), shape=tuple(spec["shape"]))
+        matrix = cls((data, indices, indptr), shape=tuple(shape))
         matrix.check_format(full_check=True)
-        return matrix.asformat(spec.get("format", "csr"))
+        return matrix.asformat(fmt)
     if kind == "list":
         return reader.read_array(spec["entry"]).tolist()
     if kind == "ndarray":
@@ -364,6 +398,12 @@ def check(
     ``exact`` is what the caller asks for (True in the saving environment); a probe recorded
     with ``"exact": false`` is compared within its stored tolerance regardless.
     """
+    if not (
+        isinstance(probe, dict)
+        and isinstance(probe.get("input"), dict)
+        and isinstance(probe.get("outputs"), dict)
+    ):
+        raise FormatError("malformed manifest: the probe is not an input and a table of outputs")
     sample = _decode(probe["input"], reader)
     exact = exact and probe.get("exact", True) is not False
     rtol, atol = _tolerance(probe)

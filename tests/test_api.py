@@ -347,3 +347,46 @@ def test_an_error_from_outside_the_file_is_not_blamed_on_it(
     monkeypatch.undo()
     amber.verify(path)
     amber.load(path)
+
+
+# -- manifests that lie ---------------------------------------------------------------------------
+def _sparse_probe(m: dict[str, Any], **change: Any) -> dict[str, Any]:
+    return {**m, "probe": {**m["probe"], "input": {**m["probe"]["input"], **change}}}
+
+
+_MANIFEST_DAMAGE: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "stream is a list": lambda m: {**m, "payload": {**m["payload"], "stream": ["x"]}},
+    "stream missing": lambda m: {**m, "payload": {**m["payload"], "stream": None}},
+    "probe is text": lambda m: {**m, "probe": "probe"},
+    "probe outputs are a list": lambda m: {**m, "probe": {**m["probe"], "outputs": []}},
+    "sparse probe of two entries": lambda m: _sparse_probe(
+        m, entries=m["probe"]["input"]["entries"][:2]
+    ),
+    "sparse probe of an unknown format": lambda m: _sparse_probe(m, format="xyz"),
+    "sparse probe of 300 million columns": lambda m: _sparse_probe(
+        m, shape=[10, 300_000_000], format="csc"
+    ),
+    "sparse probe of more rows than stored": lambda m: _sparse_probe(m, shape=[11, 4]),
+}
+
+
+@pytest.mark.parametrize("damage", list(_MANIFEST_DAMAGE))
+def test_a_manifest_that_lies_is_a_format_error(tmp_path: Path, damage: str) -> None:
+    """Digests cover entries, not the manifest's own fields: a crafted manifest gets a clean
+    FormatError from load, verify and scan, never a raw KeyError or a huge allocation."""
+    import scipy.sparse as sp
+
+    from amber.artifact._rewrite import rewrite
+
+    sample = sp.csr_matrix(X[:10])
+    path = tmp_path / "m.amber"
+    amber.save(LogisticRegression(max_iter=500).fit(sp.csr_matrix(X), Y), path, sample=sample)
+    rewrite(path, path, update=_MANIFEST_DAMAGE[damage])
+    calls: list[Callable[[], Any]] = [lambda: amber.verify(path)]
+    if damage.startswith("stream"):
+        calls += [lambda: amber.load(path), lambda: amber.scan(path)]
+    else:
+        calls += [lambda: amber.load(path, probe="always")]
+    for call in calls:
+        with pytest.raises(FormatError, match="malformed"):
+            call()

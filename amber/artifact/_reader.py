@@ -192,10 +192,10 @@ class ArtifactReader:
         return out
 
     def _record(self, name: str) -> dict[str, Any]:
-        """The manifest's record of a listed entry."""
-        rec = self.entries.get(name)
+        """The manifest's record of a listed entry (a name from the manifest: vetted here)."""
+        rec = self.entries.get(name) if isinstance(name, str) else None
         if rec is None:
-            raise FormatError(f"{str(self.path)!r} has no entry {name!r}")
+            raise FormatError(f"{str(self.path)!r} has no entry {name!r:.100}")
         return rec
 
     def raw_entry(self, name: str) -> memoryview:

@@ -22,7 +22,7 @@ from amber.security._policy import LoadPolicy
 from amber.security._scanner import scan_pickle
 from amber.security._unpickler import safe_loads
 
-__all__ = ["HANDLER", "SklearnHandler"]
+__all__ = ["HANDLER", "SklearnHandler", "pickle_payload"]
 
 OUT_OF_BAND_MIN = 64 * 1024
 _STREAM = "model/model.pkl"
@@ -42,6 +42,16 @@ class _LazyBuffers:
 
     def __iter__(self) -> Iterator[memoryview]:
         return (self._reader.read(name) for name in self._names)
+
+
+def pickle_payload(payload: dict[str, Any]) -> tuple[str, list[str]]:
+    """The stream's entry name and the buffers' of a pickle payload, vetted."""
+    stream, names = payload.get("stream"), payload.get("buffers")
+    if not isinstance(stream, str):
+        raise FormatError("malformed manifest: the payload names no stream entry")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise FormatError("malformed manifest: the payload buffer list is not a list of names")
+    return stream, names
 
 
 class SklearnHandler:
@@ -96,14 +106,12 @@ class SklearnHandler:
         )
 
     def load(self, reader: ArtifactReader, payload: dict[str, Any], *, policy: LoadPolicy) -> Any:
-        names = payload.get("buffers")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise FormatError("malformed manifest: the payload buffer list is not a list of names")
+        stream_name, names = pickle_payload(payload)
         # A large stream is read into a map of its own with room to spare, so that the
         # validation hooks are spliced in place and the pages are given back as the unpickler
         # consumes them: the load holds the model plus about one frame of the stream, as pickle
         # reading a file does, instead of the model plus the whole stream.
-        stream, room = reader.read_with_room(payload["stream"])
+        stream, room = reader.read_with_room(stream_name)
         # Buffers are read (and verified) one at a time, when the unpickler reaches them: an
         # object that copies its buffer (a decision tree) frees it before the next one is read,
         # so loading never holds the file's contents twice.
