@@ -92,6 +92,11 @@ _CALLED_BY_PICKLES = frozenset(
 )
 
 
+# int, float and str are literals in a pickle, never calls; called, int(Decimal("1e200000000"))
+# builds a two-hundred-million-digit integer from a fifty-byte stream.
+_NAMED_NOT_CALLED = frozenset({("builtins", "int"), ("builtins", "float"), ("builtins", "str")})
+
+
 @functools.cache
 def reference_only(module: str, name: str) -> bool:
     """Whether a stream may name the allowed global ``module.name`` but never call it.
@@ -109,7 +114,7 @@ def reference_only(module: str, name: str) -> bool:
         return False
     if entry.kind == "function":
         return (module, name) not in _CALLED_BY_PICKLES and not name.startswith("__pyx_unpickle_")
-    if entry.kind == "constant":
+    if entry.kind == "constant" or (module, name) in _NAMED_NOT_CALLED:
         return True
     if module == "numpy":
         return name != "dtype"

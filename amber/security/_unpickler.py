@@ -213,6 +213,29 @@ def _fraction(*args: Any) -> Any:
     raise FormatError(f"fractions.Fraction called with ({shown})")
 
 
+def _complex(*args: Any) -> complex:
+    """``complex`` as pickles call it: ``complex(real, imag)`` from numbers."""
+    if not (1 <= len(args) <= 2 and all(type(a) in (int, float) for a in args)):
+        raise FormatError(f"complex called with {len(args)} argument(s) that are not numbers")
+    return complex(*args)
+
+
+_DECIMAL = re.compile(
+    r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?|[+-]?(?:Infinity|s?NaN)"
+)
+
+
+def _decimal(value: Any = "0") -> Any:
+    """``decimal.Decimal`` as pickles call it: from its own ``str()``, exponents of at most four
+    digits (an int() of ``Decimal("1e200000000")`` would take minutes)."""
+    from decimal import Decimal
+
+    if not (isinstance(value, str) and len(value) <= 1000 and _DECIMAL.fullmatch(value)):
+        shown = f"{value!r:.60}" if isinstance(value, str) else f"a {type(value).__name__}"
+        raise FormatError(f"decimal.Decimal called with {shown}")
+    return Decimal(value)
+
+
 def _bit_generator(name: Any = "MT19937") -> Any:
     """numpy's ``__bit_generator_ctor``: a known bit generator, by name or class only."""
     from numpy.random import _pickle as real
@@ -253,6 +276,8 @@ _GUARDS: dict[tuple[str, str], Any] = {
     ("builtins", "bytes"): _binary(bytes),
     ("numpy.random._pickle", "__bit_generator_ctor"): _bit_generator,
     ("fractions", "Fraction"): _fraction,
+    ("decimal", "Decimal"): _decimal,
+    ("builtins", "complex"): _complex,
     ("numpy.random._pickle", "__randomstate_ctor"): _rng_ctor("randomstate"),
     ("numpy.random._pickle", "__generator_ctor"): _rng_ctor("generator"),
 }

@@ -966,3 +966,23 @@ def test_a_fraction_is_rebuilt_only_from_its_own_text() -> None:
     huge = b"\x8b" + struct.pack("<i", 40_000) + b"\x7f" * 40_000  # LONG4: a 320,000-bit integer
     with pytest.raises(FormatError, match=r"Fraction called with \(an int of 319999 bits, 3\)"):
         load(PROTO5 + call("fractions", "Fraction", huge, binint(3)) + b".")
+
+
+def test_numbers_and_decimals_are_rebuilt_only_as_pickles_write_them() -> None:
+    """int(Decimal("1e200000000")) builds a two-hundred-million-digit integer from a fifty-byte
+    stream: int, float and str are literals in a pickle and never called; Decimal and complex
+    take what their own pickles hold."""
+    from decimal import Decimal
+
+    honest = [Decimal("1.5E+10"), Decimal("-0.001"), Decimal("Infinity"), complex(1, 2), int, str]
+    for protocol in (0, 2, 5):
+        assert load(pickle.dumps(honest, protocol=protocol)) == honest
+    big = call("decimal", "Decimal", sbu("1e200000000"))
+    for data, message in [
+        (call("builtins", "int", sbu("12")), r"calls builtins\.int, which honest pickles only"),
+        (call("builtins", "str", sbu("x")), r"calls builtins\.str, which honest pickles only"),
+        (big, r"decimal\.Decimal called with '1e200000000'"),
+        (call("builtins", "complex", sbu("1+2j")), "complex called with 1 argument"),
+    ]:
+        with pytest.raises(FormatError, match=message):
+            load(PROTO5 + data + b".")
