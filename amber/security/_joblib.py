@@ -181,6 +181,10 @@ class _Reader:
     def remaining(self) -> int:
         return len(self._data) - self.pos
 
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
     def _claim(self, n: int, what: str) -> int:
         if n < 0 or n > self.remaining:
             raise FormatError(
@@ -408,6 +412,7 @@ class _Machine(pickle._Unpickler):
         # state is checked before BUILD applies it, and no item assignment may reach them
         # (arr[i] = ... after the array's check); id -> (object, the state check or None)
         self._checked: dict[int, tuple[Any, Validator | None]] = {}
+        self._weights: dict[int, tuple[Any, int]] = {}  # id(tuple) -> (tuple, expanded size)
         self._find = _refs_only if self._scan else _amber_find_class(policy)
 
     # -- loop ---------------------------------------------------------------------------
@@ -741,6 +746,50 @@ class _Machine(pickle._Unpickler):
         self._target(self.metastack[-1][-1], "ADDITEMS")
         pickle._Unpickler.load_additems(self)  # type: ignore[attr-defined]
 
+    # -- tuples: the expanded size of shared copies ---------------------------------------
+
+    def _weigh(self) -> None:
+        """Refuse the tuple (or frozenset) just built if expanding its shared items makes it
+        huge: 64 levels of (t, t) are 2**64 steps to hash or print, from a kilobyte (the same
+        bound as the C scanner's)."""
+        made = self.stack[-1]
+        weight = 1
+        for item in made:
+            if type(item) in (tuple, frozenset):
+                weight += self._weights.get(id(item), (None, 1 + len(item)))[1]
+        if weight > self._reader.size * 16 + (1 << 20):
+            raise FormatError(
+                f"a tuple repeats shared items into {weight} nested items; hashing or printing "
+                f"it would take that many steps"
+            )
+        if weight > 1 + len(made):  # only shared structure needs remembering
+            self._weights[id(made)] = (made, weight)
+
+    def load_tuple(self) -> None:
+        pickle._Unpickler.load_tuple(self)  # type: ignore[attr-defined]
+        self._weigh()
+
+    def load_tuple1(self) -> None:
+        pickle._Unpickler.load_tuple1(self)  # type: ignore[attr-defined]
+        self._weigh()
+
+    def load_tuple2(self) -> None:
+        pickle._Unpickler.load_tuple2(self)  # type: ignore[attr-defined]
+        self._weigh()
+
+    def load_tuple3(self) -> None:
+        pickle._Unpickler.load_tuple3(self)  # type: ignore[attr-defined]
+        self._weigh()
+
+    def load_frozenset(self) -> None:
+        pickle._Unpickler.load_frozenset(self)  # type: ignore[attr-defined]
+        self._weigh()
+
+    dispatch[pickle.TUPLE[0]] = load_tuple
+    dispatch[pickle.TUPLE1[0]] = load_tuple1
+    dispatch[pickle.TUPLE2[0]] = load_tuple2
+    dispatch[pickle.TUPLE3[0]] = load_tuple3
+    dispatch[pickle.FROZENSET[0]] = load_frozenset
     dispatch[pickle.APPEND[0]] = load_append
     dispatch[pickle.APPENDS[0]] = load_appends
     dispatch[pickle.SETITEM[0]] = load_setitem

@@ -246,6 +246,34 @@ plain(Py_ssize_t off)
     return it;
 }
 
+/* How many items a tuple holds once the memo copies inside it are expanded (kept in `pos` of
+ * a tuple's item; 1 for anything else). Hashing or printing a tuple visits all of them: 64
+ * levels of (t, t) from memo copies are 2**64 visits from a stream of a kilobyte, a load that
+ * never ends. Without shared copies the count is at most the number of opcodes. */
+#define WEIGHT_CAP ((Py_ssize_t)1 << 40)
+
+static inline Py_ssize_t
+weight(const Item *it)
+{
+    return (it->tag == T_ANY && (it->flags & F_CONT) && it->pos > 0) ? it->pos : 1;
+}
+
+static int
+tuple_weight(Scan *s, Py_ssize_t off, Py_ssize_t from, Py_ssize_t *out)
+{
+    Py_ssize_t w = 1;
+    for (Py_ssize_t k = from; k < s->sp; k++) {
+        w += weight(&s->stack[k]);
+        if (w > WEIGHT_CAP)
+            w = WEIGHT_CAP;
+    }
+    if (w > s->len * 16 + ((Py_ssize_t)1 << 20))
+        return fail(s, off, "a tuple repeats shared items into %zd nested items; hashing or "
+                            "printing it would take that many steps", w);
+    *out = w;
+    return 0;
+}
+
 /* at least n items above the innermost MARK */
 static inline int
 need_items(Scan *s, Py_ssize_t off, Py_ssize_t n, const char *opname)
@@ -801,6 +829,8 @@ run(Scan *s, int *declared, int *maxproto)
                 return fail(s, off, "DICT with an odd number of items");
             it = plain(moff);  /* the slot began at its MARK */
             it.flags = F_CONT;
+            if ((op == OP_TUPLE || op == OP_FROZENSET) && tuple_weight(s, off, m, &it.pos) < 0)
+                return -1;
             s->sp = m;
             if (push(s, off, it) < 0)
                 return -1;
@@ -811,6 +841,8 @@ run(Scan *s, int *declared, int *maxproto)
                 return -1;
             it = plain(s->stack[s->sp - m].start);
             it.flags = F_CONT;
+            if (tuple_weight(s, off, s->sp - m, &it.pos) < 0)
+                return -1;
             s->sp -= m;
             s->stack[s->sp++] = it;
             break;

@@ -57,6 +57,16 @@ def call(module: str, name: str, *args: bytes) -> bytes:
     return sglob(module, name) + MARK + b"".join(args) + TUPLE + REDUCE
 
 
+def shared_tuple_bomb(levels: int = 64, extra: bytes = b"") -> bytes:
+    """A dict whose key is 64 levels of (t, t), each level two memo copies of the last: a
+    kilobyte that takes 2**64 steps to hash. ``extra`` goes into the dict too."""
+    data = PROTO5 + EMPTY_DICT + extra + sbu("leaf") + MEMOIZE + b"0"
+    for level in range(levels):
+        data += b"j" + struct.pack("<I", level) + b"j" + struct.pack("<I", level)
+        data += TUPLE2 + MEMOIZE + (b"0" if level < levels - 1 else b"")  # POP all but the last
+    return data + b"N" + b"s" + b"."  # NONE, SETITEM
+
+
 class Forged:
     """Pickles as whatever ``__reduce__`` value it is given (to write hostile states)."""
 

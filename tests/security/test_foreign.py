@@ -740,3 +740,13 @@ def test_the_joblib_reader_calls_only_what_pickles_call_and_never_refills_an_arr
     path.write_bytes(stream.getvalue()[:-1] + setitem)  # a[0] = 99 after a's check
     with pytest.raises(FormatError, match="would modify a validated object"):
         amber.load(path)
+
+
+def test_the_joblib_reader_refuses_a_tuple_of_shared_copies_too(tmp_path: Path) -> None:
+    from security_kit import binint, sbu, shared_tuple_bomb
+
+    path = tmp_path / "bomb.pkl"  # the wrapper's name routes the file to the joblib reader
+    path.write_bytes(shared_tuple_bomb(extra=sbu("NumpyArrayWrapper") + binint(0) + b"s"))
+    with pytest.raises(FormatError, match="a tuple repeats shared items into"):
+        amber.load(path)
+    assert "a tuple repeats shared items" in amber.scan(path).verdict

@@ -34,6 +34,7 @@ from security_kit import (
     run_python,
     sbu,
     sglob,
+    shared_tuple_bomb,
 )
 
 from amber.errors import FormatError, UnsafeLoadWarning, UntrustedTypeError
@@ -986,3 +987,14 @@ def test_numbers_and_decimals_are_rebuilt_only_as_pickles_write_them() -> None:
     ]:
         with pytest.raises(FormatError, match=message):
             load(PROTO5 + data + b".")
+
+
+def test_a_tuple_of_shared_copies_cannot_grow_past_its_stream() -> None:
+    with pytest.raises(FormatError, match="a tuple repeats shared items into"):
+        load(shared_tuple_bomb())
+    small = load(shared_tuple_bomb(levels=3))  # (((l, l), (l, l)), ...): fine
+    (key,) = small
+    assert key[0][0] == ("leaf", "leaf")
+    shared = (1, 2)
+    honest = [shared] * 1000 + [(shared, shared)] * 1000
+    assert load(pickle.dumps(honest, protocol=5)) == honest
