@@ -790,14 +790,23 @@ def needs_validation(referenced: Iterable[tuple[str, str]], *, cross_only: bool 
 
 
 # --------------------------------------------------------------------------- graph walk
+_HOLDS_TREES = ("tree_", "_tree", "_predictors")
+
+
 def _cross_check(obj: Any) -> None:
     d = getattr(obj, "__dict__", None)
     if not isinstance(d, dict):
         return
+    what = f"an estimator ({type(obj).__name__})"
     n_in = d.get("n_features_in_")
     if n_in is None:
+        # scikit-learn checks an input's width only against a recorded n_features_in_, and
+        # the trees' compiled predict loops index the input by their split features unchecked
+        if any(d.get(k) is not None for k in _HOLDS_TREES):
+            raise _refuse(what, "it holds trees but records no input width (n_features_in_)")
         return
-    what = f"an estimator ({type(obj).__name__})"
+    if (type(n_in) is not int and not isinstance(n_in, np.integer)) or n_in < 0:
+        raise _refuse(what, f"its input width n_features_in_ is {n_in!r:.40}")
     tree = d.get("tree_")
     if tree is not None and getattr(tree, "n_features", n_in) != n_in:
         raise _refuse(what, f"its tree expects {tree.n_features} features, not {n_in}")
@@ -833,15 +842,15 @@ def _cross_check(obj: Any) -> None:
         features = d.get("estimators_features_")
         flat = list(np.ravel(subs)) if isinstance(subs, np.ndarray) else list(subs)
         for k, sub in enumerate(flat):
-            width = n_in
+            sub_width = n_in
             if features is not None:
                 feats = _int_array(np.asarray(features[k]), what)
                 if feats.size and (feats.min() < 0 or feats.max() >= n_in):
                     raise _refuse(what, "a sub-estimator's feature subset is out of range")
-                width = feats.shape[0]
-            sub_n = getattr(sub, "n_features_in_", width)
-            if sub_n != width:
-                raise _refuse(what, f"a sub-estimator expects {sub_n} features, not {width}")
+                sub_width = feats.shape[0]
+            sub_n = getattr(sub, "n_features_in_", sub_width)
+            if sub_n != sub_width:
+                raise _refuse(what, f"a sub-estimator expects {sub_n} features, not {sub_width}")
 
 
 def validate_loaded(

@@ -624,3 +624,26 @@ def test_the_predictor_record_is_per_thread() -> None:
         assert _validators._PREDICTORS.nodes == [predictor.nodes]
     finally:
         _validators.forget_predictors()
+
+
+@pytest.mark.parametrize("which", ["tree", "boosting", "forest member"])
+def test_an_estimator_holding_trees_must_record_its_input_width(which: str) -> None:
+    """scikit-learn checks an input's width only against n_features_in_, and the trees' compiled
+    loops index the input by their split features unchecked: without it, a split on feature
+    10**9 reads far outside a one-column input (plain pickle segfaults at predict)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    if which == "tree":
+        hostile = copy.deepcopy(_tree_model())
+    elif which == "boosting":
+        hostile = copy.deepcopy(_hgb())
+    else:
+        forest = copy.deepcopy(RandomForestClassifier(3, random_state=0).fit(X, Y))
+        hostile, forest = forest.estimators_[1], forest  # the forest keeps its own width
+    del hostile.n_features_in_
+    target = forest if which == "forest member" else hostile
+    amber_refuses(target, r"it holds trees but records no input width \(n_features_in_\)")
+    with pytest.raises(FormatError, match="n_features_in_ is 'six'"):
+        other = copy.deepcopy(_tree_model())
+        other.n_features_in_ = "six"
+        safe_loads(pickle.dumps(other, protocol=5), policy=LoadPolicy())
