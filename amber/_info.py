@@ -74,6 +74,19 @@ class ArtifactInfo:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def __str__(self) -> str:
+        try:
+            return _printable(self._lines())
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:
+            # a manifest with fields of other types than Amber writes: show what is safe
+            return _printable(
+                [
+                    f"{self.path}  ({self.file_size:,} bytes): its manifest has fields Amber "
+                    f"does not write ({type(exc).__name__}: {exc}); `amber inspect --json` shows "
+                    f"it whole"
+                ]
+            )
+
+    def _lines(self) -> list[str]:
         m = self.manifest
         env = self.environment
         lines = [
@@ -112,7 +125,16 @@ class ArtifactInfo:
         if self.metadata:
             lines.append(f"  metadata    {json.dumps(self.metadata, sort_keys=True)}")
         lines.append(f"  signed      {'yes' if self.signed else 'no'}")
-        return "\n".join(lines)
+        return lines
+
+
+def _printable(lines: list[str]) -> str:
+    """The lines joined, with control characters from the file escaped: a manifest's names
+    must not move the cursor, recolour or erase the terminal (an UNTRUSTED line, say)."""
+    return "\n".join(
+        "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in line)
+        for line in lines
+    )
 
 
 def _describe(sig: dict[str, Any]) -> str:
@@ -147,4 +169,4 @@ class VerifyReport:
             lines += [f"    {c}" for c in self.environment_changes]
         if self.probe:
             lines += [f"  {line}" for line in self.probe.splitlines()]
-        return "\n".join(lines)
+        return _printable(lines)

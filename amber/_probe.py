@@ -143,6 +143,39 @@ def _decode(spec: Any, reader: ArtifactReader) -> Any:
         ) from exc
 
 
+def _plain_arrow_type(t: Any) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        return _plain_arrow_type(t.value_type) and pa.types.is_integer(t.index_type)
+    return bool(
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_timestamp(t)
+        or pa.types.is_date(t)
+        or pa.types.is_duration(t)
+        or pa.types.is_decimal(t)
+    )
+
+
+def _check_table(table: Any, stored: int) -> None:
+    """What pandas' conversion would expand: only the column types the writer produces (not
+    null, run-end-encoded, view or nested columns, which a few bytes can make hold hundreds of
+    millions of rows), and no more cells than the entry's bytes can describe."""
+    for column in table.schema:
+        if not _plain_arrow_type(column.type):
+            raise FormatError(f"probe column {column.name!r:.40} has the type {column.type}")
+    if table.num_rows * max(table.num_columns, 1) > 8 * stored + 4096:
+        raise FormatError(
+            f"probe table of {table.num_rows} rows and {table.num_columns} columns in an "
+            f"entry of {stored} bytes"
+        )
+
+
 _SPARSE_FORMATS = {"csr", "csc", "coo", "bsr", "dia", "dok", "lil"}
 _MAX_CONVERTED_SIDE = 1 << 24  # a probe sample's columns; converting allocates per column
 
@@ -152,8 +185,11 @@ def _decode_spec(spec: dict[str, Any], reader: ArtifactReader) -> Any:
     if kind in ("dataframe", "series"):
         import pyarrow as pa
 
-        with pa.ipc.open_stream(reader.read(spec["entry"])) as stream:
-            frame = stream.read_all().to_pandas()
+        raw = reader.read(spec["entry"])
+        with pa.ipc.open_stream(raw) as stream:
+            table = stream.read_all()
+        _check_table(table, raw.nbytes)
+        frame = table.to_pandas()
         labels = spec.get("labels")
         if labels is not None:
             if not isinstance(labels, list) or len(labels) != frame.shape[1]:
@@ -346,7 +382,12 @@ def _compare(
 ) -> str | None:
     if _is_frame(expected) and _is_frame(got):
         return _compare_frames(expected, got, exact, rtol, atol)
-    a, b = _as_dense(as_numpy(expected)), _as_dense(as_numpy(got))
+    expected, got = as_numpy(expected), as_numpy(got)
+    if _is_sparse(expected) or _is_sparse(got):  # compare shapes before densifying either
+        shapes = (np.shape(expected), np.shape(got))
+        if shapes[0] != shapes[1]:
+            return f"shape {shapes[1]}, expected {shapes[0]}"
+    a, b = _as_dense(expected), _as_dense(got)
     if a.shape != b.shape:
         return f"shape {b.shape}, expected {a.shape}"
     if a.dtype.kind in "fc" and b.dtype.kind in "fc":

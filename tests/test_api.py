@@ -367,7 +367,21 @@ _MANIFEST_DAMAGE: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
         m, shape=[10, 300_000_000], format="csc"
     ),
     "sparse probe of more rows than stored": lambda m: _sparse_probe(m, shape=[11, 4]),
+    "globals that are a number": lambda m: {**m, "globals": 3},
+    "packages that are a list": lambda m: {
+        **m,
+        "environment": {**m["environment"], "packages": ["numpy"]},
+    },
+    "metadata nested 300 deep": lambda m: {**m, "metadata": _nested(300)},
+    "probe without outputs": lambda m: {**m, "probe": {"input": m["probe"]["input"]}},
 }
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"d": value}
+    return value
 
 
 @pytest.mark.parametrize("damage", list(_MANIFEST_DAMAGE))
@@ -390,3 +404,49 @@ def test_a_manifest_that_lies_is_a_format_error(tmp_path: Path, damage: str) -> 
     for call in calls:
         with pytest.raises(FormatError, match="malformed"):
             call()
+
+
+def test_a_probe_table_that_pandas_would_blow_up_is_refused(tmp_path: Path) -> None:
+    """A null or run-end-encoded column holds hundreds of millions of rows in a few bytes; the
+    conversion to pandas would make them all. Only the column types the writer produces pass,
+    and no more cells than the entry's bytes can describe."""
+    import io as _io
+
+    import pyarrow as pa
+
+    from amber import _probe
+
+    def arrow(table: Any) -> bytes:
+        sink = _io.BytesIO()
+        with pa.ipc.new_stream(sink, table.schema) as stream:
+            stream.write_table(table)
+        return sink.getvalue()
+
+    nulls = pa.table({"a": pa.nulls(10_000_000)})
+    runs = pa.table({"a": pa.RunEndEncodedArray.from_arrays([10_000_000], [1.5])})
+    path = tmp_path / "probe.amber"
+    with artifact_writer(path) as writer:
+        writer.add("probe/nulls.arrow", arrow(nulls))
+        writer.add("probe/runs.arrow", arrow(runs))
+        writer.add("probe/fine.arrow", arrow(pa.table({"a": [1.0, 2.0], "b": ["x", "y"]})))
+        writer.finish({"format": "amber", "format_version": 1, "payload": {},
+                       "environment": {}, "handler": "sklearn"})  # fmt: skip
+    with ArtifactReader(path) as reader:
+        for name, kind in (("nulls", "null"), ("runs", "run_end_encoded")):
+            spec = {"kind": "dataframe", "entry": f"probe/{name}.arrow"}
+            with pytest.raises(FormatError, match=f"has the type {kind}"):
+                _probe._decode(spec, reader)
+        fine = _probe._decode({"kind": "dataframe", "entry": "probe/fine.arrow"}, reader)
+        assert list(fine["b"]) == ["x", "y"]
+
+
+def test_inspect_escapes_what_a_manifest_would_print_to_the_terminal(tmp_path: Path) -> None:
+    from amber.artifact._rewrite import rewrite
+
+    path = tmp_path / "m.amber"
+    amber.save(LogisticRegression(max_iter=500).fit(X, Y), path)
+    evil = "sk\x1b]0;title\x07\r\x1b[K"
+    rewrite(path, path, update=lambda m: {**m, "object_type": evil, "untrusted": [evil]})
+    shown = str(amber.inspect(path))
+    assert "\x1b" not in shown and "\r" not in shown
+    assert "sk\\x1b]0;title\\x07\\r\\x1b[K" in shown

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import pickle
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -626,3 +628,61 @@ def test_large_zip64_offsets_are_read_back(tmp_path: Path) -> None:
 def test_file_size_matches_info(tmp_path: Path, svc: SVC) -> None:
     info = amber.save(svc, tmp_path / "a.amber")
     assert info.file_size == os.path.getsize(tmp_path / "a.amber")
+
+
+# -- bytes outside every digest, and decoders given the run of the machine ------------------------
+def _with_eocd(data: bytes, **change: int) -> bytes:
+    """``data`` (a zip without ZIP64 records) with fields of its end record changed."""
+    fields = list(struct.unpack("<IHHHHIIH", data[-22:]))
+    names = ["sig", "disk", "cd_disk", "n_disk", "n", "cd_size", "cd_start", "comment_len"]
+    for name, value in change.items():
+        fields[names.index(name)] = value
+    return data[:-22] + struct.pack("<IHHHHIIH", *fields)
+
+
+def test_bytes_no_digest_covers_are_refused(iris_file: Path) -> None:
+    """A comment, a gap before the directory, or header flags Amber never sets: bytes a
+    signature would not cover, or that other zip readers would interpret."""
+    data = iris_file.read_bytes()
+    cd_start = struct.unpack("<I", data[-6:-2])[0]
+    cases = {
+        "comment": (_with_eocd(data, comment_len=5) + b"hello", "carries a 5-byte comment"),
+        "gap before the directory": (
+            _with_eocd(data[:cd_start] + bytes(100) + data[cd_start:], cd_start=cd_start + 100),
+            "100 bytes lie between entry",
+        ),
+        "local flags": (data[:6] + struct.pack("<H", 0x2800) + data[8:], "bad local header"),
+    }
+    for damaged, message in cases.values():
+        iris_file.write_bytes(damaged)
+        with pytest.raises(FormatError, match=message):
+            amber.verify(iris_file)
+        with pytest.raises(FormatError, match=message):
+            amber.load(iris_file, probe="always")
+
+
+def test_zlib_is_bounded_by_the_recorded_size_even_when_it_is_zero() -> None:
+    import zlib
+
+    packed = memoryview(zlib.compress(bytes(50 << 20)))  # 50 MB of zeros in 50 kB
+    with pytest.raises(IntegrityError, match="zlib stream longer than recorded"):
+        _codec.decompress("zlib", packed, 0, "model/model.pkl")
+
+
+def test_npy_entries_must_hold_what_their_header_promises(tmp_path: Path) -> None:
+    """300 million zero-byte items, or a shape the data does not fill, in a few bytes."""
+    header = b"{'descr': '|S0', 'fortran_order': False, 'shape': (300000000,), }"
+    zero_size = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+    short = io.BytesIO()
+    np.save(short, np.arange(10.0))
+    entries = {"probe/zero.npy": zero_size, "probe/short.npy": short.getvalue()[:-8]}
+    path = tmp_path / "npy.amber"
+    with artifact_writer(path) as writer:
+        for name, raw in entries.items():
+            writer.add(name, raw)
+        writer.finish({"format": "amber", "format_version": 1, "payload": {},
+                       "environment": {}, "handler": "sklearn"})  # fmt: skip
+    with ArtifactReader(path) as reader:
+        for name in entries:
+            with pytest.raises(FormatError, match="header promises"):
+                reader.read_array(name)

@@ -117,7 +117,7 @@ def decompress(codec: str, stored: memoryview, size: int, name: str) -> memoryvi
             got = lz4.block.decompress(stored, uncompressed_size=size, return_bytearray=True)
         elif codec == "zlib":
             d = zlib.decompressobj()
-            got = d.decompress(stored, size)
+            got = d.decompress(stored, max(size, 1))  # 0 would mean "no limit" to zlib
             if d.unconsumed_tail or not d.eof:
                 raise ValueError("zlib stream longer than recorded or unterminated")
         elif codec == "lzma":

@@ -69,7 +69,7 @@ def decode(raw: bytes | memoryview) -> dict[str, Any]:
         size, stored = rec["size"], rec["stored_size"]
         if not (isinstance(size, int) and isinstance(stored, int) and size >= 0 and stored >= 0):
             raise _bad(f"entry {name!r} has invalid sizes")
-        if rec["compression"] not in _CODECS:
+        if not isinstance(rec["compression"], str) or rec["compression"] not in _CODECS:
             raise _bad(f"entry {name!r} has unknown compression {rec['compression']!r}")
         if rec["compression"] == "none" and size != stored:
             raise _bad(f"uncompressed entry {name!r} has two different sizes")
@@ -78,7 +78,42 @@ def decode(raw: bytes | memoryview) -> dict[str, Any]:
     for key, kind in (("payload", dict), ("environment", dict), ("handler", str)):
         if not isinstance(manifest.get(key), kind):
             raise _bad(f"'{key}' is missing or not a {kind.__name__}")
+    for key in ("globals", "untrusted"):
+        names = manifest.get(key, [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise _bad(f"'{key}' is not a list of names")
+    for key in ("metadata", "signature", "probe"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            raise _bad(f"'{key}' is not an object")
+    probe = manifest.get("probe")
+    if probe is not None and not (
+        isinstance(probe.get("input"), dict) and isinstance(probe.get("outputs"), dict)
+    ):
+        raise _bad("the probe is not an input and a table of outputs")
+    packages = manifest["environment"].get("packages", {})
+    if not isinstance(packages, dict) or not all(isinstance(v, str) for v in packages.values()):
+        raise _bad("'environment.packages' is not a table of version strings")
+    if _depth(manifest.get("metadata"), _MAX_DEPTH) < 0:
+        raise _bad(f"the metadata nests deeper than {_MAX_DEPTH} levels")
     return manifest
+
+
+_MAX_DEPTH = 200
+
+
+def _depth(value: Any, left: int) -> int:
+    """``left`` minus how deep ``value`` nests, or -1 once that passes ``left`` (iteratively:
+    orjson reads nesting that Python's recursion could not print)."""
+    stack = [(value, left)]
+    while stack:
+        item, room = stack.pop()
+        if room < 0:
+            return -1
+        if isinstance(item, dict):
+            stack.extend((v, room - 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, room - 1) for v in item)
+    return 0
 
 
 def _amber_version() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import mmap as _mmap
 import os
 import zlib
@@ -142,6 +143,12 @@ class ArtifactReader:
                 f"else must be converted first."
             )
         self.zip_entries = _zip.read_directory(self._slice, size)
+        if self.zip_entries:  # the last entry ends where the directory begins (no hidden bytes)
+            last = max(self.zip_entries.values(), key=lambda e: e.header_offset)
+            if self._mapview is not None:
+                _zip.data_offset(self._mapview[last.header_offset : last.limit], last)
+            else:
+                _zip.read_data_offset(self._fd, last)
         entry = self.zip_entries.get(MANIFEST_NAME)
         if entry is None:
             raise FormatError(
@@ -250,12 +257,32 @@ class ArtifactReader:
         return stored, block if isinstance(block, _mmap.mmap) else None
 
     def read_array(self, name: str) -> np.ndarray:
-        """A ``.npy`` entry as an array (pickled object arrays are refused)."""
+        """A ``.npy`` entry as an array: a plain dtype whose header's shape accounts for exactly
+        the bytes that follow it (pickled object arrays, and shapes the data does not fill,
+        such as 300 million zero-byte items, are refused)."""
         data = self.read(name)
+        fmt = np.lib.format
         try:
-            array: np.ndarray = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+            stream = io.BytesIO(data)
+            version = fmt.read_magic(stream)
+            read_header = (
+                fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            )
+            shape, _fortran, dtype = read_header(stream)
+            count = math.prod(shape)
+            if (
+                dtype.hasobject
+                or dtype.itemsize == 0
+                or count * dtype.itemsize != len(data) - stream.tell()
+            ):
+                raise ValueError(
+                    f"its header promises {shape} of {dtype} but {len(data) - stream.tell()} "
+                    f"bytes follow"
+                )
+            stream.seek(0)
+            array: np.ndarray = fmt.read_array(stream, allow_pickle=False)
             return array
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, TypeError) as exc:
             raise FormatError(f"entry {name!r} is not a plain .npy array: {exc}") from exc
 
     def verify_all(self, *, strong: bool = True) -> None:

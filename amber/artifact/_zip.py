@@ -249,6 +249,9 @@ def read_directory(
             "no zip end-of-central-directory record found (the end of the file is missing)"
         )
     (_, disk, cd_disk, n_disk, n, cd_size, cd_start, comment_len) = _EOCD.unpack_from(tail, pos)
+    if comment_len and file_size - (file_size - tail_len + pos + _EOCD.size) == comment_len:
+        # bytes no digest and no signature covers: Amber writes no archive comment
+        raise corrupt(f"the archive carries a {comment_len}-byte comment, which Amber never writes")
     eocd_offset = file_size - tail_len + pos
     trailing = file_size - (eocd_offset + _EOCD.size + comment_len)
     if trailing != 0:
@@ -304,11 +307,13 @@ def read_directory(
             name = check_name(bytes(raw_name).decode("ascii"))
         except UnicodeDecodeError:
             raise corrupt(f"entry name {bytes(raw_name)!r} is not ASCII") from None
-        if method != 0 or flags & 0x0009 or disk_start != 0:
+        if method != 0 or flags & ~_FLAG_UTF8 or disk_start != 0:
             raise corrupt(
                 f"entry {name!r} is compressed, encrypted or split by the zip layer "
                 f"(method {method}, flags {flags:#x}); Amber stores every zip entry as-is"
             )
+        if comment_len:
+            raise corrupt(f"entry {name!r} carries a comment, which Amber never writes")
         if csize != usize:
             raise corrupt(f"entry {name!r} has different stored and real sizes")
         if usize == _U32 or header_offset == _U32:
@@ -370,7 +375,7 @@ def parse_local_header(header: bytes | bytearray | memoryview, entry: ZipEntry) 
     (sig, _, flags, method, _, _, crc, csize, usize, name_len, extra_len) = _LOCAL.unpack_from(
         header
     )
-    if sig != _SIG_LOCAL or method != 0 or flags & 0x0009:
+    if sig != _SIG_LOCAL or method != 0 or flags & ~_FLAG_UTF8:
         raise corrupt(f"bad local header for entry {entry.name!r}")
     total = _LOCAL.size + name_len + extra_len
     if len(header) < _LOCAL.size + name_len:
@@ -383,10 +388,19 @@ def parse_local_header(header: bytes | bytearray | memoryview, entry: ZipEntry) 
 
 
 def data_offset(header: bytes | memoryview, entry: ZipEntry) -> int:
-    """Vet ``entry``'s local header (``header`` starts at it); return where its data begins."""
+    """Vet ``entry``'s local header (``header`` starts at it); return where its data begins.
+
+    Entries tile the file: the data ends where the next header (or the directory) begins, so
+    that no byte lies outside what the digests and a signature cover.
+    """
     start = entry.header_offset + parse_local_header(header, entry)
     if start + entry.size > entry.limit:
         raise corrupt(f"entry {entry.name!r} overlaps the next entry or the directory")
+    if start + entry.size < entry.limit:
+        raise corrupt(
+            f"{entry.limit - start - entry.size} bytes lie between entry {entry.name!r} and what "
+            f"follows it, outside every digest"
+        )
     return start
 
 

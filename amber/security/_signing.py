@@ -239,7 +239,15 @@ def _parse(sig: bytes, source: str) -> dict[str, Any]:
         doc = json.loads(sig)
     except (UnicodeDecodeError, ValueError):
         doc = None
-    if not isinstance(doc, dict) or set(doc) != _DOC_KEYS or doc.get("scheme") != SCHEME:
+    if (
+        not isinstance(doc, dict)
+        or set(doc) != _DOC_KEYS
+        or doc.get("scheme") != SCHEME
+        or not isinstance(doc.get("key_id"), str)
+        or not isinstance(doc.get("signature"), str)
+        or not isinstance(doc.get("name"), (str, type(None)))
+        or not (doc.get("version") is None or type(doc.get("version")) in (int, str))
+    ):
         raise IntegrityError(
             f"{source}: amber.sig is not an {SCHEME} signature document (expected the keys "
             f"{sorted(_DOC_KEYS)}); it was altered or made by a newer Amber. Re-sign it with "

@@ -162,3 +162,21 @@ def test_signing_into_another_file_keeps_the_original(
     assert any("no registry name" in line for line in report.checks)
     amber.load(out, trusted_keys=[keys["alice.pub"]], probe="always")
     assert amber.load(out).predict(IRIS_X[:3]).shape == (3,)
+
+
+@pytest.mark.parametrize(
+    "field", [("key_id", ["x"]), ("key_id", {"a": 1}), ("signature", 5), ("name", [1])]
+)
+def test_a_signature_document_with_fields_of_other_types_is_refused(
+    signed: Path, keys: dict[str, Path], field: tuple[str, Any]
+) -> None:
+    from amber.artifact._rewrite import rewrite
+
+    with ArtifactReader(signed) as reader:
+        doc = json.loads(reader.raw_signature() or b"")
+    doc[field[0]] = field[1]
+    edited = json.dumps(doc).encode()
+    rewrite(signed, signed, signer=lambda raw: edited)
+    for call in (amber.load, amber.verify):
+        with pytest.raises(amber.IntegrityError, match="not an amber-ed25519-v1 signature"):
+            call(signed, trusted_keys=[keys["alice.pub"]])
