@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from amber import _env, _probe
 from amber._info import ArtifactInfo, VerifyReport
+from amber.artifact import _manifest
 from amber.artifact._manifest import FORMAT_NAME, FORMAT_VERSION, SIGNATURE_NAME
 from amber.artifact._reader import ArtifactReader, NotAnArtifact
 from amber.artifact._writer import artifact_writer
@@ -100,6 +101,10 @@ def _json_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     problem = _metadata_problem(metadata)
     if problem:
         raise TypeError(f"metadata cannot be stored exactly: {problem}")
+    if _manifest.nesting_left(plain) < 0:
+        raise TypeError(
+            f"metadata nests deeper than the {_manifest.MAX_NESTING} levels a reader accepts"
+        )
     return plain
 
 

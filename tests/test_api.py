@@ -229,6 +229,11 @@ def test_metadata_that_json_would_change_is_refused(tmp_path: Path, svc: SVC) ->
         deep = {"d": deep}
     with pytest.raises(TypeError, match="nested too deeply"):
         amber.save(svc, tmp_path / "n.amber", metadata=deep)
+    with pytest.raises(TypeError, match="deeper than the 200 levels a reader accepts"):
+        amber.save(svc, tmp_path / "n.amber", metadata=_nested(201))
+    amber.save(svc, tmp_path / "n.amber", metadata=_nested(150))
+    assert amber.inspect(tmp_path / "n.amber").metadata == _nested(150)
+    (tmp_path / "n.amber").unlink()
     assert not (tmp_path / "n.amber").exists()
 
 

@@ -93,16 +93,16 @@ def decode(raw: bytes | memoryview) -> dict[str, Any]:
     packages = manifest["environment"].get("packages", {})
     if not isinstance(packages, dict) or not all(isinstance(v, str) for v in packages.values()):
         raise _bad("'environment.packages' is not a table of version strings")
-    if _depth(manifest.get("metadata"), _MAX_DEPTH) < 0:
-        raise _bad(f"the metadata nests deeper than {_MAX_DEPTH} levels")
+    if nesting_left(manifest.get("metadata")) < 0:
+        raise _bad(f"the metadata nests deeper than {MAX_NESTING} levels")
     return manifest
 
 
-_MAX_DEPTH = 200
+MAX_NESTING = 200
 
 
-def _depth(value: Any, left: int) -> int:
-    """``left`` minus how deep ``value`` nests, or -1 once that passes ``left`` (iteratively:
+def nesting_left(value: Any, left: int = MAX_NESTING) -> int:
+    """0, or -1 if ``value`` nests deeper than ``left`` levels (walked without recursion:
     orjson reads nesting that Python's recursion could not print)."""
     stack = [(value, left)]
     while stack:
