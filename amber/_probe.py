@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,6 +144,38 @@ def _decode(spec: Any, reader: ArtifactReader) -> Any:
         ) from exc
 
 
+def _field_at(buf: bytes, table: int, index: int) -> int:
+    """Where field ``index`` of the flatbuffer table at ``table`` lies, or 0 if absent."""
+    vtable = table - struct.unpack_from("<i", buf, table)[0]
+    slot = 4 + 2 * index
+    if slot + 2 > struct.unpack_from("<H", buf, vtable)[0]:
+        return 0
+    offset: int = struct.unpack_from("<H", buf, vtable + slot)[0]
+    return table + offset if offset else 0
+
+
+def _body_compressed(meta: bytes) -> bool:
+    """Whether an Arrow IPC message (its flatbuffer metadata) declares compressed buffers:
+    Message.header (field 2) of type RecordBatch (3), or DictionaryBatch (2) whose data
+    (field 1) is one, with RecordBatch.compression (field 3) set."""
+    try:
+        root = struct.unpack_from("<I", meta, 0)[0]
+        header = _field_at(meta, root, 2)
+        kind_at = _field_at(meta, root, 1)
+        kind = meta[kind_at] if kind_at else 0
+        if not header or kind not in (2, 3):
+            return False
+        table = header + struct.unpack_from("<I", meta, header)[0]
+        if kind == 2:
+            data = _field_at(meta, table, 1)
+            if not data:
+                return False
+            table = data + struct.unpack_from("<I", meta, data)[0]
+        return _field_at(meta, table, 3) != 0
+    except (struct.error, IndexError):
+        raise FormatError("probe table with malformed Arrow message metadata") from None
+
+
 def _plain_arrow_type(t: Any) -> bool:
     import pyarrow as pa
 
@@ -186,6 +219,10 @@ def _decode_spec(spec: dict[str, Any], reader: ArtifactReader) -> Any:
         import pyarrow as pa
 
         raw = reader.read(spec["entry"])
+        for message in pa.ipc.MessageReader.open_stream(raw):
+            if _body_compressed(message.metadata.to_pybytes()):
+                # decoded before anything could bound it: 37 kB became 2.5 GB
+                raise FormatError("probe table with compressed Arrow bodies (never written)")
         with pa.ipc.open_stream(raw) as stream:
             table = stream.read_all()
         _check_table(table, raw.nbytes)

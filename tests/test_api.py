@@ -427,6 +427,13 @@ def test_a_probe_table_that_pandas_would_blow_up_is_refused(tmp_path: Path) -> N
             stream.write_table(table)
         return sink.getvalue()
 
+    def compressed(table: Any) -> bytes:
+        sink = _io.BytesIO()
+        options = pa.ipc.IpcWriteOptions(compression="zstd")
+        with pa.ipc.new_stream(sink, table.schema, options=options) as stream:
+            stream.write_table(table)
+        return sink.getvalue()
+
     nulls = pa.table({"a": pa.nulls(10_000_000)})
     runs = pa.table({"a": pa.RunEndEncodedArray.from_arrays([10_000_000], [1.5])})
     path = tmp_path / "probe.amber"
@@ -434,6 +441,7 @@ def test_a_probe_table_that_pandas_would_blow_up_is_refused(tmp_path: Path) -> N
         writer.add("probe/nulls.arrow", arrow(nulls))
         writer.add("probe/runs.arrow", arrow(runs))
         writer.add("probe/fine.arrow", arrow(pa.table({"a": [1.0, 2.0], "b": ["x", "y"]})))
+        writer.add("probe/zstd.arrow", compressed(pa.table({"a": np.zeros(1_000_000)})))
         writer.finish({"format": "amber", "format_version": 1, "payload": {},
                        "environment": {}, "handler": "sklearn"})  # fmt: skip
     with ArtifactReader(path) as reader:
@@ -441,6 +449,8 @@ def test_a_probe_table_that_pandas_would_blow_up_is_refused(tmp_path: Path) -> N
             spec = {"kind": "dataframe", "entry": f"probe/{name}.arrow"}
             with pytest.raises(FormatError, match=f"has the type {kind}"):
                 _probe._decode(spec, reader)
+        with pytest.raises(FormatError, match="compressed Arrow bodies"):  # 8 MB from 1 kB
+            _probe._decode({"kind": "dataframe", "entry": "probe/zstd.arrow"}, reader)
         fine = _probe._decode({"kind": "dataframe", "entry": "probe/fine.arrow"}, reader)
         assert list(fine["b"]) == ["x", "y"]
 
