@@ -84,6 +84,13 @@ def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
         series = type(value).__name__ == "Series"
         frame = value.to_frame() if series else value
         table = pa.Table.from_pandas(frame, preserve_index=False)
+        for column in table.schema:
+            if not _plain_arrow_type(column.type):  # what a reader would refuse
+                raise TypeError(
+                    f"sample column {column.name!r:.40} holds {column.type}, which a probe "
+                    f"does not store; pass a sample of plain columns (numbers, strings, "
+                    f"categories, dates)"
+                )
         sink = io.BytesIO()
         with pa.ipc.new_stream(sink, table.schema) as stream:
             stream.write_table(table)
