@@ -15,6 +15,8 @@ import getpass
 import importlib.util
 import os
 import socket
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,22 @@ def _who() -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
+
+
+def _wal(cur: Any) -> None:
+    """Switch a new catalog to WAL. SQLite answers "database is locked" at once, without its
+    busy handler, when other connections hold the file while one switches (several processes
+    pushing to a new registry at the same moment): retry for up to the busy timeout."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class CatalogEngine:
@@ -91,8 +109,7 @@ class CatalogEngine:
                 dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA busy_timeout=60000")
-                if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    cur.execute("PRAGMA journal_mode=WAL")
+                _wal(cur)
                 cur.execute("PRAGMA synchronous=FULL")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()

@@ -266,3 +266,25 @@ def test_s3_pusher_killed_between_upload_and_commit(
             proc.kill()
     with reg:
         _after_the_crash(reg, blob_hash, True, big)
+
+
+def test_switching_a_new_catalog_to_wal_waits_for_other_connections(tmp_path: Path) -> None:
+    """SQLite answers "database is locked" at once, without its busy handler, to a switch to WAL
+    while another connection holds the file: several processes pushing to a new registry at the
+    same moment hit it. The switch retries instead of failing the push."""
+    import threading
+
+    from amber.registry._engine import _wal
+
+    path = tmp_path / "catalog.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        _wal(other.cursor())
+    finally:
+        release.join()
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
