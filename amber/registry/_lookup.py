@@ -120,11 +120,18 @@ class CatalogLookup(CatalogEngine):
         )
 
     def _no_model(self, conn: sa.Connection | None, name: str) -> ModelNotFound:
+        folder = self.sqlite_path.parent if self.sqlite_path is not None else None
         names = self._names(conn) if conn is not None else []
         if not names:
+            missing = (
+                f" (its folder {str(folder)!r} does not exist: check the path if you expected "
+                f"models there)"
+                if conn is None and folder is not None and not folder.is_dir()
+                else ""
+            )
             return ModelNotFound(
-                f"no model named {name!r}: registry {self.label} is empty; publish one with "
-                f"reg.push({name!r}, model) or `amber push FILE --name {name}`"
+                f"no model named {name!r}: registry {self.label} is empty{missing}; publish "
+                f"one with reg.push({name!r}, model) or `amber push FILE --name {name}`"
             )
         shown = ", ".join(names[:30]) + (
             f" (and {len(names) - 30} more)" if len(names) > 30 else ""

@@ -47,9 +47,16 @@ def check_alias(alias: object) -> str:
     return alias
 
 
+_MAX_VERSION = 2**63 - 1  # what the catalog's integer column holds
+
+
 def check_version(version: object) -> int:
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise InvalidURI(f"version must be a positive integer, got {version!r}")
+    if (
+        not isinstance(version, int)
+        or isinstance(version, bool)
+        or not 1 <= version <= _MAX_VERSION
+    ):
+        raise InvalidURI(f"version must be a positive integer (up to 2**63-1), got {version!r:.40}")
     return version
 
 
@@ -111,4 +118,6 @@ def parse_uri(uri: object) -> ModelRef:
         return ModelRef(name)
     if not version.isdecimal() or version.startswith("0") or not version.isascii():
         raise InvalidURI(f"{uri!r}: version {version!r} is not a positive integer; {usage}")
+    if len(version) > 19 or int(version) > _MAX_VERSION:
+        raise InvalidURI(f"{uri!r:.80}: version {version[:30]} is beyond 2**63-1; {usage}")
     return ModelRef(name, version=int(version))

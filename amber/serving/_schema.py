@@ -149,7 +149,9 @@ class ArraySchema:
             raise RequestError(415, f"CSV needs a 2-D input; this model takes {self.shape_text}")
         width = self.dims[0]
         rows = csv_rows(text)
-        start = 0 if all(_is_float(c) for c in rows[0]) else 1
+        # a header names columns: a first row with any number in it is data, so that a bad cell
+        # there is reported instead of the row being taken for a header and dropped
+        start = 0 if any(_is_float(c) for c in rows[0]) else 1
         if start and len(rows[0]) != width:
             raise bad("(header)", f"{width} columns", f"{len(rows[0])} columns")
         body = rows[start:]

@@ -248,6 +248,7 @@ class RegistryConformance:
             ("models:/iris", "names no version or alias"),
             ("models:/iris/0", "not a positive integer"),
             ("models:/iris/v3", "not a positive integer"),
+            ("models:/iris/9223372036854775808", r"beyond 2\*\*63-1"),
             ("models:/ir is/1", "model name 'ir is' is not valid"),
             ("models:/iris@", "alias '' is not valid"),
             ("models:/iris@a@b", "more than one"),

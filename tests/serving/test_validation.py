@@ -200,6 +200,8 @@ def test_chunked_body_over_the_limit(server: Server) -> None:
     "path,text,field",
     [
         ("/invocations", "a,b,c,d\n5.1,x,1.4,0.2\n", "row 1, column 2"),
+        # a first row with a bad cell is data, not a header to drop (rows and answers must pair)
+        ("/invocations", "5.1,3.5,1.4,x\n6.7,3.0,5.2,2.3\n", "row 1, column 4"),
         ("/invocations", "5.1,3.5,1.4\n", "row 1"),
         ("/invocations", "a,b,c\n1,2,3\n", "(header)"),
         ("/invocations", "a,b,c,d\n", "(body)"),
@@ -209,6 +211,7 @@ def test_chunked_body_over_the_limit(server: Server) -> None:
     ],
     ids=[
         "string-cell",
+        "bad-cell-in-first-row",
         "ragged",
         "short-header",
         "no-rows",
