@@ -143,8 +143,10 @@ class ArtifactReader:
                 f"else must be converted first."
             )
         self.zip_entries = _zip.read_directory(self._slice, size)
-        if self.zip_entries:  # the last entry ends where the directory begins (no hidden bytes)
-            last = max(self.zip_entries.values(), key=lambda e: e.header_offset)
+        # the last entry ends where the directory begins (no hidden bytes); reading the
+        # manifest below checks that when the manifest is last, as Amber writes it unsigned
+        last = max(self.zip_entries.values(), key=lambda e: e.header_offset, default=None)
+        if last is not None and last.name != MANIFEST_NAME:
             if self._mapview is not None:
                 _zip.data_offset(self._mapview[last.header_offset : last.limit], last)
             else:

@@ -372,6 +372,16 @@ _NOT_A_TARGET = (type, types.ModuleType, types.FunctionType, types.BuiltinFuncti
                  types.MethodType)  # fmt: skip
 
 
+def _weighed(build: Callable[[Any], None]) -> Callable[[Any], None]:
+    """pickle's opcode handler ``build`` (a tuple or frozenset), followed by ``_weigh``."""
+
+    def load(self: Any) -> None:
+        build(self)
+        self._weigh()
+
+    return load
+
+
 class _Machine(pickle._Unpickler):
     """The opcode loop of ``pickle._Unpickler`` with joblib arrays and hardened opcodes."""
 
@@ -765,31 +775,16 @@ class _Machine(pickle._Unpickler):
         if weight > 1 + len(made):  # only shared structure needs remembering
             self._weights[id(made)] = (made, weight)
 
-    def load_tuple(self) -> None:
-        pickle._Unpickler.load_tuple(self)  # type: ignore[attr-defined]
-        self._weigh()
+    for _opcode, _name in (
+        (pickle.TUPLE, "load_tuple"),
+        (pickle.TUPLE1, "load_tuple1"),
+        (pickle.TUPLE2, "load_tuple2"),
+        (pickle.TUPLE3, "load_tuple3"),
+        (pickle.FROZENSET, "load_frozenset"),
+    ):
+        dispatch[_opcode[0]] = _weighed(getattr(pickle._Unpickler, _name))
+    del _opcode, _name
 
-    def load_tuple1(self) -> None:
-        pickle._Unpickler.load_tuple1(self)  # type: ignore[attr-defined]
-        self._weigh()
-
-    def load_tuple2(self) -> None:
-        pickle._Unpickler.load_tuple2(self)  # type: ignore[attr-defined]
-        self._weigh()
-
-    def load_tuple3(self) -> None:
-        pickle._Unpickler.load_tuple3(self)  # type: ignore[attr-defined]
-        self._weigh()
-
-    def load_frozenset(self) -> None:
-        pickle._Unpickler.load_frozenset(self)  # type: ignore[attr-defined]
-        self._weigh()
-
-    dispatch[pickle.TUPLE[0]] = load_tuple
-    dispatch[pickle.TUPLE1[0]] = load_tuple1
-    dispatch[pickle.TUPLE2[0]] = load_tuple2
-    dispatch[pickle.TUPLE3[0]] = load_tuple3
-    dispatch[pickle.FROZENSET[0]] = load_frozenset
     dispatch[pickle.APPEND[0]] = load_append
     dispatch[pickle.APPENDS[0]] = load_appends
     dispatch[pickle.SETITEM[0]] = load_setitem
