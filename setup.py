@@ -1,4 +1,5 @@
-"""Build the one C extension: the pickle opcode scanner that vets a stream before unpickling."""
+"""Build the C extensions: the pickle opcode scanner that vets a stream before unpickling, and
+the early write-back that lets a durable save's copy and fsync overlap."""
 
 from setuptools import Extension, setup
 
@@ -8,6 +9,11 @@ setup(
             "amber.security._pickle_scan",
             sources=["amber/security/_pickle_scan.c"],
             extra_compile_args=["-O2", "-std=c99"],
-        )
+        ),
+        Extension(
+            "amber.artifact._writeback",
+            sources=["amber/artifact/_writeback.c"],
+            extra_compile_args=["-O2", "-std=gnu99"],
+        ),
     ]
 )

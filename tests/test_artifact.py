@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import mmap
 import os
 import pickle
@@ -24,7 +25,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.svm import SVC
 
 import amber
-from amber.artifact import _codec
+from amber.artifact import _codec, _zip
 from amber.artifact._manifest import encode
 from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import artifact_writer
@@ -623,6 +624,49 @@ def test_large_zip64_offsets_are_read_back(tmp_path: Path) -> None:
         assert bytes(reader.read("e/69999")) == b"x"
     with zipfile.ZipFile(path) as zf:
         assert len(zf.namelist()) == 70_001
+
+
+def test_a_large_save_is_sent_to_disk_in_chunks_as_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries are handed to the disk chunk by chunk while the rest is written (one entry larger
+    than a chunk is written in pieces); the ranges cover the file's start without gaps, and the
+    bytes that land are the ones saved."""
+    sent: list[tuple[int, int]] = []
+    real = _zip._writeback.start
+
+    def spy(fd: int, offset: int, nbytes: int) -> bool:
+        sent.append((offset, nbytes))
+        return real(fd, offset, nbytes)
+
+    monkeypatch.setattr(_zip._writeback, "start", spy)
+    big = np.arange(5 * _zip.WRITEBACK_CHUNK // 16, dtype=np.float64) * 0.5  # 2.5 chunks
+    small = np.arange(1000, dtype=np.int64)
+    path = tmp_path / "big.amber"
+    amber.save({"big": big, "small": small}, path)
+    assert len(sent) >= 2
+    assert sent[0][0] == 0
+    for (offset, n), (following, _) in itertools.pairwise(sent):
+        assert following == offset + n
+    assert sent[-1][0] + sent[-1][1] <= path.stat().st_size
+    assert all(n >= _zip.WRITEBACK_CHUNK for _, n in sent)
+    back = amber.load(path)
+    np.testing.assert_array_equal(back["big"], big)
+    np.testing.assert_array_equal(back["small"], small)
+    amber.verify(path)
+    # a writer into memory (no file descriptor) writes the same zip without it
+    sent.clear()
+    buf = io.BytesIO()
+    zw = _zip.ZipWriter(buf)
+    zw.add("a", memoryview(big).cast("B"), 0)
+    assert not sent and buf.tell() > big.nbytes
+
+
+def test_writeback_start_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="must be >= 0"):
+        _zip._writeback.start(-1, 0, 10)
+    with pytest.raises(TypeError, match="three integers"):
+        _zip._writeback.start(1, 2)
 
 
 def test_file_size_matches_info(tmp_path: Path, svc: SVC) -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import BinaryIO, NamedTuple
 
+from amber.artifact import _writeback
 from amber.errors import FormatError
 
 __all__ = [
@@ -48,6 +49,11 @@ _FLAG_UTF8 = 0x0800
 _U32 = 0xFFFFFFFF
 _U16 = 0xFFFF
 _MAX_ENTRIES = 1_000_000
+# A file's bytes go to disk in chunks of this size while the rest is still being written (see
+# ZipWriter._written): the copy into the page cache and the disk's write overlap, and the final
+# fsync waits for the last chunk only. 8-16 MB chunks took a 264 MB write + fsync from 172-193 ms
+# to 124-136 ms on the reference machine; 64 MB chunks were no better than none.
+WRITEBACK_CHUNK = 16 << 20
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*")
 
 
@@ -94,6 +100,13 @@ class ZipWriter:
     def __init__(self, fileobj: BinaryIO) -> None:
         self._f = fileobj
         self._offset = 0
+        try:  # a real file: its bytes are sent to disk as they are written
+            self._fd: int | None = fileobj.fileno()
+            self._base = fileobj.tell()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: a BytesIO
+            self._fd = None
+            self._base = 0
+        self._sent = 0  # bytes up to this offset have been handed to the disk
         self._entries: list[tuple[ZipEntry, bytes]] = []
         self._index: dict[str, int] = {}  # entry name -> its position in _entries
         self._time, self._date = _dos_time(time.time())
@@ -126,12 +139,26 @@ class ZipWriter:
         self._f.write(header + encoded + extra)
         data_offset = self._offset + len(header) + len(encoded) + len(extra)
         entry = ZipEntry(name, self._offset, size, crc32, data_offset + size)
-        if size:
-            self._f.write(mv)
+        if self._fd is None or size < WRITEBACK_CHUNK:
+            if size:
+                self._f.write(mv)
+            self._written(data_offset + size)
+        else:
+            for start in range(0, size, WRITEBACK_CHUNK):
+                self._f.write(mv[start : start + WRITEBACK_CHUNK])
+                self._written(data_offset + min(size, start + WRITEBACK_CHUNK))
         self._offset = data_offset + size
         self._index[name] = len(self._entries)
         self._entries.append((entry, align_extra))
         return entry
+
+    def _written(self, end: int) -> None:
+        """Bytes up to ``end`` are written: start sending the last full chunk to disk."""
+        if self._fd is None or end - self._sent < WRITEBACK_CHUNK:
+            return
+        self._f.flush()
+        _writeback.start(self._fd, self._base + self._sent, end - self._sent)
+        self._sent = end
 
     def set_crc32(self, crcs: Mapping[str, int]) -> None:
         """Record the CRC-32s of entries written with a placeholder (computed meanwhile)."""
