@@ -221,6 +221,9 @@ class AmberServer:
 
     @staticmethod
     def _parse_json(body: bytes) -> Any:
+        # set for this request's task: the conversions that follow search number arrays for
+        # booleans only if the body can hold one
+        T.booleans_possible.set(b"true" in body or b"false" in body)
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:

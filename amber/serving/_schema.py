@@ -26,6 +26,22 @@ from amber.serving._errors import RequestError, describe_value
 from amber.serving._frame import FrameSchema
 from amber.serving._tensor import bad, csv_rows, mlflow_form, tensor_fields
 
+# The one input of an array or text model, as the metadata endpoint names it. A request naming
+# another input is refused: with KServe's and Triton's servers a client learns the names from
+# the metadata, and a name that is not there means the client was written for another model.
+INPUT_NAME = "input-0"
+
+
+def check_input_name(name: str) -> None:
+    if name != INPUT_NAME:
+        raise bad(
+            "inputs[0].name",
+            repr(INPUT_NAME),
+            describe_value(name),
+            f"inputs[0].name: this model has one input, {INPUT_NAME!r} (see its metadata, "
+            f"GET /v2/models/<name>); the request names {describe_value(name)}",
+        )
+
 __all__ = ["ArraySchema", "FrameSchema", "InputSchema", "TextSchema", "schema_for"]
 
 
@@ -101,7 +117,8 @@ class ArraySchema:
         if not isinstance(inputs, list) or len(inputs) != 1:
             got = f"{len(inputs)} tensors" if isinstance(inputs, list) else describe_value(inputs)
             raise bad("inputs", "an array of exactly 1 tensor", got)
-        _, shape, datatype, data = tensor_fields(inputs[0], 0)
+        name, shape, datatype, data = tensor_fields(inputs[0], 0)
+        check_input_name(name)
         if datatype not in self.accepted:
             raise bad(
                 "inputs[0].datatype",
@@ -189,7 +206,7 @@ class ArraySchema:
 
     def oip_metadata(self) -> list[dict[str, Any]]:
         shape = [-1, *(-1 if d is None else d for d in self.dims)]
-        return [{"name": "input-0", "datatype": self.datatype, "shape": shape}]
+        return [{"name": INPUT_NAME, "datatype": self.datatype, "shape": shape}]
 
     def _leaf(self) -> dict[str, Any]:
         if self.dtype.kind == "b":
@@ -208,7 +225,7 @@ class ArraySchema:
             "type": "object",
             "required": ["name", "shape", "datatype", "data"],
             "properties": {
-                "name": {"type": "string", "example": "input-0"},
+                "name": {"type": "string", "example": INPUT_NAME},
                 "shape": {
                     "type": "array",
                     "items": {"type": "integer", "minimum": 0},
@@ -245,7 +262,7 @@ class ArraySchema:
         oip = {
             "inputs": [
                 {
-                    "name": "input-0",
+                    "name": INPUT_NAME,
                     "shape": list(row.shape),
                     "datatype": self.datatype,
                     "data": row.ravel().tolist(),
@@ -264,7 +281,8 @@ class TextSchema:
         if not isinstance(inputs, list) or len(inputs) != 1:
             got = f"{len(inputs)} tensors" if isinstance(inputs, list) else describe_value(inputs)
             raise bad("inputs", "an array of exactly 1 tensor", got)
-        _, shape, datatype, data = tensor_fields(inputs[0], 0)
+        name, shape, datatype, data = tensor_fields(inputs[0], 0)
+        check_input_name(name)
         if datatype != "BYTES":
             raise bad("inputs[0].datatype", "BYTES (strings)", describe_value(datatype))
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
@@ -314,7 +332,7 @@ class TextSchema:
         return parts[0] if len(parts) == 1 else [d for p in parts for d in p]
 
     def oip_metadata(self) -> list[dict[str, Any]]:
-        return [{"name": "input-0", "datatype": "BYTES", "shape": [-1]}]
+        return [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}]
 
     def json_schema_oip(self) -> dict[str, Any]:
         tensor = {
@@ -340,7 +358,7 @@ class TextSchema:
 
     def examples(self, sample: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         doc = str(sample[0]) if isinstance(sample, list) and sample else "some text"
-        oip = {"inputs": [{"name": "input-0", "shape": [1], "datatype": "BYTES", "data": [doc]}]}
+        oip = {"inputs": [{"name": INPUT_NAME, "shape": [1], "datatype": "BYTES", "data": [doc]}]}
         return oip, {"instances": [doc]}
 
 

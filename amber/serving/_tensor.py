@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ __all__ = [
     "MLFLOW_KEYS",
     "accepted_datatypes",
     "bad",
+    "booleans_possible",
     "csv_rows",
     "datatype_of",
     "mlflow_form",
@@ -52,6 +54,12 @@ _MAX_DEPTH = 32
 
 
 _BY_DTYPE = {dt: name for name, dt in DATATYPES.items() if dt is not None}
+
+#: Whether the JSON being converted may hold ``true`` or ``false``. numpy turns booleans mixed
+#: with numbers into 1 and 0 without a word, so number arrays are searched for them, unless the
+#: server found neither word anywhere in the request body (one search of its bytes, where a
+#: walk over every value would double the cost of converting a large request).
+booleans_possible: ContextVar[bool] = ContextVar("amber_booleans_possible", default=True)
 
 
 def datatype_of(dtype: np.dtype[Any]) -> str:
@@ -189,6 +197,7 @@ def to_numbers(
                         lambda v: info.min <= v <= info.max,
                         f"{expected_kind(target)} from {info.min} to {info.max}",
                     )
+            _refuse_booleans(values, field, target)
             return arr.astype(target, copy=False)
     expected = expected_kind(target)
     arr = _as_array(values, field, expected)
@@ -213,7 +222,14 @@ def to_numbers(
                 lambda v: info.min <= v <= info.max,
                 f"{expected} from {info.min} to {info.max}",
             )
+    _refuse_booleans(values, field, target)
     return arr.astype(target, copy=False)
+
+
+def _refuse_booleans(values: list[Any], field: str, target: np.dtype[Any]) -> None:
+    """Refuse ``true``/``false`` among numbers (numpy took them for 1 and 0)."""
+    if booleans_possible.get() and any(v is True or v is False for v in _leaves(values)):
+        raise _offender(values, field, _is_number, expected_kind(target))
 
 
 def _leaves(values: Any) -> list[Any]:
