@@ -42,6 +42,7 @@ def check_input_name(name: str) -> None:
             f"GET /v2/models/<name>); the request names {describe_value(name)}",
         )
 
+
 __all__ = ["ArraySchema", "FrameSchema", "InputSchema", "TextSchema", "schema_for"]
 
 

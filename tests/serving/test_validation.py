@@ -118,15 +118,23 @@ JSON_CASES = [
     (IRIS, {"inputs": "abc"}, "inputs", "string"),
     # true/false among numbers (numpy would take them for 1 and 0)
     (IRIS, oip([5.1, True, 1.4, 0.2], [1, 4]), "inputs[0].data[1]", "boolean true"),
-    ("/invocations", {"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3, False, 2.3]]}, "instances[1][2]",
-     "boolean false"),  # fmt: skip
+    (
+        "/invocations",
+        {"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3, False, 2.3]]},
+        "instances[1][2]",
+        "boolean false",
+    ),
     (
         "/models/frame/invocations",
-        {"dataframe_split": {"columns": ["age", "income", "city"],
-                             "data": [[30, 1.0, "paris"], [60, False, "nice"]]}},
+        {
+            "dataframe_split": {
+                "columns": ["age", "income", "city"],
+                "data": [[30, 1.0, "paris"], [60, False, "nice"]],
+            }
+        },
         "dataframe_split.data[1][1] ('income')",
         "boolean false",
-    ),  # fmt: skip
+    ),
     # the one input of an array or text model is named as its metadata says
     (IRIS, oip([1, 2, 3, 4], [1, 4], name="features"), "inputs[0].name", "features"),
     ("/v2/models/text/infer", oip(["a"], [1], datatype="BYTES", name="x"), "inputs[0].name", "x"),
