@@ -165,6 +165,18 @@ class Metrics:
             ["model", "result"],
             registry=r,
         )
+        self.resolve_failures = Counter(
+            "amber_model_resolve_failures",
+            "Checks of a model's source that failed (an alias deleted, the registry unreachable)",
+            ["model"],
+            registry=r,
+        )
+        self.signature_changes = Counter(
+            "amber_model_signature_changes",
+            "Swaps to a version whose inputs differ from the previous version's",
+            ["model"],
+            registry=r,
+        )
         self.swap_failed = Gauge(
             "amber_model_swap_failure_timestamp_seconds",
             "When a version last failed verification and was not swapped in",

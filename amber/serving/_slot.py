@@ -5,7 +5,11 @@ the new version is loaded and verified in a worker thread (digests, safe load, p
 and only then does ``current`` change, in one assignment. Requests hold the ``LoadedModel`` they
 started with, so those in flight finish on the old version, which is closed once they are done.
 A version that fails is not swapped in, is reported (log, ``/metrics``, readiness details), and
-is not retried until the source moves away from it or a reload is forced.
+is not retried until the source moves away from it or a reload is forced. A source that cannot
+be resolved (an alias deleted, the registry unreachable) leaves the served version in place and
+is reported the same way until a check succeeds. A swap to a version whose inputs differ from the
+previous version's goes ahead (moving an alias is the operator's decision) but is logged as a
+warning and shown in readiness: clients written for the old inputs now get 400s.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ from amber.serving._model import LoadedModel, load_version
 from amber.serving._source import ModelSource
 
 __all__ = ["ModelSlot"]
+
+
+def _inputs(loaded: LoadedModel) -> list[dict[str, Any]]:
+    """A version's inputs as its metadata endpoint describes them (names, datatypes, shapes)."""
+    return loaded.schema.oip_metadata()
 
 
 def _reason(exc: BaseException) -> str:
@@ -51,6 +60,8 @@ class ModelSlot:
         self.current: LoadedModel | None = None
         self.error: str | None = None  # why nothing serves yet
         self.last_failure: dict[str, Any] | None = None
+        self.resolve_failure: dict[str, Any] | None = None  # the last check's, until one passes
+        self.signature_change: dict[str, Any] | None = None  # the last swap that changed inputs
         self.last_check: float | None = None
         self._failed: dict[str, str] = {}
         self._lock = asyncio.Lock()
@@ -74,6 +85,10 @@ class ModelSlot:
             out["error"] = self.error
         if self.last_failure:
             out["last_failure"] = self.last_failure
+        if self.resolve_failure and self.current:
+            out["resolve_failure"] = self.resolve_failure
+        if self.signature_change:
+            out["signature_change"] = self.signature_change
         return out
 
     async def refresh(self, *, force: bool = False) -> dict[str, Any]:
@@ -90,6 +105,9 @@ class ModelSlot:
             reason = _reason(exc)
             if self.current is None:
                 self.error = reason
+            else:
+                self.resolve_failure = {"error": reason, "at": time.time(), "serving": current}
+            self.metrics.resolve_failures.labels(self.name).inc()
             event(
                 logging.ERROR,
                 "resolve_failed",
@@ -98,6 +116,7 @@ class ModelSlot:
                 error=reason,
             )
             return {"model": self.name, "status": "unresolved", "version": current, "error": reason}
+        self.resolve_failure = None
         if resolved.version == current:
             return {"model": self.name, "status": "unchanged", "version": current}
         if resolved.version in self._failed and not force and self.current is not None:
@@ -152,6 +171,9 @@ class ModelSlot:
             batching=loaded.batching,
             load_seconds=round(time.perf_counter() - started, 3),
         )
+        changed = old is not None and _inputs(old) != _inputs(loaded)
+        if old is not None and changed:
+            self._signature_changed(old, loaded)
         if self.freeze_heap:
             if old is None:
                 _heap.loaded_first()
@@ -160,12 +182,37 @@ class ModelSlot:
                 old.on_closed = _heap.retired
         if old is not None:
             old.retire()
-        return {
+        result: dict[str, Any] = {
             "model": self.name,
             "status": "swapped" if old else "loaded",
             "version": loaded.version,
             "previous": current,
         }
+        if changed:
+            result["signature_changed"] = True
+        return result
+
+    def _signature_changed(self, old: LoadedModel, new: LoadedModel) -> None:
+        before, after = _inputs(old), _inputs(new)
+        self.signature_change = {
+            "version": new.version,
+            "previous": old.version,
+            "at": time.time(),
+            "inputs": after,
+            "previous_inputs": before,
+        }
+        self.metrics.signature_changes.labels(self.name).inc()
+        event(
+            logging.WARNING,
+            "signature_changed",
+            model=self.name,
+            version=new.version,
+            previous=old.version,
+            inputs=after,
+            previous_inputs=before,
+            hint="requests shaped for the previous inputs are now refused (400); move the "
+            "alias back, or update the clients",
+        )
 
     def _failed_version(self, version: str, reason: str, current: str | None) -> dict[str, Any]:
         self._failed[version] = reason

@@ -140,3 +140,85 @@ def test_reload_endpoint_swaps_without_polling(tmp_path: Path) -> None:
         assert srv.client.post("/v2/models/swap/infer", json=BODY).json()["model_version"] == "2"
     finally:
         assert stopped_cleanly(srv)
+
+
+def _events(srv: Server, name: str) -> list[dict]:
+    events = [json.loads(line) for line in srv.log.splitlines() if line.startswith("{")]
+    return [e for e in events if e.get("event") == name]
+
+
+def test_a_swap_that_changes_the_inputs_is_flagged(tmp_path: Path) -> None:
+    """The new version serves (the operator moved it there), but the change of inputs is logged
+    as a warning, counted, returned by the reload and shown in readiness."""
+    from sklearn.linear_model import LogisticRegression
+
+    path = save(_model(1.0), tmp_path / "swap.amber", X[:16], version="1")
+    srv = Server(
+        [str(path), "--poll-interval", "0"], tmp_path, env={"AMBER_RELOAD_TOKEN": "let-me-reload"}
+    )
+    auth = {"Authorization": "Bearer let-me-reload"}
+    try:
+        srv.wait_ready()
+        save(_model(0.01), path, X[:16], version="2")  # the same inputs: no flag
+        swapped = srv.client.post("/admin/reload?wait=true", headers=auth).json()["models"][0]
+        assert swapped["status"] == "swapped" and "signature_changed" not in swapped
+        assert "signature_change" not in srv.client.get("/v2/health/ready").json()["models"]["swap"]
+        three = LogisticRegression(max_iter=1000).fit(X[:, :3], Y)
+        save(three, path, X[:16, :3], version="3")
+        swapped = srv.client.post("/admin/reload?wait=true", headers=auth).json()["models"][0]
+        assert swapped["status"] == "swapped" and swapped["signature_changed"] is True
+        change = srv.client.get("/v2/health/ready").json()["models"]["swap"]["signature_change"]
+        assert (change["version"], change["previous"]) == ("3", "2")
+        assert change["previous_inputs"][0]["shape"] == [-1, 4]
+        assert change["inputs"][0]["shape"] == [-1, 3]
+        (warned,) = _events(srv, "signature_changed")
+        assert warned["level"] == "warning" and warned["previous"] == "2", warned
+        assert (
+            'amber_model_signature_changes_total{model="swap"} 1.0'
+            in srv.client.get("/metrics").text
+        )
+        # requests shaped for the old inputs now get a 400 that says what the model wants
+        r = srv.client.post("/v2/models/swap/infer", json=BODY)
+        assert r.status_code == 400 and "[n, 3]" in r.json()["expected"], r.text
+    finally:
+        assert stopped_cleanly(srv)
+
+
+def test_an_alias_that_cannot_be_resolved_is_shown_while_the_old_version_serves(
+    tmp_path: Path,
+) -> None:
+    amber = pytest.importorskip("amber")
+    registry = tmp_path / "registry"
+    reg = amber.Registry(registry)
+    reg.push("iris", _model(1.0), sample=X[:16], alias="production")
+    srv = Server(
+        ["models:/iris@production", "--registry", str(registry), "--poll-interval", "0"],
+        tmp_path,
+        env={"AMBER_RELOAD_TOKEN": "let-me-reload"},
+    )
+    auth = {"Authorization": "Bearer let-me-reload"}
+    try:
+        srv.wait_ready()
+        reg.remove_alias("iris", "production")
+        out = srv.client.post("/admin/reload?wait=true", headers=auth).json()["models"][0]
+        assert out["status"] == "unresolved" and out["version"] == "1"
+        ready = srv.client.get("/v2/health/ready")
+        assert ready.status_code == 200  # version 1 still serves
+        details = ready.json()["models"]["iris"]
+        assert details["version"] == "1"
+        assert "production" in details["resolve_failure"]["error"], details
+        assert details["resolve_failure"]["serving"] == "1"
+        assert srv.client.post("/v2/models/iris/infer", json=BODY).status_code == 200
+        assert (
+            'amber_model_resolve_failures_total{model="iris"} 1.0'
+            in srv.client.get("/metrics").text
+        )
+        assert _events(srv, "resolve_failed")
+        # once the alias is back, the next check clears it
+        reg.set_alias("iris", "production", 1)
+        out = srv.client.post("/admin/reload?wait=true", headers=auth).json()["models"][0]
+        assert out["status"] == "unchanged"
+        assert "resolve_failure" not in srv.client.get("/v2/health/ready").json()["models"]["iris"]
+    finally:
+        reg.close()
+        assert stopped_cleanly(srv)
