@@ -123,6 +123,12 @@ def import_trusted(name: str, allowed: Iterable[str], policy: LoadPolicy, *, sou
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
+        if module == "__main__":
+            raise FormatError(
+                f"{source} needs {name}, a class the saving script or notebook defined itself "
+                f"({exc}); define it in this script before loading, or better, move it into a "
+                f"module both can import and save the model again"
+            ) from exc
         raise FormatError(
             f"{source} needs {name}, which cannot be imported here ({exc}); install the "
             f"package that defines it"

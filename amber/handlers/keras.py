@@ -34,8 +34,12 @@ _LAMBDA = "keras.layers.Lambda (Python bytecode)"
 
 
 def _objects(node: Any) -> Iterator[dict[str, Any]]:
+    """Every serialized object in a Keras config: a dict naming a ``class_name`` (with its
+    ``module``, ``config`` or ``registered_name``), whatever its module says."""
     if isinstance(node, dict):
-        if isinstance(node.get("class_name"), str) and isinstance(node.get("module"), str):
+        if isinstance(node.get("class_name"), str) and (
+            "module" in node or "config" in node or "registered_name" in node
+        ):
             yield node
         for v in node.values():
             yield from _objects(v)
@@ -44,26 +48,55 @@ def _objects(node: Any) -> Iterator[dict[str, Any]]:
             yield from _objects(v)
 
 
+def _registered(key: Any) -> Any:
+    """What Keras's global registry holds under ``key``: Keras looks there first, before the
+    node's module, so a registered class is built whatever module the config names."""
+    if not isinstance(key, str) or not key:
+        return None
+    try:
+        return keras.saving.get_registered_object(key)
+    except Exception:  # a registry Keras could not search: nothing found there
+        return None
+
+
+def _real_name(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
 def referenced_names(config: Any) -> tuple[list[str], list[str], dict[str, str]]:
-    """(every name the config references, those outside Keras, registered name -> name)."""
+    """(every name the config references, those outside Keras, lookup key -> name).
+
+    A class or function is outside Keras when the module the config names is not Keras's, when
+    it names no module (Keras writes none for classes defined in ``__main__``: a script or a
+    notebook; such a class counts as ``__main__.Name``), or when Keras's registry of custom
+    objects holds something outside Keras under the key Keras will look up first. The keys map
+    to the names to import once trusted, handed to Keras as custom objects.
+    """
     names: list[str] = []
     foreign: list[str] = []
     registered: dict[str, str] = {}
     for obj in _objects(config):
-        module, cls = obj["module"], obj["class_name"]
-        if cls == "__lambda__" or (cls == "Lambda" and "function" in obj.get("config", {})):
+        module, cls = obj.get("module"), obj["class_name"]
+        function = cls == "function"
+        # the key Keras's registry is searched with (a missing registered_name means the class)
+        key = obj.get("config") if function else obj.get("registered_name", cls)
+        hit = _registered(key)
+        outside = False
+        if cls == "__lambda__" or (cls == "Lambda" and "function" in (obj.get("config") or {})):
             name = _LAMBDA
-        elif cls == "function":
-            name = f"{module}.{obj.get('config')}"
+        elif hit is not None and _real_name(hit).split(".")[0] not in _BUILTIN_ROOTS:
+            name, outside = _real_name(hit), True
+        elif not isinstance(module, str):
+            name, outside = f"__main__.{obj.get('config') if function else cls}", True
         else:
-            name = f"{module}.{cls}"
+            name = f"{module}.{obj.get('config')}" if function else f"{module}.{cls}"
+            outside = module.split(".")[0] not in _BUILTIN_ROOTS
         if name not in names:
             names.append(name)
-        if module.split(".")[0] not in _BUILTIN_ROOTS and name != _LAMBDA:
+        if outside:
             if name not in foreign:
                 foreign.append(name)
-            reg = obj.get("registered_name")
-            registered[reg if isinstance(reg, str) and reg else cls] = name
+            registered[key if isinstance(key, str) and key else cls] = name
     return names, foreign, registered
 
 

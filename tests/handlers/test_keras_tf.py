@@ -71,6 +71,87 @@ def test_custom_layers_need_trust_and_lambdas_need_arbitrary_code(tmp_path: Path
     np.testing.assert_array_equal(amber.predict(loaded, X), X + 1)
 
 
+def _forge_keras_config(path: Path, change: Any) -> None:
+    """Re-write the .keras entry's config.json through Amber's writer (a forged file)."""
+    import io
+    import json
+    import zipfile
+
+    from amber.artifact._reader import ArtifactReader
+    from amber.artifact._writer import artifact_writer
+
+    with ArtifactReader(path) as reader:
+        manifest = {k: v for k, v in reader.manifest.items() if k != "entries"}
+        entries = {n: bytes(reader.read(n)) for n in reader.entries}
+    out = io.BytesIO()
+    source = io.BytesIO(entries["model/model.keras"])
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(out, "w") as new:
+        for item in old.infolist():
+            data = old.read(item)
+            if item.filename == "config.json":
+                data = json.dumps(change(json.loads(data))).encode()
+            new.writestr(item, data)
+    entries["model/model.keras"] = out.getvalue()
+    with artifact_writer(path) as writer:
+        for n, data in entries.items():
+            writer.add(n, data)
+        writer.finish(manifest)
+
+
+def test_a_class_defined_in_a_script_needs_trust(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keras records no module for a class of ``__main__`` (a script, a notebook): it is still
+    a class from outside Keras, named ``__main__.Name``, and must be trusted."""
+    import sys
+
+    class Tripler(keras.layers.Layer):
+        def call(self, x: Any) -> Any:
+            return x * 3.0
+
+    Tripler.__module__ = "__main__"
+    Tripler.__qualname__ = "Tripler"
+    monkeypatch.setattr(sys.modules["__main__"], "Tripler", Tripler, raising=False)
+    path = tmp_path / "main.amber"
+    with pytest.warns(UserWarning, match=r"__main__\.Tripler"):
+        info = amber.save(keras.Sequential([keras.Input((4,)), Tripler()]), path)
+    assert "__main__.Tripler" in info.manifest["untrusted"]
+    with pytest.raises(UntrustedTypeError, match=r"__main__\.Tripler"):
+        amber.load(path)
+    loaded = amber.load(path, trusted=["__main__.Tripler"])
+    np.testing.assert_allclose(amber.predict(loaded, X), X * 3)
+    monkeypatch.delattr(sys.modules["__main__"], "Tripler")
+    with pytest.raises(FormatError, match="define it in this script"):
+        amber.load(path, trusted=["__main__.Tripler"])
+
+
+def test_a_registered_class_is_trusted_by_what_keras_would_build(
+    tmp_path: Path, model: Any
+) -> None:
+    """Keras builds what its registry holds under a node's registered name before it looks at
+    the node's module: a file claiming module keras.layers for a registered class from
+    elsewhere must not pass as Keras's own."""
+    path = tmp_path / "k.amber"
+    amber.save(model, path)
+
+    def disguise(config: dict[str, Any]) -> dict[str, Any]:
+        config["config"]["layers"][1]["registered_name"] = "amber_tests>Doubler"
+        return config
+
+    _forge_keras_config(path, disguise)
+    with pytest.raises(UntrustedTypeError, match=r"test_keras_tf\.Doubler"):
+        amber.load(path)
+
+    def no_module(config: dict[str, Any]) -> dict[str, Any]:
+        config["config"]["layers"][1]["module"] = None
+        return config
+
+    amber.save(model, path)
+    _forge_keras_config(path, no_module)
+    with pytest.raises(UntrustedTypeError, match=r"__main__\.Dense"):
+        amber.load(path)
+
+
 def test_savedmodel_inside_the_artifact_and_from_a_folder(tmp_path: Path, model: Any) -> None:
     path = tmp_path / "sm.amber"
     info = amber.save(model, path, sample=X[:4], format="savedmodel")
