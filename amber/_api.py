@@ -25,7 +25,7 @@ from amber.errors import (
 )
 from amber.handlers import get_handler, handler_for
 from amber.handlers._base import call_save, probe_methods
-from amber.security._policy import LoadPolicy
+from amber.security._policy import LoadPolicy, runners_note, split_trust
 
 __all__ = ["inspect", "load", "load_savedmodel_dir", "save", "scan", "verify"]
 
@@ -175,10 +175,12 @@ def save(
         writer.finish(manifest)
         manifest["entries"] = writer.entries
     if saved.untrusted:
+        trustable, runners = split_trust(saved.untrusted)
+        advice = [f"loading it will need trusted={trustable!r}"] if trustable else []
+        advice += [runners_note(runners)] if runners else []
         warnings.warn(
             f"{os.fspath(path)!r} references types outside Amber's allowlist "
-            f"({', '.join(saved.untrusted)}); loading it will need "
-            f"trusted={list(saved.untrusted)!r}",
+            f"({', '.join(saved.untrusted)}); {'; '.join(advice)}",
             UserWarning,
             stacklevel=2,
         )

@@ -83,7 +83,10 @@ def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
 
         series = type(value).__name__ == "Series"
         frame = value.to_frame() if series else value
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+        try:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+        except (pa.ArrowException, OverflowError) as exc:  # a column Arrow cannot type
+            raise TypeError(f"a column Arrow cannot store ({_first_line(exc)})") from None
         for column in table.schema:
             if not _plain_arrow_type(column.type):  # what a reader would refuse
                 raise TypeError(
@@ -94,6 +97,13 @@ def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
         sink = io.BytesIO()
         with pa.ipc.new_stream(sink, table.schema) as stream:
             stream.write_table(table)
+        try:  # what a reader will do; pandas cannot rebuild every dtype it can write
+            table.to_pandas()
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise TypeError(
+                f"a column pandas cannot read back from Arrow ({_first_line(exc)}); convert it "
+                f"(e.g. to a plain category or string column) in the sample"
+            ) from None
         writer.add(base + ".arrow", sink.getbuffer())
         spec: dict[str, Any] = {
             "kind": "series" if series else "dataframe",
@@ -107,7 +117,9 @@ def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
         return spec
     if _is_sparse(value):
         csr = value.tocsr()
-        csr.sort_indices()
+        if not csr.has_sorted_indices:
+            csr = csr.copy() if csr is value else csr  # the caller's matrix stays as it was
+            csr.sort_indices()
         for part in ("data", "indices", "indptr"):
             writer.add_array(f"{base}.{part}.npy", getattr(csr, part))
         return {
@@ -117,14 +129,82 @@ def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
             "shape": list(csr.shape),
             "entries": [f"{base}.{p}.npy" for p in ("data", "indices", "indptr")],
         }
+    if _holds_arrays(value):
+        return _encode_several(value, name, writer)
     if isinstance(value, (list, tuple)):
-        arr = _plain_array(np.asarray(value, dtype=object))
+        try:
+            arr = _plain_array(np.asarray(value, dtype=object))
+        except ValueError as exc:  # numpy cannot even lay it out: a ragged nest of lists
+            raise TypeError(f"a ragged {type(value).__name__} ({exc})") from None
         writer.add_array(base + ".npy", arr)
         return {"kind": "list", "entry": base + ".npy"}
     if isinstance(value, np.ndarray) or np.isscalar(value):
         writer.add_array(base + ".npy", _plain_array(np.asarray(value)))
         return {"kind": "ndarray", "entry": base + ".npy"}
     raise TypeError(f"a {type(value).__module__}.{type(value).__qualname__} cannot be stored")
+
+
+# A model of several inputs or outputs (a tuple of tensors, a dict of named outputs) has its
+# values stored one by one: a list of arrays of one shape would otherwise come back as a single
+# stacked array read back as nested lists, and one of several shapes could not be stored at all.
+_MAX_ITEMS = 64
+
+
+def _is_array_like(value: Any) -> bool:
+    value = as_numpy(value)
+    return (
+        (isinstance(value, np.ndarray) and value.ndim >= 1) or _is_frame(value) or _is_sparse(value)
+    )
+
+
+def _holds_arrays(value: Any) -> bool:
+    """A tuple, list or str-keyed dict of arrays (tensors, frames, sparse matrices)."""
+    if isinstance(value, dict):
+        items = list(value.values())
+        if not all(type(k) is str for k in value):
+            return False
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        return False
+    return bool(items) and all(_is_array_like(v) for v in items)
+
+
+def _encode_several(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
+    if len(value) > _MAX_ITEMS:
+        raise TypeError(f"{len(value)} values, over the {_MAX_ITEMS} a probe stores")
+    if isinstance(value, dict):
+        keys = list(value)
+        items = [_encode(value[k], f"{name}.{i}", writer) for i, k in enumerate(keys)]
+        return {"kind": "mapping", "keys": keys, "items": items}
+    items = [_encode(v, f"{name}.{i}", writer) for i, v in enumerate(value)]
+    return {"kind": "sequence", "tuple": isinstance(value, tuple), "items": items}
+
+
+def _decode_several(spec: dict[str, Any], reader: ArtifactReader) -> Any:
+    items = spec.get("items")
+    if not isinstance(items, list) or not 0 < len(items) <= _MAX_ITEMS:
+        raise FormatError(
+            f"malformed probe entry: {len(items) if isinstance(items, list) else 0} items"
+        )
+    if any(not isinstance(i, dict) or i.get("kind") in ("sequence", "mapping") for i in items):
+        raise FormatError("malformed probe entry: its items must be single values")
+    values = [_decode(item, reader) for item in items]
+    if spec["kind"] == "mapping":
+        keys = spec.get("keys")
+        if (
+            not isinstance(keys, list)
+            or len(keys) != len(values)
+            or not all(type(k) is str for k in keys)
+            or len(set(keys)) != len(keys)
+        ):
+            raise FormatError("malformed probe entry: its keys do not match its items")
+        return dict(zip(keys, values, strict=True))
+    return tuple(values) if spec.get("tuple") is True else values
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _json_label(label: Any) -> bool:
@@ -271,6 +351,8 @@ def _decode_spec(spec: dict[str, Any], reader: ArtifactReader) -> Any:
         matrix = cls((data, indices, indptr), shape=tuple(shape))
         matrix.check_format(full_check=True)
         return matrix.asformat(fmt)
+    if kind in ("sequence", "mapping"):
+        return _decode_several(spec, reader)
     if kind == "list":
         return reader.read_array(spec["entry"]).tolist()
     if kind == "ndarray":
@@ -296,6 +378,10 @@ def describe(value: Any) -> dict[str, Any]:
             "dtype": str(value.dtype),
             "shape": [None, *value.shape[1:]],
         }
+    if _holds_arrays(value):
+        if isinstance(value, dict):
+            return {"kind": "mapping", "items": {k: describe(v) for k, v in value.items()}}
+        return {"kind": "sequence", "items": [describe(v) for v in value]}
     if isinstance(value, (list, tuple)):
         types = sorted({type(v).__name__ for v in value})
         return {"kind": "list", "item_types": types, "shape": [None]}
@@ -332,7 +418,8 @@ def record(
     except TypeError as exc:
         raise TypeError(
             f"sample= cannot be stored as a probe: {exc}. Pass a numpy array, a pandas "
-            f"DataFrame, a scipy.sparse matrix or a list of strings."
+            f"DataFrame, a scipy.sparse matrix, a list of strings, or a tuple, list or "
+            f"str-keyed dict of arrays (one per input of the model)."
         ) from None
     outputs: dict[str, Any] = {}
     skipped: dict[str, str] = {}
@@ -350,6 +437,12 @@ def record(
             continue
         spec["signature"] = describe(value)
         outputs[method] = spec
+    if skipped and all(r.startswith("output not storable") for r in skipped.values()):
+        raise ValueError(
+            f"the model answers on sample=, but none of its outputs can be stored as a probe "
+            f"({'; '.join(f'{m}: {r}' for m, r in skipped.items())}); save without sample= "
+            f"(no probe), or save a model whose outputs are arrays of one kind"
+        )
     if not outputs:
         raise ValueError(
             f"sample= was given but the model answers none of "
@@ -426,6 +519,10 @@ def _compare(
 ) -> str | None:
     if _is_frame(expected) and _is_frame(got):
         return _compare_frames(expected, got, exact, rtol, atol)
+    if isinstance(expected, (tuple, dict)) or (
+        isinstance(expected, list) and expected and _is_array_like(expected[0])
+    ):
+        return _compare_several(expected, got, exact, rtol, atol)
     expected, got = as_numpy(expected), as_numpy(got)
     if _is_sparse(expected) or _is_sparse(got):  # compare shapes before densifying either
         shapes = (np.shape(expected), np.shape(got))
@@ -454,6 +551,25 @@ def _compare(
     if not np.array_equal(a, b):
         n = int(np.sum(a != b))
         return f"{n} of {a.size} values differ"
+    return None
+
+
+def _compare_several(expected: Any, got: Any, exact: bool, rtol: float, atol: float) -> str | None:
+    """Outputs of several values (a tuple of tensors, a dict of named outputs), item by item."""
+    if isinstance(expected, dict):
+        if not isinstance(got, dict) or list(got) != list(expected):
+            keys = list(got) if isinstance(got, dict) else type(got).__name__
+            return f"outputs {keys}, expected {list(expected)}"
+        pairs = [(repr(k), expected[k], got[k]) for k in expected]
+    else:
+        if not isinstance(got, (list, tuple)) or len(got) != len(expected):
+            n = len(got) if isinstance(got, (list, tuple)) else type(got).__name__
+            return f"{n} outputs, expected {len(expected)}"
+        pairs = [(str(i), e, g) for i, (e, g) in enumerate(zip(expected, got, strict=True))]
+    for label, e, g in pairs:
+        problem = _compare(e, g, exact, rtol, atol)
+        if problem:
+            return f"output {label}: {problem}"
     return None
 
 

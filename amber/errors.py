@@ -56,15 +56,23 @@ class UntrustedTypeError(AmberError, TypeError):
     """
 
     def __init__(self, names: Iterable[str], *, source: str = "the file") -> None:
+        from amber.security._policy import runners_note, split_trust
+
         self.names = tuple(sorted(set(names)))
-        listed = ", ".join(self.names)
-        quoted = ", ".join(repr(n) for n in self.names)
-        super().__init__(
+        trustable, runners = split_trust(self.names)
+        message = (
             f"{source} references {len(self.names)} type(s) or function(s) outside Amber's "
-            f"allowlist: {listed}. Nothing from the file was run. If you trust the file's author "
-            f"and these names, pass trusted=[{quoted}] to amber.load (or --trust NAME on the "
-            f"command line); check first with amber.scan() what else the file imports."
+            f"allowlist: {', '.join(self.names)}. Nothing from the file was run."
         )
+        if trustable:
+            message += (
+                f" If you trust the file's author and these names, pass trusted={trustable!r} "
+                f"to amber.load (or --trust NAME on the command line); check first with "
+                f"amber.scan() what else the file imports."
+            )
+        if runners:
+            message += f" {runners_note(runners)}."
+        super().__init__(message)
 
 
 class ParityError(AmberError, AssertionError):

@@ -197,6 +197,76 @@ def test_string_labels_and_text_input_probe(tmp_path: Path) -> None:
     assert list(amber.load(path, probe="always").predict(docs)) == list(model.predict(docs))
 
 
+def test_outputs_of_several_arrays_are_stored_one_by_one(tmp_path: Path) -> None:
+    """A multi-output classifier's predict_proba is a list of arrays of different widths: each
+    is stored as its own array and compared one by one (numpy cannot stack them)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = load_iris(return_X_y=True)
+    Y = np.column_stack([y, y % 2])  # 3 classes and 2 classes
+    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, Y)
+    path = tmp_path / "multi.amber"
+    info = amber.save(model, path, sample=X[:7])
+    proba = info.manifest["probe"]["outputs"]["predict_proba"]
+    assert proba["kind"] == "sequence" and len(proba["items"]) == 2
+    assert [d["shape"] for d in proba["signature"]["items"]] == [[None, 3], [None, 2]]
+    assert "predict_proba: identical" in str(amber.verify(path).probe)
+    # a reloaded model whose second output changed is caught, item by item
+    from amber import _probe
+
+    with ArtifactReader(path) as reader:
+        stored = _probe._decode(proba, reader)
+    assert isinstance(stored, list) and stored[1].shape == (7, 2)
+    changed = [stored[0], stored[1][:, ::-1]]
+    assert "output 1: values differ" in str(_probe._compare(stored, changed, exact=True))
+    assert "1 outputs, expected 2" in str(_probe._compare(stored, changed[:1], exact=True))
+
+
+def test_a_sparse_sample_is_not_changed_by_the_save(tmp_path: Path) -> None:
+    import scipy.sparse as sp
+
+    X = sp.csr_matrix((np.array([1.0, 2.0, 3.0]), np.array([4, 1, 0]), np.array([0, 2, 3])), (2, 5))
+    assert not X.has_sorted_indices
+    model = LogisticRegression().fit(sp.vstack([X] * 5), [0, 1] * 5)
+    amber.save(model, tmp_path / "sp.amber", sample=X)
+    assert X.indices.tolist() == [4, 1, 0] and X.data.tolist() == [1.0, 2.0, 3.0]
+    assert "probe matched" in str(amber.verify(tmp_path / "sp.amber").probe)
+
+
+@pytest.mark.parametrize(
+    ("column", "why"),
+    [
+        (pd.Series([1, "SW1A", 3], dtype=object), "Arrow cannot store"),
+        (pd.Series([1j, 2j, 3j]), "Arrow cannot store"),
+        (pd.Series(["a", "b", "a"], dtype=pd.ArrowDtype(__import__("pyarrow").dictionary(
+            __import__("pyarrow").int8(), __import__("pyarrow").string()))),
+         "pandas cannot read back"),
+    ],
+    ids=["mixed", "complex", "arrow-dictionary"],
+)  # fmt: skip
+def test_a_sample_column_the_probe_cannot_keep_is_refused_at_save(
+    tmp_path: Path, column: pd.Series, why: str
+) -> None:
+    """Refused with the usual TypeError at save, never a raw pyarrow error, and never a file
+    whose verify then calls its own probe malformed."""
+    frame = pd.DataFrame({"x": [0.5, 1.5, 2.5], "c": column})
+    model = make_pipeline(
+        ColumnTransformer([("num", StandardScaler(), ["x"])]), LogisticRegression()
+    ).fit(frame, [0, 1, 0])
+    with pytest.raises(TypeError, match=f"cannot be stored as a probe: .*{why}"):
+        amber.save(model, tmp_path / "c.amber", sample=frame)
+    assert not (tmp_path / "c.amber").exists()
+
+
+def test_outputs_that_cannot_be_stored_are_blamed_not_the_sample(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"x": [0.5, 1.5, 2.5], "city": ["paris", "rome", "oslo"]})
+    model = ColumnTransformer(
+        [("num", StandardScaler(), ["x"]), ("keep", "passthrough", ["city"])]
+    ).fit(frame)
+    with pytest.raises(ValueError, match="answers on sample=, but none of its outputs can be"):
+        amber.save(model, tmp_path / "ct.amber", sample=frame)
+
+
 def test_unusable_sample_is_explained(tmp_path: Path, svc: SVC) -> None:
     with pytest.raises(TypeError, match="cannot be stored as a probe"):
         amber.save(svc, tmp_path / "x.amber", sample={"not": "an array"})

@@ -31,6 +31,19 @@ __all__ = ["HANDLER", "KerasHandler", "keras_predict", "referenced_names"]
 _ENTRY = "model/model.keras"
 _BUILTIN_ROOTS = frozenset({"keras", "keras_hub", "keras_nlp", "keras_cv"})
 _LAMBDA = "keras.layers.Lambda (Python bytecode)"
+# Values Keras serializes under a class_name of its own and rebuilds itself (a tensor, a numpy
+# array, bytes, a slice...), never by looking a class up: not objects to trust.
+_MARKERS = frozenset(
+    {
+        "__keras_tensor__",
+        "__tensor__",
+        "__numpy__",
+        "__bytes__",
+        "__ellipsis__",
+        "__slice__",
+        "__typespec__",
+    }
+)
 
 
 def _objects(node: Any) -> Iterator[dict[str, Any]]:
@@ -77,6 +90,8 @@ def referenced_names(config: Any) -> tuple[list[str], list[str], dict[str, str]]
     registered: dict[str, str] = {}
     for obj in _objects(config):
         module, cls = obj.get("module"), obj["class_name"]
+        if cls in _MARKERS:
+            continue
         function = cls == "function"
         # the key Keras's registry is searched with (a missing registered_name means the class)
         key = obj.get("config") if function else obj.get("registered_name", cls)

@@ -18,7 +18,7 @@ from amber.artifact._writer import ArtifactWriter
 from amber.errors import FormatError
 from amber.handlers._base import SavedPayload
 from amber.security._allowlist import is_allowed
-from amber.security._policy import LoadPolicy
+from amber.security._policy import LoadPolicy, trust_name
 from amber.security._scanner import scan_pickle
 from amber.security._unpickler import safe_loads
 
@@ -81,7 +81,9 @@ class SklearnHandler:
         scan = scan_pickle(stream, n_buffers=len(buffers))
         names = tuple(f"{m}.{n}" for m, n in scan.globals)
         default = LoadPolicy()
-        untrusted = tuple(f"{m}.{n}" for m, n in scan.globals if not is_allowed(m, n, default))
+        untrusted = tuple(
+            trust_name(m, n) for m, n in scan.globals if not is_allowed(m, n, default)
+        )
         writer.add(_STREAM, stream)
         buffer_names = []
         for i, buf in enumerate(buffers):

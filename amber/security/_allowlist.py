@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from amber.errors import FormatError, HandlerNotAvailable, UntrustedTypeError
-from amber.security._policy import LoadPolicy
+from amber.security._policy import LoadPolicy, trust_name
 
 __all__ = ["AllowEntry", "entries", "is_allowed", "never_reduced", "reference_only", "resolve"]
 
@@ -167,5 +167,5 @@ def resolve(module: str, name: str, policy: LoadPolicy) -> Any:
         The name is neither on the allowlist nor trusted by ``policy``.
     """
     if not is_allowed(module, name, policy):
-        raise UntrustedTypeError([f"{module}.{name}"])
+        raise UntrustedTypeError([trust_name(module, name)])
     return _lookup(module, name)

@@ -27,7 +27,7 @@ from typing import Any, Final
 from amber.errors import FormatError, UntrustedTypeError
 from amber.security._allowlist import is_allowed
 from amber.security._joblib import is_wrapper_name, load_joblib, scan_joblib
-from amber.security._policy import LoadPolicy
+from amber.security._policy import LoadPolicy, trust_name
 from amber.security._scanner import scan_pickle
 from amber.security._unpickler import safe_loads
 from amber.security._validators import validate_loaded
@@ -367,7 +367,7 @@ def _pickle_report(
     source: str,
     policy: LoadPolicy,
 ) -> ScanReport:
-    untrusted = tuple(f"{m}.{n}" for m, n in pairs if not is_allowed(m, n, policy))
+    untrusted = tuple(trust_name(m, n) for m, n in pairs if not is_allowed(m, n, policy))
     return ScanReport(
         kind=kind,
         compression=compression,

@@ -42,7 +42,7 @@ import numpy as np
 
 from amber.errors import FormatError, UntrustedTypeError
 from amber.security._allowlist import entries, is_allowed, never_reduced, reference_only
-from amber.security._policy import LoadPolicy
+from amber.security._policy import LoadPolicy, trust_name
 from amber.security._scanner import PickleScan
 from amber.security._validators import OBJECT_VALIDATORS, STATE_VALIDATORS, run_validator
 
@@ -158,7 +158,7 @@ class JoblibScan:
     def untrusted(self, policy: LoadPolicy) -> tuple[str, ...]:
         """Dotted names outside the allowlist (joblib's own array wrapper excepted)."""
         return tuple(
-            f"{m}.{n}"
+            trust_name(m, n)
             for m, n in self.globals
             if not is_wrapper_name(m, n)
             and not _is_legacy_name(m, n)

@@ -8,7 +8,90 @@ from dataclasses import dataclass
 
 from amber.errors import UnsafeLoadWarning
 
-__all__ = ["LoadPolicy", "parse_global_name"]
+__all__ = [
+    "CODE_RUNNERS",
+    "LoadPolicy",
+    "parse_global_name",
+    "runners_note",
+    "split_trust",
+    "trust_name",
+]
+
+#: Globals that run code Amber cannot vet: a nested unpickler (torch's storage loader behind
+#: tensors pickled by torch, pickle, joblib, dill) or an evaluator. Trusting one would trust
+#: whatever the file holds, so ``trusted=`` refuses them; only ``allow_arbitrary_code=True``
+#: loads such a file.
+CODE_RUNNERS = frozenset(
+    {
+        ("torch.storage", "_load_from_bytes"),
+        ("torch", "load"),
+        ("torch.serialization", "load"),
+        ("pickle", "loads"),
+        ("pickle", "load"),
+        ("pickle", "Unpickler"),
+        ("_pickle", "loads"),
+        ("_pickle", "load"),
+        ("_pickle", "Unpickler"),
+        ("numpy", "load"),
+        ("numpy.lib.npyio", "load"),
+        ("numpy.lib._npyio_impl", "load"),
+        ("joblib", "load"),
+        ("joblib.numpy_pickle", "load"),
+        ("dill", "load"),
+        ("dill", "loads"),
+        ("dill._dill", "_load_type"),
+        ("cloudpickle", "load"),
+        ("cloudpickle", "loads"),
+        ("marshal", "loads"),
+        ("builtins", "eval"),
+        ("builtins", "exec"),
+        ("builtins", "compile"),
+        ("builtins", "__import__"),
+        ("importlib", "import_module"),
+        ("os", "system"),
+        ("posix", "system"),
+        ("os", "popen"),
+        ("os", "execv"),
+        ("os", "execvp"),
+        ("os", "spawnv"),
+        ("pty", "spawn"),
+        ("subprocess", "Popen"),
+        ("subprocess", "run"),
+        ("subprocess", "call"),
+        ("subprocess", "check_call"),
+        ("subprocess", "check_output"),
+        ("subprocess", "getoutput"),
+        ("subprocess", "getstatusoutput"),
+    }
+)
+
+
+def trust_name(module: str, name: str) -> str:
+    """The name to write in ``trusted=[...]``: the colon form when the name is nested
+    (``pkg.mod:Outer.Inner``), where the dotted form would split at the wrong dot."""
+    return f"{module}:{name}" if "." in name else f"{module}.{name}"
+
+
+def split_trust(names: Iterable[str]) -> tuple[list[str], list[str]]:
+    """``names`` (sorted) as (those ``trusted=`` can admit, the code runners it never admits)."""
+    listed = sorted(set(names))
+    runners = [n for n in listed if _split_quietly(n) in CODE_RUNNERS]
+    return [n for n in listed if n not in runners], runners
+
+
+def runners_note(runners: list[str]) -> str:
+    return (
+        f"{', '.join(runners)} run{'s' if len(runners) == 1 else ''} code Amber cannot vet (a "
+        f"nested unpickler or an evaluator), which no trusted= admits: only "
+        f"allow_arbitrary_code=True loads such a file, and only a file you made yourself"
+    )
+
+
+def _split_quietly(name: str) -> tuple[str, str] | None:
+    try:
+        return parse_global_name(name)
+    except ValueError:
+        return None
 
 
 def parse_global_name(name: str) -> tuple[str, str]:
@@ -63,6 +146,14 @@ class LoadPolicy:
                 f"allow_arbitrary_code must be True or False, got {allow_arbitrary_code!r}"
             )
         pairs = frozenset(parse_global_name(n) for n in (trusted or ()))
+        runners = sorted(trust_name(*p) for p in pairs & CODE_RUNNERS)
+        if runners:
+            raise ValueError(
+                f"trusted= cannot admit {', '.join(runners)}: it runs code Amber cannot vet (a "
+                f"nested unpickler or an evaluator), so trusting it would trust anything the "
+                f"file holds. For a file you made yourself, load it with "
+                f"allow_arbitrary_code=True instead"
+            )
         return cls(trusted=pairs, allow_arbitrary_code=allow_arbitrary_code)
 
     def warn_if_unsafe(self, source: str) -> None:

@@ -38,7 +38,7 @@ from amber.security._allowlist import (
     resolve,
 )
 from amber.security._pickle_scan import splice_hooks
-from amber.security._policy import LoadPolicy
+from amber.security._policy import LoadPolicy, trust_name
 from amber.security._scanner import OBJECT, STATE, PickleScan, effective_name, scan_pickle
 from amber.security._validators import (
     GENERIC_CONSTRUCTORS,
@@ -447,7 +447,7 @@ class _SafeUnpickler(pickle.Unpickler):
             return cached[1]
         module, name = effective_name(module, name, self._scan.fix_imports)
         if not is_allowed(module, name, self._policy):
-            raise UntrustedTypeError([f"{module}.{name}"])
+            raise UntrustedTypeError([trust_name(module, name)])
         obj = self._find(raw, module, name)
         _FOUND[(*raw, self._scan.fix_imports)] = ((module, name), obj)
         return obj
@@ -513,7 +513,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 def untrusted_globals(scan: PickleScan, policy: LoadPolicy) -> list[str]:
     """The dotted names in ``scan`` that ``policy`` does not allow, in order of first use."""
-    return [f"{m}.{n}" for m, n in scan.globals if not is_allowed(m, n, policy)]
+    return [trust_name(m, n) for m, n in scan.globals if not is_allowed(m, n, policy)]
 
 
 def _describe(exc: BaseException) -> str:

@@ -152,6 +152,23 @@ def test_a_registered_class_is_trusted_by_what_keras_would_build(
         amber.load(path)
 
 
+def test_a_model_of_several_inputs_and_named_outputs_keeps_its_probe(tmp_path: Path) -> None:
+    """Inputs of one shape come back as a list of arrays (not one stacked array read back as
+    nested lists), and a dict of named outputs is stored and compared key by key."""
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    summed = keras.layers.Add()([a, b])
+    model = keras.Model([a, b], {"s": summed, "y": keras.layers.Dense(2)(summed)})
+    path = tmp_path / "multi.amber"
+    info = amber.save(model, path, sample=[X[:5], 2 * X[:5]])
+    probe = info.manifest["probe"]
+    assert probe["input"]["kind"] == "sequence" and len(probe["input"]["items"]) == 2
+    assert probe["outputs"]["predict"]["kind"] == "mapping"
+    assert probe["outputs"]["predict"]["keys"] == ["s", "y"]
+    assert "predict: identical" in str(amber.verify(path).probe)
+    loaded = amber.load(path, probe="always")
+    np.testing.assert_array_equal(amber.predict(loaded, [X, X])["s"], 2 * X)
+
+
 def test_savedmodel_inside_the_artifact_and_from_a_folder(tmp_path: Path, model: Any) -> None:
     path = tmp_path / "sm.amber"
     info = amber.save(model, path, sample=X[:4], format="savedmodel")

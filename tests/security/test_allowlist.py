@@ -142,8 +142,32 @@ def test_resolve() -> None:
     with pytest.raises(UntrustedTypeError) as info:
         resolve("os", "system", LoadPolicy())
     assert info.value.names == ("os.system",)
-    assert "trusted=['os.system']" in str(info.value)
+    # a code runner is never offered to trusted=, and trusted= refuses it
+    assert "trusted=" not in str(info.value).split("Nothing from the file was run.")[1][:20]
+    assert "os.system runs code Amber cannot vet" in str(info.value)
+    with pytest.raises(ValueError, match=r"cannot admit os\.system.*allow_arbitrary_code=True"):
+        LoadPolicy.make(["os.system"])
+    with pytest.raises(UntrustedTypeError, match=r"trusted=\['collections.ChainMap'\]"):
+        resolve("collections", "ChainMap", LoadPolicy())
     assert resolve("collections", "ChainMap", LoadPolicy.make(["collections.ChainMap"])) is ChainMap
+
+
+def test_tensors_pickled_by_torch_are_not_offered_to_trusted(tmp_path: Any) -> None:
+    """torch.storage._load_from_bytes runs torch.load on nested bytes: trusting it would trust
+    anything. Neither the save warning nor the refusal suggests it, and trusted= refuses it."""
+    torch = pytest.importorskip("torch")
+    import amber
+
+    holder = {"weights": [torch.ones(3)], "note": "not a state dict"}
+    with pytest.warns(UserWarning) as warned:
+        amber.save(holder, tmp_path / "t.amber")
+    text = " ".join(str(w.message) for w in warned)
+    assert "torch.storage._load_from_bytes runs code Amber cannot vet" in text
+    assert "_load_from_bytes'" not in text  # never inside a trusted=[...] list
+    with pytest.raises(UntrustedTypeError, match="no trusted= admits"):
+        amber.load(tmp_path / "t.amber")
+    with pytest.raises(ValueError, match=r"cannot admit torch\.storage\._load_from_bytes"):
+        amber.load(tmp_path / "t.amber", trusted=["torch.storage._load_from_bytes"])
 
 
 def test_resolve_legacy_numpy_names_without_warnings() -> None:

@@ -401,9 +401,13 @@ def test_reduce_of_os_system_and_open_never_runs(tmp_path: Path, compress: int) 
     assert not victim.exists()
     # trusting one name is not enough: the others are still reported
     with pytest.raises(UntrustedTypeError) as err:
-        load_foreign(path, LoadPolicy.make(trusted=["builtins.eval"]))
-    assert "builtins.eval" not in err.value.names
+        load_foreign(path, LoadPolicy.make(trusted=[f"{open.__module__}.open"]))
+    assert f"{open.__module__}.open" not in err.value.names
+    assert "builtins.eval" in err.value.names
     assert not victim.exists()
+    # and a code runner cannot be trusted at all
+    with pytest.raises(ValueError, match=r"cannot admit builtins\.eval"):
+        LoadPolicy.make(trusted=["builtins.eval"])
 
 
 def test_scan_and_load_never_import_an_unknown_module(
