@@ -178,6 +178,11 @@ def save(
         trustable, runners = split_trust(saved.untrusted)
         advice = [f"loading it will need trusted={trustable!r}"] if trustable else []
         advice += [runners_note(runners)] if runners else []
+        if any(n.startswith("__main__") for n in saved.untrusted):
+            advice.append(
+                "what it names from __main__ (this script or notebook) must be defined by any "
+                "program that loads it: better move it into a module both import"
+            )
         warnings.warn(
             f"{os.fspath(path)!r} references types outside Amber's allowlist "
             f"({', '.join(saved.untrusted)}); {'; '.join(advice)}",

@@ -267,6 +267,40 @@ def test_outputs_that_cannot_be_stored_are_blamed_not_the_sample(tmp_path: Path)
         amber.save(model, tmp_path / "ct.amber", sample=frame)
 
 
+class _Outer:
+    class Scaler(StandardScaler):
+        pass
+
+
+def test_nested_and_script_classes_get_names_that_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name a warning or refusal offers for trusted= is one that loads: the colon form for a
+    nested class, and a class of __main__ says where it must be defined."""
+    import sys
+
+    X, _ = load_iris(return_X_y=True)
+    path = tmp_path / "nested.amber"
+    with pytest.warns(UserWarning, match=r"trusted=\['test_api:_Outer\.Scaler'\]"):
+        amber.save(_Outer.Scaler().fit(X), path)
+    with pytest.raises(UntrustedTypeError, match=r"trusted=\['test_api:_Outer\.Scaler'\]"):
+        amber.load(path)
+    assert amber.load(path, trusted=["test_api:_Outer.Scaler"]).mean_.shape == (4,)
+
+    class Script(StandardScaler):
+        pass
+
+    Script.__module__, Script.__qualname__ = "__main__", "Script"
+    monkeypatch.setattr(sys.modules["__main__"], "Script", Script, raising=False)
+    path = tmp_path / "main.amber"
+    with pytest.warns(UserWarning, match="must be defined by any program that loads it"):
+        amber.save(Script().fit(X), path)
+    assert type(amber.load(path, trusted=["__main__.Script"])) is Script
+    monkeypatch.delattr(sys.modules["__main__"], "Script")
+    with pytest.raises(amber.errors.HandlerNotAvailable, match="define it here before loading"):
+        amber.load(path, trusted=["__main__.Script"])
+
+
 def test_unusable_sample_is_explained(tmp_path: Path, svc: SVC) -> None:
     with pytest.raises(TypeError, match="cannot be stored as a probe"):
         amber.save(svc, tmp_path / "x.amber", sample={"not": "an array"})

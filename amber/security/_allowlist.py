@@ -150,6 +150,13 @@ def _lookup(module: str, name: str) -> Any:
         for part in name.split("."):
             obj = getattr(obj, part)
     except AttributeError as exc:
+        if module == "__main__":
+            raise HandlerNotAvailable(
+                f"the file needs {name}, a class or function the saving script or notebook "
+                f"defined itself (__main__), and this program defines none of that name; define "
+                f"it here before loading, or better, move it into a module both programs import "
+                f"and save the model again"
+            ) from exc
         raise FormatError(
             f"the file needs {module}.{name}, which does not exist in the installed version "
             f"of {module.partition('.')[0]}; load it with the package versions it was saved "

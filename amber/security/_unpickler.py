@@ -449,7 +449,8 @@ class _SafeUnpickler(pickle.Unpickler):
         if not is_allowed(module, name, self._policy):
             raise UntrustedTypeError([trust_name(module, name)])
         obj = self._find(raw, module, name)
-        _FOUND[(*raw, self._scan.fix_imports)] = ((module, name), obj)
+        if module != "__main__":  # a notebook may define it again: look it up every time
+            _FOUND[(*raw, self._scan.fix_imports)] = ((module, name), obj)
         return obj
 
     def _find(self, raw: tuple[str, str], module: str, name: str) -> Any:
