@@ -121,6 +121,12 @@ def handler_for(obj: Any, name: str | None = None, *, format: str | None = None)
             )
         return handler
     roots = _roots(type(obj))
+    if isinstance(obj, dict) and obj and all(type(k) is str for k in obj):
+        # a dict of one framework's tensors (a PyTorch state_dict) is that framework's to save:
+        # pickled, its tensors would need torch's own unpickler
+        values = frozenset().union(*(_roots(type(v)) for v in obj.values())) - {"builtins"}
+        if len(values) == 1 and values <= frozenset().union(*(c for _, _, c in _KNOWN.values())):
+            roots = values
     first: Handler | None = None
     for candidate, (_, _, claimed) in _KNOWN.items():
         if roots.intersection(claimed):

@@ -15,7 +15,7 @@ import torch
 
 from amber.errors import FormatError
 
-__all__ = ["DTYPES", "parse"]
+__all__ = ["DTYPES", "dense_order", "dump", "parse", "restore_layouts"]
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -77,21 +77,70 @@ def parse(buf: memoryview, name: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def dump(tensors: dict[str, torch.Tensor]) -> bytes:
-    """Bytes of a safetensors file holding ``tensors`` (contiguous CPU copies where needed)."""
+def dense_order(shape: list[int], stride: list[int]) -> list[int] | None:
+    """The dimensions from outermost to innermost when ``(shape, stride)`` lays the elements out
+    without gaps or overlaps (a permutation of a contiguous layout, such as a transpose), else
+    None. Size-1 dimensions are free: any stride fits them."""
+    if len(shape) != len(stride) or any(n < 0 for n in shape) or any(s < 0 for s in stride):
+        return None
+    order = sorted(range(len(shape)), key=lambda d: (-stride[d], -d))
+    expected = 1
+    for d in reversed(order):
+        if shape[d] != 1 and stride[d] != expected:
+            return None
+        expected *= shape[d]
+    return order
+
+
+def dump(tensors: dict[str, torch.Tensor]) -> tuple[bytes, dict[str, list[list[int]]]]:
+    """Bytes of a safetensors file holding ``tensors``, and the layouts to restore.
+
+    A tensor laid out densely but not in row-major order (a transposed weight) is stored in its
+    memory order, and its ``[shape, stride]`` returned, so that a reader views it exactly as it
+    was: the same strides, so the same kernels and bit-identical outputs. Other tensors are
+    stored as contiguous CPU copies.
+    """
     from safetensors.torch import save
 
     ready: dict[str, torch.Tensor] = {}
+    layouts: dict[str, list[list[int]]] = {}
     storages: set[int] = set()
     for key, t in tensors.items():
-        t = t.detach().to("cpu").contiguous()
+        t = t.detach().to("cpu")
+        if not t.is_contiguous() and t.numel():
+            order = dense_order(list(t.shape), list(t.stride()))
+            if order is not None:
+                layouts[key] = [list(t.shape), list(t.stride())]
+                t = t.permute(order)  # the same memory, now in row-major order
+        t = t.contiguous()
         ptr = t.untyped_storage().data_ptr()
         if t.numel() and ptr in storages:  # a view of a tensor already written: its own copy
             t = t.clone()
         storages.add(t.untyped_storage().data_ptr())
         ready[key] = t
     data: bytes = save(ready)
-    return data
+    return data, layouts
+
+
+def restore_layouts(tensors: dict[str, torch.Tensor], layouts: Any, name: str) -> None:
+    """View each tensor named in ``layouts`` with its recorded shape and strides (checked to be a
+    dense layout of exactly the stored elements: nothing outside the tensor can be reached)."""
+    if not isinstance(layouts, dict):
+        raise FormatError(f"{name}: malformed tensor layouts")
+    for key, layout in layouts.items():
+        t = tensors.get(key)
+        try:
+            shape, stride = ([int(n) for n in part] for part in layout)
+        except (TypeError, ValueError):
+            raise FormatError(f"{name}: malformed layout of tensor {key!r}") from None
+        if (
+            t is None
+            or dense_order(shape, stride) is None
+            or math.prod(shape) != t.numel()
+            or not t.is_contiguous()
+        ):
+            raise FormatError(f"{name}: layout {layout!r:.80} does not fit tensor {key!r}")
+        tensors[key] = t.as_strided(shape, stride, t.storage_offset())
 
 
 def header_of(data: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import contextlib
 import inspect as _inspect
 import json
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -60,6 +61,10 @@ _EXPR_WORDS = frozenset(
     | {"PythonMod", "CleanDiv", "positive", "integer", "nonnegative", "True", "False"}
 )
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Guards PyTorch turns into code run on every call: only comparisons of input sizes with each
+# other or with integers (two inputs that share a batch dimension) are admitted.
+_SIZE = r"(L\['[A-Za-z_][A-Za-z0-9_]*'\]\.size\(\)\[[0-9]{1,3}\]|[0-9]{1,19})"
+_GUARD = re.compile(rf"{_SIZE} (==|!=|<=|>=|<|>) {_SIZE}")
 
 
 def _float_dtype(model: torch.nn.Module) -> torch.dtype | None:
@@ -93,9 +98,69 @@ def _eval_mode(model: Any) -> Iterator[None]:
             model.train()
 
 
+def _is_state_dict(obj: Any) -> bool:
+    """A dict of tensors by name, such as ``model.state_dict()``."""
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(type(k) is str and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def _call_args(inputs: Any, dtype: torch.dtype | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A model's call arguments: one tensor, or one per input for a tuple or list of arrays
+    (positional) or a str-keyed dict of arrays (by name)."""
+    if isinstance(inputs, dict):
+        return (), {str(k): _as_tensor(v, dtype) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)) and inputs and all(_several(v) for v in inputs):
+        return tuple(_as_tensor(v, dtype) for v in inputs), {}
+    return (_as_tensor(inputs, dtype),), {}
+
+
+def _several(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) or (isinstance(value, np.ndarray) and value.ndim >= 1)
+
+
+def _batch_hint(sample: Any) -> str:
+    rows = getattr(sample, "shape", (None,))[:1]
+    if rows == (1,):
+        return (
+            "; a sample of one row fixes the batch size at 1, so the batch dimension cannot be "
+            "traced as dynamic: pass at least two rows"
+        )
+    return ""
+
+
+def _inference_only(module: Any) -> Any:
+    """An exported program's module, in inference mode as it was traced: ``eval()`` is a no-op
+    (PyTorch's own raises NotImplementedError) and ``train()`` says what to do instead."""
+    import types
+
+    def train(self: Any, mode: bool = True) -> Any:
+        if mode:
+            raise NotImplementedError(
+                "this model was loaded from a torch.export program, traced in inference mode; "
+                "it cannot train. To train further, save the model with format='class'"
+            )
+        for m in self.modules():
+            m.training = False
+        return self
+
+    def eval_(self: Any) -> Any:
+        return train(self, False)
+
+    module.train = types.MethodType(train, module)
+    module.eval = types.MethodType(eval_, module)
+    module.eval()
+    return module
+
+
 def _to_numpy(out: Any) -> Any:
     if isinstance(out, torch.Tensor):
-        return out.detach().cpu().numpy()
+        out = out.detach().cpu()
+        if out.dtype == torch.bfloat16:  # numpy has no bfloat16: float32 holds it exactly
+            out = out.float()
+        return out.numpy()
     if isinstance(out, (tuple, list)):
         return type(out)(_to_numpy(o) for o in out)
     if isinstance(out, dict):
@@ -173,7 +238,10 @@ def audit_program(program: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(operators the graph calls, names that fail the audit) of a serialized ExportedProgram."""
     targets: list[str] = []
     refused: list[str] = []
-    if program.get("guards_code"):
+    guards = program.get("guards_code")
+    if guards and not (
+        isinstance(guards, list) and all(isinstance(g, str) and _GUARD.fullmatch(g) for g in guards)
+    ):
         refused.append(f"{_PROGRAM_TOKEN} (guard code)")
     for key, value in _walk(program):
         if key == "target" and isinstance(value, str):
@@ -196,16 +264,31 @@ def audit_program(program: dict[str, Any]) -> tuple[list[str], list[str]]:
 class TorchHandler:
     name = "torch"
     module_roots: tuple[str, ...] = ("torch",)
-    formats: tuple[str, ...] = ("export", "class")
+    formats: tuple[str, ...] = ("export", "class", "tensors")
 
     def matches(self, obj: Any) -> bool:
-        return isinstance(obj, torch.nn.Module)
+        return isinstance(obj, torch.nn.Module) or _is_state_dict(obj)
 
     # -- save -------------------------------------------------------------------------------
     def save(
         self, obj: Any, writer: ArtifactWriter, *, format: str | None = None, sample: Any = None
     ) -> SavedPayload:
         cls = type_name(obj)
+        if _is_state_dict(obj):
+            if format not in (None, "tensors"):
+                raise ValueError(f"a dict of tensors is saved as tensors, not format={format!r}")
+            aliases, layouts = self._write_weights(writer, _WEIGHTS, obj)
+            tensors: dict[str, Any] = {"kind": "torch", "rebuild": "tensors"}
+            tensors.update(weights=_WEIGHTS, aliases=aliases, order=list(obj))
+            if layouts:
+                tensors["layouts"] = layouts
+            return SavedPayload(
+                payload=tensors,
+                framework="torch",
+                object_type=cls,
+                globals=(),
+                modules=("torch", "safetensors"),
+            )
         export_error = None
         if format == "export" or (format is None and sample is not None):
             if sample is None:
@@ -219,9 +302,21 @@ class TorchHandler:
                 if format == "export":
                     raise TypeError(f"torch.export cannot export this {cls}: {exc}") from exc
                 export_error = f"{type(exc).__name__}: {exc}"[:300]
-        init = _init_args(obj)
+        try:
+            init = _init_args(obj)
+        except TypeError as exc:
+            if export_error is None:
+                raise
+            reason = str(exc).replace(
+                "Save with sample= so the model is rebuilt from a torch.export program, or",
+                "Make torch.export trace it, or",
+            )
+            raise TypeError(
+                f"sample= was given, but torch.export could not trace the model on it "
+                f"({export_error}{_batch_hint(sample)}); and {reason}"
+            ) from None
         state = obj.state_dict()
-        aliases = self._write_weights(writer, _WEIGHTS, state)
+        aliases, layouts = self._write_weights(writer, _WEIGHTS, state)
         payload: dict[str, Any] = {
             "kind": "torch",
             "rebuild": "class",
@@ -231,8 +326,17 @@ class TorchHandler:
             "weights": _WEIGHTS,
             "aliases": aliases,
         }
+        if layouts:
+            payload["layouts"] = layouts
         if export_error:
             payload["export_error"] = export_error
+            warnings.warn(
+                f"torch.export could not trace this {cls} on the sample ({export_error}"
+                f"{_batch_hint(sample)}); it is saved by class and constructor arguments "
+                f"instead, and loading it needs the class's code",
+                UserWarning,
+                stacklevel=4,
+            )
         return SavedPayload(
             payload=payload,
             framework="torch",
@@ -244,8 +348,9 @@ class TorchHandler:
 
     def _write_weights(
         self, writer: ArtifactWriter, entry: str, tensors: dict[str, torch.Tensor]
-    ) -> dict[str, str]:
-        """Write unique tensors; tied ones (same storage, same view) become aliases."""
+    ) -> tuple[dict[str, str], dict[str, list[list[int]]]]:
+        """Write unique tensors; tied ones (same storage, same view) become aliases. Returns
+        the aliases and the layouts of tensors stored in other than row-major order."""
         seen: dict[tuple[Any, ...], str] = {}
         unique: dict[str, torch.Tensor] = {}
         aliases: dict[str, str] = {}
@@ -262,16 +367,20 @@ class TorchHandler:
                 continue
             seen[ident] = key
             unique[key] = t
-        writer.add(entry, _safetensors.dump(unique))
-        return aliases
+        data, layouts = _safetensors.dump(unique)
+        writer.add(entry, data)
+        return aliases, layouts
 
     def _save_export(self, obj: Any, writer: ArtifactWriter, sample: Any) -> SavedPayload:
         from torch._export.serde.serialize import serialize
 
-        x = _as_tensor(sample, _float_dtype(obj))
+        args, kwargs = _call_args(sample, _float_dtype(obj))
         batch = torch.export.Dim("batch")
+        dynamic: Any = (
+            {k: {0: batch} for k in kwargs} if kwargs else tuple({0: batch} for _ in args)
+        )
         with _eval_mode(obj), torch.no_grad():
-            ep = torch.export.export(obj, (x,), dynamic_shapes=({0: batch},))
+            ep = torch.export.export(obj, args, kwargs, dynamic_shapes=dynamic)
         tensors = {**ep.state_dict}
         constants = {k: v for k, v in ep.constants.items()}
         if not all(isinstance(v, torch.Tensor) for v in constants.values()):
@@ -287,20 +396,25 @@ class TorchHandler:
         if refused:
             raise TypeError(f"the program fails Amber's audit: {', '.join(refused)}")
         writer.add(_PROGRAM, art.exported_program)
-        aliases = self._write_weights(writer, _WEIGHTS, tensors)
-        const_aliases = self._write_weights(writer, _CONSTANTS, constants)
+        aliases, layouts = self._write_weights(writer, _WEIGHTS, tensors)
+        const_aliases, const_layouts = self._write_weights(writer, _CONSTANTS, constants)
         cls = type_name(obj)
+        payload: dict[str, Any] = {
+            "kind": "torch",
+            "rebuild": "export",
+            "class": cls,
+            "program": _PROGRAM,
+            "weights": _WEIGHTS,
+            "constants": _CONSTANTS,
+            "aliases": aliases,
+            "constant_aliases": const_aliases,
+        }
+        if layouts:
+            payload["layouts"] = layouts
+        if const_layouts:
+            payload["constant_layouts"] = const_layouts
         return SavedPayload(
-            payload={
-                "kind": "torch",
-                "rebuild": "export",
-                "class": cls,
-                "program": _PROGRAM,
-                "weights": _WEIGHTS,
-                "constants": _CONSTANTS,
-                "aliases": aliases,
-                "constant_aliases": const_aliases,
-            },
+            payload=payload,
             framework="torch",
             object_type=cls,
             globals=tuple(targets),
@@ -308,12 +422,15 @@ class TorchHandler:
         )
 
     # -- load -------------------------------------------------------------------------------
-    def _tensors(self, reader: ArtifactReader, entry: str, aliases: Any) -> dict[str, Any]:
+    def _tensors(
+        self, reader: ArtifactReader, entry: str, aliases: Any, layouts: Any = None
+    ) -> dict[str, Any]:
         if not isinstance(aliases, dict):
             raise FormatError("malformed torch payload: aliases")
         # Under mmap=True an uncompressed entry is a view of the reader's copy-on-write map of
         # the file, as torch.load(mmap=True) maps: tensors view the file, writes stay private.
         tensors = _safetensors.parse(reader.read(entry), entry)
+        _safetensors.restore_layouts(tensors, layouts or {}, entry)
         for key, target in aliases.items():
             if target not in tensors:
                 raise FormatError(f"{entry}: alias {key!r} names no tensor")
@@ -325,6 +442,16 @@ class TorchHandler:
         source = str(reader.path)
         if rebuild == "export":
             return self._load_export(reader, payload, policy)
+        if rebuild == "tensors":  # a state_dict: the tensors alone, in their order
+            from collections import OrderedDict
+
+            tensors = self._tensors(
+                reader, _WEIGHTS, payload.get("aliases", {}), payload.get("layouts")
+            )
+            order = payload.get("order", sorted(tensors))
+            if not isinstance(order, list) or sorted(order) != sorted(tensors):
+                raise FormatError("malformed torch payload: order does not list the tensors")
+            return OrderedDict((k, tensors[k]) for k in order)
         if rebuild != "class":
             raise FormatError(f"malformed torch payload: rebuild {rebuild!r}")
         name = str(payload.get("class"))
@@ -332,7 +459,7 @@ class TorchHandler:
         cls = import_trusted(name, allowed, policy, source=source)
         if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
             raise FormatError(f"{source}: {name} is not a torch.nn.Module")
-        state = self._tensors(reader, _WEIGHTS, payload.get("aliases", {}))
+        state = self._tensors(reader, _WEIGHTS, payload.get("aliases", {}), payload.get("layouts"))
         init = decode_params(payload.get("init"))
         with torch.device("meta"):
             model = cls(**init)
@@ -359,8 +486,13 @@ class TorchHandler:
         if refused:
             names = [r.split(" (")[0] for r in refused]
             check_trusted(names, [], policy, source=str(reader.path))
-        state = self._tensors(reader, _WEIGHTS, payload.get("aliases", {}))
-        constants = self._tensors(reader, _CONSTANTS, payload.get("constant_aliases", {}))
+        state = self._tensors(reader, _WEIGHTS, payload.get("aliases", {}), payload.get("layouts"))
+        constants = self._tensors(
+            reader,
+            _CONSTANTS,
+            payload.get("constant_aliases", {}),
+            payload.get("constant_layouts"),
+        )
         specs = program.get("graph_module", {}).get("signature", {}).get("input_specs", [])
         for spec in specs if isinstance(specs, list) else []:
             param = spec.get("parameter") if isinstance(spec, dict) else None
@@ -375,16 +507,16 @@ class TorchHandler:
             raise FormatError(
                 f"{reader.path}: the torch.export program cannot be read: {exc}"
             ) from exc
-        return ep.module()
+        return _inference_only(ep.module())
 
     # -- predict ----------------------------------------------------------------------------
     def probe_methods(self, model: Any) -> dict[str, Callable[[Any], Any]]:
         return {"predict": lambda x: self.predict(model, x)}
 
     def predict(self, model: Any, inputs: Any) -> Any:
-        x = _as_tensor(inputs, _float_dtype(model))
+        args, kwargs = _call_args(inputs, _float_dtype(model))
         with _eval_mode(model), torch.inference_mode():
-            return _to_numpy(model(x))
+            return _to_numpy(model(*args, **kwargs))
 
 
 HANDLER = TorchHandler()

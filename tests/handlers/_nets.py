@@ -41,3 +41,27 @@ class Opaque(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin(x)
+
+
+class Transposed(torch.nn.Module):
+    """A weight that is a transpose: dense but not row-major (strides (1, 8))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(4, 8).t())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.w
+
+
+class TwoHeads(torch.nn.Module):
+    """Two inputs, and a tuple of outputs of different shapes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(5, 3)
+        self.b = torch.nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.a(x) + self.b(z)
+        return y, y.sum(1)

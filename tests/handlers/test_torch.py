@@ -74,8 +74,13 @@ def test_export_needs_no_trust_and_never_calls_torch_load(
     [
         ("torch.ops.aten.tanh.default", "torch.load", "torch.load"),
         ("Symbol('s", "__import__('os').system('s", "torch.export.ExportedProgram"),
+        (
+            '"guards_code": []',
+            "\"guards_code\": [\"__import__('os').system('true') == 0\"]",
+            "torch.export.ExportedProgram",
+        ),
     ],
-    ids=["call-target", "sympy-expression"],
+    ids=["call-target", "sympy-expression", "guard-code"],
 )
 def test_a_forged_program_is_refused_before_deserializing(
     tmp_path: Path, net: Any, old: str, new: str, refused: str
@@ -144,3 +149,100 @@ def test_weights_entry_is_plain_safetensors(tmp_path: Path) -> None:
         header = json.loads(reader.manifest_bytes)["payload"]
     assert header["rebuild"] == "class" and header["class"] == "torch.nn.modules.linear.Linear"
     np.testing.assert_array_equal(tensors["weight"], model.weight.detach().numpy())
+
+
+def test_a_transposed_weight_keeps_its_layout_and_outputs(tmp_path: Path) -> None:
+    """Stored in memory order with its strides recorded: the reloaded weight has the same
+    strides, so the same kernel runs and outputs are bit-identical (a row-major copy changed
+    them in the last bits, and verify called the honest file broken)."""
+    torch.manual_seed(0)
+    net = _nets.Transposed()
+    x = np.random.default_rng(1).normal(size=(16, 8)).astype(np.float32)
+    for fmt, trusted in (("export", None), ("class", ["_nets.Transposed"])):
+        path = tmp_path / f"{fmt}.amber"
+        info = amber.save(net, path, sample=x, format=fmt)
+        assert info.manifest["payload"]["layouts"] == {"w": [[8, 4], [1, 8]]}
+        assert "probe matched" in str(amber.verify(path, trusted=trusted).probe)
+        for mmap in (False, True):
+            back = amber.load(path, trusted=trusted, mmap=mmap)
+            w = dict(back.named_parameters())["w"]
+            assert w.stride() == (1, 8)
+            np.testing.assert_array_equal(amber.predict(back, x), amber.predict(net, x))
+
+
+def test_a_layout_that_reaches_outside_the_tensor_is_refused() -> None:
+    from amber.errors import FormatError
+    from amber.handlers import _safetensors
+
+    tensors = {"w": torch.zeros(8, 4)}
+    for bad in ([[8, 4], [1, 9]], [[8, 4], [1, 1]], [[16, 4], [1, 16]], [[8], [1]], "x"):
+        with pytest.raises(FormatError, match="layout"):
+            _safetensors.restore_layouts(dict(tensors), {"w": bad}, "e")
+
+
+def test_bfloat16_models_predict_and_keep_a_probe(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Linear(8, 2).bfloat16()
+    x = np.random.default_rng(1).normal(size=(16, 8)).astype(np.float32)
+    assert amber.predict(net, x).dtype == np.float32
+    amber.save(net, tmp_path / "bf.amber", sample=x)
+    assert "probe matched" in str(amber.verify(tmp_path / "bf.amber").probe)
+
+
+def test_several_inputs_and_outputs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = _nets.TwoHeads()
+    rng = np.random.default_rng(1)
+    sample = (
+        rng.normal(size=(6, 5)).astype(np.float32),
+        rng.normal(size=(6, 2)).astype(np.float32),
+    )
+    path = tmp_path / "two.amber"
+    info = amber.save(net, path, sample=sample)
+    assert info.manifest["payload"]["rebuild"] == "export"
+    assert "probe matched" in str(amber.verify(path).probe)
+    y, total = amber.predict(amber.load(path), sample)
+    assert y.shape == (6, 3) and total.shape == (6,)
+
+
+def test_an_exported_model_is_in_inference_mode_and_eval_works(tmp_path: Path, net: Any) -> None:
+    x = np.random.default_rng(1).normal(size=(8, 5)).astype(np.float32)
+    amber.save(net.eval(), tmp_path / "e.amber", sample=x)
+    back = amber.load(tmp_path / "e.amber")
+    assert back.training is False
+    assert back.eval() is back and back.train(False) is back
+    with pytest.raises(NotImplementedError, match="format='class'"):
+        back.train()
+
+
+def test_a_state_dict_is_stored_as_tensors(tmp_path: Path, net: Any) -> None:
+    """Not pickled (its tensors would need torch's own unpickler): safetensors, no warning,
+    no trust needed, and it loads into the module."""
+    import warnings
+
+    state = net.state_dict()
+    path = tmp_path / "sd.amber"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        info = amber.save(state, path)
+    assert info.handler == "torch" and info.manifest["payload"]["rebuild"] == "tensors"
+    back = amber.load(path)
+    assert list(back) == list(state)
+    for key in state:
+        assert torch.equal(back[key], state[key])
+    fresh = _nets.TwoLayer(5, 16, 3)
+    fresh.load_state_dict(back)
+    x = torch.randn(4, 5)
+    assert torch.equal(fresh(x), net(x))
+
+
+def test_a_failed_export_is_reported(tmp_path: Path) -> None:
+    """A one-row sample cannot trace a dynamic batch: the error (or, for a class that can be
+    rebuilt, the warning) says what torch.export said and what to do."""
+    seq = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.ReLU())
+    one = np.zeros((1, 5), dtype=np.float32)
+    with pytest.raises(TypeError, match=r"(?s)could not trace.*at least two rows"):
+        amber.save(seq, tmp_path / "s.amber", sample=one)
+    with pytest.warns(UserWarning, match=r"(?s)could not trace.*at least two rows"):
+        info = amber.save(_nets.TwoLayer(5, 4), tmp_path / "t.amber", sample=one)
+    assert info.manifest["payload"]["rebuild"] == "class"
