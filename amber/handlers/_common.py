@@ -57,12 +57,27 @@ def _encode(value: Any, where: str) -> Any:
     if isinstance(value, (list, tuple)):
         return [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        if "$float" in value:
-            raise TypeError(f"{where}: the key '$float' is reserved")
+        if "$float" in value or "$items" in value:
+            raise TypeError(f"{where}: the keys '$float' and '$items' are reserved")
         return {k: _encode(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, dict) and all(_scalar_key(k) for k in value):
+        # keys JSON cannot hold as keys (class_weight={0: 1.0, 1: 2.0}): a list of pairs
+        return {
+            "$items": [[_encode(k, where), _encode(v, f"{where}[{k!r}]")] for k, v in value.items()]
+        }
+    if isinstance(value, dict):
+        bad = next(k for k in value if not _scalar_key(k))
+        raise TypeError(
+            f"{where} is a dict with a key of type {type_name(bad)} ({bad!r:.40}); keys must be "
+            f"strings, numbers or booleans"
+        )
     raise TypeError(
         f"{where} is a {type_name(value)} ({value!r:.80}), which cannot be stored as JSON"
     )
+
+
+def _scalar_key(key: Any) -> bool:
+    return isinstance(key, (str, bool, int, float, np.integer, np.floating, np.bool_))
 
 
 def encode_params(params: dict[str, Any], owner: str) -> dict[str, Any]:
@@ -86,6 +101,14 @@ def _decode(value: Any) -> Any:
             if text not in ("nan", "inf", "-inf"):
                 raise FormatError(f"malformed parameter value {value!r}")
             return float(text)
+        if set(value) == {"$items"}:
+            pairs = value["$items"]
+            if not isinstance(pairs, list) or not all(
+                isinstance(p, list) and len(p) == 2 and not isinstance(p[0], (list, dict))
+                for p in pairs
+            ):
+                raise FormatError(f"malformed parameter value {value!r:.80}")
+            return {_decode(k): _decode(v) for k, v in pairs}
         return {k: _decode(v) for k, v in value.items()}
     return value
 

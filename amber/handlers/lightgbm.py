@@ -63,6 +63,13 @@ class LightGBMHandler:
                 payload["classes"] = _CLASSES
         else:
             booster = obj
+        # the text keeps the trees up to the best iteration but not the number itself
+        payload["best_iteration"] = int(booster.best_iteration)
+        if isinstance(obj, lgb.LGBMModel):
+            payload["best_score"] = {
+                data: {metric: float(v) for metric, v in scores.items()}
+                for data, scores in (obj.best_score_ or {}).items()
+            }
         writer.add(_TEXT, booster.model_to_string().encode("utf-8"))
         return SavedPayload(
             payload=payload,
@@ -80,6 +87,11 @@ class LightGBMHandler:
         except UnicodeDecodeError as exc:
             raise FormatError(f"the LightGBM model text is not UTF-8: {exc}") from exc
         booster = lgb.Booster(model_str=text)
+        best = payload.get("best_iteration")
+        if best is not None:
+            if type(best) is not int or not -1 <= best <= booster.current_iteration():
+                raise FormatError(f"malformed lightgbm payload: best_iteration {best!r:.40}")
+            booster.best_iteration = best
         wrapper = payload.get("wrapper")
         if wrapper is None:
             return booster
@@ -96,7 +108,7 @@ class LightGBMHandler:
         model._fitted_with_feature_names = bool(fitted["fitted_with_feature_names"])
         model._evals_result = {}
         model._best_iteration = booster.best_iteration
-        model._best_score = {}
+        model._best_score = _best_score(payload.get("best_score", {}))
         model.fitted_ = True
         if "classes" in payload:
             from lightgbm.compat import _LGBMLabelEncoder
@@ -119,3 +131,13 @@ class LightGBMHandler:
 
 
 HANDLER = LightGBMHandler()
+
+
+def _best_score(value: Any) -> dict[str, dict[str, float]]:
+    """The recorded ``best_score_``: {data set: {metric: value}}."""
+    if not isinstance(value, dict) or not all(
+        isinstance(scores, dict) and all(isinstance(v, (int, float)) for v in scores.values())
+        for scores in value.values()
+    ):
+        raise FormatError(f"malformed lightgbm payload: best_score {value!r:.80}")
+    return {str(d): {str(m): float(v) for m, v in s.items()} for d, s in value.items()}

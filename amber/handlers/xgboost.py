@@ -103,7 +103,12 @@ class XGBoostHandler:
 
     def predict(self, model: Any, inputs: Any) -> Any:
         if isinstance(model, xgb.Booster):
-            data = inputs if isinstance(inputs, xgb.DMatrix) else xgb.DMatrix(inputs)
+            # categorical columns of a DataFrame need enable_categorical (arrays ignore it)
+            data = (
+                inputs
+                if isinstance(inputs, xgb.DMatrix)
+                else xgb.DMatrix(inputs, enable_categorical=True)
+            )
             return np.asarray(model.predict(data))
         return np.asarray(model.predict(inputs))
 

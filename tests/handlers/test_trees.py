@@ -84,3 +84,63 @@ def test_a_callable_parameter_is_refused_with_a_reason(tmp_path: Path) -> None:
     model = xgb.XGBClassifier(n_estimators=2, eval_metric=lambda a, b: 0.0).fit(X, Y)
     with pytest.raises(TypeError, match=r"parameter eval_metric .*plain value"):
         amber.save(model, tmp_path / "m.amber")
+
+
+def test_an_xgboost_booster_on_categorical_columns_predicts_and_keeps_a_probe(
+    tmp_path: Path,
+) -> None:
+    xgb = pytest.importorskip("xgboost")
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"x": rng.normal(size=60), "c": pd.Categorical(rng.choice(["a", "b", "c"], 60))}
+    )
+    y = (frame["x"] > 0).astype(int)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "tree_method": "hist"},
+        xgb.DMatrix(frame, y, enable_categorical=True),
+        num_boost_round=3,
+    )
+    want = booster.inplace_predict(frame)
+    np.testing.assert_allclose(amber.predict(booster, frame), want)
+    path = tmp_path / "cat.amber"
+    amber.save(booster, path, sample=frame[:8])
+    assert "probe matched" in str(amber.verify(path).probe)
+
+
+def test_lightgbm_keeps_best_iteration_and_score(tmp_path: Path) -> None:
+    lgb = pytest.importorskip("lightgbm")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y = X[:, 0] + rng.normal(scale=0.5, size=300)
+    model = lgb.LGBMRegressor(n_estimators=200, learning_rate=0.3, verbose=-1).fit(
+        X[:200],
+        y[:200],
+        eval_set=[(X[200:], y[200:])],
+        callbacks=[lgb.early_stopping(5, verbose=False)],
+    )
+    assert 0 < model.best_iteration_ < 200
+    for obj in (model, model.booster_):
+        path = tmp_path / "es.amber"
+        amber.save(obj, path)
+        back = amber.load(path)
+        if obj is model.booster_:
+            assert back.best_iteration == obj.best_iteration == model.best_iteration_
+        else:
+            assert back.best_iteration_ == model.best_iteration_
+            assert back.best_score_ == {
+                k: {m: float(v) for m, v in s.items()} for k, s in model.best_score_.items()
+            }
+            np.testing.assert_array_equal(back.predict(X), model.predict(X))
+
+
+def test_a_dict_parameter_with_number_keys_round_trips(tmp_path: Path) -> None:
+    lgb = pytest.importorskip("lightgbm")
+    X, y = data()
+    model = lgb.LGBMClassifier(n_estimators=3, class_weight={0: 1.0, 1: 2.0}, verbose=-1).fit(X, y)
+    path = tmp_path / "cw.amber"
+    amber.save(model, path)
+    back = amber.load(path)
+    assert back.get_params()["class_weight"] == {0: 1.0, 1: 2.0}
+    np.testing.assert_array_equal(back.predict(X), model.predict(X))
