@@ -17,11 +17,21 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--name", help="the name here (default: the name the file carries)")
     p.add_argument("--alias", help="point this alias at the imported version")
     p.add_argument("--key", metavar="FILE", help="also sign it here with this private key")
+    p.add_argument(
+        "--new-version", action="store_true",
+        help="take the next version number here instead of the one the file carries",
+    )  # fmt: skip
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     with open_registry(args) as reg:
-        v = reg.import_(args.file, name=args.name, alias=args.alias, signing_key=args.key)
+        v = reg.import_(
+            args.file,
+            name=args.name,
+            alias=args.alias,
+            signing_key=args.key,
+            keep_version=not args.new_version,
+        )
         print(f"imported {args.file} as {v.uri}")
     return 0

@@ -74,7 +74,8 @@ def add_parser(sub: Any) -> None:
     q = inner.add_parser("gc", parents=[common], help="remove blobs no version refers to")
     q.add_argument(
         "--grace", type=float, default=3600.0, metavar="SECONDS",
-        help="keep blobs of pushes in flight that were touched this recently (default 3600)",
+        help="keep blobs of pushes in flight touched, and of versions deleted, this recently "
+        "(default 3600)",
     )  # fmt: skip
     q.set_defaults(run=run_gc)
     p.set_defaults(run=None)

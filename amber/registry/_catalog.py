@@ -49,13 +49,15 @@ class PublishRequest:
     """Everything the publishing transaction writes, gathered before it starts.
 
     ``version`` set: keep that number (an import); ``sign`` makes the detached signature once
-    the version is numbered.
+    the version is numbered; ``dedupe`` (an import): a version of ``name`` that holds the same
+    model (``content_hash``, see ``_inputs.content_hash``) is returned instead of a new one.
     """
 
     name: str
     blob_hash: str
     size: int
     manifest_hash: str
+    content_hash: str
     framework: str
     object_type: str
     summary: dict[str, Any]
@@ -66,6 +68,7 @@ class PublishRequest:
     alias: str | None
     version: int | None = None
     sign: Callable[[ModelVersion], str | None] | None = None
+    dedupe: bool = False
 
 
 class Catalog(CatalogLookup):
@@ -107,6 +110,10 @@ class Catalog(CatalogLookup):
                 .values(name=req.name, next_version=1, created_at=ts)
                 .on_conflict_do_nothing(index_elements=[t.models.c.name])
             )
+            if req.dedupe and req.version is None:
+                same = self._same_content(conn, req)
+                if same is not None:
+                    return self._existing(conn, req, same)
             if req.version is None:
                 model_id, version = conn.execute(
                     t.models.update()
@@ -116,9 +123,8 @@ class Catalog(CatalogLookup):
                 ).one()
             else:
                 model_id, version = self._claim_version(conn, req)
-                if model_id is None:  # the same content already holds that version
-                    self._release(conn, req.blob_hash)
-                    return self._resolve(conn, ModelRef(req.name, version=version))
+                if model_id is None:  # the same model already holds that version
+                    return self._existing(conn, req, version)
             mv = ModelVersion(
                 name=req.name,
                 version=version,
@@ -158,6 +164,11 @@ class Catalog(CatalogLookup):
                 )
                 .returning(t.versions.c.id)
             ).scalar_one()
+            conn.execute(
+                t.version_content.insert().values(
+                    version_id=version_id, content_hash=req.content_hash
+                )
+            )
             if req.tags:
                 conn.execute(
                     t.version_tags.insert(),
@@ -185,6 +196,42 @@ class Catalog(CatalogLookup):
             )
         )
 
+    def _same_content(self, conn: sa.Connection, req: PublishRequest) -> int | None:
+        """The newest version of ``req.name`` that holds the same model, if any."""
+        content = sa.select(t.version_content.c.version_id).where(
+            t.version_content.c.content_hash == req.content_hash
+        )
+        return conn.execute(
+            sa.select(sa.func.max(t.versions.c.version))
+            .select_from(t.versions.join(t.models, t.versions.c.model_id == t.models.c.id))
+            .where(
+                t.models.c.name == req.name,
+                (t.versions.c.blob_hash == req.blob_hash)
+                | (t.versions.c.manifest_hash == req.content_hash)
+                | t.versions.c.id.in_(content),
+            )
+        ).scalar()
+
+    def _existing(self, conn: sa.Connection, req: PublishRequest, version: int) -> ModelVersion:
+        """An import of a model that ``version`` already holds: nothing new, but ``req.alias``
+        is moved to it."""
+        self._release(conn, req.blob_hash)
+        if req.alias:
+            model_id = self._lock_model(conn, req.name)
+            version_id, aliased = conn.execute(
+                sa.select(t.versions.c.id, t.aliases.c.version_id)
+                .select_from(
+                    t.versions.outerjoin(
+                        t.aliases,
+                        (t.aliases.c.model_id == model_id) & (t.aliases.c.alias == req.alias),
+                    )
+                )
+                .where(t.versions.c.model_id == model_id, t.versions.c.version == version)
+            ).one()
+            if aliased != version_id:
+                self._move_alias(conn, model_id, req.name, req.alias, version_id, version, now())
+        return self._resolve(conn, ModelRef(req.name, version=version))
+
     def _claim_version(self, conn: sa.Connection, req: PublishRequest) -> tuple[Any, int]:
         """Import keeps a version number: take it if free, advancing the counter past it."""
         version = req.version
@@ -194,18 +241,49 @@ class Catalog(CatalogLookup):
             sa.select(t.models.c.id).where(t.models.c.name == req.name).with_for_update()
         ).scalar_one()
         taken = conn.execute(
-            sa.select(t.versions.c.blob_hash).where(
-                t.versions.c.model_id == model_id, t.versions.c.version == version
+            sa.select(
+                t.versions.c.blob_hash, t.versions.c.manifest_hash, t.version_content.c.content_hash
             )
+            .select_from(
+                t.versions.outerjoin(
+                    t.version_content, t.version_content.c.version_id == t.versions.c.id
+                )
+            )
+            .where(t.versions.c.model_id == model_id, t.versions.c.version == version)
         ).first()
+        elsewhere = (
+            f"import it under another name (name=..., --name) to keep both, or as the next "
+            f"version of {req.name} (keep_version=False, --new-version; a signature that binds "
+            f"version {version} does not hold for another number)"
+        )
         if taken is not None:
-            if taken[0] == req.blob_hash:
+            blob_hash, stored_manifest, content = taken
+            if req.content_hash in (content, stored_manifest) or blob_hash == req.blob_hash:
                 return None, version
             raise VersionConflict(
                 f"{req.name} version {version} already exists in registry {self.label} with "
-                f"other content (blake3 {taken[0][:16]}..., the file has "
-                f"{req.blob_hash[:16]}...); import it under another name (name=...) to keep "
-                f"both"
+                f"another model (blake3 {blob_hash[:16]}..., the file has "
+                f"{req.blob_hash[:16]}...); {elsewhere}"
+            )
+        gone = conn.execute(
+            sa.select(
+                t.deleted_versions.c.content_hash,
+                t.deleted_versions.c.blob_hash,
+                t.deleted_versions.c.deleted_at,
+            )
+            .where(
+                t.deleted_versions.c.model_id == model_id,
+                t.deleted_versions.c.version == version,
+            )
+            .order_by(t.deleted_versions.c.id.desc())
+            .limit(1)
+        ).first()
+        if gone is not None and gone[0] != req.content_hash:
+            raise VersionConflict(
+                f"{req.name} version {version} was used by a version deleted on "
+                f"{gone[2][:19].replace('T', ' ')} UTC (blake3 {gone[1][:16]}...), which held "
+                f"another model than this file ({req.blob_hash[:16]}...); version numbers are "
+                f"never reused in registry {self.label} for another model: {elsewhere}"
             )
         conn.execute(
             t.models.update()
@@ -267,6 +345,11 @@ class Catalog(CatalogLookup):
         self._changed(conn, model_id)
         return int(previous) if previous is not None else None
 
+    def _require_catalog(self, name: str) -> None:
+        """Changes to existing models never create a registry (a mistyped path stays absent)."""
+        if not self.exists():
+            raise self._no_model(None, name)
+
     def _lock_model(self, conn: sa.Connection, name: str) -> int:
         model_id = conn.execute(
             sa.select(t.models.c.id).where(t.models.c.name == name).with_for_update()
@@ -276,6 +359,7 @@ class Catalog(CatalogLookup):
         return int(model_id)
 
     def set_alias(self, name: str, alias: str, version: int) -> int | None:
+        self._require_catalog(name)
         with self._tx(True, "write to") as conn:
             model_id = self._lock_model(conn, name)
             version_id = conn.execute(
@@ -288,6 +372,7 @@ class Catalog(CatalogLookup):
             return self._move_alias(conn, model_id, name, alias, version_id, version, now())
 
     def remove_alias(self, name: str, alias: str) -> int:
+        self._require_catalog(name)
         with self._tx(True, "write to") as conn:
             model_id = self._lock_model(conn, name)
             previous = self._move_alias(conn, model_id, name, alias, None, None, now())
@@ -296,6 +381,7 @@ class Catalog(CatalogLookup):
             return previous
 
     def delete_version(self, name: str, version: int, *, force: bool) -> ModelVersion:
+        self._require_catalog(name)
         with self._tx(True, "write to") as conn:
             model_id = self._lock_model(conn, name)
             mv = self._resolve(conn, ModelRef(name, version=version))
@@ -313,7 +399,26 @@ class Catalog(CatalogLookup):
                     t.versions.c.model_id == model_id, t.versions.c.version == version
                 )
             ).scalar_one()
+            content = conn.execute(
+                sa.select(t.version_content.c.content_hash).where(
+                    t.version_content.c.version_id == version_id
+                )
+            ).scalar()
+            conn.execute(
+                t.deleted_versions.insert().values(
+                    model_id=model_id,
+                    version=version,
+                    blob_hash=mv.hash,
+                    # a version published before schema step 3: its manifest's digest
+                    content_hash=content or mv.manifest_hash,
+                    deleted_at=now(),
+                    deleted_by=self.who,
+                )
+            )
             conn.execute(t.version_tags.delete().where(t.version_tags.c.version_id == version_id))
+            conn.execute(
+                t.version_content.delete().where(t.version_content.c.version_id == version_id)
+            )
             conn.execute(t.versions.delete().where(t.versions.c.id == version_id))
             self._changed(conn, model_id, deleted=1)
             return mv
@@ -322,9 +427,11 @@ class Catalog(CatalogLookup):
     def collect(self, blob_hash: str, cutoff: str, delete: Callable[[], bool]) -> str:
         """Delete one unreferenced blob under the catalog's lock; ``delete`` removes the bytes.
 
-        Returns ``"deleted"``, ``"referenced"`` or ``"pending"`` (an upload in flight, touched
-        after ``cutoff``). The blob row is locked first, so a push that starts now waits for the
-        decision and then uploads the blob again if it was deleted.
+        Returns ``"deleted"``, ``"referenced"``, ``"pending"`` (an upload in flight, touched
+        after ``cutoff``) or ``"recent"`` (a version that used it was deleted after ``cutoff``:
+        a load that resolved it just before may still be about to open it). The blob row is
+        locked first, so a push that starts now waits for the decision and then uploads the
+        blob again if it was deleted.
         """
         with self._tx(True, "write to") as conn:
             conn.execute(
@@ -344,6 +451,16 @@ class Catalog(CatalogLookup):
                 return "referenced"
             if pending > 0 and touched > cutoff:
                 return "pending"
+            recent = conn.execute(
+                sa.select(t.deleted_versions.c.id)
+                .where(
+                    t.deleted_versions.c.blob_hash == blob_hash,
+                    t.deleted_versions.c.deleted_at > cutoff,
+                )
+                .limit(1)
+            ).first()
+            if recent is not None:
+                return "recent"
             delete()
             conn.execute(t.blobs.delete().where(t.blobs.c.hash == blob_hash))
             return "deleted"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from amber.artifact._manifest import encode
 from amber.artifact._reader import ArtifactReader
 from amber.errors import IntegrityError
+from amber.registry._errors import VersionConflict
 from amber.registry._inputs import (
     Artifact,
     check_metrics,
@@ -86,14 +87,26 @@ def export_version(
 
     key = reg._private_key(signing_key)
     mv = reg.get(ref)
-    source = reg._store.local_path(mv.hash, mv.size)
+    source = reg._blob(mv, ref)
     target = Path(path)
     with ArtifactReader(source) as reader:
         reg._checker(mv, None)(reader)
         reader.verify_all(strong=True)
         embedded = reader.raw_signature()
+        manifest = reader.manifest
     meta = registry_meta(mv)
     if key is None and mv.signature is None and embedded is not None:
+        # Signed before it was pushed: the signature covers the file as it was. Copied byte for
+        # byte, it must still carry what the catalog records, or an import would lose it.
+        lost = _not_carried(manifest, mv)
+        if lost:
+            raise VersionConflict(
+                f"{mv.uri} was pushed as a file already signed (key {mv.signed_by}), and that "
+                f"signature covers a manifest without the {', '.join(lost)} that registry "
+                f"{reg.location} records for it: a copy that keeps the signature would lose "
+                f"them. Export it with signing_key= (--key FILE) to sign a copy that carries "
+                f"them for {mv.name} version {mv.version}"
+            )
         copy_file(source, target)
         return mv
     detached = mv.signature.encode() if mv.signature is not None else None
@@ -112,6 +125,41 @@ def export_version(
     return mv
 
 
+def carried(manifest: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], str | None]:
+    """The metrics, tags and description an import takes from a file: its ``registry`` field,
+    else its user ``metadata``."""
+    meta = manifest.get("registry") or {}
+    if not isinstance(meta, dict):
+        meta = {}
+    user = manifest.get("metadata") or {}
+    if not isinstance(user, dict):
+        user = {}
+    metrics = meta.get("metrics", user.get("metrics"))
+    tags = meta.get("tags", user.get("tags"))
+    description = meta.get("description", user.get("description"))
+    return (
+        check_metrics(metrics if isinstance(metrics, dict) else None),
+        check_tags(tags if isinstance(tags, dict) else None),
+        description if isinstance(description, str) else None,
+    )
+
+
+def _not_carried(manifest: dict[str, Any], mv: ModelVersion) -> list[str]:
+    """What of ``mv``'s metrics, tags and description an import of ``manifest`` would lose."""
+    try:
+        metrics, tags, description = carried(manifest)
+    except (TypeError, ValueError):
+        return ["metrics", "tags", "description"]
+    lost = []
+    if metrics != dict(mv.metrics):
+        lost.append(f"metrics {dict(mv.metrics)}")
+    if tags != dict(mv.tags):
+        lost.append(f"tags {dict(mv.tags)}")
+    if (description or "") != mv.description:
+        lost.append(f"description {mv.description!r}")
+    return lost
+
+
 def import_file(
     reg: Registry,
     path: str | os.PathLike[str],
@@ -119,6 +167,7 @@ def import_file(
     name: str | None = None,
     alias: str | None = None,
     signing_key: Any = None,
+    keep_version: bool = True,
 ) -> ModelVersion:
     """What :meth:`Registry.import_` does (documented there)."""
     key = reg._private_key(signing_key)
@@ -138,22 +187,20 @@ def import_file(
     check_name(target)
     if alias is not None:
         check_alias(alias)
-    version = meta.get("version") if meta.get("name") == target else None
+    version = meta.get("version") if keep_version and meta.get("name") == target else None
     if version is not None:
         check_version(version)
-    user = art.manifest.get("metadata") or {}
-    metrics = meta.get("metrics", user.get("metrics"))
-    tags = meta.get("tags", user.get("tags"))
-    description = meta.get("description", user.get("description"))
+    metrics, tags, description = carried(art.manifest)
     reg._prepare_write()
     return reg._publish(
         art,
         False,
         target,
-        check_metrics(metrics if isinstance(metrics, dict) else None),
-        check_tags(tags if isinstance(tags, dict) else None),
-        description if isinstance(description, str) else None,
+        metrics,
+        tags,
+        description,
         alias,
         key,
         version=version,
+        dedupe=True,
     )

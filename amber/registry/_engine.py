@@ -91,6 +91,7 @@ class CatalogEngine:
         )
         self._engine: sa.Engine | None = None
         self._migrated = False
+        self._file_id: tuple[int, int] | None = None  # (device, inode) of the SQLite file
         self.who = _who()
 
     # -- connections -------------------------------------------------------------------------
@@ -141,8 +142,32 @@ class CatalogEngine:
             f"{hint}"
         )
 
+    def _sqlite_file_id(self) -> tuple[int, int] | None:
+        if self.sqlite_path is None:
+            return None
+        try:
+            st = os.stat(self.sqlite_path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _follow_replaced_file(self) -> None:
+        """A SQLite catalog file replaced or removed since it was opened (the registry folder
+        wiped and made again): open connections would keep reading the old file, so drop them
+        and what was read through them, and open the file now at that path."""
+        if self.sqlite_path is None or self._engine is None:
+            return
+        if self._sqlite_file_id() != self._file_id:
+            self.close()
+            self._migrated = False
+            self._forget()
+
+    def _forget(self) -> None:
+        """Drop anything kept from the catalog (subclasses keep listings)."""
+
     @contextlib.contextmanager
     def _tx(self, write: bool, action: str) -> Iterator[sa.Connection]:
+        self._follow_replaced_file()
         if not self._migrated:
             self.migrate()
         try:
@@ -186,6 +211,7 @@ class CatalogEngine:
         except sa.exc.DBAPIError as exc:
             raise self._unavailable(exc, "open") from exc
         self._migrated = True
+        self._file_id = self._sqlite_file_id()
 
     def close(self) -> None:
         if self._engine is not None:

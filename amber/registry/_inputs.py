@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,14 @@ from amber.registry._store import file_blake3
 from amber.registry._types import ModelVersion
 from amber.registry._uri import SCHEME, ModelRef, check_name, parse_uri
 
+_INT_RANGE = (-(2**63), 2**64 - 1)  # what a JSON reader (orjson) gives back as an int
+
 __all__ = [
     "Artifact",
     "as_ref",
     "check_metrics",
     "check_tags",
+    "content_hash",
     "copy_file",
     "env_storage_options",
     "is_local",
@@ -55,10 +59,15 @@ def check_metrics(metrics: object) -> dict[str, Any]:
         raise TypeError(f"metrics must be a dict of name -> number, got {metrics!r}")
     out: dict[str, Any] = {}
     for k, v in metrics.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise TypeError(
                 f"metric {k!r} is {v!r}; metrics must be finite numbers (convert numpy values "
                 f"with float())"
+            )
+        if isinstance(v, int) and not _INT_RANGE[0] <= v <= _INT_RANGE[1]:
+            raise TypeError(
+                f"metric {k!r} is {v}, beyond 64 bits: it would be stored as a float and come "
+                f"back changed; pass float(value) if an approximation will do"
             )
         out[k] = float(v) if not isinstance(v, int) else int(v)
     json.dumps(out, allow_nan=False)
@@ -76,6 +85,12 @@ def check_tags(tags: object) -> dict[str, str]:
             f"tags must be a dict of non-empty string keys (at most 128 characters) to string "
             f"values (at most 512), got {tags!r}"
         )
+    for key in tags:
+        if "=" in key:
+            raise TypeError(
+                f"tag key {key!r} contains '=': search(tag='key=value') splits at the first "
+                f"'=', so it could never find it; use another character (e.g. '-' or ':')"
+            )
     return dict(tags)
 
 
@@ -121,6 +136,7 @@ class Artifact:
         self.path = path
         self.size = path.stat().st_size
         self.hash = file_blake3(path)
+        self.content = content_hash(self.manifest)
 
     def summary(self) -> dict[str, Any]:
         m = self.manifest
@@ -148,6 +164,14 @@ def env_storage_options() -> dict[str, Any] | None:
     if not isinstance(options, dict):
         raise ValueError(f"AMBER_STORAGE_OPTIONS must hold a JSON object, got {raw!r}")
     return options
+
+
+def content_hash(manifest: dict[str, Any]) -> str:
+    """What identifies the model in an artifact: the BLAKE3 of its canonical manifest without the
+    ``registry`` field (which export, import and signing rewrite; every entry's digest stays)."""
+    from amber.artifact._manifest import encode
+
+    return manifest_hash(encode({k: v for k, v in manifest.items() if k != "registry"}))
 
 
 def manifest_hash(manifest_bytes: bytes) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from typing import Any
 
 import orjson
@@ -110,6 +111,9 @@ class CatalogLookup(CatalogEngine):
         # name -> its versions as last read (ModelVersion objects are immutable, so shared)
         self._listings: dict[str, _Listing] = {}
 
+    def _forget(self) -> None:
+        self._listings.clear()
+
     def _names(self, conn: sa.Connection) -> list[str]:
         return list(
             conn.execute(
@@ -122,6 +126,26 @@ class CatalogLookup(CatalogEngine):
     def _no_model(self, conn: sa.Connection | None, name: str) -> ModelNotFound:
         folder = self.sqlite_path.parent if self.sqlite_path is not None else None
         names = self._names(conn) if conn is not None else []
+        deleted = (
+            conn.execute(
+                sa.select(sa.func.max(t.deleted_versions.c.version))
+                .select_from(
+                    t.deleted_versions.join(
+                        t.models, t.deleted_versions.c.model_id == t.models.c.id
+                    )
+                )
+                .where(t.models.c.name == name)
+            ).scalar()
+            if conn is not None
+            else None
+        )
+        if deleted is not None:
+            where = f"; models there: {', '.join(names[:30])}" if names else ""
+            return ModelNotFound(
+                f"model {name!r} has no versions left in registry {self.label}: all of them, up "
+                f"to version {deleted}, were deleted (a new push gets a new number, never a "
+                f"deleted one){where}"
+            )
         if not names:
             missing = (
                 f" (its folder {str(folder)!r} does not exist: check the path if you expected "
@@ -247,10 +271,14 @@ class CatalogLookup(CatalogEngine):
                 rows = conn.execute(
                     self._version_rows(key[0]).order_by(t.versions.c.version.desc()).limit(limit)
                 ).all()
+                if not rows:  # every version was deleted: as get() and models() say
+                    raise self._no_model(conn, name)
                 aliased = self._alias_map(conn, key[0])
                 return [_row_to_version(r, aliased.get(r[1], ())) for r in reversed(rows)]
             else:
                 listing = self._listing(conn, key)
+            if not listing.versions:  # every version was deleted: as get() and models() say
+                raise self._no_model(conn, name)
         self._listings.pop(name, None)  # (re)inserted last: the most recently read
         if len(self._listings) >= _LISTINGS_KEPT:
             self._listings.pop(next(iter(self._listings)), None)
@@ -368,9 +396,14 @@ class CatalogLookup(CatalogEngine):
             t.versions.join(t.models, t.versions.c.model_id == t.models.c.id)
         )
         if name is not None:
-            pattern = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            pattern = pattern.replace("*", "%").replace("?", "_")
-            query = query.where(t.models.c.name.like(pattern, escape="\\"))
+            # Matched here, not by SQL: LIKE ignores case on SQLite but not on PostgreSQL, and
+            # neither knows [ab]. Names are few next to versions: read them all once.
+            with self._tx(False, "read") as conn:
+                every = conn.execute(sa.select(t.models.c.name)).scalars().all()
+            matched = [n for n in every if fnmatch.fnmatchcase(n, name)]
+            if not matched:
+                return []
+            query = query.where(t.models.c.name.in_(matched))
         if tag is not None:
             key, value = tag
             cond = (t.version_tags.c.version_id == t.versions.c.id) & (t.version_tags.c.key == key)
@@ -421,6 +454,13 @@ class CatalogLookup(CatalogEngine):
             raise self._no_model(None, name)
         with self._tx(False, "read") as conn:
             model_id = self._model_id(conn, name)
+            if (
+                conn.execute(
+                    sa.select(t.versions.c.id).where(t.versions.c.model_id == model_id).limit(1)
+                ).first()
+                is None
+            ):  # every version was deleted: as get() and models() say
+                raise self._no_model(conn, name)
             return dict(sorted(self._aliases(conn, model_id).items()))
 
     def referenced(self) -> set[str]:

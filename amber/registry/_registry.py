@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amber.artifact._manifest import encode
 from amber.artifact._reader import ArtifactReader
-from amber.errors import IntegrityError
+from amber.errors import IntegrityError, ModelNotFound
 from amber.registry._catalog import Catalog, PublishRequest
 from amber.registry._distribution import check_signatures, export_version, import_file
 from amber.registry._errors import InvalidURI
@@ -28,7 +28,7 @@ from amber.registry._inputs import (
 )
 from amber.registry._store import LocalStore, RemoteStore, default_cache_dir
 from amber.registry._types import AliasChange, GcReport, ModelVersion, RegisteredModel
-from amber.registry._uri import check_alias, check_name, check_version
+from amber.registry._uri import ModelRef, check_alias, check_name, check_version
 
 if TYPE_CHECKING:
     from amber._api import EnvMode, ParityMode, ProbeMode
@@ -37,6 +37,14 @@ __all__ = ["DEFAULT_LOCATION", "Registry"]
 
 DEFAULT_LOCATION = "./amber-models"
 _CATALOG_FILE = "catalog.sqlite"
+
+
+_MAX_GRACE = 1e9  # seconds, about 31 years: gc's grace= beyond that is a mistake
+
+
+def _check_limit(limit: object) -> None:
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
 
 
 class Registry:
@@ -228,12 +236,15 @@ class Registry:
         alias: str | None,
         key: Any,
         version: int | None = None,
+        *,
+        dedupe: bool = False,
     ) -> ModelVersion:
         req = PublishRequest(
             name=name,
             blob_hash=art.hash,
             size=art.size,
             manifest_hash=manifest_hash(art.manifest_bytes),
+            content_hash=art.content,
             framework=str(art.manifest.get("framework", "")),
             object_type=str(art.manifest.get("object_type", "")),
             summary=art.summary(),
@@ -244,6 +255,7 @@ class Registry:
             alias=alias,
             version=version,
             sign=self._signer(art, key),
+            dedupe=dedupe,
         )
         self.catalog.begin_upload(art.hash)
         try:
@@ -268,8 +280,7 @@ class Registry:
     def versions(self, name: str, *, limit: int | None = None) -> list[ModelVersion]:
         """Every version of ``name``, oldest first (``limit``: only the newest ``limit``)."""
         check_name(name)
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        _check_limit(limit)
         return self.catalog.versions(name, limit=limit)
 
     def models(self) -> list[RegisteredModel]:
@@ -286,8 +297,9 @@ class Registry:
     ) -> list[ModelVersion]:
         """Versions matching all the criteria given.
 
-        ``name`` is a glob (``"fraud-*"``), ``tag`` is ``"key=value"`` or just ``"key"``,
-        ``alias`` keeps versions that carry that alias.
+        ``name`` is a glob matched case-sensitively, as names are (``"fraud-*"``; ``?`` is one
+        character, ``[ab]`` one of a set, ``[!ab]`` one not in it), ``tag`` is ``"key=value"``
+        or just ``"key"``, ``alias`` keeps versions that carry that alias.
 
         Examples
         --------
@@ -301,6 +313,7 @@ class Registry:
             tag_pair = (key, value if eq else None)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a glob pattern string, got {name!r}")
+        _check_limit(limit)
         if alias is not None:
             check_alias(alias)
         return self.catalog.search(name=name, tag=tag_pair, alias=alias, limit=limit)
@@ -316,7 +329,6 @@ class Registry:
     # -- aliases and deletion ----------------------------------------------------------------
     def set_alias(self, name: str, alias: str, version: int) -> int | None:
         """Point ``alias`` at ``version`` of ``name``; returns the version it pointed to before."""
-        self._prepare_write()
         return self.catalog.set_alias(check_name(name), check_alias(alias), check_version(version))
 
     def remove_alias(self, name: str, alias: str) -> int:
@@ -336,11 +348,20 @@ class Registry:
 
         A blob whose push is still in flight (uploaded, not yet committed) is kept for
         ``grace`` seconds after the push touched it, so a concurrent push never loses its blob;
-        ``grace=0`` also removes blobs and temporary files of pushes that were killed a moment
-        ago: use it only when no push is running.
+        the blob of a version deleted less than ``grace`` seconds ago is kept too, so a load
+        that resolved it just before the delete can still read it. ``grace=0`` also removes
+        blobs and temporary files of pushes that were killed a moment ago: use it only when no
+        push or load is running.
         """
-        if not isinstance(grace, (int, float)) or isinstance(grace, bool) or grace < 0:
-            raise ValueError(f"grace must be a number of seconds >= 0, got {grace!r}")
+        if (
+            not isinstance(grace, (int, float))
+            or isinstance(grace, bool)
+            or not 0 <= grace <= _MAX_GRACE
+        ):
+            raise ValueError(
+                f"grace must be a number of seconds from 0 to {_MAX_GRACE:.0e} (about 31 "
+                f"years), got {grace!r}; the default keeps an hour"
+            )
         report = GcReport()
         report.temporary_files = self._store.clean_staging(grace)
         if not self.catalog.exists():
@@ -359,6 +380,8 @@ class Registry:
                 report.freed_bytes += size
             elif outcome == "pending":
                 report.kept_pending += 1
+            elif outcome == "recent":
+                report.kept_deleted += 1
         # Marks of uploads that never stored anything (the pusher died first): drop stale ones.
         for blob_hash in self.catalog.pending_rows():
             if blob_hash not in stored and blob_hash not in referenced:
@@ -372,7 +395,23 @@ class Registry:
     def path(self, ref: str) -> Path:
         """A local path of the version's artifact (downloaded into the cache if remote)."""
         mv = self.get(ref)
-        return self._store.local_path(mv.hash, mv.size)
+        return self._blob(mv, ref)
+
+    def _blob(self, mv: ModelVersion, ref: str) -> Path:
+        """The local path of ``mv``'s artifact, checked to start like one (a blob replaced by
+        other bytes is named as such, not as a pickle or a file to convert)."""
+        with self._resolved(mv, ref):
+            path = self._store.local_path(mv.hash, mv.size)
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head != b"PK\x03\x04":
+            raise IntegrityError(
+                f"the blob of {mv.uri} in registry {self.location} ({str(path)!r}) is not an "
+                f"Amber artifact any more (it starts with {head!r}, not a zip header): it was "
+                f"altered after the push. Restore it from a backup (its blake3 is "
+                f"{mv.hash[:16]}...), or delete the version"
+            )
+        return path
 
     def load(
         self,
@@ -407,16 +446,37 @@ class Registry:
         policy = LoadPolicy.make(trusted, allow_arbitrary_code=allow_arbitrary_code)
         mv = self.get(ref)
         check = self._checker(mv, trusted_keys)
-        path = self._store.local_path(mv.hash, mv.size)
-        return _api._load_path(
-            path,
-            policy=policy,
-            mmap=mmap,
-            probe=probe,
-            parity=parity,
-            environment=environment,
-            check=check,
-        )
+        path = self._blob(mv, ref)
+        with self._resolved(mv, ref):
+            return _api._load_path(
+                path,
+                policy=policy,
+                mmap=mmap,
+                probe=probe,
+                parity=parity,
+                environment=environment,
+                check=check,
+            )
+
+    @contextlib.contextmanager
+    def _resolved(self, mv: ModelVersion, ref: str) -> Iterator[None]:
+        """Reading the blob of ``mv`` (what ``ref`` resolved to): if it fails because the
+        version was deleted meanwhile (and ``gc`` removed its blob), say so."""
+        try:
+            yield
+        except (IntegrityError, FileNotFoundError) as exc:
+            try:
+                self.catalog.get(ModelRef(mv.name, version=mv.version))
+            except ModelNotFound:
+                raise ModelNotFound(
+                    f"{mv.uri} (what {ref!r} resolved to) was deleted from registry "
+                    f"{self.location} while it was being read, and gc removed its blob; resolve "
+                    f"{ref!r} again to load what it points to now (gc keeps the blob of a "
+                    f"deleted version for its grace period: grace=0 removes it at once)"
+                ) from exc
+            except Exception:  # the catalog cannot tell: the first error is the one to show
+                pass
+            raise
 
     def _checker(
         self, mv: ModelVersion, trusted_keys: Sequence[Any] | None
@@ -445,11 +505,12 @@ class Registry:
         from amber import _api
 
         mv = self.get(ref)
-        path = self._store.local_path(mv.hash, mv.size)
-        with ArtifactReader(path) as reader:
-            self._checker(mv, None)(reader)
-            info = check_signatures(reader, mv, trusted_keys) if trusted_keys else None
-        report = _api.verify(path)
+        path = self._blob(mv, ref)
+        with self._resolved(mv, ref):
+            with ArtifactReader(path) as reader:
+                self._checker(mv, None)(reader)
+                info = check_signatures(reader, mv, trusted_keys) if trusted_keys else None
+            report = _api.verify(path)
         report.checks.insert(0, f"{mv.uri}: the manifest is the one recorded at push")
         if info is not None:
             report.checks.insert(1, f"{mv.uri}: {info}")
@@ -483,18 +544,28 @@ class Registry:
         name: str | None = None,
         alias: str | None = None,
         signing_key: Any = None,
+        keep_version: bool = True,
     ) -> ModelVersion:
         """Register an artifact file (typically one made by :meth:`export`) in this registry.
 
         The file is stored byte for byte, so its own signature stays valid. Name, metrics, tags
         and description come from its ``registry`` metadata (``name=`` overrides the name). The
         version number is kept when the file carries one for the same name, so that a signature
-        binding ``name`` and ``version`` still holds here; importing the same file twice is a
-        no-op. Otherwise the next number is taken.
+        binding ``name`` and ``version`` still holds here; ``keep_version=False`` takes the next
+        number instead. A number held, or once held by a deleted version, of another model is
+        refused (``VersionConflict``): numbers are never reused for another model.
+
+        Importing a model that a version of the name already holds (the same file again, or an
+        export of it, which differs only in its ``registry`` metadata) adds nothing: that
+        version is returned, and ``alias`` is moved to it.
 
         Examples
         --------
         >>> reg.import_("iris-v3.amber")                 # doctest: +SKIP
         >>> reg.import_("iris-v3.amber", name="iris-eu") # doctest: +SKIP
         """
-        return import_file(self, path, name=name, alias=alias, signing_key=signing_key)
+        if keep_version is not True and keep_version is not False:
+            raise TypeError(f"keep_version must be True or False, got {keep_version!r}")
+        return import_file(
+            self, path, name=name, alias=alias, signing_key=signing_key, keep_version=keep_version
+        )

@@ -19,7 +19,11 @@ when, signatures), ``amber_version_tags`` (tags again, as rows, for search), ``a
 ``amber_alias_history`` (every move and removal of an alias), ``amber_blobs`` (uploads in flight,
 so that ``gc`` never deletes a blob that a push is about to commit), ``amber_model_revisions``
 (step 2: per model, a revision that every change to its versions or aliases raises and a count
-of deleted versions; a missing row reads as 0 and 0).
+of deleted versions; a missing row reads as 0 and 0), ``amber_version_content`` (step 3: per
+version, the BLAKE3 of its manifest without the ``registry`` field, which export and import
+rewrite: what identifies the model) and ``amber_deleted_versions`` (step 3: every deleted
+version, its blob, content and when, so that an import never gives its number to another model
+and ``gc`` keeps a blob that a load may still be reading).
 """
 
 from __future__ import annotations
@@ -128,6 +132,31 @@ revisions = sa.Table(
 )
 
 
+# Step 3: what identifies a version's model (the manifest's digest without the ``registry``
+# field that export and import rewrite), and a record of deleted versions (their numbers are
+# never given to another model; their blobs outlive the delete by gc's grace).
+version_content = sa.Table(
+    "amber_version_content",
+    metadata,
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("amber_versions.id"), primary_key=True),
+    sa.Column("content_hash", _HASH, nullable=False),
+)
+
+deleted_versions = sa.Table(
+    "amber_deleted_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("amber_models.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("blob_hash", _HASH, nullable=False),
+    sa.Column("content_hash", _HASH, nullable=False),
+    sa.Column("deleted_at", sa.String(40), nullable=False),
+    sa.Column("deleted_by", sa.String(200), nullable=False),
+)
+sa.Index("amber_deleted_versions_model", deleted_versions.c.model_id, deleted_versions.c.version)
+sa.Index("amber_deleted_versions_blob", deleted_versions.c.blob_hash)
+
+
 class t:  # a namespace: t.models, t.versions, ...
     models = models
     versions = versions
@@ -136,12 +165,14 @@ class t:  # a namespace: t.models, t.versions, ...
     alias_history = alias_history
     blobs = blobs
     revisions = revisions
+    version_content = version_content
+    deleted_versions = deleted_versions
     migrations = migrations_table
 
 
 #: The tables of step 1, as it created them (frozen: later steps add their own).
 _V1_TABLES = [models, versions, version_tags, aliases, alias_history, blobs]
-TABLES = [*_V1_TABLES, revisions]
+TABLES = [*_V1_TABLES, revisions, version_content, deleted_versions]
 
 
 def now() -> str:
@@ -157,8 +188,13 @@ def _v2_revisions(conn: sa.Connection) -> None:
     revisions.create(conn)
 
 
+def _v3_content_and_deletions(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[version_content, deleted_versions])
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "models, versions, tags, aliases, alias history, blobs", _v1_create),
     (2, "a revision counter per model, for readers' caches", _v2_revisions),
+    (3, "content digests of versions, deleted versions", _v3_content_and_deletions),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -188,10 +188,12 @@ class GcReport:
     freed_bytes: int = 0
     kept_pending: int = 0
     temporary_files: int = 0
+    kept_deleted: int = 0  # blobs of versions deleted less than the grace period ago
 
     def __str__(self) -> str:
         return (
             f"removed {len(self.removed)} unreferenced blob(s), {self.freed_bytes:,} bytes; "
             f"{self.temporary_files} leftover temporary file(s); "
-            f"kept {self.kept_pending} blob(s) of pushes still in progress"
+            f"kept {self.kept_pending} blob(s) of pushes still in progress and "
+            f"{self.kept_deleted} of versions deleted within the grace period"
         )

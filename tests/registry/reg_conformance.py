@@ -195,6 +195,18 @@ class RegistryConformance:
         found = reg.search(tag="team=risk", name="*-us")
         assert [(v.name, v.aliases) for v in found] == [("fraud-us", ("production",))]
 
+    def test_search_by_name_matches_case_exactly_and_sets(
+        self, reg: Registry, artifact: Path
+    ) -> None:
+        for name in ("iris", "IRIS", "Iris_a", "irisXa", "bx1", "b_1"):
+            reg.push(name, artifact)
+        assert [v.name for v in reg.search(name="iris")] == ["iris"]
+        assert [v.name for v in reg.search(name="IRIS*")] == ["IRIS"]
+        assert [v.name for v in reg.search(name="iris_a")] == []
+        assert [v.name for v in reg.search(name="Iris?a")] == ["Iris_a"]
+        assert [v.name for v in reg.search(name="[ab]*")] == ["b_1", "bx1"]
+        assert [v.name for v in reg.search(name="[!bI]*")] == ["iris", "irisXa"]
+
     # -- aliases -----------------------------------------------------------------------------
     def test_aliases_move_and_their_history_is_kept(self, reg: Registry, artifact: Path) -> None:
         for _ in range(3):
@@ -299,7 +311,10 @@ class RegistryConformance:
         reg.delete("iris", drop.version)
         assert reg.gc().removed == []  # still used by wine/1
         reg.delete("wine", shared.version)
-        report = reg.gc()
+        kept = reg.gc()  # deleted a moment ago: a load may still be about to read it
+        assert kept.removed == [] and kept.kept_deleted == 1
+        assert "1 of versions deleted within the grace period" in str(kept)
+        report = reg.gc(grace=0)
         assert report.removed == [drop.hash] and report.freed_bytes == drop.size
         assert _blobs(reg) == [keep.hash]
         assert predicts_like(reg.load("models:/iris/1"), iris_model)
@@ -357,6 +372,50 @@ class RegistryConformance:
             with pytest.raises(VersionConflict, match=r"already exists.*another name"):
                 other.import_(out)
 
+    def test_import_never_gives_a_deleted_number_to_another_model(
+        self, reg: Registry, iris_model: Any, other_model: Any, tmp_path: Path
+    ) -> None:
+        reg.push("iris", iris_model)
+        reg.push("iris", iris_model)
+        theirs = tmp_path / "theirs-v1.amber"
+        with Registry(tmp_path / "elsewhere") as other:
+            other.push("iris", other_model, description="another team's model")
+            other.export("models:/iris/1", theirs)
+        reg.delete("iris", 1)
+        with pytest.raises(
+            VersionConflict,
+            match=r"iris version 1 was used by a version deleted on .* UTC .*another model "
+            r"than this file.*keep_version=False, --new-version",
+        ):
+            reg.import_(theirs)
+        assert [v.version for v in reg.versions("iris")] == [2]
+        v = reg.import_(theirs, keep_version=False)
+        assert (v.version, v.description) == (3, "another team's model")
+
+    def test_importing_a_model_already_there_adds_nothing_and_moves_the_alias(
+        self, reg: Registry, iris_model: Any, tmp_path: Path
+    ) -> None:
+        pushed = reg.push("iris", iris_model, alias="production")
+        out = tmp_path / "iris-v1.amber"
+        reg.export("models:/iris/1", out)
+        # back into the registry it came from: the export differs only in its registry field
+        assert reg.import_(out).version == 1
+        with Registry(tmp_path / "elsewhere") as other:
+            first = other.import_(out, name="iris-eu")
+            again = other.import_(out, name="iris-eu", alias="staging")  # a re-run sync job
+            assert (first.version, again.version, again.aliases) == (1, 1, ("staging",))
+            assert [v.version for v in other.versions("iris-eu")] == [1]
+            other.import_(out)
+            moved = other.import_(out, alias="production")
+            assert (moved.version, moved.aliases) == (1, ("production",))
+            assert other.aliases("iris") == {"production": 1}
+            assert [(c.alias, c.version) for c in other.alias_history("iris")] == [
+                ("production", 1)
+            ]
+            assert other.import_(out, alias="production").aliases == ("production",)
+            assert len(other.alias_history("iris")) == 1  # not moved again: nothing changed
+        assert [v.hash for v in reg.versions("iris")] == [pushed.hash]
+
     def test_signed_push_loads_only_with_a_trusted_key(
         self, reg: Registry, iris_model: Any, keys: dict[str, Path]
     ) -> None:
@@ -405,6 +464,32 @@ class RegistryConformance:
             reg.load("models:/iris/2", trusted_keys=trusted)
         with pytest.raises(amber.IntegrityError, match="for 'iris' version 1, not 'wine' versi"):
             reg.load("models:/wine/1", trusted_keys=trusted)
+
+    def test_export_of_a_file_signed_before_its_push_never_drops_catalog_metadata(
+        self, reg: Registry, artifact: Path, keys: dict[str, Path], tmp_path: Path
+    ) -> None:
+        amber.sign(artifact, keys["alice"], name="iris", version=1)
+        reg.push("iris", artifact)  # metrics from the file's own metadata: nothing to lose
+        reg.export("models:/iris/1", tmp_path / "v1.amber")
+        assert (tmp_path / "v1.amber").read_bytes() == artifact.read_bytes()
+        reg.push("iris", artifact, metrics={"acc": 0.9}, tags={"team": "risk"}, description="d")
+        with pytest.raises(
+            VersionConflict,
+            match=r"models:/iris/2 was pushed as a file already signed .*without the metrics "
+            r"\{'acc': 0.9\}, tags \{'team': 'risk'\}, description 'd'.*signing_key=",
+        ):
+            reg.export("models:/iris/2", tmp_path / "v2.amber")
+        assert not (tmp_path / "v2.amber").exists()
+        reg.export("models:/iris/2", tmp_path / "v2.amber", signing_key=keys["alice"])
+        with Registry(tmp_path / "elsewhere") as other:
+            v = other.import_(tmp_path / "v2.amber")
+            assert (v.version, v.metrics, v.tags, v.description) == (
+                2,
+                {"acc": 0.9},
+                {"team": "risk"},
+                "d",
+            )
+            other.load("models:/iris/2", trusted_keys=[keys["alice.pub"]])
 
     def test_signed_export_verifies_and_survives_import(
         self, reg: Registry, iris_model: Any, keys: dict[str, Path], tmp_path: Path

@@ -99,7 +99,9 @@ def test_push_alias_show_versions_delete_gc(amber_cli: Cli, tmp_path: Path, arti
     )
     assert "removed 0 unreferenced" in ok(amber_cli("models", "gc", env=env))
     ok(amber_cli("models", "delete", "iris", "1", env=env))
-    assert "removed 1 unreferenced" in ok(amber_cli("models", "gc", env=env))
+    kept = ok(amber_cli("models", "gc", env=env))
+    assert "removed 0 unreferenced" in kept and "1 of versions deleted within" in kept
+    assert "removed 1 unreferenced" in ok(amber_cli("models", "gc", "--grace", "0", env=env))
 
 
 def test_errors_exit_1_with_the_message(amber_cli: Cli, tmp_path: Path, artifact: Path) -> None:

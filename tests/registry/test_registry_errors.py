@@ -103,7 +103,7 @@ def test_a_catalog_written_by_a_newer_amber_is_refused(
             )
         )
     engine.dispose()
-    with pytest.raises(CatalogUnavailable, match="schema version 99, newer than the 2"):
+    with pytest.raises(CatalogUnavailable, match="schema version 99, newer than the 3"):
         Registry(tmp_path / "reg").models()
 
 
@@ -128,18 +128,20 @@ def test_migrations_are_recorded_once_on_both_databases(
         with engine.connect() as conn:
             rows = conn.execute(sa.text("SELECT version FROM amber_schema_migrations")).all()
         engine.dispose()
-        assert [r[0] for r in rows] == [1, 2]
+        assert [r[0] for r in rows] == [1, 2, 3]
 
 
 def test_a_catalog_of_schema_1_is_upgraded_in_place(tmp_path: Path, artifact: Path) -> None:
-    """A catalog written before step 2 (no revisions table) gets it at the next open; its
-    models list from a count of 0, and the next write is seen by a reader's cached list."""
+    """A catalog written before step 2 (no revisions table) gets it and step 3 at the next
+    open; its models list from a count of 0, and the next write is seen by a reader's cached
+    list."""
     with Registry(tmp_path / "reg") as reg:
         reg.push("iris", artifact, alias="production")
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'reg' / 'catalog.sqlite'}")
     with engine.begin() as conn:  # back to what schema 1 wrote
-        conn.execute(sa.text("DROP TABLE amber_model_revisions"))
-        conn.execute(sa.text("DELETE FROM amber_schema_migrations WHERE version = 2"))
+        for table in ("amber_model_revisions", "amber_version_content", "amber_deleted_versions"):
+            conn.execute(sa.text(f"DROP TABLE {table}"))
+        conn.execute(sa.text("DELETE FROM amber_schema_migrations WHERE version >= 2"))
     with Registry(tmp_path / "reg") as reg, Registry(tmp_path / "reg") as writer:
         assert [(v.version, v.aliases) for v in reg.versions("iris")] == [(1, ("production",))]
         writer.push("iris", artifact)
@@ -148,7 +150,7 @@ def test_a_catalog_of_schema_1_is_upgraded_in_place(tmp_path: Path, artifact: Pa
         versions = conn.execute(sa.text("SELECT version FROM amber_schema_migrations")).all()
         revisions = conn.execute(sa.text("SELECT revision FROM amber_model_revisions")).all()
     engine.dispose()
-    assert [r[0] for r in versions] == [1, 2] and [r[0] for r in revisions] == [1]
+    assert [r[0] for r in versions] == [1, 2, 3] and [r[0] for r in revisions] == [1]
 
 
 def test_an_empty_local_registry_is_not_created_by_reads(tmp_path: Path) -> None:
