@@ -97,3 +97,22 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     missing = run("inspect", str(tmp_path / "absent.amber"))
     assert missing.returncode == 2
     assert "no such file" in missing.stderr
+
+
+def test_output_piped_into_a_reader_that_quits_is_not_an_error(
+    tmp_path: Path, forest: RandomForestClassifier
+) -> None:
+    """`amber scan FILE | head -1`: the reader closing the pipe is not a usage error (it was
+    exit status 2 and 'error: [Errno 32] Broken pipe', depending on timing)."""
+    path = tmp_path / "legacy.pkl"
+    path.write_bytes(pickle.dumps(forest, protocol=5))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "amber", "scan", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # nobody reads: the first write fails with EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Broken pipe" not in err and "Traceback" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -43,6 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = _show_warning
         try:
             return int(args.run(args))
+        except BrokenPipeError:
+            # the reader went away (amber scan FILE | head -1): not an error of the command;
+            # stdout is pointed at /dev/null so that flushing it at exit cannot fail again
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return 0
         except AmberError as exc:
             print(f"amber {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
