@@ -50,6 +50,19 @@ def _existing(source: str | os.PathLike[str]) -> Path:
     return Path(source)
 
 
+def _registry_uri(source: Any) -> bool:
+    return isinstance(source, str) and source.startswith("models:")
+
+
+def _existing_or_registered(source: str | os.PathLike[str]) -> Path:
+    """A file path, or the local copy of a registry version named by a ``models:/`` URI."""
+    if _registry_uri(source):
+        from amber.registry._default import default_registry
+
+        return Path(default_registry().path(str(source)))
+    return _existing(source)
+
+
 def _is_artifact(path: Path) -> bool:
     """True for a zip (an artifact), False for anything else; clear errors for bad paths."""
     try:
@@ -246,11 +259,11 @@ def load(
     _check_choice("environment", environment, ("warn", "strict"))
     if mmap is not True and mmap is not False:
         raise TypeError(f"mmap must be True or False, got {mmap!r}")
-    if isinstance(source, str) and source.startswith("models:"):
+    if _registry_uri(source):
         from amber.registry._default import load_uri
 
         return load_uri(
-            source,
+            str(source),
             mmap=mmap,
             trusted=trusted,
             allow_arbitrary_code=allow_arbitrary_code,
@@ -405,7 +418,7 @@ def inspect(source: str | os.PathLike[str]) -> ArtifactInfo:
     --------
     >>> print(amber.inspect("iris.amber"))  # doctest: +SKIP
     """
-    path = _existing(source)
+    path = _existing_or_registered(source)
     if not _is_artifact(path):
         raise FormatError(
             f"{str(path)!r} is not an Amber artifact; for a pickle or joblib file use "
@@ -432,7 +445,18 @@ def verify(
     Examples
     --------
     >>> print(amber.verify("iris.amber"))  # doctest: +SKIP
+    >>> print(amber.verify("models:/iris@production"))  # doctest: +SKIP
     """
+    if _registry_uri(source):  # the registry also checks the manifest recorded at push
+        from amber.registry._default import default_registry
+
+        report: VerifyReport = default_registry().verify(
+            str(source),
+            trusted_keys=trusted_keys,
+            trusted=trusted,
+            allow_arbitrary_code=allow_arbitrary_code,
+        )
+        return report
     path = _existing(source)
     if not _is_artifact(path):
         out = path.with_suffix(".amber")
@@ -499,7 +523,7 @@ def scan(source: str | os.PathLike[str]) -> Any:
     --------
     >>> print(amber.scan("legacy_model.pkl"))  # doctest: +SKIP
     """
-    path = _existing(source)
+    path = _existing_or_registered(source)
     if _is_artifact(path):
         from amber.security._foreign import scan_artifact_stream
 

@@ -500,7 +500,14 @@ class Registry:
 
         return check
 
-    def verify(self, ref: str, *, trusted_keys: Sequence[Any] | None = None) -> Any:
+    def verify(
+        self,
+        ref: str,
+        *,
+        trusted_keys: Sequence[Any] | None = None,
+        trusted: list[str] | tuple[str, ...] | None = None,
+        allow_arbitrary_code: bool = False,
+    ) -> Any:
         """:func:`amber.verify` of a version, plus its signature binding with ``trusted_keys``."""
         from amber import _api
 
@@ -510,7 +517,7 @@ class Registry:
             with ArtifactReader(path) as reader:
                 self._checker(mv, None)(reader)
                 info = check_signatures(reader, mv, trusted_keys) if trusted_keys else None
-            report = _api.verify(path)
+            report = _api.verify(path, trusted=trusted, allow_arbitrary_code=allow_arbitrary_code)
         report.checks.insert(0, f"{mv.uri}: the manifest is the one recorded at push")
         if info is not None:
             report.checks.insert(1, f"{mv.uri}: {info}")

@@ -164,3 +164,18 @@ def test_the_cli_on_s3_and_postgresql(
     assert (tmp_path / "out.amber").is_file()
     no_catalog = amber_cli("models", "list", "--registry", backend.location, env=env)
     assert no_catalog.returncode == 1 and "needs a catalog database" in no_catalog.stderr
+
+
+def test_inspect_verify_and_scan_take_a_models_uri(
+    amber_cli: Cli, tmp_path: Path, artifact: Path
+) -> None:
+    """As amber.load does: a models:/ URI in the default registry; verify also checks the
+    manifest recorded at push. Before, all three said 'no such file'."""
+    env = {"AMBER_REGISTRY": str(tmp_path / "reg")}
+    ok(amber_cli("push", str(artifact), "--name", "iris", "--alias", "prod", env=env))
+    assert "LogisticRegression" in ok(amber_cli("inspect", "models:/iris@prod", env=env))
+    verified = ok(amber_cli("verify", "models:/iris/1", env=env))
+    assert "the manifest is the one recorded at push" in verified
+    assert "verdict: safe" in ok(amber_cli("scan", "models:/iris/latest", env=env))
+    missing = amber_cli("verify", "models:/nope@prod", env=env)
+    assert missing.returncode == 1 and "ModelNotFound" in missing.stderr
