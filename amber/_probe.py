@@ -183,12 +183,16 @@ def _encode_several(value: Any, name: str, writer: ArtifactWriter) -> dict[str, 
 
 def _decode_several(spec: dict[str, Any], reader: ArtifactReader) -> Any:
     items = spec.get("items")
-    if not isinstance(items, list) or not 0 < len(items) <= _MAX_ITEMS:
-        raise FormatError(
-            f"malformed probe entry: {len(items) if isinstance(items, list) else 0} items"
-        )
+    if not isinstance(items, list):
+        raise FormatError("malformed probe entry: its items are not a list")
+    if not 0 < len(items) <= _MAX_ITEMS:
+        raise FormatError(f"malformed probe entry: {len(items)} items (1 to {_MAX_ITEMS})")
     if any(not isinstance(i, dict) or i.get("kind") in ("sequence", "mapping") for i in items):
         raise FormatError("malformed probe entry: its items must be single values")
+    # each item reads entries of its own: one entry named 64 times would decode 64 copies
+    used = [e for i in items for e in _entries_of(i)]
+    if len(used) != len(set(used)):
+        raise FormatError("malformed probe entry: its items share entries")
     values = [_decode(item, reader) for item in items]
     if spec["kind"] == "mapping":
         keys = spec.get("keys")
@@ -205,6 +209,12 @@ def _decode_several(spec: dict[str, Any], reader: ArtifactReader) -> Any:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _entries_of(spec: dict[str, Any]) -> list[Any]:
+    entries = spec.get("entries")
+    named = entries if isinstance(entries, list) else [spec.get("entry")]
+    return [e if isinstance(e, (str, int, float)) else repr(e) for e in named]
 
 
 def _json_label(label: Any) -> bool:
@@ -562,9 +572,10 @@ def _compare_several(expected: Any, got: Any, exact: bool, rtol: float, atol: fl
             return f"outputs {keys}, expected {list(expected)}"
         pairs = [(repr(k), expected[k], got[k]) for k in expected]
     else:
-        if not isinstance(got, (list, tuple)) or len(got) != len(expected):
-            n = len(got) if isinstance(got, (list, tuple)) else type(got).__name__
-            return f"{n} outputs, expected {len(expected)}"
+        if not isinstance(got, (list, tuple)):
+            return f"one {type(got).__name__}, expected {len(expected)} outputs"
+        if len(got) != len(expected):
+            return f"{len(got)} outputs, expected {len(expected)}"
         pairs = [(str(i), e, g) for i, (e, g) in enumerate(zip(expected, got, strict=True))]
     for label, e, g in pairs:
         problem = _compare(e, g, exact, rtol, atol)

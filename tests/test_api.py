@@ -222,6 +222,24 @@ def test_outputs_of_several_arrays_are_stored_one_by_one(tmp_path: Path) -> None
     assert "1 outputs, expected 2" in str(_probe._compare(stored, changed[:1], exact=True))
 
 
+def test_probe_items_may_not_share_an_entry(tmp_path: Path) -> None:
+    """One stored array named by every item would decode as many copies (64 x the file)."""
+    from amber.artifact._rewrite import rewrite as rewrite_manifest
+
+    X, y = load_iris(return_X_y=True)
+    path = tmp_path / "p.amber"
+    amber.save(LogisticRegression(max_iter=500).fit(X, y), path, sample=X[:5])
+
+    def repeat(manifest: dict[str, Any]) -> dict[str, Any]:
+        one = manifest["probe"]["input"]
+        manifest["probe"]["input"] = {"kind": "sequence", "items": [one] * 8}
+        return manifest
+
+    rewrite_manifest(path, path, update=repeat)
+    with pytest.raises(FormatError, match="share entries"):
+        amber.verify(path)
+
+
 def test_a_sparse_sample_is_not_changed_by_the_save(tmp_path: Path) -> None:
     import scipy.sparse as sp
 

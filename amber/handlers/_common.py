@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from amber.errors import FormatError, UntrustedTypeError
-from amber.security._policy import LoadPolicy
+from amber.security._policy import LoadPolicy, parse_global_name, trust_name
 
 __all__ = [
     "check_trusted",
@@ -25,8 +25,10 @@ __all__ = [
 
 
 def type_name(obj_or_cls: Any) -> str:
+    """``pkg.mod.Class``, or ``pkg.mod:Outer.Inner`` for a nested class (the form trusted= and
+    the importer split correctly)."""
     cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return trust_name(cls.__module__, cls.__qualname__)
 
 
 @functools.cache
@@ -69,7 +71,7 @@ def _encode(value: Any, where: str) -> Any:
         bad = next(k for k in value if not _scalar_key(k))
         raise TypeError(
             f"{where} is a dict with a key of type {type_name(bad)} ({bad!r:.40}); keys must be "
-            f"strings, numbers or booleans"
+            f"strings, finite numbers or booleans"
         )
     raise TypeError(
         f"{where} is a {type_name(value)} ({value!r:.80}), which cannot be stored as JSON"
@@ -77,7 +79,9 @@ def _encode(value: Any, where: str) -> Any:
 
 
 def _scalar_key(key: Any) -> bool:
-    return isinstance(key, (str, bool, int, float, np.integer, np.floating, np.bool_))
+    if isinstance(key, (float, np.floating)):
+        return math.isfinite(key)  # NaN is not even equal to itself: no key to look up
+    return isinstance(key, (str, bool, int, np.integer, np.bool_))
 
 
 def encode_params(params: dict[str, Any], owner: str) -> dict[str, Any]:
@@ -121,8 +125,10 @@ def decode_params(params: Any) -> dict[str, Any]:
 
 # -- trust ----------------------------------------------------------------------------------------
 def _split(name: str) -> tuple[str, str]:
-    module, _, qualname = name.rpartition(".")
-    return module, qualname
+    try:
+        return parse_global_name(name)
+    except ValueError:
+        raise FormatError(f"malformed class name {name!r:.80}") from None
 
 
 def check_trusted(

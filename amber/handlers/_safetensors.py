@@ -36,6 +36,8 @@ DTYPES: dict[str, torch.dtype] = {
     "F8_E5M2": torch.float8_e5m2,
 }
 _MAX_HEADER = 100 << 20
+_INT64 = 2**63 - 1
+_MAX_DIMS = 64
 
 
 def parse(buf: memoryview, name: str) -> dict[str, torch.Tensor]:
@@ -81,7 +83,12 @@ def dense_order(shape: list[int], stride: list[int]) -> list[int] | None:
     """The dimensions from outermost to innermost when ``(shape, stride)`` lays the elements out
     without gaps or overlaps (a permutation of a contiguous layout, such as a transpose), else
     None. Size-1 dimensions are free: any stride fits them."""
-    if len(shape) != len(stride) or any(n < 0 for n in shape) or any(s < 0 for s in stride):
+    if (
+        len(shape) != len(stride)
+        or len(shape) > _MAX_DIMS
+        or not all(0 <= n <= _INT64 for n in shape)
+        or not all(0 <= s <= _INT64 for s in stride)
+    ):
         return None
     order = sorted(range(len(shape)), key=lambda d: (-stride[d], -d))
     expected = 1
@@ -132,11 +139,12 @@ def restore_layouts(tensors: dict[str, torch.Tensor], layouts: Any, name: str) -
         try:
             shape, stride = ([int(n) for n in part] for part in layout)
         except (TypeError, ValueError):
-            raise FormatError(f"{name}: malformed layout of tensor {key!r}") from None
+            raise FormatError(f"{name}: malformed layout of tensor {key!r:.80}") from None
         if (
             t is None
             or dense_order(shape, stride) is None
             or math.prod(shape) != t.numel()
+            or t.numel() == 0  # never written for an empty tensor
             or not t.is_contiguous()
         ):
             raise FormatError(f"{name}: layout {layout!r:.80} does not fit tensor {key!r}")

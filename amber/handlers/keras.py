@@ -24,7 +24,7 @@ from amber.artifact._writer import ArtifactWriter
 from amber.errors import FormatError
 from amber.handlers._base import SavedPayload
 from amber.handlers._common import check_trusted, import_trusted, installed, type_name
-from amber.security._policy import LoadPolicy
+from amber.security._policy import LoadPolicy, trust_name
 
 __all__ = ["HANDLER", "KerasHandler", "keras_predict", "referenced_names"]
 
@@ -34,16 +34,23 @@ _LAMBDA = "keras.layers.Lambda (Python bytecode)"
 # Values Keras serializes under a class_name of its own and rebuilds itself (a tensor, a numpy
 # array, bytes, a slice...), never by looking a class up: not objects to trust.
 _MARKERS = frozenset(
-    {
-        "__keras_tensor__",
-        "__tensor__",
-        "__numpy__",
-        "__bytes__",
-        "__ellipsis__",
-        "__slice__",
-        "__typespec__",
-    }
+    {"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__"}
 )
+# A type spec names its class by spec_name and registered_name, looked up in the registry first.
+_TYPESPEC = "__typespec__"
+
+
+def _strings(node: Any) -> Iterator[str]:
+    """Every string in a config, keys aside: Keras deserializes a bare string (a loss, a metric,
+    an activation) by looking it up among custom objects, its global registry included."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for v in node.values():
+            yield from _strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _strings(v)
 
 
 def _objects(node: Any) -> Iterator[dict[str, Any]]:
@@ -73,7 +80,11 @@ def _registered(key: Any) -> Any:
 
 
 def _real_name(obj: Any) -> str:
-    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+    return trust_name(str(getattr(obj, "__module__", "?")), str(getattr(obj, "__qualname__", obj)))
+
+
+def _keras_own(obj: Any) -> bool:
+    return str(getattr(obj, "__module__", "")).split(".")[0] in _BUILTIN_ROOTS
 
 
 def referenced_names(config: Any) -> tuple[list[str], list[str], dict[str, str]]:
@@ -88,9 +99,27 @@ def referenced_names(config: Any) -> tuple[list[str], list[str], dict[str, str]]
     names: list[str] = []
     foreign: list[str] = []
     registered: dict[str, str] = {}
+
+    def mark(name: str, key: str) -> None:
+        if name not in names:
+            names.append(name)
+        if name not in foreign:
+            foreign.append(name)
+        registered[key] = name
+
+    for text in sorted(set(_strings(config))):
+        hit = _registered(text)
+        if hit is not None and not _keras_own(hit):
+            mark(_real_name(hit), text)
     for obj in _objects(config):
         module, cls = obj.get("module"), obj["class_name"]
         if cls in _MARKERS:
+            continue
+        if cls == _TYPESPEC:
+            spec_key = obj.get("registered_name") or obj.get("spec_name")
+            hit = _registered(spec_key)
+            if hit is not None and not _keras_own(hit):
+                mark(_real_name(hit), str(spec_key))
             continue
         function = cls == "function"
         # the key Keras's registry is searched with (a missing registered_name means the class)
@@ -99,7 +128,7 @@ def referenced_names(config: Any) -> tuple[list[str], list[str], dict[str, str]]
         outside = False
         if cls == "__lambda__" or (cls == "Lambda" and "function" in (obj.get("config") or {})):
             name = _LAMBDA
-        elif hit is not None and _real_name(hit).split(".")[0] not in _BUILTIN_ROOTS:
+        elif hit is not None and not _keras_own(hit):
             name, outside = _real_name(hit), True
         elif not isinstance(module, str):
             name, outside = f"__main__.{obj.get('config') if function else cls}", True

@@ -108,11 +108,12 @@ def _is_state_dict(obj: Any) -> bool:
 
 
 def _call_args(inputs: Any, dtype: torch.dtype | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """A model's call arguments: one tensor, or one per input for a tuple or list of arrays
-    (positional) or a str-keyed dict of arrays (by name)."""
+    """A model's call arguments: one tensor, or one per input for a tuple of arrays
+    (positional) or a str-keyed dict of arrays (by name). A list is one input, as before: a
+    list of rows is a batch."""
     if isinstance(inputs, dict):
         return (), {str(k): _as_tensor(v, dtype) for k, v in inputs.items()}
-    if isinstance(inputs, (tuple, list)) and inputs and all(_several(v) for v in inputs):
+    if isinstance(inputs, tuple) and inputs and all(_several(v) for v in inputs):
         return tuple(_as_tensor(v, dtype) for v in inputs), {}
     return (_as_tensor(inputs, dtype),), {}
 
@@ -425,7 +426,9 @@ class TorchHandler:
     def _tensors(
         self, reader: ArtifactReader, entry: str, aliases: Any, layouts: Any = None
     ) -> dict[str, Any]:
-        if not isinstance(aliases, dict):
+        if not isinstance(aliases, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()
+        ):
             raise FormatError("malformed torch payload: aliases")
         # Under mmap=True an uncompressed entry is a view of the reader's copy-on-write map of
         # the file, as torch.load(mmap=True) maps: tensors view the file, writes stay private.
@@ -449,7 +452,11 @@ class TorchHandler:
                 reader, _WEIGHTS, payload.get("aliases", {}), payload.get("layouts")
             )
             order = payload.get("order", sorted(tensors))
-            if not isinstance(order, list) or sorted(order) != sorted(tensors):
+            if (
+                not isinstance(order, list)
+                or not all(isinstance(k, str) for k in order)
+                or sorted(order) != sorted(tensors)
+            ):
                 raise FormatError("malformed torch payload: order does not list the tensors")
             return OrderedDict((k, tensors[k]) for k in order)
         if rebuild != "class":

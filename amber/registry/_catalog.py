@@ -196,6 +196,38 @@ class Catalog(CatalogLookup):
             )
         )
 
+    def without_content(self, name: str) -> list[tuple[int, str, int]]:
+        """(version id, blob hash, size) of ``name``'s versions published before catalog schema
+        step 3, which have no content digest yet."""
+        with self._tx(False, "read") as conn:
+            rows = conn.execute(
+                sa.select(t.versions.c.id, t.versions.c.blob_hash, t.versions.c.size)
+                .select_from(
+                    t.versions.join(t.models, t.versions.c.model_id == t.models.c.id).outerjoin(
+                        t.version_content, t.version_content.c.version_id == t.versions.c.id
+                    )
+                )
+                .where(t.models.c.name == name, t.version_content.c.version_id.is_(None))
+            ).all()
+        return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    def set_content(self, version_id: int, content: str) -> None:
+        """Record a content digest computed for a version that had none (a no-op if another
+        process recorded it first)."""
+        with self._tx(True, "record a version's content digest") as conn:
+            exists = conn.execute(
+                sa.select(t.version_content.c.version_id).where(
+                    t.version_content.c.version_id == version_id
+                )
+            ).first()
+            alive = conn.execute(
+                sa.select(t.versions.c.id).where(t.versions.c.id == version_id)
+            ).first()
+            if exists is None and alive is not None:
+                conn.execute(
+                    t.version_content.insert().values(version_id=version_id, content_hash=content)
+                )
+
     def _same_content(self, conn: sa.Connection, req: PublishRequest) -> int | None:
         """The newest version of ``req.name`` that holds the same model, if any."""
         content = sa.select(t.version_content.c.version_id).where(
@@ -278,7 +310,9 @@ class Catalog(CatalogLookup):
             .order_by(t.deleted_versions.c.id.desc())
             .limit(1)
         ).first()
-        if gone is not None and gone[0] != req.content_hash:
+        # a version deleted before schema step 3 recorded its manifest's digest: the same
+        # blob is the same model too
+        if gone is not None and req.content_hash != gone[0] and req.blob_hash != gone[1]:
             raise VersionConflict(
                 f"{req.name} version {version} was used by a version deleted on "
                 f"{gone[2][:19].replace('T', ' ')} UTC (blake3 {gone[1][:16]}...), which held "

@@ -139,7 +139,7 @@ def carried(manifest: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], s
     description = meta.get("description", user.get("description"))
     return (
         check_metrics(metrics if isinstance(metrics, dict) else None),
-        check_tags(tags if isinstance(tags, dict) else None),
+        check_tags(tags if isinstance(tags, dict) else None, searchable=False),
         description if isinstance(description, str) else None,
     )
 

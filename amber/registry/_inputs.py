@@ -74,7 +74,9 @@ def check_metrics(metrics: object) -> dict[str, Any]:
     return out
 
 
-def check_tags(tags: object) -> dict[str, str]:
+def check_tags(tags: object, *, searchable: bool = True) -> dict[str, str]:
+    """Tags as given; ``searchable`` (a push) also refuses keys that search could never find,
+    which an import of a file from an older registry must take as they are."""
     if tags is None:
         return {}
     if not isinstance(tags, dict) or not all(
@@ -85,7 +87,7 @@ def check_tags(tags: object) -> dict[str, str]:
             f"tags must be a dict of non-empty string keys (at most 128 characters) to string "
             f"values (at most 512), got {tags!r}"
         )
-    for key in tags:
+    for key in tags if searchable else ():
         if "=" in key:
             raise TypeError(
                 f"tag key {key!r} contains '=': search(tag='key=value') splits at the first "

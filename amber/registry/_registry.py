@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from amber.artifact._manifest import encode
 from amber.artifact._reader import ArtifactReader
-from amber.errors import IntegrityError, ModelNotFound
+from amber.errors import FormatError, IntegrityError, ModelNotFound
 from amber.registry._catalog import Catalog, PublishRequest
 from amber.registry._distribution import check_signatures, export_version, import_file
 from amber.registry._errors import InvalidURI
@@ -20,6 +20,7 @@ from amber.registry._inputs import (
     as_ref,
     check_metrics,
     check_tags,
+    content_hash,
     env_storage_options,
     is_local,
     manifest_hash,
@@ -257,6 +258,8 @@ class Registry:
             sign=self._signer(art, key),
             dedupe=dedupe,
         )
+        if dedupe or version is not None:  # an import compares models by content
+            self._backfill_content(name)
         self.catalog.begin_upload(art.hash)
         try:
             self._store.put(art.path, art.hash, owned=owned)
@@ -265,6 +268,21 @@ class Registry:
             with contextlib.suppress(Exception):
                 self.catalog.end_upload(art.hash)
             raise
+
+    def _backfill_content(self, name: str) -> None:
+        """Versions published before catalog schema step 3 have no content digest (what an
+        import compares): computed once from their blobs' manifests, read from the store."""
+        if not self.catalog.exists():
+            return
+        with contextlib.suppress(ModelNotFound):
+            for version_id, blob_hash, size in self.catalog.without_content(name):
+                try:
+                    path = self._store.local_path(blob_hash, size)
+                    with ArtifactReader(path) as reader:
+                        content = content_hash(reader.manifest)
+                except (OSError, IntegrityError, FormatError):
+                    continue  # a blob that cannot be read: compared by its digests alone
+                self.catalog.set_content(version_id, content)
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, ref: str) -> ModelVersion:

@@ -51,10 +51,37 @@ CODE_RUNNERS = frozenset(
         ("os", "system"),
         ("posix", "system"),
         ("os", "popen"),
-        ("os", "execv"),
-        ("os", "execvp"),
-        ("os", "spawnv"),
+        *(
+            (mod, f"exec{s}")
+            for mod in ("os", "posix")
+            for s in ("l", "le", "lp", "lpe", "v", "ve", "vp", "vpe")
+        ),
+        *(
+            (mod, f"spawn{s}")
+            for mod in ("os", "posix")
+            for s in ("l", "le", "lp", "lpe", "v", "ve", "vp", "vpe")
+        ),
+        *((mod, f"posix_spawn{s}") for mod in ("os", "posix") for s in ("", "p")),
+        ("os", "fork"),
+        ("posix", "fork"),
         ("pty", "spawn"),
+        ("runpy", "run_path"),
+        ("runpy", "run_module"),
+        ("runpy", "_run_code"),
+        ("code", "interact"),
+        ("code", "InteractiveInterpreter"),
+        ("codeop", "compile_command"),
+        ("builtins", "getattr"),
+        ("builtins", "setattr"),
+        ("builtins", "delattr"),
+        ("builtins", "globals"),
+        ("builtins", "vars"),
+        ("builtins", "breakpoint"),
+        ("torch.serialization", "_load"),
+        ("torch", "_load_global_deps"),
+        ("ctypes", "CDLL"),
+        ("ctypes", "cdll"),
+        ("ctypes", "PyDLL"),
         ("subprocess", "Popen"),
         ("subprocess", "run"),
         ("subprocess", "call"),
@@ -75,7 +102,11 @@ def trust_name(module: str, name: str) -> str:
 def split_trust(names: Iterable[str]) -> tuple[list[str], list[str]]:
     """``names`` (sorted) as (those ``trusted=`` can admit, the code runners it never admits)."""
     listed = sorted(set(names))
-    runners = [n for n in listed if _split_quietly(n) in CODE_RUNNERS]
+    runners = [
+        n
+        for n in listed
+        if _split_quietly(n) in CODE_RUNNERS or n.endswith("(Python bytecode)")  # a Keras Lambda
+    ]
     return [n for n in listed if n not in runners], runners
 
 

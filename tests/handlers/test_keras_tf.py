@@ -62,8 +62,10 @@ def test_custom_layers_need_trust_and_lambdas_need_arbitrary_code(tmp_path: Path
 
     lam = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda x: x + 1)])
     path = tmp_path / "lam.amber"
-    with pytest.warns(UserWarning, match="Lambda"):
+    with pytest.warns(UserWarning, match="Lambda") as warned:
         amber.save(lam, path)
+    text = str(warned[0].message)  # Python bytecode: never offered to trusted=
+    assert "trusted=" not in text.split("allowlist")[1][:60] and "allow_arbitrary_code" in text
     with pytest.raises(FormatError, match=r"Lambda layer.*allow_arbitrary_code=True"):
         amber.load(path)
     with pytest.warns(UnsafeLoadWarning, match="safe_mode=False"):
@@ -149,6 +151,30 @@ def test_a_registered_class_is_trusted_by_what_keras_would_build(
     amber.save(model, path)
     _forge_keras_config(path, no_module)
     with pytest.raises(UntrustedTypeError, match=r"__main__\.Dense"):
+        amber.load(path)
+
+    def string_loss(config: dict[str, Any]) -> dict[str, Any]:
+        config["compile_config"]["loss"] = "amber_tests>Doubler"  # a bare string: a lookup
+        return config
+
+    amber.save(model, path)
+    _forge_keras_config(path, string_loss)
+    with pytest.raises(UntrustedTypeError, match=r"test_keras_tf\.Doubler"):
+        amber.load(path)
+
+    def type_spec(config: dict[str, Any]) -> dict[str, Any]:
+        config["compile_config"]["loss_weights"] = {
+            "class_name": "__typespec__",
+            "spec_name": "Spec",
+            "module": "tensorflow",
+            "config": [[1, 2], "float32"],
+            "registered_name": "amber_tests>Doubler",
+        }
+        return config
+
+    amber.save(model, path)
+    _forge_keras_config(path, type_spec)
+    with pytest.raises(UntrustedTypeError, match=r"test_keras_tf\.Doubler"):
         amber.load(path)
 
 

@@ -246,3 +246,43 @@ def test_a_failed_export_is_reported(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"(?s)could not trace.*at least two rows"):
         info = amber.save(_nets.TwoLayer(5, 4), tmp_path / "t.amber", sample=one)
     assert info.manifest["payload"]["rebuild"] == "class"
+
+
+class _Outer:
+    class Net(torch.nn.Linear):
+        pass
+
+
+def test_rows_as_a_list_are_one_batch_and_nested_classes_load(tmp_path: Path) -> None:
+    """A list of row arrays is one input (a batch), as before tuples meant several inputs; a
+    nested class saved by class loads with the name the warning gives."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(5, 2)
+    rows = [np.zeros(5, dtype=np.float32), np.ones(5, dtype=np.float32)]
+    assert amber.predict(lin, rows).shape == (2, 2)
+    net = _Outer.Net(5, 2)
+    path = tmp_path / "nested.amber"
+    with pytest.warns(UserWarning, match=r"trusted=\['test_torch:_Outer\.Net'\]"):
+        amber.save(net, path, format="class")
+    back = amber.load(path, trusted=["test_torch:_Outer.Net"])
+    assert type(back) is _Outer.Net
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("order", [1, "weight", "bias"]), ("order", [{}, {}]), ("aliases", {"x": ["weight"]})],
+)
+def test_a_malformed_tensors_payload_is_refused(tmp_path: Path, field: str, value: Any) -> None:
+    from amber.artifact._rewrite import rewrite as rewrite_manifest
+    from amber.errors import FormatError
+
+    path = tmp_path / "sd.amber"
+    amber.save(torch.nn.Linear(3, 2).state_dict(), path)
+
+    def forge(manifest: dict[str, Any]) -> dict[str, Any]:
+        manifest["payload"][field] = value
+        return manifest
+
+    rewrite_manifest(path, path, update=forge)
+    with pytest.raises(FormatError, match="malformed torch payload"):
+        amber.load(path)

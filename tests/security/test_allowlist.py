@@ -200,3 +200,13 @@ def test_guarded_names_enter_only_with_their_validator() -> None:
     for module, name in TOOL_MODULE.GUARDED:
         assert entries()[(module, name)].validator == "validate_partial"
     assert TOOL_MODULE.denied("functools", "reduce")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["posix.execv", "os.spawnvp", "posix.posix_spawn", "runpy.run_path", "builtins.getattr",
+     "torch.serialization._load", "ctypes.CDLL"],
+)  # fmt: skip
+def test_code_runners_are_never_trusted(name: str) -> None:
+    with pytest.raises(ValueError, match="cannot admit"):
+        LoadPolicy.make([name])
