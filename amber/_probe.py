@@ -377,10 +377,7 @@ def describe(value: Any) -> dict[str, Any]:
     if _is_frame(value):
         if type(value).__name__ == "Series":
             return {"kind": "series", "name": str(value.name), "dtype": str(value.dtype)}
-        return {
-            "kind": "dataframe",
-            "columns": [{"name": str(c), "dtype": str(t)} for c, t in value.dtypes.items()],
-        }
+        return {"kind": "dataframe", "columns": [_column(c, t) for c, t in value.dtypes.items()]}
     if _is_sparse(value):
         return {
             "kind": "sparse",
@@ -397,6 +394,16 @@ def describe(value: Any) -> dict[str, Any]:
         return {"kind": "list", "item_types": types, "shape": [None]}
     arr = np.asarray(value)
     return {"kind": "ndarray", "dtype": str(arr.dtype), "shape": [None, *arr.shape[1:]]}
+
+
+def _column(name: Any, dtype: Any) -> dict[str, Any]:
+    """A column's signature; a category column's also says what its categories are (3 and "3"
+    are different categories, and a server must not turn one into the other)."""
+    out = {"name": str(name), "dtype": str(dtype)}
+    categories = getattr(dtype, "categories", None)
+    if str(dtype) == "category" and categories is not None:
+        out["categories"] = str(categories.dtype)
+    return out
 
 
 # -- recording and checking ---------------------------------------------------------------------

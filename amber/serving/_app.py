@@ -336,7 +336,7 @@ class AmberServer:
         names = []
         for i, item in enumerate(wanted):
             method = item.get("name") if isinstance(item, dict) else None
-            if method not in loaded.methods:
+            if not isinstance(method, str) or method not in loaded.methods:
                 raise RequestError(
                     400,
                     f"outputs[{i}].name: the model offers {allowed}",

@@ -32,7 +32,8 @@ def _bad(field: str, expected: str, got: str, message: str | None = None) -> Req
 
 
 def _per_row(column: _Column, values: list[Any], where: str) -> np.ndarray:
-    """``column.convert`` with errors naming the row: ``where`` holds ``{i}`` for its index."""
+    """``column.convert`` with errors naming the row: ``where`` holds ``{i}`` for its index
+    (replaced literally: a column name may hold braces)."""
     probe = "\x00"
     try:
         return column.convert(values, probe)
@@ -40,9 +41,9 @@ def _per_row(column: _Column, values: list[Any], where: str) -> np.ndarray:
         field = exc.field or probe
         if field.startswith(probe + "[") and "]" in field:
             index, _, rest = field[2:].partition("]")
-            exc.field = where.format(i=index) + rest
+            exc.field = where.replace("{i}", index) + rest
         else:
-            exc.field = where.format(i="*") + field[1:]
+            exc.field = where.replace("{i}", "*") + field[1:]
         exc.message = f"{exc.field}: expected {exc.expected}, got {exc.got}"
         raise
 
@@ -50,12 +51,19 @@ def _per_row(column: _Column, values: list[Any], where: str) -> np.ndarray:
 class _Column:
     """One column: its name, pandas dtype, and how JSON values become an array."""
 
-    def __init__(self, name: str, dtype: str) -> None:
+    def __init__(self, name: str, dtype: str, categories: str | None = None) -> None:
         self.name = name
         self.dtype = dtype
         self.numpy: np.dtype[Any] | None = None
         self.nullable = False
-        if dtype in _STRINGS:
+        # a category column's values keep their type: 3 is not the category "3"
+        self.categories = categories
+        if dtype == "category" and categories is not None and categories not in _STRINGS:
+            self.kind = "category"
+            self.numpy = _numpy_dtype(categories)
+        elif dtype == "category":
+            self.kind = "category"
+        elif dtype in _STRINGS:
             self.kind = "string"
         elif dtype.startswith("datetime64"):
             self.kind = "datetime"
@@ -76,6 +84,13 @@ class _Column:
     @property
     def expected(self) -> str:
         return {
+            "category": (
+                "strings"
+                if self.categories in _STRINGS
+                else f"category values ({self.categories})"
+                if self.categories
+                else "category values (strings or numbers)"
+            ),
             "string": "strings",
             "datetime": "ISO 8601 date-time strings",
             "bool": "booleans",
@@ -85,6 +100,10 @@ class _Column:
         }[self.kind]
 
     def accepted(self) -> tuple[str, ...]:
+        if self.kind == "category":
+            if self.numpy is not None:
+                return T.accepted_datatypes(self.numpy)
+            return ("BYTES",) if self.categories in _STRINGS else tuple(T.DATATYPES)
         if self.kind == "number":
             return T.accepted_datatypes(self.numpy)
         if self.kind == "bool":
@@ -96,13 +115,17 @@ class _Column:
     def convert(self, values: Any, field: str) -> np.ndarray:
         if not isinstance(values, list):
             raise _bad(field, f"an array of {self.expected}", describe_value(values))
-        if self.kind == "number" and self.numpy is not None:
+        if self.nullable and self.numpy is not None and self.numpy.kind in "biu":
+            arr = self._with_nulls(values, field)  # Int64, boolean: null is <NA>
+        elif self.kind in ("number", "category") and self.numpy is not None:
             floats = self.numpy.kind == "f"
             arr = T.to_numbers(values, self.numpy, field, allow_null=floats or self.nullable)
         elif self.kind == "bool":
             arr = T.to_bools(values, field)
-        elif self.kind in ("string", "datetime"):
+        elif self.kind == "string" or (self.kind == "category" and self.categories in _STRINGS):
             arr = np.array(T.to_strings(values, field), dtype=object)
+        elif self.kind == "datetime":
+            arr = self._dates(T.to_strings(values, field), field)
         else:
             for i, v in enumerate(values):
                 if isinstance(v, (list, dict)):
@@ -112,13 +135,49 @@ class _Column:
             raise _bad(field, f"one {self.expected[:-1]} per row", f"shape {list(arr.shape)}")
         return arr
 
+    def _with_nulls(self, values: list[Any], field: str) -> np.ndarray:
+        """A nullable integer or boolean column: checked values, and None where null came."""
+        assert self.numpy is not None
+        present = [v for v in values if v is not None]
+        if self.numpy.kind == "b":
+            checked = T.to_bools(present, field) if present else np.array([], dtype=bool)
+        else:
+            checked = T.to_numbers(present, self.numpy, field) if present else np.array([])
+        out = np.empty(len(values), dtype=object)
+        it = iter(checked.tolist())
+        for i, v in enumerate(values):
+            out[i] = None if v is None else next(it)
+        return out
+
+    def _dates(self, texts: list[str], field: str) -> np.ndarray:
+        """ISO 8601 dates, parsed while the request is checked (a bad one is a 400 naming its
+        row, not a model failure); one with an offset is converted to UTC and the offset
+        dropped, as the column holds naive date-times."""
+        import pandas as pd
+
+        try:
+            parsed = pd.to_datetime(pd.Series(texts), format="ISO8601", utc=True)
+        except (ValueError, TypeError, OverflowError):
+            for i, text in enumerate(texts):
+                try:
+                    pd.to_datetime(pd.Series([text]), format="ISO8601", utc=True)
+                except (ValueError, TypeError, OverflowError):
+                    raise _bad(
+                        f"{field}[{i}]", "an ISO 8601 date-time", describe_value(text)
+                    ) from None
+            raise
+        return parsed.dt.tz_localize(None).to_numpy()
+
     def from_text(self, cells: list[str], field: str) -> np.ndarray:
-        if self.kind == "number" and self.numpy is not None:
-            out = []
+        if self.kind in ("number", "category") and self.numpy is not None:
+            out: list[Any] = []
             for i, cell in enumerate(cells):
                 text = cell.strip()
                 if text == "" and self.numpy.kind == "f":
                     out.append(math.nan)
+                    continue
+                if text == "" and self.nullable:
+                    out.append(None)
                     continue
                 try:
                     out.append(int(text) if self.numpy.kind in "iu" else float(text))
@@ -126,7 +185,11 @@ class _Column:
                     raise _bad(
                         f"row {i + 1}, column {self.name!r}", self.expected, describe_value(cell)
                     ) from None
+            if self.nullable and self.numpy.kind in "iu":
+                return self._with_nulls(out, f"column {self.name!r}")
             return T.to_numbers(out, self.numpy, f"column {self.name!r}")
+        if self.kind == "datetime":
+            return self._dates(cells, f"column {self.name!r}")
         if self.kind == "bool":
             truth = {"true": True, "1": True, "false": False, "0": False}
             for i, cell in enumerate(cells):
@@ -144,15 +207,18 @@ class _Column:
         import pandas as pd
 
         if self.kind == "datetime":
-            try:
-                return pd.to_datetime(pd.Series(arr), format="ISO8601").astype(self.dtype)
-            except (ValueError, TypeError) as exc:
-                raise _bad(
-                    f"column {self.name!r}", self.expected, f"unparseable dates ({exc})"
-                ) from None
-        if self.kind == "string" or self.nullable:
+            return pd.Series(arr).astype(self.dtype)  # parsed when the request was checked
+        if self.kind in ("string", "category") or self.nullable:
             return pd.Series(arr).astype(self.dtype)
         return arr
+
+
+def _numpy_dtype(name: str) -> np.dtype[Any] | None:
+    try:
+        dtype = np.dtype(name)
+    except TypeError:
+        return None
+    return dtype if dtype.kind in "biuf" else None
 
 
 class FrameSchema:
@@ -160,8 +226,15 @@ class FrameSchema:
 
     kind = "dataframe"
 
-    def __init__(self, columns: list[tuple[str, str]], *, series: bool = False) -> None:
-        self.columns = [_Column(n, d) for n, d in columns]
+    def __init__(
+        self,
+        columns: list[tuple[str, str]],
+        *,
+        series: bool = False,
+        categories: dict[str, str] | None = None,
+    ) -> None:
+        cats = categories or {}
+        self.columns = [_Column(n, d, cats.get(n)) for n, d in columns]
         self.names = [c.name for c in self.columns]
         self.series = series
 
@@ -214,7 +287,7 @@ class FrameSchema:
                 self._check_names(list(r), f"{field}[{i}]")
         return self._from_columns(
             {
-                c.name: _per_row(c, [r[c.name] for r in records], f"{field}[{{i}}].{c.name}")
+                c.name: _per_row(c, [r[c.name] for r in records], f"{field}[{{i}}]." + c.name)
                 for c in self.columns
             },
             field,
@@ -329,22 +402,24 @@ class FrameSchema:
         return [
             {
                 "name": c.name,
-                "datatype": c.accepted()[0]
-                if c.kind != "number"
-                else T.datatype_of(c.numpy)
-                if c.numpy is not None
-                else "BYTES",
+                "datatype": T.datatype_of(c.numpy)
+                if c.kind in ("number", "category") and c.numpy is not None
+                else "BYTES"
+                if c.kind == "number"
+                else c.accepted()[0],
                 "shape": [-1],
             }
             for c in self.columns
         ]
 
     def _json_type(self, col: _Column) -> dict[str, Any]:
-        if col.kind == "number":
+        if col.kind == "number" or (col.kind == "category" and col.numpy is not None):
             kind = "integer" if col.numpy is not None and col.numpy.kind in "iu" else "number"
             return {"type": [kind, "null"]} if col.nullable or kind == "number" else {"type": kind}
+        if col.kind == "category":
+            return {"type": "string"} if col.categories in _STRINGS else {}
         if col.kind == "bool":
-            return {"type": "boolean"}
+            return {"type": ["boolean", "null"]} if col.nullable else {"type": "boolean"}
         if col.kind == "datetime":
             return {"type": "string", "format": "date-time"}
         if col.kind == "string":
@@ -417,15 +492,21 @@ class FrameSchema:
             "any": 0,
         }
         for c in self.columns:
-            value: Any = placeholder[c.kind]
+            kind = c.kind
+            if kind == "category":
+                kind = "number" if c.numpy is not None else "string"
+            value: Any = placeholder[kind]
             try:
                 if sample is not None:
                     value = (sample if self.series else sample[c.name]).iloc[0]
                     value = value.isoformat() if hasattr(value, "isoformat") else value
                     value = value.item() if hasattr(value, "item") else value
             except (KeyError, IndexError, AttributeError, TypeError):
-                value = placeholder[c.kind]
-            if isinstance(value, float) and math.isnan(value):
+                value = placeholder[kind]
+            if (isinstance(value, float) and math.isnan(value)) or type(value).__name__ in (
+                "NAType",
+                "NaTType",
+            ):
                 value = None
             row[c.name] = value
         oip = {

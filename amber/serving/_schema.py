@@ -137,7 +137,9 @@ class ArraySchema:
                 f"inputs[0]: shape {shape} needs {n} values, data has {arr.size}",
             )
         self._check_shape(tuple(shape), "inputs[0].shape")
-        return arr.reshape(shape).astype(self.dtype, copy=False)
+        if arr.dtype != self.dtype:  # e.g. INT64 sent for a uint8 input: checked, not wrapped
+            arr = T.to_numbers(arr.tolist(), self.dtype, "inputs[0].data")
+        return arr.reshape(shape)
 
     def _rows(self, values: Any, field: str) -> np.ndarray:
         arr = self._values(values, self.dtype, field)
@@ -373,7 +375,12 @@ def schema_for(inputs: dict[str, Any]) -> InputSchema:
         shape = list(inputs.get("shape") or [None])
         return ArraySchema(str(inputs["dtype"]), shape[1:], sparse=str(inputs.get("format", "csr")))
     if kind == "dataframe":
-        return FrameSchema([(str(c["name"]), str(c["dtype"])) for c in inputs["columns"]])
+        return FrameSchema(
+            [(str(c["name"]), str(c["dtype"])) for c in inputs["columns"]],
+            categories={
+                str(c["name"]): str(c["categories"]) for c in inputs["columns"] if "categories" in c
+            },
+        )
     if kind == "series":
         return FrameSchema([(str(inputs.get("name")), str(inputs["dtype"]))], series=True)
     if kind == "list" and set(inputs.get("item_types", [])) <= {"str"}:

@@ -1,0 +1,138 @@
+"""Column types a DataFrame model is served with: nullable integers, integer categories, dates,
+odd column names; and integer inputs narrower than the tensor that carries them.
+
+Each case came from a review that found a wrong answer or a 500: a category 3 sent as "3"
+(then refused as a number), a null Int64 refused although the schema offers null, a bad date
+blamed on the model (422), a column named with braces turning a bad value into a 500, and an
+INT64 300 wrapped into a uint8 model's input as 44.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import Server, oip, save, stopped_cleanly
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Any]]:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+    from sklearn.tree import DecisionTreeClassifier
+
+    tmp = tmp_path_factory.mktemp("frames")
+    rng = np.random.default_rng(0)
+    n = 60
+    frame = pd.DataFrame(
+        {
+            "price{usd}": rng.normal(size=n),
+            "cnt": pd.array([None if i % 7 == 0 else i % 5 for i in range(n)], dtype="Int64"),
+            "grade": pd.Categorical(rng.integers(1, 4, n)),
+            "when": pd.to_datetime("2024-01-01") + pd.to_timedelta(rng.integers(0, 30, n), "D"),
+        }
+    )
+    y = (frame["grade"].astype(int) == 3).astype(int)
+    pre = ColumnTransformer(  # "when" is dropped: it is served (and checked) all the same
+        [
+            ("num", "passthrough", ["price{usd}"]),
+            ("cnt", SimpleImputer(), ["cnt"]),
+            ("grade", OneHotEncoder(handle_unknown="ignore"), ["grade"]),
+        ]
+    )
+    model = make_pipeline(pre, LogisticRegression(max_iter=1000)).fit(frame, y)
+    path = save(model, tmp / "frame2.amber", frame.iloc[:8])
+    u8 = DecisionTreeClassifier(random_state=0).fit(
+        np.arange(256, dtype=np.uint8).reshape(-1, 1), (np.arange(256) >= 128).astype(int)
+    )
+    u8_path = save(u8, tmp / "u8.amber", np.arange(8, dtype=np.uint8).reshape(-1, 1))
+    srv = Server([str(path), str(u8_path), "--poll-interval", "0"], tmp)
+    try:
+        srv.wait_ready()
+        yield srv, model
+    finally:
+        assert stopped_cleanly(srv)
+
+
+def _records(**row: Any) -> dict[str, Any]:
+    base = {"price{usd}": 0.5, "cnt": 2, "grade": 3, "when": "2024-01-05T00:00:00"}
+    return {"dataframe_records": [{**base, **row}]}
+
+
+def _local(model: Any, **row: Any) -> list[int]:
+    base = {"price{usd}": 0.5, "cnt": 2, "grade": 3, "when": "2024-01-05"}
+    values = {**base, **row}
+    frame = pd.DataFrame({k: [v] for k, v in values.items()})
+    frame["cnt"] = frame["cnt"].astype("Int64")
+    frame["grade"] = pd.Categorical(frame["grade"], categories=[1, 2, 3])
+    frame["when"] = pd.to_datetime(frame["when"])
+    return [int(v) for v in model.predict(frame)]
+
+
+def test_integer_categories_keep_their_type(served: tuple[Server, Any]) -> None:
+    srv, model = served
+    r = srv.client.post("/models/frame2/invocations", json=_records(grade=3))
+    assert r.status_code == 200 and r.json()["predictions"] == _local(model, grade=3)
+    r = srv.client.post("/models/frame2/invocations", json=_records(grade="3"))
+    assert r.status_code == 400 and "grade" in r.json()["field"], r.text
+    meta = srv.client.get("/v2/models/frame2").json()["inputs"]
+    assert {m["name"]: m["datatype"] for m in meta}["grade"] == "INT64"
+
+
+def test_a_null_in_a_nullable_integer_column_is_missing(served: tuple[Server, Any]) -> None:
+    srv, model = served
+    r = srv.client.post("/models/frame2/invocations", json=_records(cnt=None))
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == _local(model, cnt=None)
+    csv = "price{usd},cnt,grade,when\n0.5,,3,2024-01-05\n"
+    r = srv.client.post(
+        "/models/frame2/invocations", content=csv, headers={"Content-Type": "text/csv"}
+    )
+    assert r.status_code == 200 and r.json()["predictions"] == _local(model, cnt=None), r.text
+
+
+def test_dates_are_checked_with_the_request(served: tuple[Server, Any]) -> None:
+    srv, _ = served
+    r = srv.client.post("/models/frame2/invocations", json=_records(when="yesterday"))
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "dataframe_records[0].when"
+    r = srv.client.post("/models/frame2/invocations", json=_records(when="2024-01-05T10:00:00Z"))
+    assert r.status_code == 200, r.text  # an offset: converted to UTC
+
+
+def test_a_column_name_with_braces_gets_a_400(served: tuple[Server, Any]) -> None:
+    srv, _ = served
+    r = srv.client.post("/models/frame2/invocations", json=_records(**{"price{usd}": "x"}))
+    assert r.status_code == 400 and r.json()["field"] == "dataframe_records[0].price{usd}"
+
+
+def test_an_integer_too_large_for_the_input_is_refused_not_wrapped(
+    served: tuple[Server, Any],
+) -> None:
+    srv, _ = served
+    for value, want in ((255, 200), (300, 400), (-1, 400)):
+        r = srv.client.post("/v2/models/u8/infer", json=oip([value], [1, 1], datatype="INT64"))
+        assert r.status_code == want, (value, r.text)
+    r = srv.client.post("/v2/models/u8/infer", json=oip([255], [1, 1], datatype="INT64"))
+    assert r.json()["outputs"][0]["data"] == [1]
+
+
+def test_an_unhashable_output_name_gets_a_400(served: tuple[Server, Any]) -> None:
+    srv, _ = served
+    body = {**oip([5], [1, 1], datatype="UINT8"), "outputs": [{"name": ["predict"]}]}
+    r = srv.client.post("/v2/models/u8/infer", json=body)
+    assert r.status_code == 400 and r.json()["field"] == "outputs[0].name", r.text
+
+
+def test_examples_of_the_openapi_document_are_accepted(served: tuple[Server, Any]) -> None:
+    srv, _ = served
+    spec = srv.client.get("/openapi.json").json()
+    body = spec["paths"]["/models/frame2/invocations"]["post"]["requestBody"]["content"]
+    example = body["application/json"]["example"]
+    assert srv.client.post("/models/frame2/invocations", json=example).status_code == 200
