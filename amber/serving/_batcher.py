@@ -78,11 +78,17 @@ class Batcher:
         observe: Callable[[int, int, float], None] | None = None,
         inline: bool = False,
         inline_alone: bool = False,
+        inline_rows: int | None = None,
+        alone_rows: int | None = None,
         on_demote: Callable[[float], None] | None = None,
     ) -> None:
         self.predict = predict
         self.inline = inline
         self.inline_alone = inline_alone
+        # calls of more rows than calibration says fit the limits go to the model's thread: a
+        # model quick on a few rows can take seconds on 100,000, which would stall the loop
+        self.inline_rows = inline_rows if inline_rows is not None else 1 << 62
+        self.alone_rows = alone_rows if alone_rows is not None else 1 << 62
         self.on_demote = on_demote
         self.concat = concat
         self.prepare = prepare
@@ -98,7 +104,9 @@ class Batcher:
 
     async def submit(self, part: Any, rows: int) -> Any:
         """Queue one request's decoded part; return its slice of the model's output."""
-        alone_ok = self.inline or self.inline_alone
+        alone_ok = (self.inline and rows <= self.inline_rows) or (
+            self.inline_alone and rows <= self.alone_rows
+        )
         if alone_ok and not self._queue and self._recent < 1.5 and self._idle():
             self._deciding += 1
             try:
@@ -210,8 +218,10 @@ class Batcher:
                     self.observe, rows, len(batch), time.perf_counter() - started
                 )
 
-    async def _exec(self, part: Any, alone: bool = False) -> Any:
-        if self.inline or (alone and self.inline_alone):
+    async def _exec(self, part: Any, rows: int, alone: bool = False) -> Any:
+        if (self.inline and rows <= self.inline_rows) or (
+            alone and self.inline_alone and rows <= self.alone_rows
+        ):
             return self._timed(part)
         return await asyncio.get_running_loop().run_in_executor(self.executor, self._call, part)
 
@@ -219,15 +229,16 @@ class Batcher:
         # alone: one request, nothing queued behind it, no company lately (c=1)
         alone = len(batch) == 1 and not self._queue and self._recent < 1.5
         part = batch[0].part if len(batch) == 1 else self.concat([i.part for i in batch])
-        outputs = _split(await self._exec(part, alone), _offsets(batch))
+        rows = sum(i.rows for i in batch)
+        outputs = _split(await self._exec(part, rows, alone), _offsets(batch))
         if outputs is None:  # not one output row per input row: one call each
-            outputs = [await self._exec(i.part) for i in batch]
+            outputs = [await self._exec(i.part, i.rows) for i in batch]
         return outputs
 
     async def _one_by_one(self, batch: list[_Item]) -> None:
         for item in batch:
             try:
-                out = await self._exec(item.part)
+                out = await self._exec(item.part, item.rows)
             except Exception as exc:
                 _fail(item, exc)
             else:

@@ -72,6 +72,8 @@ class LoadedModel:
                 observe=observe,
                 inline=bool(self.batching.get("inline")),
                 inline_alone=bool(self.batching.get("inline_alone")),
+                inline_rows=self.batching.get("inline_rows"),
+                alone_rows=self.batching.get("alone_rows"),
                 on_demote=self._demoted,
             )
             self._runners[method] = run
@@ -194,6 +196,15 @@ def _time(fn: Callable[[Any], Any], x: Any, repeat: int) -> float:
 CALIBRATION_ROWS = 64
 
 
+def _row_limits(per_row: float, one_row: float) -> dict[str, int]:
+    """How many rows an inline call may hold and still fit its limit, by the timed rate (a row
+    of a larger call costs no more than one of the calls timed)."""
+    return {
+        "inline_rows": max(1, int(INLINE_LIMIT_S / max(per_row, 1e-9))),
+        "alone_rows": max(1, int(ALONE_LIMIT_S / max(one_row, 1e-9))),
+    }
+
+
 def calibrate(fn: Callable[[Any], Any], sample: Any, spec: ModelSpec) -> dict[str, Any]:
     """Decide how this model predicts, by timing it on its own probe rows.
 
@@ -221,6 +232,7 @@ def calibrate(fn: Callable[[Any], Any], sample: Any, spec: ModelSpec) -> dict[st
             "mode": spec.batching,
             "inline": t1 * (4 if enabled else 1) < INLINE_LIMIT_S,
             "inline_alone": t1 < ALONE_LIMIT_S,
+            **_row_limits(t1, t1),
             "measured": False,
             "one_row_ms": round(t1 * 1000, 3),
         }
@@ -232,6 +244,7 @@ def calibrate(fn: Callable[[Any], Any], sample: Any, spec: ModelSpec) -> dict[st
         "mode": "auto",
         "inline": (tn if enabled else t1) < INLINE_LIMIT_S,
         "inline_alone": t1 < ALONE_LIMIT_S,
+        **_row_limits(tn / size if enabled else t1, t1),
         "measured": True,
         "one_row_ms": round(t1 * 1000, 3),
         "batch_ms": round(tn * 1000, 3),

@@ -64,3 +64,20 @@ def test_a_model_that_is_never_inline_predicts_on_its_thread() -> None:
     batcher = _batcher(inline=False, inline_alone=False, threads=threads)
     out = asyncio.run(batcher.submit(np.array([[2.0, 3.0]]), 1))
     assert float(out[0]) == 5.0 and threads[0].startswith("model")
+
+
+def test_a_request_larger_than_calibration_allows_goes_to_the_models_thread() -> None:
+    """A model quick on the rows it was timed on may take seconds on 100,000: such a request
+    is predicted on the model's thread, so the loop keeps answering health checks and the
+    request timeout still applies."""
+    for inline, inline_alone in ((True, True), (False, True)):
+        threads: list[str] = []
+        batcher = _batcher(inline=inline, inline_alone=inline_alone, threads=threads)
+        batcher.inline_rows = batcher.alone_rows = 10
+
+        async def main(b: Batcher = batcher) -> None:
+            await b.submit(np.ones((10, 2)), 10)
+            await b.submit(np.ones((11, 2)), 11)
+
+        asyncio.run(main())
+        assert threads[0] == "MainThread" and threads[1].startswith("model"), threads
