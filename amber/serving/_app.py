@@ -272,8 +272,8 @@ class AmberServer:
         code, reason = 200, None
         self.metrics.in_flight += 1
         try:
+            self._authorize(request, self.config.token)  # before a 404 could list the models
             slot = self._slot(name)
-            self._authorize(request, self.config.token)
             loaded = self._serving(slot, version)
             loaded.inflight += 1
             headers["x-amber-model"] = name

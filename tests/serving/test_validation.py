@@ -275,6 +275,9 @@ def test_bearer_token_guards_inference_only(server: Server) -> None:
             headers={"Authorization": "Bearer wrong"},
         )
         assert _check(r, 401, mlflow=True)["got"] == "a wrong token"
+        # an unknown model is a 401 too: a 404 would list the models to a stranger
+        r = anon.post("/v2/models/nope/infer", json=oip([5.1, 3.5, 1.4, 0.2], [1, 4]))
+        assert r.status_code == 401 and "iris" not in r.text
         assert anon.get("/v2/health/ready").status_code == 200
         assert anon.get("/metrics").status_code == 200
     finally:
