@@ -109,6 +109,11 @@ def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
             "kind": "series" if series else "dataframe",
             "entry": base + ".arrow",
         }
+        objects = [
+            i for i, t in enumerate(frame.dtypes) if isinstance(t, np.dtype) and t.kind == "O"
+        ]
+        if objects:  # Arrow types them (ints, strings): a reader casts them back to object
+            spec["object_columns"] = objects
         labels = [value.name] if series else list(frame.columns)
         if not all(type(label) is str for label in labels) and all(map(_json_label, labels)):
             # Arrow names columns by strings: 0 would come back as "0", and a model fitted on
@@ -324,6 +329,13 @@ def _decode_spec(spec: dict[str, Any], reader: ArtifactReader) -> Any:
             table = stream.read_all()
         _check_table(table, raw.nbytes)
         frame = table.to_pandas()
+        objects = spec.get("object_columns", [])
+        if not isinstance(objects, list) or not all(
+            type(i) is int and 0 <= i < frame.shape[1] for i in objects
+        ):
+            raise FormatError("probe entry's object columns do not match its columns")
+        for i in objects:
+            frame.isetitem(i, frame.iloc[:, i].astype(object))
         labels = spec.get("labels")
         if labels is not None:
             if not isinstance(labels, list) or len(labels) != frame.shape[1]:

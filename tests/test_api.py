@@ -222,6 +222,24 @@ def test_outputs_of_several_arrays_are_stored_one_by_one(tmp_path: Path) -> None
     assert "1 outputs, expected 2" in str(_probe._compare(stored, changed[:1], exact=True))
 
 
+def test_an_object_column_of_numbers_keeps_its_dtype_in_the_probe(tmp_path: Path) -> None:
+    """Arrow types an object column of Python ints as int64: read back so, the encoder fitted
+    on object categories failed (isnan on objects) and verify called the honest file broken."""
+    rng = np.random.default_rng(0)
+    zone = rng.choice([1, 2, 3], 60)
+    frame = pd.DataFrame({"x": rng.normal(size=60), "zone": pd.Series(list(zone), dtype=object)})
+    model = make_pipeline(
+        ColumnTransformer(
+            [("c", OneHotEncoder(handle_unknown="ignore"), ["zone"])], remainder="passthrough"
+        ),
+        LogisticRegression(),
+    ).fit(frame, (zone == 3).astype(int))
+    path = tmp_path / "obj.amber"
+    info = amber.save(model, path, sample=frame.iloc[:8])
+    assert info.manifest["probe"]["input"]["object_columns"] == [1]
+    assert "probe matched" in str(amber.verify(path).probe)
+
+
 def test_probe_items_may_not_share_an_entry(tmp_path: Path) -> None:
     """One stored array named by every item would decode as many copies (64 x the file)."""
     from amber.artifact._rewrite import rewrite as rewrite_manifest
