@@ -389,7 +389,12 @@ def describe(value: Any) -> dict[str, Any]:
     if _is_frame(value):
         if type(value).__name__ == "Series":
             return {"kind": "series", "name": str(value.name), "dtype": str(value.dtype)}
-        return {"kind": "dataframe", "columns": [_column(c, t) for c, t in value.dtypes.items()]}
+        return {
+            "kind": "dataframe",
+            "columns": [
+                _column(c, t, value.iloc[:, i]) for i, (c, t) in enumerate(value.dtypes.items())
+            ],
+        }
     if _is_sparse(value):
         return {
             "kind": "sparse",
@@ -408,13 +413,20 @@ def describe(value: Any) -> dict[str, Any]:
     return {"kind": "ndarray", "dtype": str(arr.dtype), "shape": [None, *arr.shape[1:]]}
 
 
-def _column(name: Any, dtype: Any) -> dict[str, Any]:
-    """A column's signature; a category column's also says what its categories are (3 and "3"
-    are different categories, and a server must not turn one into the other)."""
+def _column(name: Any, dtype: Any, values: Any) -> dict[str, Any]:
+    """A column's signature; a category column's also says what its categories are, and an
+    object column what its values are when they are not strings (3 and "3" are different
+    values, and a server must not turn one into the other)."""
     out = {"name": str(name), "dtype": str(dtype)}
     categories = getattr(dtype, "categories", None)
     if str(dtype) == "category" and categories is not None:
         out["categories"] = str(categories.dtype)
+    if isinstance(dtype, np.dtype) and dtype.kind == "O":
+        import pandas as pd
+
+        held = pd.api.types.infer_dtype(values, skipna=True)
+        if held not in ("string", "empty"):
+            out["values"] = held  # "integer", "floating", "boolean", "mixed-integer", ...
     return out
 
 

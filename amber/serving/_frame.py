@@ -51,14 +51,22 @@ def _per_row(column: _Column, values: list[Any], where: str) -> np.ndarray:
 class _Column:
     """One column: its name, pandas dtype, and how JSON values become an array."""
 
-    def __init__(self, name: str, dtype: str, categories: str | None = None) -> None:
+    def __init__(
+        self, name: str, dtype: str, categories: str | None = None, values: str | None = None
+    ) -> None:
         self.name = name
         self.dtype = dtype
         self.numpy: np.dtype[Any] | None = None
         self.nullable = False
         # a category column's values keep their type: 3 is not the category "3"
         self.categories = categories
-        if dtype == "category" and categories is not None and categories not in _STRINGS:
+        if dtype == "object" and values is not None:
+            # an object column of numbers (or of several kinds): values kept as sent, checked
+            # to be numbers where the sample held only numbers
+            self.kind = "category"
+            self.categories = _OBJECT_VALUES.get(values)
+            self.numpy = _numpy_dtype(self.categories) if self.categories else None
+        elif dtype == "category" and categories is not None and categories not in _STRINGS:
             self.kind = "category"
             self.numpy = _numpy_dtype(categories)
         elif dtype == "category":
@@ -209,8 +217,14 @@ class _Column:
         if self.kind == "datetime":
             return pd.Series(arr).astype(self.dtype)  # parsed when the request was checked
         if self.kind in ("string", "category") or self.nullable:
+            if self.dtype == "object":  # numbers kept as Python numbers, as the model saw them
+                return pd.Series(arr.tolist(), dtype=object)
             return pd.Series(arr).astype(self.dtype)
         return arr
+
+
+# pandas' infer_dtype of an object column's sample -> the dtype its values are checked as
+_OBJECT_VALUES = {"integer": "int64", "floating": "float64", "mixed-integer-float": "float64"}
 
 
 def _numpy_dtype(name: str) -> np.dtype[Any] | None:
@@ -232,9 +246,11 @@ class FrameSchema:
         *,
         series: bool = False,
         categories: dict[str, str] | None = None,
+        values: dict[str, str] | None = None,
     ) -> None:
         cats = categories or {}
-        self.columns = [_Column(n, d, cats.get(n)) for n, d in columns]
+        held = values or {}
+        self.columns = [_Column(n, d, cats.get(n), held.get(n)) for n, d in columns]
         self.names = [c.name for c in self.columns]
         self.series = series
 

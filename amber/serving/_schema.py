@@ -380,6 +380,7 @@ def schema_for(inputs: dict[str, Any]) -> InputSchema:
             categories={
                 str(c["name"]): str(c["categories"]) for c in inputs["columns"] if "categories" in c
             },
+            values={str(c["name"]): str(c["values"]) for c in inputs["columns"] if "values" in c},
         )
     if kind == "series":
         return FrameSchema([(str(inputs.get("name")), str(inputs["dtype"]))], series=True)

@@ -36,6 +36,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, A
             "cnt": pd.array([None if i % 7 == 0 else i % 5 for i in range(n)], dtype="Int64"),
             "grade": pd.Categorical(rng.integers(1, 4, n)),
             "when": pd.to_datetime("2024-01-01") + pd.to_timedelta(rng.integers(0, 30, n), "D"),
+            "zone": pd.Series([int(v) for v in rng.integers(1, 4, n)], dtype=object),
         }
     )
     y = (frame["grade"].astype(int) == 3).astype(int)
@@ -44,6 +45,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, A
             ("num", "passthrough", ["price{usd}"]),
             ("cnt", SimpleImputer(), ["cnt"]),
             ("grade", OneHotEncoder(handle_unknown="ignore"), ["grade"]),
+            ("zone", OneHotEncoder(handle_unknown="ignore"), ["zone"]),
         ]
     )
     model = make_pipeline(pre, LogisticRegression(max_iter=1000)).fit(frame, y)
@@ -61,17 +63,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, A
 
 
 def _records(**row: Any) -> dict[str, Any]:
-    base = {"price{usd}": 0.5, "cnt": 2, "grade": 3, "when": "2024-01-05T00:00:00"}
+    base = {"price{usd}": 0.5, "cnt": 2, "grade": 3, "when": "2024-01-05T00:00:00", "zone": 2}
     return {"dataframe_records": [{**base, **row}]}
 
 
 def _local(model: Any, **row: Any) -> list[int]:
-    base = {"price{usd}": 0.5, "cnt": 2, "grade": 3, "when": "2024-01-05"}
+    base = {"price{usd}": 0.5, "cnt": 2, "grade": 3, "when": "2024-01-05", "zone": 2}
     values = {**base, **row}
     frame = pd.DataFrame({k: [v] for k, v in values.items()})
     frame["cnt"] = frame["cnt"].astype("Int64")
     frame["grade"] = pd.Categorical(frame["grade"], categories=[1, 2, 3])
     frame["when"] = pd.to_datetime(frame["when"])
+    frame["zone"] = frame["zone"].astype(object)
     return [int(v) for v in model.predict(frame)]
 
 
@@ -85,12 +88,21 @@ def test_integer_categories_keep_their_type(served: tuple[Server, Any]) -> None:
     assert {m["name"]: m["datatype"] for m in meta}["grade"] == "INT64"
 
 
+def test_an_object_column_of_numbers_takes_numbers(served: tuple[Server, Any]) -> None:
+    srv, model = served
+    for zone in (1, 3):
+        r = srv.client.post("/models/frame2/invocations", json=_records(zone=zone))
+        assert r.status_code == 200 and r.json()["predictions"] == _local(model, zone=zone)
+    r = srv.client.post("/models/frame2/invocations", json=_records(zone="3"))
+    assert r.status_code == 400 and r.json()["field"] == "dataframe_records[0].zone", r.text
+
+
 def test_a_null_in_a_nullable_integer_column_is_missing(served: tuple[Server, Any]) -> None:
     srv, model = served
     r = srv.client.post("/models/frame2/invocations", json=_records(cnt=None))
     assert r.status_code == 200, r.text
     assert r.json()["predictions"] == _local(model, cnt=None)
-    csv = "price{usd},cnt,grade,when\n0.5,,3,2024-01-05\n"
+    csv = "price{usd},cnt,grade,when,zone\n0.5,,3,2024-01-05,2\n"
     r = srv.client.post(
         "/models/frame2/invocations", content=csv, headers={"Content-Type": "text/csv"}
     )
