@@ -66,16 +66,19 @@ class _Column:
             self.kind = "category"
             self.categories = _OBJECT_VALUES.get(values)
             self.numpy = _numpy_dtype(self.categories) if self.categories else None
-        elif dtype == "category" and categories is not None and categories not in _STRINGS:
+        elif (
+            dtype == "category"
+            and categories is not None
+            and categories not in _STRINGS
+            and _numpy_dtype(categories) is not None
+        ):
             self.kind = "category"
             self.numpy = _numpy_dtype(categories)
-        elif dtype == "category":
-            self.kind = "category"
-        elif dtype in _STRINGS:
+        elif dtype in _STRINGS:  # a category column saved without its categories' type: strings
             self.kind = "string"
         elif dtype.startswith("datetime64"):
             self.kind = "datetime"
-        elif dtype in ("Int8", "Int16", "Int32", "Int64", "Float32", "Float64", "boolean"):
+        elif dtype in _NULLABLE:
             self.kind = "bool" if dtype == "boolean" else "number"
             self.nullable = True
             self.numpy = np.dtype(bool) if dtype == "boolean" else np.dtype(dtype.lower())
@@ -110,7 +113,7 @@ class _Column:
     def accepted(self) -> tuple[str, ...]:
         if self.kind == "category":
             if self.numpy is not None:
-                return T.accepted_datatypes(self.numpy)
+                return ("BOOL",) if self.numpy.kind == "b" else T.accepted_datatypes(self.numpy)
             return ("BYTES",) if self.categories in _STRINGS else tuple(T.DATATYPES)
         if self.kind == "number":
             return T.accepted_datatypes(self.numpy)
@@ -123,8 +126,13 @@ class _Column:
     def convert(self, values: Any, field: str) -> np.ndarray:
         if not isinstance(values, list):
             raise _bad(field, f"an array of {self.expected}", describe_value(values))
-        if self.nullable and self.numpy is not None and self.numpy.kind in "biu":
+        if self.numpy is not None and (
+            (self.nullable and self.numpy.kind in "biu")
+            or (self.kind == "category" and None in values)  # a missing category
+        ):
             arr = self._with_nulls(values, field)  # Int64, boolean: null is <NA>
+        elif self.kind == "category" and self.numpy is not None and self.numpy.kind == "b":
+            arr = T.to_bools(values, field)
         elif self.kind in ("number", "category") and self.numpy is not None:
             floats = self.numpy.kind == "f"
             arr = T.to_numbers(values, self.numpy, field, allow_null=floats or self.nullable)
@@ -146,15 +154,12 @@ class _Column:
     def _with_nulls(self, values: list[Any], field: str) -> np.ndarray:
         """A nullable integer or boolean column: checked values, and None where null came."""
         assert self.numpy is not None
-        present = [v for v in values if v is not None]
-        if self.numpy.kind == "b":
-            checked = T.to_bools(present, field) if present else np.array([], dtype=bool)
-        else:
-            checked = T.to_numbers(present, self.numpy, field) if present else np.array([])
-        out = np.empty(len(values), dtype=object)
-        it = iter(checked.tolist())
-        for i, v in enumerate(values):
-            out[i] = None if v is None else next(it)
+        boolean = self.numpy.kind == "b"
+        # nulls stand in as a value that fits, so that an error names the right index
+        filled = [(False if boolean else 0) if v is None else v for v in values]
+        checked = T.to_bools(filled, field) if boolean else T.to_numbers(filled, self.numpy, field)
+        out = np.array(checked.tolist(), dtype=object)
+        out[[i for i, v in enumerate(values) if v is None]] = None
         return out
 
     def _dates(self, texts: list[str], field: str) -> np.ndarray:
@@ -163,28 +168,27 @@ class _Column:
         dropped, as the column holds naive date-times."""
         import pandas as pd
 
-        try:
-            parsed = pd.to_datetime(pd.Series(texts), format="ISO8601", utc=True)
-        except (ValueError, TypeError, OverflowError):
-            for i, text in enumerate(texts):
-                try:
-                    pd.to_datetime(pd.Series([text]), format="ISO8601", utc=True)
-                except (ValueError, TypeError, OverflowError):
-                    raise _bad(
-                        f"{field}[{i}]", "an ISO 8601 date-time", describe_value(text)
-                    ) from None
-            raise
+        series = pd.Series(texts, dtype=object)
+        parsed = pd.to_datetime(series, format="ISO8601", utc=True, errors="coerce")
+        bad = np.flatnonzero(parsed.isna().to_numpy())
+        if bad.size:  # one vectorised pass found them: name the first
+            i = int(bad[0])
+            raise _bad(f"{field}[{i}]", "an ISO 8601 date-time in range", describe_value(texts[i]))
         return parsed.dt.tz_localize(None).to_numpy()
 
     def from_text(self, cells: list[str], field: str) -> np.ndarray:
-        if self.kind in ("number", "category") and self.numpy is not None:
+        if (
+            self.kind in ("number", "category")
+            and self.numpy is not None
+            and self.numpy.kind != "b"
+        ):
             out: list[Any] = []
             for i, cell in enumerate(cells):
                 text = cell.strip()
                 if text == "" and self.numpy.kind == "f":
                     out.append(math.nan)
                     continue
-                if text == "" and self.nullable:
+                if text == "" and (self.nullable or self.kind == "category"):
                     out.append(None)
                     continue
                 try:
@@ -193,13 +197,17 @@ class _Column:
                     raise _bad(
                         f"row {i + 1}, column {self.name!r}", self.expected, describe_value(cell)
                     ) from None
-            if self.nullable and self.numpy.kind in "iu":
+            if None in out:
                 return self._with_nulls(out, f"column {self.name!r}")
             return T.to_numbers(out, self.numpy, f"column {self.name!r}")
         if self.kind == "datetime":
             return self._dates(cells, f"column {self.name!r}")
-        if self.kind == "bool":
-            truth = {"true": True, "1": True, "false": False, "0": False}
+        if self.kind == "bool" or (
+            self.kind == "category" and self.numpy is not None and self.numpy.kind == "b"
+        ):
+            truth: dict[str, bool | None] = {"true": True, "1": True, "false": False, "0": False}
+            if self.nullable:  # boolean: an empty cell is <NA>
+                truth[""] = None
             for i, cell in enumerate(cells):
                 if cell.strip().lower() not in truth:
                     raise _bad(
@@ -207,15 +215,19 @@ class _Column:
                         "true/false or 1/0",
                         describe_value(cell),
                     )
-            return np.array([truth[c.strip().lower()] for c in cells])
+            values = [truth[c.strip().lower()] for c in cells]
+            return np.array(values, dtype=object if None in values else bool)
         return np.array(cells, dtype=object)
 
     def finish(self, arr: np.ndarray) -> Any:
         """The column as pandas should hold it."""
         import pandas as pd
 
-        if self.kind == "datetime":
-            return pd.Series(arr).astype(self.dtype)  # parsed when the request was checked
+        if self.kind == "datetime":  # parsed (to UTC) when the request was checked
+            series = pd.Series(arr)
+            if "," in self.dtype:  # datetime64[us, Europe/Paris]: a zone-aware column
+                series = series.dt.tz_localize("UTC")
+            return series.astype(self.dtype)
         if self.kind in ("string", "category") or self.nullable:
             if self.dtype == "object":  # numbers kept as Python numbers, as the model saw them
                 return pd.Series(arr.tolist(), dtype=object)
@@ -223,16 +235,22 @@ class _Column:
         return arr
 
 
+_NULLABLE = frozenset(
+    {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"}
+    | {"Float32", "Float64", "boolean"}
+)
 # pandas' infer_dtype of an object column's sample -> the dtype its values are checked as
 _OBJECT_VALUES = {"integer": "int64", "floating": "float64", "mixed-integer-float": "float64"}
 
 
 def _numpy_dtype(name: str) -> np.dtype[Any] | None:
+    """A plain numpy number or boolean dtype by name, else None (a name from the file)."""
     try:
         dtype = np.dtype(name)
-    except TypeError:
+    except (TypeError, ValueError):
         return None
-    return dtype if dtype.kind in "biuf" else None
+    plain = dtype.kind in "biuf" and dtype.shape == () and dtype.itemsize <= 8
+    return dtype if plain else None
 
 
 class FrameSchema:
@@ -429,6 +447,8 @@ class FrameSchema:
         ]
 
     def _json_type(self, col: _Column) -> dict[str, Any]:
+        if col.kind == "category" and col.numpy is not None and col.numpy.kind == "b":
+            return {"type": "boolean"}
         if col.kind == "number" or (col.kind == "category" and col.numpy is not None):
             kind = "integer" if col.numpy is not None and col.numpy.kind in "iu" else "number"
             return {"type": [kind, "null"]} if col.nullable or kind == "number" else {"type": kind}

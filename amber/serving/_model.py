@@ -227,12 +227,16 @@ def calibrate(fn: Callable[[Any], Any], sample: Any, spec: ModelSpec) -> dict[st
         t1 = _time(fn, one, 3)
     if spec.batching != "auto" or size <= 1:
         enabled = spec.batching == "on" and size > 1
+        # a batch is timed all the same, for the rate that bounds inline calls: one row's
+        # time is mostly fixed cost, and taken as the cost per row it kept batches of nine
+        # rows of a quick model off the loop
+        tn = _time(fn, _rows(sample, size), 1) if size > 1 else t1
         return {
             "enabled": enabled,
             "mode": spec.batching,
             "inline": t1 * (4 if enabled else 1) < INLINE_LIMIT_S,
             "inline_alone": t1 < ALONE_LIMIT_S,
-            **_row_limits(t1, t1),
+            **_row_limits(min(t1, tn / size), t1),
             "measured": False,
             "one_row_ms": round(t1 * 1000, 3),
         }

@@ -138,7 +138,7 @@ class ArraySchema:
             )
         self._check_shape(tuple(shape), "inputs[0].shape")
         if arr.dtype != self.dtype:  # e.g. INT64 sent for a uint8 input: checked, not wrapped
-            arr = T.to_numbers(arr.tolist(), self.dtype, "inputs[0].data")
+            arr = T.narrow(arr, self.dtype, data, "inputs[0].data")
         return arr.reshape(shape)
 
     def _rows(self, values: Any, field: str) -> np.ndarray:

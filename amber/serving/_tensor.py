@@ -25,6 +25,7 @@ __all__ = [
     "csv_rows",
     "datatype_of",
     "mlflow_form",
+    "narrow",
     "output_array",
     "tensor_fields",
     "to_bools",
@@ -224,6 +225,35 @@ def to_numbers(
             )
     _refuse_booleans(values, field, target)
     return arr.astype(target, copy=False)
+
+
+def narrow(arr: np.ndarray, target: np.dtype[Any], values: Any, field: str) -> np.ndarray:
+    """``arr`` (checked as the type its tensor declared) in the model's own ``target`` type:
+    integers that do not fit it and fractions for an integer input are refused, as are finite
+    numbers a smaller float cannot hold; never wrapped or turned into infinity. ``values``
+    (the request's JSON) names the offending element."""
+    if target.kind in "iu" and arr.size:
+        if arr.dtype.kind == "f" and not bool(np.all(np.trunc(arr) == arr)):
+            raise _offender(
+                values, field, lambda v: not isinstance(v, float) or v.is_integer(),
+                expected_kind(target),
+            )  # fmt: skip
+        info = np.iinfo(target)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise _offender(
+                values, field, lambda v: info.min <= v <= info.max,
+                f"{expected_kind(target)} from {info.min} to {info.max}",
+            )  # fmt: skip
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(target)
+        lost = ~np.isfinite(out) & np.isfinite(arr) if target.kind == "f" else None
+    if lost is not None and arr.size and lost.any():
+        top = float(np.finfo(target).max)
+        raise _offender(
+            values, field, lambda v: not _is_number(v) or abs(v) <= top,
+            f"{expected_kind(target)} within +-{top:.3g}",
+        )  # fmt: skip
+    return out
 
 
 def _refuse_booleans(values: list[Any], field: str, target: np.dtype[Any]) -> None:

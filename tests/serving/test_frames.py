@@ -148,3 +148,105 @@ def test_examples_of_the_openapi_document_are_accepted(served: tuple[Server, Any
     body = spec["paths"]["/models/frame2/invocations"]["post"]["requestBody"]["content"]
     example = body["application/json"]["example"]
     assert srv.client.post("/models/frame2/invocations", json=example).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def served3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Any]]:
+    """Time-zone-aware dates, a category of booleans, nullable boolean and UInt8 columns."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    tmp = tmp_path_factory.mktemp("frames3")
+    rng = np.random.default_rng(1)
+    n = 40
+    frame = pd.DataFrame(
+        {
+            "at": pd.to_datetime("2024-01-01", utc=True) + pd.to_timedelta(np.arange(n), "h"),
+            "flag": pd.Categorical(rng.integers(0, 2, n).astype(bool)),
+            "ok": pd.array([None if i % 5 == 0 else bool(i % 2) for i in range(n)], "boolean"),
+            "u": pd.array([None if i % 6 == 0 else i % 200 for i in range(n)], dtype="UInt8"),
+        }
+    )
+    y = np.asarray(frame["flag"]).astype(int)
+    pre = ColumnTransformer(
+        [("flag", OneHotEncoder(handle_unknown="ignore"), ["flag"]), ("u", SimpleImputer(), ["u"])]
+    )
+    model = make_pipeline(pre, LogisticRegression()).fit(frame, y)
+    path = save(model, tmp / "frame3.amber", frame.iloc[:8])
+    srv = Server([str(path), "--poll-interval", "0"], tmp)
+    try:
+        srv.wait_ready()
+        yield srv, model
+    finally:
+        assert stopped_cleanly(srv)
+
+
+def _row3(**row: Any) -> dict[str, Any]:
+    return {"at": "2024-01-05T10:00:00Z", "flag": True, "ok": None, "u": 7, **row}
+
+
+def test_zone_aware_dates_bool_categories_and_nullable_columns(
+    served3: tuple[Server, Any],
+) -> None:
+    srv, model = served3
+    url = "/models/frame3/invocations"
+    local = pd.DataFrame(
+        {
+            "at": pd.to_datetime(["2024-01-05T10:00:00Z"], utc=True),
+            "flag": pd.Categorical([True], categories=[False, True]),
+            "ok": pd.array([None], dtype="boolean"),
+            "u": pd.array([None], dtype="UInt8"),
+        }
+    )
+    r = srv.client.post(url, json={"dataframe_records": [_row3(u=None)]})
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == [int(v) for v in model.predict(local)]
+    csv = "at,flag,ok,u\n2024-01-05T10:00:00+01:00,true,,\n"
+    r = srv.client.post(url, content=csv, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 200, r.text
+    for bad, field in (({"flag": 0}, "flag"), ({"u": 300}, "u"), ({"at": "soon"}, "at")):
+        r = srv.client.post(url, json={"dataframe_records": [_row3(**bad)]})
+        assert r.status_code == 400 and r.json()["field"].endswith(field), r.text
+    rows = [_row3() for _ in range(2000)] + [_row3(at="2024-13-45")]
+    r = srv.client.post(url, json={"dataframe_records": rows})
+    assert r.status_code == 400 and r.json()["field"] == "dataframe_records[2000].at", r.text
+
+
+def test_a_category_saved_without_its_type_still_takes_strings() -> None:
+    """Files from before signatures recorded category types: strings, as they were served."""
+    from amber.serving._schema import schema_for
+
+    schema = schema_for({"kind": "dataframe", "columns": [{"name": "c", "dtype": "category"}]})
+    assert schema.oip_metadata() == [{"name": "c", "datatype": "BYTES", "shape": [-1]}]
+    assert list(schema.from_mlflow({"dataframe_records": [{"c": "a"}]})["c"]) == ["a"]
+    with pytest.raises(Exception, match="expected a string"):
+        schema.from_mlflow({"dataframe_records": [{"c": 2}]})
+
+
+def test_an_fp64_value_a_float32_input_cannot_hold_is_refused() -> None:
+    from amber.serving._schema import schema_for
+
+    schema = schema_for({"kind": "ndarray", "dtype": "float32", "shape": [None, 2]})
+    ok = schema.from_oip(oip([1.5, 2.5], [1, 2])["inputs"])
+    assert ok.dtype == np.float32
+    with pytest.raises(Exception, match=r"inputs\[0\]\.data\[1\]"):
+        schema.from_oip(oip([1.5, 1e300], [1, 2])["inputs"])
+
+
+def test_calibration_without_a_measured_batch_still_times_one(tmp_path_factory: Any) -> None:
+    """--batching on/off: the inline row limit comes from a timed batch, not from one row's
+    time taken as the cost of each row (which kept batches of nine rows off the loop)."""
+    import time
+
+    from amber.serving._config import ModelSpec
+    from amber.serving._model import calibrate
+
+    def fixed_cost(v: np.ndarray) -> np.ndarray:  # 0.1 ms a call, whatever its rows
+        time.sleep(0.0001)
+        return v.sum(axis=1)
+
+    limits = calibrate(fixed_cost, np.zeros((64, 4)), ModelSpec("m.amber", batching="on"))
+    assert limits["inline_rows"] >= 64, limits
