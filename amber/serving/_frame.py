@@ -8,6 +8,7 @@ Column names must match exactly (none missing, none unexpected); the error names
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -141,7 +142,11 @@ class _Column:
         elif self.kind == "string" or (self.kind == "category" and self.categories in _STRINGS):
             arr = np.array(T.to_strings(values, field), dtype=object)
         elif self.kind == "datetime":
-            arr = self._dates(T.to_strings(values, field), field)
+            if None in values:  # strings or null (a missing date): a number is no date
+                T.to_strings(["" if v is None else v for v in values], field)
+                arr = self._dates(values, field)
+            else:
+                arr = self._dates(T.to_strings(values, field), field)
         else:
             for i, v in enumerate(values):
                 if isinstance(v, (list, dict)):
@@ -162,18 +167,28 @@ class _Column:
         out[[i for i, v in enumerate(values) if v is None]] = None
         return out
 
-    def _dates(self, texts: list[str], field: str) -> np.ndarray:
+    def _dates(
+        self, texts: list[Any], field: str, where: Callable[[int], str] | None = None
+    ) -> np.ndarray:
         """ISO 8601 dates, parsed while the request is checked (a bad one is a 400 naming its
         row, not a model failure); one with an offset is converted to UTC and the offset
         dropped, as the column holds naive date-times."""
         import pandas as pd
 
         series = pd.Series(texts, dtype=object)
-        parsed = pd.to_datetime(series, format="ISO8601", utc=True, errors="coerce")
-        bad = np.flatnonzero(parsed.isna().to_numpy())
+        # null, "" and "NaT" are a missing date; anything else must parse
+        missing = series.isna().to_numpy() | series.isin(["", "NaT", "nat"]).to_numpy()
+        parsed = pd.to_datetime(
+            series.where(~missing, None), format="ISO8601", utc=True, errors="coerce"
+        )
+        bad = np.flatnonzero(parsed.isna().to_numpy() & ~missing)
         if bad.size:  # one vectorised pass found them: name the first
             i = int(bad[0])
-            raise _bad(f"{field}[{i}]", "an ISO 8601 date-time in range", describe_value(texts[i]))
+            raise _bad(
+                where(i) if where else f"{field}[{i}]",
+                "an ISO 8601 date-time in range",
+                describe_value(texts[i]),
+            )
         return parsed.dt.tz_localize(None).to_numpy()
 
     def from_text(self, cells: list[str], field: str) -> np.ndarray:
@@ -201,7 +216,9 @@ class _Column:
                 return self._with_nulls(out, f"column {self.name!r}")
             return T.to_numbers(out, self.numpy, f"column {self.name!r}")
         if self.kind == "datetime":
-            return self._dates(cells, f"column {self.name!r}")
+            return self._dates(
+                cells, f"column {self.name!r}", lambda i: f"row {i + 1}, column {self.name!r}"
+            )
         if self.kind == "bool" or (
             self.kind == "category" and self.numpy is not None and self.numpy.kind == "b"
         ):

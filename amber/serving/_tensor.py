@@ -320,8 +320,9 @@ def json_data(arr: np.ndarray) -> Any:
 
 
 def nested_json(arr: np.ndarray) -> Any:
-    """``arr`` with its shape (MLflow's ``predictions``): nested lists, or the array itself."""
-    return arr if _orjson_native(arr) else arr.tolist()
+    """``arr`` with its shape (MLflow's ``predictions``): nested lists, or the array itself
+    (C-contiguous, as orjson needs: a MultiOutputRegressor's output is Fortran-ordered)."""
+    return np.ascontiguousarray(arr) if _orjson_native(arr) else arr.tolist()
 
 
 # -- request envelopes ------------------------------------------------------------------------
@@ -380,10 +381,15 @@ def mlflow_form(payload: Any) -> tuple[str, Any]:
 
 
 def csv_rows(text: str) -> list[list[str]]:
+    """The rows of a CSV body. An empty line is a row of one empty cell (a missing value of a
+    one-column input: dropping it shifted every answer after it); only empty lines at the
+    end are dropped."""
     try:
-        rows = [r for r in csv.reader(io.StringIO(text)) if r]
+        rows = [r or [""] for r in csv.reader(io.StringIO(text))]
     except csv.Error as exc:
         raise bad("(body)", "CSV text", f"malformed CSV ({exc})") from None
+    while rows and rows[-1] == [""]:
+        rows.pop()
     if not rows:
         raise bad("(body)", "CSV rows", "no rows", "the CSV body has no rows")
     return rows

@@ -54,7 +54,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, A
         np.arange(256, dtype=np.uint8).reshape(-1, 1), (np.arange(256) >= 128).astype(int)
     )
     u8_path = save(u8, tmp / "u8.amber", np.arange(8, dtype=np.uint8).reshape(-1, 1))
-    srv = Server([str(path), str(u8_path), "--poll-interval", "0"], tmp)
+    from sklearn.linear_model import LinearRegression
+    from sklearn.multioutput import MultiOutputRegressor
+
+    X2 = rng.normal(size=(30, 1))
+    two = MultiOutputRegressor(LinearRegression()).fit(X2, np.column_stack([X2[:, 0], -X2[:, 0]]))
+    two_path = save(two, tmp / "two.amber", X2[:4])
+    srv = Server([str(path), str(u8_path), str(two_path), "--poll-interval", "0"], tmp)
     try:
         srv.wait_ready()
         yield srv, model
@@ -250,3 +256,31 @@ def test_calibration_without_a_measured_batch_still_times_one(tmp_path_factory: 
 
     limits = calibrate(fixed_cost, np.zeros((64, 4)), ModelSpec("m.amber", batching="on"))
     assert limits["inline_rows"] >= 64, limits
+
+
+def test_missing_dates_and_csv_rows_that_are_empty(served: tuple[Server, Any]) -> None:
+    """null, "" and an empty CSV cell are a missing date (NaT), as before dates were checked
+    with the request; a bad one in CSV is named by row and column. An empty line of a
+    one-column CSV is a row: dropping it shifted every answer after it."""
+    srv, _ = served
+    for missing in (None, ""):
+        r = srv.client.post("/models/frame2/invocations", json=_records(when=missing))
+        assert r.status_code == 200, r.text
+    csv = "price{usd},cnt,grade,when,zone\n0.5,2,3,,2\n0.5,2,3,soon,2\n"
+    r = srv.client.post(
+        "/models/frame2/invocations", content=csv, headers={"Content-Type": "text/csv"}
+    )
+    assert r.status_code == 400 and r.json()["field"] == "row 2, column 'when'", r.text
+    r = srv.client.post(
+        "/models/two/invocations", content="0.5\n\n1.5\n", headers={"Content-Type": "text/csv"}
+    )
+    assert r.status_code == 400 and r.json()["field"].startswith("row 2"), r.text
+
+
+def test_a_fortran_ordered_output_is_answered(served: tuple[Server, Any]) -> None:
+    """A MultiOutputRegressor's predictions are Fortran-ordered: MLflow answers were a 500."""
+    srv, _ = served
+    r = srv.client.post("/models/two/invocations", json={"instances": [[0.5], [1.0]]})
+    assert r.status_code == 200, r.text
+    out = np.array(r.json()["predictions"])
+    assert out.shape == (2, 2) and np.allclose(out[:, 0], -out[:, 1])
