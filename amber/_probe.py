@@ -328,7 +328,7 @@ def _decode_spec(spec: dict[str, Any], reader: ArtifactReader) -> Any:
         with pa.ipc.open_stream(raw) as stream:
             table = stream.read_all()
         _check_table(table, raw.nbytes)
-        frame = table.to_pandas()
+        frame = table.to_pandas(integer_object_nulls=True)  # an object column of ints keeps None
         objects = spec.get("object_columns", [])
         if not isinstance(objects, list) or not all(
             type(i) is int and 0 <= i < frame.shape[1] for i in objects

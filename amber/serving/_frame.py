@@ -140,7 +140,11 @@ class _Column:
         elif self.kind == "bool":
             arr = T.to_bools(values, field)
         elif self.kind == "string" or (self.kind == "category" and self.categories in _STRINGS):
-            arr = np.array(T.to_strings(values, field), dtype=object)
+            if self.dtype == "category" and None in values:  # a missing category
+                T.to_strings(["" if v is None else v for v in values], field)
+                arr = np.array(values, dtype=object)
+            else:
+                arr = np.array(T.to_strings(values, field), dtype=object)
         elif self.kind == "datetime":
             if None in values:  # strings or null (a missing date): a number is no date
                 T.to_strings(["" if v is None else v for v in values], field)
@@ -234,6 +238,8 @@ class _Column:
                     )
             values = [truth[c.strip().lower()] for c in cells]
             return np.array(values, dtype=object if None in values else bool)
+        if self.dtype == "category":  # an empty cell is a missing category, as pandas reads it
+            return np.array([c if c else None for c in cells], dtype=object)
         return np.array(cells, dtype=object)
 
     def finish(self, arr: np.ndarray) -> Any:

@@ -174,11 +174,17 @@ def served3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
             "flag": pd.Categorical(rng.integers(0, 2, n).astype(bool)),
             "ok": pd.array([None if i % 5 == 0 else bool(i % 2) for i in range(n)], "boolean"),
             "u": pd.array([None if i % 6 == 0 else i % 200 for i in range(n)], dtype="UInt8"),
+            "kind": pd.Categorical([None if i % 4 == 0 else "ab"[i % 2] for i in range(n)]),
+            "zone": pd.Series([None if i % 3 == 0 else i % 3 for i in range(n)], dtype=object),
         }
     )
     y = np.asarray(frame["flag"]).astype(int)
     pre = ColumnTransformer(
-        [("flag", OneHotEncoder(handle_unknown="ignore"), ["flag"]), ("u", SimpleImputer(), ["u"])]
+        [
+            ("flag", OneHotEncoder(handle_unknown="ignore"), ["flag"]),
+            ("u", SimpleImputer(), ["u"]),
+            ("kind", OneHotEncoder(handle_unknown="ignore"), ["kind", "zone"]),
+        ]
     )
     model = make_pipeline(pre, LogisticRegression()).fit(frame, y)
     path = save(model, tmp / "frame3.amber", frame.iloc[:8])
@@ -191,7 +197,8 @@ def served3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
 
 
 def _row3(**row: Any) -> dict[str, Any]:
-    return {"at": "2024-01-05T10:00:00Z", "flag": True, "ok": None, "u": 7, **row}
+    base = {"at": "2024-01-05T10:00:00Z", "flag": True, "ok": None, "u": 7, "kind": "a", "zone": 1}
+    return {**base, **row}
 
 
 def test_zone_aware_dates_bool_categories_and_nullable_columns(
@@ -205,14 +212,18 @@ def test_zone_aware_dates_bool_categories_and_nullable_columns(
             "flag": pd.Categorical([True], categories=[False, True]),
             "ok": pd.array([None], dtype="boolean"),
             "u": pd.array([None], dtype="UInt8"),
+            "kind": pd.Categorical([None], categories=["a", "b"]),
+            "zone": pd.Series([None], dtype=object),
         }
     )
-    r = srv.client.post(url, json={"dataframe_records": [_row3(u=None)]})
+    # a missing value in each nullable kind of column: Int, boolean, category, object of ints
+    r = srv.client.post(url, json={"dataframe_records": [_row3(u=None, kind=None, zone=None)]})
     assert r.status_code == 200, r.text
     assert r.json()["predictions"] == [int(v) for v in model.predict(local)]
-    csv = "at,flag,ok,u\n2024-01-05T10:00:00+01:00,true,,\n"
+    csv = "at,flag,ok,u,kind,zone\n2024-01-05T10:00:00+01:00,true,,,,\n"
     r = srv.client.post(url, content=csv, headers={"Content-Type": "text/csv"})
     assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == [int(v) for v in model.predict(local)]
     for bad, field in (({"flag": 0}, "flag"), ({"u": 300}, "u"), ({"at": "soon"}, "at")):
         r = srv.client.post(url, json={"dataframe_records": [_row3(**bad)]})
         assert r.status_code == 400 and r.json()["field"].endswith(field), r.text
