@@ -171,6 +171,16 @@ class AmberServer:
 
     async def _body(self, request: Request) -> bytes:
         limit = self.config.max_body_bytes
+        encoding = _header(request, b"content-encoding")
+        if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+            raise RequestError(
+                415,
+                f"Content-Encoding {encoding.strip()[:40]!r} is not supported: send the body "
+                f"uncompressed",
+                field="Content-Encoding",
+                expected="identity (no compression)",
+                got=encoding.strip()[:40],
+            )
         declared = _header(request, b"content-length")
         if declared is not None:
             if not declared.isdigit():

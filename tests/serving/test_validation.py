@@ -3,6 +3,8 @@ came; none reaches the model, none gets a 500 or a stack trace."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import socket
 from typing import Any
 
@@ -252,6 +254,14 @@ def test_unsupported_content_types(server: Server) -> None:
     _check(r, 415, "Content-Type", mlflow=True)
     r = server.client.post(IRIS, content=b"1,2,3,4", headers={"Content-Type": "text/csv"})
     _check(r, 415, "Content-Type")
+    # a compressed body is said to be one (it was a 400 'malformed JSON: not valid UTF-8')
+    body = gzip.compress(json.dumps(oip([5.1, 3.5, 1.4, 0.2], [1, 4])).encode())
+    r = server.client.post(
+        IRIS,
+        content=body,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert _check(r, 415, "Content-Encoding")["got"] == "gzip"
 
 
 def test_unknown_model_and_route(server: Server) -> None:
