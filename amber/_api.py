@@ -42,6 +42,16 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
         )
 
 
+def check_load_options(probe: object, parity: object, environment: object, mmap: object) -> None:
+    """The options ``amber.load`` and ``Registry.load`` share (checked by both: a URI load
+    passes them on)."""
+    _check_choice("probe", probe, ("auto", "always", "never"))
+    _check_choice("parity", parity, ("raise", "warn"))
+    _check_choice("environment", environment, ("warn", "strict"))
+    if mmap is not True and mmap is not False:
+        raise TypeError(f"mmap must be True or False, got {mmap!r}")
+
+
 def _existing(source: str | os.PathLike[str]) -> Path:
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"expected a file path, got a {type(source).__name__}: {source!r}")
@@ -254,11 +264,7 @@ def load(
     >>> clf = amber.load("iris.amber")  # doctest: +SKIP
     >>> clf = amber.load("models:/iris@production")  # doctest: +SKIP
     """
-    _check_choice("probe", probe, ("auto", "always", "never"))
-    _check_choice("parity", parity, ("raise", "warn"))
-    _check_choice("environment", environment, ("warn", "strict"))
-    if mmap is not True and mmap is not False:
-        raise TypeError(f"mmap must be True or False, got {mmap!r}")
+    check_load_options(probe, parity, environment, mmap)
     if _registry_uri(source):
         from amber.registry._default import load_uri
 

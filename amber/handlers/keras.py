@@ -100,12 +100,14 @@ def referenced_names(config: Any) -> tuple[list[str], list[str], dict[str, str]]
     foreign: list[str] = []
     registered: dict[str, str] = {}
 
-    def mark(name: str, key: str) -> None:
+    def mark(name: str, key: str | None = None) -> None:
+        """Note ``name``; with ``key`` (the name Keras looks it up by) it is outside Keras."""
         if name not in names:
             names.append(name)
-        if name not in foreign:
-            foreign.append(name)
-        registered[key] = name
+        if key is not None:
+            if name not in foreign:
+                foreign.append(name)
+            registered[key] = name
 
     for text in sorted(set(_strings(config))):
         hit = _registered(text)
@@ -135,12 +137,7 @@ def referenced_names(config: Any) -> tuple[list[str], list[str], dict[str, str]]
         else:
             name = f"{module}.{obj.get('config')}" if function else f"{module}.{cls}"
             outside = module.split(".")[0] not in _BUILTIN_ROOTS
-        if name not in names:
-            names.append(name)
-        if outside:
-            if name not in foreign:
-                foreign.append(name)
-            registered[key if isinstance(key, str) and key else cls] = name
+        mark(name, (key if isinstance(key, str) and key else cls) if outside else None)
     return names, foreign, registered
 
 

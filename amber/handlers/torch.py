@@ -278,13 +278,14 @@ class TorchHandler:
         if _is_state_dict(obj):
             if format not in (None, "tensors"):
                 raise ValueError(f"a dict of tensors is saved as tensors, not format={format!r}")
-            aliases, layouts = self._write_weights(writer, _WEIGHTS, obj)
-            tensors: dict[str, Any] = {"kind": "torch", "rebuild": "tensors"}
-            tensors.update(weights=_WEIGHTS, aliases=aliases, order=list(obj))
-            if layouts:
-                tensors["layouts"] = layouts
             return SavedPayload(
-                payload=tensors,
+                payload={
+                    "kind": "torch",
+                    "rebuild": "tensors",
+                    "weights": _WEIGHTS,
+                    "order": list(obj),
+                    **self._write_weights(writer, _WEIGHTS, obj),
+                },
                 framework="torch",
                 object_type=cls,
                 globals=(),
@@ -317,7 +318,6 @@ class TorchHandler:
                 f"({export_error}{_batch_hint(sample)}); and {reason}"
             ) from None
         state = obj.state_dict()
-        aliases, layouts = self._write_weights(writer, _WEIGHTS, state)
         payload: dict[str, Any] = {
             "kind": "torch",
             "rebuild": "class",
@@ -325,10 +325,8 @@ class TorchHandler:
             "init": init,
             "training": bool(obj.training),
             "weights": _WEIGHTS,
-            "aliases": aliases,
+            **self._write_weights(writer, _WEIGHTS, state),
         }
-        if layouts:
-            payload["layouts"] = layouts
         if export_error:
             payload["export_error"] = export_error
             warnings.warn(
@@ -348,10 +346,11 @@ class TorchHandler:
         )
 
     def _write_weights(
-        self, writer: ArtifactWriter, entry: str, tensors: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, str], dict[str, list[list[int]]]]:
+        self, writer: ArtifactWriter, entry: str, tensors: dict[str, torch.Tensor], prefix: str = ""
+    ) -> dict[str, Any]:
         """Write unique tensors; tied ones (same storage, same view) become aliases. Returns
-        the aliases and the layouts of tensors stored in other than row-major order."""
+        the payload fields ``<prefix>aliases`` and, if any tensor is stored in other than
+        row-major order, ``<prefix>layouts`` (what :meth:`_tensors` reads back)."""
         seen: dict[tuple[Any, ...], str] = {}
         unique: dict[str, torch.Tensor] = {}
         aliases: dict[str, str] = {}
@@ -370,7 +369,10 @@ class TorchHandler:
             unique[key] = t
         data, layouts = _safetensors.dump(unique)
         writer.add(entry, data)
-        return aliases, layouts
+        fields: dict[str, Any] = {f"{prefix}aliases": aliases}
+        if layouts:
+            fields[f"{prefix}layouts"] = layouts
+        return fields
 
     def _save_export(self, obj: Any, writer: ArtifactWriter, sample: Any) -> SavedPayload:
         from torch._export.serde.serialize import serialize
@@ -397,25 +399,18 @@ class TorchHandler:
         if refused:
             raise TypeError(f"the program fails Amber's audit: {', '.join(refused)}")
         writer.add(_PROGRAM, art.exported_program)
-        aliases, layouts = self._write_weights(writer, _WEIGHTS, tensors)
-        const_aliases, const_layouts = self._write_weights(writer, _CONSTANTS, constants)
         cls = type_name(obj)
-        payload: dict[str, Any] = {
-            "kind": "torch",
-            "rebuild": "export",
-            "class": cls,
-            "program": _PROGRAM,
-            "weights": _WEIGHTS,
-            "constants": _CONSTANTS,
-            "aliases": aliases,
-            "constant_aliases": const_aliases,
-        }
-        if layouts:
-            payload["layouts"] = layouts
-        if const_layouts:
-            payload["constant_layouts"] = const_layouts
         return SavedPayload(
-            payload=payload,
+            payload={
+                "kind": "torch",
+                "rebuild": "export",
+                "class": cls,
+                "program": _PROGRAM,
+                "weights": _WEIGHTS,
+                "constants": _CONSTANTS,
+                **self._write_weights(writer, _WEIGHTS, tensors),
+                **self._write_weights(writer, _CONSTANTS, constants, "constant_"),
+            },
             framework="torch",
             object_type=cls,
             globals=tuple(targets),
@@ -424,8 +419,11 @@ class TorchHandler:
 
     # -- load -------------------------------------------------------------------------------
     def _tensors(
-        self, reader: ArtifactReader, entry: str, aliases: Any, layouts: Any = None
+        self, reader: ArtifactReader, payload: dict[str, Any], entry: str, prefix: str = ""
     ) -> dict[str, Any]:
+        """The tensors of ``entry``, with the payload's ``<prefix>aliases`` and
+        ``<prefix>layouts`` (as :meth:`_write_weights` recorded them) applied."""
+        aliases = payload.get(f"{prefix}aliases", {})
         if not isinstance(aliases, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()
         ):
@@ -433,7 +431,7 @@ class TorchHandler:
         # Under mmap=True an uncompressed entry is a view of the reader's copy-on-write map of
         # the file, as torch.load(mmap=True) maps: tensors view the file, writes stay private.
         tensors = _safetensors.parse(reader.read(entry), entry)
-        _safetensors.restore_layouts(tensors, layouts or {}, entry)
+        _safetensors.restore_layouts(tensors, payload.get(f"{prefix}layouts") or {}, entry)
         for key, target in aliases.items():
             if target not in tensors:
                 raise FormatError(f"{entry}: alias {key!r} names no tensor")
@@ -448,9 +446,7 @@ class TorchHandler:
         if rebuild == "tensors":  # a state_dict: the tensors alone, in their order
             from collections import OrderedDict
 
-            tensors = self._tensors(
-                reader, _WEIGHTS, payload.get("aliases", {}), payload.get("layouts")
-            )
+            tensors = self._tensors(reader, payload, _WEIGHTS)
             order = payload.get("order", sorted(tensors))
             if (
                 not isinstance(order, list)
@@ -466,7 +462,7 @@ class TorchHandler:
         cls = import_trusted(name, allowed, policy, source=source)
         if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
             raise FormatError(f"{source}: {name} is not a torch.nn.Module")
-        state = self._tensors(reader, _WEIGHTS, payload.get("aliases", {}), payload.get("layouts"))
+        state = self._tensors(reader, payload, _WEIGHTS)
         init = decode_params(payload.get("init"))
         with torch.device("meta"):
             model = cls(**init)
@@ -493,13 +489,8 @@ class TorchHandler:
         if refused:
             names = [r.split(" (")[0] for r in refused]
             check_trusted(names, [], policy, source=str(reader.path))
-        state = self._tensors(reader, _WEIGHTS, payload.get("aliases", {}), payload.get("layouts"))
-        constants = self._tensors(
-            reader,
-            _CONSTANTS,
-            payload.get("constant_aliases", {}),
-            payload.get("constant_layouts"),
-        )
+        state = self._tensors(reader, payload, _WEIGHTS)
+        constants = self._tensors(reader, payload, _CONSTANTS, "constant_")
         specs = program.get("graph_module", {}).get("signature", {}).get("input_specs", [])
         for spec in specs if isinstance(specs, list) else []:
             param = spec.get("parameter") if isinstance(spec, dict) else None

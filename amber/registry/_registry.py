@@ -456,11 +456,7 @@ class Registry:
         from amber import _api
         from amber.security._policy import LoadPolicy
 
-        _api._check_choice("probe", probe, ("auto", "always", "never"))
-        _api._check_choice("parity", parity, ("raise", "warn"))
-        _api._check_choice("environment", environment, ("warn", "strict"))
-        if mmap is not True and mmap is not False:
-            raise TypeError(f"mmap must be True or False, got {mmap!r}")
+        _api.check_load_options(probe, parity, environment, mmap)
         policy = LoadPolicy.make(trusted, allow_arbitrary_code=allow_arbitrary_code)
         mv = self.get(ref)
         check = self._checker(mv, trusted_keys)

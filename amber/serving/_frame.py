@@ -94,6 +94,11 @@ class _Column:
                 )
 
     @property
+    def boolean_category(self) -> bool:
+        """A category column whose categories are True and False."""
+        return self.kind == "category" and self.numpy is not None and self.numpy.kind == "b"
+
+    @property
     def expected(self) -> str:
         return {
             "category": (
@@ -132,7 +137,7 @@ class _Column:
             or (self.kind == "category" and None in values)  # a missing category
         ):
             arr = self._with_nulls(values, field)  # Int64, boolean: null is <NA>
-        elif self.kind == "category" and self.numpy is not None and self.numpy.kind == "b":
+        elif self.boolean_category:
             arr = T.to_bools(values, field)
         elif self.kind in ("number", "category") and self.numpy is not None:
             floats = self.numpy.kind == "f"
@@ -223,9 +228,7 @@ class _Column:
             return self._dates(
                 cells, f"column {self.name!r}", lambda i: f"row {i + 1}, column {self.name!r}"
             )
-        if self.kind == "bool" or (
-            self.kind == "category" and self.numpy is not None and self.numpy.kind == "b"
-        ):
+        if self.kind == "bool" or self.boolean_category:
             truth: dict[str, bool | None] = {"true": True, "1": True, "false": False, "0": False}
             if self.nullable:  # boolean: an empty cell is <NA>
                 truth[""] = None
@@ -470,7 +473,7 @@ class FrameSchema:
         ]
 
     def _json_type(self, col: _Column) -> dict[str, Any]:
-        if col.kind == "category" and col.numpy is not None and col.numpy.kind == "b":
+        if col.boolean_category:
             return {"type": "boolean"}
         if col.kind == "number" or (col.kind == "category" and col.numpy is not None):
             kind = "integer" if col.numpy is not None and col.numpy.kind in "iu" else "number"

@@ -127,54 +127,50 @@ def test_a_class_defined_in_a_script_needs_trust(
         amber.load(path, trusted=["__main__.Tripler"])
 
 
+def _set(path: list[Any], value: Any) -> Any:
+    """A change to a Keras config: ``value`` at ``path`` (keys and list indices)."""
+
+    def change(config: dict[str, Any]) -> dict[str, Any]:
+        node: Any = config
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        return config
+
+    return change
+
+
+_LAYER = ["config", "layers", 1]
+_TYPE_SPEC = {
+    "class_name": "__typespec__",
+    "spec_name": "Spec",
+    "module": "tensorflow",
+    "config": [[1, 2], "float32"],
+    "registered_name": "amber_tests>Doubler",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "refused"),
+    [
+        (_set([*_LAYER, "registered_name"], "amber_tests>Doubler"), r"test_keras_tf\.Doubler"),
+        (_set([*_LAYER, "module"], None), r"__main__\.Dense"),
+        # a bare string is looked up in the registry too
+        (_set(["compile_config", "loss"], "amber_tests>Doubler"), r"test_keras_tf\.Doubler"),
+        (_set(["compile_config", "loss_weights"], _TYPE_SPEC), r"test_keras_tf\.Doubler"),
+    ],
+    ids=["registered-name", "no-module", "string", "type-spec"],
+)
 def test_a_registered_class_is_trusted_by_what_keras_would_build(
-    tmp_path: Path, model: Any
+    tmp_path: Path, model: Any, change: Any, refused: str
 ) -> None:
     """Keras builds what its registry holds under a node's registered name before it looks at
     the node's module: a file claiming module keras.layers for a registered class from
     elsewhere must not pass as Keras's own."""
     path = tmp_path / "k.amber"
     amber.save(model, path)
-
-    def disguise(config: dict[str, Any]) -> dict[str, Any]:
-        config["config"]["layers"][1]["registered_name"] = "amber_tests>Doubler"
-        return config
-
-    _forge_keras_config(path, disguise)
-    with pytest.raises(UntrustedTypeError, match=r"test_keras_tf\.Doubler"):
-        amber.load(path)
-
-    def no_module(config: dict[str, Any]) -> dict[str, Any]:
-        config["config"]["layers"][1]["module"] = None
-        return config
-
-    amber.save(model, path)
-    _forge_keras_config(path, no_module)
-    with pytest.raises(UntrustedTypeError, match=r"__main__\.Dense"):
-        amber.load(path)
-
-    def string_loss(config: dict[str, Any]) -> dict[str, Any]:
-        config["compile_config"]["loss"] = "amber_tests>Doubler"  # a bare string: a lookup
-        return config
-
-    amber.save(model, path)
-    _forge_keras_config(path, string_loss)
-    with pytest.raises(UntrustedTypeError, match=r"test_keras_tf\.Doubler"):
-        amber.load(path)
-
-    def type_spec(config: dict[str, Any]) -> dict[str, Any]:
-        config["compile_config"]["loss_weights"] = {
-            "class_name": "__typespec__",
-            "spec_name": "Spec",
-            "module": "tensorflow",
-            "config": [[1, 2], "float32"],
-            "registered_name": "amber_tests>Doubler",
-        }
-        return config
-
-    amber.save(model, path)
-    _forge_keras_config(path, type_spec)
-    with pytest.raises(UntrustedTypeError, match=r"test_keras_tf\.Doubler"):
+    _forge_keras_config(path, change)
+    with pytest.raises(UntrustedTypeError, match=refused):
         amber.load(path)
 
 

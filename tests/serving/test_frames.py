@@ -9,24 +9,37 @@ INT64 300 wrapped into a uint8 model's input as 44.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import Server, oip, save, stopped_cleanly
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.multioutput import MultiOutputRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+from sklearn.tree import DecisionTreeClassifier
+
+
+@contextlib.contextmanager
+def _serving(paths: list[Path], tmp: Path) -> Iterator[Server]:
+    """``amber serve`` of ``paths``, ready; stopped cleanly at the end."""
+    srv = Server([*map(str, paths), "--poll-interval", "0"], tmp)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        assert stopped_cleanly(srv)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Any]]:
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder
-    from sklearn.tree import DecisionTreeClassifier
-
     tmp = tmp_path_factory.mktemp("frames")
     rng = np.random.default_rng(0)
     n = 60
@@ -54,18 +67,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, A
         np.arange(256, dtype=np.uint8).reshape(-1, 1), (np.arange(256) >= 128).astype(int)
     )
     u8_path = save(u8, tmp / "u8.amber", np.arange(8, dtype=np.uint8).reshape(-1, 1))
-    from sklearn.linear_model import LinearRegression
-    from sklearn.multioutput import MultiOutputRegressor
-
     X2 = rng.normal(size=(30, 1))
     two = MultiOutputRegressor(LinearRegression()).fit(X2, np.column_stack([X2[:, 0], -X2[:, 0]]))
     two_path = save(two, tmp / "two.amber", X2[:4])
-    srv = Server([str(path), str(u8_path), str(two_path), "--poll-interval", "0"], tmp)
-    try:
-        srv.wait_ready()
+    with _serving([path, u8_path, two_path], tmp) as srv:
         yield srv, model
-    finally:
-        assert stopped_cleanly(srv)
 
 
 def _records(**row: Any) -> dict[str, Any]:
@@ -159,12 +165,6 @@ def test_examples_of_the_openapi_document_are_accepted(served: tuple[Server, Any
 @pytest.fixture(scope="module")
 def served3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Any]]:
     """Time-zone-aware dates, a category of booleans, nullable boolean and UInt8 columns."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder
-
     tmp = tmp_path_factory.mktemp("frames3")
     rng = np.random.default_rng(1)
     n = 40
@@ -188,12 +188,8 @@ def served3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
     )
     model = make_pipeline(pre, LogisticRegression()).fit(frame, y)
     path = save(model, tmp / "frame3.amber", frame.iloc[:8])
-    srv = Server([str(path), "--poll-interval", "0"], tmp)
-    try:
-        srv.wait_ready()
+    with _serving([path], tmp) as srv:
         yield srv, model
-    finally:
-        assert stopped_cleanly(srv)
 
 
 def _row3(**row: Any) -> dict[str, Any]:
