@@ -6,6 +6,7 @@ imports SQLAlchemy; ``import amber`` does not (``amber.Registry`` is resolved on
 """
 
 from amber.registry._errors import (
+    CatalogReadOnly,
     CatalogUnavailable,
     InvalidURI,
     RegistryError,
@@ -19,6 +20,7 @@ from amber.registry._uri import ModelRef, parse_uri
 __all__ = [
     "DEFAULT_LOCATION",
     "AliasChange",
+    "CatalogReadOnly",
     "CatalogUnavailable",
     "GcReport",
     "InvalidURI",

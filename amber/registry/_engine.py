@@ -17,13 +17,14 @@ import os
 import socket
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from amber.registry._errors import CatalogUnavailable
+from amber.registry._errors import CatalogReadOnly, CatalogUnavailable
 from amber.registry._schema import MIGRATIONS, SCHEMA_VERSION, now, t
 
 __all__ = ["CatalogEngine", "normalize_url"]
@@ -92,6 +93,7 @@ class CatalogEngine:
         self._engine: sa.Engine | None = None
         self._migrated = False
         self._file_id: tuple[int, int] | None = None  # (device, inode) of the SQLite file
+        self.read_only = False  # a SQLite catalog this process cannot write (see _make_engine)
         self.who = _who()
 
     # -- connections -------------------------------------------------------------------------
@@ -101,23 +103,67 @@ class CatalogEngine:
             self._engine = self._make_engine()
         return self._engine
 
+    def _sqlite_read_only(self) -> bool:
+        """Whether the SQLite catalog exists but this process cannot write it or its folder
+        (a registry on a read-only mount, or baked into an image and run as another user)."""
+        path = self.sqlite_path
+        if path is None or not path.exists():
+            return False
+        return not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+
+    def _read_only_uri(self) -> str:
+        """A read-only SQLite URI for the catalog. ``mode=ro`` when SQLite can share the
+        write-ahead log's index (a writer has it open, or the folder takes new files); else,
+        with no log left to replay, ``immutable=1``, which reads the file without locks. A
+        fresh connection is opened for each transaction, so either way every read sees what
+        was last committed."""
+        assert self.sqlite_path is not None
+        path = urllib.parse.quote(str(self.sqlite_path))
+        try:
+            sqlite3.connect(f"file:{path}?mode=ro", uri=True).execute(
+                "SELECT count(*) FROM sqlite_master"
+            ).fetchone()
+            return f"file:{path}?mode=ro"
+        except sqlite3.Error:
+            wal = self.sqlite_path.with_name(self.sqlite_path.name + "-wal")
+            if wal.exists() and wal.stat().st_size:
+                raise CatalogUnavailable(
+                    f"the catalog of registry {self.label} is read-only here and its write-ahead "
+                    f"log {str(wal)!r} holds changes this process cannot merge: open the "
+                    f"registry once where it is writable (any 'amber models list' does), then "
+                    f"read it here again"
+                ) from None
+            return f"file:{path}?immutable=1"
+
     def _make_engine(self) -> sa.Engine:
         if self.dialect == "sqlite":
-            engine = sa.create_engine(self.url, connect_args={"timeout": 60})
+            self.read_only = self._sqlite_read_only()
+            if self.read_only:
+                uri = self._read_only_uri()
+                engine = sa.create_engine(
+                    "sqlite://",
+                    creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
+                    poolclass=sa.pool.NullPool,
+                )
+            else:
+                engine = sa.create_engine(self.url, connect_args={"timeout": 60})
 
             @sa.event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn: Any, _record: Any) -> None:
                 dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA busy_timeout=60000")
-                _wal(cur)
-                cur.execute("PRAGMA synchronous=FULL")
+                if not self.read_only:
+                    _wal(cur)
+                    cur.execute("PRAGMA synchronous=FULL")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
 
             @sa.event.listens_for(engine, "begin")
             def _on_begin(conn: sa.Connection) -> None:
                 write = conn.get_execution_options().get("amber_write", False)
+                if write and self.read_only:
+                    raise CatalogReadOnly(self._read_only_message())
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
             return engine
@@ -184,7 +230,25 @@ class CatalogEngine:
         """False only for a SQLite catalog whose file was never created (an empty registry)."""
         return self.sqlite_path is None or self.sqlite_path.exists()
 
+    def check_writable(self) -> None:
+        """Raise :class:`CatalogReadOnly` before a change is begun on a read-only catalog."""
+        _ = self.engine  # made first: it finds out whether a SQLite catalog is read-only
+        if self.read_only:
+            raise CatalogReadOnly(self._read_only_message())
+
+    def _read_only_message(self) -> str:
+        return (
+            f"registry {self.label} is read-only here: this process cannot write "
+            f"{str(self.sqlite_path)!r} or its folder (a read-only mount, or files owned by "
+            f"another user). Loading, listing and serving work; push, alias, tag, delete, "
+            f"import and gc need a writable registry"
+        )
+
     def migrate(self) -> None:
+        _ = self.engine  # made first: it finds out whether a SQLite catalog is read-only
+        if self.read_only:
+            self._check_read_only_schema()
+            return
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(amber_write=True)
@@ -210,6 +274,29 @@ class CatalogEngine:
                             )
         except sa.exc.DBAPIError as exc:
             raise self._unavailable(exc, "open") from exc
+        self._migrated = True
+        self._file_id = self._sqlite_file_id()
+
+    def _check_read_only_schema(self) -> None:
+        """A read-only catalog is read as it is: it must be at this Amber's schema version."""
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                applied = conn.execute(sa.select(sa.func.max(t.migrations.c.version))).scalar()
+        except sa.exc.DBAPIError as exc:
+            raise self._unavailable(exc, "open") from exc
+        if applied != SCHEMA_VERSION:
+            newer = (applied or 0) > SCHEMA_VERSION
+            raise CatalogUnavailable(
+                f"the catalog {self.safe_url} of registry {self.label} has schema version "
+                f"{applied or 0}, {'newer' if newer else 'older'} than the {SCHEMA_VERSION} this "
+                f"Amber reads, and it is read-only here: "
+                + (
+                    "upgrade Amber (pip install -U amber) on this machine"
+                    if newer
+                    else "open it once with this Amber where it is writable (any 'amber models "
+                    "list' upgrades it), then read it here"
+                )
+            )
         self._migrated = True
         self._file_id = self._sqlite_file_id()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from amber.errors import AmberError
 
 __all__ = [
+    "CatalogReadOnly",
     "CatalogUnavailable",
     "InvalidURI",
     "RegistryError",
@@ -34,6 +35,10 @@ class InvalidURI(RegistryError, ValueError):
 
 class CatalogUnavailable(RegistryError, ConnectionError):
     """The catalog database cannot be reached, opened or migrated."""
+
+
+class CatalogReadOnly(CatalogUnavailable):
+    """A change was asked of a registry whose catalog this process can only read."""
 
 
 class StorageUnavailable(RegistryError, ConnectionError):

@@ -128,6 +128,7 @@ class Registry:
         self.close()
 
     def _prepare_write(self) -> None:
+        self.catalog.check_writable()
         if isinstance(self._store, LocalStore):
             try:
                 self._store.root.mkdir(parents=True, exist_ok=True)
@@ -381,9 +382,11 @@ class Registry:
                 f"years), got {grace!r}; the default keeps an hour"
             )
         report = GcReport()
-        report.temporary_files = self._store.clean_staging(grace)
         if not self.catalog.exists():
+            report.temporary_files = self._store.clean_staging(grace)
             return report
+        self.catalog.check_writable()
+        report.temporary_files = self._store.clean_staging(grace)
         cutoff = (_dt.datetime.now(_dt.UTC) - _dt.timedelta(seconds=grace)).isoformat(
             timespec="microseconds"
         )
