@@ -500,6 +500,7 @@ class AmberServer:
                 "outputs": outputs,
                 "parameters": {
                     "object_type": loaded.object_type,
+                    **({"classes": loaded.classes} if loaded.classes is not None else {}),
                     "batching": loaded.batching,
                     "source": slot.source.uri,
                 },

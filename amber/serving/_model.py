@@ -21,15 +21,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from amber.serving._batcher import ALONE_LIMIT_S, INLINE_LIMIT_S, Batcher
 from amber.serving._config import ModelSpec
 from amber.serving._schema import InputSchema, schema_for
 from amber.serving._source import ModelSource, Resolved
 
-__all__ = ["LoadedModel", "load_version"]
+__all__ = ["LoadedModel", "class_labels", "load_version"]
 
 _LOAD_LOCK = threading.Lock()
+
+
+def class_labels(model: Any) -> list[Any] | None:
+    """A classifier's ``classes_`` as JSON values: the labels that ``predict_proba``'s (and a
+    multi-class ``decision_function``'s) columns stand for, in order; a list per output for a
+    multi-output classifier. None for models without them, or with labels JSON cannot carry."""
+    try:
+        classes = getattr(model, "classes_", None)
+    except Exception:  # a property that raises (a pipeline whose last step is no classifier)
+        return None
+    if classes is None:
+        return None
+    try:
+        if isinstance(classes, list):
+            labels: list[Any] = [np.asarray(c).tolist() for c in classes]
+        else:
+            labels = np.asarray(classes).tolist()
+        orjson.dumps(labels)
+    except (TypeError, ValueError, orjson.JSONEncodeError):
+        return None
+    return labels if isinstance(labels, list) else None
 
 
 @dataclass
@@ -47,6 +69,7 @@ class LoadedModel:
     outputs: dict[str, Any]
     batching: dict[str, Any]
     spec: ModelSpec
+    classes: list[Any] | None = None  # the columns of predict_proba, in order (classifiers)
     loaded_at: float = field(default_factory=time.time)
     _executor: ThreadPoolExecutor | None = None
     _runners: dict[str, Batcher] = field(default_factory=dict)
@@ -315,4 +338,5 @@ def load_version(
         outputs=dict(signature.get("outputs", {})),
         batching=batching,
         spec=spec,
+        classes=class_labels(model),
     )

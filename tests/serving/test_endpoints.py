@@ -168,6 +168,11 @@ def test_model_metadata(server: Server) -> None:
     iris = server.client.get("/v2/models/iris").json()
     assert iris["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
     assert iris["parameters"]["batching"]["mode"] == "auto"
+    # which label each predict_proba / decision_function column stands for
+    assert iris["parameters"]["classes"] == [0, 1, 2]
+    assert meta["parameters"]["classes"] == [0, 1]
+    text = server.client.get("/v2/models/text").json()
+    assert text["parameters"]["classes"] == ["neg", "pos"]
 
 
 def test_metrics(server: Server) -> None:
@@ -296,3 +301,19 @@ def test_a_version_path_is_served_through_the_fast_path(server: Server) -> None:
     assert r.status_code == 200 and r.headers["x-amber-model-version"] == version
     r = server.client.post("/v2/models/iris/versions/nope/infer", json=oip(X[0].tolist(), [1, 4]))
     assert r.status_code == 404 and "not 'nope'" in r.json()["error"]
+
+
+def test_class_labels_of_models_that_have_them_and_of_those_that_do_not() -> None:
+    from sklearn.linear_model import LinearRegression
+    from sklearn.multioutput import MultiOutputClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    from amber.serving._model import class_labels
+
+    two = MultiOutputClassifier(DecisionTreeClassifier()).fit(X, [[y, y % 2] for y in Y])
+    assert class_labels(two) == [[0, 1, 2], [0, 1]]
+    assert class_labels(DecisionTreeClassifier().fit(X, Y == 1)) == [False, True]
+    assert class_labels(LinearRegression().fit(X, Y)) is None
+    assert class_labels(make_pipeline(StandardScaler()).fit(X)) is None  # the property raises
