@@ -298,6 +298,18 @@ def test_failed_save_leaves_previous_file_intact(tmp_path: Path, svc: SVC) -> No
     np.testing.assert_array_equal(amber.load(path).predict(X), svc.predict(X))
 
 
+def test_an_object_the_loader_would_refuse_is_not_saved(tmp_path: Path, svc: SVC) -> None:
+    path = tmp_path / "model.amber"
+    amber.save(svc, path)
+    before = path.read_bytes()
+    itself = np.empty(2, dtype=object)
+    itself[0], itself[1] = itself, 5  # pickle writes it; the safe loader refuses the stream
+    with pytest.raises(TypeError, match=r"would refuse its pickle stream .* no file was written"):
+        amber.save({"model": svc, "cycle": itself}, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.amber"]
+
+
 def test_failed_probe_leaves_previous_file_intact(tmp_path: Path, svc: SVC) -> None:
     path = tmp_path / "model.amber"
     amber.save(svc, path)

@@ -19,8 +19,8 @@ from amber.errors import FormatError
 from amber.handlers._base import SavedPayload
 from amber.security._allowlist import is_allowed
 from amber.security._policy import LoadPolicy, trust_name
-from amber.security._scanner import scan_pickle
-from amber.security._unpickler import safe_loads
+from amber.security._scanner import StreamRefused, scan_pickle
+from amber.security._unpickler import hooked_names, safe_loads
 
 __all__ = ["HANDLER", "SklearnHandler", "pickle_payload"]
 
@@ -78,7 +78,17 @@ class SklearnHandler:
                 f"pickled ({exc}). Objects holding lambdas, open files or locks must drop them "
                 f"first."
             ) from exc
-        scan = scan_pickle(stream, n_buffers=len(buffers))
+        try:
+            # the scan the load will make, validation sites included: a stream that loading
+            # would refuse is not written
+            scan = scan_pickle(stream, n_buffers=len(buffers), hooks=hooked_names())
+        except StreamRefused as exc:
+            raise TypeError(
+                f"cannot save a {type(obj).__module__}.{type(obj).__qualname__}: Amber's safe "
+                f"loader would refuse its pickle stream ({exc.reason}), so no file was written. "
+                f"This comes from an object that holds itself through an array or a checked "
+                f"type (an object array that contains itself); break that cycle and save again"
+            ) from None
         names = tuple(f"{m}.{n}" for m, n in scan.globals)
         default = LoadPolicy()
         untrusted = tuple(

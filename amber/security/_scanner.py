@@ -13,12 +13,20 @@ from dataclasses import dataclass, field
 from amber.errors import FormatError
 from amber.security import _pickle_scan
 
-__all__ = ["OBJECT", "STATE", "PickleScan", "effective_name", "scan_pickle"]
+__all__ = ["OBJECT", "STATE", "PickleScan", "StreamRefused", "effective_name", "scan_pickle"]
 
 OBJECT, STATE = 1, 2
 """Hook modes: validate the object after its BUILD, or each BUILD state before it applies."""
 
 _BufferLike = bytes | bytearray | memoryview
+
+
+class StreamRefused(FormatError):
+    """A pickle stream breaks one of the scanner's rules; ``reason`` says which."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -121,10 +129,11 @@ def scan_pickle(
         )
     except _pickle_scan.ScanError as exc:
         message, offset = exc.args
-        raise FormatError(
+        raise StreamRefused(
             f"{source} is not a safe pickle stream: {message} (at byte {offset} of {size}). "
             f"It is damaged, truncated or crafted to attack the loader; nothing from it was "
-            f"run. Re-create it from the original object with amber.save()."
+            f"run. Re-create it from the original object with amber.save().",
+            reason=message,
         ) from None
     if used != n_buffers:
         raise FormatError(

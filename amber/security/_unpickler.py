@@ -286,7 +286,7 @@ _GUARDS: dict[tuple[str, str], Any] = {
 
 # --------------------------------------------------------------------------- hooks
 @functools.cache
-def _hooked_names() -> dict[tuple[str, str], int]:
+def hooked_names() -> dict[tuple[str, str], int]:
     """Raw names whose objects (or states) are validated while loading, with their modes.
 
     Python 2 spellings are included: below protocol 3 the stream says ``copy_reg`` where
@@ -436,7 +436,7 @@ class _SafeUnpickler(pickle.Unpickler):
         self._policy = policy
         self._scan = scan
         self._hooks = hooks
-        self._hooked = _hooked_names()
+        self._hooked = hooked_names()
 
     def find_class(self, module: str, name: str) -> Any:
         if module == _HOOK_MODULE:
@@ -583,7 +583,7 @@ def safe_loads(
         except Exception as exc:
             raise FormatError(f"{source} could not be unpickled: {_describe(exc)}") from exc
     n_buffers = len(cast(Sized, buffers))
-    scan = scan_pickle(stream, n_buffers=n_buffers, hooks=_hooked_names(), source=source)
+    scan = scan_pickle(stream, n_buffers=n_buffers, hooks=hooked_names(), source=source)
     refused = untrusted_globals(scan, policy)
     if refused:
         raise UntrustedTypeError(refused, source=source)
@@ -628,4 +628,4 @@ def safe_loads(
 
 # The tables every load consults (the allowlist, the names to hook) are static data: build them
 # with the module, as its code is, rather than in the middle of the first load.
-_hooked_names()
+hooked_names()

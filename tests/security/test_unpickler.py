@@ -645,7 +645,7 @@ def test_splice_hooks_matches_the_reference(protocol: int) -> None:
 
     from amber.security._pickle_scan import splice_hooks
     from amber.security._scanner import scan_pickle
-    from amber.security._unpickler import _HOOK_BYTES, _hooked_names, _with_hooks
+    from amber.security._unpickler import _HOOK_BYTES, hooked_names, _with_hooks
 
     def numbers_of(scan: Any) -> list[int]:
         keys = sorted({(name, kind) for _, _, name, kind in scan.hook_sites})
@@ -661,7 +661,7 @@ def test_splice_hooks_matches_the_reference(protocol: int) -> None:
     forgotten = frames_seen = 0
     for model in models:
         data = pickle.dumps(model, protocol=protocol)
-        scan = scan_pickle(data, n_buffers=0, hooks=_hooked_names())
+        scan = scan_pickle(data, n_buffers=0, hooks=hooked_names())
         assert scan.hook_sites
         forgotten += len(scan.forget)
         spliced, hooks = _with_hooks(data, scan)
