@@ -291,12 +291,20 @@ class FrameSchema:
         series: bool = False,
         categories: dict[str, str] | None = None,
         values: dict[str, str] | None = None,
+        labels: dict[str, Any] | None = None,
     ) -> None:
         cats = categories or {}
         held = values or {}
         self.columns = [_Column(n, d, cats.get(n), held.get(n)) for n, d in columns]
         self.names = [c.name for c in self.columns]
         self.series = series
+        # Columns whose label was not a string (0, 1, 2 in a frame made from an array): the
+        # model gets them under that label, as it was fitted, and a dataframe_split may name
+        # them by it (pandas' to_dict("split") does); JSON objects can only use the text.
+        self.labels = [(labels or {}).get(n, n) for n in self.names]
+        self._by_label = {
+            (type(v), v): n for n, v in zip(self.names, self.labels, strict=True) if v is not n
+        }
 
     # -- decoding ---------------------------------------------------------------------------
     def _check_names(self, got: list[Any], field: str) -> None:
@@ -397,6 +405,10 @@ class FrameSchema:
             columns, rows = value["columns"], value["data"]
             if not isinstance(columns, list):
                 raise _bad(f"{key}.columns", "an array of column names", describe_value(columns))
+            if self._by_label:
+                columns = [
+                    c if type(c) is str else self._by_label.get((type(c), c), c) for c in columns
+                ]
             self._check_names(columns, f"{key}.columns")
             if not isinstance(rows, list) or not rows:
                 raise _bad(f"{key}.data", "a non-empty array of rows", describe_value(rows))
@@ -455,6 +467,8 @@ class FrameSchema:
         import pandas as pd
 
         frame = pd.DataFrame({c.name: c.finish(part[c.name]) for c in self.columns})
+        if self._by_label:
+            frame.columns = self.labels
         return frame.iloc[:, 0] if self.series else frame
 
     # -- description ------------------------------------------------------------------------

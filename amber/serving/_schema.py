@@ -381,6 +381,11 @@ def schema_for(inputs: dict[str, Any]) -> InputSchema:
                 str(c["name"]): str(c["categories"]) for c in inputs["columns"] if "categories" in c
             },
             values={str(c["name"]): str(c["values"]) for c in inputs["columns"] if "values" in c},
+            labels={
+                str(c["name"]): c["label"]
+                for c in inputs["columns"]
+                if type(c.get("label")) in (int, bool, float)
+            },
         )
     if kind == "series":
         return FrameSchema([(str(inputs.get("name")), str(inputs["dtype"]))], series=True)

@@ -645,7 +645,7 @@ def test_splice_hooks_matches_the_reference(protocol: int) -> None:
 
     from amber.security._pickle_scan import splice_hooks
     from amber.security._scanner import scan_pickle
-    from amber.security._unpickler import _HOOK_BYTES, hooked_names, _with_hooks
+    from amber.security._unpickler import _HOOK_BYTES, _with_hooks, hooked_names
 
     def numbers_of(scan: Any) -> list[int]:
         keys = sorted({(name, kind) for _, _, name, kind in scan.hook_sites})

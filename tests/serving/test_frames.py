@@ -291,3 +291,31 @@ def test_a_fortran_ordered_output_is_answered(served: tuple[Server, Any]) -> Non
     assert r.status_code == 200, r.text
     out = np.array(r.json()["predictions"])
     assert out.shape == (2, 2) and np.allclose(out[:, 0], -out[:, 1])
+
+
+def test_a_frame_with_integer_labels_is_served_under_them() -> None:
+    """A model fitted on pd.DataFrame(array) has columns 0, 1, 2: the server hands it those
+    labels (not "0", "1", "2", which sklearn warns about on every call, and which code that
+    selects frame[0] cannot find), and takes pandas' to_dict("split") with number names."""
+    import warnings
+
+    from amber._probe import describe
+    from amber.serving._schema import schema_for
+
+    frame = pd.DataFrame(np.arange(12.0).reshape(4, 3))
+    model = make_pipeline(LinearRegression()).fit(frame, frame[0] * 2)
+    signature = describe(frame)
+    assert [c["label"] for c in signature["columns"]] == [0, 1, 2]
+    schema = schema_for(signature)
+    split = frame.iloc[:2].to_dict(orient="split", index=False)
+    assert split["columns"] == [0, 1, 2]
+    for payload in (
+        {"dataframe_split": split},
+        {"dataframe_records": [{"0": 0.0, "1": 1.0, "2": 2.0}, {"0": 3.0, "1": 4.0, "2": 5.0}]},
+    ):
+        given = schema.prepare(schema.from_mlflow(payload))
+        assert list(given.columns) == [0, 1, 2]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            np.testing.assert_allclose(model.predict(given), [0.0, 6.0], atol=1e-9)
+    assert "label" not in describe(pd.DataFrame({"a": [1.0]}))["columns"][0]
