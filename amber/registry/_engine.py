@@ -120,9 +120,11 @@ class CatalogEngine:
         assert self.sqlite_path is not None
         path = urllib.parse.quote(str(self.sqlite_path))
         try:
-            sqlite3.connect(f"file:{path}?mode=ro", uri=True).execute(
-                "SELECT count(*) FROM sqlite_master"
-            ).fetchone()
+            probe = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                probe.close()
             return f"file:{path}?mode=ro"
         except sqlite3.Error:
             wal = self.sqlite_path.with_name(self.sqlite_path.name + "-wal")
