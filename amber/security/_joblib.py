@@ -238,16 +238,51 @@ class _Obj:
         self.hook: int | None = None
 
     def append(self, item: Any) -> None:
-        """Accept APPEND without doing anything."""
+        """Accept APPEND, keeping nothing (see :func:`_refuse_stand_ins`)."""
+        _refuse_stand_ins(item)
 
     def extend(self, items: Any) -> None:
-        """Accept APPENDS without doing anything."""
+        """Accept APPENDS, keeping nothing."""
+        _refuse_stand_ins(list(items))
 
     def add(self, item: Any) -> None:
-        """Accept ADDITEMS without doing anything."""
+        """Accept ADDITEMS, keeping nothing."""
+        _refuse_stand_ins(item)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        """Accept SETITEM(S) without doing anything."""
+        """Accept SETITEM(S), keeping nothing."""
+        _refuse_stand_ins((key, value))
+
+
+def _refuse_stand_ins(root: Any) -> None:
+    """Refuse a scanned value that holds, other than as something called, a global the load
+    replaces by a stand-in: a guarded callable (``_unpickler.GUARDED``, which checks its
+    arguments) or joblib's array wrapper (no behaviour at all). Honest pickles only call them;
+    as a value, the stand-in would be in the model where pickle puts the global itself."""
+    from amber.security._unpickler import GUARDED
+
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, _Ref):
+            if value.key in GUARDED or is_wrapper_name(*value.key):
+                raise FormatError(
+                    f"the stream holds {value.module}.{value.name} as a value; honest pickles "
+                    f"only call it, so the file is damaged or crafted"
+                )
+        elif isinstance(value, _Obj):
+            # not .func: that is the call; nor, for a wrapper made below protocol 2, the
+            # wrapper class that copyreg._reconstructor is given to instantiate
+            stack.extend((value.args[1:] if value.wrapper else value.args, value.state))
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            stack.extend(value)
 
 
 class _WrapperStub:
@@ -423,6 +458,7 @@ class _Machine(pickle._Unpickler):
         # (arr[i] = ... after the array's check); id -> (object, the state check or None)
         self._checked: dict[int, tuple[Any, Validator | None]] = {}
         self._weights: dict[int, tuple[Any, int]] = {}  # id(tuple) -> (tuple, expanded size)
+        self._wrappers = 0  # array wrappers made and not yet turned into their arrays
         self._find = _refs_only if self._scan else _amber_find_class(policy)
 
     # -- loop ---------------------------------------------------------------------------
@@ -440,6 +476,13 @@ class _Machine(pickle._Unpickler):
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         self._end_of_frame("after STOP")
+        if self._wrappers:
+            # a wrapper stands for the array that follows it in the file; one that never
+            # got its array would stay in the model as an object with no behaviour
+            raise FormatError(
+                f"{self._wrappers} of joblib's array wrappers have no array (their BUILD is "
+                f"missing): the file is damaged or crafted"
+            )
         for obj, check in self._pending.values():  # made but never built: check as made
             check(obj)
         self._pending.clear()
@@ -567,13 +610,16 @@ class _Machine(pickle._Unpickler):
     # -- calls --------------------------------------------------------------------------
 
     def _call(self, func: Any, args: tuple[Any, ...]) -> Any:
-        if not self._scan:
-            return self._made(func, func(*args))
+        key = func.key if isinstance(func, _Ref) else self._keys.get(id(func))
+        # below protocol 2 a wrapper is made by copyreg._reconstructor(wrapper, object, None)
         wrapper = (
-            func.key == ("copyreg", "_reconstructor")
+            key == ("copyreg", "_reconstructor")
             and len(args) == 3
             and self._is_wrapper_cls(args[0])
         )
+        self._wrappers += wrapper
+        if not self._scan:
+            return self._made(func, func(*args))
         return self._made(func, _Obj(func, args, wrapper=wrapper))
 
     def load_reduce(self) -> None:
@@ -596,6 +642,8 @@ class _Machine(pickle._Unpickler):
             raise FormatError(f"{opcode} arguments are malformed")
         if self._is_wrapper_cls(cls) and (args or kwargs):
             raise FormatError("joblib's array wrapper is created with arguments")
+        if self._is_wrapper_cls(cls):
+            self._wrappers += 1
         if self._scan:
             return self._made(cls, _Obj(cls, args, wrapper=self._is_wrapper_cls(cls)))
         if not isinstance(cls, type):
@@ -629,7 +677,10 @@ class _Machine(pickle._Unpickler):
         if not self._scan:
             checked = self._checked.pop(id(inst), None)
             if checked is not None and checked[1] is not None:
-                run_validator(checked[1], self.stack[-1])  # the state, before it is applied
+                # the state, before it is applied (or the replacement the validator gives)
+                replaced = run_validator(checked[1], self.stack[-1])
+                if replaced is not None:
+                    self.stack[-1] = replaced
             pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
             self._built(inst)
             return
@@ -645,6 +696,7 @@ class _Machine(pickle._Unpickler):
         done = inst.built if isinstance(inst, _Obj) else getattr(inst, "consumed", False)
         if done:
             raise FormatError("joblib's array wrapper is built twice")
+        self._wrappers -= 1
         if isinstance(inst, _Obj):
             inst.built = True
         else:
@@ -908,7 +960,7 @@ def scan_joblib(data: bytes) -> JoblibScan:
     reader = _Reader(data)
     error: str | None = None
     try:
-        _Machine(reader, mode="scan", shared=shared, policy=LoadPolicy()).load()
+        _refuse_stand_ins(_Machine(reader, mode="scan", shared=shared, policy=LoadPolicy()).load())
         if reader.remaining:
             raise FormatError(
                 f"{reader.remaining} bytes of trailing data follow the end of the pickle stream"

@@ -75,7 +75,9 @@ enum { T_ANY = 0, T_STR = 1, T_GLOBAL = 2, T_OBJ = 3, T_BUFFER = 4 };
 enum { F_COPY = 1, F_SET = 2, F_BIG = 4, F_READ = 8, F_CONT = 16 };
 #define BIG_BYTES (64 * 1024)
 enum { K_UTF8 = 0, K_ASCII = 1, K_RAWUNI = 2 };  /* how a T_STR literal decodes */
-enum { G_HOOKED = 1, G_STATE_HOOKED = 2, G_CALLED = 4, G_REDUCED = 8 };  /* per-global flags */
+/* per-global flags; G_CALL_ONLY: the loader hands out an argument-checking stand-in for it,
+ * so the stream may call it but not hold it as a value */
+enum { G_HOOKED = 1, G_STATE_HOOKED = 2, G_CALLED = 4, G_REDUCED = 8, G_CALL_ONLY = 16 };
 enum { SITE_OBJECT = 0, SITE_STATE = 1 };                  /* kinds of hook sites */
 #define NO_HOOK UINT32_MAX
 
@@ -296,6 +298,28 @@ pop_mark(Scan *s, Py_ssize_t off, const char *opname, Py_ssize_t *mark, Py_ssize
     return 0;
 }
 
+/* Items lo..hi-1 become values (container items, a state, the result): none may be a global
+ * the loader only hands out as a stand-in for calls (G_CALL_ONLY). */
+static int
+check_values(Scan *s, Py_ssize_t off, Py_ssize_t lo, Py_ssize_t hi, const char *opname)
+{
+    for (Py_ssize_t k = lo; k < hi; k++) {
+        const Item *t = &s->stack[k];
+        if (t->tag != T_GLOBAL || !(s->ghooked[t->aux] & G_CALL_ONLY))
+            continue;
+        PyObject *key = PyList_GET_ITEM(s->glist, t->aux);
+        const char *mod = PyUnicode_AsUTF8(PyTuple_GET_ITEM(key, 0));
+        const char *name = mod ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(key, 1)) : NULL;
+        if (!name) {
+            s->py_error = 1;
+            return -1;
+        }
+        return fail(s, off, "%s holds %s.%s as a value; honest pickles only call it", opname,
+                    mod, name);
+    }
+    return 0;
+}
+
 static int
 check_target(Scan *s, Py_ssize_t off, const Item *t, const char *opname)
 {
@@ -454,7 +478,7 @@ add_global(Scan *s, Py_ssize_t off, PyObject *module, PyObject *name, uint32_t *
             long v = PyLong_AsLong(mode);
             if (v == -1 && PyErr_Occurred())
                 goto pyerr;
-            hooked = (int)(v & (G_HOOKED | G_STATE_HOOKED));
+            hooked = (int)(v & (G_HOOKED | G_STATE_HOOKED | G_CALL_ONLY));
         }
         else if (PyErr_Occurred())
             goto pyerr;
@@ -536,7 +560,7 @@ make_object(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t nargs, const cha
 static int
 build(Scan *s, Py_ssize_t off, Py_ssize_t end)
 {
-    if (need_items(s, off, 2, "BUILD") < 0)
+    if (need_items(s, off, 2, "BUILD") < 0 || check_values(s, off, s->sp - 1, s->sp, "BUILD") < 0)
         return -1;
     Item *t = &s->stack[s->sp - 2];
     if (t->tag == T_GLOBAL)
@@ -660,6 +684,8 @@ run(Scan *s, int *declared, int *maxproto)
                 return fail(s, off, "STOP with %zd unclosed MARK(s)", s->nmarks);
             if (s->sp != 1)
                 return fail(s, off, "STOP with %zd items on the stack instead of 1", s->sp);
+            if (check_values(s, off, 0, 1, "STOP") < 0)
+                return -1;
             if (i != len)
                 return fail(s, off, "%zd bytes of trailing data after STOP", len - i);
             stopped = 1;
@@ -798,13 +824,15 @@ run(Scan *s, int *declared, int *maxproto)
         /* ---- containers */
         case OP_APPEND:
             if (need_items(s, off, 2, "APPEND") < 0 ||
-                check_target(s, off, &s->stack[s->sp - 2], "APPEND") < 0)
+                check_target(s, off, &s->stack[s->sp - 2], "APPEND") < 0 ||
+                check_values(s, off, s->sp - 1, s->sp, "APPEND") < 0)
                 return -1;
             s->sp -= 1;
             break;
         case OP_SETITEM:
             if (need_items(s, off, 3, "SETITEM") < 0 ||
-                check_target(s, off, &s->stack[s->sp - 3], "SETITEM") < 0)
+                check_target(s, off, &s->stack[s->sp - 3], "SETITEM") < 0 ||
+                check_values(s, off, s->sp - 2, s->sp, "SETITEM") < 0)
                 return -1;
             s->sp -= 2;
             break;
@@ -817,7 +845,8 @@ run(Scan *s, int *declared, int *maxproto)
                 return fail(s, off, "%s has no target below its MARK", nm);
             if (op == OP_SETITEMS && ((s->sp - m) & 1))
                 return fail(s, off, "SETITEMS with an odd number of items");
-            if (check_target(s, off, &s->stack[m - 1], nm) < 0)
+            if (check_target(s, off, &s->stack[m - 1], nm) < 0 ||
+                check_values(s, off, m, s->sp, nm) < 0)
                 return -1;
             s->sp = m;
             break;
@@ -827,6 +856,8 @@ run(Scan *s, int *declared, int *maxproto)
                 return -1;
             if (op == OP_DICT && ((s->sp - m) & 1))
                 return fail(s, off, "DICT with an odd number of items");
+            if (check_values(s, off, m, s->sp, "container opcode") < 0)
+                return -1;
             it = plain(moff);  /* the slot began at its MARK */
             it.flags = F_CONT;
             if ((op == OP_TUPLE || op == OP_FROZENSET) && tuple_weight(s, off, m, &it.pos) < 0)
@@ -837,7 +868,8 @@ run(Scan *s, int *declared, int *maxproto)
             break;
         case OP_TUPLE1: case OP_TUPLE2: case OP_TUPLE3:
             m = op - OP_TUPLE1 + 1;
-            if (need_items(s, off, m, "TUPLEn") < 0)
+            if (need_items(s, off, m, "TUPLEn") < 0 ||
+                check_values(s, off, s->sp - m, s->sp, "TUPLEn") < 0)
                 return -1;
             it = plain(s->stack[s->sp - m].start);
             it.flags = F_CONT;

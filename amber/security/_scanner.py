@@ -13,10 +13,20 @@ from dataclasses import dataclass, field
 from amber.errors import FormatError
 from amber.security import _pickle_scan
 
-__all__ = ["OBJECT", "STATE", "PickleScan", "StreamRefused", "effective_name", "scan_pickle"]
+__all__ = [
+    "CALL_ONLY",
+    "OBJECT",
+    "STATE",
+    "PickleScan",
+    "StreamRefused",
+    "effective_name",
+    "scan_pickle",
+]
 
-OBJECT, STATE = 1, 2
-"""Hook modes: validate the object after its BUILD, or each BUILD state before it applies."""
+OBJECT, STATE, CALL_ONLY = 1, 2, 16
+"""Hook modes: validate the object after its BUILD, or each BUILD state before it applies;
+``CALL_ONLY``: the global may be called but not held as a value (the loader hands out a
+stand-in that checks its arguments)."""
 
 _BufferLike = bytes | bytearray | memoryview
 
@@ -97,7 +107,8 @@ def scan_pickle(
     hooks:
         Raw ``(module, name)`` pairs (as written in the stream) whose objects the caller wants
         to validate: a mapping to ``OBJECT`` (the object, right after its BUILD), ``STATE``
-        (each BUILD state, right before it is applied) or both; a plain collection means
+        (each BUILD state, right before it is applied) or both, possibly with ``CALL_ONLY``
+        (the stream may call the global, never hold it as a value); a plain collection means
         ``OBJECT``. The sites are returned in ``hook_sites`` (and the offsets of the
         stream's FRAME opcodes in ``frames``). ``forget`` lists the memo stores that no
         ``GET`` reads back, of containers, objects, buffers and large literals (see

@@ -39,7 +39,14 @@ from amber.security._allowlist import (
 )
 from amber.security._pickle_scan import splice_hooks
 from amber.security._policy import LoadPolicy, trust_name
-from amber.security._scanner import OBJECT, STATE, PickleScan, effective_name, scan_pickle
+from amber.security._scanner import (
+    CALL_ONLY,
+    OBJECT,
+    STATE,
+    PickleScan,
+    effective_name,
+    scan_pickle,
+)
 from amber.security._validators import (
     GENERIC_CONSTRUCTORS,
     OBJECT_VALIDATORS,
@@ -51,7 +58,7 @@ from amber.security._validators import (
     validate_object,
 )
 
-__all__ = ["safe_loads", "untrusted_globals"]
+__all__ = ["GUARDED", "safe_loads", "untrusted_globals"]
 
 _HOOK_MODULE = "amber.security._unpickler.hook"
 _HOOK_BYTES = _HOOK_MODULE.encode()
@@ -283,6 +290,8 @@ _GUARDS: dict[tuple[str, str], Any] = {
 }
 """Allowed callables that are replaced, when loading, by versions that check arguments."""
 
+GUARDED = frozenset(_GUARDS)
+
 
 # --------------------------------------------------------------------------- hooks
 @functools.cache
@@ -297,6 +306,8 @@ def hooked_names() -> dict[tuple[str, str], int]:
     modes.update((k, OBJECT) for k, e in entries().items() if e.validator)
     for key in STATE_VALIDATORS:
         modes[key] = modes.get(key, 0) | STATE
+    for key in _GUARDS:  # loaded as stand-ins that check arguments: to be called, not held
+        modes[key] = modes.get(key, 0) | CALL_ONLY
     for (module, name), mode in list(modes.items()):
         old = _compat_pickle.REVERSE_NAME_MAPPING.get((module, name))
         if old is None and module in _compat_pickle.REVERSE_IMPORT_MAPPING:
@@ -316,12 +327,22 @@ def _validator_for(name: tuple[str, str], kind: int) -> Validator:
 _STATE_SITE = 1
 
 
-def _passing_through(validator: Validator) -> Callable[[Any], Any]:
-    def check(obj: Any) -> Any:
-        run_validator(validator, obj)
-        return obj
+def _passing_through(validator: Validator, kind: int) -> Callable[[Any], Any]:
+    """The hook spliced into the stream: it checks what was built and leaves it in place; a
+    state validator may leave a replacement state instead (see ``Validator``)."""
+    if kind != _STATE_SITE:
 
-    return check
+        def check(obj: Any) -> Any:
+            run_validator(validator, obj)
+            return obj
+
+        return check
+
+    def check_state(state: Any) -> Any:
+        replaced = run_validator(validator, state)
+        return state if replaced is None else replaced
+
+    return check_state
 
 
 def _with_hooks(
@@ -348,7 +369,7 @@ def _with_hooks(
     keys = sorted({(name, kind) for _, _, name, kind in scan.hook_sites})
     number = {key: k for k, key in enumerate(keys)}
     numbers = [number[(name, kind)] for _, _, name, kind in scan.hook_sites]
-    hooks = [_passing_through(_validator_for(name, kind)) for name, kind in keys]
+    hooks = [_passing_through(_validator_for(name, kind), kind) for name, kind in keys]
     args = (scan.hook_sites, numbers, scan.frames, _HOOK_BYTES, scan.forget)
     if room is not None:
         size: int | None = splice_hooks(data, *args, room)

@@ -50,7 +50,9 @@ __all__ = [
     "validate_tree_predictor",
 ]
 
-Validator = Callable[[Any], None]
+Validator = Callable[[Any], Any]
+"""Checks an object (or a state), raising FormatError; a state validator may return a
+replacement state, which is applied instead (None: the state as it was)."""
 
 
 def _refuse(what: str, detail: str) -> FormatError:
@@ -61,7 +63,7 @@ def _refuse(what: str, detail: str) -> FormatError:
     )
 
 
-def run_validator(validator: Validator, obj: Any) -> None:
+def run_validator(validator: Validator, obj: Any) -> Any:
     """Run ``validator`` on ``obj``; any error it meets means the data is malformed.
 
     Except an ``OSError``, here and wherever a load turns errors into ``FormatError``: it comes
@@ -69,7 +71,7 @@ def run_validator(validator: Validator, obj: Any) -> None:
     handler), and calling the file damaged would mislead.
     """
     try:
-        validator(obj)
+        return validator(obj)
     except (FormatError, OSError):
         raise
     except Exception as exc:  # malformed data trips the checks themselves
@@ -114,7 +116,16 @@ def _canonical(d: np.dtype, depth: int) -> np.dtype:
             and spec[1] >= 0
         ):
             raise _refuse("a numpy dtype", f"field {name!r} is not (dtype, offset[, title])")
-        formats.append(_canonical(spec[0], depth + 1))
+        fmt = _canonical(spec[0], depth + 1)
+        if spec[1] + fmt.itemsize > d.itemsize:
+            # numpy checks this itself, but in 32-bit arithmetic: an offset near 2**31
+            # overflows past its check, and reading the field then reads gigabytes away
+            raise _refuse(
+                "a numpy dtype",
+                f"field {name!r} ends at byte {spec[1] + fmt.itemsize}, past its "
+                f"{d.itemsize}-byte item",
+            )
+        formats.append(fmt)
         offsets.append(spec[1])
         titles.append(spec[2] if len(spec) == 3 else None)
     if len(fields) != len(names) + sum(t is not None for t in titles):
@@ -189,7 +200,7 @@ def _fingerprint(d: np.dtype) -> tuple[Any, ...] | None:
         return None
 
 
-def validate_dtype_state(state: Any) -> None:
+def validate_dtype_state(state: Any) -> tuple[Any, ...] | None:
     """Check a ``numpy.dtype.__setstate__`` state before numpy applies it.
 
     numpy reads the tuple's parts without checking their types (a non-dict ``fields``
@@ -235,6 +246,12 @@ def validate_dtype_state(state: Any) -> None:
             raise _refuse(what, "a field name has no field")
     if len(state) == 9 and not isinstance(state[8], (dict, tuple, type(None))):
         raise _refuse(what, "its metadata is not a mapping")
+    if len(state) == 8:
+        # The same state with "no metadata" spelled out: numpy applies it alike to every
+        # dtype but a datetime64/timedelta64, whose state must carry its unit there; given
+        # an 8-tuple, numpy leaves the unit unset and crashes, given None it raises.
+        return (*state, None)
+    return None
 
 
 def _check_array_dtype(a: np.ndarray, what: str) -> None:

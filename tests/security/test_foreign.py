@@ -551,6 +551,33 @@ def test_hostile_joblib_streams_are_refused(tmp_path: Path, name: str, data: byt
     assert not hasattr(LogisticRegression, "amber_pwned")
 
 
+_WRAPPER = _global("joblib.numpy_pickle", "NumpyArrayWrapper")
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "fragment"),
+    [
+        # the wrapper class next to the array it made: the load's stand-in (no behaviour)
+        # would be in the tuple where joblib puts its class
+        ("wrapper_class_as_a_value", _array_stream(np.arange(3), body=_WRAPPER + b"\x86"),
+         "holds joblib.numpy_pickle.NumpyArrayWrapper as a value"),
+        # a wrapper made but never built: no array follows it
+        ("wrapper_without_its_array", _array_stream(np.arange(3), body=_WRAPPER + b")\x81\x86"),
+         "1 of joblib's array wrappers have no array"),
+        ("guarded_callable_as_a_value",
+         _array_stream(np.arange(3), body=_global("numpy", "dtype") + b"\x86"),
+         "holds numpy.dtype as a value"),
+    ],
+)  # fmt: skip
+def test_a_joblib_stream_never_leaves_a_stand_in_in_the_model(
+    tmp_path: Path, name: str, data: bytes, fragment: str
+) -> None:
+    path = _write(tmp_path, data)
+    assert fragment in scan_file(path).verdict
+    with pytest.raises(FormatError, match=fragment):
+        load_foreign(path)
+
+
 # --------------------------------------------------------------------------- decompression
 
 

@@ -493,6 +493,53 @@ def test_dtype_validator_accepts_what_numpy_builds() -> None:
         validate_dtype("f8")
 
 
+def _refused(data: bytes, fragment: str) -> None:
+    with pytest.raises(FormatError, match=fragment), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        safe_loads(data, policy=LoadPolicy())
+
+
+def test_a_field_offset_that_overflows_numpy_s_check_is_refused(tmp_path: Path) -> None:
+    """numpy checks that fields fit their item in 32-bit arithmetic: at 2**31 - 1 the check
+    overflows and accepts the dtype, and reading the field reads 2 GB away."""
+    record = np.dtype({"names": ["a", "b"], "formats": ["f8", "u1"], "offsets": [0, 8]})
+    honest = pickle.dumps(np.zeros(2, dtype=record), protocol=2)
+    assert honest.count(b"K\x08\x86") == 1  # field b's (dtype, offset 8) pair
+    data = honest.replace(b"K\x08\x86", b"J\xff\xff\xff\x7f\x86")
+    plain_pickle_crashes(tmp_path, data, "print(obj['b'].sum())")
+    _refused(data, "field 'b' ends at byte 2147483648, past its 9-byte item")
+
+
+def test_a_datetime_dtype_state_without_its_unit_is_refused(tmp_path: Path) -> None:
+    """An 8-tuple dtype state (as written for 'i8') applied to 'm8' leaves the unit unset:
+    numpy crashes in __setstate__. The state gets its 'no metadata' spelled out, and numpy
+    then refuses it; honest datetime and timedelta arrays load as before."""
+    data = pickle.dumps(np.arange(3, dtype=np.int64), protocol=4).replace(b"i8", b"m8")
+    plain_pickle_crashes(tmp_path, data, "print(obj)")
+    _refused(data, "Invalid datetime dtype")
+    for honest in (
+        np.arange(3).astype("M8[ns]"),
+        np.arange(3).astype("m8[s]"),
+        np.zeros(2, dtype=[("t", "M8[D]"), ("x", "f4")]),
+    ):
+        for protocol in (2, 4, 5):
+            back = safe_loads(pickle.dumps(honest, protocol=protocol), policy=LoadPolicy())
+            assert back.dtype == honest.dtype and np.array_equal(back, honest)
+
+
+def test_a_global_loaded_as_a_checking_stand_in_cannot_be_held_as_a_value() -> None:
+    """numpy's scalar and _reconstruct (and the other guarded callables) load as stand-ins
+    that check their arguments; held as a value, the stand-in would be in the model where
+    pickle puts numpy's function. Also when the same stream calls it elsewhere."""
+    scalar = np.float64(1.0).__reduce__()[0]
+    rebuild = np.arange(2).__reduce__()[0]
+    _refused(pickle.dumps({"s": scalar}, protocol=4), "holds numpy.*scalar as a value")
+    mixed = pickle.dumps([np.arange(70_000), {"r": rebuild}], protocol=4)
+    _refused(mixed, "holds numpy.*_reconstruct as a value")
+    _refused(pickle.dumps((1, rebuild), protocol=2), "holds numpy.*_reconstruct as a value")
+    _refused(pickle.dumps(rebuild, protocol=4), "STOP holds numpy.*_reconstruct as a value")
+
+
 # --------------------------------------------------------------------------- graph walk
 def test_validate_loaded_walks_the_graph_only_when_needed() -> None:
     bad = _with_tree_state(_tree_model(), nodes={"left_child": (0, 2**40)})
