@@ -115,9 +115,16 @@ def _scalar(dtype: Any, *obj: Any) -> Any:
 
     if not isinstance(dtype, np.dtype) or len(obj) != 1:
         raise FormatError("numpy scalar rebuilt without a dtype and its data")
-    if not dtype.hasobject and not (isinstance(obj[0], bytes) and len(obj[0]) == dtype.itemsize):
+    if dtype.subdtype is not None:
+        raise FormatError(f"numpy scalar of a sub-array dtype {dtype}, which numpy never makes")
+    data = obj[0]
+    if dtype.hasobject:
+        # a record with object fields comes with its 0-d array, which the scalar views
+        if not (isinstance(data, np.ndarray) and data.shape == () and data.dtype == dtype):
+            raise FormatError(f"numpy scalar of {dtype} rebuilt from other than its 0-d array")
+    elif not (isinstance(data, bytes) and len(data) == dtype.itemsize):
         raise FormatError(f"numpy scalar of {dtype.itemsize} bytes rebuilt from other data")
-    return real(dtype, *obj)
+    return real(dtype, data)
 
 
 def _mareconstruct(subtype: Any, baseclass: Any, baseshape: Any, basetype: Any) -> Any:

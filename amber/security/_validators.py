@@ -91,6 +91,10 @@ def _canonical(d: np.dtype, depth: int) -> np.dtype:
     if depth > 32:
         raise _refuse("a numpy dtype", "fields nested more than 32 levels deep")
     if d.subdtype is not None:
+        if d.names is not None or d.fields is not None:
+            # numpy never writes both; given both, it keeps the fields (an object field
+            # among them) that a check of the sub-array alone would not see
+            raise _refuse("a numpy dtype", "it is a sub-array and has fields too")
         base, shape = d.subdtype
         if not isinstance(base, np.dtype) or not (
             isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)
@@ -228,6 +232,8 @@ def validate_dtype_state(state: Any) -> tuple[Any, ...] | None:
         raise _refuse(what, "its sub-array description is malformed")
     if (names is None) != (fields is None):
         raise _refuse(what, "it has names without fields or fields without names")
+    if subarray is not None and names is not None:
+        raise _refuse(what, "it is a sub-array and has fields too")
     if names is not None:
         if not (isinstance(names, tuple) and all(isinstance(n, str) for n in names)):
             raise _refuse(what, "its field names are not strings")
@@ -281,8 +287,24 @@ def validate_array_state(state: Any) -> None:
     if len(shape) > 64 or type(fortran) not in (bool, int):
         raise _refuse(what, "its shape or memory order is malformed")
     validate_dtype(dtype)
+    if dtype.subdtype is not None:
+        # numpy turns a sub-array dtype into more dimensions of its base; an array that has
+        # one as its own dtype holds more items than its shape says
+        raise _refuse(what, f"its dtype {dtype} is a sub-array")
     size = math.prod(shape)
+    if dtype.itemsize == 0 and size > _MAX_EMPTY_ITEMS:
+        # nothing in the file bounds them: tolist() of a (2, 2**31) array of 'V0' runs for
+        # minutes building four billion objects
+        raise _refuse(what, f"shape {shape} holds {size} items of zero bytes")
     if dtype.hasobject:
+        if dtype.names is not None and size * dtype.itemsize > _MAX_RECORDS_WITH_OBJECTS:
+            # the items come from a list, so nothing in the file bounds their size: a record
+            # dtype of 2**31 - 1 bytes holding one object field asks for 2 GB per item
+            raise _refuse(
+                what,
+                f"{size} records of {dtype.itemsize} bytes with object fields "
+                f"({size * dtype.itemsize} bytes, more than {_MAX_RECORDS_WITH_OBJECTS})",
+            )
         if not isinstance(data, list) or len(data) != size:
             n = len(data) if isinstance(data, list) else type(data).__name__
             raise _refuse(what, f"shape {shape} needs {size} objects, the file holds {n}")
@@ -294,6 +316,10 @@ def validate_array_state(state: Any) -> None:
     elif type(data) is not bytes or len(data) != nbytes:
         n = len(data) if isinstance(data, bytes) else type(data).__name__
         raise _refuse(what, f"shape {shape} of {dtype} needs {nbytes} bytes, the file holds {n}")
+
+
+_MAX_EMPTY_ITEMS = 1 << 20
+_MAX_RECORDS_WITH_OBJECTS = 256 << 20
 
 
 def validate_masked_array_state(state: Any) -> None:
@@ -787,6 +813,8 @@ _CLASS_INFO: dict[type, tuple[Validator | None, bool]] = {}
 
 # Estimators whose sub-objects must agree with the estimator's own input width.
 _CROSS_CHECKED = {
+    ("numpy", "matrix"),  # its shape, set by a state, must be 2-d (see _walk)
+    ("numpy.matrixlib.defmatrix", "matrix"),
     ("sklearn.tree._tree", "Tree"),
     ("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor"),
     ("sklearn.neighbors._kd_tree", "KDTree"),
@@ -909,6 +937,9 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
         elif isinstance(o, (list, tuple, set, frozenset)):
             push(v for v in o if type(v) not in _ATOMS)
         elif isinstance(o, np.ndarray):
+            if isinstance(o, np.matrix) and o.ndim != 2:
+                # numpy's matrix code assumes two dimensions; a state can set any shape
+                raise _refuse("a numpy matrix", f"it has {o.ndim} dimensions, not 2")
             if o.dtype.hasobject:
                 push(o.ravel(order="K").tolist())
         elif isinstance(o, np.dtype):

@@ -230,10 +230,10 @@ def test_frombuffer_with_object_dtype_is_refused() -> None:
 
 def test_scalar_of_object_dtype_from_bytes_is_refused() -> None:
     hostile = Forged(scalar, (np.dtype("O"), b"AAAAAAAA"))
-    with pytest.raises(FormatError, match="scalar with object dtype"):
+    with pytest.raises(FormatError, match="other than its 0-d array"):
         load(pickle.dumps(hostile, protocol=5))
     structured = Forged(scalar, (np.dtype([("a", "i4"), ("b", "O")]), b"A" * 12))
-    with pytest.raises(FormatError, match="NPY_LIST_PICKLE"):
+    with pytest.raises(FormatError, match="other than its 0-d array"):
         load(pickle.dumps(structured, protocol=5))
 
 

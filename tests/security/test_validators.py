@@ -540,6 +540,68 @@ def test_a_global_loaded_as_a_checking_stand_in_cannot_be_held_as_a_value() -> N
     _refused(pickle.dumps(rebuild, protocol=4), "STOP holds numpy.*_reconstruct as a value")
 
 
+def _array_of(dtype_state: tuple[Any, ...], array_state: tuple[Any, ...]) -> Forged:
+    """An ndarray pickled as numpy pickles one, with the dtype's and the array's states
+    given: the dtype is rebuilt from ``dtype_state``, then the array from ``array_state``."""
+    rebuild, args, _ = np.arange(1).__reduce__()
+    dtype = Forged(np.dtype, ("V8", False, True), dtype_state)
+    return Forged(rebuild, args, (1, *array_state[:1], dtype, *array_state[1:]))
+
+
+_SCALAR = np.float64(1.0).__reduce__()[0]
+_REBUILD = np.arange(1).__reduce__()[0]
+
+
+@pytest.mark.parametrize(
+    ("hostile", "use", "fragment"),
+    [
+        pytest.param(  # numpy keeps the object field and reads b"AAAAAAAA" as a pointer
+            _array_of(
+                (3, "|", (np.dtype("u1"), (8,)), ("o",), {"o": (np.dtype("O"), 0)}, 8, 1, 0),
+                ((1,), False, b"A" * 8),
+            ),
+            "print(obj.copy())", "a sub-array and has fields too", id="sub-array-with-fields",
+        ),
+        pytest.param(
+            Forged(_SCALAR, (np.dtype(("u1", (3,))), b"abc")),
+            "print(np.asarray(obj))", "sub-array dtype", id="scalar-of-a-sub-array",
+        ),
+        pytest.param(  # the scalar views an empty array: its object field is garbage
+            Forged(_SCALAR, (np.dtype([("o", "O")]), np.empty(0, dtype=[("o", "O")]))),
+            "print(repr(obj))", "other than its 0-d array", id="object-record-without-its-data",
+        ),
+        pytest.param(
+            Forged(_REBUILD, (np.matrix, (0,), b"b"), (1, (3,), np.dtype("O"), False, [1, 2, 3])),
+            "print(np.ascontiguousarray(obj.T))", "numpy matrix .* 1 dimensions",
+            id="one-dimensional-matrix",
+        ),
+    ],
+)  # fmt: skip
+def test_numpy_objects_whose_layout_lies_are_refused(
+    tmp_path: Path, hostile: Any, use: str, fragment: str
+) -> None:
+    """Found by a fuzz of dtype and array states: each crashes plain pickle's result on use."""
+    data = pickle.dumps(hostile, protocol=2)
+    plain_pickle_crashes(tmp_path, data, use)
+    _refused(data, fragment)
+
+
+def test_arrays_whose_size_nothing_in_the_file_bounds_are_refused() -> None:
+    records = np.dtype({"names": ["o"], "formats": ["O"], "offsets": [0], "itemsize": 2**31 - 1})
+    huge = Forged(_REBUILD, (np.ndarray, (0,), b"b"), (1, (1,), records, False, [(None,)]))
+    _refused(pickle.dumps(huge, protocol=2), "1 records of 2147483647 bytes with object fields")
+    empty = Forged(_REBUILD, (np.ndarray, (0,), b"b"), (1, (2, 2**31), np.dtype("V0"), False, b""))
+    _refused(pickle.dumps(empty, protocol=2), "holds 4294967296 items of zero bytes")
+    # what numpy itself writes still loads: records with objects, their scalars, matrices
+    rows = np.array([(1, "a"), (2, None)], dtype=[("x", "i8"), ("o", "O")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)  # np.matrix
+        matrix = np.matrix([[1, 2], [3, 4]])
+    for honest in (rows, rows[0], matrix, np.zeros(3, dtype="V0")):
+        back = safe_loads(pickle.dumps(honest, protocol=2), policy=LoadPolicy())
+        assert type(back) is type(honest) and pickle.dumps(back) == pickle.dumps(honest)
+
+
 # --------------------------------------------------------------------------- graph walk
 def test_validate_loaded_walks_the_graph_only_when_needed() -> None:
     bad = _with_tree_state(_tree_model(), nodes={"left_child": (0, 2**40)})
