@@ -586,6 +586,17 @@ def test_numpy_objects_whose_layout_lies_are_refused(
     _refused(data, fragment)
 
 
+def test_the_cache_of_checked_dtypes_tells_sub_arrays_apart() -> None:
+    """A dtype found good is remembered by a fingerprint; a sub-array's ``descr`` is only its
+    item size, so a crafted (float64, (2**27,)) in 8 bytes once passed as the honest
+    ('u1', (8,)) checked before it, and reading it crashed."""
+    validate_dtype(np.dtype(("u1", (8,))))
+    crafted = np.dtype("V8")  # a new object each time: the state below changes only it
+    crafted.__setstate__((3, "|", (np.dtype("f8"), (2**27,)), None, None, 8, 1, 0))
+    with pytest.raises(FormatError, match="itemsize is 8 but its layout implies 1073741824"):
+        validate_dtype(crafted)
+
+
 def test_arrays_whose_size_nothing_in_the_file_bounds_are_refused() -> None:
     records = np.dtype({"names": ["o"], "formats": ["O"], "offsets": [0], "itemsize": 2**31 - 1})
     huge = Forged(_REBUILD, (np.ndarray, (0,), b"b"), (1, (1,), records, False, [(None,)]))
