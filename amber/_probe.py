@@ -418,10 +418,9 @@ def _column(name: Any, dtype: Any, values: Any) -> dict[str, Any]:
     object column what its values are when they are not strings (3 and "3" are different
     values, and a server must not turn one into the other)."""
     out: dict[str, Any] = {"name": str(name), "dtype": str(dtype)}
-    if type(name) in (int, bool) or (type(name) is float and math.isfinite(name)):
-        out["label"] = name  # the label itself (a frame made from an array has 0, 1, 2, ...)
-    elif isinstance(name, np.integer | np.bool_ | np.floating) and _json_label(name.item()):
-        out["label"] = name.item()
+    label = name.item() if isinstance(name, np.generic) else name
+    if type(label) in (int, bool, float) and _json_label(label):
+        out["label"] = label  # the label itself (a frame made from an array has 0, 1, 2, ...)
     categories = getattr(dtype, "categories", None)
     if str(dtype) == "category" and categories is not None:
         out["categories"] = str(categories.dtype)

@@ -382,11 +382,12 @@ class Registry:
                 f"years), got {grace!r}; the default keeps an hour"
             )
         report = GcReport()
-        if not self.catalog.exists():
-            report.temporary_files = self._store.clean_staging(grace)
-            return report
-        self.catalog.check_writable()
+        exists = self.catalog.exists()
+        if exists:
+            self.catalog.check_writable()
         report.temporary_files = self._store.clean_staging(grace)
+        if not exists:
+            return report
         cutoff = (_dt.datetime.now(_dt.UTC) - _dt.timedelta(seconds=grace)).isoformat(
             timespec="microseconds"
         )

@@ -44,6 +44,7 @@ from amber.errors import FormatError, UntrustedTypeError
 from amber.security._allowlist import entries, is_allowed, never_reduced, reference_only
 from amber.security._policy import LoadPolicy, trust_name
 from amber.security._scanner import PickleScan
+from amber.security._unpickler import GUARDED, _SafeUnpickler
 from amber.security._validators import OBJECT_VALIDATORS, STATE_VALIDATORS, run_validator
 
 __all__ = ["JoblibScan", "is_wrapper_name", "load_joblib", "scan_joblib"]
@@ -104,8 +105,6 @@ def _amber_find_class(policy: LoadPolicy) -> Callable[[str, str], Any]:
     of risky callables (``numpy.dtype``, ``_reconstruct``, ``copyreg`` helpers, ...) and the
     refusal of unvalidated aliases of validated types.
     """
-    from amber.security._unpickler import _SafeUnpickler
-
     plain = PickleScan(globals=(), protocol=0, n_buffers_used=0)  # names arrive mapped
     return _SafeUnpickler(
         io.BytesIO(b""), buffers=[], policy=policy, scan=plain, hooks=[]
@@ -259,8 +258,6 @@ def _refuse_stand_ins(root: Any) -> None:
     replaces by a stand-in: a guarded callable (``_unpickler.GUARDED``, which checks its
     arguments) or joblib's array wrapper (no behaviour at all). Honest pickles only call them;
     as a value, the stand-in would be in the model where pickle puts the global itself."""
-    from amber.security._unpickler import GUARDED
-
     seen: set[int] = set()
     stack = [root]
     while stack:
@@ -640,12 +637,12 @@ class _Machine(pickle._Unpickler):
         self._callable(cls, opcode)
         if type(args) is not tuple or type(kwargs) is not dict:
             raise FormatError(f"{opcode} arguments are malformed")
-        if self._is_wrapper_cls(cls) and (args or kwargs):
+        wrapper = self._is_wrapper_cls(cls)
+        if wrapper and (args or kwargs):
             raise FormatError("joblib's array wrapper is created with arguments")
-        if self._is_wrapper_cls(cls):
-            self._wrappers += 1
+        self._wrappers += wrapper
         if self._scan:
-            return self._made(cls, _Obj(cls, args, wrapper=self._is_wrapper_cls(cls)))
+            return self._made(cls, _Obj(cls, args, wrapper=wrapper))
         if not isinstance(cls, type):
             raise FormatError(f"{opcode} on {cls!r}, which is not a class")
         return self._made(cls, cls.__new__(cls, *args, **kwargs))

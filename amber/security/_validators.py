@@ -198,10 +198,12 @@ def _fingerprint(d: np.dtype, depth: int = 0) -> tuple[Any, ...] | None:
     try:
         # a sub-array's ``descr`` is only its item size: its base and shape are part of the
         # key (a crafted (float64, (2**27,)) in 8 bytes would otherwise pass as ('u1', (8,)))
-        sub = d.subdtype
-        inner = None if sub is None else (_fingerprint(sub[0], depth + 1), sub[1])
-        if sub is not None and (depth > 32 or inner[0] is None):  # type: ignore[index]
-            return None
+        sub, inner = d.subdtype, None
+        if sub is not None:
+            base = _fingerprint(sub[0], depth + 1) if depth < 32 else None
+            if base is None:
+                return None
+            inner = (base, sub[1])
         return (
             repr(d.descr), d.str, d.itemsize, d.flags, d.alignment, d.hasobject,
             d.byteorder, d.kind, d.isalignedstruct, d.names, inner,
