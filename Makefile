@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard amber/security/*.c)
+$(STAMP): pyproject.toml setup.py $(wildcard amber/security/*.c amber/artifact/*.c)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev,bench,frameworks]"
@@ -37,4 +37,4 @@ bench: venv
 	$(BIN)/python benchmarks/persist.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info amber/security/*.so
+	rm -rf $(VENV) build *.egg-info amber/security/*.so amber/artifact/*.so
