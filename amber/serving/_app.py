@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any
 
+import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -69,6 +70,16 @@ def _header(request: Request, name: bytes) -> str | None:
         found = scope["amber_headers"] = dict(reversed(scope["headers"]))
     value = found.get(name)
     return None if value is None else value.decode("latin-1")
+
+
+def _request_id(given: str | None) -> str | None:
+    """A client's X-Request-Id, echoed in the header and the body alike: its first 128
+    characters, if it is printable ASCII (else the server makes one: a header's bytes read as
+    Latin-1 came back garbled in the JSON)."""
+    if not given:
+        return None
+    given = given[:128]
+    return given if given.isascii() and given.isprintable() else None
 
 
 def _media_type(request: Request) -> str:
@@ -276,8 +287,8 @@ class AmberServer:
         note: dict[str, Any] = {"model": name, "protocol": protocol}
         scope["amber"] = note
         label = name if name in self.slots else ""
-        request_id = _header(request, b"x-request-id") or self._next_id()
-        headers = {"x-request-id": request_id[:128]}
+        request_id = _request_id(_header(request, b"x-request-id")) or self._next_id()
+        headers = {"x-request-id": request_id}
         loaded: LoadedModel | None = None
         code, reason = 200, None
         self.metrics.in_flight += 1
@@ -332,7 +343,7 @@ class AmberServer:
 
     def _methods(self, payload: dict[str, Any], loaded: LoadedModel) -> list[str]:
         wanted = payload.get("outputs")
-        if wanted is None:
+        if wanted is None or wanted == []:  # none asked for: the default output
             return ["predict" if "predict" in loaded.methods else next(iter(loaded.methods))]
         allowed = ", ".join(loaded.methods)
         if not isinstance(wanted, list) or not wanted:
@@ -357,10 +368,22 @@ class AmberServer:
             names.append(method)
         return names
 
-    async def _run(self, loaded: LoadedModel, slot: ModelSlot, method: str, part: Any) -> Any:
+    async def _run(
+        self, loaded: LoadedModel, slot: ModelSlot, method: str, part: Any
+    ) -> np.ndarray | T.PerOutput:
         rows = loaded.schema.rows(part)
         runner = loaded.runner(method, slot.observe)
-        return T.output_array(await runner.submit(part, rows))
+        out = await runner.submit(part, rows)
+        result = out if isinstance(out, T.PerOutput) else T.output_array(out)
+        for arr in result.arrays if isinstance(result, T.PerOutput) else [result]:
+            if arr.dtype.kind in "fc" and arr.size and bool(np.isinf(arr).any()):
+                # JSON has no infinity: orjson would have answered null, as if nothing came
+                row = int(np.argwhere(np.isinf(arr))[0][0]) if arr.ndim else 0
+                raise PredictionFailed(
+                    f"the model's {method} output is infinite for row {row} (JSON cannot carry "
+                    f"infinity); the input is probably out of the range the model was trained on"
+                )
+        return result
 
     async def _oip(
         self,
@@ -399,16 +422,22 @@ class AmberServer:
         methods = self._methods(payload, loaded)
         part = loaded.schema.from_oip(payload["inputs"])
         request.scope["amber_rows"] = loaded.schema.rows(part)
-        outputs = []
+        outputs: list[dict[str, Any]] = []
         for method in methods:
-            arr = await self._run(loaded, slot, method, part)
-            outputs.append(
+            out = await self._run(loaded, slot, method, part)
+            named = (
+                [(f"{method}[{k}]", a) for k, a in enumerate(out.arrays)]
+                if isinstance(out, T.PerOutput)
+                else [(method, out)]
+            )
+            outputs.extend(
                 {
-                    "name": method,
+                    "name": name,
                     "shape": list(arr.shape),
                     "datatype": T.datatype_of(arr.dtype),
                     "data": T.json_data(arr),
                 }
+                for name, arr in named
             )
         given_id = payload.get("id")
         answer = {
@@ -473,13 +502,23 @@ class AmberServer:
 
     async def ready_all(self, request: Request) -> Response:
         ready = self.ready
+        if not self._authorized(request):  # a probe without the token: the verdict, no names
+            return json_response({"ready": ready}, 200 if ready else 503)
         models = {name: slot.status() for name, slot in self.slots.items()}
         return json_response({"ready": ready, "models": models}, 200 if ready else 503)
+
+    def _authorized(self, request: Request) -> bool:
+        try:
+            self._authorize(request, self.config.token)
+        except RequestError:
+            return False
+        return True
 
     async def ping(self, request: Request) -> Response:
         return json_response({"ready": self.ready}, 200 if self.ready else 503)
 
     async def model_ready(self, request: Request) -> Response:
+        self._authorize(request, self.config.token)  # names, versions and sources: as inference
         slot = self._slot(request.path_params["name"])
         if "version" in request.path_params:
             self._serving(slot, request.path_params["version"])
@@ -488,9 +527,10 @@ class AmberServer:
         )
 
     async def model_metadata(self, request: Request) -> Response:
+        self._authorize(request, self.config.token)
         slot = self._slot(request.path_params["name"])
         loaded = self._serving(slot, request.path_params.get("version"))
-        outputs = [loaded.output_metadata(m) for m in loaded.methods]
+        outputs = [out for m in loaded.methods for out in loaded.output_metadata(m)]
         return json_response(
             {
                 "name": slot.name,

@@ -46,6 +46,16 @@ class PredictionFailed(Exception):
     """The model raised on an input that passed validation; the message is the model's."""
 
 
+def model_error(exc: Exception) -> str:
+    """What a model raised, for the client: its type and message, without the native stack
+    trace some libraries append (XGBoost's lists library paths and addresses)."""
+    text = f"{type(exc).__name__}: {exc}"
+    cut = text.find("Stack trace:")
+    if cut >= 0:
+        text = text[:cut].rstrip()
+    return text[:1000]
+
+
 @dataclass
 class _Item:
     part: Any
@@ -135,7 +145,7 @@ class Batcher:
         try:
             return self._timed(part)
         except Exception as exc:
-            raise PredictionFailed(f"{type(exc).__name__}: {exc}"[:1000]) from None
+            raise PredictionFailed(model_error(exc)) from None
         finally:
             if self.observe is not None:
                 asyncio.get_running_loop().call_soon(
@@ -255,5 +265,4 @@ def _offsets(batch: list[_Item]) -> list[int]:
 
 def _fail(item: _Item, exc: Exception) -> None:
     if not item.future.done():
-        text = f"{type(exc).__name__}: {exc}"
-        item.future.set_exception(PredictionFailed(text[:1000]))
+        item.future.set_exception(PredictionFailed(model_error(exc)))

@@ -8,6 +8,7 @@ Column names must match exactly (none missing, none unexpected); the error names
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,10 @@ def _per_row(column: _Column, values: list[Any], where: str) -> np.ndarray:
             exc.field = where.replace("{i}", index) + rest
         else:
             exc.field = where.replace("{i}", "*") + field[1:]
+        if exc.expected:  # "like <probe>[0]": the row it names, in the request's terms
+            exc.expected = re.sub(
+                r"\x00\[(\d+)\]", lambda m: where.replace("{i}", m.group(1)), exc.expected
+            ).replace(probe, where.replace("{i}", "*"))
         exc.message = f"{exc.field}: expected {exc.expected}, got {exc.got}"
         raise
 
@@ -162,7 +167,9 @@ class _Column:
                     raise _bad(f"{field}[{i}]", "a single value", describe_value(v))
             arr = np.array(values, dtype=object)
         if arr.ndim != 1:
-            raise _bad(field, f"one {self.expected[:-1]} per row", f"shape {list(arr.shape)}")
+            raise _bad(
+                field, f"a single value per row ({self.expected})", f"shape {list(arr.shape)}"
+            )
         return arr
 
     def _with_nulls(self, values: list[Any], field: str) -> np.ndarray:
@@ -190,7 +197,9 @@ class _Column:
         parsed = pd.to_datetime(
             series.where(~missing, None), format="ISO8601", utc=True, errors="coerce"
         )
-        bad = np.flatnonzero(parsed.isna().to_numpy() & ~missing)
+        # pandas reads "now" and "today" as the time of the request: not a date the client sent
+        relative = series.map(lambda v: isinstance(v, str) and v.strip().lower() in _RELATIVE)
+        bad = np.flatnonzero((parsed.isna().to_numpy() & ~missing) | relative.to_numpy(bool))
         if bad.size:  # one vectorised pass found them: name the first
             i = int(bad[0])
             raise _bad(
@@ -221,9 +230,16 @@ class _Column:
                     raise _bad(
                         f"row {i + 1}, column {self.name!r}", self.expected, describe_value(cell)
                     ) from None
-            if None in out:
-                return self._with_nulls(out, f"column {self.name!r}")
-            return T.to_numbers(out, self.numpy, f"column {self.name!r}")
+            try:
+                if None in out:
+                    return self._with_nulls(out, "\x00")
+                return T.to_numbers(out, self.numpy, "\x00")
+            except RequestError as exc:  # "\x00[3]": the cell of row 4
+                index = (exc.field or "").removeprefix("\x00[").partition("]")[0]
+                place = f"row {int(index) + 1}, " if index.isdigit() else ""
+                exc.field = f"{place}column {self.name!r}"
+                exc.message = f"{exc.field}: expected {exc.expected}, got {exc.got}"
+                raise
         if self.kind == "datetime":
             return self._dates(
                 cells, f"column {self.name!r}", lambda i: f"row {i + 1}, column {self.name!r}"
@@ -260,6 +276,8 @@ class _Column:
             return pd.Series(arr).astype(self.dtype)
         return arr
 
+
+_RELATIVE = frozenset({"now", "today"})
 
 _NULLABLE = frozenset(
     {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"}

@@ -114,17 +114,23 @@ class LoadedModel:
             call_seconds=round(seconds, 3),
         )
 
-    def output_metadata(self, method: str) -> dict[str, Any]:
-        """OIP metadata of one output, from the signature the probe recorded."""
+    def output_metadata(self, method: str) -> list[dict[str, Any]]:
+        """OIP metadata of one method's output, from the signature the probe recorded: one
+        tensor, or one per target (``predict_proba[0]``, ...) for an output of several."""
         from amber.serving._tensor import datatype_of
 
+        def tensor(name: str, desc: dict[str, Any]) -> dict[str, Any]:
+            try:
+                datatype = datatype_of(np.dtype(desc.get("dtype", "object")))
+            except TypeError:
+                datatype = "BYTES"
+            shape = [-1 if d is None else d for d in desc.get("shape") or [None]]
+            return {"name": name, "datatype": datatype, "shape": shape}
+
         desc = self.outputs.get(method) or {}
-        try:
-            datatype = datatype_of(np.dtype(desc.get("dtype", "object")))
-        except TypeError:
-            datatype = "BYTES"
-        shape = [-1 if d is None else d for d in desc.get("shape") or [None]]
-        return {"name": method, "datatype": datatype, "shape": shape}
+        if per_output(desc):
+            return [tensor(f"{method}[{k}]", d) for k, d in enumerate(desc["items"])]
+        return [tensor(method, desc)]
 
     def release(self) -> None:
         self.inflight -= 1
@@ -144,6 +150,23 @@ class LoadedModel:
         if self.on_closed is not None:
             on_closed, self.on_closed = self.on_closed, None
             on_closed()
+
+
+def per_output(desc: Any) -> bool:
+    """Whether a recorded output is one array per target (a list of arrays)."""
+    items = desc.get("items") if isinstance(desc, dict) else None
+    return (
+        desc.get("kind") == "sequence"
+        and isinstance(items, list)
+        and bool(items)
+        and all(isinstance(d, dict) and d.get("kind") == "ndarray" for d in items)
+    )
+
+
+def _per_output(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    from amber.serving._tensor import PerOutput
+
+    return lambda x: PerOutput.of(fn(x))
 
 
 def _checked_finite(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -319,6 +342,9 @@ def load_version(
         raise ValueError(f"{str(resolved.path)!r} records no output method that can be served")
     if info.framework == "scikit-learn":
         methods = {name: _checked_finite(fn) for name, fn in methods.items()}
+    for method, desc in signature.get("outputs", {}).items():
+        if method in methods and per_output(desc):
+            methods[method] = _per_output(methods[method])
     sample = _probe_input(resolved.path, info.manifest)
     first = "predict" if "predict" in methods else next(iter(methods))
     if one_warning_filter:

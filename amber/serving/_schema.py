@@ -54,6 +54,14 @@ def _is_float(text: str) -> bool:
     return True
 
 
+def _integer_or_float(text: str) -> int | float:
+    """A CSV cell (one ``float`` accepts) as an exact integer where it is written as one."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 class InputSchema(Protocol):
     """What every schema offers; see the module docstring."""
 
@@ -191,8 +199,20 @@ class ArraySchema:
                         ) from None
             raise
         if self.dtype.kind == "f":
-            return values.astype(self.dtype)
-        return T.to_numbers(values.tolist(), self.dtype, "(body)")
+            with np.errstate(over="ignore"):
+                out = values.astype(self.dtype)
+            if self.dtype.itemsize < 8 and bool(np.isinf(out).any()):
+                i, j = (int(k) for k in np.argwhere(np.isinf(out))[0])
+                top = float(np.finfo(self.dtype).max)
+                raise bad(
+                    f"row {i + 1}, column {j + 1}",
+                    f"{T.expected_kind(self.dtype)} within +-{top:.3g}",
+                    describe_value(body[i][j]),
+                )
+            return out
+        # integers from the text itself: float64 would round those past 2**53
+        exact = [[_integer_or_float(cell) for cell in row] for row in body]
+        return T.to_numbers(exact, self.dtype, "(body)")
 
     def rows(self, part: Any) -> int:
         return int(part.shape[0])

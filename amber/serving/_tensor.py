@@ -19,11 +19,13 @@ from amber.serving._errors import RequestError, describe_value
 __all__ = [
     "DATATYPES",
     "MLFLOW_KEYS",
+    "PerOutput",
     "accepted_datatypes",
     "bad",
     "booleans_possible",
     "csv_rows",
     "datatype_of",
+    "expected_kind",
     "mlflow_form",
     "narrow",
     "output_array",
@@ -190,16 +192,9 @@ def to_numbers(
             and (target.kind == "f" or arr.dtype.kind != "f")
         ):  # the common case, checked with no error text built
             if target.kind in "iu":
-                info = np.iinfo(target)
-                if arr.size and (arr.min() < info.min or arr.max() > info.max):
-                    raise _offender(
-                        values,
-                        field,
-                        lambda v: info.min <= v <= info.max,
-                        f"{expected_kind(target)} from {info.min} to {info.max}",
-                    )
+                _check_range(arr, target, values, field)
             _refuse_booleans(values, field, target)
-            return arr.astype(target, copy=False)
+            return _cast(arr, target, values, field)
     expected = expected_kind(target)
     arr = _as_array(values, field, expected)
     kind = arr.dtype.kind
@@ -208,23 +203,96 @@ def to_numbers(
             raise _offender(values, field, lambda v: v is None or _is_number(v), expected)
         arr = np.array(values, dtype=np.float64)
         kind = "f"
+    if kind == "O" and all(_is_number(v) for v in _leaves(values)):
+        # integers past 64 bits: numpy keeps them as Python objects
+        if target.kind in "iu":
+            return _exact_integers(values, arr.shape, target, field)
+        top = float(np.finfo(target).max)
+        finite = lambda v: abs(v) <= top  # noqa: E731
+        if not all(finite(v) for v in _leaves(values)):
+            raise _offender(values, field, finite, f"{expected} within +-{top:.3g}")
+        arr, kind = np.array(values, dtype=np.float64), "f"
     if kind not in "iuf":
         raise _offender(values, field, _is_number, expected)
     if target.kind in "iu":
+        if kind == "f" and arr.size and float(np.abs(arr).max()) >= _EXACT_IN_FLOAT:
+            return _exact_integers(values, arr.shape, target, field)
         if kind == "f" and arr.size and not bool(np.all(np.trunc(arr) == arr)):
             raise _offender(
                 values, field, lambda v: not isinstance(v, float) or v.is_integer(), expected
             )
-        info = np.iinfo(target)
-        if arr.size and (arr.min() < info.min or arr.max() > info.max):
-            raise _offender(
-                values,
-                field,
-                lambda v: info.min <= v <= info.max,
-                f"{expected} from {info.min} to {info.max}",
-            )
+        _check_range(arr, target, values, field)
     _refuse_booleans(values, field, target)
-    return arr.astype(target, copy=False)
+    return _cast(arr, target, values, field)
+
+
+def _exact_integers(
+    values: list[Any], shape: tuple[int, ...], target: np.dtype[Any], field: str
+) -> np.ndarray:
+    """Integers of type ``target`` taken from the JSON values themselves.
+
+    numpy reads integers mixed with floats, or past 64 bits, as float64, which rounds those
+    beyond 2**53 (2**53 + 1 became 2**53, and 2**64 - 1 became 2**64, out of range): Python
+    compares and converts them exactly.
+    """
+    info = np.iinfo(target)
+
+    def fits(v: Any) -> bool:
+        return (
+            _is_number(v)
+            and (not isinstance(v, float) or v.is_integer())
+            and info.min <= v <= info.max
+        )
+
+    flat = np.array(values, dtype=object).reshape(-1)
+    if not all(fits(v) for v in flat):
+        raise _offender(
+            values, field, fits, f"{expected_kind(target)} from {info.min} to {info.max}"
+        )
+    return np.array([int(v) for v in flat], dtype=target).reshape(shape)
+
+
+def _cast(arr: np.ndarray, target: np.dtype[Any], values: Any, field: str) -> np.ndarray:
+    """``arr`` as ``target``; a float type too small for a value refuses it (the cast would
+    have turned 1e39 into infinity for a float32 input)."""
+    if target.kind != "f" or target.itemsize >= 8 or not arr.size:
+        return arr.astype(target, copy=False)
+    with np.errstate(over="ignore"):
+        out = arr.astype(target)
+    if bool(np.isinf(out).any()):
+        top = float(np.finfo(target).max)
+        raise _offender(
+            values, field, lambda v: not _is_number(v) or abs(v) <= top,
+            f"{expected_kind(target)} within +-{top:.3g}",
+        )  # fmt: skip
+    return out
+
+
+# Every integer up to this size is exact in float64; past it, a float may stand for a rounded one.
+_EXACT_IN_FLOAT = 2.0**53
+
+
+def _check_range(arr: np.ndarray, target: np.dtype[Any], values: Any, field: str) -> None:
+    """Refuse values of ``arr`` (integral) that ``target``, an integer type, cannot hold.
+
+    Floats are compared with the powers of two that bound the type, which float64 holds exactly
+    (its own rounding of the type's largest value, 2**63 - 1 to 2**63, let 2**63 through, and
+    the cast then wrapped it to -2**63); integer arrays compare exactly as they are.
+    """
+    if not arr.size:
+        return
+    info = np.iinfo(target)
+    if arr.dtype.kind == "f":
+        fits = float(arr.min()) >= float(info.min) and float(arr.max()) < float(info.max + 1)
+    else:
+        fits = not (arr.min() < info.min or arr.max() > info.max)
+    if not fits:
+        raise _offender(
+            values,
+            field,
+            lambda v: not _is_number(v) or info.min <= v <= info.max,
+            f"{expected_kind(target)} from {info.min} to {info.max}",
+        )
 
 
 def narrow(arr: np.ndarray, target: np.dtype[Any], values: Any, field: str) -> np.ndarray:
@@ -238,12 +306,7 @@ def narrow(arr: np.ndarray, target: np.dtype[Any], values: Any, field: str) -> n
                 values, field, lambda v: not isinstance(v, float) or v.is_integer(),
                 expected_kind(target),
             )  # fmt: skip
-        info = np.iinfo(target)
-        if arr.min() < info.min or arr.max() > info.max:
-            raise _offender(
-                values, field, lambda v: info.min <= v <= info.max,
-                f"{expected_kind(target)} from {info.min} to {info.max}",
-            )  # fmt: skip
+        _check_range(arr, target, values, field)
     with np.errstate(over="ignore", invalid="ignore"):
         out = arr.astype(target)
         lost = ~np.isfinite(out) & np.isfinite(arr) if target.kind == "f" else None
@@ -293,6 +356,38 @@ def to_strings(values: Any, field: str) -> list[str]:
     return flat
 
 
+class PerOutput:
+    """An output that is one array per target, all with a row per input row (a multi-output
+    classifier's ``predict_proba``: widths differ by target's classes). The batcher slices it
+    by rows like an array; the server answers one tensor per target."""
+
+    __slots__ = ("arrays",)
+
+    def __init__(self, arrays: list[np.ndarray]) -> None:
+        self.arrays = arrays
+
+    @classmethod
+    def of(cls, value: Any) -> PerOutput:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise TypeError(
+                f"the model returned {type(value).__name__}, not one array per target as its "
+                f"probe recorded"
+            )
+        return cls([output_array(v) for v in value])
+
+    def __len__(self) -> int:
+        rows = {len(a) if a.ndim else -1 for a in self.arrays}
+        return rows.pop() if len(rows) == 1 else -1  # never a batch's row count: one call each
+
+    def __getitem__(self, rows: slice) -> PerOutput:
+        return PerOutput([a[rows] for a in self.arrays])
+
+    def nested_json(self) -> list[list[Any]]:
+        """Per row, that row of each target's array (MLflow's ``predictions``)."""
+        lists = [a.tolist() for a in self.arrays]
+        return [list(row) for row in zip(*lists, strict=True)]
+
+
 def output_array(value: Any) -> np.ndarray:
     """A model's output as a plain numpy array (dense, no pandas, strings as str)."""
     if hasattr(value, "toarray") and type(value).__module__.startswith("scipy.sparse"):
@@ -319,9 +414,11 @@ def json_data(arr: np.ndarray) -> Any:
     return arr.ravel() if _orjson_native(arr) else arr.ravel().tolist()
 
 
-def nested_json(arr: np.ndarray) -> Any:
+def nested_json(arr: np.ndarray | PerOutput) -> Any:
     """``arr`` with its shape (MLflow's ``predictions``): nested lists, or the array itself
     (C-contiguous, as orjson needs: a MultiOutputRegressor's output is Fortran-ordered)."""
+    if isinstance(arr, PerOutput):
+        return arr.nested_json()
     return np.ascontiguousarray(arr) if _orjson_native(arr) else arr.tolist()
 
 
@@ -356,7 +453,7 @@ def tensor_fields(t: Any, i: int) -> tuple[str, list[int], str, Any]:
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise bad(f"{field}.shape", "an array of non-negative integers", describe_value(shape))
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise bad(f"{field}.datatype", f"one of {', '.join(DATATYPES)}", describe_value(datatype))
     return name, shape, datatype, t["data"]
 
@@ -383,11 +480,19 @@ def mlflow_form(payload: Any) -> tuple[str, Any]:
 def csv_rows(text: str) -> list[list[str]]:
     """The rows of a CSV body. An empty line is a row of one empty cell (a missing value of a
     one-column input: dropping it shifted every answer after it); only empty lines at the
-    end are dropped."""
+    end are dropped. Strict: a quote left open is an error, where the csv module's default
+    took the rest of the body into one cell and the answers lost their rows. A byte order
+    mark (Excel writes one) is dropped."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    reader = csv.reader(io.StringIO(text), strict=True)
     try:
-        rows = [r or [""] for r in csv.reader(io.StringIO(text))]
+        rows = [r or [""] for r in reader]
     except csv.Error as exc:
-        raise bad("(body)", "CSV text", f"malformed CSV ({exc})") from None
+        hint = "; a quote is left open" if "end of data" in str(exc) else ""
+        raise bad(
+            "(body)", "CSV text", f"malformed CSV at line {reader.line_num} ({exc}{hint})"
+        ) from None
     while rows and rows[-1] == [""]:
         rows.pop()
     if not rows:
