@@ -402,6 +402,15 @@ class AmberServer:
                 expected=_JSON,
                 got="text/csv",
             )
+        if _header(request, b"inference-header-content-length") is not None:
+            raise RequestError(
+                415,
+                "the binary tensor extension (Inference-Header-Content-Length) is not "
+                "supported: send the tensors' data as JSON arrays",
+                field="Inference-Header-Content-Length",
+                expected="no binary data",
+                got="a binary tensor body",
+            )
         payload = self._parse_json(body)
         if not isinstance(payload, dict):
             raise RequestError(

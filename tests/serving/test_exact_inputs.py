@@ -266,3 +266,17 @@ def test_the_request_id_is_the_same_in_the_header_and_the_body(
             assert answered == "y" * 128
         else:  # the server's own id, not the client's bytes read as Latin-1
             assert answered.isascii() and answered.isprintable() and "caf" not in answered
+
+
+def test_a_binary_tensor_body_is_told_to_send_json(served: tuple[Server, Any]) -> None:
+    srv, _ = served
+    header = b'{"inputs":[{"name":"input-0","shape":[1,5],"datatype":"FP64"}]}'
+    r = srv.client.post(
+        "/v2/models/reg/infer",
+        content=header + np.ones(5).tobytes(),
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(len(header)),
+        },
+    )
+    assert r.status_code == 415 and "binary tensor extension" in r.json()["error"], r.text
