@@ -4,13 +4,17 @@
 Each file of the folder is an entry under ``model/savedmodel/``. Loading writes them to a
 private temporary folder, calls ``tf.saved_model.load`` and removes the folder; the model is
 called through its ``serving_default`` signature. A SavedModel holds graphs, not Python code,
-so loading runs none; but graph ops can touch files when the model is *called*, so Amber
-refuses graphs that use the file and Python-callback ops listed in ``DENIED_OPS``.
+so loading runs none; but graph ops can touch files (or the network, or Python) when the model
+is called, or when a resource's initializer runs inside ``tf.saved_model.load``. Amber refuses
+graphs that use any such op (``denied_op``: files, datasets and readers, summaries,
+checkpoints, printing, debugging, Python callbacks, send/receive, collectives, TPU), except the
+save and restore ops of the functions that the SavedModel's own saver calls.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,14 +31,27 @@ from amber.handlers._common import type_name
 from amber.handlers.keras import distributions, keras_predict
 from amber.security._policy import LoadPolicy
 
-__all__ = ["DENIED_OPS", "HANDLER", "TensorFlowHandler"]
+__all__ = ["HANDLER", "TensorFlowHandler", "denied_op"]
 
 _ROOT = "model/savedmodel/"
 SIGNATURE = "serving_default"
-DENIED_OPS = frozenset(
-    {"ReadFile", "WriteFile", "MatchingFiles", "PyFunc", "PyFuncStateless", "EagerPyFunc"}
-    | {"ImmutableConst", "DebugIdentityV2", "DebugIdentityV3", "PrintV2"}
+# Op types that reach outside the graph: a name pattern rather than a list, so that the many
+# dataset, reader and summary ops (TextLineDataset, FixedLengthRecordDataset, DatasetToTFRecord,
+# InitializeTableFromTextFileV2, CreateSummaryFileWriter, ...) and their later versions are
+# all covered. An inference graph uses none of them.
+_DENIED = re.compile(
+    r"Dataset|Iterator|Reader|File|Summary|Writer|Checkpoint|^Save|^Restore|Sharded|PyFunc"
+    r"|Print|^Debug|ImmutableConst|^Load|^_?(Host)?(Send|Recv)$|^Collective|TPU|Rpc|DataService"
 )
+# What a SavedModel's own saver functions use (its variables' checkpoint), allowed there only.
+_SAVER_OPS = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints", "ShardedFilename"})
+
+
+def denied_op(op: str) -> bool:
+    """Whether a graph op type can touch files, the network or Python."""
+    return bool(_DENIED.search(op))
+
+
 # The reloaded graph is not the Keras code that produced the probe: same maths, other kernels.
 PARITY = {"exact": False, "rtol": 1e-5, "atol": 1e-6}
 
@@ -45,8 +62,23 @@ def _is_keras(obj: Any) -> bool:
     return isinstance(obj, keras.Model)
 
 
-def graph_ops(folder: Path) -> set[str]:
-    """Every op type in the SavedModel's graphs and function library."""
+def _called(node: Any) -> list[str]:
+    """The functions a node calls (``f`` of a call, the branches of ``If``, ``While``, ...)."""
+    names = []
+    for value in node.attr.values():
+        if value.HasField("func"):
+            names.append(value.func.name)
+        names.extend(f.name for f in value.list.func)
+    return names
+
+
+def denied_ops(folder: Path) -> set[str]:
+    """The op types in the SavedModel's graphs that ``denied_op`` refuses.
+
+    The save and restore ops are allowed in the functions the saver calls (the nodes its
+    ``saver_def`` names, and what they call), where every SavedModel has them; anywhere else,
+    and every other denied op anywhere, counts.
+    """
     from tensorflow.core.protobuf import saved_model_pb2
 
     sm = saved_model_pb2.SavedModel()
@@ -54,16 +86,38 @@ def graph_ops(folder: Path) -> set[str]:
         sm.ParseFromString((folder / "saved_model.pb").read_bytes())
     except Exception as exc:
         raise FormatError(f"{folder}/saved_model.pb is not a SavedModel protobuf: {exc}") from exc
-    ops: set[str] = set()
+    found: set[str] = set()
     for mg in sm.meta_graphs:
-        ops.update(n.op for n in mg.graph_def.node)
-        for fn in mg.graph_def.library.function:
-            ops.update(n.op for n in fn.node_def)
-    return ops
+        graph = mg.graph_def
+        functions = {fn.signature.name: fn for fn in graph.library.function}
+        saver_nodes = {
+            name.split(":")[0].lstrip("^")
+            for name in (mg.saver_def.save_tensor_name, mg.saver_def.restore_op_name)
+            if name
+        }
+        saver: set[str] = set()
+        todo = [f for n in graph.node if n.name in saver_nodes for f in _called(n)]
+        while todo:
+            name = todo.pop()
+            if name in functions and name not in saver:
+                saver.add(name)
+                todo.extend(f for n in functions[name].node_def for f in _called(n))
+        # a TF1 saver's own nodes sit in the graph itself, under its scope ("save/RestoreV2")
+        restore = mg.saver_def.restore_op_name
+        scope = restore.rpartition("/")[0] + "/" if "/" in restore else None
+        found.update(
+            n.op
+            for n in graph.node
+            if denied_op(n.op) and not (scope and n.op in _SAVER_OPS and n.name.startswith(scope))
+        )
+        for name, fn in functions.items():
+            allowed = _SAVER_OPS if name in saver else frozenset()
+            found.update(n.op for n in fn.node_def if denied_op(n.op) and n.op not in allowed)
+    return found
 
 
 def _check_ops(folder: Path, source: str, policy: LoadPolicy) -> None:
-    bad = sorted(graph_ops(folder) & DENIED_OPS)
+    bad = sorted(denied_ops(folder))
     if not bad or policy.allow_arbitrary_code:
         return
     refused = [f"tf.raw_ops.{op}" for op in bad if ("tf.raw_ops", op) not in policy.trusted]
@@ -99,7 +153,7 @@ class TensorFlowHandler:
                         f"asset to letters, digits, '_', '-' and '.'"
                     ) from exc
                 names.append(rel)
-            ops = sorted(graph_ops(folder) & DENIED_OPS)
+            ops = sorted(denied_ops(folder))
         return SavedPayload(
             payload={"kind": "savedmodel", "root": _ROOT, "files": names, "signature": SIGNATURE},
             framework="tensorflow",

@@ -7,6 +7,7 @@ sharing one tiny model.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +231,60 @@ def test_a_graph_that_reads_files_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UntrustedTypeError, match=r"tf\.raw_ops\.ReadFile"):
         amber.load_savedmodel_dir(folder)
     assert amber.load(folder, trusted=["tf.raw_ops.ReadFile"]) is not None
+
+
+def _reads_lines(path: str) -> Any:
+    lines = tf.data.TextLineDataset(path)
+    return lines.reduce(tf.constant(""), lambda acc, line: acc + line)
+
+
+def _writes_summary(path: str) -> Any:
+    writer = tf.raw_ops.SummaryWriter(shared_name="amber-test")  # made in the graph
+    tf.raw_ops.CreateSummaryFileWriter(
+        writer=writer, logdir=path, max_queue=1, flush_millis=0, filename_suffix=""
+    )
+    return tf.constant("")
+
+
+def _writes_checkpoint(path: str) -> Any:
+    tf.raw_ops.SaveV2(
+        prefix=path, tensor_names=["x"], shape_and_slices=[""], tensors=[tf.constant(1.0)]
+    )
+    return tf.constant("")
+
+
+@pytest.mark.parametrize(
+    ("touch", "op"),
+    [
+        (_reads_lines, "TextLineDataset"),
+        (_writes_summary, "CreateSummaryFileWriter"),
+        (_writes_checkpoint, "SaveV2"),  # allowed only in the saver's own functions
+    ],
+)
+def test_graphs_reaching_files_through_datasets_summaries_or_checkpoints_are_refused(
+    tmp_path: Path, touch: Callable[[str], Any], op: str
+) -> None:
+    """The op check was a list of six file ops: datasets read /etc/hostname into a model's
+    output, summary writers and checkpoint ops wrote files, from an honest amber.save."""
+    target = str(tmp_path / "touched")
+
+    class Toucher(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+        def __call__(self, x: Any) -> Any:
+            return {"x": x, "s": tf.fill([tf.shape(x)[0]], touch(target))}
+
+    path = tmp_path / "t.amber"
+    with pytest.warns(UserWarning, match=op):
+        amber.save(Toucher(), path)
+    assert f"tf.raw_ops.{op}" in amber.inspect(path).manifest["untrusted"]
+    with pytest.raises(UntrustedTypeError, match=rf"tf\.raw_ops\.{op}"):
+        amber.load(path)
+    assert not list(tmp_path.glob("touched*"))
+
+
+def test_a_plain_model_and_its_saver_pass_the_op_check(tmp_path: Path, model: Any) -> None:
+    from amber.handlers.tensorflow import denied_ops
+
+    folder = tmp_path / "plain"
+    model.export(str(folder), verbose=False)  # its saver functions hold SaveV2 and RestoreV2
+    assert denied_ops(folder) == set()
