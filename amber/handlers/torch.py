@@ -54,6 +54,9 @@ _PROGRAM_TOKEN = "torch.export.ExportedProgram"
 _SAFE_TARGET = re.compile(
     r"(torch\.ops\.(aten|prims)\.[A-Za-z0-9_]+\.[A-Za-z0-9_]+|_operator\.\w+)"
 )
+# ATen operators that reach outside the graph: from_file reads, creates or writes any path
+# (PyTorch's own checker counts it pure), _print writes to the process's output.
+_FILE_OPS = [["from_file"], ["_print"]]
 _SYMBOL = re.compile(r"Symbol\('[a-z]+[0-9]+'(, (positive|integer|nonnegative)=True)*\)")
 _EXPR = re.compile(r"[A-Za-z0-9_ +\-*/(),]*")
 _EXPR_WORDS = frozenset(
@@ -61,6 +64,10 @@ _EXPR_WORDS = frozenset(
     | {"PythonMod", "CleanDiv", "positive", "integer", "nonnegative", "True", "False"}
 )
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A class of torch.nn's own modules, named as its module and class: no dunders, no other path
+_NN_CLASS = re.compile(
+    r"torch\.nn\.modules\.[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*\.[A-Z][A-Za-z0-9]*"
+)
 # Guards PyTorch turns into code run on every call: only comparisons of input sizes with each
 # other or with integers (two inputs that share a batch dimension) are admitted.
 _SIZE = r"(L\['[A-Za-z_][A-Za-z0-9_]*'\]\.size\(\)\[[0-9]{1,3}\]|[0-9]{1,19})"
@@ -229,7 +236,8 @@ def _walk(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
 def _safe_expr(expr: str) -> bool:
     if _SYMBOL.fullmatch(expr):
         return True
-    if not _EXPR.fullmatch(expr):
+    if not _EXPR.fullmatch(expr) or "**" in expr or len(expr) > 2000:
+        # sympy evaluates powers as it parses: 0*9**9**9 did not finish
         return False
     words = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr)
     return all(w in _EXPR_WORDS or re.fullmatch(r"[a-z]+[0-9]+", w) for w in words)
@@ -248,7 +256,7 @@ def audit_program(program: dict[str, Any]) -> tuple[list[str], list[str]]:
         if key == "target" and isinstance(value, str):
             if value not in targets:
                 targets.append(value)
-            if not _SAFE_TARGET.fullmatch(value):
+            if not _SAFE_TARGET.fullmatch(value) or value.split(".")[3:4] in _FILE_OPS:
                 refused.append(value)
         elif key == "expr_str" and isinstance(value, str) and not _safe_expr(value):
             refused.append(f"{_PROGRAM_TOKEN} (expression {value[:60]!r})")
@@ -458,10 +466,14 @@ class TorchHandler:
         if rebuild != "class":
             raise FormatError(f"malformed torch payload: rebuild {rebuild!r}")
         name = str(payload.get("class"))
-        allowed = [name] if name.startswith("torch.nn.modules.") else []
+        allowed = [name] if _NN_CLASS.fullmatch(name) else []
         cls = import_trusted(name, allowed, policy, source=source)
         if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
             raise FormatError(f"{source}: {name} is not a torch.nn.Module")
+        if allowed and f"{cls.__module__}.{cls.__qualname__}" != name:
+            # the name is admitted for what it says: a torch.nn class reached by another path
+            # (an alias to a class of another module) is not
+            raise UntrustedTypeError([f"{cls.__module__}.{cls.__qualname__}"], source=source)
         state = self._tensors(reader, payload, _WEIGHTS)
         init = decode_params(payload.get("init"))
         with torch.device("meta"):

@@ -79,8 +79,10 @@ def test_export_needs_no_trust_and_never_calls_torch_load(
             "\"guards_code\": [\"__import__('os').system('true') == 0\"]",
             "torch.export.ExportedProgram",
         ),
+        # from_file reads, creates or writes any path; PyTorch's checker counts it pure
+        ("torch.ops.aten.tanh.default", "torch.ops.aten.from_file.default", "from_file"),
     ],
-    ids=["call-target", "sympy-expression", "guard-code"],
+    ids=["call-target", "sympy-expression", "guard-code", "file-op"],
 )
 def test_a_forged_program_is_refused_before_deserializing(
     tmp_path: Path, net: Any, old: str, new: str, refused: str
@@ -285,4 +287,28 @@ def test_a_malformed_tensors_payload_is_refused(tmp_path: Path, field: str, valu
 
     rewrite_manifest(path, path, update=forge)
     with pytest.raises(FormatError, match="malformed torch payload"):
+        amber.load(path)
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        "torch.nn.modules.module:torch.ao.quantization.observer.MinMaxObserver",
+        "torch.nn.modules.linear.Linear.__base__",
+    ],
+)
+def test_a_class_reached_through_torch_nn_modules_needs_trust(tmp_path: Path, forged: str) -> None:
+    """The class check was a prefix test, and the import walked attributes: any class reached
+    from a torch.nn.modules path was built without trust."""
+    path = tmp_path / "lin.amber"
+    amber.save(torch.nn.Linear(4, 2), path)
+    with ArtifactReader(path) as reader:
+        manifest = {k: v for k, v in reader.manifest.items() if k != "entries"}
+        entries = {n: bytes(reader.read(n)) for n in reader.entries}
+    manifest["payload"]["class"] = forged
+    with artifact_writer(path) as writer:
+        for n, data in entries.items():
+            writer.add(n, data)
+        writer.finish(manifest)
+    with pytest.raises(UntrustedTypeError):
         amber.load(path)
