@@ -24,6 +24,7 @@ from amber.handlers._common import (
     installed,
     type_name,
 )
+from amber.handlers._xgb_check import check_model, parse_model
 from amber.security._policy import LoadPolicy
 
 __all__ = ["HANDLER", "XGBoostHandler"]
@@ -83,6 +84,7 @@ class XGBoostHandler:
         if fmt not in _ENTRY or payload.get("entry") != _ENTRY[fmt]:
             raise FormatError(f"malformed xgboost payload: format {fmt!r}")
         raw = bytearray(reader.read(_ENTRY[fmt]))
+        check_model(parse_model(raw, fmt))  # XGBoost's parser trusts the indices it reads
         wrapper = payload.get("wrapper")
         if wrapper is None:
             booster = xgb.Booster()

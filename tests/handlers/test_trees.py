@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from _cases import _lgbm_classifier, _xgb_classifier, data
 import amber
 from amber.artifact._reader import ArtifactReader
 from amber.artifact._rewrite import rewrite
-from amber.errors import UntrustedTypeError
+from amber.errors import FormatError, UntrustedTypeError
 
 X, Y = data()
 
@@ -144,3 +145,145 @@ def test_a_dict_parameter_with_number_keys_round_trips(tmp_path: Path) -> None:
     back = amber.load(path)
     assert back.get_params()["class_weight"] == {0: 1.0, 1: 2.0}
     np.testing.assert_array_equal(back.predict(X), model.predict(X))
+
+
+def _forge_entry(path: Path, name: str, change: Callable[[bytes], bytes]) -> None:
+    """Re-write one entry with its digests recomputed: what an attacker without the signing
+    key can do to a file."""
+    from amber.artifact._writer import artifact_writer
+
+    with ArtifactReader(path) as reader:
+        manifest = {k: v for k, v in reader.manifest.items() if k != "entries"}
+        entries = {n: bytes(reader.read(n)) for n in reader.entries}
+    entries[name] = change(entries[name])
+    with artifact_writer(path) as writer:
+        for n, content in entries.items():
+            writer.add(n, content)
+        writer.finish(manifest)
+
+
+def _tree(doc: dict[str, Any], k: int = 0) -> dict[str, Any]:
+    tree: dict[str, Any] = doc["learner"]["gradient_booster"]["model"]["trees"][k]
+    return tree
+
+
+# Each of these crashed the process (segfault, heap corruption) in XGBoost's load_model or
+# predict, or hung it, when a forged file carried it.
+_XGB_FORGERIES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "child past the tree": lambda d: _tree(d)["left_children"].__setitem__(0, 1000),
+    "negative child": lambda d: _tree(d)["left_children"].__setitem__(0, -7),
+    "cycle": lambda d: _tree(d)["left_children"].__setitem__(1, 1),
+    "child back to the root": lambda d: _tree(d)["right_children"].__setitem__(0, 0),
+    "feature past the model's": lambda d: _tree(d)["split_indices"].__setitem__(0, 10**6),
+    "tree of a class that does not exist": lambda d: d["learner"]["gradient_booster"]["model"][
+        "tree_info"
+    ].__setitem__(0, 50),
+    "10**8 classes": lambda d: d["learner"]["learner_model_param"].__setitem__(
+        "num_class", "100000000"
+    ),
+    "category segment past the list": lambda d: _tree(d).update(
+        split_type=[1] + [0] * (len(_tree(d)["split_type"]) - 1),
+        categories=[1],
+        categories_nodes=[0],
+        categories_segments=[100],
+        categories_sizes=[50],
+    ),
+    "fewer children than nodes": lambda d: _tree(d).__setitem__("left_children", [1]),
+}
+
+
+@pytest.mark.parametrize("forgery", sorted(_XGB_FORGERIES))
+@pytest.mark.parametrize("fmt", ["json", "ubj"])
+def test_a_forged_xgboost_tree_is_refused_before_xgboost_reads_it(
+    tmp_path: Path, forgery: str, fmt: str
+) -> None:
+    import json
+
+    import xgboost as xgb
+
+    from amber.handlers._xgb_check import parse_model
+
+    model, _ = _xgb_classifier()
+    path = tmp_path / "m.amber"
+    amber.save(model, path, format=fmt)
+    entry = f"model/model.{fmt}"
+
+    def forge(raw: bytes) -> bytes:
+        doc = json.loads(bytes(xgb.Booster(model_file=bytearray(raw)).save_raw("json")))
+        assert parse_model(raw, fmt)["learner"]["learner_model_param"]["num_class"] == "0"
+        _XGB_FORGERIES[forgery](doc)
+        if fmt == "json":
+            return json.dumps(doc).encode()
+        # the same document in UBJSON, untyped: the checks read both spellings
+        return _ubjson(doc)
+
+    _forge_entry(path, entry, forge)
+    with pytest.raises(FormatError, match="XGBoost model is malformed"):
+        amber.load(path)
+    with pytest.raises(FormatError, match="XGBoost model is malformed"):
+        amber.verify(path)
+
+
+def _ubjson(value: Any) -> bytes:
+    """A minimal UBJSON writer (untyped containers), for forging the binary format."""
+    import struct
+
+    if isinstance(value, bool):
+        return b"T" if value else b"F"
+    if isinstance(value, int):
+        return b"L" + struct.pack(">q", value)
+    if isinstance(value, float):
+        return b"D" + struct.pack(">d", value)
+    if isinstance(value, str):
+        raw = value.encode()
+        return b"SL" + struct.pack(">q", len(raw)) + raw
+    if isinstance(value, list):
+        return b"[" + b"".join(_ubjson(v) for v in value) + b"]"
+    if isinstance(value, dict):
+        body = b"".join(
+            b"L" + struct.pack(">q", len(k.encode())) + k.encode() + _ubjson(v)
+            for k, v in value.items()
+        )
+        return b"{" + body + b"}"
+    if value is None:
+        return b"Z"
+    raise TypeError(type(value))
+
+
+def test_honest_xgboost_models_of_every_kind_pass_the_tree_check(tmp_path: Path) -> None:
+    """Vector-leaf trees, categorical splits, dart, gblinear and random forests are what the
+    check must not refuse."""
+    import pandas as pd
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+    frame = pd.DataFrame({"a": X[:, 0], "c": pd.Categorical(rng.integers(0, 30, 200))})
+    models = [
+        (xgb.XGBClassifier(n_estimators=3, max_depth=3, n_jobs=1), X, y),
+        (xgb.XGBRegressor(booster="dart", n_estimators=3, n_jobs=1), X, X[:, 0]),
+        (xgb.XGBClassifier(booster="gblinear", n_estimators=3, n_jobs=1), X, y),
+        (xgb.XGBRFClassifier(n_estimators=3, n_jobs=1), X, y),
+        (
+            xgb.XGBRegressor(
+                n_estimators=2, tree_method="hist", multi_strategy="multi_output_tree"
+            ),
+            X,
+            np.c_[X[:, 0], -X[:, 0], X[:, 1]],
+        ),
+        (
+            xgb.XGBClassifier(
+                n_estimators=3, enable_categorical=True, max_cat_to_onehot=1, n_jobs=1
+            ),
+            frame,
+            y,
+        ),
+    ]
+    for k, (model, inputs, target) in enumerate(models):
+        model.fit(inputs, target)
+        for fmt in ("ubj", "json"):
+            path = tmp_path / f"m{k}.{fmt}.amber"
+            amber.save(model, path, sample=inputs[:8], format=fmt)
+            loaded = amber.load(path)
+            np.testing.assert_array_equal(loaded.predict(inputs), model.predict(inputs))
