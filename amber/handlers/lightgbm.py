@@ -17,6 +17,7 @@ from amber.artifact._writer import ArtifactWriter
 from amber.errors import FormatError
 from amber.handlers._base import SavedPayload
 from amber.handlers._common import decode_params, encode_params, import_trusted, type_name
+from amber.handlers._lgb_check import check_model_text, check_threads
 from amber.security._policy import LoadPolicy
 
 __all__ = ["HANDLER", "LightGBMHandler"]
@@ -82,10 +83,12 @@ class LightGBMHandler:
     def load(self, reader: ArtifactReader, payload: dict[str, Any], *, policy: LoadPolicy) -> Any:
         if payload.get("entry") != _TEXT:
             raise FormatError(f"malformed lightgbm payload: entry {payload.get('entry')!r}")
+        raw = bytes(reader.read(_TEXT))
         try:
-            text = bytes(reader.read(_TEXT)).decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise FormatError(f"the LightGBM model text is not UTF-8: {exc}") from exc
+        check_model_text(raw)  # LightGBM's parser trusts the indices and sizes it reads
         booster = lgb.Booster(model_str=text)
         best = payload.get("best_iteration")
         if best is not None:
@@ -99,7 +102,9 @@ class LightGBMHandler:
         fitted = payload.get("fitted")
         if not isinstance(fitted, dict):
             raise FormatError("malformed lightgbm payload: no fitted attributes")
-        model = cls(**decode_params(payload.get("params")))
+        params = decode_params(payload.get("params"))
+        check_threads(params)
+        model = cls(**params)
         # What LGBMModel.fit leaves behind, besides the booster.
         model._Booster = booster
         model._n_features = booster.num_feature()

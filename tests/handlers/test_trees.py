@@ -287,3 +287,92 @@ def test_honest_xgboost_models_of_every_kind_pass_the_tree_check(tmp_path: Path)
             amber.save(model, path, sample=inputs[:8], format=fmt)
             loaded = amber.load(path)
             np.testing.assert_array_equal(loaded.predict(inputs), model.predict(inputs))
+
+
+def _first_tree_line(key: str, value: str) -> Callable[[bytes], bytes]:
+    """Set ``key=`` of the model text's first tree (tree_sizes dropped, as if written so)."""
+
+    def change(raw: bytes) -> bytes:
+        text = raw.decode()
+        head, _, trees = text.partition("\nTree=0\n")
+        head = "\n".join(ln for ln in head.split("\n") if not ln.startswith("tree_sizes="))
+        lines = trees.split("\n")
+        k = next(i for i, ln in enumerate(lines) if ln.startswith(f"{key}="))
+        lines[k] = f"{key}={value}"
+        return (head + "\nTree=0\n" + "\n".join(lines)).encode()
+
+    return change
+
+
+def _header_line(key: str, value: str) -> Callable[[bytes], bytes]:
+    def change(raw: bytes) -> bytes:
+        lines = raw.decode().split("\n")
+        k = next(i for i, ln in enumerate(lines) if ln.startswith(f"{key}="))
+        lines[k] = f"{key}={value}"
+        return "\n".join(lines).encode()
+
+    return change
+
+
+# Each crashed the process (segfault, floating-point exception, abort) in LightGBM, or hung it.
+_LGB_FORGERIES: dict[str, Callable[[bytes], bytes]] = {
+    "child past the tree": _first_tree_line("left_child", "1 -1 -2 99"),
+    "cycle": _first_tree_line("left_child", "0 -1 -2 -3"),
+    "feature past the model's": _first_tree_line("split_feature", "100000 0 0 0"),
+    "no leaves": _first_tree_line("num_leaves", "0"),
+    "zero trees per iteration": _header_line("num_tree_per_iteration", "0"),
+    "tree sizes that lie": _header_line("tree_sizes", "10 10 10 10"),
+}
+
+
+@pytest.mark.parametrize("forgery", sorted(_LGB_FORGERIES))
+def test_a_forged_lightgbm_text_is_refused_before_lightgbm_reads_it(
+    tmp_path: Path, forgery: str
+) -> None:
+    import lightgbm as lgb
+
+    X, y = data()
+    model = lgb.LGBMClassifier(n_estimators=4, num_leaves=5, min_child_samples=5, verbose=-1)
+    model.fit(X, y)
+    path = tmp_path / "m.amber"
+    amber.save(model, path)
+    _forge_entry(path, "model/model.txt", _LGB_FORGERIES[forgery])
+    with pytest.raises(FormatError, match="LightGBM model is malformed"):
+        amber.load(path)
+
+
+def test_a_lightgbm_wrapper_asking_for_100000_threads_is_refused(tmp_path: Path) -> None:
+    model, _ = _lgbm_classifier()
+    path = tmp_path / "m.amber"
+    amber.save(model, path)
+
+    def forge(manifest: dict[str, Any]) -> dict[str, Any]:
+        manifest["payload"]["params"]["n_jobs"] = 100_000  # segfaulted LightGBM
+        return manifest
+
+    rewrite(path, path, update=forge)
+    with pytest.raises(FormatError, match=r"n_jobs=100000"):
+        amber.load(path)
+
+
+def test_honest_lightgbm_models_of_every_kind_pass_the_text_check(tmp_path: Path) -> None:
+    import lightgbm as lgb
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+    frame = pd.DataFrame({"a": X[:, 0], "c": pd.Categorical(rng.integers(0, 30, 300))})
+    kw: dict[str, Any] = {"n_estimators": 3, "min_child_samples": 5, "verbose": -1}
+    models = [
+        (lgb.LGBMClassifier(**kw), X, y),
+        (lgb.LGBMRegressor(linear_tree=True, **kw), X, X[:, 0]),
+        (lgb.LGBMRegressor(boosting_type="dart", **kw), X, X[:, 0]),
+        (lgb.LGBMRegressor(**kw), X, np.ones(300)),  # one-leaf trees
+        (lgb.LGBMClassifier(**kw), frame, y),  # categorical splits
+    ]
+    for k, (model, inputs, target) in enumerate(models):
+        model.fit(inputs, target)
+        path = tmp_path / f"m{k}.amber"
+        amber.save(model, path, sample=inputs[:8])
+        np.testing.assert_array_equal(amber.load(path).predict(inputs), model.predict(inputs))

@@ -1,0 +1,181 @@
+"""Structural checks of a LightGBM model text before LightGBM's own parser sees it.
+
+LightGBM trusts its model text: a child index past the tree, a cycle, a split on a feature the
+model does not have, a categorical threshold past its category bitsets, ``tree_sizes`` that do
+not match the trees (it locates each tree by them), or ``num_tree_per_iteration=0`` crashed the
+process (segfault, floating-point exception, abort) at load or predict, or hung it. A forged
+file (digests recomputed, no signature) could carry any of them, so the text is parsed here and
+every tree checked as scikit-learn trees are: indices in range, every tree a tree.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from amber.errors import FormatError
+
+__all__ = ["check_model_text", "check_threads"]
+
+_TREE = re.compile(rb"^Tree=(\d+)\n", re.MULTILINE)
+_END = b"end of trees"
+_INT32_MAX = 2**31 - 1
+_CATEGORICAL = 1  # decision_type bit: a categorical split
+_MAX_THREADS = 4096
+
+
+def _bad(what: str) -> FormatError:
+    return FormatError(
+        f"the LightGBM model is malformed: {what}. LightGBM would have crashed or misread it; "
+        f"the file is damaged or crafted. Re-create it from the original model with amber.save()"
+    )
+
+
+def _fields(block: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in block.split(b"\n"):
+        key, sep, value = line.partition(b"=")
+        if sep:
+            out[key.decode("ascii", "replace")] = value.decode("utf-8", "replace")
+    return out
+
+
+def _int(fields: dict[str, str], key: str, what: str, low: int, high: int = _INT32_MAX) -> int:
+    text = fields.get(key)
+    if text is None:
+        raise _bad(f"{what} has no {key}")
+    try:
+        n = int(text)
+    except ValueError:
+        raise _bad(f"{what}'s {key} is {text[:40]!r}, not an integer") from None
+    if not low <= n <= high:
+        raise _bad(f"{what}'s {key} is {n}, outside {low}..{high}")
+    return n
+
+
+def _numbers(
+    fields: dict[str, str], key: str, what: str, length: int | None, *, ints: bool = True
+) -> np.ndarray:
+    """The values of one line; floats are only counted (LightGBM refuses bad ones itself)."""
+    text = fields.get(key, "")
+    parts = text.split()
+    if length is not None and len(parts) != length:
+        raise _bad(f"{what}'s {key} has {len(parts)} values, not {length}")
+    if not ints:
+        return np.empty(len(parts))
+    try:
+        return np.array(parts, dtype=np.int64)
+    except (ValueError, OverflowError):
+        raise _bad(f"{what}'s {key} holds values that are not integers") from None
+
+
+def _floats(fields: dict[str, str], key: str, what: str, length: int) -> np.ndarray:
+    try:
+        return np.array(fields.get(key, "").split(), dtype=np.float64)
+    except ValueError:
+        raise _bad(f"{what}'s {key} holds values that are not numbers") from None
+
+
+def _check_tree(fields: dict[str, str], k: int, n_features: int) -> None:
+    what = f"tree {k}"
+    leaves = _int(fields, "num_leaves", what, 1)
+    inner = leaves - 1
+    _numbers(fields, "leaf_value", what, leaves, ints=False)
+    for key in ("leaf_weight", "leaf_count"):  # optional: empty (a one-leaf tree) or whole
+        if fields.get(key):
+            _numbers(fields, key, what, leaves, ints=False)
+    if inner == 0:
+        return
+    features = _numbers(fields, "split_feature", what, inner)
+    if features.min() < 0 or features.max() >= n_features:
+        raise _bad(f"{what} splits on a feature outside 0..{n_features - 1}")
+    left = _numbers(fields, "left_child", what, inner)
+    right = _numbers(fields, "right_child", what, inner)
+    children = np.concatenate([left, right])
+    nodes, leaf_ids = children[children >= 0], ~children[children < 0]
+    # every inner node but the root is the child of exactly one node, and every leaf too: the
+    # tree is a tree, with no cycle and no index past its arrays
+    if (
+        nodes.size != inner - 1
+        or leaf_ids.size != leaves
+        or (nodes.size and (nodes.min() < 1 or nodes.max() >= inner))
+        or leaf_ids.min() < 0
+        or leaf_ids.max() >= leaves
+        or np.unique(nodes).size != nodes.size
+        or np.unique(leaf_ids).size != leaf_ids.size
+    ):
+        raise _bad(f"{what}'s child links do not form a tree of {leaves} leaves")
+    kinds = _numbers(fields, "decision_type", what, inner)
+    if kinds.min() < 0 or kinds.max() > 15:
+        raise _bad(f"{what} has a decision type outside 0..15")
+    _numbers(fields, "threshold", what, inner, ints=False)
+    for key in ("split_gain", "internal_value", "internal_weight", "internal_count"):
+        if fields.get(key):
+            _numbers(fields, key, what, inner, ints=False)
+    num_cat = _int(fields, "num_cat", what, 0, inner)
+    categorical = (kinds & _CATEGORICAL) != 0
+    if num_cat or categorical.any():
+        bounds = _numbers(fields, "cat_boundaries", what, num_cat + 1)
+        bitsets = _numbers(fields, "cat_threshold", what, None)
+        if bounds[0] != 0 or np.any(np.diff(bounds) < 0) or bounds[-1] != bitsets.size:
+            raise _bad(f"{what}'s cat_boundaries do not split its category bitsets")
+        index = _floats(fields, "threshold", what, inner)[categorical]
+        if index.size and (
+            np.any(index != np.trunc(index)) or index.min() < 0 or index.max() >= num_cat
+        ):
+            raise _bad(f"{what} has a categorical split past its {num_cat} category sets")
+    if fields.get("is_linear", "0") not in ("0", ""):
+        counts = _numbers(fields, "num_features", what, leaves)
+        used = _numbers(fields, "leaf_features", what, None)
+        if counts.min() < 0 or counts.sum() != used.size:
+            raise _bad(f"{what}'s linear leaves do not match their feature lists")
+        if used.size and (used.min() < 0 or used.max() >= n_features):
+            raise _bad(f"{what}'s linear leaves use a feature outside 0..{n_features - 1}")
+        _numbers(fields, "leaf_coeff", what, used.size, ints=False)
+        _numbers(fields, "leaf_const", what, leaves, ints=False)
+
+
+def check_model_text(text: bytes) -> None:
+    """Refuse a LightGBM model text whose indices or counts LightGBM would trust to its harm."""
+    first = _TREE.search(text)
+    end = text.find(b"\n" + _END)
+    if first is None or end < first.start():
+        raise _bad("it has no trees section ending in 'end of trees'")
+    head = _fields(text[: first.start()])
+    n_features = _int(head, "max_feature_idx", "the model", 0) + 1
+    names = head.get("feature_names")
+    if names is not None and len(names.split()) != n_features:
+        raise _bad(f"max_feature_idx says {n_features} features, feature_names lists another")
+    starts = list(_TREE.finditer(text, first.start(), end + 1))
+    n_trees = len(starts)
+    if [int(m.group(1)) for m in starts] != list(range(n_trees)):
+        raise _bad("its trees are not numbered 0, 1, 2, ... in order")
+    per_iteration = _int(head, "num_tree_per_iteration", "the model", 1, max(n_trees, 1))
+    _int(head, "num_class", "the model", 1, per_iteration)
+    if n_trees % per_iteration:
+        raise _bad(f"{n_trees} trees do not make whole iterations of {per_iteration}")
+    if "tree_sizes" in head:
+        # LightGBM finds each tree by these sizes, without looking
+        sizes = _numbers(head, "tree_sizes", "the model", n_trees)
+        offsets = np.concatenate([[first.start()], first.start() + np.cumsum(sizes)])
+        if (
+            np.any(sizes < 0)
+            or any(
+                not text.startswith(f"Tree={k}\n".encode(), int(offsets[k])) for k in range(n_trees)
+            )
+            or not text.startswith(_END, int(offsets[-1]))
+        ):
+            raise _bad("tree_sizes do not match the trees")
+    bounds = [m.start() for m in starts] + [end + 1]
+    for k in range(n_trees):
+        _check_tree(_fields(text[bounds[k] : bounds[k + 1]]), k, n_features)
+
+
+def check_threads(params: dict[str, Any]) -> None:
+    """Refuse thread counts no machine has (100,000 threads crashed LightGBM)."""
+    for key in ("n_jobs", "num_threads", "nthread", "num_thread", "nthreads"):
+        value = params.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_THREADS:
+            raise _bad(f"{key}={value} (at most {_MAX_THREADS} threads)")
