@@ -17,6 +17,7 @@ from amber.artifact._manifest import FORMAT_NAME, FORMAT_VERSION, SIGNATURE_NAME
 from amber.artifact._reader import ArtifactReader, NotAnArtifact
 from amber.artifact._writer import artifact_writer
 from amber.errors import (
+    AmberError,
     EnvironmentMismatch,
     EnvironmentMismatchError,
     FormatError,
@@ -222,6 +223,27 @@ def _amber_version() -> str:
 
 
 # -- load ---------------------------------------------------------------------------------------
+
+
+def _load_payload(handler: Any, reader: Any, payload: dict[str, Any], policy: LoadPolicy) -> Any:
+    """``handler.load``, with what a framework raises on a file it cannot read (RuntimeError
+    from load_state_dict, XGBoostError, LightGBMError, KeyError, RecursionError, an h5
+    OSError, ...) reported as the FormatError every damaged or crafted file gets."""
+    try:
+        return handler.load(reader, payload, policy=policy)
+    except (AmberError, Warning, ImportError, MemoryError, TimeoutError, InterruptedError):
+        raise
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # the system's (a disk, a signal handler's deadline), not the file's
+        raise FormatError(
+            f"{str(reader.path)!r} could not be loaded by its {handler.name} handler: "
+            f"{type(exc).__name__}: {str(exc)[:300]}. The file passed its checksums but its "
+            f"content is inconsistent (damaged before it was saved, or crafted); re-create it "
+            f"from the original model with amber.save()"
+        ) from exc
+
+
 def load(
     source: str | os.PathLike[str],
     *,
@@ -331,7 +353,7 @@ def _load_path(
                 f"with environment='warn' to re-run the probe instead"
             )
         chosen = get_handler(manifest["handler"])
-        model = chosen.load(reader, manifest["payload"], policy=policy)
+        model = _load_payload(chosen, reader, manifest["payload"], policy)
         has_probe = "probe" in manifest
         if has_probe and (probe == "always" or (probe == "auto" and changes)):
             methods = probe_methods(chosen, model)
@@ -488,7 +510,7 @@ def verify(
         elif SIGNATURE_NAME in reader.zip_entries:
             report.checks.append("signed (pass a public key to check the signature)")
         chosen = get_handler(manifest["handler"])
-        model = chosen.load(reader, manifest["payload"], policy=policy)
+        model = _load_payload(chosen, reader, manifest["payload"], policy)
         n_globals = len(manifest.get("globals", []))
         report.checks.append(
             f"payload loaded through the allowlist ({n_globals} globals referenced)"

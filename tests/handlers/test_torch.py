@@ -16,7 +16,7 @@ import _nets  # noqa: E402
 import amber  # noqa: E402
 from amber.artifact._reader import ArtifactReader  # noqa: E402
 from amber.artifact._writer import artifact_writer  # noqa: E402
-from amber.errors import UntrustedTypeError  # noqa: E402
+from amber.errors import FormatError, UntrustedTypeError  # noqa: E402
 
 X = np.random.default_rng(0).normal(size=(16, 5)).astype(np.float32)
 
@@ -311,4 +311,28 @@ def test_a_class_reached_through_torch_nn_modules_needs_trust(tmp_path: Path, fo
             writer.add(n, data)
         writer.finish(manifest)
     with pytest.raises(UntrustedTypeError):
+        amber.load(path)
+
+
+@pytest.mark.parametrize(
+    "init",
+    [
+        {"in_features": 4, "out_features": 2, "bogus": 1},  # TypeError from the constructor
+        {"in_features": 5, "out_features": 2},  # RuntimeError from load_state_dict
+    ],
+)
+def test_what_torch_raises_on_a_forged_payload_is_a_format_error(
+    tmp_path: Path, init: dict[str, Any]
+) -> None:
+    path = tmp_path / "lin.amber"
+    amber.save(torch.nn.Linear(4, 2), path)
+
+    def forge(manifest: dict[str, Any]) -> dict[str, Any]:
+        manifest["payload"]["init"] = init
+        return manifest
+
+    from amber.artifact._rewrite import rewrite as rewrite_manifest
+
+    rewrite_manifest(path, path, update=forge)
+    with pytest.raises(FormatError, match=r"could not be loaded by its torch handler"):
         amber.load(path)
