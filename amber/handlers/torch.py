@@ -243,6 +243,33 @@ def _safe_expr(expr: str) -> bool:
     return all(w in _EXPR_WORDS or re.fullmatch(r"[a-z]+[0-9]+", w) for w in words)
 
 
+_SMALL_INT = 4096
+
+
+def _check_sizes(init: dict[str, Any], state: dict[str, Any], source: str) -> None:
+    """Refuse constructor arguments larger than the weights could account for.
+
+    A module's sizes (features, layers, heads, embeddings) show in its weights: an integer
+    argument beyond both the stored element count and a small bound (kernel sizes, pooling
+    outputs) is not the module that was saved. LSTM(num_layers=10**8) took minutes to build
+    even on the meta device.
+    """
+    stored = sum(int(t.numel()) for t in state.values())
+    bound = max(stored, _SMALL_INT)
+    stack: list[Any] = [init]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > bound:
+            raise FormatError(
+                f"{source}: a constructor argument of {value} is larger than the "
+                f"{stored:,} stored weights could account for; the file is damaged or crafted"
+            )
+
+
 def audit_program(program: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(operators the graph calls, names that fail the audit) of a serialized ExportedProgram."""
     targets: list[str] = []
@@ -476,6 +503,7 @@ class TorchHandler:
             raise UntrustedTypeError([f"{cls.__module__}.{cls.__qualname__}"], source=source)
         state = self._tensors(reader, payload, _WEIGHTS)
         init = decode_params(payload.get("init"))
+        _check_sizes(init, state, source)
         with torch.device("meta"):
             model = cls(**init)
         model.load_state_dict(state, strict=True, assign=True)

@@ -336,3 +336,20 @@ def test_what_torch_raises_on_a_forged_payload_is_a_format_error(
     rewrite_manifest(path, path, update=forge)
     with pytest.raises(FormatError, match=r"could not be loaded by its torch handler"):
         amber.load(path)
+
+
+def test_a_constructor_argument_beyond_the_weights_is_refused(tmp_path: Path) -> None:
+    """LSTM(num_layers=10**8) took minutes to build, even on the meta device."""
+    path = tmp_path / "lin.amber"
+    amber.save(torch.nn.Linear(4, 2), path)
+
+    def forge(manifest: dict[str, Any]) -> dict[str, Any]:
+        manifest["payload"]["class"] = "torch.nn.modules.rnn.LSTM"
+        manifest["payload"]["init"] = {"input_size": 4, "hidden_size": 2, "num_layers": 10**8}
+        return manifest
+
+    from amber.artifact._rewrite import rewrite as rewrite_manifest
+
+    rewrite_manifest(path, path, update=forge)
+    with pytest.raises(FormatError, match=r"argument of 100000000 is larger than the 10 stored"):
+        amber.load(path)
