@@ -149,6 +149,60 @@ def _config_of(data: Any) -> Any:
         raise FormatError(f"{_ENTRY} is not a readable .keras archive: {exc}") from exc
 
 
+# Layer arguments that size weights: Keras allocates them when it builds the layer, before any
+# weight is read (a 20 kB config asking for Dense(units=2**26) took 4.2 GB)
+_SIZES = frozenset(
+    {"units", "filters", "kernel_size", "input_dim", "output_dim", "num_heads", "key_dim"}
+    | {"value_dim", "depth_multiplier", "intermediate_dim", "hidden_dim", "num_layers"}
+)
+_SMALL_INT = 4096
+
+
+def _stored_elements(data: Any) -> int:
+    """How many weight values the archive's ``model.weights.h5`` holds (its metadata only)."""
+    import h5py
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            if "model.weights.h5" not in zf.namelist():
+                return 0
+            raw = zf.read("model.weights.h5")
+        total = 0
+
+        def count(_: str, item: Any) -> None:
+            nonlocal total
+            if isinstance(item, h5py.Dataset):
+                total += int(item.size)
+
+        with h5py.File(io.BytesIO(raw), "r") as weights:
+            weights.visititems(count)
+        return total
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise FormatError(f"{_ENTRY}'s weights are not a readable HDF5 file: {exc}") from exc
+
+
+def _check_sizes(config: Any, stored: int, source: str) -> None:
+    """Refuse a layer size larger than both the stored weights and a small bound."""
+    bound = max(stored, _SMALL_INT)
+    stack: list[tuple[str | None, Any]] = [(None, config)]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.items())
+        elif isinstance(value, list):
+            stack.extend((key, v) for v in value)
+        elif (
+            key in _SIZES
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+            and abs(value) > bound
+        ):
+            raise FormatError(
+                f"{source}: a Keras layer asks for {key}={value}, more than the {stored:,} "
+                f"stored weights could account for; the file is damaged or crafted"
+            )
+
+
 def keras_predict(model: Any, inputs: Any) -> Any:
     """Numpy in, numpy out: one forward pass in inference mode (no ``model.predict`` loop)."""
     out = model(inputs, training=False)
@@ -195,8 +249,10 @@ class KerasHandler:
         if payload.get("entry") != _ENTRY:
             raise FormatError(f"malformed keras payload: entry {payload.get('entry')!r}")
         data = reader.read(_ENTRY)
-        names, foreign, registered = referenced_names(_config_of(data))
+        config = _config_of(data)
+        names, foreign, registered = referenced_names(config)
         source = str(reader.path)
+        _check_sizes(config, _stored_elements(data), source)
         if _LAMBDA in names and not policy.allow_arbitrary_code:
             raise FormatError(
                 f"{source} holds a Keras Lambda layer, whose Python bytecode would run on "

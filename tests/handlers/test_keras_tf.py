@@ -288,3 +288,20 @@ def test_a_plain_model_and_its_saver_pass_the_op_check(tmp_path: Path, model: An
     folder = tmp_path / "plain"
     model.export(str(folder), verbose=False)  # its saver functions hold SaveV2 and RestoreV2
     assert denied_ops(folder) == set()
+
+
+def test_a_layer_larger_than_its_weights_is_refused(tmp_path: Path, model: Any) -> None:
+    """A 20 kB config asking for Dense(units=2**26) made Keras allocate 4.2 GB before any
+    weight was read."""
+
+    def huge(config: dict[str, Any]) -> dict[str, Any]:
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] == "Dense":
+                layer["config"]["units"] = 2**26
+        return config
+
+    path = tmp_path / "k.amber"
+    amber.save(model, path)
+    _forge_keras_config(path, huge)
+    with pytest.raises(FormatError, match=r"units=67108864, more than the"):
+        amber.load(path)
