@@ -63,6 +63,8 @@ class _Column:
         self.name = name
         self.dtype = dtype
         self.numpy: np.dtype[Any] | None = None
+        # a category column's categories as fitted (from the artifact's sample), in order
+        self.trained: Any = None
         self.nullable = False
         # a category column's values keep their type: 3 is not the category "3"
         self.categories = categories
@@ -270,6 +272,14 @@ class _Column:
             if "," in self.dtype:  # datetime64[us, Europe/Paris]: a zone-aware column
                 series = series.dt.tz_localize("UTC")
             return series.astype(self.dtype)
+        if self.dtype == "category" and self.trained is not None:
+            # the fitted categories, in their order, then any new value: a request of nulls
+            # only, or of one value, keeps the categories (and codes) the model was fitted on
+            values = pd.Series(arr, dtype=object)
+            known = set(self.trained)
+            extra = [v for v in pd.unique(values.dropna()) if v not in known]
+            categories = self.trained.append(pd.Index(extra)) if extra else self.trained
+            return pd.Series(pd.Categorical(values, categories=categories))
         if self.kind in ("string", "category") or self.nullable:
             if self.dtype == "object":  # numbers kept as Python numbers, as the model saw them
                 return pd.Series(arr.tolist(), dtype=object)
@@ -323,6 +333,18 @@ class FrameSchema:
         self._by_label = {
             (type(v), v): n for n, v in zip(self.names, self.labels, strict=True) if v is not n
         }
+
+    def adopt_categories(self, sample: Any) -> None:
+        """Take each category column's fitted categories from the artifact's sample frame."""
+        import pandas as pd
+
+        if not isinstance(sample, pd.DataFrame):
+            return
+        for column, label in zip(self.columns, self.labels, strict=True):
+            if column.dtype == "category" and label in sample.columns:
+                dtype = sample[label].dtype
+                if isinstance(dtype, pd.CategoricalDtype) and len(dtype.categories):
+                    column.trained = dtype.categories
 
     # -- decoding ---------------------------------------------------------------------------
     def _check_names(self, got: list[Any], field: str) -> None:

@@ -25,6 +25,7 @@ import orjson
 
 from amber.serving._batcher import ALONE_LIMIT_S, INLINE_LIMIT_S, Batcher
 from amber.serving._config import ModelSpec
+from amber.serving._frame import FrameSchema
 from amber.serving._schema import InputSchema, schema_for
 from amber.serving._source import ModelSource, Resolved
 
@@ -346,6 +347,8 @@ def load_version(
         if method in methods and per_output(desc):
             methods[method] = _per_output(methods[method])
     sample = _probe_input(resolved.path, info.manifest)
+    if isinstance(schema, FrameSchema):
+        schema.adopt_categories(sample)
     first = "predict" if "predict" in methods else next(iter(methods))
     if one_warning_filter:
         one_filter()

@@ -114,7 +114,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, d
     reg = Ridge().fit(X, X @ np.arange(1.0, 6.0))
     Y = np.column_stack([X[:, 0] > 0, (X[:, 1] > 0).astype(int) + (X[:, 2] > 0)])
     multi = MultiOutputClassifier(DecisionTreeClassifier(max_depth=3, random_state=0)).fit(X, Y)
+    import xgboost as xgb
+
+    cats = pd.DataFrame(
+        {"x": rng.normal(size=n), "c": pd.Categorical(rng.choice(["a", "b", "c"], n))}
+    )
+    xgbcat = xgb.XGBClassifier(n_estimators=5, enable_categorical=True, n_jobs=1)
+    xgbcat.fit(cats, (cats["c"] == "c").astype(int))
     paths = [
+        save(xgbcat, tmp / "xgbcat.amber", cats.iloc[:8]),
         save(frame_model, tmp / "frame.amber", frame.iloc[:8]),
         save(reg, tmp / "reg.amber", X[:8]),
         save(multi, tmp / "multi.amber", X[:8]),
@@ -124,7 +132,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, d
         srv.wait_live()
         srv.client.headers["Authorization"] = f"Bearer {TOKEN}"
         srv.wait_ready()
-        yield srv, {"frame": frame_model, "reg": reg, "multi": multi, "X": X}
+        yield srv, {"frame": frame_model, "reg": reg, "multi": multi, "X": X, "xgbcat": xgbcat}
     finally:
         assert stopped_cleanly(srv)
 
@@ -246,7 +254,7 @@ def test_with_a_token_model_names_and_sources_need_it(served: tuple[Server, Any]
     r = srv.client.get("/v2/health/ready", headers=bare)
     assert r.status_code == 200 and r.json() == {"ready": True}
     r = srv.client.get("/v2/health/ready")
-    assert r.status_code == 200 and set(r.json()["models"]) == {"frame", "reg", "multi"}
+    assert r.status_code == 200 and set(r.json()["models"]) == {"frame", "reg", "multi", "xgbcat"}
 
 
 def test_the_request_id_is_the_same_in_the_header_and_the_body(
@@ -280,3 +288,22 @@ def test_a_binary_tensor_body_is_told_to_send_json(served: tuple[Server, Any]) -
         },
     )
     assert r.status_code == 415 and "binary tensor extension" in r.json()["error"], r.text
+
+
+def test_a_category_column_keeps_the_categories_it_was_fitted_with(
+    served: tuple[Server, Any],
+) -> None:
+    """Built from the request's values alone, a column of nulls had no categories and XGBoost
+    answered 422; the fitted ones come from the artifact's sample."""
+    srv, models = served
+    for values in ([None], ["c"], ["b", None], ["zzz"]):
+        body = {"dataframe_split": {"columns": ["x", "c"], "data": [[0.0, v] for v in values]}}
+        r = srv.client.post("/models/xgbcat/invocations", json=body)
+        if values == ["zzz"]:  # a value it never saw: XGBoost's own refusal, not a 500
+            assert r.status_code == 422, r.text
+            continue
+        assert r.status_code == 200, (values, r.text)
+        local = pd.DataFrame(
+            {"x": [0.0] * len(values), "c": pd.Categorical(values, categories=["a", "b", "c"])}
+        )
+        assert r.json()["predictions"] == models["xgbcat"].predict(local).tolist()
