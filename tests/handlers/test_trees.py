@@ -322,6 +322,8 @@ _LGB_FORGERIES: dict[str, Callable[[bytes], bytes]] = {
     "no leaves": _first_tree_line("num_leaves", "0"),
     "zero trees per iteration": _header_line("num_tree_per_iteration", "0"),
     "tree sizes that lie": _header_line("tree_sizes", "10 10 10 10"),
+    # a key given twice: the check must not read one value and LightGBM the other
+    "repeated key": _first_tree_line("num_leaves", "5\nleft_child=1 -1 -2 99"),
 }
 
 
