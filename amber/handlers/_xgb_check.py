@@ -145,21 +145,34 @@ class _UBJSON:
         if m == 0x23:
             for _ in range(self._length()):
                 key = self._text()
+                if key in out:
+                    raise _bad("an object gives a key twice")
                 out[key] = self.value(depth + 1)
             return out
         while m != 0x7D:  # }
             self.pos -= 1
             key = self._text()
+            if key in out:
+                raise _bad("an object gives a key twice")
             out[key] = self.value(depth + 1)
             m = self._marker()
         return out
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all different: with a key given twice, the check would read
+    one value and XGBoost perhaps the other."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _bad("an object gives a key twice")
+    return out
 
 
 def parse_model(raw: bytes | bytearray | memoryview, fmt: str) -> Any:
     """The model document of XGBoost's JSON or UBJSON format, as Python values."""
     if fmt == "json":
         try:
-            return json.loads(bytes(raw))
+            return json.loads(bytes(raw), object_pairs_hook=_unique_keys)
         except (ValueError, RecursionError) as exc:
             raise _bad(f"not JSON ({str(exc)[:80]})") from None
     reader = _UBJSON(raw)

@@ -192,6 +192,17 @@ _XGB_FORGERIES: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
+def test_an_xgboost_document_giving_a_key_twice_is_refused() -> None:
+    """The check would read one value, XGBoost perhaps the other."""
+    from amber.handlers._xgb_check import parse_model
+
+    with pytest.raises(FormatError, match="gives a key twice"):
+        parse_model(b'{"learner": {"a": 1, "a": 2}}', "json")
+    twice = b"{" + (b"L" + (1).to_bytes(8, "big") + b"a" + b"Z") * 2 + b"}"
+    with pytest.raises(FormatError, match="gives a key twice"):
+        parse_model(twice, "ubj")
+
+
 @pytest.mark.parametrize("forgery", sorted(_XGB_FORGERIES))
 @pytest.mark.parametrize("fmt", ["json", "ubj"])
 def test_a_forged_xgboost_tree_is_refused_before_xgboost_reads_it(
