@@ -75,9 +75,10 @@ def _called(node: Any) -> list[str]:
 def denied_ops(folder: Path) -> set[str]:
     """The op types in the SavedModel's graphs that ``denied_op`` refuses.
 
-    The save and restore ops are allowed in the functions the saver calls (the nodes its
+    The save and restore ops are allowed in the functions only the saver calls (the nodes its
     ``saver_def`` names, and what they call), where every SavedModel has them; anywhere else,
-    and every other denied op anywhere, counts.
+    and every other denied op anywhere, counts. A TF1 SavedModel keeps its saver in the graph
+    itself, so its save and restore ops count: such a model needs them trusted.
     """
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -90,26 +91,32 @@ def denied_ops(folder: Path) -> set[str]:
     for mg in sm.meta_graphs:
         graph = mg.graph_def
         functions = {fn.signature.name: fn for fn in graph.library.function}
+
+        def reach(roots: list[str]) -> set[str]:
+            seen: set[str] = set()
+            todo = list(roots)
+            while todo:
+                name = todo.pop()
+                if name in functions and name not in seen:
+                    seen.add(name)
+                    todo.extend(f for n in functions[name].node_def for f in _called(n))
+            return seen
+
         saver_nodes = {
             name.split(":")[0].lstrip("^")
             for name in (mg.saver_def.save_tensor_name, mg.saver_def.restore_op_name)
             if name
         }
-        saver: set[str] = set()
-        todo = [f for n in graph.node if n.name in saver_nodes for f in _called(n)]
-        while todo:
-            name = todo.pop()
-            if name in functions and name not in saver:
-                saver.add(name)
-                todo.extend(f for n in functions[name].node_def for f in _called(n))
-        # a TF1 saver's own nodes sit in the graph itself, under its scope ("save/RestoreV2")
-        restore = mg.saver_def.restore_op_name
-        scope = restore.rpartition("/")[0] + "/" if "/" in restore else None
-        found.update(
-            n.op
-            for n in graph.node
-            if denied_op(n.op) and not (scope and n.op in _SAVER_OPS and n.name.startswith(scope))
+        # what a load or a call can run: the object graph's functions (signatures, resource
+        # initializers) and every other node of the graph. A function the saver shares with
+        # them is not the saver's: a saver_def pointed at a serving function exempts nothing.
+        runs = reach(
+            [*mg.object_graph_def.concrete_functions]
+            + [f for n in graph.node if n.name not in saver_nodes for f in _called(n)]
         )
+        saver = reach([f for n in graph.node if n.name in saver_nodes for f in _called(n)]) - runs
+        # in the graph itself (a TF1 SavedModel's saver and init ops) nothing is exempt
+        found.update(n.op for n in graph.node if denied_op(n.op))
         for name, fn in functions.items():
             allowed = _SAVER_OPS if name in saver else frozenset()
             found.update(n.op for n in fn.node_def if denied_op(n.op) and n.op not in allowed)

@@ -305,3 +305,29 @@ def test_a_layer_larger_than_its_weights_is_refused(tmp_path: Path, model: Any) 
     _forge_keras_config(path, huge)
     with pytest.raises(FormatError, match=r"units=67108864, more than the"):
         amber.load(path)
+
+
+def test_a_saver_def_pointed_at_the_serving_function_exempts_nothing(tmp_path: Path) -> None:
+    """Save and restore ops are allowed in the saver's own functions; a forged saver_def
+    naming the node that calls the serving function must not make its SaveV2 the saver's."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from amber.handlers.tensorflow import _called, denied_ops
+
+    target = str(tmp_path / "touched")
+
+    class Toucher(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+        def __call__(self, x: Any) -> Any:
+            return {"x": x, "s": tf.fill([tf.shape(x)[0]], _writes_checkpoint(target))}
+
+    folder = tmp_path / "sm"
+    tf.saved_model.save(Toucher(), str(folder))
+    assert "SaveV2" in denied_ops(folder)
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((folder / "saved_model.pb").read_bytes())
+    graph = sm.meta_graphs[0].graph_def
+    serving = next(n.name for n in graph.node if any("signature_wrapper" in f for f in _called(n)))
+    sm.meta_graphs[0].saver_def.restore_op_name = serving
+    (folder / "saved_model.pb").write_bytes(sm.SerializeToString())
+    assert "SaveV2" in denied_ops(folder)
