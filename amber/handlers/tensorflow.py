@@ -13,6 +13,7 @@ save and restore ops of the functions that the SavedModel's own saver calls.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
@@ -72,6 +73,18 @@ def _called(node: Any) -> list[str]:
     return names
 
 
+def _reachable(functions: dict[str, Any], roots: list[str]) -> set[str]:
+    """The functions ``roots`` name and every function they call, transitively."""
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in functions and name not in seen:
+            seen.add(name)
+            todo.extend(f for n in functions[name].node_def for f in _called(n))
+    return seen
+
+
 def denied_ops(folder: Path) -> set[str]:
     """The op types in the SavedModel's graphs that ``denied_op`` refuses.
 
@@ -91,16 +104,7 @@ def denied_ops(folder: Path) -> set[str]:
     for mg in sm.meta_graphs:
         graph = mg.graph_def
         functions = {fn.signature.name: fn for fn in graph.library.function}
-
-        def reach(roots: list[str]) -> set[str]:
-            seen: set[str] = set()
-            todo = list(roots)
-            while todo:
-                name = todo.pop()
-                if name in functions and name not in seen:
-                    seen.add(name)
-                    todo.extend(f for n in functions[name].node_def for f in _called(n))
-            return seen
+        reach = functools.partial(_reachable, functions)
 
         saver_nodes = {
             name.split(":")[0].lstrip("^")
