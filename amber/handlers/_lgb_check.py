@@ -20,6 +20,10 @@ from amber.errors import FormatError
 __all__ = ["check_model_text", "check_threads"]
 
 _TREE = re.compile(rb"^Tree=(\d+)\n", re.MULTILINE)
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+_INTEGER_CHARS = re.compile(r"[-0-9 ]*")
+_NUMBER_CHARS = re.compile(r"[-+.0-9a-zA-Z ]*")
+_GROUPED = frozenset({"leaf_features", "leaf_coeff"})
 _END = b"end of trees"
 _INT32_MAX = 2**31 - 1
 _CATEGORICAL = 1  # decision_type bit: a categorical split
@@ -51,10 +55,9 @@ def _int(fields: dict[str, str], key: str, what: str, low: int, high: int = _INT
     text = fields.get(key)
     if text is None:
         raise _bad(f"{what} has no {key}")
-    try:
-        n = int(text)
-    except ValueError:
-        raise _bad(f"{what}'s {key} is {text[:40]!r}, not an integer") from None
+    if not _INTEGER.fullmatch(text):
+        raise _bad(f"{what}'s {key} is {text[:40]!r}, not an integer")
+    n = int(text)
     if not low <= n <= high:
         raise _bad(f"{what}'s {key} is {n}, outside {low}..{high}")
     return n
@@ -65,7 +68,15 @@ def _numbers(
 ) -> np.ndarray:
     """The values of one line; floats are only counted (LightGBM refuses bad ones itself)."""
     text = fields.get(key, "")
-    parts = text.split()
+    # ASCII digits, signs and single spaces: what LightGBM's reader reads the same way
+    # (Python's int() also takes "0_1" and Arabic-Indic digits, which LightGBM reads as 0).
+    # A linear tree's per-leaf lists are separated by runs of spaces (empty lists included).
+    grouped = key in _GROUPED
+    if not (_INTEGER_CHARS if ints else _NUMBER_CHARS).fullmatch(text) or (
+        not grouped and ("  " in text or text.startswith(" ") or text.endswith(" "))
+    ):
+        raise _bad(f"{what}'s {key} is not a list of {'integers' if ints else 'numbers'}")
+    parts = text.split() if grouped else text.split(" ") if text else []
     if length is not None and len(parts) != length:
         raise _bad(f"{what}'s {key} has {len(parts)} values, not {length}")
     if not ints:
@@ -144,6 +155,12 @@ def _check_tree(fields: dict[str, str], k: int, n_features: int) -> None:
 
 def check_model_text(text: bytes) -> None:
     """Refuse a LightGBM model text whose indices or counts LightGBM would trust to its harm."""
+    if any(c in text for c in (b"\r", b"\t", b"\x0b", b"\x0c")):
+        # LightGBM ends a line at \r too: a line the check reads as one could be two to it
+        raise _bad("it holds a carriage return, tab or form feed")
+    headers = text.count(b"\nTree") + text.startswith(b"Tree")
+    if headers != len(_TREE.findall(text)):
+        raise _bad("a line starts with 'Tree' but is no tree header")
     first = _TREE.search(text)
     end = text.find(b"\n" + _END)
     if first is None or end < first.start():
@@ -158,7 +175,13 @@ def check_model_text(text: bytes) -> None:
     if [int(m.group(1)) for m in starts] != list(range(n_trees)):
         raise _bad("its trees are not numbered 0, 1, 2, ... in order")
     per_iteration = _int(head, "num_tree_per_iteration", "the model", 1, max(n_trees, 1))
-    _int(head, "num_class", "the model", 1, per_iteration)
+    num_class = _int(head, "num_class", "the model", 1, per_iteration)
+    # the objective carries its own class count ("multiclass num_class:3"), which predict
+    # trusts to size its output: it must be the model's
+    for token in head.get("objective", "").split(" ")[1:]:
+        name, _, value = token.partition(":")
+        if name == "num_class" and value != str(num_class):
+            raise _bad(f"the objective's num_class:{value[:20]} is not the model's {num_class}")
     if n_trees % per_iteration:
         raise _bad(f"{n_trees} trees do not make whole iterations of {per_iteration}")
     if "tree_sizes" in head:

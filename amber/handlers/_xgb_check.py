@@ -127,12 +127,19 @@ class _UBJSON:
             n = self._length()
             dtype = _ARRAYS.get(kind)
             if dtype is None:
+                if kind in (0x5A, 0x54, 0x46, 0x4E) or n > len(self.data) - self.pos:
+                    # elements of no bytes (null, true, false, no-op): 2**40 of them from a
+                    # few bytes ran the parser out of memory
+                    raise _bad("a typed UBJSON array of values without data, or past the data")
                 return [self.value(depth + 1, kind) for _ in range(n)]
             size = int(dtype[-1])
             # kept as an array (native byte order): the checks work on arrays anyway
             return np.frombuffer(self._bytes(n * size), dtype=dtype).astype(dtype[1:])
-        if m == 0x23:  # #: counted
-            return [self.value(depth + 1) for _ in range(self._length())]
+        if m == 0x23:  # #: counted, every element at least one byte
+            n = self._length()
+            if n > len(self.data) - self.pos:
+                raise _bad("a UBJSON array longer than the data")
+            return [self.value(depth + 1) for _ in range(n)]
         out = []
         while m != 0x5D:  # ]
             out.append(self.value(depth + 1, m))
@@ -143,7 +150,10 @@ class _UBJSON:
         out: dict[str, Any] = {}
         m = self._marker()
         if m == 0x23:
-            for _ in range(self._length()):
+            n = self._length()
+            if n > len(self.data) - self.pos:
+                raise _bad("a UBJSON object longer than the data")
+            for _ in range(n):
                 key = self._text()
                 if key in out:
                     raise _bad("an object gives a key twice")
@@ -288,6 +298,21 @@ def check_model(doc: Any) -> None:
     num_feature = _int(_get(param, "num_feature", "the learner"), "num_feature", 0)
     num_class = _int(param.get("num_class", "0"), "num_class", 0)
     num_target = _int(param.get("num_target", "1"), "num_target", 1)
+    outputs = max(num_class, num_target, 1)
+    scores = param.get("base_score")
+    if isinstance(scores, str) and scores.startswith("["):
+        # XGBoost 3 keeps one base score per output, as a list in text
+        if len(scores.strip("[]").split(",")) not in (1, outputs):
+            raise _bad(f"base_score does not have {outputs} values")
+    objective = learner.get("objective")
+    softmax = objective.get("softmax_multiclass_param") if isinstance(objective, dict) else None
+    if isinstance(softmax, dict) and "num_class" in softmax:
+        if _int(softmax["num_class"], "the objective's num_class") != num_class:
+            raise _bad(f"the objective's num_class is not the model's {num_class}")
+    for key in ("feature_names", "feature_types"):
+        listed = learner.get(key)
+        if listed is not None and (not _is_seq(listed) or len(listed) not in (0, num_feature)):
+            raise _bad(f"{key} does not list the {num_feature} features")
     booster = _get(learner, "gradient_booster", "the learner")
     name = _get(booster, "name", "the gradient booster")
     if name == "gblinear":
@@ -310,6 +335,10 @@ def check_model(doc: Any) -> None:
         raise _bad(f"num_trees says {params.get('num_trees')} but {n_trees} are stored")
     _int(params.get("num_parallel_tree", "1"), "num_parallel_tree", 1, max(n_trees, 1))
     leaf_sizes = [_check_tree(tree, k, num_feature) for k, tree in enumerate(trees)]
+    if any(size > 1 and size != num_target for size in leaf_sizes):
+        # XGBoost writes a vector leaf's values into num_target outputs: a wider one overran
+        # the output buffer (heap corruption)
+        raise _bad(f"a tree's leaf vector is not num_target={num_target} wide")
     # an output per class or target: as many as the trees (or a tree's leaf vector) can fill
     outputs = max(n_trees, *leaf_sizes, 1)
     if num_class > outputs or num_target > outputs:

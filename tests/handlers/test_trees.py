@@ -192,6 +192,34 @@ _XGB_FORGERIES: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
+def test_xgboost_documents_that_overrun_or_exhaust_are_refused() -> None:
+    """A vector leaf wider than num_target overran XGBoost's output (heap corruption); a
+    UBJSON array of 2**40 nulls from a few bytes ran the parser out of memory."""
+    import json
+
+    import xgboost as xgb
+
+    from amber.handlers._xgb_check import check_model, parse_model
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 4))
+    model = xgb.XGBRegressor(n_estimators=1, multi_strategy="multi_output_tree", n_jobs=1)
+    model.fit(X, np.c_[X[:, 0], X[:, 1]])
+    doc = json.loads(bytes(model.get_booster().save_raw("json")))
+    check_model(doc)
+    tree = _tree(doc)
+    tree["tree_param"]["size_leaf_vector"] = "64"
+    tree["leaf_weights"] = [0.0] * 64 * (len(tree["leaf_weights"]) // 2)
+    tree["base_weights"] = [0.0] * 64 * len(tree["left_children"])
+    with pytest.raises(FormatError, match="leaf vector is not num_target=2 wide"):
+        check_model(doc)
+    nulls = b"[$Z#L" + (2**40).to_bytes(8, "big")
+    with pytest.raises(FormatError, match="without data"):
+        parse_model(nulls, "ubj")
+    with pytest.raises(FormatError, match="longer than the data"):
+        parse_model(b"[#L" + (2**40).to_bytes(8, "big"), "ubj")
+
+
 def test_an_xgboost_document_giving_a_key_twice_is_refused() -> None:
     """The check would read one value, XGBoost perhaps the other."""
     from amber.handlers._xgb_check import parse_model
@@ -335,6 +363,13 @@ _LGB_FORGERIES: dict[str, Callable[[bytes], bytes]] = {
     "tree sizes that lie": _header_line("tree_sizes", "10 10 10 10"),
     # a key given twice: the check must not read one value and LightGBM the other
     "repeated key": _first_tree_line("num_leaves", "5\nleft_child=1 -1 -2 99"),
+    # LightGBM ends a line at \r too, and reads "0_1" or an Arabic-Indic digit as 0: the
+    # check read 1 where LightGBM saw 0 (a child back to the root: a hang)
+    "carriage return": _header_line("label_index", "0\rnum_tree_per_iteration=0"),
+    "digits Python reads otherwise": _first_tree_line("left_child", "0_1 -1 -2 -3"),
+    "Arabic-Indic digit": _first_tree_line("left_child", "\u0661 -1 -2 -3"),
+    # predict sizes its output by the objective's own class count (heap corruption)
+    "objective's class count": _header_line("objective", "binary sigmoid:1 num_class:100000"),
 }
 
 
