@@ -300,15 +300,15 @@ def check_model(doc: Any) -> None:
     num_target = _int(param.get("num_target", "1"), "num_target", 1)
     outputs = max(num_class, num_target, 1)
     scores = param.get("base_score")
-    if isinstance(scores, str) and scores.startswith("["):
-        # XGBoost 3 keeps one base score per output, as a list in text
-        if len(scores.strip("[]").split(",")) not in (1, outputs):
-            raise _bad(f"base_score does not have {outputs} values")
+    # XGBoost 3 keeps one base score per output, as a list in text
+    listed = isinstance(scores, str) and scores.startswith("[")
+    if listed and len(scores.strip("[]").split(",")) not in (1, outputs):
+        raise _bad(f"base_score does not have {outputs} values")
     objective = learner.get("objective")
     softmax = objective.get("softmax_multiclass_param") if isinstance(objective, dict) else None
-    if isinstance(softmax, dict) and "num_class" in softmax:
-        if _int(softmax["num_class"], "the objective's num_class") != num_class:
-            raise _bad(f"the objective's num_class is not the model's {num_class}")
+    classes = softmax.get("num_class") if isinstance(softmax, dict) else None
+    if classes is not None and _int(classes, "the objective's num_class") != num_class:
+        raise _bad(f"the objective's num_class is not the model's {num_class}")
     for key in ("feature_names", "feature_types"):
         listed = learner.get(key)
         if listed is not None and (not _is_seq(listed) or len(listed) not in (0, num_feature)):
