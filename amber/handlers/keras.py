@@ -154,6 +154,9 @@ def _config_of(data: Any) -> Any:
 _SIZES = frozenset(
     {"units", "filters", "kernel_size", "input_dim", "output_dim", "num_heads", "key_dim"}
     | {"value_dim", "depth_multiplier", "intermediate_dim", "hidden_dim", "num_layers"}
+    # and arguments that size activations: RepeatVector(n=6,000,000) took 3.8 GB at predict
+    | {"n", "target_shape", "size", "padding", "cropping", "num_tokens", "max_tokens"}
+    | {"output_sequence_length", "dilation_rate", "strides", "pool_size", "repeats"}
 )
 _SMALL_INT = 4096
 

@@ -43,6 +43,9 @@ SIGNATURE = "serving_default"
 _DENIED = re.compile(
     r"Dataset|Iterator|Reader|File|Summary|Writer|Checkpoint|^Save|^Restore|Sharded|PyFunc"
     r"|Print|^Debug|ImmutableConst|^Load|^_?(Host)?(Send|Recv)$|^Collective|TPU|Rpc|DataService"
+    # Abort ends the process; the proto codecs take a descriptor file path; a distributed
+    # save writes files; a remote call runs a function elsewhere
+    r"|^Abort$|Proto|Save|RemoteCall|ImportEvent"
 )
 # What a SavedModel's own saver functions use (its variables' checkpoint), allowed there only.
 _SAVER_OPS = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints", "ShardedFilename"})

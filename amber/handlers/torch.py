@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import inspect as _inspect
 import json
+import math
 import re
 import warnings
 from collections.abc import Callable, Iterator
@@ -268,6 +269,37 @@ def _check_sizes(init: dict[str, Any], state: dict[str, Any], source: str) -> No
                 f"{source}: a constructor argument of {value} is larger than the "
                 f"{stored:,} stored weights could account for; the file is damaged or crafted"
             )
+
+
+# A tensor the graph creates from static sizes may hold this many elements, or as many as the
+# weights: aten.full([50000, 50000]) from a forged program asked for 10 GB at predict.
+_STATIC_ELEMENTS = 2**26
+
+
+def _check_static_sizes(program: dict[str, Any], bound: int, source: str) -> None:
+    """Refuse a node whose static size arguments ask for more elements than ``bound``: a
+    list of ints (a shape, repeats) by its product, a single int (arange's end) by itself."""
+    graph = program.get("graph_module", {}).get("graph", {}) if isinstance(program, dict) else {}
+    nodes = graph.get("nodes", []) if isinstance(graph, dict) else []
+    for node in nodes if isinstance(nodes, list) else []:
+        inputs = node.get("inputs", []) if isinstance(node, dict) else []
+        for item in inputs if isinstance(inputs, list) else []:
+            arg = item.get("arg", {}) if isinstance(item, dict) else {}
+            if not isinstance(arg, dict):
+                continue
+            sizes = arg.get("as_ints")
+            if isinstance(sizes, list) and all(type(v) is int for v in sizes):
+                asked = math.prod(abs(v) for v in sizes)
+            elif type(arg.get("as_int")) is int and item.get("name") in ("end", "size", "n"):
+                asked = abs(arg["as_int"])
+            else:
+                continue
+            if asked > bound:
+                raise FormatError(
+                    f"{source}: the exported program's {node.get('target')} asks for "
+                    f"{asked:,} elements, more than its weights or {_STATIC_ELEMENTS:,}; the "
+                    f"file is damaged or crafted"
+                )
 
 
 def audit_program(program: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -531,6 +563,8 @@ class TorchHandler:
             check_trusted(names, [], policy, source=str(reader.path))
         state = self._tensors(reader, payload, _WEIGHTS)
         constants = self._tensors(reader, payload, _CONSTANTS, "constant_")
+        stored = sum(int(t.numel()) for t in (*state.values(), *constants.values()))
+        _check_static_sizes(program, max(stored, _STATIC_ELEMENTS), str(reader.path))
         specs = program.get("graph_module", {}).get("signature", {}).get("input_specs", [])
         for spec in specs if isinstance(specs, list) else []:
             param = spec.get("parameter") if isinstance(spec, dict) else None

@@ -305,6 +305,22 @@ def test_a_layer_larger_than_its_weights_is_refused(tmp_path: Path, model: Any) 
     _forge_keras_config(path, huge)
     with pytest.raises(FormatError, match=r"units=67108864, more than the"):
         amber.load(path)
+    # and an activation's size: RepeatVector(n=6,000,000) took 3.8 GB at predict
+    repeat = keras.Sequential(
+        [keras.Input((4,)), keras.layers.RepeatVector(3), keras.layers.GlobalAveragePooling1D()]
+    )
+    path = tmp_path / "r.amber"
+    amber.save(repeat, path)
+
+    def many(config: dict[str, Any]) -> dict[str, Any]:
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] == "RepeatVector":
+                layer["config"]["n"] = 6_000_000
+        return config
+
+    _forge_keras_config(path, many)
+    with pytest.raises(FormatError, match=r"n=6000000, more than the"):
+        amber.load(path)
 
 
 def test_a_saver_def_pointed_at_the_serving_function_exempts_nothing(tmp_path: Path) -> None:
@@ -331,3 +347,16 @@ def test_a_saver_def_pointed_at_the_serving_function_exempts_nothing(tmp_path: P
     sm.meta_graphs[0].saver_def.restore_op_name = serving
     (folder / "saved_model.pb").write_bytes(sm.SerializeToString())
     assert "SaveV2" in denied_ops(folder)
+
+
+def test_op_families_that_reach_outside_the_graph_are_denied() -> None:
+    from amber.handlers.tensorflow import denied_op
+
+    reaching = [
+        "ReadFile", "TextLineDataset", "InitializeTableFromTextFileV2", "WriteScalarSummary",
+        "SaveV2", "DistributedSave", "RestoreV2", "PyFunc", "PrintV2", "Abort",
+        "DecodeProtoV2", "RemoteCall", "_Send", "CollectiveReduceV2",
+    ]  # fmt: skip
+    assert all(denied_op(op) for op in reaching)
+    plain = ["MatMul", "BiasAdd", "Relu", "ReadVariableOp", "StatefulPartitionedCall", "While"]
+    assert not any(denied_op(op) for op in plain)

@@ -353,3 +353,26 @@ def test_a_constructor_argument_beyond_the_weights_is_refused(tmp_path: Path) ->
     rewrite_manifest(path, path, update=forge)
     with pytest.raises(FormatError, match=r"argument of 100000000 is larger than the 10 stored"):
         amber.load(path)
+
+
+def test_an_exported_program_creating_a_huge_tensor_is_refused(tmp_path: Path) -> None:
+    """aten.full([50000, 50000]) from a forged program asked for 10 GB at predict."""
+
+    class Shifted(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(X.shape[1], 2)
+
+        def forward(self, x: Any) -> Any:
+            return self.lin(x) + torch.zeros(1, 2)
+
+    path = tmp_path / "s.amber"
+    amber.save(Shifted(), path, sample=X[:4])
+    assert amber.load(path) is not None
+    rewrite(
+        path,
+        "model/program.json",
+        lambda b: b.replace(b'"as_ints": [1, 2]', b'"as_ints": [50000, 50000]'),
+    )
+    with pytest.raises(FormatError, match=r"asks for 2,500,000,000 elements"):
+        amber.load(path)
