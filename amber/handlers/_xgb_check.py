@@ -335,10 +335,11 @@ def check_model(doc: Any) -> None:
         raise _bad(f"num_trees says {params.get('num_trees')} but {n_trees} are stored")
     _int(params.get("num_parallel_tree", "1"), "num_parallel_tree", 1, max(n_trees, 1))
     leaf_sizes = [_check_tree(tree, k, num_feature) for k, tree in enumerate(trees)]
-    if any(size > 1 and size != num_target for size in leaf_sizes):
-        # XGBoost writes a vector leaf's values into num_target outputs: a wider one overran
-        # the output buffer (heap corruption)
-        raise _bad(f"a tree's leaf vector is not num_target={num_target} wide")
+    width = max(num_class, num_target)
+    if any(size > 1 and size != width for size in leaf_sizes):
+        # XGBoost writes a vector leaf's values into one output per class or target: a wider
+        # one overran the output buffer (heap corruption)
+        raise _bad(f"a tree's leaf vector is not {width} wide (one value per class or target)")
     # an output per class or target: as many as the trees (or a tree's leaf vector) can fill
     outputs = max(n_trees, *leaf_sizes, 1)
     if num_class > outputs or num_target > outputs:

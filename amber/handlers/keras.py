@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -150,15 +151,24 @@ def _config_of(data: Any) -> Any:
 
 
 # Layer arguments that size weights: Keras allocates them when it builds the layer, before any
-# weight is read (a 20 kB config asking for Dense(units=2**26) took 4.2 GB)
+# weight is read (a 20 kB config asking for Dense(units=2**26) took 4.2 GB). Each is bounded by
+# the stored weights' element count or 4096.
 _SIZES = frozenset(
     {"units", "filters", "kernel_size", "input_dim", "output_dim", "num_heads", "key_dim"}
     | {"value_dim", "depth_multiplier", "intermediate_dim", "hidden_dim", "num_layers"}
-    # and arguments that size activations: RepeatVector(n=6,000,000) took 3.8 GB at predict
-    | {"n", "target_shape", "size", "padding", "cropping", "num_tokens", "max_tokens"}
-    | {"output_sequence_length", "dilation_rate", "strides", "pool_size", "repeats"}
+    | {"head_dim", "num_query_heads", "num_key_value_heads", "num_bins", "num_mel_bins"}
+    | {"num_tokens", "max_tokens", "fft_length"}
+)
+# Arguments that size activations, per row: RepeatVector(n=6,000,000) took 3.8 GB and
+# Resizing to 16000x16000 7.9 GB at predict. A value's ints (a shape, a padding) are bounded
+# by their product, height and width together, at 2**22 or the stored weights' count.
+_ACTIVATIONS = frozenset(
+    {"n", "target_shape", "size", "padding", "cropping", "output_sequence_length"}
+    | {"dilation_rate", "strides", "pool_size", "repeats", "output_padding", "sequence_length"}
+    | {"frame_length", "height", "width"}
 )
 _SMALL_INT = 4096
+_ROW_ELEMENTS = 2**22
 
 
 def _stored_elements(data: Any) -> int:
@@ -184,26 +194,49 @@ def _stored_elements(data: Any) -> int:
         raise FormatError(f"{_ENTRY}'s weights are not a readable HDF5 file: {exc}") from exc
 
 
+def _ints_in(value: Any) -> list[int]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [v for item in value for v in _ints_in(item)]
+    return []
+
+
 def _check_sizes(config: Any, stored: int, source: str) -> None:
-    """Refuse a layer size larger than both the stored weights and a small bound."""
-    bound = max(stored, _SMALL_INT)
-    stack: list[tuple[str | None, Any]] = [(None, config)]
+    """Refuse a layer whose sizes its stored weights cannot account for (see ``_SIZES`` and
+    ``_ACTIVATIONS``)."""
+    weights_bound = max(stored, _SMALL_INT)
+    rows_bound = max(stored, _ROW_ELEMENTS)
+    stack: list[Any] = [config]
     while stack:
-        key, value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend(value.items())
-        elif isinstance(value, list):
-            stack.extend((key, v) for v in value)
-        elif (
-            key in _SIZES
-            and isinstance(value, int)
-            and not isinstance(value, bool)
-            and abs(value) > bound
-        ):
-            raise FormatError(
-                f"{source}: a Keras layer asks for {key}={value}, more than the {stored:,} "
-                f"stored weights could account for; the file is damaged or crafted"
-            )
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            if isinstance(value, (dict, list)) and key not in _ACTIVATIONS:
+                stack.append(value)
+            if key in _SIZES:
+                big = [v for v in _ints_in(value) if abs(v) > weights_bound]
+                if big:
+                    _too_large(source, key, big[0], stored)
+            elif key in _ACTIVATIONS:
+                asked = math.prod(max(abs(v), 1) for v in _ints_in(value))
+                if key == "height" and isinstance(node.get("width"), int):
+                    asked *= max(abs(node["width"]), 1)
+                if asked > rows_bound:
+                    _too_large(source, key, value, stored)
+
+
+def _too_large(source: str, key: str, value: Any, stored: int) -> None:
+    raise FormatError(
+        f"{source}: a Keras layer asks for {key}={value}, more than the {stored:,} stored "
+        f"weights could account for; the file is damaged or crafted"
+    )
 
 
 def keras_predict(model: Any, inputs: Any) -> Any:

@@ -46,7 +46,12 @@ _DENIED = re.compile(
     # Abort ends the process; the proto codecs take a descriptor file path; a distributed
     # save writes files; a remote call runs a function elsewhere
     r"|^Abort$|Proto|Save|RemoteCall|ImportEvent"
+    # vocabulary files, record files, thread pools, cluster heartbeats
+    r"|^GenerateVocabRemapping$|^FixedUnigramCandidateSampler$|^RecordInput$|ThreadPool"
+    r"|WorkerHeartbeat"
 )
+# An attribute naming a file, whatever the op (an op the pattern does not know)
+_FILE_ATTRS = re.compile(r"file|path|directory|logdir", re.IGNORECASE)
 # What a SavedModel's own saver functions use (its variables' checkpoint), allowed there only.
 _SAVER_OPS = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints", "ShardedFilename"})
 
@@ -54,6 +59,18 @@ _SAVER_OPS = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints", "ShardedFil
 def denied_op(op: str) -> bool:
     """Whether a graph op type can touch files, the network or Python."""
     return bool(_DENIED.search(op))
+
+
+def _names_a_file(node: Any) -> bool:
+    """Whether a node has a non-empty string attribute named like a file or path."""
+    for key, value in node.attr.items():
+        if _FILE_ATTRS.search(key) and (value.s or any(value.list.s)):
+            return True
+    return False
+
+
+def _refused(node: Any) -> bool:
+    return denied_op(node.op) or _names_a_file(node)
 
 
 # The reloaded graph is not the Keras code that produced the probe: same maths, other kernels.
@@ -123,10 +140,10 @@ def denied_ops(folder: Path) -> set[str]:
         )
         saver = reach([f for n in graph.node if n.name in saver_nodes for f in _called(n)]) - runs
         # in the graph itself (a TF1 SavedModel's saver and init ops) nothing is exempt
-        found.update(n.op for n in graph.node if denied_op(n.op))
+        found.update(n.op for n in graph.node if _refused(n))
         for name, fn in functions.items():
             allowed = _SAVER_OPS if name in saver else frozenset()
-            found.update(n.op for n in fn.node_def if denied_op(n.op) and n.op not in allowed)
+            found.update(n.op for n in fn.node_def if _refused(n) and n.op not in allowed)
     return found
 
 

@@ -253,9 +253,17 @@ def _writes_checkpoint(path: str) -> Any:
     return tf.constant("")
 
 
+def _remaps_vocabulary(path: str) -> Any:
+    remap, _ = tf.raw_ops.GenerateVocabRemapping(
+        new_vocab_file=path, old_vocab_file=path, new_vocab_offset=0, num_new_vocab=1
+    )  # reads both files: the output depended on /etc/hostname
+    return tf.strings.as_string(remap[0])
+
+
 @pytest.mark.parametrize(
     ("touch", "op"),
     [
+        (_remaps_vocabulary, "GenerateVocabRemapping"),
         (_reads_lines, "TextLineDataset"),
         (_writes_summary, "CreateSummaryFileWriter"),
         (_writes_checkpoint, "SaveV2"),  # allowed only in the saver's own functions
@@ -321,6 +329,42 @@ def test_a_layer_larger_than_its_weights_is_refused(tmp_path: Path, model: Any) 
     _forge_keras_config(path, many)
     with pytest.raises(FormatError, match=r"n=6000000, more than the"):
         amber.load(path)
+    # Resizing to 16000x16000 took 7.9 GB at predict: height and width count together
+    resize = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Resizing(16, 16)])
+    path = tmp_path / "z.amber"
+    amber.save(resize, path)
+
+    def larger(config: dict[str, Any]) -> dict[str, Any]:
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] == "Resizing":
+                layer["config"].update(height=16000, width=16000)
+        return config
+
+    _forge_keras_config(path, larger)
+    with pytest.raises(FormatError, match=r"height=16000, more than the"):
+        amber.load(path)
+
+
+def test_honest_layers_with_large_activation_sizes_load(tmp_path: Path) -> None:
+    """Audio-length reshapes and long repeats are within the activation bound (the first
+    bound of 4096 refused them)."""
+    audio = keras.Sequential(
+        [
+            keras.Input((16000,)),
+            keras.layers.Reshape((16000, 1)),
+            keras.layers.Conv1D(2, 3),
+            keras.layers.GlobalAveragePooling1D(),
+        ]
+    )
+    repeat = keras.Sequential(
+        [keras.Input((4,)), keras.layers.RepeatVector(5000), keras.layers.GlobalAveragePooling1D()]
+    )
+    for k, (net, x) in enumerate(
+        [(audio, np.ones((2, 16000), "float32")), (repeat, np.ones((2, 4), "float32"))]
+    ):
+        path = tmp_path / f"{k}.amber"
+        amber.save(net, path, sample=x)
+        np.testing.assert_allclose(amber.predict(amber.load(path), x), net(x).numpy(), rtol=1e-6)
 
 
 def test_a_saver_def_pointed_at_the_serving_function_exempts_nothing(tmp_path: Path) -> None:
@@ -355,7 +399,8 @@ def test_op_families_that_reach_outside_the_graph_are_denied() -> None:
     reaching = [
         "ReadFile", "TextLineDataset", "InitializeTableFromTextFileV2", "WriteScalarSummary",
         "SaveV2", "DistributedSave", "RestoreV2", "PyFunc", "PrintV2", "Abort",
-        "DecodeProtoV2", "RemoteCall", "_Send", "CollectiveReduceV2",
+        "DecodeProtoV2", "RemoteCall", "_Send", "CollectiveReduceV2", "GenerateVocabRemapping",
+        "FixedUnigramCandidateSampler", "RecordInput",
     ]  # fmt: skip
     assert all(denied_op(op) for op in reaching)
     plain = ["MatMul", "BiasAdd", "Relu", "ReadVariableOp", "StatefulPartitionedCall", "While"]

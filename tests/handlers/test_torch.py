@@ -369,6 +369,7 @@ def test_an_exported_program_creating_a_huge_tensor_is_refused(tmp_path: Path) -
     path = tmp_path / "s.amber"
     amber.save(Shifted(), path, sample=X[:4])
     assert amber.load(path) is not None
+    honest = path.read_bytes()
     rewrite(
         path,
         "model/program.json",
@@ -376,3 +377,30 @@ def test_an_exported_program_creating_a_huge_tensor_is_refused(tmp_path: Path) -
     )
     with pytest.raises(FormatError, match=r"asks for 2,500,000,000 elements"):
         amber.load(path)
+    # the same size spelled as symbolic ints took 6.6 GB
+    path.write_bytes(honest)
+    rewrite(
+        path,
+        "model/program.json",
+        lambda b: b.replace(
+            b'"as_ints": [1, 2]', b'"as_sym_ints": [{"as_int": 50000}, {"as_int": 50000}]'
+        ),
+    )
+    with pytest.raises(FormatError, match=r"asks for 2,500,000,000 elements"):
+        amber.load(path)
+
+
+def test_a_transformer_layer_exports_and_verifies_within_a_tolerance(tmp_path: Path) -> None:
+    """Its program's symbolic sizes nest symbols in products (refused before), and the
+    exported attention differs from the eager fast path in the last bits: the probe then
+    compares within a tolerance, as for a SavedModel."""
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0).eval()
+    x = np.random.default_rng(0).normal(size=(2, 5, 16)).astype(np.float32)
+    path = tmp_path / "t.amber"
+    info = amber.save(layer, path, sample=x)
+    assert info.manifest["payload"]["rebuild"] == "export"
+    amber.verify(path)
+    with torch.no_grad():
+        want = layer(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(amber.predict(amber.load(path), x), want, rtol=1e-5, atol=1e-6)
