@@ -24,6 +24,7 @@ _MAX_DEPTH = 64
 # Category values are float32 in XGBoost's matrices: it refuses those from 2**24 up itself.
 _MAX_CATEGORY = 2**24
 _INT32_MAX = 2**31 - 1
+_MAX_FEATURES = 2**24
 
 _SCALARS = {
     ord("i"): (">b", 1),
@@ -296,6 +297,11 @@ def check_model(doc: Any) -> None:
     learner = _get(doc, "learner", "the model")
     param = _get(learner, "learner_model_param", "the learner")
     num_feature = _int(_get(param, "num_feature", "the learner"), "num_feature", 0)
+    names = learner.get("feature_names")
+    if num_feature > _MAX_FEATURES and not (_is_seq(names) and len(names) == num_feature):
+        # XGBoost keeps a buffer of num_feature values per thread at predict (300,000,000
+        # took 4.9 GB on one thread); a model that wide lists its feature names
+        raise _bad(f"num_feature={num_feature} without as many feature names")
     num_class = _int(param.get("num_class", "0"), "num_class", 0)
     num_target = _int(param.get("num_target", "1"), "num_target", 1)
     outputs = max(num_class, num_target, 1)

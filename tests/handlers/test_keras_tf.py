@@ -405,3 +405,51 @@ def test_op_families_that_reach_outside_the_graph_are_denied() -> None:
     assert all(denied_op(op) for op in reaching)
     plain = ["MatMul", "BiasAdd", "Relu", "ReadVariableOp", "StatefulPartitionedCall", "While"]
     assert not any(denied_op(op) for op in plain)
+
+
+def test_declared_but_unwritten_weights_do_not_lift_the_size_bounds(tmp_path: Path) -> None:
+    """A never-written chunked dataset of (1e6, 1e6) in a 23 kB weights file declared 1e12
+    elements and lifted every bound (RepeatVector(n=50,000,000) took 3.9 GB)."""
+    import io
+    import json
+    import zipfile
+
+    import h5py
+
+    from amber.artifact._reader import ArtifactReader
+    from amber.artifact._writer import artifact_writer
+
+    repeat = keras.Sequential(
+        [keras.Input((4,)), keras.layers.RepeatVector(3), keras.layers.GlobalAveragePooling1D()]
+    )
+    path = tmp_path / "r.amber"
+    amber.save(repeat, path)
+    with ArtifactReader(path) as reader:
+        manifest = {k: v for k, v in reader.manifest.items() if k != "entries"}
+        entries = {n: bytes(reader.read(n)) for n in reader.entries}
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(entries["model/model.keras"])) as old,
+        zipfile.ZipFile(out, "w") as new,
+    ):
+        for item in old.infolist():
+            data = old.read(item)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                for layer in config["config"]["layers"]:
+                    if layer["class_name"] == "RepeatVector":
+                        layer["config"]["n"] = 50_000_000
+                data = json.dumps(config).encode()
+            if item.filename == "model.weights.h5":
+                buffer = io.BytesIO(data)
+                with h5py.File(buffer, "a") as weights:
+                    weights.create_dataset("pad", shape=(10**6, 10**6), dtype="f4", chunks=True)
+                data = buffer.getvalue()
+            new.writestr(item, data)
+    entries["model/model.keras"] = out.getvalue()
+    with artifact_writer(path) as writer:
+        for n, content in entries.items():
+            writer.add(n, content)
+        writer.finish(manifest)
+    with pytest.raises(FormatError, match=r"n=50000000, more than the 0 stored"):
+        amber.load(path)

@@ -404,3 +404,55 @@ def test_a_transformer_layer_exports_and_verifies_within_a_tolerance(tmp_path: P
     with torch.no_grad():
         want = layer(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(amber.predict(amber.load(path), x), want, rtol=1e-5, atol=1e-6)
+
+
+def test_recurrent_and_sliced_exports_load_and_verify(tmp_path: Path) -> None:
+    """An open-ended slice stores its end as 2**63 - 1, which a first size check read as an
+    allocation: every GRU, LSTM and x[:, 1:] export was saved and then refused."""
+
+    class Tail(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(4, 3, batch_first=True)
+
+        def forward(self, x: Any) -> Any:
+            out, _ = self.rnn(x)
+            return out[:, 1:].mean(1)
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(2, 6, 4)).astype(np.float32)
+    path = tmp_path / "gru.amber"
+    amber.save(Tail().eval(), path, sample=x)
+    amber.verify(path)
+    assert amber.load(path) is not None
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "what"),
+    [
+        (b'"as_int": 3}', b'"as_int": 20000000}', "one_hot"),  # 4 GB for a few rows
+        (b'"as_ints": [0, 1]', b'"as_ints": [0, 400000000]', "pad"),  # a product of 0
+    ],
+)
+def test_size_arguments_of_other_operators_are_bounded(
+    tmp_path: Path, old: bytes, new: bytes, what: str
+) -> None:
+    class Spread(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(X.shape[1], 1)
+
+        def forward(self, x: Any) -> Any:
+            hot = torch.nn.functional.one_hot(x[:, 0].long().clamp(0, 2), 3).float()
+            return torch.nn.functional.pad(self.lin(x) + hot.sum(1, keepdim=True), (0, 1))
+
+    path = tmp_path / "s.amber"
+    amber.save(Spread(), path, sample=X[:4])
+    assert amber.load(path) is not None
+    raw = path.read_bytes()
+    with ArtifactReader(path) as reader:
+        assert old in bytes(reader.read("model/program.json"))
+    path.write_bytes(raw)
+    rewrite(path, "model/program.json", lambda b: b.replace(old, new))
+    with pytest.raises(FormatError, match=rf"aten\.{what}.* asks for"):
+        amber.load(path)

@@ -213,6 +213,10 @@ def test_xgboost_documents_that_overrun_or_exhaust_are_refused() -> None:
     tree["base_weights"] = [0.0] * 64 * len(tree["left_children"])
     with pytest.raises(FormatError, match="leaf vector is not 2 wide"):
         check_model(doc)
+    wide = json.loads(bytes(model.get_booster().save_raw("json")))
+    wide["learner"]["learner_model_param"]["num_feature"] = str(300_000_000)
+    with pytest.raises(FormatError, match="num_feature=300000000 without"):
+        check_model(wide)  # 4.9 GB at predict on one thread
     nulls = b"[$Z#L" + (2**40).to_bytes(8, "big")
     with pytest.raises(FormatError, match="without data"):
         parse_model(nulls, "ubj")
