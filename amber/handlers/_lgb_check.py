@@ -158,19 +158,18 @@ def check_model_text(text: bytes) -> None:
     if any(c in text for c in (b"\r", b"\t", b"\x0b", b"\x0c")):
         # LightGBM ends a line at \r too: a line the check reads as one could be two to it
         raise _bad("it holds a carriage return, tab or form feed")
-    headers = text.count(b"\nTree") + text.startswith(b"Tree")
-    if headers != len(_TREE.findall(text)):
+    starts = list(_TREE.finditer(text))
+    if text.count(b"\nTree") + text.startswith(b"Tree") != len(starts):
         raise _bad("a line starts with 'Tree' but is no tree header")
-    first = _TREE.search(text)
+    first = starts[0] if starts else None
     end = text.find(b"\n" + _END)
-    if first is None or end < first.start():
+    if first is None or end < starts[-1].start():
         raise _bad("it has no trees section ending in 'end of trees'")
     head = _fields(text[: first.start()], "the model's header")
     n_features = _int(head, "max_feature_idx", "the model", 0) + 1
     names = head.get("feature_names")
     if names is not None and len(names.split()) != n_features:
         raise _bad(f"max_feature_idx says {n_features} features, feature_names lists another")
-    starts = list(_TREE.finditer(text, first.start(), end + 1))
     n_trees = len(starts)
     if [int(m.group(1)) for m in starts] != list(range(n_trees)):
         raise _bad("its trees are not numbered 0, 1, 2, ... in order")
