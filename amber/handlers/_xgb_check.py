@@ -24,6 +24,7 @@ _MAX_DEPTH = 64
 # Category values are float32 in XGBoost's matrices: it refuses those from 2**24 up itself.
 _MAX_CATEGORY = 2**24
 _INT32_MAX = 2**31 - 1
+_INT64 = struct.Struct(">q")
 _MAX_FEATURES = 2**24
 
 _SCALARS = {
@@ -92,8 +93,16 @@ class _UBJSON:
         return self.data[pos : pos + n]
 
     def _text(self) -> str:
+        data, pos = self.data, self.pos
+        if pos + 9 <= len(data) and data[pos] == 0x4C:  # L: the length as XGBoost writes it
+            n = _INT64.unpack_from(data, pos + 1)[0]
+            if n < 0:
+                raise _bad("a negative UBJSON length")
+            self.pos = pos + 9
+        else:
+            n = self._length()
         try:
-            return self._bytes(self._length()).decode("utf-8")
+            return self._bytes(n).decode("utf-8")
         except UnicodeDecodeError:
             raise _bad("UBJSON text that is not UTF-8") from None
 
@@ -120,22 +129,20 @@ class _UBJSON:
         raise _bad(f"unknown UBJSON marker {m:#x} at byte {self.pos - 1}")
 
     def _array(self, depth: int) -> Any:
+        data, pos = self.data, self.pos
+        if pos + 12 <= len(data) and data[pos] == 0x24 and data[pos + 2 : pos + 4] == b"#L":
+            # $<type>#L<count>: the typed array header XGBoost writes, read in one step
+            n = _INT64.unpack_from(data, pos + 4)[0]
+            if n < 0:
+                raise _bad("a negative UBJSON length")
+            self.pos = pos + 12
+            return self._typed(depth, data[pos + 1], n)
         m = self._marker()
-        if m == 0x24:  # $: typed and counted, one block of numbers
+        if m == 0x24:  # $: typed and counted
             kind = self._marker()
             if self._marker() != 0x23:
                 raise _bad("a typed UBJSON array without a count")
-            n = self._length()
-            dtype = _ARRAYS.get(kind)
-            if dtype is None:
-                if kind in (0x5A, 0x54, 0x46, 0x4E) or n > len(self.data) - self.pos:
-                    # elements of no bytes (null, true, false, no-op): 2**40 of them from a
-                    # few bytes ran the parser out of memory
-                    raise _bad("a typed UBJSON array of values without data, or past the data")
-                return [self.value(depth + 1, kind) for _ in range(n)]
-            size = int(dtype[-1])
-            # kept as an array (native byte order): the checks work on arrays anyway
-            return np.frombuffer(self._bytes(n * size), dtype=dtype).astype(dtype[1:])
+            return self._typed(depth, kind, self._length())
         if m == 0x23:  # #: counted, every element at least one byte
             n = self._length()
             if n > len(self.data) - self.pos:
@@ -146,6 +153,18 @@ class _UBJSON:
             out.append(self.value(depth + 1, m))
             m = self._marker()
         return out
+
+    def _typed(self, depth: int, kind: int, n: int) -> Any:
+        dtype = _ARRAYS.get(kind)
+        if dtype is None:
+            if kind in (0x5A, 0x54, 0x46, 0x4E) or n > len(self.data) - self.pos:
+                # elements of no bytes (null, true, false, no-op): 2**40 of them from a few
+                # bytes ran the parser out of memory
+                raise _bad("a typed UBJSON array of values without data, or past the data")
+            return [self.value(depth + 1, kind) for _ in range(n)]
+        size = int(dtype[-1])
+        # one block of numbers, kept as an array (native byte order): the checks work on arrays
+        return np.frombuffer(self._bytes(n * size), dtype=dtype).astype(dtype[1:])
 
     def _object(self, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
