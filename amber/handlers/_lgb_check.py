@@ -87,7 +87,7 @@ def _numbers(
         raise _bad(f"{what}'s {key} holds values that are not integers") from None
 
 
-def _floats(fields: dict[str, str], key: str, what: str, length: int) -> np.ndarray:
+def _floats(fields: dict[str, str], key: str, what: str) -> np.ndarray:
     try:
         return np.array(fields.get(key, "").split(), dtype=np.float64)
     except ValueError:
@@ -137,7 +137,7 @@ def _check_tree(fields: dict[str, str], k: int, n_features: int) -> None:
         bitsets = _numbers(fields, "cat_threshold", what, None)
         if bounds[0] != 0 or np.any(np.diff(bounds) < 0) or bounds[-1] != bitsets.size:
             raise _bad(f"{what}'s cat_boundaries do not split its category bitsets")
-        index = _floats(fields, "threshold", what, inner)[categorical]
+        index = _floats(fields, "threshold", what)[categorical]
         if index.size and (
             np.any(index != np.trunc(index)) or index.min() < 0 or index.max() >= num_cat
         ):

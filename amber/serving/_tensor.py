@@ -307,16 +307,9 @@ def narrow(arr: np.ndarray, target: np.dtype[Any], values: Any, field: str) -> n
                 expected_kind(target),
             )  # fmt: skip
         _check_range(arr, target, values, field)
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = arr.astype(target)
-        lost = ~np.isfinite(out) & np.isfinite(arr) if target.kind == "f" else None
-    if lost is not None and arr.size and lost.any():
-        top = float(np.finfo(target).max)
-        raise _offender(
-            values, field, lambda v: not _is_number(v) or abs(v) <= top,
-            f"{expected_kind(target)} within +-{top:.3g}",
-        )  # fmt: skip
-    return out
+    if target.kind == "f":
+        return _cast(arr, target, values, field)
+    return arr.astype(target)
 
 
 def _refuse_booleans(values: list[Any], field: str, target: np.dtype[Any]) -> None:

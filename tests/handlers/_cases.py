@@ -148,3 +148,19 @@ CASES = [
         save_kwargs=(("format", "savedmodel"),),
     ),
 ]
+
+
+def forge_entry(path: Any, name: str, change: Callable[[bytes], bytes]) -> None:
+    """Re-write one entry of an artifact through Amber's own writer, its digests recomputed:
+    what an attacker without the signing key can do to a file."""
+    from amber.artifact._reader import ArtifactReader
+    from amber.artifact._writer import artifact_writer
+
+    with ArtifactReader(path) as reader:
+        manifest = {k: v for k, v in reader.manifest.items() if k != "entries"}
+        entries = {n: bytes(reader.read(n)) for n in reader.entries}
+    entries[name] = change(entries[name])
+    with artifact_writer(path) as writer:
+        for n, content in entries.items():
+            writer.add(n, content)
+        writer.finish(manifest)

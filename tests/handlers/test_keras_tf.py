@@ -18,6 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
+from _cases import forge_entry  # noqa: E402
+
 import amber  # noqa: E402
 from amber.errors import FormatError, UnsafeLoadWarning, UntrustedTypeError  # noqa: E402
 
@@ -74,31 +76,27 @@ def test_custom_layers_need_trust_and_lambdas_need_arbitrary_code(tmp_path: Path
     np.testing.assert_array_equal(amber.predict(loaded, X), X + 1)
 
 
-def _forge_keras_config(path: Path, change: Any) -> None:
-    """Re-write the .keras entry's config.json through Amber's writer (a forged file)."""
+def _forge_keras_files(path: Path, changes: dict[str, Callable[[bytes], bytes]]) -> None:
+    """Re-write files inside the .keras entry (digests recomputed: a forged file)."""
     import io
-    import json
     import zipfile
 
-    from amber.artifact._reader import ArtifactReader
-    from amber.artifact._writer import artifact_writer
+    def rezip(raw: bytes) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(raw)) as old, zipfile.ZipFile(out, "w") as new:
+            for item in old.infolist():
+                data = old.read(item)
+                new.writestr(item, changes.get(item.filename, lambda b: b)(data))
+        return out.getvalue()
 
-    with ArtifactReader(path) as reader:
-        manifest = {k: v for k, v in reader.manifest.items() if k != "entries"}
-        entries = {n: bytes(reader.read(n)) for n in reader.entries}
-    out = io.BytesIO()
-    source = io.BytesIO(entries["model/model.keras"])
-    with zipfile.ZipFile(source) as old, zipfile.ZipFile(out, "w") as new:
-        for item in old.infolist():
-            data = old.read(item)
-            if item.filename == "config.json":
-                data = json.dumps(change(json.loads(data))).encode()
-            new.writestr(item, data)
-    entries["model/model.keras"] = out.getvalue()
-    with artifact_writer(path) as writer:
-        for n, data in entries.items():
-            writer.add(n, data)
-        writer.finish(manifest)
+    forge_entry(path, "model/model.keras", rezip)
+
+
+def _forge_keras_config(path: Path, change: Any) -> None:
+    """Re-write the .keras entry's config.json (a forged file)."""
+    import json
+
+    _forge_keras_files(path, {"config.json": lambda b: json.dumps(change(json.loads(b))).encode()})
 
 
 def test_a_class_defined_in_a_script_needs_trust(
@@ -260,6 +258,17 @@ def _remaps_vocabulary(path: str) -> Any:
     return tf.strings.as_string(remap[0])
 
 
+def _toucher(touch: Callable[[str], Any], target: str) -> Any:
+    """A tf.Module whose serving function passes its input through and calls ``touch``."""
+
+    class Toucher(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+        def __call__(self, x: Any) -> Any:
+            return {"x": x, "s": tf.fill([tf.shape(x)[0]], touch(target))}
+
+    return Toucher()
+
+
 @pytest.mark.parametrize(
     ("touch", "op"),
     [
@@ -275,15 +284,9 @@ def test_graphs_reaching_files_through_datasets_summaries_or_checkpoints_are_ref
     """The op check was a list of six file ops: datasets read /etc/hostname into a model's
     output, summary writers and checkpoint ops wrote files, from an honest amber.save."""
     target = str(tmp_path / "touched")
-
-    class Toucher(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
-        def __call__(self, x: Any) -> Any:
-            return {"x": x, "s": tf.fill([tf.shape(x)[0]], touch(target))}
-
     path = tmp_path / "t.amber"
     with pytest.warns(UserWarning, match=op):
-        amber.save(Toucher(), path)
+        amber.save(_toucher(touch, target), path)
     assert f"tf.raw_ops.{op}" in amber.inspect(path).manifest["untrusted"]
     with pytest.raises(UntrustedTypeError, match=rf"tf\.raw_ops\.{op}"):
         amber.load(path)
@@ -374,15 +377,8 @@ def test_a_saver_def_pointed_at_the_serving_function_exempts_nothing(tmp_path: P
 
     from amber.handlers.tensorflow import _called, denied_ops
 
-    target = str(tmp_path / "touched")
-
-    class Toucher(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
-        def __call__(self, x: Any) -> Any:
-            return {"x": x, "s": tf.fill([tf.shape(x)[0]], _writes_checkpoint(target))}
-
     folder = tmp_path / "sm"
-    tf.saved_model.save(Toucher(), str(folder))
+    tf.saved_model.save(_toucher(_writes_checkpoint, str(tmp_path / "touched")), str(folder))
     assert "SaveV2" in denied_ops(folder)
     sm = saved_model_pb2.SavedModel()
     sm.ParseFromString((folder / "saved_model.pb").read_bytes())
@@ -411,45 +407,28 @@ def test_declared_but_unwritten_weights_do_not_lift_the_size_bounds(tmp_path: Pa
     """A never-written chunked dataset of (1e6, 1e6) in a 23 kB weights file declared 1e12
     elements and lifted every bound (RepeatVector(n=50,000,000) took 3.9 GB)."""
     import io
-    import json
-    import zipfile
 
     import h5py
-
-    from amber.artifact._reader import ArtifactReader
-    from amber.artifact._writer import artifact_writer
 
     repeat = keras.Sequential(
         [keras.Input((4,)), keras.layers.RepeatVector(3), keras.layers.GlobalAveragePooling1D()]
     )
     path = tmp_path / "r.amber"
     amber.save(repeat, path)
-    with ArtifactReader(path) as reader:
-        manifest = {k: v for k, v in reader.manifest.items() if k != "entries"}
-        entries = {n: bytes(reader.read(n)) for n in reader.entries}
-    out = io.BytesIO()
-    with (
-        zipfile.ZipFile(io.BytesIO(entries["model/model.keras"])) as old,
-        zipfile.ZipFile(out, "w") as new,
-    ):
-        for item in old.infolist():
-            data = old.read(item)
-            if item.filename == "config.json":
-                config = json.loads(data)
-                for layer in config["config"]["layers"]:
-                    if layer["class_name"] == "RepeatVector":
-                        layer["config"]["n"] = 50_000_000
-                data = json.dumps(config).encode()
-            if item.filename == "model.weights.h5":
-                buffer = io.BytesIO(data)
-                with h5py.File(buffer, "a") as weights:
-                    weights.create_dataset("pad", shape=(10**6, 10**6), dtype="f4", chunks=True)
-                data = buffer.getvalue()
-            new.writestr(item, data)
-    entries["model/model.keras"] = out.getvalue()
-    with artifact_writer(path) as writer:
-        for n, content in entries.items():
-            writer.add(n, content)
-        writer.finish(manifest)
+
+    def many(config: dict[str, Any]) -> dict[str, Any]:
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] == "RepeatVector":
+                layer["config"]["n"] = 50_000_000
+        return config
+
+    def padded(raw: bytes) -> bytes:
+        buffer = io.BytesIO(raw)
+        with h5py.File(buffer, "a") as weights:
+            weights.create_dataset("pad", shape=(10**6, 10**6), dtype="f4", chunks=True)
+        return buffer.getvalue()
+
+    _forge_keras_config(path, many)
+    _forge_keras_files(path, {"model.weights.h5": padded})
     with pytest.raises(FormatError, match=r"n=50000000, more than the 0 stored"):
         amber.load(path)

@@ -12,25 +12,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import _nets  # noqa: E402
+from _cases import forge_entry as rewrite  # noqa: E402
 
 import amber  # noqa: E402
 from amber.artifact._reader import ArtifactReader  # noqa: E402
-from amber.artifact._writer import artifact_writer  # noqa: E402
 from amber.errors import FormatError, UntrustedTypeError  # noqa: E402
 
 X = np.random.default_rng(0).normal(size=(16, 5)).astype(np.float32)
-
-
-def rewrite(path: Path, name: str, change: Any) -> None:
-    """Re-write one entry through Amber's own writer (digests recomputed: a forged file)."""
-    with ArtifactReader(path) as reader:
-        manifest = {k: v for k, v in reader.manifest.items() if k != "entries"}
-        entries = {n: bytes(reader.read(n)) for n in reader.entries}
-    entries[name] = change(entries[name])
-    with artifact_writer(path) as writer:
-        for n, data in entries.items():
-            writer.add(n, data)
-        writer.finish(manifest)
 
 
 @pytest.fixture(scope="module")
@@ -290,6 +278,17 @@ def test_a_malformed_tensors_payload_is_refused(tmp_path: Path, field: str, valu
         amber.load(path)
 
 
+def _set_payload(path: Path, **fields: Any) -> None:
+    """Change the manifest's payload fields (amber.artifact._rewrite; no signature)."""
+    from amber.artifact._rewrite import rewrite as rewrite_manifest
+
+    def update(manifest: dict[str, Any]) -> dict[str, Any]:
+        manifest["payload"].update(fields)
+        return manifest
+
+    rewrite_manifest(path, path, update=update)
+
+
 @pytest.mark.parametrize(
     "forged",
     [
@@ -302,14 +301,7 @@ def test_a_class_reached_through_torch_nn_modules_needs_trust(tmp_path: Path, fo
     from a torch.nn.modules path was built without trust."""
     path = tmp_path / "lin.amber"
     amber.save(torch.nn.Linear(4, 2), path)
-    with ArtifactReader(path) as reader:
-        manifest = {k: v for k, v in reader.manifest.items() if k != "entries"}
-        entries = {n: bytes(reader.read(n)) for n in reader.entries}
-    manifest["payload"]["class"] = forged
-    with artifact_writer(path) as writer:
-        for n, data in entries.items():
-            writer.add(n, data)
-        writer.finish(manifest)
+    _set_payload(path, **{"class": forged})
     with pytest.raises(UntrustedTypeError):
         amber.load(path)
 
@@ -327,13 +319,7 @@ def test_what_torch_raises_on_a_forged_payload_is_a_format_error(
     path = tmp_path / "lin.amber"
     amber.save(torch.nn.Linear(4, 2), path)
 
-    def forge(manifest: dict[str, Any]) -> dict[str, Any]:
-        manifest["payload"]["init"] = init
-        return manifest
-
-    from amber.artifact._rewrite import rewrite as rewrite_manifest
-
-    rewrite_manifest(path, path, update=forge)
+    _set_payload(path, init=init)
     with pytest.raises(FormatError, match=r"could not be loaded by its torch handler"):
         amber.load(path)
 
@@ -343,14 +329,13 @@ def test_a_constructor_argument_beyond_the_weights_is_refused(tmp_path: Path) ->
     path = tmp_path / "lin.amber"
     amber.save(torch.nn.Linear(4, 2), path)
 
-    def forge(manifest: dict[str, Any]) -> dict[str, Any]:
-        manifest["payload"]["class"] = "torch.nn.modules.rnn.LSTM"
-        manifest["payload"]["init"] = {"input_size": 4, "hidden_size": 2, "num_layers": 10**8}
-        return manifest
-
-    from amber.artifact._rewrite import rewrite as rewrite_manifest
-
-    rewrite_manifest(path, path, update=forge)
+    _set_payload(
+        path,
+        **{
+            "class": "torch.nn.modules.rnn.LSTM",
+            "init": {"input_size": 4, "hidden_size": 2, "num_layers": 10**8},
+        },
+    )
     with pytest.raises(FormatError, match=r"argument of 100000000 is larger than the 10 stored"):
         amber.load(path)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _cases import _lgbm_classifier, _xgb_classifier, data
+from _cases import _lgbm_classifier, _xgb_classifier, data, forge_entry
 
 import amber
 from amber.artifact._reader import ArtifactReader
@@ -147,21 +147,6 @@ def test_a_dict_parameter_with_number_keys_round_trips(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back.predict(X), model.predict(X))
 
 
-def _forge_entry(path: Path, name: str, change: Callable[[bytes], bytes]) -> None:
-    """Re-write one entry with its digests recomputed: what an attacker without the signing
-    key can do to a file."""
-    from amber.artifact._writer import artifact_writer
-
-    with ArtifactReader(path) as reader:
-        manifest = {k: v for k, v in reader.manifest.items() if k != "entries"}
-        entries = {n: bytes(reader.read(n)) for n in reader.entries}
-    entries[name] = change(entries[name])
-    with artifact_writer(path) as writer:
-        for n, content in entries.items():
-            writer.add(n, content)
-        writer.finish(manifest)
-
-
 def _tree(doc: dict[str, Any], k: int = 0) -> dict[str, Any]:
     tree: dict[str, Any] = doc["learner"]["gradient_booster"]["model"]["trees"][k]
     return tree
@@ -260,7 +245,7 @@ def test_a_forged_xgboost_tree_is_refused_before_xgboost_reads_it(
         # the same document in UBJSON, untyped: the checks read both spellings
         return _ubjson(doc)
 
-    _forge_entry(path, entry, forge)
+    forge_entry(path, entry, forge)
     with pytest.raises(FormatError, match="XGBoost model is malformed"):
         amber.load(path)
     with pytest.raises(FormatError, match="XGBoost model is malformed"):
@@ -390,7 +375,7 @@ def test_a_forged_lightgbm_text_is_refused_before_lightgbm_reads_it(
     model.fit(X, y)
     path = tmp_path / "m.amber"
     amber.save(model, path)
-    _forge_entry(path, "model/model.txt", _LGB_FORGERIES[forgery])
+    forge_entry(path, "model/model.txt", _LGB_FORGERIES[forgery])
     with pytest.raises(FormatError, match="LightGBM model is malformed"):
         amber.load(path)
 
