@@ -742,3 +742,25 @@ def test_npy_entries_must_hold_what_their_header_promises(tmp_path: Path) -> Non
         for name in entries:
             with pytest.raises(FormatError, match="header promises"):
                 reader.read_array(name)
+
+
+def test_a_large_read_on_two_threads_fills_the_buffer_or_says_the_file_ended(
+    tmp_path: Path,
+) -> None:
+    from amber.artifact import _reader
+
+    size = _reader._PARALLEL_READ_MIN + 12_345
+    data = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        out = _reader.aligned_empty(size)
+        _reader._pread_into(fd, out, 0)
+        assert out == data
+        # the file ends inside the second half, which the helper thread reads: its error is
+        # the caller's
+        with pytest.raises(IntegrityError, match="truncated"):
+            _reader._pread_into(fd, _reader.aligned_empty(size), 1000)
+    finally:
+        os.close(fd)

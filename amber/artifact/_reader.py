@@ -7,8 +7,8 @@ import io
 import math
 import mmap as _mmap
 import os
+import threading
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ _PARALLEL_READ_MIN = 32 << 20
 # for alignment and no allocator header, and no more pages than the bytes need (a buffer from
 # malloc, padded for alignment, takes one page more than pickle's copy of the same array).
 _MAP_FROM = 1 << 20
+# Streams from this size up are read with room to be rewritten in place (read_with_room): below
+# it, a map's system calls cost more than a copy of the stream.
+_ROOM_FROM = 64 << 10
 _PRIVATE_MAP = getattr(_mmap, "MAP_PRIVATE", None)
 _HUGEPAGE = getattr(_mmap, "MADV_HUGEPAGE", None)
 
@@ -45,7 +48,7 @@ def aligned_empty(size: int, alignment: int = _zip.ALIGNMENT, *, spare: int = 0)
     only until written: the view covers ``size``, the map ``size + spare``); smaller ones are
     numpy arrays. Either is freed when the last view of it goes.
     """
-    if size >= _MAP_FROM and _PRIVATE_MAP is not None and alignment <= _mmap.PAGESIZE:
+    if (size >= _MAP_FROM or spare) and _PRIVATE_MAP is not None and alignment <= _mmap.PAGESIZE:
         block = _mmap.mmap(-1, size + spare, flags=_PRIVATE_MAP)
         if _HUGEPAGE is not None:
             # the bytes only: a huge page reaching into the spare room would count 2 MB resident
@@ -67,14 +70,27 @@ def _pread_into(fd: int, out: memoryview, offset: int) -> None:
     total = out.nbytes
     if total >= _PARALLEL_READ_MIN:
         half = (total // 2) & ~0xFFFF
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        failed: list[BaseException] = []
+
+        def second_half() -> None:
             try:
-                second = pool.submit(_pread_serial, fd, out[half:], offset + half)
-            except RuntimeError:  # no new threads once the interpreter is exiting (atexit)
-                _pread_serial(fd, out, offset)
-                return
+                _pread_serial(fd, out[half:], offset + half)
+            except BaseException as exc:  # handed to the caller below
+                failed.append(exc)
+
+        # a bare thread, not an executor: fewer objects and locks for a one-off helper
+        helper = threading.Thread(target=second_half, name="amber-read", daemon=True)
+        try:
+            helper.start()
+        except RuntimeError:  # no new threads once the interpreter is exiting (atexit)
+            _pread_serial(fd, out, offset)
+            return
+        try:
             _pread_serial(fd, out[:half], offset)
-            second.result()
+        finally:
+            helper.join()
+        if failed:
+            raise failed[0]
         return
     _pread_serial(fd, out, offset)
 
@@ -251,7 +267,7 @@ class ArtifactReader:
         """
         rec = self._record(name)
         entry = self.zip_entries[name]
-        if rec["compression"] != "none" or self._mapview is not None or entry.size < _MAP_FROM:
+        if rec["compression"] != "none" or self._mapview is not None or entry.size < _ROOM_FROM:
             return self.read(name), None
         stored = self._raw(entry, entry.size // 2 + _MAP_FROM)
         self._check(name, stored, strong=False)

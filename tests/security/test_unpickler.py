@@ -842,7 +842,16 @@ def test_a_stream_is_rewritten_in_place_and_given_back_as_it_is_read(
     assert block[: len(data)] == data  # untouched
 
 
-def test_amber_load_reads_a_large_stream_in_place(tmp_path: Path, input_files: list[Any]) -> None:
+@pytest.mark.parametrize(
+    ("pads", "big"),
+    [
+        (150, 400_000),  # a 2.4 MB stream, 3.2 MB out of band: the file is not read whole
+        (12, 600_000),  # a 190 kB stream (mapped too: a copy of it would outlive its use)
+    ],
+)
+def test_amber_load_reads_a_large_stream_in_place(
+    tmp_path: Path, input_files: list[Any], pads: int, big: int
+) -> None:
     from sklearn.tree import DecisionTreeClassifier
 
     import amber
@@ -853,13 +862,13 @@ def test_amber_load_reads_a_large_stream_in_place(tmp_path: Path, input_files: l
     y = (X[:, 0] > 0).astype(int)
     obj = {
         "tree": DecisionTreeClassifier(max_depth=4).fit(X, y),
-        "pad": [rng.standard_normal(2000) for _ in range(150)],  # a 2.4 MB stream
-        "big": rng.standard_normal(400_000),  # 3.2 MB out of band: the file is not read whole
+        "pad": [rng.standard_normal(2000) for _ in range(pads)],
+        "big": rng.standard_normal(big),
     }
     path = tmp_path / "obj.amber"
     amber.save(obj, path)
     loaded = amber.load(path)
-    assert isinstance(input_files[0], unpickler._Consuming), "a stream over 1 MiB is read in place"
+    assert isinstance(input_files[0], unpickler._Consuming), "a stream over 64 kB is read in place"
     np.testing.assert_array_equal(loaded["tree"].predict(X), obj["tree"].predict(X))
     for got, want in zip(loaded["pad"], obj["pad"], strict=True):
         np.testing.assert_array_equal(got, want)
