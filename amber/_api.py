@@ -213,6 +213,14 @@ def save(
             UserWarning,
             stacklevel=2,
         )
+    if saved.over_bounds:
+        warnings.warn(
+            f"{os.fspath(path)!r}: {'; '.join(saved.over_bounds[:3])}. Amber refuses sizes "
+            f"like these from files it cannot trust (a forged file could ask for gigabytes), "
+            f"so loading this one will need allow_arbitrary_code=True",
+            UserWarning,
+            stacklevel=2,
+        )
     return ArtifactInfo(Path(path), manifest, writer.file_size, False)
 
 

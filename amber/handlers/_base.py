@@ -45,6 +45,9 @@ class SavedPayload:
     # "exact": False when the reloaded model runs other code than the saved one (a SavedModel
     # graph instead of the Keras layers), so even the same environment needs a tolerance
     parity: dict[str, Any] | None = None
+    # sizes beyond the bounds a load applies to files it cannot trust (SizeBounds): the file
+    # will load only with allow_arbitrary_code=True, which the save warns about
+    over_bounds: tuple[str, ...] = ()
 
 
 class Handler(Protocol):

@@ -6,15 +6,17 @@ import functools
 import importlib
 import importlib.metadata
 import math
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from amber.errors import FormatError, UntrustedTypeError
+from amber.errors import FormatError, UnsafeLoadWarning, UntrustedTypeError
 from amber.security._policy import LoadPolicy, parse_global_name, trust_name
 
 __all__ = [
+    "SizeBounds",
     "check_trusted",
     "decode_params",
     "encode_params",
@@ -163,3 +165,53 @@ def import_trusted(name: str, allowed: Iterable[str], policy: LoadPolicy, *, sou
             f"package that defines it"
         ) from exc
     return obj
+
+
+# -- size bounds ----------------------------------------------------------------------------------
+class SizeBounds:
+    """Where a handler's size checks report a size beyond one of Amber's bounds.
+
+    The bounds keep a forged file from taking gigabytes or hours at load or predict (a torch
+    program asking for a 50,000 x 50,000 tensor, a Keras ``Dense(units=2**26)``); an honest
+    model can exceed one too (a torch export that creates a 2**27-element tensor). A load
+    refuses such a file, unless the caller passed ``allow_arbitrary_code=True`` (a file they
+    made themselves): then it loads with a warning. A save collects what it finds, so that it
+    can warn that loading the file will need that.
+    """
+
+    def __init__(self, source: str, *, lifted: bool = False, collect: bool = False) -> None:
+        self.source = source
+        self._lifted = lifted
+        self._collect = collect
+        self.found: list[str] = []
+
+    @classmethod
+    def for_load(cls, source: str, policy: LoadPolicy) -> SizeBounds:
+        return cls(source, lifted=policy.allow_arbitrary_code)
+
+    @classmethod
+    def for_save(cls) -> SizeBounds:
+        return cls("the model", collect=True)
+
+    def exceeded(self, what: str) -> None:
+        """Report one size beyond its bound: raises, unless lifted or collecting."""
+        if what not in self.found:
+            self.found.append(what)
+        if self._lifted or self._collect:
+            return
+        raise FormatError(
+            f"{self.source}: {what}. Amber bounds such sizes in files it cannot trust: the "
+            f"file is damaged or crafted, or holds an honest model this large. Only if you "
+            f"made it yourself: amber.load(..., allow_arbitrary_code=True), which lifts the "
+            f"bounds"
+        )
+
+    def warn_if_lifted(self) -> None:
+        """At the end of a load's checks: say which bounds ``allow_arbitrary_code`` lifted."""
+        if self._lifted and self.found:
+            warnings.warn(
+                f"{self.source}: {'; '.join(self.found[:3])}; beyond Amber's size bounds, "
+                f"loaded because allow_arbitrary_code=True (for files you made yourself)",
+                UnsafeLoadWarning,
+                stacklevel=4,
+            )

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from amber.errors import FormatError
+from amber.handlers._common import SizeBounds
 
-__all__ = ["check_model", "parse_model"]
+__all__ = ["check_model", "check_width", "parse_model"]
 
 _MAX_DEPTH = 64
 # Category values are float32 in XGBoost's matrices: it refuses those from 2**24 up itself.
@@ -311,16 +312,22 @@ def _check_tree(tree: Any, k: int, num_feature: int) -> int:
     return leaf_size
 
 
-def check_model(doc: Any) -> None:
+def check_width(num_feature: int, names: Any, bounds: SizeBounds) -> None:
+    """XGBoost keeps a buffer of ``num_feature`` values per thread at predict (300,000,000
+    took 4.9 GB on one thread): a model wider than 2**24 features must list as many names."""
+    if num_feature > _MAX_FEATURES and not (_is_seq(names) and len(names) == num_feature):
+        bounds.exceeded(
+            f"the XGBoost model is {num_feature:,} features wide (over {_MAX_FEATURES:,}) "
+            f"without as many feature names"
+        )
+
+
+def check_model(doc: Any, bounds: SizeBounds) -> None:
     """Refuse a model document whose indices or counts XGBoost would trust to its harm."""
     learner = _get(doc, "learner", "the model")
     param = _get(learner, "learner_model_param", "the learner")
     num_feature = _int(_get(param, "num_feature", "the learner"), "num_feature", 0)
-    names = learner.get("feature_names")
-    if num_feature > _MAX_FEATURES and not (_is_seq(names) and len(names) == num_feature):
-        # XGBoost keeps a buffer of num_feature values per thread at predict (300,000,000
-        # took 4.9 GB on one thread); a model that wide lists its feature names
-        raise _bad(f"num_feature={num_feature} without as many feature names")
+    check_width(num_feature, learner.get("feature_names"), bounds)
     num_class = _int(param.get("num_class", "0"), "num_class", 0)
     num_target = _int(param.get("num_target", "1"), "num_target", 1)
     outputs = max(num_class, num_target, 1)

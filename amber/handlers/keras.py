@@ -24,7 +24,13 @@ from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import ArtifactWriter
 from amber.errors import FormatError
 from amber.handlers._base import SavedPayload
-from amber.handlers._common import check_trusted, import_trusted, installed, type_name
+from amber.handlers._common import (
+    SizeBounds,
+    check_trusted,
+    import_trusted,
+    installed,
+    type_name,
+)
 from amber.security._policy import LoadPolicy, trust_name
 
 __all__ = ["HANDLER", "KerasHandler", "keras_predict", "referenced_names"]
@@ -206,7 +212,7 @@ def _ints_in(value: Any) -> list[int]:
     return []
 
 
-def _check_sizes(config: Any, stored: int, source: str) -> None:
+def _check_sizes(config: Any, stored: int, bounds: SizeBounds) -> None:
     """Refuse a layer whose sizes its stored weights cannot account for (see ``_SIZES`` and
     ``_ACTIVATIONS``)."""
     weights_bound = max(stored, _SMALL_INT)
@@ -225,19 +231,19 @@ def _check_sizes(config: Any, stored: int, source: str) -> None:
             if key in _SIZES:
                 big = [v for v in _ints_in(value) if abs(v) > weights_bound]
                 if big:
-                    _too_large(source, key, big[0], stored)
+                    _too_large(bounds, key, big[0], stored)
             elif key in _ACTIVATIONS:
                 asked = math.prod(max(abs(v), 1) for v in _ints_in(value))
                 if key == "height" and isinstance(node.get("width"), int):
                     asked *= max(abs(node["width"]), 1)
                 if asked > rows_bound:
-                    _too_large(source, key, value, stored)
+                    _too_large(bounds, key, value, stored)
 
 
-def _too_large(source: str, key: str, value: Any, stored: int) -> None:
-    raise FormatError(
-        f"{source}: a Keras layer asks for {key}={value}, more than the {stored:,} stored "
-        f"weights could account for; the file is damaged or crafted"
+def _too_large(bounds: SizeBounds, key: str, value: Any, stored: int) -> None:
+    bounds.exceeded(
+        f"a Keras layer asks for {key}={value}, more than the {stored:,} stored weights could "
+        f"account for"
     )
 
 
@@ -269,7 +275,10 @@ class KerasHandler:
         buf = io.BytesIO()
         saving_lib.save_model(obj, buf)
         data = buf.getbuffer()
-        names, foreign, _ = referenced_names(_config_of(data))
+        config = _config_of(data)
+        names, foreign, _ = referenced_names(config)
+        bounds = SizeBounds.for_save()
+        _check_sizes(config, _stored_elements(data), bounds)
         writer.add(_ENTRY, data)
         return SavedPayload(
             payload={"kind": "keras", "format": "keras", "entry": _ENTRY},
@@ -279,6 +288,7 @@ class KerasHandler:
             modules=("keras",),
             untrusted=tuple(foreign) + ((_LAMBDA,) if _LAMBDA in names else ()),
             distributions=distributions(),
+            over_bounds=tuple(bounds.found),
         )
 
     def load(self, reader: ArtifactReader, payload: dict[str, Any], *, policy: LoadPolicy) -> Any:
@@ -290,7 +300,9 @@ class KerasHandler:
         config = _config_of(data)
         names, foreign, registered = referenced_names(config)
         source = str(reader.path)
-        _check_sizes(config, _stored_elements(data), source)
+        bounds = SizeBounds.for_load(source, policy)
+        _check_sizes(config, _stored_elements(data), bounds)
+        bounds.warn_if_lifted()
         if _LAMBDA in names and not policy.allow_arbitrary_code:
             raise FormatError(
                 f"{source} holds a Keras Lambda layer, whose Python bytecode would run on "

@@ -38,6 +38,7 @@ from amber.errors import FormatError, UntrustedTypeError
 from amber.handlers import _safetensors
 from amber.handlers._base import SavedPayload
 from amber.handlers._common import (
+    SizeBounds,
     check_trusted,
     decode_params,
     encode_params,
@@ -252,7 +253,7 @@ def _safe_expr(expr: str) -> bool:
 _SMALL_INT = 4096
 
 
-def _check_sizes(init: dict[str, Any], state: dict[str, Any], source: str) -> None:
+def _check_sizes(init: dict[str, Any], state: dict[str, Any], bounds: SizeBounds) -> None:
     """Refuse constructor arguments larger than the weights could account for.
 
     A module's sizes (features, layers, heads, embeddings) show in its weights: an integer
@@ -270,9 +271,9 @@ def _check_sizes(init: dict[str, Any], state: dict[str, Any], source: str) -> No
         elif isinstance(value, (list, tuple)):
             stack.extend(value)
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > bound:
-            raise FormatError(
-                f"{source}: a constructor argument of {value} is larger than the "
-                f"{stored:,} stored weights could account for; the file is damaged or crafted"
+            bounds.exceeded(
+                f"a constructor argument of {value} is larger than the {stored:,} stored "
+                f"weights could account for"
             )
 
 
@@ -311,7 +312,7 @@ def _number(arg: dict[str, Any]) -> float | None:
     return _number(scalar) if isinstance(scalar, dict) else None
 
 
-def _check_static_sizes(program: dict[str, Any], bound: int, source: str) -> None:
+def _check_static_sizes(program: dict[str, Any], bound: int, bounds: SizeBounds) -> None:
     """Refuse a node whose static size arguments ask for more elements than ``bound``: a
     list of ints (a shape, repeats) by its product, a padding by its sum, the scalars that
     size a creating operator (``_SIZE_SCALARS``) by their product, resampling factors by
@@ -336,25 +337,31 @@ def _check_static_sizes(program: dict[str, Any], bound: int, source: str) -> Non
                 sizes = [v for v in sizes if type(v) is int]
             if isinstance(sizes, list) and all(type(v) is int for v in sizes):
                 asked = (sum if "pad" in op else math.prod)(abs(v) for v in sizes)
-                _refuse_size(asked, bound, target, source)
+                _refuse_size(asked, bound, target, bounds)
             factors = arg.get("as_floats")
             if isinstance(factors, list) and ("upsample" in op or "interpolate" in op):
                 scale = math.prod(abs(float(f)) for f in factors if type(f) in (int, float))
-                _refuse_size(scale, _SCALE_LIMIT, target, source)
+                _refuse_size(scale, _SCALE_LIMIT, target, bounds)
             if item.get("name") in _SIZE_SCALARS.get(op, ()):
                 value = _number(arg)
                 if value is not None:
                     scalars.append(value)
         if scalars:
             limit = _PER_ELEMENT_LIMIT if op in _PER_ELEMENT else bound
-            _refuse_size(math.prod(scalars), limit, target, source)
+            _refuse_size(math.prod(scalars), limit, target, bounds)
 
 
-def _refuse_size(asked: float, bound: float, target: str, source: str) -> None:
+def _static_bound(*tensors: dict[str, Any]) -> int:
+    """How many elements a tensor the graph creates from static sizes may hold."""
+    stored = sum(int(t.numel()) for group in tensors for t in group.values())
+    return max(stored, _STATIC_ELEMENTS)
+
+
+def _refuse_size(asked: float, bound: float, target: str, bounds: SizeBounds) -> None:
     if asked > bound:
-        raise FormatError(
-            f"{source}: the exported program's {target} asks for {asked:,.0f} elements (or "
-            f"times), more than {bound:,.0f}; the file is damaged or crafted"
+        bounds.exceeded(
+            f"the exported program's {target} asks for {asked:,.0f} elements (or times), "
+            f"more than {bound:,.0f}"
         )
 
 
@@ -444,6 +451,8 @@ class TorchHandler:
                 f"({export_error}{_batch_hint(sample)}); and {reason}"
             ) from None
         state = obj.state_dict()
+        bounds = SizeBounds.for_save()
+        _check_sizes(init, state, bounds)
         payload: dict[str, Any] = {
             "kind": "torch",
             "rebuild": "class",
@@ -469,6 +478,7 @@ class TorchHandler:
             globals=(cls,),
             modules=("torch", "safetensors"),
             untrusted=() if cls.startswith("torch.nn.modules.") else (cls,),
+            over_bounds=tuple(bounds.found),
         )
 
     def _write_weights(
@@ -524,6 +534,8 @@ class TorchHandler:
         targets, refused = audit_program(program)
         if refused:
             raise TypeError(f"the program fails Amber's audit: {', '.join(refused)}")
+        bounds = SizeBounds.for_save()
+        _check_static_sizes(program, _static_bound(tensors, constants), bounds)
         writer.add(_PROGRAM, art.exported_program)
         cls = type_name(obj)
         # The reloaded program is not the eager code that produced the probe: a fused attention
@@ -546,6 +558,7 @@ class TorchHandler:
             object_type=cls,
             globals=tuple(targets),
             modules=("torch", "safetensors"),
+            over_bounds=tuple(bounds.found),
         )
 
     # -- load -------------------------------------------------------------------------------
@@ -599,7 +612,9 @@ class TorchHandler:
             raise UntrustedTypeError([f"{cls.__module__}.{cls.__qualname__}"], source=source)
         state = self._tensors(reader, payload, _WEIGHTS)
         init = decode_params(payload.get("init"))
-        _check_sizes(init, state, source)
+        bounds = SizeBounds.for_load(source, policy)
+        _check_sizes(init, state, bounds)
+        bounds.warn_if_lifted()
         with torch.device("meta"):
             model = cls(**init)
         model.load_state_dict(state, strict=True, assign=True)
@@ -627,8 +642,9 @@ class TorchHandler:
             check_trusted(names, [], policy, source=str(reader.path))
         state = self._tensors(reader, payload, _WEIGHTS)
         constants = self._tensors(reader, payload, _CONSTANTS, "constant_")
-        stored = sum(int(t.numel()) for t in (*state.values(), *constants.values()))
-        _check_static_sizes(program, max(stored, _STATIC_ELEMENTS), str(reader.path))
+        bounds = SizeBounds.for_load(str(reader.path), policy)
+        _check_static_sizes(program, _static_bound(state, constants), bounds)
+        bounds.warn_if_lifted()
         specs = program.get("graph_module", {}).get("signature", {}).get("input_specs", [])
         for spec in specs if isinstance(specs, list) else []:
             param = spec.get("parameter") if isinstance(spec, dict) else None

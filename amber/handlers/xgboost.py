@@ -18,13 +18,14 @@ from amber.artifact._writer import ArtifactWriter
 from amber.errors import FormatError
 from amber.handlers._base import SavedPayload
 from amber.handlers._common import (
+    SizeBounds,
     decode_params,
     encode_params,
     import_trusted,
     installed,
     type_name,
 )
-from amber.handlers._xgb_check import check_model, parse_model
+from amber.handlers._xgb_check import check_model, check_width, parse_model
 from amber.security._policy import LoadPolicy
 
 __all__ = ["HANDLER", "XGBoostHandler"]
@@ -69,6 +70,9 @@ class XGBoostHandler:
             raw = _booster_raw(obj.get_booster(), format, {"_estimator_type": obj._get_type()})
         else:
             raw = _booster_raw(obj, format, None)
+        booster = obj.get_booster() if isinstance(obj, xgb.XGBModel) else obj
+        bounds = SizeBounds.for_save()
+        check_width(booster.num_features(), booster.feature_names, bounds)
         writer.add(_ENTRY[format], raw)
         return SavedPayload(
             payload=payload,
@@ -77,6 +81,7 @@ class XGBoostHandler:
             globals=(cls,),
             modules=("xgboost",),
             distributions=installed("xgboost", "xgboost-cpu"),
+            over_bounds=tuple(bounds.found),
         )
 
     def load(self, reader: ArtifactReader, payload: dict[str, Any], *, policy: LoadPolicy) -> Any:
@@ -84,7 +89,9 @@ class XGBoostHandler:
         if fmt not in _ENTRY or payload.get("entry") != _ENTRY[fmt]:
             raise FormatError(f"malformed xgboost payload: format {fmt!r}")
         raw = bytearray(reader.read(_ENTRY[fmt]))
-        check_model(parse_model(raw, fmt))  # XGBoost's parser trusts the indices it reads
+        bounds = SizeBounds.for_load(str(reader.path), policy)
+        check_model(parse_model(raw, fmt), bounds)  # XGBoost's parser trusts what it reads
+        bounds.warn_if_lifted()
         wrapper = payload.get("wrapper")
         if wrapper is None:
             booster = xgb.Booster()

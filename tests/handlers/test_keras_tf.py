@@ -370,6 +370,27 @@ def test_honest_layers_with_large_activation_sizes_load(tmp_path: Path) -> None:
         np.testing.assert_allclose(amber.predict(amber.load(path), x), net(x).numpy(), rtol=1e-6)
 
 
+def test_an_honest_layer_beyond_the_activation_bound_loads_only_when_trusted(
+    tmp_path: Path,
+) -> None:
+    """RepeatVector(n=2**22 + 8) is past the bound a forged config is held to: the save says
+    loading will need allow_arbitrary_code=True, the plain load refuses it (saying so), and the
+    trusting load warns and gives back the same layers."""
+    n = 2**22 + 8
+    net = keras.Sequential(
+        [keras.Input((1,)), keras.layers.RepeatVector(n), keras.layers.GlobalAveragePooling1D()]
+    )
+    path = tmp_path / "long.amber"
+    with pytest.warns(UserWarning, match=rf"n={n}.*will need allow_arbitrary_code=True"):
+        amber.save(net, path)
+    with pytest.raises(FormatError, match=rf"n={n}.*Only if you made it yourself"):
+        amber.load(path)
+    with pytest.warns(UnsafeLoadWarning) as caught:  # and Keras's safe_mode=False, as ever
+        loaded = amber.load(path, allow_arbitrary_code=True)
+    assert any("beyond Amber's size bounds" in str(w.message) for w in caught)
+    assert loaded.layers[0].n == n
+
+
 def test_a_saver_def_pointed_at_the_serving_function_exempts_nothing(tmp_path: Path) -> None:
     """Save and restore ops are allowed in the saver's own functions; a forged saver_def
     naming the node that calls the serving function must not make its SaveV2 the saver's."""

@@ -16,7 +16,7 @@ from _cases import forge_entry as rewrite  # noqa: E402
 
 import amber  # noqa: E402
 from amber.artifact._reader import ArtifactReader  # noqa: E402
-from amber.errors import FormatError, UntrustedTypeError  # noqa: E402
+from amber.errors import FormatError, UnsafeLoadWarning, UntrustedTypeError  # noqa: E402
 
 X = np.random.default_rng(0).normal(size=(16, 5)).astype(np.float32)
 
@@ -373,6 +373,53 @@ def test_an_exported_program_creating_a_huge_tensor_is_refused(tmp_path: Path) -
     )
     with pytest.raises(FormatError, match=r"asks for 2,500,000,000 elements"):
         amber.load(path)
+
+
+def test_an_honest_model_beyond_a_size_bound_is_saved_with_a_warning_and_loads_when_trusted(
+    tmp_path: Path,
+) -> None:
+    """A one-hot of over 2**20 classes is past the bound a forged program is held to: the
+    save says loading will need allow_arbitrary_code=True, the plain load refuses it (saying
+    so), and the trusting load warns and gives back the same model."""
+    classes = 2**20 + 8
+
+    class Wide(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(X.shape[1], 1)
+
+        def forward(self, x: Any) -> Any:
+            index = (x[:, 0].abs() * 1000).long().clamp(0, classes - 1)
+            hot = torch.nn.functional.one_hot(index, classes).float()
+            return self.lin(x) + hot[:, -8:].sum(1, keepdim=True)
+
+    torch.manual_seed(0)
+    model = Wide().eval()
+    path = tmp_path / "wide.amber"
+    with pytest.warns(UserWarning, match=r"one_hot.*will need allow_arbitrary_code=True"):
+        amber.save(model, path, sample=X[:2])
+    with pytest.raises(FormatError, match=r"one_hot.*Only if you made it yourself"):
+        amber.load(path)
+    with pytest.warns(UnsafeLoadWarning, match="beyond Amber's size bounds"):
+        loaded = amber.load(path, allow_arbitrary_code=True)
+    with torch.no_grad():
+        want = model(torch.from_numpy(X[:2])).numpy()
+    np.testing.assert_array_equal(amber.predict(loaded, X[:2]), want)
+
+
+def test_an_honest_module_saved_by_class_beyond_a_size_bound(tmp_path: Path) -> None:
+    """An integer constructor argument beyond the weights' count and 4096 (here an
+    AdaptiveAvgPool1d's output size) is how a forged file asked for minutes of building; an
+    honest module like it saves with a warning and loads only when trusted."""
+    model = torch.nn.AdaptiveAvgPool1d(5000)
+    path = tmp_path / "pool.amber"
+    with pytest.warns(UserWarning, match=r"constructor argument of 5000.*allow_arbitrary_code"):
+        amber.save(model, path)
+    with pytest.raises(FormatError, match="constructor argument of 5000"):
+        amber.load(path)
+    with pytest.warns(UnsafeLoadWarning, match="beyond Amber's size bounds"):
+        loaded = amber.load(path, allow_arbitrary_code=True)
+    assert isinstance(loaded, torch.nn.AdaptiveAvgPool1d) and loaded.output_size == 5000
 
 
 def test_a_transformer_layer_exports_and_verifies_within_a_tolerance(tmp_path: Path) -> None:

@@ -184,6 +184,7 @@ def test_xgboost_documents_that_overrun_or_exhaust_are_refused() -> None:
 
     import xgboost as xgb
 
+    from amber.handlers._common import SizeBounds
     from amber.handlers._xgb_check import check_model, parse_model
 
     rng = np.random.default_rng(0)
@@ -191,17 +192,20 @@ def test_xgboost_documents_that_overrun_or_exhaust_are_refused() -> None:
     model = xgb.XGBRegressor(n_estimators=1, multi_strategy="multi_output_tree", n_jobs=1)
     model.fit(X, np.c_[X[:, 0], X[:, 1]])
     doc = json.loads(bytes(model.get_booster().save_raw("json")))
-    check_model(doc)
+    check_model(doc, SizeBounds("test"))
     tree = _tree(doc)
     tree["tree_param"]["size_leaf_vector"] = "64"
     tree["leaf_weights"] = [0.0] * 64 * (len(tree["leaf_weights"]) // 2)
     tree["base_weights"] = [0.0] * 64 * len(tree["left_children"])
     with pytest.raises(FormatError, match="leaf vector is not 2 wide"):
-        check_model(doc)
+        check_model(doc, SizeBounds("test"))
     wide = json.loads(bytes(model.get_booster().save_raw("json")))
     wide["learner"]["learner_model_param"]["num_feature"] = str(300_000_000)
-    with pytest.raises(FormatError, match="num_feature=300000000 without"):
-        check_model(wide)  # 4.9 GB at predict on one thread
+    with pytest.raises(FormatError, match=r"300,000,000 features wide .* without as many"):
+        check_model(wide, SizeBounds("test"))  # 4.9 GB at predict on one thread
+    lifted = SizeBounds("test", lifted=True)  # a file the caller made: a warning at the end
+    check_model(wide, lifted)
+    assert lifted.found and "300,000,000" in lifted.found[0]
     nulls = b"[$Z#L" + (2**40).to_bytes(8, "big")
     with pytest.raises(FormatError, match="without data"):
         parse_model(nulls, "ubj")
