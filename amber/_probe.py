@@ -14,6 +14,7 @@ even in the same environment (``parity={"exact": False, ...}``).
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import struct
@@ -26,10 +27,11 @@ import numpy as np
 from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import ArtifactWriter
 from amber.errors import AmberError, FormatError
+from amber.handlers._base import DEFAULT_PROBE_METHODS, probe_methods
 
 __all__ = ["ATOL", "METHODS", "RTOL", "ProbeReport", "as_numpy", "check", "record"]
 
-METHODS = ("predict", "predict_proba", "decision_function", "transform")
+METHODS = DEFAULT_PROBE_METHODS
 RTOL = 1e-6
 ATOL = 1e-9
 _PREFIX = "probe/"
@@ -435,12 +437,16 @@ def _column(name: Any, dtype: Any, values: Any) -> dict[str, Any]:
 
 # -- recording and checking ---------------------------------------------------------------------
 def _default_methods(model: Any) -> dict[str, Callable[[Any], Any]]:
-    found = {}
-    for method in METHODS:
-        fn = getattr(model, method, None)
-        if callable(fn):
-            found[method] = fn
-    return found
+    return probe_methods(None, model)  # no handler: the default four, else score_samples
+
+
+def _detached(sample: Any) -> Any:
+    """A deep copy of ``sample`` (as it will be read back: no memory shared with anything),
+    or ``sample`` itself if it cannot be copied."""
+    try:
+        return copy.deepcopy(sample)
+    except Exception:  # an exotic input: the outputs are then computed on it as given
+        return sample
 
 
 def record(
@@ -468,9 +474,15 @@ def record(
     outputs: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     chosen = _default_methods(model) if methods is None else methods
+    # The outputs are computed on a copy, as a reload computes them: the sample shares no
+    # memory with the model then. A sample that is the model's own training array
+    # (KernelRidge's X_fit_) made numpy multiply the array by itself through its symmetric
+    # routine (syrk) at save and through the general one (gemm) after a reload, and the last
+    # bits differed: ParityError on an honest model.
+    given = _detached(sample)
     for method, fn in chosen.items():
         try:
-            value = fn(sample)
+            value = fn(given)
         except Exception as exc:  # a method the fitted model cannot run on this input
             skipped[method] = f"{type(exc).__name__}: {exc}"[:300]
             continue
@@ -486,6 +498,12 @@ def record(
             f"the model answers on sample=, but none of its outputs can be stored as a probe "
             f"({'; '.join(f'{m}: {r}' for m, r in skipped.items())}); save without sample= "
             f"(no probe), or save a model whose outputs are arrays of one kind"
+        )
+    if not chosen:
+        raise ValueError(
+            f"sample= was given but a {type(model).__name__} has none of "
+            f"{', '.join(METHODS)} or score_samples, so there is nothing to probe; save it "
+            f"without sample="
         )
     if not outputs:
         raise ValueError(

@@ -233,6 +233,12 @@ def _svc_grid() -> Any:
 
 C = Case
 ens = ensemble
+_MORE_SGD_LOSSES = (
+    "modified_huber",
+    "squared_hinge",
+    "epsilon_insensitive",
+    "squared_epsilon_insensitive",
+)
 CLASSIFIERS = [
     C("LogisticRegression", lambda: _lr()),
     C("LogisticRegression-binary", lambda: _lr(C=0.5), data="binary_data"),
@@ -283,6 +289,22 @@ CLASSIFIERS = [
     C(
         "SGDClassifier-log_loss",
         lambda: linear_model.SGDClassifier(loss="log_loss", random_state=0),
+    ),
+    # the loss objects of these were missing from the allowlist: an honest model needed trust
+    *(
+        C(f"SGDClassifier-{loss}", lambda loss=loss: linear_model.SGDClassifier(loss=loss))
+        for loss in _MORE_SGD_LOSSES
+    ),
+    C(
+        "GradientBoostingClassifier-exponential",
+        lambda: ens.GradientBoostingClassifier(n_estimators=10, loss="exponential"),
+        data="binary_data",
+    ),
+    C(
+        "MLPClassifier-sgd",
+        lambda: neural_network.MLPClassifier(
+            hidden_layer_sizes=(8,), solver="sgd", max_iter=50, random_state=0
+        ),
     ),
     C("RidgeClassifier", lambda: linear_model.RidgeClassifier()),
     C("AdaBoostClassifier", lambda: ens.AdaBoostClassifier(n_estimators=10, random_state=0)),
@@ -345,6 +367,11 @@ CLASSIFIERS = [
 
 REGRESSORS = [
     C("LinearRegression", lambda: linear_model.LinearRegression(), data="regression_data"),
+    C(
+        "TweedieRegressor-identity",  # its loss was missing from the allowlist
+        lambda: linear_model.TweedieRegressor(power=0),
+        data="regression_data",
+    ),
     C("Ridge", lambda: linear_model.Ridge(), data="regression_data"),
     C("Lasso", lambda: linear_model.Lasso(alpha=0.05), data="regression_data"),
     C("ElasticNet", lambda: linear_model.ElasticNet(alpha=0.05), data="regression_data"),
@@ -1118,9 +1145,22 @@ def test_hgb_categorical_partial_is_admitted_only_for_allowlisted_functions(
 
 def test_probe_needs_a_recordable_method(tmp_path: Path, multiclass_data: Any) -> None:
     model = neighbors.NearestNeighbors(n_neighbors=3).fit(multiclass_data.X_train)
-    with pytest.raises(ValueError, match="answers none of"):
+    with pytest.raises(ValueError, match=r"a NearestNeighbors has none of .* nothing to probe"):
         amber.save(model, tmp_path / "nn.amber", sample=multiclass_data.X_train[:4])
     assert not (tmp_path / "nn.amber").exists()
+
+
+def test_a_density_model_is_probed_by_its_scores(tmp_path: Path, multiclass_data: Any) -> None:
+    """KernelDensity has none of the four methods; its score_samples is what it computes."""
+    model = neighbors.KernelDensity(bandwidth=0.5).fit(multiclass_data.X_train)
+    path = tmp_path / "kde.amber"
+    info = amber.save(model, path, sample=multiclass_data.X_train[:4])
+    assert list(info.manifest["probe"]["outputs"]) == ["score_samples"]
+    assert amber.verify(path).ok
+    loaded = amber.load(path)
+    np.testing.assert_array_equal(
+        loaded.score_samples(multiclass_data.X_test), model.score_samples(multiclass_data.X_test)
+    )
 
 
 def test_refitting_a_loaded_model_works(tmp_path: Path, multiclass_data: Any) -> None:

@@ -481,6 +481,7 @@ def _data() -> dict[str, Any]:
     return dict(
         X=X,
         y=y,
+        yb=(y == 0).astype(int),
         Xr=Xr,
         yr=yr,
         Xpos=Xpos,
@@ -505,6 +506,18 @@ def _data() -> dict[str, Any]:
         df_num=df[["num", "num2"]],
         df_hgb=df[["num", "cat"]],
     )
+
+
+_SGD_LOSSES = (
+    "log_loss",
+    "modified_huber",
+    "squared_hinge",
+    "perceptron",
+    "squared_error",
+    "huber",
+    "epsilon_insensitive",
+    "squared_epsilon_insensitive",
+)
 
 
 def models() -> Iterator[tuple[str, Callable[[dict[str, Any]], Any], str, str]]:
@@ -556,6 +569,7 @@ def models() -> Iterator[tuple[str, Callable[[dict[str, Any]], Any], str, str]]:
     for est in [
         lm.LogisticRegression(max_iter=300),
         lm.SGDClassifier(),
+        *(lm.SGDClassifier(loss=loss) for loss in _SGD_LOSSES),
         lm.RidgeClassifier(),
         lm.RidgeClassifierCV(),
         lm.Perceptron(),
@@ -584,6 +598,8 @@ def models() -> Iterator[tuple[str, Callable[[dict[str, Any]], Any], str, str]]:
         discriminant_analysis.LinearDiscriminantAnalysis(),
         discriminant_analysis.QuadraticDiscriminantAnalysis(reg_param=0.1),
         neural_network.MLPClassifier(max_iter=50),
+        neural_network.MLPClassifier(max_iter=50, solver="sgd"),
+        neural_network.MLPClassifier(max_iter=50, solver="lbfgs"),
         gaussian_process.GaussianProcessClassifier(),
         calibration.CalibratedClassifierCV(cv=3),
         calibration.CalibratedClassifierCV(method="isotonic", cv=3),
@@ -616,6 +632,10 @@ def models() -> Iterator[tuple[str, Callable[[dict[str, Any]], Any], str, str]]:
         lm.ARDRegression(),
         lm.HuberRegressor(),
         lm.SGDRegressor(),
+        *(
+            lm.SGDRegressor(loss=loss)
+            for loss in ("huber", "epsilon_insensitive", "squared_epsilon_insensitive")
+        ),
         lm.RANSACRegressor(),
         lm.TheilSenRegressor(max_subpopulation=50),
         lm.QuantileRegressor(alpha=0.0),
@@ -638,6 +658,7 @@ def models() -> Iterator[tuple[str, Callable[[dict[str, Any]], Any], str, str]]:
         neighbors.KNeighborsRegressor(),
         neighbors.RadiusNeighborsRegressor(radius=50.0),
         neural_network.MLPRegressor(max_iter=50),
+        neural_network.MLPRegressor(max_iter=50, solver="sgd"),
         cross_decomposition.PLSRegression(),
         gaussian_process.GaussianProcessRegressor(
             kernel=K.ConstantKernel() * K.RBF() + K.WhiteKernel()
@@ -662,6 +683,9 @@ def models() -> Iterator[tuple[str, Callable[[dict[str, Any]], Any], str, str]]:
     glm = [
         lm.PoissonRegressor(),
         lm.TweedieRegressor(power=1.5),
+        lm.TweedieRegressor(power=0),  # the identity link: HalfTweedieLossIdentity
+        lm.TweedieRegressor(power=1.5, link="identity"),
+        lm.TweedieRegressor(power=3),
         lm.GammaRegressor(),
         en.HistGradientBoostingRegressor(max_iter=5, loss="poisson"),
         en.HistGradientBoostingRegressor(max_iter=5, loss="gamma"),
@@ -672,6 +696,17 @@ def models() -> Iterator[tuple[str, Callable[[dict[str, Any]], Any], str, str]]:
             (lambda e: lambda d: e.fit(d["Xr"], d["ypos"]))(est),
             "predict",
             "Xr",
+        )
+    for est in [  # binary targets only
+        en.GradientBoostingClassifier(n_estimators=5, loss="exponential"),
+        en.HistGradientBoostingClassifier(max_iter=5),
+        lm.LogisticRegression(),
+    ]:
+        yield (
+            type(est).__name__ + "-binary",
+            (lambda e: lambda d: e.fit(d["X"], d["yb"]))(est),
+            "predict",
+            "X",
         )
     for est in [nb.MultinomialNB(), nb.ComplementNB(), nb.BernoulliNB(), nb.CategoricalNB()]:
         yield (

@@ -23,9 +23,17 @@ from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import ArtifactWriter
 from amber.security._policy import LoadPolicy
 
-__all__ = ["DEFAULT_PROBE_METHODS", "Handler", "SavedPayload", "call_save", "probe_methods"]
+__all__ = [
+    "DEFAULT_PROBE_METHODS",
+    "FALLBACK_PROBE_METHOD",
+    "Handler",
+    "SavedPayload",
+    "call_save",
+    "probe_methods",
+]
 
 DEFAULT_PROBE_METHODS = ("predict", "predict_proba", "decision_function", "transform")
+FALLBACK_PROBE_METHOD = "score_samples"  # probed only when none of the default four exist
 
 
 @dataclass(frozen=True)
@@ -117,4 +125,10 @@ def probe_methods(handler: Any, model: Any) -> dict[str, Callable[[Any], Any]]:
         fn = getattr(model, method, None)
         if callable(fn):
             found[method] = fn
+    if not found:
+        # a density or novelty model (KernelDensity, a covariance estimator with a score):
+        # its scores are what it computes
+        fn = getattr(model, FALLBACK_PROBE_METHOD, None)
+        if callable(fn):
+            found[FALLBACK_PROBE_METHOD] = fn
     return found
