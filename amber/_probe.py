@@ -14,7 +14,6 @@ even in the same environment (``parity={"exact": False, ...}``).
 
 from __future__ import annotations
 
-import copy
 import io
 import math
 import struct
@@ -440,13 +439,35 @@ def _default_methods(model: Any) -> dict[str, Callable[[Any], Any]]:
     return probe_methods(None, model)  # no handler: the default four, else score_samples
 
 
-def _detached(sample: Any) -> Any:
-    """A deep copy of ``sample`` (as it will be read back: no memory shared with anything),
-    or ``sample`` itself if it cannot be copied."""
-    try:
-        return copy.deepcopy(sample)
-    except Exception:  # an exotic input: the outputs are then computed on it as given
-        return sample
+class _AsStored:
+    """Probe entries held in memory: ``_encode`` writes them as it would into an artifact
+    (``add``, ``add_array``) and ``_decode`` reads them back as from one (``read``,
+    ``read_array``), so that the outputs at save are computed on the sample a reload reads."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, bytes] = {}
+
+    def add(self, name: str, data: Any, *, compress: str | None = None) -> None:
+        self.entries[name] = bytes(data)
+
+    def add_array(self, name: str, array: np.ndarray, *, compress: str | None = None) -> None:
+        if array.dtype.hasobject:
+            raise TypeError(
+                f"cannot store {name!r} as a plain array: dtype {array.dtype} holds Python "
+                f"objects; convert it (e.g. to str) first"
+            )
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+        self.entries[name] = buf.getvalue()
+
+    def read(self, name: str) -> memoryview:
+        return memoryview(self.entries[name])
+
+    def read_array(self, name: str) -> np.ndarray:
+        array: np.ndarray = np.lib.format.read_array(
+            io.BytesIO(self.entries[name]), allow_pickle=False
+        )
+        return array
 
 
 def record(
@@ -463,8 +484,9 @@ def record(
     ``predict_proba``, ``decision_function``, ``transform``); ``parity`` may set ``exact``
     (False: compare within the tolerance even in the saving environment), ``rtol``, ``atol``.
     """
+    stored = _AsStored()
     try:
-        input_spec = _encode(sample, "input", writer)
+        input_spec = _encode(sample, "input", stored)  # type: ignore[arg-type]
     except TypeError as exc:
         raise TypeError(
             f"sample= cannot be stored as a probe: {exc}. Pass a numpy array, a pandas "
@@ -474,12 +496,15 @@ def record(
     outputs: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     chosen = _default_methods(model) if methods is None else methods
-    # The outputs are computed on a copy, as a reload computes them: the sample shares no
-    # memory with the model then. A sample that is the model's own training array
-    # (KernelRidge's X_fit_) made numpy multiply the array by itself through its symmetric
-    # routine (syrk) at save and through the general one (gemm) after a reload, and the last
-    # bits differed: ParityError on an honest model.
-    given = _detached(sample)
+    for name, data in stored.entries.items():
+        writer.add(name, data)
+    # The outputs are computed on the sample as a reload reads it back: the same memory layout
+    # (a Fortran-ordered sample comes back C-ordered, a frame's columns in Arrow's blocks), and
+    # no memory shared with the model. Otherwise BLAS takes other paths and the last bits
+    # differ: a Fortran-ordered sample, or the model's own training array (KernelRidge's
+    # X_fit_, which numpy multiplied by itself through its symmetric routine at save and
+    # through the general one after a reload), made verify raise ParityError on honest models.
+    given = _decode(input_spec, stored)  # type: ignore[arg-type]
     for method, fn in chosen.items():
         try:
             value = fn(given)

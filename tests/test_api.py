@@ -206,6 +206,18 @@ def test_a_sample_that_is_the_models_own_training_array_verifies(tmp_path: Path)
         amber.load(path, probe="always")
 
 
+def test_a_fortran_ordered_sample_verifies(tmp_path: Path) -> None:
+    """The probe stores the sample C-ordered; outputs computed on the caller's Fortran-ordered
+    array took another BLAS path than the reloaded sample does, and verify raised ParityError
+    (last bits of decision_function and predict_proba)."""
+    rng = np.random.default_rng(0)
+    X = np.asfortranarray(rng.normal(size=(60, 4)))
+    model = LogisticRegression().fit(X, (X[:, 0] > 0).astype(int))
+    path = tmp_path / "f.amber"
+    amber.save(model, path, sample=X[:10])
+    assert amber.verify(path).ok
+
+
 def test_string_labels_and_text_input_probe(tmp_path: Path) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
