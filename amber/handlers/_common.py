@@ -60,9 +60,11 @@ def _encode(value: Any, where: str) -> Any:
         return f if math.isfinite(f) else {"$float": repr(f)}
     if isinstance(value, (list, tuple)):
         return [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, np.ndarray):
+        return _encode_array(value, where)
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        if "$float" in value or "$items" in value:
-            raise TypeError(f"{where}: the keys '$float' and '$items' are reserved")
+        if _RESERVED & set(value):
+            raise TypeError(f"{where}: the keys {', '.join(sorted(_RESERVED))} are reserved")
         return {k: _encode(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, dict) and all(_scalar_key(k) for k in value):
         # keys JSON cannot hold as keys (class_weight={0: 1.0, 1: 2.0}): a list of pairs
@@ -78,6 +80,48 @@ def _encode(value: Any, where: str) -> Any:
     raise TypeError(
         f"{where} is a {type_name(value)} ({value!r:.80}), which cannot be stored as JSON"
     )
+
+
+_RESERVED = frozenset({"$float", "$items", "$array"})
+# A parameter array is data a constructor takes (XGBoost's quantile_alpha=np.array([0.1, 0.9])),
+# not a weight: small, and of plain numbers.
+_MAX_PARAM_ELEMENTS = 1 << 16
+
+
+def _encode_array(value: np.ndarray, where: str) -> dict[str, Any]:
+    if value.dtype.kind not in "biuf" or value.size > _MAX_PARAM_ELEMENTS:
+        raise TypeError(
+            f"{where} is a numpy array of {value.size} {value.dtype} values; only arrays of up "
+            f"to {_MAX_PARAM_ELEMENTS} booleans, integers or floats are stored as parameters"
+        )
+    flat = [_encode(v, where) for v in value.ravel().tolist()]
+    return {"$array": {"dtype": value.dtype.str, "shape": list(value.shape), "data": flat}}
+
+
+def _decode_array(spec: Any) -> np.ndarray:
+    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data"}:
+        raise FormatError(f"malformed parameter array {spec!r:.80}")
+    dtype, shape, data = spec["dtype"], spec["shape"], spec["data"]
+    if (
+        not isinstance(dtype, str)
+        or not isinstance(shape, list)
+        or not all(type(n) is int and 0 <= n <= _MAX_PARAM_ELEMENTS for n in shape)
+        or not isinstance(data, list)
+        or len(data) > _MAX_PARAM_ELEMENTS
+        or math.prod(shape) != len(data)
+    ):
+        raise FormatError(f"malformed parameter array {spec!r:.80}")
+    try:
+        kind = np.dtype(dtype)
+    except TypeError:
+        raise FormatError(f"malformed parameter array dtype {dtype!r:.40}") from None
+    values = [_decode(v) for v in data]
+    if kind.kind not in "biuf" or not all(type(v) in (bool, int, float) for v in values):
+        raise FormatError(f"malformed parameter array {spec!r:.80}")
+    try:
+        return np.array(values, dtype=kind).reshape(shape)
+    except (OverflowError, ValueError) as exc:
+        raise FormatError(f"malformed parameter array: {exc}") from None
 
 
 def _scalar_key(key: Any) -> bool:
@@ -107,6 +151,8 @@ def _decode(value: Any) -> Any:
             if text not in ("nan", "inf", "-inf"):
                 raise FormatError(f"malformed parameter value {value!r}")
             return float(text)
+        if set(value) == {"$array"}:
+            return _decode_array(value["$array"])
         if set(value) == {"$items"}:
             pairs = value["$items"]
             if not isinstance(pairs, list) or not all(

@@ -147,6 +147,46 @@ def test_a_dict_parameter_with_number_keys_round_trips(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back.predict(X), model.predict(X))
 
 
+def test_a_numpy_array_parameter_round_trips(tmp_path: Path) -> None:
+    """XGBoost's documentation passes quantile_alpha as a numpy array; saving it was refused
+    ("cannot be stored as JSON")."""
+    xgb = pytest.importorskip("xgboost")
+    X, y = data()
+    alphas = np.array([0.1, 0.5, 0.9])
+    model = xgb.XGBRegressor(
+        n_estimators=3, objective="reg:quantileerror", quantile_alpha=alphas
+    ).fit(X, y.astype(float))
+    path = tmp_path / "q.amber"
+    info = amber.save(model, path, sample=X[:5])
+    assert info.manifest["payload"]["params"]["quantile_alpha"] == {
+        "$array": {"dtype": "<f8", "shape": [3], "data": [0.1, 0.5, 0.9]}
+    }
+    back = amber.load(path)
+    got = back.get_params()["quantile_alpha"]
+    assert isinstance(got, np.ndarray) and got.dtype == np.float64
+    np.testing.assert_array_equal(got, alphas)
+    np.testing.assert_array_equal(back.predict(X), model.predict(X))
+    assert amber.verify(path).ok
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"dtype": "O", "shape": [1], "data": [1]},  # objects
+        {"dtype": "V8", "shape": [1], "data": [1]},  # raw bytes
+        {"dtype": "<f8", "shape": [5], "data": [1.0]},  # a shape the data does not fill
+        {"dtype": "<f8", "shape": [1], "data": ["x"]},
+        {"dtype": "<i1", "shape": [1], "data": [1000]},
+        {"dtype": "<f8", "shape": [70000], "data": [0.0] * 70000},  # too large for a parameter
+    ],
+)
+def test_a_malformed_array_parameter_is_a_format_error(spec: dict[str, Any]) -> None:
+    from amber.handlers._common import decode_params
+
+    with pytest.raises(FormatError, match="malformed parameter array"):
+        decode_params({"p": {"$array": spec}})
+
+
 def _tree(doc: dict[str, Any], k: int = 0) -> dict[str, Any]:
     tree: dict[str, Any] = doc["learner"]["gradient_booster"]["model"]["trees"][k]
     return tree
