@@ -192,11 +192,24 @@ def _retie(model: torch.nn.Module, aliases: dict[str, str]) -> None:
 
 
 # -- constructor arguments ----------------------------------------------------------------------
+# torch.nn classes whose constructors take *args, and the attributes that hold what they take
+_RNN_ARGS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout")
+_STARRED_ARGS: dict[type, tuple[str, ...]] = {
+    torch.nn.LSTM: (*_RNN_ARGS, "bidirectional", "proj_size"),
+    torch.nn.GRU: (*_RNN_ARGS, "bidirectional"),
+    torch.nn.RNN: (*_RNN_ARGS, "bidirectional", "nonlinearity"),
+    torch.nn.Identity: (),
+}
+
+
 def _init_args(model: torch.nn.Module) -> dict[str, Any]:
     cls = type(model)
     get_config = getattr(model, "get_config", None)
     if callable(get_config):
         return encode_params(dict(get_config()), f"a {cls.__name__}")
+    known = _STARRED_ARGS.get(cls)
+    if known is not None:  # the exact class: a subclass has a constructor of its own
+        return encode_params({name: getattr(model, name) for name in known}, cls.__name__)
     found: dict[str, Any] = {}
     missing = []
     for p in list(_inspect.signature(cls.__init__).parameters.values())[1:]:

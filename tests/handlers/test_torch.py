@@ -407,6 +407,36 @@ def test_an_honest_model_beyond_a_size_bound_is_saved_with_a_warning_and_loads_w
     np.testing.assert_array_equal(amber.predict(loaded, X[:2]), want)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.nn.LSTM(8, 6, num_layers=2, batch_first=True, bidirectional=True),
+        lambda: torch.nn.GRU(8, 6, num_layers=2),
+        lambda: torch.nn.RNN(8, 4, nonlinearity="relu", bias=False),
+        lambda: torch.nn.Identity(),
+    ],
+    ids=["LSTM", "GRU", "RNN", "Identity"],
+)
+def test_modules_whose_constructor_takes_star_args_are_saved_by_class(
+    tmp_path: Path, make: Any
+) -> None:
+    """LSTM, GRU and RNN take *args, so their constructor arguments could not be read from
+    their signature: saving one without a sample was refused."""
+    torch.manual_seed(0)
+    model = make().eval()
+    path = tmp_path / "rnn.amber"
+    info = amber.save(model, path)
+    assert info.manifest["payload"]["rebuild"] == "class"
+    loaded = amber.load(path)
+    assert type(loaded) is type(model) and repr(loaded) == repr(model)
+    x = torch.randn(3, 5, 8)
+    with torch.no_grad():
+        want, got = model(x), loaded(x)
+    leaves = torch.utils._pytree.tree_leaves
+    for a, b in zip(leaves(want), leaves(got), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_an_honest_module_saved_by_class_beyond_a_size_bound(tmp_path: Path) -> None:
     """An integer constructor argument beyond the weights' count and 4096 (here an
     AdaptiveAvgPool1d's output size) is how a forged file asked for minutes of building; an
