@@ -226,17 +226,14 @@ class TensorFlowHandler:
         signatures = getattr(model, "signatures", None)
         if signatures is not None and SIGNATURE in signatures:
             fn = signatures[SIGNATURE]
-            _, kwargs = fn.structured_input_signature
-            if len(kwargs) != 1:
-                raise TypeError(
-                    f"the serving signature takes {len(kwargs)} inputs ({', '.join(kwargs)}); "
-                    f"amber.predict passes one array: call model.signatures[{SIGNATURE!r}] "
-                    f"with named tensors instead"
-                )
-            ((name, spec),) = kwargs.items()
-            out = fn(**{name: tf.constant(np.asarray(inputs), dtype=spec.dtype)})
+            out = fn(**_signature_inputs(fn, inputs))
             values = {k: v.numpy() for k, v in out.items()}
-            return next(iter(values.values())) if len(values) == 1 else values
+            if len(values) == 1:
+                return next(iter(values.values()))
+            listed = [f"output_{k}" for k in range(len(values))]
+            if sorted(values) == sorted(listed):  # a Keras model's list of outputs, exported
+                return [values[k] for k in listed]
+            return values
         if callable(model):
             out = model(tf.constant(np.asarray(inputs)))
             return out.numpy() if hasattr(out, "numpy") else out
@@ -244,6 +241,32 @@ class TensorFlowHandler:
             f"a {type_name(model)} has no {SIGNATURE!r} signature and is not callable; "
             f"export it with a serving signature"
         )
+
+
+def _signature_inputs(fn: Any, inputs: Any) -> dict[str, Any]:
+    """The serving signature's keyword arguments for ``inputs``: one array for a signature of
+    one input; for several, a dict by their names, or a list or tuple in the function's own
+    order (a Keras model's ``inputs`` order, as ``model.export`` writes it)."""
+    _, kwargs = fn.structured_input_signature
+    if len(kwargs) == 1:
+        ((name, spec),) = kwargs.items()
+        return {name: tf.constant(np.asarray(inputs), dtype=spec.dtype)}
+    order = list(getattr(fn, "_arg_keywords", None) or kwargs)
+    if sorted(order) != sorted(kwargs):
+        order = list(kwargs)
+    if isinstance(inputs, dict) and sorted(inputs) == sorted(kwargs):
+        given = inputs
+    elif isinstance(inputs, (list, tuple)) and len(inputs) == len(kwargs):
+        given = dict(zip(order, inputs, strict=True))
+    else:
+        raise TypeError(
+            f"the serving signature takes {len(kwargs)} inputs ({', '.join(order)}): pass a "
+            f"dict by those names, or a list of {len(kwargs)} arrays in that order"
+        )
+    return {
+        name: tf.constant(np.asarray(given[name]), dtype=spec.dtype)
+        for name, spec in kwargs.items()
+    }
 
 
 HANDLER = TensorFlowHandler()

@@ -391,6 +391,33 @@ def test_an_honest_layer_beyond_the_activation_bound_loads_only_when_trusted(
     assert loaded.layers[0].n == n
 
 
+def test_a_multi_input_keras_model_exported_as_savedmodel_verifies(tmp_path: Path) -> None:
+    """A SavedModel's serving signature of several inputs was refused by amber.predict ("passes
+    one array"), so such a Keras model saved with format="savedmodel" failed verify: inputs
+    go by name (a dict) or in the model's order (a list), and Keras's list of outputs comes
+    back as a list."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 6)).astype("float32")
+    z = rng.normal(size=(4, 3)).astype("float32")
+    first, second = keras.Input((6,), name="first"), keras.Input((3,), name="second")
+    joined = keras.layers.Concatenate()([keras.layers.Dense(4)(first), second])
+    outputs = [keras.layers.Dense(1)(joined), keras.layers.Dense(2)(joined)]
+    by_list = keras.Model([first, second], outputs)
+    by_name = keras.Model({"first": first, "second": second}, outputs)
+    for k, (net, sample) in enumerate([(by_list, [x, z]), (by_name, {"first": x, "second": z})]):
+        path = tmp_path / f"m{k}.amber"
+        amber.save(net, path, sample=sample, format="savedmodel")
+        assert amber.verify(path).ok
+        loaded = amber.load(path)
+        want = net(sample)
+        for got in (amber.predict(loaded, sample), amber.predict(loaded, [x, z])):
+            assert isinstance(got, list) and len(got) == 2
+            for a, b in zip(got, want, strict=True):
+                np.testing.assert_allclose(a, np.asarray(b), rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match=r"takes 2 inputs .* a list of 2 arrays"):
+        amber.predict(loaded, x)
+
+
 def test_a_saver_def_pointed_at_the_serving_function_exempts_nothing(tmp_path: Path) -> None:
     """Save and restore ops are allowed in the saver's own functions; a forged saver_def
     naming the node that calls the serving function must not make its SaveV2 the saver's."""
