@@ -189,8 +189,16 @@ def save(
             "metadata": meta,
         }
         if sample is not None:
-            methods = probe_methods(chosen, obj)
-            probe = _probe.record(obj, sample, writer, methods=methods, parity=saved.parity)
+            as_reloaded = getattr(chosen, "as_reloaded", None)
+            probed = obj if as_reloaded is None else as_reloaded(obj)
+            probe = _probe.record(
+                probed,
+                sample,
+                writer,
+                methods=probe_methods(chosen, probed),
+                parity=saved.parity,
+                original=None if probed is obj else probe_methods(chosen, obj),
+            )
             manifest["probe"] = probe
             manifest["signature"] = {
                 "inputs": _probe.describe(sample),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import struct
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -470,6 +471,26 @@ class _AsStored:
         return array
 
 
+def _compare_original(
+    method: str, fn: Callable[[Any], Any], given: Any, recorded: Any, parity: dict[str, Any]
+) -> None:
+    try:
+        value = fn(given)
+    except Exception:  # the copy answered, the object did not: nothing to compare
+        return
+    rtol, atol = float(parity.get("rtol", RTOL)), float(parity.get("atol", ATOL))
+    problem = _compare(value, recorded, False, rtol, atol)
+    if problem is not None:
+        warnings.warn(
+            f"the model's {method} on the sample changes when the model is pickled and read "
+            f"back ({problem}): it keeps state its pickling drops, or computes at random. The "
+            f"probe records the outputs of the model as read back, which is what loading the "
+            f"file gives",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def record(
     model: Any,
     sample: Any,
@@ -477,12 +498,16 @@ def record(
     *,
     methods: dict[str, Callable[[Any], Any]] | None = None,
     parity: dict[str, Any] | None = None,
+    original: dict[str, Callable[[Any], Any]] | None = None,
 ) -> dict[str, Any]:
     """Store ``sample`` and the model's outputs on it; return the manifest's probe section.
 
     ``methods`` are the named functions to record (default: the model's own ``predict``,
     ``predict_proba``, ``decision_function``, ``transform``); ``parity`` may set ``exact``
     (False: compare within the tolerance even in the saving environment), ``rtol``, ``atol``.
+    ``original``: when ``model`` is the saved object as read back from its serialisation, the
+    same methods of the object itself; an output of theirs beyond the tolerance of the
+    recorded one is warned about (state the serialisation does not keep, or randomness).
     """
     stored = _AsStored()
     try:
@@ -518,6 +543,8 @@ def record(
             continue
         spec["signature"] = describe(value)
         outputs[method] = spec
+        if original is not None and method in original:
+            _compare_original(method, original[method], given, value, parity or {})
     if skipped and all(r.startswith("output not storable") for r in skipped.values()):
         raise ValueError(
             f"the model answers on sample=, but none of its outputs can be stored as a probe "

@@ -218,6 +218,46 @@ def test_a_fortran_ordered_sample_verifies(tmp_path: Path) -> None:
     assert amber.verify(path).ok
 
 
+@pytest.mark.parametrize("solver", ["randomized", "arpack"])
+def test_a_model_holding_strided_views_verifies(tmp_path: Path, solver: str) -> None:
+    """PCA keeps components_ as a transposed (randomized) or reversed (ARPACK) view; pickling
+    stores it contiguous, BLAS then takes another path, and the reload differed from the
+    object in the last bits: verify raised ParityError. The probe records the model as read
+    back from its pickle."""
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(0)
+    X = np.abs(rng.normal(size=(120, 5))) + 0.1
+    model = PCA(3, whiten=True, svd_solver=solver, random_state=0).fit(X)
+    assert not model.components_.flags.c_contiguous
+    path = tmp_path / "pca.amber"
+    amber.save(model, path, sample=X[:10])
+    assert amber.verify(path).ok
+    np.testing.assert_allclose(amber.load(path).transform(X), model.transform(X), rtol=1e-12)
+
+
+class _Forgetful:
+    """Its pickling drops the offset its predictions use."""
+
+    def fit(self, X: Any) -> _Forgetful:
+        self.offset = 1.0
+        return self
+
+    def predict(self, X: Any) -> Any:
+        return np.asarray(X).sum(axis=1) + getattr(self, "offset", 0.0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "offset"}
+
+
+def test_a_model_whose_pickling_drops_state_is_warned_about(tmp_path: Path) -> None:
+    X = np.ones((4, 3))
+    with pytest.warns(UserWarning) as caught:
+        amber.save(_Forgetful().fit(X), tmp_path / "f.amber", sample=X)
+    said = [str(w.message) for w in caught]
+    assert any("changes when the model is pickled and read back" in m for m in said), said
+
+
 def test_string_labels_and_text_input_probe(tmp_path: Path) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
 

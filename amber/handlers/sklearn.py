@@ -133,6 +133,16 @@ class SklearnHandler:
             stream, buffers=buffers, policy=policy, source=source, release=True, room=room
         )
 
+    def as_reloaded(self, obj: Any) -> Any:
+        """``obj`` as loading its pickle gives it back, for the probe to record: pickling lays
+        arrays out afresh (a transposed or reversed view becomes contiguous), and BLAS then
+        takes other paths, so the object itself can differ in the last bits from any reload
+        (PCA's components_ after a randomized or ARPACK solver). A round trip in memory; large
+        buffers are shared with ``obj``, not copied."""
+        buffers: list[pickle.PickleBuffer] = []
+        data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        return pickle.loads(data, buffers=buffers)  # the caller's own object, just pickled
+
     def predict(self, model: Any, inputs: Any) -> Any:
         return model.predict(inputs)
 
