@@ -210,6 +210,11 @@ def save(
         trustable, runners = split_trust(saved.untrusted)
         advice = [f"loading it will need trusted={trustable!r}"] if trustable else []
         advice += [runners_note(runners)] if runners else []
+        if any(n.startswith("scipy.stats.") for n in saved.untrusted):
+            advice.append(
+                "the scipy.stats distributions are a randomized search's param_distributions: "
+                "save search.best_estimator_ to store the fitted model alone"
+            )
         if any(n.startswith("__main__") for n in saved.untrusted):
             advice.append(
                 "what it names from __main__ (this script or notebook) must be defined by any "

@@ -258,6 +258,23 @@ def test_a_model_whose_pickling_drops_state_is_warned_about(tmp_path: Path) -> N
     assert any("changes when the model is pickled and read back" in m for m in said), said
 
 
+def test_a_randomized_search_with_scipy_distributions_says_what_to_save(tmp_path: Path) -> None:
+    """The search keeps its param_distributions (scipy.stats objects, not on the allowlist):
+    the save says to store search.best_estimator_, and that loads without trust."""
+    from scipy.stats import loguniform
+    from sklearn.model_selection import RandomizedSearchCV
+
+    X, y = load_iris(return_X_y=True)
+    search = RandomizedSearchCV(
+        LogisticRegression(max_iter=200), {"C": loguniform(1e-2, 1e2)}, n_iter=2, cv=3,
+        random_state=0,
+    ).fit(X, y)  # fmt: skip
+    with pytest.warns(UserWarning, match=r"save search\.best_estimator_"):
+        amber.save(search, tmp_path / "search.amber")
+    amber.save(search.best_estimator_, tmp_path / "best.amber", sample=X[:5])
+    assert amber.verify(tmp_path / "best.amber").ok
+
+
 def test_string_labels_and_text_input_probe(tmp_path: Path) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
 

@@ -225,6 +225,12 @@ def _frame_preprocessor(*, sparse: bool = True) -> Any:
     )
 
 
+def _halving_search() -> Any:
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+
+    return model_selection.HalvingGridSearchCV(_lr(), {"C": [0.1, 1.0, 10.0]}, cv=3)
+
+
 def _svc_grid() -> Any:
     return model_selection.GridSearchCV(
         _scaled(svm.SVC()), {"svc__C": [0.1, 1.0], "svc__gamma": ["scale", 0.5]}, cv=3
@@ -650,6 +656,21 @@ COMPOSITES = [
         lambda: model_selection.GridSearchCV(_lr(), {"C": [0.01, 1.0]}, cv=3),
         data="binary_data",
     ),
+    # scored by name (scorer objects and metric functions, missing from the allowlist before)
+    C(
+        "GridSearchCV-multimetric",
+        lambda: model_selection.GridSearchCV(
+            _lr(), {"C": [0.1, 1.0]}, scoring=["accuracy", "f1_macro"], refit="f1_macro", cv=3
+        ),
+    ),
+    C(
+        "GridSearchCV-regression-scoring",
+        lambda: model_selection.GridSearchCV(
+            linear_model.Ridge(), {"alpha": [0.1, 1.0]}, scoring="neg_mean_absolute_error", cv=3
+        ),
+        data="regression_data",
+    ),
+    C("HalvingGridSearchCV", lambda: _halving_search()),
 ]
 
 CASES = CLASSIFIERS + REGRESSORS + TRANSFORMERS + CLUSTERERS + TEXT + SPARSE + FRAMES + COMPOSITES

@@ -508,6 +508,21 @@ def _data() -> dict[str, Any]:
     )
 
 
+_SEARCH_SCORINGS = (
+    ("accuracy", True),
+    ("balanced_accuracy", True),
+    ("f1_macro", True),
+    ("roc_auc_ovr", True),
+    ("neg_log_loss", True),
+    (["accuracy", "f1_macro", "precision_macro", "recall_macro"], "f1_macro"),
+)
+_SEARCH_REGRESSION_SCORINGS = (
+    "neg_mean_squared_error",
+    "neg_root_mean_squared_error",
+    "neg_mean_absolute_error",
+    "r2",
+    "explained_variance",
+)
 _SGD_LOSSES = (
     "log_loss",
     "modified_huber",
@@ -553,7 +568,10 @@ def models() -> Iterator[tuple[str, Callable[[dict[str, Any]], Any], str, str]]:
         svm,
         tree,
     )
-    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.experimental import (  # noqa: F401
+        enable_halving_search_cv,
+        enable_iterative_imputer,
+    )
     from sklearn.gaussian_process import kernels as K
 
     def clf(est: Any) -> Callable[[dict[str, Any]], Any]:
@@ -613,6 +631,16 @@ def models() -> Iterator[tuple[str, Callable[[dict[str, Any]], Any], str, str]]:
         semi_supervised.LabelPropagation(),
         semi_supervised.LabelSpreading(),
         model_selection.GridSearchCV(lm.LogisticRegression(), {"C": [0.1, 1]}, cv=3),
+        model_selection.HalvingGridSearchCV(lm.LogisticRegression(), {"C": [0.1, 1, 10]}, cv=3),
+        model_selection.RandomizedSearchCV(
+            lm.LogisticRegression(), {"C": [0.1, 1, 10]}, n_iter=2, cv=3, random_state=0
+        ),
+        *(  # searches scored by name keep the scorer objects and their metric functions
+            model_selection.GridSearchCV(
+                lm.LogisticRegression(), {"C": [0.1, 1]}, cv=3, scoring=scoring, refit=refit
+            )
+            for scoring, refit in _SEARCH_SCORINGS
+        ),
         en.HistGradientBoostingClassifier(
             max_iter=3, early_stopping=True, validation_fraction=0.2, n_iter_no_change=1
         ),
@@ -637,6 +665,10 @@ def models() -> Iterator[tuple[str, Callable[[dict[str, Any]], Any], str, str]]:
             for loss in ("huber", "epsilon_insensitive", "squared_epsilon_insensitive")
         ),
         lm.RANSACRegressor(),
+        *(
+            model_selection.GridSearchCV(lm.Ridge(), {"alpha": [0.1, 1]}, cv=3, scoring=scoring)
+            for scoring in _SEARCH_REGRESSION_SCORINGS
+        ),
         lm.TheilSenRegressor(max_subpopulation=50),
         lm.QuantileRegressor(alpha=0.0),
         svm.SVR(),
