@@ -470,8 +470,8 @@ def inspect(source: str | os.PathLike[str]) -> ArtifactInfo:
     path = _existing_or_registered(source)
     if not _is_artifact(path):
         raise FormatError(
-            f"{str(path)!r} is not an Amber artifact; for a pickle or joblib file use "
-            f"amber.scan() to see what it imports, and `amber convert` to make an artifact of it"
+            f"{str(path)!r} is not an Amber artifact; for a pickle or joblib file, `amber scan` "
+            f"(amber.scan()) shows what it imports and `amber convert` makes an artifact of it"
         )
     with ArtifactReader(path) as reader:
         signed = SIGNATURE_NAME in reader.zip_entries
