@@ -250,6 +250,28 @@ class _Forgetful:
         return {k: v for k, v in self.__dict__.items() if k != "offset"}
 
 
+class _Unreadable:
+    def __init__(self) -> None:
+        self.w = 1.0
+
+    def predict(self, X: Any) -> Any:
+        return np.asarray(X).sum(axis=1) * self.w
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        raise RuntimeError("this state cannot be restored")
+
+
+def test_a_model_whose_pickle_cannot_be_read_back_is_not_saved(tmp_path: Path) -> None:
+    path = tmp_path / "u.amber"
+    with (
+        pytest.raises(TypeError, match=r"its pickle cannot be read back .*cannot be restored"),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")  # the untrusted-type warning of a test class
+        amber.save(_Unreadable(), path, sample=np.ones((2, 3)))
+    assert not path.exists()
+
+
 def test_a_model_whose_pickling_drops_state_is_warned_about(tmp_path: Path) -> None:
     X = np.ones((4, 3))
     with pytest.warns(UserWarning) as caught:

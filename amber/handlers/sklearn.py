@@ -141,7 +141,15 @@ class SklearnHandler:
         buffers are shared with ``obj``, not copied."""
         buffers: list[pickle.PickleBuffer] = []
         data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-        return pickle.loads(data, buffers=buffers)  # the caller's own object, just pickled
+        try:
+            return pickle.loads(data, buffers=buffers)  # the caller's own object, just pickled
+        except Exception as exc:
+            cls = type(obj)
+            raise TypeError(
+                f"cannot save a {cls.__module__}.{cls.__qualname__} with a probe: its pickle "
+                f"cannot be read back ({type(exc).__name__}: {exc}), so no load could read the "
+                f"file either; fix its __reduce__/__setstate__"
+            ) from exc
 
     def predict(self, model: Any, inputs: Any) -> Any:
         return model.predict(inputs)
