@@ -529,8 +529,10 @@ def record(
     # differ: a Fortran-ordered sample, or the model's own training array (KernelRidge's
     # X_fit_, which numpy multiplied by itself through its symmetric routine at save and
     # through the general one after a reload), made verify raise ParityError on honest models.
-    given = _decode(input_spec, stored)  # type: ignore[arg-type]
     for method, fn in chosen.items():
+        # a fresh copy for each call: a model may scale its input in place
+        # (StandardScaler(copy=False)), and the next method would see the scaled one
+        given = _decode(input_spec, stored)  # type: ignore[arg-type]
         try:
             value = fn(given)
         except Exception as exc:  # a method the fitted model cannot run on this input
@@ -544,7 +546,8 @@ def record(
         spec["signature"] = describe(value)
         outputs[method] = spec
         if original is not None and method in original:
-            _compare_original(method, original[method], given, value, parity or {})
+            fresh = _decode(input_spec, stored)  # type: ignore[arg-type]
+            _compare_original(method, original[method], fresh, value, parity or {})
     if skipped and all(r.startswith("output not storable") for r in skipped.values()):
         raise ValueError(
             f"the model answers on sample=, but none of its outputs can be stored as a probe "
@@ -720,7 +723,7 @@ def check(
         and isinstance(probe.get("outputs"), dict)
     ):
         raise FormatError("malformed manifest: the probe is not an input and a table of outputs")
-    sample = _decode(probe["input"], reader)
+    _decode(probe["input"], reader)  # a malformed input is a FormatError before any call
     exact = exact and probe.get("exact", True) is not False
     rtol, atol = _tolerance(probe)
     report = ProbeReport(exact=exact, rtol=rtol, atol=atol)
@@ -730,6 +733,7 @@ def check(
         if not callable(fn):
             report.mismatched[method] = "the reloaded model has no such method"
             continue
+        sample = _decode(probe["input"], reader)  # fresh: a model may change its input in place
         try:
             got = fn(sample)
         except Exception as exc:

@@ -236,6 +236,26 @@ def test_a_model_holding_strided_views_verifies(tmp_path: Path, solver: str) -> 
     np.testing.assert_allclose(amber.load(path).transform(X), model.transform(X), rtol=1e-12)
 
 
+def test_a_model_that_scales_its_input_in_place_verifies(tmp_path: Path) -> None:
+    """StandardScaler(copy=False) scales the array it is given: every probe call gets a fresh
+    copy of the sample, at save and at verify (verify ran each method on the sample the one
+    before had scaled, and raised ParityError)."""
+    from sklearn.decomposition import PCA
+
+    X, y = load_iris(return_X_y=True)
+    for k, model in enumerate(
+        [
+            make_pipeline(StandardScaler(copy=False), LogisticRegression()).fit(X.copy(), y),
+            make_pipeline(StandardScaler(copy=False), PCA(2)).fit(X.copy()),
+        ]
+    ):
+        path = tmp_path / f"m{k}.amber"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "changes when pickled" warning either
+            amber.save(model, path, sample=X[:10].copy())
+        assert amber.verify(path).ok
+
+
 class _Forgetful:
     """Its pickling drops the offset its predictions use."""
 

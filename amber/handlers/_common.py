@@ -112,9 +112,11 @@ def _decode_array(spec: Any) -> np.ndarray:
     ):
         raise FormatError(f"malformed parameter array {spec!r:.80}")
     try:
-        kind = np.dtype(dtype)
-    except TypeError:
-        raise FormatError(f"malformed parameter array dtype {dtype!r:.40}") from None
+        kind = np.dtype(dtype) if len(dtype) <= 8 else None
+    except (TypeError, ValueError, SyntaxError):
+        kind = None
+    if kind is None:
+        raise FormatError(f"malformed parameter array dtype {dtype!r:.40}")
     values = [_decode(v) for v in data]
     if kind.kind not in "biuf" or not all(type(v) in (bool, int, float) for v in values):
         raise FormatError(f"malformed parameter array {spec!r:.80}")

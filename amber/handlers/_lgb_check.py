@@ -204,5 +204,9 @@ def check_threads(params: dict[str, Any]) -> None:
     """Refuse thread counts no machine has (100,000 threads crashed LightGBM)."""
     for key in ("n_jobs", "num_threads", "nthread", "num_thread", "nthreads"):
         value = params.get(key)
+        if isinstance(value, np.ndarray):  # a {"$array": ...} parameter: LightGBM reads it too
+            if value.size != 1:
+                raise _bad(f"{key} is an array of {value.size} values")
+            value = value.item()
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_THREADS:
             raise _bad(f"{key}={value} (at most {_MAX_THREADS} threads)")

@@ -17,9 +17,10 @@ import functools
 import os
 import re
 import tempfile
+import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import tensorflow as tf
@@ -167,8 +168,14 @@ class TensorFlowHandler:
     def save(self, obj: Any, writer: ArtifactWriter, *, format: str = "savedmodel") -> SavedPayload:
         with tempfile.TemporaryDirectory(prefix="amber-savedmodel-") as tmp:
             folder = Path(tmp) / "m"
+            order: list[str] = []
             if _is_keras(obj):
                 obj.export(str(folder), format="tf_saved_model", verbose=False)
+                # the serving signature names its inputs but keeps no order; a list of several
+                # inputs goes in the Keras model's own order, recorded here
+                inputs = getattr(obj, "inputs", None) or []
+                if len(inputs) > 1 and not isinstance(getattr(obj, "_inputs_struct", None), dict):
+                    order = [str(t.name) for t in inputs]
             else:
                 signatures = getattr(obj, "signatures", None)
                 tf.saved_model.save(obj, str(folder), signatures=dict(signatures or {}) or None)
@@ -185,8 +192,11 @@ class TensorFlowHandler:
                     ) from exc
                 names.append(rel)
             ops = sorted(denied_ops(folder))
+        payload = {"kind": "savedmodel", "root": _ROOT, "files": names, "signature": SIGNATURE}
+        if order:
+            payload["inputs"] = order
         return SavedPayload(
-            payload={"kind": "savedmodel", "root": _ROOT, "files": names, "signature": SIGNATURE},
+            payload=payload,
             framework="tensorflow",
             object_type=type_name(obj),
             globals=tuple(f"tf.raw_ops.{op}" for op in ops),
@@ -209,7 +219,19 @@ class TensorFlowHandler:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(reader.read(_ROOT + rel))
             _check_ops(folder, str(reader.path), policy)
-            return tf.saved_model.load(str(folder))
+            model = tf.saved_model.load(str(folder))
+        order = payload.get("inputs")
+        if order is not None:
+            if (
+                not isinstance(order, list)
+                or not 1 < len(order) <= 64
+                or not all(isinstance(n, str) for n in order)
+                or len(set(order)) != len(order)
+            ):
+                raise FormatError("malformed savedmodel payload: inputs")
+            _INPUT_ORDER[id(model)] = (weakref.ref(model), tuple(order))
+            weakref.finalize(model, _INPUT_ORDER.pop, id(model), None)
+        return model
 
     def load_dir(self, folder: str | os.PathLike[str], *, policy: LoadPolicy) -> Any:
         """An existing SavedModel folder, with the same op check."""
@@ -226,7 +248,7 @@ class TensorFlowHandler:
         signatures = getattr(model, "signatures", None)
         if signatures is not None and SIGNATURE in signatures:
             fn = signatures[SIGNATURE]
-            out = fn(**_signature_inputs(fn, inputs))
+            out = fn(**_signature_inputs(fn, inputs, _input_order(model)))
             values = {k: v.numpy() for k, v in out.items()}
             if len(values) == 1:
                 return next(iter(values.values()))
@@ -243,25 +265,37 @@ class TensorFlowHandler:
         )
 
 
-def _signature_inputs(fn: Any, inputs: Any) -> dict[str, Any]:
+# id(loaded SavedModel) -> (a weak reference to it, its inputs' order): what a Keras model's
+# payload recorded, for lists of inputs (a SavedModel object takes no new attributes safely)
+_INPUT_ORDER: dict[int, tuple[weakref.ref[Any], tuple[str, ...]]] = {}
+
+
+def _input_order(model: Any) -> tuple[str, ...] | None:
+    found = _INPUT_ORDER.get(id(model))
+    if found is None or found[0]() is not model:
+        return None
+    return found[1]
+
+
+def _signature_inputs(fn: Any, inputs: Any, order: tuple[str, ...] | None) -> dict[str, Any]:
     """The serving signature's keyword arguments for ``inputs``: one array for a signature of
-    one input; for several, a dict by their names, or a list or tuple in the function's own
-    order (a Keras model's ``inputs`` order, as ``model.export`` writes it)."""
+    one input; for several, a dict by their names, or a list or tuple in the order the saved
+    Keras model takes them (``order``; a signature itself keeps none)."""
     _, kwargs = fn.structured_input_signature
     if len(kwargs) == 1:
         ((name, spec),) = kwargs.items()
         return {name: tf.constant(np.asarray(inputs), dtype=spec.dtype)}
-    order = list(getattr(fn, "_arg_keywords", None) or kwargs)
-    if sorted(order) != sorted(kwargs):
-        order = list(kwargs)
+    known = order is not None and sorted(order) == sorted(kwargs)
     if isinstance(inputs, dict) and sorted(inputs) == sorted(kwargs):
         given = inputs
-    elif isinstance(inputs, (list, tuple)) and len(inputs) == len(kwargs):
-        given = dict(zip(order, inputs, strict=True))
+    elif known and isinstance(inputs, (list, tuple)) and len(inputs) == len(kwargs):
+        given = dict(zip(cast(tuple[str, ...], order), inputs, strict=True))
     else:
+        how = f" or a list of {len(kwargs)} arrays in that order" if known else ""
+        names = ", ".join(order) if known and order else ", ".join(sorted(kwargs))
         raise TypeError(
-            f"the serving signature takes {len(kwargs)} inputs ({', '.join(order)}): pass a "
-            f"dict by those names, or a list of {len(kwargs)} arrays in that order"
+            f"the serving signature takes {len(kwargs)} inputs ({names}): pass a dict by "
+            f"those names{how}"
         )
     return {
         name: tf.constant(np.asarray(given[name]), dtype=spec.dtype)

@@ -283,6 +283,8 @@ def _check_sizes(init: dict[str, Any], state: dict[str, Any], bounds: SizeBounds
             stack.extend(value.values())
         elif isinstance(value, (list, tuple)):
             stack.extend(value)
+        elif isinstance(value, np.ndarray):  # a {"$array": ...} parameter
+            stack.extend(value.ravel().tolist())
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > bound:
             bounds.exceeded(
                 f"a constructor argument of {value} is larger than the {stored:,} stored "

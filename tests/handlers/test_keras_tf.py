@@ -399,22 +399,24 @@ def test_a_multi_input_keras_model_exported_as_savedmodel_verifies(tmp_path: Pat
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 6)).astype("float32")
     z = rng.normal(size=(4, 3)).astype("float32")
-    first, second = keras.Input((6,), name="first"), keras.Input((3,), name="second")
+    # named against alphabetical order: a signature keeps its inputs' names, not their order
+    first, second = keras.Input((6,), name="zeta"), keras.Input((3,), name="alpha")
     joined = keras.layers.Concatenate()([keras.layers.Dense(4)(first), second])
     outputs = [keras.layers.Dense(1)(joined), keras.layers.Dense(2)(joined)]
     by_list = keras.Model([first, second], outputs)
-    by_name = keras.Model({"first": first, "second": second}, outputs)
-    for k, (net, sample) in enumerate([(by_list, [x, z]), (by_name, {"first": x, "second": z})]):
+    by_name = keras.Model({"zeta": first, "alpha": second}, outputs)
+    for k, (net, sample) in enumerate([(by_list, [x, z]), (by_name, {"zeta": x, "alpha": z})]):
         path = tmp_path / f"m{k}.amber"
         amber.save(net, path, sample=sample, format="savedmodel")
         assert amber.verify(path).ok
         loaded = amber.load(path)
         want = net(sample)
-        for got in (amber.predict(loaded, sample), amber.predict(loaded, [x, z])):
+        calls = [sample] + ([[x, z], {"zeta": x, "alpha": z}] if k == 0 else [])
+        for got in (amber.predict(loaded, given) for given in calls):
             assert isinstance(got, list) and len(got) == 2
             for a, b in zip(got, want, strict=True):
                 np.testing.assert_allclose(a, np.asarray(b), rtol=1e-5, atol=1e-6)
-    with pytest.raises(TypeError, match=r"takes 2 inputs .* a list of 2 arrays"):
+    with pytest.raises(TypeError, match=r"takes 2 inputs .*pass a dict by those names"):
         amber.predict(loaded, x)
 
 

@@ -338,6 +338,19 @@ def test_a_constructor_argument_beyond_the_weights_is_refused(tmp_path: Path) ->
     )
     with pytest.raises(FormatError, match=r"argument of 100000000 is larger than the 10 stored"):
         amber.load(path)
+    # the same size inside a numpy-array parameter ({"$array": ...}) is read as well: an
+    # AdaptiveAvgPool2d output of 6000 x 6000 went through unchecked
+    _set_payload(
+        path,
+        **{
+            "class": "torch.nn.modules.pooling.AdaptiveAvgPool2d",
+            "init": {
+                "output_size": {"$array": {"dtype": "<i8", "shape": [2], "data": [6000, 6000]}}
+            },
+        },
+    )
+    with pytest.raises(FormatError, match=r"argument of 6000 is larger than the 10 stored"):
+        amber.load(path)
 
 
 def test_an_exported_program_creating_a_huge_tensor_is_refused(tmp_path: Path) -> None:

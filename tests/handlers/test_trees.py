@@ -437,6 +437,16 @@ def test_a_lightgbm_wrapper_asking_for_100000_threads_is_refused(tmp_path: Path)
     with pytest.raises(FormatError, match=r"n_jobs=100000"):
         amber.load(path)
 
+    def as_array(manifest: dict[str, Any]) -> dict[str, Any]:  # a parameter array, read too
+        manifest["payload"]["params"]["n_jobs"] = {
+            "$array": {"dtype": "<i8", "shape": [], "data": [100_000]}
+        }
+        return manifest
+
+    rewrite(path, path, update=as_array)
+    with pytest.raises(FormatError, match=r"n_jobs=100000"):
+        amber.load(path)
+
 
 def test_honest_lightgbm_models_of_every_kind_pass_the_text_check(tmp_path: Path) -> None:
     import lightgbm as lgb
