@@ -155,6 +155,7 @@ def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
 # values stored one by one: a list of arrays of one shape would otherwise come back as a single
 # stacked array read back as nested lists, and one of several shapes could not be stored at all.
 _MAX_ITEMS = 64
+_MAX_NESTING = 1  # containers of values may hold containers of values, no deeper
 
 
 def _is_array_like(value: Any) -> bool:
@@ -164,8 +165,9 @@ def _is_array_like(value: Any) -> bool:
     )
 
 
-def _holds_arrays(value: Any) -> bool:
-    """A tuple, list or str-keyed dict of arrays (tensors, frames, sparse matrices)."""
+def _holds_arrays(value: Any, depth: int = 0) -> bool:
+    """A tuple, list or str-keyed dict of arrays (tensors, frames, sparse matrices), or of
+    such containers one level down (an LSTM's ``(output, (h, c))``)."""
     if isinstance(value, dict):
         items = list(value.values())
         if not all(type(k) is str for k in value):
@@ -174,7 +176,9 @@ def _holds_arrays(value: Any) -> bool:
         items = list(value)
     else:
         return False
-    return bool(items) and all(_is_array_like(v) for v in items)
+    return bool(items) and all(
+        _is_array_like(v) or (depth < _MAX_NESTING and _holds_arrays(v, depth + 1)) for v in items
+    )
 
 
 def _encode_several(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
@@ -188,19 +192,30 @@ def _encode_several(value: Any, name: str, writer: ArtifactWriter) -> dict[str, 
     return {"kind": "sequence", "tuple": isinstance(value, tuple), "items": items}
 
 
-def _decode_several(spec: dict[str, Any], reader: ArtifactReader) -> Any:
+def _decode_several(spec: dict[str, Any], reader: ArtifactReader, depth: int = 0) -> Any:
     items = spec.get("items")
     if not isinstance(items, list):
         raise FormatError("malformed probe entry: its items are not a list")
     if not 0 < len(items) <= _MAX_ITEMS:
         raise FormatError(f"malformed probe entry: {len(items)} items (1 to {_MAX_ITEMS})")
-    if any(not isinstance(i, dict) or i.get("kind") in ("sequence", "mapping") for i in items):
-        raise FormatError("malformed probe entry: its items must be single values")
-    # each item reads entries of its own: one entry named 64 times would decode 64 copies
-    used = [e for i in items for e in _entries_of(i)]
-    if len(used) != len(set(used)):
-        raise FormatError("malformed probe entry: its items share entries")
-    values = [_decode(item, reader) for item in items]
+    if any(not isinstance(i, dict) for i in items):
+        raise FormatError("malformed probe entry: its items must be values")
+    nested = [i for i in items if i.get("kind") in ("sequence", "mapping")]
+    if nested and depth >= _MAX_NESTING:
+        raise FormatError(
+            f"malformed probe entry: containers nested more than {_MAX_NESTING} level deep"
+        )
+    if depth == 0:
+        # each value reads entries of its own: one entry named 64 times would decode 64 copies
+        used = _entries_of(spec)
+        if len(used) != len(set(used)):
+            raise FormatError("malformed probe entry: its items share entries")
+    values = [
+        _decode_several(item, reader, depth + 1)
+        if item.get("kind") in ("sequence", "mapping")
+        else _decode(item, reader)
+        for item in items
+    ]
     if spec["kind"] == "mapping":
         keys = spec.get("keys")
         if (
@@ -218,7 +233,15 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
-def _entries_of(spec: dict[str, Any]) -> list[Any]:
+def _entries_of(spec: dict[str, Any], depth: int = 0) -> list[Any]:
+    if spec.get("kind") in ("sequence", "mapping") and depth <= _MAX_NESTING:
+        items = spec.get("items")
+        return [
+            e
+            for i in (items if isinstance(items, list) else [])
+            if isinstance(i, dict)
+            for e in _entries_of(i, depth + 1)
+        ]
     entries = spec.get("entries")
     named = entries if isinstance(entries, list) else [spec.get("entry")]
     return [e if isinstance(e, (str, int, float)) else repr(e) for e in named]

@@ -390,6 +390,26 @@ def test_probe_items_may_not_share_an_entry(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="share entries"):
         amber.verify(path)
 
+    def nested(manifest: dict[str, Any]) -> dict[str, Any]:  # the copies one level down
+        one = manifest["probe"]["input"]["items"][0]
+        inner = {"kind": "sequence", "items": [one] * 8}
+        manifest["probe"]["input"] = {"kind": "sequence", "items": [inner, inner]}
+        return manifest
+
+    rewrite_manifest(path, path, update=nested)
+    with pytest.raises(FormatError, match="share entries"):
+        amber.verify(path)
+
+    def deeper(manifest: dict[str, Any]) -> dict[str, Any]:  # containers two levels down
+        one = manifest["probe"]["input"]["items"][0]["items"][0]
+        inner = {"kind": "sequence", "items": [{"kind": "sequence", "items": [one]}]}
+        manifest["probe"]["input"] = {"kind": "sequence", "items": [inner]}
+        return manifest
+
+    rewrite_manifest(path, path, update=deeper)
+    with pytest.raises(FormatError, match="nested more than 1 level"):
+        amber.verify(path)
+
 
 def test_a_sparse_sample_is_not_changed_by_the_save(tmp_path: Path) -> None:
     import scipy.sparse as sp

@@ -450,6 +450,21 @@ def test_modules_whose_constructor_takes_star_args_are_saved_by_class(
         assert torch.equal(a, b)
 
 
+def test_a_nested_output_is_probed(tmp_path: Path) -> None:
+    """An LSTM answers (output, (h, c)): a container inside a container, which the probe could
+    not store, so an LSTM saved with a sample was refused."""
+    torch.manual_seed(0)
+    model = torch.nn.LSTM(8, 6, batch_first=True).eval()
+    x = np.random.default_rng(0).normal(size=(3, 5, 8)).astype(np.float32)
+    path = tmp_path / "lstm.amber"
+    info = amber.save(model, path, sample=x)
+    out = info.manifest["signature"]["outputs"]["predict"]
+    assert out["kind"] == "sequence" and out["items"][1]["kind"] == "sequence"
+    assert amber.verify(path).ok
+    got = amber.predict(amber.load(path), x)
+    assert isinstance(got, tuple) and isinstance(got[1], tuple) and got[1][0].shape == (1, 3, 6)
+
+
 def test_an_honest_module_saved_by_class_beyond_a_size_bound(tmp_path: Path) -> None:
     """An integer constructor argument beyond the weights' count and 4096 (here an
     AdaptiveAvgPool1d's output size) is how a forged file asked for minutes of building; an
