@@ -164,6 +164,18 @@ def per_output(desc: Any) -> bool:
     )
 
 
+def _outline(desc: Any, depth: int = 0) -> str:
+    """A short picture of an output signature: ``(ndarray, (ndarray, ndarray))``."""
+    kind = desc.get("kind") if isinstance(desc, dict) else None
+    items = desc.get("items") if isinstance(desc, dict) else None
+    if depth > 2 or kind not in ("sequence", "mapping"):
+        return str(kind)
+    if kind == "mapping" and isinstance(items, dict):
+        return "{" + ", ".join(f"{k}: {_outline(v, depth + 1)}" for k, v in items.items()) + "}"
+    parts = items if isinstance(items, list) else []
+    return "(" + ", ".join(_outline(v, depth + 1) for v in parts) + ")"
+
+
 def _per_output(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     from amber.serving._tensor import PerOutput
 
@@ -344,8 +356,18 @@ def load_version(
     if info.framework == "scikit-learn":
         methods = {name: _checked_finite(fn) for name, fn in methods.items()}
     for method, desc in signature.get("outputs", {}).items():
-        if method in methods and per_output(desc):
+        if method not in methods:
+            continue
+        if per_output(desc):
             methods[method] = _per_output(methods[method])
+        elif isinstance(desc, dict) and desc.get("kind") in ("sequence", "mapping"):
+            # a dict of named outputs, or containers inside containers (an LSTM's (out, (h, c))):
+            # no tensor layout of the protocol carries them
+            raise ValueError(
+                f"{str(resolved.path)!r}: {method} answers a {desc['kind']} of outputs "
+                f"({_outline(desc)}), which cannot be served over HTTP; serve a model that "
+                f"returns one array or a list of arrays (wrap it in a module that picks them)"
+            )
     sample = _probe_input(resolved.path, info.manifest)
     if isinstance(schema, FrameSchema):
         schema.adopt_categories(sample)

@@ -222,6 +222,28 @@ def test_artifact_without_signature_is_not_served(tmp_path: Path) -> None:
         assert r.status_code == 503 and "no input signature" in r.json()["error"]
 
 
+def test_a_model_answering_nested_outputs_is_not_served(tmp_path: Path) -> None:
+    """An LSTM answers (output, (h, c)): no tensor layout carries that, and the server answered
+    every request with a 500; it now refuses the model at load, saying why."""
+    torch = pytest.importorskip("torch")
+    from starlette.testclient import TestClient
+
+    import amber
+    import amber.serving
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(4, 3, batch_first=True).eval()
+    amber.save(lstm, tmp_path / "lstm.amber", sample=np.zeros((2, 5, 4), dtype=np.float32))
+    app = amber.serving.create_app([str(tmp_path / "lstm.amber")], access_log=False)
+    with TestClient(app) as client:
+        wait_for(
+            lambda: client.get("/v2/health/ready").json()["models"]["lstm"]["state"] == "failed",
+            what="the load to fail",
+        )
+        error = client.get("/v2/health/ready").json()["models"]["lstm"]["error"]
+        assert "(ndarray, (ndarray, ndarray))" in error and "cannot be served" in error
+
+
 def test_one_warning_filter_keeps_every_warning_shown_once() -> None:
     """What ``warning_filters="once"`` leaves: one catch-all filter that shows each warning once
     per place, whatever the process had; scikit-learn's forests re-install this list per tree."""
