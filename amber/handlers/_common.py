@@ -6,6 +6,9 @@ import functools
 import importlib
 import importlib.metadata
 import math
+import os
+import sys
+import types
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -261,5 +264,16 @@ class SizeBounds:
                 f"{self.source}: {'; '.join(self.found[:3])}; beyond Amber's size bounds, "
                 f"loaded because allow_arbitrary_code=True (for files you made yourself)",
                 UnsafeLoadWarning,
-                stacklevel=4,
+                stacklevel=_caller_level(),
             )
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning issued in this package at the first frame
+    outside it: the caller's line, whatever path the load took to get here."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame: types.FrameType | None = sys._getframe(2)  # the function that called warnings.warn
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

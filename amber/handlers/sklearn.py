@@ -54,6 +54,38 @@ def pickle_payload(payload: dict[str, Any]) -> tuple[str, list[str]]:
     return stream, names
 
 
+_WALK_LIMIT = 100_000  # objects visited looking for strided arrays (a model is far smaller)
+_ROUND_TRIP_MAX = 16 << 20
+
+
+def _holds_strided_array(obj: Any) -> bool:
+    """Whether an array neither C- nor Fortran-contiguous is reachable from ``obj`` through
+    containers and instance dictionaries (where estimators keep their fitted arrays)."""
+    import numpy as np
+
+    stack: list[Any] = [obj]
+    seen: set[int] = set()
+    while stack and len(seen) < _WALK_LIMIT:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, np.ndarray):
+            if not (item.flags.c_contiguous or item.flags.f_contiguous):
+                return True
+            if item.dtype.hasobject:
+                stack.extend(item.ravel().tolist())
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+        else:
+            state = getattr(item, "__dict__", None)
+            if isinstance(state, dict):
+                stack.extend(state.values())
+    return bool(stack)  # past the limit: round-trip to be sure
+
+
 class SklearnHandler:
     name = "sklearn"
     module_roots: tuple[str, ...] = ()
@@ -134,15 +166,28 @@ class SklearnHandler:
         )
 
     def as_reloaded(self, obj: Any) -> Any:
-        """``obj`` as loading its pickle gives it back, for the probe to record: pickling lays
-        arrays out afresh (a transposed or reversed view becomes contiguous), and BLAS then
-        takes other paths, so the object itself can differ in the last bits from any reload
-        (PCA's components_ after a randomized or ARPACK solver). A round trip in memory; large
-        buffers are shared with ``obj``, not copied."""
+        """``obj`` as loading its pickle gives it back, for the probe to record.
+
+        Pickling lays a strided array out afresh (a transposed or reversed view becomes
+        contiguous) and BLAS then takes other paths, so such an object can differ in the last
+        bits from any reload (PCA's components_ after the randomized or ARPACK solver). The
+        round trip is in memory: contiguous arrays are shared with ``obj``, not copied, but
+        objects that copy their state (trees) take memory again. So an object is round-tripped
+        when it holds a strided array, or when it pickles to at most ``_ROUND_TRIP_MAX`` bytes
+        (the probe then also shows state that pickling drops); a larger one without strided
+        arrays is returned as it is.
+        """
+        strided = _holds_strided_array(obj)
         buffers: list[pickle.PickleBuffer] = []
         data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        if not strided and len(data) + sum(b.raw().nbytes for b in buffers) > _ROUND_TRIP_MAX:
+            for b in buffers:
+                b.release()
+            return obj
         try:
             return pickle.loads(data, buffers=buffers)  # the caller's own object, just pickled
+        except (MemoryError, RecursionError):
+            raise
         except Exception as exc:
             cls = type(obj)
             raise TypeError(

@@ -171,11 +171,7 @@ class TensorFlowHandler:
             order: list[str] = []
             if _is_keras(obj):
                 obj.export(str(folder), format="tf_saved_model", verbose=False)
-                # the serving signature names its inputs but keeps no order; a list of several
-                # inputs goes in the Keras model's own order, recorded here
-                inputs = getattr(obj, "inputs", None) or []
-                if len(inputs) > 1 and not isinstance(getattr(obj, "_inputs_struct", None), dict):
-                    order = [str(t.name) for t in inputs]
+                order = _keras_input_order(obj, folder)
             else:
                 signatures = getattr(obj, "signatures", None)
                 tf.saved_model.save(obj, str(folder), signatures=dict(signatures or {}) or None)
@@ -265,6 +261,49 @@ class TensorFlowHandler:
         )
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # an input name TF keeps as it is
+
+
+def _signature_input_names(folder: Path) -> list[str]:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((folder / "saved_model.pb").read_bytes())
+    for graph in saved.meta_graphs:
+        if SIGNATURE in graph.signature_def:
+            return list(graph.signature_def[SIGNATURE].inputs.keys())
+    return []
+
+
+def _keras_input_order(model: Any, folder: Path) -> list[str]:
+    """The serving signature's input names in the order the Keras model takes a list of them
+    (the signature keeps names, not an order); [] for a model of one input or of a dict of
+    inputs (taken by name). A model whose inputs the signature names otherwise (TF rewrites
+    'in-a' as 'in_a'; a subclassed model's are its own) cannot be matched: refused."""
+    names = _signature_input_names(folder)
+    if len(names) <= 1:
+        return []
+    try:
+        inputs = list(getattr(model, "inputs", None) or [])
+    except (AttributeError, ValueError):  # a subclassed model has no symbolic inputs
+        inputs = []
+    if isinstance(getattr(model, "_inputs_struct", None), dict):
+        keyed = sorted(str(t.name) for t in inputs)
+        if keyed == sorted(names) and all(_PLAIN_NAME.fullmatch(n) for n in keyed):
+            return []  # a dict of inputs: by name
+    order = [str(t.name) for t in inputs]
+    plain = all(_PLAIN_NAME.fullmatch(n) for n in order)
+    if not plain or sorted(order) != sorted(names):  # TF renames the others when loading
+        raise TypeError(
+            f"a Keras model of {len(names)} inputs is saved as a SavedModel only when its "
+            f"inputs are named (keras.Input(..., name='age')) with letters, digits and '_': "
+            f"its serving signature names them {sorted(names)}, which cannot be matched to the "
+            f"model's inputs {order or '(a subclassed model: no named inputs)'}. Name them so, "
+            f"or save with format='keras'"
+        )
+    return order
+
+
 # id(loaded SavedModel) -> (a weak reference to it, its inputs' order): what a Keras model's
 # payload recorded, for lists of inputs (a SavedModel object takes no new attributes safely)
 _INPUT_ORDER: dict[int, tuple[weakref.ref[Any], tuple[str, ...]]] = {}
@@ -284,6 +323,14 @@ def _signature_inputs(fn: Any, inputs: Any, order: tuple[str, ...] | None) -> di
     _, kwargs = fn.structured_input_signature
     if len(kwargs) == 1:
         ((name, spec),) = kwargs.items()
+        if isinstance(inputs, dict) and list(inputs) == [name]:
+            inputs = inputs[name]
+        elif (
+            isinstance(inputs, (list, tuple))
+            and len(inputs) == 1
+            and (isinstance(inputs[0], np.ndarray) or hasattr(inputs[0], "numpy"))
+        ):
+            inputs = inputs[0]  # keras.Model([inp], out) takes a list of one array
         return {name: tf.constant(np.asarray(inputs), dtype=spec.dtype)}
     known = order is not None and sorted(order) == sorted(kwargs)
     if isinstance(inputs, dict) and sorted(inputs) == sorted(kwargs):

@@ -467,7 +467,7 @@ class TorchHandler:
             ) from None
         state = obj.state_dict()
         bounds = SizeBounds.for_save()
-        _check_sizes(init, state, bounds)
+        _check_sizes(decode_params(init), state, bounds)  # what a load will check
         payload: dict[str, Any] = {
             "kind": "torch",
             "rebuild": "class",

@@ -420,6 +420,26 @@ def test_a_multi_input_keras_model_exported_as_savedmodel_verifies(tmp_path: Pat
         amber.predict(loaded, x)
 
 
+def test_multi_input_savedmodels_whose_inputs_cannot_be_matched_are_refused_at_save(
+    tmp_path: Path,
+) -> None:
+    """TF renames an input 'in-a' to 'in_a' when it loads the SavedModel, and a subclassed
+    model's inputs have no names: a list of inputs could not be matched to the signature, and
+    verify failed on an honest model. The save says so instead; one input in a list is fine."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(size=(4, 6)).astype("float32") for _ in range(2))
+    i1, i2 = keras.Input((6,), name="in-a"), keras.Input((6,), name="in-b")
+    dashed = keras.Model([i1, i2], keras.layers.Concatenate()([i1, i2]))
+    with pytest.raises(TypeError, match=r"named .* with letters, digits and '_'"):
+        amber.save(dashed, tmp_path / "d.amber", sample=[a, b], format="savedmodel")
+    assert not (tmp_path / "d.amber").exists()
+    one = keras.Input((6,))
+    single = keras.Model([one], keras.layers.Dense(2)(one))  # takes a list of one array
+    path = tmp_path / "s.amber"
+    amber.save(single, path, sample=[a], format="savedmodel")
+    assert amber.verify(path).ok
+
+
 def test_a_saver_def_pointed_at_the_serving_function_exempts_nothing(tmp_path: Path) -> None:
     """Save and restore ops are allowed in the saver's own functions; a forged saver_def
     naming the node that calls the serving function must not make its SaveV2 the saver's."""

@@ -413,8 +413,9 @@ def test_an_honest_model_beyond_a_size_bound_is_saved_with_a_warning_and_loads_w
         amber.save(model, path, sample=X[:2])
     with pytest.raises(FormatError, match=r"one_hot.*Only if you made it yourself"):
         amber.load(path)
-    with pytest.warns(UnsafeLoadWarning, match="beyond Amber's size bounds"):
+    with pytest.warns(UnsafeLoadWarning, match="beyond Amber's size bounds") as caught:
         loaded = amber.load(path, allow_arbitrary_code=True)
+    assert caught[0].filename == __file__  # the caller's line, not Amber's
     with torch.no_grad():
         want = model(torch.from_numpy(X[:2])).numpy()
     np.testing.assert_array_equal(amber.predict(loaded, X[:2]), want)
@@ -448,6 +449,20 @@ def test_modules_whose_constructor_takes_star_args_are_saved_by_class(
     leaves = torch.utils._pytree.tree_leaves
     for a, b in zip(leaves(want), leaves(got), strict=True):
         assert torch.equal(a, b)
+
+
+def test_the_save_checks_constructor_arguments_as_a_load_reads_them() -> None:
+    """The save walked the JSON form of the arguments: an array parameter's shape (5000)
+    counted as a size, and the save warned about a bound the load never applies."""
+    from amber.handlers._common import SizeBounds, decode_params, encode_params
+    from amber.handlers.torch import _check_sizes
+
+    init = encode_params({"table": np.zeros(5000), "width": 3}, "a module")
+    bounds = SizeBounds.for_save()
+    _check_sizes(decode_params(init), {}, bounds)
+    assert bounds.found == []
+    _check_sizes(decode_params(encode_params({"sizes": np.array([6000])}, "m")), {}, bounds)
+    assert bounds.found and "6000" in bounds.found[0]
 
 
 def test_a_nested_output_is_probed(tmp_path: Path) -> None:
