@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from amber.artifact._reader import ArtifactReader
-from amber.artifact._writer import ArtifactWriter
+from amber.artifact._writer import ArtifactWriter, npy_bytes
 from amber.errors import AmberError, FormatError
 from amber.handlers._base import DEFAULT_PROBE_METHODS, probe_methods
 
@@ -477,14 +477,7 @@ class _AsStored:
         self.entries[name] = bytes(data)
 
     def add_array(self, name: str, array: np.ndarray, *, compress: str | None = None) -> None:
-        if array.dtype.hasobject:
-            raise TypeError(
-                f"cannot store {name!r} as a plain array: dtype {array.dtype} holds Python "
-                f"objects; convert it (e.g. to str) first"
-            )
-        buf = io.BytesIO()
-        np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
-        self.entries[name] = buf.getvalue()
+        self.entries[name] = bytes(npy_bytes(name, array))
 
     def read(self, name: str) -> memoryview:
         return memoryview(self.entries[name])

@@ -18,7 +18,7 @@ from amber.artifact._manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, SIGNATUR
 from amber.artifact._zip import ZipWriter
 from amber.errors import IntegrityError
 
-__all__ = ["ArtifactWriter", "artifact_writer", "check_compress"]
+__all__ = ["ArtifactWriter", "artifact_writer", "check_compress", "npy_bytes"]
 
 # Entries from this size are hashed by the digest threads, in batches of about BATCH_BYTES, while
 # the writer goes on: a batch starts once it is full, before its last entry is written (so one
@@ -43,6 +43,19 @@ def _as_bytes_view(data: Any) -> memoryview:
     if not mv.c_contiguous:
         mv = memoryview(bytes(mv))
     return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+
+
+def npy_bytes(name: str, array: np.ndarray) -> memoryview:
+    """``array`` as a plain, C-ordered ``.npy`` file: an object array is refused (it would be
+    pickled)."""
+    if array.dtype.hasobject:
+        raise TypeError(
+            f"cannot store {name!r} as a plain array: dtype {array.dtype} holds Python "
+            f"objects; convert it (e.g. to str) first"
+        )
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getbuffer()
 
 
 class ArtifactWriter:
@@ -113,14 +126,7 @@ class ArtifactWriter:
 
     def add_array(self, name: str, array: np.ndarray, *, compress: str | None = None) -> None:
         """Add a plain ``.npy`` entry (never pickled: object arrays are refused)."""
-        if array.dtype.hasobject:
-            raise TypeError(
-                f"cannot store {name!r} as a plain array: dtype {array.dtype} holds Python "
-                f"objects; convert it (e.g. to str) first"
-            )
-        buf = io.BytesIO()
-        np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
-        self.add(name, buf.getbuffer(), compress=compress)
+        self.add(name, npy_bytes(name, array), compress=compress)
 
     def add_stored(self, name: str, stored: memoryview, record: dict[str, Any]) -> None:
         """Copy an entry from another artifact as stored (no re-compression), digests verified."""
