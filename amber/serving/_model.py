@@ -222,8 +222,13 @@ def _probe_input(path: Any, manifest: dict[str, Any]) -> Any:
 
 
 def _rows(sample: Any, n: int) -> Any:
-    """``n`` rows made by repeating ``sample``'s rows."""
+    """``n`` rows made by repeating ``sample``'s rows (of each input, for several)."""
     import numpy as np
+
+    if isinstance(sample, dict):
+        return {k: _rows(v, n) for k, v in sample.items()}
+    if isinstance(sample, (list, tuple)) and sample and isinstance(sample[0], np.ndarray):
+        return tuple(_rows(v, n) for v in sample)  # several inputs, positional
 
     if hasattr(sample, "iloc"):
         import pandas as pd

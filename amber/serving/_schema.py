@@ -1,11 +1,13 @@
 """A model's input contract, from the artifact's signature: decode, check, and describe requests.
 
-``schema_for(signature["inputs"])`` gives one of three schemas:
+``schema_for(signature["inputs"])`` gives one of four schemas:
 
 - :class:`ArraySchema` for ``ndarray`` (and ``sparse``) inputs: a dtype and the shape after the
   row dimension;
 - :class:`FrameSchema` for ``dataframe`` (and ``series``) inputs: named columns with dtypes;
-- :class:`TextSchema` for ``list`` inputs of strings (documents for a text pipeline).
+- :class:`TextSchema` for ``list`` inputs of strings (documents for a text pipeline);
+- :class:`MultiSchema` for several array inputs (a ``mapping`` by name or a ``sequence`` in
+  order): one tensor each.
 
 Each decodes the Open Inference Protocol's ``inputs``, MLflow's four JSON shapes and CSV into a
 *part* (an array, a dict of column arrays, a list of strings), refusing anything that does not fit
@@ -43,7 +45,7 @@ def check_input_name(name: str) -> None:
         )
 
 
-__all__ = ["ArraySchema", "FrameSchema", "InputSchema", "TextSchema", "schema_for"]
+__all__ = ["ArraySchema", "FrameSchema", "InputSchema", "MultiSchema", "TextSchema", "schema_for"]
 
 
 def _is_float(text: str) -> bool:
@@ -128,25 +130,29 @@ class ArraySchema:
             raise bad("inputs", "an array of exactly 1 tensor", got)
         name, shape, datatype, data = tensor_fields(inputs[0], 0)
         check_input_name(name)
+        return self.tensor(shape, datatype, data, "inputs[0]")
+
+    def tensor(self, shape: list[int], datatype: str, data: Any, field: str) -> np.ndarray:
+        """One OIP tensor's fields (checked by ``tensor_fields``) as this input's array."""
         if datatype not in self.accepted:
             raise bad(
-                "inputs[0].datatype",
+                f"{field}.datatype",
                 f"one of {', '.join(self.accepted)} (model input {self.dtype})",
                 describe_value(datatype),
             )
         declared = T.DATATYPES[datatype] or self.dtype  # BYTES is never accepted here
-        arr = self._values(data, declared, "inputs[0].data")
+        arr = self._values(data, declared, f"{field}.data")
         n = math.prod(shape)
         if arr.size != n:
             raise bad(
-                "inputs[0].data",
+                f"{field}.data",
                 f"{n} values for shape {shape}",
                 f"{arr.size} values",
-                f"inputs[0]: shape {shape} needs {n} values, data has {arr.size}",
+                f"{field}: shape {shape} needs {n} values, data has {arr.size}",
             )
-        self._check_shape(tuple(shape), "inputs[0].shape")
+        self._check_shape(tuple(shape), f"{field}.shape")
         if arr.dtype != self.dtype:  # e.g. INT64 sent for a uint8 input: checked, not wrapped
-            arr = T.narrow(arr, self.dtype, data, "inputs[0].data")
+            arr = T.narrow(arr, self.dtype, data, f"{field}.data")
         return arr.reshape(shape)
 
     def _rows(self, values: Any, field: str) -> np.ndarray:
@@ -385,6 +391,110 @@ class TextSchema:
         return oip, {"instances": [doc]}
 
 
+class MultiSchema:
+    """Several named arrays: a model of several inputs (a dict of them, or a list or tuple in
+    order, named ``input-0``, ``input-1``, ... over HTTP). A request sends every input, each
+    with the same number of rows."""
+
+    kind = "multi"
+
+    def __init__(self, parts: dict[str, ArraySchema], *, keyed: bool) -> None:
+        self.parts = parts
+        self.keyed = keyed  # the model takes a dict by these names, else a list in this order
+
+    def _joined(self, arrays: dict[str, np.ndarray], field: str) -> Any:
+        rows = {name: int(a.shape[0]) for name, a in arrays.items()}
+        if len(set(rows.values())) != 1:
+            raise bad(field, "the same number of rows in every input", str(rows))
+        # a tuple: what a model of several positional inputs takes (torch reads a list as one)
+        return arrays if self.keyed else tuple(arrays[name] for name in self.parts)
+
+    def from_oip(self, inputs: Any) -> Any:
+        n = len(self.parts)
+        if not isinstance(inputs, list) or len(inputs) != n:
+            got = f"{len(inputs)} tensors" if isinstance(inputs, list) else describe_value(inputs)
+            raise bad("inputs", f"an array of {n} tensors ({', '.join(self.parts)})", got)
+        arrays: dict[str, np.ndarray] = {}
+        for i, t in enumerate(inputs):
+            name, shape, datatype, data = tensor_fields(t, i)
+            if name not in self.parts or name in arrays:
+                raise bad(
+                    f"inputs[{i}].name",
+                    f"one of {', '.join(map(repr, self.parts))}, each once",
+                    describe_value(name),
+                )
+            arrays[name] = self.parts[name].tensor(shape, datatype, data, f"inputs[{i}]")
+        return self._joined(arrays, "inputs")
+
+    def from_mlflow(self, payload: Any) -> Any:
+        key, value = mlflow_form(payload)
+        if key != "inputs" or not isinstance(value, dict) or sorted(value) != sorted(self.parts):
+            raise bad(
+                key,
+                f"'inputs': an object of {', '.join(map(repr, self.parts))} (each a list of rows)",
+                describe_value(value),
+            )
+        arrays = {
+            name: part._rows(value[name], f"inputs.{name}") for name, part in self.parts.items()
+        }
+        return self._joined(arrays, "inputs")
+
+    def from_csv(self, text: str) -> Any:
+        raise RequestError(
+            415, f"CSV carries one table; this model takes {len(self.parts)} inputs: send JSON"
+        )
+
+    def rows(self, part: Any) -> int:
+        first = next(iter(part.values())) if isinstance(part, dict) else part[0]
+        return int(first.shape[0])
+
+    def concat(self, parts: list[Any]) -> Any:
+        if len(parts) == 1:
+            return parts[0]
+        if self.keyed:
+            return {k: np.concatenate([p[k] for p in parts]) for k in self.parts}
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(self.parts)))
+
+    def prepare(self, part: Any) -> Any:
+        return part
+
+    def oip_metadata(self) -> list[dict[str, Any]]:
+        out = []
+        for name, part in self.parts.items():
+            (meta,) = part.oip_metadata()
+            out.append({**meta, "name": name})
+        return out
+
+    def json_schema_oip(self) -> dict[str, Any]:
+        tensors = []
+        for name, part in self.parts.items():
+            tensor = part.json_schema_oip()["items"]
+            tensor["properties"] = {
+                **tensor["properties"],
+                "name": {"type": "string", "enum": [name]},
+            }
+            tensors.append(tensor)
+        n = len(tensors)
+        return {"type": "array", "items": {"anyOf": tensors}, "minItems": n, "maxItems": n}
+
+    def json_schema_mlflow(self) -> dict[str, Any]:
+        props = {name: part._nested() for name, part in self.parts.items()}
+        return {"inputs": {"type": "object", "required": list(props), "properties": props}}
+
+    def examples(self, sample: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        items = (
+            sample
+            if isinstance(sample, dict)
+            else dict(zip(self.parts, sample or [], strict=False))
+        )
+        tensors, rows = [], {}
+        for name, part in self.parts.items():
+            ((tensor,),) = [part.examples(items.get(name))[0]["inputs"]]
+            tensors.append({**tensor, "name": name})
+            rows[name] = part.examples(items.get(name))[1]["instances"]
+        return {"inputs": tensors}, {"inputs": rows}
+
+
 def schema_for(inputs: dict[str, Any]) -> InputSchema:
     """The schema for a signature's ``inputs`` description (see docs/FORMAT.md)."""
     kind = inputs.get("kind")
@@ -411,4 +521,15 @@ def schema_for(inputs: dict[str, Any]) -> InputSchema:
         return FrameSchema([(str(inputs.get("name")), str(inputs["dtype"]))], series=True)
     if kind == "list" and set(inputs.get("item_types", [])) <= {"str"}:
         return TextSchema()
+    items = inputs.get("items")
+    if kind in ("mapping", "sequence") and items:
+        named = items if kind == "mapping" else {f"input-{k}": d for k, d in enumerate(items)}
+        if isinstance(named, dict) and all(
+            isinstance(d, dict) and d.get("kind") == "ndarray" for d in named.values()
+        ):
+            parts = {
+                str(name): ArraySchema(str(d["dtype"]), list(d.get("shape") or [None])[1:])
+                for name, d in named.items()
+            }
+            return MultiSchema(parts, keyed=kind == "mapping")
     raise ValueError(f"an input of kind {kind!r} ({inputs}) cannot be served over HTTP")

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -220,6 +221,80 @@ def test_artifact_without_signature_is_not_served(tmp_path: Path) -> None:
         assert "no input signature" in details["error"] and "sample=" in details["error"]
         r = client.post("/v2/models/nosig/infer", json=oip(X[0].tolist(), [1, 4]))
         assert r.status_code == 503 and "no input signature" in r.json()["error"]
+
+
+def test_a_model_of_several_inputs_is_served(tmp_path: Path) -> None:
+    """A model of several inputs was refused at load ("an input of kind 'sequence' cannot be
+    served"): each input is a named tensor (input-0, input-1, ...; a dict's own keys), every one
+    sent once with the same rows; concurrent requests are joined input by input."""
+    torch = pytest.importorskip("torch")
+    from starlette.testclient import TestClient
+
+    import amber
+    import amber.serving
+    from amber.serving._schema import schema_for
+
+    class TwoIn(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 2)
+
+        def forward(self, x: Any, y: Any) -> Any:
+            return self.lin(x) + y.sum(-1, keepdim=True)
+
+    torch.manual_seed(0)
+    net = TwoIn().eval()
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    z = x[:, :3].copy()
+    amber.save(net, tmp_path / "two.amber", sample=(x, z))
+    with torch.no_grad():
+        want = net(torch.from_numpy(x), torch.from_numpy(z)).numpy()
+    app = amber.serving.create_app([str(tmp_path / "two.amber")], access_log=False)
+    with TestClient(app) as client:
+        wait_for(lambda: client.get("/v2/health/ready").json()["ready"], what="the load")
+        meta = client.get("/v2/models/two").json()
+        assert [(i["name"], i["shape"]) for i in meta["inputs"]] == [
+            ("input-0", [-1, 4]),
+            ("input-1", [-1, 3]),
+        ]
+        body = {
+            "inputs": [
+                {
+                    "name": "input-1",
+                    "shape": [6, 3],
+                    "datatype": "FP32",
+                    "data": z.ravel().tolist(),
+                },
+                {
+                    "name": "input-0",
+                    "shape": [6, 4],
+                    "datatype": "FP32",
+                    "data": x.ravel().tolist(),
+                },
+            ]
+        }
+        r = client.post("/v2/models/two/infer", json=body)
+        assert r.status_code == 200, r.text
+        got = np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32).reshape(6, 2)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        r = client.post(
+            "/invocations", json={"inputs": {"input-0": x[:2].tolist(), "input-1": z[:2].tolist()}}
+        )
+        np.testing.assert_allclose(np.asarray(r.json()["predictions"]), want[:2], rtol=1e-5)
+        body["inputs"][0]["shape"] = [2, 3]
+        body["inputs"][0]["data"] = z[:2].ravel().tolist()
+        r = client.post("/v2/models/two/infer", json=body)
+        assert r.status_code == 400 and "same number of rows" in r.json()["error"]
+    # concurrent requests are joined input by input, in order
+    schema = schema_for({"kind": "sequence", "items": meta_items(x, z)})
+    parts = [(x[:2], z[:2]), (x[2:], z[2:])]
+    joined = schema.concat(parts)
+    assert isinstance(joined, tuple) and [a.shape for a in joined] == [(6, 4), (6, 3)]
+    assert schema.rows(joined) == 6
+
+
+def meta_items(*arrays: np.ndarray) -> list[dict[str, Any]]:
+    return [{"kind": "ndarray", "dtype": str(a.dtype), "shape": [None, a.shape[1]]} for a in arrays]
 
 
 def test_a_model_answering_nested_outputs_is_not_served(tmp_path: Path) -> None:
