@@ -347,7 +347,11 @@ def load_version(
             f"{str(resolved.path)!r} has no input signature, so requests cannot be checked "
             f"before the model sees them; re-save it with sample= (a few input rows)"
         )
-    schema = schema_for(signature["inputs"])
+    probe_input = (info.manifest.get("probe") or {}).get("input") or {}
+    # a list of arrays is several inputs to Keras, one stacked input to torch (a tuple is
+    # several), and rows to anything else: only the first two are several inputs here
+    several = info.framework in ("keras", "tensorflow") or probe_input.get("tuple") is True
+    schema = schema_for(signature["inputs"], several=several)
     handler = get_handler(info.handler)
     offered = probe_methods(handler, model)
     methods: dict[str, Callable[[Any], Any]] = {}

@@ -108,14 +108,15 @@ def _invocations_op(name: str, model: Any, secured: bool, op_id: str) -> dict[st
     body: dict[str, Any] = {"schema": schema}
     if example is not None:
         body["example"] = example
+    content: dict[str, Any] = {"application/json": body}
+    csv = model is None or getattr(model.schema, "csv", True)
+    if csv:
+        content["text/csv"] = {"schema": {"type": "string"}}
     op: dict[str, Any] = {
-        "summary": f"Predict with {name} (MLflow scoring protocol: JSON or CSV)",
+        "summary": f"Predict with {name} (MLflow scoring protocol: JSON{' or CSV' if csv else ''})",
         "operationId": op_id,
         "tags": [name],
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": body, "text/csv": {"schema": {"type": "string"}}},
-        },
+        "requestBody": {"required": True, "content": content},
         "responses": _responses(
             400,
             401,

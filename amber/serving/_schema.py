@@ -397,6 +397,7 @@ class MultiSchema:
     with the same number of rows."""
 
     kind = "multi"
+    csv = False  # one CSV table cannot carry several inputs (a 415)
 
     def __init__(self, parts: dict[str, ArraySchema], *, keyed: bool) -> None:
         self.parts = parts
@@ -495,8 +496,11 @@ class MultiSchema:
         return {"inputs": tensors}, {"inputs": rows}
 
 
-def schema_for(inputs: dict[str, Any]) -> InputSchema:
-    """The schema for a signature's ``inputs`` description (see docs/FORMAT.md)."""
+def schema_for(inputs: dict[str, Any], *, several: bool = True) -> InputSchema:
+    """The schema for a signature's ``inputs`` description (see docs/FORMAT.md).
+
+    ``several``: whether a ``sequence`` of arrays is a model's several inputs (a tuple for
+    torch, a list for Keras), rather than a list of rows, which is not served."""
     kind = inputs.get("kind")
     if kind == "ndarray":
         shape = list(inputs.get("shape") or [None])
@@ -522,7 +526,7 @@ def schema_for(inputs: dict[str, Any]) -> InputSchema:
     if kind == "list" and set(inputs.get("item_types", [])) <= {"str"}:
         return TextSchema()
     items = inputs.get("items")
-    if kind in ("mapping", "sequence") and items:
+    if (kind == "mapping" or (kind == "sequence" and several)) and items:
         named = items if kind == "mapping" else {f"input-{k}": d for k, d in enumerate(items)}
         if isinstance(named, dict) and all(
             isinstance(d, dict) and d.get("kind") == "ndarray" for d in named.values()

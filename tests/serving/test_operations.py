@@ -285,12 +285,35 @@ def test_a_model_of_several_inputs_is_served(tmp_path: Path) -> None:
         body["inputs"][0]["data"] = z[:2].ravel().tolist()
         r = client.post("/v2/models/two/infer", json=body)
         assert r.status_code == 400 and "same number of rows" in r.json()["error"]
+        spec = client.get("/openapi.json").json()["paths"]["/invocations"]["post"]
+        assert list(spec["requestBody"]["content"]) == ["application/json"]  # no CSV (a 415)
     # concurrent requests are joined input by input, in order
     schema = schema_for({"kind": "sequence", "items": meta_items(x, z)})
     parts = [(x[:2], z[:2]), (x[2:], z[2:])]
     joined = schema.concat(parts)
     assert isinstance(joined, tuple) and [a.shape for a in joined] == [(6, 4), (6, 3)]
     assert schema.rows(joined) == 6
+
+
+def test_a_list_of_rows_as_sample_is_not_taken_for_several_inputs(tmp_path: Path) -> None:
+    """A list of 1-D arrays is rows to scikit-learn (several inputs to Keras, a tuple to
+    torch): such a model is refused at load, as before, not served as four inputs."""
+    from sklearn.linear_model import LogisticRegression
+    from starlette.testclient import TestClient
+
+    import amber
+    import amber.serving
+
+    model = LogisticRegression(max_iter=500).fit(X, Y)
+    amber.save(model, tmp_path / "rows.amber", sample=list(X[:4]))
+    app = amber.serving.create_app([str(tmp_path / "rows.amber")], access_log=False)
+    with TestClient(app) as client:
+        wait_for(
+            lambda: client.get("/v2/health/ready").json()["models"]["rows"]["state"] == "failed",
+            what="the load to fail",
+        )
+        error = client.get("/v2/health/ready").json()["models"]["rows"]["error"]
+        assert "kind 'sequence'" in error and "cannot be served over HTTP" in error
 
 
 def meta_items(*arrays: np.ndarray) -> list[dict[str, Any]]:
