@@ -364,6 +364,7 @@ def load_version(
         raise ValueError(f"{str(resolved.path)!r} records no output method that can be served")
     if info.framework == "scikit-learn":
         methods = {name: _checked_finite(fn) for name, fn in methods.items()}
+    unservable = []
     for method, desc in signature.get("outputs", {}).items():
         if method not in methods:
             continue
@@ -371,12 +372,15 @@ def load_version(
             methods[method] = _per_output(methods[method])
         elif isinstance(desc, dict) and desc.get("kind") in ("sequence", "mapping"):
             # a dict of named outputs, or containers inside containers (an LSTM's (out, (h, c))):
-            # no tensor layout of the protocol carries them
-            raise ValueError(
-                f"{str(resolved.path)!r}: {method} answers a {desc['kind']} of outputs "
-                f"({_outline(desc)}), which cannot be served over HTTP; serve a model that "
-                f"returns one array or a list of arrays (wrap it in a module that picks them)"
-            )
+            # no tensor layout of the protocol carries them; the model's other methods serve
+            unservable.append(f"{method} answers a {desc['kind']} of outputs ({_outline(desc)})")
+            del methods[method]
+    if unservable and not methods:
+        raise ValueError(
+            f"{str(resolved.path)!r}: {'; '.join(unservable)}, which cannot be served over "
+            f"HTTP; serve a model that returns one array or a list of arrays (wrap it in a "
+            f"module that picks them)"
+        )
     sample = _probe_input(resolved.path, info.manifest)
     if isinstance(schema, FrameSchema):
         schema.adopt_categories(sample)

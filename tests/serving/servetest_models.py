@@ -30,3 +30,14 @@ class NoisyModel:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(X, dtype=np.float64).sum(axis=1) + np.random.random(len(X))
+
+
+class TwoShapes:
+    """``predict`` answers one array; ``transform`` a dict of arrays, which HTTP cannot carry."""
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(X, dtype=np.float64).sum(axis=1)
+
+    def transform(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        X = np.asarray(X, dtype=np.float64)
+        return {"low": X.min(axis=1), "high": X.max(axis=1)}

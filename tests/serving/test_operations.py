@@ -295,6 +295,22 @@ def test_a_model_of_several_inputs_is_served(tmp_path: Path) -> None:
     assert schema.rows(joined) == 6
 
 
+def test_a_method_answering_a_dict_is_left_out_and_the_others_serve(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    import amber.serving
+    from amber.serving import ModelSpec
+
+    path = save(servetest_models.TwoShapes(), tmp_path / "two.amber", np.ones((3, 2)))
+    spec = ModelSpec(source=str(path), trusted=("servetest_models.TwoShapes",))
+    app = amber.serving.create_app([spec], access_log=False)
+    with TestClient(app) as client:
+        wait_for(lambda: client.get("/v2/health/ready").json()["ready"], what="the load")
+        assert [o["name"] for o in client.get("/v2/models/two").json()["outputs"]] == ["predict"]
+        r = client.post("/v2/models/two/infer", json=oip([1.0, 2.0], [1, 2]))
+        assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [3.0]
+
+
 def test_a_list_of_rows_as_sample_is_not_taken_for_several_inputs(tmp_path: Path) -> None:
     """A list of 1-D arrays is rows to scikit-learn (several inputs to Keras, a tuple to
     torch): such a model is refused at load, as before, not served as four inputs."""
