@@ -56,6 +56,7 @@ def pickle_payload(payload: dict[str, Any]) -> tuple[str, list[str]]:
 
 _WALK_LIMIT = 100_000  # objects visited looking for strided arrays (a model is far smaller)
 _ROUND_TRIP_MAX = 16 << 20
+_ATOMS = (str, bytes, int, float, complex, bool, type(None))
 
 
 def _holds_strided_array(obj: Any) -> bool:
@@ -67,8 +68,8 @@ def _holds_strided_array(obj: Any) -> bool:
     seen: set[int] = set()
     while stack and len(seen) < _WALK_LIMIT:
         item = stack.pop()
-        if id(item) in seen:
-            continue
+        if isinstance(item, _ATOMS) or id(item) in seen:
+            continue  # a vocabulary's 300,000 numbers are not 300,000 objects to visit
         seen.add(id(item))
         if isinstance(item, np.ndarray):
             if not (item.flags.c_contiguous or item.flags.f_contiguous):
