@@ -775,3 +775,20 @@ def test_inspect_escapes_what_a_manifest_would_print_to_the_terminal(tmp_path: P
     shown = str(amber.inspect(path))
     assert "\x1b" not in shown and "\r" not in shown
     assert "sk\\x1b]0;title\\x07\\r\\x1b[K" in shown
+
+
+def test_inspect_shows_each_input_and_output_of_several() -> None:
+    """A model of several inputs (or outputs) was shown as 'sequence ()'."""
+    from amber._info import _describe
+
+    two = {
+        "kind": "sequence",
+        "items": [
+            {"kind": "ndarray", "dtype": "float32", "shape": [None, 4]},
+            {
+                "kind": "mapping",
+                "items": {"h": {"kind": "ndarray", "dtype": "int64", "shape": [None]}},
+            },
+        ],
+    }
+    assert _describe(two) == "(ndarray float32 (n, 4), {h: ndarray int64 (n)})"
