@@ -137,19 +137,26 @@ def _printable(lines: list[str]) -> str:
     )
 
 
-def _describe(sig: dict[str, Any], depth: int = 0) -> str:
+def _describe(sig: dict[str, Any], depth: int = 0, *, brief: bool = False) -> str:
+    """A signature as text; ``brief``: values by their kind only, ``(ndarray, (ndarray, ...))``."""
     kind = sig.get("kind")
+    items = sig.get("items")
+    if kind == "sequence" and isinstance(items, list) and depth < 2:
+        inner = (_describe(i, depth + 1, brief=brief) for i in items if isinstance(i, dict))
+        return "(" + ", ".join(inner) + ")"
+    if kind == "mapping" and isinstance(items, dict) and depth < 2:
+        named = items.items()
+        inner = (
+            f"{k}: {_describe(v, depth + 1, brief=brief)}" for k, v in named if isinstance(v, dict)
+        )
+        return "{" + ", ".join(inner) + "}"
+    if brief:
+        return str(kind)
     if kind == "dataframe":
         cols = ", ".join(f"{c['name']}:{c['dtype']}" for c in sig.get("columns", []))
         return f"DataFrame[{cols}]"
     if kind == "list":
         return f"list of {'/'.join(sig.get('item_types', []))}"
-    items = sig.get("items")
-    if kind == "sequence" and isinstance(items, list) and depth < 2:
-        return "(" + ", ".join(_describe(i, depth + 1) for i in items if isinstance(i, dict)) + ")"
-    if kind == "mapping" and isinstance(items, dict) and depth < 2:
-        inner = (f"{k}: {_describe(v, depth + 1)}" for k, v in items.items() if isinstance(v, dict))
-        return "{" + ", ".join(inner) + "}"
     shape = ", ".join("n" if d is None else str(d) for d in sig.get("shape", []))
     return f"{kind} {sig.get('dtype', '')} ({shape})"
 

@@ -14,6 +14,7 @@ even in the same environment (``parity={"exact": False, ...}``).
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import struct
@@ -27,7 +28,8 @@ import numpy as np
 from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import ArtifactWriter, npy_bytes
 from amber.errors import AmberError, FormatError
-from amber.handlers._base import DEFAULT_PROBE_METHODS, probe_methods
+from amber.handlers._base import DEFAULT_PROBE_METHODS, FALLBACK_PROBE_METHOD, probe_methods
+from amber.handlers._common import caller_level
 
 __all__ = ["ATOL", "METHODS", "RTOL", "ProbeReport", "as_numpy", "check", "record"]
 
@@ -508,7 +510,7 @@ def _compare_original(
             f"random_state of None?). The probe records the outputs of the model as read "
             f"back; if they are random, verify will report a difference",
             UserWarning,
-            stacklevel=4,
+            stacklevel=caller_level(),
         )
 
 
@@ -550,10 +552,11 @@ def record(
     # differ: a Fortran-ordered sample, or the model's own training array (KernelRidge's
     # X_fit_, which numpy multiplied by itself through its symmetric routine at save and
     # through the general one after a reload), made verify raise ParityError on honest models.
+    decoded = _decode(input_spec, stored)  # type: ignore[arg-type]
     for method, fn in chosen.items():
         # a fresh copy for each call: a model may scale its input in place
         # (StandardScaler(copy=False)), and the next method would see the scaled one
-        given = _decode(input_spec, stored)  # type: ignore[arg-type]
+        given = copy.deepcopy(decoded)
         try:
             value = fn(given)
         except Exception as exc:  # a method the fitted model cannot run on this input
@@ -567,7 +570,7 @@ def record(
         spec["signature"] = describe(value)
         outputs[method] = spec
         if original is not None and method in original:
-            fresh = _decode(input_spec, stored)  # type: ignore[arg-type]
+            fresh = copy.deepcopy(decoded)
             _compare_original(method, original[method], fresh, value, parity or {})
     if skipped and all(r.startswith("output not storable") for r in skipped.values()):
         raise ValueError(
@@ -578,8 +581,8 @@ def record(
     if not chosen:
         raise ValueError(
             f"sample= was given but a {type(model).__name__} has none of "
-            f"{', '.join(METHODS)} or score_samples, so there is nothing to probe; save it "
-            f"without sample="
+            f"{', '.join(METHODS)} or {FALLBACK_PROBE_METHOD}, so there is nothing to probe; "
+            f"save it without sample="
         )
     if not outputs:
         raise ValueError(
@@ -744,7 +747,7 @@ def check(
         and isinstance(probe.get("outputs"), dict)
     ):
         raise FormatError("malformed manifest: the probe is not an input and a table of outputs")
-    _decode(probe["input"], reader)  # a malformed input is a FormatError before any call
+    decoded = _decode(probe["input"], reader)
     exact = exact and probe.get("exact", True) is not False
     rtol, atol = _tolerance(probe)
     report = ProbeReport(exact=exact, rtol=rtol, atol=atol)
@@ -754,7 +757,7 @@ def check(
         if not callable(fn):
             report.mismatched[method] = "the reloaded model has no such method"
             continue
-        sample = _decode(probe["input"], reader)  # fresh: a model may change its input in place
+        sample = copy.deepcopy(decoded)  # fresh: a model may change its input in place
         try:
             got = fn(sample)
         except Exception as exc:

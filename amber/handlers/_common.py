@@ -20,6 +20,7 @@ from amber.security._policy import LoadPolicy, parse_global_name, trust_name
 
 __all__ = [
     "SizeBounds",
+    "caller_level",
     "check_trusted",
     "decode_params",
     "encode_params",
@@ -264,11 +265,11 @@ class SizeBounds:
                 f"{self.source}: {'; '.join(self.found[:3])}; beyond Amber's size bounds, "
                 f"loaded because allow_arbitrary_code=True (for files you made yourself)",
                 UnsafeLoadWarning,
-                stacklevel=_caller_level(),
+                stacklevel=caller_level(),
             )
 
 
-def _caller_level() -> int:
+def caller_level() -> int:
     """The ``stacklevel`` that points a warning issued in this package at the first frame
     outside it: the caller's line, whatever path the load took to get here."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep

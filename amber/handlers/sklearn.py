@@ -178,10 +178,10 @@ class SklearnHandler:
         (the probe then also shows state that pickling drops); a larger one without strided
         arrays is returned as it is.
         """
-        strided = _holds_strided_array(obj)
         buffers: list[pickle.PickleBuffer] = []
         data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-        if not strided and len(data) + sum(b.raw().nbytes for b in buffers) > _ROUND_TRIP_MAX:
+        size = len(data) + sum(b.raw().nbytes for b in buffers)
+        if size > _ROUND_TRIP_MAX and not _holds_strided_array(obj):
             for b in buffers:
                 b.release()
             return obj

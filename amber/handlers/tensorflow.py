@@ -225,8 +225,7 @@ class TensorFlowHandler:
                 or len(set(order)) != len(order)
             ):
                 raise FormatError("malformed savedmodel payload: inputs")
-            _INPUT_ORDER[id(model)] = (weakref.ref(model), tuple(order))
-            weakref.finalize(model, _INPUT_ORDER.pop, id(model), None)
+            _INPUT_ORDER[model] = tuple(order)
         return model
 
     def load_dir(self, folder: str | os.PathLike[str], *, policy: LoadPolicy) -> Any:
@@ -244,7 +243,7 @@ class TensorFlowHandler:
         signatures = getattr(model, "signatures", None)
         if signatures is not None and SIGNATURE in signatures:
             fn = signatures[SIGNATURE]
-            out = fn(**_signature_inputs(fn, inputs, _input_order(model)))
+            out = fn(**_signature_inputs(fn, inputs, _INPUT_ORDER.get(model)))
             values = {k: v.numpy() for k, v in out.items()}
             if len(values) == 1:
                 return next(iter(values.values()))
@@ -304,16 +303,9 @@ def _keras_input_order(model: Any, folder: Path) -> list[str]:
     return order
 
 
-# id(loaded SavedModel) -> (a weak reference to it, its inputs' order): what a Keras model's
-# payload recorded, for lists of inputs (a SavedModel object takes no new attributes safely)
-_INPUT_ORDER: dict[int, tuple[weakref.ref[Any], tuple[str, ...]]] = {}
-
-
-def _input_order(model: Any) -> tuple[str, ...] | None:
-    found = _INPUT_ORDER.get(id(model))
-    if found is None or found[0]() is not model:
-        return None
-    return found[1]
+# loaded SavedModel -> its inputs' order, as a Keras model's payload recorded it (for lists of
+# inputs); the entry goes with the model
+_INPUT_ORDER: weakref.WeakKeyDictionary[Any, tuple[str, ...]] = weakref.WeakKeyDictionary()
 
 
 def _signature_inputs(fn: Any, inputs: Any, order: tuple[str, ...] | None) -> dict[str, Any]:

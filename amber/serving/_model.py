@@ -164,18 +164,6 @@ def per_output(desc: Any) -> bool:
     )
 
 
-def _outline(desc: Any, depth: int = 0) -> str:
-    """A short picture of an output signature: ``(ndarray, (ndarray, ndarray))``."""
-    kind = desc.get("kind") if isinstance(desc, dict) else None
-    items = desc.get("items") if isinstance(desc, dict) else None
-    if depth > 2 or kind not in ("sequence", "mapping"):
-        return str(kind)
-    if kind == "mapping" and isinstance(items, dict):
-        return "{" + ", ".join(f"{k}: {_outline(v, depth + 1)}" for k, v in items.items()) + "}"
-    parts = items if isinstance(items, list) else []
-    return "(" + ", ".join(_outline(v, depth + 1) for v in parts) + ")"
-
-
 def _per_output(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     from amber.serving._tensor import PerOutput
 
@@ -373,7 +361,10 @@ def load_version(
         elif isinstance(desc, dict) and desc.get("kind") in ("sequence", "mapping"):
             # a dict of named outputs, or containers inside containers (an LSTM's (out, (h, c))):
             # no tensor layout of the protocol carries them; the model's other methods serve
-            unservable.append(f"{method} answers a {desc['kind']} of outputs ({_outline(desc)})")
+            from amber._info import _describe
+
+            shape = _describe(desc, brief=True)
+            unservable.append(f"{method} answers a {desc['kind']} of outputs ({shape})")
             del methods[method]
     if unservable and not methods:
         raise ValueError(

@@ -99,6 +99,23 @@ def _forge_keras_config(path: Path, change: Any) -> None:
     _forge_keras_files(path, {"config.json": lambda b: json.dumps(change(json.loads(b))).encode()})
 
 
+def _repeat_forged(path: Path, n: int) -> Path:
+    """A saved RepeatVector(3) model whose config then asks for RepeatVector(n)."""
+    repeat = keras.Sequential(
+        [keras.Input((4,)), keras.layers.RepeatVector(3), keras.layers.GlobalAveragePooling1D()]
+    )
+    amber.save(repeat, path)
+
+    def many(config: dict[str, Any]) -> dict[str, Any]:
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] == "RepeatVector":
+                layer["config"]["n"] = n
+        return config
+
+    _forge_keras_config(path, many)
+    return path
+
+
 def test_a_class_defined_in_a_script_needs_trust(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -317,19 +334,7 @@ def test_a_layer_larger_than_its_weights_is_refused(tmp_path: Path, model: Any) 
     with pytest.raises(FormatError, match=r"units=67108864, more than the"):
         amber.load(path)
     # and an activation's size: RepeatVector(n=6,000,000) took 3.8 GB at predict
-    repeat = keras.Sequential(
-        [keras.Input((4,)), keras.layers.RepeatVector(3), keras.layers.GlobalAveragePooling1D()]
-    )
-    path = tmp_path / "r.amber"
-    amber.save(repeat, path)
-
-    def many(config: dict[str, Any]) -> dict[str, Any]:
-        for layer in config["config"]["layers"]:
-            if layer["class_name"] == "RepeatVector":
-                layer["config"]["n"] = 6_000_000
-        return config
-
-    _forge_keras_config(path, many)
+    path = _repeat_forged(tmp_path / "r.amber", 6_000_000)
     with pytest.raises(FormatError, match=r"n=6000000, more than the"):
         amber.load(path)
     # Resizing to 16000x16000 took 7.9 GB at predict: height and width count together
@@ -480,17 +485,7 @@ def test_declared_but_unwritten_weights_do_not_lift_the_size_bounds(tmp_path: Pa
 
     import h5py
 
-    repeat = keras.Sequential(
-        [keras.Input((4,)), keras.layers.RepeatVector(3), keras.layers.GlobalAveragePooling1D()]
-    )
-    path = tmp_path / "r.amber"
-    amber.save(repeat, path)
-
-    def many(config: dict[str, Any]) -> dict[str, Any]:
-        for layer in config["config"]["layers"]:
-            if layer["class_name"] == "RepeatVector":
-                layer["config"]["n"] = 50_000_000
-        return config
+    path = _repeat_forged(tmp_path / "r.amber", 50_000_000)
 
     def padded(raw: bytes) -> bytes:
         buffer = io.BytesIO(raw)
@@ -498,7 +493,6 @@ def test_declared_but_unwritten_weights_do_not_lift_the_size_bounds(tmp_path: Pa
             weights.create_dataset("pad", shape=(10**6, 10**6), dtype="f4", chunks=True)
         return buffer.getvalue()
 
-    _forge_keras_config(path, many)
     _forge_keras_files(path, {"model.weights.h5": padded})
     with pytest.raises(FormatError, match=r"n=50000000, more than the 0 stored"):
         amber.load(path)

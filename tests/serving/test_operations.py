@@ -203,6 +203,19 @@ def test_create_app_mounted_in_another_app(artifacts) -> None:
         assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [0]
 
 
+def _load_error(path: Path) -> str:
+    """The error of a model the server failed to load (its name: the file's stem)."""
+    from starlette.testclient import TestClient
+
+    import amber.serving
+
+    app = amber.serving.create_app([str(path)], access_log=False)
+    with TestClient(app) as client:
+        state = lambda: client.get("/v2/health/ready").json()["models"][path.stem]  # noqa: E731
+        wait_for(lambda: state()["state"] == "failed", what="the load to fail")
+        return str(state()["error"])
+
+
 def test_artifact_without_signature_is_not_served(tmp_path: Path) -> None:
     from sklearn.linear_model import LogisticRegression
     from starlette.testclient import TestClient
@@ -315,21 +328,13 @@ def test_a_list_of_rows_as_sample_is_not_taken_for_several_inputs(tmp_path: Path
     """A list of 1-D arrays is rows to scikit-learn (several inputs to Keras, a tuple to
     torch): such a model is refused at load, as before, not served as four inputs."""
     from sklearn.linear_model import LogisticRegression
-    from starlette.testclient import TestClient
 
     import amber
-    import amber.serving
 
     model = LogisticRegression(max_iter=500).fit(X, Y)
     amber.save(model, tmp_path / "rows.amber", sample=list(X[:4]))
-    app = amber.serving.create_app([str(tmp_path / "rows.amber")], access_log=False)
-    with TestClient(app) as client:
-        wait_for(
-            lambda: client.get("/v2/health/ready").json()["models"]["rows"]["state"] == "failed",
-            what="the load to fail",
-        )
-        error = client.get("/v2/health/ready").json()["models"]["rows"]["error"]
-        assert "kind 'sequence'" in error and "cannot be served over HTTP" in error
+    error = _load_error(tmp_path / "rows.amber")
+    assert "kind 'sequence'" in error and "cannot be served over HTTP" in error
 
 
 def meta_items(*arrays: np.ndarray) -> list[dict[str, Any]]:
@@ -340,22 +345,14 @@ def test_a_model_answering_nested_outputs_is_not_served(tmp_path: Path) -> None:
     """An LSTM answers (output, (h, c)): no tensor layout carries that, and the server answered
     every request with a 500; it now refuses the model at load, saying why."""
     torch = pytest.importorskip("torch")
-    from starlette.testclient import TestClient
 
     import amber
-    import amber.serving
 
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(4, 3, batch_first=True).eval()
     amber.save(lstm, tmp_path / "lstm.amber", sample=np.zeros((2, 5, 4), dtype=np.float32))
-    app = amber.serving.create_app([str(tmp_path / "lstm.amber")], access_log=False)
-    with TestClient(app) as client:
-        wait_for(
-            lambda: client.get("/v2/health/ready").json()["models"]["lstm"]["state"] == "failed",
-            what="the load to fail",
-        )
-        error = client.get("/v2/health/ready").json()["models"]["lstm"]["error"]
-        assert "(ndarray, (ndarray, ndarray))" in error and "cannot be served" in error
+    error = _load_error(tmp_path / "lstm.amber")
+    assert "(ndarray, (ndarray, ndarray))" in error and "cannot be served" in error
 
 
 def test_one_warning_filter_keeps_every_warning_shown_once() -> None:
