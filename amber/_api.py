@@ -534,7 +534,10 @@ def verify(
         model = _load_payload(chosen, reader, manifest["payload"], policy)
         n_globals = len(manifest.get("globals", []))
         report.checks.append(
-            f"payload loaded through the allowlist ({n_globals} globals referenced)"
+            f"payload loaded WITHOUT the allowlist or size bounds (allow_arbitrary_code=True; "
+            f"{n_globals} globals referenced)"
+            if allow_arbitrary_code
+            else f"payload loaded through the allowlist ({n_globals} globals referenced)"
         )
         changes = _env.diff(manifest["environment"])
         report.environment_changes = changes

@@ -6,6 +6,7 @@ import json
 import pickle
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,24 @@ def test_output_piped_into_a_reader_that_quits_is_not_an_error(
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0, err
     assert "Broken pipe" not in err and "Traceback" not in err
+
+
+def test_allow_arbitrary_code_on_the_command_line(tmp_path: Path) -> None:
+    """``amber.load(allow_arbitrary_code=True)`` had no command-line form: a file one made
+    oneself holding a class outside the allowlist could be neither converted nor verified
+    (the error said to pass a keyword no command takes)."""
+    legacy = tmp_path / "ns.pkl"
+    legacy.write_bytes(pickle.dumps(types.SimpleNamespace(a=1), protocol=5))
+    target = tmp_path / "ns.amber"
+    refused = run("convert", str(legacy), str(target))
+    assert refused.returncode == 1 and "types.SimpleNamespace" in refused.stderr
+    assert not target.exists()
+    converted = run("convert", str(legacy), str(target), "--allow-arbitrary-code")
+    assert converted.returncode == 0, converted.stderr
+    assert "UnsafeLoadWarning" in converted.stderr
+    with pytest.warns(amber.errors.UnsafeLoadWarning):
+        assert amber.load(target, allow_arbitrary_code=True) == types.SimpleNamespace(a=1)
+    assert run("verify", str(target)).returncode == 1
+    checked = run("verify", str(target), "--allow-arbitrary-code")
+    assert checked.returncode == 0, checked.stderr
+    assert "WITHOUT the allowlist" in checked.stdout and "UnsafeLoadWarning" in checked.stderr

@@ -59,5 +59,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
 
 
+def add_unsafe_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--allow-arbitrary-code``: ``amber.load(allow_arbitrary_code=True)`` for ``what``."""
+    parser.add_argument(
+        "--allow-arbitrary-code",
+        action="store_true",
+        help=f"run {what}'s pickle code unchecked and lift Amber's size bounds: only for files "
+        f"you made yourself (warns)",
+    )
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"amber: {category.__name__}: {message}", file=sys.stderr)

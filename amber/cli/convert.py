@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from amber.cli import add_unsafe_option
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -25,6 +27,7 @@ def add_parser(sub: Any) -> None:
         "--compress", default="none",
         choices=["none", "auto", "zlib", "lzma", "lz4", "zstd"],
     )  # fmt: skip
+    add_unsafe_option(p, "the source file")
     p.set_defaults(run=run)
 
 
@@ -44,10 +47,11 @@ def _read_sample(path: str) -> Any:
 def run(args: argparse.Namespace) -> int:
     import amber
 
-    model = amber.load(args.source, trusted=args.trust)
+    unsafe = args.allow_arbitrary_code
+    model = amber.load(args.source, trusted=args.trust, allow_arbitrary_code=unsafe)
     sample = _read_sample(args.sample) if args.sample else None
     info = amber.save(model, args.target, sample=sample, compress=args.compress)
-    amber.verify(args.target, trusted=args.trust)
+    amber.verify(args.target, trusted=args.trust, allow_arbitrary_code=unsafe)
     print(f"converted {args.source} -> {args.target} (verified)")
     print(info)
     return 0

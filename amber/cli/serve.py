@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from amber.cli import add_unsafe_option
+
 _EPILOG = """\
 examples:
   amber serve iris.amber
@@ -85,6 +87,7 @@ def add_parser(sub: Any) -> None:
         metavar="TYPE",
         help="admit an extra type when loading, e.g. mypkg.models.MyEstimator (repeatable)",
     )
+    add_unsafe_option(p, "every model and every new version")
     p.add_argument("--no-access-log", action="store_true", help="no per-request log lines")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=run)
@@ -139,6 +142,7 @@ def build_config(args: argparse.Namespace) -> Any:
                 max_batch_size=sizes.get(key, sizes[""]),
                 max_latency_ms=latency.get(key, latency[""]),
                 trusted=tuple(args.trust),
+                allow_arbitrary_code=args.allow_arbitrary_code,
             )
         )
     if args.workers < 1:

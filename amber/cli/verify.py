@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from amber.cli import add_unsafe_option
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -19,11 +21,18 @@ def add_parser(sub: Any) -> None:
         "--pubkey", action="append", default=None, metavar="FILE",
         help="require a valid signature by this Ed25519 public key (.pub; repeatable)",
     )  # fmt: skip
+    add_unsafe_option(p, "the file")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import amber
 
-    print(amber.verify(args.file, trusted=args.trust, trusted_keys=args.pubkey))
+    report = amber.verify(
+        args.file,
+        trusted=args.trust,
+        allow_arbitrary_code=args.allow_arbitrary_code,
+        trusted_keys=args.pubkey,
+    )
+    print(report)
     return 0

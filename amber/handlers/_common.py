@@ -254,8 +254,8 @@ class SizeBounds:
         raise FormatError(
             f"{self.source}: {what}. Amber bounds such sizes in files it cannot trust: the "
             f"file is damaged or crafted, or holds an honest model this large. Only if you "
-            f"made it yourself: amber.load(..., allow_arbitrary_code=True), which lifts the "
-            f"bounds"
+            f"made it yourself: amber.load(..., allow_arbitrary_code=True), or "
+            f"--allow-arbitrary-code on the command line, which lifts the bounds"
         )
 
     def warn_if_lifted(self) -> None:

@@ -29,6 +29,10 @@ class ModelSpec:
         Requests larger than ``max_batch_size`` are predicted alone.
     trusted:
         Extra types to admit when loading, as for ``amber.load(trusted=...)``.
+    allow_arbitrary_code:
+        As for ``amber.load(allow_arbitrary_code=True)``: only for files you made yourself.
+        Each load (and each hot swap to a new version) runs the file's pickle code unchecked
+        and lifts Amber's size bounds, with an ``UnsafeLoadWarning`` in the log.
     """
 
     source: str
@@ -37,6 +41,13 @@ class ModelSpec:
     max_batch_size: int = 1024
     max_latency_ms: float = 2.0
     trusted: tuple[str, ...] = ()
+    allow_arbitrary_code: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.allow_arbitrary_code, bool):
+            raise TypeError(
+                f"allow_arbitrary_code must be True or False, got {self.allow_arbitrary_code!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -327,7 +327,9 @@ def load_version(
     from amber.handlers._base import probe_methods
 
     with _LOAD_LOCK:  # imports from several threads at once can see half-imported modules
-        model = source.load(resolved, list(spec.trusted))
+        model = source.load(
+            resolved, list(spec.trusted), allow_arbitrary_code=spec.allow_arbitrary_code
+        )
     info = amber.inspect(resolved.path)
     signature = info.signature
     if not signature or "inputs" not in signature:

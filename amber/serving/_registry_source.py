@@ -37,7 +37,11 @@ class RegistrySource:
     def still(self, resolved: Resolved) -> bool:
         return str(self._registry.get(self.uri).version) == resolved.version
 
-    def load(self, resolved: Resolved, trusted: list[str]) -> Any:
+    def load(
+        self, resolved: Resolved, trusted: list[str], *, allow_arbitrary_code: bool = False
+    ) -> Any:
         pinned = f"models:/{self.name}/{resolved.version}"
         check_digests(self._registry.path(pinned))
-        return self._registry.load(pinned, trusted=trusted, probe="always")
+        return self._registry.load(
+            pinned, trusted=trusted, allow_arbitrary_code=allow_arbitrary_code, probe="always"
+        )

@@ -40,7 +40,9 @@ class ModelSource(Protocol):
         """Whether ``resolved`` is still what the source points at (checked after a load)."""
         ...
 
-    def load(self, resolved: Resolved, trusted: list[str]) -> Any:
+    def load(
+        self, resolved: Resolved, trusted: list[str], *, allow_arbitrary_code: bool = False
+    ) -> Any:
         """Verify ``resolved`` fully (digests, safe load, probe parity) and return the model."""
         ...
 
@@ -85,11 +87,18 @@ class FileSource:
     def still(self, resolved: Resolved) -> bool:
         return self.resolve() == resolved
 
-    def load(self, resolved: Resolved, trusted: list[str]) -> Any:
+    def load(
+        self, resolved: Resolved, trusted: list[str], *, allow_arbitrary_code: bool = False
+    ) -> Any:
         import amber
 
         check_digests(resolved.path)
-        return amber.load(resolved.path, trusted=trusted, probe="always")
+        return amber.load(
+            resolved.path,
+            trusted=trusted,
+            allow_arbitrary_code=allow_arbitrary_code,
+            probe="always",
+        )
 
 
 def check_digests(path: str | os.PathLike[str]) -> None:

@@ -425,3 +425,38 @@ def test_an_unexpected_error_in_infer_is_a_json_500_and_counted(artifacts) -> No
         errors = 'amber_request_errors_total{model="iris",protocol="v2",reason="INTERNAL_ERROR"}'
         assert errors in metrics
         assert "amber_requests_in_flight 0.0" in metrics
+
+
+def test_a_model_outside_the_allowlist_is_served_only_with_allow_arbitrary_code(
+    tmp_path: Path,
+) -> None:
+    """The opt-in ``amber.load`` has, for a file one made oneself (a class outside the
+    allowlist, or an honest model past a size bound): the plain spec refuses the model, the
+    spec with ``allow_arbitrary_code`` serves it and says so; ``amber serve`` has the flag."""
+    import warnings
+
+    from starlette.testclient import TestClient
+
+    import amber.serving
+    from amber.cli import build_parser
+    from amber.cli.serve import build_config
+    from amber.errors import UnsafeLoadWarning
+    from amber.serving import ModelSpec
+
+    path = save(servetest_models.TwoShapes(), tmp_path / "two.amber", np.ones((3, 2)))
+    assert "UntrustedTypeError" in _load_error(path)
+    spec = ModelSpec(source=str(path), allow_arbitrary_code=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        app = amber.serving.create_app([spec], access_log=False)
+        with TestClient(app) as client:
+            wait_for(lambda: client.get("/v2/health/ready").json()["ready"], what="the load")
+            r = client.post("/v2/models/two/infer", json=oip([1.0, 2.0], [1, 2]))
+            assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [3.0]
+    assert any(issubclass(w.category, UnsafeLoadWarning) for w in caught)
+    with pytest.raises(TypeError, match="True or False"):
+        ModelSpec(source=str(path), allow_arbitrary_code="yes")  # type: ignore[arg-type]
+    args = build_parser().parse_args(["serve", "--allow-arbitrary-code", str(path)])
+    assert build_config(args).models[0].allow_arbitrary_code is True
+    args = build_parser().parse_args(["serve", str(path)])
+    assert build_config(args).models[0].allow_arbitrary_code is False
