@@ -1,4 +1,5 @@
-"""Build the C extensions: the pickle opcode scanner that vets a stream before unpickling, and
+"""Build the C extensions: the pickle opcode scanner that vets a stream before unpickling, the
+checks of boosted-tree model files before their frameworks parse them, and
 the early write-back that lets a durable save's copy and fsync overlap."""
 
 from setuptools import Extension, setup
@@ -9,6 +10,12 @@ setup(
             "amber.security._pickle_scan",
             sources=["amber/security/_pickle_scan.c"],
             extra_compile_args=["-O2", "-std=c99"],
+        ),
+        Extension(
+            "amber.handlers._treecheck",
+            sources=["amber/handlers/_treecheck.c"],
+            # -O3: its scans of model text vectorise (a third of the time at -O2)
+            extra_compile_args=["-O3", "-std=c99"],
         ),
         Extension(
             "amber.artifact._writeback",

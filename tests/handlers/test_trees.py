@@ -469,3 +469,27 @@ def test_honest_lightgbm_models_of_every_kind_pass_the_text_check(tmp_path: Path
         path = tmp_path / f"m{k}.amber"
         amber.save(model, path, sample=inputs[:8])
         np.testing.assert_array_equal(amber.load(path).predict(inputs), model.predict(inputs))
+
+
+def test_a_lightgbm_wrapper_whose_classes_are_not_as_fitting_leaves_them_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The label encoder is rebuilt from the stored classes without refitting it: classes
+    that fitting would have sorted or merged are refused rather than silently reordered."""
+    import io
+
+    model, sample = _lgbm_classifier()
+    path = tmp_path / "m.amber"
+    amber.save(model, path, sample=sample)
+    loaded = amber.load(path)
+    assert list(loaded.classes_) == ["no", "yes"] and loaded._class_map == {"no": 0, "yes": 1}
+    np.testing.assert_array_equal(loaded.predict_proba(sample), model.predict_proba(sample))
+
+    def reversed_classes(raw: bytes) -> bytes:
+        out = io.BytesIO()
+        np.save(out, np.load(io.BytesIO(raw))[::-1])
+        return out.getvalue()
+
+    forge_entry(path, "model/classes.npy", reversed_classes)
+    with pytest.raises(FormatError, match="classes are not distinct and sorted"):
+        amber.load(path)
