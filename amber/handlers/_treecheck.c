@@ -576,6 +576,1137 @@ lgb_tree_starts(PyObject *self, PyObject *arg)
     return Py_BuildValue("(NOn)", starts, in_order ? Py_True : Py_False, end_at);
 }
 
+/* ------------------------------------------------------------------------------- XGBoost */
+
+/* The model document, JSON or UBJSON, as a tree of nodes: a container's items are linked by
+ * ``next``; an object's items carry their keys. A typed UBJSON array of numbers stays its
+ * bytes (big-endian), read where a check needs them. */
+enum { X_NULL, X_BOOL, X_INT, X_BIG, X_FLOAT, X_STR, X_ARRAY, X_OBJECT, X_TYPED };
+
+typedef struct {
+    unsigned char kind;
+    unsigned char elem; /* X_TYPED: the element's UBJSON marker */
+    Py_ssize_t next;    /* the next item of the same container, or -1 */
+    const char *key;    /* an object's item: its key (UTF-8) */
+    Py_ssize_t klen;
+    int64_t i;          /* X_INT, X_BOOL */
+    double d;           /* X_FLOAT */
+    const char *s;      /* X_STR: UTF-8; X_TYPED: the elements' bytes */
+    Py_ssize_t n;       /* X_STR: bytes; X_ARRAY, X_OBJECT, X_TYPED: items */
+    Py_ssize_t first;   /* X_ARRAY, X_OBJECT: the first item, or -1 */
+} XNode;
+
+typedef struct {
+    XNode *nodes;
+    Py_ssize_t n, cap;
+    const unsigned char *data; /* UBJSON */
+    Py_ssize_t len, pos;
+} XDoc;
+
+#define MAX_DEPTH 64
+#define MAX_CATEGORY (1 << 24) /* XGBoost refuses float32 categories from 2**24 up itself */
+
+static Py_ssize_t
+new_node(XDoc *doc, unsigned char kind)
+{
+    if (doc->n == doc->cap) {
+        Py_ssize_t cap = doc->cap ? doc->cap * 2 : 256;
+        XNode *grown = PyMem_Realloc(doc->nodes, (size_t)cap * sizeof(XNode));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        doc->nodes = grown;
+        doc->cap = cap;
+    }
+    XNode *node = &doc->nodes[doc->n];
+    memset(node, 0, sizeof *node);
+    node->kind = kind;
+    node->next = node->first = -1;
+    return doc->n++;
+}
+
+static int
+elem_size(unsigned char marker)
+{
+    switch (marker) {
+    case 'i': case 'U': return 1;
+    case 'I': return 2;
+    case 'l': case 'd': return 4;
+    case 'L': case 'D': return 8;
+    default: return 0;
+    }
+}
+
+static int
+is_int_marker(unsigned char marker)
+{
+    return marker == 'i' || marker == 'U' || marker == 'I' || marker == 'l' || marker == 'L';
+}
+
+static uint64_t
+big_endian(const unsigned char *p, int size)
+{
+    uint64_t v = 0;
+    for (int k = 0; k < size; k++)
+        v = v << 8 | p[k];
+    return v;
+}
+
+/* A number of the given marker at p: an integer, or (floats) a double in *d. */
+static int64_t
+read_scalar(unsigned char marker, const unsigned char *p, double *d)
+{
+    uint64_t v = big_endian(p, elem_size(marker));
+    switch (marker) {
+    case 'i': return (int8_t)v;
+    case 'U': return (uint8_t)v;
+    case 'I': return (int16_t)v;
+    case 'l': return (int32_t)v;
+    case 'L': return (int64_t)v;
+    case 'd': {
+        uint32_t bits = (uint32_t)v;
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        *d = f;
+        return 0;
+    }
+    default: {
+        double f;
+        memcpy(&f, &v, sizeof f);
+        *d = f;
+        return 0;
+    }
+    }
+}
+
+static int
+ubj_marker(XDoc *doc, unsigned char *marker)
+{
+    if (doc->pos >= doc->len) {
+        bad("UBJSON data ends early");
+        return -1;
+    }
+    *marker = doc->data[doc->pos++];
+    return 0;
+}
+
+/* A number where one belongs (a length, a scalar); ``*is_float`` says which. */
+static int
+ubj_number(XDoc *doc, unsigned char marker, int64_t *i, double *d, int *is_float)
+{
+    int size = elem_size(marker);
+    if (size == 0) {
+        bad("UBJSON marker '%c' where a number belongs", marker);
+        return -1;
+    }
+    if (size > doc->len - doc->pos) {
+        bad("UBJSON data ends early");
+        return -1;
+    }
+    *is_float = marker == 'd' || marker == 'D';
+    *i = read_scalar(marker, doc->data + doc->pos, d);
+    doc->pos += size;
+    return 0;
+}
+
+static int
+ubj_length(XDoc *doc, Py_ssize_t *n)
+{
+    if (doc->len - doc->pos >= 9 && doc->data[doc->pos] == 'L') { /* as XGBoost writes them */
+        int64_t v = (int64_t)big_endian(doc->data + doc->pos + 1, 8);
+        if (v < 0) {
+            bad("a negative UBJSON length");
+            return -1;
+        }
+        doc->pos += 9;
+        *n = (Py_ssize_t)v;
+        return 0;
+    }
+    unsigned char marker;
+    int64_t i;
+    double d;
+    int is_float;
+    if (ubj_marker(doc, &marker) < 0 || ubj_number(doc, marker, &i, &d, &is_float) < 0)
+        return -1;
+    if (is_float || i < 0) {
+        bad("a negative UBJSON length");
+        return -1;
+    }
+    *n = (Py_ssize_t)i;
+    return 0;
+}
+
+/* Strict UTF-8, as Python decodes it: no overlong forms, no surrogates, at most U+10FFFF. */
+static int
+valid_utf8(const unsigned char *s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    while (i < n && s[i] < 0x80) /* keys are ASCII */
+        i++;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        int more;
+        unsigned char low = 0x80, high = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF)
+            more = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            more = 2;
+            low = c == 0xE0 ? 0xA0 : 0x80;
+            high = c == 0xED ? 0x9F : 0xBF;
+        }
+        else if (c >= 0xF0 && c <= 0xF4) {
+            more = 3;
+            low = c == 0xF0 ? 0x90 : 0x80;
+            high = c == 0xF4 ? 0x8F : 0xBF;
+        }
+        else
+            return 0;
+        if (more > n - i - 1 || s[i + 1] < low || s[i + 1] > high)
+            return 0;
+        for (int k = 2; k <= more; k++)
+            if (s[i + k] < 0x80 || s[i + k] > 0xBF)
+                return 0;
+        i += more + 1;
+    }
+    return 1;
+}
+
+static int
+ubj_text(XDoc *doc, const char **s, Py_ssize_t *n)
+{
+    if (ubj_length(doc, n) < 0)
+        return -1;
+    if (*n > doc->len - doc->pos) {
+        bad("UBJSON data ends early");
+        return -1;
+    }
+    *s = (const char *)doc->data + doc->pos;
+    doc->pos += *n;
+    if (!valid_utf8((const unsigned char *)*s, *n)) {
+        bad("UBJSON text that is not UTF-8");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+key_order(const void *a, const void *b)
+{
+    const XNode *x = *(const XNode *const *)a, *y = *(const XNode *const *)b;
+    Py_ssize_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->key, y->key, (size_t)n);
+    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+/* An object's keys are all different: with a key given twice, the check would read one value
+ * and XGBoost perhaps the other. */
+static int
+distinct_keys(XDoc *doc, Py_ssize_t object)
+{
+    Py_ssize_t count = doc->nodes[object].n;
+    if (count < 2)
+        return 0;
+    const XNode **items = PyMem_Malloc((size_t)count * sizeof(XNode *));
+    if (items == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t k = 0;
+    for (Py_ssize_t at = doc->nodes[object].first; at >= 0; at = doc->nodes[at].next)
+        items[k++] = &doc->nodes[at];
+    qsort(items, (size_t)count, sizeof(XNode *), key_order);
+    int twice = 0;
+    for (k = 1; k < count && !twice; k++)
+        twice = key_order(&items[k - 1], &items[k]) == 0;
+    PyMem_Free(items);
+    if (twice) {
+        bad("an object gives a key twice");
+        return -1;
+    }
+    return 0;
+}
+
+static Py_ssize_t ubj_value(XDoc *doc, int depth, int marker);
+
+/* Append ``item`` to container ``parent`` (whose last item is *last). */
+static void
+link_item(XDoc *doc, Py_ssize_t parent, Py_ssize_t *last, Py_ssize_t item)
+{
+    if (*last < 0)
+        doc->nodes[parent].first = item;
+    else
+        doc->nodes[*last].next = item;
+    *last = item;
+    doc->nodes[parent].n++;
+}
+
+static Py_ssize_t
+ubj_array(XDoc *doc, int depth)
+{
+    Py_ssize_t self = new_node(doc, X_ARRAY), last = -1, n;
+    unsigned char marker;
+    if (self < 0 || ubj_marker(doc, &marker) < 0)
+        return -1;
+    if (marker == '$') { /* typed and counted */
+        unsigned char kind, hash;
+        if (ubj_marker(doc, &kind) < 0 || ubj_marker(doc, &hash) < 0)
+            return -1;
+        if (hash != '#') {
+            bad("a typed UBJSON array without a count");
+            return -1;
+        }
+        if (ubj_length(doc, &n) < 0)
+            return -1;
+        int size = elem_size(kind);
+        if (size) { /* one block of numbers */
+            if (n > (doc->len - doc->pos) / size) {
+                bad("UBJSON data ends early");
+                return -1;
+            }
+            XNode *node = &doc->nodes[self];
+            node->kind = X_TYPED;
+            node->elem = kind;
+            node->s = (const char *)doc->data + doc->pos;
+            node->n = n;
+            doc->pos += n * size;
+            return self;
+        }
+        if (kind == 'Z' || kind == 'T' || kind == 'F' || kind == 'N' || n > doc->len - doc->pos) {
+            /* elements of no bytes: 2**40 of them from a few bytes ran the parser out of
+             * memory */
+            bad("a typed UBJSON array of values without data, or past the data");
+            return -1;
+        }
+        for (Py_ssize_t k = 0; k < n; k++) {
+            Py_ssize_t item = ubj_value(doc, depth + 1, kind);
+            if (item < 0)
+                return -1;
+            link_item(doc, self, &last, item);
+        }
+        return self;
+    }
+    if (marker == '#') { /* counted, every element at least one byte */
+        if (ubj_length(doc, &n) < 0)
+            return -1;
+        if (n > doc->len - doc->pos) {
+            bad("a UBJSON array longer than the data");
+            return -1;
+        }
+        for (Py_ssize_t k = 0; k < n; k++) {
+            Py_ssize_t item = ubj_value(doc, depth + 1, -1);
+            if (item < 0)
+                return -1;
+            link_item(doc, self, &last, item);
+        }
+        return self;
+    }
+    while (marker != ']') {
+        Py_ssize_t item = ubj_value(doc, depth + 1, marker);
+        if (item < 0 || ubj_marker(doc, &marker) < 0)
+            return -1;
+        link_item(doc, self, &last, item);
+    }
+    return self;
+}
+
+static Py_ssize_t
+ubj_member(XDoc *doc, int depth)
+{
+    const char *key;
+    Py_ssize_t klen;
+    if (ubj_text(doc, &key, &klen) < 0)
+        return -1;
+    Py_ssize_t item = ubj_value(doc, depth + 1, -1);
+    if (item < 0)
+        return -1;
+    doc->nodes[item].key = key;
+    doc->nodes[item].klen = klen;
+    return item;
+}
+
+static Py_ssize_t
+ubj_object(XDoc *doc, int depth)
+{
+    Py_ssize_t self = new_node(doc, X_OBJECT), last = -1;
+    unsigned char marker;
+    if (self < 0 || ubj_marker(doc, &marker) < 0)
+        return -1;
+    if (marker == '#') {
+        Py_ssize_t n;
+        if (ubj_length(doc, &n) < 0)
+            return -1;
+        if (n > doc->len - doc->pos) {
+            bad("a UBJSON object longer than the data");
+            return -1;
+        }
+        for (Py_ssize_t k = 0; k < n; k++) {
+            Py_ssize_t item = ubj_member(doc, depth);
+            if (item < 0)
+                return -1;
+            link_item(doc, self, &last, item);
+        }
+    }
+    else {
+        while (marker != '}') {
+            doc->pos--; /* the marker was the key's length marker */
+            Py_ssize_t item = ubj_member(doc, depth);
+            if (item < 0 || ubj_marker(doc, &marker) < 0)
+                return -1;
+            link_item(doc, self, &last, item);
+        }
+    }
+    return distinct_keys(doc, self) < 0 ? -1 : self;
+}
+
+/* One value; ``marker`` is its marker when already read (typed arrays), else -1. */
+static Py_ssize_t
+ubj_value(XDoc *doc, int depth, int marker)
+{
+    if (depth > MAX_DEPTH) {
+        bad("nesting deeper than %d", MAX_DEPTH);
+        return -1;
+    }
+    unsigned char m;
+    if (marker >= 0)
+        m = (unsigned char)marker;
+    else if (ubj_marker(doc, &m) < 0)
+        return -1;
+    if (elem_size(m)) {
+        int64_t i;
+        double d = 0;
+        int is_float;
+        if (ubj_number(doc, m, &i, &d, &is_float) < 0)
+            return -1;
+        Py_ssize_t self = new_node(doc, is_float ? X_FLOAT : X_INT);
+        if (self >= 0) {
+            doc->nodes[self].i = i;
+            doc->nodes[self].d = d;
+        }
+        return self;
+    }
+    switch (m) {
+    case 'S':
+    case 'H': {
+        const char *s;
+        Py_ssize_t n;
+        if (ubj_text(doc, &s, &n) < 0)
+            return -1;
+        Py_ssize_t self = new_node(doc, X_STR);
+        if (self >= 0) {
+            doc->nodes[self].s = s;
+            doc->nodes[self].n = n;
+        }
+        return self;
+    }
+    case 'C': {
+        if (doc->pos >= doc->len) {
+            bad("UBJSON data ends early");
+            return -1;
+        }
+        Py_ssize_t self = new_node(doc, X_STR); /* one character: counts as text */
+        if (self >= 0) {
+            doc->nodes[self].s = (const char *)doc->data + doc->pos;
+            doc->nodes[self].n = 1;
+            doc->pos++;
+        }
+        return self;
+    }
+    case 'T':
+    case 'F': {
+        Py_ssize_t self = new_node(doc, X_BOOL);
+        if (self >= 0)
+            doc->nodes[self].i = m == 'T';
+        return self;
+    }
+    case 'Z':
+        return new_node(doc, X_NULL);
+    case '[':
+        return ubj_array(doc, depth);
+    case '{':
+        return ubj_object(doc, depth);
+    default:
+        bad("unknown UBJSON marker 0x%x at byte %zd", m, doc->pos - 1);
+        return -1;
+    }
+}
+
+/* A document parsed by Python's json module (dicts, lists, str, int, float, bool, None). */
+static Py_ssize_t
+py_value(XDoc *doc, PyObject *obj, int depth)
+{
+    if (depth > MAX_DEPTH) {
+        bad("nesting deeper than %d", MAX_DEPTH);
+        return -1;
+    }
+    Py_ssize_t self;
+    if (obj == Py_None)
+        return new_node(doc, X_NULL);
+    if (PyBool_Check(obj)) {
+        if ((self = new_node(doc, X_BOOL)) >= 0)
+            doc->nodes[self].i = obj == Py_True;
+        return self;
+    }
+    if (PyLong_Check(obj)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        if ((self = new_node(doc, overflow ? X_BIG : X_INT)) >= 0)
+            doc->nodes[self].i = overflow ? overflow : v;
+        return self;
+    }
+    if (PyFloat_Check(obj)) {
+        if ((self = new_node(doc, X_FLOAT)) >= 0)
+            doc->nodes[self].d = PyFloat_AS_DOUBLE(obj);
+        return self;
+    }
+    if (PyUnicode_Check(obj)) {
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(obj, &n);
+        if (s == NULL) { /* a lone surrogate (json lets \ud800 through): not UTF-8 */
+            PyErr_Clear();
+            bad("text that is not UTF-8");
+            return -1;
+        }
+        if ((self = new_node(doc, X_STR)) >= 0) {
+            doc->nodes[self].s = s;
+            doc->nodes[self].n = n;
+        }
+        return self;
+    }
+    if (PyList_Check(obj)) {
+        if ((self = new_node(doc, X_ARRAY)) < 0)
+            return -1;
+        Py_ssize_t last = -1;
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(obj); k++) {
+            Py_ssize_t item = py_value(doc, PyList_GET_ITEM(obj, k), depth + 1);
+            if (item < 0)
+                return -1;
+            link_item(doc, self, &last, item);
+        }
+        return self;
+    }
+    if (PyDict_Check(obj)) {
+        if ((self = new_node(doc, X_OBJECT)) < 0)
+            return -1;
+        Py_ssize_t last = -1, at = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(obj, &at, &key, &value)) {
+            Py_ssize_t klen;
+            const char *k = PyUnicode_Check(key) ? PyUnicode_AsUTF8AndSize(key, &klen) : NULL;
+            if (k == NULL) {
+                PyErr_Clear();
+                bad("an object key that is not UTF-8 text");
+                return -1;
+            }
+            Py_ssize_t item = py_value(doc, value, depth + 1);
+            if (item < 0)
+                return -1;
+            doc->nodes[item].key = k;
+            doc->nodes[item].klen = klen;
+            link_item(doc, self, &last, item);
+        }
+        return self;
+    }
+    bad("a %s where JSON values belong", Py_TYPE(obj)->tp_name);
+    return -1;
+}
+
+/* -- reading the document --------------------------------------------------------------- */
+
+typedef struct {
+    XDoc *doc;
+    char what[48]; /* "tree 12" */
+} Ctx;
+
+static const XNode *
+node_at(const XDoc *doc, Py_ssize_t at)
+{
+    return at < 0 ? NULL : &doc->nodes[at];
+}
+
+static const XNode *
+member(const XDoc *doc, const XNode *object, const char *key)
+{
+    if (object == NULL || object->kind != X_OBJECT)
+        return NULL;
+    Py_ssize_t klen = (Py_ssize_t)strlen(key);
+    for (Py_ssize_t at = object->first; at >= 0; at = doc->nodes[at].next) {
+        const XNode *item = &doc->nodes[at];
+        if (item->klen == klen && item->key[0] == key[0] &&
+            memcmp(item->key, key, (size_t)klen) == 0)
+            return item;
+    }
+    return NULL;
+}
+
+/* _get: the member, or "WHAT has no 'KEY'" */
+static const XNode *
+get(const XDoc *doc, const XNode *object, const char *key, const char *what)
+{
+    const XNode *found = member(doc, object, key);
+    if (found == NULL)
+        bad("%s has no '%s'", what, key);
+    return found;
+}
+
+static int
+is_seq(const XNode *node)
+{
+    return node != NULL && (node->kind == X_ARRAY || node->kind == X_TYPED);
+}
+
+static int
+text_is(const XNode *node, const char *text)
+{
+    Py_ssize_t n = (Py_ssize_t)strlen(text);
+    return node != NULL && node->kind == X_STR && node->n == n &&
+           memcmp(node->s, text, (size_t)n) == 0;
+}
+
+/* A value as Python would show it in a message. */
+static PyObject *
+shown(const XNode *node)
+{
+    switch (node->kind) {
+    case X_NULL: return PyUnicode_FromString("None");
+    case X_BOOL: return PyUnicode_FromString(node->i ? "True" : "False");
+    case X_INT: return PyUnicode_FromFormat("%lld", (long long)node->i);
+    case X_BIG: return PyUnicode_FromString(node->i > 0 ? "(over 2**63)" : "(under -2**63)");
+    case X_FLOAT: {
+        PyObject *f = PyFloat_FromDouble(node->d);
+        PyObject *r = f ? PyObject_Repr(f) : NULL;
+        Py_XDECREF(f);
+        return r;
+    }
+    case X_STR: {
+        PyObject *s = PyUnicode_DecodeUTF8(node->s, node->n < 200 ? node->n : 200, "replace");
+        PyObject *r = s ? PyObject_Repr(s) : NULL;
+        Py_XDECREF(s);
+        return r;
+    }
+    case X_OBJECT: return PyUnicode_FromString("an object");
+    default: return PyUnicode_FromString("a list");
+    }
+}
+
+/* _int: a count or index, written as a number or (in model parameters) as a decimal string,
+ * within low..high. */
+static int
+read_count(const XNode *node, const char *what, const char *key, int64_t low, int64_t high,
+           int64_t *out)
+{
+    int64_t v = 0;
+    int ok = 0;
+    if (node->kind == X_INT) {
+        v = node->i;
+        ok = 1;
+    }
+    else if (node->kind == X_STR) {
+        /* int(text): digits with an optional sign, underscores and surrounding spaces */
+        char *copy = PyMem_Malloc((size_t)node->n + 1), *end = NULL;
+        if (copy == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(copy, node->s, (size_t)node->n);
+        copy[node->n] = 0;
+        PyObject *number = strlen(copy) == (size_t)node->n ? PyLong_FromString(copy, &end, 10)
+                                                           : NULL;
+        if (number != NULL && *end != 0) /* trailing text */
+            Py_CLEAR(number);
+        PyMem_Free(copy);
+        if (number == NULL) {
+            PyErr_Clear();
+            PyObject *text = shown(node);
+            if (text != NULL) {
+                bad("%s%s%s is %U, not an integer", what, key ? "'s " : "", key ? key : "", text);
+                Py_DECREF(text);
+            }
+            return -1;
+        }
+        int overflow;
+        v = PyLong_AsLongLongAndOverflow(number, &overflow);
+        Py_DECREF(number);
+        ok = !overflow;
+    }
+    if (!ok || v < low || v > high) {
+        PyObject *text = shown(node);
+        if (text != NULL) {
+            bad("%s%s%s is %U, outside %lld..%lld", what, key ? "'s " : "", key ? key : "", text,
+                (long long)low, (long long)high);
+            Py_DECREF(text);
+        }
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* read_count of an optional member, with its default */
+static int
+read_count_or(const XDoc *doc, const XNode *object, const char *key, int64_t fallback,
+              const char *what, int64_t low, int64_t high, int64_t *out)
+{
+    const XNode *node = member(doc, object, key);
+    if (node == NULL) {
+        if (fallback < low || fallback > high) {
+            bad("%s is %lld, outside %lld..%lld", what, (long long)fallback, (long long)low,
+                (long long)high);
+            return -1;
+        }
+        *out = fallback;
+        return 0;
+    }
+    return read_count(node, what, NULL, low, high, out);
+}
+
+/* _ints: a list of integers (typed UBJSON integers, or a list of integer values) of
+ * ``length`` items (any when negative), as a fresh array (PyMem_Free it; NULL if empty). */
+static int
+read_ints(const XDoc *doc, const XNode *node, const char *what, const char *key,
+          Py_ssize_t length, int64_t **out, Py_ssize_t *count)
+{
+    const char *sep = key ? "'s " : "";
+    key = key ? key : "";
+    *out = NULL;
+    if (!is_seq(node) || (length >= 0 && node->n != length)) {
+        if (is_seq(node))
+            bad("%s%s%s has %zd values, not %zd", what, sep, key, node->n, length);
+        else
+            bad("%s%s%s is not a list of integers", what, sep, key);
+        return -1;
+    }
+    Py_ssize_t n = node->n;
+    *count = n;
+    if (n == 0)
+        return 0;
+    if (node->kind == X_TYPED && !is_int_marker(node->elem)) {
+        bad("%s%s%s holds values that are not integers", what, sep, key);
+        return -1;
+    }
+    int64_t *values = PyMem_Malloc((size_t)n * sizeof(int64_t));
+    if (values == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (node->kind == X_TYPED) {
+        const unsigned char *p = (const unsigned char *)node->s;
+        switch (node->elem) { /* big-endian, one loop per width */
+        case 'i':
+            for (Py_ssize_t k = 0; k < n; k++)
+                values[k] = (int8_t)p[k];
+            break;
+        case 'U':
+            for (Py_ssize_t k = 0; k < n; k++)
+                values[k] = p[k];
+            break;
+        case 'I':
+            for (Py_ssize_t k = 0; k < n; k++)
+                values[k] = (int16_t)(uint16_t)(p[2 * k] << 8 | p[2 * k + 1]);
+            break;
+        case 'l':
+            for (Py_ssize_t k = 0; k < n; k++)
+                values[k] = (int32_t)((uint32_t)p[4 * k] << 24 | (uint32_t)p[4 * k + 1] << 16 |
+                                      (uint32_t)p[4 * k + 2] << 8 | p[4 * k + 3]);
+            break;
+        default: /* 'L' */
+            for (Py_ssize_t k = 0; k < n; k++)
+                values[k] = (int64_t)big_endian(p + 8 * k, 8);
+        }
+    }
+    else {
+        Py_ssize_t k = 0;
+        for (Py_ssize_t at = node->first; at >= 0; at = doc->nodes[at].next) {
+            const XNode *item = &doc->nodes[at];
+            if (item->kind != X_INT) {
+                PyMem_Free(values);
+                bad("%s%s%s holds values that are not integers", what, sep, key);
+                return -1;
+            }
+            values[k++] = item->i;
+        }
+    }
+    *out = values;
+    return 0;
+}
+
+/* _check_tree: tree ``k``; sets its leaf vector size. */
+static int
+check_xgb_tree(const XDoc *doc, const XNode *tree, Py_ssize_t k, int64_t num_feature,
+               int64_t *leaf_size_out)
+{
+    char what[32] = "tree ", digits[24];
+    int nd = 0;
+    for (Py_ssize_t v = k; nd == 0 || v > 0; v /= 10) /* snprintf costs more than the tree */
+        digits[nd++] = (char)('0' + v % 10);
+    for (int d = 0; d < nd; d++)
+        what[5 + d] = digits[nd - 1 - d];
+    what[5 + nd] = 0;
+    int64_t *left = NULL, *right = NULL, *features = NULL, *kinds = NULL, *categories = NULL,
+            *cat_nodes = NULL, *segments = NULL, *sizes = NULL;
+    unsigned char *seen = NULL;
+    int status = -1;
+    int64_t n, leaf_size;
+    Py_ssize_t count, n_categories = 0, n_cat_nodes = 0, n_segments = 0, n_sizes = 0;
+    const XNode *param = get(doc, tree, "tree_param", what), *node;
+    if (param == NULL || (node = get(doc, param, "num_nodes", what)) == NULL)
+        goto done;
+    if (read_count(node, what, "num_nodes", 1, INT32_MAX, &n) < 0)
+        goto done;
+    if ((node = get(doc, param, "size_leaf_vector", what)) == NULL)
+        goto done;
+    if (read_count(node, what, "size_leaf_vector", 0, INT32_MAX, &leaf_size) < 0)
+        goto done;
+    static const char *const linked[] = {"left_children", "right_children", "split_indices"};
+    int64_t **arrays[] = {&left, &right, &features};
+    for (int a = 0; a < 3; a++) {
+        if ((node = get(doc, tree, linked[a], what)) == NULL)
+            goto done;
+        if (read_ints(doc, node, what, linked[a], n, arrays[a], &count) < 0)
+            goto done;
+    }
+    static const char *const per_node[] = {"parents", "split_conditions", "default_left",
+                                           "split_type"};
+    for (int a = 0; a < 4; a++) {
+        if ((node = get(doc, tree, per_node[a], what)) == NULL)
+            goto done;
+        if (!is_seq(node) || node->n != n) {
+            bad("%s's %s does not have one value per node", what, per_node[a]);
+            goto done;
+        }
+    }
+    /* left, right and features now have n values each: n is backed by the data */
+    if (leaf_size > 1) {
+        /* a vector-leaf tree (multi_output_tree): a leaf's right child is its row of
+         * leaf_weights */
+        const XNode *weights = get(doc, tree, "leaf_weights", what);
+        if (weights == NULL)
+            goto done;
+        if (!is_seq(weights) || weights->n % leaf_size) {
+            bad("%s's leaf_weights do not come in rows of %lld", what, (long long)leaf_size);
+            goto done;
+        }
+        int64_t rows = weights->n / leaf_size;
+        for (int64_t i = 0; i < n; i++)
+            if (left[i] == -1 && (right[i] < 0 || right[i] >= rows)) {
+                bad("%s has a leaf outside its %lld leaf weight rows", what, (long long)rows);
+                goto done;
+            }
+    }
+    else {
+        for (int64_t i = 0; i < n; i++)
+            if ((left[i] == -1) != (right[i] == -1)) {
+                bad("%s has a node with one child", what);
+                goto done;
+            }
+    }
+    seen = PyMem_Calloc((size_t)n, 1);
+    if (seen == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (int64_t i = 0; i < n; i++) { /* the inner nodes' children */
+        if (left[i] == -1)
+            continue;
+        if (left[i] < 1 || left[i] >= n || right[i] < 1 || right[i] >= n) {
+            bad("%s has a child index outside 1..%lld", what, (long long)(n - 1));
+            goto done;
+        }
+    }
+    /* each node is the child of at most one node, and the root of none: no cycle is
+     * reachable */
+    for (int64_t i = 0; i < n; i++) {
+        if (left[i] == -1)
+            continue;
+        if (seen[left[i]]++ || seen[right[i]]++) {
+            bad("%s has a node reached twice (a cycle or a shared child)", what);
+            goto done;
+        }
+    }
+    for (int64_t i = 0; i < n; i++)
+        if (left[i] != -1 && (features[i] < 0 || features[i] >= num_feature)) {
+            bad("%s splits on a feature outside 0..%lld", what, (long long)(num_feature - 1));
+            goto done;
+        }
+    if (read_ints(doc, member(doc, tree, "split_type"), what, "split_type", n, &kinds, &count) < 0)
+        goto done;
+    for (int64_t i = 0; i < n; i++)
+        if (kinds[i] != 0 && kinds[i] != 1) {
+            bad("%s has a split type other than numerical (0) or categorical (1)", what);
+            goto done;
+        }
+    static const char *const cat_keys[] = {"categories", "categories_nodes",
+                                           "categories_segments", "categories_sizes"};
+    int64_t **cat_arrays[] = {&categories, &cat_nodes, &segments, &sizes};
+    Py_ssize_t *cat_counts[] = {&n_categories, &n_cat_nodes, &n_segments, &n_sizes};
+    for (int a = 0; a < 4; a++) {
+        const XNode *listed = member(doc, tree, cat_keys[a]);
+        if (listed != NULL &&
+            read_ints(doc, listed, what, cat_keys[a], -1, cat_arrays[a], cat_counts[a]) < 0)
+            goto done;
+    }
+    if (n_cat_nodes != n_segments || n_segments != n_sizes) {
+        bad("%s's categorical splits disagree in number", what);
+        goto done;
+    }
+    memset(seen, 0, (size_t)n); /* now: the nodes that list categories */
+    for (Py_ssize_t c = 0; c < n_cat_nodes; c++) {
+        if (cat_nodes[c] < 0 || cat_nodes[c] >= n || kinds[cat_nodes[c]] != 1) {
+            bad("%s lists categories for a node that is no categorical split", what);
+            goto done;
+        }
+        seen[cat_nodes[c]] = 1;
+    }
+    for (Py_ssize_t c = 0; c < n_cat_nodes; c++)
+        if (segments[c] < 0 || sizes[c] < 0 || segments[c] > n_categories - sizes[c]) {
+            bad("%s has a category segment past its category list", what);
+            goto done;
+        }
+    for (int64_t i = 0; i < n; i++)
+        if (left[i] != -1 && kinds[i] == 1 && !seen[i]) {
+            bad("%s has a categorical split without categories", what);
+            goto done;
+        }
+    for (Py_ssize_t c = 0; c < n_categories; c++)
+        if (categories[c] < 0 || categories[c] >= MAX_CATEGORY) {
+            bad("%s has a category outside 0..%d", what, MAX_CATEGORY - 1);
+            goto done;
+        }
+    const XNode *weights = get(doc, tree, "base_weights", what);
+    if (weights == NULL)
+        goto done;
+    if (!is_seq(weights) || weights->n != n * (leaf_size > 1 ? leaf_size : 1)) {
+        bad("%s's base_weights do not match its nodes", what);
+        goto done;
+    }
+    *leaf_size_out = leaf_size;
+    status = 0;
+done:
+    PyMem_Free(left);
+    PyMem_Free(right);
+    PyMem_Free(features);
+    PyMem_Free(kinds);
+    PyMem_Free(categories);
+    PyMem_Free(cat_nodes);
+    PyMem_Free(segments);
+    PyMem_Free(sizes);
+    PyMem_Free(seen);
+    return status;
+}
+
+static int64_t
+max3(int64_t a, int64_t b, int64_t c)
+{
+    int64_t m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+/* check_model in _xgb_check.py, on the parsed document; sets the width and the number of
+ * feature names (-1: no list) for the size bound, which the caller applies. */
+static int
+check_xgb_document(const XDoc *doc, const XNode *root, int64_t *num_feature, Py_ssize_t *names)
+{
+    int64_t num_class, num_target, *info = NULL, *indptr = NULL, *leaf_sizes = NULL;
+    int status = -1;
+    const XNode *learner = get(doc, root, "learner", "the model"), *param, *node;
+    if (learner == NULL || (param = get(doc, learner, "learner_model_param", "the learner")) == NULL ||
+        (node = get(doc, param, "num_feature", "the learner")) == NULL ||
+        read_count(node, "num_feature", NULL, 0, INT32_MAX, num_feature) < 0)
+        return -1;
+    const XNode *listed = member(doc, learner, "feature_names");
+    *names = is_seq(listed) ? listed->n : -1;
+    if (read_count_or(doc, param, "num_class", 0, "num_class", 0, INT32_MAX, &num_class) < 0 ||
+        read_count_or(doc, param, "num_target", 1, "num_target", 1, INT32_MAX, &num_target) < 0)
+        return -1;
+    int64_t outputs = max3(num_class, num_target, 1);
+    const XNode *scores = member(doc, param, "base_score");
+    if (scores != NULL && scores->kind == X_STR && scores->n > 0 && scores->s[0] == '[') {
+        /* XGBoost 3 keeps one base score per output, as a list in text */
+        Py_ssize_t commas = 0;
+        for (Py_ssize_t i = 0; i < scores->n; i++)
+            commas += scores->s[i] == ',';
+        if (commas + 1 != 1 && commas + 1 != outputs) {
+            bad("base_score does not have %lld values", (long long)outputs);
+            return -1;
+        }
+    }
+    const XNode *softmax = member(doc, member(doc, learner, "objective"),
+                                  "softmax_multiclass_param");
+    const XNode *classes = member(doc, softmax, "num_class");
+    if (classes != NULL && classes->kind != X_NULL) {
+        int64_t declared;
+        if (read_count(classes, "the objective's num_class", NULL, 0, INT32_MAX, &declared) < 0)
+            return -1;
+        if (declared != num_class) {
+            bad("the objective's num_class is not the model's %lld", (long long)num_class);
+            return -1;
+        }
+    }
+    static const char *const described[] = {"feature_names", "feature_types"};
+    for (int a = 0; a < 2; a++) {
+        listed = member(doc, learner, described[a]);
+        if (listed != NULL && listed->kind != X_NULL &&
+            (!is_seq(listed) || (listed->n != 0 && listed->n != *num_feature))) {
+            bad("%s does not list the %lld features", described[a], (long long)*num_feature);
+            return -1;
+        }
+    }
+    const XNode *booster = get(doc, learner, "gradient_booster", "the learner"), *name;
+    if (booster == NULL || (name = get(doc, booster, "name", "the gradient booster")) == NULL)
+        return -1;
+    if (text_is(name, "gblinear")) {
+        const XNode *model = get(doc, booster, "model", "gblinear"), *weights;
+        if (model == NULL || (weights = get(doc, model, "weights", "gblinear")) == NULL)
+            return -1;
+        if (!is_seq(weights) || weights->n != (*num_feature + 1) * outputs) {
+            bad("gblinear has %zd weights for %lld features", is_seq(weights) ? weights->n : 0,
+                (long long)*num_feature);
+            return -1;
+        }
+        return 0;
+    }
+    int dart = text_is(name, "dart");
+    if (dart)
+        booster = get(doc, booster, "gbtree", "dart");
+    else if (!text_is(name, "gbtree")) {
+        PyObject *text = shown(name);
+        if (text != NULL) {
+            bad("gradient booster %U", text);
+            Py_DECREF(text);
+        }
+        return -1;
+    }
+    const XNode *model, *trees, *params;
+    if (booster == NULL || (model = get(doc, booster, "model", "gbtree")) == NULL ||
+        (trees = get(doc, model, "trees", "gbtree")) == NULL)
+        return -1;
+    if (trees->kind != X_ARRAY) {
+        bad("its trees are not a list");
+        return -1;
+    }
+    Py_ssize_t n_trees = trees->n, count;
+    if ((params = get(doc, model, "gbtree_model_param", "gbtree")) == NULL)
+        return -1;
+    if (params->kind != X_OBJECT) {
+        bad("gbtree's gbtree_model_param is not an object");
+        return -1;
+    }
+    int64_t stored, parallel;
+    if (read_count_or(doc, params, "num_trees", n_trees, "num_trees", 0, INT32_MAX, &stored) < 0)
+        return -1;
+    if (stored != n_trees) {
+        bad("num_trees says %lld but %zd are stored", (long long)stored, n_trees);
+        return -1;
+    }
+    if (read_count_or(doc, params, "num_parallel_tree", 1, "num_parallel_tree", 1,
+                      n_trees > 1 ? n_trees : 1, &parallel) < 0)
+        return -1;
+    leaf_sizes = PyMem_Malloc((size_t)(n_trees ? n_trees : 1) * sizeof(int64_t));
+    if (leaf_sizes == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t k = 0;
+    int64_t widest = 1;
+    for (Py_ssize_t at = trees->first; at >= 0; at = doc->nodes[at].next, k++) {
+        if (check_xgb_tree(doc, &doc->nodes[at], k, *num_feature, &leaf_sizes[k]) < 0)
+            goto done;
+        widest = leaf_sizes[k] > widest ? leaf_sizes[k] : widest;
+    }
+    int64_t width = num_class > num_target ? num_class : num_target;
+    for (k = 0; k < n_trees; k++)
+        if (leaf_sizes[k] > 1 && leaf_sizes[k] != width) {
+            /* XGBoost writes a vector leaf's values into one output per class or target: a
+             * wider one overran the output buffer (heap corruption) */
+            bad("a tree's leaf vector is not %lld wide (one value per class or target)",
+                (long long)width);
+            goto done;
+        }
+    /* an output per class or target: as many as the trees (or a tree's leaf vector) fill */
+    int64_t fillable = max3(n_trees, widest, 1);
+    if (num_class > fillable || num_target > fillable) {
+        bad("num_class=%lld, num_target=%lld for %zd trees", (long long)num_class,
+            (long long)num_target, n_trees);
+        goto done;
+    }
+    if ((node = get(doc, model, "tree_info", "gbtree")) == NULL ||
+        read_ints(doc, node, "tree_info", NULL, n_trees, &info, &count) < 0)
+        goto done;
+    for (k = 0; k < n_trees; k++)
+        if (info[k] < 0 || info[k] >= outputs) {
+            bad("tree_info assigns a tree to a class or target the model does not have");
+            goto done;
+        }
+    node = member(doc, model, "iteration_indptr");
+    Py_ssize_t rounds = 2;
+    int64_t fallback[2] = {0, n_trees};
+    const int64_t *bounds = fallback;
+    if (node != NULL) {
+        if (read_ints(doc, node, "iteration_indptr", NULL, -1, &indptr, &rounds) < 0)
+            goto done;
+        bounds = indptr;
+    }
+    int split = rounds >= 1 && bounds[0] == 0 && bounds[rounds - 1] == n_trees;
+    for (k = 1; k < rounds && split; k++)
+        split = bounds[k] >= bounds[k - 1];
+    if (!split) {
+        bad("iteration_indptr does not split the trees into rounds");
+        goto done;
+    }
+    if (dart) {
+        const XNode *drops = get(doc, get(doc, learner, "gradient_booster", "the learner"),
+                                 "weight_drop", "dart");
+        if (drops == NULL)
+            goto done;
+        if (!is_seq(drops) || drops->n != n_trees) {
+            bad("dart's weight_drop does not have one weight per tree");
+            goto done;
+        }
+    }
+    status = 0;
+done:
+    PyMem_Free(info);
+    PyMem_Free(indptr);
+    PyMem_Free(leaf_sizes);
+    return status;
+}
+
+static PyObject *
+xgb_check(PyObject *self, PyObject *arg)
+{
+    XDoc doc = {NULL, 0, 0, NULL, 0, 0};
+    Py_buffer view = {NULL};
+    Py_ssize_t root;
+    int64_t num_feature = 0;
+    Py_ssize_t names = -1;
+    PyObject *result = NULL;
+    if (PyDict_Check(arg))
+        root = py_value(&doc, arg, 0);
+    else {
+        if (buffer_arg(arg, &view) < 0)
+            return NULL;
+        doc.data = view.buf;
+        doc.len = view.len;
+        root = ubj_value(&doc, 0, -1);
+        if (root >= 0 && doc.pos != doc.len) {
+            bad("%zd bytes follow the UBJSON document", doc.len - doc.pos);
+            root = -1;
+        }
+    }
+    if (root >= 0 && check_xgb_document(&doc, node_at(&doc, root), &num_feature, &names) == 0)
+        result = Py_BuildValue("(Ln)", (long long)num_feature, names);
+    if (view.obj != NULL)
+        PyBuffer_Release(&view);
+    PyMem_Free(doc.nodes);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"lgb_tree_starts", lgb_tree_starts, METH_O,
      "lgb_tree_starts(text)\n--\n\n"
@@ -586,6 +1717,11 @@ static PyMethodDef methods[] = {
      "lgb_trees(text, bounds, n_features)\n--\n\n"
      "Check each tree text[bounds[k]:bounds[k + 1]] of a LightGBM model text; ValueError "
      "saying what is wrong with the first bad one."},
+    {"xgb_check", xgb_check, METH_O,
+     "xgb_check(document)\n--\n\n"
+     "Check an XGBoost model document: UBJSON bytes, or a dict parsed from its JSON. Returns "
+     "(num_feature, the number of feature names or -1) for the width bound; ValueError "
+     "saying what is wrong otherwise."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {

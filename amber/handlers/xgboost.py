@@ -25,7 +25,7 @@ from amber.handlers._common import (
     installed,
     type_name,
 )
-from amber.handlers._xgb_check import check_model, check_width, parse_model
+from amber.handlers._xgb_check import check_model, check_width
 from amber.security._policy import LoadPolicy
 
 __all__ = ["HANDLER", "XGBoostHandler"]
@@ -72,7 +72,8 @@ class XGBoostHandler:
             raw = _booster_raw(obj, format, None)
         booster = obj.get_booster() if isinstance(obj, xgb.XGBModel) else obj
         bounds = SizeBounds.for_save()
-        check_width(booster.num_features(), booster.feature_names, bounds)
+        names = booster.feature_names
+        check_width(booster.num_features(), -1 if names is None else len(names), bounds)
         writer.add(_ENTRY[format], raw)
         return SavedPayload(
             payload=payload,
@@ -90,7 +91,7 @@ class XGBoostHandler:
             raise FormatError(f"malformed xgboost payload: format {fmt!r}")
         raw = bytearray(reader.read(_ENTRY[fmt]))
         bounds = SizeBounds.for_load(str(reader.path), policy)
-        check_model(parse_model(raw, fmt), bounds)  # XGBoost's parser trusts what it reads
+        check_model(raw, fmt, bounds)  # XGBoost's parser trusts what it reads
         bounds.warn_if_lifted()
         wrapper = payload.get("wrapper")
         if wrapper is None:

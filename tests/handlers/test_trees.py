@@ -225,43 +225,47 @@ def test_xgboost_documents_that_overrun_or_exhaust_are_refused() -> None:
     import xgboost as xgb
 
     from amber.handlers._common import SizeBounds
-    from amber.handlers._xgb_check import check_model, parse_model
+    from amber.handlers._xgb_check import check_model
+
+    def check(doc: Any, bounds: SizeBounds) -> None:
+        check_model(json.dumps(doc).encode(), "json", bounds)
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(100, 4))
     model = xgb.XGBRegressor(n_estimators=1, multi_strategy="multi_output_tree", n_jobs=1)
     model.fit(X, np.c_[X[:, 0], X[:, 1]])
     doc = json.loads(bytes(model.get_booster().save_raw("json")))
-    check_model(doc, SizeBounds("test"))
+    check(doc, SizeBounds("test"))
     tree = _tree(doc)
     tree["tree_param"]["size_leaf_vector"] = "64"
     tree["leaf_weights"] = [0.0] * 64 * (len(tree["leaf_weights"]) // 2)
     tree["base_weights"] = [0.0] * 64 * len(tree["left_children"])
     with pytest.raises(FormatError, match="leaf vector is not 2 wide"):
-        check_model(doc, SizeBounds("test"))
+        check(doc, SizeBounds("test"))
     wide = json.loads(bytes(model.get_booster().save_raw("json")))
     wide["learner"]["learner_model_param"]["num_feature"] = str(300_000_000)
     with pytest.raises(FormatError, match=r"300,000,000 features wide .* without as many"):
-        check_model(wide, SizeBounds("test"))  # 4.9 GB at predict on one thread
+        check(wide, SizeBounds("test"))  # 4.9 GB at predict on one thread
     lifted = SizeBounds("test", lifted=True)  # a file the caller made: a warning at the end
-    check_model(wide, lifted)
+    check(wide, lifted)
     assert lifted.found and "300,000,000" in lifted.found[0]
     nulls = b"[$Z#L" + (2**40).to_bytes(8, "big")
     with pytest.raises(FormatError, match="without data"):
-        parse_model(nulls, "ubj")
+        check_model(nulls, "ubj", SizeBounds("test"))
     with pytest.raises(FormatError, match="longer than the data"):
-        parse_model(b"[#L" + (2**40).to_bytes(8, "big"), "ubj")
+        check_model(b"[#L" + (2**40).to_bytes(8, "big"), "ubj", SizeBounds("test"))
 
 
 def test_an_xgboost_document_giving_a_key_twice_is_refused() -> None:
     """The check would read one value, XGBoost perhaps the other."""
-    from amber.handlers._xgb_check import parse_model
+    from amber.handlers._common import SizeBounds
+    from amber.handlers._xgb_check import check_model
 
     with pytest.raises(FormatError, match="gives a key twice"):
-        parse_model(b'{"learner": {"a": 1, "a": 2}}', "json")
+        check_model(b'{"learner": {"a": 1, "a": 2}}', "json", SizeBounds("test"))
     twice = b"{" + (b"L" + (1).to_bytes(8, "big") + b"a" + b"Z") * 2 + b"}"
     with pytest.raises(FormatError, match="gives a key twice"):
-        parse_model(twice, "ubj")
+        check_model(twice, "ubj", SizeBounds("test"))
 
 
 @pytest.mark.parametrize("forgery", sorted(_XGB_FORGERIES))
@@ -273,7 +277,8 @@ def test_a_forged_xgboost_tree_is_refused_before_xgboost_reads_it(
 
     import xgboost as xgb
 
-    from amber.handlers._xgb_check import parse_model
+    from amber.handlers._common import SizeBounds
+    from amber.handlers._xgb_check import check_model
 
     model, _ = _xgb_classifier()
     path = tmp_path / "m.amber"
@@ -282,7 +287,8 @@ def test_a_forged_xgboost_tree_is_refused_before_xgboost_reads_it(
 
     def forge(raw: bytes) -> bytes:
         doc = json.loads(bytes(xgb.Booster(model_file=bytearray(raw)).save_raw("json")))
-        assert parse_model(raw, fmt)["learner"]["learner_model_param"]["num_class"] == "0"
+        check_model(raw, fmt, SizeBounds("test"))  # the honest document passes
+        assert doc["learner"]["learner_model_param"]["num_class"] == "0"
         _XGB_FORGERIES[forgery](doc)
         if fmt == "json":
             return json.dumps(doc).encode()
