@@ -16,7 +16,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("file", help="an .amber file, typically made by `amber export`")
     p.add_argument("--name", help="the name here (default: the name the file carries)")
     p.add_argument("--alias", help="point this alias at the imported version")
-    p.add_argument("--key", metavar="FILE", help="also sign it here with this private key")
+    p.add_argument(
+        "--key", metavar="FILE",
+        help="also sign it here with this private key (a version already holding the model is "
+        "signed too, if unsigned here)",
+    )  # fmt: skip
     p.add_argument(
         "--new-version", action="store_true",
         help="take the next version number here instead of the one the file carries",

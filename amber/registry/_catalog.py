@@ -7,11 +7,14 @@ duplicate a version:
   write lock at once (a deferred ``BEGIN`` would take it at the first write and could fail with
   "database is locked" half-way). Readers use plain ``BEGIN`` and, in WAL mode, never block
   writers. ``busy_timeout`` makes a writer wait up to 60 s for the lock.
-- **PostgreSQL**: a version number is taken with ``UPDATE amber_models SET next_version =
-  next_version + 1 ... RETURNING``, which locks that model's row until the transaction commits;
-  a concurrent publisher of the same name waits and then reads the incremented counter (READ
-  COMMITTED re-evaluates the row). Alias changes and deletes lock the model row with ``SELECT
-  ... FOR UPDATE`` first, so every change to one model is serialized and its history is exact.
+- **PostgreSQL**: every change to a model (publish, import, alias change, delete) first locks
+  the model's row with ``SELECT ... FOR UPDATE`` and reads nothing of it before: a concurrent
+  writer of the same name waits until the commit, then reads what it left (READ COMMITTED takes
+  a new snapshot for each statement). The version number comes from that row's counter, so
+  every change to one model is serialized, its history is exact, and an import's "is this model
+  here already?" is answered under the lock.
+
+Version numbers run from 1 to ``MAX_VERSION`` (2**31-1, PostgreSQL's INTEGER) on both.
 
 The version row, its tags, its alias move and the alias history are written in that one
 transaction; the blob was uploaded and checked before it started. Every write that changes a
@@ -32,8 +35,8 @@ from amber.registry._engine import normalize_url
 from amber.registry._errors import VersionConflict
 from amber.registry._lookup import CatalogLookup
 from amber.registry._schema import now, t
-from amber.registry._types import ModelVersion
-from amber.registry._uri import ModelRef
+from amber.registry._types import ModelVersion, _key_of
+from amber.registry._uri import MAX_VERSION, ModelRef
 
 __all__ = ["Catalog", "PublishRequest", "normalize_url"]
 
@@ -102,7 +105,13 @@ class Catalog(CatalogLookup):
 
     # -- publishing --------------------------------------------------------------------------
     def publish(self, req: PublishRequest) -> ModelVersion:
-        """One transaction: number the version, insert it with its tags, move the alias."""
+        """One transaction: number the version, insert it with its tags, move the alias.
+
+        The model's row is locked first (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's
+        ``BEGIN IMMEDIATE`` already holds the whole database), and only then is anything read:
+        whether an import's model is already there, which number is free. Two imports of one
+        file, or an import and a delete, are thereby serialized like every other change.
+        """
         with self._tx(True, "write to") as conn:
             ts = now()
             conn.execute(
@@ -110,21 +119,19 @@ class Catalog(CatalogLookup):
                 .values(name=req.name, next_version=1, created_at=ts)
                 .on_conflict_do_nothing(index_elements=[t.models.c.name])
             )
-            if req.dedupe and req.version is None:
+            model_id, counter = conn.execute(
+                sa.select(t.models.c.id, t.models.c.next_version)
+                .where(t.models.c.name == req.name)
+                .with_for_update()
+            ).one()
+            if req.dedupe or req.version is not None:  # an import: is its model here already?
                 same = self._same_content(conn, req)
                 if same is not None:
-                    return self._existing(conn, req, same)
+                    return self._existing(conn, req, model_id, same)
             if req.version is None:
-                model_id, version = conn.execute(
-                    t.models.update()
-                    .where(t.models.c.name == req.name)
-                    .values(next_version=t.models.c.next_version + 1)
-                    .returning(t.models.c.id, t.models.c.next_version - 1)
-                ).one()
+                version = self._next_number(conn, req.name, model_id, counter)
             else:
-                model_id, version = self._claim_version(conn, req)
-                if model_id is None:  # the same model already holds that version
-                    return self._existing(conn, req, version)
+                version = self._claim_version(conn, req, model_id, counter)
             mv = ModelVersion(
                 name=req.name,
                 version=version,
@@ -181,17 +188,54 @@ class Catalog(CatalogLookup):
                 self._changed(conn, model_id)
         return dataclasses.replace(mv, signature=signature)
 
-    def _changed(self, conn: sa.Connection, model_id: int, *, deleted: int = 0) -> None:
-        """Raise the model's revision (its versions or aliases changed), and count ``deleted``
-        versions: what readers check their kept lists against."""
+    def _number_used(self, conn: sa.Connection, model_id: int, version: int) -> bool:
+        """Whether ``version`` of the model exists or once existed (numbers are never reused)."""
+        for table in (t.versions, t.deleted_versions):
+            found = conn.execute(
+                sa.select(table.c.id)
+                .where(table.c.model_id == model_id, table.c.version == version)
+                .limit(1)
+            ).first()
+            if found is not None:
+                return True
+        return False
+
+    def _next_number(self, conn: sa.Connection, name: str, model_id: int, counter: Any) -> int:
+        """Take the model's next version number from its counter (the row is locked).
+
+        The counter stays within the version range (it would overflow PostgreSQL's INTEGER
+        column): once the number ``MAX_VERSION`` is taken, the counter stays there and the
+        model takes no further number.
+        """
+        if counter > MAX_VERSION or (
+            counter == MAX_VERSION and self._number_used(conn, model_id, MAX_VERSION)
+        ):
+            raise VersionConflict(
+                f"{name} has used every version number up to {MAX_VERSION} (2**31-1), the "
+                f"highest a registry records (registry {self.label}); publish it under another "
+                f"name"
+            )
+        version = int(counter)
+        conn.execute(
+            t.models.update()
+            .where(t.models.c.id == model_id)
+            .values(next_version=min(version + 1, MAX_VERSION))
+        )
+        return version
+
+    def _changed(self, conn: sa.Connection, model_id: int, *, rewritten: int = 0) -> None:
+        """Raise the model's revision (its versions or aliases changed), and count versions
+        ``rewritten`` (deleted, or changed in place: a signature attached): what readers check
+        their kept lists against. A reader brings its list up to date by the new rows alone
+        only while that count stays the same."""
         conn.execute(
             self._insert(t.revisions)
-            .values(model_id=model_id, revision=1, deleted=deleted)
+            .values(model_id=model_id, revision=1, deleted=rewritten)
             .on_conflict_do_update(
                 index_elements=[t.revisions.c.model_id],
                 set_={
                     "revision": t.revisions.c.revision + 1,
-                    "deleted": t.revisions.c.deleted + deleted,
+                    "deleted": t.revisions.c.deleted + rewritten,
                 },
             )
         )
@@ -244,57 +288,74 @@ class Catalog(CatalogLookup):
             )
         ).scalar()
 
-    def _existing(self, conn: sa.Connection, req: PublishRequest, version: int) -> ModelVersion:
+    def _existing(
+        self, conn: sa.Connection, req: PublishRequest, model_id: int, version: int
+    ) -> ModelVersion:
         """An import of a model that ``version`` already holds: nothing new, but ``req.alias``
-        is moved to it."""
+        is moved to it, and a ``signing_key`` signature is attached to it (if it has none). A
+        signature the file carries that the version lacks cannot be attached: refused."""
         self._release(conn, req.blob_hash)
-        if req.alias:
-            model_id = self._lock_model(conn, req.name)
-            version_id, aliased = conn.execute(
-                sa.select(t.versions.c.id, t.aliases.c.version_id)
-                .select_from(
-                    t.versions.outerjoin(
-                        t.aliases,
-                        (t.aliases.c.model_id == model_id) & (t.aliases.c.alias == req.alias),
-                    )
+        mv = self._resolve(conn, ModelRef(req.name, version=version))
+        version_id = conn.execute(
+            sa.select(t.versions.c.id).where(
+                t.versions.c.model_id == model_id, t.versions.c.version == version
+            )
+        ).scalar_one()
+        held = {k for k in (mv.signed_by, _key_of(mv.signature or "")) if k is not None}
+        signature = req.sign(mv) if req.sign is not None else None
+        added = _key_of(signature) if signature is not None else None
+        file_key = req.signed_by if req.signed_by != "(unreadable)" else None
+        if file_key is not None and file_key not in held | {added}:
+            raise VersionConflict(
+                f"{mv.uri} in registry {self.label} already holds the model of this file, "
+                + (f"signed by key {', '.join(sorted(held))} only" if held else "unsigned")
+                + f"; the file's own signature (key {file_key}) covers its manifest, which "
+                f"this registry does not store for that version, so the import would drop it. "
+                f"To have {mv.name} signed by that key here: sign the version with that key "
+                f"(import with signing_key=, --key), or delete {mv.uri} (force=True, --force, "
+                f"if an alias points to it) and import the file again"
+            )
+        if added is not None and added not in held:
+            if mv.signature is not None:
+                raise VersionConflict(
+                    f"{mv.uri} in registry {self.label} already holds the model of this file and "
+                    f"carries a signature made here by key {_key_of(mv.signature)}; a version "
+                    f"keeps one such signature, so it cannot also be signed by key {added}. "
+                    f"Export it with signing_key= (--key) to give a copy signed by that key"
                 )
-                .where(t.versions.c.model_id == model_id, t.versions.c.version == version)
-            ).one()
-            if aliased != version_id:
-                self._move_alias(conn, model_id, req.name, req.alias, version_id, version, now())
-        return self._resolve(conn, ModelRef(req.name, version=version))
+            conn.execute(
+                t.versions.update().where(t.versions.c.id == version_id).values(signature=signature)
+            )
+            mv = dataclasses.replace(mv, signature=signature)
+            # a version row changed in place: readers read the model's list whole again
+            self._changed(conn, model_id, rewritten=1)
+        if req.alias and req.alias not in mv.aliases:
+            self._move_alias(conn, model_id, req.name, req.alias, version_id, version, now())
+            return self._resolve(conn, ModelRef(req.name, version=version))
+        return mv
 
-    def _claim_version(self, conn: sa.Connection, req: PublishRequest) -> tuple[Any, int]:
-        """Import keeps a version number: take it if free, advancing the counter past it."""
+    def _claim_version(
+        self, conn: sa.Connection, req: PublishRequest, model_id: int, counter: Any
+    ) -> int:
+        """Import keeps a version number: take it if free, advancing the counter past it (the
+        model's row is locked, and no version of it holds this file's model)."""
         version = req.version
         if version is None:
             raise ValueError("an import needs the version to keep")
-        model_id = conn.execute(
-            sa.select(t.models.c.id).where(t.models.c.name == req.name).with_for_update()
-        ).scalar_one()
         taken = conn.execute(
-            sa.select(
-                t.versions.c.blob_hash, t.versions.c.manifest_hash, t.version_content.c.content_hash
+            sa.select(t.versions.c.blob_hash).where(
+                t.versions.c.model_id == model_id, t.versions.c.version == version
             )
-            .select_from(
-                t.versions.outerjoin(
-                    t.version_content, t.version_content.c.version_id == t.versions.c.id
-                )
-            )
-            .where(t.versions.c.model_id == model_id, t.versions.c.version == version)
-        ).first()
+        ).scalar()
         elsewhere = (
             f"import it under another name (name=..., --name) to keep both, or as the next "
             f"version of {req.name} (keep_version=False, --new-version; a signature that binds "
             f"version {version} does not hold for another number)"
         )
         if taken is not None:
-            blob_hash, stored_manifest, content = taken
-            if req.content_hash in (content, stored_manifest) or blob_hash == req.blob_hash:
-                return None, version
             raise VersionConflict(
                 f"{req.name} version {version} already exists in registry {self.label} with "
-                f"another model (blake3 {blob_hash[:16]}..., the file has "
+                f"another model (blake3 {taken[:16]}..., the file has "
                 f"{req.blob_hash[:16]}...); {elsewhere}"
             )
         gone = conn.execute(
@@ -319,17 +380,13 @@ class Catalog(CatalogLookup):
                 f"another model than this file ({req.blob_hash[:16]}...); version numbers are "
                 f"never reused in registry {self.label} for another model: {elsewhere}"
             )
-        conn.execute(
-            t.models.update()
-            .where(t.models.c.id == model_id)
-            .values(
-                next_version=sa.case(
-                    (t.models.c.next_version <= version, version + 1),
-                    else_=t.models.c.next_version,
-                )
+        if counter <= version:  # the counter stays in range (see _next_number)
+            conn.execute(
+                t.models.update()
+                .where(t.models.c.id == model_id)
+                .values(next_version=min(version + 1, MAX_VERSION))
             )
-        )
-        return model_id, version
+        return version
 
     def _move_alias(
         self,
@@ -454,7 +511,7 @@ class Catalog(CatalogLookup):
                 t.version_content.delete().where(t.version_content.c.version_id == version_id)
             )
             conn.execute(t.versions.delete().where(t.versions.c.id == version_id))
-            self._changed(conn, model_id, deleted=1)
+            self._changed(conn, model_id, rewritten=1)
             return mv
 
     # -- garbage collection ------------------------------------------------------------------

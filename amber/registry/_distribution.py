@@ -10,14 +10,8 @@ from typing import TYPE_CHECKING, Any
 from amber.artifact._manifest import encode
 from amber.artifact._reader import ArtifactReader
 from amber.errors import IntegrityError
-from amber.registry._errors import VersionConflict
-from amber.registry._inputs import (
-    Artifact,
-    check_metrics,
-    check_tags,
-    copy_file,
-    registry_meta,
-)
+from amber.registry._errors import InvalidURI, VersionConflict
+from amber.registry._inputs import Artifact, carried, copy_file, registry_meta
 from amber.registry._types import ModelVersion
 from amber.registry._uri import check_alias, check_name, check_version
 
@@ -125,25 +119,6 @@ def export_version(
     return mv
 
 
-def carried(manifest: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], str | None]:
-    """The metrics, tags and description an import takes from a file: its ``registry`` field,
-    else its user ``metadata``."""
-    meta = manifest.get("registry") or {}
-    if not isinstance(meta, dict):
-        meta = {}
-    user = manifest.get("metadata") or {}
-    if not isinstance(user, dict):
-        user = {}
-    metrics = meta.get("metrics", user.get("metrics"))
-    tags = meta.get("tags", user.get("tags"))
-    description = meta.get("description", user.get("description"))
-    return (
-        check_metrics(metrics if isinstance(metrics, dict) else None),
-        check_tags(tags if isinstance(tags, dict) else None, searchable=False),
-        description if isinstance(description, str) else None,
-    )
-
-
 def _not_carried(manifest: dict[str, Any], mv: ModelVersion) -> list[str]:
     """What of ``mv``'s metrics, tags and description an import of ``manifest`` would lose."""
     try:
@@ -189,8 +164,15 @@ def import_file(
         check_alias(alias)
     version = meta.get("version") if keep_version and meta.get("name") == target else None
     if version is not None:
-        check_version(version)
-    metrics, tags, description = carried(art.manifest)
+        try:
+            check_version(version)
+        except InvalidURI as exc:
+            raise InvalidURI(
+                f"{str(source)!r} carries registry version {version!r:.40}, which cannot be kept "
+                f"here ({exc}); import it with keep_version=False (--new-version) to take the "
+                f"next number of {target}"
+            ) from None
+    metrics, tags, description = carried(art.manifest, source=str(source), action="import")
     reg._prepare_write()
     return reg._publish(
         art,

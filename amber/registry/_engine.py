@@ -30,6 +30,7 @@ from amber.registry._schema import MIGRATIONS, SCHEMA_VERSION, now, t
 __all__ = ["CatalogEngine", "normalize_url"]
 
 _LOCK_KEY = 0x616D626572  # "amber": the advisory lock that serializes PostgreSQL migrations
+_INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for "permission denied"
 
 
 def normalize_url(url: str | os.PathLike[str]) -> str:
@@ -48,7 +49,7 @@ def _who() -> str:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return f"{user}@{socket.gethostname()}"
+    return f"{user}@{socket.gethostname()}"[:200]  # the catalog's created_by holds 200
 
 
 def _wal(cur: Any) -> None:
@@ -174,20 +175,49 @@ class CatalogEngine:
     def _unavailable(self, exc: BaseException, action: str) -> CatalogUnavailable:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         reason = detail[0] if detail else type(exc).__name__
+        sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+        if sqlstate == _INSUFFICIENT_PRIVILEGE and action != "read":
+            return CatalogReadOnly(self._role_read_only_message(reason, action))
         if self.dialect == "sqlite":
             hint = (
                 f"check that {str(self.sqlite_path)!r} is a writable SQLite file on a local disk "
                 f"(not a network share) and that no process holds its write lock for long"
             )
-        else:
+        elif isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
             hint = (
                 "check that the PostgreSQL server is running and reachable at that host and "
                 "port, that the database exists, and the credentials (password in the URL, "
                 "PGPASSWORD or ~/.pgpass)"
             )
+        elif sqlstate == _INSUFFICIENT_PRIVILEGE:
+            hint = (
+                "the PostgreSQL role in the URL may not read the catalog: grant it USAGE on the "
+                "schema and SELECT on the amber_* tables, or use a role that has them"
+            )
+        else:  # the server answered and refused the statement: not a connection problem
+            hint = (
+                f"the server refused the statement (SQLSTATE {sqlstate}); check that the "
+                f"database's amber_* tables are the ones Amber made (no column changed by hand)"
+            )
         return CatalogUnavailable(
             f"cannot {action} the catalog {self.safe_url} of registry {self.label}: {reason}; "
             f"{hint}"
+        )
+
+    def _role_read_only_message(self, reason: str, action: str) -> str:
+        """A PostgreSQL role that may only read the catalog: as a read-only SQLite folder."""
+        if action == "open":  # its schema needs an upgrade that this role may not make
+            return (
+                f"the catalog {self.safe_url} of registry {self.label} must be created or "
+                f"upgraded to this Amber's schema, and its PostgreSQL role may not ({reason}): "
+                f"open it once with a role that may create tables in it (any 'amber models "
+                f"list' does it), then use it with this one"
+            )
+        return (
+            f"registry {self.label} is read-only here: the PostgreSQL role of its catalog "
+            f"{self.safe_url} may not write it ({reason}). Loading, listing and serving work; "
+            f"push, alias, tag, delete, import and gc need a writable registry: a role with "
+            f"INSERT, UPDATE and DELETE on the amber_* tables (and USAGE on their sequences)"
         )
 
     def _sqlite_file_id(self) -> tuple[int, int] | None:

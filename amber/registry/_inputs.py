@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +14,19 @@ from amber.errors import FormatError
 from amber.registry._errors import InvalidURI
 from amber.registry._store import file_blake3
 from amber.registry._types import ModelVersion
-from amber.registry._uri import SCHEME, ModelRef, check_name, parse_uri
+from amber.registry._uri import SCHEME, ModelRef, check_name, check_version, parse_uri
 
 _INT_RANGE = (-(2**63), 2**64 - 1)  # what a JSON reader (orjson) gives back as an int
 
 __all__ = [
     "Artifact",
     "as_ref",
+    "carried",
+    "catalog_fields",
+    "check_description",
     "check_metrics",
     "check_tags",
+    "check_text",
     "content_hash",
     "copy_file",
     "env_storage_options",
@@ -39,6 +44,8 @@ def is_local(location: str) -> bool:
 def as_ref(ref: object) -> ModelRef:
     """``models:/iris/3``, or the same without the scheme: ``iris/3``, ``iris@prod``, ``iris``."""
     if isinstance(ref, ModelRef):
+        if ref.version is not None:
+            check_version(ref.version)
         return ref
     if not isinstance(ref, str):
         raise InvalidURI(
@@ -52,48 +59,177 @@ def as_ref(ref: object) -> ModelRef:
     return ModelRef(check_name(ref))
 
 
-def check_metrics(metrics: object) -> dict[str, Any]:
+def check_text(value: str, what: str, *, hint: str | None = None) -> str:
+    """Text the catalog stores as it is (a tag, a description, a name in the manifest): valid
+    Unicode without NUL. PostgreSQL's text types refuse a NUL character (SQLite would keep it),
+    and a lone surrogate cannot be encoded as UTF-8 at all: both are refused up front, on every
+    backend, before anything is stored. ``hint`` (where the value came from) ends a refusal."""
+    then = f"; {hint}" if hint else ""
+    if "\x00" in value:
+        raise ValueError(
+            f"{what} {value!r:.120} contains a NUL character (\\x00), which the catalog cannot "
+            f"store (PostgreSQL refuses it in text): remove it{then}"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} {value!r:.120} is not valid Unicode text: it holds a lone surrogate "
+            f"({value[exc.start]!r} at position {exc.start}), which cannot be encoded as UTF-8 "
+            f"(bytes decoded with errors='surrogateescape'?); decode the original bytes with "
+            f"their real encoding, or remove it{then}"
+        ) from None
+    return value
+
+
+_METRIC_HINT = "convert numpy values with float()"
+
+
+def check_metrics(metrics: object, *, hint: str = _METRIC_HINT) -> dict[str, Any]:
+    """Metrics as given (name -> finite number); ``hint`` ends each refusal: what to do."""
     if metrics is None:
         return {}
-    if not isinstance(metrics, dict) or not all(isinstance(k, str) for k in metrics):
-        raise TypeError(f"metrics must be a dict of name -> number, got {metrics!r}")
+    if not isinstance(metrics, dict):
+        raise TypeError(f"metrics must be a dict of name -> number, got {metrics!r:.200}; {hint}")
     out: dict[str, Any] = {}
     for k, v in metrics.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if not isinstance(k, str):
             raise TypeError(
-                f"metric {k!r} is {v!r}; metrics must be finite numbers (convert numpy values "
-                f"with float())"
+                f"metric name {k!r:.80} is not a string: metrics must be a dict of name -> "
+                f"number; {hint}"
             )
+        check_text(k, "metric name", hint=None if hint == _METRIC_HINT else hint)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise TypeError(f"metric {k!r} is {v!r:.80}; metrics must be finite numbers ({hint})")
         if isinstance(v, int) and not _INT_RANGE[0] <= v <= _INT_RANGE[1]:
             raise TypeError(
                 f"metric {k!r} is {v}, beyond 64 bits: it would be stored as a float and come "
                 f"back changed; pass float(value) if an approximation will do"
+                + ("" if hint == _METRIC_HINT else f" ({hint})")
             )
         out[k] = float(v) if not isinstance(v, int) else int(v)
     json.dumps(out, allow_nan=False)
     return out
 
 
-def check_tags(tags: object, *, searchable: bool = True) -> dict[str, str]:
+_TAG_RULE = (
+    "tags must be a dict of non-empty string keys (at most 128 characters) to string values (at "
+    "most 512)"
+)
+
+
+def check_tags(tags: object, *, searchable: bool = True, hint: str | None = None) -> dict[str, str]:
     """Tags as given; ``searchable`` (a push) also refuses keys that search could never find,
-    which an import of a file from an older registry must take as they are."""
+    which an import of a file from an older registry must take as they are. ``hint`` ends each
+    refusal: what to do."""
     if tags is None:
         return {}
-    if not isinstance(tags, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and k and len(k) <= 128 and len(v) <= 512
-        for k, v in tags.items()
-    ):
-        raise TypeError(
-            f"tags must be a dict of non-empty string keys (at most 128 characters) to string "
-            f"values (at most 512), got {tags!r}"
-        )
-    for key in tags if searchable else ():
-        if "=" in key:
+    then = f"; {hint}" if hint else ""
+    if not isinstance(tags, dict):
+        raise TypeError(f"{_TAG_RULE}, got {tags!r:.200}{then}")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not key or len(key) > 128:
+            raise TypeError(f"tag key {key!r:.160} is not valid: {_TAG_RULE}{then}")
+        if not isinstance(value, str) or len(value) > 512:
+            shown = f"{len(value)} characters long" if isinstance(value, str) else f"{value!r:.80}"
+            raise TypeError(f"tag {key!r} is {shown}: {_TAG_RULE}{then}")
+        check_text(key, "tag key", hint=hint)
+        check_text(value, f"the value of tag {key!r}:", hint=hint)
+        if searchable and "=" in key:
             raise TypeError(
                 f"tag key {key!r} contains '=': search(tag='key=value') splits at the first "
-                f"'=', so it could never find it; use another character (e.g. '-' or ':')"
+                f"'=', so it could never find it; use another character (e.g. '-' or ':'){then}"
             )
     return dict(tags)
+
+
+def check_description(description: object, *, hint: str | None = None) -> str:
+    if not isinstance(description, str):
+        raise TypeError(
+            f"description must be a string, got {description!r:.80}" + (f"; {hint}" if hint else "")
+        )
+    return check_text(description, "description", hint=hint)
+
+
+def carried(
+    manifest: dict[str, Any],
+    *,
+    source: str | None = None,
+    action: str = "import",
+    wanted: Container[str] = ("metrics", "tags", "description"),
+) -> tuple[dict[str, Any], dict[str, str], str | None]:
+    """The metrics, tags and description a file brings to a push or an import: its ``registry``
+    field (an export), else its user ``metadata`` (``amber.save(metadata=...)``).
+
+    A value the registry cannot record is refused, naming it and what to do, never dropped: a
+    push or import must not quietly lose what the file says. ``source`` (the file) and
+    ``action`` (``"push"`` or ``"import"``) shape that advice; only the ``wanted`` ones are read
+    (a push given ``metrics=`` does not look at the file's).
+    """
+    meta = manifest.get("registry") or {}
+    if not isinstance(meta, dict):
+        meta = {}
+    user = manifest.get("metadata") or {}
+    if not isinstance(user, dict):
+        user = {}
+
+    def field(key: str) -> tuple[Any, str]:
+        if meta.get(key) is not None:
+            return meta[key], "registry field"
+        return user.get(key), "metadata"
+
+    def hint(key: str, where: str, fix: str) -> str:
+        told = f"{source!r} carries it in its {where}" if source else f"it is in the {where}"
+        if action == "push":
+            return (
+                f"{told}: pass {key}= to push to record others instead ({key}="
+                + ("''" if key == "description" else "{}")
+                + f" records none), or save the file again with {fix}"
+            )
+        return (
+            f"{told}: save the file again with {fix}, or push it with {key}= instead (an import "
+            f"records what the file carries)"
+        )
+
+    checked_metrics: dict[str, Any] = {}
+    checked_tags: dict[str, str] = {}
+    description = None
+    if "metrics" in wanted:
+        metrics, where = field("metrics")
+        checked_metrics = check_metrics(
+            metrics, hint=hint("metrics", where, "finite numbers (e.g. 1.0 for True)")
+        )
+    if "tags" in wanted:
+        tags, where = field("tags")
+        checked_tags = check_tags(
+            tags, searchable=action == "push", hint=hint("tags", where, "string tags")
+        )
+    if "description" in wanted:
+        description, where = field("description")
+        if description is not None:
+            check_description(description, hint=hint("description", where, "a string"))
+    return checked_metrics, checked_tags, description
+
+
+#: What the catalog's columns hold of an artifact's manifest (characters).
+_FIELD_LIMITS = {"framework": 200, "object_type": 400}
+
+
+def catalog_fields(manifest: dict[str, Any], source: str) -> dict[str, str]:
+    """``framework`` and ``object_type`` of a manifest, checked to fit the catalog's columns
+    (on every backend: PostgreSQL would refuse longer values, SQLite would keep them)."""
+    out = {}
+    for key, limit in _FIELD_LIMITS.items():
+        value = str(manifest.get(key, ""))
+        check_text(value, f"{source}: the manifest's {key}")
+        if len(value) > limit:
+            raise ValueError(
+                f"{source}: the manifest's {key} is {len(value)} characters long "
+                f"({value[:60]!r}...), beyond the {limit} a registry records; save the model "
+                f"from a class with a shorter qualified name (or wrap it in one) to publish it"
+            )
+        out[key] = value
+    return out
 
 
 def registry_meta(mv: ModelVersion) -> dict[str, Any]:

@@ -85,7 +85,8 @@ _LISTINGS_KEPT = 16
 
 @dataclasses.dataclass(frozen=True)
 class _Listing:
-    """One model's versions as of ``key`` (model id, revision, versions deleted so far):
+    """One model's versions as of ``key`` (model id, revision, versions deleted or changed so
+    far):
     ``versions`` by number, ``ids`` their row ids in the same order, ``top`` the highest of
     those, ``aliased`` row id -> aliases."""
 
@@ -114,12 +115,19 @@ class CatalogLookup(CatalogEngine):
     def _forget(self) -> None:
         self._listings.clear()
 
+    def _bytewise(self, column: Any) -> Any:
+        """``column`` to sort by byte order (code point order), as Python's ``sorted`` and
+        SQLite's BINARY collation do: PostgreSQL would otherwise sort by the database's
+        collation (``en_US``: ``a_b`` before ``A2``, ``_`` ignored), and listings, limits and
+        error messages would differ from one backend to the other."""
+        return column.collate("C") if self.dialect == "postgresql" else column
+
     def _names(self, conn: sa.Connection) -> list[str]:
         return list(
             conn.execute(
                 sa.select(t.models.c.name)
                 .where(sa.exists().where(t.versions.c.model_id == t.models.c.id))
-                .order_by(t.models.c.name)
+                .order_by(self._bytewise(t.models.c.name))
             ).scalars()
         )
 
@@ -228,7 +236,7 @@ class CatalogLookup(CatalogEngine):
         names = conn.execute(
             sa.select(t.aliases.c.alias)
             .where(t.aliases.c.version_id == row[1])
-            .order_by(t.aliases.c.alias)
+            .order_by(self._bytewise(t.aliases.c.alias))
         ).scalars()
         return _row_to_version(row, tuple(names))
 
@@ -265,7 +273,9 @@ class CatalogLookup(CatalogEngine):
             cached = self._listings.get(name)
             if cached is not None and cached.key == key:
                 listing = cached
-            elif cached is not None and cached.key[::2] == key[::2]:  # same model, none deleted
+            elif (
+                cached is not None and cached.key[::2] == key[::2]
+            ):  # same model, no row deleted or changed
                 listing = self._refresh(conn, key, cached)
             elif limit is not None:  # nothing kept: read only what is asked for
                 rows = conn.execute(
@@ -293,14 +303,13 @@ class CatalogLookup(CatalogEngine):
             .where(t.versions.c.model_id == model_id)
         )
 
-    @staticmethod
-    def _alias_map(conn: sa.Connection, model_id: int) -> dict[int, tuple[str, ...]]:
+    def _alias_map(self, conn: sa.Connection, model_id: int) -> dict[int, tuple[str, ...]]:
         """Row id of a version -> its aliases, sorted (only versions that have some)."""
         by_id: dict[int, tuple[str, ...]] = {}
         for alias, version_id in conn.execute(
             sa.select(t.aliases.c.alias, t.aliases.c.version_id)
             .where(t.aliases.c.model_id == model_id)
-            .order_by(t.aliases.c.alias)
+            .order_by(self._bytewise(t.aliases.c.alias))
         ):
             by_id[version_id] = (*by_id.get(version_id, ()), alias)
         return by_id
@@ -320,10 +329,11 @@ class CatalogLookup(CatalogEngine):
     def _refresh(
         self, conn: sa.Connection, key: tuple[int, int, int], cached: _Listing
     ) -> _Listing:
-        """``cached`` brought up to date, when no version was deleted since it was read: by
-        the rows added since (row ids only grow while nothing is deleted; SQLite hands out the
-        highest id again only once its row is gone), and the aliases read again (a handful of
-        rows). Version rows never change once written."""
+        """``cached`` brought up to date, when no version was deleted or changed since it was
+        read: by the rows added since (row ids only grow while nothing is deleted; SQLite hands
+        out the highest id again only once its row is gone), and the aliases read again (a
+        handful of rows). A version row changed in place (a signature attached) raises the count
+        in the key as a delete does, so it is never brought up to date here."""
         model_id = key[0]
         new = conn.execute(
             self._version_rows(model_id)
@@ -366,15 +376,17 @@ class CatalogLookup(CatalogEngine):
                 )
                 .select_from(t.models.join(t.versions, t.versions.c.model_id == t.models.c.id))
                 .group_by(t.models.c.id, t.models.c.name, t.models.c.created_at)
-                .order_by(t.models.c.name)
+                .order_by(self._bytewise(t.models.c.name))
             ).all()
             aliases: dict[str, dict[str, int]] = {}
             for name, alias, version in conn.execute(
-                sa.select(t.models.c.name, t.aliases.c.alias, t.versions.c.version).select_from(
+                sa.select(t.models.c.name, t.aliases.c.alias, t.versions.c.version)
+                .select_from(
                     t.aliases.join(t.models, t.aliases.c.model_id == t.models.c.id).join(
                         t.versions, t.aliases.c.version_id == t.versions.c.id
                     )
                 )
+                .order_by(self._bytewise(t.aliases.c.alias))
             ):
                 aliases.setdefault(name, {})[alias] = version
         return [
@@ -416,7 +428,7 @@ class CatalogLookup(CatalogEngine):
                     (t.aliases.c.version_id == t.versions.c.id) & (t.aliases.c.alias == alias)
                 )
             )
-        query = query.order_by(t.models.c.name, t.versions.c.version)
+        query = query.order_by(self._bytewise(t.models.c.name), t.versions.c.version)
         if limit is not None:
             query = query.limit(limit)
         with self._tx(False, "read") as conn:
@@ -427,7 +439,7 @@ class CatalogLookup(CatalogEngine):
                 for a, vid in conn.execute(
                     sa.select(t.aliases.c.alias, t.aliases.c.version_id)
                     .where(t.aliases.c.version_id.in_(ids[start : start + 500]))
-                    .order_by(t.aliases.c.alias)
+                    .order_by(self._bytewise(t.aliases.c.alias))
                 ):
                     by_version.setdefault(vid, []).append(a)
         return [_row_to_version(r, tuple(by_version.get(r[1], ()))) for r in rows]

@@ -18,6 +18,9 @@ from amber.registry._errors import InvalidURI
 from amber.registry._inputs import (
     Artifact,
     as_ref,
+    carried,
+    catalog_fields,
+    check_description,
     check_metrics,
     check_tags,
     content_hash,
@@ -28,7 +31,7 @@ from amber.registry._inputs import (
     sig_key,
 )
 from amber.registry._store import LocalStore, RemoteStore, default_cache_dir
-from amber.registry._types import AliasChange, GcReport, ModelVersion, RegisteredModel
+from amber.registry._types import AliasChange, GcReport, ModelVersion, RegisteredModel, _key_of
 from amber.registry._uri import ModelRef, check_alias, check_name, check_version
 
 if TYPE_CHECKING:
@@ -40,12 +43,20 @@ DEFAULT_LOCATION = "./amber-models"
 _CATALOG_FILE = "catalog.sqlite"
 
 
+#: What ``amber.verify`` of a file asked for no key says of a signed one (``amber/_api.py``).
+_UNCHECKED_SIGNATURE = "signed (pass a public key to check the signature)"
+
 _MAX_GRACE = 1e9  # seconds, about 31 years: gc's grace= beyond that is a mistake
 
 
-def _check_limit(limit: object) -> None:
+_MAX_LIMIT = 2**63 - 1  # what SQL's LIMIT takes (a 64-bit integer); any more lists everything
+
+
+def _check_limit(limit: object) -> int | None:
+    """A ``limit=``: None or a positive int; one beyond what SQL takes lists everything."""
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r:.40}")
+    return None if limit is None else min(limit, _MAX_LIMIT)
 
 
 class Registry:
@@ -159,6 +170,11 @@ class Registry:
         ``signing_key`` (an Ed25519 private key file) adds a detached signature binding the name
         and the new version (``docs/FORMAT.md`` section 6).
 
+        A file's metrics, tags and description are taken as :meth:`import_` takes them (its
+        ``registry`` field, else its ``metadata``) unless given here; one the registry cannot
+        record (a metric that is not a finite number, a tag that is not a string, text with a
+        NUL character) is refused, naming it, never dropped.
+
         Examples
         --------
         >>> v = reg.push("iris", clf, metrics={"accuracy": 0.97}, alias="staging")  # doctest: +SKIP
@@ -169,8 +185,8 @@ class Registry:
             check_alias(alias)
         metrics_ = check_metrics(metrics)
         tags_ = check_tags(tags)
-        if description is not None and not isinstance(description, str):
-            raise TypeError(f"description must be a string, got {description!r}")
+        if description is not None:
+            check_description(description)
         key = self._private_key(signing_key)
         self._prepare_write()
         if isinstance(model, (str, os.PathLike)):
@@ -186,15 +202,21 @@ class Registry:
                     f"no such file: {str(source)!r}; push a saved .amber file or a model object"
                 )
             art = Artifact(source, verify=True)
-            meta = art.manifest.get("metadata") or {}
-            if metrics is None and isinstance(meta.get("metrics"), dict):
-                with contextlib.suppress(TypeError):
-                    metrics_ = check_metrics(meta["metrics"])
-            if tags is None and isinstance(meta.get("tags"), dict):
-                with contextlib.suppress(TypeError):
-                    tags_ = check_tags(meta["tags"])
-            if description is None and isinstance(meta.get("description"), str):
-                description = meta["description"]
+            # What the file carries, read as an import reads it; a value given here replaces it.
+            # A file's value the registry cannot record is refused, never dropped.
+            given = {"metrics": metrics, "tags": tags, "description": description}
+            file_metrics, file_tags, file_description = carried(
+                art.manifest,
+                source=str(source),
+                action="push",
+                wanted={k for k, v in given.items() if v is None},
+            )
+            if metrics is None:
+                metrics_ = file_metrics
+            if tags is None:
+                tags_ = file_tags
+            if description is None:
+                description = file_description
             return self._publish(art, False, name, metrics_, tags_, description, alias, key)
         from amber._api import save
 
@@ -241,14 +263,15 @@ class Registry:
         *,
         dedupe: bool = False,
     ) -> ModelVersion:
+        fields = catalog_fields(art.manifest, repr(str(art.path)) if not owned else "the model")
         req = PublishRequest(
             name=name,
             blob_hash=art.hash,
             size=art.size,
             manifest_hash=manifest_hash(art.manifest_bytes),
             content_hash=art.content,
-            framework=str(art.manifest.get("framework", "")),
-            object_type=str(art.manifest.get("object_type", "")),
+            framework=fields["framework"],
+            object_type=fields["object_type"],
             summary=art.summary(),
             metrics=metrics,
             tags=tags,
@@ -299,8 +322,7 @@ class Registry:
     def versions(self, name: str, *, limit: int | None = None) -> list[ModelVersion]:
         """Every version of ``name``, oldest first (``limit``: only the newest ``limit``)."""
         check_name(name)
-        _check_limit(limit)
-        return self.catalog.versions(name, limit=limit)
+        return self.catalog.versions(name, limit=_check_limit(limit))
 
     def models(self) -> list[RegisteredModel]:
         """Every model with at least one version, by name."""
@@ -332,7 +354,7 @@ class Registry:
             tag_pair = (key, value if eq else None)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a glob pattern string, got {name!r}")
-        _check_limit(limit)
+        limit = _check_limit(limit)
         if alias is not None:
             check_alias(alias)
         return self.catalog.search(name=name, tag=tag_pair, alias=alias, limit=limit)
@@ -538,7 +560,16 @@ class Registry:
             report = _api.verify(path, trusted=trusted, allow_arbitrary_code=allow_arbitrary_code)
         report.checks.insert(0, f"{mv.uri}: the manifest is the one recorded at push")
         if info is not None:
+            # the file check, asked for no key, adds that the artifact is signed and unchecked:
+            # the line above says which signature was checked
+            report.checks = [c for c in report.checks if c != _UNCHECKED_SIGNATURE]
             report.checks.insert(1, f"{mv.uri}: {info}")
+        elif mv.signature is not None and _UNCHECKED_SIGNATURE not in report.checks:
+            report.checks.insert(
+                1,
+                f"{mv.uri}: signed at push by key {_key_of(mv.signature)} (pass a public key to "
+                f"check the signature)",
+            )
         return report
 
     # -- distribution ------------------------------------------------------------------------
@@ -580,9 +611,13 @@ class Registry:
         number instead. A number held, or once held by a deleted version, of another model is
         refused (``VersionConflict``): numbers are never reused for another model.
 
-        Importing a model that a version of the name already holds (the same file again, or an
-        export of it, which differs only in its ``registry`` metadata) adds nothing: that
-        version is returned, and ``alias`` is moved to it.
+        Importing a model that a version of the name already holds, under whatever number (the
+        same file again, or an export of it, which differs only in its ``registry`` metadata),
+        adds nothing: that version is returned, and ``alias`` is moved to it. With
+        ``signing_key`` that version is signed here, if no signature was made for it here yet
+        (one by another key: ``VersionConflict``). A signed file whose model a version holds
+        without that key's signature is refused (``VersionConflict``): its signature covers the
+        file's manifest, not the version's, and would be lost; the message says what to do.
 
         Examples
         --------

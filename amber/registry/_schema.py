@@ -19,7 +19,8 @@ when, signatures), ``amber_version_tags`` (tags again, as rows, for search), ``a
 ``amber_alias_history`` (every move and removal of an alias), ``amber_blobs`` (uploads in flight,
 so that ``gc`` never deletes a blob that a push is about to commit), ``amber_model_revisions``
 (step 2: per model, a revision that every change to its versions or aliases raises and a count
-of deleted versions; a missing row reads as 0 and 0), ``amber_version_content`` (step 3: per
+of versions deleted or changed in place, such as a signature attached later; a missing row reads
+as 0 and 0), ``amber_version_content`` (step 3: per
 version, the BLAKE3 of its manifest without the ``registry`` field, which export and import
 rewrite: what identifies the model) and ``amber_deleted_versions`` (step 3: every deleted
 version, its blob, content and when, so that an import never gives its number to another model
@@ -122,7 +123,8 @@ blobs = sa.Table(
 
 # Step 2: counters per model, so that a reader can tell in one cheap query whether what it
 # listed before still holds: ``revision`` is raised by every write that changes the model's
-# versions or aliases, ``deleted`` counts the versions ever deleted.
+# versions or aliases, ``deleted`` counts the versions ever deleted or changed in place (a
+# signature attached by an import): after either, a reader reads the model's list whole again.
 revisions = sa.Table(
     "amber_model_revisions",
     metadata,

@@ -73,10 +73,13 @@ def _copy_hashing(src: Any, dst: Any) -> str:
     return hasher.hexdigest()
 
 
-def _mismatch(what: str, expected: str, got: str) -> IntegrityError:
+_NOT_PUBLISHED = "nothing was published. Retry, and check the storage's health"
+
+
+def _mismatch(what: str, expected: str, got: str, then: str = _NOT_PUBLISHED) -> IntegrityError:
     return IntegrityError(
         f"{what} has blake3 {got[:16]}... but {expected[:16]}... was expected: the bytes changed "
-        f"in transit or in storage; nothing was published. Retry, and check the storage's health"
+        f"in transit or in storage; {then}"
     )
 
 
@@ -115,10 +118,13 @@ class LocalStore:
         return self.blob_path(blob_hash).is_file()
 
     def put(self, src: Path, blob_hash: str, *, owned: bool) -> None:
-        """Store ``src`` (hashed as ``blob_hash``); an ``owned`` staging file is moved in."""
+        """Store ``src`` (hashed as ``blob_hash``); an ``owned`` staging file is moved in.
+
+        A blob already stored under that name is hashed first: kept if whole, replaced if its
+        bytes were damaged (so pushing the original file again repairs it)."""
         dest = self.blob_path(blob_hash)
         with self._guard("write to"):
-            if dest.is_file():
+            if dest.is_file() and file_blake3(dest) == blob_hash:
                 if owned:
                     src.unlink(missing_ok=True)
                 return
@@ -247,11 +253,13 @@ class RemoteStore:
         return hasher.hexdigest()
 
     def put(self, src: Path, blob_hash: str, *, owned: bool) -> None:
-        """Upload ``src`` unless present, then check the stored size and BLAKE3 digest."""
+        """Upload ``src`` unless a whole copy is stored, then check the stored size and BLAKE3
+        digest. A blob already stored under that name is read back and hashed first (it is
+        replaced if its bytes were damaged), so what the catalog refers to was always checked."""
         key = self._key(blob_hash)
         size = src.stat().st_size
         with self._guard("upload to"):
-            if self._size(key) == size:
+            if self._size(key) == size and self._remote_hash(key) == blob_hash:
                 self._keep(src, blob_hash, owned)
                 return
             self.fs.put_file(str(src), key)
@@ -301,7 +309,14 @@ class RemoteStore:
                 out.flush()
                 os.fsync(out.fileno())
             if got != blob_hash:
-                raise _mismatch(f"the download of blob {blob_hash[:16]}...", blob_hash, got)
+                raise _mismatch(
+                    f"the download of blob {blob_hash[:16]}... from {self.url!r}",
+                    blob_hash,
+                    got,
+                    "the stored blob is damaged, or the download was. Retry; if it fails again, "
+                    "push the original file again (a push checks the stored copy and replaces a "
+                    "damaged one), or restore the blob from a backup",
+                )
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
             os.replace(tmp, dest)

@@ -12,21 +12,28 @@ __all__ = ["AliasChange", "GcReport", "ModelVersion", "ReadOnlyDict", "Registere
 
 
 class ReadOnlyDict(dict[str, Any]):
-    """A dict that refuses changes: a ``ModelVersion``'s metrics and tags.
+    """A dict that refuses changes: a ``ModelVersion``'s metrics and tags, a
+    ``RegisteredModel``'s aliases.
 
     The registry hands the same ``ModelVersion`` objects to every caller that lists a model
     (they are cached until the model changes), so one caller changing ``v.metrics`` in place
     would change what every other one sees. Still a ``dict``: ``json.dumps``, ``orjson``,
     ``isinstance(x, dict)``, ``==``, ``|`` and ``dict(x)`` (a plain, changeable copy) all work.
+    Unlike a ``dict`` it is hashable (its values are numbers or strings), so the frozen records
+    that hold it can be set members and dict keys.
     """
 
     __slots__ = ()
 
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError(
-            "a model version's metrics and tags are read-only (the version is immutable); "
-            "copy them first to change the copy: dict(v.metrics)"
+            "a model version's metrics and tags (and a model's aliases) are read-only: the "
+            "registry's records are immutable; copy them first to change the copy: "
+            "dict(v.metrics)"
         )
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
 
     __setitem__ = __delitem__ = __ior__ = _refuse
     clear = pop = popitem = setdefault = update = _refuse
@@ -148,9 +155,13 @@ class RegisteredModel:
     name: str
     versions: int
     latest: int | None
-    aliases: dict[str, int]
+    aliases: dict[str, int]  # a ReadOnlyDict, alias -> version, by alias
     created: str
     updated: str
+
+    def __post_init__(self) -> None:
+        if type(self.aliases) is not ReadOnlyDict:
+            object.__setattr__(self, "aliases", ReadOnlyDict(self.aliases))
 
     def __str__(self) -> str:
         alias = ", ".join(f"@{a}={v}" for a, v in sorted(self.aliases.items()))

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 from amber.registry._errors import InvalidURI
 
-__all__ = ["SCHEME", "ModelRef", "check_alias", "check_name", "parse_uri"]
+__all__ = [
+    "MAX_VERSION",
+    "SCHEME",
+    "ModelRef",
+    "check_alias",
+    "check_name",
+    "check_version",
+    "parse_uri",
+]
 
 SCHEME = "models:/"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
@@ -47,16 +55,16 @@ def check_alias(alias: object) -> str:
     return alias
 
 
-_MAX_VERSION = 2**63 - 1  # what the catalog's integer column holds
+#: The highest version number: what the catalog's 32-bit INTEGER columns hold on PostgreSQL
+#: (SQLite's would hold more; one range on every backend).
+MAX_VERSION = 2**31 - 1
+_RANGE = f"from 1 to {MAX_VERSION} (2**31-1)"
 
 
 def check_version(version: object) -> int:
-    if (
-        not isinstance(version, int)
-        or isinstance(version, bool)
-        or not 1 <= version <= _MAX_VERSION
-    ):
-        raise InvalidURI(f"version must be a positive integer (up to 2**63-1), got {version!r:.40}")
+    """A version number: an ``int`` from 1 to :data:`MAX_VERSION` (2**31-1)."""
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= MAX_VERSION:
+        raise InvalidURI(f"version must be an integer {_RANGE}, got {version!r:.40}")
     return version
 
 
@@ -118,6 +126,9 @@ def parse_uri(uri: object) -> ModelRef:
         return ModelRef(name)
     if not version.isdecimal() or version.startswith("0") or not version.isascii():
         raise InvalidURI(f"{uri!r}: version {version!r} is not a positive integer; {usage}")
-    if len(version) > 19 or int(version) > _MAX_VERSION:
-        raise InvalidURI(f"{uri!r:.80}: version {version[:30]} is beyond 2**63-1; {usage}")
+    if len(version) > 10 or int(version) > MAX_VERSION:
+        raise InvalidURI(
+            f"{uri!r:.80}: version {version[:30]} is beyond {MAX_VERSION} (2**31-1), the highest "
+            f"version number; {usage}"
+        )
     return ModelRef(name, version=int(version))

@@ -110,12 +110,17 @@ class RegistryConformance:
         assert [v.version for v in reg.versions("wine")] == [1]
 
     def test_a_listing_follows_every_change_from_any_writer(
-        self, reg: Registry, backend: Backend, artifact: Path, tmp_path: Path
+        self, reg: Registry, backend: Backend, iris_model: Any, tmp_path: Path
     ) -> None:
         """``versions()`` keeps its list under the model's revision and, after a change, reads
         only what is new: after each kind of write made through another Registry object
         (another process, as far as the catalog knows), what ``reg`` lists must equal what a
-        newly opened registry reads whole."""
+        newly opened registry reads whole. (Each version holds another file: an import of a
+        model that a version already holds would be that version.)"""
+        files = []
+        for n in range(1, 5):
+            files.append(tmp_path / f"m{n}.amber")
+            amber.save(iris_model, files[-1], metadata={"n": n})
 
         def same_as_fresh() -> list[tuple[int, tuple[str, ...], str]]:
             listed = reg.versions("iris")
@@ -123,12 +128,12 @@ class RegistryConformance:
                 assert [v.__dict__ for v in listed] == [v.__dict__ for v in fresh.versions("iris")]
             return [(v.version, v.aliases, v.tags["n"]) for v in listed]
 
-        reg.push("iris", artifact, tags={"n": "1"})
-        reg.push("iris", artifact, tags={"n": "2"})
+        reg.push("iris", files[0], tags={"n": "1"})
+        reg.push("iris", files[1], tags={"n": "2"})
         first = reg.versions("iris")
         assert reg.versions("iris") == first and reg.versions("iris") is not first
         with backend.open() as other:
-            other.push("iris", artifact, tags={"n": "3"})
+            other.push("iris", files[2], tags={"n": "3"})
             assert same_as_fresh() == [(1, (), "1"), (2, (), "2"), (3, (), "3")]
             assert [v.version for v in reg.versions("iris", limit=2)] == [2, 3]
             other.set_alias("iris", "production", 2)
@@ -148,7 +153,7 @@ class RegistryConformance:
             other.delete("iris", 3)
             assert same_as_fresh() == [(1, (), "1"), (2, (), "2")]
             other.import_(tmp_path / "v3.amber")  # the number it had, not a new one
-            other.push("iris", artifact, tags={"n": "4"}, alias="production")
+            other.push("iris", files[3], tags={"n": "4"}, alias="production")
             assert same_as_fresh()[2:] == [(3, (), "3"), (4, ("production",), "4")]
             other.set_alias("iris", "staging", 1)
             other.delete("iris", 1, force=True)
@@ -260,7 +265,8 @@ class RegistryConformance:
             ("models:/iris", "names no version or alias"),
             ("models:/iris/0", "not a positive integer"),
             ("models:/iris/v3", "not a positive integer"),
-            ("models:/iris/9223372036854775808", r"beyond 2\*\*63-1"),
+            ("models:/iris/2147483648", r"beyond 2147483647 \(2\*\*31-1\), the highest"),
+            ("models:/iris/9223372036854775808", r"beyond 2147483647 \(2\*\*31-1\)"),
             ("models:/ir is/1", "model name 'ir is' is not valid"),
             ("models:/iris@", "alias '' is not valid"),
             ("models:/iris@a@b", "more than one"),
@@ -346,8 +352,8 @@ class RegistryConformance:
     def test_import_keeps_the_version_and_is_idempotent(
         self, reg: Registry, iris_model: Any, tmp_path: Path
     ) -> None:
-        for _ in range(3):
-            reg.push("iris", iris_model, tags={"team": "risk"})
+        for i in range(3):  # three models (their files differ): each version its own
+            reg.push("iris", iris_model, tags={"team": "risk"}, description=f"push {i}")
         out = tmp_path / "iris-v3.amber"
         reg.export("models:/iris/3", out)
         with Registry(tmp_path / "elsewhere") as other:
