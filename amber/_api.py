@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
+import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,17 +76,96 @@ def _existing_or_registered(source: str | os.PathLike[str]) -> Path:
     return _existing(source)
 
 
+_TAIL = 16 << 10  # the end of a zip: its central directory's last records
+
+
 def _is_artifact(path: Path) -> bool:
-    """True for a zip (an artifact), False for anything else; clear errors for bad paths."""
+    """True for a zip (an artifact), False for anything else; clear errors for bad paths, for a
+    pipe or device (which the 4 bytes read here would consume) and for a zip that another
+    library wrote (a PyTorch checkpoint, a Keras archive)."""
+    from amber.security._foreign import is_stream
+
+    if is_stream(path):
+        raise ValueError(
+            f"{str(path)!r} is a pipe or a device, not a file, and this needs a file it can "
+            f"read more than once; save what it gives to a file and pass that file instead"
+        )
     try:
         with open(path, "rb") as f:
-            return f.read(4) == _ZIP_MAGIC
+            if f.read(4) != _ZIP_MAGIC:
+                return False
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - _TAIL, 0))
+            tail = f.read(_TAIL)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"no such file: {str(path)!r}; check the path and the working folder"
         ) from None
     except IsADirectoryError:
         raise IsADirectoryError(f"{str(path)!r} is a folder, not a model file") from None
+    except PermissionError:
+        raise PermissionError(
+            f"cannot read {str(path)!r}: permission denied; check its permissions and its "
+            f"folder's (ls -l), or run as a user who may read it"
+        ) from None
+    other = _other_zip(tail)
+    if other is not None:
+        raise FormatError(f"{str(path)!r} is a ZIP file but not an Amber artifact: {other}")
+    return True
+
+
+def _other_zip(tail: bytes) -> str | None:
+    """What a zip whose last bytes are ``tail`` is, when another library wrote it."""
+    if b"amber.json" in tail:
+        return None  # Amber's manifest entry: the reader judges the rest
+    if any(m in tail for m in (b"/data.pkl", b"/.data/", b"/byteorder", b"/constants.pkl")):
+        return (
+            "it looks like a PyTorch checkpoint (torch.save) or TorchScript archive, which "
+            "Amber does not read (loading one unpickles it). Where you trust the file, load it "
+            "with torch.load(path, weights_only=True) into your model, then amber.save(model, "
+            "'model.amber', sample=...)"
+        )
+    if b"config.json" in tail and (b"metadata.json" in tail or b"model.weights.h5" in tail):
+        return (
+            "it looks like a Keras archive (.keras). Load it with "
+            "keras.saving.load_model(path, safe_mode=True), then amber.save(model, "
+            "'model.amber', sample=...)"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def _local(path: Path) -> Iterator[Path]:
+    """``path``, or for a pipe or device (``<(cat model.amber)``, ``/dev/stdin``) a temporary
+    file holding what it gave: read once (sniffing it and reading it again would lose the
+    first bytes), and at most ``STREAM_LIMIT`` bytes (``/dev/zero`` never ends)."""
+    from amber.security._foreign import is_stream, read_stream
+
+    if not is_stream(path):
+        yield path
+        return
+    data = read_stream(path)
+    with tempfile.TemporaryDirectory(prefix="amber-") as folder:
+        copy = Path(folder) / "stream"
+        copy.write_bytes(data)
+        del data
+        yield copy
+
+
+@contextlib.contextmanager
+def _naming(path: Path, local: Path) -> Iterator[None]:
+    """Errors of the block name ``path`` (not its temporary copy ``local``), and name it when
+    they name no file (a truncated zip: "no end-of-central-directory record found")."""
+    try:
+        yield
+    except AmberError as exc:
+        message = str(exc)
+        if local != path:
+            message = message.replace(str(local), str(path))
+        if str(path) not in message and repr(str(path))[1:-1] not in message:
+            message = f"{str(path)!r}: {message}"
+        exc.args = (message,)
+        raise
 
 
 _INT_RANGE = (-(2**63), 2**64 - 1)  # what a manifest reader gives back as an int
@@ -468,14 +549,21 @@ def inspect(source: str | os.PathLike[str]) -> ArtifactInfo:
     >>> print(amber.inspect("iris.amber"))  # doctest: +SKIP
     """
     path = _existing_or_registered(source)
-    if not _is_artifact(path):
-        raise FormatError(
-            f"{str(path)!r} is not an Amber artifact; for a pickle or joblib file, `amber scan` "
-            f"(amber.scan()) shows what it imports and `amber convert` makes an artifact of it"
-        )
-    with ArtifactReader(path) as reader:
-        signed = SIGNATURE_NAME in reader.zip_entries
-        return ArtifactInfo(path, reader.manifest, reader.file_size, signed)
+    with _local(path) as local, _naming(path, local):
+        if not _is_artifact(local):
+            raise FormatError(
+                f"{str(path)!r} is not an Amber artifact; for a pickle or joblib file, `amber "
+                f"scan` (amber.scan()) shows what it imports and `amber convert` makes an "
+                f"artifact of it"
+            )
+        with ArtifactReader(local) as reader:
+            signed = SIGNATURE_NAME in reader.zip_entries
+            signer = None
+            if signed:
+                from amber.security._signing import claimed_signer
+
+                signer = claimed_signer(reader.raw_signature())
+            return ArtifactInfo(path, reader.manifest, reader.file_size, signed, signer)
 
 
 def verify(
@@ -575,18 +663,25 @@ def scan(source: str | os.PathLike[str]) -> Any:
     --------
     >>> print(amber.scan("legacy_model.pkl"))  # doctest: +SKIP
     """
-    path = _existing_or_registered(source)
-    if _is_artifact(path):
-        from amber.security._foreign import scan_artifact_stream
+    from amber.security import _foreign
 
-        with ArtifactReader(path) as reader:
-            payload = reader.manifest["payload"]
+    path = _existing_or_registered(source)
+    with _local(path) as local, _naming(path, local):
+        if not _is_artifact(local):
+            return _foreign.scan_file(local, name=str(path))
+        with ArtifactReader(local) as reader:
+            manifest = reader.manifest
+            payload = manifest["payload"]
             if payload.get("kind") != "pickle":
-                return scan_artifact_stream(path, None, 0)
+                # a torch program or class, a Keras archive, a booster: the names the manifest
+                # lists, as inspect shows them and as a load refuses them
+                return _foreign.scan_artifact_names(
+                    path,
+                    str(payload.get("kind") or manifest["handler"]),
+                    manifest.get("globals", []),
+                    manifest.get("untrusted", []),
+                )
             from amber.handlers.sklearn import pickle_payload
 
             stream_name, buffers = pickle_payload(payload)
-            return scan_artifact_stream(path, reader.read(stream_name), len(buffers))
-    from amber.security._foreign import scan_file
-
-    return scan_file(path)
+            return _foreign.scan_artifact_stream(path, reader.read(stream_name), len(buffers))

@@ -21,6 +21,9 @@ class ArtifactInfo:
     manifest: dict[str, Any] = field(repr=False)
     file_size: int = 0
     signed: bool = False
+    signer: dict[str, Any] | None = None
+    """What the file's ``amber.sig`` says of itself (``key_id``, ``name``, ``version``), not
+    checked: ``amber.verify(..., trusted_keys=...)`` checks it."""
 
     @property
     def format_version(self) -> int:
@@ -59,15 +62,24 @@ class ArtifactInfo:
         return dict(self.manifest.get("metadata", {}))
 
     @property
+    def registry(self) -> dict[str, Any]:
+        """The registry metadata an exported file carries (name, version, metrics, tags,
+        description, created, created_by; ``docs/FORMAT.md`` section 6.2), or ``{}``."""
+        registry = self.manifest.get("registry")
+        return dict(registry) if isinstance(registry, dict) else {}
+
+    @property
     def has_probe(self) -> bool:
         return "probe" in self.manifest
 
     def to_dict(self) -> dict[str, Any]:
+        """The manifest, with the file's path, size and signature (what it claims: unchecked)."""
         return {
+            **self.manifest,
             "path": str(self.path),
             "file_size": self.file_size,
             "signed": self.signed,
-            **self.manifest,
+            "signer": self.signer,
         }
 
     def to_json(self) -> str:
@@ -124,17 +136,60 @@ class ArtifactInfo:
             lines.append(f"  UNTRUSTED   {', '.join(self.untrusted)} (loading needs trusted=[...])")
         if self.metadata:
             lines.append(f"  metadata    {json.dumps(self.metadata, sort_keys=True)}")
-        lines.append(f"  signed      {'yes' if self.signed else 'no'}")
+        lines += _registry_lines(self.registry)
+        lines.append(f"  signed      {_signed_line(self.signed, self.signer)}")
         return lines
+
+
+def _registry_lines(registry: dict[str, Any]) -> list[str]:
+    """The registry metadata of an exported file, one item a line."""
+    if not registry:
+        return []
+    name, version = registry.get("name"), registry.get("version")
+    what = f"{name}" if name is not None else "(no name)"
+    if version is not None:
+        what += f" version {version}"
+    if registry.get("created"):
+        what += f", published {registry['created']}"
+    if registry.get("created_by"):
+        what += f" by {registry['created_by']}"
+    lines = [f"  registry    {what}"]
+    for key in ("metrics", "tags"):
+        table = registry.get(key)
+        if isinstance(table, dict) and table:
+            pairs = ", ".join(f"{k}={v}" for k, v in sorted(table.items()))
+            lines.append(f"              {key:<12} {pairs}")
+    if registry.get("description"):
+        lines.append(f"              {'description':<12} {registry['description']}")
+    return lines
+
+
+def _signed_line(signed: bool, signer: dict[str, Any] | None) -> str:
+    if not signed:
+        return "no"
+    if not signer or "key_id" not in signer:
+        why = (signer or {}).get("malformed", "")
+        return f"yes, but its amber.sig is malformed ({why}); a check refuses it"
+    from amber.security._signing import describe_binding
+
+    return (
+        f"yes, by key {signer['key_id']} for {describe_binding(signer['name'], signer['version'])}"
+        f" (unchecked: `amber verify --pubkey KEY.pub` checks it)"
+    )
 
 
 def _printable(lines: list[str]) -> str:
     """The lines joined, with control characters from the file escaped: a manifest's names
     must not move the cursor, recolour or erase the terminal (an UNTRUSTED line, say)."""
-    return "\n".join(
-        "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in line)
-        for line in lines
-    )
+    return "\n".join(printable_line(line) for line in lines)
+
+
+def printable_line(text: str) -> str:
+    """``text`` with every character that is not printable escaped (``\\r``, ``\\x1b``,
+    ``\\n``...): one line that cannot move the cursor, recolour or erase the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _describe(sig: dict[str, Any], depth: int = 0, *, brief: bool = False) -> str:

@@ -62,7 +62,7 @@ class UntrustedTypeError(AmberError, TypeError):
         trustable, runners = split_trust(self.names)
         message = (
             f"{source} references {len(self.names)} type(s) or function(s) outside Amber's "
-            f"allowlist: {', '.join(self.names)}. Nothing from the file was run."
+            f"allowlist: {', '.join(map(_escaped, self.names))}. Nothing from the file was run."
         )
         if trustable:
             message += (
@@ -71,8 +71,16 @@ class UntrustedTypeError(AmberError, TypeError):
                 f"amber.scan() what else the file imports."
             )
         if runners:
-            message += f" {runners_note(runners)}."
+            message += f" {runners_note([_escaped(r) for r in runners])}."
         super().__init__(message)
+
+
+def _escaped(name: str) -> str:
+    """A name from a file, its control characters escaped: a message printed on a terminal
+    must not let the file move the cursor or erase what was written."""
+    from amber._info import printable_line
+
+    return printable_line(name)
 
 
 class ParityError(AmberError, AssertionError):

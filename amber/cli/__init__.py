@@ -1,13 +1,21 @@
-"""The ``amber`` command: one module per subcommand, each with ``add_parser`` and ``run``."""
+"""The ``amber`` command: one module per subcommand, each with ``add_parser`` and ``run``.
+
+Exit status: 0 when the command did what it was asked, 1 when a check failed (an artifact that is
+damaged, tampered with, unsafe or does not reproduce its probe; ``scan``'s verdict is not
+safe), 2 for bad usage or an input/output error (no such file, permission denied, a bad option).
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any, TextIO
 
+from amber.cli._output import Tolerant, one_line
 from amber.errors import AmberError
 
 __all__ = ["main"]
@@ -23,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="amber",
         description="Persist trained models and reload them: identical, safe, fast.",
+        epilog="Exit status: 0 ok, 1 a check failed (or scan's verdict is unsafe), "
+        "2 bad usage or an input/output error.",
     )
     parser.add_argument("--version", action="version", version=f"amber {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -36,7 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 a check failed, 2 bad usage)."""
+    """Run the command line; returns the exit status (0 ok, 1 a check failed, 2 bad usage).
+
+    Output the terminal's encoding cannot show is written with ``?`` in its place; a reader of
+    standard output that goes away (``amber scan FILE | head -1``) ends the output quietly and
+    a standard error that goes away drops the warnings and messages, and neither changes what
+    the command does or its exit status.
+    """
+    out, err = Tolerant(sys.stdout), Tolerant(sys.stderr)
+    saved: tuple[TextIO, TextIO] = (sys.stdout, sys.stderr)
+    sys.stdout, sys.stderr = out, err
+    try:
+        return _main(argv)
+    finally:
+        out.restore()
+        err.restore()
+        sys.stdout, sys.stderr = saved
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
@@ -44,19 +72,70 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = _show_warning
         try:
             return int(args.run(args))
-        except BrokenPipeError:
-            # the reader went away (amber scan FILE | head -1): not an error of the command;
-            # stdout is pointed at /dev/null so that flushing it at exit cannot fail again
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-            return 0
         except AmberError as exc:
-            print(f"amber {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            _error(args, f"{type(exc).__name__}: {_with_subject(exc, args)}")
             return 1
-        except (OSError, ValueError, TypeError) as exc:
-            print(f"amber {args.command}: error: {exc}", file=sys.stderr)
+        except OSError as exc:
+            _error(args, f"error: {_os_message(exc, args)}")
             return 2
+        except (ValueError, TypeError) as exc:
+            _error(args, f"error: {_with_subject(exc, args)}")
+            return 2
+        except MemoryError:
+            subject = _subject(args)
+            _error(
+                args,
+                f"error: ran out of memory{f' reading {subject!r}' if subject else ''}: it "
+                f"needs more than this machine (or its memory limit, ulimit -v) allows",
+            )
+            return 2
+
+
+def _error(args: argparse.Namespace, message: str) -> None:
+    print(f"amber {args.command}: {one_line(message)}", file=sys.stderr)
+
+
+def _subject(args: argparse.Namespace) -> str | None:
+    """The file the command is about (``FILE``, or ``convert``'s ``SOURCE``)."""
+    value = getattr(args, "file", None) or getattr(args, "source", None)
+    return value if isinstance(value, str) and not value.startswith("models:") else None
+
+
+def _with_subject(exc: BaseException, args: argparse.Namespace) -> str:
+    """The message, led by the file it concerns when it names none (a truncated zip's "no
+    end-of-central-directory record found" says nothing of which file it read)."""
+    message = str(exc)
+    subject = _subject(args)
+    named = (subject, getattr(args, "target", None), getattr(args, "sample", None))
+    if subject and not any(
+        isinstance(n, str) and n and (n in message or repr(n)[1:-1] in message) for n in named
+    ):
+        return f"{subject!r}: {message}"
+    return message
+
+
+_OS_ADVICE = {
+    errno.EACCES: "check its permissions and its folder's (ls -l), or run as a user who may",
+    errno.EPERM: "check its permissions and its folder's (ls -l), or run as a user who may",
+    errno.ENOENT: "check the path and the working folder",
+    errno.EISDIR: "give a file, not a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
+    errno.ENOSPC: "the disk is full; free some space and run it again",
+    errno.EROFS: "the file system is mounted read-only; write somewhere else",
+    errno.ELOOP: "the path is a loop of symbolic links; check it",
+    errno.ENAMETOOLONG: "the name is too long for the file system; choose a shorter one",
+}
+
+
+def _os_message(exc: OSError, args: argparse.Namespace) -> str:
+    """An operating-system error as a sentence naming the file and what to do: Python's own
+    text (``[Errno 13] Permission denied: 'model.amber'``) says neither."""
+    if exc.errno is None or exc.strerror is None or not str(exc).startswith("[Errno"):
+        return _with_subject(exc, args)  # a message Amber wrote, with its own advice
+    name = exc.filename if exc.filename is not None else _subject(args)
+    where = f"{os.fsdecode(name)!r}: " if name is not None else ""
+    advice = _OS_ADVICE.get(exc.errno)
+    return f"{where}{exc.strerror.lower()}" + (f"; {advice}" if advice else "")
 
 
 def add_unsafe_option(parser: argparse.ArgumentParser, what: str) -> None:
@@ -69,5 +148,7 @@ def add_unsafe_option(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"amber: {category.__name__}: {message}", file=sys.stderr)
+def _show_warning(message: Any, category: Any, filename: Any, lineno: Any, file=None, line=None):
+    # one line per line of the message, each escaped: names from a file cannot drive the terminal
+    text = "\n".join(one_line(part) for part in str(message).split("\n"))
+    print(f"amber: {category.__name__}: {text}", file=sys.stderr)

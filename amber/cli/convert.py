@@ -1,12 +1,26 @@
-"""``amber convert OLD NEW``: turn a pickle or joblib file into a verified artifact."""
+"""``amber convert OLD NEW``: turn a pickle or joblib file into a verified artifact.
+
+The artifact is saved to a temporary file beside the target and verified there; only a file
+that passed is renamed over the target. A failed convert leaves the target as it was (or
+absent) and no new file behind.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import os
+import secrets
+import stat
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from amber.cli import add_unsafe_option
+from amber.cli._output import echo
+from amber.cli._sample import read_sample
 
 
 def add_parser(sub: Any) -> None:
@@ -31,27 +45,126 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def _read_sample(path: str) -> Any:
-    suffix = Path(path).suffix.lower()
-    if suffix == ".npy":
-        import numpy as np
-
-        return np.load(path, allow_pickle=False)
-    if suffix == ".csv":
-        import pandas as pd
-
-        return pd.read_csv(path)
-    raise ValueError(f"--sample {path!r}: give a .npy or .csv file")
-
-
 def run(args: argparse.Namespace) -> int:
     import amber
 
+    source, target = args.source, args.target
+    if not target:
+        raise ValueError(
+            f"the target path is empty; give the .amber file to write {source!r} to, e.g. "
+            f"{_suggested(source)!r}"
+        )
+    _check_source(source, target)
+    sample = read_sample(args.sample) if args.sample else None
     unsafe = args.allow_arbitrary_code
-    model = amber.load(args.source, trusted=args.trust, allow_arbitrary_code=unsafe)
-    sample = _read_sample(args.sample) if args.sample else None
-    info = amber.save(model, args.target, sample=sample, compress=args.compress)
-    amber.verify(args.target, trusted=args.trust, allow_arbitrary_code=unsafe)
-    print(f"converted {args.source} -> {args.target} (verified)")
-    print(info)
+    with _verified_replacement(target) as tmp:  # a target that cannot be written fails first
+        model = amber.load(source, trusted=args.trust, allow_arbitrary_code=unsafe)
+        info = amber.save(model, tmp, sample=sample, compress=args.compress)
+        amber.verify(tmp, trusted=args.trust, allow_arbitrary_code=unsafe)
+    echo(f"converted {source} -> {target} (verified)")
+    echo(dataclasses.replace(info, path=Path(target)))
     return 0
+
+
+def _suggested(source: str) -> str:
+    path = Path(source or "model")
+    out = path.with_suffix(".amber")
+    return str(out if out != path else path.with_name(f"{path.stem}-converted.amber"))
+
+
+def _check_source(source: str, target: str) -> None:
+    """Refuse an artifact (convert would drop its metadata, probe and signature) and a target
+    that is the source itself (the pickle would be overwritten)."""
+    from amber._api import _is_artifact
+    from amber.security._foreign import is_stream
+
+    if source and not is_stream(source) and _is_artifact(Path(source)):
+        import amber
+
+        amber.inspect(source)  # a zip that is not an artifact says so here
+        raise ValueError(
+            f"{source!r} is already an Amber artifact; convert makes one from a pickle or "
+            f"joblib file. Check it with `amber verify {source}`; to store it with another "
+            f"compression or sample, load it with amber.load() and save it again with "
+            f"amber.save(..., sample=..., compress=..., metadata=amber.inspect(path).metadata) "
+            f"in Python (converting it would drop its metadata, probe and signature)"
+        )
+    with contextlib.suppress(OSError):
+        if os.path.samefile(source, target):
+            raise ValueError(
+                f"the target {target!r} is the source file itself; convert keeps the pickle "
+                f"and writes a new artifact: give another target, e.g. {_suggested(source)!r}"
+            )
+
+
+@contextlib.contextmanager
+def _verified_replacement(target: str) -> Iterator[str]:
+    """A temporary file beside ``target`` to save and verify; renamed over ``target`` only if
+    the block succeeds, removed otherwise. As a save would, it follows a symlink, refuses a
+    read-only target and gives the new file the permission bits of the one it replaces. The
+    block's errors and warnings name ``target``, not the temporary file."""
+    from amber.artifact._atomic import _existing, fsync_dir
+
+    final, old = _existing(target)  # a symlink followed, as a save follows it
+    folder, name = os.path.split(final)
+    folder = folder or os.curdir
+    if not name or (old is not None and stat.S_ISDIR(old.st_mode)):
+        raise IsADirectoryError(
+            f"cannot save to {target!r}: it is a folder; give a file name such as "
+            f"{os.path.join(target, 'model.amber')!r}"
+        )
+    if old is not None and not os.access(final, os.W_OK):
+        raise PermissionError(
+            f"cannot save to {target!r}: the file is read-only; make it writable first "
+            f"(chmod u+w) or convert to another name"
+        )
+    short = os.fsencode(name)[:180].decode("utf-8", "ignore")  # names end at 255 bytes
+    # spelt as Path spells it, as the messages of save and verify will
+    tmp = str(Path(folder, f".{short}.{secrets.token_hex(6)}.convert"))
+    _create(tmp, target, folder, old)
+    shown = warnings.showwarning
+
+    def renamed(message: Any, *rest: Any, **kw: Any) -> None:
+        shown(str(message).replace(tmp, target), *rest, **kw)
+
+    warnings.showwarning = renamed
+    try:
+        yield tmp
+        os.replace(tmp, final)
+        fsync_dir(folder)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(exc, Exception) and exc.args and isinstance(exc.args[0], str):
+            what = "left as it was" if old is not None else "not written"
+            exc.args = (f"{str(exc).replace(tmp, target)} ({target!r} was {what})",)
+        raise
+    finally:
+        warnings.showwarning = shown
+
+
+def _create(tmp: str, target: str, folder: str, old: os.stat_result | None) -> None:
+    """Create the temporary file with the replaced file's permission bits (and owner, for
+    root), so that a private model is never readable by others, even for a moment."""
+    mode = stat.S_IMODE(old.st_mode) if old is not None else 0o666
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(
+            f"cannot save to {target!r}: the folder {folder!r} does not exist (or is not a "
+            f"folder); create it first"
+        ) from None
+    except PermissionError:
+        raise PermissionError(
+            f"cannot save to {target!r}: the folder {folder!r} is not writable (convert writes "
+            f"a temporary file beside the target, verifies it and renames it over the target); "
+            f"convert into a writable folder"
+        ) from None
+    try:
+        if old is not None:
+            os.fchmod(fd, mode)
+            if os.geteuid() == 0:
+                with contextlib.suppress(OSError):
+                    os.fchown(fd, old.st_uid, old.st_gid)
+    finally:
+        os.close(fd)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from amber.cli._output import echo
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("inspect", help="show an artifact's manifest (runs no model code)")
@@ -17,5 +19,5 @@ def run(args: argparse.Namespace) -> int:
     import amber
 
     info = amber.inspect(args.file)
-    print(info.to_json() if args.json else info)
+    echo(info.to_json() if args.json else info)
     return 0

@@ -1,11 +1,19 @@
-"""``amber keygen``: make an Ed25519 key pair for signing artifacts."""
+"""``amber keygen``: make an Ed25519 key pair for signing artifacts.
+
+The pair is written together or not at all: both files go to temporary files beside their
+targets first, and are renamed over them only once both are complete; the private key is always
+mode 0600, whatever the file it replaces allowed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from pathlib import Path
+import secrets
 from typing import Any
+
+from amber.cli._output import echo
 
 
 def add_parser(sub: Any) -> None:
@@ -19,21 +27,106 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from amber.artifact._atomic import fsync_dir
     from amber.security._signing import generate_key, key_id, load_public_key
 
-    private_path, public_path = Path(f"{args.out}.key"), Path(f"{args.out}.pub")
+    prefix = args.out
+    if not prefix or not os.path.basename(prefix):
+        raise ValueError(
+            f"--out {prefix!r} names no file: give a prefix such as 'release' (it writes "
+            f"release.key and release.pub), or 'keys/release' in a folder"
+        )
+    private_path, public_path = f"{prefix}.key", f"{prefix}.pub"
+    folder = os.path.dirname(prefix) or os.curdir
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"cannot write {private_path!r}: the folder {folder!r} does not exist; create it "
+            f"first (mkdir -p {folder}) or choose another --out PREFIX"
+        )
     for path in (private_path, public_path):
-        if path.exists() and not args.force:
-            raise FileExistsError(
-                f"{str(path)!r} exists; choose another --out PREFIX, or pass --force to replace "
-                f"it (a replaced private key cannot sign for the old public key)"
-            )
+        _check_target(path, args.force)
     private, public = generate_key()
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(private)
-    public_path.write_bytes(public)
-    print(f"private key: {private_path} (keep it secret; sign with --key {private_path})")
-    print(f"public key:  {public_path} (hand it out; check with --pubkey {public_path})")
-    print(f"key id:      {key_id(load_public_key(public))}")
+    written: list[str] = []
+    try:
+        tmp_private = _write_temporary(private_path, private, 0o600)
+        written.append(tmp_private)
+        tmp_public = _write_temporary(public_path, public, 0o644)
+        written.append(tmp_public)
+        old_public = _read_old(public_path)
+        # the public key first: should the second rename fail, the old private key is still
+        # there and the old public key is put back
+        os.replace(tmp_public, public_path)
+        try:
+            os.replace(tmp_private, private_path)
+        except BaseException:
+            _put_back(public_path, old_public)
+            raise
+        fsync_dir(folder)
+    finally:
+        for tmp in written:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    echo(f"private key: {private_path} (keep it secret; sign with --key {private_path})")
+    echo(f"public key:  {public_path} (hand it out; check with --pubkey {public_path})")
+    echo(f"key id:      {key_id(load_public_key(public))}")
     return 0
+
+
+def _check_target(path: str, force: bool) -> None:
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path!r} is a folder; choose another --out PREFIX")
+    if not os.path.lexists(path):
+        return
+    if not force:
+        raise FileExistsError(
+            f"{path!r} exists; choose another --out PREFIX, or pass --force to replace "
+            f"it (a replaced private key cannot sign for the old public key)"
+        )
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise PermissionError(
+            f"cannot replace {path!r}: the file is read-only; make it writable first (chmod u+w) "
+            f"or choose another --out PREFIX (nothing was written)"
+        )
+
+
+def _write_temporary(path: str, data: bytes, mode: int) -> str:
+    """``data`` in a new file beside ``path``, synced; a private key (``mode`` 0600) gets
+    exactly 0600, however permissive the file it will replace was."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except PermissionError:
+        raise PermissionError(
+            f"cannot write {path!r}: the folder {folder or os.curdir!r} is not writable; "
+            f"choose another --out PREFIX"
+        ) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if mode == 0o600:
+                os.fchmod(f.fileno(), 0o600)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _read_old(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _put_back(path: str, old: bytes | None) -> None:
+    """Undo the rename of a new public key over ``path`` (best effort)."""
+    with contextlib.suppress(OSError):
+        if old is None:
+            os.unlink(path)
+        else:
+            os.replace(_write_temporary(path, old, 0o644), path)

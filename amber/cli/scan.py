@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from amber.cli._output import echo
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -19,5 +21,5 @@ def run(args: argparse.Namespace) -> int:
     import amber
 
     report = amber.scan(args.file)
-    print(report)
+    echo(report)
     return 0 if report.safe else 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from amber.cli._output import echo
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -25,6 +27,5 @@ def run(args: argparse.Namespace) -> int:
     from amber.security._signing import sign
 
     info = sign(args.file, args.key, name=args.name, version=args.model_version, target=args.out)
-    bound = f"{info.name} version {info.version}" if info.name else "no registry name"
-    print(f"signed {args.out or args.file} with key {info.key_id} ({bound})")
+    echo(f"signed {args.out or args.file} with key {info.key_id} ({info.bound})")
     return 0

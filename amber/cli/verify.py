@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from amber.cli import add_unsafe_option
+from amber.cli._output import echo
 
 
 def add_parser(sub: Any) -> None:
@@ -34,5 +35,5 @@ def run(args: argparse.Namespace) -> int:
         allow_arbitrary_code=args.allow_arbitrary_code,
         trusted_keys=args.pubkey,
     )
-    print(report)
+    echo(report)
     return 0

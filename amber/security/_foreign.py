@@ -18,6 +18,7 @@ from __future__ import annotations
 import bz2
 import lzma
 import os
+import stat
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ __all__ = [
     "load_foreign",
     "load_joblib_file",
     "load_pickle_file",
+    "read_stream",
+    "scan_artifact_names",
     "scan_artifact_stream",
     "scan_file",
     "sniff",
@@ -54,6 +57,9 @@ DECOMPRESSION_FLOOR: Final = 256 * MIB
 DECOMPRESSION_CAP: Final = 4096 * MIB
 _STEP: Final = 16 * MIB  # most output taken from a decompressor at once
 _FEED: Final = 1 * MIB  # most input given to a decompressor at once
+#: The most bytes read from a pipe or a device (``<(curl ...)``, ``/dev/stdin``), which has no
+#: size to check first and may never end (``/dev/zero``): the decompression cap.
+STREAM_LIMIT: Final = DECOMPRESSION_CAP
 
 _ACCEPTS: Final = (
     "Amber loads .amber artifacts, pickle files written by pickle.dump and joblib files "
@@ -98,11 +104,61 @@ class _Opened:
     source: str
 
 
-def _read(source: Source) -> tuple[bytes, str]:
+def _read(source: Source, name: str | None = None) -> tuple[bytes, str]:
     if isinstance(source, bytes | bytearray | memoryview):
-        return bytes(source), "the given bytes"
+        return bytes(source), name or "the given bytes"
     path = Path(source)
-    return path.read_bytes(), str(path)
+    shown = name or str(path)
+    if is_stream(path):  # a pipe or device: read once, and bounded (it may never end)
+        return read_stream(path, name=shown), shown
+    return path.read_bytes(), shown
+
+
+def is_stream(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a pipe, a device or a socket: something that can be read once only,
+    and may not end (a missing path or a folder is not: opening it says what is wrong)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def read_stream(
+    path: str | os.PathLike[str], *, name: str | None = None, limit: int = STREAM_LIMIT
+) -> bytes:
+    """All of a pipe or device, read once, at most ``limit`` bytes (it may never end).
+
+    What is neither a zip, a compressed file nor a pickle is refused from its first bytes:
+    ``/dev/zero`` is not read for gigabytes before it is refused.
+    """
+    shown = name or str(path)
+    chunks: list[bytes] = []
+    total = 0
+    head = b""
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            chunk = f.read(min(_FEED, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if len(head) < 8:
+                head = (head + chunk)[:8]
+                if len(head) == 8 and not _plausible(head):
+                    raise _unknown(head, shown)
+            if total > limit:
+                raise FormatError(
+                    f"{shown} is a pipe or device that gave more than {limit} bytes, the most "
+                    f"Amber reads from one (it may never end); save what it holds to a file "
+                    f"and give that file instead"
+                )
+    return b"".join(chunks)
+
+
+def _plausible(head: bytes) -> bool:
+    """Whether a file starting with ``head`` could be an artifact, a pickle or a joblib file."""
+    return head.startswith(b"PK\x03\x04") or _compression(head) is not None or _is_pickle(head)
 
 
 def _decompressor(method: str) -> Any:
@@ -214,8 +270,8 @@ def _unknown(data: bytes, source: str, inside: str = "") -> FormatError:
     )
 
 
-def _open(source: Source, max_decompressed_size: int | None) -> _Opened:
-    raw, name = _read(source)
+def _open(source: Source, max_decompressed_size: int | None, name: str | None = None) -> _Opened:
+    raw, name = _read(source, name)
     if raw.startswith(b"PK\x03\x04"):
         return _Opened("amber", None, raw, name)
     compression = _compression(raw[:8])
@@ -271,17 +327,27 @@ class ScanReport:
     verdict: str
     source: str = ""
     n_arrays: int = 0
+    payload: str = ""
+    """An artifact's payload format when it is not a pickle (``"torch"``, ``"keras"``...):
+    its names are then the ones its manifest lists, which a load checks again."""
 
     @property
     def safe(self) -> bool:
         return self.verdict == "safe"
 
     def __str__(self) -> str:
+        from amber._info import _printable
+
         parts = [f"{self.kind} file"]
         if self.compression:
             parts.append(f"{self.compression}-compressed")
         if self.protocol is not None:
             parts.append(f"pickle protocol {self.protocol}")
+        elif self.payload:
+            parts.append(
+                f"{self.payload} payload (no pickle): the names its manifest lists, which "
+                f"loading and `amber verify` check against the payload"
+            )
         elif self.kind != "amber":
             parts.append("pickle protocol 0 or 1")
         if self.kind == "joblib":
@@ -291,10 +357,20 @@ class ScanReport:
             f"verdict: {self.verdict}",
             f"globals ({len(self.globals)}):",
         ]
-        bad = set(self.untrusted)
+        # a nested class is untrusted as "mod:Outer.Inner" (the form trusted= takes); a list
+        # of globals may spell it "mod.Outer.Inner"
+        bad = set(self.untrusted) | {_dotted(name) for name in self.untrusted}
         for name in self.globals:
-            lines.append(f"  {'UNTRUSTED' if name in bad else 'ok':<10} {name}")
-        return "\n".join(lines)
+            flag = "UNTRUSTED" if name in bad or _dotted(name) in bad else "ok"
+            lines.append(f"  {flag:<10} {name}")
+        # escaped: a hostile file's names must not move the cursor or erase the verdict
+        return _printable(lines)
+
+
+def _dotted(name: str) -> str:
+    """``"mod:Outer.Inner"`` as ``"mod.Outer.Inner"``; a dotted name as it is."""
+    module, colon, qualname = name.partition(":")
+    return f"{module}.{qualname}" if colon else name
 
 
 def _verdict(untrusted: tuple[str, ...], error: str | None, legacy: bool) -> str:
@@ -311,12 +387,18 @@ def _verdict(untrusted: tuple[str, ...], error: str | None, legacy: bool) -> str
 
 
 def scan_file(
-    path: Source, *, policy: LoadPolicy | None = None, max_decompressed_size: int | None = None
+    path: Source,
+    *,
+    policy: LoadPolicy | None = None,
+    max_decompressed_size: int | None = None,
+    name: str | None = None,
 ) -> ScanReport:
     """Report what a pickle or joblib file references, without running any of it.
 
     Raises :class:`FormatError` when the file is not a pickle or joblib file at all (or an
     Amber artifact: use ``amber.inspect`` for those) or cannot be decompressed within the limit.
+    ``name`` is how messages and the report name the file (default: its path). A pipe or
+    device is read once, at most :data:`STREAM_LIMIT` bytes.
 
     Example
     -------
@@ -326,7 +408,7 @@ def scan_file(
     ...
     """
     policy = policy or LoadPolicy()
-    opened = _open(path, max_decompressed_size)
+    opened = _open(path, max_decompressed_size, name)
     if opened.kind == "amber":
         raise FormatError(
             f"{opened.source} is an Amber artifact (a ZIP container), not a pickle; "
@@ -339,7 +421,7 @@ def scan_file(
             kind="joblib",
             compression=opened.compression,
             protocol=scan.protocol,
-            globals=tuple(f"{m}.{n}" for m, n in scan.globals),
+            globals=tuple(trust_name(m, n) for m, n in scan.globals),
             untrusted=untrusted,
             verdict=_verdict(untrusted, scan.error, scan.legacy),
             source=opened.source,
@@ -372,10 +454,28 @@ def _pickle_report(
         kind=kind,
         compression=compression,
         protocol=protocol,
-        globals=tuple(f"{m}.{n}" for m, n in pairs),
+        globals=tuple(trust_name(m, n) for m, n in pairs),
         untrusted=untrusted,
         verdict=_verdict(untrusted, error, False),
         source=source,
+    )
+
+
+def scan_artifact_names(
+    path: Source, payload: str, globals: list[str], untrusted: list[str]
+) -> ScanReport:
+    """Report on an artifact whose payload is not a pickle (a torch program or class, a Keras
+    archive, a booster): the globals and untrusted names its manifest lists, as
+    ``amber.inspect`` shows them and a load refuses them.
+
+    Example
+    -------
+    >>> scan_artifact_names("net.amber", "torch", ["mymods.Net"], ["mymods.Net"]).safe
+    False
+    """
+    names, bad = tuple(globals), tuple(untrusted)
+    return ScanReport(
+        "amber", None, None, names, bad, _verdict(bad, None, False), str(path), payload=payload
     )
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "SignatureInfo",
     "check_reader",
     "check_signature",
+    "claimed_signer",
     "generate_key",
     "key_id",
     "load_private_key",
@@ -186,13 +187,45 @@ class SignatureInfo:
     name: str | None
     version: int | None
 
+    @property
+    def bound(self) -> str:
+        """What the signature binds, in words: ``"iris version 3"``, ``"version 3, no name"``."""
+        return describe_binding(self.name, self.version)
+
     def __str__(self) -> str:
-        bound = (
-            f"{self.name} version {self.version}"
-            if self.name is not None and self.version is not None
-            else (self.name or "no registry name")
-        )
-        return f"signed by trusted key {self.key_id} ({bound})"
+        return f"signed by trusted key {self.key_id} ({self.bound})"
+
+
+def describe_binding(name: object, version: object) -> str:
+    """A signature's binding in words (``repr`` for what is not a plain name or number)."""
+    shown_name = name if isinstance(name, str) and name.isprintable() else repr(name)
+    if version is not None and type(version) is not int:
+        version = repr(version)  # a document made by hand: "2" is not 2
+    if name is None and version is None:
+        return "no registry name or version"
+    if version is None:
+        return f"{shown_name}, no version"
+    if name is None:
+        return f"version {version}, no name"
+    return f"{shown_name} version {version}"
+
+
+def claimed_signer(sig: bytes | None) -> dict[str, Any] | None:
+    """What an ``amber.sig`` says of itself, unchecked (``amber inspect`` shows it; only a check
+    with the signer's public key proves it): ``{"key_id", "name", "version", "checked":
+    False}``, or ``{"malformed": why}``; None without a signature."""
+    if sig is None:
+        return None
+    try:
+        doc = _parse(sig, "amber.sig")
+    except IntegrityError as exc:
+        return {"malformed": str(exc), "checked": False}
+    return {
+        "key_id": doc["key_id"],
+        "name": doc["name"],
+        "version": doc["version"],
+        "checked": False,
+    }
 
 
 def _message(doc: dict[str, Any], manifest_bytes: bytes) -> bytes:
@@ -302,8 +335,8 @@ def check_signature(
     if public is None:
         raise IntegrityError(
             f"{source} is signed by key {doc['key_id']!r}, which is not one of the trusted keys "
-            f"({', '.join(sorted(keys))}); add that signer's public key to trusted_keys only if "
-            f"you trust them"
+            f"({', '.join(sorted(keys))}); add that signer's public key to trusted_keys "
+            f"(--pubkey FILE.pub on the command line) only if you trust them"
         )
     try:
         raw = base64.b64decode(doc["signature"], validate=True)
@@ -389,12 +422,24 @@ def sign(
     --------
     >>> sign("iris.amber", "me.key", name="iris", version=3)  # doctest: +SKIP
     """
-    from amber.artifact._reader import ArtifactReader
+    from amber.artifact._reader import ArtifactReader, NotAnArtifact
     from amber.artifact._rewrite import rewrite
 
     _check_binding(name, version)
     private = load_private_key(key)
-    with ArtifactReader(path) as reader:
+    try:
+        reader = ArtifactReader(path)
+    except NotAnArtifact:
+        source = Path(path)
+        out = source.with_suffix(".amber")
+        if out == source:
+            out = source.with_name(f"{source.stem}-converted.amber")
+        raise NotAnArtifact(
+            f"{str(source)!r} is not an Amber artifact (a pickle or joblib file, or another "
+            f"format), and only artifacts are signed: convert it first (`amber convert "
+            f"{source} {out}`), then sign the result (`amber sign {out} --key KEY`)"
+        ) from None
+    with reader:
         reader.verify_all(strong=True)
         registry = dict(reader.manifest.get("registry") or {})
     if name is None:

@@ -1,0 +1,284 @@
+"""The files the command line writes and what it says about them: convert's target, keygen's
+pair, a signature's binding, an exported file's registry metadata, and the error messages a
+user meets. Each test runs ``python -m amber`` as a user runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.svm import SVC
+
+import amber
+from amber.security._signing import key_id, load_private_key, load_public_key
+
+X, Y = load_iris(return_X_y=True)
+AMBER = [sys.executable, "-m", "amber"]
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def run(
+    *args: str, cwd: Path | None = None, unprivileged: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``amber ARGS``; ``unprivileged``: with file permissions applying (root loses the
+    capabilities that bypass them)."""
+    prefix: list[str] = []
+    if unprivileged and os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: file permissions do not apply")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    return subprocess.run(
+        [*prefix, *AMBER, *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def forest() -> RandomForestClassifier:
+    return RandomForestClassifier(n_estimators=5, random_state=0).fit(X, Y)
+
+
+@pytest.fixture
+def legacy(tmp_path: Path, forest: RandomForestClassifier) -> Path:
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(forest, protocol=5))
+    return path
+
+
+# -- 1, 8: convert -------------------------------------------------------------------------------
+def test_a_convert_that_fails_verification_keeps_the_previous_target(tmp_path: Path) -> None:
+    """convert saved the target, then verified it: a failed verify left the failing file in
+    place of the previous, good target."""
+    random_model = DummyClassifier(strategy="stratified").fit(X, Y)  # random_state=None
+    source = tmp_path / "random.pkl"
+    source.write_bytes(pickle.dumps(random_model))
+    np.save(tmp_path / "sample.npy", X[::5])
+    target = tmp_path / "target.amber"
+    amber.save(SVC().fit(X, Y), target, sample=X[:8])
+    os.chmod(target, 0o640)
+    before = digest(target)
+    failed = run("convert", str(source), str(target), "--sample", str(tmp_path / "sample.npy"))
+    assert failed.returncode == 1 and "ParityError" in failed.stderr
+    assert digest(target) == before and amber.inspect(target).object_type.endswith("SVC")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["random.pkl", "sample.npy", target.name]
+    assert "'target.amber' was left as it was" in failed.stderr.replace(str(tmp_path) + "/", "")
+    assert ".convert" not in failed.stderr  # the temporary file is not what the user named
+    fresh = tmp_path / "fresh.amber"
+    failed = run("convert", str(source), str(fresh), "--sample", str(tmp_path / "sample.npy"))
+    assert failed.returncode == 1 and not fresh.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["random.pkl", "sample.npy", target.name]
+
+
+def test_a_convert_that_succeeds_replaces_the_target_keeping_its_mode(
+    tmp_path: Path, legacy: Path
+) -> None:
+    target = tmp_path / "rf.amber"
+    amber.save(SVC().fit(X, Y), target)
+    os.chmod(target, 0o640)
+    converted = run("convert", str(legacy), str(target))
+    assert converted.returncode == 0, converted.stderr
+    assert f"{target}  (" in converted.stdout and ".convert" not in converted.stdout
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert amber.inspect(target).object_type.endswith("RandomForestClassifier")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pkl", "rf.amber"]
+
+
+def test_convert_refuses_an_artifact_and_its_own_source_as_target(
+    tmp_path: Path, legacy: Path
+) -> None:
+    """An .amber source was re-saved without its metadata, probe and compression, and
+    `convert model.pkl model.pkl` turned the pickle into a zip in place."""
+    artifact = tmp_path / "m.amber"
+    amber.save(SVC().fit(X, Y), artifact, sample=X[:8], metadata={"a": 1}, compress="zstd")
+    before = digest(artifact)
+    refused = run("convert", str(artifact), str(artifact))
+    assert refused.returncode == 2
+    assert "is already an Amber artifact" in refused.stderr
+    assert "amber verify" in refused.stderr and "amber.save(" in refused.stderr
+    assert digest(artifact) == before
+    assert run("convert", str(artifact), str(tmp_path / "other.amber")).returncode == 2
+    assert not (tmp_path / "other.amber").exists()
+    pickled = digest(legacy)
+    refused = run("convert", str(legacy), str(legacy))
+    assert refused.returncode == 2
+    assert "is the source file itself" in refused.stderr and "model.amber" in refused.stderr
+    assert digest(legacy) == pickled
+
+
+# -- 7: keygen -----------------------------------------------------------------------------------
+def test_keygen_force_writes_a_private_key_0600(tmp_path: Path) -> None:
+    """A replaced PREFIX.key kept the old file's mode: 0644 left the new key world-readable."""
+    assert run("keygen", "--out", "k", cwd=tmp_path).returncode == 0
+    os.chmod(tmp_path / "k.key", 0o644)
+    replaced = run("keygen", "--out", "k", "--force", cwd=tmp_path)
+    assert replaced.returncode == 0, replaced.stderr
+    assert stat.S_IMODE((tmp_path / "k.key").stat().st_mode) == 0o600
+    private = load_private_key(tmp_path / "k.key")
+    assert key_id(private) == key_id(load_public_key(tmp_path / "k.pub"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.key", "k.pub"]
+
+
+def test_keygen_writes_both_keys_or_neither(tmp_path: Path) -> None:
+    """The .key was replaced before the .pub write failed: the old private key was lost and
+    the pair no longer matched."""
+    assert run("keygen", "--out", "r", cwd=tmp_path).returncode == 0
+    os.chmod(tmp_path / "r.pub", 0o444)
+    key, pub = digest(tmp_path / "r.key"), digest(tmp_path / "r.pub")
+    refused = run("keygen", "--out", "r", "--force", cwd=tmp_path, unprivileged=True)
+    assert (digest(tmp_path / "r.key"), digest(tmp_path / "r.pub")) == (key, pub)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.key", "r.pub"]
+    assert refused.returncode == 2
+    assert "'r.pub'" in refused.stderr and "read-only" in refused.stderr
+
+
+# -- 12, 13: what a signature binds, what an exported file carries --------------------------------
+def test_a_version_bound_without_a_name_is_shown(tmp_path: Path) -> None:
+    """`sign --version 3` without --name printed '(no registry name)', hiding the version."""
+    assert run("keygen", "--out", "k", cwd=tmp_path).returncode == 0
+    path = tmp_path / "m.amber"
+    amber.save(SVC().fit(X, Y), path)
+    signed = run("sign", str(path), "--key", "k.key", "--version", "3", cwd=tmp_path)
+    assert signed.returncode == 0, signed.stderr
+    assert "(version 3, no name)" in signed.stdout
+    checked = run("verify", str(path), "--pubkey", "k.pub", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "signed by trusted key" in checked.stdout and "(version 3, no name)" in checked.stdout
+    shown = run("inspect", str(path))
+    assert "for version 3, no name" in shown.stdout
+
+
+def test_inspect_shows_registry_metadata_and_the_signer(tmp_path: Path) -> None:
+    """inspect's text showed none of an exported file's name, version, metrics, tags and
+    description, nor its signer; --json had only "signed": true."""
+    assert run("keygen", "--out", "k", cwd=tmp_path).returncode == 0
+    reg = amber.Registry(tmp_path / "reg")
+    reg.push(
+        "iris", SVC().fit(X, Y), sample=X[:8], metrics={"accuracy": 0.97},
+        tags={"team": "risk"}, description="SVC on iris",
+    )  # fmt: skip
+    out = tmp_path / "out.amber"
+    reg.export("models:/iris/1", out, signing_key=tmp_path / "k.key")
+    kid = key_id(load_public_key(tmp_path / "k.pub"))
+    shown = run("inspect", str(out))
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert "registry    iris version 1, published " in text
+    assert "metrics      accuracy=0.97" in text and "tags         team=risk" in text
+    assert "description  SVC on iris" in text
+    assert f"signed      yes, by key {kid} for iris version 1 (unchecked" in text
+    as_json = json.loads(run("inspect", "--json", str(out)).stdout)
+    assert as_json["signed"] is True
+    assert as_json["signer"] == {"key_id": kid, "name": "iris", "version": 1, "checked": False}
+    assert as_json["registry"]["description"] == "SVC on iris"
+
+
+# -- 14: messages --------------------------------------------------------------------------------
+def test_a_zip_from_another_library_or_a_truncated_artifact_is_named(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    checkpoint = tmp_path / "weights.pt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), checkpoint)
+    for command in ("scan", "inspect", "verify"):
+        said = run(command, str(checkpoint))
+        assert said.returncode == 1
+        assert f"'{checkpoint}' is a ZIP file but not an Amber artifact" in said.stderr
+        assert "PyTorch checkpoint" in said.stderr and "torch.load" in said.stderr
+        assert "restore it" not in said.stderr
+    artifact = tmp_path / "m.amber"
+    amber.save(SVC().fit(X, Y), artifact)
+    truncated = tmp_path / "trunc.amber"
+    truncated.write_bytes(artifact.read_bytes()[:-100])
+    for command in ("scan", "inspect", "verify"):
+        said = run(command, str(truncated))
+        assert said.returncode == 1 and "trunc.amber" in said.stderr, (command, said.stderr)
+
+
+def test_sample_errors_say_they_concern_the_sample(tmp_path: Path, legacy: Path) -> None:
+    (tmp_path / "garbage.npy").write_bytes(b"garbage")
+    np.save(tmp_path / "obj.npy", np.array([1, "a"], dtype=object), allow_pickle=True)
+    (tmp_path / "bad.csv").write_text('a,b\n1,"x\n')
+    (tmp_path / "empty.csv").write_text("")
+    expected = {
+        "garbage.npy": "is not a NumPy .npy file",
+        "obj.npy": "holds an array of Python objects",
+        "missing.npy": "no such file",
+        "bad.csv": "could not be read as a CSV table",
+        "empty.csv": "is empty",
+        "sample.txt": "give a .npy file",
+    }
+    for name, says in expected.items():
+        said = run(
+            "convert", str(legacy), str(tmp_path / "o.amber"), "--sample", str(tmp_path / name)
+        )
+        assert said.returncode == 2, (name, said.stderr)
+        assert f"--sample '{tmp_path / name}'" in said.stderr and says in said.stderr, said.stderr
+        assert "allow_pickle" not in said.stderr
+        assert not (tmp_path / "o.amber").exists()
+
+
+def test_messages_name_the_file_and_say_what_to_do(tmp_path: Path, legacy: Path) -> None:
+    empty_target = run("convert", str(legacy), "")
+    assert empty_target.returncode == 2
+    assert "the target path is empty" in empty_target.stderr and "folder" not in empty_target.stderr
+    assert run("keygen", "--out", "k", cwd=tmp_path).returncode == 0
+    signed = run("sign", str(legacy), "--key", "k.key", cwd=tmp_path)
+    assert signed.returncode == 1
+    assert "convert it first" in signed.stderr and "amber convert" in signed.stderr
+    no_folder = run("keygen", "--out", "nodir/k", cwd=tmp_path)
+    assert no_folder.returncode == 2
+    assert "the folder 'nodir' does not exist" in no_folder.stderr
+    assert "[Errno" not in no_folder.stderr and not (tmp_path / "nodir").exists()
+    for prefix in ("", "keys/"):
+        nameless = run("keygen", "--out", prefix, cwd=tmp_path)
+        assert nameless.returncode == 2 and "names no file" in nameless.stderr
+    assert not (tmp_path / ".key").exists() and not (tmp_path / ".pub").exists()
+    # another signer's key: say how to trust it on the command line
+    artifact = tmp_path / "m.amber"
+    amber.save(SVC().fit(X, Y), artifact)
+    assert run("sign", str(artifact), "--key", "k.key", cwd=tmp_path).returncode == 0
+    assert run("keygen", "--out", "other", cwd=tmp_path).returncode == 0
+    other = run("verify", str(artifact), "--pubkey", "other.pub", cwd=tmp_path)
+    assert other.returncode == 1 and "--pubkey" in other.stderr
+
+
+def test_unreadable_files_are_named_with_what_to_do(tmp_path: Path, legacy: Path) -> None:
+    artifact = tmp_path / "locked.amber"
+    amber.save(SVC().fit(X, Y), artifact)
+    os.chmod(artifact, 0)
+    os.chmod(legacy, 0)
+    for args in (
+        ("inspect", str(artifact)),
+        ("verify", str(artifact)),
+        ("scan", str(legacy)),
+        ("convert", str(legacy), str(tmp_path / "out.amber")),
+    ):
+        said = run(*args, unprivileged=True)
+        assert said.returncode == 2, (args, said.stderr)
+        assert "permission denied" in said.stderr and "check its permissions" in said.stderr
+        assert "[Errno" not in said.stderr and args[1] in said.stderr
+
+
+def test_verify_exit_status_is_as_documented(tmp_path: Path) -> None:
+    """1 when a check fails, 2 when the file cannot be read (README says so)."""
+    assert "exit status 1 if a check fails, 2 if the file cannot be read" in README.read_text()
+    path = tmp_path / "m.amber"
+    amber.save(SVC().fit(X, Y), path)
+    data = bytearray(path.read_bytes())
+    data[200] ^= 0x40
+    path.write_bytes(data)
+    assert run("verify", str(path)).returncode == 1
+    assert run("verify", str(tmp_path / "absent.amber")).returncode == 2

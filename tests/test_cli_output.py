@@ -1,0 +1,259 @@
+"""What the command line writes, and its exit status, whatever happens to its output: readers
+that go away, encodings that cannot show a character, names from a hostile file, pipes and
+devices as input. Each test runs ``python -m amber`` as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import RandomForestClassifier
+
+import amber
+from amber.errors import FormatError
+
+X, Y = load_iris(return_X_y=True)
+AMBER = [sys.executable, "-m", "amber"]
+# builtins.open is outside the allowlist: scanning this stream (never loading it) says unsafe
+UNSAFE = b"\x80\x04cbuiltins\nopen\nX\x01\x00\x00\x00xX\x01\x00\x00\x00w\x86R."
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*AMBER, *args],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=120,
+        env={**os.environ, **env},
+    )
+
+
+@pytest.fixture(scope="module")
+def forest() -> RandomForestClassifier:
+    return RandomForestClassifier(n_estimators=5, random_state=0).fit(X, Y)
+
+
+class Outer:
+    class Inner:  # pickled as the global test_cli_output:Outer.Inner (protocol 4)
+        pass
+
+
+# -- 3, 4: readers that go away ------------------------------------------------------------------
+def test_scan_of_an_unsafe_file_exits_1_when_its_reader_goes_away(tmp_path: Path) -> None:
+    """`amber scan unsafe.pkl | head -1` exited 0: any BrokenPipeError was mapped to 0, so a
+    script testing the pipeline's status took an unsafe file for a safe one."""
+    bad = tmp_path / "unsafe.pkl"
+    bad.write_bytes(UNSAFE)
+    proc = subprocess.Popen(
+        [*AMBER, "scan", str(bad)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # nobody reads: the first write fails with EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1, err
+    assert "Broken pipe" not in err and "Traceback" not in err
+
+
+def _closed_stderr(*args: str) -> tuple[int, str]:
+    """Run with a standard error whose reader is gone; return the status and standard output."""
+    proc = subprocess.Popen([*AMBER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stderr.close()
+    out = proc.stdout.read().decode()
+    return proc.wait(timeout=120), out
+
+
+def test_a_warning_to_a_closed_stderr_does_not_end_verify() -> None:
+    """A BrokenPipeError raised writing a warning ended verify with status 0: a file that
+    fails verification was reported as good."""
+    random_model = DummyClassifier(strategy="stratified").fit(X, Y)
+    with TemporaryDirectory() as folder:
+        failing = Path(folder) / "random.amber"
+        with pytest.warns(UserWarning, match="computes at random"):  # random_state=None
+            amber.save(random_model, failing, sample=X[::5])
+        # --allow-arbitrary-code warns (UnsafeLoadWarning) before the probe fails
+        status, _ = _closed_stderr("verify", str(failing), "--allow-arbitrary-code")
+    assert status == 1
+
+
+def test_a_warning_to_a_closed_stderr_does_not_spoil_convert(
+    tmp_path: Path, forest: RandomForestClassifier
+) -> None:
+    """The BrokenPipeError of a warning written during convert's probe was recorded as the
+    probe's mismatch: a good pickle failed to convert (exit 1, no message)."""
+    legacy = tmp_path / "rf.pkl"
+    legacy.write_bytes(pickle.dumps(forest, protocol=5))
+    sample = tmp_path / "sample.csv"  # a table: the forest warns that it had no feature names
+    sample.write_text("a,b,c,d\n" + "\n".join(",".join(map(str, row)) for row in X[:8]) + "\n")
+    target = tmp_path / "rf.amber"
+    status, out = _closed_stderr("convert", str(legacy), str(target), "--sample", str(sample))
+    assert status == 0 and "(verified)" in out
+    with pytest.warns(UserWarning, match="feature names"):
+        amber.verify(target)
+
+
+# -- 9: encodings --------------------------------------------------------------------------------
+def test_output_the_encoding_cannot_show_is_replaced(
+    tmp_path: Path, forest: RandomForestClassifier
+) -> None:
+    """verify's check marks under cp1252 (Windows' encoding for a redirected stdout), and a
+    file name with an accent under ASCII, made the commands exit 2 with a codec error."""
+    path = tmp_path / "forêt.amber"
+    amber.save(forest, path, sample=X[:8])
+    checked = run("verify", str(path), PYTHONIOENCODING="cp1252")
+    assert checked.returncode == 0, checked.stderr
+    assert "  ? format 1: zip structure" in checked.stdout and "probe matched" in checked.stdout
+    for command in ("inspect", "scan", "verify"):
+        shown = run(command, str(path), PYTHONIOENCODING="ascii")
+        assert shown.returncode == 0, (command, shown.stderr)
+        assert "for?t.amber" in shown.stdout
+    missing = run("verify", str(tmp_path / "absent-é.amber"), PYTHONIOENCODING="ascii")
+    assert missing.returncode == 2 and "absent-" in missing.stderr
+
+
+# -- 5, 6: what scan shows -----------------------------------------------------------------------
+def test_scan_marks_an_untrusted_nested_class(tmp_path: Path) -> None:
+    """The table compared the dotted spelling mod.Outer.Inner with the untrusted one
+    mod:Outer.Inner, and showed the class as ok under an unsafe verdict."""
+    path = tmp_path / "nested.pkl"
+    path.write_bytes(pickle.dumps(Outer.Inner(), protocol=4))
+    scanned = run("scan", str(path))
+    assert scanned.returncode == 1
+    assert f"UNTRUSTED  {__name__}:Outer.Inner" in scanned.stdout
+    assert " ok " not in scanned.stdout
+
+
+def test_names_from_a_hostile_file_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    """A global named "system\\r\\x1b[2Kverdict: safe" erased scan's unsafe verdict on a
+    terminal; the same went for UntrustedTypeError's text and for file names."""
+    hostile = b"system\r\x1b[2Kverdict: safe"
+    path = tmp_path / "hostile\x1b[32m.pkl"
+    path.write_bytes(b"\x80\x02cos\n" + hostile + b"\n.")
+    scanned = run("scan", str(path))
+    assert scanned.returncode == 1
+    assert "\x1b" not in scanned.stdout and "\r" not in scanned.stdout
+    assert "os.system\\r\\x1b[2Kverdict: safe" in scanned.stdout
+    assert "hostile\\x1b[32m.pkl" in scanned.stdout
+    converted = run("convert", str(path), str(tmp_path / "out.amber"))
+    assert converted.returncode == 1 and "UntrustedTypeError" in converted.stderr
+    assert "\x1b" not in converted.stderr and "\r" not in converted.stderr
+    assert "os.system\\r\\x1b[2Kverdict: safe" in converted.stderr
+
+
+# -- 2: artifacts whose payload is not a pickle --------------------------------------------------
+def test_scan_of_a_framework_artifact_lists_its_manifest_names(tmp_path: Path) -> None:
+    """scan said 'verdict: safe', 'globals (0)' and exit 0 for a torch artifact naming a class
+    outside the allowlist, which inspect shows UNTRUSTED and verify refuses."""
+    torch = pytest.importorskip("torch")
+    xgboost = pytest.importorskip("xgboost")
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+
+    class Net(torch.nn.Module):
+        def __init__(self, n: int = 4) -> None:
+            super().__init__()
+            self.n = n
+            self.lin = torch.nn.Linear(n, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x)
+
+    Net.__module__, Net.__qualname__ = "mymodels", "Net"  # a user's own module
+    path = tmp_path / "net.amber"
+    with pytest.warns(UserWarning, match="outside Amber's allowlist"):
+        amber.save(Net(), path, format="class")
+    assert amber.inspect(path).untrusted == ["mymodels.Net"]
+    scanned = run("scan", str(path))
+    assert scanned.returncode == 1, scanned.stderr
+    assert "verdict: unsafe" in scanned.stdout and "UNTRUSTED  mymodels.Net" in scanned.stdout
+    assert "torch payload" in scanned.stdout
+    assert run("verify", str(path)).returncode == 1
+    booster = xgboost.XGBClassifier(n_estimators=2).fit(x, (x[:, 0] > 0).astype(int))
+    safe = tmp_path / "xgb.amber"
+    amber.save(booster, safe)
+    scanned = run("scan", str(safe))
+    assert scanned.returncode == 0, scanned.stderr
+    assert "verdict: safe" in scanned.stdout
+    assert "ok         xgboost.sklearn.XGBClassifier" in scanned.stdout
+
+
+# -- 10, 11: pipes and devices -------------------------------------------------------------------
+def test_scan_and_inspect_read_a_pipe_once(tmp_path: Path, forest: RandomForestClassifier) -> None:
+    """Sniffing the format consumed the first 4 bytes of a pipe, and the path was opened again:
+    a good pickle was 'not a pickle', a good artifact 'not an Amber artifact'."""
+    data = pickle.dumps(forest, protocol=4)
+    scanned = subprocess.run(
+        [*AMBER, "scan", "/dev/stdin"], input=data, capture_output=True, timeout=120
+    )
+    assert scanned.returncode == 0, scanned.stderr
+    assert b"verdict: safe" in scanned.stdout and b"RandomForestClassifier" in scanned.stdout
+    artifact = tmp_path / "rf.amber"
+    amber.save(forest, artifact, sample=X[:4])
+    for command in ("inspect", "scan"):
+        shown = subprocess.run(
+            [*AMBER, command, "/dev/stdin"],
+            input=artifact.read_bytes(),
+            capture_output=True,
+            timeout=120,
+        )
+        assert shown.returncode == 0, (command, shown.stderr)
+        assert b"RandomForestClassifier" in shown.stdout
+        assert b"/dev/stdin" in shown.stdout and b"amber-" not in shown.stdout
+
+
+def test_an_endless_device_is_refused_at_once() -> None:
+    """`amber scan /dev/zero` read it whole into memory, then a MemoryError traceback."""
+
+    def limit_memory() -> None:  # should it read on, it fails in the child, not the machine
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    started = time.monotonic()
+    scanned = subprocess.run(
+        [*AMBER, "scan", "/dev/zero"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_memory,
+    )
+    assert scanned.returncode == 1
+    assert "/dev/zero is not a pickle, joblib or Amber file" in scanned.stderr
+    assert "Traceback" not in scanned.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_an_endless_pipe_is_read_only_up_to_the_limit(tmp_path: Path) -> None:
+    """A pipe that looks like a pickle and never ends is refused after ``limit`` bytes."""
+    from amber.security._foreign import read_stream
+
+    fifo = tmp_path / "endless"
+    os.mkfifo(fifo)
+    stop = threading.Event()
+
+    def feed() -> None:
+        try:
+            with open(fifo, "wb") as f:
+                f.write(b"\x80\x04")
+                while not stop.is_set():
+                    f.write(b"(" * 65536)
+        except BrokenPipeError:
+            pass  # the reader stopped: what is under test
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        with pytest.raises(FormatError, match="more than 1048576 bytes"):
+            read_stream(fifo, limit=1 << 20)
+    finally:
+        stop.set()
+        writer.join(timeout=10)
