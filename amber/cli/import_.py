@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from amber.cli._output import echo
 from amber.cli.models import open_registry, registry_options
 
 
@@ -37,5 +38,5 @@ def run(args: argparse.Namespace) -> int:
             signing_key=args.key,
             keep_version=not args.new_version,
         )
-        print(f"imported {args.file} as {v.uri}")
+        echo(f"imported {args.file} as {v.uri}")
     return 0

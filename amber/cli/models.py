@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any
 
+from amber.cli._output import echo
+
 
 def registry_options() -> argparse.ArgumentParser:
     """The options every registry command takes (an argparse parent parser)."""
@@ -85,18 +87,18 @@ def run_list(args: argparse.Namespace) -> int:
     with open_registry(args) as reg:
         models = reg.models()
         if args.json:
-            print(json.dumps([m.__dict__ for m in models], indent=2))
+            echo(json.dumps([m.__dict__ for m in models], indent=2))
         elif not models:
-            print(f"no models in {reg.location}")
+            echo(f"no models in {reg.location}")
         for m in models if not args.json else ():
-            print(m)
+            echo(m)
     return 0
 
 
 def run_show(args: argparse.Namespace) -> int:
     with open_registry(args) as reg:
         v = reg.get(args.ref)
-        print(json.dumps(v.to_dict(), indent=2) if args.json else v)
+        echo(json.dumps(v.to_dict(), indent=2) if args.json else v)
     return 0
 
 
@@ -104,13 +106,13 @@ def run_versions(args: argparse.Namespace) -> int:
     with open_registry(args) as reg:
         versions = reg.versions(args.name, limit=args.limit)
         if args.json:
-            print(json.dumps([v.to_dict() for v in versions], indent=2))
+            echo(json.dumps([v.to_dict() for v in versions], indent=2))
             return 0
         for v in versions:
             alias = f"  @{', @'.join(v.aliases)}" if v.aliases else ""
             metrics = " ".join(f"{k}={val}" for k, val in sorted(v.metrics.items()))
             when = v.created[:19].replace("T", " ")
-            print(f"{v.version:>6}  {when}  {v.size:>12,}  {metrics}{alias}")
+            echo(f"{v.version:>6}  {when}  {v.size:>12,}  {metrics}{alias}")
     return 0
 
 
@@ -118,35 +120,35 @@ def run_alias(args: argparse.Namespace) -> int:
     with open_registry(args) as reg:
         if args.history:
             for change in reg.alias_history(args.name, args.alias):
-                print(change)
+                echo(change)
             return 0
         if args.remove:
             if args.alias is None:
                 raise ValueError("--remove needs the alias: amber models alias NAME ALIAS --remove")
             was = reg.remove_alias(args.name, args.alias)
-            print(f"removed {args.name}@{args.alias} (was version {was})")
+            echo(f"removed {args.name}@{args.alias} (was version {was})")
             return 0
         if args.alias is None:
             for alias, version in reg.aliases(args.name).items():
-                print(f"@{alias} -> {version}")
+                echo(f"@{alias} -> {version}")
             return 0
         if args.version is None:
-            print(reg.get(f"models:/{args.name}@{args.alias}").version)
+            echo(reg.get(f"models:/{args.name}@{args.alias}").version)
             return 0
         was = reg.set_alias(args.name, args.alias, args.version)
         moved = f" (was {was})" if was is not None else ""
-        print(f"{args.name}@{args.alias} -> {args.version}{moved}")
+        echo(f"{args.name}@{args.alias} -> {args.version}{moved}")
     return 0
 
 
 def run_delete(args: argparse.Namespace) -> int:
     with open_registry(args) as reg:
         v = reg.delete(args.name, args.version, force=args.force)
-        print(f"deleted {v.uri}; its blob goes at the next `amber models gc`")
+        echo(f"deleted {v.uri}; its blob goes at the next `amber models gc`")
     return 0
 
 
 def run_gc(args: argparse.Namespace) -> int:
     with open_registry(args) as reg:
-        print(reg.gc(grace=args.grace))
+        echo(reg.gc(grace=args.grace))
     return 0

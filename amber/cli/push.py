@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from amber.cli._output import echo
 from amber.cli.models import open_registry, registry_options
 
 
@@ -53,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
             alias=args.alias,
             signing_key=args.key,
         )
-        print(f"pushed {args.file} as {v.uri}" + (f" (@{args.alias})" if args.alias else ""))
-        print(v)
+        echo(f"pushed {args.file} as {v.uri}" + (f" (@{args.alias})" if args.alias else ""))
+        echo(v)
     return 0

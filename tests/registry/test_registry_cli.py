@@ -179,3 +179,18 @@ def test_inspect_verify_and_scan_take_a_models_uri(
     assert "verdict: safe" in ok(amber_cli("scan", "models:/iris/latest", env=env))
     missing = amber_cli("verify", "models:/nope@prod", env=env)
     assert missing.returncode == 1 and "ModelNotFound" in missing.stderr
+
+
+def test_registry_commands_escape_what_a_pusher_wrote(
+    amber_cli: Cli, tmp_path: Path, artifact: Path
+) -> None:
+    """A tag or description is whatever its pusher wrote: printed raw, an escape sequence
+    could erase a line of the terminal and write another in its place."""
+    env = {"AMBER_REGISTRY": str(tmp_path / "reg")}
+    spoof = "ok\x1b[2K\rverdict: approved"
+    ok(amber_cli("push", str(artifact), "--name", "iris", "--tag", f"review={spoof}",
+                 "--description", spoof, env=env))  # fmt: skip
+    for args in (("models", "show", "iris/1"), ("models", "versions", "iris")):
+        shown = ok(amber_cli(*args, env=env))
+        assert "\x1b" not in shown and "\r" not in shown, shown
+    assert "ok\\x1b[2K\\rverdict: approved" in ok(amber_cli("models", "show", "iris/1", env=env))
