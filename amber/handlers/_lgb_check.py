@@ -7,7 +7,10 @@ process (segfault, floating-point exception, abort) at load or predict, or hung 
 file (digests recomputed, no signature) could carry any of them, so the text is parsed here and
 every tree checked as scikit-learn trees are: indices in range, every tree a tree. The header is
 read here; the trees, which are most of the text, by ``lgb_trees`` in ``_treecheck.c`` (in
-Python the check took 4-6x LightGBM's own load).
+Python the check took 4-6x LightGBM's own load). Each tree must also be laid out as LightGBM's
+reader reads it (at most 22 key=value lines, then an empty line), with every field it reads
+present and well-formed: with ``tree_sizes`` it loads trees on several threads, where an error
+it meets, even a number it cannot parse, ends the process.
 """
 
 from __future__ import annotations

@@ -47,6 +47,13 @@ all_distinct(const int64_t *idx, Py_ssize_t n, unsigned char *seen)
 
 /* ------------------------------------------------------------------------------ LightGBM */
 
+/* How LightGBM reads a tree (Tree::Tree(const char*, size_t*) in src/io/tree.cpp, 4.x): after
+ * the "Tree=K" line, up to 22 lines, each split at its first '=' (it scans for one without
+ * looking for the line's end), until an empty line; then the fields it needs, a missing one
+ * being a fatal error. With tree_sizes it loads the trees on several threads, where a fatal
+ * error ends the process (std::terminate), so anything it would refuse must be refused here. */
+#define MAX_TREE_LINES 22
+
 typedef struct {
     const char *key;
     Py_ssize_t klen;
@@ -55,7 +62,7 @@ typedef struct {
 } Field;
 
 typedef struct {
-    Field *fields;
+    Field fields[MAX_TREE_LINES];
     Py_ssize_t n;
     const char *what; /* "tree 12" */
 } Block;
@@ -71,34 +78,49 @@ field_order(const void *a, const void *b)
     return (x->klen > y->klen) - (x->klen < y->klen);
 }
 
-/* The key=value lines of text[start:stop], sorted by key; a key given twice is refused. */
+/* The tree text[start:stop] (its "Tree=K" line first): at most 22 key=value lines, then an
+ * empty line, then only empty lines; sorted by key, a key given twice refused. */
 static int
 read_block(const char *text, Py_ssize_t start, Py_ssize_t stop, Block *block)
 {
-    Py_ssize_t lines = 1;
-    for (const char *at = text + start, *end = text + stop;
-         (at = memchr(at, '\n', (size_t)(end - at))) != NULL; at++)
-        lines++;
-    block->fields = PyMem_Malloc((size_t)lines * sizeof(Field));
-    if (block->fields == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    const char *at = memchr(text + start, '\n', (size_t)(stop - start)), *end = text + stop;
+    int ended = 0;
     block->n = 0;
-    Py_ssize_t i = start;
-    while (i <= stop) {
-        const char *line = text + i;
-        const char *end = memchr(line, '\n', (size_t)(stop - i));
-        Py_ssize_t len = end ? end - line : stop - i;
-        const char *eq = memchr(line, '=', (size_t)len);
-        if (eq != NULL) {
+    for (at = at ? at + 1 : end; at < end;) {
+        const char *nl = memchr(at, '\n', (size_t)(end - at));
+        Py_ssize_t len = (nl ? nl : end) - at;
+        if (len == 0)
+            ended = 1;
+        else if (ended) {
+            bad("%s has a line after the empty line that ends it (LightGBM would not read "
+                "it)", block->what);
+            return -1;
+        }
+        else {
+            const char *eq = memchr(at, '=', (size_t)len);
+            if (eq == NULL) {
+                bad("%s has a line that is not key=value", block->what);
+                return -1;
+            }
+            if (block->n == MAX_TREE_LINES) {
+                bad("%s has more than %d lines (LightGBM reads %d)", block->what,
+                    MAX_TREE_LINES, MAX_TREE_LINES);
+                return -1;
+            }
             Field *f = &block->fields[block->n++];
-            f->key = line;
-            f->klen = eq - line;
+            f->key = at;
+            f->klen = eq - at;
             f->val = eq + 1;
             f->vlen = len - f->klen - 1;
         }
-        i += len + 1;
+        if (nl == NULL) /* the last line has no newline: no empty line after it */
+            break;
+        at = nl + 1;
+    }
+    if (!ended) {
+        /* LightGBM's reader would run on past the tree, looking for '=' */
+        bad("%s does not end with an empty line", block->what);
+        return -1;
     }
     qsort(block->fields, (size_t)block->n, sizeof(Field), field_order);
     for (Py_ssize_t k = 1; k < block->n; k++) {
@@ -122,12 +144,13 @@ lookup(const Block *block, const char *key)
     return bsearch(&probe, block->fields, (size_t)block->n, sizeof(Field), field_order);
 }
 
-/* fields.get(key, "") is non-empty */
 static int
-present(const Block *block, const char *key)
+require(const Block *block, const char *key)
 {
-    const Field *f = lookup(block, key);
-    return f != NULL && f->vlen > 0;
+    if (lookup(block, key) != NULL)
+        return 0;
+    bad("%s has no %s", block->what, key);
+    return -1;
 }
 
 /* An integer field: -?[0-9]{1,19} within low..high (_int in _lgb_check.py). */
@@ -193,27 +216,108 @@ int_char(unsigned char c)
     return (unsigned char)(c - '0') < 10 || c == '-' || c == ' ';
 }
 
-/* and letters, a plus sign, a point (nan, inf, 1e-05: LightGBM reads them itself) */
+/* and letters, a plus sign, a point */
 static inline unsigned char
 number_char(unsigned char c)
 {
     return int_char(c) || (unsigned char)((c | 0x20) - 'a') < 26 || c == '+' || c == '.';
 }
 
-/* The values of one line (_numbers in _lgb_check.py): ASCII digits, signs and single spaces
- * (numbers: also letters and points; a linear tree's per-leaf lists: runs of spaces). Checks
- * there are ``length`` of them (unless negative). For integers, ``*values`` gets a fresh
- * array of them (PyMem_Free it; NULL when there are none). Returns the count, or -1. */
+/* A number as LightGBM's readers all take it: [+-]? (digits [. digits?] | . digits)
+ * ([eE] [+-]? digits)?, or [+-]? nan / inf / infinity in any case. Its other readers stop at
+ * the first character they do not take, and the next value starts there (a count shifted), or
+ * fail (a fatal error). A table-driven scan: most of a model text is numbers. */
+enum { C_DIGIT, C_SIGN, C_DOT, C_E, C_LETTER, C_OTHER };
+enum { S_START, S_SIGN, S_INT, S_POINT, S_BARE_POINT, S_FRAC, S_E, S_E_SIGN, S_EXP, S_WORD,
+       S_BAD, N_STATES };
+static unsigned char NUMBER_CLASS[256];
+static unsigned char NUMBER_NEXT[N_STATES][C_OTHER + 1];
+
+static void
+init_number_scan(void)
+{
+    for (int c = 0; c < 256; c++) {
+        int letter = (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
+        NUMBER_CLASS[c] = (unsigned char)(c >= '0' && c <= '9' ? C_DIGIT
+                                          : c == '+' || c == '-' ? C_SIGN
+                                          : c == '.' ? C_DOT
+                                          : c == 'e' || c == 'E' ? C_E
+                                          : letter ? C_LETTER : C_OTHER);
+    }
+    for (int s = 0; s < N_STATES; s++)
+        for (int k = 0; k <= C_OTHER; k++)
+            NUMBER_NEXT[s][k] = S_BAD;
+    unsigned char (*t)[C_OTHER + 1] = NUMBER_NEXT;
+    t[S_START][C_DIGIT] = S_INT, t[S_START][C_SIGN] = S_SIGN, t[S_START][C_DOT] = S_BARE_POINT;
+    t[S_START][C_LETTER] = t[S_START][C_E] = S_WORD;
+    t[S_SIGN][C_DIGIT] = S_INT, t[S_SIGN][C_DOT] = S_BARE_POINT;
+    t[S_SIGN][C_LETTER] = t[S_SIGN][C_E] = S_WORD;
+    t[S_INT][C_DIGIT] = S_INT, t[S_INT][C_DOT] = S_POINT, t[S_INT][C_E] = S_E;
+    t[S_POINT][C_DIGIT] = S_FRAC, t[S_POINT][C_E] = S_E;
+    t[S_BARE_POINT][C_DIGIT] = S_FRAC;
+    t[S_FRAC][C_DIGIT] = S_FRAC, t[S_FRAC][C_E] = S_E;
+    t[S_E][C_DIGIT] = S_EXP, t[S_E][C_SIGN] = S_E_SIGN;
+    t[S_E_SIGN][C_DIGIT] = S_EXP;
+    t[S_EXP][C_DIGIT] = S_EXP;
+    t[S_WORD][C_LETTER] = t[S_WORD][C_E] = S_WORD;
+}
+
+static int
+number_word(const char *s, Py_ssize_t n)
+{
+    static const char *const words[] = {"nan", "inf", "infinity"};
+    if (n > 0 && (s[0] == '-' || s[0] == '+'))
+        s++, n--;
+    for (int w = 0; w < 3; w++) {
+        Py_ssize_t len = (Py_ssize_t)strlen(words[w]);
+        int same = len == n;
+        for (Py_ssize_t i = 0; same && i < n; i++)
+            same = (s[i] | 0x20) == words[w][i];
+        if (same)
+            return 1;
+    }
+    return 0;
+}
+
+/* Every space-separated token of s[0:n] is such a number. */
+static int
+numbers_well_formed(const char *s, Py_ssize_t n)
+{
+    unsigned state = S_START;
+    Py_ssize_t token = 0;
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        if (i == n || s[i] == ' ') {
+            if (state == S_WORD) {
+                if (!number_word(s + token, i - token))
+                    return 0;
+            }
+            else if (state != S_START && state != S_INT && state != S_POINT &&
+                     state != S_FRAC && state != S_EXP)
+                return 0;
+            state = S_START;
+            token = i + 1;
+            continue;
+        }
+        state = NUMBER_NEXT[state][NUMBER_CLASS[(unsigned char)s[i]]];
+    }
+    return 1;
+}
+
+/* The values of one line (_numbers in _lgb_check.py): integers are -?digits, numbers as
+ * numbers_well_formed takes them, single spaces between (a linear tree's per-leaf lists:
+ * runs of spaces). Checks there are ``length`` of them (unless negative), and for integers
+ * that each is within low..high; ``*values`` then gets a fresh array of them (PyMem_Free it;
+ * NULL when there are none). Returns the count, or -1. */
 static Py_ssize_t
-read_numbers(const Block *block, const char *key, Py_ssize_t length, int ints,
-             int64_t **values)
+read_numbers(const Block *block, const char *key, Py_ssize_t length, int ints, int64_t low,
+             int64_t high, int64_t **values)
 {
     const Field *f = lookup(block, key);
     const char *s = f ? f->val : "";
     Py_ssize_t n = f ? f->vlen : 0;
     int grouped = is_grouped(key);
     /* the characters, the spacing (no space first, last or after another, except in grouped
-     * lists) and the count, in one pass the compiler vectorises: most of a model text is this */
+     * lists) and the count, in one pass the compiler vectorises */
     Py_ssize_t count = 0;
     unsigned shaped = 1;
     if (n > 0) {
@@ -236,7 +340,7 @@ read_numbers(const Block *block, const char *key, Py_ssize_t length, int ints,
                 count += (!space) & before;
             }
         doubled |= u[n - 1] == ' '; /* last */
-        shaped = !wrong && (grouped || !doubled);
+        shaped = !wrong && (grouped || !doubled) && (ints || numbers_well_formed(s, n));
     }
     if (!shaped) {
         bad("%s's %s is not a list of %s", block->what, key, ints ? "integers" : "numbers");
@@ -277,11 +381,33 @@ read_numbers(const Block *block, const char *key, Py_ssize_t length, int ints,
             bad("%s's %s holds values that are not integers", block->what, key);
             return -1;
         }
-        out[k++] = negative ? (int64_t)(0 - v) : (int64_t)v;
+        out[k] = negative ? (int64_t)(0 - v) : (int64_t)v;
+        if (out[k] < low || out[k] > high) {
+            PyMem_Free(out);
+            bad("%s's %s holds a value outside %lld..%lld", block->what, key, (long long)low,
+                (long long)high);
+            return -1;
+        }
+        k++;
         i = j;
     }
     *values = out;
     return count;
+}
+
+/* numbers of a line that LightGBM reads as floating-point: only counted */
+static Py_ssize_t
+lgb_floats(const Block *block, const char *key, Py_ssize_t length)
+{
+    return read_numbers(block, key, length, 0, 0, 0, NULL);
+}
+
+/* integers LightGBM reads as int (or int8_t, uint32_t: ``low``..``high``) */
+static Py_ssize_t
+lgb_ints(const Block *block, const char *key, Py_ssize_t length, int64_t low, int64_t high,
+          int64_t **values)
+{
+    return read_numbers(block, key, length, 1, low, high, values);
 }
 
 static int64_t
@@ -344,103 +470,111 @@ check_categorical_thresholds(const Block *block, const int64_t *kinds, Py_ssize_
     return status;
 }
 
-/* The checks of _check_tree in _lgb_check.py, on one parsed tree block. */
+/* The checks of one tree, in the order LightGBM reads its fields (see above). */
 static int
 check_lgb_tree(const Block *b, int64_t n_features)
 {
     int64_t *features = NULL, *left = NULL, *right = NULL, *kinds = NULL, *bounds = NULL,
-            *bitsets = NULL, *counts = NULL, *used = NULL, *children = NULL;
+            *bitsets = NULL, *counts = NULL, *used = NULL, *children = NULL, *unused = NULL;
     unsigned char *seen = NULL;
     int status = -1;
     int64_t leaves, num_cat;
+    /* what LightGBM reads of every tree */
     if (read_int(b, "num_leaves", 1, INT32_MAX, &leaves) < 0)
         goto done;
     Py_ssize_t inner = (Py_ssize_t)leaves - 1;
-    if (read_numbers(b, "leaf_value", leaves, 0, NULL) < 0)
+    if (read_int(b, "num_cat", 0, inner, &num_cat) < 0 || require(b, "leaf_value") < 0 ||
+        lgb_floats(b, "leaf_value", leaves) < 0)
         goto done;
-    if (present(b, "leaf_weight") && read_numbers(b, "leaf_weight", leaves, 0, NULL) < 0)
+    /* leaves is now backed by as many values in the text: the arrays below are bounded */
+    if (lookup(b, "shrinkage") != NULL && lgb_floats(b, "shrinkage", 1) < 0)
         goto done;
-    if (present(b, "leaf_count") && read_numbers(b, "leaf_count", leaves, 0, NULL) < 0)
-        goto done;
-    if (inner == 0) {
+    const Field *linear_field = lookup(b, "is_linear");
+    int linear = 0;
+    if (linear_field != NULL) {
+        if (linear_field->vlen != 1 || (linear_field->val[0] != '0' && linear_field->val[0] != '1')) {
+            bad("%s's is_linear is not 0 or 1", b->what);
+            goto done;
+        }
+        linear = linear_field->val[0] == '1';
+    }
+    if (inner == 0 && !linear) {
         status = 0;
         goto done;
     }
-    /* leaves is now backed by as many values in the text: the arrays below are bounded */
-    if (read_numbers(b, "split_feature", inner, 1, &features) < 0)
+    static const char *const needed[] = {"left_child", "right_child", "split_feature",
+                                         "threshold", "decision_type"};
+    for (size_t k = 0; k < sizeof needed / sizeof needed[0]; k++)
+        if (require(b, needed[k]) < 0)
+            goto done;
+    if (lgb_ints(b, "split_feature", inner, INT32_MIN, INT32_MAX, &features) < 0)
         goto done;
-    if (min_of(features, inner) < 0 || max_of(features, inner) >= n_features) {
+    if (inner > 0 && (min_of(features, inner) < 0 || max_of(features, inner) >= n_features)) {
         bad("%s splits on a feature outside 0..%lld", b->what, (long long)(n_features - 1));
         goto done;
     }
-    if (read_numbers(b, "left_child", inner, 1, &left) < 0 ||
-        read_numbers(b, "right_child", inner, 1, &right) < 0)
+    if (lgb_ints(b, "left_child", inner, INT32_MIN, INT32_MAX, &left) < 0 ||
+        lgb_ints(b, "right_child", inner, INT32_MIN, INT32_MAX, &right) < 0)
         goto done;
-    /* every inner node but the root is the child of exactly one node, and every leaf too:
-     * the tree is a tree, with no cycle and no index past its arrays */
-    children = PyMem_Malloc((size_t)(2 * inner) * sizeof(int64_t));
-    seen = PyMem_Calloc((size_t)(inner + leaves), 1);
-    if (children == NULL || seen == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    Py_ssize_t n_nodes = 0, n_leaves = 0;
-    int linked = 1;
-    for (Py_ssize_t i = 0; i < 2 * inner && linked; i++) {
-        int64_t c = i < inner ? left[i] : right[i - inner];
-        if (c >= 0) {
-            linked = c >= 1 && c < inner;
-            children[n_nodes++] = c;
+    if (inner > 0) {
+        /* every inner node but the root is the child of exactly one node, and every leaf
+         * too: the tree is a tree, with no cycle and no index past its arrays */
+        children = PyMem_Malloc((size_t)(2 * inner) * sizeof(int64_t));
+        seen = PyMem_Calloc((size_t)(inner + leaves), 1);
+        if (children == NULL || seen == NULL) {
+            PyErr_NoMemory();
+            goto done;
         }
-        else {
-            linked = ~c < leaves;
-            children[n_nodes++] = inner + ~c;
-            n_leaves++;
+        Py_ssize_t n_nodes = 0, n_leaves = 0;
+        int linked = 1;
+        for (Py_ssize_t i = 0; i < 2 * inner && linked; i++) {
+            int64_t c = i < inner ? left[i] : right[i - inner];
+            if (c >= 0) {
+                linked = c >= 1 && c < inner;
+                children[n_nodes++] = c;
+            }
+            else {
+                linked = ~c < leaves;
+                children[n_nodes++] = inner + ~c;
+                n_leaves++;
+            }
+        }
+        if (!linked || n_nodes - n_leaves != inner - 1 || n_leaves != leaves ||
+            !all_distinct(children, n_nodes, seen)) {
+            bad("%s's child links do not form a tree of %lld leaves", b->what,
+                (long long)leaves);
+            goto done;
         }
     }
-    if (!linked || n_nodes - n_leaves != inner - 1 || n_leaves != leaves ||
-        !all_distinct(children, n_nodes, seen)) {
-        bad("%s's child links do not form a tree of %lld leaves", b->what, (long long)leaves);
+    if (lgb_ints(b, "decision_type", inner, INT32_MIN, INT32_MAX, &kinds) < 0)
         goto done;
-    }
-    if (read_numbers(b, "decision_type", inner, 1, &kinds) < 0)
-        goto done;
-    if (min_of(kinds, inner) < 0 || max_of(kinds, inner) > 15) {
+    if (inner > 0 && (min_of(kinds, inner) < 0 || max_of(kinds, inner) > 15)) {
         bad("%s has a decision type outside 0..15", b->what);
         goto done;
     }
-    if (read_numbers(b, "threshold", inner, 0, NULL) < 0)
+    if (lgb_floats(b, "threshold", inner) < 0)
         goto done;
-    static const char *inner_values[] = {"split_gain", "internal_value", "internal_weight",
-                                         "internal_count"};
-    for (size_t k = 0; k < 4; k++)
-        if (present(b, inner_values[k]) && read_numbers(b, inner_values[k], inner, 0, NULL) < 0)
+    /* read when present, empty or not */
+    static const char *const inner_floats[] = {"split_gain", "internal_value", "internal_weight"};
+    for (size_t k = 0; k < 3; k++)
+        if (lookup(b, inner_floats[k]) != NULL && lgb_floats(b, inner_floats[k], inner) < 0)
             goto done;
-    if (read_int(b, "num_cat", 0, inner, &num_cat) < 0)
+    if (lookup(b, "internal_count") != NULL &&
+        lgb_ints(b, "internal_count", inner, INT32_MIN, INT32_MAX, &unused) < 0)
         goto done;
-    int categorical = 0;
-    for (Py_ssize_t i = 0; i < inner; i++)
-        categorical |= (int)(kinds[i] & 1);
-    if (num_cat || categorical) {
-        Py_ssize_t n_bitsets;
-        if (read_numbers(b, "cat_boundaries", num_cat + 1, 1, &bounds) < 0 ||
-            (n_bitsets = read_numbers(b, "cat_threshold", -1, 1, &bitsets)) < 0)
-            goto done;
-        int split = bounds[0] == 0 && bounds[num_cat] == n_bitsets;
-        for (Py_ssize_t i = 1; i <= num_cat && split; i++)
-            split = bounds[i] >= bounds[i - 1];
-        if (!split) {
-            bad("%s's cat_boundaries do not split its category bitsets", b->what);
-            goto done;
-        }
-        if (check_categorical_thresholds(b, kinds, inner, num_cat) < 0)
-            goto done;
-    }
-    const Field *linear = lookup(b, "is_linear");
-    if (linear != NULL && !(linear->vlen == 0 || (linear->vlen == 1 && linear->val[0] == '0'))) {
+    PyMem_Free(unused);
+    unused = NULL;
+    if (lookup(b, "leaf_weight") != NULL && lgb_floats(b, "leaf_weight", leaves) < 0)
+        goto done;
+    if (lookup(b, "leaf_count") != NULL &&
+        lgb_ints(b, "leaf_count", leaves, INT32_MIN, INT32_MAX, &unused) < 0)
+        goto done;
+    if (linear) {
         Py_ssize_t n_used;
-        if (read_numbers(b, "num_features", leaves, 1, &counts) < 0 ||
-            (n_used = read_numbers(b, "leaf_features", -1, 1, &used)) < 0)
+        if (require(b, "leaf_const") < 0 || lgb_floats(b, "leaf_const", leaves) < 0 ||
+            require(b, "num_features") < 0 ||
+            lgb_ints(b, "num_features", leaves, INT32_MIN, INT32_MAX, &counts) < 0 ||
+            (n_used = lgb_ints(b, "leaf_features", -1, INT32_MIN, INT32_MAX, &used)) < 0)
             goto done;
         int64_t total = 0;
         int matched = 1;
@@ -457,8 +591,26 @@ check_lgb_tree(const Block *b, int64_t n_features)
                 (long long)(n_features - 1));
             goto done;
         }
-        if (read_numbers(b, "leaf_coeff", n_used, 0, NULL) < 0 ||
-            read_numbers(b, "leaf_const", leaves, 0, NULL) < 0)
+        if (lgb_floats(b, "leaf_coeff", n_used) < 0)
+            goto done;
+    }
+    int categorical = 0;
+    for (Py_ssize_t i = 0; i < inner; i++)
+        categorical |= (int)(kinds[i] & 1);
+    if (num_cat || categorical) {
+        Py_ssize_t n_bitsets;
+        if (require(b, "cat_boundaries") < 0 || require(b, "cat_threshold") < 0 ||
+            lgb_ints(b, "cat_boundaries", num_cat + 1, INT32_MIN, INT32_MAX, &bounds) < 0 ||
+            (n_bitsets = lgb_ints(b, "cat_threshold", -1, 0, UINT32_MAX, &bitsets)) < 0)
+            goto done;
+        int split = bounds[0] == 0 && bounds[num_cat] == n_bitsets;
+        for (Py_ssize_t i = 1; i <= num_cat && split; i++)
+            split = bounds[i] >= bounds[i - 1];
+        if (!split) {
+            bad("%s's cat_boundaries do not split its category bitsets", b->what);
+            goto done;
+        }
+        if (check_categorical_thresholds(b, kinds, inner, num_cat) < 0)
             goto done;
     }
     status = 0;
@@ -472,6 +624,7 @@ done:
     PyMem_Free(counts);
     PyMem_Free(used);
     PyMem_Free(children);
+    PyMem_Free(unused);
     PyMem_Free(seen);
     return status;
 }
@@ -516,9 +669,9 @@ lgb_trees(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         char what[48];
         snprintf(what, sizeof what, "tree %zd", k);
-        Block block = {NULL, 0, what};
+        Block block;
+        block.what = what;
         failed = read_block(text, start, stop, &block) < 0 || check_lgb_tree(&block, n_features) < 0;
-        PyMem_Free(block.fields);
     }
     PyBuffer_Release(&view);
     if (failed)
@@ -598,7 +751,7 @@ typedef struct {
 
 typedef struct {
     XNode *nodes;
-    Py_ssize_t n, cap;
+    Py_ssize_t n, cap, budget;
     const unsigned char *data; /* UBJSON */
     Py_ssize_t len, pos;
 } XDoc;
@@ -609,6 +762,13 @@ typedef struct {
 static Py_ssize_t
 new_node(XDoc *doc, unsigned char kind)
 {
+    if (doc->n >= doc->budget) {
+        /* every honest value takes bytes (a typed array of numbers is one node): a document
+         * of empty values (2**30 nulls, a few kB compressed) would take 70 bytes of nodes per
+         * byte here before it is refused below */
+        bad("more values than %zd bytes of XGBoost's UBJSON hold", doc->len);
+        return -1;
+    }
     if (doc->n == doc->cap) {
         Py_ssize_t cap = doc->cap ? doc->cap * 2 : 256;
         XNode *grown = PyMem_Realloc(doc->nodes, (size_t)cap * sizeof(XNode));
@@ -1349,13 +1509,22 @@ check_xgb_tree(const XDoc *doc, const XNode *tree, Py_ssize_t k, int64_t num_fea
         what[5 + d] = digits[nd - 1 - d];
     what[5 + nd] = 0;
     int64_t *left = NULL, *right = NULL, *features = NULL, *kinds = NULL, *categories = NULL,
-            *cat_nodes = NULL, *segments = NULL, *sizes = NULL;
+            *cat_nodes = NULL, *segments = NULL, *sizes = NULL, *parents = NULL;
     unsigned char *seen = NULL;
     int status = -1;
     int64_t n, leaf_size;
     Py_ssize_t count, n_categories = 0, n_cat_nodes = 0, n_segments = 0, n_sizes = 0;
     const XNode *param = get(doc, tree, "tree_param", what), *node;
-    if (param == NULL || (node = get(doc, param, "num_nodes", what)) == NULL)
+    int64_t id;
+    /* XGBoost puts each tree where its id says: two of one id left a slot empty */
+    if (param == NULL || (node = get(doc, tree, "id", what)) == NULL ||
+        read_count(node, what, "id", 0, INT32_MAX, &id) < 0)
+        goto done;
+    if (id != k) {
+        bad("%s has the id %lld", what, (long long)id);
+        goto done;
+    }
+    if ((node = get(doc, param, "num_nodes", what)) == NULL)
         goto done;
     if (read_count(node, what, "num_nodes", 1, INT32_MAX, &n) < 0)
         goto done;
@@ -1371,9 +1540,8 @@ check_xgb_tree(const XDoc *doc, const XNode *tree, Py_ssize_t k, int64_t num_fea
         if (read_ints(doc, node, what, linked[a], n, arrays[a], &count) < 0)
             goto done;
     }
-    static const char *const per_node[] = {"parents", "split_conditions", "default_left",
-                                           "split_type"};
-    for (int a = 0; a < 4; a++) {
+    static const char *const per_node[] = {"split_conditions", "default_left", "split_type"};
+    for (int a = 0; a < 3; a++) {
         if ((node = get(doc, tree, per_node[a], what)) == NULL)
             goto done;
         if (!is_seq(node) || node->n != n) {
@@ -1381,6 +1549,10 @@ check_xgb_tree(const XDoc *doc, const XNode *tree, Py_ssize_t k, int64_t num_fea
             goto done;
         }
     }
+    /* XGBoost indexes its nodes by their parents as it loads them */
+    if ((node = get(doc, tree, "parents", what)) == NULL ||
+        read_ints(doc, node, what, "parents", n, &parents, &count) < 0)
+        goto done;
     /* left, right and features now have n values each: n is backed by the data */
     if (leaf_size > 1) {
         /* a vector-leaf tree (multi_output_tree): a leaf's right child is its row of
@@ -1428,6 +1600,22 @@ check_xgb_tree(const XDoc *doc, const XNode *tree, Py_ssize_t k, int64_t num_fea
             bad("%s has a node reached twice (a cycle or a shared child)", what);
             goto done;
         }
+    }
+    /* the root's parent is none (2**31-1, or -1 in a vector-leaf tree); a child's parent is
+     * the node that links to it; a node no node links to (deleted) names a node or none */
+    memset(seen, 0, (size_t)n);
+    seen[0] = 1;
+    int parented = parents[0] == INT32_MAX || parents[0] == -1;
+    for (int64_t i = 0; i < n && parented; i++)
+        if (left[i] != -1) {
+            parented = parents[left[i]] == i && parents[right[i]] == i;
+            seen[left[i]] = seen[right[i]] = 1;
+        }
+    for (int64_t i = 0; i < n && parented; i++)
+        parented = seen[i] || (parents[i] >= -1 && parents[i] < n) || parents[i] == INT32_MAX;
+    if (!parented) {
+        bad("%s's parents do not match its child links", what);
+        goto done;
     }
     for (int64_t i = 0; i < n; i++)
         if (left[i] != -1 && (features[i] < 0 || features[i] >= num_feature)) {
@@ -1496,7 +1684,91 @@ done:
     PyMem_Free(cat_nodes);
     PyMem_Free(segments);
     PyMem_Free(sizes);
+    PyMem_Free(parents);
     PyMem_Free(seen);
+    return status;
+}
+
+/* XGBoost 3's category encoder (gbtree model "cats"): per feature, its categories (offsets
+ * into UTF-8 bytes, or values of a numeric type) and the order that sorts them; predict indexes
+ * by all of these without looking. */
+static int
+check_categories(const XDoc *doc, const XNode *cats, int64_t num_feature)
+{
+    if (cats == NULL || cats->kind == X_NULL)
+        return 0;
+    int64_t *segments = NULL, *order = NULL, *offsets = NULL;
+    Py_ssize_t n_segments, n_order, n_offsets;
+    int status = -1;
+    const XNode *enc = get(doc, cats, "enc", "the category encoder"), *node;
+    if (enc == NULL || (node = get(doc, cats, "feature_segments", "the category encoder")) == NULL ||
+        read_ints(doc, node, "the category encoder", "feature_segments", -1, &segments,
+                  &n_segments) < 0 ||
+        (node = get(doc, cats, "sorted_idx", "the category encoder")) == NULL ||
+        read_ints(doc, node, "the category encoder", "sorted_idx", -1, &order, &n_order) < 0)
+        goto done;
+    if (enc->kind == X_ARRAY && enc->n == 0 && n_segments == 0 && n_order == 0) {
+        status = 0; /* no categorical feature */
+        goto done;
+    }
+    if (enc->kind != X_ARRAY || enc->n != num_feature || n_segments != enc->n + 1) {
+        bad("the category encoder does not describe the %lld features", (long long)num_feature);
+        goto done;
+    }
+    int split = segments[0] == 0 && segments[n_segments - 1] == n_order;
+    for (Py_ssize_t f = 1; f < n_segments && split; f++)
+        split = segments[f] >= segments[f - 1];
+    if (!split) {
+        bad("the category encoder's feature_segments do not split its sorted_idx");
+        goto done;
+    }
+    Py_ssize_t f = 0;
+    for (Py_ssize_t at = enc->first; at >= 0; at = doc->nodes[at].next, f++) {
+        const XNode *feature = &doc->nodes[at];
+        int64_t count = segments[f + 1] - segments[f], described = -1;
+        for (int64_t i = segments[f]; i < segments[f + 1]; i++)
+            if (order[i] < 0 || order[i] >= count) {
+                bad("the category encoder's sorted_idx points past feature %zd's categories", f);
+                goto done;
+            }
+        const XNode *values = member(doc, feature, "values"), *listed;
+        if (!is_seq(values)) {
+            bad("the category encoder has no values for feature %zd", f);
+            goto done;
+        }
+        if ((listed = member(doc, feature, "offsets")) != NULL) { /* text: offsets in bytes */
+            PyMem_Free(offsets);
+            offsets = NULL;
+            if (read_ints(doc, listed, "the category encoder", "offsets", -1, &offsets,
+                          &n_offsets) < 0)
+                goto done;
+            int bounded = n_offsets == 0 ? values->n == 0
+                                         : offsets[0] == 0 && offsets[n_offsets - 1] == values->n;
+            for (Py_ssize_t i = 1; i < n_offsets && bounded; i++)
+                bounded = offsets[i] >= offsets[i - 1];
+            if (!bounded) {
+                bad("the category encoder's offsets for feature %zd do not split its text", f);
+                goto done;
+            }
+            described = n_offsets ? n_offsets - 1 : 0;
+        }
+        else if ((listed = member(doc, feature, "type")) != NULL) { /* numbers of a type */
+            int64_t type;
+            if (read_count(listed, "the category encoder", "type", 0, 63, &type) < 0)
+                goto done;
+            described = values->n;
+        }
+        if (described != count) {
+            bad("the category encoder lists %lld categories for feature %zd, its segment %lld",
+                (long long)described, f, (long long)count);
+            goto done;
+        }
+    }
+    status = 0;
+done:
+    PyMem_Free(segments);
+    PyMem_Free(order);
+    PyMem_Free(offsets);
     return status;
 }
 
@@ -1635,6 +1907,8 @@ check_xgb_document(const XDoc *doc, const XNode *root, int64_t *num_feature, Py_
             (long long)num_target, n_trees);
         goto done;
     }
+    if (check_categories(doc, member(doc, model, "cats"), *num_feature) < 0)
+        goto done;
     if ((node = get(doc, model, "tree_info", "gbtree")) == NULL ||
         read_ints(doc, node, "tree_info", NULL, n_trees, &info, &count) < 0)
         goto done;
@@ -1680,7 +1954,7 @@ done:
 static PyObject *
 xgb_check(PyObject *self, PyObject *arg)
 {
-    XDoc doc = {NULL, 0, 0, NULL, 0, 0};
+    XDoc doc = {NULL, 0, 0, PY_SSIZE_T_MAX, NULL, 0, 0};
     Py_buffer view = {NULL};
     Py_ssize_t root;
     int64_t num_feature = 0;
@@ -1693,6 +1967,7 @@ xgb_check(PyObject *self, PyObject *arg)
             return NULL;
         doc.data = view.buf;
         doc.len = view.len;
+        doc.budget = view.len / 8 + 64;
         root = ubj_value(&doc, 0, -1);
         if (root >= 0 && doc.pos != doc.len) {
             bad("%zd bytes follow the UBJSON document", doc.len - doc.pos);
@@ -1732,5 +2007,6 @@ static struct PyModuleDef moduledef = {
 PyMODINIT_FUNC
 PyInit__treecheck(void)
 {
+    init_number_scan();
     return PyModule_Create(&moduledef);
 }

@@ -17,10 +17,15 @@ trees, num_parallel_tree is at most their number; each tree's child links stay w
 reach every node at most once (no cycle), its splits use existing features, its split types are
 0 or 1, its categorical splits point inside its category list, its categories are below 2**24,
 its per-node arrays have one value per node and a vector leaf (multi_output_tree) is one row of
-leaf_weights, num_class wide; no class or target is more than the trees can fill; tree_info
-names existing outputs; iteration_indptr splits the trees into rounds; dart has a weight per
-tree. UBJSON is read strictly: lengths within the data (no arrays of values without bytes), no
-key twice in an object, text in UTF-8, nesting at most 64 deep, nothing after the document.
+leaf_weights, num_class wide; its id is its position (XGBoost places trees by id) and each
+node's parent is the node linking to it (XGBoost indexes nodes by parent as it loads); no class
+or target is more than the trees can fill; tree_info names existing outputs; iteration_indptr
+splits the trees into rounds; dart has a weight per tree; XGBoost 3's category encoder has one
+entry per feature whose sorted_idx and offsets stay within that feature's categories. UBJSON is
+read strictly: lengths within the data (no arrays of values without bytes), no key twice in an
+object, text in UTF-8, nesting at most 64 deep, nothing after the document, and no more values
+than one per 8 bytes (a document of nulls took 70 bytes of memory per byte before it was
+refused).
 """
 
 from __future__ import annotations

@@ -214,6 +214,10 @@ _XGB_FORGERIES: dict[str, Callable[[dict[str, Any]], None]] = {
         categories_sizes=[50],
     ),
     "fewer children than nodes": lambda d: _tree(d).__setitem__("left_children", [1]),
+    # XGBoost indexes nodes by their parents at load, and puts each tree where its id says
+    "parent past the tree": lambda d: _tree(d)["parents"].__setitem__(1, 2_000_000_000),
+    "parent that is not the node's": lambda d: _tree(d)["parents"].__setitem__(1, 1),
+    "two trees of one id": lambda d: _tree(d, 1).__setitem__("id", 0),
 }
 
 
@@ -384,6 +388,41 @@ def _first_tree_line(key: str, value: str) -> Callable[[bytes], bytes]:
     return change
 
 
+def _first_tree_text(change_lines: Callable[[list[str]], list[str]]) -> Callable[[bytes], bytes]:
+    """Rewrite the lines of the model text's first tree (tree_sizes dropped)."""
+
+    def change(raw: bytes) -> bytes:
+        text = raw.decode()
+        head, _, trees = text.partition("\nTree=0\n")
+        head = "\n".join(ln for ln in head.split("\n") if not ln.startswith("tree_sizes="))
+        first, sep, rest = trees.partition("\n\n")
+        return (
+            head + "\nTree=0\n" + "\n".join(change_lines(first.split("\n"))) + sep + rest
+        ).encode()
+
+    return change
+
+
+def _first_token(key: str, token: str) -> Callable[[list[str]], list[str]]:
+    def change(lines: list[str]) -> list[str]:
+        return [
+            f"{key}={token} {ln.split('=', 1)[1].partition(' ')[2]}".rstrip()
+            if ln.startswith(f"{key}=")
+            else ln
+            for ln in lines
+        ]
+
+    return change
+
+
+def _without_end_blank_lines(raw: bytes) -> bytes:
+    """No empty line between the last tree and 'end of trees' (tree_sizes dropped)."""
+    text = raw.decode()
+    text = "\n".join(ln for ln in text.split("\n") if not ln.startswith("tree_sizes="))
+    body, sep, tail = text.partition("\nend of trees")
+    return (body.rstrip("\n") + sep + tail).encode()
+
+
 def _header_line(key: str, value: str) -> Callable[[bytes], bytes]:
     def change(raw: bytes) -> bytes:
         lines = raw.decode().split("\n")
@@ -411,6 +450,21 @@ _LGB_FORGERIES: dict[str, Callable[[bytes], bytes]] = {
     "Arabic-Indic digit": _first_tree_line("left_child", "\u0661 -1 -2 -3"),
     # predict sizes its output by the objective's own class count (heap corruption)
     "objective's class count": _header_line("objective", "binary sigmoid:1 num_class:100000"),
+    # LightGBM loads trees on several threads when tree_sizes is given: a value it cannot
+    # parse, or a field it needs, missing or empty, ends the process there (std::terminate)
+    "word where a number belongs": _first_tree_text(_first_token("leaf_value", "abc")),
+    "number with two points": _first_tree_text(_first_token("threshold", "1.2.3")),
+    "empty leaf_weight": _first_tree_text(
+        lambda lines: [("leaf_weight=" if ln.startswith("leaf_weight=") else ln) for ln in lines]
+    ),
+    "no num_cat": _first_tree_text(lambda ls: [ln for ln in ls if not ln.startswith("num_cat=")]),
+    # its tree reader scans for '=' past a tree that does not end with an empty line
+    "no empty line after the last tree": _without_end_blank_lines,
+    # it reads 22 lines of a tree: a check that read more would check what it never reads
+    "more lines than LightGBM reads": _first_tree_text(
+        lambda lines: [lines[0], *(f"x{k}=1" for k in range(30)), *lines[1:]]
+    ),
+    "line that is not key=value": _first_tree_text(lambda lines: [*lines, "oops"]),
 }
 
 
