@@ -29,7 +29,6 @@ _INTEGER = re.compile(r"-?[0-9]{1,19}")
 _INTEGER_CHARS = re.compile(r"[-0-9 ]*")
 _NUMBER_CHARS = re.compile(r"[-+.0-9a-zA-Z ]*")
 _GROUPED = frozenset({"leaf_features", "leaf_coeff"})
-_END = b"end of trees"
 _INT32_MAX = 2**31 - 1
 _MAX_THREADS = 4096
 
@@ -125,14 +124,10 @@ def check_model_text(text: bytes) -> None:
     if "tree_sizes" in head:
         # LightGBM finds each tree by these sizes, without looking
         sizes = _numbers(head, "tree_sizes", "the model", n_trees)
-        offsets = np.concatenate([[first], first + np.cumsum(sizes)])
-        if (
-            np.any(sizes < 0)
-            or any(
-                not text.startswith(f"Tree={k}\n".encode(), int(offsets[k])) for k in range(n_trees)
-            )
-            or not text.startswith(_END, int(offsets[-1]))
-        ):
+        # each size takes LightGBM from one tree's header line to the next's, the last to the
+        # 'end of trees' line (non-negative sizes matching in turn cannot wrap around)
+        offsets = first + np.concatenate([[0], np.cumsum(sizes)])
+        if np.any(sizes < 0) or not np.array_equal(offsets, [*starts, end + 1]):
             raise _bad("tree_sizes do not match the trees")
     try:
         lgb_trees(text, [*starts, end + 1], n_features)
