@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from amber.errors import FormatError
+from amber.handlers._common import SizeBounds
 from amber.handlers._treecheck import lgb_tree_starts, lgb_trees
+from amber.handlers._xgb_check import check_depth
 
 __all__ = ["check_model_text", "check_threads"]
 
@@ -90,7 +92,7 @@ def _numbers(
         raise _bad(f"{what}'s {key} holds values that are not integers") from None
 
 
-def check_model_text(text: bytes) -> None:
+def check_model_text(text: bytes, bounds: SizeBounds) -> None:
     """Refuse a LightGBM model text whose indices or counts LightGBM would trust to its harm."""
     if any(c in text for c in (b"\r", b"\t", b"\x0b", b"\x0c")):
         # LightGBM ends a line at \r too: a line the check reads as one could be two to it
@@ -112,7 +114,9 @@ def check_model_text(text: bytes) -> None:
     if not numbered:
         raise _bad("its trees are not numbered 0, 1, 2, ... in order")
     per_iteration = _int(head, "num_tree_per_iteration", "the model", 1, max(n_trees, 1))
-    num_class = _int(head, "num_class", "the model", 1, per_iteration)
+    # predict sizes each row's output by num_class and writes a value per tree of an
+    # iteration into it (fewer classes: heap overflow); LightGBM writes them equal
+    num_class = _int(head, "num_class", "the model", per_iteration, per_iteration)
     # the objective carries its own class count ("multiclass num_class:3"), which predict
     # trusts to size its output: it must be the model's
     for token in head.get("objective", "").split(" ")[1:]:
@@ -130,9 +134,24 @@ def check_model_text(text: bytes) -> None:
         if np.any(sizes < 0) or not np.array_equal(offsets, [*starts, end + 1]):
             raise _bad("tree_sizes do not match the trees")
     try:
-        lgb_trees(text, [*starts, end + 1], n_features)
+        depth = lgb_trees(text, [*starts, end + 1], n_features)
     except ValueError as exc:
         raise _bad(str(exc)) from None
+    check_depth("LightGBM", depth, bounds)
+    _check_parameters(text, end)
+
+
+def _check_parameters(text: bytes, end: int) -> None:
+    """The parameters section after the trees: ``Booster`` reads it back (GetLoadedParam), and a
+    line without ``[name: value]`` shape crashed it (a segfault, or bad_alloc)."""
+    start = text.find(b"\nparameters:\n", end)
+    if start < 0:
+        return
+    stop = text.find(b"\nend of parameters", start)
+    section = text[start + len(b"\nparameters:\n") : len(text) if stop < 0 else stop]
+    for line in section.split(b"\n"):
+        if line and not (line.startswith(b"[") and line.endswith(b"]") and line.find(b":") >= 2):
+            raise _bad(f"its parameters hold a line that is not [name: value]: {line[:60]!r}")
 
 
 def check_threads(params: dict[str, Any]) -> None:

@@ -45,6 +45,40 @@ all_distinct(const int64_t *idx, Py_ssize_t n, unsigned char *seen)
     return 1;
 }
 
+/* The depth of a tree whose child links were checked (every node reached at most once from
+ * the root): the most splits on a path from the root to a leaf. ``child(node, 0 or 1)`` gives
+ * a node index, or -1 for a leaf. Iterative: a forged chain is as deep as it is long. */
+typedef int64_t (*ChildOf)(const void *tree, int64_t node, int side);
+
+static int
+tree_depth(const void *tree, ChildOf child, Py_ssize_t n_nodes, int64_t *depth)
+{
+    int64_t *stack = PyMem_Malloc((size_t)(2 * n_nodes + 2) * sizeof(int64_t));
+    if (stack == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t top = 0;
+    int64_t deepest = 0;
+    stack[top++] = 0; /* the root, at depth 0 */
+    stack[top++] = 0;
+    while (top > 0) {
+        int64_t d = stack[--top], node = stack[--top];
+        for (int side = 0; side < 2; side++) {
+            int64_t c = child(tree, node, side);
+            if (c < 0)
+                deepest = d + 1 > deepest ? d + 1 : deepest;
+            else if (top + 2 <= 2 * n_nodes + 2) {
+                stack[top++] = c;
+                stack[top++] = d + 1;
+            }
+        }
+    }
+    PyMem_Free(stack);
+    *depth = deepest;
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------ LightGBM */
 
 /* How LightGBM reads a tree (Tree::Tree(const char*, size_t*) in src/io/tree.cpp, 4.x): after
@@ -470,10 +504,23 @@ check_categorical_thresholds(const Block *block, const int64_t *kinds, Py_ssize_
     return status;
 }
 
-/* The checks of one tree, in the order LightGBM reads its fields (see above). */
-static int
-check_lgb_tree(const Block *b, int64_t n_features)
+typedef struct {
+    const int64_t *left, *right;
+} LgbLinks;
+
+static int64_t
+lgb_child(const void *tree, int64_t node, int side)
 {
+    const LgbLinks *links = tree;
+    int64_t c = side ? links->right[node] : links->left[node];
+    return c >= 0 ? c : -1;
+}
+
+/* The checks of one tree, in the order LightGBM reads its fields (see above); sets its depth. */
+static int
+check_lgb_tree(const Block *b, int64_t n_features, int64_t *depth)
+{
+    *depth = 0;
     int64_t *features = NULL, *left = NULL, *right = NULL, *kinds = NULL, *bounds = NULL,
             *bitsets = NULL, *counts = NULL, *used = NULL, *children = NULL, *unused = NULL;
     unsigned char *seen = NULL;
@@ -545,6 +592,9 @@ check_lgb_tree(const Block *b, int64_t n_features)
                 (long long)leaves);
             goto done;
         }
+        LgbLinks links = {left, right};
+        if (tree_depth(&links, lgb_child, inner, depth) < 0)
+            goto done;
     }
     if (lgb_ints(b, "decision_type", inner, INT32_MIN, INT32_MAX, &kinds) < 0)
         goto done;
@@ -658,6 +708,7 @@ lgb_trees(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t n_trees = PyList_GET_SIZE(bounds) - 1;
     const char *text = view.buf;
     int failed = 0;
+    int64_t deepest = 0, depth = 0;
     for (Py_ssize_t k = 0; k < n_trees && !failed; k++) {
         Py_ssize_t start = PyLong_AsSsize_t(PyList_GET_ITEM(bounds, k));
         Py_ssize_t stop = PyLong_AsSsize_t(PyList_GET_ITEM(bounds, k + 1));
@@ -671,12 +722,14 @@ lgb_trees(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         snprintf(what, sizeof what, "tree %zd", k);
         Block block;
         block.what = what;
-        failed = read_block(text, start, stop, &block) < 0 || check_lgb_tree(&block, n_features) < 0;
+        failed = read_block(text, start, stop, &block) < 0 ||
+                 check_lgb_tree(&block, n_features, &depth) < 0;
+        deepest = depth > deepest ? depth : deepest;
     }
     PyBuffer_Release(&view);
     if (failed)
         return NULL;
-    Py_RETURN_NONE;
+    return PyLong_FromLongLong(deepest);
 }
 
 /* The offsets of the tree headers ("Tree=<digits>" lines), whether they number the trees
@@ -1496,10 +1549,18 @@ read_ints(const XDoc *doc, const XNode *node, const char *what, const char *key,
     return 0;
 }
 
-/* _check_tree: tree ``k``; sets its leaf vector size. */
+static int64_t
+xgb_child(const void *tree, int64_t node, int side)
+{
+    const LgbLinks *links = tree; /* children are nodes; a leaf's left child is -1 */
+    int64_t c = side ? links->right[node] : links->left[node];
+    return links->left[c] == -1 ? -1 : c;
+}
+
+/* _check_tree: tree ``k``; sets its leaf vector size and its depth. */
 static int
 check_xgb_tree(const XDoc *doc, const XNode *tree, Py_ssize_t k, int64_t num_feature,
-               int64_t *leaf_size_out)
+               int64_t *leaf_size_out, int64_t *depth)
 {
     char what[32] = "tree ", digits[24];
     int nd = 0;
@@ -1617,6 +1678,10 @@ check_xgb_tree(const XDoc *doc, const XNode *tree, Py_ssize_t k, int64_t num_fea
         bad("%s's parents do not match its child links", what);
         goto done;
     }
+    LgbLinks links = {left, right};
+    *depth = 0;
+    if (left[0] != -1 && tree_depth(&links, xgb_child, n, depth) < 0)
+        goto done;
     for (int64_t i = 0; i < n; i++)
         if (left[i] != -1 && (features[i] < 0 || features[i] >= num_feature)) {
             bad("%s splits on a feature outside 0..%lld", what, (long long)(num_feature - 1));
@@ -1782,7 +1847,8 @@ max3(int64_t a, int64_t b, int64_t c)
 /* check_model in _xgb_check.py, on the parsed document; sets the width and the number of
  * feature names (-1: no list) for the size bound, which the caller applies. */
 static int
-check_xgb_document(const XDoc *doc, const XNode *root, int64_t *num_feature, Py_ssize_t *names)
+check_xgb_document(const XDoc *doc, const XNode *root, int64_t *num_feature, Py_ssize_t *names,
+                   int64_t *deepest)
 {
     int64_t num_class, num_target, *info = NULL, *indptr = NULL, *leaf_sizes = NULL;
     int status = -1;
@@ -1887,9 +1953,11 @@ check_xgb_document(const XDoc *doc, const XNode *root, int64_t *num_feature, Py_
     Py_ssize_t k = 0;
     int64_t widest = 1;
     for (Py_ssize_t at = trees->first; at >= 0; at = doc->nodes[at].next, k++) {
-        if (check_xgb_tree(doc, &doc->nodes[at], k, *num_feature, &leaf_sizes[k]) < 0)
+        int64_t depth = 0;
+        if (check_xgb_tree(doc, &doc->nodes[at], k, *num_feature, &leaf_sizes[k], &depth) < 0)
             goto done;
         widest = leaf_sizes[k] > widest ? leaf_sizes[k] : widest;
+        *deepest = depth > *deepest ? depth : *deepest;
     }
     int64_t width = num_class > num_target ? num_class : num_target;
     for (k = 0; k < n_trees; k++)
@@ -1933,6 +2001,13 @@ check_xgb_document(const XDoc *doc, const XNode *root, int64_t *num_feature, Py_
         bad("iteration_indptr does not split the trees into rounds");
         goto done;
     }
+    /* the wrappers predict with the rounds up to best_iteration; XGBoost takes the range as
+     * given (a negative end read before its trees) */
+    const XNode *best = member(doc, member(doc, learner, "attributes"), "best_iteration");
+    int64_t best_round;
+    if (best != NULL &&
+        read_count(best, "the learner's best_iteration", NULL, 0, rounds - 2, &best_round) < 0)
+        goto done;
     if (dart) {
         const XNode *drops = get(doc, get(doc, learner, "gradient_booster", "the learner"),
                                  "weight_drop", "dart");
@@ -1974,8 +2049,10 @@ xgb_check(PyObject *self, PyObject *arg)
             root = -1;
         }
     }
-    if (root >= 0 && check_xgb_document(&doc, node_at(&doc, root), &num_feature, &names) == 0)
-        result = Py_BuildValue("(Ln)", (long long)num_feature, names);
+    int64_t deepest = 0;
+    if (root >= 0 &&
+        check_xgb_document(&doc, node_at(&doc, root), &num_feature, &names, &deepest) == 0)
+        result = Py_BuildValue("(LnL)", (long long)num_feature, names, (long long)deepest);
     if (view.obj != NULL)
         PyBuffer_Release(&view);
     PyMem_Free(doc.nodes);
@@ -1990,13 +2067,13 @@ static PyMethodDef methods[] = {
      "ValueError for a line starting with 'Tree' that is no header."},
     {"lgb_trees", (PyCFunction)(void (*)(void))lgb_trees, METH_FASTCALL,
      "lgb_trees(text, bounds, n_features)\n--\n\n"
-     "Check each tree text[bounds[k]:bounds[k + 1]] of a LightGBM model text; ValueError "
-     "saying what is wrong with the first bad one."},
+     "Check each tree text[bounds[k]:bounds[k + 1]] of a LightGBM model text and return the "
+     "depth of the deepest; ValueError saying what is wrong with the first bad one."},
     {"xgb_check", xgb_check, METH_O,
      "xgb_check(document)\n--\n\n"
      "Check an XGBoost model document: UBJSON bytes, or a dict parsed from its JSON. Returns "
-     "(num_feature, the number of feature names or -1) for the width bound; ValueError "
-     "saying what is wrong otherwise."},
+     "(num_feature, the number of feature names or -1, the deepest tree's depth) for the size "
+     "bounds; ValueError saying what is wrong otherwise."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {

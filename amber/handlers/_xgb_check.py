@@ -37,9 +37,14 @@ from amber.errors import FormatError
 from amber.handlers._common import SizeBounds
 from amber.handlers._treecheck import xgb_check
 
-__all__ = ["check_model", "check_width"]
+__all__ = ["MAX_DEPTH", "check_depth", "check_model", "check_width"]
 
 _MAX_FEATURES = 2**24
+# The most splits on a path from a tree's root to a leaf. XGBoost and LightGBM recurse on the
+# depth when they explain a prediction (SHAP contributions, which also take depth**2 memory)
+# or dump a tree: a forged chain 100,000 splits deep overflowed their stacks, and 5,000 deep
+# took XGBoost's get_dump() 79 s. Honest boosted trees are tens of splits deep.
+MAX_DEPTH = 2048
 
 
 def _bad(what: str) -> FormatError:
@@ -81,7 +86,16 @@ def check_model(raw: bytes | bytearray | memoryview, fmt: str, bounds: SizeBound
         if not isinstance(document, dict):
             raise _bad("the model has no 'learner'")
     try:
-        num_feature, n_names = xgb_check(document)
+        num_feature, n_names, depth = xgb_check(document)
     except ValueError as exc:
         raise _bad(str(exc)) from None
     check_width(num_feature, n_names, bounds)
+    check_depth("XGBoost", depth, bounds)
+
+
+def check_depth(framework: str, depth: int, bounds: SizeBounds) -> None:
+    """A tree deeper than ``MAX_DEPTH`` splits is beyond the bounds (see ``MAX_DEPTH``)."""
+    if depth > MAX_DEPTH:
+        bounds.exceeded(
+            f"the {framework} model has a tree {depth:,} splits deep (over {MAX_DEPTH:,})"
+        )

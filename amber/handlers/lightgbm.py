@@ -16,7 +16,13 @@ from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import ArtifactWriter
 from amber.errors import FormatError
 from amber.handlers._base import SavedPayload
-from amber.handlers._common import decode_params, encode_params, import_trusted, type_name
+from amber.handlers._common import (
+    SizeBounds,
+    decode_params,
+    encode_params,
+    import_trusted,
+    type_name,
+)
 from amber.handlers._lgb_check import check_model_text, check_threads
 from amber.security._policy import LoadPolicy
 
@@ -71,13 +77,17 @@ class LightGBMHandler:
                 data: {metric: float(v) for metric, v in scores.items()}
                 for data, scores in (obj.best_score_ or {}).items()
             }
-        writer.add(_TEXT, booster.model_to_string().encode("utf-8"))
+        text = booster.model_to_string().encode("utf-8")
+        bounds = SizeBounds.for_save()
+        check_model_text(text, bounds)  # what the load will check: a tree too deep, ...
+        writer.add(_TEXT, text)
         return SavedPayload(
             payload=payload,
             framework="lightgbm",
             object_type=cls,
             globals=(cls,),
             modules=("lightgbm",),
+            over_bounds=tuple(bounds.found),
         )
 
     def load(self, reader: ArtifactReader, payload: dict[str, Any], *, policy: LoadPolicy) -> Any:
@@ -88,7 +98,9 @@ class LightGBMHandler:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise FormatError(f"the LightGBM model text is not UTF-8: {exc}") from exc
-        check_model_text(raw)  # LightGBM's parser trusts the indices and sizes it reads
+        bounds = SizeBounds.for_load(str(reader.path), policy)
+        check_model_text(raw, bounds)  # LightGBM's parser trusts the indices and sizes it reads
+        bounds.warn_if_lifted()
         booster = lgb.Booster(model_str=text)
         best = payload.get("best_iteration")
         if best is not None:

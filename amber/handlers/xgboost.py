@@ -74,6 +74,7 @@ class XGBoostHandler:
         bounds = SizeBounds.for_save()
         names = booster.feature_names
         check_width(booster.num_features(), -1 if names is None else len(names), bounds)
+        check_model(raw, format, bounds)  # what the load will check: a tree too deep, ...
         writer.add(_ENTRY[format], raw)
         return SavedPayload(
             payload=payload,

@@ -218,6 +218,10 @@ _XGB_FORGERIES: dict[str, Callable[[dict[str, Any]], None]] = {
     "parent past the tree": lambda d: _tree(d)["parents"].__setitem__(1, 2_000_000_000),
     "parent that is not the node's": lambda d: _tree(d)["parents"].__setitem__(1, 1),
     "two trees of one id": lambda d: _tree(d, 1).__setitem__("id", 0),
+    # the wrappers predict up to best_iteration + 1, which XGBoost takes as given
+    "negative best iteration": lambda d: (
+        d["learner"].setdefault("attributes", {}).__setitem__("best_iteration", "-100000000")
+    ),
 }
 
 
@@ -465,6 +469,10 @@ _LGB_FORGERIES: dict[str, Callable[[bytes], bytes]] = {
         lambda lines: [lines[0], *(f"x{k}=1" for k in range(30)), *lines[1:]]
     ),
     "line that is not key=value": _first_tree_text(lambda lines: [*lines, "oops"]),
+    # predict sizes a row's output by num_class and writes a value per tree of an iteration
+    "fewer classes than trees per iteration": _header_line("num_tree_per_iteration", "2"),
+    # Booster reads its parameters back, and a line without a colon crashed it
+    "parameter line without a colon": lambda raw: raw.replace(b"\n[boosting: ", b"\n[x]\n[q: "),
 }
 
 
@@ -553,3 +561,90 @@ def test_a_lightgbm_wrapper_whose_classes_are_not_as_fitting_leaves_them_is_refu
     forge_entry(path, "model/classes.npy", reversed_classes)
     with pytest.raises(FormatError, match="classes are not distinct and sorted"):
         amber.load(path)
+
+
+def _xgb_chain(depth: int) -> dict[str, Any]:
+    """An XGBoost model document of one tree ``depth`` splits deep, each split's left child a
+    leaf (a chain: what a forged file uses to overflow XGBoost's recursive code)."""
+    import json
+
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 3))
+    model = xgb.XGBRegressor(n_estimators=1, max_depth=1).fit(X, X[:, 0])
+    doc: dict[str, Any] = json.loads(bytes(model.get_booster().save_raw("json")))
+    n = 2 * depth + 1
+    left = [-1] * n
+    right = [-1] * n
+    parents = [2**31 - 1] + [0] * (n - 1)
+    for j in range(depth):
+        left[2 * j], right[2 * j] = 2 * j + 1, 2 * j + 2
+        parents[2 * j + 1] = parents[2 * j + 2] = 2 * j
+    tree = _tree(doc)
+    tree.update(
+        left_children=left, right_children=right, parents=parents,
+        split_indices=[0] * n, split_conditions=[0.0] * n, default_left=[0] * n,
+        split_type=[0] * n, base_weights=[0.0] * n, loss_changes=[0.0] * n,
+        sum_hessian=[1.0] * n, categories=[], categories_nodes=[],
+        categories_segments=[], categories_sizes=[],
+    )  # fmt: skip
+    tree["tree_param"]["num_nodes"] = str(n)
+    return doc
+
+
+def _lgb_chain(depth: int) -> bytes:
+    """A LightGBM model text whose one tree is ``depth`` splits deep (a chain)."""
+    import lightgbm as lgb
+
+    X, y = data()
+    model = lgb.LGBMRegressor(n_estimators=1, num_leaves=2, min_child_samples=5, verbose=-1)
+    text = model.fit(X, y.astype(float)).booster_.model_to_string()
+    head, _, rest = text.partition("\nTree=0\n")
+    head = "\n".join(ln for ln in head.split("\n") if not ln.startswith("tree_sizes="))
+    _, _, tail = rest.partition("\nend of trees")
+    inner, leaves = depth, depth + 1
+
+    def row(values: list[Any]) -> str:
+        return " ".join(str(v) for v in values)
+
+    fields = {
+        "num_leaves": leaves, "num_cat": 0, "split_feature": row([0] * inner),
+        "split_gain": row([1] * inner), "threshold": row([0.5] * inner),
+        "decision_type": row([2] * inner),
+        "left_child": row([~j for j in range(inner)]),
+        "right_child": row([j + 1 for j in range(inner - 1)] + [~inner]),
+        "leaf_value": row([0.0] * leaves), "leaf_weight": row([1] * leaves),
+        "leaf_count": row([1] * leaves), "internal_value": row([0] * inner),
+        "internal_weight": row([1] * inner), "internal_count": row([1] * inner),
+        "is_linear": 0, "shrinkage": 1,
+    }  # fmt: skip
+    tree = "\n".join(f"{k}={v}" for k, v in fields.items())
+    return f"{head}\nTree=0\n{tree}\n\n\nend of trees{tail}".encode()
+
+
+def test_trees_deeper_than_the_bound_are_refused_unless_trusted() -> None:
+    """XGBoost's and LightGBM's SHAP contributions and XGBoost's dump recurse on a tree's
+    depth: a forged chain 100,000 splits deep overflowed their stacks. A tree over 2,048 splits
+    deep is refused unless the caller trusts the file; honest trees are far shallower."""
+    import json
+
+    from amber.handlers._common import SizeBounds
+    from amber.handlers._lgb_check import check_model_text
+    from amber.handlers._xgb_check import MAX_DEPTH, check_model
+
+    for depth in (MAX_DEPTH, MAX_DEPTH + 1):
+        raw = json.dumps(_xgb_chain(depth)).encode()
+        text = _lgb_chain(depth)
+        if depth <= MAX_DEPTH:
+            check_model(raw, "json", SizeBounds("t"))
+            check_model_text(text, SizeBounds("t"))
+            continue
+        with pytest.raises(FormatError, match="2,049 splits deep"):
+            check_model(raw, "json", SizeBounds("t"))
+        with pytest.raises(FormatError, match="2,049 splits deep"):
+            check_model_text(text, SizeBounds("t"))
+        lifted = SizeBounds("t", lifted=True)
+        check_model(raw, "json", lifted)
+        check_model_text(text, lifted)
+        assert len(lifted.found) == 2
