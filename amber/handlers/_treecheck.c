@@ -1024,6 +1024,20 @@ distinct_keys(XDoc *doc, Py_ssize_t object)
     Py_ssize_t count = doc->nodes[object].n;
     if (count < 2)
         return 0;
+    if (count <= 32) { /* a tree's object: pairwise, most pairs told apart by length */
+        const XNode *few[32];
+        Py_ssize_t k = 0;
+        for (Py_ssize_t at = doc->nodes[object].first; at >= 0; at = doc->nodes[at].next)
+            few[k++] = &doc->nodes[at];
+        for (Py_ssize_t i = 1; i < count; i++)
+            for (Py_ssize_t j = 0; j < i; j++)
+                if (few[i]->klen == few[j]->klen &&
+                    memcmp(few[i]->key, few[j]->key, (size_t)few[i]->klen) == 0) {
+                    bad("an object gives a key twice");
+                    return -1;
+                }
+        return 0;
+    }
     const XNode **items = PyMem_Malloc((size_t)count * sizeof(XNode *));
     if (items == NULL) {
         PyErr_NoMemory();
