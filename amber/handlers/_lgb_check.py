@@ -23,7 +23,7 @@ import numpy as np
 from amber.errors import FormatError
 from amber.handlers._common import SizeBounds
 from amber.handlers._treecheck import lgb_tree_starts, lgb_trees
-from amber.handlers._xgb_check import check_depth
+from amber.handlers._xgb_check import check_category_bits, check_depth
 
 __all__ = ["check_model_text", "check_threads"]
 
@@ -117,9 +117,14 @@ def check_model_text(text: bytes, bounds: SizeBounds) -> None:
     # predict sizes each row's output by num_class and writes a value per tree of an
     # iteration into it (fewer classes: heap overflow); LightGBM writes them equal
     num_class = _int(head, "num_class", "the model", per_iteration, per_iteration)
+    objective = head.get("objective")
+    if objective is not None and not objective.split():
+        # LightGBM reads the objective's first word without looking: an empty one crashed it
+        raise _bad("its objective is empty")
+    _check_feature_infos(head.get("feature_infos"), n_features)
     # the objective carries its own class count ("multiclass num_class:3"), which predict
     # trusts to size its output: it must be the model's
-    for token in head.get("objective", "").split(" ")[1:]:
+    for token in (objective or "").split(" ")[1:]:
         name, _, value = token.partition(":")
         if name == "num_class" and value != str(num_class):
             raise _bad(f"the objective's num_class:{value[:20]} is not the model's {num_class}")
@@ -134,11 +139,29 @@ def check_model_text(text: bytes, bounds: SizeBounds) -> None:
         if np.any(sizes < 0) or not np.array_equal(offsets, [*starts, end + 1]):
             raise _bad("tree_sizes do not match the trees")
     try:
-        depth = lgb_trees(text, [*starts, end + 1], n_features)
+        depth, category_bits = lgb_trees(text, [*starts, end + 1], n_features)
     except ValueError as exc:
         raise _bad(str(exc)) from None
     check_depth("LightGBM", depth, bounds)
+    check_category_bits("LightGBM", category_bits, bounds)
     _check_parameters(text, end)
+
+
+_RANGE = re.compile(r"\[[^:\[\]]+:[^:\[\]]+\]")  # a numerical feature's [min:max]
+_CATEGORY_LIST = re.compile(r"-?[0-9]+(:-?[0-9]+)*")  # a categorical feature's categories
+
+
+def _check_feature_infos(infos: str | None, n_features: int) -> None:
+    """One entry per feature: ``none``, ``[min:max]`` or categories ``a:b:c``. Its dump and
+    ``trees_to_dataframe`` split entries at ':' and read the parts they expect (an entry of
+    ``[1]`` crashed them)."""
+    if infos is None:
+        return
+    entries = infos.split(" ")
+    if len(entries) != n_features or not all(
+        e == "none" or _RANGE.fullmatch(e) or _CATEGORY_LIST.fullmatch(e) for e in entries
+    ):
+        raise _bad("its feature_infos are not one of none, [min:max] or a:b:c per feature")
 
 
 def _check_parameters(text: bytes, end: int) -> None:

@@ -518,7 +518,7 @@ lgb_child(const void *tree, int64_t node, int side)
 
 /* The checks of one tree, in the order LightGBM reads its fields (see above); sets its depth. */
 static int
-check_lgb_tree(const Block *b, int64_t n_features, int64_t *depth)
+check_lgb_tree(const Block *b, int64_t n_features, int64_t *depth, int64_t *category_bits)
 {
     *depth = 0;
     int64_t *features = NULL, *left = NULL, *right = NULL, *kinds = NULL, *bounds = NULL,
@@ -662,6 +662,8 @@ check_lgb_tree(const Block *b, int64_t n_features, int64_t *depth)
         }
         if (check_categorical_thresholds(b, kinds, inner, num_cat) < 0)
             goto done;
+        for (Py_ssize_t i = 0; i < n_bitsets; i++) /* categories a dump lists, one by one */
+            *category_bits += __builtin_popcountll((unsigned long long)bitsets[i]);
     }
     status = 0;
 done:
@@ -708,7 +710,7 @@ lgb_trees(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t n_trees = PyList_GET_SIZE(bounds) - 1;
     const char *text = view.buf;
     int failed = 0;
-    int64_t deepest = 0, depth = 0;
+    int64_t deepest = 0, depth = 0, category_bits = 0;
     for (Py_ssize_t k = 0; k < n_trees && !failed; k++) {
         Py_ssize_t start = PyLong_AsSsize_t(PyList_GET_ITEM(bounds, k));
         Py_ssize_t stop = PyLong_AsSsize_t(PyList_GET_ITEM(bounds, k + 1));
@@ -723,13 +725,13 @@ lgb_trees(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Block block;
         block.what = what;
         failed = read_block(text, start, stop, &block) < 0 ||
-                 check_lgb_tree(&block, n_features, &depth) < 0;
+                 check_lgb_tree(&block, n_features, &depth, &category_bits) < 0;
         deepest = depth > deepest ? depth : deepest;
     }
     PyBuffer_Release(&view);
     if (failed)
         return NULL;
-    return PyLong_FromLongLong(deepest);
+    return Py_BuildValue("(LL)", (long long)deepest, (long long)category_bits);
 }
 
 /* The offsets of the tree headers ("Tree=<digits>" lines), whether they number the trees
@@ -1574,7 +1576,7 @@ xgb_child(const void *tree, int64_t node, int side)
 /* _check_tree: tree ``k``; sets its leaf vector size and its depth. */
 static int
 check_xgb_tree(const XDoc *doc, const XNode *tree, Py_ssize_t k, int64_t num_feature,
-               int64_t *leaf_size_out, int64_t *depth)
+               int64_t *leaf_size_out, int64_t *depth, int64_t *category_bits)
 {
     char what[32] = "tree ", digits[24];
     int nd = 0;
@@ -1740,6 +1742,12 @@ check_xgb_tree(const XDoc *doc, const XNode *tree, Py_ssize_t k, int64_t num_fea
             bad("%s has a categorical split without categories", what);
             goto done;
         }
+    for (Py_ssize_t c = 0; c < n_cat_nodes; c++) { /* a bitset up to each split's largest */
+        int64_t largest = -1;
+        for (int64_t j = segments[c]; j < segments[c] + sizes[c]; j++)
+            largest = categories[j] > largest ? categories[j] : largest;
+        *category_bits += largest + 1;
+    }
     for (Py_ssize_t c = 0; c < n_categories; c++)
         if (categories[c] < 0 || categories[c] >= MAX_CATEGORY) {
             bad("%s has a category outside 0..%d", what, MAX_CATEGORY - 1);
@@ -1862,7 +1870,7 @@ max3(int64_t a, int64_t b, int64_t c)
  * feature names (-1: no list) for the size bound, which the caller applies. */
 static int
 check_xgb_document(const XDoc *doc, const XNode *root, int64_t *num_feature, Py_ssize_t *names,
-                   int64_t *deepest)
+                   int64_t *deepest, int64_t *category_bits)
 {
     int64_t num_class, num_target, *info = NULL, *indptr = NULL, *leaf_sizes = NULL;
     int status = -1;
@@ -1968,7 +1976,8 @@ check_xgb_document(const XDoc *doc, const XNode *root, int64_t *num_feature, Py_
     int64_t widest = 1;
     for (Py_ssize_t at = trees->first; at >= 0; at = doc->nodes[at].next, k++) {
         int64_t depth = 0;
-        if (check_xgb_tree(doc, &doc->nodes[at], k, *num_feature, &leaf_sizes[k], &depth) < 0)
+        if (check_xgb_tree(doc, &doc->nodes[at], k, *num_feature, &leaf_sizes[k], &depth,
+                           category_bits) < 0)
             goto done;
         widest = leaf_sizes[k] > widest ? leaf_sizes[k] : widest;
         *deepest = depth > *deepest ? depth : *deepest;
@@ -2063,10 +2072,11 @@ xgb_check(PyObject *self, PyObject *arg)
             root = -1;
         }
     }
-    int64_t deepest = 0;
-    if (root >= 0 &&
-        check_xgb_document(&doc, node_at(&doc, root), &num_feature, &names, &deepest) == 0)
-        result = Py_BuildValue("(LnL)", (long long)num_feature, names, (long long)deepest);
+    int64_t deepest = 0, category_bits = 0;
+    if (root >= 0 && check_xgb_document(&doc, node_at(&doc, root), &num_feature, &names,
+                                        &deepest, &category_bits) == 0)
+        result = Py_BuildValue("(LnLL)", (long long)num_feature, names, (long long)deepest,
+                               (long long)category_bits);
     if (view.obj != NULL)
         PyBuffer_Release(&view);
     PyMem_Free(doc.nodes);
@@ -2081,13 +2091,15 @@ static PyMethodDef methods[] = {
      "ValueError for a line starting with 'Tree' that is no header."},
     {"lgb_trees", (PyCFunction)(void (*)(void))lgb_trees, METH_FASTCALL,
      "lgb_trees(text, bounds, n_features)\n--\n\n"
-     "Check each tree text[bounds[k]:bounds[k + 1]] of a LightGBM model text and return the "
-     "depth of the deepest; ValueError saying what is wrong with the first bad one."},
+     "Check each tree text[bounds[k]:bounds[k + 1]] of a LightGBM model text; return the "
+     "depth of the deepest and the number of categories its categorical splits list (bits "
+     "set); ValueError saying what is wrong with the first bad one."},
     {"xgb_check", xgb_check, METH_O,
      "xgb_check(document)\n--\n\n"
      "Check an XGBoost model document: UBJSON bytes, or a dict parsed from its JSON. Returns "
-     "(num_feature, the number of feature names or -1, the deepest tree's depth) for the size "
-     "bounds; ValueError saying what is wrong otherwise."},
+     "(num_feature, the number of feature names or -1, the deepest tree's depth, the bits of "
+     "its categorical splits' bitsets) for the size bounds; ValueError saying what is wrong "
+     "otherwise."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {

@@ -37,7 +37,14 @@ from amber.errors import FormatError
 from amber.handlers._common import SizeBounds
 from amber.handlers._treecheck import xgb_check
 
-__all__ = ["MAX_DEPTH", "check_depth", "check_model", "check_width"]
+__all__ = [
+    "MAX_CATEGORY_BITS",
+    "MAX_DEPTH",
+    "check_category_bits",
+    "check_depth",
+    "check_model",
+    "check_width",
+]
 
 _MAX_FEATURES = 2**24
 # The most splits on a path from a tree's root to a leaf. XGBoost and LightGBM recurse on the
@@ -45,6 +52,12 @@ _MAX_FEATURES = 2**24
 # or dump a tree: a forged chain 100,000 splits deep overflowed their stacks, and 5,000 deep
 # took XGBoost's get_dump() 79 s. Honest boosted trees are tens of splits deep.
 MAX_DEPTH = 2048
+# The categories of all categorical splits. XGBoost gives each split a bitset as wide as its
+# largest category (2 MiB for 2**24 - 1): a 9 kB file of such splits took 4 GB at load, so the
+# bitsets' bits are bounded (2**28: 32 MB). LightGBM's dump lists, one by one, every category a
+# split sends left (about 46 bytes each: a 5 kB file of full bitsets took 1.5 GB), so the
+# categories its sets hold are (2**22); it puts at most max_cat_threshold (32) in a split.
+MAX_CATEGORY_BITS = {"XGBoost": 2**28, "LightGBM": 2**22}
 
 
 def _bad(what: str) -> FormatError:
@@ -86,11 +99,22 @@ def check_model(raw: bytes | bytearray | memoryview, fmt: str, bounds: SizeBound
         if not isinstance(document, dict):
             raise _bad("the model has no 'learner'")
     try:
-        num_feature, n_names, depth = xgb_check(document)
+        num_feature, n_names, depth, category_bits = xgb_check(document)
     except ValueError as exc:
         raise _bad(str(exc)) from None
     check_width(num_feature, n_names, bounds)
     check_depth("XGBoost", depth, bounds)
+    check_category_bits("XGBoost", category_bits, bounds)
+
+
+def check_category_bits(framework: str, bits: int, bounds: SizeBounds) -> None:
+    """Categorical split sets past ``MAX_CATEGORY_BITS`` in all are beyond the bounds."""
+    limit = MAX_CATEGORY_BITS[framework]
+    if bits > limit:
+        bounds.exceeded(
+            f"the {framework} model's categorical splits hold {bits:,} categories in all (over "
+            f"{limit:,})"
+        )
 
 
 def check_depth(framework: str, depth: int, bounds: SizeBounds) -> None:

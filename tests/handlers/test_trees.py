@@ -473,6 +473,11 @@ _LGB_FORGERIES: dict[str, Callable[[bytes], bytes]] = {
     "fewer classes than trees per iteration": _header_line("num_tree_per_iteration", "2"),
     # Booster reads its parameters back, and a line without a colon crashed it
     "parameter line without a colon": lambda raw: raw.replace(b"\n[boosting: ", b"\n[x]\n[q: "),
+    # LightGBM reads the objective's first word, and its dump each feature_infos entry's parts
+    "empty objective": _header_line("objective", ""),
+    "feature_infos entry without its range": lambda raw: raw.replace(
+        b"\nfeature_infos=[", b"\nfeature_infos=[1] [", 1
+    ).replace(b"] [", b"] ", 1),
 }
 
 
@@ -648,3 +653,27 @@ def test_trees_deeper_than_the_bound_are_refused_unless_trusted() -> None:
         check_model(raw, "json", lifted)
         check_model_text(text, lifted)
         assert len(lifted.found) == 2
+
+
+def test_categorical_sets_wider_than_the_bound_are_refused_unless_trusted() -> None:
+    """XGBoost gives each categorical split a bitset as wide as its largest category: a 9 kB
+    file of splits on category 2**24 - 1 took 4 GB at load."""
+    import json
+
+    from amber.handlers._common import SizeBounds
+    from amber.handlers._xgb_check import check_model
+
+    doc = _xgb_chain(20)
+    tree = _tree(doc)
+    inner = [i for i, child in enumerate(tree["left_children"]) if child != -1]
+    tree["split_type"] = [1 if i in inner else 0 for i in range(len(tree["split_type"]))]
+    tree.update(
+        categories=[2**24 - 1] * len(inner), categories_nodes=inner,
+        categories_segments=list(range(len(inner))), categories_sizes=[1] * len(inner),
+    )  # fmt: skip
+    raw = json.dumps(doc).encode()
+    with pytest.raises(FormatError, match="335,544,320 categories in all"):
+        check_model(raw, "json", SizeBounds("t"))
+    lifted = SizeBounds("t", lifted=True)
+    check_model(raw, "json", lifted)
+    assert lifted.found and "categorical splits" in lifted.found[0]
