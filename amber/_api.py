@@ -139,16 +139,15 @@ def _local(path: Path) -> Iterator[Path]:
     """``path``, or for a pipe or device (``<(cat model.amber)``, ``/dev/stdin``) a temporary
     file holding what it gave: read once (sniffing it and reading it again would lose the
     first bytes), and at most ``STREAM_LIMIT`` bytes (``/dev/zero`` never ends)."""
-    from amber.security._foreign import is_stream, read_stream
+    from amber.security._foreign import copy_stream, is_stream
 
     if not is_stream(path):
         yield path
         return
-    data = read_stream(path)
     with tempfile.TemporaryDirectory(prefix="amber-") as folder:
         copy = Path(folder) / "stream"
-        copy.write_bytes(data)
-        del data
+        with open(copy, "wb") as out:  # chunk by chunk: the stream is held once, on disk
+            copy_stream(path, out.write)
         yield copy
 
 

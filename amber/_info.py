@@ -184,12 +184,29 @@ def _printable(lines: list[str]) -> str:
     return "\n".join(printable_line(line) for line in lines)
 
 
+# What can move the cursor, recolour or erase the terminal, or reorder what it shows: control
+# characters (C0, DEL, C1), line and paragraph separators, bidirectional embeddings, overrides
+# and isolates, and lone surrogates. Other characters that str.isprintable() rejects are text:
+# the ideographic space of Japanese, the zero-width (non-)joiners of Persian and of emoji, the
+# no-break space, the soft hyphen.
+_UNSAFE = frozenset(
+    chr(c)
+    for span in ((0, 0x20), (0x7F, 0xA0), (0x2028, 0x202A), (0x202A, 0x202F), (0x2066, 0x206A))
+    for c in range(*span)
+)
+
+
+def _unsafe(c: str) -> bool:
+    return c in _UNSAFE or "\ud800" <= c <= "\udfff"
+
+
 def printable_line(text: str) -> str:
-    """``text`` with every character that is not printable escaped (``\\r``, ``\\x1b``,
-    ``\\n``...): one line that cannot move the cursor, recolour or erase the terminal."""
-    if text.isprintable():
+    """``text`` with the characters that could drive the terminal escaped (``\\r``,
+    ``\\x1b``, ``\\n``, ``\\u202e``...): one line that cannot move the cursor, recolour,
+    erase or reorder what the terminal shows. Text in any script is left as written."""
+    if text.isprintable() or not any(_unsafe(c) for c in text):
         return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return "".join(c.encode("unicode_escape").decode() if _unsafe(c) else c for c in text)
 
 
 def _describe(sig: dict[str, Any], depth: int = 0, *, brief: bool = False) -> str:

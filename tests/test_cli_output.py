@@ -257,3 +257,24 @@ def test_an_endless_pipe_is_read_only_up_to_the_limit(tmp_path: Path) -> None:
     finally:
         stop.set()
         writer.join(timeout=10)
+
+
+def test_text_in_any_script_is_shown_as_written(tmp_path: Path) -> None:
+    """The escaping took every character str.isprintable() rejects: Japanese's ideographic
+    space and Persian's zero-width non-joiner came out as \\u3000 and \\u200c. Only what can
+    drive the terminal is escaped (controls, separators, bidirectional overrides)."""
+    from amber._info import printable_line
+
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # mi\u200ckhaham
+    for text in ("モデル\u3000最終", persian, "no\u00a0break", "soft\u00adhyphen"):
+        assert printable_line(text) == text
+    assert printable_line("a\x1b[2K\rb\u2028c\u202ed") == "a\\x1b[2K\\rb\\u2028c\\u202ed"
+    name = "モデル\u3000最終"
+    (tmp_path / f"{name}.pkl").write_bytes(pickle.dumps({"a": 1}, protocol=5))
+    done = subprocess.run(
+        [sys.executable, "-m", "amber", "scan", f"{name}.pkl"],
+        capture_output=True, cwd=tmp_path, timeout=120,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"{name}.pkl".encode() in done.stdout

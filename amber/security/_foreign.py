@@ -132,8 +132,21 @@ def read_stream(
     What is neither a zip, a compressed file nor a pickle is refused from its first bytes:
     ``/dev/zero`` is not read for gigabytes before it is refused.
     """
-    shown = name or str(path)
     chunks: list[bytes] = []
+    copy_stream(path, chunks.append, name=name, limit=limit)
+    return b"".join(chunks)
+
+
+def copy_stream(
+    path: str | os.PathLike[str],
+    write: Callable[[bytes], object],
+    *,
+    name: str | None = None,
+    limit: int = STREAM_LIMIT,
+) -> None:
+    """:func:`read_stream`, handing each chunk to ``write`` as it comes (a file: the stream
+    is then held once, on disk, not twice in memory)."""
+    shown = name or str(path)
     total = 0
     head = b""
     with open(path, "rb", buffering=0) as f:
@@ -141,7 +154,6 @@ def read_stream(
             chunk = f.read(min(_FEED, limit + 1 - total))
             if not chunk:
                 break
-            chunks.append(chunk)
             total += len(chunk)
             if len(head) < 8:
                 head = (head + chunk)[:8]
@@ -153,7 +165,7 @@ def read_stream(
                     f"Amber reads from one (it may never end); save what it holds to a file "
                     f"and give that file instead"
                 )
-    return b"".join(chunks)
+            write(chunk)
 
 
 def _plausible(head: bytes) -> bool:
