@@ -595,9 +595,9 @@ def verify(
         return report
     path = _existing(source)
     if not _is_artifact(path):
-        out = path.with_suffix(".amber")
-        if out == path:
-            out = path.with_name(f"{path.stem}-converted.amber")
+        from amber.security._foreign import converted_name
+
+        out = converted_name(path)
         raise FormatError(
             f"{str(path)!r} is not an Amber artifact, so it carries no checksums or probe to "
             f"verify; convert it with `amber convert {path} {out}` first"

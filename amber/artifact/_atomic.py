@@ -15,7 +15,7 @@ import stat
 from collections.abc import Iterator
 from typing import BinaryIO
 
-__all__ = ["atomic_writer", "fsync_dir"]
+__all__ = ["atomic_writer", "fsync_dir", "temp_beside"]
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -55,16 +55,19 @@ def _existing(target: str) -> tuple[str, os.stat_result | None]:
     return target, st
 
 
-@contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Yield a binary file whose content replaces ``path`` only if the block finishes.
+def temp_beside(
+    path: str, *, verb: str = "save", suffix: str = ".tmp"
+) -> tuple[str, str, os.stat_result | None, str, int]:
+    """A fresh temporary file beside the file a ``verb`` to ``path`` replaces.
 
-    A file that is replaced keeps its permission bits (and, for root, its owner); a symlink
-    is followed. A file this process could not write is refused, as ``open`` would refuse it,
-    although the rename would only need the folder to be writable.
+    Returns the target (a symlink followed), its folder, its status (None: a new file), the
+    temporary file's path and an open descriptor of it. A folder or a file this process could
+    not write is refused, as ``open`` would refuse it, although the rename would only need the
+    folder to be writable. The temporary file is created with the replaced file's permission
+    bits (and, for root, its owner), so that a private model is never readable by others, even
+    for a moment.
     """
-    # Plain strings and os.path: pathlib's parsing costs a tenth of a tiny model's save.
-    target, old = _existing(os.fspath(path))
+    target, old = _existing(path)
     folder, name = os.path.split(target)
     folder = folder or os.curdir
     if not name or (old is not None and stat.S_ISDIR(old.st_mode)):
@@ -75,12 +78,13 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     if old is not None and not os.access(target, os.W_OK):
         raise PermissionError(
             f"cannot save to {target!r}: the file is read-only; make it writable first "
-            f"(chmod u+w) or save to another name"
+            f"(chmod u+w) or {verb} to another name"
         )
     short = os.fsencode(name)[:_TMP_NAME_BYTES].decode("utf-8", "ignore")
-    tmp = os.path.join(folder, f".{short}.{secrets.token_hex(6)}.tmp")
+    tmp = os.path.join(folder, f".{short}.{secrets.token_hex(6)}{suffix}")
+    mode = stat.S_IMODE(old.st_mode) if old is not None else 0o666
     try:
-        f = open(tmp, "xb")  # noqa: SIM115 - closed below on every path
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
     except (FileNotFoundError, NotADirectoryError):
         raise FileNotFoundError(
             f"cannot save to {target!r}: the folder {folder!r} does not exist (or is not a "
@@ -90,14 +94,32 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         raise PermissionError(
             f"cannot save to {target!r}: the folder {folder!r} is not writable (Amber writes a "
             f"temporary file beside the target and renames it over the target, so that a "
-            f"failed save leaves the previous file intact); save into a writable folder"
+            f"failed {verb} leaves the previous file intact); {verb} into a writable folder"
         ) from None
-    try:
-        if old is not None and hasattr(os, "fchmod"):
-            os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode))
+    if old is not None and hasattr(os, "fchmod"):
+        try:
+            os.fchmod(fd, mode)  # the umask narrowed what os.open was given
             if hasattr(os, "fchown") and os.geteuid() == 0:
                 with contextlib.suppress(OSError):
-                    os.fchown(f.fileno(), old.st_uid, old.st_gid)
+                    os.fchown(fd, old.st_uid, old.st_gid)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+    return target, folder, old, tmp, fd
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Yield a binary file whose content replaces ``path`` only if the block finishes.
+
+    A file that is replaced keeps its permission bits (and, for root, its owner); a symlink
+    is followed (see :func:`temp_beside`).
+    """
+    # Plain strings and os.path: pathlib's parsing costs a tenth of a tiny model's save.
+    target, folder, _, tmp, fd = temp_beside(os.fspath(path))
+    f = os.fdopen(fd, "wb")
+    try:
         yield f
         f.flush()
         os.fsync(f.fileno())

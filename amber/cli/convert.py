@@ -11,8 +11,6 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import secrets
-import stat
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _suggested(source: str) -> str:
-    path = Path(source or "model")
-    out = path.with_suffix(".amber")
-    return str(out if out != path else path.with_name(f"{path.stem}-converted.amber"))
+    from amber.security._foreign import converted_name
+
+    return str(converted_name(source or "model"))
 
 
 def _check_source(source: str, target: str) -> None:
@@ -103,25 +101,11 @@ def _verified_replacement(target: str) -> Iterator[str]:
     the block succeeds, removed otherwise. As a save would, it follows a symlink, refuses a
     read-only target and gives the new file the permission bits of the one it replaces. The
     block's errors and warnings name ``target``, not the temporary file."""
-    from amber.artifact._atomic import _existing, fsync_dir
+    from amber.artifact._atomic import fsync_dir, temp_beside
 
-    final, old = _existing(target)  # a symlink followed, as a save follows it
-    folder, name = os.path.split(final)
-    folder = folder or os.curdir
-    if not name or (old is not None and stat.S_ISDIR(old.st_mode)):
-        raise IsADirectoryError(
-            f"cannot save to {target!r}: it is a folder; give a file name such as "
-            f"{os.path.join(target, 'model.amber')!r}"
-        )
-    if old is not None and not os.access(final, os.W_OK):
-        raise PermissionError(
-            f"cannot save to {target!r}: the file is read-only; make it writable first "
-            f"(chmod u+w) or convert to another name"
-        )
-    short = os.fsencode(name)[:180].decode("utf-8", "ignore")  # names end at 255 bytes
-    # spelt as Path spells it, as the messages of save and verify will
-    tmp = str(Path(folder, f".{short}.{secrets.token_hex(6)}.convert"))
-    _create(tmp, target, folder, old)
+    final, folder, old, tmp, fd = temp_beside(target, verb="convert", suffix=".convert")
+    os.close(fd)  # amber.save replaces it, as it would any file
+    tmp = str(Path(tmp))  # spelt as Path spells it, as the messages of save and verify will
     shown = warnings.showwarning
 
     def renamed(message: Any, *rest: Any, **kw: Any) -> None:
@@ -141,30 +125,3 @@ def _verified_replacement(target: str) -> Iterator[str]:
         raise
     finally:
         warnings.showwarning = shown
-
-
-def _create(tmp: str, target: str, folder: str, old: os.stat_result | None) -> None:
-    """Create the temporary file with the replaced file's permission bits (and owner, for
-    root), so that a private model is never readable by others, even for a moment."""
-    mode = stat.S_IMODE(old.st_mode) if old is not None else 0o666
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except (FileNotFoundError, NotADirectoryError):
-        raise FileNotFoundError(
-            f"cannot save to {target!r}: the folder {folder!r} does not exist (or is not a "
-            f"folder); create it first"
-        ) from None
-    except PermissionError:
-        raise PermissionError(
-            f"cannot save to {target!r}: the folder {folder!r} is not writable (convert writes "
-            f"a temporary file beside the target, verifies it and renames it over the target); "
-            f"convert into a writable folder"
-        ) from None
-    try:
-        if old is not None:
-            os.fchmod(fd, mode)
-            if os.geteuid() == 0:
-                with contextlib.suppress(OSError):
-                    os.fchown(fd, old.st_uid, old.st_gid)
-    finally:
-        os.close(fd)

@@ -269,6 +269,38 @@ class SizeBounds:
             )
 
 
+# Bounds of boosted trees (XGBoost, LightGBM), applied through SizeBounds.
+# The most splits on a path from a tree's root to a leaf. XGBoost and LightGBM recurse on the
+# depth when they explain a prediction (SHAP contributions, which also take depth**2 memory)
+# or dump a tree: a forged chain 100,000 splits deep overflowed their stacks, and 5,000 deep
+# took XGBoost's get_dump() 79 s. Honest boosted trees are tens of splits deep.
+MAX_DEPTH = 2048
+# The categories of all categorical splits. XGBoost gives each split a bitset as wide as its
+# largest category (2 MiB for 2**24 - 1): a 9 kB file of such splits took 4 GB at load, so the
+# bitsets' bits are bounded (2**28: 32 MB). LightGBM's dump lists, one by one, every category a
+# split sends left (about 46 bytes each: a 5 kB file of full bitsets took 1.5 GB), so the
+# categories its sets hold are (2**22); it puts at most max_cat_threshold (32) in a split.
+MAX_CATEGORY_BITS = {"XGBoost": 2**28, "LightGBM": 2**22}
+
+
+def check_depth(framework: str, depth: int, bounds: SizeBounds) -> None:
+    """A tree deeper than ``MAX_DEPTH`` splits is beyond the bounds (see ``MAX_DEPTH``)."""
+    if depth > MAX_DEPTH:
+        bounds.exceeded(
+            f"the {framework} model has a tree {depth:,} splits deep (over {MAX_DEPTH:,})"
+        )
+
+
+def check_category_bits(framework: str, bits: int, bounds: SizeBounds) -> None:
+    """Categorical split sets past ``MAX_CATEGORY_BITS`` in all are beyond the bounds."""
+    limit = MAX_CATEGORY_BITS[framework]
+    if bits > limit:
+        bounds.exceeded(
+            f"the {framework} model's categorical splits hold {bits:,} categories in all (over "
+            f"{limit:,})"
+        )
+
+
 def caller_level() -> int:
     """The ``stacklevel`` that points a warning issued in this package at the first frame
     outside it: the caller's line, whatever path the load took to get here."""

@@ -21,16 +21,13 @@ from typing import Any
 import numpy as np
 
 from amber.errors import FormatError
-from amber.handlers._common import SizeBounds
+from amber.handlers._common import SizeBounds, check_category_bits, check_depth
 from amber.handlers._treecheck import lgb_tree_starts, lgb_trees
-from amber.handlers._xgb_check import check_category_bits, check_depth
 
 __all__ = ["check_model_text", "check_threads"]
 
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
 _INTEGER_CHARS = re.compile(r"[-0-9 ]*")
-_NUMBER_CHARS = re.compile(r"[-+.0-9a-zA-Z ]*")
-_GROUPED = frozenset({"leaf_features", "leaf_coeff"})
 _INT32_MAX = 2**31 - 1
 _MAX_THREADS = 4096
 
@@ -68,24 +65,18 @@ def _int(fields: dict[str, str], key: str, what: str, low: int, high: int = _INT
     return n
 
 
-def _numbers(
-    fields: dict[str, str], key: str, what: str, length: int | None, *, ints: bool = True
-) -> np.ndarray:
-    """The values of one line; floats are only counted (LightGBM refuses bad ones itself)."""
+def _ints(fields: dict[str, str], key: str, what: str, length: int) -> np.ndarray:
+    """The integers of one line: ASCII digits, minus signs and single spaces, what LightGBM's
+    reader reads the same way (Python's int() also takes "0_1" and Arabic-Indic digits, which
+    LightGBM reads as 0). The trees' lines are read in C (``lgb_trees``)."""
     text = fields.get(key, "")
-    # ASCII digits, signs and single spaces: what LightGBM's reader reads the same way
-    # (Python's int() also takes "0_1" and Arabic-Indic digits, which LightGBM reads as 0).
-    # A linear tree's per-leaf lists are separated by runs of spaces (empty lists included).
-    grouped = key in _GROUPED
-    if not (_INTEGER_CHARS if ints else _NUMBER_CHARS).fullmatch(text) or (
-        not grouped and ("  " in text or text.startswith(" ") or text.endswith(" "))
+    if not _INTEGER_CHARS.fullmatch(text) or (
+        "  " in text or text.startswith(" ") or text.endswith(" ")
     ):
-        raise _bad(f"{what}'s {key} is not a list of {'integers' if ints else 'numbers'}")
-    parts = text.split() if grouped else text.split(" ") if text else []
-    if length is not None and len(parts) != length:
+        raise _bad(f"{what}'s {key} is not a list of integers")
+    parts = text.split(" ") if text else []
+    if len(parts) != length:
         raise _bad(f"{what}'s {key} has {len(parts)} values, not {length}")
-    if not ints:
-        return np.empty(len(parts))
     try:
         return np.array(parts, dtype=np.int64)
     except (ValueError, OverflowError):
@@ -132,7 +123,7 @@ def check_model_text(text: bytes, bounds: SizeBounds) -> None:
         raise _bad(f"{n_trees} trees do not make whole iterations of {per_iteration}")
     if "tree_sizes" in head:
         # LightGBM finds each tree by these sizes, without looking
-        sizes = _numbers(head, "tree_sizes", "the model", n_trees)
+        sizes = _ints(head, "tree_sizes", "the model", n_trees)
         # each size takes LightGBM from one tree's header line to the next's, the last to the
         # 'end of trees' line (non-negative sizes matching in turn cannot wrap around)
         offsets = first + np.concatenate([[0], np.cumsum(sizes)])

@@ -506,12 +506,12 @@ check_categorical_thresholds(const Block *block, const int64_t *kinds, Py_ssize_
 
 typedef struct {
     const int64_t *left, *right;
-} LgbLinks;
+} Links;
 
 static int64_t
 lgb_child(const void *tree, int64_t node, int side)
 {
-    const LgbLinks *links = tree;
+    const Links *links = tree;
     int64_t c = side ? links->right[node] : links->left[node];
     return c >= 0 ? c : -1;
 }
@@ -592,7 +592,7 @@ check_lgb_tree(const Block *b, int64_t n_features, int64_t *depth, int64_t *cate
                 (long long)leaves);
             goto done;
         }
-        LgbLinks links = {left, right};
+        Links links = {left, right};
         if (tree_depth(&links, lgb_child, inner, depth) < 0)
             goto done;
     }
@@ -1568,7 +1568,7 @@ read_ints(const XDoc *doc, const XNode *node, const char *what, const char *key,
 static int64_t
 xgb_child(const void *tree, int64_t node, int side)
 {
-    const LgbLinks *links = tree; /* children are nodes; a leaf's left child is -1 */
+    const Links *links = tree; /* children are nodes; a leaf's left child is -1 */
     int64_t c = side ? links->right[node] : links->left[node];
     return links->left[c] == -1 ? -1 : c;
 }
@@ -1694,7 +1694,7 @@ check_xgb_tree(const XDoc *doc, const XNode *tree, Py_ssize_t k, int64_t num_fea
         bad("%s's parents do not match its child links", what);
         goto done;
     }
-    LgbLinks links = {left, right};
+    Links links = {left, right};
     *depth = 0;
     if (left[0] != -1 && tree_depth(&links, xgb_child, n, depth) < 0)
         goto done;

@@ -34,30 +34,12 @@ import json
 from typing import Any
 
 from amber.errors import FormatError
-from amber.handlers._common import SizeBounds
+from amber.handlers._common import SizeBounds, check_category_bits, check_depth
 from amber.handlers._treecheck import xgb_check
 
-__all__ = [
-    "MAX_CATEGORY_BITS",
-    "MAX_DEPTH",
-    "check_category_bits",
-    "check_depth",
-    "check_model",
-    "check_width",
-]
+__all__ = ["check_model"]
 
 _MAX_FEATURES = 2**24
-# The most splits on a path from a tree's root to a leaf. XGBoost and LightGBM recurse on the
-# depth when they explain a prediction (SHAP contributions, which also take depth**2 memory)
-# or dump a tree: a forged chain 100,000 splits deep overflowed their stacks, and 5,000 deep
-# took XGBoost's get_dump() 79 s. Honest boosted trees are tens of splits deep.
-MAX_DEPTH = 2048
-# The categories of all categorical splits. XGBoost gives each split a bitset as wide as its
-# largest category (2 MiB for 2**24 - 1): a 9 kB file of such splits took 4 GB at load, so the
-# bitsets' bits are bounded (2**28: 32 MB). LightGBM's dump lists, one by one, every category a
-# split sends left (about 46 bytes each: a 5 kB file of full bitsets took 1.5 GB), so the
-# categories its sets hold are (2**22); it puts at most max_cat_threshold (32) in a split.
-MAX_CATEGORY_BITS = {"XGBoost": 2**28, "LightGBM": 2**22}
 
 
 def _bad(what: str) -> FormatError:
@@ -76,7 +58,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def check_width(num_feature: int, n_names: int, bounds: SizeBounds) -> None:
+def _check_width(num_feature: int, n_names: int, bounds: SizeBounds) -> None:
     """XGBoost keeps a buffer of ``num_feature`` values per thread at predict (300,000,000
     took 4.9 GB on one thread): a model wider than 2**24 features must list as many names
     (``n_names``: how many it lists, -1 for none)."""
@@ -102,24 +84,6 @@ def check_model(raw: bytes | bytearray | memoryview, fmt: str, bounds: SizeBound
         num_feature, n_names, depth, category_bits = xgb_check(document)
     except ValueError as exc:
         raise _bad(str(exc)) from None
-    check_width(num_feature, n_names, bounds)
+    _check_width(num_feature, n_names, bounds)
     check_depth("XGBoost", depth, bounds)
     check_category_bits("XGBoost", category_bits, bounds)
-
-
-def check_category_bits(framework: str, bits: int, bounds: SizeBounds) -> None:
-    """Categorical split sets past ``MAX_CATEGORY_BITS`` in all are beyond the bounds."""
-    limit = MAX_CATEGORY_BITS[framework]
-    if bits > limit:
-        bounds.exceeded(
-            f"the {framework} model's categorical splits hold {bits:,} categories in all (over "
-            f"{limit:,})"
-        )
-
-
-def check_depth(framework: str, depth: int, bounds: SizeBounds) -> None:
-    """A tree deeper than ``MAX_DEPTH`` splits is beyond the bounds (see ``MAX_DEPTH``)."""
-    if depth > MAX_DEPTH:
-        bounds.exceeded(
-            f"the {framework} model has a tree {depth:,} splits deep (over {MAX_DEPTH:,})"
-        )

@@ -25,7 +25,7 @@ from amber.handlers._common import (
     installed,
     type_name,
 )
-from amber.handlers._xgb_check import check_model, check_width
+from amber.handlers._xgb_check import check_model
 from amber.security._policy import LoadPolicy
 
 __all__ = ["HANDLER", "XGBoostHandler"]
@@ -70,11 +70,8 @@ class XGBoostHandler:
             raw = _booster_raw(obj.get_booster(), format, {"_estimator_type": obj._get_type()})
         else:
             raw = _booster_raw(obj, format, None)
-        booster = obj.get_booster() if isinstance(obj, xgb.XGBModel) else obj
         bounds = SizeBounds.for_save()
-        names = booster.feature_names
-        check_width(booster.num_features(), -1 if names is None else len(names), bounds)
-        check_model(raw, format, bounds)  # what the load will check: a tree too deep, ...
+        check_model(raw, format, bounds)  # what the load will check: the width, the depth, ...
         writer.add(_ENTRY[format], raw)
         return SavedPayload(
             payload=payload,

@@ -114,6 +114,14 @@ def _read(source: Source, name: str | None = None) -> tuple[bytes, str]:
     return path.read_bytes(), shown
 
 
+def converted_name(source: str | os.PathLike[str]) -> Path:
+    """The artifact a pickle or joblib file converts to, by default: ``model.pkl`` ->
+    ``model.amber`` (``model.amber`` itself -> ``model-converted.amber``)."""
+    path = Path(source)
+    out = path.with_suffix(".amber")
+    return out if out != path else path.with_name(f"{path.stem}-converted.amber")
+
+
 def is_stream(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a pipe, a device or a socket: something that can be read once only,
     and may not end (a missing path or a folder is not: opening it says what is wrong)."""

@@ -430,10 +430,10 @@ def sign(
     try:
         reader = ArtifactReader(path)
     except NotAnArtifact:
+        from amber.security._foreign import converted_name
+
         source = Path(path)
-        out = source.with_suffix(".amber")
-        if out == source:
-            out = source.with_name(f"{source.stem}-converted.amber")
+        out = converted_name(source)
         raise NotAnArtifact(
             f"{str(source)!r} is not an Amber artifact (a pickle or joblib file, or another "
             f"format), and only artifacts are signed: convert it first (`amber convert "

@@ -634,9 +634,9 @@ def test_trees_deeper_than_the_bound_are_refused_unless_trusted() -> None:
     deep is refused unless the caller trusts the file; honest trees are far shallower."""
     import json
 
-    from amber.handlers._common import SizeBounds
+    from amber.handlers._common import MAX_DEPTH, SizeBounds
     from amber.handlers._lgb_check import check_model_text
-    from amber.handlers._xgb_check import MAX_DEPTH, check_model
+    from amber.handlers._xgb_check import check_model
 
     for depth in (MAX_DEPTH, MAX_DEPTH + 1):
         raw = json.dumps(_xgb_chain(depth)).encode()
