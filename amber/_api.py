@@ -514,8 +514,8 @@ def _judge(path: Path, report: _probe.ProbeReport, changes: list[str], parity: P
         if changes:
             warnings.warn(
                 f"{str(path)!r} was saved in another environment ({'; '.join(changes)}); the "
-                f"probe was re-run and still matched ({', '.join(report.matched)} within "
-                f"rtol={_probe.RTOL}, atol={_probe.ATOL})",
+                f"probe was re-run and still matched ({', '.join(report.matched)} "
+                f"{report.tolerance})",
                 EnvironmentMismatch,
                 stacklevel=4,
             )

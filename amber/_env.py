@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import sys
 from collections.abc import Iterable
@@ -66,6 +67,52 @@ def _installed_version(dist: str) -> str | None:
         return None
 
 
+# numpy's names for the instruction-set levels its kernels dispatch on, most capable first
+# (x86, Arm, POWER, IBM Z); numpy 1.26 lacks some, which then count as absent
+_SIMD_LEVELS = (
+    "AVX512_SPR", "AVX512_ICL", "AVX512_CNL", "AVX512_CLX", "AVX512_SKX", "AVX512F", "AVX2",
+    "AVX", "SSE42", "SSE2", "SVE", "ASIMD", "NEON", "VSX4", "VSX3", "VSX2", "VSX", "VXE2",
+    "VXE", "VX",
+)  # fmt: skip
+# Variables that make numerical libraries take other kernels than the processor's own.
+_DISPATCH_VARIABLES = (
+    "NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR",
+    "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+)  # fmt: skip
+
+
+def _cpu_vendor() -> str:
+    try:
+        with open("/proc/cpuinfo", "rb") as f:
+            for _, line in zip(range(64), f, strict=False):  # the first processor's lines
+                key, _, value = line.decode("ascii", "replace").partition(":")
+                if key.strip() in ("vendor_id", "CPU implementer"):
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _cpu() -> str:
+    """The processor as numerical code sees it: vendor, the instruction-set level numpy
+    dispatches to, and any variable that overrides the kernels libraries choose.
+
+    BLAS and numpy pick kernels by processor, and float results then differ in the last bits
+    (a float32 MLP by up to 1e-5 relative): a model saved on one machine and verified on
+    another with the same packages is in another environment for the probe.
+    """
+    try:
+        import numpy as np
+
+        core = getattr(np, "_core", None) or np.core
+        features = core._multiarray_umath.__cpu_features__
+    except (ImportError, AttributeError):
+        features = {}
+    level = next((name for name in _SIMD_LEVELS if features.get(name)), "baseline")
+    overrides = [f"{v}={os.environ[v]}" for v in _DISPATCH_VARIABLES if os.environ.get(v)]
+    return " ".join([_cpu_vendor(), level, *overrides])
+
+
 @cache
 def _python_facts() -> tuple[tuple[str, str], ...]:
     return (
@@ -73,6 +120,7 @@ def _python_facts() -> tuple[tuple[str, str], ...]:
         ("implementation", sys.implementation.name),
         ("platform", f"{platform.system()}-{platform.machine()}"),
         ("byteorder", sys.byteorder),
+        ("cpu", _cpu()),
     )
 
 
@@ -94,9 +142,16 @@ def capture(modules: Iterable[str], extra_distributions: Iterable[str] = ()) -> 
 
 
 def diff(saved: dict[str, Any]) -> list[str]:
-    """Human-readable differences between ``saved`` and the running environment (empty if same)."""
+    """Human-readable differences between ``saved`` and the running environment (empty if same).
+
+    ``cpu`` is compared only when ``saved`` records it (artifacts written before it was).
+    """
     now = _python()
-    changes = [f"{key} {saved.get(key)} -> {now[key]}" for key in now if saved.get(key) != now[key]]
+    changes = [
+        f"{key} {saved.get(key)} -> {value}"
+        for key, value in now.items()
+        if saved.get(key) != value and (key != "cpu" or "cpu" in saved)
+    ]
     packages = saved.get("packages")
     if isinstance(packages, dict):
         for dist, version in sorted(packages.items()):

@@ -36,3 +36,41 @@ def test_a_fresh_process_records_the_same_versions_before_and_after_importing() 
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     ).stdout
     assert "scikit-learn" in out and "numpy" in out
+
+
+def _fresh_capture(extra_env: dict[str, str]) -> dict[str, str]:
+    import json
+    import os
+
+    code = "import json; from amber import _env; print(json.dumps(_env.capture([])))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={**os.environ, **extra_env},
+    ).stdout
+    return dict(json.loads(out))
+
+
+def test_the_processor_is_recorded_with_what_overrides_its_kernels() -> None:
+    """BLAS and numpy choose kernels by processor; a variable that forces other kernels makes
+    another environment for the probe (float results differ in their last bits)."""
+    here = _env.capture([])
+    vendor, level = here["cpu"].split()[:2]
+    assert level != "" and vendor != ""
+    forced = _fresh_capture({"OPENBLAS_CORETYPE": "Haswell"})
+    assert forced["cpu"].endswith("OPENBLAS_CORETYPE=Haswell")
+    saved = {**here, "cpu": forced["cpu"]}
+    assert _env.diff(saved) == [f"cpu {forced['cpu']} -> {here['cpu']}"]
+
+
+def test_an_artifact_that_records_no_processor_is_not_another_environment() -> None:
+    """Artifacts written before the processor was recorded compare as before."""
+    saved = dict(_env.capture([]))
+    del saved["cpu"]
+    assert _env.diff(saved) == []
+    assert _env.diff({**saved, "cpu": "SomeVendor AVX2"}) == [
+        f"cpu SomeVendor AVX2 -> {_env.capture([])['cpu']}"
+    ]

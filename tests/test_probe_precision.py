@@ -1,0 +1,98 @@
+"""Parity across machines: float32 outputs computed with other kernels differ in their last
+bits; the probe compares them at the precision they have, and another processor (or a variable
+forcing other kernels) is another environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import amber
+from amber import _probe
+
+
+def test_float32_outputs_get_a_tolerance_of_their_precision_across_environments() -> None:
+    rng = np.random.default_rng(0)
+    stored = rng.normal(size=(64, 3)).astype(np.float32) * 100
+    moved = stored * np.float32(1 + 5e-6)  # a few dozen float32 units in the last place
+    assert not np.allclose(stored, moved, rtol=_probe.RTOL, atol=_probe.ATOL)
+    assert _probe._compare(stored, moved, exact=False) is None
+    assert "values differ" in str(_probe._compare(stored, moved, exact=True))
+    # a real change is still one
+    assert "values differ" in str(_probe._compare(stored, stored * np.float32(1.001), False))
+    # near zero, the absolute floor is relative to the output's magnitude (100s here)
+    near_zero = stored.copy()
+    near_zero[0, 0] = 1e-3
+    nudged = near_zero.copy()
+    nudged[0, 0] += 2e-4
+    assert _probe._compare(near_zero, nudged, exact=False) is None
+    nudged[0, 0] += 1e-1
+    assert "values differ" in str(_probe._compare(near_zero, nudged, exact=False))
+
+
+def test_float64_outputs_keep_the_stored_tolerance() -> None:
+    stored = np.linspace(1, 2, 50)
+    assert "values differ" in str(_probe._compare(stored, stored * (1 + 5e-6), exact=False))
+    assert _probe._compare(stored, stored * (1 + 5e-8), exact=False) is None
+    # a float64 output against a float32 one: compared at float32's precision
+    assert _probe._compare(stored, (stored * (1 + 5e-6)).astype(np.float32), False) is None
+
+
+def test_an_infinite_output_does_not_widen_the_tolerance() -> None:
+    stored = np.array([np.inf, 1.0, 2.0], dtype=np.float32)
+    assert "values differ" in str(_probe._compare(stored, stored + np.float32(0.01), False))
+    assert _probe._compare(stored, stored * np.float32(1 + 5e-6), False) is None
+    half = np.array([1.0, 2.0], dtype=np.float16)
+    assert _probe._compare(half, half * np.float16(1.004), False) is None
+    assert "values differ" in str(_probe._compare(half, half * np.float16(1.1), False))
+
+
+_VERIFY_WITH_OTHER_KERNELS = """
+import sys, numpy as np, amber
+from amber.artifact._reader import ArtifactReader
+from amber import _probe
+path = sys.argv[1]
+model = amber.load(path, probe="never")
+with ArtifactReader(path) as r:
+    spec = r.manifest["probe"]
+    x = _probe._decode(spec["input"], r)
+    stored = _probe._decode(spec["outputs"]["predict"], r)
+print("differs" if not np.array_equal(model.predict(x), stored) else "same")
+report = amber.verify(path)
+print(report.environment_changes)
+print(report.probe)
+"""
+
+
+def test_verify_on_a_machine_whose_blas_takes_other_kernels(tmp_path: Path) -> None:
+    """A float32 network saved here and verified where OpenBLAS takes its Haswell kernels (as
+    on an AVX2 machine): the same packages, other last bits. verify used to compare exactly and
+    raise ParityError ('not what they claim') for an intact model."""
+    from sklearn.datasets import make_regression
+    from sklearn.neural_network import MLPRegressor
+
+    X, y = make_regression(600, 40, noise=5, random_state=0)
+    X = X.astype(np.float32)
+    model = MLPRegressor(hidden_layer_sizes=(128, 64), max_iter=30, random_state=0)
+    with pytest.warns(Warning):  # not converged in 30 iterations: fine for a probe
+        model.fit(X, y)
+    path = tmp_path / "mlp32.amber"
+    amber.save(model, path, sample=X[:64])
+    out = subprocess.run(
+        [sys.executable, "-c", _VERIFY_WITH_OTHER_KERNELS, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OPENBLAS_CORETYPE": "Haswell"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert "OPENBLAS_CORETYPE=Haswell" in lines[1]
+    assert "predict: ok" in out.stdout
+    if lines[0] == "same":
+        pytest.skip("OpenBLAS's Haswell kernels give this processor's bits (an AVX2 machine)")
