@@ -77,7 +77,7 @@ _SIMD_LEVELS = (
 # Variables that make numerical libraries take other kernels than the processor's own.
 _DISPATCH_VARIABLES = (
     "NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR",
-    "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+    "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "TF_ENABLE_ONEDNN_OPTS",
 )  # fmt: skip
 
 
