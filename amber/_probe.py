@@ -3,8 +3,8 @@
 Inputs and outputs are stored as plain ``.npy`` arrays (never pickled) or, for data frames, as an
 Arrow IPC stream. ``check`` re-runs the model on the stored input and compares: exactly in the
 environment that saved the model, within ``RTOL``/``ATOL`` for floating-point outputs across
-environments, loosened for float32 and float16 outputs (``_PRECISION_FLOORS``); integers,
-booleans and strings stay exact.
+environments, at least as loosely as the precision of the output and of the sample allows
+(``_PRECISION_FLOORS``); integers, booleans and strings stay exact.
 
 Which functions run is the handler's choice (``probe_methods``; by default the model's
 ``predict``, ``predict_proba``, ``decision_function`` and ``transform``). Framework tensors
@@ -37,13 +37,16 @@ __all__ = ["ATOL", "METHODS", "RTOL", "ProbeReport", "as_numpy", "check", "recor
 METHODS = DEFAULT_PROBE_METHODS
 RTOL = 1e-6
 ATOL = 1e-9
-# Across environments an output of lower precision is compared at least this loosely: (rtol,
-# atol per unit of the output's largest finite magnitude), by the byte width of its real part.
-# The same model computed with other kernels (another processor, BLAS build or library version)
-# differs in its last bits, and those are a larger part of a float32's 7 digits than of a
-# float64's 16: measured with OpenBLAS's Haswell and Sandy Bridge kernels against its AVX-512
-# ones, float32 MLPs, PCA and RBF features moved by up to 1.4e-5 relative (float64: 5e-14).
-_PRECISION_FLOORS = {2: (1e-2, 1e-3), 4: (1e-4, 1e-5)}
+# Across environments outputs are compared at least this loosely: (rtol, atol per unit of the
+# output's largest finite magnitude), by the byte width of the real part of the least precise
+# of the output, the stored one and the sample's float arrays (a float32 sample is computed on
+# in float32 even where the output is float64, as KernelRidge's). The same model computed with
+# other kernels (another processor, BLAS build or library version) differs in its last bits,
+# a larger part of a float32's 7 digits than of a float64's 16. Measured with OpenBLAS's Haswell
+# and Sandy Bridge kernels against its AVX-512 ones over 284 scikit-learn models: float32
+# outputs moved by up to 1.4e-5 relative; float64 ones by 5e-14, except a square root of a
+# difference near zero (Birch's distance from a point to itself: 1.7e-7, the largest 18).
+_PRECISION_FLOORS = {2: (1e-2, 1e-3), 4: (1e-4, 1e-5), 8: (0.0, 1e-7)}
 _ORIGINAL_RTOL = 1e-3  # the object against its pickled copy (see _compare_original)
 _ORIGINAL_ATOL = 1e-6
 _PREFIX = "probe/"
@@ -634,8 +637,9 @@ class ProbeReport:
         if self.exact:
             return "exactly"
         return (
-            f"within rtol={self.rtol}, atol={self.atol}; float32 outputs within at least "
-            f"rtol=1e-4 and 1e-5 of their magnitude, float16 1e-2 and 1e-3"
+            f"within rtol={self.rtol}, atol={self.atol}, at least the precision of the floats: "
+            f"atol 1e-7 of the output's magnitude for float64, rtol=1e-4 and atol 1e-5 of it "
+            f"for float32, 1e-2 and 1e-3 for float16"
         )
 
     def __str__(self) -> str:
@@ -674,14 +678,21 @@ def _compare_frames(expected: Any, got: Any, exact: bool, rtol: float, atol: flo
 
 
 def _compare(
-    expected: Any, got: Any, exact: bool, rtol: float = RTOL, atol: float = ATOL
+    expected: Any,
+    got: Any,
+    exact: bool,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+    width: int = 8,
 ) -> str | None:
+    """Why ``got`` is not ``expected`` (None: it is). ``width``: the byte width of the sample's
+    least precise floats (8 when it has none narrower)."""
     if _is_frame(expected) and _is_frame(got):
         return _compare_frames(expected, got, exact, rtol, atol)
     if isinstance(expected, (tuple, dict)) or (
         isinstance(expected, list) and expected and _is_array_like(expected[0])
     ):
-        return _compare_several(expected, got, exact, rtol, atol)
+        return _compare_several(expected, got, exact, rtol, atol, width)
     expected, got = as_numpy(expected), as_numpy(got)
     if _is_sparse(expected) or _is_sparse(got):  # compare shapes before densifying either
         shapes = (np.shape(expected), np.shape(got))
@@ -696,7 +707,7 @@ def _compare(
                 return f"dtype {b.dtype}, expected {a.dtype}"
             same = np.array_equal(a, b, equal_nan=True)
         else:
-            r, t = _loosened(a, b, rtol, atol)
+            r, t = _loosened(a, b, rtol, atol, width)
             same = np.allclose(a, b, rtol=r, atol=t, equal_nan=True)
         if not same:
             with np.errstate(invalid="ignore"):
@@ -714,12 +725,16 @@ def _compare(
     return None
 
 
-def _loosened(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> tuple[float, float]:
-    """``rtol``, ``atol`` raised to the floor of the less precise of two float arrays."""
-    width = min(
-        a.dtype.itemsize // (2 if a.dtype.kind == "c" else 1),
-        b.dtype.itemsize // (2 if b.dtype.kind == "c" else 1),
-    )
+def _real_width(dtype: np.dtype) -> int:
+    return dtype.itemsize // (2 if dtype.kind == "c" else 1)
+
+
+def _loosened(
+    a: np.ndarray, b: np.ndarray, rtol: float, atol: float, width: int = 8
+) -> tuple[float, float]:
+    """``rtol``, ``atol`` raised to the floor of the least precise of two float arrays and the
+    sample (``width``)."""
+    width = min(_real_width(a.dtype), _real_width(b.dtype), width, 8)
     floor = _PRECISION_FLOORS.get(width)
     if floor is None:
         return rtol, atol
@@ -728,7 +743,33 @@ def _loosened(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> tuple[f
     return max(rtol, floor[0]), max(atol, floor[1] * scale)
 
 
-def _compare_several(expected: Any, got: Any, exact: bool, rtol: float, atol: float) -> str | None:
+def _sample_width(value: Any, depth: int = 0) -> int:
+    """The byte width of the real part of the least precise floats in a sample (8: none
+    narrower, or no floats)."""
+    if isinstance(value, (list, tuple, dict)):
+        items = value.values() if isinstance(value, dict) else value
+        if depth > 2 or not items:
+            return 8
+        return min(_sample_width(v, depth + 1) for v in list(items)[:64])
+    if _is_frame(value):
+        dtypes = [value.dtype] if type(value).__name__ == "Series" else list(value.dtypes)
+    else:
+        dtype = getattr(as_numpy(value), "dtype", None)
+        dtypes = [] if dtype is None else [dtype]
+    widths = [8]
+    for d in dtypes:
+        try:
+            plain = np.dtype(getattr(d, "numpy_dtype", d))
+        except TypeError:
+            continue
+        if plain.kind in "fc":
+            widths.append(_real_width(plain))
+    return min(widths)
+
+
+def _compare_several(
+    expected: Any, got: Any, exact: bool, rtol: float, atol: float, width: int = 8
+) -> str | None:
     """Outputs of several values (a tuple of tensors, a dict of named outputs), item by item."""
     if isinstance(expected, dict):
         if not isinstance(got, dict) or list(got) != list(expected):
@@ -742,7 +783,7 @@ def _compare_several(expected: Any, got: Any, exact: bool, rtol: float, atol: fl
             return f"{len(got)} outputs, expected {len(expected)}"
         pairs = [(str(i), e, g) for i, (e, g) in enumerate(zip(expected, got, strict=True))]
     for label, e, g in pairs:
-        problem = _compare(e, g, exact, rtol, atol)
+        problem = _compare(e, g, exact, rtol, atol, width)
         if problem:
             return f"output {label}: {problem}"
     return None
@@ -784,6 +825,7 @@ def check(
     exact = exact and probe.get("exact", True) is not False
     rtol, atol = _tolerance(probe)
     report = ProbeReport(exact=exact, rtol=rtol, atol=atol)
+    width = _sample_width(decoded)
     chosen = _default_methods(model) if methods is None else methods
     for method, spec in probe["outputs"].items():
         fn: Callable[[Any], Any] | None = chosen.get(method)
@@ -796,7 +838,7 @@ def check(
         except Exception as exc:
             report.mismatched[method] = f"raised {type(exc).__name__}: {exc}"[:500]
             continue
-        problem = _compare(_decode(spec, reader), got, exact, rtol, atol)
+        problem = _compare(_decode(spec, reader), got, exact, rtol, atol, width)
         if problem:
             report.mismatched[method] = problem
         else:

@@ -35,12 +35,36 @@ def test_float32_outputs_get_a_tolerance_of_their_precision_across_environments(
     assert "values differ" in str(_probe._compare(near_zero, nudged, exact=False))
 
 
-def test_float64_outputs_keep_the_stored_tolerance() -> None:
+def test_float64_outputs_keep_their_relative_tolerance_and_an_absolute_one_of_scale() -> None:
     stored = np.linspace(1, 2, 50)
     assert "values differ" in str(_probe._compare(stored, stored * (1 + 5e-6), exact=False))
     assert _probe._compare(stored, stored * (1 + 5e-8), exact=False) is None
     # a float64 output against a float32 one: compared at float32's precision
     assert _probe._compare(stored, (stored * (1 + 5e-6)).astype(np.float32), False) is None
+    # a distance of a point to itself: 0 here, the square root of a rounding error elsewhere
+    distances = np.array([0.0, 3.5, 18.0])
+    moved = distances + np.array([1.7e-7, 0, 0])
+    assert _probe._compare(distances, moved, exact=False) is None
+    assert "values differ" in str(_probe._compare(distances, distances + 1e-4, exact=False))
+
+
+def test_a_float32_sample_loosens_float64_outputs_computed_from_it() -> None:
+    """KernelRidge on a float32 sample computes its kernel in float32 and answers float64."""
+    stored = np.linspace(100, 200, 40)
+    moved = stored * (1 + 5e-6)
+    assert "values differ" in str(_probe._compare(stored, moved, exact=False))
+    assert _probe._compare(stored, moved, exact=False, width=4) is None
+    x32 = np.ones((3, 2), dtype=np.float32)
+    assert _probe._sample_width(x32) == 4
+    assert _probe._sample_width(x32.astype(np.float64)) == 8
+    assert _probe._sample_width([np.arange(3), x32]) == 4
+    assert _probe._sample_width({"a": np.ones(2, np.float16)}) == 2
+    assert _probe._sample_width(["text", "more"]) == 8
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": np.ones(2, np.float32), "b": ["x", "y"], "c": [1, 2]})
+    assert _probe._sample_width(frame) == 4
+    assert _probe._sample_width(frame[["b", "c"]]) == 8
 
 
 def test_an_infinite_output_does_not_widen_the_tolerance() -> None:
