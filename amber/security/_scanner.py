@@ -78,14 +78,23 @@ class PickleScan:
         return tuple(f"{m}.{n}" for m, n in self.globals)
 
 
+# Modules a library release wrote under a wrong name. scikit-learn 1.6's Cython loss classes say
+# their module is "_loss" (a build quirk), so its pickles of gradient boosting and of the GLMs
+# name "_loss.CyHalfSquaredError"; no other release can import that (pickle: "No module named
+# '_loss'"), and Amber refused it even in 1.6. The name is read as the module it means; the
+# allowlist then decides as for any other name.
+_MISNAMED_MODULES = {"_loss": "sklearn._loss._loss"}
+
+
 def effective_name(module: str, name: str, fix_imports: bool) -> tuple[str, str]:
-    """Apply the Python 2 to 3 name mapping that ``pickle`` applies below protocol 3."""
+    """The global a stream's ``(module, name)`` means: Python 2 names mapped as ``pickle`` maps
+    them below protocol 3, and modules a library release misnamed (``_MISNAMED_MODULES``)."""
     if fix_imports:
         if (module, name) in _compat_pickle.NAME_MAPPING:
             return _compat_pickle.NAME_MAPPING[(module, name)]
         if module in _compat_pickle.IMPORT_MAPPING:
             return _compat_pickle.IMPORT_MAPPING[module], name
-    return module, name
+    return _MISNAMED_MODULES.get(module, module), name
 
 
 def scan_pickle(
