@@ -17,7 +17,9 @@ examples:
   AMBER_SERVE_TOKEN=s3cret amber serve iris.amber --max-batch-size 32 --batching iris=on
 
 tokens come from files or the environment (never the command line, which ps shows):
-  --token-file / AMBER_SERVE_TOKEN        bearer token for the inference endpoints
+  --token-file / AMBER_SERVE_TOKEN        bearer token for every endpoint naming the models:
+                                          inference, metadata, /metrics, /openapi.json, /docs
+                                          (liveness and the readiness verdict stay open)
   --reload-token-file / AMBER_RELOAD_TOKEN  enables and guards POST /admin/reload
 """
 
@@ -41,8 +43,24 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--registry", default=None, help="registry location for models:/ URIs")
-    p.add_argument("--token-file", type=Path, help="file holding the bearer token for inference")
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        help="file holding the bearer token for inference, metadata, /metrics and the API docs",
+    )
     p.add_argument("--reload-token-file", type=Path, help="file holding the reload token")
+    p.add_argument(
+        "--public-metrics",
+        action="store_true",
+        help="with a token, leave /metrics open to scrapers without it (its labels name the "
+        "models and versions)",
+    )
+    p.add_argument(
+        "--public-docs",
+        action="store_true",
+        help="with a token, leave /openapi.json and /docs open to clients without it (they "
+        "list every model's name and inputs)",
+    )
     p.add_argument(
         "--poll-interval",
         type=float,
@@ -151,6 +169,8 @@ def build_config(args: argparse.Namespace) -> Any:
         models=tuple(specs),
         token=_token(args.token_file, "AMBER_SERVE_TOKEN"),
         reload_token=_token(args.reload_token_file, "AMBER_RELOAD_TOKEN"),
+        public_metrics=args.public_metrics,
+        public_docs=args.public_docs,
         poll_interval_s=args.poll_interval or None,
         request_timeout_s=args.request_timeout,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),

@@ -9,11 +9,14 @@ would add cost per request without describing anything we do not already generat
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import itertools
 import os
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -31,7 +34,32 @@ from amber.serving._openapi import DOCS_HTML, build_spec
 from amber.serving._slot import ModelSlot
 from amber.serving._source import open_source
 
-__all__ = ["AmberServer", "json_response"]
+__all__ = ["THREAD_BODY_BYTES", "AmberServer", "json_response"]
+
+#: Request bodies larger than this are parsed and converted to arrays on the server's conversion
+#: threads: an 8 MB JSON body takes 100 ms or more to parse, convert and check, which in the
+#: event loop would hold up every other request, health probes and request timeouts with it.
+#: (One C call that holds the GIL, the JSON parse above all at about 5 ms a MB, still holds up
+#: the loop; the rest no longer does.) Smaller bodies, 0.5 ms of work at 64 KiB, are converted
+#: in the loop: a round trip through a thread costs 50 us when the process is idle, and up to
+#: the GIL's 5 ms switch interval when other threads (models predicting) are busy.
+THREAD_BODY_BYTES = 64 * 1024
+#: The most bodies converted at once: the parsed JSON of a large body takes several times its
+#: size in memory, and the conversion holds the GIL most of the time, so more threads would
+#: not convert faster.
+_CONVERT_THREADS = min(4, os.cpu_count() or 1)
+
+_R = TypeVar("_R")
+
+_METRICS_HINT = (
+    " (Prometheus sends it with 'authorization: {credentials_file: FILE}' in the scrape "
+    "config), or start the server with --public-metrics to open /metrics to everyone"
+)
+_OPENAPI_HINT = ", or start the server with --public-docs to open /openapi.json and /docs"
+_DOCS_HINT = (
+    ": the page loads /openapi.json, which needs the token too; fetch /openapi.json with "
+    "the header, or start the server with --public-docs to open both"
+)
 
 _JSON = "application/json"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
@@ -117,6 +145,7 @@ class AmberServer:
         self.timeout = config.request_timeout_s
         self._deadlines = Deadlines(self.timeout)
         self._tasks: list[asyncio.Task[None]] = []
+        self._converting: ThreadPoolExecutor | None = None
         self._started = False
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-{int(time.time()):x}-"
@@ -145,6 +174,9 @@ class AmberServer:
         for slot in self.slots.values():
             slot.close()
         self._deadlines.close()
+        if self._converting is not None:
+            self._converting.shutdown(wait=False, cancel_futures=True)
+            self._converting = None
 
     @property
     def ready(self) -> bool:
@@ -163,7 +195,8 @@ class AmberServer:
             )
         return slot
 
-    def _authorize(self, request: Request, token: str | None) -> None:
+    def _authorize(self, request: Request, token: str | None, hint: str = "") -> None:
+        """Refuse ``request`` (401) unless it carries ``token``; ``hint`` ends the message."""
         if token is None:
             return
         given = _header(request, b"authorization") or ""
@@ -173,7 +206,7 @@ class AmberServer:
         ):
             raise RequestError(
                 401,
-                "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+                f"missing or wrong bearer token: send 'Authorization: Bearer <token>'{hint}",
                 field="Authorization",
                 expected="Bearer <token>",
                 got="nothing" if not given else "a wrong token",
@@ -219,7 +252,7 @@ class AmberServer:
             if not message.get("more_body", False):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if not body.strip():
+        if not body or body.isspace():  # as `not body.strip()`, without copying a large body
             raise RequestError(
                 400,
                 "empty body: send a JSON object (or CSV for /invocations)",
@@ -242,8 +275,8 @@ class AmberServer:
 
     @staticmethod
     def _parse_json(body: bytes) -> Any:
-        # set for this request's task: the conversions that follow search number arrays for
-        # booleans only if the body can hold one
+        # set in the context the request's conversion runs in (its task's, or a copy on a
+        # conversion thread): it searches number arrays for booleans only if the body can hold one
         T.booleans_possible.set(b"true" in body or b"false" in body)
         try:
             return orjson.loads(body)
@@ -385,6 +418,44 @@ class AmberServer:
                 )
         return result
 
+    async def _convert(self, body: bytes, convert: Callable[..., _R], *args: Any) -> _R:
+        """``convert(*args)``: in the event loop for a small ``body``, on a conversion thread
+        for one over ``THREAD_BODY_BYTES`` (in a copy of the request's context, which
+        ``booleans_possible`` is set in)."""
+        if len(body) <= THREAD_BODY_BYTES:
+            return convert(*args)
+        if self._converting is None:
+            self._converting = ThreadPoolExecutor(
+                _CONVERT_THREADS, thread_name_prefix="amber-convert"
+            )
+        run = contextvars.copy_context().run
+        return await asyncio.get_running_loop().run_in_executor(
+            self._converting, run, convert, *args
+        )
+
+    def _from_oip(self, body: bytes, loaded: LoadedModel) -> tuple[list[str], Any, Any]:
+        """An Open Inference Protocol body as (methods, the model's input, the client's id)."""
+        payload = self._parse_json(body)
+        if not isinstance(payload, dict):
+            raise RequestError(
+                400,
+                "the body must be a JSON object with 'inputs'",
+                field="(body)",
+                expected="an object with inputs",
+                got=describe_value(payload),
+            )
+        if "inputs" not in payload:
+            raise RequestError(
+                400,
+                "the body has no 'inputs'",
+                field="inputs",
+                expected="an array of input tensors",
+                got="nothing",
+            )
+        methods = self._methods(payload, loaded)
+        part = loaded.schema.from_oip(payload["inputs"])
+        return methods, part, payload.get("id")
+
     async def _oip(
         self,
         request: Request,
@@ -411,25 +482,7 @@ class AmberServer:
                 expected="no binary data",
                 got="a binary tensor body",
             )
-        payload = self._parse_json(body)
-        if not isinstance(payload, dict):
-            raise RequestError(
-                400,
-                "the body must be a JSON object with 'inputs'",
-                field="(body)",
-                expected="an object with inputs",
-                got=describe_value(payload),
-            )
-        if "inputs" not in payload:
-            raise RequestError(
-                400,
-                "the body has no 'inputs'",
-                field="inputs",
-                expected="an array of input tensors",
-                got="nothing",
-            )
-        methods = self._methods(payload, loaded)
-        part = loaded.schema.from_oip(payload["inputs"])
+        methods, part, given_id = await self._convert(body, self._from_oip, body, loaded)
         request.scope["amber_rows"] = loaded.schema.rows(part)
         outputs: list[dict[str, Any]] = []
         for method in methods:
@@ -448,7 +501,6 @@ class AmberServer:
                 }
                 for name, arr in named
             )
-        given_id = payload.get("id")
         answer = {
             "model_name": slot.name,
             "model_version": loaded.version,
@@ -466,21 +518,8 @@ class AmberServer:
         headers: dict[str, str],
     ) -> Response:
         kind = _media_type(request)
-        if kind in _JSON_TYPES or kind.endswith("+json"):
-            part = loaded.schema.from_mlflow(self._parse_json(body))
-        elif kind == "text/csv":
-            try:
-                text = body.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise RequestError(
-                    400,
-                    f"the CSV body is not UTF-8 ({exc})",
-                    field="(body)",
-                    expected="UTF-8 text",
-                    got="invalid UTF-8",
-                ) from None
-            part = loaded.schema.from_csv(text)
-        else:
+        csv = kind == "text/csv"
+        if not csv and kind not in _JSON_TYPES and not kind.endswith("+json"):
             raise RequestError(
                 415,
                 f"content type {kind!r}: send application/json or text/csv",
@@ -488,10 +527,27 @@ class AmberServer:
                 expected="application/json or text/csv",
                 got=kind,
             )
+        part = await self._convert(body, self._from_mlflow, csv, body, loaded)
         request.scope["amber_rows"] = loaded.schema.rows(part)
         method = "predict" if "predict" in loaded.methods else next(iter(loaded.methods))
         arr = await self._run(loaded, slot, method, part)
         return json_response({"predictions": T.nested_json(arr)}, 200, headers)
+
+    def _from_mlflow(self, csv: bool, body: bytes, loaded: LoadedModel) -> Any:
+        """An MLflow scoring body (JSON, or CSV if ``csv``) as the model's input."""
+        if not csv:
+            return loaded.schema.from_mlflow(self._parse_json(body))
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(
+                400,
+                f"the CSV body is not UTF-8 ({exc})",
+                field="(body)",
+                expected="UTF-8 text",
+                got="invalid UTF-8",
+            ) from None
+        return loaded.schema.from_csv(text)
 
     # -- endpoints --------------------------------------------------------------------------
     async def infer(self, request: Request) -> Response:
@@ -569,12 +625,21 @@ class AmberServer:
         return json_response({"amber": __version__})
 
     async def prometheus(self, request: Request) -> Response:
+        if not self.config.public_metrics:  # its labels name every model and version
+            self._authorize(request, self.config.token, _METRICS_HINT)
         return Response(self.metrics.render(), 200, media_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
+        if not self.config.public_docs:  # every model's name, inputs and an example
+            self._authorize(request, self.config.token, _OPENAPI_HINT)
         return json_response(build_spec(self))
 
     async def docs(self, request: Request) -> Response:
+        """The Swagger UI page. With a token (and no ``public_docs``) it is refused like the
+        document it shows: the page's own fetch of ``openapi.json`` cannot send the header, so
+        it would only render an error."""
+        if not self.config.public_docs:
+            self._authorize(request, self.config.token, _DOCS_HINT)
         return HTMLResponse(DOCS_HTML)
 
     async def reload(self, request: Request) -> Response:

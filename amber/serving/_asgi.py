@@ -187,6 +187,8 @@ def create_app(
     *,
     token: str | None = None,
     reload_token: str | None = None,
+    public_metrics: bool = False,
+    public_docs: bool = False,
     poll_interval_s: float | None = 30.0,
     request_timeout_s: float = 30.0,
     max_body_bytes: int = 16 * 1024 * 1024,
@@ -197,6 +199,10 @@ def create_app(
 
     Models load in the background once the app starts (its lifespan, or the first request when
     mounted in another app); ``/v2/health/ready`` says when every one is verified and serving.
+
+    With a ``token``, every endpoint that names the models asks for it, ``/metrics``,
+    ``/openapi.json`` and ``/docs`` included; ``public_metrics=True`` opens ``/metrics``, and
+    ``public_docs=True`` opens ``/openapi.json`` and ``/docs``, to clients without it.
 
     Examples
     --------
@@ -210,6 +216,8 @@ def create_app(
         models=specs,
         token=token,
         reload_token=reload_token,
+        public_metrics=public_metrics,
+        public_docs=public_docs,
         poll_interval_s=poll_interval_s,
         request_timeout_s=request_timeout_s,
         max_body_bytes=max_body_bytes,

@@ -54,7 +54,11 @@ class ModelSpec:
 class ServeConfig:
     """Server-wide options.
 
-    ``token`` guards the inference endpoints (``Authorization: Bearer <token>``);
+    ``token`` guards every endpoint that names the models (``Authorization: Bearer <token>``):
+    inference, model metadata and readiness, readiness details, ``/metrics`` (its labels name
+    the models) and ``/openapi.json`` and ``/docs`` (every model's name and inputs); liveness and
+    the readiness verdict stay open for probes. ``public_metrics`` opens ``/metrics``, and
+    ``public_docs`` opens ``/openapi.json`` and ``/docs``, to clients without the token.
     ``reload_token`` enables ``POST /admin/reload`` and guards it. ``poll_interval_s`` is how
     often movable sources (aliases, files) are checked for a new version; ``None`` or 0 turns
     polling off. ``preload`` makes startup wait until every model has been tried once, so the
@@ -74,6 +78,8 @@ class ServeConfig:
     models: tuple[ModelSpec, ...]
     token: str | None = field(default=None, repr=False)
     reload_token: str | None = field(default=None, repr=False)
+    public_metrics: bool = False
+    public_docs: bool = False
     poll_interval_s: float | None = 30.0
     request_timeout_s: float = 30.0
     max_body_bytes: int = 16 * 1024 * 1024
@@ -84,6 +90,9 @@ class ServeConfig:
     preload: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("public_metrics", "public_docs"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         timeout = self.request_timeout_s
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise TypeError(f"request_timeout_s must be a number of seconds, got {timeout!r}")

@@ -138,15 +138,18 @@ def _invocations_op(name: str, model: Any, secured: bool, op_id: str) -> dict[st
     return op
 
 
-def _get(summary: str, op_id: str, *codes: int, tag: str = "server") -> dict[str, Any]:
-    return {
-        "get": {
-            "summary": summary,
-            "operationId": op_id,
-            "tags": [tag],
-            "responses": _responses(*codes),
-        }
+def _get(
+    summary: str, op_id: str, *codes: int, tag: str = "server", secured: bool = False
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "operationId": op_id,
+        "tags": [tag],
+        "responses": _responses(*(sorted({*codes, 401}) if secured else codes)),
     }
+    if secured:
+        op["security"] = [{"bearer": []}]
+    return {"get": op}
 
 
 def build_spec(server: Any) -> dict[str, Any]:
@@ -165,10 +168,10 @@ def build_spec(server: Any) -> dict[str, Any]:
     for name, slot in server.slots.items():
         model = slot.current
         paths[f"/v2/models/{name}"] = _get(
-            f"{name}: metadata", f"metadata_{name}", 404, 503, tag=name
+            f"{name}: metadata", f"metadata_{name}", 404, 503, tag=name, secured=secured
         )
         paths[f"/v2/models/{name}/ready"] = _get(
-            f"{name}: readiness", f"ready_{name}", 503, tag=name
+            f"{name}: readiness", f"ready_{name}", 503, tag=name, secured=secured
         )
         paths[f"/v2/models/{name}/infer"] = {"post": _infer_op(name, model, secured)}
         paths[f"/models/{name}/invocations"] = {

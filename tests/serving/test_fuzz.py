@@ -37,8 +37,8 @@ EXAMPLES = 12  # per operation and mode: about 700 requests, well under a minute
     "mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"]
 )
 def test_no_server_errors(server: Server, mode: GenerationMode) -> None:
-    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
     headers = {"Authorization": f"Bearer {TOKEN}"}
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json", headers=headers)
     seen = []
     for result in schema.get_all_operations():
         operation = result.ok()
