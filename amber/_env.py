@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
-__all__ = ["capture", "diff", "distribution_for"]
+__all__ = ["capture", "diff", "distribution_for", "installed_version"]
 
 # Top-level module -> distribution, for the common cases (the metadata scan is slow).
 _KNOWN_DISTRIBUTIONS = {
@@ -111,6 +111,11 @@ def _cpu() -> str:
     level = next((name for name in _SIMD_LEVELS if features.get(name)), "baseline")
     overrides = [f"{v}={os.environ[v]}" for v in _DISPATCH_VARIABLES if os.environ.get(v)]
     return " ".join([_cpu_vendor(), level, *overrides])
+
+
+def installed_version(dist: str) -> str | None:
+    """The installed version of the distribution ``dist`` (None: not installed)."""
+    return _installed_version(dist)
 
 
 @cache

@@ -64,6 +64,16 @@ class UntrustedTypeError(AmberError, TypeError):
             f"{source} references {len(self.names)} type(s) or function(s) outside Amber's "
             f"allowlist: {', '.join(map(_escaped, self.names))}. Nothing from the file was run."
         )
+        absent = _absent_from_installed(trustable)
+        trustable = [n for n in trustable if n not in absent]
+        if absent:
+            message += (
+                f" {', '.join(map(_escaped, absent))} "
+                f"{'does' if len(absent) == 1 else 'do'} not exist in the installed "
+                f"{_releases(absent)}: the file was written with another release, and trusting "
+                f"cannot help; load it where that release is installed (to move the model to "
+                f"this release, fit it again here)."
+            )
         if trustable:
             message += (
                 f" If you trust the file's author and these names, pass trusted={trustable!r} "
@@ -73,6 +83,55 @@ class UntrustedTypeError(AmberError, TypeError):
         if runners:
             message += f" {runners_note([_escaped(r) for r in runners])}."
         super().__init__(message)
+
+
+def _absent_from_installed(names: Iterable[str]) -> list[str]:
+    """The names whose module lacks them: written by another release of its library.
+
+    Only modules already imported, or that the allowlist names (which a load imports for
+    allowed names anyway), are looked at: no module named only by a file is imported."""
+    import importlib
+    import sys
+
+    from amber.security._allowlist import allowed_modules
+
+    absent = []
+    for dotted in names:
+        module, sep, attr = dotted.partition(":")
+        if not sep:
+            module, _, attr = dotted.rpartition(".")
+        found = sys.modules.get(module)
+        if found is None and module in allowed_modules():
+            try:
+                found = importlib.import_module(module)
+            except ImportError:
+                continue
+        if found is None:
+            continue
+        obj: object = found
+        for part in attr.split("."):
+            obj = getattr(obj, part, _MISSING)
+            if obj is _MISSING:
+                absent.append(dotted)
+                break
+    return absent
+
+
+_MISSING = object()
+
+
+def _releases(names: Iterable[str]) -> str:
+    """``scikit-learn 1.9.1``: the distributions and versions behind ``names``."""
+    from amber._env import distribution_for, installed_version
+
+    found = []
+    for name in names:
+        dist = distribution_for(name.split(".")[0].split(":")[0])
+        if dist is not None:
+            entry = f"{dist} {installed_version(dist) or ''}".strip()
+            if entry not in found:
+                found.append(entry)
+    return ", ".join(found) or "packages"
 
 
 def _escaped(name: str) -> str:

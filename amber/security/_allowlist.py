@@ -17,7 +17,15 @@ from typing import Any
 from amber.errors import FormatError, HandlerNotAvailable, UntrustedTypeError
 from amber.security._policy import LoadPolicy, trust_name
 
-__all__ = ["AllowEntry", "entries", "is_allowed", "never_reduced", "reference_only", "resolve"]
+__all__ = [
+    "AllowEntry",
+    "allowed_modules",
+    "entries",
+    "is_allowed",
+    "never_reduced",
+    "reference_only",
+    "resolve",
+]
 
 _PATH = Path(__file__).with_name("allowlist.json")
 
@@ -48,6 +56,12 @@ def entries() -> dict[tuple[str, str], AllowEntry]:
         entry = AllowEntry(e["module"], e["name"], e["kind"], e["frozen_safe"], e.get("validator"))
         table[(entry.module, entry.name)] = entry
     return table
+
+
+@functools.cache
+def allowed_modules() -> frozenset[str]:
+    """The modules the built-in allowlist names a global of."""
+    return frozenset(module for module, _ in entries())
 
 
 def is_allowed(module: str, name: str, policy: LoadPolicy) -> bool:

@@ -48,3 +48,19 @@ def test_the_real_module_is_still_the_allowlists_decision(tmp_path: Path) -> Non
     path.write_bytes(forged)
     with pytest.raises(UntrustedTypeError, match=r"sklearn\._loss\._loss\.CyHalfPoissonLosz"):
         amber.load(path)
+
+
+def test_a_name_the_installed_release_lacks_is_not_offered_for_trust() -> None:
+    """scikit-learn 1.5 rebuilt its loss classes with Cython reconstructors (also under the
+    misnamed '_loss') that later releases no longer have: trusting the name cannot help, and
+    the error says why instead."""
+    path = LEGACY / "sklearn-1.5.2-poisson.pkl"
+    assert b"\x8c\x05_loss\x94\x8c\x20__pyx_unpickle_CyHalfPoissonLoss" in path.read_bytes()
+    with pytest.raises(ModuleNotFoundError, match="_loss"), open(path, "rb") as f:
+        pickle.load(f)
+    with pytest.raises(UntrustedTypeError) as info:
+        amber.load(path)
+    message = str(info.value)
+    assert message.count("__pyx_unpickle_CyHalfPoissonLoss") == 2  # listed, then explained
+    assert "does not exist in the installed scikit-learn" in message
+    assert "trusting cannot help" in message and "trusted=" not in message
