@@ -146,6 +146,75 @@ def test_keygen_writes_both_keys_or_neither(tmp_path: Path) -> None:
     assert "'r.pub'" in refused.stderr and "read-only" in refused.stderr
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_files_written_before_the_output_failed_are_said_to_be_written(
+    tmp_path: Path, legacy: Path
+) -> None:
+    """`amber keygen > /dev/full` wrote both key files, then said only "error: no space left
+    on device", as if it had failed; convert said the same of the pickle it had converted."""
+
+    def to_full(*args: str) -> subprocess.CompletedProcess[str]:
+        with open("/dev/full", "w") as full:
+            return subprocess.run(
+                [*AMBER, *args], stdout=full, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                timeout=120,
+            )  # fmt: skip
+
+    made = to_full("keygen", "--out", "k")
+    assert made.returncode == 2, made.stderr
+    kid = key_id(load_public_key(tmp_path / "k.pub"))
+    assert key_id(load_private_key(tmp_path / "k.key")) == kid
+    assert made.stderr == (
+        f"amber keygen: error: wrote 'k.key' and 'k.pub' (key id {kid}), but writing to "
+        f"standard output failed: no space left on device; the disk or device it goes to is "
+        f"full; free some space or send the output elsewhere\n"
+    )
+    converted = to_full("convert", legacy.name, "m.amber")
+    assert converted.returncode == 2, converted.stderr
+    assert converted.stderr.startswith(
+        "amber convert: error: converted 'model.pkl' to 'm.amber' (verified), but writing to "
+        "standard output failed: no space left on device"
+    )
+    assert amber.inspect(tmp_path / "m.amber").object_type.endswith("RandomForestClassifier")
+    signed = to_full("sign", "m.amber", "--key", "k.key")
+    assert signed.returncode == 2, signed.stderr
+    assert signed.stderr.startswith(
+        f"amber sign: error: signed 'm.amber' with key {kid}, but writing to standard output"
+    )
+    assert amber.inspect(tmp_path / "m.amber").signer["key_id"] == kid
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.key", "k.pub", "m.amber", "model.pkl"]
+
+
+def test_keygen_says_when_no_key_file_was_written(tmp_path: Path) -> None:
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    os.chmod(folder, 0o555)
+    refused = run("keygen", "--out", str(folder / "k"), unprivileged=True)
+    assert refused.returncode == 2
+    assert f"the folder '{folder}' is not writable" in refused.stderr
+    assert "(no key file was written)" in refused.stderr and list(folder.iterdir()) == []
+
+
+def test_a_suggested_target_is_a_name_no_file_has(tmp_path: Path, legacy: Path) -> None:
+    """convert, verify and sign suggested model.amber for model.pkl although model.amber
+    existed: following the suggestion overwrote it. An explicit target is replaced (as any
+    save replaces its target); a suggested one is a free name."""
+    existing = {"model.amber": b"mine", "model-converted.amber": b"also mine"}
+    for name, data in existing.items():
+        (tmp_path / name).write_bytes(data)
+    free = f"'{tmp_path / 'model-converted-2.amber'}'"
+    assert free in run("convert", str(legacy), "").stderr
+    assert free in run("convert", str(legacy), str(legacy)).stderr
+    verified = run("verify", str(legacy))
+    assert f"amber convert {legacy} {tmp_path / 'model-converted-2.amber'}`" in verified.stderr
+    assert run("keygen", "--out", "k", cwd=tmp_path).returncode == 0
+    signed = run("sign", str(legacy), "--key", "k.key", cwd=tmp_path)
+    assert f"(`amber sign {tmp_path / 'model-converted-2.amber'} --key KEY`)" in signed.stderr
+    assert all((tmp_path / name).read_bytes() == data for name, data in existing.items())
+    (tmp_path / "model.amber").unlink()
+    assert f"e.g. '{tmp_path / 'model.amber'}'" in run("convert", str(legacy), "").stderr
+
+
 # -- 12, 13: what a signature binds, what an exported file carries --------------------------------
 def test_a_version_bound_without_a_name_is_shown(tmp_path: Path) -> None:
     """`sign --version 3` without --name printed '(no registry name)', hiding the version."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pickle
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -102,6 +103,32 @@ def test_a_warning_to_a_closed_stderr_does_not_spoil_convert(
     assert status == 0 and "(verified)" in out
     with pytest.warns(UserWarning, match="feature names"):
         amber.verify(target)
+
+
+# -- output that cannot be written ---------------------------------------------------------------
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("buffered", [False, True], ids=["unbuffered", "buffered"])
+def test_output_that_cannot_be_written_is_named_not_the_input(
+    tmp_path: Path, forest: RandomForestClassifier, buffered: bool
+) -> None:
+    """`amber inspect m.amber > /dev/full` said "'m.amber': no space left on device": the
+    input was blamed for the output's failure. Block-buffered (no PYTHONUNBUFFERED), the last
+    flush failed after main() returned: a traceback and status 120."""
+    artifact, legacy = tmp_path / "rf.amber", tmp_path / "rf.pkl"
+    amber.save(forest, artifact)
+    legacy.write_bytes(pickle.dumps(forest, protocol=5))
+    env = {k: v for k, v in os.environ.items() if not (buffered and k == "PYTHONUNBUFFERED")}
+    for args in (("inspect", artifact), ("inspect", "--json", artifact), ("scan", legacy)):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(
+                [*AMBER, *map(str, args)], stdout=full, stderr=subprocess.PIPE, text=True,
+                env=env, timeout=120,
+            )  # fmt: skip
+        assert done.returncode == 2, (args, done.stderr)
+        said = done.stderr
+        assert said.startswith(f"amber {args[0]}: error: writing to standard output failed: ")
+        assert "no space left on device" in said and "send the output elsewhere" in said
+        assert str(args[-1]) not in said and "Traceback" not in said and said.count("\n") == 1
 
 
 # -- 9: encodings --------------------------------------------------------------------------------
@@ -257,6 +284,70 @@ def test_an_endless_pipe_is_read_only_up_to_the_limit(tmp_path: Path) -> None:
     finally:
         stop.set()
         writer.join(timeout=10)
+
+
+def test_a_pipe_longer_than_the_limit_is_an_input_error(tmp_path: Path) -> None:
+    """A pipe refused for its length exited 1, the status of a failed check; it is an input
+    that cannot be read, 2. The limit (4 GiB) is lowered to 1 MiB in the child, as the
+    constant it is, so that the refusal comes after 1 MiB instead of 4 GiB."""
+    child = (
+        "import sys, amber.security._foreign as f; f.STREAM_LIMIT = 1 << 20; "
+        "from amber.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    long_pickle = b"\x80\x04" + b"(" * (2 << 20)
+    for args in (["scan"], ["inspect"], ["convert", "/dev/stdin", str(tmp_path / "o.amber")]):
+        args = args if len(args) > 1 else [*args, "/dev/stdin"]
+        done = subprocess.run(
+            [sys.executable, "-c", child, *args], input=long_pickle, capture_output=True,
+            timeout=120,
+        )  # fmt: skip
+        said = done.stderr.decode()
+        assert done.returncode == 2, (args, said)
+        assert "/dev/stdin is a pipe or device that gave more than 1048576 bytes" in said
+        assert "give that file instead" in said
+    assert list(tmp_path.iterdir()) == []
+
+
+def _wait_for_reader(fifo: Path, proc: subprocess.Popen[bytes]) -> int:
+    """The write end of ``fifo``, once ``proc`` has opened it to read."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader yet
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+
+
+@pytest.mark.parametrize("command", ["scan", "inspect", "convert"])
+def test_sigterm_removes_the_temporary_files(tmp_path: Path, command: str) -> None:
+    """SIGTERM while scan or inspect read a pipe left its copy (amber-*/stream in the
+    temporary folder), and during convert the .convert file beside the target: only SIGINT
+    unwound the command. Both now remove them, then end by the signal they got."""
+    fifo, tmp, target = tmp_path / "pipe", tmp_path / "tmp", tmp_path / "out.amber"
+    os.mkfifo(fifo)
+    tmp.mkdir()
+    args = [command, str(fifo)] + ([str(target)] if command == "convert" else [])
+    proc = subprocess.Popen(
+        [*AMBER, *args], stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(tmp)}
+    )
+    fd = _wait_for_reader(fifo, proc)
+    try:
+        os.write(fd, b"\x80\x04(")  # a pickle's start: the command reads on, waiting for more
+        # the temporary file is made before the pipe is opened: it is there now
+        made = [*tmp.rglob("*"), *tmp_path.glob(".out.amber.*")]
+        assert len(made) == (1 if command == "convert" else 2), made
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        os.close(fd)
+    assert proc.returncode == -signal.SIGTERM, err
+    assert list(tmp.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "pipe",
+        "tmp",
+    ]
+    assert b"Traceback" not in err
 
 
 def test_text_in_any_script_is_shown_as_written(tmp_path: Path) -> None:

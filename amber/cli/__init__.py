@@ -2,12 +2,16 @@
 
 Exit status: 0 when the command did what it was asked, 1 when a check failed (an artifact that is
 damaged, tampered with, unsafe or does not reproduce its probe; ``scan``'s verdict is not
-safe), 2 for bad usage or an input/output error (no such file, permission denied, a bad option).
+safe), 2 for bad usage or an input/output error (no such file, permission denied, a bad option,
+a pipe longer than Amber reads, output that cannot be written). SIGTERM, like SIGINT, ends a
+command after its temporary files are removed, and by the signal (143 in a shell; 130 for
+SIGINT).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import sys
@@ -15,7 +19,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from amber.cli._output import Tolerant, one_line
+from amber.cli._output import OutputError, Tolerant, one_line
+from amber.cli._signals import Terminated, end_by_sigterm, terminable
 from amber.errors import AmberError
 
 __all__ = ["main"]
@@ -51,30 +56,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     Output the terminal's encoding cannot show is written with ``?`` in its place; a reader of
     standard output that goes away (``amber scan FILE | head -1``) ends the output quietly and
     a standard error that goes away drops the warnings and messages, and neither changes what
-    the command does or its exit status.
+    the command does or its exit status. A standard output that cannot be written (a full
+    disk) is an error, status 2, that says so. SIGTERM ends the process, by that signal, once
+    the command's temporary files are removed.
     """
-    out, err = Tolerant(sys.stdout), Tolerant(sys.stderr)
+    out, err = Tolerant(sys.stdout, name="standard output"), Tolerant(sys.stderr)
     saved: tuple[TextIO, TextIO] = (sys.stdout, sys.stderr)
     sys.stdout, sys.stderr = out, err
     try:
         return _main(argv)
+    except Terminated:
+        pass  # the command has unwound, its temporary files removed: end as SIGTERM would
     finally:
         out.restore()
         err.restore()
         sys.stdout, sys.stderr = saved
+    return end_by_sigterm()
 
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    with warnings.catch_warnings():
+    # the server stops gracefully on SIGTERM by itself
+    signals = contextlib.nullcontext() if args.command == "serve" else terminable()
+    with warnings.catch_warnings(), signals:
         warnings.simplefilter("default")
         warnings.showwarning = _show_warning
         try:
-            return int(args.run(args))
+            status = int(args.run(args))
+            sys.stdout.flush()  # output that cannot be written fails here, not after main()
+            return status
+        except OutputError as exc:
+            _error(args, f"error: {exc}")  # of the output, not of the input the command read
+            return 2
         except AmberError as exc:
             _error(args, f"{type(exc).__name__}: {_with_subject(exc, args)}")
-            return 1
+            return 2 if _refused_input(exc) else 1
         except OSError as exc:
             _error(args, f"error: {_os_message(exc, args)}")
             return 2
@@ -89,6 +106,14 @@ def _main(argv: Sequence[str] | None) -> int:
                 f"needs more than this machine (or its memory limit, ulimit -v) allows",
             )
             return 2
+
+
+def _refused_input(exc: AmberError) -> bool:
+    """Whether ``exc`` refuses the input for what it is, not for what it holds (a pipe longer
+    than Amber reads): an input error, status 2, not a failed check."""
+    from amber.security._foreign import StreamLimitError
+
+    return isinstance(exc, StreamLimitError)
 
 
 def _error(args: argparse.Namespace, message: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from amber.cli import add_unsafe_option
-from amber.cli._output import echo
+from amber.cli._output import echo, reporting
 from amber.cli._sample import read_sample
 
 
@@ -59,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
         model = amber.load(source, trusted=args.trust, allow_arbitrary_code=unsafe)
         info = amber.save(model, tmp, sample=sample, compress=args.compress)
         amber.verify(tmp, trusted=args.trust, allow_arbitrary_code=unsafe)
-    echo(f"converted {source} -> {target} (verified)")
-    echo(dataclasses.replace(info, path=Path(target)))
+    with reporting(f"converted {source!r} to {target!r} (verified)"):
+        echo(f"converted {source} -> {target} (verified)")
+        echo(dataclasses.replace(info, path=Path(target)))
     return 0
 
 

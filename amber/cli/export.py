@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from amber.cli._output import echo
+from amber.cli._output import echo, reporting
 from amber.cli.models import open_registry, registry_options
 
 
@@ -23,5 +23,6 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     with open_registry(args) as reg:
         v = reg.export(args.uri, args.file, signing_key=args.key)
-        echo(f"exported {v.uri} to {args.file}")
+        with reporting(f"exported {v.uri} to {args.file!r}"):
+            echo(f"exported {v.uri} to {args.file}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from amber.cli._output import echo
+from amber.cli._output import echo, reporting
 from amber.cli.models import open_registry, registry_options
 
 
@@ -38,5 +38,6 @@ def run(args: argparse.Namespace) -> int:
             signing_key=args.key,
             keep_version=not args.new_version,
         )
-        echo(f"imported {args.file} as {v.uri}")
+        with reporting(f"imported {args.file!r} as {v.uri}"):
+            echo(f"imported {args.file} as {v.uri}")
     return 0

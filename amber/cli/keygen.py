@@ -2,7 +2,8 @@
 
 The pair is written together or not at all: both files go to temporary files beside their
 targets first, and are renamed over them only once both are complete; the private key is always
-mode 0600, whatever the file it replaces allowed.
+mode 0600, whatever the file it replaces allowed. An error says whether the key files were
+written (an output that cannot be written, after they were, says they were).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import secrets
 from typing import Any
 
-from amber.cli._output import echo
+from amber.cli._output import echo, reporting
 
 
 def add_parser(sub: Any) -> None:
@@ -27,7 +28,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from amber.artifact._atomic import fsync_dir
     from amber.security._signing import generate_key, key_id, load_public_key
 
     prefix = args.out
@@ -46,30 +46,62 @@ def run(args: argparse.Namespace) -> int:
     for path in (private_path, public_path):
         _check_target(path, args.force)
     private, public = generate_key()
+    kid = key_id(load_public_key(public))
+    _write_pair(args, (private_path, private), (public_path, public), folder)
+    with reporting(f"wrote {private_path!r} and {public_path!r} (key id {kid})"):
+        echo(f"private key: {private_path} (keep it secret; sign with --key {private_path})")
+        echo(f"public key:  {public_path} (hand it out; check with --pubkey {public_path})")
+        echo(f"key id:      {kid}")
+    return 0
+
+
+def _write_pair(
+    args: argparse.Namespace, private: tuple[str, bytes], public: tuple[str, bytes], folder: str
+) -> None:
+    """Both key files or neither; an error says which files were written, if any."""
+    from amber.artifact._atomic import fsync_dir
+    from amber.cli import _os_message
+
+    (private_path, private_key), (public_path, public_key) = private, public
     written: list[str] = []
     try:
-        tmp_private = _write_temporary(private_path, private, 0o600)
-        written.append(tmp_private)
-        tmp_public = _write_temporary(public_path, public, 0o644)
-        written.append(tmp_public)
-        old_public = _read_old(public_path)
-        # the public key first: should the second rename fail, the old private key is still
-        # there and the old public key is put back
-        os.replace(tmp_public, public_path)
+        try:
+            tmp_private = _write_temporary(private_path, private_key, 0o600)
+            written.append(tmp_private)
+            tmp_public = _write_temporary(public_path, public_key, 0o644)
+            written.append(tmp_public)
+            old_public = _read_old(public_path)
+            # the public key first: should the second rename fail, the old private key is still
+            # there and the old public key is put back
+            os.replace(tmp_public, public_path)
+        except OSError as exc:
+            raise OSError(f"{_os_message(exc, args)} (no key file was written)") from exc
         try:
             os.replace(tmp_private, private_path)
-        except BaseException:
-            _put_back(public_path, old_public)
-            raise
-        fsync_dir(folder)
+        except BaseException as exc:
+            put_back = _put_back(public_path, old_public)
+            if not isinstance(exc, OSError):
+                raise
+            if put_back:
+                raise OSError(f"{_os_message(exc, args)} (no key file was written)") from exc
+            raise OSError(
+                f"{_os_message(exc, args)}; {public_path!r} now holds the new public key but "
+                f"{private_path!r} is still the old private key (or none), and the old public "
+                f"key could not be put back: the pair does not match; run `amber keygen --out "
+                f"{args.out} --force` again"
+            ) from exc
+        try:
+            fsync_dir(folder)
+        except OSError as exc:
+            raise OSError(
+                f"wrote {private_path!r} and {public_path!r}, but syncing their folder "
+                f"{folder!r} failed ({_os_message(exc, args)}): a crash before the system "
+                f"writes it could lose them; check the disk"
+            ) from exc
     finally:
         for tmp in written:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-    echo(f"private key: {private_path} (keep it secret; sign with --key {private_path})")
-    echo(f"public key:  {public_path} (hand it out; check with --pubkey {public_path})")
-    echo(f"key id:      {key_id(load_public_key(public))}")
-    return 0
 
 
 def _check_target(path: str, force: bool) -> None:
@@ -123,10 +155,13 @@ def _read_old(path: str) -> bytes | None:
         return None
 
 
-def _put_back(path: str, old: bytes | None) -> None:
-    """Undo the rename of a new public key over ``path`` (best effort)."""
-    with contextlib.suppress(OSError):
+def _put_back(path: str, old: bytes | None) -> bool:
+    """Undo the rename of a new public key over ``path``; whether it could be undone."""
+    try:
         if old is None:
             os.unlink(path)
         else:
             os.replace(_write_temporary(path, old, 0o644), path)
+    except OSError:
+        return False
+    return True

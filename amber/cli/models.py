@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any
 
-from amber.cli._output import echo
+from amber.cli._output import echo, reporting
 
 
 def registry_options() -> argparse.ArgumentParser:
@@ -126,7 +126,8 @@ def run_alias(args: argparse.Namespace) -> int:
             if args.alias is None:
                 raise ValueError("--remove needs the alias: amber models alias NAME ALIAS --remove")
             was = reg.remove_alias(args.name, args.alias)
-            echo(f"removed {args.name}@{args.alias} (was version {was})")
+            with reporting(f"removed {args.name}@{args.alias}"):
+                echo(f"removed {args.name}@{args.alias} (was version {was})")
             return 0
         if args.alias is None:
             for alias, version in reg.aliases(args.name).items():
@@ -137,18 +138,22 @@ def run_alias(args: argparse.Namespace) -> int:
             return 0
         was = reg.set_alias(args.name, args.alias, args.version)
         moved = f" (was {was})" if was is not None else ""
-        echo(f"{args.name}@{args.alias} -> {args.version}{moved}")
+        with reporting(f"pointed {args.name}@{args.alias} at version {args.version}"):
+            echo(f"{args.name}@{args.alias} -> {args.version}{moved}")
     return 0
 
 
 def run_delete(args: argparse.Namespace) -> int:
     with open_registry(args) as reg:
         v = reg.delete(args.name, args.version, force=args.force)
-        echo(f"deleted {v.uri}; its blob goes at the next `amber models gc`")
+        with reporting(f"deleted {v.uri}"):
+            echo(f"deleted {v.uri}; its blob goes at the next `amber models gc`")
     return 0
 
 
 def run_gc(args: argparse.Namespace) -> int:
     with open_registry(args) as reg:
-        echo(reg.gc(grace=args.grace))
+        collected = reg.gc(grace=args.grace)
+        with reporting("collected the registry's garbage"):
+            echo(collected)
     return 0

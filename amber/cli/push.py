@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from amber.cli._output import echo
+from amber.cli._output import echo, reporting
 from amber.cli.models import open_registry, registry_options
 
 
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
             alias=args.alias,
             signing_key=args.key,
         )
-        echo(f"pushed {args.file} as {v.uri}" + (f" (@{args.alias})" if args.alias else ""))
-        echo(v)
+        with reporting(f"pushed {args.file!r} as {v.uri}"):
+            echo(f"pushed {args.file} as {v.uri}" + (f" (@{args.alias})" if args.alias else ""))
+            echo(v)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from amber.cli._output import echo
+from amber.cli._output import echo, reporting
 
 
 def add_parser(sub: Any) -> None:
@@ -27,5 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from amber.security._signing import sign
 
     info = sign(args.file, args.key, name=args.name, version=args.model_version, target=args.out)
-    echo(f"signed {args.out or args.file} with key {info.key_id} ({info.bound})")
+    signed = args.out or args.file
+    with reporting(f"signed {signed!r} with key {info.key_id}"):
+        echo(f"signed {signed} with key {info.key_id} ({info.bound})")
     return 0

@@ -16,6 +16,7 @@ Example
 from __future__ import annotations
 
 import bz2
+import itertools
 import lzma
 import os
 import stat
@@ -35,6 +36,7 @@ from amber.security._validators import validate_loaded
 
 __all__ = [
     "ScanReport",
+    "StreamLimitError",
     "default_decompression_limit",
     "load_foreign",
     "load_joblib_file",
@@ -115,11 +117,17 @@ def _read(source: Source, name: str | None = None) -> tuple[bytes, str]:
 
 
 def converted_name(source: str | os.PathLike[str]) -> Path:
-    """The artifact a pickle or joblib file converts to, by default: ``model.pkl`` ->
-    ``model.amber`` (``model.amber`` itself -> ``model-converted.amber``)."""
+    """The artifact a pickle or joblib file converts to, by default, as a name that no file
+    has yet (a suggestion must not lead to overwriting a file): ``model.pkl`` ->
+    ``model.amber``, or ``model-converted.amber`` when that exists (or is the source itself),
+    then ``model-converted-2.amber``, ``-3``..."""
     path = Path(source)
-    out = path.with_suffix(".amber")
-    return out if out != path else path.with_name(f"{path.stem}-converted.amber")
+    names = itertools.chain(
+        (f"{path.stem}.amber", f"{path.stem}-converted.amber"),
+        (f"{path.stem}-converted-{n}.amber" for n in itertools.count(2)),
+    )
+    candidates = map(path.with_name, names)
+    return next(out for out in candidates if out != path and not os.path.lexists(out))
 
 
 def is_stream(path: str | os.PathLike[str]) -> bool:
@@ -132,10 +140,17 @@ def is_stream(path: str | os.PathLike[str]) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+class StreamLimitError(FormatError):
+    """A pipe or device gave more than the most Amber reads from one (:data:`STREAM_LIMIT`):
+    refused for its length, not for what it holds (the command line's status 2, as for a
+    file that cannot be read)."""
+
+
 def read_stream(
-    path: str | os.PathLike[str], *, name: str | None = None, limit: int = STREAM_LIMIT
+    path: str | os.PathLike[str], *, name: str | None = None, limit: int | None = None
 ) -> bytes:
-    """All of a pipe or device, read once, at most ``limit`` bytes (it may never end).
+    """All of a pipe or device, read once, at most ``limit`` bytes (default
+    :data:`STREAM_LIMIT`; it may never end), else :class:`StreamLimitError`.
 
     What is neither a zip, a compressed file nor a pickle is refused from its first bytes:
     ``/dev/zero`` is not read for gigabytes before it is refused.
@@ -150,11 +165,12 @@ def copy_stream(
     write: Callable[[bytes], object],
     *,
     name: str | None = None,
-    limit: int = STREAM_LIMIT,
+    limit: int | None = None,
 ) -> None:
     """:func:`read_stream`, handing each chunk to ``write`` as it comes (a file: the stream
     is then held once, on disk, not twice in memory)."""
     shown = name or str(path)
+    limit = STREAM_LIMIT if limit is None else limit
     total = 0
     head = b""
     with open(path, "rb", buffering=0) as f:
@@ -168,7 +184,7 @@ def copy_stream(
                 if len(head) == 8 and not _plausible(head):
                     raise _unknown(head, shown)
             if total > limit:
-                raise FormatError(
+                raise StreamLimitError(
                     f"{shown} is a pipe or device that gave more than {limit} bytes, the most "
                     f"Amber reads from one (it may never end); save what it holds to a file "
                     f"and give that file instead"
