@@ -131,6 +131,10 @@ def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
         ]
         if objects:  # Arrow types them (ints, strings): a reader casts them back to object
             spec["object_columns"] = objects
+            nulls = {str(i): _null_kinds(frame.iloc[:, i]) for i in objects}
+            nulls = {i: kinds for i, kinds in nulls.items() if kinds}
+            if nulls:  # Arrow keeps that a value is missing, not which missing value it was
+                spec["object_nulls"] = nulls
         labels = [value.name] if series else list(frame.columns)
         if not all(type(label) is str for label in labels) and all(map(_json_label, labels)):
             # Arrow names columns by strings: 0 would come back as "0", and a model fitted on
@@ -355,6 +359,54 @@ _SPARSE_FORMATS = {"csr", "csc", "coo", "bsr", "dia", "dok", "lil"}
 _MAX_CONVERTED_SIDE = 1 << 24  # a probe sample's columns; converting allocates per column
 
 
+# The missing values an object column of a sample can hold, by the name a probe records. Arrow
+# stores each as null, and pandas reads a null back as None (pandas 2) or NaN (pandas 3, its
+# strings): a model that tells them apart (TargetEncoder fitted with None as a category) then
+# answered differently after an upgrade of pandas alone.
+_NULLS: dict[str, Any] = {"none": None, "nan": float("nan")}
+
+
+def _null_kind(value: Any) -> str | None:
+    if value is None:
+        return "none"
+    if isinstance(value, float) and value != value:
+        return "nan"
+    return None
+
+
+def _null_kinds(column: Any) -> str | list[str | None] | None:
+    """The missing values of an object column: ``"none"`` or ``"nan"`` when all are alike, else
+    one per missing value in row order (None for another kind, pd.NA or NaT, read back as
+    pandas reads it); None when it has none."""
+    missing = column[column.isna()]
+    if not len(missing):
+        return None
+    kinds = [_null_kind(v) for v in missing]
+    if len(set(kinds)) == 1 and kinds[0] is not None:
+        return kinds[0]
+    return kinds
+
+
+def _restore_nulls(column: Any, kinds: Any) -> Any:
+    mask = column.isna().to_numpy()
+    count = int(mask.sum())
+    if isinstance(kinds, str):
+        kinds = [kinds] * count
+    if (
+        not isinstance(kinds, list)
+        or len(kinds) != count
+        or not all(k is None or k in _NULLS for k in kinds)
+    ):
+        raise FormatError("probe entry's missing values do not match its object columns")
+    values = column.to_numpy(dtype=object, copy=True)
+    for row, kind in zip(np.flatnonzero(mask), kinds, strict=True):
+        if kind is not None:
+            values[row] = _NULLS[kind]
+    import pandas as pd
+
+    return pd.Series(values, index=column.index, name=column.name, dtype=object)
+
+
 def _decode_spec(spec: dict[str, Any], reader: ArtifactReader) -> Any:
     kind = spec.get("kind")
     if kind in ("dataframe", "series"):
@@ -374,8 +426,14 @@ def _decode_spec(spec: dict[str, Any], reader: ArtifactReader) -> Any:
             type(i) is int and 0 <= i < frame.shape[1] for i in objects
         ):
             raise FormatError("probe entry's object columns do not match its columns")
+        nulls = spec.get("object_nulls", {})
+        if not isinstance(nulls, dict) or not set(nulls) <= {str(i) for i in objects}:
+            raise FormatError("probe entry's missing values do not match its object columns")
         for i in objects:
-            frame.isetitem(i, frame.iloc[:, i].astype(object))
+            column = frame.iloc[:, i].astype(object)
+            if str(i) in nulls:
+                column = _restore_nulls(column, nulls[str(i)])
+            frame.isetitem(i, column)
         labels = spec.get("labels")
         if labels is not None:
             if not isinstance(labels, list) or len(labels) != frame.shape[1]:
