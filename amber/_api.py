@@ -447,9 +447,12 @@ def _load_path(
             check(reader)
         manifest = reader.manifest
         changes = _env.diff(manifest["environment"])
-        if changes and environment == "strict":
+        # another processor alone is no reason to refuse or to warn: the probe is re-run (the
+        # same code computes in other last bits there) and speaks only if it differs
+        versions = _env.software(changes)
+        if versions and environment == "strict":
             raise EnvironmentMismatchError(
-                f"{str(path)!r} was saved in another environment ({'; '.join(changes)}) and "
+                f"{str(path)!r} was saved in another environment ({'; '.join(versions)}) and "
                 f"environment='strict' forbids loading it; install the same versions, or load "
                 f"with environment='warn' to re-run the probe instead"
             )
@@ -461,10 +464,10 @@ def _load_path(
             report = _probe.check(
                 model, manifest["probe"], reader, exact=not changes, methods=methods
             )
-            _judge(path, report, changes, parity)
-        elif changes:
+            _judge(path, report, changes, parity, quiet=not versions)
+        elif versions:
             warnings.warn(
-                f"{str(path)!r} was saved in another environment ({'; '.join(changes)}) and "
+                f"{str(path)!r} was saved in another environment ({'; '.join(versions)}) and "
                 + (
                     "has no probe, so parity cannot be checked; re-save it with sample= to "
                     "record one"
@@ -509,9 +512,17 @@ def _savedmodel_dir(path: Path, policy: LoadPolicy) -> Any:
     return tf_handler.load_dir(path, policy=policy)
 
 
-def _judge(path: Path, report: _probe.ProbeReport, changes: list[str], parity: ParityMode) -> None:
+def _judge(
+    path: Path,
+    report: _probe.ProbeReport,
+    changes: list[str],
+    parity: ParityMode,
+    *,
+    quiet: bool = False,
+) -> None:
+    """Raise or warn as ``report`` and ``parity`` say; ``quiet``: no warning for a match."""
     if report.ok:
-        if changes:
+        if changes and not quiet:
             warnings.warn(
                 f"{str(path)!r} was saved in another environment ({'; '.join(changes)}); the "
                 f"probe was re-run and still matched ({', '.join(report.matched)} "
@@ -527,10 +538,16 @@ def _judge(path: Path, report: _probe.ProbeReport, changes: list[str], parity: P
             f"environment that saved it ({details}). The artifact or the installed libraries "
             f"are not what they claim; do not use this model, re-save it from the original"
         )
+    remedy = (
+        "Install the saving environment's versions"
+        if _env.software(changes)
+        else "On this processor the model computes differently beyond the precision of its "
+        "floats (an ill-conditioned model amplifies rounding); check it here"
+    )
     message = (
         f"{str(path)!r} was saved in another environment ({'; '.join(changes)}) and the "
-        f"reloaded model no longer reproduces the stored outputs ({details}). Install the "
-        f"saving environment's versions, or pass parity='warn' to accept the difference"
+        f"reloaded model no longer reproduces the stored outputs ({details}). {remedy}, or "
+        f"pass parity='warn' to accept the difference"
     )
     if parity == "raise":
         raise ParityError(message)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
-__all__ = ["capture", "diff", "distribution_for", "installed_version"]
+__all__ = ["capture", "diff", "distribution_for", "installed_version", "software"]
 
 # Top-level module -> distribution, for the common cases (the metadata scan is slow).
 _KNOWN_DISTRIBUTIONS = {
@@ -164,3 +164,9 @@ def diff(saved: dict[str, Any]) -> list[str]:
             if current != version:
                 changes.append(f"{dist} {version} -> {current or 'not installed'}")
     return changes
+
+
+def software(changes: list[str]) -> list[str]:
+    """The changes of :func:`diff` other than the processor's: what installing the saving
+    environment's versions would undo."""
+    return [c for c in changes if not c.startswith("cpu ")]

@@ -108,6 +108,39 @@ def test_other_environment_probe_mismatch_raises_unless_relaxed(saved_elsewhere:
         amber.load(saved_elsewhere, environment="strict")
 
 
+@pytest.fixture()
+def saved_on_another_processor(tmp_path: Path, svc: SVC, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An artifact whose manifest says it was saved on another processor, same packages."""
+    real = _env.capture
+
+    def other_cpu(modules: Any, extra: Any = ()) -> dict[str, Any]:
+        return {**real(modules, extra), "cpu": "SomeVendor AVX2"}
+
+    monkeypatch.setattr(_env, "capture", other_cpu)
+    path = tmp_path / "other-cpu.amber"
+    amber.save(svc, path, sample=X[:16])
+    monkeypatch.setattr(_env, "capture", real)
+    return path
+
+
+def test_another_processor_alone_reruns_the_probe_quietly(
+    saved_on_another_processor: Path, svc: SVC
+) -> None:
+    """The same packages on another processor: nothing to install and nothing to warn about,
+    but the probe is re-run (BLAS computes in other last bits there), and strict still loads."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = amber.load(saved_on_another_processor)
+        amber.load(saved_on_another_processor, environment="strict")
+    np.testing.assert_array_equal(model.predict(X), svc.predict(X))
+    report = amber.verify(saved_on_another_processor)
+    assert report.environment_changes == [f"cpu SomeVendor AVX2 -> {_env.capture([])['cpu']}"]
+    assert "within rtol" in str(report.probe)
+    rewrite(saved_on_another_processor, shift_probe_output)
+    with pytest.raises(ParityError, match="On this processor the model computes differently"):
+        amber.load(saved_on_another_processor)
+
+
 def test_probe_never_skips_but_still_warns_about_the_environment(saved_elsewhere: Path) -> None:
     rewrite(saved_elsewhere, shift_probe_output)
     with pytest.warns(EnvironmentMismatch, match="probe='never' skipped"):
