@@ -4,11 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test check lint typecheck bench clean services
+.PHONY: venv demo test check lint typecheck bench clean services compat
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard amber/security/*.c amber/artifact/*.c)
+$(STAMP): pyproject.toml setup.py $(wildcard amber/security/*.c amber/artifact/*.c amber/handlers/*.c)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev,bench,frameworks]"
@@ -28,6 +28,12 @@ check: lint typecheck
 
 test: venv check services
 	$(BIN)/python -m pytest -q
+	bash tools/compat.sh
+
+# The scikit-learn round trips under older numpy/scipy/scikit-learn releases (side environments
+# in .venv-compat/), and each release's allowlist file up to date.
+compat: venv
+	bash tools/compat.sh
 
 # PostgreSQL (Debian package) for the registry tests, which start their own servers.
 services:
@@ -37,4 +43,4 @@ bench: venv
 	$(BIN)/python benchmarks/persist.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info amber/security/*.so amber/artifact/*.so
+	rm -rf $(VENV) .venv-compat build *.egg-info amber/security/*.so amber/artifact/*.so

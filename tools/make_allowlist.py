@@ -19,15 +19,24 @@ JSON records whether it is a class or a function, and whether objects made from 
 shown to work from read-only (memory-mapped) buffers ("frozen_safe").
 
 ``--check`` regenerates in memory and fails if the committed file differs.
+
+``--release`` is for older releases of numpy, scipy and scikit-learn (run it in a virtual
+environment that has them and this checkout on ``PYTHONPATH``): it writes
+``allowlist-sklearn-<version>-numpy-<version>.json`` beside ``allowlist.json`` with what
+that release's models name, skipping the models it cannot fit (estimators or parameters it
+does not have yet). The allowlist Amber loads is the union of every file. The releases kept
+are the ones ``tools/compat.sh`` installs.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import pickle
 import platform
+import re
 import sys
 import tempfile
 import warnings
@@ -229,6 +238,9 @@ SUSPICIOUS_OK = {
     "sklearn._loss._loss.__pyx_unpickle_CyHalfMultinomialLoss",
     "sklearn.semi_supervised._label_propagation.LabelSpreading",
 }
+# and, as a category, scikit-learn's Cython reconstructors: build() adds one only for a class
+# it allows, and which of its classes a release pickles through one varies (1.5: every loss)
+_PYX_RECONSTRUCTOR = re.compile(r"__pyx_unpickle_[A-Za-z][A-Za-z0-9_]*")
 # dunder components allowed only for these pickling helpers (guarded by the unpickler)
 DUNDER_OK = {"copyreg.__newobj__", "copyreg.__newobj_ex__"}
 
@@ -252,7 +264,8 @@ def denied(module: str, name: str) -> str | None:
     if any(p.startswith("__") and p.endswith("__") for p in parts) and dotted not in DUNDER_OK:
         return "dunder attribute"
     last = parts[-1].lower()
-    if any(w in last for w in SUSPICIOUS) and dotted not in SUSPICIOUS_OK:
+    reconstructor = module.startswith("sklearn.") and _PYX_RECONSTRUCTOR.fullmatch(name)
+    if any(w in last for w in SUSPICIOUS) and dotted not in SUSPICIOUS_OK and not reconstructor:
         return "suspicious name (I/O, execution or reflection)"
     return None
 
@@ -1048,9 +1061,11 @@ def _joblib_globals(obj: Any) -> set[tuple[str, str]]:
 
     found: set[tuple[str, str]] = set()
 
+    from amber.security._scanner import effective_name
+
     class Recorder(numpy_pickle.NumpyUnpickler):
         def find_class(self, module: str, name: str) -> Any:
-            found.add((module, name))
+            found.add(effective_name(module, name, False))  # what Amber will look up
             return super().find_class(module, name)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -1080,9 +1095,12 @@ def _readonly_ok(obj: Any, method: str, d: dict[str, Any], key: str) -> bool:
     return True
 
 
-def collect() -> tuple[set[tuple[str, str]], dict[tuple[str, str], bool], dict[str, list[str]]]:
+def collect(
+    tolerant: bool = False,
+) -> tuple[set[tuple[str, str]], dict[tuple[str, str], bool], dict[str, list[str]]]:
     """Globals referenced by fitted models, per sklearn class whether it is frozen-safe, and
-    the denied globals some models reference (those models need ``trusted=[...]``)."""
+    the denied globals some models reference (those models need ``trusted=[...]``).
+    ``tolerant``: skip the models this release cannot fit instead of failing."""
     d = _data()
     seen: set[tuple[str, str]] = set()
     refused: dict[str, list[str]] = {}
@@ -1113,8 +1131,10 @@ def collect() -> tuple[set[tuple[str, str]], dict[tuple[str, str], bool], dict[s
             if n[0].startswith("sklearn."):
                 frozen[n] = frozen.get(n, True) and ok
         print(f"  {label:45s} {len(names):3d} globals  frozen_safe={ok}", file=sys.stderr)
-    if failures:
+    if failures and not tolerant:
         raise SystemExit("could not fit:\n  " + "\n  ".join(failures))
+    for failure in failures:
+        print(f"  skipped (this release cannot fit it) {failure}"[:200], file=sys.stderr)
     return seen, frozen, refused
 
 
@@ -1132,16 +1152,27 @@ def _resolve(module: str, name: str) -> Any:
         return _lookup(module, name)
 
 
-def build() -> dict[str, Any]:
+def build(tolerant: bool = False) -> dict[str, Any]:
     import joblib
     import scipy
     import sklearn
 
-    fitted, frozen, refused = collect()
+    fitted, frozen, refused = collect(tolerant)
     names = set(fitted) | estimator_classes()
     names |= set(NUMPY_EXTRAS) | set(BUILTINS_EXTRAS) | set(SCIPY_EXTRAS) | set(SKLEARN_EXTRAS)
     names |= {("numpy", n) for n in NUMPY_SCALARS + NUMPY_FUNCS}
+    # and the ufuncs under the name this numpy pickles them by (2.1: numpy._core._multiarray_umath)
+    names |= {g for n in NUMPY_FUNCS for g in scan_pickle(pickle.dumps(getattr(np, n), 5)).globals}
     names |= {tuple(n.rsplit(".", 1)) for n in SCIPY_SPARSE}  # type: ignore[misc]
+    # Cython's reconstructor of an allowed Cython class (it builds that class and sets its
+    # fields): which classes a release pickles through one varies (scikit-learn 1.5's loss
+    # classes, 1.9's multinomial loss only)
+    for module, name in sorted(names):
+        reconstructor = f"__pyx_unpickle_{name}"
+        if module.startswith("sklearn.") and not name.startswith("__pyx_unpickle_"):
+            with contextlib.suppress(ImportError):
+                if hasattr(importlib.import_module(module), reconstructor):
+                    names.add((module, reconstructor))
     by_class = {}
     for key, fn in OBJECT_VALIDATORS.items():
         with contextlib.suppress(Exception):
@@ -1188,18 +1219,29 @@ def build() -> dict[str, Any]:
     }
 
 
+def release_path() -> Path:
+    import sklearn
+
+    return OUT.with_name(f"allowlist-sklearn-{sklearn.__version__}-numpy-{np.__version__}.json")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the file is stale")
+    parser.add_argument(
+        "--release", action="store_true", help="write the file of this (older) release"
+    )
     args = parser.parse_args()
-    text = json.dumps(build(), indent=1) + "\n"
+    out = release_path() if args.release else OUT
+    text = json.dumps(build(tolerant=args.release), indent=1) + "\n"
     if args.check:
-        if OUT.read_text(encoding="utf-8") != text:
-            raise SystemExit(f"{OUT} is stale; run tools/make_allowlist.py")
+        if not out.exists() or out.read_text(encoding="utf-8") != text:
+            flag = " --release" if args.release else ""
+            raise SystemExit(f"{out} is stale; run tools/make_allowlist.py{flag}")
         return
-    OUT.write_text(text, encoding="utf-8")
+    out.write_text(text, encoding="utf-8")
     count = text.count('"module"')
-    print(f"wrote {OUT} ({count} entries)", file=sys.stderr)
+    print(f"wrote {out} ({count} entries)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -298,6 +298,11 @@ _GUARDS: dict[tuple[str, str], Any] = {
 """Allowed callables that are replaced, when loading, by versions that check arguments."""
 
 GUARDED = frozenset(_GUARDS)
+# Stand-ins a stream may also hold as values: numpy < 2 pickles a Generator as
+# __generator_ctor("PCG64", __bit_generator_ctor), handing the constructor over as an argument,
+# which the __generator_ctor stand-in accepts only when it is this stand-in (which builds only
+# numpy's own bit generators, by name or class).
+_HELD_GUARDS = frozenset({("numpy.random._pickle", "__bit_generator_ctor")})
 
 
 # --------------------------------------------------------------------------- hooks
@@ -314,7 +319,8 @@ def hooked_names() -> dict[tuple[str, str], int]:
     for key in STATE_VALIDATORS:
         modes[key] = modes.get(key, 0) | STATE
     for key in _GUARDS:  # loaded as stand-ins that check arguments: to be called, not held
-        modes[key] = modes.get(key, 0) | CALL_ONLY
+        if key not in _HELD_GUARDS:
+            modes[key] = modes.get(key, 0) | CALL_ONLY
     for (module, name), mode in list(modes.items()):
         old = _compat_pickle.REVERSE_NAME_MAPPING.get((module, name))
         if old is None and module in _compat_pickle.REVERSE_IMPORT_MAPPING:

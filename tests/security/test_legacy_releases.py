@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import amber
-from amber.errors import UntrustedTypeError
+from amber.errors import FormatError, UntrustedTypeError
 
 LEGACY = Path(__file__).parents[1] / "data" / "legacy"
 
@@ -50,17 +50,59 @@ def test_the_real_module_is_still_the_allowlists_decision(tmp_path: Path) -> Non
         amber.load(path)
 
 
-def test_a_name_the_installed_release_lacks_is_not_offered_for_trust() -> None:
+def test_a_name_the_installed_release_lacks_is_not_offered_for_trust(tmp_path: Path) -> None:
     """scikit-learn 1.5 rebuilt its loss classes with Cython reconstructors (also under the
-    misnamed '_loss') that later releases no longer have: trusting the name cannot help, and
-    the error says why instead."""
+    misnamed '_loss') that later releases no longer have: allowed (1.5's allowlist file), the
+    load says the installed release lacks them; a name on no allowlist that the release lacks
+    is not offered for trust, which cannot help."""
     path = LEGACY / "sklearn-1.5.2-poisson.pkl"
-    assert b"\x8c\x05_loss\x94\x8c\x20__pyx_unpickle_CyHalfPoissonLoss" in path.read_bytes()
+    data = path.read_bytes()
+    assert b"\x8c\x05_loss\x94\x8c\x20__pyx_unpickle_CyHalfPoissonLoss" in data
     with pytest.raises(ModuleNotFoundError, match="_loss"), open(path, "rb") as f:
         pickle.load(f)
-    with pytest.raises(UntrustedTypeError) as info:
+    with pytest.raises(FormatError, match=r"__pyx_unpickle_CyHalfPoissonLoss, which does not "):
         amber.load(path)
+    forged = tmp_path / "forged.pkl"
+    forged.write_bytes(data.replace(b"unpickle_CyHalfPoissonLoss", b"unpickle_CyHalfPoissonLosz"))
+    with pytest.raises(UntrustedTypeError) as info:
+        amber.load(forged)
     message = str(info.value)
-    assert message.count("__pyx_unpickle_CyHalfPoissonLoss") == 2  # listed, then explained
+    assert message.count("__pyx_unpickle_CyHalfPoissonLosz") == 2  # listed, then explained
     assert "does not exist in the installed scikit-learn" in message
     assert "trusting cannot help" in message and "trusted=" not in message
+
+
+# numpy 1.26.4's pickle of np.random.default_rng(0) after three draws: the generator constructor
+# is called with the bit generator's name and its constructor, held as a value
+_NUMPY_1_GENERATOR = bytes.fromhex(
+    "800595c5000000000000008c146e756d70792e72616e646f6d2e5f7069636b6c65948c105f5f67656e657261"
+    "746f725f63746f729493948c0550434736349468008c145f5f6269745f67656e657261746f725f63746f7294"
+    "9394869452947d94288c0d6269745f67656e657261746f72948c055043473634948c057374617465947d9428"
+    "680b8a104ef65f0e7dbbca5d8eb330783756230e8c03696e63948a10a9737844bc338158821af73adbda8d41"
+    "758c0a6861735f75696e743332944b008c0875696e7465676572944b0075622e"
+)
+
+
+def test_a_numpy_1_random_generator_loads() -> None:
+    """numpy 1.26 hands __bit_generator_ctor to __generator_ctor as an argument: the scanner
+    refused it as a value ('honest pickles only call it'), so every model holding a
+    Generator (MLP, gradient boosting, GaussianProcess) could not be saved or loaded there."""
+    from amber.security._policy import LoadPolicy
+    from amber.security._unpickler import safe_loads
+
+    rng = safe_loads(_NUMPY_1_GENERATOR, policy=LoadPolicy())
+    assert isinstance(rng, np.random.Generator)
+    np.testing.assert_allclose(rng.random(2), [0.01652764, 0.81327024], rtol=1e-6)  # as printed
+
+
+def test_the_held_bit_generator_constructor_builds_only_numpys_own() -> None:
+    """Held as a value, the constructor is Amber's stand-in: it builds bit generators by name
+    from numpy's own table and nothing else, and __generator_ctor takes no other."""
+    from amber.errors import FormatError
+    from amber.security._policy import LoadPolicy
+    from amber.security._unpickler import safe_loads
+
+    forged = _NUMPY_1_GENERATOR.replace(b"\x8c\x05PCG64\x94h\x00", b"\x8c\x05posix\x94h\x00")
+    assert forged != _NUMPY_1_GENERATOR
+    with pytest.raises(FormatError, match="unknown numpy bit generator 'posix'"):
+        safe_loads(forged, policy=LoadPolicy())

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Amber under older releases of numpy, scipy and scikit-learn than the development ones: for
+# each release set below, a side environment (.venv-compat/<set>) runs this checkout
+# (PYTHONPATH, with the C extensions `make venv` built) and checks that
+#   1. the committed allowlist file of that release is what tools/make_allowlist.py --release
+#      makes there (what its pickles name), and
+#   2. the scikit-learn round trips pass there: save, load, mmap, compression, probe, verify.
+# `make test` runs it; `make compat` alone. Add a release: a line below, then run
+# `PYTHONPATH=$PWD .venv-compat/<set>/bin/python tools/make_allowlist.py --release`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+COMMON="joblib==1.6.0 xxhash blake3 zstandard lz4 orjson zlib-ng pytest==9.2.0 hypothesis==6.170.15"
+SETS=(
+  "sklearn-1.4.2-numpy-1.26.4|numpy==1.26.4 scipy==1.12.0 scikit-learn==1.4.2 pandas==2.2.3 pyarrow==17.0.0"
+  "sklearn-1.5.2-numpy-1.26.4|numpy==1.26.4 scipy==1.13.1 scikit-learn==1.5.2 pandas==2.2.3 pyarrow==17.0.0"
+  "sklearn-1.6.1-numpy-2.1.3|numpy==2.1.3 scipy==1.15.3 scikit-learn==1.6.1 pandas==2.2.3 pyarrow==17.0.0"
+  "sklearn-1.7.2-numpy-2.2.6|numpy==2.2.6 scipy==1.15.3 scikit-learn==1.7.2 pandas==2.3.3 pyarrow==19.0.1"
+  "sklearn-1.8.0-numpy-2.3.5|numpy==2.3.5 scipy==1.16.3 scikit-learn==1.8.0 pandas==2.3.3 pyarrow==21.0.0"
+)
+
+setup() {  # $1: set name, $2: its packages
+  local venv=".venv-compat/$1" want="$2 $COMMON"
+  if [[ -f "$venv/.installed" && "$(cat "$venv/.installed")" == "$want" ]]; then
+    return
+  fi
+  rm -rf "$venv"
+  "$PY" -m venv "$venv"
+  # shellcheck disable=SC2086  # the package list is words
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check $want
+  echo "$want" > "$venv/.installed"
+}
+
+for entry in "${SETS[@]}"; do
+  name=${entry%%|*}
+  setup "$name" "${entry#*|}"
+done
+for entry in "${SETS[@]}"; do
+  name=${entry%%|*}
+  python=".venv-compat/$name/bin/python"
+  echo "== compat: $name"
+  PYTHONPATH="$PWD" "$python" tools/make_allowlist.py --release --check 2>/dev/null ||
+    { echo "amber/security/allowlist-$name.json is stale: PYTHONPATH=\$PWD $python tools/make_allowlist.py --release" >&2; exit 1; }
+  PYTHONPATH="$PWD" "$python" -m pytest -q -p no:cacheprovider -x tests/test_roundtrip_sklearn.py
+done
