@@ -18,6 +18,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import joblib
 import numpy as np
 import sklearn
 from sklearn.ensemble import HistGradientBoostingRegressor
@@ -43,6 +44,8 @@ def main() -> None:
         with open(OUT / f"sklearn-{release}-{name}.pkl", "wb") as f:
             pickle.dump(model, f, protocol=5)
         np.save(OUT / f"sklearn-{release}-{name}.predict.npy", model.predict(X[:10]))
+        if release == "1.6.1" and name == "hgb":  # the same model as joblib writes it
+            joblib.dump(model, OUT / f"sklearn-{release}-{name}.joblib")
 
 
 if __name__ == "__main__":

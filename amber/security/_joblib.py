@@ -26,7 +26,6 @@ array layout it must reproduce exactly, so the names listed by the scan are the 
 
 from __future__ import annotations
 
-import _compat_pickle
 import io
 import math
 import pickle
@@ -43,7 +42,7 @@ import numpy as np
 from amber.errors import FormatError, UntrustedTypeError
 from amber.security._allowlist import entries, is_allowed, never_reduced, reference_only
 from amber.security._policy import LoadPolicy, trust_name
-from amber.security._scanner import PickleScan
+from amber.security._scanner import PickleScan, effective_name
 from amber.security._unpickler import GUARDED, _SafeUnpickler
 from amber.security._validators import OBJECT_VALIDATORS, STATE_VALIDATORS, run_validator
 
@@ -502,11 +501,8 @@ class _Machine(pickle._Unpickler):
     # -- globals ------------------------------------------------------------------------
 
     def find_class(self, module: str, name: str) -> Any:
-        if self.proto < 3 and self.fix_imports:
-            if (module, name) in _compat_pickle.NAME_MAPPING:
-                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-            elif module in _compat_pickle.IMPORT_MAPPING:
-                module = _compat_pickle.IMPORT_MAPPING[module]
+        # as Amber's own unpickler reads names: Python 2's mapped, misnamed modules read as meant
+        module, name = effective_name(module, name, self.proto < 3 and self.fix_imports)
         self._shared.names.setdefault((module, name), None)
         if is_wrapper_name(module, name) and self._nested:
             raise FormatError(

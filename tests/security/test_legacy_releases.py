@@ -106,3 +106,15 @@ def test_the_held_bit_generator_constructor_builds_only_numpys_own() -> None:
     assert forged != _NUMPY_1_GENERATOR
     with pytest.raises(FormatError, match="unknown numpy bit generator 'posix'"):
         safe_loads(forged, policy=LoadPolicy())
+
+
+def test_a_scikit_learn_1_6_joblib_file_is_read_like_its_pickle() -> None:
+    """joblib's reader (Amber's own, for joblib files) mapped Python 2 names but not the
+    misnamed '_loss': the same model that loaded from its pickle was refused from joblib."""
+    path = LEGACY / "sklearn-1.6.1-hgb.joblib"
+    assert b"\x8c\x05_loss" in path.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's InconsistentVersionWarning
+        model = amber.load(path)
+    x = np.load(LEGACY / "X.npy")
+    assert np.allclose(model.predict(x), np.load(LEGACY / "sklearn-1.6.1-hgb.predict.npy"))
