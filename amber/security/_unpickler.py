@@ -302,7 +302,7 @@ GUARDED = frozenset(_GUARDS)
 # __generator_ctor("PCG64", __bit_generator_ctor), handing the constructor over as an argument,
 # which the __generator_ctor stand-in accepts only when it is this stand-in (which builds only
 # numpy's own bit generators, by name or class).
-_HELD_GUARDS = frozenset({("numpy.random._pickle", "__bit_generator_ctor")})
+HELD_GUARDS = frozenset({("numpy.random._pickle", "__bit_generator_ctor")})
 
 
 # --------------------------------------------------------------------------- hooks
@@ -319,7 +319,7 @@ def hooked_names() -> dict[tuple[str, str], int]:
     for key in STATE_VALIDATORS:
         modes[key] = modes.get(key, 0) | STATE
     for key in _GUARDS:  # loaded as stand-ins that check arguments: to be called, not held
-        if key not in _HELD_GUARDS:
+        if key not in HELD_GUARDS:
             modes[key] = modes.get(key, 0) | CALL_ONLY
     for (module, name), mode in list(modes.items()):
         old = _compat_pickle.REVERSE_NAME_MAPPING.get((module, name))

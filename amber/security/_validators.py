@@ -609,7 +609,10 @@ def validate_sparse(m: Any) -> None:
             _check_compressed(m, shape, what)
             m.check_format(full_check=True)
         elif fmt == "coo":
-            coords = m.coords
+            # what the installed scipy indexes with: coords from 1.13 (row and col are views of
+            # it), row and col before (a coords in the state would be ignored there)
+            stored_as_coords = isinstance(getattr(type(m), "row", None), property)
+            coords = m.coords if stored_as_coords else (m.row, m.col)
             if not isinstance(coords, tuple) or len(coords) != len(shape):
                 raise _refuse(what, "its coordinates do not match its shape")
             n = np.shape(m.data)

@@ -118,3 +118,13 @@ def test_a_scikit_learn_1_6_joblib_file_is_read_like_its_pickle() -> None:
         model = amber.load(path)
     x = np.load(LEGACY / "X.npy")
     assert np.allclose(model.predict(x), np.load(LEGACY / "sklearn-1.6.1-hgb.predict.npy"))
+
+
+def test_joblibs_reader_takes_the_numpy_1_random_generator_too() -> None:
+    """Amber's joblib reader keeps its own list of what may only be called: it refused the
+    numpy 1.x Generator as the unpickler did (found under numpy 1.26 with tools/compat.sh)."""
+    from amber.security._joblib import load_joblib
+    from amber.security._policy import LoadPolicy
+
+    rng, _ = load_joblib(_NUMPY_1_GENERATOR, policy=LoadPolicy(), source="a numpy 1 joblib")
+    assert isinstance(rng, np.random.Generator)
