@@ -91,7 +91,9 @@ def _absent_from_installed(names: Iterable[str]) -> list[str]:
     Only modules already imported, or that the allowlist names (which a load imports for
     allowed names anyway), are looked at: no module named only by a file is imported."""
     import importlib
+    import inspect
     import sys
+    import types
 
     from amber.security._allowlist import allowed_modules
 
@@ -110,9 +112,13 @@ def _absent_from_installed(names: Iterable[str]) -> list[str]:
             continue
         obj: object = found
         for part in attr.split("."):
-            obj = getattr(obj, part, _MISSING)
+            # a static lookup: numpy, scipy and scikit-learn import submodules in a module
+            # __getattr__, which a plain getattr would run for a name the file chose
+            owner, obj = obj, inspect.getattr_static(obj, part, _MISSING)
             if obj is _MISSING:
-                absent.append(dotted)
+                lazy = isinstance(owner, types.ModuleType) and "__getattr__" in vars(owner)
+                if not lazy:  # else it may be there, made on first use: not known absent
+                    absent.append(dotted)
                 break
     return absent
 

@@ -128,3 +128,26 @@ def test_joblibs_reader_takes_the_numpy_1_random_generator_too() -> None:
 
     rng, _ = load_joblib(_NUMPY_1_GENERATOR, policy=LoadPolicy(), source="a numpy 1 joblib")
     assert isinstance(rng, np.random.Generator)
+
+
+def test_explaining_a_refused_name_imports_nothing_it_names() -> None:
+    """Looking up whether the installed release has a refused name must not run the lazy
+    imports of a package's module __getattr__ (scipy.odr, loaded on first attribute access)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, scipy\n"
+        "from amber.errors import UntrustedTypeError\n"
+        "from amber.security._policy import LoadPolicy\n"
+        "from amber.security._unpickler import safe_loads\n"
+        "assert 'scipy.odr' not in sys.modules\n"
+        "try:\n"
+        "    safe_loads(b'\\x80\\x04\\x8c\\x05scipy\\x8c\\x03odr\\x93.', policy=LoadPolicy())\n"
+        "except UntrustedTypeError as exc:\n"
+        "    print('scipy.odr' in sys.modules, 'trusted=' in str(exc))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert out.split() == ["False", "True"]
