@@ -308,6 +308,17 @@ def test_a_pipe_longer_than_the_limit_is_an_input_error(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def _process_state(pid: int) -> str:
+    """The kernel's view of a stuck process: its state, where it waits, its signal masks."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError as exc:
+        return f"(no /proc: {exc})"
+    keep = ("State", "SigBlk", "SigIgn", "SigCgt", "SigPnd", "ShdPnd", "Threads")
+    return f"wchan={wchan} " + " ".join(line for line in status if line.startswith(keep))
+
+
 def _wait_for_reader(fifo: Path, proc: subprocess.Popen[bytes]) -> int:
     """The write end of ``fifo``, once ``proc`` has opened it to read."""
     deadline = time.monotonic() + 30
@@ -339,7 +350,13 @@ def test_sigterm_removes_the_temporary_files(tmp_path: Path, command: str) -> No
         made = [*tmp.rglob("*"), *tmp_path.glob(".out.amber.*")]
         assert len(made) == (1 if command == "convert" else 2), made
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # say where it was stuck (seen once in a CI run)
+            state = _process_state(proc.pid)
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"{command} did not end on SIGTERM: {state}; stderr: {err[-2000:]!r}")
     finally:
         os.close(fd)
     assert proc.returncode == -signal.SIGTERM, err
