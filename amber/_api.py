@@ -464,7 +464,7 @@ def _load_path(
             report = _probe.check(
                 model, manifest["probe"], reader, exact=not changes, methods=methods
             )
-            _judge(path, report, changes, parity, quiet=not versions)
+            _judge(path, report, changes, parity)
         elif versions:
             warnings.warn(
                 f"{str(path)!r} was saved in another environment ({'; '.join(versions)}) and "
@@ -512,17 +512,12 @@ def _savedmodel_dir(path: Path, policy: LoadPolicy) -> Any:
     return tf_handler.load_dir(path, policy=policy)
 
 
-def _judge(
-    path: Path,
-    report: _probe.ProbeReport,
-    changes: list[str],
-    parity: ParityMode,
-    *,
-    quiet: bool = False,
-) -> None:
-    """Raise or warn as ``report`` and ``parity`` say; ``quiet``: no warning for a match."""
+def _judge(path: Path, report: _probe.ProbeReport, changes: list[str], parity: ParityMode) -> None:
+    """Raise or warn as ``report`` and ``parity`` say; a match on another processor alone (the
+    same packages) is no news."""
+    versions = _env.software(changes)
     if report.ok:
-        if changes and not quiet:
+        if versions:
             warnings.warn(
                 f"{str(path)!r} was saved in another environment ({'; '.join(changes)}); the "
                 f"probe was re-run and still matched ({', '.join(report.matched)} "
@@ -540,7 +535,7 @@ def _judge(
         )
     remedy = (
         "Install the saving environment's versions"
-        if _env.software(changes)
+        if versions
         else "On this processor the model computes differently beyond the precision of its "
         "floats (an ill-conditioned model amplifies rounding); check it here"
     )

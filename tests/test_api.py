@@ -55,21 +55,29 @@ def shift_probe_output(name: str, data: bytes) -> bytes:
     return data[:-8] + (np.frombuffer(data[-8:], np.float64) + 1e-3).tobytes()
 
 
-@pytest.fixture()
-def saved_elsewhere(tmp_path: Path, svc: SVC, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An artifact whose manifest says it was saved with another scikit-learn version."""
+def _saved_in(
+    env_change: Callable[[dict[str, Any]], dict[str, Any]],
+    path: Path,
+    svc: SVC,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    """``svc`` saved at ``path`` with a manifest whose environment ``env_change`` rewrote."""
     real = _env.capture
-
-    def older(modules: Any, extra: Any = ()) -> dict[str, Any]:
-        env = real(modules, extra)
-        env["packages"] = {**env["packages"], "scikit-learn": "0.0.1"}
-        return env
-
-    monkeypatch.setattr(_env, "capture", older)
-    path = tmp_path / "elsewhere.amber"
+    monkeypatch.setattr(_env, "capture", lambda m, extra=(): env_change(real(m, extra)))
     amber.save(svc, path, sample=X[:16])
     monkeypatch.setattr(_env, "capture", real)
     return path
+
+
+@pytest.fixture()
+def saved_elsewhere(tmp_path: Path, svc: SVC, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An artifact whose manifest says it was saved with another scikit-learn version."""
+    return _saved_in(
+        lambda env: {**env, "packages": {**env["packages"], "scikit-learn": "0.0.1"}},
+        tmp_path / "elsewhere.amber",
+        svc,
+        monkeypatch,
+    )
 
 
 # -- the probe --------------------------------------------------------------------------------
@@ -111,16 +119,12 @@ def test_other_environment_probe_mismatch_raises_unless_relaxed(saved_elsewhere:
 @pytest.fixture()
 def saved_on_another_processor(tmp_path: Path, svc: SVC, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An artifact whose manifest says it was saved on another processor, same packages."""
-    real = _env.capture
-
-    def other_cpu(modules: Any, extra: Any = ()) -> dict[str, Any]:
-        return {**real(modules, extra), "cpu": "SomeVendor AVX2"}
-
-    monkeypatch.setattr(_env, "capture", other_cpu)
-    path = tmp_path / "other-cpu.amber"
-    amber.save(svc, path, sample=X[:16])
-    monkeypatch.setattr(_env, "capture", real)
-    return path
+    return _saved_in(
+        lambda env: {**env, "cpu": "SomeVendor AVX2"},
+        tmp_path / "other-cpu.amber",
+        svc,
+        monkeypatch,
+    )
 
 
 def test_another_processor_alone_reruns_the_probe_quietly(

@@ -43,7 +43,7 @@ from amber.errors import FormatError, UntrustedTypeError
 from amber.security._allowlist import entries, is_allowed, never_reduced, reference_only
 from amber.security._policy import LoadPolicy, trust_name
 from amber.security._scanner import PickleScan, effective_name
-from amber.security._unpickler import GUARDED, HELD_GUARDS, _SafeUnpickler
+from amber.security._unpickler import CALL_ONLY_GUARDS, _SafeUnpickler
 from amber.security._validators import OBJECT_VALIDATORS, STATE_VALIDATORS, run_validator
 
 __all__ = ["JoblibScan", "is_wrapper_name", "load_joblib", "scan_joblib"]
@@ -254,7 +254,7 @@ class _Obj:
 
 def _refuse_stand_ins(root: Any) -> None:
     """Refuse a scanned value that holds, other than as something called, a global the load
-    replaces by a stand-in: a guarded callable (``_unpickler.GUARDED``, which checks its
+    replaces by a stand-in: a guarded callable (``_unpickler.CALL_ONLY_GUARDS``, which checks its
     arguments) or joblib's array wrapper (no behaviour at all). Honest pickles only call them;
     as a value, the stand-in would be in the model where pickle puts the global itself."""
     seen: set[int] = set()
@@ -265,9 +265,7 @@ def _refuse_stand_ins(root: Any) -> None:
             continue
         seen.add(id(value))
         if isinstance(value, _Ref):
-            if (value.key in GUARDED and value.key not in HELD_GUARDS) or is_wrapper_name(
-                *value.key
-            ):
+            if value.key in CALL_ONLY_GUARDS or is_wrapper_name(*value.key):
                 raise FormatError(
                     f"the stream holds {value.module}.{value.name} as a value; honest pickles "
                     f"only call it, so the file is damaged or crafted"

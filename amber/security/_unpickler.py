@@ -303,6 +303,8 @@ GUARDED = frozenset(_GUARDS)
 # which the __generator_ctor stand-in accepts only when it is this stand-in (which builds only
 # numpy's own bit generators, by name or class).
 HELD_GUARDS = frozenset({("numpy.random._pickle", "__bit_generator_ctor")})
+# the stand-ins a stream may only call
+CALL_ONLY_GUARDS = GUARDED - HELD_GUARDS
 
 
 # --------------------------------------------------------------------------- hooks
@@ -318,9 +320,8 @@ def hooked_names() -> dict[tuple[str, str], int]:
     modes.update((k, OBJECT) for k, e in entries().items() if e.validator)
     for key in STATE_VALIDATORS:
         modes[key] = modes.get(key, 0) | STATE
-    for key in _GUARDS:  # loaded as stand-ins that check arguments: to be called, not held
-        if key not in HELD_GUARDS:
-            modes[key] = modes.get(key, 0) | CALL_ONLY
+    for key in CALL_ONLY_GUARDS:  # loaded as stand-ins that check arguments: called, not held
+        modes[key] = modes.get(key, 0) | CALL_ONLY
     for (module, name), mode in list(modes.items()):
         old = _compat_pickle.REVERSE_NAME_MAPPING.get((module, name))
         if old is None and module in _compat_pickle.REVERSE_IMPORT_MAPPING:
