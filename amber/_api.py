@@ -193,10 +193,13 @@ def _json_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got a {type(metadata).__name__}")
+    too_deep = TypeError(
+        f"metadata nests deeper than the {_manifest.MAX_NESTING} levels a reader accepts"
+    )
     try:
         plain = dict(json.loads(json.dumps(metadata, allow_nan=False)))
-    except RecursionError:
-        raise TypeError("metadata is nested too deeply to store as JSON") from None
+    except RecursionError:  # Python 3.11's json gives up long before 3.13's does
+        raise too_deep from None
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"metadata must hold only JSON values (str, numbers, bools, None, lists, dicts) "
@@ -206,9 +209,7 @@ def _json_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     if problem:
         raise TypeError(f"metadata cannot be stored exactly: {problem}")
     if _manifest.nesting_left(plain) < 0:
-        raise TypeError(
-            f"metadata nests deeper than the {_manifest.MAX_NESTING} levels a reader accepts"
-        )
+        raise too_deep
     return plain
 
 

@@ -571,7 +571,8 @@ def test_metadata_that_json_would_change_is_refused(tmp_path: Path, svc: SVC) ->
     deep: dict[str, Any] = {}
     for _ in range(5000):
         deep = {"d": deep}
-    with pytest.raises(TypeError, match="nested too deeply"):
+    # the same error on every Python (3.11's json gives up on recursion long before 3.13's)
+    with pytest.raises(TypeError, match="deeper than the 200 levels a reader accepts"):
         amber.save(svc, tmp_path / "n.amber", metadata=deep)
     with pytest.raises(TypeError, match="deeper than the 200 levels a reader accepts"):
         amber.save(svc, tmp_path / "n.amber", metadata=_nested(201))
@@ -601,6 +602,30 @@ def test_a_named_handler_must_fit_the_model(tmp_path: Path, svc: SVC) -> None:
         amber.save(svc, tmp_path / "m.amber", handler="xgboost")
     amber.save(svc, tmp_path / "m.amber", handler="sklearn")
     assert not [p for p in tmp_path.iterdir() if p.name != "m.amber"]
+
+
+def test_naming_an_uninstalled_handler_for_another_frameworks_model_says_it_cannot_save_it(
+    tmp_path: Path, svc: SVC, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installing xgboost would not let its handler save an SVC: the error says so, not
+    "install xgboost"; for a model of its own framework the install hint stays."""
+    import sys
+
+    from amber import handlers
+    from amber.errors import HandlerNotAvailable
+
+    monkeypatch.setitem(sys.modules, "xgboost", None)  # import xgboost raises ImportError
+    monkeypatch.setitem(sys.modules, "amber.handlers.xgboost", None)
+    monkeypatch.delitem(handlers._LOADED, "xgboost", raising=False)
+    with pytest.raises(TypeError, match=r"the 'xgboost' handler cannot save a sklearn\.svm"):
+        amber.save(svc, tmp_path / "m.amber", handler="xgboost")
+
+    class Booster:  # stands for a model of xgboost's own
+        __module__ = "xgboost.core"
+
+    with pytest.raises(HandlerNotAvailable, match=r"install it with: pip install"):
+        handlers.handler_for(Booster(), "xgboost")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(

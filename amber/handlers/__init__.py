@@ -113,12 +113,19 @@ def handler_for(obj: Any, name: str | None = None, *, format: str | None = None)
                 f"handler={name!r} is not a handler this Amber knows (known: "
                 f"{', '.join(sorted(_KNOWN))}); leave handler= out to choose by the model's type"
             )
-        handler = get_handler(name)
+        cannot = TypeError(
+            f"the {name!r} handler cannot save a {type(obj).__module__}."
+            f"{type(obj).__qualname__}; leave handler= out to choose by the model's type"
+        )
+        try:
+            handler = get_handler(name)
+        except HandlerNotAvailable:
+            # a model of another framework: installing this one would not help
+            if _roots(type(obj)).isdisjoint(_KNOWN[name][2]):
+                raise cannot from None
+            raise
         if not handler.matches(obj):
-            raise TypeError(
-                f"the {name!r} handler cannot save a {type(obj).__module__}."
-                f"{type(obj).__qualname__}; leave handler= out to choose by the model's type"
-            )
+            raise cannot
         return handler
     roots = _roots(type(obj))
     if isinstance(obj, dict) and obj and all(type(k) is str for k in obj):

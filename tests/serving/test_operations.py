@@ -384,12 +384,12 @@ def test_the_heap_is_frozen_after_loading_and_collected_after_a_swap() -> None:
         def __init__(self) -> None:
             self.me = self
 
-    assert gc.get_freeze_count() == 0
+    before = gc.get_freeze_count()  # 0, but Python 3.12 starts with a few hundred there
     old = Cyclic()
     gone = weakref.ref(old)
     try:
         _heap.loaded_first()
-        assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() > before
         _heap.after_swap()  # a new version serves; the old one is retired
         assert gc.get_freeze_count() == 0
         del old
