@@ -43,4 +43,4 @@ bench: venv
 	$(BIN)/python benchmarks/persist.py
 
 clean:
-	rm -rf $(VENV) .venv-compat build *.egg-info amber/security/*.so amber/artifact/*.so
+	rm -rf $(VENV) .venv-compat build *.egg-info amber/security/*.so amber/artifact/*.so amber/handlers/*.so

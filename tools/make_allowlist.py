@@ -26,6 +26,11 @@ environment that has them and this checkout on ``PYTHONPATH``): it writes
 that release's models name, skipping the models it cannot fit (estimators or parameters it
 does not have yet). The allowlist Amber loads is the union of every file. The releases kept
 are the ones ``tools/compat.sh`` installs.
+
+``--covered`` is for newer releases and other Pythons (numpy 2.5 under Python 3.13): it fails,
+naming them, if this release's models name a global the committed files do not admit as
+carefully as this release needs (read-only buffers, validator); then write its file with
+``--release``. It writes nothing.
 """
 
 from __future__ import annotations
@@ -1225,13 +1230,49 @@ def release_path() -> Path:
     return OUT.with_name(f"allowlist-sklearn-{sklearn.__version__}-numpy-{np.__version__}.json")
 
 
+def uncovered(built: dict[str, Any]) -> list[str]:
+    """The entries of ``built`` that the committed allowlist files, together, lack or admit
+    less carefully (read-only buffers where this release did not show them safe, no
+    validator where it names one)."""
+    from amber.security._allowlist import entries
+
+    union = entries()
+    out = []
+    for e in built["entries"]:
+        have = union.get((e["module"], e["name"]))
+        if have is None:
+            out.append(f"{e['module']}.{e['name']}: not listed")
+        elif have.frozen_safe and not e["frozen_safe"]:
+            out.append(f"{e['module']}.{e['name']}: listed as safe on read-only buffers")
+        elif e.get("validator") and have.validator != e["validator"]:
+            out.append(f"{e['module']}.{e['name']}: listed without validator {e['validator']}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the file is stale")
     parser.add_argument(
         "--release", action="store_true", help="write the file of this (older) release"
     )
+    parser.add_argument(
+        "--covered",
+        action="store_true",
+        help="fail if the committed files do not admit what this release's models name",
+    )
     args = parser.parse_args()
+    if args.covered:
+        import sklearn
+
+        missing = uncovered(build(tolerant=True))
+        if missing:
+            raise SystemExit(
+                f"the committed allowlists do not cover scikit-learn {sklearn.__version__} "
+                f"with numpy {np.__version__}:\n  " + "\n  ".join(missing) + "\nwrite its "
+                "file: PYTHONPATH=$PWD python tools/make_allowlist.py --release"
+            )
+        print("the committed allowlists cover this release", file=sys.stderr)
+        return
     out = release_path() if args.release else OUT
     text = json.dumps(build(tolerant=args.release), indent=1) + "\n"
     if args.check:
