@@ -293,8 +293,9 @@ def save(
         advice += [runners_note(runners)] if runners else []
         if any(n.startswith("scipy.stats.") for n in saved.untrusted):
             advice.append(
-                "the scipy.stats distributions are a randomized search's param_distributions: "
-                "save search.best_estimator_ to store the fitted model alone"
+                "these scipy.stats distributions (not scipy.stats' own frozen with plain "
+                "numbers, which Amber stores as data) are a randomized search's "
+                "param_distributions: save search.best_estimator_ to store the fitted model alone"
             )
         if any(n.startswith("__main__") for n in saved.untrusted):
             advice.append(

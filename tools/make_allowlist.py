@@ -468,6 +468,14 @@ SKLEARN_EXTRAS = [
     ("sklearn.feature_selection._mutual_info", "mutual_info_regression"),
 ]
 
+# Amber's own reconstructors, which check their arguments themselves (the development list
+# only: they do not vary with the releases of numpy, scipy and scikit-learn)
+AMBER_EXTRAS = [
+    # scipy.stats' own distributions, frozen with plain numbers: a randomized search's
+    # param_distributions, written as data instead of scipy's exec'd source
+    ("amber.handlers.scipy_stats", "frozen"),
+]
+
 
 # ---------------------------------------------------------------------------- fitted models
 def _data() -> dict[str, Any]:
@@ -1166,6 +1174,8 @@ def build(tolerant: bool = False) -> dict[str, Any]:
     names = set(fitted) | estimator_classes()
     names |= set(NUMPY_EXTRAS) | set(BUILTINS_EXTRAS) | set(SCIPY_EXTRAS) | set(SKLEARN_EXTRAS)
     names |= {("numpy", n) for n in NUMPY_SCALARS + NUMPY_FUNCS}
+    if not tolerant:
+        names |= set(AMBER_EXTRAS)
     # and the ufuncs under the name this numpy pickles them by (2.1: numpy._core._multiarray_umath)
     names |= {g for n in NUMPY_FUNCS for g in scan_pickle(pickle.dumps(getattr(np, n), 5)).globals}
     names |= {tuple(n.rsplit(".", 1)) for n in SCIPY_SPARSE}  # type: ignore[misc]

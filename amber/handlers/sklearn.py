@@ -9,13 +9,16 @@ the allowlist unpickler: no code from the file runs.
 
 from __future__ import annotations
 
+import copyreg
+import io
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import ArtifactWriter
 from amber.errors import FormatError
+from amber.handlers import scipy_stats
 from amber.handlers._base import SavedPayload
 from amber.security._allowlist import is_allowed
 from amber.security._policy import LoadPolicy, trust_name
@@ -87,6 +90,18 @@ def _holds_strided_array(obj: Any) -> bool:
     return bool(stack)  # past the limit: round-trip to be sure
 
 
+def _dumps(obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], bool]) -> bytes:
+    """Protocol 5, with scipy.stats' frozen distributions written as data (``scipy_stats``)."""
+    reducers = scipy_stats.dispatch_table()
+    if not reducers:
+        return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol=5, buffer_callback=buffer_callback)
+    pickler.dispatch_table = {**copyreg.dispatch_table, **reducers}
+    pickler.dump(obj)
+    return out.getvalue()
+
+
 class SklearnHandler:
     name = "sklearn"
     module_roots: tuple[str, ...] = ()
@@ -104,7 +119,7 @@ class SklearnHandler:
             return False
 
         try:
-            stream = pickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
+            stream = _dumps(obj, out_of_band)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise TypeError(
                 f"cannot save a {type(obj).__module__}.{type(obj).__qualname__}: it cannot be "

@@ -108,6 +108,7 @@ def is_allowed(module: str, name: str, policy: LoadPolicy) -> bool:
 _CALLED_BY_PICKLES = frozenset(
     {
         ("_codecs", "encode"),
+        ("amber.handlers.scipy_stats", "frozen"),
         ("copyreg", "__newobj__"),
         ("copyreg", "__newobj_ex__"),
         ("copyreg", "_reconstructor"),

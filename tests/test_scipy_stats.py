@@ -1,0 +1,163 @@
+"""A randomized search's scipy.stats distributions: stored as data, loaded without running code."""
+
+from __future__ import annotations
+
+import copyreg
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import RandomizedSearchCV
+
+import amber
+from amber.errors import FormatError, UntrustedTypeError
+from amber.handlers.scipy_stats import frozen
+from amber.security._policy import LoadPolicy
+from amber.security._unpickler import safe_loads
+
+X, Y = load_iris(return_X_y=True)
+
+
+class Forged:
+    """Pickles as the call it is given (a hand-written stream)."""
+
+    def __init__(self, *reduce_value: Any) -> None:
+        self.reduce_value = reduce_value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.reduce_value
+
+
+def _distributions() -> dict[str, Any]:
+    own = stats.expon(scale=0.5)
+    own.random_state = np.random.RandomState(7)  # a distribution with a generator of its own
+    return {
+        "C": stats.loguniform(1e-3, 1e3),
+        "tol": stats.uniform(1e-5, np.float64(1e-3)),
+        "max_iter": stats.randint(100, 300),
+        "intercept_scaling": own,
+    }
+
+
+def _search() -> RandomizedSearchCV:
+    return RandomizedSearchCV(
+        LogisticRegression(), _distributions(), n_iter=3, cv=3, random_state=0
+    ).fit(X, Y)
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_a_randomized_search_loads_safely_with_the_same_distributions(
+    tmp_path: Path, mmap: bool
+) -> None:
+    search = _search()
+    path = tmp_path / "search.amber"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to trust: no warning at save
+        amber.save(search, path, sample=X[:10])
+    names = amber.inspect(path).globals
+    assert "amber.handlers.scipy_stats.frozen" in names
+    assert not [n for n in names if n.startswith("scipy.stats")], names
+    loaded = amber.load(path, mmap=mmap)
+    assert np.array_equal(loaded.predict(X), search.predict(X))
+    assert loaded.best_params_ == search.best_params_
+    for key, dist in search.param_distributions.items():
+        again = loaded.param_distributions[key]
+        assert type(again) is type(dist) and again.dist.name == dist.dist.name
+        assert again.args == dist.args and again.kwds == dist.kwds
+        assert np.array_equal(again.rvs(8, random_state=3), dist.rvs(8, random_state=3))
+    # the distribution's own generator comes back in its state; the others use numpy's global one
+    own = loaded.param_distributions["intercept_scaling"]
+    assert np.array_equal(own.rvs(5), stats.expon(scale=0.5).rvs(5, random_state=7))
+    assert loaded.param_distributions["C"].random_state is np.random.mtrand._rand
+    amber.verify(path)
+
+
+def test_a_discrete_search_space_on_a_forest_loads_safely(tmp_path: Path) -> None:
+    space = {"max_depth": stats.randint(2, 6), "min_samples_leaf": [1, 2]}
+    search = RandomizedSearchCV(
+        RandomForestClassifier(n_estimators=5, random_state=0), space, n_iter=3, cv=3,
+        random_state=0,
+    ).fit(X, Y)  # fmt: skip
+    amber.save(search, tmp_path / "rf.amber", sample=X[:10])
+    loaded = amber.load(tmp_path / "rf.amber")
+    assert np.array_equal(loaded.predict_proba(X), search.predict_proba(X))
+    assert loaded.param_distributions["max_depth"].args == (2, 6)
+
+
+class _Mine(stats.rv_continuous):
+    """A distribution of the user's own: its pickle is scipy's, refused as before."""
+
+    def _pdf(self, x: Any) -> Any:
+        return np.exp(-x)
+
+
+def test_other_distributions_are_pickled_as_before_and_refused(tmp_path: Path) -> None:
+    histogram = stats.rv_histogram(np.histogram(np.arange(10.0), bins=3))
+    arrays = stats.uniform(loc=np.array([0.0, 1.0]))  # array arguments
+    for dist in (_Mine(a=0, name="mine")(), histogram, arrays):
+        path = tmp_path / "m.amber"
+        with pytest.warns(UserWarning, match="scipy.stats' own frozen with plain numbers"):
+            amber.save({"space": dist}, path)
+        with pytest.raises(UntrustedTypeError):
+            amber.load(path)
+
+
+def _load(obj: Any) -> Any:
+    return safe_loads(pickle.dumps(obj, protocol=5), policy=LoadPolicy())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("rv_continuous", (), {}, None), "not one of scipy.stats' own"),
+        (("__builtins__", (), {}, None), "not one of scipy.stats' own"),
+        (("stats", (), {}, None), "not one of scipy.stats' own"),
+        ((3, (), {}, None), "not one of scipy.stats' own"),
+        (("norm", ("0",), {}, None), "not plain numbers"),
+        (("norm", ([0.0],), {}, None), "not plain numbers"),
+        (("norm", (), {"loc": "x"}, None), "not plain numbers"),
+        (("norm", (), {1: 0.0}, None), "not plain numbers"),
+        (("randint", (0, 2**70), {}, None), "not plain numbers"),
+        (("norm", (0.0,) * 40, {}, None), "not plain numbers"),
+        (("norm", [0.0], {}, None), "not plain numbers"),
+        (("norm", (), {}, "seed"), "not a numpy RandomState or Generator"),
+        (("norm", (1.0, 2.0, 3.0), {}, None), "cannot be frozen with the file's arguments"),
+        (("norm", (), {"shape": 1.0}, None), "cannot be frozen with the file's arguments"),
+    ],
+)
+def test_a_hand_written_call_is_checked_before_scipy_sees_it(
+    args: tuple[Any, ...], message: str
+) -> None:
+    with pytest.raises(FormatError, match=message):
+        _load(Forged(frozen, args))
+
+
+def test_scipys_own_pickle_of_a_distribution_still_runs_nothing(tmp_path: Path) -> None:
+    """scipy's __setstate__ exec's the template in its state: a file that sets it is refused
+    before anything runs, trusted names or not for the frozen wrapper alone."""
+    marker = tmp_path / "pwned"
+    dist = stats.uniform(0, 1)
+    state = dist.dist.__getstate__()
+    state["_parse_arg_template"] = (
+        f"import pathlib; pathlib.Path({str(marker)!r}).touch()\n"
+        "def _parse_args(self, loc=0, scale=1): return (), loc, scale\n"
+        "def _parse_args_stats(self, loc=0, scale=1, moments='mv'):\n"
+        "    return (), loc, scale, moments\n"
+        "def _parse_args_rvs(self, loc=0, scale=1, size=None): return (), loc, scale, size\n"
+    )
+    hostile = Forged(copyreg._reconstructor, (type(dist.dist), object, None), state)
+    data = pickle.dumps(hostile, protocol=5)
+    pickle.loads(data)  # plain pickle runs the file's code
+    assert marker.exists()
+    marker.unlink()
+    (tmp_path / "h.pkl").write_bytes(data)
+    with pytest.raises(UntrustedTypeError):
+        amber.load(tmp_path / "h.pkl")
+    assert not marker.exists()
