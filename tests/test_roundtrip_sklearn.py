@@ -170,6 +170,66 @@ def _frame_with_category_dtype(d: Any) -> Any:
     return type(d)(convert(d.X_train), convert(d.X_test), d.y_train, d.y_test)
 
 
+def _frame_with_pd_na(d: Any) -> Any:
+    """``plan`` as pandas' nullable string dtype, every fifth value missing (``pd.NA``)."""
+
+    def convert(frame: Any) -> Any:
+        frame = frame.copy()
+        plan = frame["plan"].astype("string[python]")
+        plan[::5] = pd.NA
+        frame["plan"] = plan
+        return frame
+
+    return type(d)(convert(d.X_train), convert(d.X_test), d.y_train, d.y_test)
+
+
+def _selected_by_dtype() -> Any:
+    """Columns chosen by dtype, as scikit-learn's examples write it (numpy.number)."""
+    from sklearn.compose import make_column_selector, make_column_transformer
+
+    return pipeline.make_pipeline(
+        make_column_transformer(
+            (
+                pipeline.make_pipeline(impute.SimpleImputer(), preprocessing.StandardScaler()),
+                make_column_selector(dtype_include=np.number),
+            ),
+            (
+                preprocessing.OneHotEncoder(handle_unknown="ignore"),
+                make_column_selector(dtype_exclude=np.number),
+            ),
+        ),
+        _lr(),
+    )
+
+
+def _imputed_pd_na() -> Any:
+    from sklearn.compose import make_column_transformer
+
+    return pipeline.make_pipeline(
+        make_column_transformer(
+            (
+                pipeline.make_pipeline(
+                    impute.SimpleImputer(missing_values=pd.NA, strategy="most_frequent"),
+                    preprocessing.OneHotEncoder(handle_unknown="ignore"),
+                ),
+                ["plan"],
+            ),
+            (impute.SimpleImputer(), ["age", "income"]),
+        ),
+        _lr(),
+    )
+
+
+def _scored_search(scoring: Any) -> Any:
+    return model_selection.GridSearchCV(_lr(), {"C": [0.1, 1.0]}, cv=3, scoring=scoring)
+
+
+def _fbeta2() -> Any:
+    from sklearn.metrics import fbeta_score, make_scorer
+
+    return make_scorer(fbeta_score, beta=2, average="macro")
+
+
 def _first_column(d: Any) -> Any:
     return type(d)(d.X_train[:, 0].copy(), d.X_test[:, 0].copy(), d.y_train, d.y_test)
 
@@ -551,6 +611,17 @@ CLUSTERERS = [
 
 fe_text = feature_extraction.text
 TEXT = [
+    # str's methods as tokenizer and preprocessor: pickled as getattr(str, "split")
+    C(
+        "CountVectorizer-tokenizer-str.split-preprocessor-str.lower",
+        lambda: pipeline.make_pipeline(
+            fe_text.CountVectorizer(
+                tokenizer=str.split, preprocessor=str.lower, token_pattern=None
+            ),
+            _lr(),
+        ),
+        data="text_data",
+    ),
     C(
         "CountVectorizer+LogisticRegression",
         lambda: pipeline.make_pipeline(fe_text.CountVectorizer(), _lr()),
@@ -622,6 +693,16 @@ FRAMES = [
     ),
 ]
 
+FRAMES += [
+    C("ColumnTransformer-make_column_selector-np.number", _selected_by_dtype, data="frame_data"),
+    C(
+        "SimpleImputer-pd.NA",
+        _imputed_pd_na,
+        data="frame_data",
+        prepare=_frame_with_pd_na,
+    ),
+]
+
 COMPOSITES = [
     C(
         "Pipeline-scaler-pca-logreg",
@@ -671,6 +752,21 @@ COMPOSITES = [
         lambda: model_selection.GridSearchCV(
             _lr(), {"C": [0.1, 1.0]}, scoring=["accuracy", "f1_macro"], refit="f1_macro", cv=3
         ),
+    ),
+    # a scorer made of any public metric, or any scoring name of the release
+    C("GridSearchCV-make_scorer-fbeta", lambda: _scored_search(_fbeta2())),
+    C("GridSearchCV-scoring-matthews_corrcoef", lambda: _scored_search("matthews_corrcoef")),
+    C(
+        "GridSearchCV-scoring-average_precision",
+        lambda: _scored_search("average_precision"),
+        data="binary_data",
+    ),
+    C(
+        "GridSearchCV-regression-scoring-median_absolute_error",
+        lambda: model_selection.GridSearchCV(
+            linear_model.Ridge(), {"alpha": [0.1]}, scoring="neg_median_absolute_error", cv=3
+        ),
+        data="regression_data",
     ),
     C(
         "GridSearchCV-regression-scoring",
@@ -750,6 +846,13 @@ def _assert_same_value(expected: Any, got: Any, where: str) -> None:
         assert_array_equal(got, expected, err_msg=where, strict=True)
     elif isinstance(expected, float) and math.isnan(expected):
         assert isinstance(got, float) and math.isnan(got), where
+    elif expected is pd.NA:
+        assert got is pd.NA, f"{where}: {got!r} is not pd.NA"
+    elif type(expected).__eq__ is object.__eq__ and hasattr(expected, "__dict__"):
+        # a parameter object without equality of its own (make_column_selector, a scorer):
+        # the same type and the same attributes
+        assert type(got) is type(expected), f"{where}: {type(got)} != {type(expected)}"
+        _assert_same_value(vars(expected), vars(got), f"{where}.__dict__")
     else:
         assert type(got) is type(expected) and got == expected, f"{where}: {got!r} != {expected!r}"
 

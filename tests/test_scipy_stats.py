@@ -123,6 +123,7 @@ def _load(obj: Any) -> Any:
         (("norm", ("0",), {}, None), "not plain numbers"),
         (("norm", ([0.0],), {}, None), "not plain numbers"),
         (("norm", (), {"loc": "x"}, None), "not plain numbers"),
+        (("norm", (np.timedelta64(1, "s"),), {}, None), "not plain numbers"),
         (("norm", (), {1: 0.0}, None), "not plain numbers"),
         (("randint", (0, 2**70), {}, None), "not plain numbers"),
         (("norm", (0.0,) * 40, {}, None), "not plain numbers"),

@@ -250,9 +250,11 @@ _PYX_RECONSTRUCTOR = re.compile(r"__pyx_unpickle_[A-Za-z][A-Za-z0-9_]*")
 DUNDER_OK = {"copyreg.__newobj__", "copyreg.__newobj_ex__"}
 
 
-# Admitted although their module is denied, because a validator restricts what they hold
-# (functools.partial: only of an allowlisted function; see _validators.validate_partial).
-GUARDED = {("functools", "partial")}
+# Admitted although their module or name is denied, because a validator restricts what they
+# hold (functools.partial: only of an allowlisted function; see _validators.validate_partial)
+# or the unpickler replaces them by a stand-in (getattr: only str's methods, such as str.split
+# given as a tokenizer; see _unpickler._str_method).
+GUARDED = {("functools", "partial"), ("builtins", "getattr")}
 
 
 def denied(module: str, name: str) -> str | None:
@@ -343,6 +345,22 @@ NUMPY_SCALARS = [
     "long",
     "ulong",
 ]
+# numpy's abstract scalar types: named as parameters (make_column_selector(dtype_include=
+# np.number)), never instantiated (they cannot be)
+NUMPY_ABSTRACT = [
+    "generic",
+    "number",
+    "integer",
+    "signedinteger",
+    "unsignedinteger",
+    "inexact",
+    "floating",
+    "complexfloating",
+    "flexible",
+    "character",
+]
+# pandas' missing-value singleton, as SimpleImputer(missing_values=pd.NA) holds it (a constant)
+PANDAS_EXTRAS = [("pandas", "NA")]
 # ufuncs and plain computations estimators hold as parameters (FunctionTransformer,
 # TransformedTargetRegressor, ...).
 NUMPY_FUNCS = [
@@ -439,6 +457,7 @@ BUILTINS_EXTRAS = [
         "bool",
         "NotImplemented",
         "Ellipsis",
+        "getattr",  # replaced when loading by a stand-in that reaches str's methods only
     )
 ] + [
     ("collections", "OrderedDict"),
@@ -1151,6 +1170,26 @@ def collect(
     return seen, frozen, refused
 
 
+# the metric functions a scorer can be made of (make_scorer(fbeta_score, beta=2)): named as a
+# scorer's parameter and called only when the model is scored, with the caller's data
+_METRIC = re.compile(r"\w+_(score|error|loss|deviance)|matthews_corrcoef")
+
+
+def metric_functions() -> set[tuple[str, str]]:
+    """What every named scorer of this release pickles, and its public metric functions."""
+    from sklearn import metrics
+
+    names: set[tuple[str, str]] = set()
+    for scoring in metrics.get_scorer_names():
+        scorer = metrics.get_scorer(scoring)
+        names |= set(scan_pickle(pickle.dumps(scorer, protocol=5)).globals)
+    for name in metrics.__all__:
+        fn = getattr(metrics, name)
+        if _METRIC.fullmatch(name) and callable(fn) and not isinstance(fn, type):
+            names.add((fn.__module__, fn.__qualname__))
+    return names
+
+
 def estimator_classes() -> set[tuple[str, str]]:
     from sklearn.utils.discovery import all_estimators
 
@@ -1173,7 +1212,8 @@ def build(tolerant: bool = False) -> dict[str, Any]:
     fitted, frozen, refused = collect(tolerant)
     names = set(fitted) | estimator_classes()
     names |= set(NUMPY_EXTRAS) | set(BUILTINS_EXTRAS) | set(SCIPY_EXTRAS) | set(SKLEARN_EXTRAS)
-    names |= {("numpy", n) for n in NUMPY_SCALARS + NUMPY_FUNCS}
+    names |= {("numpy", n) for n in NUMPY_SCALARS + NUMPY_FUNCS + NUMPY_ABSTRACT}
+    names |= set(PANDAS_EXTRAS) | metric_functions()
     if not tolerant:
         names |= set(AMBER_EXTRAS)
     # and the ufuncs under the name this numpy pickles them by (2.1: numpy._core._multiarray_umath)

@@ -33,7 +33,11 @@ def _is_number(value: Any) -> bool:
         return -(2**63) <= value < 2**63  # scipy makes arrays of them: int64
     if type(value) in (float, bool):
         return True
-    return isinstance(value, (np.integer, np.floating, np.bool_)) and np.ndim(value) == 0
+    return (
+        isinstance(value, (np.integer, np.floating, np.bool_))
+        and not isinstance(value, np.timedelta64)  # a numpy integer too
+        and np.ndim(value) == 0
+    )
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -109,6 +109,7 @@ _CALLED_BY_PICKLES = frozenset(
     {
         ("_codecs", "encode"),
         ("amber.handlers.scipy_stats", "frozen"),
+        ("builtins", "getattr"),  # a stand-in that reaches str's methods only (str.split)
         ("copyreg", "__newobj__"),
         ("copyreg", "__newobj_ex__"),
         ("copyreg", "_reconstructor"),

@@ -227,6 +227,27 @@ def _fraction(*args: Any) -> Any:
     raise FormatError(f"fractions.Fraction called with ({shown})")
 
 
+# The string methods a text pipeline is given as its tokenizer or preprocessor
+# (CountVectorizer(tokenizer=str.split)): pickle writes each as getattr(str, "split").
+_STR_METHODS = frozenset(
+    {
+        "split", "rsplit", "splitlines", "lower", "upper", "casefold", "strip", "lstrip",
+        "rstrip", "title", "capitalize", "swapcase",
+    }
+)  # fmt: skip
+
+
+def _str_method(obj: Any, name: Any) -> Any:
+    """``getattr`` as pickles call it for a method of ``str``, and for nothing else."""
+    if obj is not str or type(name) is not str or name not in _STR_METHODS:
+        raise FormatError(
+            f"getattr in a pickle stream only reaches the string methods a text pipeline is "
+            f"given (str.{', str.'.join(sorted(_STR_METHODS))}); this one asks for "
+            f"{getattr(obj, '__name__', type(obj).__name__)!s:.60}.{name!s:.60}"
+        )
+    return getattr(str, name)
+
+
 def _complex(*args: Any) -> complex:
     """``complex`` as pickles call it: ``complex(real, imag)`` from numbers."""
     if not (1 <= len(args) <= 2 and all(type(a) in (int, float) for a in args)):
@@ -292,6 +313,7 @@ _GUARDS: dict[tuple[str, str], Any] = {
     ("fractions", "Fraction"): _fraction,
     ("decimal", "Decimal"): _decimal,
     ("builtins", "complex"): _complex,
+    ("builtins", "getattr"): _str_method,
     ("numpy.random._pickle", "__randomstate_ctor"): _rng_ctor("randomstate"),
     ("numpy.random._pickle", "__generator_ctor"): _rng_ctor("generator"),
 }

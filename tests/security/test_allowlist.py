@@ -40,7 +40,7 @@ def test_no_entry_is_denied() -> None:
     "name",
     [
         "builtins.eval", "builtins.exec", "builtins.compile", "builtins.open",
-        "builtins.getattr", "builtins.setattr", "builtins.__import__", "builtins.globals",
+        "builtins.setattr", "builtins.__import__", "builtins.globals",
         "builtins.vars", "builtins.type", "os.system", "posix.system", "subprocess.Popen",
         "sys.modules", "importlib.import_module", "pickle.loads", "_pickle.loads",
         "marshal.loads", "numpy.load", "numpy.lib.format.read_array", "numpy.fromfile",
@@ -212,13 +212,18 @@ def test_models_that_need_a_denied_name_are_recorded() -> None:
     assert refused == {}, refused
 
 
-def test_guarded_names_enter_only_with_their_validator() -> None:
+def test_guarded_names_enter_only_with_their_validator_or_stand_in() -> None:
     # functools is denied wholesale; partial is admitted only with a validator that checks
     # the function it wraps (HistGradientBoosting's categorical preprocessor stores one).
-    assert {("functools", "partial")} == TOOL_MODULE.GUARDED
-    for module, name in TOOL_MODULE.GUARDED:
-        assert entries()[(module, name)].validator == "validate_partial"
+    # getattr is denied too, and admitted only as the unpickler's stand-in, which reaches
+    # str's methods alone (CountVectorizer(tokenizer=str.split)).
+    from amber.security._unpickler import GUARDED
+
+    assert {("functools", "partial"), ("builtins", "getattr")} == TOOL_MODULE.GUARDED
+    assert entries()[("functools", "partial")].validator == "validate_partial"
+    assert ("builtins", "getattr") in GUARDED
     assert TOOL_MODULE.denied("functools", "reduce")
+    assert TOOL_MODULE.denied("builtins", "setattr")
 
 
 @pytest.mark.parametrize(

@@ -190,6 +190,39 @@ def test_random_state_round_trips_but_not_with_a_foreign_constructor() -> None:
         load(data)
 
 
+# --------------------------------------------------------------------------- getattr
+def test_getattr_reaches_the_string_methods_of_a_text_pipeline_only(tmp_path: Path) -> None:
+    """pickle writes str.split as getattr(str, "split"); the loader's getattr is a stand-in
+    that reaches str's methods a tokenizer or preprocessor is given, and nothing else."""
+    assert load(pickle.dumps(str.split, protocol=5)) is str.split
+    assert load(pickle.dumps([str.lower, str.strip], protocol=2)) == [str.lower, str.strip]
+    marker = tmp_path / "pwned"
+    for obj, name in [
+        (str, "format"),  # a method, but not one of a tokenizer's
+        (str, "__class__"),
+        (object, "__subclasses__"),
+        (bytes, "split"),
+        (np.ndarray, "tofile"),
+    ]:
+        with pytest.raises((FormatError, UntrustedTypeError)):
+            load(pickle.dumps(Forged(getattr, (obj, name)), protocol=5))
+
+    # a str subclass for the name (numpy's, allowed): its __eq__ and __hash__ could be anything
+    with pytest.raises(FormatError, match="only reaches the string methods"):
+        load(pickle.dumps(Forged(getattr, (str, np.str_("split"))), protocol=5))
+    # held as a value instead of called: the model would hold the stand-in
+    held = PROTO5 + glob("builtins", "getattr") + MEMOIZE + b"."
+    with pytest.raises(FormatError):
+        load(held)
+    # os.system reached through getattr of an allowed module: the module is not a global
+    data = PROTO5 + call("builtins", "getattr", sglob("os", "path") + sbu("system")) + b"."
+    with pytest.raises((FormatError, UntrustedTypeError)):
+        load(data)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="cannot admit"):
+        LoadPolicy.make(["builtins.getattr"])  # trusting the real one stays refused
+
+
 # --------------------------------------------------------------------------- numpy data
 def test_object_array_state_from_raw_bytes_is_refused() -> None:
     # numpy would refuse raw bytes for object arrays itself; Amber's state check comes first
