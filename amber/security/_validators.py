@@ -714,6 +714,32 @@ def validate_seed_sequence(seq: Any) -> None:
         raise _refuse(what, "its entropy pool does not match its pool size")
 
 
+def validate_random_state(obj: Any) -> None:
+    """Check a numpy ``RandomState``, ``Generator`` or bit generator after its state is set.
+
+    numpy takes a bit generator's position in its buffer from the state without a range check:
+    an MT19937 at ``pos`` 10**9 loads, and its first draw reads far outside its key (a
+    crash); a Philox with a negative ``buffer_pos`` reads before its buffer.
+    """
+    what = f"a numpy {type(obj).__name__}"
+    bit_generator = obj
+    if not isinstance(obj, np.random.BitGenerator):
+        bit_generator = getattr(obj, "_bit_generator", None) or getattr(obj, "bit_generator", None)
+    if not isinstance(bit_generator, np.random.BitGenerator):
+        raise _refuse(what, "it has no bit generator")
+    state = bit_generator.state
+    kind = state.get("bit_generator")
+    if kind == "MT19937":
+        inner = state["state"]
+        pos, key = inner["pos"], inner["key"]
+        if not (0 <= int(pos) <= 624 and np.shape(key) == (624,)):
+            raise _refuse(what, f"its MT19937 position {pos} is outside its 624-word key")
+    elif kind == "Philox":
+        pos = state["buffer_pos"]
+        if not 0 <= int(pos) <= 4:
+            raise _refuse(what, f"its Philox buffer position {pos} is outside its 4-word buffer")
+
+
 def validate_partial(obj: Any) -> None:
     """A ``functools.partial`` may only wrap an allowlisted function.
 
@@ -747,6 +773,9 @@ OBJECT_VALIDATORS: dict[tuple[str, str], Validator] = {
     ("numpy", "dtype"): validate_dtype,
     ("functools", "partial"): validate_partial,
     ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"): validate_seed_sequence,
+    ("numpy.random._pickle", "__randomstate_ctor"): validate_random_state,
+    ("numpy.random._pickle", "__generator_ctor"): validate_random_state,
+    ("numpy.random._pickle", "__bit_generator_ctor"): validate_random_state,
     ("scipy.interpolate._bsplines", "BSpline"): validate_bspline,
     ("sklearn.tree._tree", "Tree"): validate_tree,
     ("sklearn.neighbors._kd_tree", "KDTree"): validate_binary_tree,
@@ -790,6 +819,15 @@ build is validated by its type (:func:`validate_object`)."""
 _BY_TYPE: dict[tuple[str, str], Validator] = {
     **OBJECT_VALIDATORS,
     ("numpy.random.bit_generator", "SeedSequence"): validate_seed_sequence,
+    **{
+        key: validate_random_state
+        for key in (
+            ("numpy.random.mtrand", "RandomState"),
+            ("numpy.random._generator", "Generator"),
+            ("numpy.random._mt19937", "MT19937"),
+            ("numpy.random._philox", "Philox"),
+        )
+    },
 }
 
 

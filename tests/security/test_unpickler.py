@@ -6,6 +6,7 @@ import copy
 import pickle
 import struct
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,56 @@ def test_getattr_reaches_the_string_methods_of_a_text_pipeline_only(tmp_path: Pa
     assert not marker.exists()
     with pytest.raises(ValueError, match="cannot admit"):
         LoadPolicy.make(["builtins.getattr"])  # trusting the real one stays refused
+
+
+# --------------------------------------------------------------------------- numpy random
+def _with_state(obj: Any, change: Callable[[dict[str, Any]], None]) -> Forged:
+    """``obj`` pickled as itself, but with its (bit generator's) state changed."""
+    func, args, state = obj.__reduce__()[:3]
+    state = copy.deepcopy(state)
+    change(state[0] if isinstance(state, tuple) else state)  # numpy 2: (state, seed sequence)
+    return Forged(func, args, state)
+
+
+def _mt_pos(state: dict[str, Any]) -> None:
+    state["state"]["pos"] = 10**9
+
+
+def _philox_pos(state: dict[str, Any]) -> None:
+    state["buffer_pos"] = -6
+
+
+def test_a_random_state_reading_outside_its_buffer_is_refused() -> None:
+    """numpy before 2.5 takes MT19937's position without a range check: the first draw from
+    a RandomState at pos 10**9 reads far outside its 624-word key (plain pickle crashes)."""
+    hostile = pickle.dumps(_with_state(np.random.RandomState(0), _mt_pos), protocol=5)
+    proc = run_python(f"import pickle; pickle.loads({hostile!r}).random_sample(3)")
+    assert crashed_unless_numpy(proc, fixed=(2, 5)), proc  # 2.4.6 and 1.26.4: SIGSEGV
+    # numpy 2.5 refuses the state itself ("state position must be between 0 and 624")
+    with pytest.raises(FormatError, match=r"position 1000000000 is outside|between 0 and 624"):
+        load(hostile)
+    for bit_generator, change in [
+        (np.random.MT19937(1), _mt_pos),
+        (np.random.Philox(1), _philox_pos),
+    ]:
+        bare = pickle.dumps(_with_state(bit_generator, change), protocol=5)
+        with pytest.raises(FormatError, match=r"outside its|must be between"):
+            load(bare)
+        from numpy.random._pickle import __generator_ctor as generator_ctor
+
+        wrapped = pickle.dumps(Forged(generator_ctor, (_with_state(bit_generator, change),)))
+        with pytest.raises(FormatError, match=r"outside its|must be between"):
+            load(wrapped)
+    # honest ones load, drawing what the originals draw
+    assert np.array_equal(
+        load(pickle.dumps(np.random.RandomState(3), protocol=5)).random_sample(4),
+        np.random.RandomState(3).random_sample(4),
+    )
+    for make in (np.random.MT19937, np.random.PCG64, np.random.Philox, np.random.SFC64):
+        rng = np.random.Generator(make(3))
+        rng.random(5)  # part-way through Philox's buffer
+        again = load(pickle.dumps(rng, protocol=5))
+        assert np.array_equal(again.random(7), rng.random(7))
 
 
 # --------------------------------------------------------------------------- numpy data
