@@ -359,8 +359,14 @@ NUMPY_ABSTRACT = [
     "flexible",
     "character",
 ]
-# pandas' missing-value singleton, as SimpleImputer(missing_values=pd.NA) holds it (a constant)
-PANDAS_EXTRAS = [("pandas", "NA")]
+
+
+def pandas_extras() -> set[tuple[str, str]]:
+    """pandas' missing-value singleton, as SimpleImputer(missing_values=pd.NA) holds it: a
+    constant, named as this pandas pickles it (pandas 2: pandas._libs.missing.NA; 3: pandas.NA)."""
+    import pandas as pd
+
+    return set(scan_pickle(pickle.dumps(pd.NA, protocol=5)).globals)
 # ufuncs and plain computations estimators hold as parameters (FunctionTransformer,
 # TransformedTargetRegressor, ...).
 NUMPY_FUNCS = [
@@ -1213,7 +1219,7 @@ def build(tolerant: bool = False) -> dict[str, Any]:
     names = set(fitted) | estimator_classes()
     names |= set(NUMPY_EXTRAS) | set(BUILTINS_EXTRAS) | set(SCIPY_EXTRAS) | set(SKLEARN_EXTRAS)
     names |= {("numpy", n) for n in NUMPY_SCALARS + NUMPY_FUNCS + NUMPY_ABSTRACT}
-    names |= set(PANDAS_EXTRAS) | metric_functions()
+    names |= pandas_extras() | metric_functions()
     if not tolerant:
         names |= set(AMBER_EXTRAS)
     # and the ufuncs under the name this numpy pickles them by (2.1: numpy._core._multiarray_umath)
