@@ -367,6 +367,8 @@ def pandas_extras() -> set[tuple[str, str]]:
     import pandas as pd
 
     return set(scan_pickle(pickle.dumps(pd.NA, protocol=5)).globals)
+
+
 # ufuncs and plain computations estimators hold as parameters (FunctionTransformer,
 # TransformedTargetRegressor, ...).
 NUMPY_FUNCS = [
