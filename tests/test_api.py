@@ -369,6 +369,18 @@ def test_a_randomized_search_with_scipy_distributions_says_what_to_save(tmp_path
     assert amber.verify(tmp_path / "best.amber").ok
 
 
+def test_a_method_the_loader_cannot_admit_is_named_when_saving(tmp_path: Path) -> None:
+    """A bound method pickles as getattr(owner, name): the safe loader's getattr reaches only
+    str's methods, so saving another says now that loading will need allow_arbitrary_code."""
+    from sklearn.preprocessing import FunctionTransformer
+
+    model = FunctionTransformer(func=np.random.RandomState(0).permutation).fit(X)
+    with pytest.warns(UserWarning, match=r"builtins\.getattr .*allow_arbitrary_code=True"):
+        amber.save(model, tmp_path / "m.amber")
+    with pytest.raises(FormatError, match=r"asks for RandomState\.permutation"):
+        amber.load(tmp_path / "m.amber")
+
+
 def test_string_labels_and_text_input_probe(tmp_path: Path) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
 

@@ -25,6 +25,7 @@ import math
 import mmap
 import subprocess
 import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -753,6 +754,20 @@ COMPOSITES = [
             _lr(), {"C": [0.1, 1.0]}, scoring=["accuracy", "f1_macro"], refit="f1_macro", cv=3
         ),
     ),
+    # early stopping on a scorer leaves a copy of the bound method _raw_predict in the
+    # estimator's dictionary (scikit-learn's _patch_raw_predict): saved without it
+    C(
+        "HistGradientBoosting-early_stopping-scoring-f1",
+        lambda: ens.HistGradientBoostingClassifier(
+            max_iter=15,
+            early_stopping=True,
+            scoring="f1",
+            validation_fraction=0.25,
+            n_iter_no_change=3,
+            random_state=0,
+        ),
+        data="binary_data",
+    ),
     # a scorer made of any public metric, or any scoring name of the release
     C("GridSearchCV-make_scorer-fbeta", lambda: _scored_search(_fbeta2())),
     C("GridSearchCV-scoring-matthews_corrcoef", lambda: _scored_search("matthews_corrcoef")),
@@ -915,13 +930,32 @@ def _same_state(expected: Any, got: Any, where: str, seen: dict[int, Any]) -> No
         assert got is seen[id(expected)], f"{where}: shared differently than in the original"
     else:
         seen[id(expected)] = got
-        e_reduced, g_reduced = expected.__reduce_ex__(4), got.__reduce_ex__(4)
+        e_reduced, g_reduced = _saved_reduction(expected), got.__reduce_ex__(4)
         if isinstance(e_reduced, str):  # a global, pickled by name
             assert got is expected, f"{where}: {got!r} is not {expected!r}"
             return
         assert g_reduced[0] is e_reduced[0], f"{where}: rebuilt by {g_reduced[0]!r}"
         e_parts, g_parts = _materialise(e_reduced[1:]), _materialise(g_reduced[1:])
         _same_state(e_parts, g_parts, f"{where}.<{type(expected).__name__}>", seen)
+
+
+def _saved_reduction(obj: Any) -> Any:
+    """``obj.__reduce_ex__(4)`` less what amber.save leaves out: the bound methods of itself an
+    estimator keeps under their own names (a HistGradientBoosting fitted with early stopping on
+    a scorer keeps ``_raw_predict``); loaded, the attribute is the class's method again."""
+    reduced = obj.__reduce_ex__(4)
+    if isinstance(reduced, tuple) and len(reduced) > 2 and isinstance(reduced[2], dict):
+        own = [
+            k
+            for k, v in reduced[2].items()
+            if isinstance(v, types.MethodType)
+            and v.__self__ is obj
+            and getattr(type(obj), k, None) is v.__func__
+        ]
+        if own:
+            state = {k: v for k, v in reduced[2].items() if k not in own}
+            return (reduced[0], reduced[1], state, *reduced[3:])
+    return reduced
 
 
 def _materialise(parts: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import copyreg
 import io
 import pickle
+import sys
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,7 +25,7 @@ from amber.handlers._base import SavedPayload
 from amber.security._allowlist import is_allowed
 from amber.security._policy import LoadPolicy, trust_name
 from amber.security._scanner import StreamRefused, scan_pickle
-from amber.security._unpickler import hooked_names, safe_loads
+from amber.security._unpickler import STR_METHODS, hooked_names, safe_loads
 
 __all__ = ["HANDLER", "SklearnHandler", "pickle_payload"]
 
@@ -90,16 +92,76 @@ def _holds_strided_array(obj: Any) -> bool:
     return bool(stack)  # past the limit: round-trip to be sure
 
 
-def _dumps(obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], bool]) -> bytes:
-    """Protocol 5, with scipy.stats' frozen distributions written as data (``scipy_stats``)."""
-    reducers = scipy_stats.dispatch_table()
-    if not reducers:
-        return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
+# Estimators that keep a bound method of their own in their instance dictionary: scikit-learn's
+# HistGradientBoosting*, fitted with early stopping and a scorer, puts `_raw_predict` back as
+# an attribute after patching it (`_patch_raw_predict`), which pickles as
+# getattr(estimator, "_raw_predict") and which the safe loader cannot admit.
+_KEEP_OWN_METHODS = {
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting": (
+        "HistGradientBoostingClassifier",
+        "HistGradientBoostingRegressor",
+    ),
+}
+_METHOD_TYPES = (
+    types.MethodType,
+    types.BuiltinMethodType,
+    types.MethodDescriptorType,
+    types.WrapperDescriptorType,
+    types.MethodWrapperType,
+    types.ClassMethodDescriptorType,
+)
+
+
+def _without_own_methods(obj: Any) -> Any:
+    """``obj``'s reduction without the bound methods of itself that it keeps under their own
+    names: the attribute then resolves to the class's method, the same function."""
+    rv = obj.__reduce_ex__(5)
+    state = rv[2] if isinstance(rv, tuple) and len(rv) > 2 else None
+    if isinstance(state, dict):
+        cls = type(obj)
+        own = {
+            k
+            for k, v in state.items()
+            if isinstance(v, types.MethodType)
+            and v.__self__ is obj
+            and getattr(cls, k, None) is v.__func__
+        }
+        if own:
+            kept = {k: v for k, v in state.items() if k not in own}
+            return (rv[0], rv[1], kept, *rv[3:])
+    return rv
+
+
+def _dumps(
+    obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], bool]
+) -> tuple[bytes, list[str]]:
+    """Protocol 5, with scipy.stats' frozen distributions written as data (``scipy_stats``) and
+    estimators' copies of their own methods left out; with the methods the stream reaches
+    through ``getattr`` that the safe loader will refuse (all but ``str``'s own)."""
+    refused: list[str] = []
+
+    def method(m: Any) -> Any:
+        rv = m.__reduce_ex__(5)
+        if isinstance(rv, tuple) and len(rv) == 2 and rv[0] is getattr:
+            owner, name = rv[1]
+            if not (owner is str and name in STR_METHODS):
+                refused.append(f"{getattr(owner, '__qualname__', type(owner).__qualname__)}.{name}")
+        return rv
+
+    table: dict[type, Callable[[Any], Any]] = {**copyreg.dispatch_table}
+    table.update(scipy_stats.dispatch_table())
+    table.update(dict.fromkeys(_METHOD_TYPES, method))
+    for module_name, names in _KEEP_OWN_METHODS.items():
+        module = sys.modules.get(module_name)
+        for name in names if module is not None else ():
+            cls = getattr(module, name, None)
+            if isinstance(cls, type):
+                table[cls] = _without_own_methods
     out = io.BytesIO()
     pickler = pickle.Pickler(out, protocol=5, buffer_callback=buffer_callback)
-    pickler.dispatch_table = {**copyreg.dispatch_table, **reducers}
+    pickler.dispatch_table = table
     pickler.dump(obj)
-    return out.getvalue()
+    return out.getvalue(), refused
 
 
 class SklearnHandler:
@@ -119,7 +181,7 @@ class SklearnHandler:
             return False
 
         try:
-            stream = _dumps(obj, out_of_band)
+            stream, refused_methods = _dumps(obj, out_of_band)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise TypeError(
                 f"cannot save a {type(obj).__module__}.{type(obj).__qualname__}: it cannot be "
@@ -142,6 +204,8 @@ class SklearnHandler:
         untrusted = tuple(
             trust_name(m, n) for m, n in scan.globals if not is_allowed(m, n, default)
         )
+        if refused_methods:  # getattr is allowed, but only for str's methods: say so now
+            untrusted += ("builtins.getattr",)
         writer.add(_STREAM, stream)
         buffer_names = []
         for i, buf in enumerate(buffers):

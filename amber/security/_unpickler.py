@@ -58,7 +58,7 @@ from amber.security._validators import (
     validate_object,
 )
 
-__all__ = ["GUARDED", "safe_loads", "untrusted_globals"]
+__all__ = ["GUARDED", "STR_METHODS", "safe_loads", "untrusted_globals"]
 
 _HOOK_MODULE = "amber.security._unpickler.hook"
 _HOOK_BYTES = _HOOK_MODULE.encode()
@@ -229,7 +229,7 @@ def _fraction(*args: Any) -> Any:
 
 # The string methods a text pipeline is given as its tokenizer or preprocessor
 # (CountVectorizer(tokenizer=str.split)): pickle writes each as getattr(str, "split").
-_STR_METHODS = frozenset(
+STR_METHODS = frozenset(
     {
         "split", "rsplit", "splitlines", "lower", "upper", "casefold", "strip", "lstrip",
         "rstrip", "title", "capitalize", "swapcase",
@@ -239,11 +239,14 @@ _STR_METHODS = frozenset(
 
 def _str_method(obj: Any, name: Any) -> Any:
     """``getattr`` as pickles call it for a method of ``str``, and for nothing else."""
-    if obj is not str or type(name) is not str or name not in _STR_METHODS:
+    if obj is not str or type(name) is not str or name not in STR_METHODS:
         raise FormatError(
             f"getattr in a pickle stream only reaches the string methods a text pipeline is "
-            f"given (str.{', str.'.join(sorted(_STR_METHODS))}); this one asks for "
-            f"{getattr(obj, '__name__', type(obj).__name__)!s:.60}.{name!s:.60}"
+            f"given (str.{', str.'.join(sorted(STR_METHODS))}); this one asks for "
+            f"{getattr(obj, '__name__', type(obj).__name__)!s:.60}.{name!s:.60}. If you made "
+            f"the file yourself, load it with allow_arbitrary_code=True (a HistGradientBoosting "
+            f"model fitted with early stopping and a scorer, saved by an Amber before 0.1.0's "
+            f"fix, loads safely once saved again)"
         )
     return getattr(str, name)
 
