@@ -225,6 +225,32 @@ def _scored_search(scoring: Any) -> Any:
     return model_selection.GridSearchCV(_lr(), {"C": [0.1, 1.0]}, cv=3, scoring=scoring)
 
 
+def _searched(cv: Any) -> Any:
+    return model_selection.GridSearchCV(_lr(), {"C": [0.1, 1.0]}, cv=cv)
+
+
+def _fixed_splits() -> list[tuple[np.ndarray, np.ndarray]]:
+    """cv= a list of (train, test) index arrays: scikit-learn wraps it (_CVIterableWrapper)."""
+    folds = np.arange(60) % 3  # the training part of the datasets (conftest.N_TRAIN)
+    return [(np.flatnonzero(folds != k), np.flatnonzero(folds == k)) for k in range(3)]
+
+
+def _pairwise(name: str) -> Any:
+    from sklearn.metrics import pairwise
+
+    return getattr(pairwise, name)
+
+
+def _scipy_cosine() -> Any:
+    from scipy.spatial import distance
+
+    return distance.cosine
+
+
+def _tuned_threshold() -> Any:
+    return model_selection.TunedThresholdClassifierCV(_lr(), scoring="f1", cv=3)
+
+
 def _fbeta2() -> Any:
     from sklearn.metrics import fbeta_score, make_scorer
 
@@ -767,6 +793,47 @@ COMPOSITES = [
             random_state=0,
         ),
         data="binary_data",
+    ),
+    # parameters that are splitters, kernels or functions of scikit-learn and scipy
+    C("GridSearchCV-cv-TimeSeriesSplit", lambda: _searched(model_selection.TimeSeriesSplit(3))),
+    C(
+        "GridSearchCV-cv-RepeatedStratifiedKFold",
+        lambda: _searched(model_selection.RepeatedStratifiedKFold(n_splits=3, n_repeats=2)),
+    ),
+    C(
+        "GridSearchCV-cv-StratifiedShuffleSplit",
+        lambda: _searched(model_selection.StratifiedShuffleSplit(3, random_state=0)),
+    ),
+    C("GridSearchCV-cv-list-of-splits", lambda: _searched(_fixed_splits())),
+    C("SVC-kernel-linear_kernel", lambda: _scaled(svm.SVC(kernel=_pairwise("linear_kernel")))),
+    C(
+        "KNeighbors-metric-scipy-cosine",
+        lambda: neighbors.KNeighborsClassifier(metric=_scipy_cosine(), algorithm="brute"),
+    ),
+    C(
+        "GaussianProcessClassifier-kernel-power",
+        lambda: gaussian_process.GaussianProcessClassifier(
+            gaussian_process.kernels.RBF() ** 2, random_state=0
+        ),
+        data="binary_data",
+    ),
+    C(
+        "GaussianProcessRegressor-PairwiseKernel",
+        lambda: gaussian_process.GaussianProcessRegressor(
+            gaussian_process.kernels.PairwiseKernel(metric="laplacian")
+        ),
+        data="regression_data",
+    ),
+    C(
+        "TunedThresholdClassifierCV-f1",
+        _tuned_threshold,
+        data="binary_data",
+        marks=(
+            pytest.mark.skipif(
+                not hasattr(model_selection, "TunedThresholdClassifierCV"),
+                reason="scikit-learn 1.5 and later",
+            ),
+        ),
     ),
     # a scorer made of any public metric, or any scoring name of the release
     C("GridSearchCV-make_scorer-fbeta", lambda: _scored_search(_fbeta2())),

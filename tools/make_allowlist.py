@@ -1198,6 +1198,65 @@ def metric_functions() -> set[tuple[str, str]]:
     return names
 
 
+# functions estimators are given as parameters (SVC(kernel=linear_kernel),
+# KNeighborsClassifier(metric=scipy.spatial.distance.cosine)): named only, called with data
+PAIRWISE_FUNCTIONS = (
+    "linear_kernel", "polynomial_kernel", "rbf_kernel", "laplacian_kernel", "sigmoid_kernel",
+    "cosine_similarity", "chi2_kernel", "additive_chi2_kernel", "euclidean_distances",
+    "manhattan_distances", "cosine_distances", "haversine_distances", "nan_euclidean_distances",
+)  # fmt: skip
+SCIPY_DISTANCES = (
+    "braycurtis", "canberra", "chebyshev", "cityblock", "correlation", "cosine", "euclidean",
+    "jensenshannon", "mahalanobis", "minkowski", "seuclidean", "sqeuclidean", "dice", "hamming",
+    "jaccard", "rogerstanimoto", "russellrao", "sokalsneath", "yule",
+)  # fmt: skip
+
+
+def parameter_names() -> set[tuple[str, str]]:
+    """Classes and functions estimators hold as parameters: every cross-validation splitter
+    (GridSearchCV(cv=TimeSeriesSplit(5)), and cv= a list of splits), every Gaussian-process
+    kernel (RBF() ** 2, PairwiseKernel), the scorer of a tuned threshold, the pairwise kernels
+    and distances of scikit-learn and scipy.spatial.distance. Data and pure computations."""
+    import inspect
+
+    from scipy.spatial import distance
+    from sklearn.gaussian_process import kernels
+    from sklearn.metrics import _scorer, pairwise
+    from sklearn.model_selection import _split
+
+    bases = tuple(
+        cls
+        for cls in (
+            getattr(_split, "BaseCrossValidator", None),
+            getattr(_split, "BaseShuffleSplit", None),
+            getattr(_split, "_RepeatedSplits", None),
+        )
+        if cls is not None
+    )
+    names: set[tuple[str, str]] = set()
+    for module, base in ((_split, bases), (kernels, (kernels.Kernel,))):
+        for obj in vars(module).values():
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, base)
+                and obj.__module__ == module.__name__
+                and not inspect.isabstract(obj)
+            ):
+                names.add((obj.__module__, obj.__qualname__))
+    for cls in (
+        getattr(_split, "_CVIterableWrapper", None),
+        getattr(_scorer, "_CurveScorer", None),
+    ):
+        if cls is not None:
+            names.add((cls.__module__, cls.__qualname__))
+    for name in PAIRWISE_FUNCTIONS:
+        fn = getattr(pairwise, name, None)
+        if fn is not None:
+            names.add((fn.__module__, fn.__qualname__))
+    names |= {(distance.__name__, n) for n in SCIPY_DISTANCES if hasattr(distance, n)}
+    return names
+
+
 def estimator_classes() -> set[tuple[str, str]]:
     from sklearn.utils.discovery import all_estimators
 
@@ -1221,7 +1280,7 @@ def build(tolerant: bool = False) -> dict[str, Any]:
     names = set(fitted) | estimator_classes()
     names |= set(NUMPY_EXTRAS) | set(BUILTINS_EXTRAS) | set(SCIPY_EXTRAS) | set(SKLEARN_EXTRAS)
     names |= {("numpy", n) for n in NUMPY_SCALARS + NUMPY_FUNCS + NUMPY_ABSTRACT}
-    names |= pandas_extras() | metric_functions()
+    names |= pandas_extras() | metric_functions() | parameter_names()
     if not tolerant:
         names |= set(AMBER_EXTRAS)
     # and the ufuncs under the name this numpy pickles them by (2.1: numpy._core._multiarray_umath)
