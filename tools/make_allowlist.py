@@ -1243,10 +1243,13 @@ def parameter_names() -> set[tuple[str, str]]:
                 and not inspect.isabstract(obj)
             ):
                 names.add((obj.__module__, obj.__qualname__))
-    for cls in (
-        getattr(_split, "_CVIterableWrapper", None),
-        getattr(_scorer, "_CurveScorer", None),
-    ):
+    curve = getattr(_scorer, "_CurveScorer", None)
+    if curve is None:  # scikit-learn 1.5 kept it beside TunedThresholdClassifierCV
+        with contextlib.suppress(ImportError):
+            from sklearn.model_selection import _classification_threshold
+
+            curve = getattr(_classification_threshold, "_CurveScorer", None)
+    for cls in (getattr(_split, "_CVIterableWrapper", None), curve):
         if cls is not None:
             names.add((cls.__module__, cls.__qualname__))
     for name in PAIRWISE_FUNCTIONS:
