@@ -27,7 +27,7 @@ SETS=(
 )
 CORE_TESTS="tests/test_api.py tests/test_artifact.py tests/test_golden.py tests/test_env.py
   tests/test_probe_frames.py tests/test_probe_precision.py tests/test_roundtrip_sklearn.py
-  tests/test_scipy_stats.py tests/security"
+  tests/security"
 
 find_python() {  # $1: a version such as 3.13; prints the interpreter's path
   local p
@@ -80,7 +80,7 @@ check() {  # $1: set name, $2: its packages, $3: its Python's version (empty: th
   # deselected: two tests that assert what numpy 2.4 itself does with a hostile file (its
   # message naming numpy.add; a crash older numpy does not have), not what Amber does
   PYTHONPATH="$PWD" "$python" -m pytest -q -p no:cacheprovider -x tests/test_roundtrip_sklearn.py \
-    tests/test_scipy_stats.py tests/security/test_validators.py tests/security/test_foreign.py \
+    tests/security/test_scipy_stats.py tests/security/test_validators.py tests/security/test_foreign.py \
     --deselect tests/security/test_validators.py::test_a_datetime_dtype_state_without_its_unit_is_refused \
     --deselect tests/security/test_foreign.py::test_the_joblib_reader_calls_only_what_pickles_call_and_never_refills_an_array
 }

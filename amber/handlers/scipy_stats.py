@@ -40,6 +40,18 @@ def _is_number(value: Any) -> bool:
     )
 
 
+def _plain_arguments(args: Any, kwds: Any) -> bool:
+    """Whether ``args`` is a tuple and ``kwds`` a dict by name, of at most
+    ``_MAX_ARGUMENTS`` plain numbers in all."""
+    return (
+        isinstance(args, tuple)
+        and isinstance(kwds, dict)
+        and len(args) + len(kwds) <= _MAX_ARGUMENTS
+        and all(_is_number(a) for a in args)
+        and all(type(k) is str and _is_number(v) for k, v in kwds.items())
+    )
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
@@ -73,11 +85,7 @@ def _reduce(obj: Any) -> Any:
         canonical is None
         or type(canonical) is not type(dist)
         or params is None
-        or not isinstance(args, tuple)
-        or not isinstance(kwds, dict)
-        or len(args) + len(kwds) > _MAX_ARGUMENTS
-        or not all(_is_number(a) for a in args)
-        or not all(isinstance(k, str) and _is_number(v) for k, v in kwds.items())
+        or not _plain_arguments(args, kwds)
     ):
         return obj.__reduce_ex__(5)
     mine, theirs = params(), canonical._updated_ctor_param()
@@ -123,13 +131,7 @@ def frozen(name: Any, args: Any, kwds: Any, random_state: Any) -> Any:
             f"the file names the distribution {name!r:.80}, which is not one of scipy.stats' "
             f"own; the file is damaged or was not written by Amber"
         )
-    if (
-        not isinstance(args, tuple)
-        or not isinstance(kwds, dict)
-        or len(args) + len(kwds) > _MAX_ARGUMENTS
-        or not all(_is_number(a) for a in args)
-        or not all(type(k) is str and _is_number(v) for k, v in kwds.items())
-    ):
+    if not _plain_arguments(args, kwds):
         raise FormatError(
             f"the arguments of the distribution {name!r} in the file are not plain numbers; "
             f"the file is damaged or was not written by Amber"

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from scipy import stats
+from security_kit import Forged
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -23,16 +24,6 @@ from amber.security._policy import LoadPolicy
 from amber.security._unpickler import safe_loads
 
 X, Y = load_iris(return_X_y=True)
-
-
-class Forged:
-    """Pickles as the call it is given (a hand-written stream)."""
-
-    def __init__(self, *reduce_value: Any) -> None:
-        self.reduce_value = reduce_value
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return self.reduce_value
 
 
 def _distributions() -> dict[str, Any]:
