@@ -744,12 +744,33 @@ def test_npy_entries_must_hold_what_their_header_promises(tmp_path: Path) -> Non
                 reader.read_array(name)
 
 
-def test_a_large_read_on_two_threads_fills_the_buffer_or_says_the_file_ended(
-    tmp_path: Path,
-) -> None:
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 1000, 4097, (1 << 20) - 1, 1 << 20])
+def test_read_buffers_are_aligned_writable_and_of_the_asked_size(size: int) -> None:
     from amber.artifact import _reader
 
-    size = _reader._PARALLEL_READ_MIN + 12_345
+    views = [_reader.aligned_empty(size) for _ in range(3)]
+    for view in views:
+        assert view.nbytes == size and not view.readonly and view.contiguous
+        if size:
+            address = np.frombuffer(view, np.uint8).__array_interface__["data"][0]
+            assert address % 64 == 0
+            view[:] = b"\x5a" * size  # every byte can be written, and is its own
+    assert all(bytes(v) == b"\x5a" * size for v in views)
+
+
+def test_aligned_buffers_refuse_a_bad_size_or_alignment() -> None:
+    from amber.artifact import _writeback
+
+    assert _writeback.aligned(10, 4096).nbytes == 10
+    for size, alignment in [(-1, 64), (10, 0), (10, 48), (2**62, 2**62)]:
+        with pytest.raises(ValueError, match="power of two"):
+            _writeback.aligned(size, alignment)
+
+
+def test_a_read_fills_the_buffer_or_says_the_file_ended(tmp_path: Path) -> None:
+    from amber.artifact import _reader
+
+    size = (1 << 20) + 12_345
     data = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
     path = tmp_path / "big.bin"
     path.write_bytes(data)
@@ -758,8 +779,6 @@ def test_a_large_read_on_two_threads_fills_the_buffer_or_says_the_file_ended(
         out = _reader.aligned_empty(size)
         _reader._pread_into(fd, out, 0)
         assert out == data
-        # the file ends inside the second half, which the helper thread reads: its error is
-        # the caller's
         with pytest.raises(IntegrityError, match="truncated"):
             _reader._pread_into(fd, _reader.aligned_empty(size), 1000)
     finally:
