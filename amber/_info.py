@@ -229,6 +229,16 @@ def _describe(sig: dict[str, Any], depth: int = 0, *, brief: bool = False) -> st
         return f"DataFrame[{cols}]"
     if kind == "list":
         return f"list of {'/'.join(sig.get('item_types', []))}"
+    if kind == "records":
+        keys = sig.get("keys")
+        fields = [
+            f"{k}:{'/'.join(map(str, t)) if isinstance(t, list) else t}"
+            for k, t in (keys.items() if isinstance(keys, dict) else [])
+        ]
+        more = sig.get("more_keys")
+        if type(more) is int and more > 0:
+            fields.append(f"+{more} more keys")
+        return f"records {{{', '.join(fields)}}}"
     shape = ", ".join("n" if d is None else str(d) for d in sig.get("shape", []))
     return f"{kind} {sig.get('dtype', '')} ({shape})"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import math
 import struct
 import warnings
@@ -91,6 +92,72 @@ def _plain_array(value: np.ndarray) -> np.ndarray:
     raise TypeError(f"an object array holding {', '.join(kinds)} cannot be stored as plain data")
 
 
+_RECORD_VALUES = (str, bool, int, float)
+_SIGNATURE_KEYS_MAX = 256  # keys a records signature lists by name (the rest are counted)
+
+
+def _is_records(value: Any) -> bool:
+    """A list (or tuple) of dicts: the rows DictVectorizer and FeatureHasher take."""
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(row, dict) for row in value)
+    )
+
+
+def _plain_value(value: Any) -> Any:
+    """A record's value as JSON stores it: numpy scalars as Python ones."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, str):
+        return str(value)
+    if value is None or type(value) in _RECORD_VALUES:
+        return value
+    if isinstance(value, (bool, int, float)):  # subclasses (IntEnum): their plain value
+        return float(value) if isinstance(value, float) else int(value)
+    raise TypeError(type(value).__name__)
+
+
+def _plain_records(rows: Any) -> list[dict[str, Any]]:
+    """``rows`` (dicts of str keys to strings, numbers, booleans or None) as plain JSON data."""
+    out = []
+    for i, row in enumerate(rows):
+        plain = {}
+        for key, value in row.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"row {i} of the records has the key {key!r:.40}, not a string; records are "
+                    f"stored as JSON objects"
+                )
+            try:
+                plain[str(key)] = _plain_value(value)
+            except TypeError as exc:
+                raise TypeError(
+                    f"row {i} of the records holds a {exc} under {key!r:.40}; records store "
+                    f"strings, numbers, booleans and None"
+                ) from None
+        out.append(plain)
+    return out
+
+
+def _records_from_json(raw: memoryview) -> list[dict[str, Any]]:
+    rows = json.loads(bytes(raw).decode("utf-8"))
+    if (
+        not isinstance(rows, list)
+        or not rows
+        or not all(
+            isinstance(row, dict)
+            and all(v is None or type(v) in _RECORD_VALUES for v in row.values())
+            for row in rows
+        )
+    ):
+        raise FormatError(
+            "malformed probe entry: records must be a non-empty JSON list of objects of "
+            "strings, numbers, booleans and nulls"
+        )
+    return rows
+
+
 def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
     """Write ``value`` under ``probe/<name>...``; return the spec that reads it back."""
     base = _PREFIX + name
@@ -157,6 +224,12 @@ def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
         }
     if _holds_arrays(value):
         return _encode_several(value, name, writer)
+    if _is_records(value):
+        rows = _plain_records(value)
+        # JSON as Python writes it: floats round-trip exactly, NaN and infinities included
+        text = json.dumps(rows, ensure_ascii=False, allow_nan=True, separators=(",", ":"))
+        writer.add(base + ".json", text.encode("utf-8"))
+        return {"kind": "records", "entry": base + ".json", "tuple": isinstance(value, tuple)}
     if isinstance(value, (list, tuple)):
         try:
             arr = _plain_array(np.asarray(value, dtype=object))
@@ -473,6 +546,9 @@ def _decode_spec(spec: dict[str, Any], reader: ArtifactReader) -> Any:
         return matrix.asformat(fmt)
     if kind in ("sequence", "mapping"):
         return _decode_several(spec, reader)
+    if kind == "records":
+        rows = _records_from_json(reader.read(spec["entry"]))
+        return tuple(rows) if spec.get("tuple") is True else rows
     if kind == "list":
         return reader.read_array(spec["entry"]).tolist()
     if kind == "ndarray":
@@ -504,6 +580,21 @@ def describe(value: Any) -> dict[str, Any]:
         if isinstance(value, dict):
             return {"kind": "mapping", "items": {k: describe(v) for k, v in value.items()}}
         return {"kind": "sequence", "items": [describe(v) for v in value]}
+    if _is_records(value):
+        keys: dict[str, set[str]] = {}
+        for row in value:
+            for key, item in row.items():
+                plain = item.item() if isinstance(item, np.generic) else item
+                keys.setdefault(str(key), set()).add(type(plain).__name__)
+        listed = dict(list(keys.items())[:_SIGNATURE_KEYS_MAX])
+        out: dict[str, Any] = {
+            "kind": "records",
+            "keys": {k: sorted(types) for k, types in listed.items()},
+            "shape": [None],
+        }
+        if len(keys) > len(listed):
+            out["more_keys"] = len(keys) - len(listed)
+        return out
     if isinstance(value, (list, tuple)):
         types = sorted({type(v).__name__ for v in value})
         return {"kind": "list", "item_types": types, "shape": [None]}
@@ -607,8 +698,9 @@ def record(
     except TypeError as exc:
         raise TypeError(
             f"sample= cannot be stored as a probe: {exc}. Pass a numpy array, a pandas "
-            f"DataFrame, a scipy.sparse matrix, a list of strings, or a tuple, list or "
-            f"str-keyed dict of arrays (one per input of the model)."
+            f"DataFrame, a scipy.sparse matrix, a list of strings, a list of dicts of plain "
+            f"values (records, as DictVectorizer takes), or a tuple, list or str-keyed dict of "
+            f"arrays (one per input of the model)."
         ) from None
     outputs: dict[str, Any] = {}
     skipped: dict[str, str] = {}

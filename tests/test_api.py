@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import warnings
 from collections.abc import Callable
@@ -392,6 +393,83 @@ def test_string_labels_and_text_input_probe(tmp_path: Path) -> None:
     assert info.signature["inputs"] == {"kind": "list", "item_types": ["str"], "shape": [None]}  # type: ignore[index]
     amber.verify(path)
     assert list(amber.load(path, probe="always").predict(docs)) == list(model.predict(docs))
+
+
+@pytest.mark.parametrize("vectorizer", ["dict", "hasher"])
+def test_records_sample_probe(tmp_path: Path, vectorizer: str) -> None:
+    """A list of dicts (DictVectorizer's and FeatureHasher's input) is stored as JSON data,
+    numpy scalars as plain numbers, and re-run by verify."""
+    from sklearn.feature_extraction import DictVectorizer, FeatureHasher
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {"age": int(a), "income": float(i), "city": c, "score": np.float32(s), "n": np.int64(a)}
+        for a, i, c, s in zip(
+            rng.integers(18, 80, 60),
+            rng.normal(3e4, 1e4, 60),
+            rng.choice(["Paris", "Rome", "Oslo"], 60),
+            rng.normal(size=60),
+            strict=True,
+        )
+    ]
+    rows[3] = {"age": 40, "city": "Lima"}  # keys differ from row to row
+    first = DictVectorizer() if vectorizer == "dict" else FeatureHasher(n_features=32)
+    y = np.array([r["age"] > 45 for r in rows])
+    model = make_pipeline(first, LogisticRegression(max_iter=1000)).fit(rows, y)
+    path = tmp_path / "records.amber"
+    info = amber.save(model, path, sample=tuple(rows[:8]))
+    assert info.signature["inputs"] == {  # type: ignore[index]
+        "kind": "records",
+        "keys": {
+            "age": ["int"],
+            "income": ["float"],
+            "city": ["str"],
+            "score": ["float"],
+            "n": ["int"],
+        },
+        "shape": [None],
+    }
+    spec = info.manifest["probe"]["input"]
+    assert spec == {"kind": "records", "entry": "probe/input.json", "tuple": True}
+    from amber import _probe
+
+    with ArtifactReader(path) as reader:
+        stored = _probe._decode(spec, reader)
+    assert isinstance(stored, tuple) and stored[3] == {"age": 40, "city": "Lima"}
+    assert type(stored[0]["score"]) is float and stored[0]["score"] == float(rows[0]["score"])
+    assert type(stored[0]["n"]) is int
+    report = str(amber.verify(path).probe)
+    assert "predict_proba: identical" in report and "predict: identical" in report
+    loaded = amber.load(path, probe="always")
+    assert (loaded.predict_proba(rows) == model.predict_proba(rows)).all()
+    assert "records {age:int, city:str" in str(amber.inspect(path))
+
+
+def test_records_that_json_cannot_keep_are_refused_and_forged_ones_are_format_errors(
+    tmp_path: Path,
+) -> None:
+    from amber import _probe
+
+    model = SVC().fit(X, Y)  # the sample is refused before the model sees it
+    for rows, message in [
+        ([{1: 2.0}], "has the key 1, not a string"),
+        ([{"a": [1, 2]}], "holds a list under 'a'"),
+        ([{"a": 1}, {"when": np.datetime64("2026-01-01")}], "row 1 .* holds a date"),
+    ]:
+        with pytest.raises(TypeError, match=message):
+            amber.save(model, tmp_path / "r.amber", sample=rows)
+    assert not (tmp_path / "r.amber").exists()
+    wide = _probe.describe([{f"k{i}": i for i in range(300)}])
+    assert len(wide["keys"]) == 256 and wide["more_keys"] == 44 and "k0" in wide["keys"]
+    # a list of dicts of arrays is a model's several inputs, not records
+    assert _probe.describe([{"a": X[:2]}])["kind"] == "sequence"
+    # not-a-number and infinities are kept, as Python's JSON writes them
+    nan = float("nan")
+    text = _probe._plain_records([{"x": nan, "y": float("inf"), "z": None, "b": True}])
+    assert _probe._records_from_json(memoryview(json.dumps(text).encode()))[0]["y"] == np.inf
+    for forged in [b'{"a": 1}', b"[]", b'[{"a": [1]}]', b"[1]", b"[{", b"\xff"]:
+        with pytest.raises((FormatError, ValueError)):
+            _probe._records_from_json(memoryview(forged))
 
 
 def test_outputs_of_several_arrays_are_stored_one_by_one(tmp_path: Path) -> None:
