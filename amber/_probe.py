@@ -30,7 +30,7 @@ import numpy as np
 from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import ArtifactWriter, npy_bytes
 from amber.errors import AmberError, FormatError
-from amber.handlers._base import DEFAULT_PROBE_METHODS, FALLBACK_PROBE_METHOD, probe_methods
+from amber.handlers._base import DEFAULT_PROBE_METHODS, FALLBACK_PROBE_METHODS, probe_methods
 from amber.handlers._common import caller_level
 
 __all__ = ["ATOL", "METHODS", "RTOL", "ProbeReport", "as_numpy", "check", "record"]
@@ -624,7 +624,7 @@ def _column(name: Any, dtype: Any, values: Any) -> dict[str, Any]:
 
 # -- recording and checking ---------------------------------------------------------------------
 def _default_methods(model: Any) -> dict[str, Callable[[Any], Any]]:
-    return probe_methods(None, model)  # no handler: the default four, else score_samples
+    return probe_methods(None, model)  # no handler: the default four, else a fallback
 
 
 class _AsStored:
@@ -742,8 +742,8 @@ def record(
     if not chosen:
         raise ValueError(
             f"sample= was given but a {type(model).__name__} has none of "
-            f"{', '.join(METHODS)} or {FALLBACK_PROBE_METHOD}, so there is nothing to probe; "
-            f"save it without sample="
+            f"{', '.join(METHODS)}, {' or '.join(FALLBACK_PROBE_METHODS)}, so there is nothing "
+            f"to probe; save it without sample="
         )
     if not outputs:
         raise ValueError(

@@ -1378,10 +1378,46 @@ def test_hgb_categorical_partial_is_admitted_only_for_allowlisted_functions(
 
 
 def test_probe_needs_a_recordable_method(tmp_path: Path, multiclass_data: Any) -> None:
+    from sklearn.cluster import DBSCAN
+
+    model = DBSCAN().fit(multiclass_data.X_train)  # fit_predict only: nothing to re-run
+    with pytest.raises(ValueError, match=r"a DBSCAN has none of .*kneighbors.* nothing to probe"):
+        amber.save(model, tmp_path / "db.amber", sample=multiclass_data.X_train[:4])
+    assert not (tmp_path / "db.amber").exists()
+
+
+def test_a_neighbours_index_is_probed_by_its_neighbours(
+    tmp_path: Path, multiclass_data: Any
+) -> None:
+    """NearestNeighbors has none of the four methods nor score_samples: its kneighbors (the
+    distances and indices) is recorded, and a reloaded index that answers otherwise is caught."""
+    from amber import _probe
+    from amber.artifact._reader import ArtifactReader
+
     model = neighbors.NearestNeighbors(n_neighbors=3).fit(multiclass_data.X_train)
-    with pytest.raises(ValueError, match=r"a NearestNeighbors has none of .* nothing to probe"):
-        amber.save(model, tmp_path / "nn.amber", sample=multiclass_data.X_train[:4])
-    assert not (tmp_path / "nn.amber").exists()
+    path = tmp_path / "nn.amber"
+    info = amber.save(model, path, sample=multiclass_data.X_train[:6])
+    assert list(info.manifest["probe"]["outputs"]) == ["kneighbors"]
+    assert [d["dtype"] for d in info.signature["outputs"]["kneighbors"]["items"]] == [  # type: ignore[index]
+        "float64",
+        "int64",
+    ]
+    assert "kneighbors: identical" in str(amber.verify(path).probe)
+    loaded = amber.load(path)
+    np.testing.assert_array_equal(
+        loaded.kneighbors(multiclass_data.X_test)[1], model.kneighbors(multiclass_data.X_test)[1]
+    )
+    # the same points in another order: the same distances, other indices
+    reordered = neighbors.NearestNeighbors(n_neighbors=3).fit(multiclass_data.X_train[::-1])
+    with ArtifactReader(path) as reader:
+        report = _probe.check(
+            reordered,
+            info.manifest["probe"],
+            reader,
+            exact=True,
+            methods={"kneighbors": reordered.kneighbors},
+        )
+    assert not report.ok and "kneighbors" in str(report)
 
 
 def test_a_density_model_is_probed_by_its_scores(tmp_path: Path, multiclass_data: Any) -> None:

@@ -25,7 +25,7 @@ from amber.security._policy import LoadPolicy
 
 __all__ = [
     "DEFAULT_PROBE_METHODS",
-    "FALLBACK_PROBE_METHOD",
+    "FALLBACK_PROBE_METHODS",
     "Handler",
     "SavedPayload",
     "call_save",
@@ -33,7 +33,10 @@ __all__ = [
 ]
 
 DEFAULT_PROBE_METHODS = ("predict", "predict_proba", "decision_function", "transform")
-FALLBACK_PROBE_METHOD = "score_samples"  # probed only when none of the default four exist
+# probed only when none of the default four exist, the first of them the model has: a density
+# or novelty model's scores (KernelDensity), an unsupervised neighbours index's neighbours
+# (NearestNeighbors: the distances and the indices of each sample row's nearest rows)
+FALLBACK_PROBE_METHODS = ("score_samples", "kneighbors")
 
 
 @dataclass(frozen=True)
@@ -125,10 +128,9 @@ def probe_methods(handler: Any, model: Any) -> dict[str, Callable[[Any], Any]]:
         fn = getattr(model, method, None)
         if callable(fn):
             found[method] = fn
-    if not found:
-        # a density or novelty model (KernelDensity, a covariance estimator with a score):
-        # its scores are what it computes
-        fn = getattr(model, FALLBACK_PROBE_METHOD, None)
+    for method in FALLBACK_PROBE_METHODS if not found else ():
+        fn = getattr(model, method, None)
         if callable(fn):
-            found[FALLBACK_PROBE_METHOD] = fn
+            found[method] = fn
+            break
     return found
