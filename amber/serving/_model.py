@@ -223,8 +223,8 @@ def _rows(sample: Any, n: int) -> Any:
 
         reps = -(-n // len(sample))
         return pd.concat([sample] * reps, ignore_index=True).iloc[:n]
-    if isinstance(sample, list):
-        return (sample * (-(-n // len(sample))))[:n]
+    if isinstance(sample, (list, tuple)):  # documents, records
+        return (list(sample) * (-(-n // len(sample))))[:n]
     if hasattr(sample, "tocsr"):
         import scipy.sparse as sp
 

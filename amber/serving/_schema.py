@@ -1,11 +1,13 @@
 """A model's input contract, from the artifact's signature: decode, check, and describe requests.
 
-``schema_for(signature["inputs"])`` gives one of four schemas:
+``schema_for(signature["inputs"])`` gives one of five schemas:
 
 - :class:`ArraySchema` for ``ndarray`` (and ``sparse``) inputs: a dtype and the shape after the
   row dimension;
 - :class:`FrameSchema` for ``dataframe`` (and ``series``) inputs: named columns with dtypes;
 - :class:`TextSchema` for ``list`` inputs of strings (documents for a text pipeline);
+- :class:`~amber.serving._records.RecordsSchema` for ``records`` inputs (a list of dicts, as
+  DictVectorizer takes);
 - :class:`MultiSchema` for several array inputs (a ``mapping`` by name or a ``sequence`` in
   order): one tensor each.
 
@@ -26,6 +28,7 @@ import numpy as np
 from amber.serving import _tensor as T
 from amber.serving._errors import RequestError, describe_value
 from amber.serving._frame import FrameSchema
+from amber.serving._records import RecordsSchema
 from amber.serving._tensor import bad, csv_rows, mlflow_form, tensor_fields
 
 # The one input of an array or text model, as the metadata endpoint names it. A request naming
@@ -45,7 +48,15 @@ def check_input_name(name: str) -> None:
         )
 
 
-__all__ = ["ArraySchema", "FrameSchema", "InputSchema", "MultiSchema", "TextSchema", "schema_for"]
+__all__ = [
+    "ArraySchema",
+    "FrameSchema",
+    "InputSchema",
+    "MultiSchema",
+    "RecordsSchema",
+    "TextSchema",
+    "schema_for",
+]
 
 
 def _is_float(text: str) -> bool:
@@ -525,6 +536,8 @@ def schema_for(inputs: dict[str, Any], *, several: bool = True) -> InputSchema:
         return FrameSchema([(str(inputs.get("name")), str(inputs["dtype"]))], series=True)
     if kind == "list" and set(inputs.get("item_types", [])) <= {"str"}:
         return TextSchema()
+    if kind == "records" and isinstance(inputs.get("keys"), dict):
+        return RecordsSchema(inputs["keys"])
     items = inputs.get("items")
     if (kind == "mapping" or (kind == "sequence" and several)) and items:
         named = items if kind == "mapping" else {f"input-{k}": d for k, d in enumerate(items)}
