@@ -1,6 +1,7 @@
 """Build the C extensions: the pickle opcode scanner that vets a stream before unpickling, the
-checks of boosted-tree model files before their frameworks parse them, and
-the early write-back that lets a durable save's copy and fsync overlap."""
+checks of boosted-tree model files before their frameworks parse them, the pass that drops the
+memo stores a saved pickle stream never reads back, and the early write-back that lets a durable
+save's copy and fsync overlap."""
 
 from setuptools import Extension, setup
 
@@ -16,6 +17,11 @@ setup(
             sources=["amber/handlers/_treecheck.c"],
             # -O3: its scans of model text vectorise (a third of the time at -O2)
             extra_compile_args=["-O3", "-std=c99"],
+        ),
+        Extension(
+            "amber.handlers._prune_memo",
+            sources=["amber/handlers/_prune_memo.c"],
+            extra_compile_args=["-O2", "-std=c99"],
         ),
         Extension(
             "amber.artifact._writeback",

@@ -3,8 +3,11 @@
 The object is pickled with protocol 5. Every buffer of at least ``OUT_OF_BAND_MIN`` bytes (numpy
 arrays, scipy.sparse parts, tree node arrays) leaves the stream and becomes an entry of its own,
 stored aligned and, unless compressed, memory-mappable; smaller ones stay in the stream, where
-the C unpickler reads them faster than a separate entry could be looked up. Loading goes through
-the allowlist unpickler: no code from the file runs.
+the C unpickler reads them faster than a separate entry could be looked up. The memo stores that
+no GET reads back are dropped from the stream (``_prune_memo``, what ``pickletools.optimize``
+does): a vocabulary's 300,000 keys are each memoized by the pickler and never referenced again,
+and each store costs a load time. Loading goes through the allowlist unpickler: no code from the
+file runs.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import ArtifactWriter
 from amber.errors import FormatError
-from amber.handlers import scipy_stats
+from amber.handlers import _prune_memo, scipy_stats
 from amber.handlers._base import SavedPayload
 from amber.security._allowlist import is_allowed
 from amber.security._policy import LoadPolicy, trust_name
@@ -135,9 +138,10 @@ def _without_own_methods(obj: Any) -> Any:
 def _dumps(
     obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], bool]
 ) -> tuple[bytes, list[str]]:
-    """Protocol 5, with scipy.stats' frozen distributions written as data (``scipy_stats``) and
-    estimators' copies of their own methods left out; with the methods the stream reaches
-    through ``getattr`` that the safe loader will refuse (all but ``str``'s own)."""
+    """Protocol 5, with scipy.stats' frozen distributions written as data (``scipy_stats``),
+    estimators' copies of their own methods left out and unread memo stores dropped; with the
+    methods the stream reaches through ``getattr`` that the safe loader will refuse (all but
+    ``str``'s own)."""
     refused: list[str] = []
 
     def method(m: Any) -> Any:
@@ -161,7 +165,9 @@ def _dumps(
     pickler = pickle.Pickler(out, protocol=5, buffer_callback=buffer_callback)
     pickler.dispatch_table = table
     pickler.dump(obj)
-    return out.getvalue(), refused
+    stream = out.getvalue()
+    pruned = _prune_memo.prune(stream)
+    return stream if pruned is None else pruned, refused
 
 
 class SklearnHandler:
