@@ -226,9 +226,10 @@ def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
         return _encode_several(value, name, writer)
     if _is_records(value):
         rows = _plain_records(value)
-        # JSON as Python writes it: floats round-trip exactly, NaN and infinities included
-        text = json.dumps(rows, ensure_ascii=False, allow_nan=True, separators=(",", ":"))
-        writer.add(base + ".json", text.encode("utf-8"))
+        # JSON as Python writes it: floats round-trip exactly, NaN and infinities included, and
+        # every string, a lone surrogate too, as ASCII escapes
+        text = json.dumps(rows, ensure_ascii=True, allow_nan=True, separators=(",", ":"))
+        writer.add(base + ".json", text.encode("ascii"))
         return {"kind": "records", "entry": base + ".json", "tuple": isinstance(value, tuple)}
     if isinstance(value, (list, tuple)):
         try:

@@ -459,6 +459,11 @@ def test_records_that_json_cannot_keep_are_refused_and_forged_ones_are_format_er
         with pytest.raises(TypeError, match=message):
             amber.save(model, tmp_path / "r.amber", sample=rows)
     assert not (tmp_path / "r.amber").exists()
+    odd = [{"name": "caf\u00e9 \ud800", "n": 1}]  # a lone surrogate survives, escaped
+    stored = _probe._AsStored()
+    spec = _probe._encode(odd, "input", stored)  # type: ignore[arg-type]
+    raw = bytes(stored.read(spec["entry"]))
+    assert raw.isascii() and _probe._records_from_json(memoryview(raw)) == odd
     wide = _probe.describe([{f"k{i}": i for i in range(300)}])
     assert len(wide["keys"]) == 256 and wide["more_keys"] == 44 and "k0" in wide["keys"]
     # a list of dicts of arrays is a model's several inputs, not records
