@@ -419,6 +419,7 @@ def _with_hooks(
 
 
 _GIVE_BACK_STEP = 64 * 1024  # one pickle frame
+_COPY_STEP = 8 << 20  # of a large read (readinto)
 
 
 class _Consuming:
@@ -452,10 +453,14 @@ class _Consuming:
         return out
 
     def readinto(self, buffer: Any) -> int:
+        # in steps, each given back once copied: a 264 MB array held in the stream is never
+        # in memory twice (the unpickler's bytearray and these pages)
         target = memoryview(buffer).cast("B")
         n = min(target.nbytes, self._size - self._pos)
-        target[:n] = self._view[self._pos : self._pos + n]
-        self._advance(self._pos + n)
+        for done in range(0, n, _COPY_STEP):
+            step = min(_COPY_STEP, n - done)
+            target[done : done + step] = self._view[self._pos : self._pos + step]
+            self._advance(self._pos + step)
         return n
 
     def readline(self) -> bytes:

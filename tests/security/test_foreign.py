@@ -781,3 +781,81 @@ def test_the_joblib_reader_refuses_a_tuple_of_shared_copies_too(tmp_path: Path) 
     with pytest.raises(FormatError, match="a tuple repeats shared items into"):
         amber.load(path)
     assert "a tuple repeats shared items" in amber.scan(path).verdict
+
+
+# --------------------------------------------------------------------------- large plain pickles
+def test_a_large_plain_pickle_is_read_into_a_map_of_its_own(
+    multiclass_data: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From 64 kB a plain pickle is read into a private map with room after it (hooks spliced
+    in place, pages given back as read); loading it gives what pickle gives."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    import amber.security._unpickler as unpickler
+    from amber.security import _foreign
+
+    files: list[Any] = []
+    real = unpickler._input_file
+    monkeypatch.setattr(
+        unpickler, "_input_file", lambda d, room: files.append(real(d, room)) or files[-1]
+    )
+
+    model = RandomForestClassifier(n_estimators=100, random_state=0).fit(
+        multiclass_data.X_train, multiclass_data.y_train
+    )
+    path = tmp_path / "forest.pkl"
+    path.write_bytes(pickle.dumps(model, protocol=5))
+    assert path.stat().st_size > 64 << 10
+    opened = _foreign._open(path, None, room=True)
+    assert opened.room is not None and opened.kind == "pickle"
+    assert bytes(opened.data) == path.read_bytes()
+    loaded = load_foreign(path)
+    assert isinstance(files[-1], unpickler._Consuming)  # spliced in place, read from the map
+    for got, want in zip(
+        _outputs(loaded, multiclass_data.X_test),
+        _outputs(model, multiclass_data.X_test),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, want)
+    # an array held in band: its bytes come out of the map, not views of it
+    weights = np.random.default_rng(0).normal(size=(300, 100))
+    path.write_bytes(pickle.dumps({"w": weights}, protocol=5))
+    back = load_foreign(path)["w"]
+    np.testing.assert_array_equal(back, weights)
+    assert back.flags.writeable
+
+
+@pytest.mark.parametrize("compress", [0, 3])
+def test_a_large_joblib_file_is_told_from_a_pickle_by_its_refusal(
+    tmp_path: Path, compress: int
+) -> None:
+    """A large uncompressed joblib file is first read as a pickle (no search of every byte for
+    joblib's wrappers); the scan refuses its raw array bytes and it is read again as joblib."""
+    arrays = {"a": np.arange(50_000, dtype=np.float64), "b": np.ones((300, 40), np.float32)}
+    path = tmp_path / "big.joblib"
+    joblib.dump(arrays, path, compress=compress)
+    assert path.stat().st_size > 64 << 10 or compress
+    back = amber.load(path)
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(back[key], value)
+        assert back[key].dtype == value.dtype
+
+
+def test_a_large_hostile_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    victim = tmp_path / "touched"
+    payload = {"padding": np.zeros(20_000), "system": _Hostile(os.system, f"touch {victim}")}
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps(payload, protocol=5))
+    assert path.stat().st_size > 64 << 10
+    with pytest.raises(UntrustedTypeError) as err:
+        load_foreign(path)
+    assert f"{os.system.__module__}.system" in err.value.names
+    assert not victim.exists()
+    # damaged in the middle: a clean FormatError, nothing run
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 8] = b"\xff" * 8
+    raw[-40:] = b"R" * 40  # REDUCE with nothing sensible under it
+    path.write_bytes(bytes(raw))
+    with pytest.raises((FormatError, UntrustedTypeError)):
+        load_foreign(path)
+    assert not victim.exists()

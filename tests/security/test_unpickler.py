@@ -1095,3 +1095,25 @@ def test_a_tuple_of_shared_copies_cannot_grow_past_its_stream() -> None:
     shared = (1, 2)
     honest = [shared] * 1000 + [(shared, shared)] * 1000
     assert load(pickle.dumps(honest, protocol=5)) == honest
+
+
+def test_a_large_read_is_copied_and_given_back_in_steps() -> None:
+    """An array held in the stream is read with one readinto; copied whole, its pages and the
+    unpickler's bytearray were both in memory at once (a 264 MB pickle took 510 MB)."""
+    import mmap
+
+    import amber.security._unpickler as unpickler
+
+    size = 3 * unpickler._COPY_STEP + 12_345
+    data = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+    block = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+    block[:] = data
+    file = unpickler._Consuming(block, size)
+    marks: list[int] = []
+    advance = file._advance
+    file._advance = lambda end: (advance(end), marks.append(file._given))[0]  # type: ignore[method-assign]
+    out = bytearray(size)
+    assert file.readinto(out) == size
+    assert out == data
+    assert len(marks) == 4 and marks == sorted(marks) and marks[0] > 0  # given back as it went
+    assert block[: unpickler._COPY_STEP] == bytes(unpickler._COPY_STEP)  # those pages are gone
