@@ -111,11 +111,13 @@ def _plain_value(value: Any) -> Any:
         value = value.item()
     if isinstance(value, str):
         return str(value)
+    if isinstance(value, (bool, int, float)) and type(value) not in _RECORD_VALUES:
+        value = float(value) if isinstance(value, float) else int(value)  # IntEnum: its value
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        raise TypeError("an integer beyond 64 bits")  # what a server could not be sent either
     if value is None or type(value) in _RECORD_VALUES:
         return value
-    if isinstance(value, (bool, int, float)):  # subclasses (IntEnum): their plain value
-        return float(value) if isinstance(value, float) else int(value)
-    raise TypeError(type(value).__name__)
+    raise TypeError(f"a {type(value).__name__}")
 
 
 def _plain_records(rows: Any) -> list[dict[str, Any]]:
@@ -130,11 +132,18 @@ def _plain_records(rows: Any) -> list[dict[str, Any]]:
                     f"stored as JSON objects"
                 )
             try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                raise TypeError(
+                    f"row {i} of the records has the key {key!r:.40}, which holds a lone "
+                    f"surrogate, not valid Unicode text (the signature names every key)"
+                ) from None
+            try:
                 plain[str(key)] = _plain_value(value)
             except TypeError as exc:
                 raise TypeError(
-                    f"row {i} of the records holds a {exc} under {key!r:.40}; records store "
-                    f"strings, numbers, booleans and None"
+                    f"row {i} of the records holds {exc} under {key!r:.40}; records store "
+                    f"strings, numbers within 64 bits, booleans and None"
                 ) from None
         out.append(plain)
     return out

@@ -455,6 +455,8 @@ def test_records_that_json_cannot_keep_are_refused_and_forged_ones_are_format_er
         ([{1: 2.0}], "has the key 1, not a string"),
         ([{"a": [1, 2]}], "holds a list under 'a'"),
         ([{"a": 1}, {"when": np.datetime64("2026-01-01")}], "row 1 .* holds a date"),
+        ([{"\ud800": 1}], "holds a lone surrogate"),
+        ([{"age": 10**30}], "holds an integer beyond 64 bits under 'age'"),
     ]:
         with pytest.raises(TypeError, match=message):
             amber.save(model, tmp_path / "r.amber", sample=rows)

@@ -29,9 +29,9 @@ from typing import Any, Final
 
 from amber.errors import FormatError, UntrustedTypeError
 from amber.security._allowlist import is_allowed
-from amber.security._joblib import is_wrapper_name, load_joblib, scan_joblib
+from amber.security._joblib import is_any_wrapper_name, is_wrapper_name, load_joblib, scan_joblib
 from amber.security._policy import LoadPolicy, trust_name
-from amber.security._scanner import scan_pickle
+from amber.security._scanner import PickleScan, scan_pickle
 from amber.security._unpickler import safe_loads
 from amber.security._validators import validate_loaded
 
@@ -328,18 +328,19 @@ def _read_with_room(source: Source, name: str | None) -> _Opened | None:
         return None
     path = Path(source)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # a pipe or a device is not even opened here: a writer on a FIFO would lose what it
+        # wrote to an open that reads nothing (and they cannot be read at an offset)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None  # _read says what is wrong
     try:
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size < _ROOM_FROM:
+            return None  # replaced by something else since, or a small file
         head = os.pread(fd, 8, 0)
-        if (
-            not stat.S_ISREG(st.st_mode)
-            or st.st_size < _ROOM_FROM
-            or _compression(head) is not None
-            or not _is_pickle(head)
-        ):
+        if _compression(head) is not None or not _is_pickle(head):
             return None
         view = aligned_empty(st.st_size, spare=st.st_size // 2 + _MAP_FROM)
         _pread_into(fd, view, 0)
@@ -636,6 +637,18 @@ def _guarded(source: str, step: Callable[[], Any]) -> Any:
         raise FormatError(f"{source}: cannot load: {type(exc).__name__}: {exc}") from exc
 
 
+class _JoblibStream(FormatError):
+    """A stream read as a plain pickle that names joblib's array wrappers."""
+
+
+def _not_joblib(scan: PickleScan) -> None:
+    """Refuse, as a pickle, a stream that names joblib's wrappers: a joblib file whose arrays
+    are all empty, written without alignment padding (joblib before 1.2), is a valid pickle of
+    wrapper objects, which only the joblib reader turns into arrays."""
+    if any(is_any_wrapper_name(m, n) for m, n in scan.globals):
+        raise _JoblibStream("the stream names joblib's array wrappers: it is a joblib file")
+
+
 def _load_pickle(opened: _Opened, policy: LoadPolicy) -> Any:
     # safe_loads vets the stream, refuses untrusted names at once, validates each object of a
     # checked type as soon as it is built and runs validate_loaded on the result.
@@ -647,6 +660,7 @@ def _load_pickle(opened: _Opened, policy: LoadPolicy) -> Any:
             source=opened.source,
             release=opened.room is not None,
             room=opened.room,
+            vet=None if opened.room is None else _not_joblib,
         ),
     )
 

@@ -91,6 +91,12 @@ def _is_legacy_name(module: str, name: str) -> bool:
     return name in LEGACY_NAMES and module in LEGACY_MODULES
 
 
+def is_any_wrapper_name(module: str, name: str) -> bool:
+    """True for joblib's array wrapper and the NDArrayWrapper and ZNDArrayWrapper of old joblib:
+    names only a joblib file holds."""
+    return is_wrapper_name(module, name) or _is_legacy_name(module, name)
+
+
 # --------------------------------------------------------------------------- Amber's rules
 
 Validator = Callable[[Any], None]

@@ -598,6 +598,7 @@ def safe_loads(
     source: str = "the data",
     release: bool = False,
     room: mmap.mmap | None = None,
+    vet: Callable[[PickleScan], None] | None = None,
 ) -> Any:
     """Unpickle ``stream`` without running code from outside the allowlist.
 
@@ -621,6 +622,9 @@ def safe_loads(
         (:meth:`~amber.artifact._reader.ArtifactReader.read_with_room`): the stream is then
         rewritten in place and read from there, its pages given back to the system as the
         unpickler consumes them.
+    vet:
+        Called with the stream's scan before anything is built or rewritten; it may raise to
+        refuse the stream.
 
     Raises
     ------
@@ -649,6 +653,8 @@ def safe_loads(
             raise FormatError(f"{source} could not be unpickled: {_describe(exc)}") from exc
     n_buffers = len(cast(Sized, buffers))
     scan = scan_pickle(stream, n_buffers=n_buffers, hooks=hooked_names(), source=source)
+    if vet is not None:
+        vet(scan)
     refused = untrusted_globals(scan, policy)
     if refused:
         raise UntrustedTypeError(refused, source=source)

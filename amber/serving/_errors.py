@@ -26,6 +26,15 @@ _CODES = {
 }
 
 
+def _utf8_safe(text: str) -> str:
+    """``text`` with any lone surrogate as a ``\\udxxx`` escape (it cannot be UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 class RequestError(Exception):
     """A request the server refuses, with what was wrong and where."""
 
@@ -39,6 +48,12 @@ class RequestError(Exception):
         got: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        # what a request sent may hold lone surrogates (JSON's "\ud800"), which no UTF-8 body
+        # can carry: they are written as escapes, so that the refusal is a 400 and not a 500
+        message = _utf8_safe(message)
+        field, expected, got = (
+            None if t is None else _utf8_safe(t) for t in (field, expected, got)
+        )
         super().__init__(message)
         self.status = status
         self.message = message
@@ -72,6 +87,8 @@ def describe_value(value: Any, limit: int = 40) -> str:
         return "null"
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"a {value.bit_length()}-bit integer"
     if isinstance(value, (int, float)):
         return f"number {value!r}"
     if isinstance(value, str):

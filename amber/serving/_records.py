@@ -10,7 +10,8 @@ hold are passed through: a sample rarely shows every feature a model knows.
 Forms: MLflow's ``dataframe_records``, ``instances`` and ``inputs`` (a list of objects) and
 ``dataframe_split`` (a null cell is a key the row does not have); the Open Inference Protocol as
 one ``BYTES`` tensor whose strings are JSON objects; CSV with a header of keys (an empty cell is
-a key the row does not have; a cell under a key of numbers is read as a number).
+a key the row does not have; a cell under a key of numbers is read as a number, and ``true`` or
+``false`` under a key of booleans as one).
 """
 
 from __future__ import annotations
@@ -29,19 +30,31 @@ _NUMBERS = frozenset({"int", "float"})
 _JSON_TYPE = {"str": "string", "int": "number", "float": "number", "bool": "boolean"}
 
 
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
 def _kind(value: Any) -> str | None:
-    """A request value's type as a signature names it; None for what a record cannot hold."""
+    """A request value's type as a signature names it; None for what a record cannot hold
+    (containers, infinities, integers beyond 64 bits, text with a lone surrogate)."""
     if value is None:
         return "NoneType"
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
-        return "int"
+        return "int" if _INT_MIN <= value <= _INT_MAX else None
     if isinstance(value, float):
         return "float" if math.isfinite(value) else None
     if isinstance(value, str):
-        return "str"
+        return "str" if _unicode(value) else None
     return None
+
+
+def _unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False  # a lone surrogate, from JSON's "\ud800"
+    return True
 
 
 class RecordsSchema:
@@ -65,11 +78,13 @@ class RecordsSchema:
         if not isinstance(row, dict):
             raise bad(field, "an object of keys and values", describe_value(row))
         for key, value in row.items():
+            if not _unicode(key):
+                raise bad(field, "keys of valid Unicode text", "a key with a lone surrogate")
             kind = _kind(value)
             if kind is None:
                 raise bad(
                     f"{field}.{key}",
-                    "a string, a finite number, a boolean or null",
+                    "a string of valid Unicode, a finite number within 64 bits, a boolean or null",
                     describe_value(value),
                 )
             if not self._accepts(key, kind):
@@ -162,6 +177,9 @@ class RecordsSchema:
                 if held is not None and held <= {"str", "NoneType"}:
                     row[key] = cell
                     continue
+                if held is not None and "bool" in held and cell.lower() in ("true", "false"):
+                    row[key] = cell.lower() == "true"
+                    continue
                 try:
                     row[key] = int(cell)
                 except ValueError:
@@ -218,7 +236,14 @@ class RecordsSchema:
         return {"dataframe_records": rows, "instances": rows, "inputs": rows}
 
     def examples(self, sample: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        row = dict(sample[0]) if isinstance(sample, (list, tuple)) and sample else {}
+        first = sample[0] if isinstance(sample, (list, tuple)) and sample else {}
+        # what a request could send: the sample may hold what JSON bodies cannot (2**64, text
+        # with a lone surrogate, NaN), which the API document must not hold either
+        row = {
+            k: v
+            for k, v in (first.items() if isinstance(first, dict) else ())
+            if _unicode(k) and _kind(v) is not None
+        }
         oip = {
             "inputs": [
                 {"name": INPUT_NAME, "shape": [1], "datatype": "BYTES", "data": [json.dumps(row)]}

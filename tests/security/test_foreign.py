@@ -859,3 +859,79 @@ def test_a_large_hostile_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> N
     with pytest.raises((FormatError, UntrustedTypeError)):
         load_foreign(path)
     assert not victim.exists()
+
+
+def test_a_large_joblib_file_of_empty_arrays_without_padding_is_read_as_joblib(
+    tmp_path: Path,
+) -> None:
+    """joblib before 1.2 (or joblib writing to a stream without tell()) pads nothing: a file whose
+    arrays are all empty is then a valid pickle of wrapper objects, read first as a plain pickle
+    when large. The wrapper names in its scan send it to the joblib reader, which gives arrays."""
+
+    class NoTell(io.RawIOBase):
+        def __init__(self) -> None:
+            self.buf = io.BytesIO()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: Any) -> int:
+            return self.buf.write(b)
+
+        def tell(self) -> int:
+            raise io.UnsupportedOperation("tell")
+
+    obj = {
+        "names": [f"w{i}" for i in range(10_000)],
+        "empty": np.array([], dtype=np.float64),
+        "empty2d": np.zeros((0, 8), dtype=np.uint32),
+    }
+    sink = NoTell()
+    joblib.dump(obj, sink)
+    path = tmp_path / "nopad.joblib"
+    path.write_bytes(sink.buf.getvalue())
+    assert path.stat().st_size > 64 << 10
+    back = amber.load(path)
+    for key in ("empty", "empty2d"):
+        assert type(back[key]) is np.ndarray
+        assert back[key].dtype == obj[key].dtype and back[key].shape == obj[key].shape
+    assert back["names"] == obj["names"]
+
+
+def test_a_large_pickle_from_a_fifo_is_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A named pipe is never opened to be looked at first: its writer would lose what it wrote
+    to a reader that closed without reading (and, without a writer, the open would block)."""
+    import threading
+
+    from amber.security import _foreign
+
+    weights = np.arange(50_000, dtype=np.float64)
+    data = pickle.dumps({"w": weights}, protocol=5)
+    fifo = tmp_path / "model.pkl"
+    os.mkfifo(fifo)
+    real_open = os.open
+
+    def no_fifo_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        assert Path(path) != fifo, "the FIFO was opened to be looked at"
+        return real_open(path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "open", no_fifo_open)
+        assert _foreign._read_with_room(fifo, None) is None
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with open(fifo, "wb") as f:
+                f.write(data)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    back = amber.load(fifo)
+    writer.join(10)
+    assert not errors
+    np.testing.assert_array_equal(back["w"], weights)

@@ -113,3 +113,56 @@ def test_records_metadata_and_docs(records: tuple[Server, Any]) -> None:
     assert meta["inputs"] == [{"name": "records", "datatype": "BYTES", "shape": [-1]}]
     spec = srv.client.get("/openapi.json")
     assert spec.status_code == 200 and "dataframe_records" in spec.text
+
+
+def test_what_json_bodies_cannot_carry_is_a_400_not_a_500(
+    records: tuple[Server, Any], tmp_path: Path
+) -> None:
+    """Lone surrogates ("\\ud800" in JSON) and integers past 64 bits are refused with the field
+    named; the error body itself stays valid UTF-8."""
+    srv, _ = records
+    post = srv.client.post
+    # a body holding them is refused as JSON by the server's parser; an OIP string is JSON
+    # read by the schema, which accepts them, so they reach the checks
+    for row, field in [
+        ('{"\\ud800": 1}', "inputs[0].data[0]"),
+        ('{"city": "\\udfff"}', "inputs[0].data[0].city"),
+        ('{"age": {"\\ud800": 1}}', "inputs[0].data[0].age"),
+    ]:
+        tensor = {"name": "records", "shape": [1], "datatype": "BYTES", "data": [row]}
+        r = post("/v2/models/dv/infer", json={"inputs": [tensor]})
+        assert r.status_code == 400, (row, r.status_code, r.text[:200])
+        assert r.json()["field"] == field
+    # an integer past 64 bits: the server's JSON parser refuses it in a body; in CSV it reaches
+    # the schema, which names the field instead of letting the model overflow
+    csv = "age,city\n%s,paris\n" % ("9" * 400)
+    r = post("/invocations", content=csv, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 400 and r.json()["field"] == "(rows)[0].age", r.text[:200]
+    assert "1329-bit integer" in r.json()["got"]
+    # booleans in CSV: true/false under a key the sample held as booleans
+    csv = "age,vip\n61,true\n30,False\n"
+    r = post("/invocations", content=csv, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 200, r.text
+    _expect_400(
+        post("/invocations", content="age,vip\n61,yes\n", headers={"Content-Type": "text/csv"}),
+        "(rows)[0].vip",
+        "'yes'",
+    )
+
+
+def test_a_sample_json_cannot_carry_still_gives_an_api_document(tmp_path: Path) -> None:
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    rows = [{"age": 30, "note": "caf\u00e9 \ud800"}, {"age": 61, "note": "ok"}] * 5
+    y = np.array([r["age"] > 50 for r in rows])
+    model = make_pipeline(DictVectorizer(), LogisticRegression()).fit(rows, y)
+    path = save(model, tmp_path / "odd.amber", rows[:2])
+    srv = Server([str(path)], tmp_path)
+    try:
+        srv.wait_ready()
+        spec = srv.client.get("/openapi.json")
+        assert spec.status_code == 200 and "dataframe_records" in spec.text
+    finally:
+        srv.stop()
