@@ -409,15 +409,21 @@ def load(
         from amber.security._signing import reader_check
 
         check = reader_check(trusted_keys)
-    return _load_path(
-        _existing(source),
-        policy=policy,
-        mmap=mmap,
-        probe=probe,
-        parity=parity,
-        environment=environment,
-        check=check,
-    )
+    path = _existing(source)
+    # a pipe or a device is copied to a file first: telling an artifact from a pickle opens it
+    # once and the load again, and a named pipe's writer loses what the first open left unread
+    with _local(path) as local, contextlib.ExitStack() as naming:
+        if local != path:
+            naming.enter_context(_naming(path, local))
+        return _load_path(
+            local,
+            policy=policy,
+            mmap=mmap,
+            probe=probe,
+            parity=parity,
+            environment=environment,
+            check=check,
+        )
 
 
 def _load_path(

@@ -915,3 +915,39 @@ def test_a_fifo_is_not_opened_to_be_looked_at(
 
     monkeypatch.setattr(os, "open", no_fifo_open)
     assert _foreign._read_with_room(fifo, None) is None
+
+
+@pytest.mark.parametrize("kind", ["pickle", "amber"])
+def test_amber_load_reads_a_named_pipe_once(tmp_path: Path, kind: str) -> None:
+    """A named pipe is copied to a file before anything looks at it: opening it to tell an
+    artifact from a pickle, closing it and opening it again lost what the writer had written
+    (the second open then waited for a writer that had gone)."""
+    import threading
+
+    weights = np.arange(50_000, dtype=np.float64)
+    if kind == "amber":
+        amber.save({"w": weights}, tmp_path / "m.amber")
+        data = (tmp_path / "m.amber").read_bytes()
+    else:
+        data = pickle.dumps({"w": weights}, protocol=5)
+    fifo = tmp_path / "model"
+    os.mkfifo(fifo)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with open(fifo, "wb") as f:
+                f.write(data)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    result: list[Any] = []
+    loader = threading.Thread(target=lambda: result.append(amber.load(fifo)), daemon=True)
+    loader.start()
+    loader.join(30)
+    assert not loader.is_alive(), "amber.load of the named pipe hung"
+    writer.join(10)
+    assert not errors
+    np.testing.assert_array_equal(result[0]["w"], weights)
