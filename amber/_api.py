@@ -15,7 +15,7 @@ from typing import Any, Literal
 from amber import _env, _probe
 from amber._info import ArtifactInfo, VerifyReport
 from amber.artifact import _manifest
-from amber.artifact._manifest import FORMAT_NAME, FORMAT_VERSION, SIGNATURE_NAME
+from amber.artifact._manifest import FORMAT_NAME, FORMAT_VERSION, JSON_INT_RANGE, SIGNATURE_NAME
 from amber.artifact._reader import ArtifactReader, NotAnArtifact
 from amber.artifact._writer import artifact_writer
 from amber.errors import (
@@ -167,9 +167,6 @@ def _naming(path: Path, local: Path) -> Iterator[None]:
         raise
 
 
-_INT_RANGE = (-(2**63), 2**64 - 1)  # what a manifest reader gives back as an int
-
-
 def _metadata_problem(metadata: dict[str, Any]) -> str | None:
     """What JSON would silently change in ``metadata``: a key that is not a string (it would
     come back as one), an integer beyond 64 bits (it would come back as a float)."""
@@ -183,7 +180,7 @@ def _metadata_problem(metadata: dict[str, Any]) -> str | None:
                 stack.append((f"{where}[{key!r}]", item))
         elif isinstance(value, (list, tuple)):
             stack.extend((f"{where}[{k}]", item) for k, item in enumerate(value))
-        elif type(value) is int and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+        elif type(value) is int and not JSON_INT_RANGE[0] <= value <= JSON_INT_RANGE[1]:
             return f"{where} is {value}, beyond 64 bits (it would load as a float); store a string"
     return None
 

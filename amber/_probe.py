@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from amber.artifact._manifest import JSON_INT_RANGE
 from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import ArtifactWriter, npy_bytes
 from amber.errors import AmberError, FormatError
@@ -113,7 +114,7 @@ def _plain_value(value: Any) -> Any:
         return str(value)
     if isinstance(value, (bool, int, float)) and type(value) not in _RECORD_VALUES:
         value = float(value) if isinstance(value, float) else int(value)  # IntEnum: its value
-    if type(value) is int and not -(2**63) <= value < 2**64:
+    if type(value) is int and not JSON_INT_RANGE[0] <= value <= JSON_INT_RANGE[1]:
         raise TypeError("an integer beyond 64 bits")  # what a server could not be sent either
     if value is None or type(value) in _RECORD_VALUES:
         return value

@@ -16,6 +16,8 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "amber.json"
 SIGNATURE_NAME = "amber.sig"
 MAX_MANIFEST_BYTES = 64 << 20
+#: The integers a JSON reader (orjson) gives back as integers: past them, floats or errors.
+JSON_INT_RANGE = (-(2**63), 2**64 - 1)
 _ENTRY_KEYS = {"size", "stored_size", "compression", "xxh3_128", "blake3"}
 _CODECS = {"none", "zlib", "lzma", "lz4", "zstd"}
 

@@ -18,7 +18,7 @@ from amber.artifact._digest import blake3_hex, xxh3_hex
 from amber.artifact._manifest import MANIFEST_NAME, SIGNATURE_NAME, decode
 from amber.errors import FormatError, IntegrityError
 
-__all__ = ["ArtifactReader", "NotAnArtifact", "aligned_empty"]
+__all__ = ["ROOM_FROM", "ArtifactReader", "NotAnArtifact", "aligned_empty", "read_with_room"]
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_PREAD = 0x7FFFF000  # Linux transfers at most this much per read call
@@ -33,7 +33,7 @@ _READ_WHOLE_MAX = 4 << 20
 _MAP_FROM = 1 << 20
 # Streams from this size up are read with room to be rewritten in place (read_with_room): below
 # it, a map's system calls cost more than a copy of the stream.
-_ROOM_FROM = 64 << 10
+ROOM_FROM = 64 << 10
 _PRIVATE_MAP = getattr(_mmap, "MAP_PRIVATE", None)
 _HUGEPAGE = getattr(_mmap, "MADV_HUGEPAGE", None)
 
@@ -57,6 +57,20 @@ def aligned_empty(size: int, alignment: int = _zip.ALIGNMENT, *, spare: int = 0)
     # a bytearray, uninitialised: numpy.empty would take a page of numpy's own memory (its
     # small-allocation cache) the first time a small size is used, a page pickle never takes
     return _writeback.aligned(size, alignment)
+
+
+def _room(size: int) -> int:
+    """The spare bytes reserved after a stream of ``size`` bytes that its validation hooks are
+    spliced into in place (address space only, until written)."""
+    return size // 2 + _MAP_FROM
+
+
+def read_with_room(fd: int, size: int) -> memoryview:
+    """The first ``size`` bytes of ``fd`` in a private map of their own with room after them,
+    as :meth:`ArtifactReader.read_with_room` reads an artifact's stream."""
+    out = aligned_empty(size, spare=_room(size))
+    _pread_into(fd, out, 0)
+    return out
 
 
 def _pread_into(fd: int, out: memoryview, offset: int) -> None:
@@ -238,9 +252,9 @@ class ArtifactReader:
         """
         rec = self._record(name)
         entry = self.zip_entries[name]
-        if rec["compression"] != "none" or self._mapview is not None or entry.size < _ROOM_FROM:
+        if rec["compression"] != "none" or self._mapview is not None or entry.size < ROOM_FROM:
             return self.read(name), None
-        stored = self._raw(entry, entry.size // 2 + _MAP_FROM)
+        stored = self._raw(entry, _room(entry.size))
         self._check(name, stored, strong=False)
         block = stored.obj
         return stored, block if isinstance(block, _mmap.mmap) else None

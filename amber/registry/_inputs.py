@@ -9,14 +9,13 @@ from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
+from amber.artifact._manifest import JSON_INT_RANGE
 from amber.artifact._reader import ArtifactReader, NotAnArtifact
 from amber.errors import FormatError
 from amber.registry._errors import InvalidURI
 from amber.registry._store import file_blake3
 from amber.registry._types import ModelVersion
 from amber.registry._uri import SCHEME, ModelRef, check_name, check_version, parse_uri
-
-_INT_RANGE = (-(2**63), 2**64 - 1)  # what a JSON reader (orjson) gives back as an int
 
 __all__ = [
     "Artifact",
@@ -101,7 +100,7 @@ def check_metrics(metrics: object, *, hint: str = _METRIC_HINT) -> dict[str, Any
         check_text(k, "metric name", hint=None if hint == _METRIC_HINT else hint)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise TypeError(f"metric {k!r} is {v!r:.80}; metrics must be finite numbers ({hint})")
-        if isinstance(v, int) and not _INT_RANGE[0] <= v <= _INT_RANGE[1]:
+        if isinstance(v, int) and not JSON_INT_RANGE[0] <= v <= JSON_INT_RANGE[1]:
             raise TypeError(
                 f"metric {k!r} is {v}, beyond 64 bits: it would be stored as a float and come "
                 f"back changed; pass float(value) if an approximation will do"

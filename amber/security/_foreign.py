@@ -322,7 +322,7 @@ def _read_with_room(source: Source, name: str | None) -> _Opened | None:
     It is not searched for joblib's array wrappers (a pass over every byte, 70 ms on 264 MB):
     a joblib file's arrays follow their wrappers as raw bytes, which the loader's scan refuses,
     and :func:`load_foreign` then reads the file again the usual way."""
-    from amber.artifact._reader import _MAP_FROM, _ROOM_FROM, _pread_into, aligned_empty
+    from amber.artifact._reader import ROOM_FROM, read_with_room
 
     if isinstance(source, bytes | bytearray | memoryview):
         return None
@@ -337,13 +337,12 @@ def _read_with_room(source: Source, name: str | None) -> _Opened | None:
         return None  # _read says what is wrong
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size < _ROOM_FROM:
+        if not stat.S_ISREG(st.st_mode) or st.st_size < ROOM_FROM:
             return None  # replaced by something else since, or a small file
         head = os.pread(fd, 8, 0)
         if _compression(head) is not None or not _is_pickle(head):
             return None
-        view = aligned_empty(st.st_size, spare=st.st_size // 2 + _MAP_FROM)
-        _pread_into(fd, view, 0)
+        view = read_with_room(fd, st.st_size)
     finally:
         os.close(fd)
     block = view.obj
@@ -361,19 +360,7 @@ def _names_a_wrapper(data: bytes | mmap.mmap, size: int) -> bool:
     )
 
 
-def _open(
-    source: Source,
-    max_decompressed_size: int | None,
-    name: str | None = None,
-    *,
-    room: bool = False,
-) -> _Opened:
-    """``source`` read, classified and decompressed. ``room``: a large plain pickle file may come
-    back in a map of its own (:func:`_read_with_room`) for a load to splice in place."""
-    if room:
-        roomy = _read_with_room(source, name)
-        if roomy is not None:
-            return roomy
+def _open(source: Source, max_decompressed_size: int | None, name: str | None = None) -> _Opened:
     raw, name = _read(source, name)
     if raw.startswith(b"PK\x03\x04"):
         return _Opened("amber", None, raw, name)
@@ -726,7 +713,7 @@ def load_foreign(
     >>> policy = LoadPolicy.make(trusted=["mylib.MyModel"])
     >>> clf = load_foreign("old_model.pkl", policy)  # doctest: +SKIP
     """
-    opened = _open(path, max_decompressed_size, room=True)
+    opened = _read_with_room(path, None) or _open(path, max_decompressed_size)
     _not_amber(opened)
     policy = policy or LoadPolicy()
     if opened.kind == "joblib":

@@ -26,13 +26,18 @@ _CODES = {
 }
 
 
-def _utf8_safe(text: str) -> str:
-    """``text`` with any lone surrogate as a ``\\udxxx`` escape (it cannot be UTF-8)."""
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be UTF-8: no lone surrogate (JSON's ``"\\ud800"`` makes one)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+        return False
+    return True
+
+
+def _utf8_safe(text: str) -> str:
+    """``text`` with any lone surrogate as a ``\\udxxx`` escape (it cannot be UTF-8)."""
+    return text if is_utf8(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class RequestError(Exception):

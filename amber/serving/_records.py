@@ -20,7 +20,8 @@ import json
 import math
 from typing import Any
 
-from amber.serving._errors import describe_value
+from amber.artifact._manifest import JSON_INT_RANGE
+from amber.serving._errors import describe_value, is_utf8
 from amber.serving._tensor import bad, csv_rows, mlflow_form, tensor_fields
 
 __all__ = ["RecordsSchema"]
@@ -28,9 +29,6 @@ __all__ = ["RecordsSchema"]
 INPUT_NAME = "records"
 _NUMBERS = frozenset({"int", "float"})
 _JSON_TYPE = {"str": "string", "int": "number", "float": "number", "bool": "boolean"}
-
-
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
 def _kind(value: Any) -> str | None:
@@ -41,20 +39,12 @@ def _kind(value: Any) -> str | None:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
-        return "int" if _INT_MIN <= value <= _INT_MAX else None
+        return "int" if JSON_INT_RANGE[0] <= value <= JSON_INT_RANGE[1] else None
     if isinstance(value, float):
         return "float" if math.isfinite(value) else None
     if isinstance(value, str):
-        return "str" if _unicode(value) else None
+        return "str" if is_utf8(value) else None
     return None
-
-
-def _unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False  # a lone surrogate, from JSON's "\ud800"
-    return True
 
 
 class RecordsSchema:
@@ -78,7 +68,7 @@ class RecordsSchema:
         if not isinstance(row, dict):
             raise bad(field, "an object of keys and values", describe_value(row))
         for key, value in row.items():
-            if not _unicode(key):
+            if not is_utf8(key):
                 raise bad(field, "keys of valid Unicode text", "a key with a lone surrogate")
             kind = _kind(value)
             if kind is None:
@@ -242,7 +232,7 @@ class RecordsSchema:
         row = {
             k: v
             for k, v in (first.items() if isinstance(first, dict) else ())
-            if _unicode(k) and _kind(v) is not None
+            if is_utf8(k) and _kind(v) is not None
         }
         oip = {
             "inputs": [

@@ -806,7 +806,8 @@ def test_a_large_plain_pickle_is_read_into_a_map_of_its_own(
     path = tmp_path / "forest.pkl"
     path.write_bytes(pickle.dumps(model, protocol=5))
     assert path.stat().st_size > 64 << 10
-    opened = _foreign._open(path, None, room=True)
+    opened = _foreign._read_with_room(path, None)
+    assert opened is not None
     assert opened.room is not None and opened.kind == "pickle"
     assert bytes(opened.data) == path.read_bytes()
     loaded = load_foreign(path)
