@@ -37,7 +37,7 @@ from amber.security._allowlist import (
     reference_only,
     resolve,
 )
-from amber.security._pickle_scan import splice_hooks
+from amber.security._pickle_scan import frombuffer, predictor_check, splice_hooks
 from amber.security._policy import LoadPolicy, trust_name
 from amber.security._scanner import (
     CALL_ONLY,
@@ -53,6 +53,7 @@ from amber.security._validators import (
     STATE_VALIDATORS,
     Validator,
     forget_predictors,
+    predictor_spec,
     run_validator,
     validate_loaded,
     validate_object,
@@ -323,6 +324,13 @@ _GUARDS: dict[tuple[str, str], Any] = {
 """Allowed callables that are replaced, when loading, by versions that check arguments."""
 
 GUARDED = frozenset(_GUARDS)
+
+# Allowed callables that are replaced, when loading, by an equivalent that is faster: the same
+# checks, the same results.
+_FASTER: dict[tuple[str, str], Any] = {
+    ("numpy._core.numeric", "_frombuffer"): frombuffer,
+    ("numpy.core.numeric", "_frombuffer"): frombuffer,
+}
 # Stand-ins a stream may also hold as values: numpy < 2 pickles a Generator as
 # __generator_ctor("PCG64", __bit_generator_ctor), handing the constructor over as an argument,
 # which the __generator_ctor stand-in accepts only when it is this stand-in (which builds only
@@ -384,6 +392,17 @@ def _passing_through(validator: Validator, kind: int) -> Callable[[Any], Any]:
     return check_state
 
 
+_PREDICTOR = ("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor")
+
+
+def _hook(name: tuple[str, str], kind: int) -> Callable[[Any], Any]:
+    check = _passing_through(_validator_for(name, kind), kind)
+    if kind != _STATE_SITE and effective_name(*name, fix_imports=True) == _PREDICTOR:
+        # a boosting model's thousands of predictors: checked in C, with this as the fallback
+        return functools.partial(predictor_check, predictor_spec(check))
+    return check
+
+
 def _with_hooks(
     data: _Buffer, scan: PickleScan, room: mmap.mmap | None = None
 ) -> tuple[_Buffer, list[Callable[[Any], Any]]]:
@@ -408,7 +427,7 @@ def _with_hooks(
     keys = sorted({(name, kind) for _, _, name, kind in scan.hook_sites})
     number = {key: k for k, key in enumerate(keys)}
     numbers = [number[(name, kind)] for _, _, name, kind in scan.hook_sites]
-    hooks = [_passing_through(_validator_for(name, kind), kind) for name, kind in keys]
+    hooks = [_hook(name, kind) for name, kind in keys]
     args = (scan.hook_sites, numbers, scan.frames, _HOOK_BYTES, scan.forget)
     if room is not None:
         size: int | None = splice_hooks(data, *args, room)
@@ -519,7 +538,7 @@ class _SafeUnpickler(pickle.Unpickler):
         return obj
 
     def _find(self, raw: tuple[str, str], module: str, name: str) -> Any:
-        guard = _GUARDS.get((module, name))
+        guard = _GUARDS.get((module, name)) or _FASTER.get((module, name))
         if guard is not None:
             return guard
         obj = resolve(module, name, self._policy)

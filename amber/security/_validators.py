@@ -34,6 +34,7 @@ __all__ = [
     "OBJECT_VALIDATORS",
     "STATE_VALIDATORS",
     "needs_validation",
+    "predictor_spec",
     "run_validator",
     "validate_array_state",
     "validate_binary_tree",
@@ -502,6 +503,26 @@ def validate_tree_predictor(predictor: Any) -> None:
         raise _refuse(what, "a split uses a negative feature index")
     if n_categorical and max_row >= min(binned, raw):
         raise _refuse(what, "a categorical split points past its bitsets")
+
+
+def predictor_spec(fallback: Callable[[Any], Any]) -> tuple[Any, ...]:
+    """What ``predictor_check`` (_pickle_scan.c) needs to run :func:`validate_tree_predictor`
+    in C for the plain case: ``functools.partial(predictor_check, predictor_spec(hook))`` is a
+    hook that checks a predictor as ``hook`` would, and hands anything else to ``hook``."""
+    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+
+    dtype, layout = _layout("predictor")
+    return (
+        fallback,
+        TreePredictor,
+        np.ndarray,
+        _U32,
+        dtype,
+        _SAME_AS_RECORD,
+        _PREDICTORS,
+        "predictor",
+        *layout,
+    )
 
 
 # --------------------------------------------------------------------------- neighbors trees

@@ -767,3 +767,173 @@ def test_an_estimator_holding_trees_must_record_its_input_width(which: str) -> N
         other = copy.deepcopy(_tree_model())
         other.n_features_in_ = "six"
         safe_loads(pickle.dumps(other, protocol=5), policy=LoadPolicy())
+
+
+# --------------------------------------------------------------------------- the C fast paths
+def _frombuffer_outcome(func: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        a = func(*args, **kwargs)
+    except Exception as exc:  # the same refusal, word for word
+        return (type(exc), str(exc))
+    return (a.shape, a.dtype, a.strides, a.flags.writeable, a.tobytes(order="A"))
+
+
+def test_frombuffer_does_what_numpys_does() -> None:
+    """The loader hands out _pickle_scan.frombuffer for numpy's _frombuffer (the call that
+    rebuilds every array of a protocol-5 pickle): same arrays, same errors, every case."""
+    from amber.security._pickle_scan import frombuffer
+
+    try:
+        from numpy._core.numeric import _frombuffer
+    except ImportError:  # numpy 1.x
+        from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]
+
+    raw = bytearray(np.arange(24.0).tobytes())
+    record = np.dtype([("a", "<i4"), ("b", "<f8")])
+    cases: list[tuple[Any, ...]] = [
+        (raw, np.dtype("f8"), (24,), "C"),
+        (raw, np.dtype("f8"), (24,), "F"),
+        (bytes(raw), np.dtype("f8"), (24,), "C"),  # read-only
+        (raw, np.dtype("f8"), (4, 6), "C"),
+        (raw, np.dtype("f8"), (4, 6), "F"),
+        (raw, np.dtype("f8"), (2, 3, 4), "K", (2, 0, 1)),
+        (raw, np.dtype("f8"), (24,), "K"),  # numpy refuses 'K' without an axis order
+        (raw, np.dtype("f8"), (25,), "C"),
+        (raw, np.dtype("f8"), (23,), "C"),
+        (raw, np.dtype("f8"), [24], "C"),  # a list, not a tuple
+        (raw, np.dtype("f8"), (np.int64(24),), "C"),
+        (raw, np.dtype("f8"), (24,), "c"),
+        (raw, np.dtype("f8"), (24,), "Z"),
+        (raw, np.dtype("f8"), (24,), 7),
+        (raw, np.dtype("f8"), (-1,), "C"),
+        (raw, np.dtype("f8"), (2**70,), "C"),
+        (raw, np.dtype(("f8", (2,))), (12,), "C"),  # a sub-array dtype: 2-d from frombuffer
+        (raw, np.dtype(("f8", (2,))), (12, 2), "C"),
+        (raw, np.dtype("u1"), (192,), "C"),
+        (raw, np.dtype("f8"), (), "C"),
+        (bytearray(8), np.dtype("f8"), (), "C"),
+        (bytearray(), np.dtype("f8"), (0,), "C"),
+        (bytearray(), np.dtype("f8"), (0, 8), "C"),
+        (bytearray(12 * 12), record, (12,), "C"),
+        (raw, np.dtype("O"), (24,), "C"),
+        (raw, "f8", (24,), "C"),
+        ("not a buffer", np.dtype("f8"), (1,), "C"),
+        (raw, np.dtype("f8")),  # too few
+    ]
+    for args in cases:
+        want = _frombuffer_outcome(_frombuffer, *args)
+        assert _frombuffer_outcome(frombuffer, *args) == want, args
+    assert _frombuffer_outcome(frombuffer, raw, np.dtype("f8"), (24,), order="C") == (
+        _frombuffer_outcome(_frombuffer, raw, np.dtype("f8"), (24,), order="C")
+    )
+    a = frombuffer(raw, np.dtype("f8"), (24,), "C")
+    a[0] = 5.0  # a view of the buffer, as numpy's
+    assert raw[:8] == np.float64(5.0).tobytes()
+
+
+def test_the_loader_uses_the_c_frombuffer() -> None:
+    from amber.security import _pickle_scan, _unpickler
+
+    loaded = safe_loads(pickle.dumps(np.arange(5.0), protocol=5), policy=LoadPolicy())
+    np.testing.assert_array_equal(loaded, np.arange(5.0))
+    found = [v[1] for k, v in _unpickler._FOUND.items() if k[1] == "_frombuffer"]
+    assert found and all(f is _pickle_scan.frombuffer for f in found)
+
+
+def _predictor_variants(model: Any) -> list[tuple[str, Any]]:
+    """Predictors in the plain layout and in every way out of it a file could hold."""
+    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+
+    base = model._predictors[0][0]
+    out: list[tuple[str, Any]] = [("plain", copy.deepcopy(p)) for s in model._predictors for p in s]
+
+    def variant(label: str, **attrs: Any) -> None:
+        p = copy.deepcopy(base)
+        for k, v in attrs.items():
+            if v is delattr:
+                delattr(p, k)
+            else:
+                setattr(p, k, v)
+        out.append((label, p))
+
+    nodes = base.nodes
+    wide = np.zeros(2 * len(nodes), nodes.dtype)
+    wide[::2] = nodes
+    variant("strided nodes", nodes=wide[::2])
+    variant("2-d nodes", nodes=nodes.reshape(1, -1))
+    variant("empty nodes", nodes=nodes[:0])
+    variant("nodes of another dtype object", nodes=nodes.astype(nodes.dtype.newbyteorder("=")))
+    variant("nodes of another layout", nodes=np.zeros(len(nodes), [("left", "<u4")]))
+    variant("nodes as a list", nodes=nodes.tolist())
+    variant("no nodes", nodes=delattr)
+    variant("no bitsets", raw_left_cat_bitsets=delattr)
+    variant("int32 bitsets", binned_left_cat_bitsets=np.zeros((0, 8), np.int32))
+    variant("7-column bitsets", raw_left_cat_bitsets=np.zeros((2, 7), np.uint32))
+    variant("Fortran bitsets", raw_left_cat_bitsets=np.zeros((3, 8), np.uint32, order="F"))
+    variant("1-d bitsets", raw_left_cat_bitsets=np.zeros(8, np.uint32))
+    variant("bitsets as a list", binned_left_cat_bitsets=[[0] * 8])
+    for field, value in [("left", 10**6), ("left", 0), ("feature_idx", -1), ("feature_idx", 99)]:
+        bad = nodes.copy()
+        bad[field][0] = value
+        variant(f"{field}={value}", nodes=bad)
+    cat = nodes.copy()
+    cat["is_categorical"][0], cat["bitset_idx"][0] = 1, 2
+    variant("categorical split past its bitsets", nodes=cat)
+    rows = np.zeros((3, 8), np.uint32)
+    variant("categorical split", nodes=cat, binned_left_cat_bitsets=rows, raw_left_cat_bitsets=rows)
+
+    class Derived(TreePredictor):
+        pass
+
+    derived = copy.deepcopy(base)
+    derived.__class__ = Derived
+    out.append(("subclass", derived))
+    out.append(("not a predictor", np.zeros(3)))
+    return out
+
+
+def test_the_c_predictor_check_accepts_only_what_the_python_check_accepts() -> None:
+    """predictor_check runs validate_tree_predictor in C for the plain case and hands
+    everything else to its fallback; what it accepts, Python accepts too, and it records the
+    predictor exactly as Python does."""
+    import functools
+
+    from amber.security import _validators
+    from amber.security._pickle_scan import predictor_check
+
+    model = _hgb()
+    dtype = model._predictors[0][0].nodes.dtype
+    _validators._SAME_AS_RECORD[(id(dtype), "predictor")] = dtype
+    passed_on: list[Any] = []
+
+    def fallback(p: Any) -> Any:
+        passed_on.append(p)
+        return p
+
+    check = functools.partial(predictor_check, _validators.predictor_spec(fallback))
+    record = _validators._PREDICTORS
+    try:
+        for label, p in _predictor_variants(model):
+            _validators.forget_predictors()
+            passed_on.clear()
+            assert check(p) is p, label
+            if passed_on:
+                assert label != "plain" and record.nodes == [], label
+                continue
+            c_record = (record.nodes, record.max_feature, record.categorical)
+            _validators.forget_predictors()
+            _validators.validate_tree_predictor(p)  # raises if C accepted what Python refuses
+            assert c_record[0] == [p.nodes] and record.nodes[0] is c_record[0][0], label
+            assert c_record[1:] == (record.max_feature, record.categorical), label
+        passed_on.clear()
+        _validators.forget_predictors()
+        for p in [q for s in model._predictors for q in s]:  # a load's worth: the sums
+            check(p)
+        want = (len(record.nodes), record.max_feature, record.categorical)
+        _validators.forget_predictors()
+        for p in [q for s in model._predictors for q in s]:
+            _validators.validate_tree_predictor(p)
+        assert want == (len(record.nodes), record.max_feature, record.categorical)
+        assert not passed_on
+    finally:
+        _validators.forget_predictors()
