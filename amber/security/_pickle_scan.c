@@ -1383,8 +1383,8 @@ tree_nodes(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 enum { PC_FALLBACK, PC_CLS, PC_NDARRAY, PC_U32, PC_DTYPE, PC_SAME, PC_RECORD, PC_KIND,
        PC_LAYOUT, PC_SIZE = PC_LAYOUT + 8 };
 
-static PyObject *str_nodes, *str_binned, *str_raw, *str_dtype, *str_max_feature,
-    *str_categorical;
+static PyObject *str_nodes, *str_binned, *str_raw, *str_dtype, *str_ndim, *str_shape,
+    *str_strides, *str_max_feature, *str_categorical;
 
 static int
 predictor_strings(void)
@@ -1395,6 +1395,9 @@ predictor_strings(void)
         !(str_binned = PyUnicode_InternFromString("binned_left_cat_bitsets")) ||
         !(str_raw = PyUnicode_InternFromString("raw_left_cat_bitsets")) ||
         !(str_dtype = PyUnicode_InternFromString("dtype")) ||
+        !(str_ndim || (str_ndim = PyUnicode_InternFromString("ndim"))) ||
+        !(str_shape = PyUnicode_InternFromString("shape")) ||
+        !(str_strides = PyUnicode_InternFromString("strides")) ||
         !(str_max_feature = PyUnicode_InternFromString("max_feature")) ||
         !(str_categorical = PyUnicode_InternFromString("categorical")))
         return -1;
@@ -1443,21 +1446,29 @@ has_dtype(PyObject *a, PyObject *ndarray, PyObject *dtype, PyObject *same, PyObj
     return ok;
 }
 
-/* The rows of a bitset array: an ndarray of uint32 in C order with 8 columns; -1 if not. */
+/* The rows of a bitset array: an ndarray of uint32 of shape (rows, 8) in C order (numpy's
+ * rule: strides (32, 4), where the first does not count for one row and neither for none);
+ * -1 if not. Read from its attributes: a buffer export would leave numpy's description of
+ * the buffer cached with the array, memory that pickle's load never takes. */
 static Py_ssize_t
 bitset_rows(PyObject *b, PyObject *const *spec)
 {
     if (!b || has_dtype(b, spec[PC_NDARRAY], spec[PC_U32], NULL, NULL) != 1)
         return -1;
-    Py_buffer v;
-    if (PyObject_GetBuffer(b, &v, PyBUF_STRIDES) < 0) {
-        PyErr_Clear();
-        return -1;
-    }
+    PyObject *shape = PyObject_GetAttr(b, str_shape);
+    PyObject *strides = shape ? PyObject_GetAttr(b, str_strides) : NULL;
     Py_ssize_t rows = -1;
-    if (v.ndim == 2 && v.shape[1] == 8 && v.itemsize == 4 && PyBuffer_IsContiguous(&v, 'C'))
-        rows = v.shape[0];
-    PyBuffer_Release(&v);
+    if (strides && PyTuple_CheckExact(shape) && PyTuple_GET_SIZE(shape) == 2 &&
+        PyTuple_CheckExact(strides) && PyTuple_GET_SIZE(strides) == 2 &&
+        PyLong_AsSsize_t(PyTuple_GET_ITEM(shape, 1)) == 8) {
+        Py_ssize_t n = PyLong_AsSsize_t(PyTuple_GET_ITEM(shape, 0));
+        if (n == 0 || (PyLong_AsSsize_t(PyTuple_GET_ITEM(strides, 1)) == 4 &&
+                       (n == 1 || PyLong_AsSsize_t(PyTuple_GET_ITEM(strides, 0)) == 32)))
+            rows = n;
+    }
+    Py_XDECREF(shape);
+    Py_XDECREF(strides);
+    PyErr_Clear();
     return rows;
 }
 
@@ -1517,16 +1528,18 @@ predictor_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (layout[k] == -1 && PyErr_Occurred())
             goto error;
     }
+    /* one dimension (its attribute), in C order (what a plain buffer export requires, the
+     * export the Python check makes too), whole records (summarize_nodes) */
+    PyObject *ndim = PyObject_GetAttr(nodes, str_ndim);
+    int flat = ndim && PyLong_CheckExact(ndim) && PyLong_AsLong(ndim) == 1;
+    Py_XDECREF(ndim);
     Py_buffer v;
-    if (PyObject_GetBuffer(nodes, &v, PyBUF_STRIDES) < 0) {
+    if (!flat || PyObject_GetBuffer(nodes, &v, PyBUF_SIMPLE) < 0) {
         PyErr_Clear();
         goto fallback;
     }
     TreeSummary s;
-    int walked = -1;
-    if (v.ndim == 1 && v.shape[0] >= 1 && v.itemsize == layout[0] &&
-        PyBuffer_IsContiguous(&v, 'C'))
-        walked = summarize_nodes((const char *)v.buf, v.len, layout, &s);
+    int walked = summarize_nodes((const char *)v.buf, v.len, layout, &s);
     PyBuffer_Release(&v);
     if (walked < 0) {
         if (PyErr_ExceptionMatches(PyExc_MemoryError))
@@ -1574,7 +1587,7 @@ error:
  * second array object viewing the first: together 0.6 of numpy's 0.86 microseconds, and a
  * boosting model rebuilds 4,500 arrays. Any other call (another arity, keywords, a shape
  * that is not the array's own) goes to numpy's function, which says what is wrong with it. */
-static PyObject *np_frombuffer, *np_frombuffer_py, *str_ndim, *str_reshape, *kw_order;
+static PyObject *np_frombuffer, *np_frombuffer_py, *str_reshape, *kw_order;
 
 static int
 numpy_frombuffer_loaded(void)

@@ -871,6 +871,10 @@ def _predictor_variants(model: Any) -> list[tuple[str, Any]]:
     variant("7-column bitsets", raw_left_cat_bitsets=np.zeros((2, 7), np.uint32))
     variant("Fortran bitsets", raw_left_cat_bitsets=np.zeros((3, 8), np.uint32, order="F"))
     variant("1-d bitsets", raw_left_cat_bitsets=np.zeros(8, np.uint32))
+    variant("one row, strided", raw_left_cat_bitsets=np.zeros((2, 8), np.uint32)[::2])
+    variant("two rows, strided", raw_left_cat_bitsets=np.zeros((4, 8), np.uint32)[::2])
+    variant("empty, strided", raw_left_cat_bitsets=np.zeros((2, 8), np.uint32)[:0, ::2])
+    variant("rows of 8 in steps", raw_left_cat_bitsets=np.zeros((3, 16), np.uint32)[:, ::2])
     variant("bitsets as a list", binned_left_cat_bitsets=[[0] * 8])
     for field, value in [("left", 10**6), ("left", 0), ("feature_idx", -1), ("feature_idx", 99)]:
         bad = nodes.copy()
