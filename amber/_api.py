@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from amber import _env, _probe
 from amber._info import ArtifactInfo, VerifyReport
+from amber._paths import is_stream
 from amber.artifact import _manifest
 from amber.artifact._manifest import FORMAT_NAME, FORMAT_VERSION, JSON_INT_RANGE, SIGNATURE_NAME
 from amber.artifact._reader import ArtifactReader, NotAnArtifact
@@ -83,8 +84,6 @@ def _is_artifact(path: Path) -> bool:
     """True for a zip (an artifact), False for anything else; clear errors for bad paths, for a
     pipe or device (which the 4 bytes read here would consume) and for a zip that another
     library wrote (a PyTorch checkpoint, a Keras archive)."""
-    from amber.security._foreign import is_stream
-
     if is_stream(path):
         raise ValueError(
             f"{str(path)!r} is a pipe or a device, not a file, and this needs a file it can "
@@ -139,11 +138,11 @@ def _local(path: Path) -> Iterator[Path]:
     """``path``, or for a pipe or device (``<(cat model.amber)``, ``/dev/stdin``) a temporary
     file holding what it gave: read once (sniffing it and reading it again would lose the
     first bytes), and at most ``STREAM_LIMIT`` bytes (``/dev/zero`` never ends)."""
-    from amber.security._foreign import copy_stream, is_stream
-
     if not is_stream(path):
         yield path
         return
+    from amber.security._foreign import copy_stream
+
     with tempfile.TemporaryDirectory(prefix="amber-") as folder:
         copy = Path(folder) / "stream"
         with open(copy, "wb") as out:  # chunk by chunk: the stream is held once, on disk

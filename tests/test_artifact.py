@@ -199,6 +199,24 @@ def test_a_child_forked_while_another_thread_loads_has_its_collector_and_can_loa
     assert "child exit status 0 parent collector True" in proc.stdout, proc.stdout
 
 
+def test_loading_an_artifact_imports_no_pickle_or_joblib_reader(tmp_path: Path, svc: SVC) -> None:
+    """The readers of foreign files (pickle, joblib, their decompressors) are imported only for
+    such files: importing them in an artifact's first load took 2.4 MB and its time."""
+    amber.save(svc, tmp_path / "m.amber")
+    script = f"""
+        import sys
+        import amber
+        amber.load({str(tmp_path / "m.amber")!r})
+        print(sorted(m for m in sys.modules if m.startswith(("amber.security._foreign",
+                                                            "amber.security._joblib"))))
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
 def test_save_and_load_work_in_an_atexit_handler(tmp_path: Path) -> None:
     """A checkpoint saved at exit (and a large file loaded there): Python refuses new threads
     once it is shutting down, so the digests and the two-thread read run on the caller's."""

@@ -75,7 +75,7 @@ def _check_source(source: str, target: str) -> None:
     """Refuse an artifact (convert would drop its metadata, probe and signature) and a target
     that is the source itself (the pickle would be overwritten)."""
     from amber._api import _is_artifact
-    from amber.security._foreign import is_stream
+    from amber._paths import is_stream
 
     if source and not is_stream(source) and _is_artifact(Path(source)):
         import amber

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from amber._paths import is_stream
 from amber.errors import FormatError, UntrustedTypeError
 from amber.security._allowlist import is_allowed
 from amber.security._joblib import is_any_wrapper_name, is_wrapper_name, load_joblib, scan_joblib
@@ -134,16 +135,6 @@ def converted_name(source: str | os.PathLike[str]) -> Path:
     )
     candidates = map(path.with_name, names)
     return next(out for out in candidates if out != path and not os.path.lexists(out))
-
-
-def is_stream(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a pipe, a device or a socket: something that can be read once only,
-    and may not end (a missing path or a folder is not: opening it says what is wrong)."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 class StreamLimitError(FormatError):
