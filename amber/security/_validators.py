@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from amber.errors import FormatError
-from amber.security._pickle_scan import tree_nodes
+from amber.security._pickle_scan import alias_dtype, tree_nodes
 
 __all__ = [
     "GENERIC_CONSTRUCTORS",
@@ -388,6 +388,10 @@ def _node_summary(nodes: Any, kind: str, what: str) -> tuple[int, int, int, int,
         if len(_SAME_AS_RECORD) >= 4096:
             _SAME_AS_RECORD.clear()
         _SAME_AS_RECORD[(id(d), kind)] = d
+        if d.__reduce__() == dtype.__reduce__() and d.metadata == dtype.metadata:
+            # the later node arrays of this load get the library's own dtype object, which
+            # its __setstate__ compares its record dtype with by identity (see alias_dtype)
+            alias_dtype(d, dtype)
     if nodes.strides[0] != layout[0] and not nodes.flags.c_contiguous:
         nodes = np.ascontiguousarray(nodes)
     try:

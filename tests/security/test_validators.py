@@ -941,3 +941,29 @@ def test_the_c_predictor_check_accepts_only_what_the_python_check_accepts() -> N
         assert not passed_on
     finally:
         _validators.forget_predictors()
+
+
+def test_node_arrays_get_the_librarys_own_record_dtype_only_when_identical() -> None:
+    """After the first predictor of a load, node arrays are built with scikit-learn's own
+    record dtype object (its __setstate__ compares by identity then): only when the file's
+    dtype pickles to the same state. One that differs where == does not look (metadata) keeps
+    its own."""
+    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+
+    model = _hgb()
+    loaded = safe_loads(pickle.dumps(model, protocol=5), policy=LoadPolicy())
+    dtypes = [p.nodes.dtype for s in loaded._predictors for p in s]
+    assert dtypes[0] is not PREDICTOR_RECORD_DTYPE and dtypes[0] == PREDICTOR_RECORD_DTYPE
+    assert all(d is PREDICTOR_RECORD_DTYPE for d in dtypes[1:])
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+    tagged = np.dtype(PREDICTOR_RECORD_DTYPE, metadata={"origin": "elsewhere"})
+    hostile = copy.deepcopy(model)
+    for stage in hostile._predictors:
+        for p in stage:
+            p.nodes = p.nodes.view(tagged)
+    data = pickle.dumps(hostile, protocol=5)
+    assert pickle.loads(data)._predictors[-1][0].nodes.dtype.metadata == {"origin": "elsewhere"}
+    loaded = safe_loads(data, policy=LoadPolicy())
+    kept = [p.nodes.dtype.metadata for s in loaded._predictors for p in s]
+    assert kept == [{"origin": "elsewhere"}] * len(kept)
