@@ -3,7 +3,8 @@
 ``safe_loads`` vets the stream (:func:`~amber.security._scanner.scan_pickle`), refuses every
 global outside the allowlist at once, then runs a :class:`pickle.Unpickler` subclass whose
 ``find_class`` hands out allowed globals only. A few allowed callables are replaced by
-guarded versions (``_GUARDS``) that refuse arguments no honest pickle contains. Objects of
+guarded versions (``_GUARDS``) that refuse arguments no honest pickle contains, and numpy's
+``_frombuffer`` (every array of a protocol-5 stream) by its C equivalent. Objects of
 types whose data can be hostile are validated right after their state is set: the stream
 is rewritten so that each such object passes through its validator before any later opcode
 can use it (see ``hook_sites`` in the scanner).
@@ -325,12 +326,6 @@ _GUARDS: dict[tuple[str, str], Any] = {
 
 GUARDED = frozenset(_GUARDS)
 
-# Allowed callables that are replaced, when loading, by an equivalent that is faster: the same
-# checks, the same results.
-_FASTER: dict[tuple[str, str], Any] = {
-    ("numpy._core.numeric", "_frombuffer"): frombuffer,
-    ("numpy.core.numeric", "_frombuffer"): frombuffer,
-}
 # Stand-ins a stream may also hold as values: numpy < 2 pickles a Generator as
 # __generator_ctor("PCG64", __bit_generator_ctor), handing the constructor over as an argument,
 # which the __generator_ctor stand-in accepts only when it is this stand-in (which builds only
@@ -338,6 +333,13 @@ _FASTER: dict[tuple[str, str], Any] = {
 HELD_GUARDS = frozenset({("numpy.random._pickle", "__bit_generator_ctor")})
 # the stand-ins a stream may only call
 CALL_ONLY_GUARDS = GUARDED - HELD_GUARDS
+
+# Allowed callables that are replaced, when loading, by an equivalent that is faster: the same
+# checks, the same results.
+_FASTER: dict[tuple[str, str], Any] = {
+    ("numpy._core.numeric", "_frombuffer"): frombuffer,
+    ("numpy.core.numeric", "_frombuffer"): frombuffer,
+}
 
 
 # --------------------------------------------------------------------------- hooks
