@@ -912,10 +912,26 @@ def needs_validation(referenced: Iterable[tuple[str, str]], *, cross_only: bool 
 _HOLDS_TREES = ("tree_", "_tree", "_predictors")
 
 
-def _cross_check(obj: Any) -> None:
+def _only_checked_predictors(predictors: Any, flat: list[Any]) -> bool:
+    """Whether a boosting model's ``_predictors`` (``flat``: its predictors, each checked as it
+    was built) is lists of predictors holding their three arrays only: the walk would find
+    nothing more in it."""
+    cls = type(flat[0]) if flat else None
+    return (
+        cls is not None
+        and _class_info(cls)[1]
+        and type(predictors) is list
+        and all(type(stage) is list for stage in predictors)
+        and all(type(p) is cls and p.__dict__.keys() <= _LEAF_ATTRIBUTES for p in flat)
+    )
+
+
+def _cross_check(obj: Any) -> str | None:
+    """Check what relates ``obj`` (an estimator) to the objects it holds; returns the name of
+    an attribute whose contents need no walk (already checked, nothing inside), if any."""
     d = getattr(obj, "__dict__", None)
     if not isinstance(d, dict):
-        return
+        return None
     what = f"an estimator ({type(obj).__name__})"
     n_in = d.get("n_features_in_")
     if n_in is None:
@@ -923,7 +939,7 @@ def _cross_check(obj: Any) -> None:
         # the trees' compiled predict loops index the input by their split features unchecked
         if any(d.get(k) is not None for k in _HOLDS_TREES):
             raise _refuse(what, "it holds trees but records no input width (n_features_in_)")
-        return
+        return None
     if (type(n_in) is not int and not isinstance(n_in, np.integer)) or n_in < 0:
         raise _refuse(what, f"its input width n_features_in_ is {n_in!r:.40}")
     tree = d.get("tree_")
@@ -934,6 +950,7 @@ def _cross_check(obj: Any) -> None:
         width = np.shape(getattr(neighbors, "data", ()))
         if len(width) == 2 and width[1] != n_in:
             raise _refuse(what, f"its neighbors tree has {width[1]} features, not {n_in}")
+    done = None
     predictors = d.get("_predictors")
     if predictors is not None:
         cat = getattr(d.get("_bin_mapper"), "is_categorical_", None)
@@ -941,6 +958,8 @@ def _cross_check(obj: Any) -> None:
         record = _PREDICTORS
         checked = record.max_feature < n_in and not record.categorical
         if checked and _validated_in_this_load(flat):
+            if _only_checked_predictors(predictors, flat):
+                done = "_predictors"
             flat = []  # every split of every predictor is numeric and on a known feature
         for p in flat:
             _, _, high, n_categorical, _ = _node_summary(
@@ -970,6 +989,7 @@ def _cross_check(obj: Any) -> None:
             sub_n = getattr(sub, "n_features_in_", sub_width)
             if sub_n != sub_width:
                 raise _refuse(what, f"a sub-estimator expects {sub_n} features, not {sub_width}")
+    return done
 
 
 def validate_loaded(
@@ -1021,8 +1041,8 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
         else:
             d = getattr(o, "__dict__", None)
             if type(d) is dict:
-                run_validator(_cross_check, o)
-                push(v for v in d.values() if type(v) not in _ATOMS)
+                done = run_validator(_cross_check, o)
+                push(v for k, v in d.items() if type(v) not in _ATOMS and k != done)
 
 
 _ATOMS = frozenset({str, bytes, int, float, bool, type(None), np.float64, np.int64})

@@ -189,6 +189,19 @@ def test_boosting_models_of_different_widths_in_one_stream() -> None:
     amber_refuses([hostile, wide], "feature >= 2")
 
 
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_an_estimator_hidden_in_a_boosting_predictor_is_still_cross_checked(where: str) -> None:
+    """The cross-check walk skips a boosting model's predictors only when each holds its three
+    arrays and nothing else: a tree wider than its estimator hidden in one is found."""
+    hostile = copy.deepcopy(_hgb())
+    tree = _with_tree_state(_tree_model(), n_features=10**9, nodes={"feature": (0, 10**8)})
+    predictor = hostile._predictors[0 if where == "first" else -1][-1]
+    predictor.hidden = tree
+    amber_refuses(hostile, "its tree expects 1000000000 features, not 6")
+    loaded = safe_loads(pickle.dumps(_hgb(), protocol=5), policy=LoadPolicy())  # plain: loads
+    np.testing.assert_array_equal(loaded.predict(X), _hgb().predict(X))
+
+
 def test_boosting_categorical_split_past_its_bitsets() -> None:
     hostile = copy.deepcopy(_hgb())
     nodes = hostile._predictors[0][0].nodes
