@@ -16,6 +16,9 @@
  *   - NEXT_BUFFER at most n_buffers times, READONLY_BUFFER only on a buffer;
  *   - REDUCE/NEWOBJ/NEWOBJ_EX call a global, BUILD targets a constructed object (never a
  *     global), APPEND/SETITEM/ADDITEMS never target a global;
+ *   - nothing modifies bytes an array may view in place once they are made (a BYTEARRAY8
+ *     literal, an out-of-band buffer, the result of a global hooked as DATA: an array made on
+ *     such bytes): they are never the target of item assignment or BUILD;
  *   - STACK_GLOBAL operands are string literals (or memo copies of them);
  *   - no stack underflow, no MARK mismatch, bounded stack and MARK depth;
  *   - exactly one STOP, at the very end, leaving exactly one item and no MARK.
@@ -72,12 +75,18 @@ enum { T_ANY = 0, T_STR = 1, T_GLOBAL = 2, T_OBJ = 3, T_BUFFER = 4 };
  * F_READ (memo entries): some GET reads this index. A memo store of an F_BIG or F_CONT item
  * that no GET reads is one the loader can neutralise (see splice_hooks); a store of a small
  * scalar or a string is left alone: something else holds it anyway. */
-enum { F_COPY = 1, F_SET = 2, F_BIG = 4, F_READ = 8, F_CONT = 16 };
+/* F_DATA: bytes an array may view in place (a bytearray literal, an out-of-band buffer) or
+ * an array made on such bytes (by a G_DATA global: numpy's _frombuffer). Validators check such
+ * arrays where they lie, so nothing may change them once made: no item assignment, no BUILD
+ * (a bytearray's bytes rewritten under a boosting tree that was checked with the first ones
+ * would send its predict far outside its nodes). Honest pickles never modify them. */
+enum { F_COPY = 1, F_SET = 2, F_BIG = 4, F_READ = 8, F_CONT = 16, F_DATA = 32 };
 #define BIG_BYTES (64 * 1024)
 enum { K_UTF8 = 0, K_ASCII = 1, K_RAWUNI = 2 };  /* how a T_STR literal decodes */
 /* per-global flags; G_CALL_ONLY: the loader hands out an argument-checking stand-in for it,
  * so the stream may call it but not hold it as a value */
-enum { G_HOOKED = 1, G_STATE_HOOKED = 2, G_CALLED = 4, G_REDUCED = 8, G_CALL_ONLY = 16 };
+enum { G_HOOKED = 1, G_STATE_HOOKED = 2, G_CALLED = 4, G_REDUCED = 8, G_CALL_ONLY = 16,
+       G_DATA = 32 };
 enum { SITE_OBJECT = 0, SITE_STATE = 1 };                  /* kinds of hook sites */
 #define NO_HOOK UINT32_MAX
 
@@ -330,6 +339,9 @@ check_target(Scan *s, Py_ssize_t off, const Item *t, const char *opname)
     if (t->tag == T_OBJ && t->aux != NO_HOOK)
         return fail(s, off, "%s would modify a validated object (an array, a tree, a matrix) "
                             "outside its state", opname);
+    if (t->flags & F_DATA)
+        return fail(s, off, "%s would modify an array's bytes in place (a bytearray, a buffer "
+                            "or an array made on one)", opname);
     return 0;
 }
 
@@ -403,7 +415,7 @@ memo_put(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t idx, Py_ssize_t *co
         (*count)++;
     Item it = s->stack[s->sp - 1];
     uint8_t kept = it.flags & (F_BIG | F_CONT);
-    it.flags = F_COPY | F_SET | kept | (s->memo[idx].flags & F_READ);
+    it.flags = F_COPY | F_SET | kept | (it.flags & F_DATA) | (s->memo[idx].flags & F_READ);
     s->memo[idx] = it;
     if (!kept)
         return 0; /* a small scalar or a string: not worth forgetting */
@@ -431,7 +443,7 @@ memo_get(Scan *s, Py_ssize_t off, Py_ssize_t idx, const char *opname)
     note_copy(s, &s->memo[idx]);
     s->memo[idx].flags |= F_READ;
     Item it = s->memo[idx];
-    it.flags = F_COPY | (it.flags & (F_BIG | F_CONT));
+    it.flags = F_COPY | (it.flags & (F_BIG | F_CONT | F_DATA));
     it.start = off;
     return push(s, off, it);
 }
@@ -478,7 +490,7 @@ add_global(Scan *s, Py_ssize_t off, PyObject *module, PyObject *name, uint32_t *
             long v = PyLong_AsLong(mode);
             if (v == -1 && PyErr_Occurred())
                 goto pyerr;
-            hooked = (int)(v & (G_HOOKED | G_STATE_HOOKED | G_CALL_ONLY));
+            hooked = (int)(v & (G_HOOKED | G_STATE_HOOKED | G_CALL_ONLY | G_DATA));
         }
         else if (PyErr_Occurred())
             goto pyerr;
@@ -551,7 +563,8 @@ make_object(Scan *s, Py_ssize_t off, Py_ssize_t end, Py_ssize_t nargs, const cha
         s->hk[s->nhk] = h;
         hook = (uint32_t)s->nhk++;
     }
-    Item obj = {T_OBJ, F_CONT, 0, hook, 0, callee->start};
+    uint8_t data = s->ghooked[callee->aux] & G_DATA ? F_DATA : 0;
+    Item obj = {T_OBJ, (uint8_t)(F_CONT | data), 0, hook, 0, callee->start};
     s->sp -= nargs;
     s->stack[s->sp - 1] = obj;
     return 0;
@@ -569,6 +582,8 @@ build(Scan *s, Py_ssize_t off, Py_ssize_t end)
     if (t->tag != T_OBJ)
         return fail(s, off, "BUILD on a %s; only objects made by REDUCE/NEWOBJ take state",
                     tag_name(t->tag));
+    if (t->flags & F_DATA)
+        return fail(s, off, "BUILD would re-fill an array made on a buffer in place");
     if (t->aux != NO_HOOK) {
         /* A checked object (or one whose state is checked: an array) takes state once, through
          * the stack slot that made it, before any copy of it is used: a second BUILD would
@@ -729,7 +744,7 @@ run(Scan *s, int *declared, int *maxproto)
                 return -1;
             note_copy(s, &s->stack[s->sp - 1]);
             it = s->stack[s->sp - 1];
-            it.flags = F_COPY | (it.flags & (F_BIG | F_CONT));
+            it.flags = F_COPY | (it.flags & (F_BIG | F_CONT | F_DATA));
             it.start = off;
             if (push(s, off, it) < 0)
                 return -1;
@@ -816,6 +831,8 @@ run(Scan *s, int *declared, int *maxproto)
             i += (Py_ssize_t)n;
             if (n >= BIG_BYTES)
                 it.flags = F_BIG;
+            if (op == OP_BYTEARRAY8)
+                it.flags |= F_DATA;
             if (push(s, off, it) < 0)
                 return -1;
             break;
@@ -993,7 +1010,7 @@ run(Scan *s, int *declared, int *maxproto)
             s->buffers_used++;
             it = plain(off);
             it.tag = T_BUFFER;
-            it.flags = F_BIG;
+            it.flags = F_BIG | F_DATA;
             if (push(s, off, it) < 0)
                 return -1;
             break;

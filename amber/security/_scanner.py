@@ -15,6 +15,7 @@ from amber.security import _pickle_scan
 
 __all__ = [
     "CALL_ONLY",
+    "DATA",
     "OBJECT",
     "STATE",
     "PickleScan",
@@ -23,10 +24,12 @@ __all__ = [
     "scan_pickle",
 ]
 
-OBJECT, STATE, CALL_ONLY = 1, 2, 16
+OBJECT, STATE, CALL_ONLY, DATA = 1, 2, 16, 32
 """Hook modes: validate the object after its BUILD, or each BUILD state before it applies;
 ``CALL_ONLY``: the global may be called but not held as a value (the loader hands out a
-stand-in that checks its arguments)."""
+stand-in that checks its arguments); ``DATA``: what it makes is bytes an array may view in
+place, or an array on such bytes (numpy's ``_frombuffer``), which validators check where it
+lies, so the stream may not modify it afterwards (nor a bytearray literal or a buffer)."""
 
 _BufferLike = bytes | bytearray | memoryview
 

@@ -42,6 +42,7 @@ from amber.security._pickle_scan import frombuffer, predictor_check, splice_hook
 from amber.security._policy import LoadPolicy, trust_name
 from amber.security._scanner import (
     CALL_ONLY,
+    DATA,
     OBJECT,
     STATE,
     PickleScan,
@@ -334,6 +335,18 @@ HELD_GUARDS = frozenset({("numpy.random._pickle", "__bit_generator_ctor")})
 # the stand-ins a stream may only call
 CALL_ONLY_GUARDS = GUARDED - HELD_GUARDS
 
+# The globals whose results hold bytes an array may view in place: numpy's _frombuffer makes an
+# array on a bytearray of the stream or an out-of-band buffer (the BYTEARRAY8 and NEXT_BUFFER
+# opcodes), and bytearray makes such bytes. Validators check those arrays where they lie, so
+# the scanner refuses any later change to these (``DATA``).
+VIEWED_DATA = frozenset(
+    {
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("builtins", "bytearray"),
+    }
+)
+
 # Allowed callables that are replaced, when loading, by an equivalent that is faster: the same
 # checks, the same results.
 _FASTER: dict[tuple[str, str], Any] = {
@@ -357,6 +370,8 @@ def hooked_names() -> dict[tuple[str, str], int]:
         modes[key] = modes.get(key, 0) | STATE
     for key in CALL_ONLY_GUARDS:  # loaded as stand-ins that check arguments: called, not held
         modes[key] = modes.get(key, 0) | CALL_ONLY
+    for key in VIEWED_DATA:  # arrays on the stream's bytes, and such bytes: never modified
+        modes[key] = modes.get(key, 0) | DATA
     for (module, name), mode in list(modes.items()):
         old = _compat_pickle.REVERSE_NAME_MAPPING.get((module, name))
         if old is None and module in _compat_pickle.REVERSE_IMPORT_MAPPING:

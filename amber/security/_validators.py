@@ -1042,6 +1042,10 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
             d = getattr(o, "__dict__", None)
             if type(d) is dict:
                 done = run_validator(_cross_check, o)
+                if not cross_only:
+                    # a full walk (a joblib file's) checks again what was checked as it was
+                    # built: the stream may have changed it since
+                    done = None
                 push(v for k, v in d.items() if type(v) not in _ATOMS and k != done)
 
 

@@ -274,6 +274,59 @@ def test_container_opcodes_never_target_a_global(op: bytes, target: bytes) -> No
     refused(PROTO5 + sglob("collections", "OrderedDict") + target + op + b".", "modify a global")
 
 
+BYTEARRAY = b"\x96" + struct.pack("<Q", 8) + bytes(8)  # BYTEARRAY8 of 8 bytes
+NEXT_BUFFER = b"\x97"
+SET_FIRST_BYTE = binint(0) + binint(1) + b"s"  # key, value, SETITEM
+
+
+@pytest.mark.parametrize(
+    ("stream", "n_buffers"),
+    [
+        (PROTO5 + BYTEARRAY + SET_FIRST_BYTE + b".", 0),
+        (PROTO5 + BYTEARRAY + MEMOIZE_ + b"0" + binget(0) + SET_FIRST_BYTE + b".", 0),
+        (PROTO5 + BYTEARRAY + b"2" + SET_FIRST_BYTE + b"0.", 0),  # through a DUP
+        (
+            PROTO5 + BYTEARRAY + MEMOIZE_ + b"0" + binget(0) + b"(" + binint(0) + binint(1) + b"u.",
+            0,
+        ),
+        (PROTO5 + NEXT_BUFFER + SET_FIRST_BYTE + b".", 1),
+        (PROTO5 + NEXT_BUFFER + b"\x98" + SET_FIRST_BYTE + b".", 1),  # read-only: refused too
+    ],
+    ids=["bytearray", "memo copy", "dup", "setitems", "buffer", "read-only buffer"],
+)
+def test_the_bytes_under_an_array_are_never_modified(stream: bytes, n_buffers: int) -> None:
+    """An array of a protocol-5 stream views a bytearray of the stream or an out-of-band buffer
+    (numpy's _frombuffer); validators check it where it lies, so a later item assignment to
+    those bytes would change a checked array (a boosting tree's child links) unchecked."""
+    refused(stream, "modify an array's bytes in place", n_buffers=n_buffers)
+
+
+def test_an_array_made_on_a_buffer_is_never_modified() -> None:
+    """Nor the array itself, made by numpy's _frombuffer, nor a bytearray made by a call (the
+    loader's DATA globals): item assignment writes the bytes, and BUILD would re-fill them."""
+    from amber.security._unpickler import hooked_names
+
+    framed = pickle.dumps(np.arange(3.0), protocol=5)
+    assert framed[2] == 0x95  # one FRAME, dropped so that opcodes can follow the array
+    data = framed[:2] + framed[11:]
+    ops = [op.name for op, _, _ in pickletools.genops(data)]
+    assert ops[-3:] == ["REDUCE", "MEMOIZE", "STOP"]  # the array, stored last
+    array = binget(ops.count("MEMOIZE") - 1)
+    body = data[:-1]
+    scan_pickle(body + array + b"0.", hooks=hooked_names())  # reading it is fine
+    made = sglob("builtins", "bytearray") + sbu("abcdefgh") + sbu("latin-1") + b"\x86R"
+    scan_pickle(PROTO5 + made + b".", hooks=hooked_names())
+    with pytest.raises(FormatError, match="modify an array's bytes in place"):
+        scan_pickle(PROTO5 + made + SET_FIRST_BYTE + b".", hooks=hooked_names())
+    for tail, fragment in [
+        (array + SET_FIRST_BYTE + b"0.", "modify an array's bytes in place"),
+        (SET_FIRST_BYTE + b".", "modify an array's bytes in place"),
+        (array + NONE + BUILD + b"0.", "re-fill an array made on a buffer"),
+    ]:
+        with pytest.raises(FormatError, match=fragment):
+            scan_pickle(body + tail, hooks=hooked_names())
+
+
 def test_additems_on_a_global() -> None:
     refused(PROTO5 + sglob("builtins", "set") + MARK + NONE + b"\x90.", "modify a global")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import pickle
+import pickletools
+import struct
 import warnings
 from pathlib import Path
 from typing import Any
@@ -200,6 +202,60 @@ def test_an_estimator_hidden_in_a_boosting_predictor_is_still_cross_checked(wher
     amber_refuses(hostile, "its tree expects 1000000000 features, not 6")
     loaded = safe_loads(pickle.dumps(_hgb(), protocol=5), policy=LoadPolicy())  # plain: loads
     np.testing.assert_array_equal(loaded.predict(X), _hgb().predict(X))
+
+
+def _rewritten_after_its_check(model: Any) -> bytes:
+    """``model``'s protocol-5 pickle with opcodes added at its end that rewrite the bytes under
+    its first predictor's node array (the bytearray the array views, fetched from the memo):
+    the root's child links become 10**7, after the predictor was built and checked."""
+    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+
+    data = pickle.dumps(model, protocol=5)
+    target = model._predictors[0][0].nodes.tobytes()
+    ops = list(pickletools.genops(data))
+    memo, index = 0, None
+    body = bytearray()
+    for k, (op, _, pos) in enumerate(ops):
+        if op.name == "MEMOIZE":
+            previous = ops[k - 1]
+            if previous[0].name == "BYTEARRAY8" and bytes(previous[1]) == target:
+                index = memo
+            memo += 1
+        if op.name not in ("FRAME", "STOP"):  # unframed, so that opcodes can follow
+            body += data[pos : ops[k + 1][2] if k + 1 < len(ops) else len(data)]
+    assert index is not None
+    for field in ("left", "right"):
+        offset = PREDICTOR_RECORD_DTYPE.fields[field][1]
+        for i, byte in enumerate(struct.pack("<I", 10**7)):
+            body += b"j" + struct.pack("<I", index)  # LONG_BINGET the bytearray
+            body += b"J" + struct.pack("<i", offset + i) + b"J" + struct.pack("<i", byte)
+            body += b"s0"  # SETITEM, POP
+    return bytes(body + b".")
+
+
+def test_boosting_nodes_rewritten_after_their_check(tmp_path: Path) -> None:
+    data = _rewritten_after_its_check(_hgb())
+    with pytest.raises(FormatError, match="modify an array's bytes in place"):
+        safe_loads(data, policy=LoadPolicy())
+    plain_pickle_crashes(tmp_path, data, "obj.predict_proba(X * 0 + 1e9)")
+
+
+def test_a_full_walk_checks_again_the_predictors_checked_as_built() -> None:
+    """A joblib file's load checks each object as it is built and walks the result with every
+    validator: the walk must not skip the predictors, whose nodes the stream may have changed
+    since their check."""
+    from amber.security import _validators
+
+    model = copy.deepcopy(_hgb())
+    predictors = [p for stage in model._predictors for p in stage]
+    try:
+        for p in predictors:
+            _validators.validate_tree_predictor(p)  # as the load did, while building them
+        predictors[-1].nodes["left"][0] = 10**6  # changed after its check
+        with pytest.raises(FormatError, match="child index"):
+            _validators._walk(model, cross_only=False)
+    finally:
+        _validators.forget_predictors()
 
 
 def test_boosting_categorical_split_past_its_bitsets() -> None:
