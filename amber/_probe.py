@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from amber.artifact._manifest import JSON_INT_RANGE
+from amber.artifact._manifest import JSON_INT_RANGE, is_utf8
 from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import ArtifactWriter, npy_bytes
 from amber.errors import AmberError, FormatError
@@ -132,13 +132,11 @@ def _plain_records(rows: Any) -> list[dict[str, Any]]:
                     f"row {i} of the records has the key {key!r:.40}, not a string; records are "
                     f"stored as JSON objects"
                 )
-            try:
-                key.encode("utf-8")
-            except UnicodeEncodeError:
+            if not is_utf8(key):
                 raise TypeError(
                     f"row {i} of the records has the key {key!r:.40}, which holds a lone "
                     f"surrogate, not valid Unicode text (the signature names every key)"
-                ) from None
+                )
             try:
                 plain[str(key)] = _plain_value(value)
             except TypeError as exc:

@@ -18,6 +18,17 @@ SIGNATURE_NAME = "amber.sig"
 MAX_MANIFEST_BYTES = 64 << 20
 #: The integers a JSON reader (orjson) gives back as integers: past them, floats or errors.
 JSON_INT_RANGE = (-(2**63), 2**64 - 1)
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be UTF-8 (and so JSON text): no lone surrogate (``"\\ud800"``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 _ENTRY_KEYS = {"size", "stored_size", "compression", "xxh3_128", "blake3"}
 _CODECS = {"none", "zlib", "lzma", "lz4", "zstd"}
 

@@ -52,6 +52,7 @@ from amber.security._scanner import (
 from amber.security._validators import (
     GENERIC_CONSTRUCTORS,
     OBJECT_VALIDATORS,
+    PREDICTOR,
     STATE_VALIDATORS,
     Validator,
     forget_predictors,
@@ -339,20 +340,14 @@ CALL_ONLY_GUARDS = GUARDED - HELD_GUARDS
 # array on a bytearray of the stream or an out-of-band buffer (the BYTEARRAY8 and NEXT_BUFFER
 # opcodes), and bytearray makes such bytes. Validators check those arrays where they lie, so
 # the scanner refuses any later change to these (``DATA``).
-VIEWED_DATA = frozenset(
-    {
-        ("numpy._core.numeric", "_frombuffer"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("builtins", "bytearray"),
-    }
+_FROMBUFFER = frozenset(
+    {("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer")}
 )
+VIEWED_DATA = _FROMBUFFER | {("builtins", "bytearray")}
 
 # Allowed callables that are replaced, when loading, by an equivalent that is faster: the same
 # checks, the same results.
-_FASTER: dict[tuple[str, str], Any] = {
-    ("numpy._core.numeric", "_frombuffer"): frombuffer,
-    ("numpy.core.numeric", "_frombuffer"): frombuffer,
-}
+_FASTER: dict[tuple[str, str], Any] = dict.fromkeys(_FROMBUFFER, frombuffer)
 
 
 # --------------------------------------------------------------------------- hooks
@@ -409,12 +404,9 @@ def _passing_through(validator: Validator, kind: int) -> Callable[[Any], Any]:
     return check_state
 
 
-_PREDICTOR = ("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor")
-
-
 def _hook(name: tuple[str, str], kind: int) -> Callable[[Any], Any]:
     check = _passing_through(_validator_for(name, kind), kind)
-    if kind != _STATE_SITE and effective_name(*name, fix_imports=True) == _PREDICTOR:
+    if kind != _STATE_SITE and effective_name(*name, fix_imports=True) == PREDICTOR:
         # a boosting model's thousands of predictors: checked in C, with this as the fallback
         return functools.partial(predictor_check, predictor_spec(check))
     return check

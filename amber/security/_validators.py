@@ -32,6 +32,7 @@ from amber.security._pickle_scan import alias_dtype, tree_nodes
 __all__ = [
     "GENERIC_CONSTRUCTORS",
     "OBJECT_VALIDATORS",
+    "PREDICTOR",
     "STATE_VALIDATORS",
     "needs_validation",
     "predictor_spec",
@@ -50,6 +51,9 @@ __all__ = [
     "validate_tree",
     "validate_tree_predictor",
 ]
+
+#: The class of a boosting model's trees, thousands of them to a model.
+PREDICTOR = ("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor")
 
 Validator = Callable[[Any], Any]
 """Checks an object (or a state), raising FormatError; a state validator may return a
@@ -809,10 +813,7 @@ OBJECT_VALIDATORS: dict[tuple[str, str], Validator] = {
     ("sklearn.neighbors._ball_tree", "BallTree"): validate_binary_tree,
     ("sklearn.neighbors._ball_tree", "BallTree64"): validate_binary_tree,
     ("sklearn.neighbors._ball_tree", "BallTree32"): validate_binary_tree,
-    (
-        "sklearn.ensemble._hist_gradient_boosting.predictor",
-        "TreePredictor",
-    ): validate_tree_predictor,
+    PREDICTOR: validate_tree_predictor,
     **{tuple(n.rsplit(".", 1)): validate_sparse for n in _SPARSE},  # type: ignore[misc]
     **{tuple(n.rsplit(".", 1)): validate_libsvm for n in _SVM},  # type: ignore[misc]
 }
@@ -890,7 +891,7 @@ _CROSS_CHECKED = {
     ("numpy", "matrix"),  # its shape, set by a state, must be 2-d (see _walk)
     ("numpy.matrixlib.defmatrix", "matrix"),
     ("sklearn.tree._tree", "Tree"),
-    ("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor"),
+    PREDICTOR,
     ("sklearn.neighbors._kd_tree", "KDTree"),
     ("sklearn.neighbors._ball_tree", "BallTree"),
 }
@@ -1054,5 +1055,5 @@ _ATOMS = frozenset({str, bytes, int, float, bool, type(None), np.float64, np.int
 
 # Validated types whose attributes are plain arrays, with nothing to walk into: checked as they
 # were built, and cross-checked from the estimator that holds them.
-_LEAVES = {("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor")}
+_LEAVES = {PREDICTOR}
 _LEAF_ATTRIBUTES = frozenset({"nodes", "binned_left_cat_bitsets", "raw_left_cat_bitsets"})

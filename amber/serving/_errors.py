@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from amber.artifact._manifest import is_utf8
+
 __all__ = ["RequestError", "describe_value"]
 
 _CODES = {
@@ -24,15 +26,6 @@ _CODES = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
-
-
-def is_utf8(text: str) -> bool:
-    """Whether ``text`` can be UTF-8: no lone surrogate (JSON's ``"\\ud800"`` makes one)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _utf8_safe(text: str) -> str:

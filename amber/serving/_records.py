@@ -20,8 +20,8 @@ import json
 import math
 from typing import Any
 
-from amber.artifact._manifest import JSON_INT_RANGE
-from amber.serving._errors import describe_value, is_utf8
+from amber.artifact._manifest import JSON_INT_RANGE, is_utf8
+from amber.serving._errors import describe_value
 from amber.serving._tensor import bad, csv_rows, mlflow_form, tensor_fields
 
 __all__ = ["RecordsSchema"]
