@@ -14,13 +14,14 @@ import argparse
 import contextlib
 import errno
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from amber.cli._output import OutputError, Tolerant, one_line
-from amber.cli._signals import Terminated, end_by_sigterm, terminable
+from amber.cli._signals import Terminated, end_by_signal, terminable
 from amber.errors import AmberError
 
 __all__ = ["main"]
@@ -57,21 +58,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     standard output that goes away (``amber scan FILE | head -1``) ends the output quietly and
     a standard error that goes away drops the warnings and messages, and neither changes what
     the command does or its exit status. A standard output that cannot be written (a full
-    disk) is an error, status 2, that says so. SIGTERM ends the process, by that signal, once
-    the command's temporary files are removed.
+    disk) is an error, status 2, that says so. SIGTERM and SIGINT (Ctrl-C) end the process, by
+    that signal and without a traceback, once the command's temporary files are removed.
     """
     out, err = Tolerant(sys.stdout, name="standard output"), Tolerant(sys.stderr)
     saved: tuple[TextIO, TextIO] = (sys.stdout, sys.stderr)
     sys.stdout, sys.stderr = out, err
+    # the command has unwound, its temporary files removed: end as the signal would have
     try:
         return _main(argv)
     except Terminated:
-        pass  # the command has unwound, its temporary files removed: end as SIGTERM would
+        signum = signal.SIGTERM
+    except KeyboardInterrupt:
+        signum = signal.SIGINT
     finally:
         out.restore()
         err.restore()
         sys.stdout, sys.stderr = saved
-    return end_by_sigterm()
+    return end_by_signal(signum)
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -4,8 +4,8 @@ Python's default for SIGTERM ends the process at once, leaving behind what a ``f
 would have removed (convert's temporary target, the copy of a pipe that scan or inspect read).
 While a command runs, SIGTERM raises :class:`Terminated` in the main thread instead, which
 unwinds the command as ``KeyboardInterrupt`` does; the process then ends by SIGTERM itself
-(:func:`end_by_sigterm`), so that its parent sees what it sent (status 143 in a shell), as an
-interrupted command ends by SIGINT (130).
+(:func:`end_by_signal`), so that its parent sees what it sent (status 143 in a shell), as an
+interrupted command ends by SIGINT (130), without a traceback either way.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Terminated", "end_by_sigterm", "terminable"]
+__all__ = ["Terminated", "end_by_signal", "terminable"]
 
 
 class Terminated(BaseException):
@@ -56,9 +56,9 @@ def terminable() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def end_by_sigterm() -> int:
-    """End the process by SIGTERM, as its default action would have; 143 (128 + 15) where
-    the signal cannot end it (it is blocked in this thread)."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
-    return 128 + signal.SIGTERM
+def end_by_signal(signum: int) -> int:
+    """End the process by ``signum`` (SIGTERM, SIGINT), as its default action would have;
+    128 + ``signum`` (143, 130) where the signal cannot end it (it is blocked in this thread)."""
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return 128 + signum
