@@ -299,7 +299,7 @@ def save(
                 "program that loads it: better move it into a module both import"
             )
         warnings.warn(
-            f"{os.fspath(path)!r} references types outside Amber's allowlist "
+            f"{os.fspath(path)!r} references types or functions outside Amber's allowlist "
             f"({', '.join(saved.untrusted)}); {'; '.join(advice)}",
             UserWarning,
             stacklevel=2,

@@ -5,7 +5,7 @@
     AmberError (Exception)
     ├── FormatError (ValueError)          not an artifact, unknown version, malformed content
     ├── IntegrityError (ValueError)       hash or signature mismatch, truncation, corruption
-    ├── UntrustedTypeError (TypeError)    the payload references types outside the allowlist
+    ├── UntrustedTypeError (TypeError)    the payload names a type or function off the allowlist
     ├── ParityError (AssertionError)      the probe's outputs differ after reload
     ├── EnvironmentMismatchError          the environment differs and the policy is strict
     ├── SchemaError (ValueError)          input does not match the model's signature

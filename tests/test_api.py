@@ -773,7 +773,7 @@ class Doubler:
 
 def test_user_types_need_trust_and_then_load(tmp_path: Path) -> None:
     path = tmp_path / "custom.amber"
-    with pytest.warns(UserWarning, match="outside Amber's allowlist"):
+    with pytest.warns(UserWarning, match="types or functions outside Amber's allowlist"):
         info = amber.save(Doubler(), path, sample=X[:4])
     name = f"{__name__}.Doubler"
     assert info.untrusted == [name]
