@@ -19,7 +19,9 @@ Two entry points:
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import operator
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -434,16 +436,26 @@ def forget_predictors() -> None:
     record.categorical = 0
 
 
+_NODES = operator.attrgetter("nodes")
+
+
 def _validated_in_this_load(predictors: list[Any]) -> bool:
-    """Whether ``predictors`` are, in order, a run of the predictors validated in this load."""
+    """Whether ``predictors`` are, in order, a run of the predictors validated in this load.
+
+    (Loops in C, map and the identity test: a boosting model holds thousands of predictors.)
+    """
     seen = _PREDICTORS.nodes
     if not predictors or not seen:
         return False
-    first = getattr(predictors[0], "nodes", None)
+    try:
+        nodes = list(map(_NODES, predictors))
+    except AttributeError:
+        return False  # one holds no node array: not a predictor that was validated
+    first = nodes[0]
     start = next((k for k, a in enumerate(seen) if a is first), -1)
-    if start < 0 or start + len(predictors) > len(seen):
+    if start < 0 or start + len(nodes) > len(seen):
         return False
-    return all(getattr(p, "nodes", None) is seen[start + k] for k, p in enumerate(predictors))
+    return all(map(operator.is_, nodes, seen[start : start + len(nodes)]))
 
 
 def validate_tree(tree: Any) -> None:
@@ -923,7 +935,8 @@ def _only_checked_predictors(predictors: Any, flat: list[Any]) -> bool:
         and _class_info(cls)[1]
         and type(predictors) is list
         and all(type(stage) is list for stage in predictors)
-        and all(type(p) is cls and p.__dict__.keys() <= _LEAF_ATTRIBUTES for p in flat)
+        and all(map(operator.is_, map(type, flat), itertools.repeat(cls)))
+        and all(map(_LEAF_ATTRIBUTES.issuperset, map(vars, flat)))
     )
 
 
@@ -955,7 +968,7 @@ def _cross_check(obj: Any) -> str | None:
     predictors = d.get("_predictors")
     if predictors is not None:
         cat = getattr(d.get("_bin_mapper"), "is_categorical_", None)
-        flat = [p for stage in predictors for p in stage]
+        flat = list(itertools.chain.from_iterable(predictors))
         record = _PREDICTORS
         checked = record.max_feature < n_in and not record.categorical
         if checked and _validated_in_this_load(flat):

@@ -204,6 +204,28 @@ def test_an_estimator_hidden_in_a_boosting_predictor_is_still_cross_checked(wher
     np.testing.assert_array_equal(loaded.predict(X), _hgb().predict(X))
 
 
+def test_predictors_count_as_checked_only_with_the_node_arrays_that_were() -> None:
+    """The walk skips a boosting model's predictors only when they are, in order, the ones
+    whose node arrays the load checked: a predictor holding a copy of its array (or none) is
+    not one of them."""
+    from amber.security import _validators
+
+    flat = [p for stage in _hgb()._predictors for p in stage]
+    _validators._PREDICTORS.nodes = [p.nodes for p in flat]
+    try:
+        assert _validators._validated_in_this_load(flat)
+        assert _validators._validated_in_this_load(flat[1:])  # a run inside the record
+        copied = copy.copy(flat[-1])
+        copied.nodes = flat[-1].nodes.copy()
+        assert not _validators._validated_in_this_load([*flat[:-1], copied])
+        bare = copy.copy(flat[0])
+        del bare.nodes
+        assert not _validators._validated_in_this_load([bare, *flat[1:]])
+        assert not _validators._validated_in_this_load([*flat, flat[0]])  # past the record
+    finally:
+        _validators.forget_predictors()
+
+
 def _rewritten_after_its_check(model: Any) -> bytes:
     """``model``'s protocol-5 pickle with opcodes added at its end that rewrite the bytes under
     its first predictor's node array (the bytearray the array views, fetched from the memo):
