@@ -41,6 +41,7 @@ from amber.handlers import sklearn as sklearn_handler
 pytest.importorskip("sklearn")
 pd = pytest.importorskip("pandas")
 sp = pytest.importorskip("scipy.sparse")
+special = pytest.importorskip("scipy.special")
 
 from sklearn import (  # noqa: E402
     calibration,
@@ -139,6 +140,18 @@ def _with_nans(d: Any) -> Any:
         return X
 
     return type(d)(holes(d.X_train, 0), holes(d.X_test, 3), d.y_train, d.y_test)
+
+
+def _booleans(d: Any) -> Any:
+    """Each feature as whether it is above its training median (for the boolean metrics)."""
+    median = np.median(d.X_train, axis=0)
+    return type(d)(d.X_train > median, d.X_test > median, d.y_train, d.y_test)
+
+
+def _with_progress_bar() -> Any:
+    from sklearn.callback import ProgressBar
+
+    return _lr().set_callbacks(ProgressBar())
 
 
 def _categorical_strings(d: Any) -> Any:
@@ -372,6 +385,31 @@ CLASSIFIERS = [
         lambda: neighbors.KNeighborsClassifier(5, algorithm="brute"),
         extra=_kneighbors,
     ),
+    C(
+        "KNeighborsClassifier-ball_tree-sokalmichener",
+        lambda: neighbors.KNeighborsClassifier(5, algorithm="ball_tree", metric="sokalmichener"),
+        prepare=_booleans,
+        extra=_kneighbors,
+    ),
+    C(
+        "CalibratedClassifierCV-temperature",
+        lambda: calibration.CalibratedClassifierCV(_lr(), method="temperature", cv=3),
+        marks=(
+            pytest.mark.skipif(
+                not hasattr(calibration, "_TemperatureScaling"), reason="scikit-learn 1.8 and later"
+            ),
+        ),
+    ),
+    C(
+        "LogisticRegression-ProgressBar-callback",
+        _with_progress_bar,
+        marks=(
+            pytest.mark.skipif(
+                not hasattr(linear_model.LogisticRegression, "set_callbacks"),
+                reason="scikit-learn 1.9 and later",
+            ),
+        ),
+    ),
     C("GaussianNB", lambda: naive_bayes.GaussianNB()),
     C("MultinomialNB", lambda: naive_bayes.MultinomialNB(), data="count_data"),
     C(
@@ -601,6 +639,23 @@ TRANSFORMERS = [
         "FunctionTransformer-ufunc",
         lambda: preprocessing.FunctionTransformer(np.log1p, inverse_func=np.expm1),
         data="count_data",
+    ),
+    C(
+        "FunctionTransformer-scipy-expit",
+        lambda: preprocessing.FunctionTransformer(special.expit, inverse_func=special.logit),
+    ),
+    C(
+        "FunctionTransformer-round-kw_args",
+        lambda: preprocessing.FunctionTransformer(np.round, kw_args={"decimals": 1}),
+    ),
+    C(
+        "FunctionTransformer-cumsum-kw_args",
+        lambda: preprocessing.FunctionTransformer(np.cumsum, kw_args={"axis": 1}),
+    ),
+    C(
+        "FunctionTransformer-nan_to_num",
+        lambda: preprocessing.FunctionTransformer(np.nan_to_num),
+        prepare=_with_nans,
     ),
     C(
         "SelectKBest-f_classif",

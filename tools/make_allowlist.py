@@ -434,6 +434,36 @@ NUMPY_FUNCS = [
     "isnan",
     "isfinite",
     "clip",
+    # more plain computations that FunctionTransformer(func=...) is given: none allocates by a
+    # parameter's value (np.repeat, np.tile, np.broadcast_to would) or reaches code by name
+    "round",
+    "around",
+    "fix",
+    "nan_to_num",
+    "cumsum",
+    "cumprod",
+    "nancumsum",
+    "diff",
+    "prod",
+    "nanprod",
+    "sort",
+    "argmax",
+    "argmin",
+    "asarray",
+    "ascontiguousarray",
+    "isinf",
+    "signbit",
+    "hypot",
+    "arctan2",
+    "logaddexp",
+    "deg2rad",
+    "rad2deg",
+    "fmod",
+    "mod",
+    "remainder",
+    "float_power",
+    "heaviside",
+    "sinc",
 ]
 SCIPY_SPARSE = [
     f"scipy.sparse._{fmt}.{fmt}_{kind}"
@@ -493,6 +523,12 @@ SKLEARN_EXTRAS = [
 ] + [
     ("sklearn.feature_selection._mutual_info", "mutual_info_classif"),
     ("sklearn.feature_selection._mutual_info", "mutual_info_regression"),
+    # scikit-learn 1.9's callbacks stay in a fitted model (set_callbacks): ProgressBar holds
+    # its depth and the listeners of fits in progress, keyed by a fresh id per fit (so one
+    # from a file is never used). Not ScoringMonitor, whose __setstate__ opens a socket and
+    # starts threads, nor the ListenerHandle (a socket address) it holds: a file needs
+    # trusted= for those.
+    ("sklearn.callback._progressbar", "ProgressBar"),
 ]
 
 # Amber's own reconstructors, which check their arguments themselves (the development list
@@ -674,6 +710,7 @@ def models() -> Iterator[tuple[str, Callable[[dict[str, Any]], Any], str, str]]:
         gaussian_process.GaussianProcessClassifier(),
         calibration.CalibratedClassifierCV(cv=3),
         calibration.CalibratedClassifierCV(method="isotonic", cv=3),
+        calibration.CalibratedClassifierCV(method="temperature", cv=3),  # 1.8+
         en.VotingClassifier([("lr", lm.LogisticRegression()), ("nb", nb.GaussianNB())]),
         en.StackingClassifier(
             [("lr", lm.LogisticRegression()), ("dt", tree.DecisionTreeClassifier())]
@@ -877,7 +914,9 @@ def models() -> Iterator[tuple[str, Callable[[dict[str, Any]], Any], str, str]]:
         "X2",
     )
     yield "BallTree-hamming", lambda d: neighbors.BallTree(d["Xb"], metric="hamming"), "query", "Xb"
-    for metric in ("jaccard", "dice", "rogerstanimoto", "russellrao", "sokalsneath"):
+    for metric in (
+        "jaccard", "dice", "rogerstanimoto", "russellrao", "sokalsneath", "sokalmichener"
+    ):  # fmt: skip
         yield (
             f"BallTree-{metric}",
             (lambda m: lambda d: neighbors.BallTree(d["Xb"], metric=m))(metric),
@@ -1288,6 +1327,14 @@ def build(tolerant: bool = False) -> dict[str, Any]:
         names |= set(AMBER_EXTRAS)
     # and the ufuncs under the name this numpy pickles them by (2.1: numpy._core._multiarray_umath)
     names |= {g for n in NUMPY_FUNCS for g in scan_pickle(pickle.dumps(getattr(np, n), 5)).globals}
+    # and scipy.special's under the name this scipy pickles them by (1.17: _special_ufuncs)
+    special = importlib.import_module("scipy.special")
+    names |= {
+        g
+        for _, n in SCIPY_EXTRAS
+        if hasattr(special, n)
+        for g in scan_pickle(pickle.dumps(getattr(special, n), 5)).globals
+    }
     names |= {tuple(n.rsplit(".", 1)) for n in SCIPY_SPARSE}  # type: ignore[misc]
     # Cython's reconstructor of an allowed Cython class (it builds that class and sets its
     # fields): which classes a release pickles through one varies (scikit-learn 1.5's loss
