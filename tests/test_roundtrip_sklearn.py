@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 import math
 import mmap
 import subprocess
@@ -407,6 +408,9 @@ CLASSIFIERS = [
             pytest.mark.skipif(
                 not hasattr(linear_model.LogisticRegression, "set_callbacks"),
                 reason="scikit-learn 1.9 and later",
+            ),
+            pytest.mark.skipif(
+                importlib.util.find_spec("rich") is None, reason="ProgressBar needs rich"
             ),
         ),
     ),
