@@ -148,6 +148,45 @@ def _plain_records(rows: Any) -> list[dict[str, Any]]:
     return out
 
 
+_MAX_OBJECT_DIMS = 32  # numpy's own limit is 64; a sample has two
+
+
+def _encode_objects(arr: np.ndarray, base: str, writer: ArtifactWriter) -> dict[str, Any]:
+    """An object array of strings, numbers, booleans and missing values (``None``, NaN), as
+    ``df.to_numpy()`` gives a categorical column with gaps: its values in C order as JSON,
+    which keeps each one's type (3 is not "3", None is not NaN, as an encoder sees them)."""
+    try:
+        values = [_plain_value(v) for v in arr.ravel().tolist()]
+    except TypeError as exc:
+        kinds = sorted({type(v).__name__ for v in arr.ravel().tolist()})
+        raise TypeError(
+            f"an object array holding {', '.join(kinds)} cannot be stored as plain data ({exc}; "
+            f"an object array may hold strings, numbers within 64 bits, booleans and None)"
+        ) from None
+    text = json.dumps(values, ensure_ascii=True, allow_nan=True, separators=(",", ":"))
+    writer.add(base + ".json", text.encode("ascii"))
+    return {"kind": "objects", "entry": base + ".json", "shape": list(arr.shape)}
+
+
+def _objects_from_json(raw: memoryview, shape: Any) -> np.ndarray:
+    values = json.loads(bytes(raw).decode("utf-8"))
+    if (
+        not isinstance(shape, list)
+        or len(shape) > _MAX_OBJECT_DIMS
+        or not all(type(n) is int and n >= 0 for n in shape)
+        or not isinstance(values, list)
+        or math.prod(shape) != len(values)
+        or not all(v is None or type(v) in _RECORD_VALUES for v in values)
+    ):
+        raise FormatError(
+            "malformed probe entry: an object array must be a JSON list of strings, numbers, "
+            "booleans and nulls, as many as its shape says"
+        )
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out.reshape(shape)
+
+
 def _records_from_json(raw: memoryview) -> list[dict[str, Any]]:
     rows = json.loads(bytes(raw).decode("utf-8"))
     if (
@@ -247,7 +286,14 @@ def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
         writer.add_array(base + ".npy", arr)
         return {"kind": "list", "entry": base + ".npy"}
     if isinstance(value, np.ndarray) or np.isscalar(value):
-        writer.add_array(base + ".npy", _plain_array(np.asarray(value)))
+        arr = np.asarray(value)
+        try:
+            plain = _plain_array(arr)
+        except TypeError:
+            if arr.ndim == 0:
+                raise
+            return _encode_objects(arr, base, writer)
+        writer.add_array(base + ".npy", plain)
         return {"kind": "ndarray", "entry": base + ".npy"}
     raise TypeError(f"a {type(value).__module__}.{type(value).__qualname__} cannot be stored")
 
@@ -562,6 +608,8 @@ def _decode_spec(spec: dict[str, Any], reader: ArtifactReader) -> Any:
         return reader.read_array(spec["entry"]).tolist()
     if kind == "ndarray":
         return reader.read_array(spec["entry"])
+    if kind == "objects":
+        return _objects_from_json(reader.read(spec["entry"]), spec.get("shape"))
     raise FormatError(f"probe entry of unknown kind {kind!r}")
 
 
@@ -814,7 +862,21 @@ def _as_dense(value: Any) -> np.ndarray:
         return np.asarray(value.toarray())
     if _is_frame(value):
         return np.asarray(value.to_numpy())
-    return _plain_array(np.asarray(value))
+    arr = np.asarray(value)
+    try:
+        return _plain_array(arr)
+    except TypeError:
+        return arr  # strings, numbers and missing values mixed: compared one by one
+
+
+def _same_value(x: Any, y: Any) -> bool:
+    """Two values of object arrays: of one type and equal (3 is not "3", nor 3.0, nor True);
+    NaN is itself."""
+    x = x.item() if isinstance(x, np.generic) else x
+    y = y.item() if isinstance(y, np.generic) else y
+    if type(x) is not type(y):
+        return False
+    return bool(x == y) or (isinstance(x, float) and x != x and y != y)
 
 
 def _compare_frames(expected: Any, got: Any, exact: bool, rtol: float, atol: float) -> str | None:
@@ -873,6 +935,10 @@ def _compare(
                 worst = float(np.nanmax(np.abs(a.astype(np.float64) - b.astype(np.float64))))
             return f"values differ (largest absolute difference {worst:.3g})"
         return None
+    if a.dtype.kind == "O" or b.dtype.kind == "O":
+        pairs = zip(a.ravel().tolist(), b.ravel().tolist(), strict=True)  # shapes are equal
+        n = sum(not _same_value(x, y) for x, y in pairs)
+        return f"{n} of {a.size} values differ" if n else None
     strings = a.dtype.kind in "USO" and b.dtype.kind in "USO"
     if exact and a.dtype != b.dtype and not strings:
         return f"dtype {b.dtype}, expected {a.dtype}"

@@ -597,12 +597,18 @@ def test_a_sample_column_the_probe_cannot_keep_is_refused_at_save(
 
 
 def test_outputs_that_cannot_be_stored_are_blamed_not_the_sample(tmp_path: Path) -> None:
-    frame = pd.DataFrame({"x": [0.5, 1.5, 2.5], "city": ["paris", "rome", "oslo"]})
+    # the output mixes floats and bytes in an object array: plain data holds no bytes
+    frame = pd.DataFrame({"x": [0.5, 1.5, 2.5], "city": [b"paris", b"rome", b"oslo"]})
     model = ColumnTransformer(
         [("num", StandardScaler(), ["x"]), ("keep", "passthrough", ["city"])]
     ).fit(frame)
     with pytest.raises(ValueError, match="answers on sample=, but none of its outputs can be"):
         amber.save(model, tmp_path / "ct.amber", sample=frame)
+    # floats and strings are stored, each value with its type
+    frame["city"] = ["paris", "rome", "oslo"]
+    model.fit(frame)
+    amber.save(model, tmp_path / "ct.amber", sample=frame)
+    assert "transform: identical" in str(amber.verify(tmp_path / "ct.amber").probe)
 
 
 class _Outer:
