@@ -201,6 +201,13 @@ DENY_NAMES = {
     "numpy.apply_along_axis",
     "numpy.apply_over_axes",
     "numpy.piecewise",
+    # they size their work by a parameter (FunctionTransformer's kw_args come from the file)
+    "numpy.repeat",
+    "numpy.tile",
+    "numpy.broadcast_to",
+    "numpy.asarray",
+    "numpy.ascontiguousarray",
+    "numpy.diff",
     "numpy.DataSource",
     "numpy.core._ufunc_reconstruct",
     "numpy._core._ufunc_reconstruct",
@@ -434,8 +441,10 @@ NUMPY_FUNCS = [
     "isnan",
     "isfinite",
     "clip",
-    # more plain computations that FunctionTransformer(func=...) is given: none allocates by a
-    # parameter's value (np.repeat, np.tile, np.broadcast_to would) or reaches code by name
+    # more plain computations that FunctionTransformer(func=...) is given. None of them sizes
+    # its work by a parameter's value: not np.repeat, np.tile or np.broadcast_to (they allocate
+    # what kw_args ask), np.asarray or np.ascontiguousarray (kw_args={"dtype": "U2000000000"}
+    # asks 8 GB a value), nor np.diff (kw_args={"n": 10**12} loops that many times)
     "round",
     "around",
     "fix",
@@ -443,14 +452,11 @@ NUMPY_FUNCS = [
     "cumsum",
     "cumprod",
     "nancumsum",
-    "diff",
     "prod",
     "nanprod",
     "sort",
     "argmax",
     "argmin",
-    "asarray",
-    "ascontiguousarray",
     "isinf",
     "signbit",
     "hypot",

@@ -77,6 +77,16 @@ def _resolved(module: str, name: str) -> Any:
         return None
 
 
+@pytest.mark.parametrize(
+    "name", ["asarray", "ascontiguousarray", "diff", "repeat", "tile", "broadcast_to"]
+)
+def test_numpy_functions_that_size_their_work_by_a_parameter_are_denied(name: str) -> None:
+    """A FunctionTransformer's kw_args come from the file: np.asarray with dtype "U2000000000"
+    asks 8 GB a value, np.diff with n=10**12 loops that many times."""
+    assert TOOL_MODULE.denied("numpy", name) == "name is denied"
+    assert ("numpy", name) not in entries()
+
+
 def test_entries_are_exact_types_and_functions_that_resolve() -> None:
     raw = json.loads(_PATH.read_text(encoding="utf-8"))
     assert raw["format"] == 1
