@@ -331,6 +331,13 @@ def _wait_for_reader(fifo: Path, proc: subprocess.Popen[bytes]) -> int:
             time.sleep(0.005)
 
 
+def _sigint_as_by_default() -> None:
+    """In the child, before exec: SIGINT as a terminal's Ctrl-C finds it. A job that a
+    non-interactive shell starts in the background (CI's) ignores SIGINT, and its children
+    inherit that: Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("command", ["scan", "inspect", "convert"])
 def test_a_signal_removes_the_temporary_files(tmp_path: Path, command: str, signum: int) -> None:
@@ -343,7 +350,10 @@ def test_a_signal_removes_the_temporary_files(tmp_path: Path, command: str, sign
     tmp.mkdir()
     args = [command, str(fifo)] + ([str(target)] if command == "convert" else [])
     proc = subprocess.Popen(
-        [*AMBER, *args], stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(tmp)}
+        [*AMBER, *args],
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(tmp)},
+        preexec_fn=_sigint_as_by_default,
     )
     fd = _wait_for_reader(fifo, proc)
     try:
