@@ -187,6 +187,46 @@ def _objects_from_json(raw: memoryview, shape: Any) -> np.ndarray:
     return out.reshape(shape)
 
 
+def _encode_rows(value: list[Any] | tuple[Any, ...], base: str, writer: ArtifactWriter) -> Any:
+    """A list (or tuple) of lists, or of tuples, of plain values, of any lengths: the token lists
+    ``FeatureHasher(input_type="string")`` takes, the label sets of ``MultiLabelBinarizer``.
+    Stored as JSON rows; None when ``value`` is not that."""
+    inner = {type(row) for row in value}
+    if not value or len(inner) != 1 or not inner <= {list, tuple}:
+        return None
+    try:
+        rows = [[_plain_value(v) for v in row] for row in value]
+    except TypeError:
+        return None  # a row holds a list, a dict, bytes...: not plain rows
+    text = json.dumps(rows, ensure_ascii=True, allow_nan=True, separators=(",", ":"))
+    writer.add(base + ".json", text.encode("ascii"))
+    return {
+        "kind": "rows",
+        "entry": base + ".json",
+        "tuple": isinstance(value, tuple),
+        "rows": "tuple" if inner == {tuple} else "list",
+    }
+
+
+def _rows_from_json(raw: memoryview, spec: dict[str, Any]) -> list[Any] | tuple[Any, ...]:
+    rows = json.loads(bytes(raw).decode("utf-8"))
+    if (
+        not isinstance(rows, list)
+        or not rows
+        or spec.get("rows") not in ("list", "tuple")
+        or not all(
+            isinstance(row, list) and all(v is None or type(v) in _RECORD_VALUES for v in row)
+            for row in rows
+        )
+    ):
+        raise FormatError(
+            "malformed probe entry: rows must be a non-empty JSON list of lists of strings, "
+            "numbers, booleans and nulls"
+        )
+    out = [tuple(row) for row in rows] if spec["rows"] == "tuple" else rows
+    return tuple(out) if spec.get("tuple") is True else out
+
+
 def _records_from_json(raw: memoryview) -> list[dict[str, Any]]:
     rows = json.loads(bytes(raw).decode("utf-8"))
     if (
@@ -281,7 +321,13 @@ def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
     if isinstance(value, (list, tuple)):
         try:
             arr = _plain_array(np.asarray(value, dtype=object))
-        except ValueError as exc:  # numpy cannot even lay it out: a ragged nest of lists
+        except (ValueError, TypeError) as exc:  # ragged rows, or values of several kinds
+            rows = _encode_rows(value, base, writer)
+            if rows is not None:
+                return rows
+            if isinstance(exc, TypeError):
+                raise
+            # numpy cannot even lay it out: a ragged nest of lists
             raise TypeError(f"a ragged {type(value).__name__} ({exc})") from None
         writer.add_array(base + ".npy", arr)
         return {"kind": "list", "entry": base + ".npy"}
@@ -606,6 +652,8 @@ def _decode_spec(spec: dict[str, Any], reader: ArtifactReader) -> Any:
         return tuple(rows) if spec.get("tuple") is True else rows
     if kind == "list":
         return reader.read_array(spec["entry"]).tolist()
+    if kind == "rows":
+        return _rows_from_json(reader.read(spec["entry"]), spec)
     if kind == "ndarray":
         return reader.read_array(spec["entry"])
     if kind == "objects":
@@ -756,7 +804,8 @@ def record(
         raise TypeError(
             f"sample= cannot be stored as a probe: {exc}. Pass a numpy array, a pandas "
             f"DataFrame, a scipy.sparse matrix, a list of strings, a list of dicts of plain "
-            f"values (records, as DictVectorizer takes), or a tuple, list or str-keyed dict of "
+            f"values (records, as DictVectorizer takes), a list of lists of plain values (as "
+            f"FeatureHasher and MultiLabelBinarizer take), or a tuple, list or str-keyed dict of "
             f"arrays (one per input of the model)."
         ) from None
     outputs: dict[str, Any] = {}

@@ -1,6 +1,7 @@
 """A probe's numpy object array (what ``df.to_numpy()`` gives for a categorical column with gaps)
-is stored as JSON values and comes back with each value's type: a string, an integer, a float,
-a boolean, None or NaN, as an encoder sees them. Before, such a sample could not be stored."""
+and its list of lists of any lengths (token lists, label sets) are stored as JSON values and come
+back with each value's type: a string, an integer, a float, a boolean, None or NaN, as an
+encoder sees them. Before, such samples could not be stored."""
 
 from __future__ import annotations
 
@@ -122,3 +123,76 @@ def test_a_sample_of_other_objects_is_still_refused(tmp_path: Path) -> None:
 def test_a_malformed_object_entry_is_refused(text: bytes, shape: object) -> None:
     with pytest.raises(FormatError, match="object array must be a JSON list"):
         _probe._objects_from_json(memoryview(text), shape)
+
+
+# -- rows: lists of lists of plain values, of any lengths -----------------------------------------
+def test_token_lists_of_any_lengths_are_probed(tmp_path: Path) -> None:
+    """FeatureHasher(input_type="string") takes a list of token lists, ragged: sample= could not
+    store it ("a ragged list")."""
+    from sklearn.feature_extraction import FeatureHasher
+
+    tokens = [["dog", "cat"], ["fish"], [], ["dog", "dog", "emu", "cat"]]
+    model = FeatureHasher(n_features=16, input_type="string")
+    path = tmp_path / "fh.amber"
+    amber.save(model, path, sample=tokens)
+    spec = amber.inspect(path).manifest["probe"]["input"]
+    assert spec["kind"] == "rows" and spec["rows"] == "list" and spec["tuple"] is False
+    assert _stored(path) == tokens
+    assert "transform: identical" in str(amber.verify(path).probe)
+
+
+def test_label_sets_come_back_as_tuples(tmp_path: Path) -> None:
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    labels = (("sci-fi", "thriller"), ("comedy",), ("comedy", "sci-fi", "drama"))
+    model = MultiLabelBinarizer().fit(labels)
+    path = tmp_path / "mlb.amber"
+    amber.save(model, path, sample=labels)
+    assert _stored(path) == labels  # a tuple of tuples, as given
+    assert "transform: identical" in str(amber.verify(path).probe)
+
+
+def test_rows_of_mixed_values_keep_their_types(tmp_path: Path) -> None:
+    from sklearn.preprocessing import OrdinalEncoder
+
+    rows = [["a", 1], ["b", 3], [None, 3.0], ["a", float("nan")]]
+    model = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1).fit(
+        np.array(rows, dtype=object)
+    )
+    path = tmp_path / "oe.amber"
+    amber.save(model, path, sample=rows)
+    back = _stored(path)
+    assert [[type(v) for v in row] for row in back] == [[type(v) for v in row] for row in rows]
+    assert all(
+        map(
+            _probe._same_value,
+            np.ravel(np.array(back, dtype=object)),
+            np.ravel(np.array(rows, dtype=object)),
+        )
+    )
+    assert "transform: identical" in str(amber.verify(path).probe)
+
+
+def test_rows_of_other_objects_are_still_refused(tmp_path: Path) -> None:
+    from sklearn.feature_extraction import FeatureHasher
+
+    pairs = [[("dog", 1.0)], [("cat", 2.0), ("emu", 0.5)]]  # input_type="pair": one level more
+    with pytest.raises(TypeError, match="sample= cannot be stored as a probe"):
+        amber.save(FeatureHasher(8, input_type="pair"), tmp_path / "p.amber", sample=pairs)
+    assert not (tmp_path / "p.amber").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "spec"),
+    [
+        (b"[]", {"rows": "list"}),  # no rows
+        (b'[["a"], "b"]', {"rows": "list"}),  # a row that is not a list
+        (b'[["a", ["b"]]]', {"rows": "list"}),  # a value that is a list
+        (b'[["a", {"b": 1}]]', {"rows": "list"}),  # a value that is an object
+        (b'[["a"]]', {"rows": "set"}),  # rows of an unknown kind
+        (b'{"a": 1}', {"rows": "list"}),  # not a list
+    ],
+)
+def test_malformed_rows_are_refused(text: bytes, spec: dict) -> None:
+    with pytest.raises(FormatError, match="rows must be a non-empty JSON list of lists"):
+        _probe._rows_from_json(memoryview(text), spec)
