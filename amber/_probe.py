@@ -658,7 +658,10 @@ def _decode_spec(spec: dict[str, Any], reader: ArtifactReader) -> Any:
         return reader.read_array(spec["entry"])
     if kind == "objects":
         return _objects_from_json(reader.read(spec["entry"]), spec.get("shape"))
-    raise FormatError(f"probe entry of unknown kind {kind!r}")
+    raise FormatError(
+        f"probe entry of unknown kind {kind!r:.40}: a newer Amber may have written it; upgrade "
+        f"Amber to verify its probe (loading the model does not need it)"
+    )
 
 
 # -- signature ----------------------------------------------------------------------------------

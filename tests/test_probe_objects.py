@@ -196,3 +196,10 @@ def test_rows_of_other_objects_are_still_refused(tmp_path: Path) -> None:
 def test_malformed_rows_are_refused(text: bytes, spec: dict) -> None:
     with pytest.raises(FormatError, match="rows must be a non-empty JSON list of lists"):
         _probe._rows_from_json(memoryview(text), spec)
+
+
+def test_a_probe_kind_this_amber_does_not_know_says_to_upgrade() -> None:
+    """Value kinds are added as codecs are (docs/FORMAT.md, section 7): an older reader meeting
+    one refuses it with a message to upgrade, not as a damaged file."""
+    with pytest.raises(FormatError, match="a newer Amber may have written it; upgrade Amber"):
+        _probe._decode({"kind": "tensor-of-the-future", "entry": "probe/input.bin"}, None)
