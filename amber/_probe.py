@@ -116,9 +116,28 @@ def _plain_value(value: Any) -> Any:
         value = float(value) if isinstance(value, float) else int(value)  # IntEnum: its value
     if type(value) is int and not JSON_INT_RANGE[0] <= value <= JSON_INT_RANGE[1]:
         raise TypeError("an integer beyond 64 bits")  # what a server could not be sent either
-    if value is None or type(value) in _RECORD_VALUES:
+    if _is_plain(value):
         return value
     raise TypeError(f"a {type(value).__name__}")
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether a value read back from JSON is one a probe stores: a string, number, boolean or
+    null (not a list or an object)."""
+    return value is None or type(value) in _RECORD_VALUES
+
+
+def _write_json(data: Any, entry: str, writer: ArtifactWriter) -> str:
+    """Write plain ``data`` as the JSON entry ``entry``, as Python writes it: floats round-trip
+    exactly, NaN and infinities included, and every string, a lone surrogate too, as ASCII
+    escapes. Returns ``entry``."""
+    text = json.dumps(data, ensure_ascii=True, allow_nan=True, separators=(",", ":"))
+    writer.add(entry, text.encode("ascii"))
+    return entry
+
+
+def _read_json(raw: memoryview) -> Any:
+    return json.loads(bytes(raw).decode("utf-8"))
 
 
 def _plain_records(rows: Any) -> list[dict[str, Any]]:
@@ -163,20 +182,19 @@ def _encode_objects(arr: np.ndarray, base: str, writer: ArtifactWriter) -> dict[
             f"an object array holding {', '.join(kinds)} cannot be stored as plain data ({exc}; "
             f"an object array may hold strings, numbers within 64 bits, booleans and None)"
         ) from None
-    text = json.dumps(values, ensure_ascii=True, allow_nan=True, separators=(",", ":"))
-    writer.add(base + ".json", text.encode("ascii"))
-    return {"kind": "objects", "entry": base + ".json", "shape": list(arr.shape)}
+    entry = _write_json(values, base + ".json", writer)
+    return {"kind": "objects", "entry": entry, "shape": list(arr.shape)}
 
 
 def _objects_from_json(raw: memoryview, shape: Any) -> np.ndarray:
-    values = json.loads(bytes(raw).decode("utf-8"))
+    values = _read_json(raw)
     if (
         not isinstance(shape, list)
         or len(shape) > _MAX_OBJECT_DIMS
         or not all(type(n) is int and n >= 0 for n in shape)
         or not isinstance(values, list)
         or math.prod(shape) != len(values)
-        or not all(v is None or type(v) in _RECORD_VALUES for v in values)
+        or not all(map(_is_plain, values))
     ):
         raise FormatError(
             "malformed probe entry: an object array must be a JSON list of strings, numbers, "
@@ -198,26 +216,21 @@ def _encode_rows(value: list[Any] | tuple[Any, ...], base: str, writer: Artifact
         rows = [[_plain_value(v) for v in row] for row in value]
     except TypeError:
         return None  # a row holds a list, a dict, bytes...: not plain rows
-    text = json.dumps(rows, ensure_ascii=True, allow_nan=True, separators=(",", ":"))
-    writer.add(base + ".json", text.encode("ascii"))
     return {
         "kind": "rows",
-        "entry": base + ".json",
+        "entry": _write_json(rows, base + ".json", writer),
         "tuple": isinstance(value, tuple),
         "rows": "tuple" if inner == {tuple} else "list",
     }
 
 
 def _rows_from_json(raw: memoryview, spec: dict[str, Any]) -> list[Any] | tuple[Any, ...]:
-    rows = json.loads(bytes(raw).decode("utf-8"))
+    rows = _read_json(raw)
     if (
         not isinstance(rows, list)
         or not rows
         or spec.get("rows") not in ("list", "tuple")
-        or not all(
-            isinstance(row, list) and all(v is None or type(v) in _RECORD_VALUES for v in row)
-            for row in rows
-        )
+        or not all(isinstance(row, list) and all(map(_is_plain, row)) for row in rows)
     ):
         raise FormatError(
             "malformed probe entry: rows must be a non-empty JSON list of lists of strings, "
@@ -228,15 +241,11 @@ def _rows_from_json(raw: memoryview, spec: dict[str, Any]) -> list[Any] | tuple[
 
 
 def _records_from_json(raw: memoryview) -> list[dict[str, Any]]:
-    rows = json.loads(bytes(raw).decode("utf-8"))
+    rows = _read_json(raw)
     if (
         not isinstance(rows, list)
         or not rows
-        or not all(
-            isinstance(row, dict)
-            and all(v is None or type(v) in _RECORD_VALUES for v in row.values())
-            for row in rows
-        )
+        or not all(isinstance(row, dict) and all(map(_is_plain, row.values())) for row in rows)
     ):
         raise FormatError(
             "malformed probe entry: records must be a non-empty JSON list of objects of "
@@ -312,12 +321,8 @@ def _encode(value: Any, name: str, writer: ArtifactWriter) -> dict[str, Any]:
     if _holds_arrays(value):
         return _encode_several(value, name, writer)
     if _is_records(value):
-        rows = _plain_records(value)
-        # JSON as Python writes it: floats round-trip exactly, NaN and infinities included, and
-        # every string, a lone surrogate too, as ASCII escapes
-        text = json.dumps(rows, ensure_ascii=True, allow_nan=True, separators=(",", ":"))
-        writer.add(base + ".json", text.encode("ascii"))
-        return {"kind": "records", "entry": base + ".json", "tuple": isinstance(value, tuple)}
+        entry = _write_json(_plain_records(value), base + ".json", writer)
+        return {"kind": "records", "entry": entry, "tuple": isinstance(value, tuple)}
     if isinstance(value, (list, tuple)):
         try:
             arr = _plain_array(np.asarray(value, dtype=object))
