@@ -732,6 +732,11 @@ def _column(name: Any, dtype: Any, values: Any) -> dict[str, Any]:
         held = pd.api.types.infer_dtype(values, skipna=True)
         if held not in ("string", "empty"):
             out["values"] = held  # "integer", "floating", "boolean", "mixed-integer", ...
+        missing = _null_kinds(values)
+        if isinstance(missing, str):
+            # what a missing value was (None or NaN): a server hands the model the same for a
+            # null, as an encoder fitted on None takes NaN for an unknown category
+            out["missing"] = missing
     return out
 
 

@@ -58,10 +58,20 @@ class _Column:
     """One column: its name, pandas dtype, and how JSON values become an array."""
 
     def __init__(
-        self, name: str, dtype: str, categories: str | None = None, values: str | None = None
+        self,
+        name: str,
+        dtype: str,
+        categories: str | None = None,
+        values: str | None = None,
+        missing: str | None = None,
     ) -> None:
         self.name = name
         self.dtype = dtype
+        # what a null becomes in an object column: what the sample's missing values were (an
+        # encoder fitted on None takes NaN for an unknown category); None when it held none
+        self.missing: Any = math.nan if missing == "nan" and dtype == "object" else None
+        # whether the sample showed missing values (an empty CSV cell is then one)
+        self.held_missing = missing in ("none", "nan")
         self.numpy: np.dtype[Any] | None = None
         # a category column's categories as fitted (from the artifact's sample), in order
         self.trained: Any = None
@@ -152,7 +162,7 @@ class _Column:
         elif self.kind == "bool":
             arr = T.to_bools(values, field)
         elif self.kind == "string" or (self.kind == "category" and self.categories in _STRINGS):
-            if self.dtype == "category" and None in values:  # a missing category
+            if None in values:  # a missing category or string
                 T.to_strings(["" if v is None else v for v in values], field)
                 arr = np.array(values, dtype=object)
             else:
@@ -172,6 +182,8 @@ class _Column:
             raise _bad(
                 field, f"a single value per row ({self.expected})", f"shape {list(arr.shape)}"
             )
+        if self.missing is not None and arr.dtype == object:
+            arr[[i for i, v in enumerate(arr.tolist()) if v is None]] = self.missing
         return arr
 
     def _with_nulls(self, values: list[Any], field: str) -> np.ndarray:
@@ -259,8 +271,11 @@ class _Column:
                     )
             values = [truth[c.strip().lower()] for c in cells]
             return np.array(values, dtype=object if None in values else bool)
-        if self.dtype == "category":  # an empty cell is a missing category, as pandas reads it
-            return np.array([c if c else None for c in cells], dtype=object)
+        if self.dtype == "category" or self.held_missing:
+            # an empty cell is a missing category, as pandas reads it; in a column of strings,
+            # a missing value where the sample showed that the column has them
+            missing = None if self.dtype == "category" else self.missing
+            return np.array([c if c else missing for c in cells], dtype=object)
         return np.array(cells, dtype=object)
 
     def finish(self, arr: np.ndarray) -> Any:
@@ -319,11 +334,13 @@ class FrameSchema:
         series: bool = False,
         categories: dict[str, str] | None = None,
         values: dict[str, str] | None = None,
+        missing: dict[str, str] | None = None,
         labels: dict[str, Any] | None = None,
     ) -> None:
         cats = categories or {}
         held = values or {}
-        self.columns = [_Column(n, d, cats.get(n), held.get(n)) for n, d in columns]
+        gaps = missing or {}
+        self.columns = [_Column(n, d, cats.get(n), held.get(n), gaps.get(n)) for n, d in columns]
         self.names = [c.name for c in self.columns]
         self.series = series
         # Columns whose label was not a string (0, 1, 2 in a frame made from an array): the
@@ -533,13 +550,13 @@ class FrameSchema:
             kind = "integer" if col.numpy is not None and col.numpy.kind in "iu" else "number"
             return {"type": [kind, "null"]} if col.nullable or kind == "number" else {"type": kind}
         if col.kind == "category":
-            return {"type": "string"} if col.categories in _STRINGS else {}
+            return {"type": ["string", "null"]} if col.categories in _STRINGS else {}
         if col.kind == "bool":
             return {"type": ["boolean", "null"]} if col.nullable else {"type": "boolean"}
         if col.kind == "datetime":
             return {"type": "string", "format": "date-time"}
         if col.kind == "string":
-            return {"type": "string"}
+            return {"type": ["string", "null"]}  # null: a missing value
         return {}
 
     def json_schema_oip(self) -> dict[str, Any]:

@@ -526,6 +526,9 @@ def schema_for(inputs: dict[str, Any], *, several: bool = True) -> InputSchema:
                 str(c["name"]): str(c["categories"]) for c in inputs["columns"] if "categories" in c
             },
             values={str(c["name"]): str(c["values"]) for c in inputs["columns"] if "values" in c},
+            missing={
+                str(c["name"]): str(c["missing"]) for c in inputs["columns"] if "missing" in c
+            },
             labels={
                 str(c["name"]): c["label"]
                 for c in inputs["columns"]

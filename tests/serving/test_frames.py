@@ -319,3 +319,49 @@ def test_a_frame_with_integer_labels_is_served_under_them() -> None:
             warnings.simplefilter("error")
             np.testing.assert_allclose(model.predict(given), [0.0, 6.0], atol=1e-9)
     assert "label" not in describe(pd.DataFrame({"a": [1.0]}))["columns"][0]
+
+
+@pytest.mark.parametrize("gap", [None, np.nan], ids=["None", "NaN"])
+def test_a_null_in_a_column_of_strings_is_the_missing_value_the_model_knows(
+    gap: Any, tmp_path: Path
+) -> None:
+    """A column of strings with gaps (the commonest categorical input) refused null: "expected
+    a string". A null now becomes the missing value the sample held there, None or NaN, which
+    an encoder tells apart (fitted on one, it takes the other for an unknown category)."""
+    from amber._probe import describe
+
+    city = pd.Series(["paris", "rome", gap, "oslo"] * 10, dtype=object)
+    frame = pd.DataFrame({"city": city, "x": np.arange(40.0) % 3})
+    y = city.isna().to_numpy().astype(int)  # the gap alone tells the class
+    pre = ColumnTransformer(
+        [("c", OneHotEncoder(handle_unknown="ignore"), ["city"]), ("x", "passthrough", ["x"])]
+    )
+    model = make_pipeline(pre, LogisticRegression(max_iter=1000)).fit(frame, y)
+    kind = "none" if gap is None else "nan"
+    assert describe(frame.iloc[:8])["columns"][0]["missing"] == kind
+
+    def local(value: Any) -> list[int]:
+        row = pd.DataFrame({"city": pd.Series([value], dtype=object), "x": [1.0]})
+        return [int(v) for v in model.predict(row)]
+
+    other = np.nan if gap is None else None
+    assert local(gap) == [1] and local(other) == [0]  # the other kind is an unknown category
+    path = save(model, tmp_path / "gaps.amber", frame.iloc[:8])
+    with _serving([path], tmp_path) as srv:
+        for body in (
+            {"dataframe_records": [{"city": None, "x": 1.0}]},
+            {"dataframe_split": {"columns": ["city", "x"], "data": [[None, 1.0]]}},
+            {"inputs": {"city": [None], "x": [1.0]}},
+        ):
+            r = srv.client.post("/models/gaps/invocations", json=body)
+            assert r.status_code == 200 and r.json()["predictions"] == [1], (body, r.text)
+        r = srv.client.post(
+            "/models/gaps/invocations",
+            content="city,x\n,1.0\nrome,1.0\n",
+            headers={"Content-Type": "text/csv"},
+        )
+        assert r.status_code == 200 and r.json()["predictions"] == [1, 0], r.text
+        r = srv.client.post(
+            "/models/gaps/invocations", json={"dataframe_records": [{"city": 3, "x": 1.0}]}
+        )
+        assert r.status_code == 400 and r.json()["field"] == "dataframe_records[0].city", r.text
