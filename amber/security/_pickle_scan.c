@@ -2007,11 +2007,68 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ index maps */
+/* index_map(d, n): check that every value of the dict `d` is an int in [0, n) (a vectorizer's
+ * vocabulary_, whose values become the column indices of a sparse matrix that compiled code
+ * then reads unchecked); raises ValueError naming the first bad kind of entry. One pass in C
+ * that reads the values only (a key is never used as an index): a tf-idf vocabulary has
+ * hundreds of thousands of terms. */
+static PyObject *
+index_map(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "index_map(dict, n)");
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *d = args[0], *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(d, &pos, &key, &value)) {
+        Py_ssize_t v;
+        if (PyLong_CheckExact(value)) {
+            v = PyLong_AsSsize_t(value);
+            if (v == -1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                v = -1;
+            }
+        }
+        else if (PyLong_Check(value) || PyFloat_Check(value) || PyUnicode_Check(value)
+                 || PyBytes_Check(value) || !PyIndex_Check(value)) {
+            /* a bool or int subclass, a float, text: not what fitting writes */
+            PyErr_Format(PyExc_ValueError, "a value is a %.80s, not an integer index",
+                         Py_TYPE(value)->tp_name);
+            return NULL;
+        }
+        else {
+            /* a numpy integer scalar (allowlisted types only reach here) */
+            PyObject *i = PyNumber_Index(value);
+            if (i == NULL)
+                return NULL;
+            v = PyLong_AsSsize_t(i);
+            Py_DECREF(i);
+            if (v == -1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                v = -1;
+            }
+        }
+        if (v < 0 || v >= n) {
+            PyErr_Format(PyExc_ValueError, "an index is outside 0..%zd", n - 1);
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"splice_hooks", splice_hooks, METH_VARARGS,
      "splice_hooks(data, sites, numbers, frames, module, forget=b'', room=None)\n--\n\n"
      "Insert validator calls around hook sites, neutralise the memo stores in forget, and "
      "grow the frames that enclose them."},
+    {"index_map", (PyCFunction)(void (*)(void))index_map, METH_FASTCALL,
+     "index_map(d, n)\n--\n\n"
+     "Check that every value of the dict d is an int in [0, n)."},
     {"tree_nodes", (PyCFunction)(void (*)(void))tree_nodes, METH_FASTCALL,
      "tree_nodes(nodes, itemsize, left_off, right_off, link_bytes, leaf_off, feature_off, "
      "cat_off, bitset_off)\n--\n\n"

@@ -13,6 +13,7 @@ def scan(
     max_stack: int = 16777216,
     max_marks: int = 10000,
 ) -> tuple[Any, ...]: ...
+def index_map(d: dict[Any, Any], n: int) -> None: ...
 def tree_nodes(
     nodes: Any,
     itemsize: int,

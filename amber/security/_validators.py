@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from amber.errors import FormatError
+from amber.security._fitted import CHECKED_CLASSES, check_fitted
 from amber.security._pickle_scan import alias_dtype, tree_nodes
 
 __all__ = [
@@ -906,6 +907,9 @@ _CROSS_CHECKED = {
     PREDICTOR,
     ("sklearn.neighbors._kd_tree", "KDTree"),
     ("sklearn.neighbors._ball_tree", "BallTree"),
+    *CHECKED_CLASSES,  # fitted state that compiled code reads at predict time (_fitted.py)
+    # a DistanceMetric object (a neighbors model's metric=): its sizes against the input width
+    ("sklearn.metrics._dist_metrics", "newObj"),
 }
 
 
@@ -947,24 +951,30 @@ def _cross_check(obj: Any) -> str | None:
     if not isinstance(d, dict):
         return None
     what = f"an estimator ({type(obj).__name__})"
+    done = check_fitted(obj, d, _refuse)
     n_in = d.get("n_features_in_")
     if n_in is None:
         # scikit-learn checks an input's width only against a recorded n_features_in_, and
         # the trees' compiled predict loops index the input by their split features unchecked
         if any(d.get(k) is not None for k in _HOLDS_TREES):
             raise _refuse(what, "it holds trees but records no input width (n_features_in_)")
-        return None
+        return done
     if (type(n_in) is not int and not isinstance(n_in, np.integer)) or n_in < 0:
         raise _refuse(what, f"its input width n_features_in_ is {n_in!r:.40}")
     tree = d.get("tree_")
     if tree is not None and getattr(tree, "n_features", n_in) != n_in:
         raise _refuse(what, f"its tree expects {tree.n_features} features, not {n_in}")
+    for attr in ("metric", "effective_metric_"):
+        metric = d.get(attr)
+        if type(metric).__module__ == "sklearn.metrics._dist_metrics":
+            # brute force hands it the caller's rows, which are n_features_in_ wide
+            _validate_metric(metric, int(n_in), what)
     neighbors = d.get("_tree")
     if neighbors is not None:
         width = np.shape(getattr(neighbors, "data", ()))
         if len(width) == 2 and width[1] != n_in:
             raise _refuse(what, f"its neighbors tree has {width[1]} features, not {n_in}")
-    done = None
+    # done: from check_fitted, or "_predictors" below (a model holds one or the other)
     predictors = d.get("_predictors")
     if predictors is not None:
         cat = getattr(d.get("_bin_mapper"), "is_categorical_", None)

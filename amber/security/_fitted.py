@@ -1,0 +1,230 @@
+"""Fitted state that scikit-learn's compiled code reads at predict time without checking it.
+
+An estimator from a file is built from allowed types only, but its fitted attributes are data,
+and some of them size or index what compiled code reads and writes later, at ``predict`` or
+``transform``: the width of k-means centers (the distance kernel walks the caller's rows with
+it), the column a vectorizer gives a term (it becomes a sparse index that a matrix product
+reads), the number of trees per boosting stage (each writes its own column of the output).
+Honest fitting keeps them consistent; a crafted file need not, and the process then crashes or
+reads and writes memory it does not own. :func:`check_fitted` refuses such state when the model
+is loaded.
+
+Estimators hand the functions they hold to data too: a ``FunctionTransformer`` calls its
+``func`` with the file's ``kw_args``. The allowlist admits some functions only because fitted
+models name them (a bisecting k-means names its compiled k-means step), never to be called on
+data; such a function there is refused (see :func:`_callable_on_data`).
+
+Every check reads attributes only (no estimator method runs) and they run after the whole
+stream is built (from ``_validators._cross_check``), so that no later opcode can change what
+was checked.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from amber.errors import FormatError
+from amber.security._pickle_scan import index_map
+
+__all__ = ["CHECKED_CLASSES", "check_fitted"]
+
+Refuse = Callable[[str, str], FormatError]
+
+_KMEANS = ("KMeans", "MiniBatchKMeans", "BisectingKMeans")
+_VECTORIZERS = ("CountVectorizer", "TfidfVectorizer")
+
+#: Classes whose fitted state is checked here: the load's walk runs when a stream names one.
+CHECKED_CLASSES = frozenset(
+    {
+        *(("sklearn.cluster._kmeans", n) for n in _KMEANS[:2]),
+        ("sklearn.cluster._bisect_k_means", "BisectingKMeans"),
+        ("sklearn.cluster._mean_shift", "MeanShift"),
+        ("sklearn.cluster._affinity_propagation", "AffinityPropagation"),
+        ("sklearn.ensemble._gb", "GradientBoostingClassifier"),
+        ("sklearn.ensemble._gb", "GradientBoostingRegressor"),
+        *(("sklearn.feature_extraction.text", n) for n in _VECTORIZERS),
+        ("sklearn.feature_extraction._dict_vectorizer", "DictVectorizer"),
+        ("sklearn.preprocessing._function_transformer", "FunctionTransformer"),
+    }
+)
+
+
+def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
+    """Refuse inconsistent fitted state of ``obj`` (whose ``__dict__`` is ``d``).
+
+    Returns the name of an attribute that holds nothing the load's walk needs to visit (a
+    vocabulary of plain terms), if any.
+    """
+    cls = type(obj)
+    if not cls.__module__.startswith("sklearn."):
+        return None  # a class the caller trusted by name: its state is its own business
+    what = f"an estimator ({cls.__name__})"
+    done = None
+    if "vocabulary_" in d and (cls.__name__ in _VECTORIZERS or cls.__name__ == "DictVectorizer"):
+        done = _check_vocabulary(d["vocabulary_"], what, refuse)
+    if "cluster_centers_" in d or "_bisecting_tree" in d:
+        _check_centers(d, what, refuse)
+    threads = d.get("_n_threads")
+    if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
+        # OpenMP reads a negative thread count as a huge one and ends the process
+        raise refuse(what, f"its thread count _n_threads is {threads!r:.40}")
+    if cls.__module__ == "sklearn.ensemble._gb" and "estimators_" in d:
+        _check_stages(d, what, refuse)
+    if cls.__name__ == "FunctionTransformer":
+        for attr in ("func", "inverse_func"):
+            if not _callable_on_data(d.get(attr)):
+                raise refuse(
+                    what,
+                    f"its {attr} is {d.get(attr)!r:.80}, a function that models only name and "
+                    f"never call on data (a transformer calls it with the file's arguments)",
+                )
+    return done
+
+
+def _check_vocabulary(vocab: Any, what: str, refuse: Refuse) -> str | None:
+    # the column of each term becomes an index of a sparse matrix that is never bounds-checked
+    if not isinstance(vocab, dict):
+        raise refuse(what, f"its vocabulary_ is a {type(vocab).__name__}, not a dict")
+    try:
+        index_map(vocab, len(vocab))
+    except ValueError as exc:
+        raise refuse(
+            what, f"its vocabulary_ maps a term to a column that is not there: {exc}"
+        ) from None
+    # ints only: nothing the walk would visit (it never visits a dict's keys)
+    return "vocabulary_"
+
+
+def _width(a: Any, ndim: int) -> int:
+    """The last dimension of an array (or sparse matrix) of ``ndim`` dimensions, else -1."""
+    shape = getattr(a, "shape", None)
+    if not (isinstance(a, np.ndarray) or hasattr(a, "tocsr")) or not isinstance(shape, tuple):
+        return -1
+    if len(shape) == 2 and ndim == 1 and shape[0] == 1:
+        shape = shape[1:]  # a node center of a model fitted on sparse input: a 1 x n matrix
+    return int(shape[-1]) if len(shape) == ndim else -1
+
+
+def _check_centers(d: dict[str, Any], what: str, refuse: Refuse) -> None:
+    # the compiled distance step takes the number of features from the centers and walks the
+    # caller's rows with it
+    n_in = d.get("n_features_in_")
+    if not isinstance(n_in, (int, np.integer)):
+        raise refuse(what, "it holds cluster centers but records no input width")
+    centers = d.get("cluster_centers_")
+    if centers is not None and _width(centers, 2) != n_in:
+        raise refuse(what, f"its cluster_centers_ are not {n_in} features wide")
+    mean = d.get("_X_mean")
+    if mean is not None and _width(mean, 1) != n_in:
+        raise refuse(what, f"its _X_mean is not {n_in} values")
+    tree = d.get("_bisecting_tree")
+    if tree is None:
+        return
+    seen: set[int] = set()
+    stack = [tree]
+    while stack:  # nodes hold their centers; a shared or cyclic node is visited once
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if _width(getattr(node, "center", None), 1) != n_in:
+            raise refuse(what, f"a node of its cluster tree has a center not {n_in} wide")
+        stack += [getattr(node, "left", None), getattr(node, "right", None)]
+
+
+def _check_stages(d: dict[str, Any], what: str, refuse: Refuse) -> None:
+    # each stage's k-th tree adds into column k of the raw predictions, which have one column
+    # per tree of a stage: n_trees_per_iteration_ when init_ is "zero", else as many as the
+    # init estimator predicts
+    stages = d["estimators_"]
+    if not isinstance(stages, np.ndarray) or stages.ndim != 2 or stages.dtype != object:
+        raise refuse(what, "its estimators_ is not a 2-d array of trees")
+    k = int(stages.shape[1])
+    per = d.get("n_trees_per_iteration_", k)
+    if per != k:
+        raise refuse(what, f"its stages have {k} trees but n_trees_per_iteration_ is {per!r:.40}")
+    classes = d.get("classes_")
+    if classes is None:  # a regressor: one tree per stage
+        if k != 1:
+            raise refuse(what, f"a regressor's stages have {k} trees, not 1")
+        _check_init(d.get("init_"), 1, what, refuse)
+        return
+    n = len(classes)
+    if k != (1 if n == 2 else n):
+        raise refuse(what, f"its stages have {k} trees for {n} classes")
+    if k > 1 and getattr(d.get("_loss"), "is_multiclass", None) is not True:
+        raise refuse(what, "it has several trees per stage but a loss for two classes")
+    _check_init(d.get("init_"), max(n, 1), what, refuse)
+
+
+def _check_init(init: Any, width: int, what: str, refuse: Refuse) -> None:
+    """The init estimator must predict as many columns as the stages add into."""
+    if isinstance(init, str):
+        if init != "zero":
+            raise refuse(what, f"its init_ is {init!r:.40}")
+        return
+    name = type(init).__name__
+    if type(init).__module__ != "sklearn.dummy":
+        # any other estimator predicts as many columns as its own fitted arrays say
+        raise refuse(
+            what,
+            f"its init_ is a {name}; Amber checks the prediction width of the default init "
+            f"estimators only (load with allow_arbitrary_code=True if you made this file)",
+        )
+    v = vars(init)
+    if name == "DummyClassifier":
+        classes, prior = v.get("classes_"), v.get("class_prior_")
+        if not (
+            v.get("n_outputs_") == 1
+            and isinstance(prior, np.ndarray)
+            and prior.shape == (width,)
+            and np.shape(classes) == (width,)
+            and v.get("n_classes_") == width
+        ):
+            raise refuse(what, f"its init_ does not predict {width} classes")
+    elif name == "DummyRegressor":
+        constant = v.get("constant_")
+        if not (v.get("n_outputs_") == 1 and np.shape(constant) == (1, 1)):
+            raise refuse(what, "its init_ does not predict one value per row")
+    else:
+        raise refuse(what, f"its init_ is a {name}")
+
+
+# scikit-learn functions that the allowlist admits and that are plain Python over numpy:
+# HistGradientBoosting's categorical preprocessor is FunctionTransformer(partial(check_array))
+_SKLEARN_ON_DATA = frozenset({("sklearn.utils.validation", "check_array")})
+
+
+def _callable_on_data(func: Any) -> bool:
+    """Whether ``func`` may be called on data with arguments from the file.
+
+    numpy's functions and ufuncs and scipy.special's are (the allowlist holds the ones that
+    size nothing by an argument); so is a function outside Amber's allowlist, which a load
+    admits only when its caller trusted it by name. A function the allowlist admits because
+    fitted models name it (scikit-learn's compiled k-means step, a metric, ``check_array``) is
+    not: called with crafted arguments, it can write outside its buffers.
+    """
+    from amber.security._allowlist import entries, reference_only
+
+    if func is None or isinstance(func, np.ufunc):
+        return True
+    if type(func) is functools.partial:
+        return _callable_on_data(func.func)
+    if getattr(func, "__objclass__", None) is str:
+        return True  # str.lower and its kind (reached through the getattr stand-in)
+    module, name = getattr(func, "__module__", None), getattr(func, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(name, str):
+        return False
+    if isinstance(func, type):
+        return issubclass(func, np.generic)  # np.float32 as a cast
+    if (module, name) not in entries() or (module, name) in _SKLEARN_ON_DATA:
+        return True  # trusted by name (no load admits it otherwise), or plain Python
+    if module == "numpy" or module.startswith(("numpy.", "scipy.special")):
+        # reviewed computations (named, never called by a stream); not the helpers that
+        # pickles call to rebuild arrays and scalars
+        return reference_only(module, name)
+    return False

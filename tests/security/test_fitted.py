@@ -1,0 +1,307 @@
+"""Fitted state that compiled code reads at predict time (amber/security/_fitted.py).
+
+Each hostile case loads with plain pickle and then crashes the process, or reads memory it does
+not own, at its first prediction (shown in a subprocess where it crashes reliably); Amber refuses
+the same bytes at load. Found by an audit of the allowlist's estimators: k-means centers wider
+than the input, a vocabulary column past the matrix, more trees per boosting stage than output
+columns, a compiled k-means step called by a FunctionTransformer, a Mahalanobis matrix of the
+wrong size.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import pickle
+import pickletools
+import struct
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from security_kit import crashed, run_python
+from sklearn.cluster import AffinityPropagation, BisectingKMeans, KMeans, MeanShift, MiniBatchKMeans
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
+from sklearn.feature_extraction import DictVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import DistanceMetric
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.validation import check_array
+
+import amber
+from amber.errors import FormatError
+from amber.security._pickle_scan import index_map
+from amber.security._policy import LoadPolicy
+from amber.security._unpickler import safe_loads
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(60, 4))
+Y3 = np.arange(60) % 3
+DOCS = ["a good movie", "a bad film", "good film", "bad movie"] * 5
+LABELS = [1, 0, 1, 0] * 5
+
+
+def refused(obj: Any, fragment: str, data: bytes | None = None) -> bytes:
+    data = pickle.dumps(obj, protocol=5) if data is None else data
+    with pytest.raises(FormatError, match=fragment), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        safe_loads(data, policy=LoadPolicy())
+    return data
+
+
+def loads(obj: Any) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return safe_loads(pickle.dumps(obj, protocol=5), policy=LoadPolicy())
+
+
+def plain_pickle_fails(tmp_path: Path, data: bytes, use: str, *, signal: bool = True) -> str:
+    """Load ``data`` with plain pickle in a fresh interpreter and run ``use`` on ``obj``: the
+    process dies (by a signal, or, with ``signal=False``, by exiting from native code)."""
+    path = tmp_path / "hostile.pkl"
+    path.write_bytes(data)
+    proc = run_python(
+        f"""
+        import pickle, numpy as np, warnings
+        warnings.simplefilter("ignore")
+        obj = pickle.loads(open({str(path)!r}, "rb").read())
+        {use}
+        print("survived")
+        """
+    )
+    died = crashed(proc) if signal else proc.returncode != 0 and "survived" not in proc.stdout
+    assert died, (proc.returncode, proc.stdout[-300:], proc.stderr[-600:])
+    return proc.stderr
+
+
+# --------------------------------------------------------------------------- k-means
+def test_kmeans_centers_wider_than_the_input(tmp_path: Path) -> None:
+    wide = RNG.normal(size=(40, 50))
+    hostile = KMeans(2, n_init=1, random_state=0).fit(wide)
+    hostile.cluster_centers_ = np.zeros((1, 65536))
+    data = refused(hostile, "cluster_centers_ are not 50 features wide")
+    plain_pickle_fails(tmp_path, data, "obj.predict(np.random.rand(200, 50))")
+
+
+@pytest.mark.parametrize("model", [KMeans, MiniBatchKMeans, BisectingKMeans])
+def test_kmeans_family_centers_of_another_width_are_refused(model: Any) -> None:
+    fitted = model(3, random_state=0).fit(X)
+    assert (loads(fitted).predict(X) == fitted.predict(X)).all()
+    hostile = copy.deepcopy(fitted)
+    hostile.cluster_centers_ = np.zeros((3, 7))
+    refused(hostile, "cluster_centers_ are not 4 features wide")
+
+
+def test_bisecting_kmeans_tree_centers_and_mean_are_checked() -> None:
+    fitted = BisectingKMeans(4, random_state=0).fit(X)
+    hostile = copy.deepcopy(fitted)
+    node = hostile._bisecting_tree
+    while node.left is not None:
+        node = node.right
+    node.center = np.zeros(65536)
+    refused(hostile, "a node of its cluster tree has a center not 4 wide")
+    hostile = copy.deepcopy(fitted)
+    hostile._X_mean = np.zeros(65536)  # added to every center, broadcast: a wider center
+    refused(hostile, "_X_mean is not 4 values")
+
+
+def test_a_negative_thread_count_is_refused(tmp_path: Path) -> None:
+    hostile = KMeans(2, n_init=1, random_state=0).fit(RNG.normal(size=(5000, 4)))
+    hostile._n_threads = -5
+    data = refused(hostile, "thread count _n_threads is -5")
+    err = plain_pickle_fails(tmp_path, data, "obj.predict(np.random.rand(5000, 4))", signal=False)
+    assert "libgomp" in err  # OpenMP asked for a huge team and ended the process
+
+
+@pytest.mark.parametrize("model", [MeanShift(), AffinityPropagation(random_state=0)])
+def test_other_clusterers_with_centers_are_checked(model: Any) -> None:
+    fitted = model.fit(X)
+    assert (loads(fitted).predict(X) == fitted.predict(X)).all()
+    hostile = copy.deepcopy(fitted)
+    hostile.cluster_centers_ = hostile.cluster_centers_[:, :2]
+    refused(hostile, "cluster_centers_ are not 4 features wide")
+
+
+# --------------------------------------------------------------------------- vectorizers
+def _text_model(vectorizer: Any) -> Any:
+    return make_pipeline(vectorizer, LogisticRegression()).fit(DOCS, LABELS)
+
+
+def test_a_vocabulary_column_past_the_matrix(tmp_path: Path) -> None:
+    hostile = _text_model(CountVectorizer())
+    hostile[0].vocabulary_["bad"] = 10**9
+    data = refused(hostile, "vocabulary_ maps a term to a column that is not there")
+    plain_pickle_fails(tmp_path, data, "obj.predict(['a bad movie'] * 50)")
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [(-1, "outside 0..3"), (4, "outside 0..3"), (1.0, "a float"), (True, "a bool")],
+)
+def test_vocabulary_values_must_be_columns(value: Any, fragment: str) -> None:
+    hostile = _text_model(TfidfVectorizer())
+    hostile[0].vocabulary_["good"] = value
+    refused(hostile, fragment)
+
+
+def test_a_vocabulary_changed_after_its_vectorizer_was_built_is_refused() -> None:
+    """The checks run once the whole stream is built: a SETITEM on the vocabulary, reached
+    through the memo after the vectorizer took it, is seen."""
+    vectorizer = CountVectorizer().fit(DOCS)
+    vocab = vectorizer.vocabulary_
+    data = pickle.dumps((vocab, vectorizer), protocol=2)  # no frames: ops can be appended
+    ops = list(pickletools.genops(data))
+    first_dict = next(k for k, (op, _, _) in enumerate(ops) if op.name == "EMPTY_DICT")
+    op, memo_index, _ = ops[first_dict + 1]
+    assert op.name == "BINPUT"
+    term = b"zzz"
+    late = (
+        b"h" + bytes([memo_index])  # BINGET: the vocabulary the vectorizer already holds
+        + b"X" + struct.pack("<I", len(term)) + term  # BINUNICODE
+        + b"J" + struct.pack("<i", 10**9)  # BININT: a column far past the matrix
+        + b"s0"  # SETITEM, POP
+    )  # fmt: skip
+    assert data.endswith(b".")
+    refused(None, "vocabulary_ maps a term", data[:-1] + late + b".")
+
+
+def test_dict_vectorizer_vocabulary_is_checked() -> None:
+    rows = [{"city": c, "t": float(i)} for i, c in enumerate(["a", "b", "c"] * 10)]
+    fitted = make_pipeline(DictVectorizer(), LogisticRegression()).fit(rows, np.arange(30) % 2)
+    assert (loads(fitted).predict(rows) == fitted.predict(rows)).all()
+    hostile = copy.deepcopy(fitted)
+    hostile[0].vocabulary_["city=a"] = 10**9
+    refused(hostile, "vocabulary_ maps a term to a column that is not there")
+
+
+def test_index_map_reads_every_kind_of_key_and_value() -> None:
+    index_map({"a": 0, "b": np.int64(1), ("c", 1): 2}, 3)
+    for bad in ({"a": 2}, {"a": "0"}, {"a": None}, {"a": 2**70}):
+        with pytest.raises(ValueError):
+            index_map(bad, 2)
+
+
+# --------------------------------------------------------------------------- gradient boosting
+def test_more_trees_per_stage_than_output_columns(tmp_path: Path) -> None:
+    hostile = GradientBoostingRegressor(n_estimators=1, max_depth=1).fit(X, X[:, 0])
+    tree = hostile.estimators_[0, 0]
+    stages = np.empty((1, 100_000), dtype=object)
+    stages[0, :] = [tree] * stages.shape[1]  # one tree, memoized: a small file
+    hostile.estimators_ = stages
+    data = refused(hostile, "its stages have 100000 trees but n_trees_per_iteration_ is 1")
+    plain_pickle_fails(tmp_path, data, "for _ in range(20): obj.predict(np.random.rand(50, 4))")
+
+
+def _gb(**kwargs: Any) -> Any:
+    return GradientBoostingClassifier(n_estimators=3, max_depth=2, **kwargs).fit(X, Y3)
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (lambda m: setattr(m, "n_trees_per_iteration_", 5), "n_trees_per_iteration_ is 5"),
+        (lambda m: setattr(m, "classes_", m.classes_[:2]), "3 trees for 2 classes"),
+        (lambda m: setattr(m, "estimators_", m.estimators_[:, :1]), "1 trees but n_trees"),
+        (lambda m: setattr(m._loss, "is_multiclass", False), "a loss for two classes"),
+        (lambda m: setattr(m.init_, "class_prior_", m.init_.class_prior_[:1]), "predict 3 cl"),
+        (lambda m: setattr(m, "init_", "ones"), "init_ is 'ones'"),
+    ],
+)
+def test_boosting_stages_must_match_the_outputs(change: Any, fragment: str) -> None:
+    hostile = _gb()
+    change(hostile)
+    refused(hostile, fragment)
+
+
+def test_boosting_with_an_init_estimator_amber_cannot_size_is_refused() -> None:
+    model = _gb(init=LogisticRegression())
+    refused(model, "init_ is a LogisticRegression")
+    assert isinstance(_gb().init_, DummyClassifier)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda: _gb(),
+        lambda: _gb(init="zero"),
+        lambda: GradientBoostingClassifier(n_estimators=2).fit(X, Y3 % 2),
+        lambda: GradientBoostingRegressor(n_estimators=2).fit(X, X[:, 0]),
+        lambda: GradientBoostingRegressor(n_estimators=2, init="zero").fit(X, X[:, 0]),
+    ],
+)
+def test_honest_boosting_models_load(model: Any) -> None:
+    fitted = model()
+    assert (loads(fitted).predict(X) == fitted.predict(X)).all()
+
+
+# --------------------------------------------------------------------------- functions on data
+def test_a_compiled_kmeans_step_called_by_a_transformer(tmp_path: Path) -> None:
+    from sklearn.cluster._kmeans import _kmeans_single_lloyd
+
+    hostile = FunctionTransformer(
+        func=_kmeans_single_lloyd,
+        kw_args={"sample_weight": np.ones(1), "centers_init": np.zeros((1, 1)), "max_iter": 1},
+    ).fit(np.zeros((2, 2)))
+    data = refused(hostile, "a function that models only name and never call on data")
+    plain_pickle_fails(tmp_path, data, "obj.transform(np.random.rand(20000, 200))")
+
+
+@pytest.mark.parametrize(
+    "func",
+    [
+        np.log1p,
+        np.round,
+        functools.partial(check_array, dtype=[np.float64]),
+        None,
+    ],
+)
+def test_transformers_of_data_functions_load(func: Any) -> None:
+    fitted = FunctionTransformer(func=func).fit(X)
+    np.testing.assert_array_equal(loads(fitted).transform(X), fitted.transform(X))
+
+
+def test_a_metric_or_a_wrapped_name_only_function_is_refused() -> None:
+    from sklearn.cluster._kmeans import _kmeans_single_lloyd
+    from sklearn.metrics import accuracy_score
+
+    refused(FunctionTransformer(func=accuracy_score), "its func is")
+    refused(FunctionTransformer(inverse_func=accuracy_score), "its inverse_func is")
+    refused(FunctionTransformer(func=functools.partial(_kmeans_single_lloyd)), "its func is")
+
+
+def test_a_function_the_caller_trusts_by_name_is_called(tmp_path: Path) -> None:
+    path = tmp_path / "ft.amber"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        amber.save(FunctionTransformer(func=np.fliplr).fit(X), path)
+    loaded = amber.load(path, trusted=["numpy.fliplr"])
+    np.testing.assert_array_equal(loaded.transform(X), np.fliplr(X))
+
+
+# --------------------------------------------------------------------------- distance metrics
+def test_a_brute_force_metric_object_is_checked_against_the_input_width() -> None:
+    good = DistanceMetric.get_metric("mahalanobis", VI=np.eye(4))
+    fitted = KNeighborsRegressor(2, algorithm="brute", metric=good).fit(X, X[:, 0])
+    np.testing.assert_array_equal(loads(fitted).predict(X), fitted.predict(X))
+    hostile = copy.deepcopy(fitted)
+    bad = DistanceMetric.get_metric("mahalanobis", VI=np.eye(4))
+    bad.__setstate__((2.0, np.zeros(0), np.zeros((4, 1))))  # its rows read 4 columns of 1
+    hostile.metric = hostile.effective_metric_ = bad
+    refused(hostile, "Mahalanobis matrix does not match 4 features")
+
+
+@pytest.mark.parametrize("model", [BisectingKMeans(3, random_state=0), AffinityPropagation()])
+def test_clusterers_fitted_on_sparse_input_load(model: Any) -> None:
+    """Their centers are a sparse matrix (affinity propagation) or 1 x n matrices in the
+    bisecting tree's nodes (the mean of sparse rows): refused by the first version."""
+    import scipy.sparse as sp
+
+    sparse = sp.random(60, 5, density=0.5, format="csr", random_state=0)
+    fitted = model.fit(sparse)
+    assert (loads(fitted).predict(sparse) == fitted.predict(sparse)).all()
