@@ -36,6 +36,19 @@ Refuse = Callable[[str, str], FormatError]
 
 _KMEANS = ("KMeans", "MiniBatchKMeans", "BisectingKMeans")
 _VECTORIZERS = ("CountVectorizer", "TfidfVectorizer")
+_NEIGHBORS_CLASSIFIERS = ("KNeighborsClassifier", "RadiusNeighborsClassifier")
+_NEIGHBORS_REGRESSORS = ("KNeighborsRegressor", "RadiusNeighborsRegressor")
+_NEIGHBORS_GRAPH = ("KNeighborsTransformer", "RadiusNeighborsTransformer")
+_COVARIANCE = (
+    ("_empirical_covariance", "EmpiricalCovariance"),
+    ("_robust_covariance", "MinCovDet"),
+    ("_elliptic_envelope", "EllipticEnvelope"),
+    ("_shrunk_covariance", "ShrunkCovariance"),
+    ("_shrunk_covariance", "LedoitWolf"),
+    ("_shrunk_covariance", "OAS"),
+    ("_graph_lasso", "GraphicalLasso"),
+    ("_graph_lasso", "GraphicalLassoCV"),
+)
 
 #: Classes whose fitted state is checked here: the load's walk runs when a stream names one.
 CHECKED_CLASSES = frozenset(
@@ -49,6 +62,13 @@ CHECKED_CLASSES = frozenset(
         *(("sklearn.feature_extraction.text", n) for n in _VECTORIZERS),
         ("sklearn.feature_extraction._dict_vectorizer", "DictVectorizer"),
         ("sklearn.preprocessing._function_transformer", "FunctionTransformer"),
+        ("sklearn.cluster._birch", "Birch"),
+        *(("sklearn.neighbors._classification", n) for n in _NEIGHBORS_CLASSIFIERS),
+        *(("sklearn.neighbors._regression", n) for n in _NEIGHBORS_REGRESSORS),
+        ("sklearn.neighbors._unsupervised", "NearestNeighbors"),
+        *(("sklearn.neighbors._graph", n) for n in _NEIGHBORS_GRAPH),
+        ("sklearn.neighbors._lof", "LocalOutlierFactor"),
+        *(("sklearn.covariance." + m, n) for m, n in _COVARIANCE),
     }
 )
 
@@ -74,6 +94,12 @@ def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
         raise refuse(what, f"its thread count _n_threads is {threads!r:.40}")
     if cls.__module__ == "sklearn.ensemble._gb" and "estimators_" in d:
         _check_stages(d, what, refuse)
+    if "_fit_X" in d and cls.__module__.startswith("sklearn.neighbors."):
+        _check_neighbors(d, what, refuse)
+    if "subcluster_centers_" in d:
+        _check_birch(d, what, refuse)
+    if "location_" in d and cls.__module__.startswith("sklearn.covariance."):
+        _check_covariance(d, what, refuse)
     if cls.__name__ == "FunctionTransformer":
         for attr in ("func", "inverse_func"):
             if not _callable_on_data(d.get(attr)):
@@ -134,6 +160,77 @@ def _check_centers(d: dict[str, Any], what: str, refuse: Refuse) -> None:
         if _width(getattr(node, "center", None), 1) != n_in:
             raise refuse(what, f"a node of its cluster tree has a center not {n_in} wide")
         stack += [getattr(node, "left", None), getattr(node, "right", None)]
+
+
+def _n_in(d: dict[str, Any], what: str, refuse: Refuse) -> int:
+    n_in = d.get("n_features_in_")
+    if not isinstance(n_in, (int, np.integer)) or n_in < 1:
+        raise refuse(what, f"its input width n_features_in_ is {n_in!r:.40}")
+    return int(n_in)
+
+
+def _shape(a: Any) -> tuple[int, ...] | None:
+    shape = getattr(a, "shape", None)
+    ok = isinstance(a, np.ndarray) or hasattr(a, "tocsr")
+    return shape if ok and isinstance(shape, tuple) else None
+
+
+# the metric parameters a neighbors model hands the compiled distance code with the caller's
+# rows: sized by the input width, which the code does not check them against
+_METRIC_PARAMS = {"VI": 2, "V": 1, "w": 1}
+
+
+def _check_neighbors(d: dict[str, Any], what: str, refuse: Refuse) -> None:
+    n_in = _n_in(d, what, refuse)
+    fit_x = _shape(d["_fit_X"])
+    if fit_x is None or len(fit_x) != 2 or fit_x[1] != n_in:
+        raise refuse(what, f"its training rows (_fit_X) are not {n_in} features wide")
+    n = fit_x[0]
+    if d.get("n_samples_fit_", n) != n:
+        raise refuse(what, f"n_samples_fit_ is {d.get('n_samples_fit_')!r:.40}, not {n}")
+    for attr in ("metric_params", "effective_metric_params_"):
+        params = d.get(attr)
+        if not isinstance(params, dict):
+            continue
+        for key, ndim in _METRIC_PARAMS.items():
+            if params.get(key) is not None and np.shape(params[key]) != (n_in,) * ndim:
+                raise refuse(what, f"its metric parameter {key} does not match {n_in} features")
+    y = d.get("_y")
+    classes = d.get("classes_")
+    if y is None or classes is None:
+        return  # a regressor's targets are indexed by numpy, which checks
+    # a classifier's encoded labels index per-class buffers in the compiled neighbor vote
+    two_d = bool(d.get("outputs_2d_"))
+    per_output = classes if two_d else [classes]
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu" or y.shape != ((n, len(per_output)) if two_d else (n,)):
+        raise refuse(what, "its encoded labels (_y) do not hold one label per training row")
+    columns = y.reshape(n, -1)
+    for k, labels in enumerate(per_output):
+        if n and (columns[:, k].min() < 0 or columns[:, k].max() >= len(labels)):
+            raise refuse(what, "an encoded label (_y) is not one of its classes")
+
+
+def _check_birch(d: dict[str, Any], what: str, refuse: Refuse) -> None:
+    # the compiled nearest-subcluster search reads one squared norm per center
+    n_in = _n_in(d, what, refuse)
+    centers = _shape(d["subcluster_centers_"])
+    if centers is None or len(centers) != 2 or centers[1] != n_in:
+        raise refuse(what, f"its subcluster centers are not {n_in} features wide")
+    for attr in ("_subcluster_norms", "subcluster_labels_"):
+        if attr in d and np.shape(d[attr]) != centers[:1]:
+            raise refuse(what, f"its {attr} do not match its {centers[0]} subclusters")
+
+
+def _check_covariance(d: dict[str, Any], what: str, refuse: Refuse) -> None:
+    # the Mahalanobis distances (scipy's compiled code) read the precision matrix by the width
+    # of the caller's rows
+    n_in = _n_in(d, what, refuse)
+    if np.shape(d["location_"]) != (n_in,):
+        raise refuse(what, f"its location_ is not {n_in} values")
+    for attr in ("precision_", "covariance_"):
+        if d.get(attr) is not None and np.shape(d[attr]) != (n_in, n_in):
+            raise refuse(what, f"its {attr} is not {n_in} x {n_in}")
 
 
 def _check_stages(d: dict[str, Any], what: str, refuse: Refuse) -> None:

@@ -247,9 +247,13 @@ def test_a_compiled_kmeans_step_called_by_a_transformer(tmp_path: Path) -> None:
     hostile = FunctionTransformer(
         func=_kmeans_single_lloyd,
         kw_args={"sample_weight": np.ones(1), "centers_init": np.zeros((1, 1)), "max_iter": 1},
-    ).fit(np.zeros((2, 2)))
+    ).fit(np.zeros((2, 1)))
     data = refused(hostile, "a function that models only name and never call on data")
-    plain_pickle_fails(tmp_path, data, "obj.transform(np.random.rand(20000, 200))")
+    plain_pickle_fails(
+        tmp_path,
+        data,
+        "obj.transform(np.random.rand(4_000_000, 1))",  # reads 32 MB past a weight
+    )
 
 
 @pytest.mark.parametrize(
@@ -305,3 +309,96 @@ def test_clusterers_fitted_on_sparse_input_load(model: Any) -> None:
     sparse = sp.random(60, 5, density=0.5, format="csr", random_state=0)
     fitted = model.fit(sparse)
     assert (loads(fitted).predict(sparse) == fitted.predict(sparse)).all()
+
+
+# --------------------------------------------------------------------------- neighbors, Birch,
+# covariance (found by tampering with every fitted attribute of the estimators an audit reached)
+def _brute(metric: str = "seuclidean", model: Any = None, **params: Any) -> Any:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    params = params or {"V": X.var(0)}
+    model = model or KNeighborsClassifier(3, algorithm="brute", metric=metric, metric_params=params)
+    return model.fit(X, Y3)
+
+
+def test_encoded_labels_outside_the_classes(tmp_path: Path) -> None:
+    hostile = _brute()
+    hostile._y = np.full_like(hostile._y, 2**31 - 1)  # indexes the compiled vote's class buffer
+    data = refused(hostile, "an encoded label")
+    plain_pickle_fails(tmp_path, data, "obj.predict(np.random.rand(7, 4))")
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (
+            lambda m: setattr(m, "_fit_X", m._fit_X[:, :2]),
+            "training rows .* are not 4 features wide",
+        ),
+        (lambda m: setattr(m, "n_samples_fit_", 0), "n_samples_fit_ is 0"),
+        (lambda m: setattr(m, "_y", m._y[:5]), "one label per training row"),
+        (lambda m: setattr(m, "_y", m._y.astype(float)), "one label per training row"),
+        (lambda m: m.effective_metric_params_.update(VI=np.eye(1)), "parameter VI does not"),
+        (lambda m: m.metric_params.update(VI=np.eye(9)), "parameter VI does not"),
+    ],
+)
+def test_brute_force_neighbors_state_is_checked(change: Any, fragment: str) -> None:
+    hostile = _brute("mahalanobis", VI=np.eye(4))
+    change(hostile)
+    refused(hostile, fragment)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _brute(),
+        lambda: _brute("mahalanobis", VI=np.eye(4)),
+        lambda: _brute("minkowski", p=3, w=np.ones(4)),
+        lambda: _brute("minkowski", p=2),
+        lambda: __import__("sklearn.neighbors").neighbors.RadiusNeighborsClassifier(9.0).fit(X, Y3),
+        lambda: (
+            __import__("sklearn.neighbors")
+            .neighbors.KNeighborsClassifier(3)
+            .fit(X, np.column_stack([Y3, Y3 % 2]))
+        ),
+    ],
+)
+def test_honest_neighbors_models_load(make: Any) -> None:
+    fitted = make()
+    np.testing.assert_array_equal(loads(fitted).predict(X), fitted.predict(X))
+
+
+def test_honest_unsupervised_neighbors_load() -> None:
+    from sklearn.neighbors import KNeighborsTransformer, LocalOutlierFactor, NearestNeighbors
+
+    for model in (KNeighborsTransformer(), NearestNeighbors(), LocalOutlierFactor(novelty=True)):
+        fitted = model.fit(X)
+        np.testing.assert_array_equal(loads(fitted).kneighbors(X)[1], fitted.kneighbors(X)[1])
+
+
+def test_birch_subcluster_norms_must_match_its_centers() -> None:
+    from sklearn.cluster import Birch
+
+    fitted = Birch(n_clusters=3).fit(X)
+    assert (loads(fitted).predict(X) == fitted.predict(X)).all()
+    hostile = copy.deepcopy(fitted)
+    hostile.subcluster_centers_ = np.vstack([hostile.subcluster_centers_] * 3)
+    refused(hostile, "_subcluster_norms do not match")
+    hostile = copy.deepcopy(fitted)
+    hostile.subcluster_centers_ = hostile.subcluster_centers_[:, :2]
+    refused(hostile, "subcluster centers are not 4 features wide")
+
+
+@pytest.mark.parametrize("name", ["EmpiricalCovariance", "MinCovDet", "EllipticEnvelope"])
+def test_covariance_matrices_must_match_the_input_width(name: str) -> None:
+    import sklearn.covariance
+
+    cls = getattr(sklearn.covariance, name)
+    fitted = (cls() if name == "EmpiricalCovariance" else cls(random_state=0)).fit(X)
+    np.testing.assert_array_equal(loads(fitted).mahalanobis(X), fitted.mahalanobis(X))
+    hostile = copy.deepcopy(fitted)
+    hostile.precision_ = np.eye(1)  # scipy's compiled distance reads it 4 wide
+    refused(hostile, "precision_ is not 4 x 4")
+    hostile = copy.deepcopy(fitted)
+    hostile.location_ = np.zeros(2)
+    refused(hostile, "location_ is not 4 values")
