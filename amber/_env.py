@@ -63,7 +63,7 @@ def _installed_version(dist: str) -> str | None:
         return version  # the same string the metadata holds, for these distributions
     try:
         return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
+    except (importlib.metadata.PackageNotFoundError, ValueError):  # ValueError: no name at all
         return None
 
 

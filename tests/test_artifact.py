@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -465,14 +466,31 @@ def test_changed_entry_fails_the_checksum_even_with_a_fixed_crc(tmp_path: Path, 
     path = tmp_path / "iris.amber"
     amber.save(svc, path, sample=X[:8])
     forged = tmp_path / "forged.amber"
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(forged, "w") as dst:
+    with zipfile.ZipFile(path) as src, open(forged, "wb") as f:
+        dst = _zip.ZipWriter(f)  # aligned, as the format requires
         for info in src.infolist():
             data = src.read(info)
             if info.filename == "probe/input.npy":
                 data = data[:-8] + np.float64(1e9).tobytes()
-            dst.writestr(info.filename, data)
+            dst.add(info.filename, data, zlib.crc32(data))
+        dst.close()
     with pytest.raises(IntegrityError, match=r"probe/input.npy"):
         amber.verify(forged)
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_entry_data_that_is_not_aligned_is_refused(tmp_path: Path, svc: SVC, mmap: bool) -> None:
+    """docs/FORMAT.md: every entry's data starts at a multiple of 64, and readers refuse what
+    breaks a rule. Found by fuzzing: a file repacked by Python's zipfile (same bytes, same
+    digests, no padding) loaded, and mmap=True then handed numpy misaligned views."""
+    path = tmp_path / "iris.amber"
+    amber.save(svc, path)
+    repacked = tmp_path / "repacked.amber"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(repacked, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    with pytest.raises(FormatError, match="is not 64-byte aligned"):
+        amber.load(repacked, mmap=mmap)
 
 
 def test_verify_catches_a_blake3_mismatch_that_xxh3_would_miss(tmp_path: Path, svc: SVC) -> None:
@@ -515,8 +533,10 @@ def test_manifest_listing_a_missing_entry_is_refused(tmp_path: Path) -> None:
     raw = encode({"format": "amber", "format_version": 1, "handler": "sklearn", "payload": {},
                   "environment": {}, "entries": {"model/model.pkl": {"size": 1, "stored_size": 1,
                   "compression": "none", "xxh3_128": "0", "blake3": "0"}}})  # fmt: skip
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("amber.json", raw)
+    with open(path, "wb") as f:
+        writer = _zip.ZipWriter(f)
+        writer.add("amber.json", raw, zlib.crc32(raw))
+        writer.close()
     with pytest.raises(IntegrityError, match="lacks entries"):
         amber.load(path)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -50,6 +51,10 @@ def encode(manifest: dict[str, Any]) -> bytes:
 
 def _bad(msg: str) -> FormatError:
     return FormatError(f"malformed manifest: {msg}. The file is damaged or was not made by Amber.")
+
+
+# a distribution name (PEP 508): what a load looks up in the installed packages' metadata
+_DISTRIBUTION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?")
 
 
 def decode(raw: bytes | memoryview) -> dict[str, Any]:
@@ -106,6 +111,9 @@ def decode(raw: bytes | memoryview) -> dict[str, Any]:
     packages = manifest["environment"].get("packages", {})
     if not isinstance(packages, dict) or not all(isinstance(v, str) for v in packages.values()):
         raise _bad("'environment.packages' is not a table of version strings")
+    bad = next((name for name in packages if not _DISTRIBUTION.fullmatch(name)), None)
+    if bad is not None:
+        raise _bad(f"'environment.packages' names {bad!r:.60}, which is no distribution name")
     if nesting_left(manifest.get("metadata")) < 0:
         raise _bad(f"the metadata nests deeper than {MAX_NESTING} levels")
     return manifest

@@ -414,6 +414,13 @@ def parse_local_header(header: bytes | bytearray | memoryview, entry: ZipEntry) 
     return total
 
 
+def _aligned(entry: ZipEntry, start: int) -> int:
+    if start % ALIGNMENT:
+        # the format's rule (docs/FORMAT.md section 1), by which mmap=True hands numpy views
+        raise corrupt(f"the data of entry {entry.name!r} is not {ALIGNMENT}-byte aligned")
+    return start
+
+
 def data_offset(header: bytes | memoryview, entry: ZipEntry) -> int:
     """Vet ``entry``'s local header (``header`` starts at it); return where its data begins.
 
@@ -428,7 +435,7 @@ def data_offset(header: bytes | memoryview, entry: ZipEntry) -> int:
             f"{entry.limit - start - entry.size} bytes lie between entry {entry.name!r} and what "
             f"follows it, outside every digest"
         )
-    return start
+    return _aligned(entry, start)
 
 
 def _header_room(entry: ZipEntry) -> int:
@@ -450,7 +457,10 @@ def read_packed(fd: int, entry: ZipEntry, out: memoryview) -> bool:
     header = bytearray(head)
     if os.preadv(fd, [header, out], entry.header_offset) != head + out.nbytes:
         return False
-    return parse_local_header(header, entry) == head
+    if parse_local_header(header, entry) != head:
+        return False
+    _aligned(entry, entry.header_offset + head)
+    return True
 
 
 def read_data_offset(fd: int, entry: ZipEntry) -> int:
