@@ -62,6 +62,7 @@ CHECKED_CLASSES = frozenset(
         *(("sklearn.feature_extraction.text", n) for n in _VECTORIZERS),
         ("sklearn.feature_extraction._dict_vectorizer", "DictVectorizer"),
         ("sklearn.preprocessing._function_transformer", "FunctionTransformer"),
+        ("sklearn.preprocessing._encoders", "OneHotEncoder"),
         ("sklearn.cluster._birch", "Birch"),
         *(("sklearn.neighbors._classification", n) for n in _NEIGHBORS_CLASSIFIERS),
         *(("sklearn.neighbors._regression", n) for n in _NEIGHBORS_REGRESSORS),
@@ -100,6 +101,8 @@ def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
         _check_birch(d, what, refuse)
     if "location_" in d and cls.__module__.startswith("sklearn.covariance."):
         _check_covariance(d, what, refuse)
+    if cls.__name__ == "OneHotEncoder" and "_n_features_outs" in d:
+        _check_one_hot(d, what, refuse)
     if cls.__name__ == "FunctionTransformer":
         for attr in ("func", "inverse_func"):
             if not _callable_on_data(d.get(attr)):
@@ -231,6 +234,55 @@ def _check_covariance(d: dict[str, Any], what: str, refuse: Refuse) -> None:
     for attr in ("precision_", "covariance_"):
         if d.get(attr) is not None and np.shape(d[attr]) != (n_in, n_in):
             raise refuse(what, f"its {attr} is not {n_in} x {n_in}")
+
+
+def _index(value: Any, below: int) -> bool:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        return False
+    return 0 <= int(value) < below
+
+
+def _indices(a: Any, below: int, size: int | None = None) -> bool:
+    return (
+        isinstance(a, np.ndarray)
+        and a.ndim == 1
+        and a.dtype.kind in "iu"
+        and (size is None or a.shape[0] == size)
+        and (a.size == 0 or (int(a.min()) >= 0 and int(a.max()) < below))
+    )
+
+
+def _check_one_hot(d: dict[str, Any], what: str, refuse: Refuse) -> None:
+    """Each feature's code (after grouping infrequent categories and dropping one) must fit the
+    columns ``_n_features_outs`` gives it: they size the sparse matrix its codes index, which
+    ``toarray`` then fills unchecked (a short count corrupted the heap)."""
+    cats, outs = d.get("categories_"), d["_n_features_outs"]
+    if not isinstance(cats, list) or not isinstance(outs, list) or len(outs) != len(cats):
+        raise refuse(what, "its output widths do not match its features")
+    infrequent = d.get("_infrequent_indices") if d.get("_infrequent_enabled") else None
+    mappings = d.get("_default_to_infrequent_mappings") if infrequent is not None else None
+    drops = d.get("_drop_idx_after_grouping")
+    for lst in (infrequent, mappings, drops):
+        if lst is not None and len(lst) != len(cats):
+            raise refuse(what, "its per-feature encodings do not match its features")
+    for i, categories in enumerate(cats):
+        n = len(categories)
+        groups = n
+        rare = infrequent[i] if infrequent is not None else None
+        mapping = mappings[i] if mappings is not None else None
+        if (rare is None) != (mapping is None):
+            raise refuse(what, f"feature {i} has infrequent categories without their mapping")
+        if rare is not None:
+            if not (_indices(rare, n) and rare.size >= 1):
+                raise refuse(what, f"feature {i}'s infrequent categories are not its own")
+            groups = n - rare.size + 1
+            if not _indices(mapping, groups, size=n):
+                raise refuse(what, f"feature {i}'s grouping maps past its {groups} columns")
+        drop = drops[i] if drops is not None else None
+        if drop is not None and not _index(drop, groups):
+            raise refuse(what, f"feature {i} drops a category it does not have")
+        if outs[i] != groups - (drop is not None):
+            raise refuse(what, f"feature {i} is given {outs[i]!r:.20} columns for {groups} codes")
 
 
 def _check_stages(d: dict[str, Any], what: str, refuse: Refuse) -> None:

@@ -402,3 +402,62 @@ def test_covariance_matrices_must_match_the_input_width(name: str) -> None:
     hostile = copy.deepcopy(fitted)
     hostile.location_ = np.zeros(2)
     refused(hostile, "location_ is not 4 values")
+
+
+# --------------------------------------------------------------------------- one-hot encoding
+CATEGORICAL = np.array([[f"c{i % 50}", f"d{i % 7}"] for i in range(200)], dtype=object)
+
+
+def _one_hot(**kwargs: Any) -> Any:
+    from sklearn.preprocessing import OneHotEncoder
+
+    return OneHotEncoder(sparse_output=False, **kwargs).fit(CATEGORICAL)
+
+
+def test_one_hot_columns_fewer_than_its_codes(tmp_path: Path) -> None:
+    hostile = _one_hot()
+    hostile._n_features_outs = [1, 1]  # the dense output is filled past its 2 columns
+    data = refused(hostile, "feature 0 is given 1 columns for 50 codes")
+    use = "obj.transform(np.array([[f'c{i % 50}', f'd{i % 7}'] for i in range(200000)], object))"
+    plain_pickle_fails(tmp_path, data, use)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "change", "fragment"),
+    [
+        ({"drop": "first"}, lambda e: e._drop_idx_after_grouping.__setitem__(0, 50), "drops a"),
+        ({"drop": "first"}, lambda e: setattr(e, "_n_features_outs", [50, 7]), "given 50 col"),
+        (
+            {"min_frequency": 5, "handle_unknown": "infrequent_if_exist"},
+            lambda e: e._default_to_infrequent_mappings[0].__setitem__(0, 10**6),
+            "grouping maps past",
+        ),
+        (
+            {"min_frequency": 5, "handle_unknown": "infrequent_if_exist"},
+            lambda e: e._infrequent_indices.__setitem__(0, np.array([10**6])),
+            "infrequent categories are not its own",
+        ),
+        ({}, lambda e: setattr(e, "_n_features_outs", [50]), "widths do not match"),
+    ],
+)
+def test_one_hot_encodings_must_fit_their_columns(kwargs: Any, change: Any, fragment: str) -> None:
+    hostile = _one_hot(**kwargs)
+    change(hostile)
+    refused(hostile, fragment)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"drop": "first"},
+        {"drop": "if_binary"},
+        {"min_frequency": 5, "handle_unknown": "infrequent_if_exist"},
+        {"max_categories": 3, "drop": "first", "handle_unknown": "ignore"},
+    ],
+)
+def test_honest_one_hot_encoders_load(kwargs: Any) -> None:
+    fitted = _one_hot(**kwargs)
+    np.testing.assert_array_equal(
+        loads(fitted).transform(CATEGORICAL), fitted.transform(CATEGORICAL)
+    )
