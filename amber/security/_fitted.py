@@ -36,6 +36,7 @@ Refuse = Callable[[str, str], FormatError]
 
 _KMEANS = ("KMeans", "MiniBatchKMeans", "BisectingKMeans")
 _VECTORIZERS = ("CountVectorizer", "TfidfVectorizer")
+_HASHERS = ("FeatureHasher", "HashingVectorizer")
 _NEIGHBORS_CLASSIFIERS = ("KNeighborsClassifier", "RadiusNeighborsClassifier")
 _NEIGHBORS_REGRESSORS = ("KNeighborsRegressor", "RadiusNeighborsRegressor")
 _NEIGHBORS_GRAPH = ("KNeighborsTransformer", "RadiusNeighborsTransformer")
@@ -63,6 +64,8 @@ CHECKED_CLASSES = frozenset(
         ("sklearn.feature_extraction._dict_vectorizer", "DictVectorizer"),
         ("sklearn.preprocessing._function_transformer", "FunctionTransformer"),
         ("sklearn.preprocessing._encoders", "OneHotEncoder"),
+        ("sklearn.feature_extraction._hash", "FeatureHasher"),
+        ("sklearn.feature_extraction.text", "HashingVectorizer"),
         ("sklearn.cluster._birch", "Birch"),
         *(("sklearn.neighbors._classification", n) for n in _NEIGHBORS_CLASSIFIERS),
         *(("sklearn.neighbors._regression", n) for n in _NEIGHBORS_REGRESSORS),
@@ -101,6 +104,11 @@ def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
         _check_birch(d, what, refuse)
     if "location_" in d and cls.__module__.startswith("sklearn.covariance."):
         _check_covariance(d, what, refuse)
+    if cls.__name__ in _HASHERS:
+        width: Any = d.get("n_features")
+        if not _index(width, 1 << 62) or width < 1:
+            # the compiled hashing takes each hash modulo n_features: 0 divides by zero
+            raise refuse(what, f"its n_features is {width!r:.40}")
     if cls.__name__ == "OneHotEncoder" and "_n_features_outs" in d:
         _check_one_hot(d, what, refuse)
     if cls.__name__ == "FunctionTransformer":

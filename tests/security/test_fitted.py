@@ -26,7 +26,7 @@ from sklearn.cluster import AffinityPropagation, BisectingKMeans, KMeans, MeanSh
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
 from sklearn.feature_extraction import DictVectorizer
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import DistanceMetric
 from sklearn.neighbors import KNeighborsRegressor
@@ -460,4 +460,25 @@ def test_honest_one_hot_encoders_load(kwargs: Any) -> None:
     fitted = _one_hot(**kwargs)
     np.testing.assert_array_equal(
         loads(fitted).transform(CATEGORICAL), fitted.transform(CATEGORICAL)
+    )
+
+
+# --------------------------------------------------------------------------- feature hashing
+def test_a_hasher_of_zero_features_divides_by_zero(tmp_path: Path) -> None:
+    from sklearn.feature_extraction import FeatureHasher
+
+    hostile = FeatureHasher(input_type="string")
+    hostile.n_features = 0
+    data = refused(hostile, "its n_features is 0")
+    plain_pickle_fails(tmp_path, data, "obj.transform([['a', 'b']] * 5)")  # SIGFPE
+
+
+@pytest.mark.parametrize("n", [-1, 2.0, True, "8", None])
+def test_a_hashing_vectorizer_needs_a_positive_width(n: Any) -> None:
+    hostile = HashingVectorizer()
+    hostile.n_features = n
+    refused(hostile, "its n_features is")
+    np.testing.assert_array_equal(
+        loads(HashingVectorizer(n_features=16)).transform(DOCS).toarray(),
+        HashingVectorizer(n_features=16).transform(DOCS).toarray(),
     )
