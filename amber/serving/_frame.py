@@ -51,6 +51,7 @@ def _per_row(column: _Column, values: list[Any], where: str) -> np.ndarray:
                 r"\x00\[(\d+)\]", lambda m: where.replace("{i}", m.group(1)), exc.expected
             ).replace(probe, where.replace("{i}", "*"))
         exc.message = f"{exc.field}: expected {exc.expected}, got {exc.got}"
+        exc.args = (exc.message,)  # str(exc), as logs and tracebacks show it
         raise
 
 
@@ -253,6 +254,7 @@ class _Column:
                 place = f"row {int(index) + 1}, " if index.isdigit() else ""
                 exc.field = f"{place}column {self.name!r}"
                 exc.message = f"{exc.field}: expected {exc.expected}, got {exc.got}"
+                exc.args = (exc.message,)
                 raise
         if self.kind == "datetime":
             return self._dates(

@@ -365,3 +365,16 @@ def test_a_null_in_a_column_of_strings_is_the_missing_value_the_model_knows(
             "/models/gaps/invocations", json={"dataframe_records": [{"city": 3, "x": 1.0}]}
         )
         assert r.status_code == 400 and r.json()["field"] == "dataframe_records[0].city", r.text
+
+
+def test_a_refusal_renamed_for_its_row_says_so_in_str_too() -> None:
+    """The message was rewritten to name the row, but str(exc), which logs show, kept the
+    placeholder field ("\\x00[0]: ...")."""
+    from amber.serving._errors import RequestError
+    from amber.serving._frame import FrameSchema
+
+    schema = FrameSchema([("n", "object")], values={"n": "integer"})
+    with pytest.raises(RequestError) as info:
+        schema.from_mlflow({"dataframe_records": [{"n": "x"}]})
+    assert str(info.value) == info.value.message
+    assert str(info.value).startswith("dataframe_records[0].n: expected integers")
