@@ -64,6 +64,7 @@ CHECKED_CLASSES = frozenset(
         ("sklearn.feature_extraction._dict_vectorizer", "DictVectorizer"),
         ("sklearn.preprocessing._function_transformer", "FunctionTransformer"),
         ("sklearn.preprocessing._encoders", "OneHotEncoder"),
+        ("sklearn.preprocessing._label", "MultiLabelBinarizer"),
         ("sklearn.feature_extraction._hash", "FeatureHasher"),
         ("sklearn.feature_extraction.text", "HashingVectorizer"),
         ("sklearn.cluster._birch", "Birch"),
@@ -109,6 +110,8 @@ def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
         if not _index(width, 1 << 62) or width < 1:
             # the compiled hashing takes each hash modulo n_features: 0 divides by zero
             raise refuse(what, f"its n_features is {width!r:.40}")
+    if cls.__name__ == "MultiLabelBinarizer" and "classes_" in d:
+        _check_label_sets(d, what, refuse)
     if cls.__name__ == "OneHotEncoder" and "_n_features_outs" in d:
         _check_one_hot(d, what, refuse)
     if cls.__name__ == "FunctionTransformer":
@@ -122,18 +125,20 @@ def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
     return done
 
 
-def _check_vocabulary(vocab: Any, what: str, refuse: Refuse) -> str | None:
+def _check_vocabulary(
+    vocab: Any, what: str, refuse: Refuse, attr: str = "vocabulary_"
+) -> str | None:
     # the column of each term becomes an index of a sparse matrix that is never bounds-checked
     if not isinstance(vocab, dict):
-        raise refuse(what, f"its vocabulary_ is a {type(vocab).__name__}, not a dict")
+        raise refuse(what, f"its {attr} is a {type(vocab).__name__}, not a dict")
     try:
         index_map(vocab, len(vocab))
     except ValueError as exc:
         raise refuse(
-            what, f"its vocabulary_ maps a term to a column that is not there: {exc}"
+            what, f"its {attr} maps an entry to a column that is not there: {exc}"
         ) from None
     # ints only: nothing the walk would visit (it never visits a dict's keys)
-    return "vocabulary_"
+    return attr
 
 
 def _width(a: Any, ndim: int) -> int:
@@ -199,6 +204,11 @@ def _check_neighbors(d: dict[str, Any], what: str, refuse: Refuse) -> None:
     n = fit_x[0]
     if d.get("n_samples_fit_", n) != n:
         raise refuse(what, f"n_samples_fit_ is {d.get('n_samples_fit_')!r:.40}, not {n}")
+    tree = d.get("_tree")
+    if tree is not None and np.shape(getattr(tree, "data", ())) != fit_x:
+        # the tree's row numbers become the column ids of the neighbors graph, which is as wide
+        # as the training rows: a taller tree made toarray() write past it
+        raise refuse(what, f"its neighbors tree does not hold its {n} training rows")
     for attr in ("metric_params", "effective_metric_params_"):
         params = d.get(attr)
         if not isinstance(params, dict):
@@ -258,6 +268,22 @@ def _indices(a: Any, below: int, size: int | None = None) -> bool:
         and (size is None or a.shape[0] == size)
         and (a.size == 0 or (int(a.min()) >= 0 and int(a.max()) < below))
     )
+
+
+def _check_label_sets(d: dict[str, Any], what: str, refuse: Refuse) -> None:
+    """A label's column is its index in classes_ (or in the cached map of it), and the output is
+    as wide as that map: duplicate classes or a cached index past the map made ``toarray()``
+    write outside the output."""
+    classes = d["classes_"]
+    if not isinstance(classes, np.ndarray) or classes.ndim != 1:
+        raise refuse(what, "its classes_ is not a 1-d array")
+    if len(set(classes.tolist())) != len(classes):
+        raise refuse(what, "its classes_ repeat a class")
+    cached = d.get("_cached_dict")
+    if cached is not None:
+        _check_vocabulary(cached, what, refuse, "_cached_dict")
+        if len(cached) != len(classes):
+            raise refuse(what, "its cached class map does not match its classes")
 
 
 def _check_one_hot(d: dict[str, Any], what: str, refuse: Refuse) -> None:

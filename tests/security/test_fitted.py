@@ -136,7 +136,7 @@ def _text_model(vectorizer: Any) -> Any:
 def test_a_vocabulary_column_past_the_matrix(tmp_path: Path) -> None:
     hostile = _text_model(CountVectorizer())
     hostile[0].vocabulary_["bad"] = 10**9
-    data = refused(hostile, "vocabulary_ maps a term to a column that is not there")
+    data = refused(hostile, "vocabulary_ maps an entry to a column that is not there")
     plain_pickle_fails(tmp_path, data, "obj.predict(['a bad movie'] * 50)")
 
 
@@ -168,7 +168,7 @@ def test_a_vocabulary_changed_after_its_vectorizer_was_built_is_refused() -> Non
         + b"s0"  # SETITEM, POP
     )  # fmt: skip
     assert data.endswith(b".")
-    refused(None, "vocabulary_ maps a term", data[:-1] + late + b".")
+    refused(None, "vocabulary_ maps an entry", data[:-1] + late + b".")
 
 
 def test_dict_vectorizer_vocabulary_is_checked() -> None:
@@ -177,7 +177,7 @@ def test_dict_vectorizer_vocabulary_is_checked() -> None:
     assert (loads(fitted).predict(rows) == fitted.predict(rows)).all()
     hostile = copy.deepcopy(fitted)
     hostile[0].vocabulary_["city=a"] = 10**9
-    refused(hostile, "vocabulary_ maps a term to a column that is not there")
+    refused(hostile, "vocabulary_ maps an entry to a column that is not there")
 
 
 def test_index_map_reads_every_kind_of_key_and_value() -> None:
@@ -482,3 +482,33 @@ def test_a_hashing_vectorizer_needs_a_positive_width(n: Any) -> None:
         loads(HashingVectorizer(n_features=16)).transform(DOCS).toarray(),
         HashingVectorizer(n_features=16).transform(DOCS).toarray(),
     )
+
+
+# --------------------------------------------------------------------------- found by the third
+# audit, which loaded every tampered estimator through Amber before calling it
+def test_a_neighbors_tree_taller_than_the_training_rows(tmp_path: Path) -> None:
+    from sklearn.neighbors import KDTree, KNeighborsTransformer
+
+    hostile = KNeighborsTransformer(n_neighbors=39, algorithm="kd_tree").fit(X[:40])
+    rows = np.full((400_000, 4), 1e6)
+    for start in np.linspace(10_000, 399_000, 39).astype(int):
+        rows[start : start + 40] = hostile._fit_X  # the nearest rows lie far past row 40
+    hostile._tree = KDTree(rows, leaf_size=hostile.leaf_size)
+    data = refused(hostile, "its neighbors tree does not hold its 40 training rows")
+    plain_pickle_fails(tmp_path, data, "obj.transform(np.random.rand(7, 4)).toarray()")
+
+
+def test_label_sets_map_only_to_their_own_columns(tmp_path: Path) -> None:
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    fitted = MultiLabelBinarizer().fit([{"a", "b"}, {"c"}, {"d"}])
+    assert (loads(fitted).transform([{"a", "d"}]) == fitted.transform([{"a", "d"}])).all()
+    fitted.transform([{"a"}])  # builds the cached map that pickles with it
+    hostile = copy.deepcopy(fitted)
+    hostile._cached_dict["a"] = 10**9
+    data = refused(hostile, "its _cached_dict maps an entry to a column that is not there")
+    plain_pickle_fails(tmp_path, data, "obj.transform([{'a'}] * 50)")
+    hostile = copy.deepcopy(fitted)
+    hostile._cached_dict = None
+    hostile.classes_ = np.array(["a", "a", "a", "b"], dtype=object)
+    refused(hostile, "its classes_ repeat a class")
