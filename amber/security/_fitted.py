@@ -37,6 +37,7 @@ Refuse = Callable[[str, str], FormatError]
 _KMEANS = ("KMeans", "MiniBatchKMeans", "BisectingKMeans")
 _VECTORIZERS = ("CountVectorizer", "TfidfVectorizer")
 _HASHERS = ("FeatureHasher", "HashingVectorizer")
+_HIST_BOOSTING = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
 _NEIGHBORS_CLASSIFIERS = ("KNeighborsClassifier", "RadiusNeighborsClassifier")
 _NEIGHBORS_REGRESSORS = ("KNeighborsRegressor", "RadiusNeighborsRegressor")
 _NEIGHBORS_GRAPH = ("KNeighborsTransformer", "RadiusNeighborsTransformer")
@@ -65,6 +66,10 @@ CHECKED_CLASSES = frozenset(
         ("sklearn.preprocessing._function_transformer", "FunctionTransformer"),
         ("sklearn.preprocessing._encoders", "OneHotEncoder"),
         ("sklearn.preprocessing._label", "MultiLabelBinarizer"),
+        *(
+            ("sklearn.ensemble._hist_gradient_boosting.gradient_boosting", n)
+            for n in _HIST_BOOSTING
+        ),
         ("sklearn.feature_extraction._hash", "FeatureHasher"),
         ("sklearn.feature_extraction.text", "HashingVectorizer"),
         ("sklearn.cluster._birch", "Birch"),
@@ -110,6 +115,8 @@ def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
         if not _index(width, 1 << 62) or width < 1:
             # the compiled hashing takes each hash modulo n_features: 0 divides by zero
             raise refuse(what, f"its n_features is {width!r:.40}")
+    if d.get("_preprocessor") is not None and cls.__name__ in _HIST_BOOSTING:
+        _check_preprocessor(d, what, refuse)
     if cls.__name__ == "MultiLabelBinarizer" and "classes_" in d:
         _check_label_sets(d, what, refuse)
     if cls.__name__ == "OneHotEncoder" and "_n_features_outs" in d:
@@ -268,6 +275,39 @@ def _indices(a: Any, below: int, size: int | None = None) -> bool:
         and (size is None or a.shape[0] == size)
         and (a.size == 0 or (int(a.min()) >= 0 and int(a.max()) < below))
     )
+
+
+def _check_preprocessor(d: dict[str, Any], what: str, refuse: Refuse) -> None:
+    """A boosting model's categorical preprocessor must hand its trees as many columns as they
+    split on (n_features_in_): each of its parts maps a column to one column, so the widths of
+    their column selections must add up (a truncated preprocessor let the trees read past the
+    rows it returned)."""
+    n_in = _n_in(d, what, refuse)
+    parts = getattr(d["_preprocessor"], "transformers_", None)
+    if not isinstance(parts, list):
+        raise refuse(what, "its categorical preprocessor is not a fitted ColumnTransformer")
+    width = 0
+    for part in parts:
+        if not (isinstance(part, tuple) and len(part) == 3):
+            raise refuse(what, "its categorical preprocessor is malformed")
+        _, transformer, columns = part
+        if isinstance(transformer, str) and transformer == "drop":
+            continue
+        if transformer != "passthrough" and type(transformer).__name__ not in _ONE_TO_ONE:
+            raise refuse(what, f"its categorical preprocessor holds a {type(transformer).__name__}")
+        selected = np.asarray(columns)
+        if selected.dtype == bool and selected.shape == (n_in,):
+            width += int(selected.sum())
+        elif selected.ndim == 1 and _indices(selected, n_in):
+            width += selected.size
+        else:
+            raise refuse(what, "its categorical preprocessor selects columns it does not have")
+    if width != n_in:
+        raise refuse(what, f"its categorical preprocessor returns {width} columns, not {n_in}")
+
+
+# the parts of a boosting model's preprocessor, each one column out per column in
+_ONE_TO_ONE = ("OrdinalEncoder", "FunctionTransformer")
 
 
 def _check_label_sets(d: dict[str, Any], what: str, refuse: Refuse) -> None:

@@ -710,8 +710,17 @@ def validate_libsvm(est: Any) -> None:
         raise _refuse(what, f"dual coefficients have shape {np.shape(dual)}")
     if np.shape(intercept) != (n_pairs,):
         raise _refuse(what, f"intercepts have shape {np.shape(intercept)}")
+    # libsvm reads the probability parameters when the model says it has them (scikit-learn
+    # 1.9's _effective_probability, probability before it): on sparse input, empty ones
+    # crashed predict
+    flag = d["_effective_probability"] if "_effective_probability" in d else d.get("probability")
+    if not isinstance(flag, (bool, np.bool_, str, type(None))):
+        raise _refuse(what, f"its probability flag is {flag!r:.40}")
+    probability = flag is True or flag is np.True_
+    if probability and not classify:
+        raise _refuse(what, "a regression or one-class model claims probability estimates")
     for name, p in (("probA", prob_a), ("probB", prob_b)):
-        if np.size(p) not in (0, n_pairs):
+        if np.size(p) != (n_pairs if probability else np.size(p)) or np.size(p) not in (0, n_pairs):
             raise _refuse(what, f"{name} has {np.size(p)} entries")
     if not (isinstance(shape_fit, tuple) and len(shape_fit) == 2):
         raise _refuse(what, "shape_fit_ is malformed")

@@ -512,3 +512,35 @@ def test_label_sets_map_only_to_their_own_columns(tmp_path: Path) -> None:
     hostile._cached_dict = None
     hostile.classes_ = np.array(["a", "a", "a", "b"], dtype=object)
     refused(hostile, "its classes_ repeat a class")
+
+
+def test_a_sparse_svm_that_claims_probabilities_it_lacks(tmp_path: Path) -> None:
+    import scipy.sparse as sp
+    from sklearn.svm import SVC
+
+    sparse = sp.csr_matrix(RNG.random((40, 4)))
+    hostile = SVC().fit(sparse, np.arange(40) % 3)  # no probability model: empty probA/probB
+    # the flag libsvm is given: scikit-learn 1.9's _effective_probability, probability before
+    flag = "_effective_probability" if "_effective_probability" in vars(hostile) else "probability"
+    setattr(hostile, flag, True)
+    data = refused(hostile, "probA has 0 entries")
+    use = "import scipy.sparse as sp; obj.predict(sp.csr_matrix(np.random.rand(7, 4)))"
+    plain_pickle_fails(tmp_path, data, use)
+    fitted = SVC(random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # probability= is deprecated in scikit-learn 1.9
+        fitted.set_params(probability=True).fit(sparse, np.arange(40) % 3)
+    np.testing.assert_array_equal(loads(fitted).predict_proba(sparse), fitted.predict_proba(sparse))
+
+
+def test_a_boosting_preprocessor_must_return_every_column_the_trees_read() -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    mixed = np.column_stack([np.arange(60) % 3, X[:, 0], np.arange(60) % 4, X[:, 1]])
+    fitted = HistGradientBoostingClassifier(categorical_features=[0, 2], max_iter=3).fit(
+        mixed, np.arange(60) % 2
+    )
+    assert (loads(fitted).predict(mixed) == fitted.predict(mixed)).all()
+    hostile = copy.deepcopy(fitted)
+    hostile._preprocessor.transformers_ = hostile._preprocessor.transformers_[:1]
+    refused(hostile, "its categorical preprocessor returns 2 columns, not 4")
