@@ -719,8 +719,9 @@ def validate_libsvm(est: Any) -> None:
     probability = flag is True or flag is np.True_
     if probability and not classify:
         raise _refuse(what, "a regression or one-class model claims probability estimates")
+    sizes = (n_pairs,) if probability else (0, n_pairs)
     for name, p in (("probA", prob_a), ("probB", prob_b)):
-        if np.size(p) != (n_pairs if probability else np.size(p)) or np.size(p) not in (0, n_pairs):
+        if np.size(p) not in sizes:
             raise _refuse(what, f"{name} has {np.size(p)} entries")
     if not (isinstance(shape_fit, tuple) and len(shape_fit) == 2):
         raise _refuse(what, "shape_fit_ is malformed")
