@@ -200,9 +200,14 @@ def _objects_from_json(raw: memoryview, shape: Any) -> np.ndarray:
             "malformed probe entry: an object array must be a JSON list of strings, numbers, "
             "booleans and nulls, as many as its shape says"
         )
+    return _object_vector(values).reshape(shape)
+
+
+def _object_vector(values: Any) -> np.ndarray:
+    """A 1-d object array of ``values`` as they are (numpy would nest lists into dimensions)."""
     out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out.reshape(shape)
+    out[:] = list(values)
+    return out
 
 
 def _encode_rows(value: list[Any] | tuple[Any, ...], base: str, writer: ArtifactWriter) -> Any:
@@ -937,8 +942,7 @@ def _as_dense(value: Any) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except ValueError:  # rows of different lengths: one object each, compared one by one
-        arr = np.empty(len(value), dtype=object)
-        arr[:] = list(value)
+        arr = _object_vector(value)
     try:
         return _plain_array(arr)
     except TypeError:
@@ -1145,8 +1149,8 @@ def check(
         except AmberError:
             raise
         except Exception as exc:  # outputs of kinds that cannot be set side by side
-            problem = f"cannot be compared with the stored output ({type(exc).__name__}: {exc})"
-            problem = problem[:500]
+            why = f"{type(exc).__name__}: {exc}"[:400]
+            problem = f"cannot be compared with the stored output ({why})"
         if problem:
             report.mismatched[method] = problem
         else:

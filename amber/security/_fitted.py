@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 
 from amber.errors import FormatError
+from amber.security._allowlist import entries, reference_only
 from amber.security._pickle_scan import index_map
 
 __all__ = ["CHECKED_CLASSES", "check_fitted"]
 
 Refuse = Callable[[str, str], FormatError]
 
-_KMEANS = ("KMeans", "MiniBatchKMeans", "BisectingKMeans")
 _VECTORIZERS = ("CountVectorizer", "TfidfVectorizer")
 _HASHERS = ("FeatureHasher", "HashingVectorizer")
 _HIST_BOOSTING = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
@@ -55,7 +55,8 @@ _COVARIANCE = (
 #: Classes whose fitted state is checked here: the load's walk runs when a stream names one.
 CHECKED_CLASSES = frozenset(
     {
-        *(("sklearn.cluster._kmeans", n) for n in _KMEANS[:2]),
+        ("sklearn.cluster._kmeans", "KMeans"),
+        ("sklearn.cluster._kmeans", "MiniBatchKMeans"),
         ("sklearn.cluster._bisect_k_means", "BisectingKMeans"),
         ("sklearn.cluster._mean_shift", "MeanShift"),
         ("sklearn.cluster._affinity_propagation", "AffinityPropagation"),
@@ -150,8 +151,8 @@ def _check_vocabulary(
 
 def _width(a: Any, ndim: int) -> int:
     """The last dimension of an array (or sparse matrix) of ``ndim`` dimensions, else -1."""
-    shape = getattr(a, "shape", None)
-    if not (isinstance(a, np.ndarray) or hasattr(a, "tocsr")) or not isinstance(shape, tuple):
+    shape = _shape(a)
+    if shape is None:
         return -1
     if len(shape) == 2 and ndim == 1 and shape[0] == 1:
         shape = shape[1:]  # a node center of a model fitted on sparse input: a 1 x n matrix
@@ -161,9 +162,7 @@ def _width(a: Any, ndim: int) -> int:
 def _check_centers(d: dict[str, Any], what: str, refuse: Refuse) -> None:
     # the compiled distance step takes the number of features from the centers and walks the
     # caller's rows with it
-    n_in = d.get("n_features_in_")
-    if not isinstance(n_in, (int, np.integer)):
-        raise refuse(what, "it holds cluster centers but records no input width")
+    n_in = _n_in(d, what, refuse)
     centers = d.get("cluster_centers_")
     if centers is not None and _width(centers, 2) != n_in:
         raise refuse(what, f"its cluster_centers_ are not {n_in} features wide")
@@ -193,6 +192,7 @@ def _n_in(d: dict[str, Any], what: str, refuse: Refuse) -> int:
 
 
 def _shape(a: Any) -> tuple[int, ...] | None:
+    """The shape of an array or sparse matrix, else None."""
     shape = getattr(a, "shape", None)
     ok = isinstance(a, np.ndarray) or hasattr(a, "tocsr")
     return shape if ok and isinstance(shape, tuple) else None
@@ -427,12 +427,10 @@ def _callable_on_data(func: Any) -> bool:
 
     numpy's functions and ufuncs and scipy.special's are (the allowlist holds the ones that
     size nothing by an argument); so is a function outside Amber's allowlist, which a load
-    admits only when its caller trusted it by name. A function the allowlist admits because
-    fitted models name it (scikit-learn's compiled k-means step, a metric, ``check_array``) is
-    not: called with crafted arguments, it can write outside its buffers.
+    admits only when its caller trusted it by name, and ``check_array`` (plain Python). A
+    function the allowlist admits because fitted models name it (scikit-learn's compiled k-means
+    step, a metric) is not: called with crafted arguments, it can write outside its buffers.
     """
-    from amber.security._allowlist import entries, reference_only
-
     if func is None or isinstance(func, np.ufunc):
         return True
     if type(func) is functools.partial:

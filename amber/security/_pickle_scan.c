@@ -2034,8 +2034,7 @@ index_map(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 v = -1;
             }
         }
-        else if (PyLong_Check(value) || PyFloat_Check(value) || PyUnicode_Check(value)
-                 || PyBytes_Check(value) || !PyIndex_Check(value)) {
+        else if (PyLong_Check(value) || !PyIndex_Check(value)) {
             /* a bool or int subclass, a float, text: not what fitting writes */
             PyErr_Format(PyExc_ValueError, "a value is a %.80s, not an integer index",
                          Py_TYPE(value)->tp_name);

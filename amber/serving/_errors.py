@@ -60,6 +60,13 @@ class RequestError(Exception):
         self.got = got
         self.headers = headers or {}
 
+    def restate(self, field: str) -> None:
+        """Name another ``field`` (the row a column check found, say) in the message too, and in
+        ``str()``, which logs and tracebacks show."""
+        self.field = _utf8_safe(field)
+        self.message = f"{self.field}: expected {self.expected}, got {self.got}"
+        self.args = (self.message,)
+
     @property
     def reason(self) -> str:
         """A short label for metrics: the HTTP status's code name."""

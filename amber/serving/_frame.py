@@ -43,15 +43,14 @@ def _per_row(column: _Column, values: list[Any], where: str) -> np.ndarray:
         field = exc.field or probe
         if field.startswith(probe + "[") and "]" in field:
             index, _, rest = field[2:].partition("]")
-            exc.field = where.replace("{i}", index) + rest
+            renamed = where.replace("{i}", index) + rest
         else:
-            exc.field = where.replace("{i}", "*") + field[1:]
+            renamed = where.replace("{i}", "*") + field[1:]
         if exc.expected:  # "like <probe>[0]": the row it names, in the request's terms
             exc.expected = re.sub(
                 r"\x00\[(\d+)\]", lambda m: where.replace("{i}", m.group(1)), exc.expected
             ).replace(probe, where.replace("{i}", "*"))
-        exc.message = f"{exc.field}: expected {exc.expected}, got {exc.got}"
-        exc.args = (exc.message,)  # str(exc), as logs and tracebacks show it
+        exc.restate(renamed)
         raise
 
 
@@ -252,9 +251,7 @@ class _Column:
             except RequestError as exc:  # "\x00[3]": the cell of row 4
                 index = (exc.field or "").removeprefix("\x00[").partition("]")[0]
                 place = f"row {int(index) + 1}, " if index.isdigit() else ""
-                exc.field = f"{place}column {self.name!r}"
-                exc.message = f"{exc.field}: expected {exc.expected}, got {exc.got}"
-                exc.args = (exc.message,)
+                exc.restate(f"{place}column {self.name!r}")
                 raise
         if self.kind == "datetime":
             return self._dates(
@@ -276,8 +273,7 @@ class _Column:
         if self.dtype == "category" or self.held_missing:
             # an empty cell is a missing category, as pandas reads it; in a column of strings,
             # a missing value where the sample showed that the column has them
-            missing = None if self.dtype == "category" else self.missing
-            return np.array([c if c else missing for c in cells], dtype=object)
+            return np.array([c if c else self.missing for c in cells], dtype=object)
         return np.array(cells, dtype=object)
 
     def finish(self, arr: np.ndarray) -> Any:
