@@ -5,7 +5,9 @@
 #   1. the committed allowlist file of that release is what tools/make_allowlist.py --release
 #      makes there (what its pickles name), and
 #   2. the scikit-learn round trips pass there (save, load, mmap, compression, probe, verify),
-#      and so do the hostile-file tests of the validators and of the pickle/joblib readers.
+#      every estimator of the release round-trips (from 1.6, whose test instance generator it
+#      uses), and so do the hostile-file tests of the validators and of the pickle/joblib
+#      readers.
 # `make test` runs it; `make compat` alone. Add a release: a line below, then run
 # `PYTHONPATH=$PWD .venv-compat/<set>/bin/python tools/make_allowlist.py --release`.
 # A set with a third field runs under that Python (newer than the development one, with the
@@ -27,7 +29,7 @@ SETS=(
 )
 CORE_TESTS="tests/test_api.py tests/test_artifact.py tests/test_golden.py tests/test_env.py
   tests/test_probe_frames.py tests/test_probe_precision.py tests/test_roundtrip_sklearn.py
-  tests/security"
+  tests/test_all_estimators.py tests/security"
 
 find_python() {  # $1: a version such as 3.13; prints the interpreter's path
   local p
@@ -80,6 +82,7 @@ check() {  # $1: set name, $2: its packages, $3: its Python's version (empty: th
   # deselected: two tests that assert what numpy 2.4 itself does with a hostile file (its
   # message naming numpy.add; a crash older numpy does not have), not what Amber does
   PYTHONPATH="$PWD" "$python" -m pytest -q -p no:cacheprovider -x tests/test_roundtrip_sklearn.py \
+    tests/test_all_estimators.py \
     tests/security/test_scipy_stats.py tests/security/test_validators.py tests/security/test_foreign.py \
     tests/security/test_fitted.py \
     --deselect tests/security/test_validators.py::test_a_datetime_dtype_state_without_its_unit_is_refused \

@@ -35,8 +35,9 @@ __all__ = [
 DEFAULT_PROBE_METHODS = ("predict", "predict_proba", "decision_function", "transform")
 # probed only when none of the default four exist, the first of them the model has: a density
 # or novelty model's scores (KernelDensity), an unsupervised neighbours index's neighbours
-# (NearestNeighbors: the distances and the indices of each sample row's nearest rows)
-FALLBACK_PROBE_METHODS = ("score_samples", "kneighbors")
+# (NearestNeighbors: the distances and the indices of each sample row's nearest rows), a
+# covariance estimate's squared Mahalanobis distances (EmpiricalCovariance, LedoitWolf, ...)
+FALLBACK_PROBE_METHODS = ("score_samples", "kneighbors", "mahalanobis")
 
 
 @dataclass(frozen=True)
