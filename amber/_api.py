@@ -626,7 +626,10 @@ def verify(
             f"format {manifest['format_version']}: zip structure and manifest are well formed"
         )
         reader.verify_all(strong=True)
-        report.checks.append(f"{len(reader.entries)} entries match their blake3 digests")
+        n = len(reader.entries)
+        report.checks.append(
+            f"{n} {'entry' if n == 1 else 'entries'}: blake3 digests and CRC-32s match"
+        )
         if trusted_keys is not None:
             from amber.security._signing import check_reader
 

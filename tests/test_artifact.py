@@ -17,6 +17,7 @@ import time
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -478,6 +479,28 @@ def test_changed_entry_fails_the_checksum_even_with_a_fixed_crc(tmp_path: Path, 
         amber.verify(forged)
 
 
+def test_verify_checks_the_zip_crc_too(tmp_path: Path, svc: SVC) -> None:
+    """FORMAT.md 1: an entry's CRC-32 is that of its stored bytes, so that zip tools can test
+    the archive. A wrong one (in both headers) with the bytes and digests intact is what no
+    writer makes: verify refuses it, as `zipfile.testzip` does; a load, which checks the
+    XXH3-128 of what it reads, is not affected."""
+    path = tmp_path / "iris.amber"
+    amber.save(svc, path, sample=X[:8])
+    forged = tmp_path / "forged.amber"
+    with zipfile.ZipFile(path) as src, open(forged, "wb") as f:
+        dst = _zip.ZipWriter(f)
+        for info in src.infolist():
+            data = src.read(info)
+            wrong = info.filename == "model/model.pkl"
+            dst.add(info.filename, data, zlib.crc32(data) ^ (1 if wrong else 0))
+        dst.close()
+    with zipfile.ZipFile(forged) as z:
+        assert z.testzip() == "model/model.pkl"
+    with pytest.raises(IntegrityError, match=r"'model/model.pkl' .* fails the CRC-32 check"):
+        amber.verify(forged)
+    np.testing.assert_array_equal(amber.load(forged).predict(X), svc.predict(X))
+
+
 @pytest.mark.parametrize("mmap", [False, True])
 def test_entry_data_that_is_not_aligned_is_refused(tmp_path: Path, svc: SVC, mmap: bool) -> None:
     """docs/FORMAT.md: every entry's data starts at a multiple of 64, and readers refuse what
@@ -761,6 +784,34 @@ def test_zlib_is_bounded_by_the_recorded_size_even_when_it_is_zero() -> None:
     packed = memoryview(zlib.compress(bytes(50 << 20)))  # 50 MB of zeros in 50 kB
     with pytest.raises(IntegrityError, match="zlib stream longer than recorded"):
         _codec.decompress("zlib", packed, 0, "model/model.pkl")
+
+
+@pytest.mark.parametrize(
+    ("codec", "encode"),
+    [
+        ("zlib", lambda raw: zlib.compress(raw) + b"junk after the stream"),
+        ("lzma", lambda raw: _lzma(raw) + b"junk after the stream"),
+        ("lzma", lambda raw: _lzma(raw, legacy=True)),
+    ],
+    ids=["zlib-trailing", "lzma-trailing", "lzma-legacy-alone"],
+)
+def test_a_stored_entry_is_one_stream_of_its_codec_and_nothing_else(
+    codec: str, encode: Any
+) -> None:
+    """FORMAT.md 3: the stored bytes are the codec's output for the whole content: bytes after
+    the stream, or the legacy .lzma format instead of .xz, are refused, as zstd and lz4
+    refuse them."""
+    raw = bytes(range(256)) * 64
+    with pytest.raises(IntegrityError, match=f"does not decompress with {codec}"):
+        _codec.decompress(codec, memoryview(encode(raw)), len(raw), "model/model.pkl")
+    packed = _codec.compress(codec, memoryview(raw))
+    assert _codec.decompress(codec, memoryview(packed), len(raw), "x") == raw
+
+
+def _lzma(raw: bytes, *, legacy: bool = False) -> bytes:
+    import lzma
+
+    return lzma.compress(raw, format=lzma.FORMAT_ALONE if legacy else lzma.FORMAT_XZ)
 
 
 def test_npy_entries_must_hold_what_their_header_promises(tmp_path: Path) -> None:

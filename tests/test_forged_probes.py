@@ -172,3 +172,27 @@ def test_an_empty_distribution_name_is_not_installed() -> None:
     from amber._env import _installed_version
 
     assert _installed_version("") is None  # importlib.metadata raises ValueError for it
+
+
+def test_a_codec_of_a_newer_amber_is_refused_where_it_is_met_with_an_upgrade_message(
+    saved: Path, tmp_path: Path
+) -> None:
+    """FORMAT.md 7: a new codec name breaks no reader that does not meet it. A file whose probe
+    input is stored with a codec this Amber does not know loads (the probe is not re-run in the
+    saving environment); verify, which reads every entry, says to upgrade."""
+    path = tmp_path / "newer.amber"
+    with ArtifactReader(saved) as reader:
+        manifest = {k: v for k, v in reader.manifest.items() if k != "entries"}
+        stored = {
+            name: (bytes(reader.raw_entry(name)), rec) for name, rec in reader.entries.items()
+        }
+    with artifact_writer(path) as writer:
+        for name, (raw, rec) in stored.items():
+            codec = "brotli" if name == "probe/input.npy" else rec["compression"]
+            writer.add_stored(name, memoryview(raw), dict(rec, compression=codec))
+        writer.finish(manifest)
+    assert amber.load(path).predict(X[:3]).shape == (3,)
+    with pytest.raises(FormatError, match=r"'brotli', a codec .* newer Amber. Upgrade Amber"):
+        amber.verify(path)
+    with pytest.raises(FormatError, match="newer Amber"):
+        amber.load(path, probe="always")

@@ -120,11 +120,15 @@ def decompress(codec: str, stored: memoryview, size: int, name: str) -> memoryvi
             got = d.decompress(stored, max(size, 1))  # 0 would mean "no limit" to zlib
             if d.unconsumed_tail or not d.eof:
                 raise ValueError("zlib stream longer than recorded or unterminated")
+            if d.unused_data:  # bytes after the stream: no encoder wrote them
+                raise ValueError(f"{len(d.unused_data)} bytes follow the end of the zlib stream")
         elif codec == "lzma":
-            ld = lzma.LZMADecompressor()
+            ld = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)  # as written, not legacy .lzma
             got = ld.decompress(stored, size)
             if not ld.eof:
                 raise ValueError("lzma stream longer than recorded or unterminated")
+            if ld.unused_data:
+                raise ValueError(f"{len(ld.unused_data)} bytes follow the end of the xz stream")
         else:
             raise ValueError(f"unknown codec {codec!r}")
     except (

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from amber.artifact import _codec, _writeback, _zip
-from amber.artifact._digest import blake3_hex, xxh3_hex
+from amber.artifact._digest import blake3_hex, crc32, xxh3_hex
 from amber.artifact._manifest import MANIFEST_NAME, SIGNATURE_NAME, decode
 from amber.errors import FormatError, IntegrityError
 
@@ -237,9 +237,16 @@ class ArtifactReader:
         rec = self._record(name)
         stored = self._raw(self.zip_entries[name])
         self._check(name, stored, strong)
-        if rec["compression"] == "none":
+        codec = rec["compression"]
+        if codec == "none":
             return stored
-        return _codec.decompress(rec["compression"], stored, rec["size"], name)
+        if codec not in _codec.CODECS:
+            raise FormatError(
+                f"entry {name!r} of {str(self.path)!r} is compressed with {codec!r}, a codec "
+                f"this version of Amber does not know: the file was written by a newer Amber. "
+                f"Upgrade Amber (pip install -U amber) to read it"
+            )
+        return _codec.decompress(codec, stored, rec["size"], name)
 
     def read_with_room(self, name: str) -> tuple[memoryview, _mmap.mmap | None]:
         """:meth:`read`, into a private map of its own with room reserved after the bytes.
@@ -289,9 +296,19 @@ class ArtifactReader:
             raise FormatError(f"entry {name!r} is not a plain .npy array: {exc}") from exc
 
     def verify_all(self, *, strong: bool = True) -> None:
-        """Check every entry's digest, reading each once."""
+        """Check every entry's digest, reading each once (which checks its local header, its
+        alignment and its extent too); ``strong`` also checks the CRC-32 the zip layer records,
+        so that what passes here passes any zip tool's test."""
         for name in self.entries:
-            self._check(name, self._raw(self.zip_entries[name]), strong)
+            entry = self.zip_entries[name]
+            stored = self._raw(entry)
+            self._check(name, stored, strong)
+            if strong and crc32(stored) != entry.crc32:
+                raise IntegrityError(
+                    f"entry {name!r} of {str(self.path)!r} fails the CRC-32 check of its zip "
+                    f"header although its digests match: the file was altered after it was "
+                    f"saved; restore it from its source"
+                )
 
     @property
     def mmapped(self) -> bool:

@@ -279,7 +279,9 @@ def _parse(sig: bytes, source: str) -> dict[str, Any]:
         or not isinstance(doc.get("key_id"), str)
         or not isinstance(doc.get("signature"), str)
         or not isinstance(doc.get("name"), (str, type(None)))
-        or not (doc.get("version") is None or type(doc.get("version")) in (int, str))
+        or not (doc.get("version") is None or type(doc.get("version")) is int)
+        # the canonical bytes only: another spelling of the same document is not what was signed
+        or sig != _canonical(doc)
     ):
         raise IntegrityError(
             f"{source}: amber.sig is not an {SCHEME} signature document (expected the keys "

@@ -180,3 +180,34 @@ def test_a_signature_document_with_fields_of_other_types_is_refused(
     for call in (amber.load, amber.verify):
         with pytest.raises(amber.IntegrityError, match="not an amber-ed25519-v1 signature"):
             call(signed, trusted_keys=[keys["alice.pub"]])
+
+
+@pytest.mark.parametrize(
+    ("spelling", "version"),
+    [("indented", 3), ("canonical", "3"), ("canonical", True)],
+    ids=["indented", "version-as-string", "version-as-bool"],
+)
+def test_a_validly_signed_document_of_another_shape_is_refused(
+    signed: Path, keys: dict[str, Path], spelling: str, version: Any
+) -> None:
+    """FORMAT.md 6.1: the document is canonical JSON and its version an integer or null. One
+    signed over the same message but spelled otherwise, or binding "3" instead of 3, is
+    refused, although its Ed25519 signature verifies."""
+    from amber.artifact._rewrite import rewrite
+    from amber.security._signing import _message, load_private_key
+
+    with ArtifactReader(signed) as reader:
+        doc = json.loads(reader.raw_signature() or b"")
+        manifest = reader.manifest_bytes
+    doc["version"] = version
+    del doc["signature"]
+    private = load_private_key(keys["alice"])
+    doc["signature"] = base64.b64encode(private.sign(_message(doc, manifest))).decode()
+    if spelling == "indented":
+        edited = json.dumps(doc, indent=2).encode()
+    else:
+        edited = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    rewrite(signed, signed, signer=lambda raw: edited)
+    for call in (amber.load, amber.verify):
+        with pytest.raises(amber.IntegrityError, match="not an amber-ed25519-v1 signature"):
+            call(signed, trusted_keys=[keys["alice.pub"]])
