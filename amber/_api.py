@@ -6,6 +6,8 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import re
+import reprlib
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -58,10 +60,28 @@ def check_load_options(probe: object, parity: object, environment: object, mmap:
 
 def _existing(source: str | os.PathLike[str]) -> Path:
     if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"expected a file path, got a {type(source).__name__}: {source!r}")
-    if not os.fspath(source):
+        hint = (
+            "; to load bytes held in memory, write them to a file first"
+            if isinstance(source, (bytes, bytearray, memoryview))
+            else ""
+        )
+        raise TypeError(f"expected a file path, got {_kind(source)}: {reprlib.repr(source)}{hint}")
+    text = os.fspath(source)
+    if not text:
         raise FileNotFoundError("the path is empty; give the model file's path")
+    if isinstance(text, str) and _URL.match(text):
+        raise ValueError(
+            f"{text!r} is a URL: Amber reads local files (and registry URIs, models:/NAME/VERSION "
+            f"or models:/NAME@ALIAS); download the file first and pass its path"
+        )
     return Path(source)
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _kind(value: object) -> str:
+    return f"a value of type {type(value).__name__}"
 
 
 def _registry_uri(source: Any) -> bool:
@@ -246,7 +266,17 @@ def save(
     >>> info = amber.save(clf, "iris.amber", sample=X[:32])  # doctest: +SKIP
     """
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a file path, got a {type(path).__name__}")
+        swapped = isinstance(obj, (str, os.PathLike))
+        raise TypeError(
+            f"path must be a file path, got {_kind(path)}"
+            + ("; the arguments are amber.save(model, path)" if swapped else "")
+        )
+    if obj is None or isinstance(obj, type):
+        raise TypeError(
+            f"amber.save was given {'None' if obj is None else f'the class {obj.__qualname__}'}"
+            f", not a model: pass the fitted object (for example the result of "
+            f"{'Model' if obj is None else obj.__name__}().fit(X, y))"
+        )
     meta = _json_metadata(metadata)
     chosen = handler_for(obj, handler, format=format)
     with artifact_writer(path, compress=compress) as writer:
@@ -439,6 +469,12 @@ def _load_path(
             f"signed load refuses it; convert it (`amber convert`) and sign the result"
         )
     if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise IsADirectoryError(
+                f"{str(path)!r} is a folder, not a model file; pass the path of an .amber, "
+                f"pickle or joblib file (a folder loads only as a TensorFlow SavedModel, which "
+                f"holds saved_model.pb)"
+            )
         return _savedmodel_dir(path, policy)
     try:
         reader = ArtifactReader(path, mmap=mmap)

@@ -66,6 +66,17 @@ class UntrustedTypeError(AmberError, TypeError):
         )
         absent = _absent_from_installed(trustable)
         trustable = [n for n in trustable if n not in absent]
+        own = [n for n in absent if n.startswith("__main__.")]
+        absent = [n for n in absent if n not in own]
+        if own:
+            message += (
+                f" {', '.join(map(_escaped, own))}: defined by the script or notebook that "
+                f"saved the file (__main__), and not by this program; define "
+                f"{'it' if len(own) == 1 else 'them'} here before loading (then pass "
+                f"trusted={own!r} if you trust the file's author), or better, move "
+                f"{'it' if len(own) == 1 else 'them'} into a module both programs import and "
+                f"save the model again."
+            )
         if absent:
             message += (
                 f" {', '.join(map(_escaped, absent))} "

@@ -9,6 +9,7 @@ import os
 import pickle
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -300,6 +301,54 @@ def test_a_save_that_cannot_write_says_why(tmp_path: Path, svc: SVC) -> None:
     assert "the file is read-only; make it writable first" in proc.stdout, proc.stderr[-800:]
     assert "the folder" in proc.stdout and "is not writable" in proc.stdout, proc.stdout
     assert sorted(p.name for p in (tmp_path / "ro").iterdir()) == ["m.amber"]  # nothing left
+
+
+def test_a_save_never_puts_a_file_in_place_of_a_pipe_or_a_device(tmp_path: Path, svc: SVC) -> None:
+    """The rename would replace them with a regular file (as root, even /dev/null reached
+    through a link): a save refuses, and they stay what they were."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    specials = [(fifo, "a named pipe", stat.S_ISFIFO)]
+    if os.geteuid() == 0:  # a copy of /dev/null's node, here (never the real one)
+        null = tmp_path / "null"
+        os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        link = tmp_path / "link-to-null"
+        link.symlink_to(null)
+        specials += [(null, "a character device", stat.S_ISCHR)]
+        specials += [(link, "a character device", stat.S_ISCHR)]
+    for path, kind, test in specials:
+        with pytest.raises(FileExistsError, match=f"it is {kind}, not a regular file"):
+            amber.save(svc, path)
+        assert test(os.stat(path).st_mode)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file
+
+
+def test_save_says_what_it_was_given_instead_of_a_model_or_a_path(tmp_path: Path, svc: SVC) -> None:
+    path = tmp_path / "m.amber"
+    with pytest.raises(TypeError, match=r"given None, not a model"):
+        amber.save(None, path)
+    with pytest.raises(TypeError, match=r"the class SVC, not a model: .* SVC\(\)\.fit"):
+        amber.save(SVC, path)
+    with pytest.raises(
+        TypeError, match=r"got a value of type SVC; the arguments are amber.save\(model, path\)"
+    ):
+        amber.save(str(path), svc)  # type: ignore[arg-type]
+    assert not path.exists()
+
+
+def test_load_says_what_it_was_given_instead_of_a_path(tmp_path: Path, svc: SVC) -> None:
+    path = tmp_path / "m.amber"
+    amber.save(svc, path)
+    with pytest.raises(
+        TypeError, match=r"got a value of type bytes: .* write them to a file first"
+    ) as info:
+        amber.load(path.read_bytes())  # type: ignore[arg-type]
+    assert len(str(info.value)) < 300  # not the file's bytes in the message
+    with pytest.raises(IsADirectoryError, match="is a folder, not a model file"):
+        amber.load(tmp_path)  # not "not a TensorFlow SavedModel folder"
+    for url in ("https://example.com/m.amber", "s3://bucket/m.amber", "file:///tmp/m.amber"):
+        with pytest.raises(ValueError, match=f"{url!r} is a URL: .* download the file first"):
+            amber.load(url)
 
 
 def test_failed_save_leaves_previous_file_intact(tmp_path: Path, svc: SVC) -> None:
@@ -677,9 +726,11 @@ def test_save_into_missing_folder_is_explained(tmp_path: Path, svc: SVC) -> None
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         amber.save(svc, tmp_path / "file" / "x.amber")
-    for folder in (tmp_path, f"{tmp_path}{os.sep}", ""):
+    for folder in (tmp_path, f"{tmp_path}{os.sep}"):
         with pytest.raises(IsADirectoryError, match="give a file name"):
             amber.save(svc, folder)
+    with pytest.raises(FileNotFoundError, match="the path is empty; give a file name"):
+        amber.save(svc, "")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no temporary file left
 
 

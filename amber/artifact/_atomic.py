@@ -67,17 +67,31 @@ def temp_beside(
     bits (and, for root, its owner), so that a private model is never readable by others, even
     for a moment.
     """
+    if not path:
+        raise FileNotFoundError(f"cannot {verb}: the path is empty; give a file name")
     target, old = _existing(path)
     folder, name = os.path.split(target)
     folder = folder or os.curdir
     if not name or (old is not None and stat.S_ISDIR(old.st_mode)):
         raise IsADirectoryError(
-            f"cannot save to {target!r}: it is a folder; give a file name such as "
+            f"cannot {verb} to {target!r}: it is a folder; give a file name such as "
             f"{os.path.join(target, 'model.amber')!r}"
         )
+    if old is not None and not stat.S_ISREG(old.st_mode):
+        # the rename would put a regular file in place of a device or a pipe (as root, of
+        # /dev/null itself): a model is only ever written to a file
+        raise FileExistsError(
+            f"cannot {verb} to {target!r}: it is {_special_kind(old.st_mode)}, not a regular "
+            f"file, and Amber replaces only files; {verb} to a file path"
+        )
     if old is not None and not os.access(target, os.W_OK):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(
+                f"cannot {verb} to {target!r}: neither the file nor its folder {folder!r} is "
+                f"writable; {verb} into a folder you can write to"
+            )
         raise PermissionError(
-            f"cannot save to {target!r}: the file is read-only; make it writable first "
+            f"cannot {verb} to {target!r}: the file is read-only; make it writable first "
             f"(chmod u+w) or {verb} to another name"
         )
     short = os.fsencode(name)[:_TMP_NAME_BYTES].decode("utf-8", "ignore")
@@ -107,6 +121,18 @@ def temp_beside(
             os.unlink(tmp)
             raise
     return target, folder, old, tmp, fd
+
+
+def _special_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "a special file"
 
 
 @contextlib.contextmanager

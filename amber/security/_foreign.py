@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from amber._paths import is_stream
-from amber.errors import FormatError, UntrustedTypeError
+from amber.errors import FormatError, HandlerNotAvailable, UntrustedTypeError
 from amber.security._allowlist import is_allowed
 from amber.security._joblib import is_any_wrapper_name, is_wrapper_name, load_joblib, scan_joblib
 from amber.security._policy import LoadPolicy, trust_name
@@ -594,7 +594,7 @@ def scan_artifact_stream(
 def _validated(obj: Any, pairs: tuple[tuple[str, str], ...], source: str) -> Any:
     try:
         validate_loaded(obj, pairs)
-    except (FormatError, UntrustedTypeError, OSError):
+    except (FormatError, UntrustedTypeError, HandlerNotAvailable, OSError):
         raise
     except RecursionError as exc:
         raise FormatError(f"{source}: the loaded object nests too deeply to validate") from exc
@@ -607,7 +607,7 @@ def _guarded(source: str, step: Callable[[], Any]) -> Any:
     """Run one load step, turning any stray exception into a :class:`FormatError`."""
     try:
         return step()
-    except (FormatError, UntrustedTypeError, OSError):
+    except (FormatError, UntrustedTypeError, HandlerNotAvailable, OSError):
         raise
     except RecursionError as exc:
         raise FormatError(f"{source}: the pickle stream nests too deeply") from exc
@@ -707,16 +707,22 @@ def load_foreign(
     opened = _read_with_room(path, None) or _open(path, max_decompressed_size)
     _not_amber(opened)
     policy = policy or LoadPolicy()
-    if opened.kind == "joblib":
-        return _load_joblib(opened, policy)
-    if opened.room is None:
-        return _load_pickle(opened, policy)
     try:
-        return _load_pickle(opened, policy)
-    except (FormatError, UntrustedTypeError):
-        # read without the search for joblib's wrappers: if the file names them, it is a
-        # joblib file (refused as a pickle at its first array), read again as one
-        again = _open(path, max_decompressed_size)
-        if again.kind != "joblib":
-            raise
-        return _load_joblib(again, policy)
+        if opened.kind == "joblib":
+            return _load_joblib(opened, policy)
+        if opened.room is None:
+            return _load_pickle(opened, policy)
+        try:
+            return _load_pickle(opened, policy)
+        except (FormatError, UntrustedTypeError):
+            # read without the search for joblib's wrappers: if the file names them, it is a
+            # joblib file (refused as a pickle at its first array), read again as one
+            again = _open(path, max_decompressed_size)
+            if again.kind != "joblib":
+                raise
+            return _load_joblib(again, policy)
+    except HandlerNotAvailable as exc:  # a name the file needs that is not here: say which file
+        if opened.source not in str(exc):
+            exc.msg = f"{opened.source}: {exc}"  # what an ImportError shows
+            exc.args = (exc.msg,)
+        raise

@@ -952,3 +952,33 @@ def test_amber_load_reads_a_named_pipe_once(tmp_path: Path, kind: str) -> None:
     writer.join(10)
     assert not errors
     np.testing.assert_array_equal(result[0]["w"], weights)
+
+
+@pytest.mark.parametrize("kind", ["pickle", "joblib"])
+def test_a_class_the_saving_script_defined_is_named_as_such(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model whose class lived in the saving script's __main__: the refusal says so (not
+    "written with another release"), and so does the load that trusts the name, naming the
+    file, as the error it is (HandlerNotAvailable), not a malformed stream."""
+
+    class ScriptModel:
+        pass
+
+    ScriptModel.__module__ = "__main__"
+    ScriptModel.__qualname__ = "ScriptModel"
+    main = sys.modules["__main__"]
+    monkeypatch.setattr(main, "ScriptModel", ScriptModel, raising=False)
+    path = tmp_path / f"model.{kind}"
+    if kind == "pickle":
+        path.write_bytes(pickle.dumps(ScriptModel()))
+    else:
+        joblib.dump(ScriptModel(), path)
+    monkeypatch.delattr(main, "ScriptModel")
+    with pytest.raises(
+        UntrustedTypeError, match="defined by the script or notebook that saved"
+    ) as info:
+        amber.load(path)
+    assert "another release" not in str(info.value)
+    with pytest.raises(amber.HandlerNotAvailable, match=f"{path.name}.*saving script or notebook"):
+        amber.load(path, trusted=["__main__.ScriptModel"])
