@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import math
 import os
 import re
 import reprlib
@@ -187,43 +188,80 @@ def _naming(path: Path, local: Path) -> Iterator[None]:
 
 
 def _metadata_problem(metadata: dict[str, Any]) -> str | None:
-    """What JSON would silently change in ``metadata``: a key that is not a string (it would
-    come back as one), an integer beyond 64 bits (it would come back as a float)."""
-    stack: list[tuple[str, Any]] = [("metadata", metadata)]
+    """What JSON cannot hold in ``metadata``, or would silently change, as "where: what, and
+    what to do"; None when it can be stored (tuples load as lists, and subclasses of dict,
+    list, str and the numbers as those)."""
+    stack: list[tuple[str, Any, int]] = [("metadata", metadata, 0)]
     while stack:
-        where, value = stack.pop()
-        if isinstance(value, dict):
+        where, value, depth = stack.pop()
+        if depth > _manifest.MAX_NESTING:  # (a dict that holds itself ends here too)
+            return f"it nests deeper than the {_manifest.MAX_NESTING} levels a reader accepts"
+        if value is None or isinstance(value, (bool, str, float, int)):
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"{where} is {value}: JSON has no NaN or infinity; store None or a string"
+            if isinstance(value, int) and not JSON_INT_RANGE[0] <= value <= JSON_INT_RANGE[1]:
+                return (
+                    f"{where} is {value}, beyond 64 bits (it would load as a float); store a string"
+                )
+            if isinstance(value, str) and not _encodable(value):
+                return (
+                    f"{where} holds a character that is not Unicode text (a lone surrogate, from "
+                    f"bytes decoded with errors='surrogateescape'?); store valid text"
+                )
+        elif isinstance(value, dict):  # (a subclass, an OrderedDict, loads as a plain dict)
             for key, item in value.items():
                 if not isinstance(key, str):
                     return f"{where} has the key {key!r}, not a string (JSON keys are strings)"
-                stack.append((f"{where}[{key!r}]", item))
-        elif isinstance(value, (list, tuple)):
-            stack.extend((f"{where}[{k}]", item) for k, item in enumerate(value))
-        elif type(value) is int and not JSON_INT_RANGE[0] <= value <= JSON_INT_RANGE[1]:
-            return f"{where} is {value}, beyond 64 bits (it would load as a float); store a string"
+                stack.append((f"{where}[{key!r}]", item, depth + 1))
+        elif isinstance(value, (list, tuple)):  # (a tuple, a shape, loads as a list)
+            stack.extend((f"{where}[{k}]", item, depth + 1) for k, item in enumerate(value))
+        else:
+            return f"{where} is {_metadata_advice(value)}"
     return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _metadata_advice(value: object) -> str:
+    """What ``value`` (not a JSON value) is, and what to store instead."""
+    kind = type(value)
+    if kind.__module__ == "numpy":
+        return f"a numpy.{kind.__name__}: convert it with .item() (or float(), int(), .tolist())"
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    a = "an" if name[0] in "aeiou" else "a"
+    if isinstance(value, (set, frozenset)):
+        return f"{a} {name}, which JSON cannot hold: store a sorted list"
+    if isinstance(value, (_dt.date, _dt.time)):
+        return f"{a} {name}, which JSON cannot hold: store its .isoformat() string"
+    if isinstance(value, (bytes, bytearray)):
+        return f"{name}, which JSON cannot hold: store a string (decoded text, or base64)"
+    return (
+        f"{a} {name}, which JSON cannot hold: metadata holds str, numbers, bools, None, lists "
+        f"and dicts"
+    )
 
 
 def _json_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):
-        raise TypeError(f"metadata must be a dict, got a {type(metadata).__name__}")
+        raise TypeError(f"metadata must be a dict, got {_kind(metadata)}")
     too_deep = TypeError(
         f"metadata nests deeper than the {_manifest.MAX_NESTING} levels a reader accepts"
     )
+    problem = _metadata_problem(metadata)
+    if problem:
+        raise TypeError(f"metadata cannot be stored: {problem}")
     try:
         plain = dict(json.loads(json.dumps(metadata, allow_nan=False)))
     except RecursionError:  # Python 3.11's json gives up long before 3.13's does
         raise too_deep from None
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"metadata must hold only JSON values (str, numbers, bools, None, lists, dicts) "
-            f"and no NaN: {exc}. Convert numpy numbers with float() or int()."
-        ) from exc
-    problem = _metadata_problem(metadata)
-    if problem:
-        raise TypeError(f"metadata cannot be stored exactly: {problem}")
     if _manifest.nesting_left(plain) < 0:
         raise too_deep
     return plain

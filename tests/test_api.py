@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import pickle
 import warnings
@@ -655,10 +656,23 @@ def test_metadata_round_trips_and_must_be_json(tmp_path: Path, svc: SVC) -> None
     meta = {"metrics": {"accuracy": 0.97}, "tags": {"team": "risk"}, "description": "iris"}
     amber.save(svc, tmp_path / "m.amber", metadata=meta)
     assert amber.inspect(tmp_path / "m.amber").metadata == meta
-    with pytest.raises(TypeError, match="JSON values"):
-        amber.save(svc, tmp_path / "n.amber", metadata={"when": object()})
-    with pytest.raises(TypeError, match="no NaN"):
-        amber.save(svc, tmp_path / "n.amber", metadata={"loss": float("nan")})
+    # each refusal names where the value is, what it is, and what to store instead
+    for bad, message in [
+        ({"when": object()}, r"\['when'\] is an object, which JSON cannot hold: metadata holds"),
+        ({"loss": float("nan")}, r"\['loss'\] is nan: JSON has no NaN"),
+        ({"day": datetime.date(2026, 1, 2)}, r"datetime.date, .* store its .isoformat\(\)"),
+        ({"tags": {"a", "b"}}, r"\['tags'\] is a set, .* store a sorted list"),
+        ({"n": [np.int64(3)]}, r"\['n'\]\[0\] is a numpy.int64: convert it with .item\(\)"),
+        ({"ok": np.bool_(True)}, r"is a numpy.bool_?: convert it"),
+        ({"raw": b"x"}, r"is bytes, which JSON cannot hold: store a string"),
+        ({"text": "caf\udce9"}, r"\['text'\] holds a character that is not Unicode text"),
+    ]:
+        with pytest.raises(TypeError, match=message):
+            amber.save(svc, tmp_path / "n.amber", metadata=bad)
+    assert not (tmp_path / "n.amber").exists()
+    # tuples load as lists, subclasses as their base type (a shape, an OrderedDict)
+    amber.save(svc, tmp_path / "n.amber", metadata={"shape": (3, 4), "f": np.float64(0.5)})
+    assert amber.inspect(tmp_path / "n.amber").metadata == {"shape": [3, 4], "f": 0.5}
 
 
 def test_metadata_that_json_would_change_is_refused(tmp_path: Path, svc: SVC) -> None:
