@@ -9,6 +9,7 @@ import math
 import os
 import re
 import reprlib
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -317,6 +318,7 @@ def save(
         )
     meta = _json_metadata(metadata)
     chosen = handler_for(obj, handler, format=format)
+    _warn_if_unfitted(obj, path)
     with artifact_writer(path, compress=compress) as writer:
         saved = call_save(chosen, obj, writer, format=format, sample=sample)
         manifest: dict[str, Any] = {
@@ -345,6 +347,7 @@ def save(
                 original=None if probed is obj else probe_methods(chosen, obj),
             )
             manifest["probe"] = probe
+            _warn_if_large_probe(writer.entries, path)
             manifest["signature"] = {
                 "inputs": _probe.describe(sample),
                 "outputs": {m: spec["signature"] for m, spec in probe["outputs"].items()},
@@ -381,6 +384,43 @@ def save(
             stacklevel=2,
         )
     return ArtifactInfo(Path(path), manifest, writer.file_size, False)
+
+
+_LARGE_PROBE = 16 << 20
+
+
+def _warn_if_large_probe(entries: dict[str, dict[str, Any]], path: Any) -> None:
+    size = sum(rec["size"] for name, rec in entries.items() if name.startswith("probe/"))
+    if size > _LARGE_PROBE:
+        warnings.warn(
+            f"{os.fspath(path)!r}: the probe (sample= and the outputs on it) takes "
+            f"{size / 1e6:,.1f} MB, which the file carries and every verify re-computes; a "
+            f"few rows prove parity as well (sample=X[:32])",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _warn_if_unfitted(obj: Any, path: Any) -> None:
+    """Warn on a scikit-learn estimator that was never fitted (saving the template rather than
+    the model is the usual slip); scikit-learn is not imported for anything else."""
+    base = sys.modules.get("sklearn.base")
+    if base is None or not isinstance(obj, base.BaseEstimator):
+        return
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    try:
+        check_is_fitted(obj)
+    except NotFittedError:
+        warnings.warn(
+            f"{os.fspath(path)!r}: this {type(obj).__name__} is not fitted, so the file holds "
+            f"its parameters only; call .fit(X, y) before saving if you meant the model",
+            UserWarning,
+            stacklevel=3,
+        )
+    except Exception:  # an estimator whose own check fails: no verdict
+        pass
 
 
 def _amber_version() -> str:

@@ -807,6 +807,36 @@ def _compare_original(
         )
 
 
+def _reasons(skipped: dict[str, str]) -> str:
+    """Why each method failed, each reason once: the methods of a model usually fail alike."""
+    if not skipped:
+        return "no such methods"
+    by_reason: dict[str, list[str]] = {}
+    for method, reason in skipped.items():
+        by_reason.setdefault(reason, []).append(method)
+    return "; ".join(f"{', '.join(ms)}: {reason}" for reason, ms in by_reason.items())
+
+
+def _check_rows(model: Any, sample: Any) -> None:
+    """Refuse, saying what would do, a sample that is not rows of a model that takes rows of
+    several features: one row as a 1-d array, a single value."""
+    width = getattr(model, "n_features_in_", None)
+    if not isinstance(width, int) or width < 2:
+        return  # a text or 1-feature model takes 1-d input; others say it themselves
+    if isinstance(sample, np.ndarray) and sample.ndim < 2:
+        one_row = sample.ndim == 1 and sample.shape[0] == width
+        raise ValueError(
+            f"sample= is a {sample.ndim}-d array of shape {sample.shape}, but the "
+            f"{type(model).__name__} takes rows of {width} features: pass several rows, "
+            f"X[:32] (2-d)" + (", or this one row as sample.reshape(1, -1)" if one_row else "")
+        )
+    if isinstance(sample, (str, bytes, int, float, bool)):
+        raise ValueError(
+            f"sample= is a single {type(sample).__name__}, but the {type(model).__name__} "
+            f"takes rows of {width} features: pass a few input rows, X[:32]"
+        )
+
+
 def record(
     model: Any,
     sample: Any,
@@ -836,6 +866,7 @@ def record(
             f"FeatureHasher and MultiLabelBinarizer take), or a tuple, list or str-keyed dict of "
             f"arrays (one per input of the model)."
         ) from None
+    _check_rows(model, sample)
     outputs: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     chosen = _default_methods(model) if methods is None else methods
@@ -855,7 +886,7 @@ def record(
         try:
             value = fn(given)
         except Exception as exc:  # a method the fitted model cannot run on this input
-            skipped[method] = f"{type(exc).__name__}: {exc}"[:300]
+            skipped[method] = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
             continue
         try:
             spec = _encode(value, f"output.{method}", writer)
@@ -882,8 +913,7 @@ def record(
     if not outputs:
         raise ValueError(
             f"sample= was given but the model answers none of "
-            f"{', '.join(chosen) or ', '.join(METHODS)} on it "
-            f"({'; '.join(f'{m}: {r}' for m, r in skipped.items()) or 'no such methods'}); "
+            f"{', '.join(chosen) or ', '.join(METHODS)} on it ({_reasons(skipped)}); "
             f"pass a sample the model accepts, or none"
         )
     parity = parity or {}

@@ -88,8 +88,8 @@ class UntrustedTypeError(AmberError, TypeError):
         if trustable:
             message += (
                 f" If you trust the file's author and these names, pass trusted={trustable!r} "
-                f"to amber.load (or --trust NAME on the command line); check first with "
-                f"amber.scan() what else the file imports."
+                f"(or --trust NAME on the command line); check first with amber.scan() what "
+                f"else the file imports."
             )
         if runners:
             message += f" {runners_note([_escaped(r) for r in runners])}."

@@ -649,6 +649,33 @@ def test_nested_and_script_classes_get_names_that_work(
 def test_unusable_sample_is_explained(tmp_path: Path, svc: SVC) -> None:
     with pytest.raises(TypeError, match="cannot be stored as a probe"):
         amber.save(svc, tmp_path / "x.amber", sample={"not": "an array"})
+    # rows are what a model of several features takes: one row, or one value, is named as such
+    with pytest.raises(ValueError, match=r"1-d array of shape \(4,\).* sample.reshape\(1, -1\)"):
+        amber.save(svc, tmp_path / "x.amber", sample=X[0])
+    with pytest.raises(ValueError, match="sample= is a single str, but the SVC takes rows of 4"):
+        amber.save(svc, tmp_path / "x.amber", sample="hello")
+    # the methods of a model fail alike: scikit-learn's several-line message, once, on one line
+    with pytest.raises(ValueError) as info:
+        amber.save(svc, tmp_path / "x.amber", sample=X[:5, :3])
+    message = str(info.value)
+    assert message.count("X has 3 features") == 1 and "\n" not in message, message
+    assert not (tmp_path / "x.amber").exists()
+
+
+def test_an_unfitted_estimator_and_a_huge_probe_are_warned_about(
+    tmp_path: Path, svc: SVC, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.warns(UserWarning, match="this SVC is not fitted, so the file holds its param"):
+        amber.save(SVC(), tmp_path / "template.amber")
+    assert amber.load(tmp_path / "template.amber").get_params() == SVC().get_params()
+    from amber import _api
+
+    monkeypatch.setattr(_api, "_LARGE_PROBE", 10_000)  # 16 MB in earnest
+    with pytest.warns(UserWarning, match=r"the probe .* takes 0.0 MB.*\(sample=X\[:32\]\)"):
+        amber.save(svc, tmp_path / "big.amber", sample=np.tile(X, (3, 1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        amber.save(svc, tmp_path / "fine.amber", sample=X[:8])
 
 
 # -- metadata, arguments ----------------------------------------------------------------------

@@ -923,3 +923,13 @@ def test_a_read_fills_the_buffer_or_says_the_file_ended(tmp_path: Path) -> None:
             _reader._pread_into(fd, _reader.aligned_empty(size), 1000)
     finally:
         os.close(fd)
+
+
+def test_a_zip_another_library_wrote_is_not_an_artifact(tmp_path: Path) -> None:
+    """Named as such, before any rule of Amber's own zips (its entries are not aligned)."""
+    path = tmp_path / "other.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("a.txt", "hello " * 20)
+    for call in (amber.inspect, amber.load, amber.verify):
+        with pytest.raises(FormatError, match=r"has no amber\.json: it is not an Amber artifact"):
+            call(path)

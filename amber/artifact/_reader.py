@@ -143,6 +143,12 @@ class ArtifactReader:
                 f"else must be converted first."
             )
         self.zip_entries = _zip.read_directory(self._slice, size)
+        entry = self.zip_entries.get(MANIFEST_NAME)
+        if entry is None:  # (before any rule of Amber's own zips: another library's zip)
+            raise FormatError(
+                f"{str(self.path)!r} is a zip file but has no {MANIFEST_NAME}: it is not an Amber "
+                f"artifact"
+            )
         # the last entry ends where the directory begins (no hidden bytes); reading the
         # manifest below checks that when the manifest is last, as Amber writes it unsigned
         last = max(self.zip_entries.values(), key=lambda e: e.header_offset, default=None)
@@ -151,12 +157,6 @@ class ArtifactReader:
                 _zip.data_offset(self._mapview[last.header_offset : last.limit], last)
             else:
                 _zip.read_data_offset(self._fd, last)
-        entry = self.zip_entries.get(MANIFEST_NAME)
-        if entry is None:
-            raise FormatError(
-                f"{str(self.path)!r} is a zip file but has no {MANIFEST_NAME}: it is not an Amber "
-                f"artifact"
-            )
         raw = self._raw(entry)
         if zlib.crc32(raw) != entry.crc32:
             raise IntegrityError(
