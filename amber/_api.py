@@ -19,6 +19,7 @@ from typing import Any, Literal
 from amber import _env, _probe
 from amber._info import ArtifactInfo, VerifyReport
 from amber._paths import is_stream
+from amber._words import counted
 from amber.artifact import _manifest
 from amber.artifact._manifest import FORMAT_NAME, FORMAT_VERSION, JSON_INT_RANGE, SIGNATURE_NAME
 from amber.artifact._reader import ArtifactReader, NotAnArtifact
@@ -319,6 +320,7 @@ def save(
     meta = _json_metadata(metadata)
     chosen = handler_for(obj, handler, format=format)
     _warn_if_unfitted(obj, path)
+    _warn_if_extra_columns(obj, sample, path)
     with artifact_writer(path, compress=compress) as writer:
         saved = call_save(chosen, obj, writer, format=format, sample=sample)
         manifest: dict[str, Any] = {
@@ -396,6 +398,28 @@ def _warn_if_large_probe(entries: dict[str, dict[str, Any]], path: Any) -> None:
             f"{os.fspath(path)!r}: the probe (sample= and the outputs on it) takes "
             f"{size / 1e6:,.1f} MB, which the file carries and every verify re-computes; a "
             f"few rows prove parity as well (sample=X[:32])",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _warn_if_extra_columns(obj: Any, sample: Any, path: Any) -> None:
+    """Warn when a DataFrame sample has columns the model was not fitted on: the signature
+    records the sample's columns, so a server would require them in every request."""
+    names = getattr(obj, "feature_names_in_", None)
+    columns = getattr(sample, "columns", None)
+    if names is None or columns is None or not hasattr(sample, "iloc"):
+        return
+    try:
+        extra = [c for c in columns if c not in set(names)]
+    except TypeError:  # unhashable labels: no verdict
+        return
+    if extra:
+        shown = ", ".join(map(repr, extra[:5])) + (", ..." if len(extra) > 5 else "")
+        warnings.warn(
+            f"{os.fspath(path)!r}: sample= has {counted(len(extra), 'column')} the model was "
+            f"not fitted on ({shown}); the input signature records every sample column, so a "
+            f"server would ask for them too: pass sample[model.feature_names_in_]",
             UserWarning,
             stacklevel=3,
         )

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from amber._words import counted
+
 __all__ = [
     "AmberError",
     "EnvironmentMismatch",
@@ -61,8 +63,10 @@ class UntrustedTypeError(AmberError, TypeError):
         self.names = tuple(sorted(set(names)))
         trustable, runners = split_trust(self.names)
         message = (
-            f"{source} references {len(self.names)} type(s) or function(s) outside Amber's "
-            f"allowlist: {', '.join(map(_escaped, self.names))}. Nothing from the file was run."
+            f"{source} references "
+            f"{counted(len(self.names), 'type or function', 'types or functions')} outside "
+            f"Amber's allowlist: {', '.join(map(_escaped, self.names))}. Nothing from the file "
+            f"was run."
         )
         absent = _absent_from_installed(trustable)
         trustable = [n for n in trustable if n not in absent]

@@ -999,3 +999,20 @@ def test_inspect_shows_each_input_and_output_of_several() -> None:
         ],
     }
     assert _describe(two) == "(ndarray float32 (n, 4), {h: ndarray int64 (n)})"
+
+
+def test_a_frame_sample_with_columns_the_model_never_saw_is_warned_about(tmp_path: Path) -> None:
+    """The signature records every sample column: a server would require them."""
+    import pandas as pd
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    columns = make_column_transformer((StandardScaler(), ["a", "b", "c", "d"]))  # drops others
+    model = make_pipeline(columns, LogisticRegression(max_iter=500)).fit(frame, Y)
+    with pytest.warns(UserWarning, match=r"1 column the model was not fitted on \('e'\)"):
+        amber.save(model, tmp_path / "m.amber", sample=frame.head(5).assign(e=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        amber.save(model, tmp_path / "m.amber", sample=frame.head(5))

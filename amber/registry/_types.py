@@ -8,6 +8,8 @@ from typing import Any, NoReturn
 
 import orjson
 
+from amber._words import counted
+
 __all__ = ["AliasChange", "GcReport", "ModelVersion", "ReadOnlyDict", "RegisteredModel"]
 
 
@@ -165,7 +167,7 @@ class RegisteredModel:
 
     def __str__(self) -> str:
         alias = ", ".join(f"@{a}={v}" for a, v in sorted(self.aliases.items()))
-        return f"{self.name}  {self.versions} version(s), latest {self.latest}" + (
+        return f"{self.name}  {counted(self.versions, 'version')}, latest {self.latest}" + (
             f"  {alias}" if alias else ""
         )
 
@@ -203,8 +205,9 @@ class GcReport:
 
     def __str__(self) -> str:
         return (
-            f"removed {len(self.removed)} unreferenced blob(s), {self.freed_bytes:,} bytes; "
-            f"{self.temporary_files} leftover temporary file(s); "
-            f"kept {self.kept_pending} blob(s) of pushes still in progress and "
+            f"removed {counted(len(self.removed), 'unreferenced blob')}, "
+            f"{self.freed_bytes:,} bytes; "
+            f"{counted(self.temporary_files, 'leftover temporary file')}; "
+            f"kept {counted(self.kept_pending, 'blob')} of pushes still in progress and "
             f"{self.kept_deleted} of versions deleted within the grace period"
         )

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from amber._paths import is_stream
+from amber._words import counted
 from amber.errors import FormatError, HandlerNotAvailable, UntrustedTypeError
 from amber.security._allowlist import is_allowed
 from amber.security._joblib import is_any_wrapper_name, is_wrapper_name, load_joblib, scan_joblib
@@ -432,7 +433,7 @@ class ScanReport:
         elif self.kind != "amber":
             parts.append("pickle protocol 0 or 1")
         if self.kind == "joblib":
-            parts.append(f"{self.n_arrays} array(s) read by Amber itself")
+            parts.append(f"{counted(self.n_arrays, 'array')} read by Amber itself")
         lines = [
             f"{self.source or 'file'}: {', '.join(parts)}",
             f"verdict: {self.verdict}",
@@ -457,9 +458,8 @@ def _dotted(name: str) -> str:
 def _verdict(untrusted: tuple[str, ...], error: str | None, legacy: bool) -> str:
     if untrusted:
         also = f" (and the stream is malformed: {error})" if error else ""
-        return (
-            f"unsafe: {len(untrusted)} name(s) outside the allowlist: {', '.join(untrusted)}{also}"
-        )
+        names = ", ".join(untrusted)
+        return f"unsafe: {counted(len(untrusted), 'name')} outside the allowlist: {names}{also}"
     if error is not None:
         return f"malformed: {error}"
     if legacy:

@@ -10,6 +10,7 @@ import _compat_pickle
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from amber._words import counted
 from amber.errors import FormatError
 from amber.security import _pickle_scan
 
@@ -160,8 +161,8 @@ def scan_pickle(
         ) from None
     if used != n_buffers:
         raise FormatError(
-            f"{source} uses {used} out-of-band buffer(s) but {n_buffers} were supplied; the "
-            f"stream and its buffers do not belong together. Re-create the file with "
+            f"{source} uses {counted(used, 'out-of-band buffer')} but {n_buffers} were "
+            f"supplied; the stream and its buffers do not belong together. Re-create the file with "
             f"amber.save()."
         )
     fix = declared < 3

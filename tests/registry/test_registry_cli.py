@@ -67,7 +67,7 @@ def test_python_m_amber_runs_the_registry_commands(tmp_path: Path, artifact: Pat
         )  # fmt: skip
 
     assert "as models:/iris/1" in ok(run("push", str(artifact), "--name", "iris"))
-    assert "iris  1 version(s), latest 1" in ok(run("models", "list"))
+    assert "iris  1 version, latest 1" in ok(run("models", "list"))
 
 
 def test_push_alias_show_versions_delete_gc(amber_cli: Cli, tmp_path: Path, artifact: Path) -> None:
@@ -82,7 +82,7 @@ def test_push_alias_show_versions_delete_gc(amber_cli: Cli, tmp_path: Path, arti
     assert "as models:/iris/1 (@staging)" in out and "f1=0.9" in out
     ok(amber_cli("push", str(artifact), "--name", "iris", env=env))
     listed = ok(amber_cli("models", "list", env=env))
-    assert "iris  2 version(s), latest 2  @staging=1" in listed
+    assert "iris  2 versions, latest 2  @staging=1" in listed
     shown = json.loads(ok(amber_cli("models", "show", "iris@staging", "--json", env=env)))
     assert (shown["version"], shown["tags"], shown["description"]) == (1, {"team": "risk"}, "first")
     versions = ok(amber_cli("models", "versions", "iris", env=env))
@@ -159,7 +159,7 @@ def test_the_cli_on_s3_and_postgresql(
     flags = ["--registry", backend.location, "--catalog", backend.catalog or ""]
     del env["AMBER_REGISTRY"], env["AMBER_CATALOG"]
     listed = ok(amber_cli("models", "list", *flags, env=env))
-    assert "iris  1 version(s), latest 1  @production=1" in listed
+    assert "iris  1 version, latest 1  @production=1" in listed
     ok(amber_cli("export", "models:/iris@production", "out.amber", *flags, env=env))
     assert (tmp_path / "out.amber").is_file()
     no_catalog = amber_cli("models", "list", "--registry", backend.location, env=env)
