@@ -435,7 +435,15 @@ def _warn_if_unfitted(obj: Any, path: Any) -> None:
     from sklearn.utils.validation import check_is_fitted
 
     try:
-        check_is_fitted(obj)
+        # the estimator's own verdict, or its fitted attributes (scikit-learn's rule); then
+        # scikit-learn's full check, which reads tags (slow: a tenth of a small model's
+        # save), only to confirm a model that looks unfitted
+        own = getattr(obj, "__sklearn_is_fitted__", None)
+        looks_fitted = (
+            own() if callable(own) else any(k.endswith("_") and k[:2] != "__" for k in vars(obj))
+        )
+        if not looks_fitted:
+            check_is_fitted(obj)
     except NotFittedError:
         warnings.warn(
             f"{os.fspath(path)!r}: this {type(obj).__name__} is not fitted, so the file holds "
@@ -749,8 +757,16 @@ def verify(
         return report
     path = _existing(source)
     if not _is_artifact(path):
-        from amber.security._foreign import converted_name
+        from amber.security._foreign import _plausible, _unknown, converted_name
 
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if not _plausible(head):  # no pickle or joblib file either: nothing to convert
+            said = str(_unknown(head, repr(str(path)))).rstrip(".")
+            raise FormatError(
+                f"{said}; verify checks .amber artifacts (and `amber convert` makes one of a "
+                f"pickle or joblib file), so there is nothing here to verify or convert"
+            )
         out = converted_name(path)
         raise FormatError(
             f"{str(path)!r} is not an Amber artifact, so it carries no checksums or probe to "
@@ -776,12 +792,12 @@ def verify(
             report.checks.append("signed (pass a public key to check the signature)")
         chosen = get_handler(manifest["handler"])
         model = _load_payload(chosen, reader, manifest["payload"], policy)
-        n_globals = len(manifest.get("globals", []))
+        referenced = f"{counted(len(manifest.get('globals', [])), 'global')} referenced"
         report.checks.append(
             f"payload loaded WITHOUT the allowlist or size bounds (allow_arbitrary_code=True; "
-            f"{n_globals} globals referenced)"
+            f"{referenced})"
             if allow_arbitrary_code
-            else f"payload loaded through the allowlist ({n_globals} globals referenced)"
+            else f"payload loaded through the allowlist ({referenced})"
         )
         changes = _env.diff(manifest["environment"])
         report.environment_changes = changes

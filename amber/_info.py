@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from amber._words import counted
+
 __all__ = ["ArtifactInfo", "VerifyReport"]
 
 
@@ -127,18 +129,54 @@ class ArtifactInfo:
         raw = sum(e["size"] for e in entries.values())
         codecs = sorted({e["compression"] for e in entries.values()})
         lines.append(
-            f"  entries     {len(entries)} ({raw:,} bytes, {stored:,} stored; "
-            f"compression: {', '.join(codecs)})"
+            f"  entries     {counted(len(entries), 'entry', 'entries')} "
+            f"({counted(raw, 'byte')}, {stored:,} stored; compression: {', '.join(codecs)})"
         )
-        lines.append(f"  globals     {len(self.globals)} referenced:")
-        lines += [f"              {g}" for g in self.globals]
+        if self.globals:
+            lines.append(f"  globals     {len(self.globals)} referenced:")
+            lines += [f"              {g}" for g in self.globals]
+        else:
+            lines.append("  globals     none referenced")
         if self.untrusted:
             lines.append(f"  UNTRUSTED   {', '.join(self.untrusted)} (loading needs trusted=[...])")
-        if self.metadata:
-            lines.append(f"  metadata    {json.dumps(self.metadata, sort_keys=True)}")
+        lines += _metadata_lines(self.metadata)
         lines += _registry_lines(self.registry)
         lines.append(f"  signed      {_signed_line(self.signed, self.signer)}")
         return lines
+
+
+#: The most characters of one metadata value ``inspect`` shows (``--json`` shows it whole),
+#: and the most keys.
+METADATA_SHOWN = 200
+METADATA_KEYS_SHOWN = 20
+
+
+def _metadata_lines(metadata: dict[str, Any]) -> list[str]:
+    """The user metadata, one key a line, each value as JSON shortened to
+    :data:`METADATA_SHOWN` characters: a 20 MB string must not fill the terminal."""
+    lines = []
+    for key in sorted(metadata, key=str)[:METADATA_KEYS_SHOWN]:
+        value = metadata[key]
+        text = json.dumps(value, sort_keys=True)
+        if len(text) > METADATA_SHOWN:
+            size = (
+                counted(len(value), "character")
+                if isinstance(value, str)
+                else f"{counted(len(text), 'character')} of JSON"
+            )
+            text = f"{text[:METADATA_SHOWN]}... ({size}; `amber inspect --json` shows it whole)"
+        name = json.dumps(str(key))
+        name = name if len(name) <= METADATA_SHOWN else f'{name[:METADATA_SHOWN]}..."'
+        lines.append(f"              {name}: {text}")
+    more = len(metadata) - METADATA_KEYS_SHOWN
+    if more > 0:
+        lines.append(
+            f"              ... and {counted(more, 'more key')} "
+            f"(`amber inspect --json` shows them all)"
+        )
+    if lines:
+        lines[0] = "  metadata" + lines[0][len("  metadata") :]
+    return lines
 
 
 def _registry_lines(registry: dict[str, Any]) -> list[str]:
@@ -237,7 +275,7 @@ def _describe(sig: dict[str, Any], depth: int = 0, *, brief: bool = False) -> st
         ]
         more = sig.get("more_keys")
         if type(more) is int and more > 0:
-            fields.append(f"+{more} more keys")
+            fields.append(f"+{counted(more, 'more key')}")
         return f"records {{{', '.join(fields)}}}"
     shape = ", ".join("n" if d is None else str(d) for d in sig.get("shape", []))
     return f"{kind} {sig.get('dtype', '')} ({shape})"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -138,3 +140,30 @@ def test_allow_arbitrary_code_on_the_command_line(tmp_path: Path) -> None:
     checked = run("verify", str(target), "--allow-arbitrary-code")
     assert checked.returncode == 0, checked.stderr
     assert "WITHOUT the allowlist" in checked.stdout and "UnsafeLoadWarning" in checked.stderr
+
+
+class _RunsCode:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("true",))
+
+
+def test_an_unvettable_pickle_names_the_command_line_flag(tmp_path: Path) -> None:
+    """The refusal said "only allow_arbitrary_code=True loads such a file": a keyword of
+    amber.load, which the command line spells --allow-arbitrary-code."""
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps(_RunsCode()))
+    said = run("convert", str(evil), str(tmp_path / "ev.amber"))
+    assert said.returncode == 1 and "posix.system" in said.stderr
+    assert "only --allow-arbitrary-code loads such a file" in said.stderr
+    assert "allow_arbitrary_code" not in said.stderr
+
+
+def test_every_convert_option_is_described() -> None:
+    from amber.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    convert = sub.choices["convert"]
+    undescribed = [a.dest for a in convert._actions if not a.help]
+    assert undescribed == []
+    assert "compress the artifact's entries" in convert.format_help()

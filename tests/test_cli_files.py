@@ -351,3 +351,89 @@ def test_verify_exit_status_is_as_documented(tmp_path: Path) -> None:
     path.write_bytes(data)
     assert run("verify", str(path)).returncode == 1
     assert run("verify", str(tmp_path / "absent.amber")).returncode == 2
+
+
+# -- usability audit: samples, suggestions, names -----------------------------------------------
+def test_a_csv_sample_without_a_header_row_is_refused(tmp_path: Path, legacy: Path) -> None:
+    """A CSV file without a header: pandas took its first row of data for the column names
+    and dropped it from the probe, silently."""
+    sample = tmp_path / "noheader.csv"
+    np.savetxt(sample, X[:10], delimiter=",", fmt="%.1f")
+    target = tmp_path / "o.amber"
+    said = run("convert", str(legacy), str(target), "--sample", str(sample))
+    assert said.returncode == 2, said.stderr
+    assert f"--sample '{sample}' has no header row" in said.stderr
+    assert (
+        "(5.1,3.5,1.4,0.2)" in said.stderr
+        and "add a first line with the column names" in said.stderr
+    )
+    assert "Traceback" not in said.stderr and not target.exists()
+    # a header row of names (even one naming a column by a number among others) is a header
+    (tmp_path / "headed.csv").write_text(
+        "a,2,c,d\n" + "\n".join(",".join(map(str, r)) for r in X[:10])
+    )
+    headed = run("convert", str(legacy), str(target), "--sample", str(tmp_path / "headed.csv"))
+    assert headed.returncode == 0, headed.stderr
+
+
+def test_a_csv_sample_is_given_as_the_model_was_fitted(tmp_path: Path) -> None:
+    """A model fitted on an array was probed with the CSV's DataFrame: scikit-learn warned "X
+    has feature names, but StandardScaler was fitted without feature names" on every call, and
+    the signature recorded columns the model never knew."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    sample = tmp_path / "sample.csv"
+    pd.DataFrame(X[:10], columns=["sl", "sw", "pl", "pw"]).to_csv(sample, index=False)
+    on_array = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, Y)
+    frame = pd.DataFrame(X, columns=["sl", "sw", "pl", "pw"])
+    on_frame = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(frame, Y)
+    kinds = {}
+    for name, model in (("array", on_array), ("frame", on_frame)):
+        source, target = tmp_path / f"{name}.pkl", tmp_path / f"{name}.amber"
+        source.write_bytes(pickle.dumps(model))
+        done = run("convert", str(source), str(target), "--sample", str(sample))
+        assert done.returncode == 0, done.stderr
+        assert "feature names" not in done.stderr and "Warning" not in done.stderr, done.stderr
+        signature = amber.inspect(target).signature
+        assert signature is not None
+        kinds[name] = signature["inputs"]["kind"]
+    assert kinds == {"array": "ndarray", "frame": "dataframe"}
+
+
+def test_verify_suggests_convert_only_for_a_pickle_or_joblib_file(
+    tmp_path: Path, legacy: Path
+) -> None:
+    """verify of a text file said to run `amber convert text.amber text-converted.amber`,
+    which cannot read it either."""
+    text = tmp_path / "text.amber"
+    text.write_text("hello world\n")
+    said = run("verify", str(text))
+    assert said.returncode == 1
+    assert f"'{text}' is not a pickle, joblib or Amber file" in said.stderr
+    assert "nothing here to verify or convert" in said.stderr
+    assert "amber convert " not in said.stderr and "converted" not in said.stderr
+    pickled = run("verify", str(legacy))
+    assert pickled.returncode == 1 and f"`amber convert {legacy} " in pickled.stderr
+
+
+def test_a_truncated_artifact_is_named_alike_by_every_command(tmp_path: Path) -> None:
+    """verify of a registry version whose blob was truncated named no file at all (inspect
+    named the blob), and no command named a file called like a word of the message
+    ("re-save the model")."""
+    artifact = tmp_path / "m.amber"
+    amber.save(SVC().fit(X, Y), artifact)
+    assert run("push", str(artifact), "--name", "iris", cwd=tmp_path).returncode == 0
+    (blob,) = (tmp_path / "amber-models" / "blobs").rglob("*.amber")
+    blob.write_bytes(blob.read_bytes()[:-100])
+    said = {c: run(c, "models:/iris/1", cwd=tmp_path) for c in ("inspect", "verify")}
+    for command, done in said.items():
+        assert done.returncode == 1, (command, done.stderr)
+        assert f"'models:/iris/1': '{blob}': no zip end-of-central-directory" in done.stderr
+    assert said["inspect"].stderr.split(": ", 1)[1] == said["verify"].stderr.split(": ", 1)[1]
+    (tmp_path / "model").write_bytes(artifact.read_bytes()[:-100])
+    for command in ("scan", "inspect", "verify"):
+        done = run(command, "model", cwd=tmp_path)
+        assert done.returncode == 1 and "FormatError: 'model': no zip" in done.stderr, done.stderr

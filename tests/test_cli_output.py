@@ -89,15 +89,19 @@ def test_a_warning_to_a_closed_stderr_does_not_end_verify() -> None:
     assert status == 1
 
 
-def test_a_warning_to_a_closed_stderr_does_not_spoil_convert(
-    tmp_path: Path, forest: RandomForestClassifier
-) -> None:
+def test_a_warning_to_a_closed_stderr_does_not_spoil_convert(tmp_path: Path) -> None:
     """The BrokenPipeError of a warning written during convert's probe was recorded as the
     probe's mismatch: a good pickle failed to convert (exit 1, no message)."""
+    import pandas as pd
+
+    # a forest fitted on a table, probed with an array: it warns that the array has no feature
+    # names (a CSV sample for a forest fitted on an array is now given as an array: no warning)
+    named = RandomForestClassifier(n_estimators=5, random_state=0)
+    named.fit(pd.DataFrame(X, columns=["a", "b", "c", "d"]), Y)
     legacy = tmp_path / "rf.pkl"
-    legacy.write_bytes(pickle.dumps(forest, protocol=5))
-    sample = tmp_path / "sample.csv"  # a table: the forest warns that it had no feature names
-    sample.write_text("a,b,c,d\n" + "\n".join(",".join(map(str, row)) for row in X[:8]) + "\n")
+    legacy.write_bytes(pickle.dumps(named, protocol=5))
+    sample = tmp_path / "sample.npy"
+    np.save(sample, X[:8])
     target = tmp_path / "rf.amber"
     status, out = _closed_stderr("convert", str(legacy), str(target), "--sample", str(sample))
     assert status == 0 and "(verified)" in out
@@ -399,3 +403,37 @@ def test_text_in_any_script_is_shown_as_written(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"{name}.pkl".encode() in done.stdout
+
+
+# -- usability audit: inspect's text -------------------------------------------------------------
+def test_inspect_shortens_long_metadata_and_counts_in_words(tmp_path: Path) -> None:
+    """A 20 MB metadata string was printed whole (``--json`` keeps it whole); an artifact with
+    no globals said "globals     0 referenced:" over an empty list."""
+    path = tmp_path / "m.amber"
+    huge = "y" * 20_000_000
+    amber.save(DummyClassifier().fit(X, Y), path, metadata={"huge": huge, "n": 1})
+    shown = run("inspect", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert len(shown.stdout) < 5_000
+    assert f'"huge": "{"y" * 199}' in shown.stdout
+    assert "... (20,000,000 characters; `amber inspect --json` shows it whole)" in shown.stdout
+    assert '"n": 1' in shown.stdout
+    whole = run("inspect", "--json", str(path))
+    assert whole.returncode == 0 and huge in whole.stdout
+    info = amber.inspect(path)
+    one_entry = {
+        **info.manifest,
+        "globals": [],
+        "entries": dict(list(info.manifest["entries"].items())[:1]),
+    }
+    text = str(amber.ArtifactInfo(path, one_entry, info.file_size))
+    assert "  globals     none referenced" in text and "referenced:" not in text
+    assert "  entries     1 entry (" in text
+
+
+def test_counts_agree_with_their_nouns() -> None:
+    from amber._info import _describe
+
+    records = {"kind": "records", "keys": {"a": "int"}, "more_keys": 1}
+    assert _describe(records) == "records {a:int, +1 more key}"
+    assert _describe({**records, "more_keys": 2}) == "records {a:int, +2 more keys}"

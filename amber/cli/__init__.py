@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import errno
 import os
+import re
 import signal
 import sys
 import warnings
@@ -85,7 +86,7 @@ def _main(argv: Sequence[str] | None) -> int:
     signals = contextlib.nullcontext() if args.command == "serve" else terminable()
     with warnings.catch_warnings(), signals:
         warnings.simplefilter("default")
-        warnings.showwarning = _show_warning
+        warnings.showwarning = _warning_shower(args)
         try:
             status = int(args.run(args))
             sys.stdout.flush()  # output that cannot be written fails here, not after main()
@@ -121,26 +122,86 @@ def _refused_input(exc: AmberError) -> bool:
 
 
 def _error(args: argparse.Namespace, message: str) -> None:
+    message = _for_command_line(message, args)
     print(f"amber {args.command}: {one_line(message)}", file=sys.stderr)
+
+
+_UNSAFE_FLAG = "--allow-arbitrary-code"
+# the library's words for the option, longest first, as the command line spells them
+_UNSAFE_WORDS = (
+    ("amber.load(..., allow_arbitrary_code=True)", _UNSAFE_FLAG),
+    ("because allow_arbitrary_code=True", f"because of {_UNSAFE_FLAG}"),
+    ("allow_arbitrary_code=True", _UNSAFE_FLAG),
+)
+
+
+def _for_command_line(message: str, args: argparse.Namespace) -> str:
+    """``message`` naming the command's ``--allow-arbitrary-code`` where the library's text
+    names the Python argument ``allow_arbitrary_code=True``, which a shell user cannot pass
+    (a message that names the flag already is left as it is)."""
+    if not hasattr(args, "allow_arbitrary_code") or _UNSAFE_FLAG in message:
+        return message
+    for words, flag in _UNSAFE_WORDS:
+        message = message.replace(words, flag)
+    return message
 
 
 def _subject(args: argparse.Namespace) -> str | None:
     """The file the command is about (``FILE``, or ``convert``'s ``SOURCE``)."""
+    value = _argument(args)
+    return value if value is not None and not value.startswith("models:") else None
+
+
+def _argument(args: argparse.Namespace) -> str | None:
+    """``FILE`` or ``SOURCE`` as given: a path or a registry URI (``models:/iris/1``)."""
     value = getattr(args, "file", None) or getattr(args, "source", None)
-    return value if isinstance(value, str) and not value.startswith("models:") else None
+    return value if isinstance(value, str) else None
 
 
 def _with_subject(exc: BaseException, args: argparse.Namespace) -> str:
     """The message, led by the file it concerns when it names none (a truncated zip's "no
-    end-of-central-directory record found" says nothing of which file it read)."""
+    end-of-central-directory record found" says nothing of which file it read). For a
+    registry URI, by the URI and then its local file, whichever the message lacks: ``amber
+    verify`` and ``amber inspect`` of one damaged version then name it alike."""
     message = str(exc)
     subject = _subject(args)
+    if subject is None:
+        uri = _argument(args)
+        if uri is None:
+            return message
+        blob = _registry_file(uri)
+        if blob is not None and not _names(message, blob):
+            message = f"{blob!r}: {message}"
+        return message if _names(message, uri) else f"{uri!r}: {message}"
     named = (subject, getattr(args, "target", None), getattr(args, "sample", None))
-    if subject and not any(
-        isinstance(n, str) and n and (n in message or repr(n)[1:-1] in message) for n in named
-    ):
+    if not any(isinstance(n, str) and n and _names(message, n) for n in named):
         return f"{subject!r}: {message}"
     return message
+
+
+def _names(message: str, name: str) -> bool:
+    """Whether ``message`` names the file ``name``: quoted, as Amber quotes a path, or, when
+    the name looks like a path (a folder or a suffix in it), standing on its own. A file called
+    ``model`` is not named by the words "re-save the model", nor ``m.amber`` by
+    "'/data/m.amber'"."""
+    shown = repr(name)[1:-1]
+    if f"'{shown}'" in message or f'"{shown}"' in message:
+        return True
+    if not any(c in shown for c in "/.\\"):
+        return False
+    alone = rf"(?<![\w./\\-]){re.escape(shown)}(?![\w/\\-]|\.\w)"
+    return re.search(alone, message) is not None
+
+
+def _registry_file(uri: str) -> str | None:
+    """The local file of the registry version ``uri`` names (in the registry the command
+    used, ``$AMBER_REGISTRY``), or None where it cannot be found."""
+    try:
+        from amber.registry._default import default_registry
+
+        return str(default_registry().path(uri))
+    except Exception:  # the version is missing, or the registry unreadable: name the URI
+        return None
 
 
 _OS_ADVICE = {
@@ -175,6 +236,16 @@ def add_unsafe_option(parser: argparse.ArgumentParser, what: str) -> None:
         help=f"run {what}'s pickle code unchecked and lift Amber's size bounds: only for files "
         f"you made yourself (warns)",
     )
+
+
+def _warning_shower(args: argparse.Namespace) -> Any:
+    """``warnings.showwarning`` for the command: its options named as the command line
+    spells them."""
+
+    def show(message: Any, category: Any, filename: Any, lineno: Any, file=None, line=None):
+        _show_warning(_for_command_line(str(message), args), category, filename, lineno)
+
+    return show
 
 
 def _show_warning(message: Any, category: Any, filename: Any, lineno: Any, file=None, line=None):

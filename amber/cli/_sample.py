@@ -2,7 +2,8 @@
 
 Every failure says that it concerns ``--sample`` and what to give instead; numpy's and pandas'
 own messages are kept only where they help (a CSV parse error's line), never their advice to
-load pickled data.
+load pickled data. A CSV file's first row must be its header: one that is all numbers is data,
+and is refused rather than silently taken for the column names.
 """
 
 from __future__ import annotations
@@ -38,6 +39,20 @@ def read_sample(path: str) -> Any:
     return _csv(path)
 
 
+def as_fitted(sample: Any, model: Any) -> Any:
+    """``sample`` as ``model`` was fitted on it: a table read from a CSV file, as an array of
+    its values for a model fitted on an array (it has ``n_features_in_`` and no
+    ``feature_names_in_``); scikit-learn would warn, on every call of the probe, that the
+    sample has feature names the model was fitted without, and the signature would record
+    columns the model never knew. Anything else as it is."""
+    import pandas as pd
+
+    fitted_on_array = hasattr(model, "n_features_in_") and not hasattr(model, "feature_names_in_")
+    if isinstance(sample, pd.DataFrame) and fitted_on_array:
+        return sample.to_numpy()
+    return sample
+
+
 def _npy(path: str, head: bytes) -> Any:
     import numpy as np
 
@@ -70,7 +85,8 @@ def _csv(path: str) -> Any:
     import pandas as pd
 
     try:
-        return pd.read_csv(path)
+        table = pd.read_csv(path)
+        first = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise ValueError(
             f"--sample {path!r} is empty; {_GIVE} and at least one row of data"
@@ -84,3 +100,29 @@ def _csv(path: str) -> Any:
             f"--sample {path!r} could not be read as a CSV table: {str(exc).strip()}; fix the "
             f"file (a header row, then one row per sample, commas between values)"
         ) from None
+    _check_header(path, [str(v) for v in first.iloc[0]] if len(first) else [])
+    return table
+
+
+def _check_header(path: str, names: list[str]) -> None:
+    """Refuse a table whose header row, ``names`` as written, is all numbers: a file without
+    a header, whose first row of data pandas would take for the column names and drop from
+    the sample."""
+    if names and all(_is_number(n) for n in names):
+        row = ",".join(names)
+        shown = row if len(row) <= 60 else row[:57] + "..."
+        raise ValueError(
+            f"--sample {path!r} has no header row: its first row ({shown}) is all numbers, "
+            f"data that would be taken for the column names and dropped from the sample; add "
+            f"a first line with the column names (those the model was fitted with, if any), "
+            f"e.g. {','.join(f'x{i}' for i in range(min(len(names), 4)))}"
+            f"{',...' if len(names) > 4 else ''}"
+        )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return bool(text.strip())

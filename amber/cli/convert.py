@@ -18,7 +18,7 @@ from typing import Any
 
 from amber.cli import add_unsafe_option
 from amber.cli._output import echo, reporting
-from amber.cli._sample import read_sample
+from amber.cli._sample import as_fitted, read_sample
 
 
 def add_parser(sub: Any) -> None:
@@ -38,6 +38,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--compress", default="none",
         choices=["none", "auto", "zlib", "lzma", "lz4", "zstd"],
+        help="compress the artifact's entries: none (the default; large arrays can then be "
+        "memory-mapped), a codec, or auto (chosen per entry by measuring size and speed)",
     )  # fmt: skip
     add_unsafe_option(p, "the source file")
     p.set_defaults(run=run)
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     unsafe = args.allow_arbitrary_code
     with _verified_replacement(target) as tmp:  # a target that cannot be written fails first
         model = amber.load(source, trusted=args.trust, allow_arbitrary_code=unsafe)
-        info = amber.save(model, tmp, sample=sample, compress=args.compress)
+        info = amber.save(model, tmp, sample=as_fitted(sample, model), compress=args.compress)
         amber.verify(tmp, trusted=args.trust, allow_arbitrary_code=unsafe)
     with reporting(f"converted {source!r} to {target!r} (verified)"):
         echo(f"converted {source} -> {target} (verified)")
