@@ -16,7 +16,17 @@ import pandas as pd
 import scipy.sparse as sp
 from numpy.testing import assert_array_equal
 
-__all__ = ["assert_same_output", "assert_same_params", "assert_same_state"]
+__all__ = ["OUTPUT_METHODS", "assert_same_output", "assert_same_params", "assert_same_state"]
+
+# what a fitted model computes on new rows, compared after every reload
+OUTPUT_METHODS = (
+    "predict",
+    "predict_proba",
+    "predict_log_proba",
+    "decision_function",
+    "transform",
+    "score_samples",
+)
 
 
 def assert_same_output(expected: Any, got: Any, what: str) -> None:

@@ -43,7 +43,7 @@ try:
     from sklearn.utils.estimator_checks import _enforce_estimator_tags_X
 except ImportError:  # scikit-learn < 1.6
     pytest.skip("needs scikit-learn's test instance generator (1.6+)", allow_module_level=True)
-from _same import assert_same_output, assert_same_state  # noqa: E402
+from _same import OUTPUT_METHODS, assert_same_output, assert_same_state  # noqa: E402
 from sklearn.base import is_classifier, is_regressor  # noqa: E402
 
 pytestmark = [
@@ -54,16 +54,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::RuntimeWarning"),
 ]
 
-METHODS = (
-    "predict",
-    "predict_proba",
-    "predict_log_proba",
-    "decision_function",
-    "transform",
-    "score_samples",
-    "kneighbors",
-    "mahalanobis",
-)
+METHODS = (*OUTPUT_METHODS, "kneighbors", "mahalanobis")
 SAMPLE_ROWS = 16
 
 

@@ -41,7 +41,12 @@ pd = pytest.importorskip("pandas")
 sp = pytest.importorskip("scipy.sparse")
 special = pytest.importorskip("scipy.special")
 
-from _same import assert_same_output, assert_same_params, assert_same_state  # noqa: E402
+from _same import (  # noqa: E402
+    OUTPUT_METHODS,
+    assert_same_output,
+    assert_same_params,
+    assert_same_state,
+)
 from sklearn import (  # noqa: E402
     calibration,
     cluster,
@@ -88,14 +93,6 @@ def _one_thread() -> Any:
         yield
 
 
-OUTPUT_METHODS = (
-    "predict",
-    "predict_proba",
-    "predict_log_proba",
-    "decision_function",
-    "transform",
-    "score_samples",
-)
 SAMPLE_ROWS = 8
 
 
@@ -1295,8 +1292,6 @@ def test_a_neighbours_index_is_probed_by_its_neighbours(
 ) -> None:
     """NearestNeighbors has none of the four methods nor score_samples: its kneighbors (the
     distances and indices) is recorded, and a reloaded index that answers otherwise is caught."""
-    from amber import _probe
-    from amber.artifact._reader import ArtifactReader
 
     model = neighbors.NearestNeighbors(n_neighbors=3).fit(multiclass_data.X_train)
     path = tmp_path / "nn.amber"
@@ -1313,15 +1308,18 @@ def test_a_neighbours_index_is_probed_by_its_neighbours(
     )
     # the same points in another order: the same distances, other indices
     reordered = neighbors.NearestNeighbors(n_neighbors=3).fit(multiclass_data.X_train[::-1])
-    with ArtifactReader(path) as reader:
-        report = _probe.check(
-            reordered,
-            info.manifest["probe"],
-            reader,
-            exact=True,
-            methods={"kneighbors": reordered.kneighbors},
-        )
+    report = _probe_run_on(reordered, "kneighbors", path)
     assert not report.ok and "kneighbors" in str(report)
+
+
+def _probe_run_on(model: Any, method: str, path: Path) -> Any:
+    """The report of ``path``'s probe re-run with ``model``'s ``method`` (another model)."""
+    from amber import _probe
+    from amber.artifact._reader import ArtifactReader
+
+    with ArtifactReader(path) as reader:
+        methods = {method: getattr(model, method)}
+        return _probe.check(model, reader.manifest["probe"], reader, exact=True, methods=methods)
 
 
 def test_a_covariance_estimate_is_probed_by_its_distances(
@@ -1332,23 +1330,12 @@ def test_a_covariance_estimate_is_probed_by_its_distances(
     estimate is caught."""
     from sklearn.covariance import LedoitWolf
 
-    from amber import _probe
-    from amber.artifact._reader import ArtifactReader
-
     model = LedoitWolf().fit(multiclass_data.X_train)
     path = tmp_path / "lw.amber"
     info = amber.save(model, path, sample=multiclass_data.X_train[:6])
     assert list(info.manifest["probe"]["outputs"]) == ["mahalanobis"]
     assert "mahalanobis: identical" in str(amber.verify(path).probe)
-    other = LedoitWolf().fit(multiclass_data.X_train[::2])
-    with ArtifactReader(path) as reader:
-        report = _probe.check(
-            other,
-            info.manifest["probe"],
-            reader,
-            exact=True,
-            methods={"mahalanobis": other.mahalanobis},
-        )
+    report = _probe_run_on(LedoitWolf().fit(multiclass_data.X_train[::2]), "mahalanobis", path)
     assert not report.ok and "mahalanobis" in str(report)
 
 
