@@ -193,10 +193,11 @@ def _metadata_problem(metadata: dict[str, Any]) -> str | None:
     """What JSON cannot hold in ``metadata``, or would silently change, as "where: what, and
     what to do"; None when it can be stored (tuples load as lists, and subclasses of dict,
     list, str and the numbers as those)."""
-    stack: list[tuple[str, Any, int]] = [("metadata", metadata, 0)]
+    # (where, value, the ids of the containers above it: a container among them is a cycle)
+    stack: list[tuple[str, Any, tuple[int, ...]]] = [("metadata", metadata, ())]
     while stack:
-        where, value, depth = stack.pop()
-        if depth > _manifest.MAX_NESTING:  # (a dict that holds itself ends here too)
+        where, value, above = stack.pop()
+        if len(above) > _manifest.MAX_NESTING:
             return f"it nests deeper than the {_manifest.MAX_NESTING} levels a reader accepts"
         if value is None or isinstance(value, (bool, str, float, int)):
             if isinstance(value, float) and not math.isfinite(value):
@@ -206,20 +207,29 @@ def _metadata_problem(metadata: dict[str, Any]) -> str | None:
                     f"{where} is {value}, beyond 64 bits (it would load as a float); store a string"
                 )
             if isinstance(value, str) and not _encodable(value):
-                return (
-                    f"{where} holds a character that is not Unicode text (a lone surrogate, from "
-                    f"bytes decoded with errors='surrogateescape'?); store valid text"
-                )
-        elif isinstance(value, dict):  # (a subclass, an OrderedDict, loads as a plain dict)
+                return f"{where} {_NOT_TEXT}"
+            continue
+        if not isinstance(value, (dict, list, tuple)):
+            return f"{where} is {_metadata_advice(value)}"
+        if id(value) in above:
+            return f"{where} is a container that holds itself (a cycle), which JSON cannot hold"
+        inner = (*above, id(value))
+        if isinstance(value, dict):  # (a subclass, an OrderedDict, loads as a plain dict)
             for key, item in value.items():
                 if not isinstance(key, str):
                     return f"{where} has the key {key!r}, not a string (JSON keys are strings)"
-                stack.append((f"{where}[{key!r}]", item, depth + 1))
-        elif isinstance(value, (list, tuple)):  # (a tuple, a shape, loads as a list)
-            stack.extend((f"{where}[{k}]", item, depth + 1) for k, item in enumerate(value))
-        else:
-            return f"{where} is {_metadata_advice(value)}"
+                if not _encodable(key):
+                    return f"{where} has a key that {_NOT_TEXT}"
+                stack.append((f"{where}[{key!r}]", item, inner))
+        else:  # (a tuple, a shape, loads as a list)
+            stack.extend((f"{where}[{k}]", item, inner) for k, item in enumerate(value))
     return None
+
+
+_NOT_TEXT = (
+    "holds a character that is not Unicode text (a lone surrogate, from bytes decoded with "
+    "errors='surrogateescape'?); store valid text"
+)
 
 
 def _encodable(text: str) -> bool:
@@ -234,7 +244,9 @@ def _metadata_advice(value: object) -> str:
     """What ``value`` (not a JSON value) is, and what to store instead."""
     kind = type(value)
     if kind.__module__ == "numpy":
-        return f"a numpy.{kind.__name__}: convert it with .item() (or float(), int(), .tolist())"
+        if getattr(value, "ndim", 0):
+            return f"a numpy.{kind.__name__}: convert it with .tolist()"
+        return f"a numpy.{kind.__name__}: convert it with .item() (or float(), int(), bool())"
     name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
     a = "an" if name[0] in "aeiou" else "a"
     if isinstance(value, (set, frozenset)):
@@ -311,11 +323,13 @@ def save(
             f"path must be a file path, got {_kind(path)}"
             + ("; the arguments are amber.save(model, path)" if swapped else "")
         )
-    if obj is None or isinstance(obj, type):
+    if obj is None:
+        raise TypeError("amber.save was given None, not a model: pass the fitted object")
+    if isinstance(obj, type):
+        example = f" ({obj.__name__}().fit(X, y))" if hasattr(obj, "fit") else ""
         raise TypeError(
-            f"amber.save was given {'None' if obj is None else f'the class {obj.__qualname__}'}"
-            f", not a model: pass the fitted object (for example the result of "
-            f"{'Model' if obj is None else obj.__name__}().fit(X, y))"
+            f"amber.save was given the class {obj.__qualname__}, not a model: pass the fitted "
+            f"object{example}"
         )
     meta = _json_metadata(metadata)
     chosen = handler_for(obj, handler, format=format)
@@ -411,7 +425,8 @@ def _warn_if_extra_columns(obj: Any, sample: Any, path: Any) -> None:
     if names is None or columns is None or not hasattr(sample, "iloc"):
         return
     try:
-        extra = [c for c in columns if c not in set(names)]
+        known = set(names)
+        extra = [c for c in columns if c not in known]
     except TypeError:  # unhashable labels: no verdict
         return
     if extra:

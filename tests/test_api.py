@@ -693,6 +693,9 @@ def test_metadata_round_trips_and_must_be_json(tmp_path: Path, svc: SVC) -> None
         ({"ok": np.bool_(True)}, r"is a numpy.bool_?: convert it"),
         ({"raw": b"x"}, r"is bytes, which JSON cannot hold: store a string"),
         ({"text": "caf\udce9"}, r"\['text'\] holds a character that is not Unicode text"),
+        ({"caf\udce9": 1}, r"has a key that holds a character that is not Unicode text"),
+        ({"w": np.arange(3)}, r"\['w'\] is a numpy.ndarray: convert it with .tolist\(\)"),
+        (_holding_itself(), r"\['self'\] is a container that holds itself \(a cycle\)"),
     ]:
         with pytest.raises(TypeError, match=message):
             amber.save(svc, tmp_path / "n.amber", metadata=bad)
@@ -700,6 +703,12 @@ def test_metadata_round_trips_and_must_be_json(tmp_path: Path, svc: SVC) -> None
     # tuples load as lists, subclasses as their base type (a shape, an OrderedDict)
     amber.save(svc, tmp_path / "n.amber", metadata={"shape": (3, 4), "f": np.float64(0.5)})
     assert amber.inspect(tmp_path / "n.amber").metadata == {"shape": [3, 4], "f": 0.5}
+
+
+def _holding_itself() -> dict[str, Any]:
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    return loop
 
 
 def test_metadata_that_json_would_change_is_refused(tmp_path: Path, svc: SVC) -> None:

@@ -374,6 +374,32 @@ def test_a_csv_sample_without_a_header_row_is_refused(tmp_path: Path, legacy: Pa
     )
     headed = run("convert", str(legacy), str(target), "--sample", str(tmp_path / "headed.csv"))
     assert headed.returncode == 0, headed.stderr
+    # and so is pandas' own 0,1,...,n-1 (DataFrame(X).to_csv(index=False))
+    import pandas as pd
+
+    pd.DataFrame(X[:10]).to_csv(tmp_path / "numbered.csv", index=False)
+    numbered = run("convert", str(legacy), str(target), "--sample", str(tmp_path / "numbered.csv"))
+    assert numbered.returncode == 0, numbered.stderr
+
+
+def test_convert_needs_no_pandas_without_a_csv_sample(tmp_path: Path, legacy: Path) -> None:
+    """pandas is an optional extra: a convert without --sample (or with an .npy one) runs
+    without it."""
+    target = tmp_path / "o.amber"
+    np.save(tmp_path / "s.npy", X[:5])
+    script = (
+        "import sys, runpy; sys.modules['pandas'] = None; "
+        "sys.argv = ['amber', *sys.argv[1:]]; runpy.run_module('amber', run_name='__main__')"
+    )
+    for extra in ([], ["--sample", str(tmp_path / "s.npy")]):
+        said = subprocess.run(
+            [sys.executable, "-c", script, "convert", str(legacy), str(target), *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert said.returncode == 0 and target.exists(), said.stderr[-600:]
+        target.unlink()
 
 
 def test_a_csv_sample_is_given_as_the_model_was_fitted(tmp_path: Path) -> None:

@@ -44,13 +44,11 @@ def as_fitted(sample: Any, model: Any) -> Any:
     its values for a model fitted on an array (it has ``n_features_in_`` and no
     ``feature_names_in_``); scikit-learn would warn, on every call of the probe, that the
     sample has feature names the model was fitted without, and the signature would record
-    columns the model never knew. Anything else as it is."""
-    import pandas as pd
-
+    columns the model never knew. Anything else as it is (pandas is not imported for it)."""
+    if type(sample).__module__.partition(".")[0] != "pandas":
+        return sample
     fitted_on_array = hasattr(model, "n_features_in_") and not hasattr(model, "feature_names_in_")
-    if isinstance(sample, pd.DataFrame) and fitted_on_array:
-        return sample.to_numpy()
-    return sample
+    return sample.to_numpy() if fitted_on_array else sample
 
 
 def _npy(path: str, head: bytes) -> Any:
@@ -86,7 +84,6 @@ def _csv(path: str) -> Any:
 
     try:
         table = pd.read_csv(path)
-        first = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise ValueError(
             f"--sample {path!r} is empty; {_GIVE} and at least one row of data"
@@ -100,15 +97,24 @@ def _csv(path: str) -> Any:
             f"--sample {path!r} could not be read as a CSV table: {str(exc).strip()}; fix the "
             f"file (a header row, then one row per sample, commas between values)"
         ) from None
-    _check_header(path, [str(v) for v in first.iloc[0]] if len(first) else [])
+    _check_header(path, _first_row(path))
     return table
+
+
+def _first_row(path: str) -> list[str]:
+    """The first row of the CSV file as written (pandas renames repeated column names)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return next(csv.reader(f), [])
 
 
 def _check_header(path: str, names: list[str]) -> None:
     """Refuse a table whose header row, ``names`` as written, is all numbers: a file without
     a header, whose first row of data pandas would take for the column names and drop from
-    the sample."""
-    if names and all(_is_number(n) for n in names):
+    the sample. The header ``0,1,...,n-1`` is pandas' own (``DataFrame(X).to_csv()``)."""
+    numbered = [str(k) for k in range(len(names))]
+    if names and names != numbered and all(_is_number(n) for n in names):
         row = ",".join(names)
         shown = row if len(row) <= 60 else row[:57] + "..."
         raise ValueError(

@@ -161,9 +161,9 @@ def scan_pickle(
         ) from None
     if used != n_buffers:
         raise FormatError(
-            f"{source} uses {counted(used, 'out-of-band buffer')} but {n_buffers} were "
-            f"supplied; the stream and its buffers do not belong together. Re-create the file with "
-            f"amber.save()."
+            f"{source} uses {counted(used, 'out-of-band buffer')}, and "
+            f"{counted(n_buffers, 'buffer was', 'buffers were')} supplied; the stream and its "
+            f"buffers do not belong together. Re-create the file with amber.save()."
         )
     fix = declared < 3
     names = tuple(effective_name(m, n, fix) for m, n in raw)

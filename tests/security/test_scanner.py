@@ -207,7 +207,9 @@ def test_next_buffer_beyond_the_supplied_buffers() -> None:
 
 
 def test_fewer_buffers_used_than_supplied() -> None:
-    with pytest.raises(FormatError, match=r"uses 1 out-of-band buffer\(s\) but 3 were supplied"):
+    with pytest.raises(
+        FormatError, match=r"uses 1 out-of-band buffer, and 3 buffers were supplied"
+    ):
         scan_pickle(PROTO5 + b"\x97.", n_buffers=3)
 
 
