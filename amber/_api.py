@@ -297,7 +297,8 @@ def save(
     Parameters
     ----------
     obj:
-        The fitted model (scikit-learn estimator or pipeline, or any picklable object).
+        The fitted model (scikit-learn estimator or pipeline, or any picklable object; None
+        and classes are refused, an unfitted estimator is warned about).
     path:
         Where to write. An existing file is replaced only once the new one is complete.
     sample:
