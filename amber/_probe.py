@@ -940,6 +940,7 @@ class ProbeReport:
     mismatched: dict[str, str] = field(default_factory=dict)
     rtol: float = RTOL
     atol: float = ATOL
+    widths: set[int] = field(default_factory=set)  # byte widths of the floats compared
 
     @property
     def ok(self) -> bool:
@@ -947,13 +948,13 @@ class ProbeReport:
 
     @property
     def tolerance(self) -> str:
-        """How float outputs were compared, in words."""
+        """How float outputs were compared, in words (the floors of the float widths met)."""
         if self.exact:
             return "exactly"
+        floors = [_FLOOR_WORDS[w] for w in sorted(self.widths, reverse=True) if w in _FLOOR_WORDS]
         return (
             f"within rtol={self.rtol}, atol={self.atol}, at least the precision of the floats: "
-            f"atol 1e-7 of the output's magnitude for float64, rtol=1e-4 and atol 1e-5 of it "
-            f"for float32, 1e-2 and 1e-3 for float16"
+            f"{', '.join(floors or _FLOOR_WORDS.values())}"
         )
 
     def __str__(self) -> str:
@@ -962,6 +963,29 @@ class ProbeReport:
         lines += [f"  {m}: identical" if self.exact else f"  {m}: ok" for m in self.matched]
         lines += [f"  {m}: {why}" for m, why in self.mismatched.items()]
         return "\n".join(lines)
+
+
+_FLOOR_WORDS = {
+    8: "atol 1e-7 of the output's magnitude for float64",
+    4: "rtol=1e-4 and atol 1e-5 of it for float32",
+    2: "rtol=1e-2 and atol 1e-3 of it for float16",
+}
+
+
+def _float_widths(value: Any) -> set[int]:
+    """The byte widths of the floats in an output (arrays, frames, and one level of
+    containers of them), as the tolerant comparison's floors go by them."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):  # outputs of several arrays; plain values: none
+        return set().union(*(_float_widths(v) for v in value if not isinstance(v, (list, tuple))))
+    value = as_numpy(value)
+    if _is_frame(value):
+        dtypes = list(getattr(value, "dtypes", []))
+    else:
+        dtype = getattr(value, "dtype", None)
+        dtypes = [dtype] if dtype is not None else []
+    return {_real_width(d) for d in dtypes if isinstance(d, np.dtype) and d.kind in "fc"}
 
 
 def _as_dense(value: Any) -> np.ndarray:
@@ -1185,4 +1209,8 @@ def check(
             report.mismatched[method] = problem
         else:
             report.matched.append(method)
+        if not exact:
+            report.widths |= _float_widths(expected) | _float_widths(got)
+    if not exact and width < 8 and report.widths:
+        report.widths.add(width)  # a narrower sample loosens the floor too
     return report

@@ -968,7 +968,8 @@ def test_a_probe_table_that_pandas_would_blow_up_is_refused(tmp_path: Path) -> N
         writer.finish({"format": "amber", "format_version": 1, "payload": {},
                        "environment": {}, "handler": "sklearn"})  # fmt: skip
     lists = pd.DataFrame({"l": [[1], [2]]})  # what a reader would refuse is refused at save
-    with pytest.raises(TypeError, match="sample column 'l' holds list<item: int64>"):
+    unfitted = pytest.warns(UserWarning, match="is not fitted")  # warned before the refusal
+    with pytest.raises(TypeError, match="sample column 'l' holds list<item: int64>"), unfitted:
         amber.save(LogisticRegression(), tmp_path / "l.amber", sample=lists)
     with ArtifactReader(path) as reader:
         for name, kind in (("nulls", "null"), ("runs", "run_end_encoded")):

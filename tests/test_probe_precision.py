@@ -120,3 +120,25 @@ def test_verify_on_a_machine_whose_blas_takes_other_kernels(tmp_path: Path) -> N
     assert "predict: ok" in out.stdout
     if lines[0] == "same":
         pytest.skip("OpenBLAS's Haswell kernels give this processor's bits (an AVX2 machine)")
+
+
+def test_the_tolerance_in_words_names_the_float_widths_compared(tmp_path: Path) -> None:
+    """A float64 model's report states the float64 floor only (it listed float32's and
+    float16's too); a float32 one states float32's."""
+    from sklearn.linear_model import LinearRegression
+
+    from amber.artifact._reader import ArtifactReader
+
+    rng = np.random.default_rng(1)
+    for dtype, shown, absent in (
+        (np.float64, "float64", "float32"),
+        (np.float32, "float32", "float16"),
+    ):
+        X = rng.normal(size=(40, 3)).astype(dtype)
+        model = LinearRegression().fit(X, X @ np.array([1.0, 2.0, 3.0], dtype=dtype))
+        path = tmp_path / f"{shown}.amber"
+        amber.save(model, path, sample=X[:8])
+        with ArtifactReader(path) as reader:
+            report = _probe.check(model, reader.manifest["probe"], reader, exact=False)
+        assert report.ok and f"for {shown}" in report.tolerance, report.tolerance
+        assert absent not in report.tolerance, report.tolerance

@@ -516,6 +516,9 @@ def scan_file(
         pairs, protocol = tuple(result.globals), result.protocol
     except FormatError as exc:
         error = str(exc)
+        data = opened.data
+        if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
+            protocol = data[1]  # its PROTO header, though the rest could not be read
     return _pickle_report(
         "pickle", opened.compression, pairs, protocol, error, opened.source, policy
     )

@@ -982,3 +982,12 @@ def test_a_class_the_saving_script_defined_is_named_as_such(
     assert "another release" not in str(info.value)
     with pytest.raises(amber.HandlerNotAvailable, match=f"{path.name}.*saving script or notebook"):
         amber.load(path, trusted=["__main__.ScriptModel"])
+
+
+def test_scan_of_a_truncated_pickle_names_its_protocol(tmp_path: Path) -> None:
+    """The PROTO header is read even when the rest of the stream is not ("protocol 0 or 1"
+    was said of every stream the scanner refused)."""
+    path = tmp_path / "cut.pkl"
+    path.write_bytes(pickle.dumps(np.arange(1000.0), protocol=4)[:600])
+    report = str(amber.scan(path))
+    assert "pickle protocol 4" in report and "verdict: malformed" in report, report
