@@ -180,13 +180,22 @@ def _naming(path: Path, local: Path) -> Iterator[None]:
     try:
         yield
     except AmberError as exc:
-        message = str(exc)
-        if local != path:
-            message = message.replace(str(local), str(path))
-        if str(path) not in message and repr(str(path))[1:-1] not in message:
-            message = f"{str(path)!r}: {message}"
-        exc.args = (message,)
+        _name_the_file(exc, path, local)
         raise
+
+
+def _name_the_file(exc: AmberError, path: Path | str, local: Path | None = None) -> None:
+    """Make ``exc``'s message name ``path`` (for ``local``, its temporary copy), or a registry
+    URI."""
+    message = str(exc)
+    if local is not None and str(local) != str(path):
+        message = message.replace(str(local), str(path))
+    if str(path) not in message and repr(str(path))[1:-1] not in message:
+        message = f"{str(path)!r}: {message}"
+    if message != str(exc):
+        exc.args = (message,)
+        if isinstance(exc, ImportError):
+            exc.msg = message  # what an ImportError (HandlerNotAvailable) shows
 
 
 def _metadata_problem(metadata: dict[str, Any]) -> str | None:
@@ -545,16 +554,20 @@ def load(
     if _registry_uri(source):
         from amber.registry._default import load_uri
 
-        return load_uri(
-            str(source),
-            mmap=mmap,
-            trusted=trusted,
-            allow_arbitrary_code=allow_arbitrary_code,
-            probe=probe,
-            parity=parity,
-            environment=environment,
-            trusted_keys=trusted_keys,
-        )
+        try:
+            return load_uri(
+                str(source),
+                mmap=mmap,
+                trusted=trusted,
+                allow_arbitrary_code=allow_arbitrary_code,
+                probe=probe,
+                parity=parity,
+                environment=environment,
+                trusted_keys=trusted_keys,
+            )
+        except AmberError as exc:
+            _name_the_file(exc, str(source))
+            raise
     policy = LoadPolicy.make(trusted, allow_arbitrary_code=allow_arbitrary_code)
     check = None
     if trusted_keys is not None:
@@ -564,18 +577,20 @@ def load(
     path = _existing(source)
     # a pipe or a device is copied to a file first: telling an artifact from a pickle opens it
     # once and the load again, and a named pipe's writer loses what the first open left unread
-    with _local(path) as local, contextlib.ExitStack() as naming:
-        if local != path:
-            naming.enter_context(_naming(path, local))
-        return _load_path(
-            local,
-            policy=policy,
-            mmap=mmap,
-            probe=probe,
-            parity=parity,
-            environment=environment,
-            check=check,
-        )
+    with _local(path) as local:
+        try:
+            return _load_path(
+                local,
+                policy=policy,
+                mmap=mmap,
+                probe=probe,
+                parity=parity,
+                environment=environment,
+                check=check,
+            )
+        except AmberError as exc:  # (a try costs nothing until it catches)
+            _name_the_file(exc, path, local)
+            raise
 
 
 def _load_path(
@@ -764,14 +779,31 @@ def verify(
     if _registry_uri(source):  # the registry also checks the manifest recorded at push
         from amber.registry._default import default_registry
 
-        report: VerifyReport = default_registry().verify(
-            str(source),
-            trusted_keys=trusted_keys,
-            trusted=trusted,
-            allow_arbitrary_code=allow_arbitrary_code,
-        )
+        try:
+            report: VerifyReport = default_registry().verify(
+                str(source),
+                trusted_keys=trusted_keys,
+                trusted=trusted,
+                allow_arbitrary_code=allow_arbitrary_code,
+            )
+        except AmberError as exc:
+            _name_the_file(exc, str(source))
+            raise
         return report
     path = _existing(source)
+    try:
+        return _verify_path(path, trusted, allow_arbitrary_code, trusted_keys)
+    except AmberError as exc:  # every message names the file (a truncated zip's said none)
+        _name_the_file(exc, path)
+        raise
+
+
+def _verify_path(
+    path: Path,
+    trusted: list[str] | tuple[str, ...] | None,
+    allow_arbitrary_code: bool,
+    trusted_keys: Sequence[Any] | None,
+) -> VerifyReport:
     if not _is_artifact(path):
         from amber.security._foreign import _plausible, _unknown, converted_name
 

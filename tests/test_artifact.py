@@ -7,6 +7,7 @@ import itertools
 import mmap
 import os
 import pickle
+import re
 import shutil
 import signal
 import stat
@@ -935,3 +936,25 @@ def test_a_zip_another_library_wrote_is_not_an_artifact(tmp_path: Path) -> None:
     for call in (amber.inspect, amber.load, amber.verify):
         with pytest.raises(FormatError, match=r"has no amber\.json: it is not an Amber artifact"):
             call(path)
+
+
+def test_every_error_of_load_and_verify_names_the_file(
+    tmp_path: Path, svc: SVC, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A truncated zip's 'no end-of-central-directory record found' named no file from load
+    and verify (inspect named it): a batch job over many files could not tell which."""
+    path = tmp_path / "cut.amber"
+    amber.save(svc, path)
+    path.write_bytes(path.read_bytes()[:-100])
+    for call in (amber.load, amber.verify, amber.inspect):
+        with pytest.raises(FormatError, match=f"^{re.escape(repr(str(path)))}: no zip end"):
+            call(path)
+    monkeypatch.chdir(tmp_path)  # the default registry: ./amber-models
+    monkeypatch.delenv("AMBER_REGISTRY", raising=False)
+    amber.Registry().push("iris", svc)
+    (blob,) = (tmp_path / "amber-models" / "blobs").rglob("*.amber")
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes()[:-100])
+    for call in (amber.load, amber.verify):
+        with pytest.raises(FormatError, match=r"^'models:/iris/1': no zip end"):
+            call("models:/iris/1")

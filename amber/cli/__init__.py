@@ -169,6 +169,7 @@ def _with_subject(exc: BaseException, args: argparse.Namespace) -> str:
         uri = _argument(args)
         if uri is None:
             return message
+        message = message.removeprefix(f"{uri!r}: ")  # (amber.load and verify name it)
         blob = _registry_file(uri)
         if blob is not None and not _names(message, blob):
             message = f"{blob!r}: {message}"
