@@ -174,9 +174,10 @@ def _local(path: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _naming(path: Path, local: Path) -> Iterator[None]:
-    """Errors of the block name ``path`` (not its temporary copy ``local``), and name it when
-    they name no file (a truncated zip: "no end-of-central-directory record found")."""
+def _naming(path: Path | str, local: Path | None = None) -> Iterator[None]:
+    """Errors of the block name ``path`` (not its temporary copy ``local``), or a registry
+    URI, when they name no file (a truncated zip: "no end-of-central-directory record found").
+    ``load`` of a file catches in place instead (a try is free on its hot path)."""
     try:
         yield
     except AmberError as exc:
@@ -185,8 +186,7 @@ def _naming(path: Path, local: Path) -> Iterator[None]:
 
 
 def _name_the_file(exc: AmberError, path: Path | str, local: Path | None = None) -> None:
-    """Make ``exc``'s message name ``path`` (for ``local``, its temporary copy), or a registry
-    URI."""
+    """Make ``exc``'s message name ``path`` (see :func:`_naming`)."""
     message = str(exc)
     if local is not None and str(local) != str(path):
         message = message.replace(str(local), str(path))
@@ -554,7 +554,7 @@ def load(
     if _registry_uri(source):
         from amber.registry._default import load_uri
 
-        try:
+        with _naming(str(source)):
             return load_uri(
                 str(source),
                 mmap=mmap,
@@ -565,9 +565,6 @@ def load(
                 environment=environment,
                 trusted_keys=trusted_keys,
             )
-        except AmberError as exc:
-            _name_the_file(exc, str(source))
-            raise
     policy = LoadPolicy.make(trusted, allow_arbitrary_code=allow_arbitrary_code)
     check = None
     if trusted_keys is not None:
@@ -779,23 +776,17 @@ def verify(
     if _registry_uri(source):  # the registry also checks the manifest recorded at push
         from amber.registry._default import default_registry
 
-        try:
+        with _naming(str(source)):
             report: VerifyReport = default_registry().verify(
                 str(source),
                 trusted_keys=trusted_keys,
                 trusted=trusted,
                 allow_arbitrary_code=allow_arbitrary_code,
             )
-        except AmberError as exc:
-            _name_the_file(exc, str(source))
-            raise
         return report
     path = _existing(source)
-    try:
+    with _naming(path):  # every message names the file (a truncated zip's said none)
         return _verify_path(path, trusted, allow_arbitrary_code, trusted_keys)
-    except AmberError as exc:  # every message names the file (a truncated zip's said none)
-        _name_the_file(exc, path)
-        raise
 
 
 def _verify_path(

@@ -965,11 +965,18 @@ class ProbeReport:
         return "\n".join(lines)
 
 
-_FLOOR_WORDS = {
-    8: "atol 1e-7 of the output's magnitude for float64",
-    4: "rtol=1e-4 and atol 1e-5 of it for float32",
-    2: "rtol=1e-2 and atol 1e-3 of it for float16",
-}
+def _floor_words(width: int) -> str:
+    """A float width's precision floor (``_PRECISION_FLOORS``) in words."""
+    rtol, atol = _PRECISION_FLOORS[width]
+
+    def num(x: float) -> str:
+        return f"{x:.0e}".replace("e-0", "e-")
+
+    relative = f"rtol={num(rtol)} and " if rtol else ""
+    return f"{relative}atol {num(atol)} of the output's magnitude for float{8 * width}"
+
+
+_FLOOR_WORDS = {width: _floor_words(width) for width in sorted(_PRECISION_FLOORS, reverse=True)}
 
 
 def _float_widths(value: Any) -> set[int]:

@@ -710,22 +710,16 @@ def load_foreign(
     opened = _read_with_room(path, None) or _open(path, max_decompressed_size)
     _not_amber(opened)
     policy = policy or LoadPolicy()
+    if opened.kind == "joblib":
+        return _load_joblib(opened, policy)
+    if opened.room is None:
+        return _load_pickle(opened, policy)
     try:
-        if opened.kind == "joblib":
-            return _load_joblib(opened, policy)
-        if opened.room is None:
-            return _load_pickle(opened, policy)
-        try:
-            return _load_pickle(opened, policy)
-        except (FormatError, UntrustedTypeError):
-            # read without the search for joblib's wrappers: if the file names them, it is a
-            # joblib file (refused as a pickle at its first array), read again as one
-            again = _open(path, max_decompressed_size)
-            if again.kind != "joblib":
-                raise
-            return _load_joblib(again, policy)
-    except HandlerNotAvailable as exc:  # a name the file needs that is not here: say which file
-        if opened.source not in str(exc):
-            exc.msg = f"{opened.source}: {exc}"  # what an ImportError shows
-            exc.args = (exc.msg,)
-        raise
+        return _load_pickle(opened, policy)
+    except (FormatError, UntrustedTypeError):
+        # read without the search for joblib's wrappers: if the file names them, it is a
+        # joblib file (refused as a pickle at its first array), read again as one
+        again = _open(path, max_decompressed_size)
+        if again.kind != "joblib":
+            raise
+        return _load_joblib(again, policy)
