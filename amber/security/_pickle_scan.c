@@ -1294,7 +1294,81 @@ walk_nodes(TreeSummary *s, const char *base, Py_ssize_t n, Py_ssize_t itemsize,
     s->n_split = n_split;
 }
 
+/* The common case in one sequential pass, without the scratch arrays of walk_nodes: both
+ * scikit-learn's depth-first tree builder and the boosting grower number nodes in preorder
+ * (a split's left child right after it, its right child right after the left subtree). The
+ * stack holds the right children not yet reached and their depths; a leaf is followed by the
+ * most recently pushed one, and the last node is a leaf with nothing left pending. That
+ * accepts exactly the trees laid out in preorder: every node but the root is reached once,
+ * as a left child or a pending right one, so it has one parent, and links only point
+ * forward. Returns 1 with `s` filled, 0 when the records are not such a tree (best-first
+ * builders number otherwise; a malformed tree): walk_nodes then decides and names the
+ * problem. `stack` has room for `room` entries: a tree deeper than that goes to walk_nodes too. */
+typedef struct {
+    int64_t node;
+    int32_t depth;
+} Pending;
+
+static inline int
+walk_preorder(TreeSummary *s, const char *base, Py_ssize_t n, Py_ssize_t itemsize,
+              Py_ssize_t left_off, Py_ssize_t right_off, const int link_bytes,
+              const Py_ssize_t leaf_off, Py_ssize_t feature_off, Py_ssize_t cat_off,
+              Py_ssize_t bitset_off, Pending *stack, Py_ssize_t room)
+{
+    int32_t deepest = 0, depth = 0;
+    int64_t min_feature = INT64_MAX, max_feature = INT64_MIN, max_bitset = -1;
+    Py_ssize_t n_cat = 0, n_split = 0, sp = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *rec = base + i * itemsize;
+        int64_t left = read_link(rec, left_off, link_bytes);
+        int64_t right = read_link(rec, right_off, link_bytes);
+        int split = leaf_off >= 0 ? rec[leaf_off] == 0 : left != -1;
+        if (split) {
+            if (left != i + 1 || right <= left || right >= n || sp >= room)
+                return 0;
+            stack[sp].node = right;
+            stack[sp].depth = ++depth;
+            sp++;
+            int64_t f;
+            memcpy(&f, rec + feature_off, 8);
+            min_feature = f < min_feature ? f : min_feature;
+            max_feature = f > max_feature ? f : max_feature;
+            n_split++;
+            if (cat_off >= 0 && rec[cat_off] != 0) {
+                uint32_t row;
+                memcpy(&row, rec + bitset_off, 4);
+                n_cat++;
+                max_bitset = (int64_t)row > max_bitset ? (int64_t)row : max_bitset;
+            }
+        }
+        else {
+            if (leaf_off < 0 && right != -1)
+                return 0;
+            deepest = depth > deepest ? depth : deepest;
+            if (sp == 0) {
+                if (i != n - 1)
+                    return 0;
+                break;
+            }
+            sp--;
+            if (stack[sp].node != i + 1)
+                return 0;
+            depth = stack[sp].depth;
+        }
+    }
+    if (sp != 0)
+        return 0;
+    s->deepest = deepest;
+    s->min_feature = n_split ? min_feature : 0;
+    s->max_feature = n_split ? max_feature : -1;
+    s->max_bitset = max_bitset;
+    s->n_cat = n_cat;
+    s->n_split = n_split;
+    return 1;
+}
+
 #define SMALL_TREE 255 /* nodes: a boosting predictor has at most 2 * max_leaf_nodes - 1 */
+#define PREORDER_DEPTH 1024 /* pending right children walk_preorder holds (16 kB of stack) */
 
 /* The pass over `len` bytes of node records laid out as `layout` (itemsize, left_off,
  * right_off, link_bytes, leaf_off, feature_off, cat_off, bitset_off); see tree_nodes. Returns
@@ -1318,6 +1392,23 @@ summarize_nodes(const char *base, Py_ssize_t len, const Py_ssize_t layout[8], Tr
         return -1;
     }
     Py_ssize_t n = len / itemsize;
+    *s = (TreeSummary){0, 0, -1, -1, 0, 0, NULL};
+    {
+        Pending stack[PREORDER_DEPTH];
+        int done;
+#define PREORDER(WIDTH, LEAF)                                                                 \
+    walk_preorder(s, base, n, itemsize, left_off, right_off, WIDTH, LEAF, feature_off,       \
+                  cat_off, bitset_off, stack, PREORDER_DEPTH)
+        if (link_bytes == 8 && leaf_off < 0)
+            done = PREORDER(8, -1); /* scikit-learn's Tree */
+        else if (link_bytes == 4 && leaf_off >= 0)
+            done = PREORDER(4, leaf_off); /* a boosting predictor */
+        else
+            done = PREORDER(link_bytes, leaf_off);
+#undef PREORDER
+        if (done)
+            return 0;
+    }
     /* slot n is the sink for leaves' links; a small tree's scratch is on the stack */
     int32_t depth_small[SMALL_TREE + 1];
     uint8_t parents_small[SMALL_TREE + 1];

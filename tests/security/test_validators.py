@@ -363,9 +363,36 @@ def _tree_nodes_reference(nodes: np.ndarray, kind: str) -> tuple[int, ...] | Non
     return (deepest, min(features, default=0), max(features, default=-1), n_cat, max_row)
 
 
+def _in_preorder(nodes: np.ndarray, kind: str) -> np.ndarray:
+    """``nodes`` renumbered as scikit-learn's depth-first builder and the boosting grower
+    number them: a split's left child next, its right child after the left subtree."""
+    link, other, _ = _LINKS[kind]
+
+    def split(i: int) -> bool:
+        return bool(nodes[link][i] != -1) if kind == "tree" else nodes["is_leaf"][i] == 0
+
+    order: list[int] = []
+    stack = [0]
+    while stack:
+        i = stack.pop()
+        order.append(i)
+        if split(i):
+            stack += [int(nodes[other][i]), int(nodes[link][i])]
+    new = {old: k for k, old in enumerate(order)}
+    out = nodes[order].copy()
+    for k, old in enumerate(order):
+        if split(old):
+            out[link][k], out[other][k] = new[int(nodes[link][old])], new[int(nodes[other][old])]
+    return out
+
+
+@pytest.mark.parametrize("numbering", ["breadth-first", "preorder"])
 @pytest.mark.parametrize("kind", ["tree", "predictor"])
-def test_tree_nodes_agrees_with_a_python_reference(kind: str) -> None:
-    """Random trees, most of them damaged in one field: the C pass and the rules agree."""
+def test_tree_nodes_agrees_with_a_python_reference(kind: str, numbering: str) -> None:
+    """Random trees, most of them damaged in one field: the C pass and the rules agree.
+
+    Trees numbered in preorder (as fitted ones are) take tree_nodes' sequential pass, others
+    and the damaged ones its general pass."""
     from amber.security._pickle_scan import tree_nodes
     from amber.security._validators import _layout
 
@@ -391,6 +418,8 @@ def test_tree_nodes_agrees_with_a_python_reference(kind: str) -> None:
                     nodes["bitset_idx"][parent] = int(rng.integers(0, 50))
             leaves += [k, k + 1]
             k += 2
+        if numbering == "preorder":
+            nodes = _in_preorder(nodes, kind)
         if case % 4:  # damage one field of one node
             field = [link, other, feature, "is_leaf" if kind != "tree" else link][case % 4]
             at = int(rng.integers(len(nodes)))
@@ -409,6 +438,31 @@ def test_tree_nodes_agrees_with_a_python_reference(kind: str) -> None:
         else:
             assert tree_nodes(nodes, *layout) == want, case
     assert 50 < refused < 350  # both outcomes were exercised
+
+
+@pytest.mark.parametrize("kind", ["tree", "predictor"])
+def test_tree_nodes_takes_a_tree_too_deep_for_its_sequential_pass(kind: str) -> None:
+    """A preorder tree deeper than the sequential pass's stack (1,024 pending right children)
+    is checked by the general pass: accepted, with its depth."""
+    from amber.security._pickle_scan import tree_nodes
+    from amber.security._validators import _layout
+
+    dtype, layout = _layout(kind)
+    link, other, feature = _LINKS[kind]
+    depth = 1500  # a spine of splits whose right children are leaves, numbered in preorder
+    nodes = np.zeros(2 * depth + 1, dtype=dtype)
+    nodes[link] = nodes[other] = -1 if kind == "tree" else 0
+    if kind != "tree":
+        nodes["is_leaf"] = 1
+    for d in range(depth):
+        split = d  # splits 0..depth-1 down the left spine; right leaves after the spine
+        nodes[link][split] = d + 1 if d + 1 < depth else depth
+        nodes[other][split] = 2 * depth - d
+        nodes[feature][split] = d % 7
+        if kind != "tree":
+            nodes["is_leaf"][split] = 0
+    assert _tree_nodes_reference(nodes, kind) == (depth, 0, 6, 0, -1)
+    assert tree_nodes(nodes, *layout) == (depth, 0, 6, 0, -1)
 
 
 # --------------------------------------------------------------------------- neighbors trees
