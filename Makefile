@@ -26,9 +26,9 @@ typecheck: venv
 
 check: lint typecheck
 
+# the main suite, and the compat runs beside it on the other core (tools/test.sh)
 test: venv check services
-	$(BIN)/python -m pytest -q
-	bash tools/compat.sh
+	bash tools/test.sh
 
 # The scikit-learn round trips under older numpy/scipy/scikit-learn releases (side environments
 # in .venv-compat/), and each release's allowlist file up to date.
