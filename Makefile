@@ -26,9 +26,9 @@ typecheck: venv
 
 check: lint typecheck
 
-# the main suite, and the compat runs beside it on the other core (tools/test.sh)
-test: venv check services
-	bash tools/test.sh
+# venv, check, services and the main suite, with the compat runs beside them (tools/test.sh)
+test:
+	MAKE="$(MAKE)" bash tools/test.sh
 
 # The scikit-learn round trips under older numpy/scipy/scikit-learn releases (side environments
 # in .venv-compat/), and each release's allowlist file up to date.

@@ -91,6 +91,28 @@ check() {  # $1: set name, $2: its packages, $3: its Python's version (empty: th
     --deselect tests/security/test_foreign.py::test_the_joblib_reader_calls_only_what_pickles_call_and_never_refills_an_array
 }
 
+interpreter_for() {  # $1: a set's Python version (empty: the default); prints its interpreter
+  if [[ -n "$1" ]]; then
+    find_python "$1"
+  else
+    echo "$PY"
+  fi
+}
+
+if [[ "${1:-}" == "--setup" ]]; then
+  # only build the side environments, one after another (tools/test.sh runs this while .venv is
+  # built, on the core pip leaves idle); a set that fails here is set up again, and reported,
+  # by the run proper
+  mkdir -p .venv-compat
+  for entry in "${SETS[@]}"; do
+    IFS='|' read -r name packages python <<< "$entry"
+    if interpreter=$(interpreter_for "$python"); then
+      setup "$name" "$packages" "$interpreter" || echo "setup of $name failed"
+    fi
+  done
+  exit 0
+fi
+
 slots() {  # sets run at once: one per core, less the one the main suite takes while it runs
   if [[ -n "${COMPAT_BESIDE:-}" ]] && kill -0 "$COMPAT_BESIDE" 2>/dev/null; then
     echo 1
