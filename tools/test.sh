@@ -11,13 +11,17 @@ mkdir -p .venv-compat
 rm -f .venv-compat/.main-pid
 
 # in a process group of its own (setsid), so that an early exit stops all of it
-setsid bash -c '
+# (and that gives up if this script is gone before the main suite starts)
+TEST_PID=$$ setsid bash -c '
   bash tools/compat.sh --setup > .venv-compat/setup.out 2>&1
-  until [[ -s .venv-compat/.main-pid ]]; do sleep 1; done
+  until [[ -s .venv-compat/.main-pid ]]; do
+    kill -0 "$TEST_PID" 2>/dev/null || exit 1
+    sleep 1
+  done
   COMPAT_BESIDE=$(cat .venv-compat/.main-pid) exec bash tools/compat.sh
 ' > .venv-compat/compat.out 2>&1 &
 compat=$!
-trap 'kill -- -$compat 2>/dev/null' EXIT
+trap 'kill -- -$compat 2>/dev/null; kill $compat 2>/dev/null' EXIT
 
 $MAKE venv check services || exit
 .venv/bin/python -m pytest -q &
