@@ -1222,6 +1222,19 @@ typedef struct {
     const char *fail;
 } TreeSummary;
 
+/* A pass's findings into `s`: the feature range is (0, -1) when no node splits. */
+static inline void
+summarize(TreeSummary *s, int32_t deepest, int64_t min_feature, int64_t max_feature,
+          int64_t max_bitset, Py_ssize_t n_cat, Py_ssize_t n_split)
+{
+    s->deepest = deepest;
+    s->min_feature = n_split ? min_feature : 0;
+    s->max_feature = n_split ? max_feature : -1;
+    s->max_bitset = max_bitset;
+    s->n_cat = n_cat;
+    s->n_split = n_split;
+}
+
 /* The pass itself. Leaves send their (unused) links to a sink slot n of parents and depth,
  * so that a node costs the same whether it splits or not: which it is follows no pattern, and
  * a branch on it was mispredicted about every other node. Inlined into tree_nodes once per
@@ -1286,12 +1299,7 @@ walk_nodes(TreeSummary *s, const char *base, Py_ssize_t n, Py_ssize_t itemsize,
         s->fail = "a node has no parent or more than one";
         return;
     }
-    s->deepest = deepest;
-    s->min_feature = n_split ? min_feature : 0;
-    s->max_feature = n_split ? max_feature : -1;
-    s->max_bitset = max_bitset;
-    s->n_cat = n_cat;
-    s->n_split = n_split;
+    summarize(s, deepest, min_feature, max_feature, max_bitset, n_cat, n_split);
 }
 
 /* The common case in one sequential pass, without the scratch arrays of walk_nodes: both
@@ -1358,12 +1366,7 @@ walk_preorder(TreeSummary *s, const char *base, Py_ssize_t n, Py_ssize_t itemsiz
     }
     if (sp != 0)
         return 0;
-    s->deepest = deepest;
-    s->min_feature = n_split ? min_feature : 0;
-    s->max_feature = n_split ? max_feature : -1;
-    s->max_bitset = max_bitset;
-    s->n_cat = n_cat;
-    s->n_split = n_split;
+    summarize(s, deepest, min_feature, max_feature, max_bitset, n_cat, n_split);
     return 1;
 }
 
