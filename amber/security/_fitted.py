@@ -16,17 +16,12 @@ data; such a function there is refused (see :func:`_callable_on_data`).
 
 Every check reads attributes only (no estimator method runs) and they run after the whole
 stream is built (from ``_validators._cross_check``), so that no later opcode can change what
-was checked. One check asks instead: a gradient boosting model's own init estimator (any
-regressor or classifier, not a dummy) sizes the raw predictions its stages add into, and what
-it predicts is a matter of its class's code, so it is called once, on one row of zeros, after
-every object of the file has passed its checks (:func:`run_deferred`).
+was checked.
 """
 
 from __future__ import annotations
 
 import functools
-import threading
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +31,7 @@ from amber.errors import FormatError
 from amber.security._allowlist import entries, reference_only
 from amber.security._pickle_scan import index_map
 
-__all__ = ["CHECKED_CLASSES", "check_fitted", "forget_deferred", "run_deferred"]
+__all__ = ["CHECKED_CLASSES", "check_fitted"]
 
 Refuse = Callable[[str, str], FormatError]
 
@@ -379,34 +374,30 @@ def _check_stages(d: dict[str, Any], what: str, refuse: Refuse) -> None:
     if classes is None:  # a regressor: one tree per stage
         if k != 1:
             raise refuse(what, f"a regressor's stages have {k} trees, not 1")
-        _check_init(d, 1, False, what, refuse)
+        _check_init(d.get("init_"), 1, what, refuse)
         return
     n = len(classes)
     if k != (1 if n == 2 else n):
         raise refuse(what, f"its stages have {k} trees for {n} classes")
     if k > 1 and getattr(d.get("_loss"), "is_multiclass", None) is not True:
         raise refuse(what, "it has several trees per stage but a loss for two classes")
-    _check_init(d, max(n, 1), True, what, refuse)
+    _check_init(d.get("init_"), max(n, 1), what, refuse)
 
 
-def _check_init(d: dict[str, Any], width: int, classifier: bool, what: str, refuse: Refuse) -> None:
-    """The init estimator must predict as many columns as the stages add into: ``width``
-    class probabilities for a classifier, one value per row for a regressor."""
-    init: Any = d.get("init_")
+def _check_init(init: Any, width: int, what: str, refuse: Refuse) -> None:
+    """The init estimator must predict as many columns as the stages add into."""
     if isinstance(init, str):
         if init != "zero":
             raise refuse(what, f"its init_ is {init!r:.40}")
         return
     name = type(init).__name__
-    if type(init).__module__ != "sklearn.dummy" or name not in _DUMMIES:
-        # any other estimator predicts as its class's code and its fitted state say: ask it,
-        # once the whole file has passed its checks
-        _DEFERRED.calls.append(
-            functools.partial(
-                _ask_init_width, init, width, classifier, d.get("n_features_in_"), what, refuse
-            )
+    if type(init).__module__ != "sklearn.dummy":
+        # any other estimator predicts as many columns as its own fitted arrays say
+        raise refuse(
+            what,
+            f"its init_ is a {name}; Amber checks the prediction width of the default init "
+            f"estimators only (load with allow_arbitrary_code=True if you made this file)",
         )
-        return
     v = vars(init)
     if name == "DummyClassifier":
         classes, prior = v.get("classes_"), v.get("class_prior_")
@@ -418,65 +409,12 @@ def _check_init(d: dict[str, Any], width: int, classifier: bool, what: str, refu
             and v.get("n_classes_") == width
         ):
             raise refuse(what, f"its init_ does not predict {width} classes")
-    else:
+    elif name == "DummyRegressor":
         constant = v.get("constant_")
         if not (v.get("n_outputs_") == 1 and np.shape(constant) == (1, 1)):
             raise refuse(what, "its init_ does not predict one value per row")
-
-
-_DUMMIES = ("DummyClassifier", "DummyRegressor")
-
-
-def _ask_init_width(
-    init: Any, width: int, classifier: bool, n_features: Any, what: str, refuse: Refuse
-) -> None:
-    """Call the init estimator as the boosting model will (``predict_proba`` of a classifier,
-    ``predict`` of a regressor, on float32 rows of the model's input width) on one row of
-    zeros, and refuse a prediction of another width."""
-    name = type(init).__name__
-    method = "predict_proba" if classifier else "predict"
-    func = getattr(init, method, None)
-    if not callable(func) or not isinstance(n_features, (int, np.integer)) or n_features < 1:
-        raise refuse(what, f"its init_ (a {name}) has no {method} for its input")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # (a feature-name warning: the row has none)
-            out = np.asarray(func(np.zeros((1, int(n_features)), dtype=np.float32)))
-    except (MemoryError, RecursionError):
-        raise
-    except Exception as exc:
-        raise refuse(
-            what,
-            f"its init_ (a {name}) could not be asked its prediction width: {method} on one "
-            f"row of zeros raised {type(exc).__name__}: {exc!s:.120}",
-        ) from None
-    if (out.shape != (1, width)) if classifier else (out.size != 1):
-        want = f"(1, {width})" if classifier else "one value"
-        raise refuse(what, f"its init_ (a {name}) predicts {out.shape} for one row, not {want}")
-
-
-class _Deferred(threading.local):
-    """Per thread: checks that call estimator methods, run once the whole load is checked."""
-
-    def __init__(self) -> None:
-        self.calls: list[Callable[[], None]] = []
-
-
-_DEFERRED = _Deferred()
-
-
-def run_deferred() -> None:
-    """Run the checks :func:`check_fitted` deferred during this load's walk (each refuses by
-    raising), then forget them. Last deferred first: the walk checks an estimator before what
-    it holds, so that an init estimator that is itself a boosting model with an init estimator
-    of its own has that one asked first, before its own predict is called."""
-    calls, _DEFERRED.calls = _DEFERRED.calls, []
-    for call in reversed(calls):
-        call()
-
-
-def forget_deferred() -> None:
-    _DEFERRED.calls = []
+    else:
+        raise refuse(what, f"its init_ is a {name}")
 
 
 # scikit-learn functions that the allowlist admits and that are plain Python over numpy:

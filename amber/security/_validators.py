@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from amber.errors import FormatError
-from amber.security._fitted import CHECKED_CLASSES, check_fitted, forget_deferred, run_deferred
+from amber.security._fitted import CHECKED_CLASSES, check_fitted
 from amber.security._pickle_scan import alias_dtype, tree_nodes
 
 __all__ = [
@@ -1037,14 +1037,13 @@ def validate_loaded(
     """
     if not needs_validation(referenced_globals, cross_only=cross_only):
         return
+    if cross_only:
+        _walk(obj, cross_only=True)  # the caller (safe_loads) forgets this load's predictors
+        return
     try:
-        _walk(obj, cross_only=cross_only)
-        # what asks an estimator (check_fitted), now that every object passed its checks
-        run_deferred()
+        _walk(obj, cross_only=False)
     finally:
-        forget_deferred()
-        if not cross_only:  # (else the caller, safe_loads, forgets this load's predictors)
-            forget_predictors()
+        forget_predictors()
 
 
 def _walk(obj: Any, *, cross_only: bool) -> None:
