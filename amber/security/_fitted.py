@@ -104,7 +104,7 @@ def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
         # OpenMP reads a negative thread count as a huge one and ends the process
         raise refuse(what, f"its thread count _n_threads is {threads!r:.40}")
     if cls.__module__ == "sklearn.ensemble._gb" and "estimators_" in d:
-        _check_stages(d, what, refuse)
+        _check_stages(d, cls.__name__ == "GradientBoostingClassifier", what, refuse)
     if "_fit_X" in d and cls.__module__.startswith("sklearn.neighbors."):
         _check_neighbors(d, what, refuse)
     if "subcluster_centers_" in d:
@@ -359,10 +359,11 @@ def _check_one_hot(d: dict[str, Any], what: str, refuse: Refuse) -> None:
             raise refuse(what, f"feature {i} is given {outs[i]!r:.20} columns for {groups} codes")
 
 
-def _check_stages(d: dict[str, Any], what: str, refuse: Refuse) -> None:
+def _check_stages(d: dict[str, Any], classifier: bool, what: str, refuse: Refuse) -> None:
     # each stage's k-th tree adds into column k of the raw predictions, which have one column
     # per tree of a stage: n_trees_per_iteration_ when init_ is "zero", else as many as the
-    # init estimator predicts
+    # init estimator predicts. Which it is follows the class, as in scikit-learn (a regressor
+    # asks its init estimator for one value per row, whatever classes_ the file gives it)
     stages = d["estimators_"]
     if not isinstance(stages, np.ndarray) or stages.ndim != 2 or stages.dtype != object:
         raise refuse(what, "its estimators_ is not a 2-d array of trees")
@@ -371,11 +372,13 @@ def _check_stages(d: dict[str, Any], what: str, refuse: Refuse) -> None:
     if per != k:
         raise refuse(what, f"its stages have {k} trees but n_trees_per_iteration_ is {per!r:.40}")
     classes = d.get("classes_")
-    if classes is None:  # a regressor: one tree per stage
+    if not classifier:  # one tree per stage
         if k != 1:
             raise refuse(what, f"a regressor's stages have {k} trees, not 1")
         _check_init(d.get("init_"), 1, what, refuse)
         return
+    if classes is None:
+        raise refuse(what, "it is a classifier without classes_")
     n = len(classes)
     if k != (1 if n == 2 else n):
         raise refuse(what, f"its stages have {k} trees for {n} classes")

@@ -219,6 +219,27 @@ def test_boosting_stages_must_match_the_outputs(change: Any, fragment: str) -> N
     refused(hostile, fragment)
 
 
+@pytest.mark.parametrize("init", ["dummy", "zero"])
+def test_a_regressor_is_sized_as_a_regressor_whatever_classes_it_holds(init: str) -> None:
+    """scikit-learn's regressor asks its init estimator for one value per row (or starts from
+    one zero column): three trees per stage, given classes_ and a loss that claims three
+    classes, write past that column (two values past the output's end; with a logistic
+    regression as init the heap was corrupted, "free(): invalid next size")."""
+    clf = GradientBoostingClassifier(n_estimators=200, max_depth=1).fit(X, Y3)
+    hostile = GradientBoostingRegressor(n_estimators=200, max_depth=1).fit(X, X[:, 0])
+    hostile.estimators_ = clf.estimators_
+    hostile.classes_, hostile.n_classes_, hostile.n_trees_per_iteration_ = clf.classes_, 3, 3
+    hostile._loss.is_multiclass = True
+    hostile.init_ = clf.init_ if init == "dummy" else "zero"
+    refused(hostile, "a regressor's stages have 3 trees, not 1")
+
+
+def test_a_classifier_without_classes_is_refused() -> None:
+    hostile = _gb()
+    del hostile.classes_
+    refused(hostile, "a classifier without classes_")
+
+
 def test_boosting_with_an_init_estimator_amber_cannot_size_is_refused() -> None:
     model = _gb(init=LogisticRegression())
     refused(model, "init_ is a LogisticRegression")
