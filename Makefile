@@ -26,9 +26,10 @@ typecheck: venv
 
 check: lint typecheck
 
-# venv, check, services and the main suite, with the compat runs beside them (tools/test.sh)
+# venv, check, services and the main suite, with the compat runs beside them (tools/test.sh;
+# not through $(MAKE), which would make `make -n test` run it)
 test:
-	MAKE="$(MAKE)" bash tools/test.sh
+	bash tools/test.sh
 
 # The scikit-learn round trips under older numpy/scipy/scikit-learn releases (side environments
 # in .venv-compat/), and each release's allowlist file up to date.
