@@ -1371,7 +1371,7 @@ walk_preorder(TreeSummary *s, const char *base, Py_ssize_t n, Py_ssize_t itemsiz
 }
 
 #define SMALL_TREE 255 /* nodes: a boosting predictor has at most 2 * max_leaf_nodes - 1 */
-#define PREORDER_DEPTH 1024 /* pending right children walk_preorder holds (16 kB of stack) */
+#define PREORDER_DEPTH 256 /* pending right children walk_preorder holds (4 kB of stack) */
 
 /* The pass over `len` bytes of node records laid out as `layout` (itemsize, left_off,
  * right_off, link_bytes, leaf_off, feature_off, cat_off, bitset_off); see tree_nodes. Returns

@@ -442,7 +442,7 @@ def test_tree_nodes_agrees_with_a_python_reference(kind: str, numbering: str) ->
 
 @pytest.mark.parametrize("kind", ["tree", "predictor"])
 def test_tree_nodes_takes_a_tree_too_deep_for_its_sequential_pass(kind: str) -> None:
-    """A preorder tree deeper than the sequential pass's stack (1,024 pending right children)
+    """A preorder tree deeper than the sequential pass's stack (256 pending right children)
     is checked by the general pass: accepted, with its depth."""
     from amber.security._pickle_scan import tree_nodes
     from amber.security._validators import _layout
