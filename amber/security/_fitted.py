@@ -375,7 +375,7 @@ def _check_stages(d: dict[str, Any], classifier: bool, what: str, refuse: Refuse
     if not classifier:  # one tree per stage
         if k != 1:
             raise refuse(what, f"a regressor's stages have {k} trees, not 1")
-        _check_init(d.get("init_"), 1, what, refuse)
+        _check_init(d.get("init_"), 1, "DummyRegressor", what, refuse)
         return
     if classes is None:
         raise refuse(what, "it is a classifier without classes_")
@@ -384,17 +384,20 @@ def _check_stages(d: dict[str, Any], classifier: bool, what: str, refuse: Refuse
         raise refuse(what, f"its stages have {k} trees for {n} classes")
     if k > 1 and getattr(d.get("_loss"), "is_multiclass", None) is not True:
         raise refuse(what, "it has several trees per stage but a loss for two classes")
-    _check_init(d.get("init_"), max(n, 1), what, refuse)
+    _check_init(d.get("init_"), max(n, 1), "DummyClassifier", what, refuse)
 
 
-def _check_init(init: Any, width: int, what: str, refuse: Refuse) -> None:
-    """The init estimator must predict as many columns as the stages add into."""
+def _check_init(init: Any, width: int, dummy: str, what: str, refuse: Refuse) -> None:
+    """The init estimator must predict as many columns as the stages add into: the default
+    one, ``dummy``, of the model's kind (a regressor calls its init estimator's ``predict``,
+    which a DummyClassifier answers from its constant or classes, unchecked here: an empty
+    constant gave no rows for the stages to write into)."""
     if isinstance(init, str):
         if init != "zero":
             raise refuse(what, f"its init_ is {init!r:.40}")
         return
     name = type(init).__name__
-    if type(init).__module__ != "sklearn.dummy":
+    if type(init).__module__ != "sklearn.dummy" or name != dummy:
         # any other estimator predicts as many columns as its own fitted arrays say
         raise refuse(
             what,

@@ -234,6 +234,17 @@ def test_a_regressor_is_sized_as_a_regressor_whatever_classes_it_holds(init: str
     refused(hostile, "a regressor's stages have 3 trees, not 1")
 
 
+def test_a_regressor_takes_only_a_dummy_regressor_as_its_init_estimator(tmp_path: Path) -> None:
+    """A regressor asks its init estimator for predict: a DummyClassifier's, with an empty
+    constant, gives no rows, and the stages then write one value per input row past them."""
+    hostile = GradientBoostingRegressor(n_estimators=5, max_depth=2).fit(X, X[:, 0])
+    init = DummyClassifier(strategy="constant", constant=0).fit(X, np.zeros(len(X)))
+    init.constant = np.zeros(0)
+    hostile.init_ = init
+    data = refused(hostile, "its init_ is a DummyClassifier")
+    plain_pickle_fails(tmp_path, data, "obj.predict(np.random.rand(200_000, 4))")
+
+
 def test_a_classifier_without_classes_is_refused() -> None:
     hostile = _gb()
     del hostile.classes_
