@@ -21,7 +21,13 @@ from amber._info import ArtifactInfo, VerifyReport
 from amber._paths import is_stream
 from amber._words import counted
 from amber.artifact import _manifest
-from amber.artifact._manifest import FORMAT_NAME, FORMAT_VERSION, JSON_INT_RANGE, SIGNATURE_NAME
+from amber.artifact._manifest import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    JSON_INT_RANGE,
+    SIGNATURE_NAME,
+    is_utf8,
+)
 from amber.artifact._reader import ArtifactReader, NotAnArtifact
 from amber.artifact._writer import artifact_writer
 from amber.errors import (
@@ -215,7 +221,7 @@ def _metadata_problem(metadata: dict[str, Any]) -> str | None:
                 return (
                     f"{where} is {value}, beyond 64 bits (it would load as a float); store a string"
                 )
-            if isinstance(value, str) and not _encodable(value):
+            if isinstance(value, str) and not is_utf8(value):
                 return f"{where} {_NOT_TEXT}"
             continue
         if not isinstance(value, (dict, list, tuple)):
@@ -227,7 +233,7 @@ def _metadata_problem(metadata: dict[str, Any]) -> str | None:
             for key, item in value.items():
                 if not isinstance(key, str):
                     return f"{where} has the key {key!r}, not a string (JSON keys are strings)"
-                if not _encodable(key):
+                if not is_utf8(key):
                     return f"{where} has a key that {_NOT_TEXT}"
                 stack.append((f"{where}[{key!r}]", item, inner))
         else:  # (a tuple, a shape, loads as a list)
@@ -239,14 +245,6 @@ _NOT_TEXT = (
     "holds a character that is not Unicode text (a lone surrogate, from bytes decoded with "
     "errors='surrogateescape'?); store valid text"
 )
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _metadata_advice(value: object) -> str:
@@ -275,19 +273,12 @@ def _json_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {_kind(metadata)}")
-    too_deep = TypeError(
-        f"metadata nests deeper than the {_manifest.MAX_NESTING} levels a reader accepts"
-    )
     problem = _metadata_problem(metadata)
     if problem:
         raise TypeError(f"metadata cannot be stored: {problem}")
-    try:
-        plain = dict(json.loads(json.dumps(metadata, allow_nan=False)))
-    except RecursionError:  # Python 3.11's json gives up long before 3.13's does
-        raise too_deep from None
-    if _manifest.nesting_left(plain) < 0:
-        raise too_deep
-    return plain
+    # plain JSON values (tuples as lists, subclasses as their bases); the walk above bounds
+    # the nesting, so this round trip cannot run out of stack
+    return dict(json.loads(json.dumps(metadata, allow_nan=False)))
 
 
 # -- save ---------------------------------------------------------------------------------------
@@ -820,9 +811,7 @@ def _verify_path(
         )
         reader.verify_all(strong=True)
         n = len(reader.entries)
-        report.checks.append(
-            f"{n} {'entry' if n == 1 else 'entries'}: blake3 digests and CRC-32s match"
-        )
+        report.checks.append(f"{counted(n, 'entry', 'entries')}: blake3 digests and CRC-32s match")
         if trusted_keys is not None:
             from amber.security._signing import check_reader
 

@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from amber._paths import is_stream
 from amber._words import counted
-from amber.errors import FormatError, HandlerNotAvailable, UntrustedTypeError
+from amber.errors import AmberError, FormatError, UntrustedTypeError
 from amber.security._allowlist import is_allowed
 from amber.security._joblib import is_any_wrapper_name, is_wrapper_name, load_joblib, scan_joblib
 from amber.security._policy import LoadPolicy, trust_name
@@ -597,7 +597,7 @@ def scan_artifact_stream(
 def _validated(obj: Any, pairs: tuple[tuple[str, str], ...], source: str) -> Any:
     try:
         validate_loaded(obj, pairs)
-    except (FormatError, UntrustedTypeError, HandlerNotAvailable, OSError):
+    except (AmberError, OSError):  # clear already (as safe_loads passes them)
         raise
     except RecursionError as exc:
         raise FormatError(f"{source}: the loaded object nests too deeply to validate") from exc
@@ -610,7 +610,7 @@ def _guarded(source: str, step: Callable[[], Any]) -> Any:
     """Run one load step, turning any stray exception into a :class:`FormatError`."""
     try:
         return step()
-    except (FormatError, UntrustedTypeError, HandlerNotAvailable, OSError):
+    except (AmberError, OSError):  # clear already (as safe_loads passes them)
         raise
     except RecursionError as exc:
         raise FormatError(f"{source}: the pickle stream nests too deeply") from exc

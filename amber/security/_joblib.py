@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Final, Literal
 
 import numpy as np
 
-from amber.errors import FormatError, HandlerNotAvailable, UntrustedTypeError
+from amber.errors import AmberError, FormatError, UntrustedTypeError
 from amber.security._allowlist import entries, is_allowed, never_reduced, reference_only
 from amber.security._policy import LoadPolicy, trust_name
 from amber.security._scanner import PickleScan, effective_name
@@ -468,7 +468,7 @@ class _Machine(pickle._Unpickler):
     def load(self) -> Any:
         try:
             value = super().load()
-        except (FormatError, UntrustedTypeError, HandlerNotAvailable, OSError):
+        except (AmberError, OSError):  # clear already (as safe_loads passes them)
             raise
         except RecursionError as exc:
             raise FormatError("the pickle stream nests too deeply") from exc
