@@ -303,7 +303,10 @@ class ArtifactReader:
     def verify_all(self, *, strong: bool = True) -> None:
         """Check every entry's digest, reading each once (which checks its local header, its
         alignment and its extent too); ``strong`` also checks the CRC-32 the zip layer records,
-        so that what passes here passes any zip tool's test."""
+        so that what passes here passes any zip tool's test, and that every byte outside the
+        entries' data is what Amber writes (:func:`~amber.artifact._zip.check_layout`), so that
+        a signature, which covers the manifest and through it every digest, leaves no byte of
+        the file free to change but the DOS time stamp."""
         for name in self.entries:
             entry = self.zip_entries[name]
             stored = self._raw(entry)
@@ -314,6 +317,8 @@ class ArtifactReader:
                     f"header although its digests match: the file was altered after it was "
                     f"saved; restore it from its source"
                 )
+        if strong:  # (after the entries: a damaged header gets its own message first)
+            _zip.check_layout(self._slice, self.zip_entries, self.file_size)
 
     @property
     def mmapped(self) -> bool:

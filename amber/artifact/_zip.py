@@ -18,12 +18,13 @@ from collections.abc import Callable, Mapping
 from typing import BinaryIO, NamedTuple
 
 from amber.artifact import _writeback
-from amber.errors import FormatError
+from amber.errors import FormatError, IntegrityError
 
 __all__ = [
     "ALIGNMENT",
     "ZipEntry",
     "ZipWriter",
+    "check_layout",
     "check_name",
     "data_offset",
     "read_data_offset",
@@ -90,6 +91,65 @@ class ZipEntry(NamedTuple):
     limit: int  # where the next entry (or the central directory) begins
 
 
+def _local_header(name: bytes, offset: int, size: int, crc32: int, when: tuple[int, int]) -> bytes:
+    """The local header this writer puts before an entry's data at ``offset`` (its name and
+    extra fields included: ZIP64 sizes when needed, then zero padding to a 64-byte boundary)."""
+    zip64 = size >= _U32
+    extra = struct.pack("<HHQQ", _ZIP64_EXTRA, 16, size, size) if zip64 else b""
+    extra += _padding(_pad(offset, len(name), size))
+    field = _U32 if zip64 else size
+    version = 45 if zip64 else 20
+    fixed = _LOCAL.pack(
+        _SIG_LOCAL, version, _FLAG_UTF8, 0, *when, crc32, field, field, len(name), len(extra)
+    )
+    return fixed + name + extra
+
+
+def _pad(offset: int, name_len: int, size: int) -> int:
+    """Bytes of padding field in the local header at ``offset`` (0, or 4 to 67)."""
+    pad = (-(offset + _LOCAL.size + name_len + (20 if size >= _U32 else 0))) % ALIGNMENT
+    return pad + ALIGNMENT if 0 < pad < 4 else pad  # a field needs at least its 4-byte header
+
+
+def _padding(pad: int) -> bytes:
+    return struct.pack("<HH", _ALIGN_EXTRA, pad - 4) + b"\0" * (pad - 4) if pad else b""
+
+
+def _central_record(entry: ZipEntry, pad: int, when: tuple[int, int]) -> bytes:
+    """The central directory record of ``entry`` whose local header holds ``pad`` bytes of
+    padding."""
+    encoded = entry.name.encode("ascii")
+    size_field, off_field = entry.size, entry.header_offset
+    values = []
+    if entry.size >= _U32:
+        values += [entry.size, entry.size]
+        size_field = _U32
+    if entry.header_offset >= _U32:
+        values.append(entry.header_offset)
+        off_field = _U32
+    z64 = b""
+    if values:
+        z64 = struct.pack(f"<HH{len(values)}Q", _ZIP64_EXTRA, 8 * len(values), *values)
+    extra = z64 + _padding(pad)
+    fixed = _CENTRAL.pack(
+        _SIG_CENTRAL, (3 << 8) | 45, 45 if z64 else 20, _FLAG_UTF8, 0, *when, entry.crc32,
+        size_field, size_field, len(encoded), len(extra), 0, 0, 0, 0o100644 << 16, off_field,
+    )  # fmt: skip
+    return fixed + encoded + extra
+
+
+def _end_records(n: int, cd_start: int, cd_size: int) -> bytes:
+    """The end records after a central directory of ``n`` entries (ZIP64 ones when needed)."""
+    end = cd_start + cd_size
+    out = b""
+    if n >= _U16 or cd_start >= _U32 or cd_size >= _U32:
+        out += _EOCD64.pack(_SIG_EOCD64, 44, (3 << 8) | 45, 45, 0, 0, n, n, cd_size, cd_start)
+        out += _LOCATOR64.pack(_SIG_LOCATOR64, 0, end, 1)
+    return out + _EOCD.pack(
+        _SIG_EOCD, 0, 0, min(n, _U16), min(n, _U16), min(cd_size, _U32), min(cd_start, _U32), 0
+    )
+
+
 class ZipWriter:
     """Append stored entries to a binary file and finish with a central directory.
 
@@ -107,9 +167,9 @@ class ZipWriter:
             self._fd = None
             self._base = 0
         self._sent = 0  # bytes up to this offset have been handed to the disk
-        self._entries: list[tuple[ZipEntry, bytes]] = []
+        self._entries: list[tuple[ZipEntry, int]] = []  # with the padding its header holds
         self._index: dict[str, int] = {}  # entry name -> its position in _entries
-        self._time, self._date = _dos_time(time.time())
+        self._when = _dos_time(time.time())  # (time, date) of every header
 
     @property
     def offset(self) -> int:
@@ -123,21 +183,9 @@ class ZipWriter:
         mv = memoryview(data).cast("B")
         size = mv.nbytes
         encoded = name.encode("ascii")
-        zip64 = size >= _U32
-        zip64_extra = struct.pack("<HHQQ", _ZIP64_EXTRA, 16, size, size) if zip64 else b""
-        base = self._offset + _LOCAL.size + len(encoded) + len(zip64_extra)
-        pad = (-base) % ALIGNMENT
-        if 0 < pad < 4:  # an extra field needs at least its 4-byte header
-            pad += ALIGNMENT
-        align_extra = struct.pack("<HH", _ALIGN_EXTRA, pad - 4) + b"\0" * (pad - 4) if pad else b""
-        extra = zip64_extra + align_extra
-        field = _U32 if zip64 else size
-        header = _LOCAL.pack(
-            _SIG_LOCAL, 45 if zip64 else 20, _FLAG_UTF8, 0, self._time, self._date,
-            crc32, field, field, len(encoded), len(extra),
-        )  # fmt: skip
-        self._f.write(header + encoded + extra)
-        data_offset = self._offset + len(header) + len(encoded) + len(extra)
+        header = _local_header(encoded, self._offset, size, crc32, self._when)
+        self._f.write(header)
+        data_offset = self._offset + len(header)
         entry = ZipEntry(name, self._offset, size, crc32, data_offset + size)
         if self._fd is None or size < WRITEBACK_CHUNK:
             if size:
@@ -149,7 +197,7 @@ class ZipWriter:
                 self._written(data_offset + min(size, start + WRITEBACK_CHUNK))
         self._offset = data_offset + size
         self._index[name] = len(self._entries)
-        self._entries.append((entry, align_extra))
+        self._entries.append((entry, _pad(entry.header_offset, len(encoded), size)))
         return entry
 
     def _written(self, end: int) -> None:
@@ -164,10 +212,10 @@ class ZipWriter:
         """Record the CRC-32s of entries written with a placeholder (computed meanwhile)."""
         for name, crc32 in crcs.items():
             k = self._index[name]
-            entry, extra = self._entries[k]
+            entry, pad = self._entries[k]
             self._f.seek(entry.header_offset + _CRC_AT)
             self._f.write(struct.pack("<I", crc32))
-            self._entries[k] = (entry._replace(crc32=crc32), extra)
+            self._entries[k] = (entry._replace(crc32=crc32), pad)
         self._f.seek(self._offset)
 
     def close(self) -> int:
@@ -176,70 +224,12 @@ class ZipWriter:
         Returns the length of the whole zip file.
         """
         cd_start = self._offset
-        parts: list[bytes] = []
-        for entry, align_extra in self._entries:
-            encoded = entry.name.encode("ascii")
-            z64 = b""
-            size_field = entry.size
-            off_field = entry.header_offset
-            values = []
-            if entry.size >= _U32:
-                values += [entry.size, entry.size]
-                size_field = _U32
-            if entry.header_offset >= _U32:
-                values.append(entry.header_offset)
-                off_field = _U32
-            if values:
-                z64 = struct.pack(f"<HH{len(values)}Q", _ZIP64_EXTRA, 8 * len(values), *values)
-            extra = z64 + align_extra
-            parts.append(
-                _CENTRAL.pack(
-                    _SIG_CENTRAL,
-                    (3 << 8) | 45,
-                    45 if z64 else 20,
-                    _FLAG_UTF8,
-                    0,
-                    self._time,
-                    self._date,
-                    entry.crc32,
-                    size_field,
-                    size_field,
-                    len(encoded),
-                    len(extra),
-                    0,
-                    0,
-                    0,
-                    0o100644 << 16,
-                    off_field,
-                )
-                + encoded
-                + extra
-            )
-        directory = b"".join(parts)
+        directory = b"".join(_central_record(e, pad, self._when) for e, pad in self._entries)
         self._f.write(directory)
-        cd_size = len(directory)
-        n = len(self._entries)
-        end = cd_start + cd_size
-        needs64 = n >= _U16 or cd_start >= _U32 or cd_size >= _U32
-        if needs64:
-            self._f.write(
-                _EOCD64.pack(_SIG_EOCD64, 44, (3 << 8) | 45, 45, 0, 0, n, n, cd_size, cd_start)
-            )
-            self._f.write(_LOCATOR64.pack(_SIG_LOCATOR64, 0, end, 1))
-        self._f.write(
-            _EOCD.pack(
-                _SIG_EOCD,
-                0,
-                0,
-                min(n, _U16),
-                min(n, _U16),
-                min(cd_size, _U32),
-                min(cd_start, _U32),
-                0,
-            )
-        )
+        tail = _end_records(len(self._entries), cd_start, len(directory))
+        self._f.write(tail)
         self._offset = -1
-        return end + (_EOCD64.size + _LOCATOR64.size if needs64 else 0) + _EOCD.size
+        return cd_start + len(directory) + len(tail)
 
 
 def corrupt(msg: str) -> FormatError:
@@ -362,6 +352,45 @@ def read_directory(
     else:
         _close(entries, previous, cd_start)
     return entries
+
+
+def check_layout(
+    read: Callable[[int, int], bytes | memoryview], entries: Mapping[str, ZipEntry], file_size: int
+) -> None:
+    """Require every byte outside the entries' data to be what :class:`ZipWriter` writes.
+
+    The digests cover the data and the manifest; the zip layer's own bytes (versions, time
+    stamps, attributes, padding) are covered by nothing else. Each local header, the central
+    directory and the end records are rebuilt from the directory's entries and compared byte
+    for byte; the one free value is the DOS time stamp, which must be the same in every header.
+    ``entries`` is :func:`read_directory`'s result (vetted, in file order).
+    """
+    listed = list(entries.values())
+    when = _LOCAL.unpack_from(bytes(read(_LOCAL.size, 0)))[4:6] if listed else (0, 0)
+    records = []
+    for entry in listed:
+        name = entry.name.encode("ascii")
+        want = _local_header(name, entry.header_offset, entry.size, entry.crc32, when)
+        _same(read(len(want), entry.header_offset), want, entry.header_offset, entry.name)
+        pad = _pad(entry.header_offset, len(name), entry.size)
+        records.append(_central_record(entry, pad, when))
+    directory = b"".join(records)
+    cd_start = listed[-1].limit if listed else 0
+    want = directory + _end_records(len(listed), cd_start, len(directory))
+    _same(read(file_size - cd_start, cd_start), want, cd_start, None)
+
+
+def _same(got: bytes | memoryview, want: bytes, offset: int, name: str | None) -> None:
+    if got == want:
+        return
+    got = bytes(got)
+    at = next((k for k in range(min(len(got), len(want))) if got[k] != want[k]), len(want))
+    where = f"the local header of entry {name!r}" if name else "the central directory"
+    raise IntegrityError(
+        f"{where} differs from what Amber writes at byte {offset + at} (zip fields that no "
+        f"digest or signature covers: versions, time stamps, attributes, padding): the file "
+        f"was altered after it was saved; restore it from its source"
+    )
 
 
 def _close(entries: dict[str, ZipEntry], entry: ZipEntry, limit: int) -> None:

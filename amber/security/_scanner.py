@@ -147,7 +147,10 @@ def scan_pickle(
     view = view.cast("B")
     size = view.nbytes
     try:
-        modes = dict(hooks) if isinstance(hooks, Mapping) else dict.fromkeys(hooks, OBJECT)
+        if type(hooks) is dict:
+            modes = hooks  # read, never changed: no copy (the loader's is cached)
+        else:
+            modes = dict(hooks) if isinstance(hooks, Mapping) else dict.fromkeys(hooks, OBJECT)
         raw, declared, max_proto, used, sites, called, frames, forget = _pickle_scan.scan(
             view, n_buffers, max(size, 16), modes
         )

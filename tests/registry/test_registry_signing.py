@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,52 @@ def test_a_validly_signed_document_of_another_shape_is_refused(
     for call in (amber.load, amber.verify):
         with pytest.raises(amber.IntegrityError, match="not an amber-ed25519-v1 signature"):
             call(signed, trusted_keys=[keys["alice.pub"]])
+
+
+def _padded_entry(data: bytes) -> tuple[int, int]:
+    """Offset and length of the first local header's padding field body (id 0xD935) that has
+    a body, in an artifact's bytes."""
+    pos = 0
+    while data[pos : pos + 4] == b"PK\x03\x04":
+        name_len, extra_len = struct.unpack_from("<HH", data, pos + 26)
+        size = struct.unpack_from("<I", data, pos + 22)[0]
+        extra = pos + 30 + name_len
+        field_id, body = struct.unpack_from("<HH", data, extra)
+        if field_id == 0xD935 and body:
+            return extra + 4, body
+        pos = extra + extra_len + size
+    raise AssertionError("no padded entry")
+
+
+def test_zip_bytes_outside_every_digest_are_covered_by_verify_and_signed_loads(
+    signed: Path, keys: dict[str, Path], iris_model: Any, tmp_path: Path
+) -> None:
+    """Versions, time stamps, attributes and padding: the zip layer's own bytes, which no digest
+    covers. A signed file whose bytes there changed is refused by verify and by a signed load;
+    an unsigned load, which checks only what it reads, still gets the same model."""
+    data = signed.read_bytes()
+    cd_start = struct.unpack("<I", data[-6:-2])[0]
+    pad_at, _ = _padded_entry(data)
+    cases = {
+        "local version needed": (4, b"\x14\x01"),
+        "local time stamp": (10, b"\x01\x00"),
+        "padding byte": (pad_at + 1, b"X"),
+        "central version made by": (cd_start + 4, b"\x2d\x00"),
+        "central internal attributes": (cd_start + 36, b"\x01\x00"),
+        "central external attributes": (cd_start + 38, b"\x00\x00\xff\x81"),
+    }
+    trusted = [keys["alice.pub"]]
+    for what, (at, new) in cases.items():
+        assert data[at : at + len(new)] != new, what
+        path = tmp_path / f"{what.replace(' ', '_')}.amber"
+        path.write_bytes(data[:at] + new + data[at + len(new) :])
+        for check, keys_given in (
+            (amber.verify, None),
+            (amber.verify, trusted),
+            (amber.load, trusted),
+        ):
+            with pytest.raises(amber.IntegrityError, match="differs from what Amber writes"):
+                check(path, trusted_keys=keys_given)
+        assert predicts_like(amber.load(path), iris_model), what
+    # the writer's own bytes pass, before and after signing
+    amber.verify(signed, trusted_keys=trusted)
