@@ -80,6 +80,7 @@ CHECKED_CLASSES = frozenset(
         *(("sklearn.neighbors._graph", n) for n in _NEIGHBORS_GRAPH),
         ("sklearn.neighbors._lof", "LocalOutlierFactor"),
         *(("sklearn.covariance." + m, n) for m, n in _COVARIANCE),
+        ("sklearn.cluster._hdbscan.hdbscan", "HDBSCAN"),
     }
 )
 
@@ -122,6 +123,8 @@ def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
         _check_label_sets(d, what, refuse)
     if cls.__name__ == "OneHotEncoder" and "_n_features_outs" in d:
         _check_one_hot(d, what, refuse)
+    if cls.__name__ == "HDBSCAN" and d.get("_single_linkage_tree_") is not None:
+        _check_linkage(d["_single_linkage_tree_"], what, refuse)
     if cls.__name__ == "FunctionTransformer":
         for attr in ("func", "inverse_func"):
             if not _callable_on_data(d.get(attr)):
@@ -248,6 +251,17 @@ def _check_birch(d: dict[str, Any], what: str, refuse: Refuse) -> None:
     for attr in ("_subcluster_norms", "subcluster_labels_"):
         if attr in d and np.shape(d[attr]) != centers[:1]:
             raise refuse(what, f"its {attr} do not match its {centers[0]} subclusters")
+
+
+def _check_linkage(tree: Any, what: str, refuse: Refuse) -> None:
+    # dbscan_clustering's compiled union-find holds 2m + 1 clusters for a tree of m merges (the
+    # points, then one cluster per merge) and reads each merge's two node ids unchecked
+    names = getattr(getattr(tree, "dtype", None), "names", None) or ()
+    if not (isinstance(tree, np.ndarray) and tree.ndim == 1 and "left_node" in names):
+        raise refuse(what, "its single-linkage tree is not a 1-d record array of merges")
+    for field in ("left_node", "right_node"):
+        if field not in names or not _indices(tree[field], 2 * tree.shape[0] + 1):
+            raise refuse(what, f"a merge's {field} lies outside its {tree.shape[0]}-merge tree")
 
 
 def _check_covariance(d: dict[str, Any], what: str, refuse: Refuse) -> None:

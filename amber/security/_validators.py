@@ -42,12 +42,14 @@ __all__ = [
     "run_validator",
     "validate_array_state",
     "validate_binary_tree",
+    "validate_binary_tree_state",
     "validate_bspline",
     "validate_dtype",
     "validate_dtype_state",
     "validate_libsvm",
     "validate_loaded",
     "validate_masked_array_state",
+    "validate_metric_state",
     "validate_object",
     "validate_seed_sequence",
     "validate_sparse",
@@ -586,7 +588,47 @@ def validate_binary_tree(tree: Any) -> None:
     _validate_metric(metric, n_features, what)
 
 
+def validate_binary_tree_state(state: Any) -> None:
+    """The state a ``KDTree``/``BallTree`` is given, before it is applied: its compiled
+    ``__setstate__`` reads 13 items without a bounds check (a shorter tuple crashed the load)
+    and keeps a metric that every query calls into."""
+    what = "a neighbors tree's state"
+    if type(state) is not tuple or len(state) != _TREE_STATE_ITEMS:
+        raise _refuse(
+            what, f"expected a tuple of {_TREE_STATE_ITEMS} items, got {_shape_of(state)}"
+        )
+    if not _is_distance_metric(state[11]):
+        raise _refuse(what, f"its metric is a {type(state[11]).__name__}, not a DistanceMetric")
+
+
+def validate_metric_state(state: Any) -> None:
+    """The state a ``DistanceMetric`` is given, before it is applied: its compiled
+    ``__setstate__`` reads ``(p, vec, mat)`` without a bounds check (an empty tuple crashed the
+    load), and a Python-function metric's two more items name code to run."""
+    if type(state) is not tuple or len(state) != 3:
+        raise _refuse(
+            "a distance metric's state",
+            f"expected (p, vec, mat), got {_shape_of(state)} (Python-function metrics are refused)",
+        )
+
+
+_TREE_STATE_ITEMS = 13  # scikit-learn 1.0 to 1.9
+
+
+def _shape_of(state: Any) -> str:
+    return f"a tuple of {len(state)}" if type(state) is tuple else f"a {type(state).__name__}"
+
+
+def _is_distance_metric(metric: Any) -> bool:
+    cls = type(metric)
+    return cls.__module__ == "sklearn.metrics._dist_metrics" and cls.__name__.endswith(
+        ("Distance64", "Distance32", "Distance")
+    )
+
+
 def _validate_metric(metric: Any, n_features: int, what: str) -> None:
+    if not _is_distance_metric(metric):
+        raise _refuse(what, f"its metric is a {type(metric).__name__}, not a DistanceMetric")
     state = metric.__getstate__()
     vec, mat = state[1], state[2]
     name = type(metric).__name__
@@ -704,10 +746,19 @@ def validate_libsvm(est: Any) -> None:
             raise _refuse(what, "the support vector counts per class do not add up")
         n_pairs = n_class * (n_class - 1) // 2
         want_dual = (n_class - 1, n_sv)
+    elif n_class != 2:
+        # libsvm takes the class count from this array for every kind of model and reads a
+        # row of coefficients and an intercept per pair of classes: a regression or one-class
+        # model has one pair
+        raise _refuse(what, f"a regression or one-class model with {n_class} support counts")
     else:
         n_pairs, want_dual = 1, (1, n_sv)
     if np.shape(dual) != want_dual:
         raise _refuse(what, f"dual coefficients have shape {np.shape(dual)}")
+    stored: Any = dual if isinstance(dual, np.ndarray) else getattr(dual, "data", ())
+    if np.size(stored) != math.prod(want_dual):
+        # a sparse fit's coefficients: libsvm copies every one of them from the stored values
+        raise _refuse(what, f"its sparse dual coefficients store {np.size(stored)} values")
     if np.shape(intercept) != (n_pairs,):
         raise _refuse(what, f"intercepts have shape {np.shape(intercept)}")
     # libsvm reads the probability parameters when the model says it has them (scikit-learn
@@ -848,6 +899,10 @@ STATE_VALIDATORS: dict[tuple[str, str], Validator] = {
     ("numpy._core.multiarray", "_reconstruct"): validate_array_state,
     ("numpy.core.multiarray", "_reconstruct"): validate_array_state,
     ("numpy.ma.core", "_mareconstruct"): validate_masked_array_state,
+    # the compiled trees' and metrics' own constructors (their __setstate__ trusts the state)
+    ("sklearn.neighbors._kd_tree", "newObj"): validate_binary_tree_state,
+    ("sklearn.neighbors._ball_tree", "newObj"): validate_binary_tree_state,
+    ("sklearn.metrics._dist_metrics", "newObj"): validate_metric_state,
 }
 """Validators run on each ``BUILD`` state before it is applied, for objects made by these
 globals (when applying a hostile state is itself unsafe)."""
