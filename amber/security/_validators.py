@@ -640,6 +640,9 @@ def _validate_metric(metric: Any, n_features: int, what: str) -> None:
         raise _refuse(what, f"its Minkowski weights do not match {n_features} features")
     if name.startswith("Mahalanobis") and np.shape(mat) != (n_features, n_features):
         raise _refuse(what, f"its Mahalanobis matrix does not match {n_features} features")
+    if name.startswith("Haversine") and n_features != 2:
+        # (latitude, longitude): it reads two values of every row, whatever the rows hold
+        raise _refuse(what, f"its haversine metric reads 2 features, not {n_features}")
 
 
 # --------------------------------------------------------------------------- scipy.sparse

@@ -679,3 +679,20 @@ def test_hdbscan_merges_name_clusters_of_its_tree(tmp_path: Path) -> None:
     plain_pickle_fails(tmp_path, data, "obj.dbscan_clustering(1e9, min_cluster_size=2)")
     hostile._single_linkage_tree_ = np.zeros(3)
     refused(hostile, "its single-linkage tree is not a 1-d record array of merges")
+
+
+def test_a_haversine_metric_needs_two_features() -> None:
+    """The haversine metric reads (latitude, longitude) from every row: put in the tree of a
+    model of one feature, it reads past each row (a read the audit saw with a guard page after
+    every numpy buffer; without one it reads a neighbour's bytes and goes on)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    points = RNG.uniform(-1, 1, size=(40, 2))
+    honest = NearestNeighbors(n_neighbors=3, algorithm="ball_tree", metric="haversine")
+    honest.fit(points)
+    np.testing.assert_array_equal(loads(honest).kneighbors(points)[1], honest.kneighbors(points)[1])
+    hostile = NearestNeighbors(n_neighbors=3, algorithm="ball_tree").fit(points[:, :1])
+    cls, args, state = hostile._tree.__reduce_ex__(2)
+    haversine = DistanceMetric.get_metric("haversine")
+    hostile._tree = _Raw((cls, args, (*state[:11], haversine, state[12])))
+    refused(hostile, "its haversine metric reads 2 features, not 1")
