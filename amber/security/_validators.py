@@ -742,6 +742,11 @@ def validate_libsvm(est: Any) -> None:
     precomputed = d.get("kernel") == "precomputed" or callable(d.get("kernel"))
     if np.shape(sv)[0] != (0 if precomputed else n_sv):
         raise _refuse(what, f"{np.shape(sv)[0]} support vectors but {n_sv} support indices")
+    if not isinstance(sv, np.ndarray) and (
+        getattr(sv, "format", None) != "csr" or np.shape(sv.indptr) != (np.shape(sv)[0] + 1,)
+    ):
+        # libsvm's sparse code reads the index pointers as one row per support vector
+        raise _refuse(what, "its sparse support vectors are not rows of a CSR matrix")
     if n_sv_per_class.size and n_sv_per_class.min() < 0:
         raise _refuse(what, "a class has a negative number of support vectors")
     if classify:

@@ -649,9 +649,10 @@ def test_a_regression_or_one_class_svm_has_two_support_counts(
         plain_pickle_fails(tmp_path, data, "obj.predict(np.random.rand(7, 4))")
 
 
-def test_a_sparse_svm_stores_every_dual_coefficient(tmp_path: Path) -> None:
+def test_a_sparse_svm_holds_what_libsvm_reads(tmp_path: Path) -> None:
     """A sparse fit keeps its dual coefficients in a sparse matrix, and libsvm copies
-    (classes - 1) x (support vectors) values from its stored data."""
+    (classes - 1) x (support vectors) values from its stored data; its support vectors are the
+    rows of a CSR matrix."""
     import scipy.sparse as sp
     from sklearn.svm import SVC
 
@@ -663,6 +664,11 @@ def test_a_sparse_svm_stores_every_dual_coefficient(tmp_path: Path) -> None:
     data = refused(hostile, "its sparse dual coefficients store 0 values")
     use = "import scipy.sparse as sp; obj.predict(sp.csr_matrix(np.random.rand(7, 4)))"
     plain_pickle_fails(tmp_path, data, use)
+    # libsvm reads the support vectors' index pointers as rows: a CSC matrix of the same shape
+    # (the audit scaled it to 3,000,000 support vectors and saw predict crash) is refused
+    hostile = copy.deepcopy(fitted)
+    hostile.support_vectors_ = fitted.support_vectors_.tocsc()
+    refused(hostile, "its sparse support vectors are not rows of a CSR matrix")
 
 
 def test_hdbscan_merges_name_clusters_of_its_tree(tmp_path: Path) -> None:
