@@ -233,40 +233,61 @@ class _Ref:
 class _Obj:
     """The inert result of calling or instantiating a global (scan mode)."""
 
-    __slots__ = ("args", "built", "func", "hook", "state", "wrapper")
+    __slots__ = ("args", "budget", "built", "func", "hook", "state", "wrapper")
 
-    def __init__(self, func: _Ref, args: tuple[Any, ...], *, wrapper: bool = False) -> None:
+    def __init__(
+        self, func: _Ref, args: tuple[Any, ...], budget: _Budget, *, wrapper: bool = False
+    ) -> None:
         self.func, self.args, self.wrapper = func, args, wrapper
+        self.budget = budget
         self.state: Any = None
         self.built = False
         self.hook: int | None = None
 
     def append(self, item: Any) -> None:
         """Accept APPEND, keeping nothing (see :func:`_refuse_stand_ins`)."""
-        _refuse_stand_ins(item)
+        _refuse_stand_ins(item, self.budget)
 
     def extend(self, items: Any) -> None:
         """Accept APPENDS, keeping nothing."""
-        _refuse_stand_ins(list(items))
+        _refuse_stand_ins(list(items), self.budget)
 
     def add(self, item: Any) -> None:
         """Accept ADDITEMS, keeping nothing."""
-        _refuse_stand_ins(item)
+        _refuse_stand_ins(item, self.budget)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         """Accept SETITEM(S), keeping nothing."""
-        _refuse_stand_ins((key, value))
+        _refuse_stand_ins((key, value), self.budget)
 
 
-def _refuse_stand_ins(root: Any) -> None:
+class _Budget:
+    """Steps left to vet what a stream adds to called objects (shared by nested streams)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+
+def _refuse_stand_ins(root: Any, budget: _Budget) -> None:
     """Refuse a scanned value that holds, other than as something called, a global the load
     replaces by a stand-in: a guarded callable (``_unpickler.CALL_ONLY_GUARDS``, which checks its
     arguments) or joblib's array wrapper (no behaviour at all). Honest pickles only call them;
-    as a value, the stand-in would be in the model where pickle puts the global itself."""
+    as a value, the stand-in would be in the model where pickle puts the global itself.
+
+    Each value visited spends a step of ``budget``: a stream that appends one large shared
+    value many times would otherwise take steps quadratic in its length."""
     seen: set[int] = set()
     stack = [root]
     while stack:
         value = stack.pop()
+        budget.left -= 1
+        if budget.left < 0:
+            raise FormatError(
+                "the stream adds the same values to objects over and over (vetting them would "
+                "take more steps than 16 per byte of the stream); the file is damaged or crafted"
+            )
         if id(value) in seen:
             continue
         seen.add(id(value))
@@ -393,6 +414,7 @@ class _Shared:
     # one entry per object made by a validated global, in stream order: is it BUILT later?
     hooks_built: list[bool] = field(default_factory=list)
     plan: list[bool] | None = None  # the scan's hooks_built, followed by the load
+    vetting: _Budget = field(default_factory=lambda: _Budget(0))  # set by the outer machine
 
 
 def _refuse(what: str) -> Callable[[Any], None]:
@@ -460,6 +482,8 @@ class _Machine(pickle._Unpickler):
         # (arr[i] = ... after the array's check); id -> (object, the state check or None)
         self._checked: dict[int, tuple[Any, Validator | None]] = {}
         self._weights: dict[int, tuple[Any, int]] = {}  # id(tuple) -> (tuple, expanded size)
+        if not nested:
+            shared.vetting.left = reader.size * 16 + (1 << 20)
         self._wrappers = 0  # array wrappers made and not yet turned into their arrays
         self._find = _refs_only if self._scan else _amber_find_class(policy)
 
@@ -619,7 +643,7 @@ class _Machine(pickle._Unpickler):
         self._wrappers += wrapper
         if not self._scan:
             return self._made(func, func(*args))
-        return self._made(func, _Obj(func, args, wrapper=wrapper))
+        return self._made(func, _Obj(func, args, self._shared.vetting, wrapper=wrapper))
 
     def load_reduce(self) -> None:
         args = self.stack.pop()
@@ -644,7 +668,7 @@ class _Machine(pickle._Unpickler):
             raise FormatError("joblib's array wrapper is created with arguments")
         self._wrappers += wrapper
         if self._scan:
-            return self._made(cls, _Obj(cls, args, wrapper=wrapper))
+            return self._made(cls, _Obj(cls, args, self._shared.vetting, wrapper=wrapper))
         if not isinstance(cls, type):
             raise FormatError(f"{opcode} on {cls!r}, which is not a class")
         return self._made(cls, cls.__new__(cls, *args, **kwargs))
@@ -757,7 +781,7 @@ class _Machine(pickle._Unpickler):
             )
         if self._scan:
             reader.take(nbytes, "array data")
-            placeholder = _Obj(_Ref("numpy", "ndarray"), ())
+            placeholder = _Obj(_Ref("numpy", "ndarray"), (), self._shared.vetting)
             placeholder.built = True  # joblib never BUILDs on an array
             return placeholder
         data = reader.take(nbytes, "array data")
@@ -959,7 +983,8 @@ def scan_joblib(data: bytes) -> JoblibScan:
     reader = _Reader(data)
     error: str | None = None
     try:
-        _refuse_stand_ins(_Machine(reader, mode="scan", shared=shared, policy=LoadPolicy()).load())
+        machine = _Machine(reader, mode="scan", shared=shared, policy=LoadPolicy())
+        _refuse_stand_ins(machine.load(), shared.vetting)
         if reader.remaining:
             raise FormatError(
                 f"{reader.remaining} bytes of trailing data follow the end of the pickle stream"

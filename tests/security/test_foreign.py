@@ -783,6 +783,28 @@ def test_the_joblib_reader_refuses_a_tuple_of_shared_copies_too(tmp_path: Path) 
     assert "a tuple repeats shared items" in amber.scan(path).verdict
 
 
+def test_the_joblib_reader_bounds_the_work_of_values_added_to_called_objects(
+    tmp_path: Path,
+) -> None:
+    """A list appended over and over to an object the stream made: each append vets the whole
+    list for stand-ins, steps quadratic in the stream's length (the audit's 80 kB file, a
+    50,000-item list appended 10,000 times, ran for minutes); they are now bounded by it."""
+    body = (
+        b"(" + b"N" * 20_000 + b"l" + b"q\xc8" + b"0"  # a list of 20,000 Nones in memo 200
+        + _global("builtins", "list") + b")R"  # an object made by a call
+        + b"h\xc8a" * 200  # APPEND memo[200] to it, 200 times: 4 million steps
+        + b"0"
+    )  # fmt: skip
+    path = _write(tmp_path, _array_stream(np.arange(3.0), body=body))
+    message = "adds the same values to objects over and over"
+    assert message in amber.scan(path).verdict
+    with pytest.raises(FormatError, match=message):
+        amber.load(path)
+    once = body.replace(b"h\xc8a" * 200, b"h\xc8a")
+    verdict = amber.scan(_write(tmp_path, _array_stream(np.arange(3.0), body=once), "1.joblib"))
+    assert verdict.verdict == "safe", verdict.verdict
+
+
 # --------------------------------------------------------------------------- large plain pickles
 def test_a_large_plain_pickle_is_read_into_a_map_of_its_own(
     multiclass_data: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
