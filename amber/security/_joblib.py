@@ -261,6 +261,9 @@ class _Obj:
         _refuse_stand_ins((key, value), self.budget)
 
 
+MAX_TUPLE_DEPTH = 1000  # as the C scanner's: CPython hashes nested tuples recursively
+
+
 class _Budget:
     """Steps left to vet what a stream adds to called objects (shared by nested streams)."""
 
@@ -481,7 +484,8 @@ class _Machine(pickle._Unpickler):
         # state is checked before BUILD applies it, and no item assignment may reach them
         # (arr[i] = ... after the array's check); id -> (object, the state check or None)
         self._checked: dict[int, tuple[Any, Validator | None]] = {}
-        self._weights: dict[int, tuple[Any, int]] = {}  # id(tuple) -> (tuple, expanded size)
+        # id(tuple) -> (tuple, expanded size, nesting depth)
+        self._weights: dict[int, tuple[Any, int, int]] = {}
         if not nested:
             shared.vetting.left = reader.size * 16 + (1 << 20)
         self._wrappers = 0  # array wrappers made and not yet turned into their arrays
@@ -838,17 +842,25 @@ class _Machine(pickle._Unpickler):
         huge: 64 levels of (t, t) are 2**64 steps to hash or print, from a kilobyte (the same
         bound as the C scanner's)."""
         made = self.stack[-1]
-        weight = 1
+        weight, depth = 1, 1
         for item in made:
             if type(item) in (tuple, frozenset):
-                weight += self._weights.get(id(item), (None, 1 + len(item)))[1]
+                # (a tuple not remembered holds no tuple: see below)
+                _, inner, levels = self._weights.get(id(item), (None, 1 + len(item), 1))
+                weight += inner
+                depth = max(depth, levels + 1)
         if weight > self._reader.size * 16 + (1 << 20):
             raise FormatError(
                 f"a tuple repeats shared items into {weight} nested items; hashing or printing "
                 f"it would take that many steps"
             )
-        if weight > 1 + len(made):  # only shared structure needs remembering
-            self._weights[id(made)] = (made, weight)
+        if depth > MAX_TUPLE_DEPTH:
+            raise FormatError(
+                f"tuples nest more than {MAX_TUPLE_DEPTH} levels deep; hashing one recurses as "
+                f"deeply and would overflow the stack"
+            )
+        if weight > 1 + len(made) or depth > 1:  # shared or nested structure: remembered
+            self._weights[id(made)] = (made, weight, depth)
 
     for _opcode, _name in (
         (pickle.TUPLE, "load_tuple"),

@@ -269,19 +269,39 @@ weight(const Item *it)
     return (it->tag == T_ANY && (it->flags & F_CONT) && it->pos > 0) ? it->pos : 1;
 }
 
+/* How deeply tuples and frozensets nest inside a tuple's item (kept in `aux` of a tuple's
+ * item; 0 for anything else). CPython hashes a tuple by hashing its items, recursively and
+ * without a depth check: a dictionary key of a million nested 1-tuples, two bytes each, ends
+ * the process when the unpickler stores it. */
+#define MAX_TUPLE_DEPTH 1000
+
+static inline uint32_t
+depth(const Item *it)
+{
+    return (it->tag == T_ANY && (it->flags & F_CONT) && it->pos > 0) ? it->aux : 0;
+}
+
+/* The weight and depth of a tuple (or frozenset) of the items from `from` to the top. */
 static int
-tuple_weight(Scan *s, Py_ssize_t off, Py_ssize_t from, Py_ssize_t *out)
+tuple_weight(Scan *s, Py_ssize_t off, Py_ssize_t from, Item *tuple)
 {
     Py_ssize_t w = 1;
+    uint32_t d = 0;
     for (Py_ssize_t k = from; k < s->sp; k++) {
         w += weight(&s->stack[k]);
         if (w > WEIGHT_CAP)
             w = WEIGHT_CAP;
+        if (depth(&s->stack[k]) > d)
+            d = depth(&s->stack[k]);
     }
     if (w > s->len * 16 + ((Py_ssize_t)1 << 20))
         return fail(s, off, "a tuple repeats shared items into %zd nested items; hashing or "
                             "printing it would take that many steps", w);
-    *out = w;
+    if (d + 1 > MAX_TUPLE_DEPTH)
+        return fail(s, off, "tuples nest more than %d levels deep; hashing one recurses as "
+                            "deeply and would overflow the stack", MAX_TUPLE_DEPTH);
+    tuple->pos = w;
+    tuple->aux = d + 1;
     return 0;
 }
 
@@ -877,7 +897,7 @@ run(Scan *s, int *declared, int *maxproto)
                 return -1;
             it = plain(moff);  /* the slot began at its MARK */
             it.flags = F_CONT;
-            if ((op == OP_TUPLE || op == OP_FROZENSET) && tuple_weight(s, off, m, &it.pos) < 0)
+            if ((op == OP_TUPLE || op == OP_FROZENSET) && tuple_weight(s, off, m, &it) < 0)
                 return -1;
             s->sp = m;
             if (push(s, off, it) < 0)
@@ -890,7 +910,7 @@ run(Scan *s, int *declared, int *maxproto)
                 return -1;
             it = plain(s->stack[s->sp - m].start);
             it.flags = F_CONT;
-            if (tuple_weight(s, off, s->sp - m, &it.pos) < 0)
+            if (tuple_weight(s, off, s->sp - m, &it) < 0)
                 return -1;
             s->sp -= m;
             s->stack[s->sp++] = it;

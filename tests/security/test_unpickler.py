@@ -1097,6 +1097,31 @@ def test_a_tuple_of_shared_copies_cannot_grow_past_its_stream() -> None:
     assert load(pickle.dumps(honest, protocol=5)) == honest
 
 
+def _nested_key(levels: int, frozen: bool = False) -> bytes:
+    """A dict whose key is ``levels`` nested 1-tuples (or frozensets of one)."""
+    # MARK ... MARK None FROZENSET ... FROZENSET, or None TUPLE1 ... TUPLE1
+    key = b"(" * levels + b"N" + b"\x91" * levels if frozen else b"N" + b"\x85" * levels
+    return b"\x80\x05}" + key + b"K\x01s."
+
+
+def test_tuples_nest_at_most_a_thousand_levels(tmp_path: Path) -> None:
+    """CPython hashes a tuple by hashing its items recursively, without a depth check: a dict
+    key of a million nested 1-tuples (a 1 MB stream) ends plain pickle's load when it stores
+    the key. Honest pickles never nest tuples or frozensets anywhere near 1,000 levels."""
+    bomb = _nested_key(1_000_000)
+    path = tmp_path / "deep.pkl"
+    path.write_bytes(bomb)
+    proc = run_python(f"import pickle; pickle.loads(open({str(path)!r}, 'rb').read())")
+    assert crashed(proc), (proc.returncode, proc.stderr[-300:])
+    for data in (bomb, _nested_key(1001), _nested_key(1001, frozen=True)):
+        with pytest.raises(FormatError, match="nest more than 1000 levels deep"):
+            load(data)
+    (key,) = load(_nested_key(1000))  # the deepest a stream may nest them
+    assert hash(key) == hash(pickle.loads(_nested_key(1000)).popitem()[0])
+    (key,) = load(_nested_key(1000, frozen=True))
+    assert len(key) == 1
+
+
 def test_a_large_read_is_copied_and_given_back_in_steps() -> None:
     """An array held in the stream is read with one readinto; copied whole, its pages and the
     unpickler's bytearray were both in memory at once (a 264 MB pickle took 510 MB)."""
