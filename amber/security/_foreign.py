@@ -31,7 +31,13 @@ from amber._paths import is_stream
 from amber._words import counted
 from amber.errors import AmberError, FormatError, UntrustedTypeError
 from amber.security._allowlist import is_allowed
-from amber.security._joblib import is_any_wrapper_name, is_wrapper_name, load_joblib, scan_joblib
+from amber.security._joblib import (
+    is_any_wrapper_name,
+    is_wrapper_name,
+    load_joblib,
+    pickle_budget,
+    scan_joblib,
+)
 from amber.security._policy import LoadPolicy, trust_name
 from amber.security._scanner import PickleScan, scan_pickle
 from amber.security._unpickler import safe_loads
@@ -108,6 +114,7 @@ class _Opened:
     data: bytes | memoryview
     source: str
     room: mmap.mmap | None = None  # ``data`` is the start of this private map (_read_with_room)
+    budget: int | None = None  # most bytes of opcodes to read (a compressed joblib stream)
 
     def whole(self) -> bytes:
         """``data`` as bytes (only a plain pickle is ever held in a map)."""
@@ -371,7 +378,8 @@ def _open(source: Source, max_decompressed_size: int | None, name: str | None = 
     elif not _is_pickle(data):
         raise _unknown(data, name)
     joblib = compression == "zfile" or _names_a_wrapper(data, len(data))
-    return _Opened("joblib" if joblib else "pickle", compression, data, name)
+    budget = pickle_budget(len(raw), max_decompressed_size) if compression else None
+    return _Opened("joblib" if joblib else "pickle", compression, data, name, budget=budget)
 
 
 def sniff(source: Source, *, max_decompressed_size: int | None = None) -> str:
@@ -496,7 +504,7 @@ def scan_file(
             f"use amber.inspect() to list what it references"
         )
     if opened.kind == "joblib":
-        scan = scan_joblib(opened.whole())
+        scan = scan_joblib(opened.whole(), budget=opened.budget)
         untrusted = scan.untrusted(policy)
         return ScanReport(
             kind="joblib",
@@ -649,7 +657,10 @@ def _load_pickle(opened: _Opened, policy: LoadPolicy) -> Any:
 def _load_joblib(opened: _Opened, policy: LoadPolicy) -> Any:
     policy.warn_if_unsafe(opened.source)
     obj, scan = _guarded(
-        opened.source, lambda: load_joblib(opened.whole(), policy=policy, source=opened.source)
+        opened.source,
+        lambda: load_joblib(
+            opened.whole(), policy=policy, source=opened.source, budget=opened.budget
+        ),
     )
     pairs = tuple(p for p in scan.globals if not is_wrapper_name(*p))
     return _validated(obj, pairs, opened.source)

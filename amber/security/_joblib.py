@@ -176,10 +176,12 @@ class JoblibScan:
 class _Reader:
     """Reads over an in-memory stream that refuse to run past its end."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, budget: int | None = None) -> None:
         self._data = data
         self._view = memoryview(data)
         self.pos = 0
+        self._taken = 0  # bytes of array data (read in bulk, never by the opcode loop)
+        self._budget = budget  # most bytes the opcode loop may read (None: the whole stream)
 
     @property
     def remaining(self) -> int:
@@ -201,17 +203,30 @@ class _Reader:
 
     def read(self, n: int) -> bytes:
         start = self._claim(n, "the pickle stream")
+        self._spend()
         return self._data[start : start + n]
 
     def readline(self) -> bytes:
         end = self._data.find(b"\n", self.pos)
         end = len(self._data) if end < 0 else end + 1
         start, self.pos = self.pos, end
+        self._spend()
         return self._data[start:end]
 
     def take(self, n: int, what: str) -> memoryview:
         start = self._claim(n, what)
+        self._taken += n
         return self._view[start : start + n]
+
+    def _spend(self) -> None:
+        if self._budget is not None and self.pos - self._taken > self._budget:
+            raise FormatError(
+                f"its pickle opcodes run past {self._budget // MIB} MiB once decompressed, more "
+                f"than {PICKLE_RATIO} times the compressed file (at least "
+                f"{PICKLE_FLOOR // MIB} MiB), which Amber's joblib reader works through one "
+                f"opcode at a time: a decompression bomb? A file of your own converts where "
+                f"you trust it: amber.save(joblib.load(path), 'model.amber')"
+            )
 
 
 # --------------------------------------------------------------------------- inert values
@@ -262,6 +277,21 @@ class _Obj:
 
 
 MAX_TUPLE_DEPTH = 1000  # as the C scanner's: CPython hashes nested tuples recursively
+MIB = 1 << 20
+# The opcodes (the stream without its arrays' bytes) of a compressed file are read at most up
+# to this many times its compressed size, and at least PICKLE_FLOOR: this reader is Python, a
+# microsecond an opcode, and a 64 kB gzip file inflates to 32 million opcodes (a minute).
+PICKLE_RATIO = 64
+PICKLE_FLOOR = 8 * MIB
+
+
+def pickle_budget(compressed: int | None, limit: int | None = None) -> int | None:
+    """The most bytes of opcodes read from a stream that was ``compressed`` bytes on disk
+    (None: not compressed, no bound); ``limit``, the caller's ``max_decompressed_size``,
+    replaces the default."""
+    if compressed is None:
+        return None
+    return limit if limit is not None else max(PICKLE_FLOOR, PICKLE_RATIO * compressed)
 
 
 class _Budget:
@@ -982,8 +1012,10 @@ class _Machine(pickle._Unpickler):
 # --------------------------------------------------------------------------- entry points
 
 
-def scan_joblib(data: bytes) -> JoblibScan:
+def scan_joblib(data: bytes, *, budget: int | None = None) -> JoblibScan:
     """List every global a joblib stream references, building nothing and importing nothing.
+
+    ``budget``: the most bytes of opcodes to read (:func:`pickle_budget`).
 
     Example
     -------
@@ -992,7 +1024,7 @@ def scan_joblib(data: bytes) -> JoblibScan:
     (('sklearn.linear_model._logistic', 'LogisticRegression'), ('numpy', 'dtype'))
     """
     shared = _Shared()
-    reader = _Reader(data)
+    reader = _Reader(data, budget)
     error: str | None = None
     try:
         machine = _Machine(reader, mode="scan", shared=shared, policy=LoadPolicy())
@@ -1014,14 +1046,16 @@ def scan_joblib(data: bytes) -> JoblibScan:
     )
 
 
-def load_joblib(data: bytes, *, policy: LoadPolicy, source: str) -> tuple[Any, JoblibScan]:
+def load_joblib(
+    data: bytes, *, policy: LoadPolicy, source: str, budget: int | None = None
+) -> tuple[Any, JoblibScan]:
     """Scan, check the allowlist for every name at once, then load a joblib stream.
 
     Returns the object and the scan. Raises :class:`FormatError` for a malformed or
     unsupported stream and :class:`UntrustedTypeError` listing every name outside the
     allowlist; nothing from the file is imported or run before both checks pass.
     """
-    scan = scan_joblib(data)
+    scan = scan_joblib(data, budget=budget)
     untrusted = scan.untrusted(policy)
     if untrusted:  # even in a malformed stream: the names read so far are the best warning
         raise UntrustedTypeError(untrusted, source=source)
@@ -1030,7 +1064,7 @@ def load_joblib(data: bytes, *, policy: LoadPolicy, source: str) -> tuple[Any, J
     if scan.legacy:
         raise FormatError(f"cannot load {source}: {_LEGACY_HINT}")
     shared = _Shared(expected=iter(scan.layout), plan=list(scan.hooks_built))
-    reader = _Reader(data)
+    reader = _Reader(data)  # (the scan read it all: no bound needed twice)
     try:
         value = _Machine(reader, mode="load", shared=shared, policy=policy).load()
     except FormatError as exc:

@@ -818,6 +818,33 @@ def test_the_joblib_reader_refuses_tuples_nested_past_a_thousand_levels(tmp_path
         assert ("tuples nest more than 1000 levels deep" in verdict) is refused, verdict
 
 
+def test_the_opcodes_of_a_compressed_joblib_file_are_bounded_by_its_size(tmp_path: Path) -> None:
+    """A gzip file of 64 kB inflated to 32 million harmless opcodes, which this reader (Python,
+    a microsecond an opcode) worked through for minutes, in scan and again in load. The
+    opcodes (the stream without its arrays' bytes) may take 64 times the compressed size, at
+    least 8 MiB; max_decompressed_size= sets the bound instead."""
+    import gzip
+
+    from amber.security._foreign import _open
+    from amber.security._joblib import PICKLE_FLOOR, pickle_budget, scan_joblib
+
+    assert pickle_budget(None) is None  # an uncompressed stream: its own length bounds it
+    assert pickle_budget(1000) == PICKLE_FLOOR
+    assert pickle_budget(1 << 30) == 64 << 30
+    assert pickle_budget(1000, limit=5) == 5
+    bomb = _array_stream(np.arange(3.0), body=b"N0" * (1 << 20))  # 2 MiB of opcodes
+    path = _write(tmp_path, gzip.compress(bomb, mtime=0), "bomb.joblib.gz")
+    opened = _open(path, None)
+    assert opened.kind == "joblib" and opened.budget == PICKLE_FLOOR
+    assert _open(path, 3 << 20).budget == 3 << 20
+    assert scan_joblib(bomb, budget=PICKLE_FLOOR).error is None
+    error = scan_joblib(bomb, budget=1 << 20).error
+    assert error is not None and "its pickle opcodes run past 1 MiB once decompressed" in error
+    # array bytes are read in bulk and do not count: 8 MiB of them pass a 1 MiB bound
+    big = np.arange(1 << 20, dtype=np.float64)
+    assert scan_joblib(_array_stream(big, body=b"N0" * 1000), budget=1 << 20).error is None
+
+
 # --------------------------------------------------------------------------- large plain pickles
 def test_a_large_plain_pickle_is_read_into_a_map_of_its_own(
     multiclass_data: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
