@@ -1026,3 +1026,14 @@ def test_a_frame_sample_with_columns_the_model_never_saw_is_warned_about(tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         amber.save(model, tmp_path / "m.amber", sample=frame.head(5))
+
+
+def test_an_object_nested_past_the_recursion_limit_is_refused_clearly(tmp_path: Path) -> None:
+    """pickle raises RecursionError; amber.save (and so `amber convert` of a legacy file that
+    holds such a list) says what is wrong and writes nothing."""
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(TypeError, match="nests containers more deeply than pickle can write"):
+        amber.save(deep, tmp_path / "deep.amber")
+    assert not list(tmp_path.iterdir())

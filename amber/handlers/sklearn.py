@@ -188,6 +188,12 @@ class SklearnHandler:
 
         try:
             stream, refused_methods = _dumps(obj, out_of_band)
+        except RecursionError:
+            raise TypeError(
+                f"cannot save a {type(obj).__module__}.{type(obj).__qualname__}: it nests "
+                f"containers more deeply than pickle can write (Python's recursion limit, "
+                f"{sys.getrecursionlimit()}); flatten the deepest list, dict or tuple first"
+            ) from None
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise TypeError(
                 f"cannot save a {type(obj).__module__}.{type(obj).__qualname__}: it cannot be "

@@ -638,9 +638,29 @@ def _not_joblib(scan: PickleScan) -> None:
         raise _JoblibStream("the stream names joblib's array wrappers: it is a joblib file")
 
 
+def _few_checks(budget: int) -> Callable[[PickleScan], None]:
+    """Refuse a decompressed stream with more validation sites than one per 8 bytes of its
+    opcode budget (:func:`~amber.security._joblib.pickle_budget`): each site is a call into
+    Python, and 5.6 million dtype calls through memo copies inflate from 49 kB (a 24 s load)."""
+
+    def vet(scan: PickleScan) -> None:
+        if len(scan.hook_sites) > budget // 8:
+            raise FormatError(
+                f"the stream asks for {len(scan.hook_sites):,} checked objects, more than "
+                f"{budget // 8:,} from a compressed file of its size: a decompression bomb? A "
+                f"file of your own converts where you trust it: amber.save(pickle.load(f), "
+                f"'model.amber')"
+            )
+
+    return vet
+
+
 def _load_pickle(opened: _Opened, policy: LoadPolicy) -> Any:
     # safe_loads vets the stream, refuses untrusted names at once, validates each object of a
     # checked type as soon as it is built and runs validate_loaded on the result.
+    vet: Callable[[PickleScan], None] | None = None if opened.room is None else _not_joblib
+    if opened.budget is not None:  # (a compressed stream is never read into a room)
+        vet = _few_checks(opened.budget)
     return _guarded(
         opened.source,
         lambda: safe_loads(
@@ -649,7 +669,7 @@ def _load_pickle(opened: _Opened, policy: LoadPolicy) -> Any:
             source=opened.source,
             release=opened.room is not None,
             room=opened.room,
-            vet=None if opened.room is None else _not_joblib,
+            vet=vet,
         ),
     )
 

@@ -154,6 +154,14 @@ def scan_pickle(
         raw, declared, max_proto, used, sites, called, frames, forget = _pickle_scan.scan(
             view, n_buffers, max(size, 16), modes
         )
+    except MemoryError:
+        # (a memo of hundreds of millions of entries, inflated from a small compressed file)
+        raise StreamRefused(
+            f"{source} is not a safe pickle stream: checking it needs more memory than is "
+            f"available ({size:,} bytes of opcodes, each memo store kept). It is damaged or "
+            f"crafted; nothing from it was run.",
+            reason="it needs more memory to check than is available",
+        ) from None
     except _pickle_scan.ScanError as exc:
         message, offset = exc.args
         raise StreamRefused(

@@ -845,6 +845,34 @@ def test_the_opcodes_of_a_compressed_joblib_file_are_bounded_by_its_size(tmp_pat
     assert scan_joblib(_array_stream(big, body=b"N0" * 1000), budget=1 << 20).error is None
 
 
+def test_a_compressed_pickle_is_bounded_in_checked_objects_and_scan_memory(
+    tmp_path: Path,
+) -> None:
+    """numpy.dtype("f8") called 1.1 million times through memo copies, 6 bytes each, from a
+    gzip file of a few kB: each call is a validated site (the audit's 49 kB file took 24 s and
+    2 GB). And a memo of 64 million stores, whose scan needs more memory than the process may
+    have, is a refusal, not a MemoryError."""
+    import gzip
+
+    pre = b"\x80\x02cnumpy\ndtype\nq\x010X\x02\x00\x00\x00f8\x89\x88\x87q\x020"
+    calls = _write(tmp_path, gzip.compress(pre + b"h\x01h\x02R0" * 1_100_000 + b"N."), "c.pkl.gz")
+    with pytest.raises(FormatError, match="asks for 1,100,000 checked objects, more than"):
+        amber.load(calls)
+    few = _write(tmp_path, gzip.compress(pre + b"h\x01h\x02R0" * 1000 + b"N."), "few.pkl.gz")
+    assert amber.load(few) is None
+    from security_kit import run_python
+
+    memo = _write(tmp_path, gzip.compress(b"\x80\x04N" + b"\x94" * (64 << 20) + b"."), "m.pkl.gz")
+    proc = run_python(
+        f"""
+        import resource, amber
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        print(amber.scan({str(memo)!r}).verdict)
+        """
+    )
+    assert "checking it needs more memory than is available" in proc.stdout, proc.stderr[-500:]
+
+
 # --------------------------------------------------------------------------- large plain pickles
 def test_a_large_plain_pickle_is_read_into_a_map_of_its_own(
     multiclass_data: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
