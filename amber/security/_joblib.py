@@ -565,6 +565,11 @@ class _Machine(pickle._Unpickler):
     # -- globals ------------------------------------------------------------------------
 
     def find_class(self, module: str, name: str) -> Any:
+        if len(module) > 1000 or len(name) > 1000:  # as the C scanner: no real name is that long
+            raise FormatError(
+                f"a global's name is {max(len(module), len(name)):,} characters long (at most "
+                f"1,000); the file is damaged or crafted"
+            )
         # as Amber's own unpickler reads names: Python 2's mapped, misnamed modules read as meant
         module, name = effective_name(module, name, self.proto < 3 and self.fix_imports)
         self._shared.names.setdefault((module, name), None)

@@ -873,6 +873,23 @@ def test_a_compressed_pickle_is_bounded_in_checked_objects_and_scan_memory(
     assert "checking it needs more memory than is available" in proc.stdout, proc.stderr[-500:]
 
 
+def test_the_joblib_reader_refuses_a_global_name_of_megabytes(tmp_path: Path) -> None:
+    """As the C scanner does (a name over 1,000 characters), instead of echoing 8 MB into the
+    report and the error."""
+    name = "x" * (8 << 20)
+    data = (
+        b"\x80\x04" + sbu_("NumpyArrayWrapper") + b"0" + sbu_("numpy")
+        + b"\x8d" + len(name).to_bytes(8, "little") + name.encode() + b"\x93."
+    )  # fmt: skip
+    verdict = amber.scan(_write(tmp_path, data, "long.pkl")).verdict
+    assert "a global's name is 8,388,608 characters long (at most 1,000)" in verdict
+    assert len(verdict) < 1000
+
+
+def sbu_(text: str) -> bytes:
+    return b"\x8c" + bytes([len(text)]) + text.encode() + b"\x94"
+
+
 # --------------------------------------------------------------------------- large plain pickles
 def test_a_large_plain_pickle_is_read_into_a_map_of_its_own(
     multiclass_data: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
