@@ -714,6 +714,15 @@ def safe_loads(
             validate_loaded(obj, scan.globals, cross_only=True)  # each object checked as built
     except (AmberError, Warning, OSError):
         raise
+    except MemoryError:
+        # the unpickler's stack and memo hold what was built so far: free them before the
+        # error is made, which would otherwise meet the same shortage and escape as itself
+        del unpickler
+        raise FormatError(
+            f"{source} could not be unpickled: {_describe(MemoryError())}. The stream passed "
+            f"Amber's checks, but its contents are inconsistent (damaged or crafted); nothing "
+            f"outside the allowlist was run."
+        ) from None
     except Exception as exc:
         raise FormatError(
             f"{source} could not be unpickled: {_describe(exc)}. The stream passed Amber's "

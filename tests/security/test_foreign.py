@@ -863,14 +863,22 @@ def test_a_compressed_pickle_is_bounded_in_checked_objects_and_scan_memory(
     from security_kit import run_python
 
     memo = _write(tmp_path, gzip.compress(b"\x80\x04N" + b"\x94" * (64 << 20) + b"."), "m.pkl.gz")
+    # 16 million empty lists appended to one: 1.2 GB to build, from 32 kB
+    lists = _write(tmp_path, gzip.compress(b"\x80\x04]" + b"]a" * (16 << 20) + b"."), "l.pkl.gz")
     proc = run_python(
         f"""
         import resource, amber
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
         print(amber.scan({str(memo)!r}).verdict)
+        try:
+            amber.load({str(lists)!r})
+        except amber.AmberError as exc:
+            print("refused:", exc)
         """
     )
     assert "checking it needs more memory than is available" in proc.stdout, proc.stderr[-500:]
+    # the error is made once what was built is freed (it escaped as a bare MemoryError)
+    assert "refused: " in proc.stdout and "asks for more memory" in proc.stdout, proc.stderr[-500:]
 
 
 def test_the_joblib_reader_refuses_a_global_name_of_megabytes(tmp_path: Path) -> None:
