@@ -114,7 +114,7 @@ class _Opened:
     data: bytes | memoryview
     source: str
     room: mmap.mmap | None = None  # ``data`` is the start of this private map (_read_with_room)
-    budget: int | None = None  # most bytes of opcodes to read (a compressed joblib stream)
+    budget: int | None = None  # a compressed stream's bound on opcodes, memo and checks
 
     def whole(self) -> bytes:
         """``data`` as bytes (only a plain pickle is ever held in a map)."""
@@ -520,7 +520,7 @@ def scan_file(
     pairs: tuple[tuple[str, str], ...] = ()
     protocol: int | None = None
     try:
-        result = scan_pickle(opened.data, source=opened.source)
+        result = scan_pickle(opened.data, source=opened.source, max_memo=opened.budget)
         pairs, protocol = tuple(result.globals), result.protocol
     except FormatError as exc:
         error = str(exc)
@@ -670,6 +670,7 @@ def _load_pickle(opened: _Opened, policy: LoadPolicy) -> Any:
             release=opened.room is not None,
             room=opened.room,
             vet=vet,
+            max_memo=opened.budget,
         ),
     )
 

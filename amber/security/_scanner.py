@@ -107,6 +107,7 @@ def scan_pickle(
     n_buffers: int = 0,
     hooks: Mapping[tuple[str, str], int] | Collection[tuple[str, str]] = (),
     source: str = "the data",
+    max_memo: int | None = None,
 ) -> PickleScan:
     """Check a pickle stream against Amber's rules without executing it.
 
@@ -126,6 +127,10 @@ def scan_pickle(
         stream's FRAME opcodes in ``frames``). ``forget`` lists the memo stores that no
         ``GET`` reads back, of containers, objects, buffers and large literals (see
         ``splice_hooks``).
+
+    max_memo:
+        The most memo entries the stream may store (default: its length in bytes). A stream
+        decompressed from a small file gets a smaller bound: the scan keeps 24 bytes an entry.
 
     Raises
     ------
@@ -152,7 +157,7 @@ def scan_pickle(
         else:
             modes = dict(hooks) if isinstance(hooks, Mapping) else dict.fromkeys(hooks, OBJECT)
         raw, declared, max_proto, used, sites, called, frames, forget = _pickle_scan.scan(
-            view, n_buffers, max(size, 16), modes
+            view, n_buffers, max(size if max_memo is None else min(size, max_memo), 16), modes
         )
     except MemoryError:
         # (a memo of hundreds of millions of entries, inflated from a small compressed file)

@@ -627,6 +627,7 @@ def safe_loads(
     release: bool = False,
     room: mmap.mmap | None = None,
     vet: Callable[[PickleScan], None] | None = None,
+    max_memo: int | None = None,
 ) -> Any:
     """Unpickle ``stream`` without running code from outside the allowlist.
 
@@ -653,6 +654,8 @@ def safe_loads(
     vet:
         Called with the stream's scan before anything is built or rewritten; it may raise to
         refuse the stream.
+    max_memo:
+        The most memo entries the stream may store (see :func:`scan_pickle`).
 
     Raises
     ------
@@ -680,7 +683,9 @@ def safe_loads(
         except Exception as exc:
             raise FormatError(f"{source} could not be unpickled: {_describe(exc)}") from exc
     n_buffers = len(cast(Sized, buffers))
-    scan = scan_pickle(stream, n_buffers=n_buffers, hooks=hooked_names(), source=source)
+    scan = scan_pickle(
+        stream, n_buffers=n_buffers, hooks=hooked_names(), source=source, max_memo=max_memo
+    )
     if vet is not None:
         vet(scan)
     refused = untrusted_globals(scan, policy)

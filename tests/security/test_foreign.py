@@ -850,7 +850,7 @@ def test_a_compressed_pickle_is_bounded_in_checked_objects_and_scan_memory(
 ) -> None:
     """numpy.dtype("f8") called 1.1 million times through memo copies, 6 bytes each, from a
     gzip file of a few kB: each call is a validated site (the audit's 49 kB file took 24 s and
-    2 GB). And a memo of 64 million stores, whose scan needs more memory than the process may
+    2 GB). A memo of 64 million stores, whose scan needs more memory than the process may
     have, is a refusal, not a MemoryError."""
     import gzip
 
@@ -862,7 +862,12 @@ def test_a_compressed_pickle_is_bounded_in_checked_objects_and_scan_memory(
     assert amber.load(few) is None
     from security_kit import run_python
 
-    memo = _write(tmp_path, gzip.compress(b"\x80\x04N" + b"\x94" * (64 << 20) + b"."), "m.pkl.gz")
+    memo_stream = b"\x80\x04N" + b"\x94" * (64 << 20) + b"."
+    # from a compressed file, the memo is bounded as its opcodes are (64 times the file, at
+    # least 8 Mi entries): the audit's 255 kB file of 250 million stores took 6.3 GB to scan
+    squeezed = _write(tmp_path, gzip.compress(memo_stream), "m.pkl.gz")
+    assert "MEMOIZE index 8388608 is beyond" in amber.scan(squeezed).verdict
+    memo = _write(tmp_path, memo_stream, "m.pkl")  # uncompressed: 64 million stores, 1.5 GB
     # 16 million empty lists appended to one: 1.2 GB to build, from 32 kB
     lists = _write(tmp_path, gzip.compress(b"\x80\x04]" + b"]a" * (16 << 20) + b"."), "l.pkl.gz")
     proc = run_python(
