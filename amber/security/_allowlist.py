@@ -131,8 +131,12 @@ _CALLED_BY_PICKLES = frozenset(
 
 
 # int, float and str are literals in a pickle, never calls; called, int(Decimal("1e200000000"))
-# builds a two-hundred-million-digit integer from a fifty-byte stream.
-_NAMED_NOT_CALLED = frozenset({("builtins", "int"), ("builtins", "float"), ("builtins", "str")})
+# builds a two-hundred-million-digit integer from a fifty-byte stream. Tuples are TUPLE opcodes,
+# whose nesting the scanner bounds; called, tuple((t,)) nests without a bound, and CPython
+# hashes a tuple recursively (a dict key of 200,000 such levels crashed the load).
+_NAMED_NOT_CALLED = frozenset(
+    {("builtins", "int"), ("builtins", "float"), ("builtins", "str"), ("builtins", "tuple")}
+)
 
 
 @functools.cache

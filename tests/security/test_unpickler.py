@@ -1122,6 +1122,32 @@ def test_tuples_nest_at_most_a_thousand_levels(tmp_path: Path) -> None:
     assert len(key) == 1
 
 
+def test_tuples_are_never_made_by_a_call(tmp_path: Path) -> None:
+    """Honest pickles write tuples with TUPLE opcodes, whose nesting the scan bounds; a tuple
+    made by calling builtins.tuple (REDUCE, NEWOBJ, copyreg's helpers) would nest without a
+    bound: 200,000 levels of tuple((t,)) as a dict key end plain pickle's load."""
+    get = b"cbuiltins\ntuple\nq\x01" + b"0"  # the global, kept in memo 1
+    reduce = b"\x80\x02}" + get + b"h\x01" * 200_000 + b"N" + b"\x85\x85R" * 200_000 + b"K\x01s."
+    path = tmp_path / "tuples.pkl"
+    path.write_bytes(reduce)
+    proc = run_python(f"import pickle; pickle.loads(open({str(path)!r}, 'rb').read())")
+    assert crashed(proc), (proc.returncode, proc.stderr[-300:])
+    newobj = b"\x80\x02}" + get + b"h\x01N\x85\x85\x81K\x01s."
+    helper = b"\x80\x02}" + get + b"ccopyreg\n__newobj__\nh\x01N\x85\x86RK\x01s."
+    rebuilt = b"\x80\x02}" + get + b"ccopyreg\n_reconstructor\nh\x01h\x01N\x85\x87RK\x01s."
+    for data, message in (
+        (reduce, "calls builtins.tuple, which honest pickles only name"),
+        (newobj, "calls builtins.tuple, which honest pickles only name"),
+        (helper, "copyreg.__newobj__ of <class 'tuple'>"),
+        (rebuilt, "copyreg._reconstructor of <class 'tuple'>"),
+    ):
+        with pytest.raises(FormatError, match=message):
+            load(data)
+    assert load(pickle.dumps({(1, (2, tuple)): frozenset({(3,)})}, protocol=2)) == {
+        (1, (2, tuple)): frozenset({(3,)})
+    }  # named, and frozensets (REDUCE of builtins.frozenset below protocol 4), still load
+
+
 def test_a_large_read_is_copied_and_given_back_in_steps() -> None:
     """An array held in the stream is read with one readinto; copied whole, its pages and the
     unpickler's bytearray were both in memory at once (a 264 MB pickle took 510 MB)."""
