@@ -134,6 +134,11 @@ _CALLED_BY_PICKLES = frozenset(
 # builds a two-hundred-million-digit integer from a fifty-byte stream. Tuples are TUPLE opcodes,
 # whose nesting the scanner bounds; called, tuple((t,)) nests without a bound, and CPython
 # hashes a tuple recursively (a dict key of 200,000 such levels crashed the load).
+# scikit-learn's KD and ball trees and distance metrics: their compiled __setstate__ reads the
+# state unchecked, so they are built only by their module's newObj, whose state is checked.
+_BUILT_BY_NEWOBJ = frozenset(
+    {"sklearn.neighbors._kd_tree", "sklearn.neighbors._ball_tree", "sklearn.metrics._dist_metrics"}
+)
 _NAMED_NOT_CALLED = frozenset(
     {("builtins", "int"), ("builtins", "float"), ("builtins", "str"), ("builtins", "tuple")}
 )
@@ -158,6 +163,8 @@ def reference_only(module: str, name: str) -> bool:
         return (module, name) not in _CALLED_BY_PICKLES and not name.startswith("__pyx_unpickle_")
     if entry.kind == "constant" or (module, name) in _NAMED_NOT_CALLED:
         return True
+    if module in _BUILT_BY_NEWOBJ:
+        return True  # (their own newObj builds them, checking the class and then the state)
     if module == "numpy":
         return name != "dtype"
     return module in ("numpy.ma", "numpy.ma.core") or module.startswith("numpy.random.")

@@ -24,6 +24,7 @@ import mmap
 import os
 import pickle
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any, cast
@@ -146,9 +147,11 @@ def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
     """``copyreg._reconstructor`` restricted to the bases the pickler itself writes."""
     if base not in (object, dict, list, set, frozenset, tuple, int, float, str, bytes):
         raise FormatError(f"copyreg._reconstructor with base {base!r:.80}")
-    if not (isinstance(cls, type) and issubclass(cls, base)) or issubclass(cls, tuple):
-        # (honest pickles write tuples with TUPLE opcodes, whose nesting the scan bounds; no
-        # tuple subclass is on the allowlist)
+    if (
+        not (isinstance(cls, type) and issubclass(cls, base))
+        or cls is tuple  # (honest pickles write tuples with TUPLE opcodes, which the scan bounds)
+        or cls.__module__ in _COMPILED_STATE_MODULES
+    ):
         raise FormatError(f"copyreg._reconstructor of {cls!r:.80}")
     return copyreg._reconstructor(cls, base, state)  # type: ignore[attr-defined]
 
@@ -158,6 +161,7 @@ def _check_newobj_class(cls: Any, helper: str) -> None:
         not isinstance(cls, type)
         or issubclass(cls, np.ndarray)
         or reference_only(cls.__module__, cls.__qualname__)
+        or cls.__module__ in _COMPILED_STATE_MODULES  # built by their own newObj only
     ):
         # arrays and numpy scalars are rebuilt by numpy's own helpers; through __new__ they
         # could ask for any amount of memory
@@ -305,7 +309,39 @@ def _rng_ctor(kind: str) -> Callable[..., Any]:
     return make
 
 
+def _compiled_new(module: str, *bases: str) -> Callable[[Any], Any]:
+    """scikit-learn's ``newObj`` of the KD and ball trees and the distance metrics, building
+    only its own module's trees or metrics (subclasses of ``bases``): their compiled
+    ``__setstate__`` reads its state unchecked, and the state check that runs before it is
+    chosen by this constructor (the metrics' ``newObj`` building a tree let a 3-item state
+    through to a tree's 13 reads)."""
+
+    def new(cls: Any) -> Any:
+        found = (getattr(sys.modules.get(module), base, None) for base in bases)
+        kinds = tuple(kind for kind in found if isinstance(kind, type))
+        if not (isinstance(cls, type) and issubclass(cls, kinds) and cls.__module__ == module):
+            raise FormatError(f"{module}.newObj of {cls!r:.80}, which it never builds")
+        return cls.__new__(cls)
+
+    return new
+
+
+_COMPILED_STATE_MODULES = (
+    "sklearn.neighbors._kd_tree",
+    "sklearn.neighbors._ball_tree",
+    "sklearn.metrics._dist_metrics",
+)
+
 _GUARDS: dict[tuple[str, str], Any] = {
+    ("sklearn.neighbors._kd_tree", "newObj"): _compiled_new(
+        "sklearn.neighbors._kd_tree", "BinaryTree64", "BinaryTree32", "BinaryTree"
+    ),
+    ("sklearn.neighbors._ball_tree", "newObj"): _compiled_new(
+        "sklearn.neighbors._ball_tree", "BinaryTree64", "BinaryTree32", "BinaryTree"
+    ),
+    ("sklearn.metrics._dist_metrics", "newObj"): _compiled_new(
+        "sklearn.metrics._dist_metrics", "DistanceMetric"
+    ),
     ("numpy", "dtype"): _dtype,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,

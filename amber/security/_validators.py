@@ -46,6 +46,7 @@ __all__ = [
     "validate_bspline",
     "validate_dtype",
     "validate_dtype_state",
+    "validate_imputer_triplet",
     "validate_libsvm",
     "validate_loaded",
     "validate_masked_array_state",
@@ -601,6 +602,22 @@ def validate_binary_tree_state(state: Any) -> None:
         raise _refuse(what, f"its metric is a {type(state[11]).__name__}, not a DistanceMetric")
 
 
+def validate_imputer_triplet(triplet: Any) -> None:
+    """An ``IterativeImputer`` step (a named tuple): a feature index, the indices it reads and
+    a fitted estimator. Made by a call, not by TUPLE opcodes, it would let tuples nest past the
+    scanner's bound (CPython hashes nested tuples recursively: 200,000 levels crashed a load)."""
+    what = "an iterative imputer's step"
+    if len(triplet) != 3:
+        raise _refuse(what, f"it holds {len(triplet)} items, not 3")
+    feat_idx, neighbors, estimator = triplet
+    if not isinstance(feat_idx, (int, np.integer)) or isinstance(feat_idx, bool):
+        raise _refuse(what, f"its feature index is a {type(feat_idx).__name__}")
+    if not (neighbors is None or isinstance(neighbors, np.ndarray)):
+        raise _refuse(what, f"its neighbor features are a {type(neighbors).__name__}")
+    if isinstance(estimator, tuple):
+        raise _refuse(what, "its estimator is a tuple")
+
+
 def validate_metric_state(state: Any) -> None:
     """The state a ``DistanceMetric`` is given, before it is applied: its compiled
     ``__setstate__`` reads ``(p, vec, mat)`` without a bounds check (an empty tuple crashed the
@@ -882,6 +899,7 @@ _SVM = [f"sklearn.svm._classes.{n}" for n in ("SVC", "NuSVC", "SVR", "NuSVR", "O
 
 OBJECT_VALIDATORS: dict[tuple[str, str], Validator] = {
     ("numpy", "dtype"): validate_dtype,
+    ("sklearn.impute._iterative", "_ImputerTriplet"): validate_imputer_triplet,
     ("functools", "partial"): validate_partial,
     ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"): validate_seed_sequence,
     ("numpy.random._pickle", "__randomstate_ctor"): validate_random_state,

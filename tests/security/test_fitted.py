@@ -702,3 +702,49 @@ def test_a_haversine_metric_needs_two_features() -> None:
     haversine = DistanceMetric.get_metric("haversine")
     hostile._tree = _Raw((cls, args, (*state[:11], haversine, state[12])))
     refused(hostile, "its haversine metric reads 2 features, not 1")
+
+
+@pytest.mark.parametrize("route", ["copyreg_newobj", "metric_newobj"])
+def test_a_neighbors_tree_is_built_by_its_own_newobj_only(tmp_path: Path, route: str) -> None:
+    """The state checks are chosen by the constructor: a tree built another way
+    (copyreg.__newobj__, the metrics' newObj; NEWOBJ on the class is refused as a call of a
+    class honest pickles only name) skipped them, and a 2-item state crashed the load (found
+    by review)."""
+    import copyreg
+
+    from sklearn.metrics import _dist_metrics
+
+    hostile = _kd_neighbors()
+    state = hostile._tree.__reduce_ex__(2)[2]
+    tree = type(hostile._tree)
+    if route == "copyreg_newobj":
+        hostile._tree = _Raw((copyreg.__newobj__, (tree,), state[:2]))
+        message = r"copyreg.__newobj__ of <class 'sklearn.neighbors._kd_tree.KDTree'>"
+    else:
+        hostile._tree = _Raw((_dist_metrics.newObj, (tree,), state[:2]))
+        message = r"_dist_metrics.newObj of <class 'sklearn.neighbors._kd_tree.KDTree'>"
+    data = pickle.dumps(hostile, protocol=1)
+    refused(hostile, message, data)
+    plain_pickle_fails(tmp_path, data, "pass")
+
+
+def test_iterative_imputer_steps_cannot_nest(tmp_path: Path) -> None:
+    """Its steps are named tuples made by a call, which the scanner's tuple-depth bound does
+    not see: 200,000 steps nested in each other as a dict key crashed the load (found by
+    review). A step must hold an index, indices and an estimator; honest imputers load at
+    every protocol."""
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer
+    from sklearn.impute._iterative import _ImputerTriplet
+
+    gaps = X.copy()
+    gaps[::3, 1] = np.nan
+    fitted = IterativeImputer(max_iter=3, random_state=0).fit(gaps)
+    for protocol in (0, 2, 5):
+        back = safe_loads(pickle.dumps(fitted, protocol=protocol), policy=LoadPolicy())
+        np.testing.assert_array_equal(back.transform(gaps), fitted.transform(gaps))
+    nested: Any = None
+    for _ in range(3):
+        nested = _ImputerTriplet(nested, None, None)
+    refused({nested: 1}, "an iterative imputer's step .* its feature index is a NoneType")
+    refused(_ImputerTriplet(1, np.arange(2), (1,)), "its estimator is a tuple")
