@@ -136,7 +136,7 @@ _CALLED_BY_PICKLES = frozenset(
 # hashes a tuple recursively (a dict key of 200,000 such levels crashed the load).
 # scikit-learn's KD and ball trees and distance metrics: their compiled __setstate__ reads the
 # state unchecked, so they are built only by their module's newObj, whose state is checked.
-_BUILT_BY_NEWOBJ = frozenset(
+BUILT_BY_NEWOBJ = frozenset(
     {"sklearn.neighbors._kd_tree", "sklearn.neighbors._ball_tree", "sklearn.metrics._dist_metrics"}
 )
 _NAMED_NOT_CALLED = frozenset(
@@ -163,7 +163,7 @@ def reference_only(module: str, name: str) -> bool:
         return (module, name) not in _CALLED_BY_PICKLES and not name.startswith("__pyx_unpickle_")
     if entry.kind == "constant" or (module, name) in _NAMED_NOT_CALLED:
         return True
-    if module in _BUILT_BY_NEWOBJ:
+    if module in BUILT_BY_NEWOBJ:
         return True  # (their own newObj builds them, checking the class and then the state)
     if module == "numpy":
         return name != "dtype"

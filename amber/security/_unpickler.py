@@ -33,6 +33,7 @@ import numpy as np
 
 from amber.errors import AmberError, FormatError, UntrustedTypeError
 from amber.security._allowlist import (
+    BUILT_BY_NEWOBJ,
     entries,
     is_allowed,
     never_reduced,
@@ -150,7 +151,7 @@ def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
     if (
         not (isinstance(cls, type) and issubclass(cls, base))
         or cls is tuple  # (honest pickles write tuples with TUPLE opcodes, which the scan bounds)
-        or cls.__module__ in _COMPILED_STATE_MODULES
+        or cls.__module__ in BUILT_BY_NEWOBJ
     ):
         raise FormatError(f"copyreg._reconstructor of {cls!r:.80}")
     return copyreg._reconstructor(cls, base, state)  # type: ignore[attr-defined]
@@ -161,7 +162,6 @@ def _check_newobj_class(cls: Any, helper: str) -> None:
         not isinstance(cls, type)
         or issubclass(cls, np.ndarray)
         or reference_only(cls.__module__, cls.__qualname__)
-        or cls.__module__ in _COMPILED_STATE_MODULES  # built by their own newObj only
     ):
         # arrays and numpy scalars are rebuilt by numpy's own helpers; through __new__ they
         # could ask for any amount of memory
@@ -325,12 +325,6 @@ def _compiled_new(module: str, *bases: str) -> Callable[[Any], Any]:
 
     return new
 
-
-_COMPILED_STATE_MODULES = (
-    "sklearn.neighbors._kd_tree",
-    "sklearn.neighbors._ball_tree",
-    "sklearn.metrics._dist_metrics",
-)
 
 _GUARDS: dict[tuple[str, str], Any] = {
     ("sklearn.neighbors._kd_tree", "newObj"): _compiled_new(
