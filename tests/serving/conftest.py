@@ -155,11 +155,14 @@ class Server:
 def server(
     artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """iris, frame, text and slow behind a bearer token, reloads enabled, 1 MB body limit."""
+    """iris, frame, text and slow behind a bearer token, reloads enabled, 1 MB body limit.
+
+    iris and slow batch always (``on``): whether ``auto`` turns batching on is a timing, and
+    under a loaded machine it can come out either way; frame and text keep ``auto``."""
     tmp = tmp_path_factory.mktemp("server")
     srv = Server(
         [str(artifacts[n]) for n in ("iris", "frame", "text", "slow")]
-        + ["--max-body-mb", "1", "--poll-interval", "0", "--batching", "slow=on"],
+        + ["--max-body-mb", "1", "--poll-interval", "0", "--batching", "slow=on", "--batching", "iris=on"],
         tmp,
         env={"AMBER_SERVE_TOKEN": TOKEN, "AMBER_RELOAD_TOKEN": RELOAD_TOKEN},
     )

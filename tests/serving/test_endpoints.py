@@ -167,7 +167,8 @@ def test_model_metadata(server: Server) -> None:
     assert "predict_proba" in outputs
     iris = server.client.get("/v2/models/iris").json()
     assert iris["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
-    assert iris["parameters"]["batching"]["mode"] == "auto"
+    assert iris["parameters"]["batching"]["mode"] == "on"  # the fixture's --batching iris=on
+    assert meta["parameters"]["batching"]["mode"] == "auto"  # the default
     # which label each predict_proba / decision_function column stands for
     assert iris["parameters"]["classes"] == [0, 1, 2]
     assert meta["parameters"]["classes"] == [0, 1]
