@@ -618,15 +618,33 @@ def validate_imputer_triplet(triplet: Any) -> None:
         raise _refuse(what, "its estimator is a tuple")
 
 
-def validate_metric_state(state: Any) -> None:
+def validate_metric_state(state: Any) -> tuple[Any, ...] | None:
     """The state a ``DistanceMetric`` is given, before it is applied: its compiled
     ``__setstate__`` reads ``(p, vec, mat)`` without a bounds check (an empty tuple crashed the
-    load), and a Python-function metric's two more items name code to run."""
-    if type(state) is not tuple or len(state) != 3:
+    load), and a Python-function metric's reads two more, ``(func, kwargs)``.
+
+    ``PyFuncDistance`` is never on the allowlist: it loads only when the caller trusts it (and
+    its function). Which class the state is for is not known here, so a three-item state is
+    padded with a function of ``None`` and no keywords: the other metrics ignore the two items,
+    and a trusted Python-function metric given a short state raises a ``TypeError`` when it is
+    used instead of reading past the tuple.
+    """
+    what = "a distance metric's state"
+    if type(state) is not tuple or len(state) not in (3, 5):
         raise _refuse(
-            "a distance metric's state",
-            f"expected (p, vec, mat), got {_shape_of(state)} (Python-function metrics are refused)",
+            what,
+            f"expected (p, vec, mat), or (p, vec, mat, func, kwargs) for a Python-function "
+            f"metric, got {_shape_of(state)}",
         )
+    if len(state) == 3:
+        return (*state, None, {})
+    if not callable(state[3]) or type(state[4]) is not dict:
+        raise _refuse(
+            what,
+            f"a Python-function metric needs a function and a dict of keywords, got a "
+            f"{type(state[3]).__name__} and a {type(state[4]).__name__}",
+        )
+    return None
 
 
 _TREE_STATE_ITEMS = 13  # scikit-learn 1.0 to 1.9
@@ -650,7 +668,10 @@ def _validate_metric(metric: Any, n_features: int, what: str) -> None:
     vec, mat = state[1], state[2]
     name = type(metric).__name__
     if name.startswith("PyFuncDistance"):
-        raise _refuse(what, "it uses a Python-function metric")
+        # (loaded only when trusted, with its function; the state check made sure it has one)
+        if not callable(state[3]) or type(state[4]) is not dict:
+            raise _refuse(what, "its Python-function metric has no function")
+        return
     if name.startswith("SEuclidean") and np.shape(vec) != (n_features,):
         raise _refuse(what, f"its {name} vector does not match {n_features} features")
     if name.startswith("Minkowski") and np.size(vec) not in (0, n_features):

@@ -35,7 +35,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.validation import check_array
 
 import amber
-from amber.errors import FormatError
+from amber.errors import FormatError, UntrustedTypeError
 from amber.security._pickle_scan import index_map
 from amber.security._policy import LoadPolicy
 from amber.security._unpickler import safe_loads
@@ -623,11 +623,48 @@ def test_a_distance_metric_state_is_checked_before_it_is_applied(tmp_path: Path)
     metric_cls, metric_args, _ = state[11].__reduce_ex__(2)
     hostile._tree = _Raw((cls, args, (*state[:11], _Raw((metric_cls, metric_args, ())), state[12])))
     data = refused(
-        hostile, r"distance metric's state .* expected \(p, vec, mat\), got a tuple of 0"
+        hostile, r"distance metric's state .* expected \(p, vec, mat\), or .*, got a tuple of 0"
     )
     plain_pickle_fails(tmp_path, data, "pass")
     honest = KNeighborsRegressor(metric=DistanceMetric.get_metric("minkowski", p=3)).fit(X, Y3)
     assert (loads(honest).predict(X) == honest.predict(X)).all()
+
+
+def _manhattan(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).sum())
+
+
+def test_a_trusted_python_function_metric_loads_with_its_function() -> None:
+    """A ball tree over a Python function: PyFuncDistance and the function load once both are
+    trusted (as the save's warning says); its state must then hold a function, and a short
+    state (which its compiled __setstate__ would read past) gets none and is refused."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    fitted = KNeighborsClassifier(3, metric=_manhattan, algorithm="ball_tree").fit(X, Y3)
+    metric = fitted._tree.__getstate__()[11]
+    trusted = [
+        f"{_manhattan.__module__}._manhattan",
+        f"{type(metric).__module__}.{type(metric).__name__}",
+    ]
+    data = pickle.dumps(fitted, protocol=5)
+    with pytest.raises(UntrustedTypeError, match="PyFuncDistance"):
+        safe_loads(data, policy=LoadPolicy.make(trusted[:1]))
+    back = safe_loads(data, policy=LoadPolicy.make(trusted))
+    assert (back.predict(X) == fitted.predict(X)).all()
+
+    metric_cls, metric_args, metric_state = metric.__reduce_ex__(2)
+    tree_cls, tree_args, tree_state = fitted._tree.__reduce_ex__(2)
+    for state, fragment in [
+        (metric_state[:3], "its Python-function metric has no function"),
+        ((*metric_state[:3], "os.system", {}), "needs a function and a dict .*, got a str"),
+        ((*metric_state[:4], [("p", 1)]), "needs a function .*, got a function and a list"),
+        (metric_state[:4], r"expected \(p, vec, mat\), or .*got a tuple of 4"),
+    ]:
+        hostile = copy.deepcopy(fitted)
+        raw_metric = _Raw((metric_cls, metric_args, state))
+        hostile._tree = _Raw((tree_cls, tree_args, (*tree_state[:11], raw_metric, tree_state[12])))
+        with pytest.raises(FormatError, match=fragment):
+            safe_loads(pickle.dumps(hostile, protocol=5), policy=LoadPolicy.make(trusted))
 
 
 @pytest.mark.parametrize("kind", ["SVR", "OneClassSVM"])

@@ -162,7 +162,16 @@ def server(
     tmp = tmp_path_factory.mktemp("server")
     srv = Server(
         [str(artifacts[n]) for n in ("iris", "frame", "text", "slow")]
-        + ["--max-body-mb", "1", "--poll-interval", "0", "--batching", "slow=on", "--batching", "iris=on"],
+        + [
+            "--max-body-mb",
+            "1",
+            "--poll-interval",
+            "0",
+            "--batching",
+            "slow=on",
+            "--batching",
+            "iris=on",
+        ],
         tmp,
         env={"AMBER_SERVE_TOKEN": TOKEN, "AMBER_RELOAD_TOKEN": RELOAD_TOKEN},
     )
