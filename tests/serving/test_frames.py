@@ -249,20 +249,26 @@ def test_an_fp64_value_a_float32_input_cannot_hold_is_refused() -> None:
         schema.from_oip(oip([1.5, 1e300], [1, 2])["inputs"])
 
 
-def test_calibration_without_a_measured_batch_still_times_one(tmp_path_factory: Any) -> None:
+def test_calibration_without_a_measured_batch_still_times_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """--batching on/off: the inline row limit comes from a timed batch, not from one row's
     time taken as the cost of each row (which kept batches of nine rows off the loop)."""
-    import time
-
+    from amber.serving import _model
     from amber.serving._config import ModelSpec
-    from amber.serving._model import calibrate
 
-    def fixed_cost(v: np.ndarray) -> np.ndarray:  # 0.1 ms a call, whatever its rows
-        time.sleep(0.0001)
-        return v.sum(axis=1)
+    # a model of fixed cost, 1 ms a call whatever its rows: the clock is the test's, so that
+    # a loaded machine cannot change the outcome
+    def timed(fn: Any, x: np.ndarray, repeat: int) -> float:
+        fn(x)
+        return 0.001
 
-    limits = calibrate(fixed_cost, np.zeros((64, 4)), ModelSpec("m.amber", batching="on"))
-    assert limits["inline_rows"] >= 64, limits
+    monkeypatch.setattr(_model, "_time", timed)
+    limits = _model.calibrate(
+        lambda v: v.sum(axis=1), np.zeros((64, 4)), ModelSpec("m.amber", batching="on")
+    )
+    # 2 ms a call at 1/64 ms a row: 128 rows (one row's 1 ms as the rate gave 2)
+    assert limits["inline_rows"] == 2 * 64, limits
 
 
 def test_missing_dates_and_csv_rows_that_are_empty(served: tuple[Server, Any]) -> None:
