@@ -81,6 +81,7 @@ CHECKED_CLASSES = frozenset(
         ("sklearn.neighbors._lof", "LocalOutlierFactor"),
         *(("sklearn.covariance." + m, n) for m, n in _COVARIANCE),
         ("sklearn.cluster._hdbscan.hdbscan", "HDBSCAN"),
+        ("sklearn.manifold._t_sne", "TSNE"),
     }
 )
 
@@ -125,6 +126,8 @@ def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
         _check_one_hot(d, what, refuse)
     if cls.__name__ == "HDBSCAN" and d.get("_single_linkage_tree_") is not None:
         _check_linkage(d["_single_linkage_tree_"], what, refuse)
+    if cls.__name__ == "TSNE":
+        _check_tsne(d, what, refuse)
     if cls.__name__ == "FunctionTransformer":
         for attr in ("func", "inverse_func"):
             if not _callable_on_data(d.get(attr)):
@@ -262,6 +265,45 @@ def _check_linkage(tree: Any, what: str, refuse: Refuse) -> None:
     for field in ("left_node", "right_node"):
         if field not in names or not _indices(tree[field], 2 * tree.shape[0] + 1):
             raise refuse(what, f"a merge's {field} lies outside its {tree.shape[0]}-merge tree")
+
+
+# t-SNE's only data method refits with the file's parameters. scikit-learn accepts any finite
+# early exaggeration and learning rate, and any initial embedding: past float32's range (P
+# values times 1e60, steps of 1e60, an embedding of NaN, inf or 1e300) the embedding turns
+# non-finite and the Barnes-Hut quadtree recurses without end into a stack overflow (seen at
+# 1e60; 1e30 ran). The bounds are far above any value in use (defaults 12, "auto", "pca").
+_TSNE_EXAGGERATION_MAX = 1e6
+_TSNE_LEARNING_RATE_MAX = 1e9
+_TSNE_INIT_MAX = 1e6
+
+
+def _check_tsne(d: dict[str, Any], what: str, refuse: Refuse) -> None:
+    for attr, high in (
+        ("early_exaggeration", _TSNE_EXAGGERATION_MAX),
+        ("learning_rate", _TSNE_LEARNING_RATE_MAX),
+    ):
+        value: Any = d.get(attr)
+        if isinstance(value, str):
+            continue  # "auto": scikit-learn's own choice, or a name its parameter check refuses
+        if not _real(value) or not abs(float(value)) <= high:
+            raise refuse(what, f"its {attr} is {value!r:.40}, not a number of at most {high:g}")
+    init = d.get("init")
+    if isinstance(init, np.ndarray):
+        if init.dtype.kind not in "iuf" or init.ndim != 2:
+            raise refuse(what, f"its initial embedding is a {init.ndim}-d {init.dtype} array")
+        if init.size and not float(np.max(np.abs(init), initial=0.0)) <= _TSNE_INIT_MAX:
+            # (NaN fails the comparison too)
+            raise refuse(
+                what,
+                f"its initial embedding holds values that are not finite or exceed "
+                f"{_TSNE_INIT_MAX:g} in size",
+            )
+    elif not (init is None or isinstance(init, str)):
+        raise refuse(what, f"its init is a {type(init).__name__}")
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _check_covariance(d: dict[str, Any], what: str, refuse: Refuse) -> None:

@@ -708,6 +708,41 @@ def test_a_sparse_svm_holds_what_libsvm_reads(tmp_path: Path) -> None:
     refused(hostile, "its sparse support vectors are not rows of a CSR matrix")
 
 
+def test_tsne_parameters_stay_where_its_embedding_is_finite(tmp_path: Path) -> None:
+    """t-SNE's only data method refits with the file's parameters: an exaggeration or a step of
+    1e300, or an initial embedding of NaN, makes the embedding non-finite, and the Barnes-Hut
+    quadtree then recurses until the stack overflows (scikit-learn accepts all three)."""
+    from sklearn.manifold import TSNE
+
+    init = np.random.default_rng(3).normal(size=(X.shape[0], 2)) * 1e-4
+    # (n_iter before scikit-learn 1.5)
+    short = {"max_iter" if "max_iter" in TSNE().get_params() else "n_iter": 250}
+    honest = [
+        TSNE(perplexity=5, random_state=0, **short),
+        TSNE(perplexity=5, init=init, learning_rate=200.0, random_state=0, **short),
+        TSNE(perplexity=5, method="exact", init="random", random_state=0, **short),
+    ]
+    for fitted in honest:
+        fitted.fit(X)
+        back = loads(fitted)
+        assert np.array_equal(back.fit_transform(X), fitted.fit_transform(X))
+    for attr, value, fragment in [
+        ("early_exaggeration", 1e300, "its early_exaggeration is 1e\\+300, not a number"),
+        ("early_exaggeration", float("nan"), "its early_exaggeration is nan"),
+        ("learning_rate", 1e300, "its learning_rate is 1e\\+300"),
+        ("init", np.full_like(init, np.nan), "initial embedding holds values that are not fin"),
+        ("init", np.full(5, 1.0), "initial embedding is a 1-d float64 array"),
+        ("init", [[0.0, 1.0]], "its init is a list"),
+    ]:
+        hostile = copy.deepcopy(honest[1])
+        setattr(hostile, attr, value)
+        refused(hostile, fragment)
+    hostile = copy.deepcopy(honest[0])
+    hostile.early_exaggeration = 1e300
+    data = refused(hostile, "its early_exaggeration")
+    plain_pickle_fails(tmp_path, data, "obj.fit_transform(np.random.rand(40, 4))")
+
+
 def test_hdbscan_merges_name_clusters_of_its_tree(tmp_path: Path) -> None:
     """dbscan_clustering's compiled union-find has room for the points and one cluster per
     merge, and reads each merge's node ids unchecked."""
