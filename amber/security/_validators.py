@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from amber.errors import FormatError
-from amber.security._fitted import CHECKED_CLASSES, check_fitted
+from amber.security._fitted import CHECKED_CLASSES, _callable_on_data, check_fitted
 from amber.security._pickle_scan import alias_dtype, tree_nodes
 
 __all__ = [
@@ -638,13 +638,26 @@ def validate_metric_state(state: Any) -> tuple[Any, ...] | None:
         )
     if len(state) == 3:
         return (*state, None, {})
-    if not callable(state[3]) or type(state[4]) is not dict:
+    _check_metric_function(state[3], state[4], what)
+    return None
+
+
+def _check_metric_function(func: Any, kwargs: Any, what: str) -> None:
+    """A Python-function metric calls ``func(x, y, **kwargs)`` on data, with the file's
+    keywords: a function may be one the caller trusted, or one the allowlist admits to be called
+    on data, as for a ``FunctionTransformer``."""
+    if not callable(func) or type(kwargs) is not dict:
         raise _refuse(
             what,
             f"a Python-function metric needs a function and a dict of keywords, got a "
-            f"{type(state[3]).__name__} and a {type(state[4]).__name__}",
+            f"{type(func).__name__} and a {type(kwargs).__name__}",
         )
-    return None
+    if not _callable_on_data(func):
+        raise _refuse(
+            what,
+            f"its Python-function metric is {func!r:.80}, a function that models only name "
+            f"and never call on data",
+        )
 
 
 _TREE_STATE_ITEMS = 13  # scikit-learn 1.0 to 1.9
@@ -668,9 +681,10 @@ def _validate_metric(metric: Any, n_features: int, what: str) -> None:
     vec, mat = state[1], state[2]
     name = type(metric).__name__
     if name.startswith("PyFuncDistance"):
-        # (loaded only when trusted, with its function; the state check made sure it has one)
-        if not callable(state[3]) or type(state[4]) is not dict:
+        # (loaded only when trusted; a short state was given no function)
+        if state[3] is None:
             raise _refuse(what, "its Python-function metric has no function")
+        _check_metric_function(state[3], state[4], what)
         return
     if name.startswith("SEuclidean") and np.shape(vec) != (n_features,):
         raise _refuse(what, f"its {name} vector does not match {n_features} features")

@@ -638,6 +638,7 @@ def test_a_trusted_python_function_metric_loads_with_its_function() -> None:
     """A ball tree over a Python function: PyFuncDistance and the function load once both are
     trusted (as the save's warning says); its state must then hold a function, and a short
     state (which its compiled __setstate__ would read past) gets none and is refused."""
+    from sklearn.cluster._kmeans import _kmeans_single_lloyd
     from sklearn.neighbors import KNeighborsClassifier
 
     fitted = KNeighborsClassifier(3, metric=_manhattan, algorithm="ball_tree").fit(X, Y3)
@@ -658,6 +659,8 @@ def test_a_trusted_python_function_metric_loads_with_its_function() -> None:
         (metric_state[:3], "its Python-function metric has no function"),
         ((*metric_state[:3], "os.system", {}), "needs a function and a dict .*, got a str"),
         ((*metric_state[:4], [("p", 1)]), "needs a function .*, got a function and a list"),
+        # called on data with the file's keywords: only what a FunctionTransformer may call
+        ((*metric_state[:3], _kmeans_single_lloyd, {}), "a function that models only name"),
         (metric_state[:4], r"expected \(p, vec, mat\), or .*got a tuple of 4"),
     ]:
         hostile = copy.deepcopy(fitted)
