@@ -935,6 +935,7 @@ def models() -> Iterator[tuple[str, Callable[[dict[str, Any]], Any], str, str]]:
         cluster.KMeans(3, n_init=2),
         cluster.MiniBatchKMeans(3, n_init=2),
         cluster.BisectingKMeans(3),
+        cluster.BisectingKMeans(3, algorithm="elkan"),
         cluster.Birch(),
         cluster.MeanShift(),
         mixture.GaussianMixture(2),

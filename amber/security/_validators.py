@@ -22,6 +22,7 @@ import functools
 import itertools
 import math
 import operator
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -1026,7 +1027,30 @@ _CLASS_INFO: dict[type, tuple[Validator | None, bool]] = {}
 
 
 # Estimators whose sub-objects must agree with the estimator's own input width.
+# Allowlisted functions that scikit-learn calls only with arguments it computes itself, and
+# that write outside their buffers when called with others (k-means' steps write by the width
+# of the centers they are given: a SelectKBest whose score function was a partial of one
+# crashed its fit). A file may hold one only where scikit-learn puts it: (module, class,
+# attribute) of the holder.
+_HELD_ONLY_AT = {
+    ("sklearn.cluster._kmeans", name): ("sklearn.cluster._bisect_k_means", "BisectingKMeans")
+    for name in ("_kmeans_single_lloyd", "_kmeans_single_elkan")
+}
+_HOLDER_ATTRIBUTE = "_kmeans_single"
+
+
+def _held_only_at() -> dict[int, tuple[str, str]]:
+    """``_HELD_ONLY_AT`` by the functions' ids (a module not imported holds none in a load)."""
+    found = {}
+    for (module, name), holder in _HELD_ONLY_AT.items():
+        func = getattr(sys.modules.get(module), name, None)
+        if func is not None:
+            found[id(func)] = holder
+    return found
+
+
 _CROSS_CHECKED = {
+    *_HELD_ONLY_AT,  # where they are held (see _walk)
     ("numpy", "matrix"),  # its shape, set by a state, must be 2-d (see _walk)
     ("numpy.matrixlib.defmatrix", "matrix"),
     ("sklearn.tree._tree", "Tree"),
@@ -1166,12 +1190,22 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
     seen: set[int] = set()
     stack = [obj]
     pop, push, add = stack.pop, stack.extend, seen.add
+    held_only = _held_only_at()
     while stack:
         o = pop()
         t = type(o)
         if t in _ATOMS or id(o) in seen:
             continue
         add(id(o))
+        if id(o) in held_only:
+            # (the attribute where it may be is not walked into: reached, it is somewhere else)
+            name = held_only[id(o)][1]
+            raise _refuse(
+                "a model",
+                f"it holds {getattr(o, '__qualname__', o)!r:.80}, a step that only a "
+                f"{name}'s {_HOLDER_ATTRIBUTE} may hold (called on data with other arguments, "
+                f"it writes outside its buffers)",
+            )
         if not cross_only:
             run_validator(validate_object, o)
         if _class_info(t)[1] and vars(o).keys() <= _LEAF_ATTRIBUTES:
@@ -1188,6 +1222,9 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
                 push(o.ravel(order="K").tolist())
         elif isinstance(o, np.dtype):
             continue
+        elif t is functools.partial:
+            # what it calls and with what: none of it is in its __dict__
+            push(v for v in (o.func, *o.args, *o.keywords.values()) if type(v) not in _ATOMS)
         else:
             d = getattr(o, "__dict__", None)
             if type(d) is dict:
@@ -1196,7 +1233,14 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
                     # a full walk (a joblib file's) checks again what was checked as it was
                     # built: the stream may have changed it since
                     done = None
-                push(v for k, v in d.items() if type(v) not in _ATOMS and k != done)
+                kept = None  # where scikit-learn keeps a step of _HELD_ONLY_AT
+                if (
+                    held_only
+                    and id(d.get(_HOLDER_ATTRIBUTE)) in held_only
+                    and (t.__module__, t.__name__) in _HELD_ONLY_AT.values()
+                ):
+                    kept = _HOLDER_ATTRIBUTE
+                push(v for k, v in d.items() if type(v) not in _ATOMS and k != done and k != kept)
 
 
 _ATOMS = frozenset({str, bytes, int, float, bool, type(None), np.float64, np.int64})

@@ -711,6 +711,37 @@ def test_a_sparse_svm_holds_what_libsvm_reads(tmp_path: Path) -> None:
     refused(hostile, "its sparse support vectors are not rows of a CSR matrix")
 
 
+@pytest.mark.parametrize("algorithm", ["lloyd", "elkan"])
+def test_a_k_means_step_is_held_only_by_bisecting_k_means(tmp_path: Path, algorithm: str) -> None:
+    """BisectingKMeans keeps k-means' compiled step (an allowlisted function) and calls it with
+    centers it computes; called with the file's centers (a SelectKBest whose score function is
+    a partial of it), the step writes by their width and the fit crashes."""
+    import functools
+
+    from sklearn.cluster._kmeans import _kmeans_single_elkan, _kmeans_single_lloyd
+    from sklearn.feature_selection import SelectKBest
+
+    honest = BisectingKMeans(3, algorithm=algorithm, random_state=0).fit(X)
+    back = loads(honest)
+    assert back._kmeans_single is honest._kmeans_single
+    assert (back.predict(X) == honest.predict(X)).all()
+
+    step = _kmeans_single_lloyd if algorithm == "lloyd" else _kmeans_single_elkan
+    crafted = functools.partial(step, centers_init=np.zeros((3, 1)), max_iter=3, n_threads=1)
+    selector = SelectKBest(crafted, k=2)
+    data = refused(selector, f"it holds '{step.__qualname__}', a step that only a BisectingKM")
+    plain_pickle_fails(tmp_path, data, "obj.fit(np.random.rand(2000, 50), np.random.rand(2000))")
+    # elsewhere beside its own place: in a list, or a second estimator holding the same step
+    refused([honest, step], "a step that only a BisectingKMeans's _kmeans_single may hold")
+    other = copy.deepcopy(honest)
+    other.score_func = honest._kmeans_single
+    refused(other, "a step that only")
+    # and not in another estimator's _kmeans_single
+    selector = SelectKBest(k=2)
+    selector._kmeans_single = step
+    refused(selector, "a step that only")
+
+
 def test_tsne_parameters_stay_where_its_embedding_is_finite(tmp_path: Path) -> None:
     """t-SNE's only data method refits with the file's parameters: an exaggeration or a step of
     1e300, or an initial embedding of NaN, makes the embedding non-finite, and the Barnes-Hut
