@@ -57,11 +57,14 @@ class UntrustedTypeError(AmberError, TypeError):
     ``names`` holds the offending dotted names, sorted.
     """
 
-    def __init__(self, names: Iterable[str], *, source: str = "the file") -> None:
+    def __init__(
+        self, names: Iterable[str], *, source: str = "the file", runs_code: bool = False
+    ) -> None:
         from amber.security._policy import runners_note, split_trust
 
         self.names = tuple(sorted(set(names)))
-        trustable, runners = split_trust(self.names)
+        # runs_code: the names were found (once imported) to run code from the file
+        trustable, runners = ([], list(self.names)) if runs_code else split_trust(self.names)
         message = (
             f"{source} references "
             f"{counted(len(self.names), 'type or function', 'types or functions')} outside "

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from amber.errors import FormatError, HandlerNotAvailable, UntrustedTypeError
-from amber.security._policy import LoadPolicy, trust_name
+from amber.security._policy import LoadPolicy, runs_code, trust_name
 
 __all__ = [
     "AllowEntry",
@@ -232,4 +232,9 @@ def resolve(module: str, name: str, policy: LoadPolicy) -> Any:
     """
     if not is_allowed(module, name, policy):
         raise UntrustedTypeError([trust_name(module, name)])
-    return _lookup(module, name)
+    obj = _lookup(module, name)
+    if (module, name) in policy.trusted and runs_code(module, name, obj):
+        # a trusted subclass of a scipy.stats distribution, found so once imported: its
+        # __setstate__ executes source from the file
+        raise UntrustedTypeError([trust_name(module, name)], runs_code=True)
+    return obj

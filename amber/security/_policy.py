@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ __all__ = [
     "LoadPolicy",
     "parse_global_name",
     "runners_note",
+    "runs_code",
     "split_trust",
     "trust_name",
 ]
@@ -93,6 +95,59 @@ CODE_RUNNERS = frozenset(
 )
 
 
+# scipy.stats' distribution base classes (the distributions themselves are named ``*_gen``)
+_SCIPY_DISTRIBUTIONS = frozenset(
+    {
+        "rv_generic",
+        "rv_continuous",
+        "rv_discrete",
+        "rv_histogram",
+        "rv_sample",
+        "rv_frozen",
+        "rv_continuous_frozen",
+        "rv_discrete_frozen",
+    }
+)
+
+
+def runs_code(module: str, name: str, obj: object = None) -> bool:
+    """Whether loading ``module.name`` runs code from the file: one of ``CODE_RUNNERS``, or a
+    scipy.stats distribution (a class of ``rv_generic`` or ``rv_frozen``, scipy's or a subclass
+    of them), whose ``__setstate__`` hands a string of the pickled state to ``exec``
+    (``_attach_argparser_methods``). scipy.stats' own distributions frozen with plain numbers
+    are saved as data instead (amber/handlers/scipy_stats.py).
+
+    ``obj``: the object itself, once imported; else it is looked up in modules already
+    imported, and a name in a module that is not is judged by its name (nothing is imported).
+    """
+    if (module, name) in CODE_RUNNERS:
+        return True
+    if obj is None:
+        obj = _imported(module, name)
+    if obj is None:
+        scipy_stats = module == "scipy.stats" or module.startswith("scipy.stats.")
+        return scipy_stats and (name.endswith("_gen") or name in _SCIPY_DISTRIBUTIONS)
+    infrastructure = sys.modules.get("scipy.stats._distn_infrastructure")
+    bases = tuple(
+        base
+        for base in (getattr(infrastructure, n, None) for n in ("rv_generic", "rv_frozen"))
+        if isinstance(base, type)
+    )
+    return bool(bases) and isinstance(obj, type) and issubclass(obj, bases)
+
+
+def _imported(module: str, name: str) -> object:
+    """``module.name`` if its module is imported already, else None. Looked up in the
+    namespaces themselves: a module's ``__getattr__`` (scipy's lazy submodules) is not run."""
+    obj: object = sys.modules.get(module)
+    for part in name.split(".") if obj is not None else ():
+        try:
+            obj = vars(obj).get(part)
+        except TypeError:  # no __dict__
+            return None
+    return obj
+
+
 def trust_name(module: str, name: str) -> str:
     """The name to write in ``trusted=[...]``: the colon form when the name is nested
     (``pkg.mod:Outer.Inner``), where the dotted form would split at the wrong dot."""
@@ -105,7 +160,8 @@ def split_trust(names: Iterable[str]) -> tuple[list[str], list[str]]:
     runners = [
         n
         for n in listed
-        if _split_quietly(n) in CODE_RUNNERS or n.endswith("(Python bytecode)")  # a Keras Lambda
+        if n.endswith("(Python bytecode)")  # a Keras Lambda
+        or ((pair := _split_quietly(n)) is not None and runs_code(*pair))
     ]
     return [n for n in listed if n not in runners], runners
 
@@ -113,7 +169,8 @@ def split_trust(names: Iterable[str]) -> tuple[list[str], list[str]]:
 def runners_note(runners: list[str]) -> str:
     return (
         f"{', '.join(runners)} run{'s' if len(runners) == 1 else ''} code Amber cannot vet (a "
-        f"nested unpickler or an evaluator), which no trusted= admits: only "
+        f"nested unpickler, an evaluator, or a scipy.stats distribution, which executes source "
+        f"from the file), which no trusted= admits: only "
         f"allow_arbitrary_code=True loads such a file, and only a file you made yourself"
     )
 
@@ -177,13 +234,13 @@ class LoadPolicy:
                 f"allow_arbitrary_code must be True or False, got {allow_arbitrary_code!r}"
             )
         pairs = frozenset(parse_global_name(n) for n in (trusted or ()))
-        runners = sorted(trust_name(*p) for p in pairs & CODE_RUNNERS)
+        runners = sorted(trust_name(*p) for p in pairs if runs_code(*p))
         if runners:
             raise ValueError(
                 f"trusted= cannot admit {', '.join(runners)}: it runs code Amber cannot vet (a "
-                f"nested unpickler or an evaluator), so trusting it would trust anything the "
-                f"file holds. For a file you made yourself, load it with "
-                f"allow_arbitrary_code=True instead"
+                f"nested unpickler, an evaluator, or a scipy.stats distribution, which executes "
+                f"source from the file), so trusting it would trust anything the file holds. "
+                f"For a file you made yourself, load it with allow_arbitrary_code=True instead"
             )
         return cls(trusted=pairs, allow_arbitrary_code=allow_arbitrary_code)
 

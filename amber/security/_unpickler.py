@@ -247,18 +247,32 @@ STR_METHODS = frozenset(
 )  # fmt: skip
 
 
+# Bound methods an estimator keeps of itself in its own __dict__, which pickle writes as
+# getattr(estimator, name): HistGradientBoosting*, fitted with early stopping and a scorer, puts
+# _raw_predict back as an attribute after patching it (_patch_raw_predict). The method is the
+# class's own, bound to the estimator the stream built (amber.save leaves it out).
+_OWN_METHODS = {
+    ("sklearn.ensemble._hist_gradient_boosting.gradient_boosting", cls): "_raw_predict"
+    for cls in ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
+}
+
+
 def _str_method(obj: Any, name: Any) -> Any:
-    """``getattr`` as pickles call it for a method of ``str``, and for nothing else."""
-    if obj is not str or type(name) is not str or name not in STR_METHODS:
-        raise FormatError(
-            f"getattr in a pickle stream only reaches the string methods a text pipeline is "
-            f"given (str.{', str.'.join(sorted(STR_METHODS))}); this one asks for "
-            f"{getattr(obj, '__name__', type(obj).__name__)!s:.60}.{name!s:.60}. If you made "
-            f"the file yourself, load it with allow_arbitrary_code=True (a HistGradientBoosting "
-            f"model fitted with early stopping and a scorer, saved by an Amber before 0.1.0's "
-            f"fix, loads safely once saved again)"
-        )
-    return getattr(str, name)
+    """``getattr`` as pickles call it: for a method of ``str``, or for a method an estimator
+    keeps of itself (``_OWN_METHODS``), and for nothing else."""
+    if obj is str and type(name) is str and name in STR_METHODS:
+        return getattr(str, name)
+    cls = type(obj)
+    if type(name) is str and _OWN_METHODS.get((cls.__module__, cls.__qualname__)) == name:
+        method = getattr(cls, name)
+        return method.__get__(obj, cls)  # the class's function, never the instance's attribute
+    raise FormatError(
+        f"getattr in a pickle stream only reaches the string methods a text pipeline is "
+        f"given (str.{', str.'.join(sorted(STR_METHODS))}) and a HistGradientBoosting "
+        f"model's own _raw_predict; this one asks for "
+        f"{getattr(obj, '__name__', type(obj).__name__)!s:.60}.{name!s:.60}. If you made "
+        f"the file yourself, load it with allow_arbitrary_code=True"
+    )
 
 
 def _complex(*args: Any) -> complex:

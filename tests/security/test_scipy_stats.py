@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copyreg
 import pickle
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -152,4 +153,49 @@ def test_scipys_own_pickle_of_a_distribution_still_runs_nothing(tmp_path: Path) 
     (tmp_path / "h.pkl").write_bytes(data)
     with pytest.raises(UntrustedTypeError):
         amber.load(tmp_path / "h.pkl")
+    assert not marker.exists()
+
+
+def test_a_distribution_class_is_never_offered_to_trust_nor_admitted(tmp_path: Path) -> None:
+    """Trusting the names of a distribution would let its __setstate__ exec the template of
+    the file: the refusal offers none of them, trusted= refuses scipy's, and a trusted subclass
+    of scipy's base classes (found so once imported) is refused as well."""
+    marker = tmp_path / "pwned"
+    dist = stats.loguniform(1e-2, 1e2)
+    state = dist.dist.__getstate__()
+    state["_parse_arg_template"] = (
+        f"import pathlib; pathlib.Path({str(marker)!r}).touch()\n" + state["_parse_arg_template"]
+    )
+    hostile = Forged(copyreg._reconstructor, (type(dist.dist), object, None), state)
+    path = tmp_path / "h.pkl"
+    path.write_bytes(pickle.dumps({"C": hostile}, protocol=5))
+    with pytest.raises(UntrustedTypeError, match=r"runs? code Amber cannot vet") as refused:
+        amber.load(path)
+    assert "trusted=[" not in str(refused.value), refused.value
+    name = f"{type(dist.dist).__module__}.{type(dist.dist).__name__}"
+    with pytest.raises(ValueError, match=r"trusted= cannot admit .*scipy.stats distribution"):
+        amber.load(path, trusted=[name])
+    # a subclass of the user's own, trusted by name: refused as trusted= is read when its
+    # module is imported already, else once the load imports it
+    mine = _Mine(a=0, name="mine")
+    path.write_bytes(pickle.dumps(mine, protocol=5))
+    with pytest.raises(ValueError, match=r"trusted= cannot admit .*_Mine"):
+        amber.load(path, trusted=[f"{_Mine.__module__}.{_Mine.__qualname__}"])
+    module = tmp_path / "users_distribution.py"
+    module.write_text(
+        "import numpy as np\nfrom scipy import stats\n\n"
+        "class Theirs(stats.rv_continuous):\n    def _pdf(self, x):\n        return np.exp(-x)\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import users_distribution  # type: ignore[import-not-found]
+
+        path.write_bytes(pickle.dumps(users_distribution.Theirs(a=0, name="t"), protocol=5))
+        del sys.modules["users_distribution"]
+        with pytest.raises(UntrustedTypeError, match=r"runs? code Amber cannot vet") as refused:
+            amber.load(path, trusted=["users_distribution.Theirs"])
+        assert "trusted=[" not in str(refused.value), refused.value
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("users_distribution", None)
     assert not marker.exists()

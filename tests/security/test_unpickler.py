@@ -224,6 +224,45 @@ def test_getattr_reaches_the_string_methods_of_a_text_pipeline_only(tmp_path: Pa
         LoadPolicy.make(["builtins.getattr"])  # trusting the real one stays refused
 
 
+def test_getattr_reaches_a_boosting_models_own_raw_predict(tmp_path: Path) -> None:
+    """HistGradientBoosting fitted with early stopping and a scorer keeps its bound _raw_predict
+    in its __dict__, which plain pickle and joblib write as getattr(model, "_raw_predict"):
+    such files load, with the class's own method bound to the model; no other name, object or
+    class does."""
+    import joblib
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    import amber
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((60, 4)), np.arange(60) % 3
+    for cls in (HistGradientBoostingClassifier, HistGradientBoostingRegressor):
+        fitted = cls(
+            max_iter=10,
+            early_stopping=True,
+            scoring="r2" if "Reg" in cls.__name__ else "accuracy",
+            validation_fraction=0.25,
+            random_state=0,
+        ).fit(X, y)
+        assert "_raw_predict" in vars(fitted)
+        back = load(pickle.dumps(fitted, protocol=5))
+        assert back._raw_predict.__self__ is back
+        assert back._raw_predict.__func__ is cls._raw_predict
+        assert np.array_equal(back.predict(X), fitted.predict(X))
+        joblib.dump(fitted, tmp_path / "m.joblib", compress=3)
+        assert np.array_equal(amber.load(tmp_path / "m.joblib").predict(X), fitted.predict(X))
+    model = HistGradientBoostingClassifier()
+    for obj, name in [
+        (model, "predict"),  # its own, but not the one it keeps
+        (model, "__class__"),
+        (model, "_raw_predict\x00"),
+        (np.ones(2), "_raw_predict"),
+        (HistGradientBoostingClassifier, "_raw_predict"),  # the class: an unbound function
+    ]:
+        with pytest.raises((FormatError, UntrustedTypeError)):
+            load(pickle.dumps(Forged(getattr, (obj, name)), protocol=5))
+
+
 # --------------------------------------------------------------------------- numpy random
 def _with_state(obj: Any, change: Callable[[dict[str, Any]], None]) -> Forged:
     """``obj`` pickled as itself, but with its (bit generator's) state changed."""
