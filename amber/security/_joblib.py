@@ -1072,8 +1072,8 @@ def load_joblib(
     reader = _Reader(data)  # (the scan read it all: no bound needed twice)
     try:
         value = _Machine(reader, mode="load", shared=shared, policy=policy).load()
-    except FormatError as exc:
-        raise FormatError(f"{source} is not a valid joblib file: {exc}") from exc
+    except FormatError as exc:  # (a refusal of what the stream builds: its own message says)
+        raise FormatError(f"{source}: {exc}") from exc
     if (
         reader.remaining
         or len(shared.layout) != len(scan.layout)
