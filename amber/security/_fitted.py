@@ -504,6 +504,10 @@ def _callable_on_data(func: Any) -> bool:
         return False
     if isinstance(func, type):
         return issubclass(func, np.generic)  # np.float32 as a cast
+    if module == "amber" or module.startswith("amber."):
+        # the loader's stand-ins and faster equivalents (its C frombuffer for numpy's
+        # _frombuffer): they rebuild what a stream describes, and are never called on data
+        return False
     if (module, name) not in entries() or (module, name) in _SKLEARN_ON_DATA:
         return True  # trusted by name (no load admits it otherwise), or plain Python
     if module == "numpy" or module.startswith(("numpy.", "scipy.special")):

@@ -793,6 +793,13 @@ def validate_libsvm(est: Any) -> None:
     n_class = n_sv_per_class.shape[0]
     classify = impl in ("c_svc", "nu_svc")
     precomputed = d.get("kernel") == "precomputed" or callable(d.get("kernel"))
+    sparse = d.get("_sparse", False)
+    if not isinstance(sparse, (bool, np.bool_)):
+        raise _refuse(what, f"its sparse flag is {sparse!r:.40}")
+    if sparse and precomputed:
+        # scikit-learn never fits these on sparse input; libsvm's sparse predict would size the
+        # model by the stored rows (none) and read as many kernel values as support counts
+        raise _refuse(what, "a precomputed or callable kernel on the sparse code path")
     if np.shape(sv)[0] != (0 if precomputed else n_sv):
         raise _refuse(what, f"{np.shape(sv)[0]} support vectors but {n_sv} support indices")
     if not isinstance(sv, np.ndarray) and (
@@ -1051,6 +1058,7 @@ def _held_only_at() -> dict[int, tuple[str, str]]:
 
 _CROSS_CHECKED = {
     *_HELD_ONLY_AT,  # where they are held (see _walk)
+    ("functools", "partial"),  # what it calls and with what keywords (see _walk)
     ("numpy", "matrix"),  # its shape, set by a state, must be 2-d (see _walk)
     ("numpy.matrixlib.defmatrix", "matrix"),
     ("sklearn.tree._tree", "Tree"),
@@ -1211,6 +1219,8 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
         if _class_info(t)[1] and vars(o).keys() <= _LEAF_ATTRIBUTES:
             continue  # validated as built; holds only arrays (a boosting model has 1,000s)
         if isinstance(o, dict):
+            if o.get("out") is not None:
+                raise _refuse_out()
             push(v for v in o.values() if type(v) not in _ATOMS)
         elif isinstance(o, (list, tuple, set, frozenset)):
             push(v for v in o if type(v) not in _ATOMS)
@@ -1224,6 +1234,8 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
             continue
         elif t is functools.partial:
             # what it calls and with what: none of it is in its __dict__
+            if o.keywords.get("out") is not None:
+                raise _refuse_out()
             push(v for v in (o.func, *o.args, *o.keywords.values()) if type(v) not in _ATOMS)
         else:
             d = getattr(o, "__dict__", None)
@@ -1241,6 +1253,14 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
                 ):
                     kept = _HOLDER_ATTRIBUTE
                 push(v for k, v in d.items() if type(v) not in _ATOMS and k != done and k != kept)
+
+
+def _refuse_out() -> FormatError:
+    # Keywords a model hands to the functions it holds (a FunctionTransformer's kw_args, a
+    # metric's metric_params, a partial's keywords): out= would make numpy write its result into
+    # an array of the file, which pickle's memo can make one the loader checked elsewhere (a
+    # tree's indices; a crafted file's predict then crashed). No fitted model keeps one.
+    return _refuse("a model", "it holds keywords with out=, which would write into its arrays")
 
 
 _ATOMS = frozenset({str, bytes, int, float, bool, type(None), np.float64, np.int64})

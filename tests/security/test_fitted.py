@@ -689,6 +689,70 @@ def test_a_regression_or_one_class_svm_has_two_support_counts(
         plain_pickle_fails(tmp_path, data, "obj.predict(np.random.rand(7, 4))")
 
 
+@pytest.mark.parametrize("kernel", ["precomputed", "callable"])
+def test_an_svm_on_a_precomputed_or_callable_kernel_is_never_sparse(
+    tmp_path: Path, kernel: str
+) -> None:
+    """scikit-learn never fits these on sparse input: set _sparse on one, and libsvm's sparse
+    predict sizes the model by the stored support vectors (none) and reads as many kernel
+    values as the support counts say."""
+    import scipy.sparse as sp
+    from sklearn.metrics.pairwise import linear_kernel
+    from sklearn.svm import SVC
+
+    data = X if kernel == "callable" else X @ X.T
+    fitted = SVC(kernel=linear_kernel if kernel == "callable" else "precomputed").fit(data, Y3)
+    assert (loads(fitted).predict(data) == fitted.predict(data)).all()
+    hostile = copy.deepcopy(fitted)
+    n = 2_000_000
+    hostile._sparse = True
+    hostile.support_vectors_ = sp.csr_matrix((0, X.shape[1]))
+    hostile.support_ = np.zeros(n, np.int32)
+    hostile._n_support = np.array([n - 2, 1, 1], np.int32)
+    hostile._dual_coef_ = sp.csr_matrix(np.ones((2, n)))
+    refused(hostile, "a precomputed or callable kernel on the sparse code path")
+    hostile._sparse = "yes"
+    refused(hostile, "its sparse flag is 'yes'")
+
+
+def test_keywords_a_model_hands_to_its_functions_never_carry_out(tmp_path: Path) -> None:
+    """numpy's out= writes the result into an array of the file, which pickle's memo can make
+    the index array of a tree the loader checked: the tree's next query read far outside."""
+    import functools
+
+    from sklearn.neighbors import KNeighborsTransformer
+    from sklearn.pipeline import FeatureUnion
+
+    data = RNG.random((4, 4))
+    knn = KNeighborsTransformer(n_neighbors=2, algorithm="kd_tree").fit(data)
+    victim = knn._tree.__getstate__()[1]  # its index array
+    kw = {"axis": 0, "dtype": np.intp, "out": victim, "initial": 10**12}
+    for writer in (
+        FunctionTransformer(np.sum, kw_args=kw),
+        FunctionTransformer(functools.partial(np.sum, **kw)),
+    ):
+        hostile = FeatureUnion([("w", writer), ("k", knn)])
+        data_bytes = refused(hostile, "it holds keywords with out=")
+    plain_pickle_fails(tmp_path, data_bytes, "obj.transform(np.random.rand(4, 4))")
+    # a metric's parameters are keywords too
+    from sklearn.neighbors import NearestNeighbors
+
+    writer = NearestNeighbors(algorithm="brute", metric=np.add, metric_params={"out": victim})
+    refused([writer.fit(data), knn], "it holds keywords with out=")
+    # the loader's own stand-in for numpy's _frombuffer is not a function to call on data
+    try:
+        from numpy._core.numeric import _frombuffer
+    except ImportError:  # numpy 1
+        from numpy.core.numeric import _frombuffer
+
+    refused(FunctionTransformer(_frombuffer), "a function that models only name")
+    # honest keywords, and a partial without out=, load
+    honest = FunctionTransformer(functools.partial(np.round, decimals=2), kw_args=None)
+    assert (loads(honest.fit(X)).transform(X) == honest.transform(X)).all()
+    honest = FunctionTransformer(np.round, kw_args={"decimals": 1}).fit(X)
+    assert (loads(honest).transform(X) == honest.transform(X)).all()
+
+
 def test_a_sparse_svm_holds_what_libsvm_reads(tmp_path: Path) -> None:
     """A sparse fit keeps its dual coefficients in a sparse matrix, and libsvm copies
     (classes - 1) x (support vectors) values from its stored data; its support vectors are the
