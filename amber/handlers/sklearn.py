@@ -28,7 +28,7 @@ from amber.handlers._base import SavedPayload
 from amber.security._allowlist import is_allowed
 from amber.security._policy import LoadPolicy, trust_name
 from amber.security._scanner import StreamRefused, scan_pickle
-from amber.security._unpickler import STR_METHODS, hooked_names, safe_loads
+from amber.security._unpickler import OWN_METHODS, STR_METHODS, hooked_names, safe_loads
 
 __all__ = ["HANDLER", "SklearnHandler", "pickle_payload"]
 
@@ -95,16 +95,6 @@ def _holds_strided_array(obj: Any) -> bool:
     return bool(stack)  # past the limit: round-trip to be sure
 
 
-# Estimators that keep a bound method of their own in their instance dictionary: scikit-learn's
-# HistGradientBoosting*, fitted with early stopping and a scorer, puts `_raw_predict` back as
-# an attribute after patching it (`_patch_raw_predict`), which pickles as
-# getattr(estimator, "_raw_predict") and which the safe loader cannot admit.
-_KEEP_OWN_METHODS = {
-    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting": (
-        "HistGradientBoostingClassifier",
-        "HistGradientBoostingRegressor",
-    ),
-}
 _METHOD_TYPES = (
     types.MethodType,
     types.BuiltinMethodType,
@@ -155,12 +145,13 @@ def _dumps(
     table: dict[type, Callable[[Any], Any]] = {**copyreg.dispatch_table}
     table.update(scipy_stats.dispatch_table())
     table.update(dict.fromkeys(_METHOD_TYPES, method))
-    for module_name, names in _KEEP_OWN_METHODS.items():
-        module = sys.modules.get(module_name)
-        for name in names if module is not None else ():
-            cls = getattr(module, name, None)
-            if isinstance(cls, type):
-                table[cls] = _without_own_methods
+    # estimators that keep a bound method of their own in their instance dictionary, which
+    # pickles as getattr(estimator, name): the loader admits it (OWN_METHODS), the saver leaves
+    # it out
+    for module_name, name in OWN_METHODS:
+        cls = getattr(sys.modules.get(module_name), name, None)
+        if isinstance(cls, type):
+            table[cls] = _without_own_methods
     out = io.BytesIO()
     pickler = pickle.Pickler(out, protocol=5, buffer_callback=buffer_callback)
     pickler.dispatch_table = table

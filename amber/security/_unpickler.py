@@ -64,7 +64,7 @@ from amber.security._validators import (
     validate_object,
 )
 
-__all__ = ["GUARDED", "STR_METHODS", "safe_loads", "untrusted_globals"]
+__all__ = ["GUARDED", "OWN_METHODS", "STR_METHODS", "safe_loads", "untrusted_globals"]
 
 _HOOK_MODULE = "amber.security._unpickler.hook"
 _HOOK_BYTES = _HOOK_MODULE.encode()
@@ -251,7 +251,7 @@ STR_METHODS = frozenset(
 # getattr(estimator, name): HistGradientBoosting*, fitted with early stopping and a scorer, puts
 # _raw_predict back as an attribute after patching it (_patch_raw_predict). The method is the
 # class's own, bound to the estimator the stream built (amber.save leaves it out).
-_OWN_METHODS = {
+OWN_METHODS = {
     ("sklearn.ensemble._hist_gradient_boosting.gradient_boosting", cls): "_raw_predict"
     for cls in ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
 }
@@ -259,11 +259,11 @@ _OWN_METHODS = {
 
 def _str_method(obj: Any, name: Any) -> Any:
     """``getattr`` as pickles call it: for a method of ``str``, or for a method an estimator
-    keeps of itself (``_OWN_METHODS``), and for nothing else."""
+    keeps of itself (``OWN_METHODS``), and for nothing else."""
     if obj is str and type(name) is str and name in STR_METHODS:
         return getattr(str, name)
     cls = type(obj)
-    if type(name) is str and _OWN_METHODS.get((cls.__module__, cls.__qualname__)) == name:
+    if type(name) is str and OWN_METHODS.get((cls.__module__, cls.__qualname__)) == name:
         method = getattr(cls, name)
         return method.__get__(obj, cls)  # the class's function, never the instance's attribute
     raise FormatError(

@@ -1033,20 +1033,22 @@ def _class_info(cls: type) -> tuple[Validator | None, bool]:
 _CLASS_INFO: dict[type, tuple[Validator | None, bool]] = {}
 
 
-# Estimators whose sub-objects must agree with the estimator's own input width.
 # Allowlisted functions that scikit-learn calls only with arguments it computes itself, and
 # that write outside their buffers when called with others (k-means' steps write by the width
 # of the centers they are given: a SelectKBest whose score function was a partial of one
 # crashed its fit). A file may hold one only where scikit-learn puts it: (module, class,
 # attribute) of the holder.
 _HELD_ONLY_AT = {
-    ("sklearn.cluster._kmeans", name): ("sklearn.cluster._bisect_k_means", "BisectingKMeans")
+    ("sklearn.cluster._kmeans", name): (
+        "sklearn.cluster._bisect_k_means",
+        "BisectingKMeans",
+        "_kmeans_single",
+    )
     for name in ("_kmeans_single_lloyd", "_kmeans_single_elkan")
 }
-_HOLDER_ATTRIBUTE = "_kmeans_single"
 
 
-def _held_only_at() -> dict[int, tuple[str, str]]:
+def _held_only_at() -> dict[int, tuple[str, str, str]]:
     """``_HELD_ONLY_AT`` by the functions' ids (a module not imported holds none in a load)."""
     found = {}
     for (module, name), holder in _HELD_ONLY_AT.items():
@@ -1056,6 +1058,8 @@ def _held_only_at() -> dict[int, tuple[str, str]]:
     return found
 
 
+# Estimators whose sub-objects must agree with the estimator's own input width, and the objects
+# the walk checks where they are held.
 _CROSS_CHECKED = {
     *_HELD_ONLY_AT,  # where they are held (see _walk)
     ("functools", "partial"),  # what it calls and with what keywords (see _walk)
@@ -1199,6 +1203,7 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
     stack = [obj]
     pop, push, add = stack.pop, stack.extend, seen.add
     held_only = _held_only_at()
+    holders = {(module, cls): attribute for module, cls, attribute in held_only.values()}
     while stack:
         o = pop()
         t = type(o)
@@ -1207,11 +1212,11 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
         add(id(o))
         if id(o) in held_only:
             # (the attribute where it may be is not walked into: reached, it is somewhere else)
-            name = held_only[id(o)][1]
+            _, holder, attribute = held_only[id(o)]
             raise _refuse(
                 "a model",
                 f"it holds {getattr(o, '__qualname__', o)!r:.80}, a step that only a "
-                f"{name}'s {_HOLDER_ATTRIBUTE} may hold (called on data with other arguments, "
+                f"{holder}'s {attribute} may hold (called on data with other arguments, "
                 f"it writes outside its buffers)",
             )
         if not cross_only:
@@ -1220,7 +1225,14 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
             continue  # validated as built; holds only arrays (a boosting model has 1,000s)
         if isinstance(o, dict):
             if o.get("out") is not None:
-                raise _refuse_out()
+                # keywords a model hands to the functions it holds (a FunctionTransformer's
+                # kw_args, a metric's metric_params, a partial's keywords): out= would make
+                # numpy write into an array of the file, which pickle's memo can make one the
+                # loader checked elsewhere (a tree's indices: the next query crashed). No
+                # fitted model keeps one.
+                raise _refuse(
+                    "a model", "it holds keywords with out=, which would write into its arrays"
+                )
             push(v for v in o.values() if type(v) not in _ATOMS)
         elif isinstance(o, (list, tuple, set, frozenset)):
             push(v for v in o if type(v) not in _ATOMS)
@@ -1233,10 +1245,9 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
         elif isinstance(o, np.dtype):
             continue
         elif t is functools.partial:
-            # what it calls and with what: none of it is in its __dict__
-            if o.keywords.get("out") is not None:
-                raise _refuse_out()
-            push(v for v in (o.func, *o.args, *o.keywords.values()) if type(v) not in _ATOMS)
+            # what it calls and with what (its keywords: a dict, checked as every dict is):
+            # none of it is in its __dict__
+            push((o.func, o.args, o.keywords))
         else:
             d = getattr(o, "__dict__", None)
             if type(d) is dict:
@@ -1245,22 +1256,11 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
                     # a full walk (a joblib file's) checks again what was checked as it was
                     # built: the stream may have changed it since
                     done = None
-                kept = None  # where scikit-learn keeps a step of _HELD_ONLY_AT
-                if (
-                    held_only
-                    and id(d.get(_HOLDER_ATTRIBUTE)) in held_only
-                    and (t.__module__, t.__name__) in _HELD_ONLY_AT.values()
-                ):
-                    kept = _HOLDER_ATTRIBUTE
+                # where scikit-learn keeps a step of _HELD_ONLY_AT, if this is its holder
+                kept = holders.get((t.__module__, t.__name__)) if holders else None
+                if kept is not None and id(d.get(kept)) not in held_only:
+                    kept = None
                 push(v for k, v in d.items() if type(v) not in _ATOMS and k != done and k != kept)
-
-
-def _refuse_out() -> FormatError:
-    # Keywords a model hands to the functions it holds (a FunctionTransformer's kw_args, a
-    # metric's metric_params, a partial's keywords): out= would make numpy write its result into
-    # an array of the file, which pickle's memo can make one the loader checked elsewhere (a
-    # tree's indices; a crafted file's predict then crashed). No fitted model keeps one.
-    return _refuse("a model", "it holds keywords with out=, which would write into its arrays")
 
 
 _ATOMS = frozenset({str, bytes, int, float, bool, type(None), np.float64, np.int64})
