@@ -895,7 +895,9 @@ def test_a_neighbors_tree_is_built_by_its_own_newobj_only(tmp_path: Path, route:
         message = r"_dist_metrics.newObj of <class 'sklearn.neighbors._kd_tree.KDTree'>"
     data = pickle.dumps(hostile, protocol=1)
     refused(hostile, message, data)
-    plain_pickle_fails(tmp_path, data, "pass")
+    # plain pickle reads the 11 missing items from whatever follows the tuple: mostly a crash,
+    # sometimes a stray object that its compiled code rejects (a TypeError seen in CI)
+    plain_pickle_fails(tmp_path, data, "pass", signal=False)
 
 
 def test_iterative_imputer_steps_cannot_nest(tmp_path: Path) -> None:
