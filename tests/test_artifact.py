@@ -717,6 +717,46 @@ def test_corrupt_compressed_entry_is_refused(tmp_path: Path) -> None:
         amber.load(path)
 
 
+@pytest.fixture(scope="module")
+def two_large_buffers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LogisticRegression]:
+    """A model whose two arrays (6.4 and 5.6 MB) are read and checked in parts, and which,
+    memory-mapped, are checked ahead on two threads."""
+    rng = np.random.default_rng(1)
+    model = LogisticRegression(max_iter=1000).fit(X, Y)
+    model.big_a_ = rng.random(800_000)
+    model.big_b_ = rng.random(700_000)
+    path = tmp_path_factory.mktemp("large") / "big.amber"
+    amber.save(model, path)
+    return path, model
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+@pytest.mark.parametrize(("entry_no", "where"), [(0, 0), (0, 256 << 10), (1, -1), (1, 300_001)])
+def test_a_flipped_byte_anywhere_in_a_large_entry_is_caught(
+    tmp_path: Path,
+    two_large_buffers: tuple[Path, LogisticRegression],
+    mmap: bool,
+    entry_no: int,
+    where: int,
+) -> None:
+    source, model = two_large_buffers
+    loaded = amber.load(source, mmap=mmap)
+    assert np.array_equal(loaded.big_a_, model.big_a_)
+    assert np.array_equal(loaded.big_b_, model.big_b_)
+    del loaded
+    name = f"model/buffers/{entry_no:06d}.bin"
+    with ArtifactReader(source) as reader:
+        entry = reader.zip_entries[name]
+        assert entry.size > 5 << 20
+        start = read_data_offset(reader._fd, entry)
+    data = bytearray(source.read_bytes())
+    data[start + where % entry.size] ^= 0x01
+    path = tmp_path / "flipped.amber"
+    path.write_bytes(data)
+    with pytest.raises(IntegrityError, match=rf"entry '{name}' .* fails its xxh3-128 check"):
+        amber.load(path, mmap=mmap)
+
+
 def test_unknown_compress_option_is_explained(tmp_path: Path, svc: SVC) -> None:
     with pytest.raises(ValueError, match=r"compress='gzip'.*'zstd'"):
         amber.save(svc, tmp_path / "x.amber", compress="gzip")

@@ -242,6 +242,7 @@ class SklearnHandler:
         # Buffers are read (and verified) one at a time, when the unpickler reaches them: an
         # object that copies its buffer (a decision tree) frees it before the next one is read,
         # so loading never holds the file's contents twice.
+        reader.check_ahead(names)  # (a memory-mapped artifact: on two threads, all at once)
         buffers = _LazyBuffers(reader, names)
         source = f"{str(reader.path)!r}"
         return safe_loads(
