@@ -41,6 +41,7 @@ import numpy as np
 
 from amber.errors import AmberError, FormatError, UntrustedTypeError
 from amber.security._allowlist import entries, is_allowed, never_reduced, reference_only
+from amber.security._pickle_scan import release_claims
 from amber.security._policy import LoadPolicy, trust_name
 from amber.security._scanner import PickleScan, effective_name
 from amber.security._unpickler import CALL_ONLY_GUARDS, _SafeUnpickler
@@ -1074,6 +1075,8 @@ def load_joblib(
         value = _Machine(reader, mode="load", shared=shared, policy=policy).load()
     except FormatError as exc:  # (a refusal of what the stream builds: its own message says)
         raise FormatError(f"{source}: {exc}") from exc
+    finally:
+        release_claims()  # (the bytes objects this load's arrays view: see claim_bytes)
     if (
         reader.remaining
         or len(shared.layout) != len(scan.layout)

@@ -13,7 +13,8 @@
  *   - every length is checked against the bytes that remain before anything is read;
  *   - FRAMEs are consistent (no nesting, no opcode crossing a frame's end);
  *   - memo indices stay below max_memo, GET only reads set entries;
- *   - NEXT_BUFFER at most n_buffers times, READONLY_BUFFER only on a buffer;
+ *   - NEXT_BUFFER at most n_buffers times, READONLY_BUFFER only on a buffer, no memo copy
+ *     (GET) or DUP of a buffer;
  *   - REDUCE/NEWOBJ/NEWOBJ_EX call a global, BUILD targets a constructed object (never a
  *     global), APPEND/SETITEM/ADDITEMS never target a global;
  *   - nothing modifies bytes an array may view in place once they are made (a BYTEARRAY8
@@ -460,6 +461,9 @@ memo_get(Scan *s, Py_ssize_t off, Py_ssize_t idx, const char *opname)
 {
     if (idx < 0 || idx >= s->memo_cap || !(s->memo[idx].flags & F_SET))
         return fail(s, off, "%s of memo index %zd, which was never stored", opname, idx);
+    if (s->memo[idx].tag == T_BUFFER)
+        return fail(s, off, "%s of an out-of-band buffer: honest pickles use each buffer once "
+                    "(a second use could give its bytes to a second array)", opname);
     note_copy(s, &s->memo[idx]);
     s->memo[idx].flags |= F_READ;
     Item it = s->memo[idx];
@@ -762,6 +766,9 @@ run(Scan *s, int *declared, int *maxproto)
         case OP_DUP:
             if (need_items(s, off, 1, "DUP") < 0)
                 return -1;
+            if (s->stack[s->sp - 1].tag == T_BUFFER)
+                return fail(s, off, "DUP of an out-of-band buffer: honest pickles use each "
+                            "buffer once (a second use could give its bytes to a second array)");
             note_copy(s, &s->stack[s->sp - 1]);
             it = s->stack[s->sp - 1];
             it.flags = F_COPY | (it.flags & (F_BIG | F_CONT | F_DATA));
@@ -1795,22 +1802,158 @@ already_shaped(PyObject *array, PyObject *shape, PyObject *order)
     return ok;
 }
 
+/* ------------------------------------------------------------------ one array per buffer */
+/* An array made in place views its bytes: numpy.frombuffer's, and ndarray.__setstate__'s of
+ * more than 1,000 bytes, which keeps the bytes object and writes through it. Honest pickles
+ * give each array bytes of their own; a crafted stream can give one buffer to two arrays (the
+ * memo read twice, or an argument tuple reused), of different dtypes, so that a write through
+ * one (partial_fit updating a coefficient array) rewrites the other after the loader checked
+ * it (a neighbours tree's indices, a sparse matrix's). So:
+ *   - a bytearray already exported (to a live array) is not viewed again;
+ *   - a memoryview (an out-of-band buffer) is released once an array views it, so that a
+ *     second use fails (the scan refuses a memo copy of one, which would escape this);
+ *   - a bytes object is claimed, per thread, by the load whose array views it (claim_bytes,
+ *     which the array-state check calls too); a second claim is refused. The claims hold the
+ *     objects, so that an id stays theirs, until release_claims (at the load's end). */
+static PyObject *claims_key;
+
+/* this thread's claims: a dict of id -> object (borrowed), or NULL with an exception set */
+static PyObject *
+thread_claims(void)
+{
+    if (!claims_key && !(claims_key = PyUnicode_InternFromString("amber.claimed_bytes")))
+        return NULL;
+    PyObject *d = PyThreadState_GetDict();
+    if (!d) {
+        PyErr_SetString(PyExc_RuntimeError, "no thread state to record claims in");
+        return NULL;
+    }
+    PyObject *claims = PyDict_GetItemWithError(d, claims_key);
+    if (claims || PyErr_Occurred())
+        return claims;
+    claims = PyDict_New();
+    if (!claims || PyDict_SetItem(d, claims_key, claims) < 0) {
+        Py_XDECREF(claims);
+        return NULL;
+    }
+    Py_DECREF(claims); /* the thread's dict holds it */
+    return claims;
+}
+
+/* 1: `obj` claimed now; 0: it already was; -1: error */
+static int
+claim(PyObject *obj)
+{
+    PyObject *claims = thread_claims();
+    if (!claims)
+        return -1;
+    PyObject *key = PyLong_FromVoidPtr(obj);
+    if (!key)
+        return -1;
+    int had = PyDict_Contains(claims, key);
+    int r = had < 0 ? -1 : had ? 0 : PyDict_SetItem(claims, key, obj) < 0 ? -1 : 1;
+    Py_DECREF(key);
+    return r;
+}
+
+static PyObject *
+claim_bytes(PyObject *self, PyObject *obj)
+{
+    int r = claim(obj);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+static PyObject *
+release_claims(PyObject *self, PyObject *unused)
+{
+    PyObject *claims = thread_claims();
+    if (!claims)
+        return NULL;
+    PyDict_Clear(claims);
+    Py_RETURN_NONE;
+}
+
+static const char already_viewed[] =
+    "its bytes are already the data of another array (a crafted stream gives one buffer to "
+    "two arrays, so that writing to one rewrites the other)";
+
+/* Before an array is made on `buf`: 0, or -1 with ValueError when another array views it. */
+static int
+first_view(PyObject *buf)
+{
+    int fresh = 1;
+    if (PyByteArray_Check(buf))
+        fresh = ((PyByteArrayObject *)buf)->ob_exports == 0;
+    else if (PyBytes_Check(buf) && (fresh = claim(buf)) < 0)
+        return -1;
+    if (!fresh) {
+        PyErr_SetString(PyExc_ValueError, already_viewed);
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether `array`'s chain of bases reaches `buf`: then the array holds no view of its own
+ * and `buf` is what keeps its memory. */
+static int
+based_on(PyObject *array, PyObject *buf)
+{
+    PyObject *o = Py_NewRef(array);
+    for (int depth = 0; depth < 16 && o != buf; depth++) {
+        PyObject *base = PyObject_GetAttrString(o, "base"); /* a memoryview has none */
+        if (!base && !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            Py_DECREF(o);
+            return -1;
+        }
+        PyErr_Clear();
+        if (!base || base == Py_None) {
+            Py_XDECREF(base);
+            break;
+        }
+        Py_SETREF(o, base);
+    }
+    int found = o == buf;
+    Py_DECREF(o);
+    return found;
+}
+
+/* After an array was made on `buf`: a memoryview is released when the array holds a view of
+ * its own (numpy's frombuffer takes one). Returns `array`, or NULL (and drops it) on error. */
+static PyObject *
+viewed(PyObject *buf, PyObject *array)
+{
+    if (!array || !PyMemoryView_Check(buf))
+        return array;
+    int held = based_on(array, buf);
+    if (held < 0)
+        Py_CLEAR(array);
+    if (array && !held) {
+        PyObject *r = PyObject_CallMethod(buf, "release", NULL);
+        if (!r)
+            Py_CLEAR(array);
+        Py_XDECREF(r);
+    }
+    return array;
+}
+
 static PyObject *
 frombuffer(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     if (numpy_frombuffer_loaded() < 0)
         return NULL;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs >= 1 && first_view(args[0]) < 0)
+        return NULL;
     if (nargs != 4 || kwnames)
-        return PyObject_Vectorcall(np_frombuffer_py, args, nargsf, kwnames);
+        return viewed(args[0], PyObject_Vectorcall(np_frombuffer_py, args, nargsf, kwnames));
     PyObject *call[2] = {args[0], args[1] == alias_from ? alias_to : args[1]};
     PyObject *array = PyObject_Vectorcall(np_frombuffer, call, 2, NULL);
     if (!array || already_shaped(array, args[2], args[3]))
-        return array;
+        return viewed(args[0], array);
     PyObject *reshape[3] = {array, args[2], args[3]};
     PyObject *result = PyObject_VectorcallMethod(str_reshape, reshape, 2, kw_order);
     Py_DECREF(array);
-    return result;
+    return viewed(args[0], result);
 }
 
 /* ------------------------------------------------------------------ hook splicing */
@@ -2199,6 +2342,13 @@ static PyMethodDef methods[] = {
      "frombuffer(buf, dtype, shape, order)\n--\n\n"
      "numpy._core.numeric._frombuffer, without its Python frame: "
      "numpy.frombuffer(buf, dtype).reshape(shape, order=order)."},
+    {"claim_bytes", claim_bytes, METH_O,
+     "claim_bytes(data)\n--\n\n"
+     "Record that an array of this thread's load views the bytes object `data`; False if one "
+     "already does."},
+    {"release_claims", release_claims, METH_NOARGS,
+     "release_claims()\n--\n\n"
+     "Forget (and let go of) the bytes objects this thread's load claimed."},
     {"scan", (PyCFunction)(void (*)(void))scan, METH_VARARGS | METH_KEYWORDS,
      "scan(data, n_buffers, max_memo, hooks=None, max_stack=16777216, max_marks=10000)\n"
      "--\n\n"

@@ -40,7 +40,12 @@ from amber.security._allowlist import (
     reference_only,
     resolve,
 )
-from amber.security._pickle_scan import frombuffer, predictor_check, splice_hooks
+from amber.security._pickle_scan import (
+    frombuffer,
+    predictor_check,
+    release_claims,
+    splice_hooks,
+)
 from amber.security._policy import LoadPolicy, trust_name
 from amber.security._scanner import (
     CALL_ONLY,
@@ -782,6 +787,7 @@ def safe_loads(
         ) from exc
     finally:
         forget_predictors()
+        release_claims()  # (the bytes objects this load's arrays view: see claim_bytes)
     return obj
 
 

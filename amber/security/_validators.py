@@ -31,7 +31,7 @@ import numpy as np
 
 from amber.errors import FormatError
 from amber.security._fitted import CHECKED_CLASSES, _callable_on_data, check_fitted
-from amber.security._pickle_scan import alias_dtype, tree_nodes
+from amber.security._pickle_scan import alias_dtype, claim_bytes, tree_nodes
 
 __all__ = [
     "GENERIC_CONSTRUCTORS",
@@ -336,9 +336,19 @@ def validate_array_state(state: Any) -> None:
     elif type(data) is not bytes or len(data) != nbytes:
         n = len(data) if isinstance(data, bytes) else type(data).__name__
         raise _refuse(what, f"shape {shape} of {dtype} needs {nbytes} bytes, the file holds {n}")
+    elif nbytes > _SET_IN_PLACE and not claim_bytes(data):
+        # numpy keeps bytes of more than 1,000 in place and writes through them: a stream that
+        # hands one bytes object to two arrays (read from the memo twice) makes them alias
+        raise _refuse(
+            what,
+            "its bytes are already the data of another array (a crafted stream gives one "
+            "buffer to two arrays, so that writing to one rewrites the other)",
+        )
 
 
 _MAX_EMPTY_ITEMS = 1 << 20
+# ndarray.__setstate__ copies data of up to this many bytes; it views larger ones in place
+_SET_IN_PLACE = 1000
 _MAX_RECORDS_WITH_OBJECTS = 256 << 20
 
 

@@ -303,6 +303,22 @@ def test_the_bytes_under_an_array_are_never_modified(stream: bytes, n_buffers: i
     refused(stream, "modify an array's bytes in place", n_buffers=n_buffers)
 
 
+@pytest.mark.parametrize(
+    "stream",
+    [
+        PROTO5 + NEXT_BUFFER + MEMOIZE_ + binget(0) + b"\x86.",  # a memo copy
+        PROTO5 + NEXT_BUFFER + b"2\x86.",  # a DUP
+        PROTO5 + NEXT_BUFFER + MEMOIZE_ + b"\x98" + binget(0) + b"\x86.",  # and a read-only view
+    ],
+    ids=["memo copy", "dup", "read-only view and the buffer"],
+)
+def test_an_out_of_band_buffer_is_used_once(stream: bytes) -> None:
+    """Two uses of one buffer could give its bytes to two arrays; the pickler never copies one
+    (each array pickles a buffer of its own)."""
+    refused(stream, "out-of-band buffer: honest pickles use each buffer once", n_buffers=1)
+    scan_pickle(PROTO5 + NEXT_BUFFER + NEXT_BUFFER + b"\x86.", n_buffers=2)  # two buffers
+
+
 def test_an_array_made_on_a_buffer_is_never_modified() -> None:
     """Nor the array itself, made by numpy's _frombuffer, nor a bytearray made by a call (the
     loader's DATA globals): item assignment writes the bytes, and BUILD would re-fill them."""

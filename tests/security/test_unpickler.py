@@ -40,6 +40,7 @@ from security_kit import (
 )
 
 from amber.errors import FormatError, UnsafeLoadWarning, UntrustedTypeError
+from amber.security import _pickle_scan  # type: ignore[attr-defined]
 from amber.security._policy import LoadPolicy
 from amber.security._unpickler import safe_loads
 
@@ -1207,3 +1208,104 @@ def test_a_large_read_is_copied_and_given_back_in_steps() -> None:
     assert out == data
     assert len(marks) == 4 and marks == sorted(marks) and marks[0] > 0  # given back as it went
     assert block[: unpickler._COPY_STEP] == bytes(unpickler._COPY_STEP)  # those pages are gone
+
+
+# -- one array per buffer -------------------------------------------------------------------
+class _OnBuffer:
+    """Pickles as an array that numpy's _frombuffer makes on ``args`` (a buffer, a dtype, a
+    shape and an order): two of them on one buffer are what a crafted stream can make."""
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        self.args = args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_frombuffer, self.args)
+
+
+class _SetFrom:
+    """Pickles as an empty array whose ``__setstate__`` gets ``raw`` as its data."""
+
+    def __init__(self, raw: bytes, dtype: Any) -> None:
+        self.raw, self.dtype = raw, np.dtype(dtype)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = (1, (len(self.raw) // self.dtype.itemsize,), self.dtype, False, self.raw)
+        return (_reconstruct, (np.ndarray, (0,), b"b"), state)
+
+
+def _aliases(objs: list[Any]) -> bool:
+    return any(np.shares_memory(a, b) for i, a in enumerate(objs) for b in objs[i + 1 :])
+
+
+def test_a_bytearray_is_the_data_of_one_array_only() -> None:
+    """Two arrays of different dtypes on one bytearray of the stream (the memo read twice):
+    writing through one (an SGD's coefficients updated by partial_fit) would rewrite the
+    other after the loader checked it (a neighbours tree's indices)."""
+    buf = bytearray(np.arange(16, dtype=np.int64).tobytes())
+    two = [
+        _OnBuffer((buf, np.dtype(np.int64), (16,), "C")),
+        _OnBuffer((buf, np.dtype("f8"), (16,), "C")),
+    ]
+    stream = pickle.dumps(two, protocol=5)
+    assert _aliases(pickle.loads(stream))  # what plain pickle makes of it
+    with pytest.raises(FormatError, match="already the data of another array"):
+        load(stream)
+    # each array on bytes of its own, as honest pickles are: loads
+    honest = [np.arange(16), np.arange(16.0), np.arange(3)]
+    got = load(pickle.dumps(honest, protocol=5))
+    assert all(np.array_equal(a, b) for a, b in zip(got, honest, strict=True))
+    assert not _aliases(got)
+    # one array held twice is one object, not two views
+    shared = np.arange(5)
+    got = load(pickle.dumps([shared, shared], protocol=5))
+    assert got[0] is got[1]
+
+
+def test_an_out_of_band_buffer_is_the_data_of_one_array_only() -> None:
+    buffers: list[pickle.PickleBuffer] = []
+    args = (pickle.PickleBuffer(bytearray(128)), np.dtype(np.int64), (16,), "C")
+    # one argument tuple, used twice (the memo): two arrays on the one buffer
+    stream = pickle.dumps(
+        [_OnBuffer(args), _OnBuffer(args)], protocol=5, buffer_callback=buffers.append
+    )
+    assert len(buffers) == 1
+    assert _aliases(pickle.loads(stream, buffers=[bytearray(128)]))
+    with pytest.raises(FormatError, match="released memoryview"):
+        load(stream, buffers=[memoryview(bytearray(128))])
+    # the buffer itself read from the memo is refused by the scan, before anything is built
+    dup = b"\x80\x05\x97\x94" + b"\x68\x00" + b"\x86."  # NEXT_BUFFER MEMOIZE BINGET 0 TUPLE2
+    with pytest.raises(
+        FormatError, match="out-of-band buffer: honest pickles use each buffer once"
+    ):
+        load(dup, buffers=[memoryview(bytearray(8))])
+    # honest out-of-band arrays load, each on its own buffer
+    honest = [np.arange(16), np.arange(16.0)]
+    buffers = []
+    stream = pickle.dumps(honest, protocol=5, buffer_callback=buffers.append)
+    got = load(stream, buffers=[memoryview(bytearray(b.raw())) for b in buffers])
+    assert all(np.array_equal(a, b) for a, b in zip(got, honest, strict=True))
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_bytes_are_the_data_of_one_array_only(protocol: int) -> None:
+    """numpy's __setstate__ keeps data of more than 1,000 bytes in place, writable: one bytes
+    object in two states (or under a _frombuffer array too) makes two arrays on one memory."""
+    raw = np.arange(200, dtype=np.int64).tobytes()
+    cases = [[_SetFrom(raw, np.int64), _SetFrom(raw, np.float64)]]
+    if protocol == 5:
+        cases.append([_OnBuffer((raw, np.dtype(np.int64), (200,), "C")), _SetFrom(raw, "f8")])
+    for objs in cases:
+        stream = pickle.dumps(objs, protocol=protocol)
+        assert _aliases(pickle.loads(stream))
+        with pytest.raises(FormatError, match="already the data of another array"):
+            load(stream)
+    # small data is copied by numpy: two states may share it
+    small = np.arange(100, dtype=np.int64).tobytes()
+    got = load(pickle.dumps([_SetFrom(small, np.int64), _SetFrom(small, "f8")], protocol=protocol))
+    assert not _aliases(got)
+    # the load's claims end with it: the bytes under its array are no longer held as claimed
+    (array,) = load(pickle.dumps([_SetFrom(raw, np.int64)], protocol=protocol))
+    assert np.array_equal(array, np.arange(200)) and type(array.base) is bytes
+    assert _pickle_scan.claim_bytes(array.base)  # claimed anew: no load holds it
+    assert not _pickle_scan.claim_bytes(array.base)
+    _pickle_scan.release_claims()
