@@ -1812,8 +1812,9 @@ already_shaped(PyObject *array, PyObject *shape, PyObject *order)
  *   - a bytearray already exported (to a live array) is not viewed again;
  *   - a memoryview (an out-of-band buffer) is released once an array views it, so that a
  *     second use fails (the scan refuses a memo copy of one, which would escape this);
- *   - a bytes object is claimed, per thread, by the load whose array views it (claim_bytes,
- *     which the array-state check calls too); a second claim is refused. The claims hold the
+ *   - a bytes object of more than SET_IN_PLACE bytes is claimed, per thread, by the load whose
+ *     array views it (claim_bytes, which the array-state check calls too); a second claim is
+ *     refused. The claims hold the
  *     objects, so that an id stays theirs, until release_claims (at the load's end). */
 static PyObject *claims_key;
 
@@ -1873,6 +1874,12 @@ release_claims(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* ndarray.__setstate__ copies data of up to this many bytes and keeps larger ones in place
+ * (writable): only those can make an array that writes where another array reads. Smaller
+ * bytes objects under frombuffer's read-only arrays are not claimed (CPython shares the empty
+ * and one-byte ones: two honest read-only empty arrays get the same object). */
+#define SET_IN_PLACE 1000
+
 static const char already_viewed[] =
     "its bytes are already the data of another array (a crafted stream gives one buffer to "
     "two arrays, so that writing to one rewrites the other)";
@@ -1884,7 +1891,8 @@ first_view(PyObject *buf)
     int fresh = 1;
     if (PyByteArray_Check(buf))
         fresh = ((PyByteArrayObject *)buf)->ob_exports == 0;
-    else if (PyBytes_Check(buf) && (fresh = claim(buf)) < 0)
+    else if (PyBytes_Check(buf) && PyBytes_GET_SIZE(buf) > SET_IN_PLACE &&
+             (fresh = claim(buf)) < 0)
         return -1;
     if (!fresh) {
         PyErr_SetString(PyExc_ValueError, already_viewed);

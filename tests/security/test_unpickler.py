@@ -1303,6 +1303,13 @@ def test_bytes_are_the_data_of_one_array_only(protocol: int) -> None:
     small = np.arange(100, dtype=np.int64).tobytes()
     got = load(pickle.dumps([_SetFrom(small, np.int64), _SetFrom(small, "f8")], protocol=protocol))
     assert not _aliases(got)
+    # read-only arrays on small bytes objects, which CPython shares (the empty and the one-byte
+    # ones), are not aliases anyone can write through: they load
+    frozen = [np.zeros(0), np.zeros(0, np.int64), np.zeros(1, np.uint8), np.zeros(1, np.uint8)]
+    for a in frozen:
+        a.setflags(write=False)
+    got = load(pickle.dumps(frozen, protocol=protocol))
+    assert [a.tolist() for a in got] == [[], [], [0], [0]]
     # the load's claims end with it: the bytes under its array are no longer held as claimed
     (array,) = load(pickle.dumps([_SetFrom(raw, np.int64)], protocol=protocol))
     assert np.array_equal(array, np.arange(200)) and type(array.base) is bytes
