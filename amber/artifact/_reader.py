@@ -147,7 +147,8 @@ class ArtifactReader:
         size = os.fstat(self._fd).st_size
         self.file_size = size
         self._map: _mmap.mmap | None = None
-        self._checked: set[str] = set()  # entries whose xxh3-128 check_ahead has checked
+        # entries check_ahead has checked, until read: their stored bytes
+        self._checked: dict[str, memoryview] = {}
         self._mapview: memoryview | None = None  # the whole file: a map, or one read buffer
         if use_mmap and size:
             self._map = _mmap.mmap(self._fd, 0, access=_mmap.ACCESS_COPY)
@@ -263,15 +264,16 @@ class ArtifactReader:
         views = [self._raw(self.zip_entries[n]) for n in names]
         if sum(v.nbytes for v in views) < _CHECK_AHEAD_FROM:
             return
-        for name, digest in zip(names, xxh3_many(views), strict=True):
+        for name, view, digest in zip(names, views, xxh3_many(views), strict=True):
             self._compare(name, digest, strong=False)
-            self._checked.add(name)
+            self._checked[name] = view
 
     def _stored(self, name: str, strong: bool, spare: int = 0) -> memoryview:
         """The stored bytes of a listed entry, verified (see :meth:`_raw` for ``spare``)."""
+        checked = None if strong else self._checked.pop(name, None)
+        if checked is not None:
+            return checked
         entry = self.zip_entries[name]
-        if not strong and name in self._checked:
-            return self._raw(entry, spare)
         if strong or self._mapview is not None or entry.size < _CHECK_AS_READ_FROM:
             stored = self._raw(entry, spare)
             self._check(name, stored, strong)

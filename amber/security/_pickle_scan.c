@@ -1814,9 +1814,15 @@ already_shaped(PyObject *array, PyObject *shape, PyObject *order)
  *     second use fails (the scan refuses a memo copy of one, which would escape this);
  *   - a bytes object of more than SET_IN_PLACE bytes is claimed, per thread, by the load whose
  *     array views it (claim_bytes, which the array-state check calls too); a second claim is
- *     refused. The claims hold the
- *     objects, so that an id stays theirs, until release_claims (at the load's end). */
+ *     refused. The claims hold the objects, so that an id stays theirs, until release_claims
+ *     (at the load's end). */
 static PyObject *claims_key;
+
+/* ndarray.__setstate__ copies data of up to this many bytes and keeps larger ones in place
+ * (writable): only those can make an array that writes where another array reads. Smaller
+ * bytes objects under frombuffer's read-only arrays are not claimed (CPython shares the empty
+ * and one-byte ones: two honest read-only empty arrays get the same object). */
+#define SET_IN_PLACE 1000
 
 /* this thread's claims: a dict of id -> object (borrowed), or NULL with an exception set */
 static PyObject *
@@ -1841,10 +1847,12 @@ thread_claims(void)
     return claims;
 }
 
-/* 1: `obj` claimed now; 0: it already was; -1: error */
+/* 1: bytes object `obj` claimed now (or too small to need it); 0: it already was; -1: error */
 static int
 claim(PyObject *obj)
 {
+    if (PyBytes_Check(obj) && PyBytes_GET_SIZE(obj) <= SET_IN_PLACE)
+        return 1;
     PyObject *claims = thread_claims();
     if (!claims)
         return -1;
@@ -1874,12 +1882,6 @@ release_claims(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* ndarray.__setstate__ copies data of up to this many bytes and keeps larger ones in place
- * (writable): only those can make an array that writes where another array reads. Smaller
- * bytes objects under frombuffer's read-only arrays are not claimed (CPython shares the empty
- * and one-byte ones: two honest read-only empty arrays get the same object). */
-#define SET_IN_PLACE 1000
-
 static const char already_viewed[] =
     "its bytes are already the data of another array (a crafted stream gives one buffer to "
     "two arrays, so that writing to one rewrites the other)";
@@ -1891,8 +1893,7 @@ first_view(PyObject *buf)
     int fresh = 1;
     if (PyByteArray_Check(buf))
         fresh = ((PyByteArrayObject *)buf)->ob_exports == 0;
-    else if (PyBytes_Check(buf) && PyBytes_GET_SIZE(buf) > SET_IN_PLACE &&
-             (fresh = claim(buf)) < 0)
+    else if (PyBytes_Check(buf) && (fresh = claim(buf)) < 0)
         return -1;
     if (!fresh) {
         PyErr_SetString(PyExc_ValueError, already_viewed);
@@ -2352,8 +2353,8 @@ static PyMethodDef methods[] = {
      "numpy.frombuffer(buf, dtype).reshape(shape, order=order)."},
     {"claim_bytes", claim_bytes, METH_O,
      "claim_bytes(data)\n--\n\n"
-     "Record that an array of this thread's load views the bytes object `data`; False if one "
-     "already does."},
+     "Record that an array of this thread's load views the bytes object `data` (one of more "
+     "than 1,000 bytes: numpy copies smaller ones); False if one already does."},
     {"release_claims", release_claims, METH_NOARGS,
      "release_claims()\n--\n\n"
      "Forget (and let go of) the bytes objects this thread's load claimed."},

@@ -336,7 +336,7 @@ def validate_array_state(state: Any) -> None:
     elif type(data) is not bytes or len(data) != nbytes:
         n = len(data) if isinstance(data, bytes) else type(data).__name__
         raise _refuse(what, f"shape {shape} of {dtype} needs {nbytes} bytes, the file holds {n}")
-    elif nbytes > _SET_IN_PLACE and not claim_bytes(data):
+    elif not claim_bytes(data):
         # numpy keeps bytes of more than 1,000 in place and writes through them: a stream that
         # hands one bytes object to two arrays (read from the memo twice) makes them alias
         raise _refuse(
@@ -347,8 +347,6 @@ def validate_array_state(state: Any) -> None:
 
 
 _MAX_EMPTY_ITEMS = 1 << 20
-# ndarray.__setstate__ copies data of up to this many bytes; it views larger ones in place
-_SET_IN_PLACE = 1000
 _MAX_RECORDS_WITH_OBJECTS = 256 << 20
 
 
