@@ -855,7 +855,7 @@ def test_an_error_from_outside_the_file_is_not_blamed_on_it(
     path = tmp_path / "forest.amber"
     rows = np.random.default_rng(0).random((3000, 4))
     forest = RandomForestClassifier(3, random_state=0).fit(rows, np.arange(3000) % 2)
-    amber.save(forest, path)  # trees of over 64 kB: their node arrays are entries of their own
+    amber.save(forest, path)  # trees of over 32 kB: their node arrays are entries of their own
 
     def too_slow(*args: Any, **kwargs: Any) -> Any:
         raise TimeoutError("the caller's deadline passed")
