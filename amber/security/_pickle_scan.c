@@ -2390,5 +2390,10 @@ PyInit__pickle_scan(void)
         Py_DECREF(m);
         return NULL;
     }
+    /* the refusal of a second array on one buffer, for the array-state check's message too */
+    if (PyModule_AddStringConstant(m, "ALREADY_VIEWED", already_viewed) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     return m;
 }

@@ -5,6 +5,8 @@ from typing import Any
 
 class ScanError(ValueError): ...
 
+ALREADY_VIEWED: str  # the refusal of a second array on one buffer
+
 def scan(
     data: Any,
     n_buffers: int,

@@ -31,7 +31,7 @@ import numpy as np
 
 from amber.errors import FormatError
 from amber.security._fitted import CHECKED_CLASSES, _callable_on_data, check_fitted
-from amber.security._pickle_scan import alias_dtype, claim_bytes, tree_nodes
+from amber.security._pickle_scan import ALREADY_VIEWED, alias_dtype, claim_bytes, tree_nodes
 
 __all__ = [
     "GENERIC_CONSTRUCTORS",
@@ -339,11 +339,7 @@ def validate_array_state(state: Any) -> None:
     elif not claim_bytes(data):
         # numpy keeps bytes of more than 1,000 in place and writes through them: a stream that
         # hands one bytes object to two arrays (read from the memo twice) makes them alias
-        raise _refuse(
-            what,
-            "its bytes are already the data of another array (a crafted stream gives one "
-            "buffer to two arrays, so that writing to one rewrites the other)",
-        )
+        raise _refuse(what, ALREADY_VIEWED)
 
 
 _MAX_EMPTY_ITEMS = 1 << 20
