@@ -811,7 +811,11 @@ def _verify_path(
         )
         reader.verify_all(strong=True)
         n = len(reader.entries)
-        report.checks.append(f"{counted(n, 'entry', 'entries')}: blake3 digests and CRC-32s match")
+        parts = sum(len(d) for d in reader.parts.values())
+        report.checks.append(
+            f"{counted(n, 'entry', 'entries')}: blake3 digests and CRC-32s match"
+            + (f", and the xxh3-128 digests of {counted(parts, 'part', 'parts')}" if parts else "")
+        )
         if trusted_keys is not None:
             from amber.security._signing import check_reader
 

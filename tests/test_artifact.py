@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import xxhash
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
@@ -32,6 +33,7 @@ import amber
 from amber.artifact import _codec, _zip
 from amber.artifact._manifest import encode
 from amber.artifact._reader import ArtifactReader
+from amber.artifact._rewrite import rewrite
 from amber.artifact._writer import artifact_writer
 from amber.artifact._zip import read_data_offset
 from amber.errors import FormatError, IntegrityError
@@ -755,6 +757,169 @@ def test_a_flipped_byte_anywhere_in_a_large_entry_is_caught(
     path.write_bytes(data)
     with pytest.raises(IntegrityError, match=rf"entry '{name}' .* fails its xxh3-128 check"):
         amber.load(path, mmap=mmap)
+
+
+@pytest.fixture(scope="module")
+def parted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LogisticRegression]:
+    """A model with a 20 MB array: an entry large enough to have its parts' digests recorded."""
+    model = LogisticRegression(max_iter=1000).fit(X, Y)
+    model.big_ = np.random.default_rng(2).random(2_500_000)
+    path = tmp_path_factory.mktemp("parted") / "big.amber"
+    amber.save(model, path)
+    return path, model
+
+
+def _big_entry(path: Path) -> tuple[str, int, int]:
+    """The name, data offset and size of the one entry with parts."""
+    with ArtifactReader(path) as reader:
+        (name,) = reader.parts
+        entry = reader.zip_entries[name]
+        return name, read_data_offset(reader._fd, entry), entry.size
+
+
+def _with_manifest(source: Path, target: Path, edit: Any) -> None:
+    """``source``'s entries byte for byte, under a manifest ``edit`` changed in place."""
+    with ArtifactReader(source) as reader:
+        manifest = dict(reader.manifest)
+        raws = {name: bytes(reader.raw_entry(name)) for name in reader.entries}
+    edit(manifest)
+    raw = encode(manifest)
+    with open(target, "wb") as f:
+        writer = _zip.ZipWriter(f)
+        for name, data in raws.items():
+            writer.add(name, data, zlib.crc32(data))
+        writer.add("amber.json", raw, zlib.crc32(raw))
+        writer.close()
+
+
+def test_a_large_entry_has_the_digests_of_its_parts(
+    parted: tuple[Path, LogisticRegression],
+) -> None:
+    path, model = parted
+    name, start, size = _big_entry(path)
+    data = path.read_bytes()[start : start + size]
+    with ArtifactReader(path) as reader:
+        assert reader.part_size == 8 << 20
+        assert reader.parts == {
+            name: [
+                xxhash.xxh3_128_hexdigest(data[i : i + (8 << 20)]) for i in range(0, size, 8 << 20)
+            ]
+        }
+        assert len(reader.parts[name]) == 3  # (the last part shorter)
+    assert "and the xxh3-128 digests of 3 parts" in str(amber.verify(path))
+    for mapped in (False, True):
+        assert np.array_equal(amber.load(path, mmap=mapped).big_, model.big_)
+
+
+@pytest.mark.parametrize("where", [0, (8 << 20) + 5, -1])
+def test_a_flipped_byte_in_any_part_is_caught(
+    tmp_path: Path, parted: tuple[Path, LogisticRegression], where: int
+) -> None:
+    source, _ = parted
+    name, start, size = _big_entry(source)
+    data = bytearray(source.read_bytes())
+    data[start + where % size] ^= 0x10
+    path = tmp_path / "flipped.amber"
+    path.write_bytes(data)
+    for mapped in (False, True):
+        with pytest.raises(IntegrityError, match=rf"entry '{name}' .* fails its xxh3-128 check"):
+            amber.load(path, mmap=mapped)
+    with pytest.raises(IntegrityError, match=rf"entry '{name}' .* fails its blake3 check"):
+        amber.verify(path)
+
+
+def test_a_wrong_digest_of_a_part_is_caught_by_a_mapped_load_and_verify(
+    tmp_path: Path, parted: tuple[Path, LogisticRegression]
+) -> None:
+    source, model = parted
+    name, _, _ = _big_entry(source)
+    path = tmp_path / "forged.amber"
+    _with_manifest(
+        source, path, lambda m: m["xxh3_128_parts"]["digests"][name].__setitem__(1, "0" * 32)
+    )
+    # a load that reads the entry afresh checks it whole, against its intact digest
+    assert np.array_equal(amber.load(path).big_, model.big_)
+    with pytest.raises(IntegrityError, match=rf"entry '{name}' .* fails its xxh3-128 check"):
+        amber.load(path, mmap=True)
+    with pytest.raises(IntegrityError, match=rf"entry '{name}' .* fails its xxh3-128 check"):
+        amber.verify(path)
+
+
+def _set_parts(value: Any) -> Any:
+    return lambda m: m.__setitem__("xxh3_128_parts", value(m))
+
+
+def _parts_of(m: dict[str, Any]) -> tuple[str, list[str]]:
+    ((name, digests),) = m["xxh3_128_parts"]["digests"].items()
+    return name, digests
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (lambda m: [], "not a part size and a table of digests"),
+        (lambda m: {**m["xxh3_128_parts"], "extra": 1}, "not a part size and a table"),
+        (lambda m: {**m["xxh3_128_parts"], "part_size": 3 << 20}, "part size 3145728, not a power"),
+        (lambda m: {**m["xxh3_128_parts"], "part_size": 1 << 19}, "not a power of two from 1 MiB"),
+        (lambda m: {**m["xxh3_128_parts"], "part_size": True}, "part size True"),
+        (lambda m: {**m["xxh3_128_parts"], "digests": []}, "no table of digests"),
+        (lambda m: {"part_size": 8 << 20, "digests": {"nope": ["0"] * 3}}, "lists 'nope', which"),
+        (
+            lambda m: {"part_size": 8 << 20, "digests": {_parts_of(m)[0]: _parts_of(m)[1][:2]}},
+            r"not a list of 3 digests \(one for each 8,388,608 bytes of its 20,000,\d+\)",
+        ),
+        (
+            lambda m: {"part_size": 16 << 20, "digests": dict([_parts_of(m)])},
+            "not a list of 2 digests",
+        ),
+        (
+            lambda m: {"part_size": 8 << 20, "digests": {_parts_of(m)[0]: [1, 2, 3]}},
+            "not a list of 3 digests",
+        ),
+    ],
+)
+def test_a_malformed_table_of_parts_is_refused(
+    tmp_path: Path, parted: tuple[Path, LogisticRegression], value: Any, message: str
+) -> None:
+    path = tmp_path / "forged.amber"
+    _with_manifest(parted[0], path, _set_parts(value))
+    for mapped in (False, True):
+        with pytest.raises(FormatError, match=rf"malformed manifest: .*{message}"):
+            amber.load(path, mmap=mapped)
+
+
+def test_a_rewrite_makes_the_parts_digests_afresh(
+    tmp_path: Path, parted: tuple[Path, LogisticRegression]
+) -> None:
+    """Signing and export copy entries as stored; the parts' digests are computed again, so a
+    stale table in the source manifest is not carried over (nor one the update adds)."""
+    source, model = parted
+    name, _, _ = _big_entry(source)
+    stale = tmp_path / "stale.amber"
+    _with_manifest(
+        source, stale, lambda m: m["xxh3_128_parts"]["digests"][name].__setitem__(0, "0" * 32)
+    )
+    path = tmp_path / "copied.amber"
+    rewrite(
+        stale, path, update=lambda m: {**m, "xxh3_128_parts": {"part_size": 1 << 20, "digests": {}}}
+    )
+    with ArtifactReader(source) as before, ArtifactReader(path) as after:
+        assert after.parts == before.parts and after.part_size == before.part_size
+    assert np.array_equal(amber.load(path, mmap=True).big_, model.big_)
+    amber.verify(path)
+
+
+def test_a_file_without_parts_digests_loads_mapped(
+    tmp_path: Path, parted: tuple[Path, LogisticRegression]
+) -> None:
+    """What an Amber before the parts' digests wrote: the whole entry's digest is checked."""
+    source, model = parted
+    path = tmp_path / "older.amber"
+    _with_manifest(source, path, lambda m: m.pop("xxh3_128_parts"))
+    with ArtifactReader(path) as reader:
+        assert reader.parts == {}
+    assert np.array_equal(amber.load(path, mmap=True).big_, model.big_)
+    amber.verify(path)
 
 
 def test_unknown_compress_option_is_explained(tmp_path: Path, svc: SVC) -> None:

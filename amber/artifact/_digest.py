@@ -32,12 +32,19 @@ __all__ = [
     "crc32",
     "digest_all",
     "digest_many",
+    "part_digests",
     "xxh3_hasher",
     "xxh3_hex",
     "xxh3_many",
 ]
 
 _THREADED_FROM = 1 << 20
+
+#: Entries from PARTS_FROM bytes up also get an XXH3-128 digest of each PART_SIZE part (the last
+#: one shorter), so that a memory-mapped load checks one large entry on two threads: xxh3 runs
+#: at the speed of memory here (264 MB mapped: 28 ms on one thread, 16 ms on two).
+PART_SIZE = 8 << 20
+PARTS_FROM = 2 * PART_SIZE
 
 # Threads do not survive fork(): a child inherits the parent's worker pools without their
 # threads, and work handed to them waits forever (a server that saved a model, then forked its
@@ -76,16 +83,27 @@ def blake3_hex(data: memoryview | bytes) -> str:
 
 
 class Digests(NamedTuple):
-    """The three digests of one entry (a named tuple: a small model's save makes a few)."""
+    """The digests of one entry (a named tuple: a small model's save makes a few)."""
 
     xxh3_128: str
     blake3: str
     crc32: int
+    parts: tuple[str, ...] = ()  # see part_digests
+
+
+def part_digests(data: memoryview | bytes) -> tuple[str, ...]:
+    """The XXH3-128 digest of each PART_SIZE part of an entry of PARTS_FROM bytes or more;
+    none for a smaller one."""
+    n = len(data)
+    if n < PARTS_FROM:
+        return ()
+    view = memoryview(data)
+    return tuple(xxh3_hex(view[i : i + PART_SIZE]) for i in range(0, n, PART_SIZE))
 
 
 def digest_all(data: memoryview | bytes) -> Digests:
-    """All three digests of one entry's stored bytes (CRC-32 is what the zip layer records)."""
-    return Digests(xxh3_hex(data), blake3_hex(data), crc32(data))
+    """All the digests of one entry's stored bytes (CRC-32 is what the zip layer records)."""
+    return Digests(xxh3_hex(data), blake3_hex(data), crc32(data), part_digests(data))
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -112,19 +130,22 @@ def _strong(data: memoryview | bytes) -> tuple[str, str]:
 
 
 def digest_many(items: list[memoryview]) -> Callable[[], list[Digests]]:
-    """Start computing the digests of several buffers on two worker threads (CRC-32 on one,
-    XXH3 and BLAKE3 on the other: each releases the GIL), so that the caller can write
-    meanwhile; call the result to collect them, in order. The buffers must not change until
-    they are collected."""
+    """Start computing the digests of several buffers on two worker threads (CRC-32 and the
+    parts' XXH3 on one, XXH3 and BLAKE3 on the other: each releases the GIL), so that the caller
+    can write meanwhile; call the result to collect them, in order. The buffers must not change
+    until they are collected."""
     try:
-        crcs = _pool().submit(lambda: [crc32(b) for b in items])
+        crcs = _pool().submit(lambda: [(crc32(b), part_digests(b)) for b in items])
         strong = _pool().submit(lambda: [_strong(b) for b in items])
     except RuntimeError:  # no new threads once the interpreter is exiting (an atexit save)
-        done = [Digests(*_strong(b), crc32(b)) for b in items]
+        done = [Digests(*_strong(b), crc32(b), part_digests(b)) for b in items]
         return lambda: done
 
     def collect() -> list[Digests]:
-        return [Digests(x, b, c) for (x, b), c in zip(strong.result(), crcs.result(), strict=True)]
+        return [
+            Digests(x, b, c, p)
+            for (x, b), (c, p) in zip(strong.result(), crcs.result(), strict=True)
+        ]
 
     return collect
 

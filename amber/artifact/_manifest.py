@@ -10,7 +10,15 @@ import orjson
 
 from amber.errors import FormatError
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_NAME", "SIGNATURE_NAME", "decode", "encode"]
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "PARTS_KEY",
+    "SIGNATURE_NAME",
+    "decode",
+    "encode",
+]
 
 FORMAT_NAME = "amber"
 FORMAT_VERSION = 1
@@ -19,6 +27,10 @@ SIGNATURE_NAME = "amber.sig"
 MAX_MANIFEST_BYTES = 64 << 20
 #: The integers a JSON reader (orjson) gives back as integers: past them, floats or errors.
 JSON_INT_RANGE = (-(2**63), 2**64 - 1)
+#: The optional field with the XXH3-128 digests of large entries' parts (FORMAT.md section 2).
+PARTS_KEY = "xxh3_128_parts"
+#: The part sizes a reader accepts (1 MiB to 1 GiB, a power of two).
+_PART_SIZES = {1 << k for k in range(20, 31)}
 
 
 def is_utf8(text: str) -> bool:
@@ -51,6 +63,32 @@ def encode(manifest: dict[str, Any]) -> bytes:
 
 def _bad(msg: str) -> FormatError:
     return FormatError(f"malformed manifest: {msg}. The file is damaged or was not made by Amber.")
+
+
+def _check_parts(parts: Any, entries: dict[str, Any]) -> None:
+    if not isinstance(parts, dict) or set(parts) != {"part_size", "digests"}:
+        raise _bad(f"'{PARTS_KEY}' is not a part size and a table of digests")
+    size, table = parts["part_size"], parts["digests"]
+    if type(size) is not int or size not in _PART_SIZES:
+        raise _bad(
+            f"'{PARTS_KEY}' has part size {size!r:.40}, not a power of two from 1 MiB to 1 GiB"
+        )
+    if not isinstance(table, dict):
+        raise _bad(f"'{PARTS_KEY}' has no table of digests")
+    for name, digests in table.items():
+        rec = entries.get(name)
+        if rec is None:
+            raise _bad(f"'{PARTS_KEY}' lists {name!r:.100}, which is not an entry")
+        count = -(-rec["stored_size"] // size)
+        if (
+            not isinstance(digests, list)
+            or len(digests) != count
+            or not all(isinstance(d, str) for d in digests)
+        ):
+            raise _bad(
+                f"'{PARTS_KEY}' for {name!r} is not a list of {count} digests (one for each "
+                f"{size:,} bytes of its {rec['stored_size']:,})"
+            )
 
 
 # a distribution name (PEP 508): what a load looks up in the installed packages' metadata
@@ -94,6 +132,8 @@ def decode(raw: bytes | memoryview) -> dict[str, Any]:
             raise _bad(f"uncompressed entry {name!r} has two different sizes")
         if not all(isinstance(rec[k], str) for k in ("xxh3_128", "blake3")):
             raise _bad(f"entry {name!r} has malformed digests")
+    if PARTS_KEY in manifest:
+        _check_parts(manifest[PARTS_KEY], entries)
     for key, kind in (("payload", dict), ("environment", dict), ("handler", str)):
         if not isinstance(manifest.get(key), kind):
             raise _bad(f"'{key}' is missing or not a {kind.__name__}")

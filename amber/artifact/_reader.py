@@ -9,13 +9,13 @@ import mmap as _mmap
 import os
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from amber.artifact import _codec, _writeback, _zip
 from amber.artifact._digest import blake3_hex, crc32, xxh3_hasher, xxh3_hex, xxh3_many
-from amber.artifact._manifest import MANIFEST_NAME, SIGNATURE_NAME, decode
+from amber.artifact._manifest import MANIFEST_NAME, PARTS_KEY, SIGNATURE_NAME, decode
 from amber.errors import FormatError, IntegrityError
 
 __all__ = ["ROOM_FROM", "ArtifactReader", "NotAnArtifact", "aligned_empty", "read_with_room"]
@@ -186,6 +186,10 @@ class ArtifactReader:
         self.manifest_bytes = bytes(raw)
         self.manifest: dict[str, Any] = decode(self.manifest_bytes)
         self.entries: dict[str, dict[str, Any]] = self.manifest["entries"]
+        parts = self.manifest.get(PARTS_KEY)
+        #: the XXH3-128 digests of large entries' parts, and the parts' size
+        self.parts: dict[str, list[str]] = parts["digests"] if parts else {}
+        self.part_size: int = parts["part_size"] if parts else 0
         extra = set(self.zip_entries) - set(self.entries) - {MANIFEST_NAME, SIGNATURE_NAME}
         missing = set(self.entries) - set(self.zip_entries)
         if extra or missing:
@@ -243,11 +247,14 @@ class ArtifactReader:
 
     def _compare(self, name: str, digest: str, strong: bool) -> None:
         if digest != self.entries[name]["blake3" if strong else "xxh3_128"]:
-            raise IntegrityError(
-                f"entry {name!r} of {str(self.path)!r} fails its "
-                f"{'blake3' if strong else 'xxh3-128'} check: the bytes differ from the ones "
-                f"saved (corruption or tampering); restore the file from its source"
-            )
+            self._mismatch(name, strong)
+
+    def _mismatch(self, name: str, strong: bool) -> NoReturn:
+        raise IntegrityError(
+            f"entry {name!r} of {str(self.path)!r} fails its "
+            f"{'blake3' if strong else 'xxh3-128'} check: the bytes differ from the ones "
+            f"saved (corruption or tampering); restore the file from its source"
+        )
 
     def check_ahead(self, names: list[str]) -> None:
         """Check these entries' xxh3-128 now, on two threads, so that :meth:`read` need not.
@@ -264,9 +271,27 @@ class ArtifactReader:
         views = [self._raw(self.zip_entries[n]) for n in names]
         if sum(v.nbytes for v in views) < _CHECK_AHEAD_FROM:
             return
-        for name, view, digest in zip(names, views, xxh3_many(views), strict=True):
-            self._compare(name, digest, strong=False)
+        # a large entry's parts, when the manifest has their digests, go to either thread
+        pieces = [
+            piece
+            for name, view in zip(names, views, strict=True)
+            for piece in self._pieces(name, view)
+        ]
+        digests = xxh3_many([view for _, view, _ in pieces])
+        for (name, _, expected), digest in zip(pieces, digests, strict=True):
+            if digest != expected:
+                self._mismatch(name, strong=False)
+        for name, view in zip(names, views, strict=True):
             self._checked[name] = view
+
+    def _pieces(self, name: str, stored: memoryview) -> list[tuple[str, memoryview, str]]:
+        """What checks ``stored`` with XXH3-128: its parts and their digests if the manifest
+        has them, else the whole and its digest (name, bytes, expected digest)."""
+        parts = self.parts.get(name)
+        if parts is None:
+            return [(name, stored, self.entries[name]["xxh3_128"])]
+        step = self.part_size
+        return [(name, stored[i * step : (i + 1) * step], d) for i, d in enumerate(parts)]
 
     def _stored(self, name: str, strong: bool, spare: int = 0) -> memoryview:
         """The stored bytes of a listed entry, verified (see :meth:`_raw` for ``spare``)."""
@@ -364,6 +389,10 @@ class ArtifactReader:
             entry = self.zip_entries[name]
             stored = self._raw(entry)
             self._check(name, stored, strong)
+            if name in self.parts:  # (what a memory-mapped load checks instead)
+                for _, piece, expected in self._pieces(name, stored):
+                    if xxh3_hex(piece) != expected:
+                        self._mismatch(name, strong=False)
             if strong and crc32(stored) != entry.crc32:
                 raise IntegrityError(
                     f"entry {name!r} of {str(self.path)!r} fails the CRC-32 check of its zip "

@@ -13,8 +13,14 @@ import numpy as np
 
 from amber.artifact import _codec
 from amber.artifact._atomic import atomic_writer
-from amber.artifact._digest import Digests, digest_all, digest_many
-from amber.artifact._manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, SIGNATURE_NAME, encode
+from amber.artifact._digest import PART_SIZE, Digests, digest_all, digest_many
+from amber.artifact._manifest import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    PARTS_KEY,
+    SIGNATURE_NAME,
+    encode,
+)
 from amber.artifact._zip import ZipWriter
 from amber.errors import IntegrityError
 
@@ -65,6 +71,7 @@ class ArtifactWriter:
         self._zip = ZipWriter(fileobj)
         self.compress = check_compress(compress)
         self.entries: dict[str, dict[str, Any]] = {}
+        self._parts: dict[str, list[str]] = {}  # the parts' digests of large entries
         self._batch: list[tuple[str, memoryview]] = []
         self._batch_bytes = 0
         self._job: tuple[list[str], Callable[[], list[Digests]]] | None = None
@@ -107,6 +114,8 @@ class ArtifactWriter:
     def _record(self, name: str, digests: Digests) -> None:
         self.entries[name]["xxh3_128"] = digests.xxh3_128
         self.entries[name]["blake3"] = digests.blake3
+        if digests.parts:
+            self._parts[name] = list(digests.parts)
 
     def _submit(self) -> None:
         """Collect the batch being hashed, if any, and start hashing the one filled since."""
@@ -137,6 +146,7 @@ class ArtifactWriter:
             raise IntegrityError(f"entry {name!r} does not match its digests; not copied")
         self._zip.add(name, stored, digests.crc32)
         self.entries[name] = dict(record)
+        self._record(name, digests)  # (the parts' digests: computed, never copied)
 
     def finish(
         self, manifest: dict[str, Any], *, signer: Callable[[bytes], bytes] | None = None
@@ -149,7 +159,10 @@ class ArtifactWriter:
         if self._batch:
             self._submit()
         self._collect()
-        manifest = {**manifest, "entries": self.entries}
+        manifest = {k: v for k, v in manifest.items() if k != PARTS_KEY}
+        manifest["entries"] = self.entries
+        if self._parts:
+            manifest[PARTS_KEY] = {"part_size": PART_SIZE, "digests": self._parts}
         raw = encode(manifest)
         if len(raw) > MAX_MANIFEST_BYTES:  # a reader refuses it: never replace a file with it
             raise ValueError(
