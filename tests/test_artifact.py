@@ -807,6 +807,8 @@ def test_a_large_entry_has_the_digests_of_its_parts(
         }
         assert len(reader.parts[name]) == 3  # (the last part shorter)
     assert "and the xxh3-128 digests of 3 parts" in str(amber.verify(path))
+    with ArtifactReader(path, mmap=True) as reader:
+        assert reader.read(name) == data
     for mapped in (False, True):
         assert np.array_equal(amber.load(path, mmap=mapped).big_, model.big_)
 
@@ -843,6 +845,10 @@ def test_a_wrong_digest_of_a_part_is_caught_by_a_mapped_load_and_verify(
         amber.load(path, mmap=True)
     with pytest.raises(IntegrityError, match=rf"entry '{name}' .* fails its xxh3-128 check"):
         amber.verify(path)
+    # one mapped entry read on its own (what other handlers do) checks its parts as well
+    failed = pytest.raises(IntegrityError, match=rf"entry '{name}' .* fails its xxh3-128 check")
+    with ArtifactReader(path, mmap=True) as reader, failed:
+        reader.read(name)
 
 
 def _set_parts(value: Any) -> Any:

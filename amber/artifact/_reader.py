@@ -243,7 +243,16 @@ class ArtifactReader:
 
     # -- verified access --------------------------------------------------------------------
     def _check(self, name: str, stored: memoryview, strong: bool) -> None:
+        if not strong and name in self.parts:  # (on two threads: bytes already in memory)
+            self._check_pieces(self._pieces(name, stored))
+            return
         self._compare(name, blake3_hex(stored) if strong else xxh3_hex(stored), strong)
+
+    def _check_pieces(self, pieces: list[tuple[str, memoryview, str]]) -> None:
+        digests = xxh3_many([view for _, view, _ in pieces])
+        for (name, _, expected), digest in zip(pieces, digests, strict=True):
+            if digest != expected:
+                self._mismatch(name, strong=False)
 
     def _compare(self, name: str, digest: str, strong: bool) -> None:
         if digest != self.entries[name]["blake3" if strong else "xxh3_128"]:
@@ -272,15 +281,13 @@ class ArtifactReader:
         if sum(v.nbytes for v in views) < _CHECK_AHEAD_FROM:
             return
         # a large entry's parts, when the manifest has their digests, go to either thread
-        pieces = [
-            piece
-            for name, view in zip(names, views, strict=True)
-            for piece in self._pieces(name, view)
-        ]
-        digests = xxh3_many([view for _, view, _ in pieces])
-        for (name, _, expected), digest in zip(pieces, digests, strict=True):
-            if digest != expected:
-                self._mismatch(name, strong=False)
+        self._check_pieces(
+            [
+                piece
+                for name, view in zip(names, views, strict=True)
+                for piece in self._pieces(name, view)
+            ]
+        )
         for name, view in zip(names, views, strict=True):
             self._checked[name] = view
 
@@ -388,11 +395,10 @@ class ArtifactReader:
         for name in self.entries:
             entry = self.zip_entries[name]
             stored = self._raw(entry)
-            self._check(name, stored, strong)
-            if name in self.parts:  # (what a memory-mapped load checks instead)
-                for _, piece, expected in self._pieces(name, stored):
-                    if xxh3_hex(piece) != expected:
-                        self._mismatch(name, strong=False)
+            # the whole entry's digest, and its parts' (what a load checks instead) if any
+            self._compare(name, blake3_hex(stored) if strong else xxh3_hex(stored), strong)
+            if name in self.parts:
+                self._check_pieces(self._pieces(name, stored))
             if strong and crc32(stored) != entry.crc32:
                 raise IntegrityError(
                     f"entry {name!r} of {str(self.path)!r} fails the CRC-32 check of its zip "
