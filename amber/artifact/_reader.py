@@ -245,7 +245,10 @@ class ArtifactReader:
     def _check(self, name: str, stored: memoryview, strong: bool) -> None:
         if not strong and name in self.parts:  # (on two threads: bytes already in memory)
             self._check_pieces(self._pieces(name, stored))
-            return
+        else:
+            self._check_whole(name, stored, strong)
+
+    def _check_whole(self, name: str, stored: memoryview, strong: bool) -> None:
         self._compare(name, blake3_hex(stored) if strong else xxh3_hex(stored), strong)
 
     def _check_pieces(self, pieces: list[tuple[str, memoryview, str]]) -> None:
@@ -396,7 +399,7 @@ class ArtifactReader:
             entry = self.zip_entries[name]
             stored = self._raw(entry)
             # the whole entry's digest, and its parts' (what a load checks instead) if any
-            self._compare(name, blake3_hex(stored) if strong else xxh3_hex(stored), strong)
+            self._check_whole(name, stored, strong)
             if name in self.parts:
                 self._check_pieces(self._pieces(name, stored))
             if strong and crc32(stored) != entry.crc32:

@@ -11,7 +11,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from amber.artifact._manifest import PARTS_KEY
 from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import artifact_writer
 
@@ -27,14 +26,12 @@ def rewrite(
 ) -> bytes:
     """Copy ``source`` to ``target`` (they may be the same file); return the new manifest bytes.
 
-    ``update`` receives the manifest without its entry table (nor the digests of the entries'
-    parts, which the writer makes) and returns the one to write.
+    ``update`` receives the manifest without its entry table and returns the one to write.
     ``signer`` receives the final manifest bytes and returns the ``amber.sig`` content; without
     it any existing signature is dropped (it would no longer match).
     """
     with ArtifactReader(source) as reader:
-        # (the entry table and the parts' digests are the writer's to make)
-        manifest = {k: v for k, v in reader.manifest.items() if k not in ("entries", PARTS_KEY)}
+        manifest = {k: v for k, v in reader.manifest.items() if k != "entries"}
         if update is not None:
             manifest = update(manifest)
             manifest.pop("entries", None)

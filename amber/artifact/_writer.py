@@ -159,6 +159,8 @@ class ArtifactWriter:
         if self._batch:
             self._submit()
         self._collect()
+        # the parts' digests are this writer's to make: a table the caller passes on (a
+        # rewrite's source manifest) is dropped, never copied
         manifest = {k: v for k, v in manifest.items() if k != PARTS_KEY}
         manifest["entries"] = self.entries
         if self._parts:
