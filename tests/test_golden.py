@@ -29,3 +29,39 @@ def test_golden_file_loads_and_reproduces_its_probe(path: Path) -> None:
     for mmap in (False, True):
         model = amber.load(path, mmap=mmap, probe="always", parity="raise")
         assert type(model).__module__.startswith("sklearn")
+
+
+PARTED = Path(__file__).parent / "data" / "golden" / "v1" / "knn_parts.amber"
+
+
+def test_a_golden_file_lists_the_digests_of_its_parts(tmp_path: Path) -> None:
+    """v1's knn_parts has a 16.8 MB entry, so its manifest lists the XXH3-128 of each 8 MiB part
+    (FORMAT.md section 2, ``xxh3_128_parts``). The table as written then is what FORMAT.md says
+    it is, and today's reader checks it."""
+    import xxhash
+
+    from amber.artifact._reader import ArtifactReader
+    from amber.artifact._zip import read_data_offset
+    from amber.errors import IntegrityError
+
+    table = amber.inspect(PARTED).manifest["xxh3_128_parts"]
+    assert set(table) == {"part_size", "digests"} and table["part_size"] == 8 << 20
+    (name,) = table["digests"]
+    with ArtifactReader(PARTED) as reader:
+        entry = reader.zip_entries[name]
+        start = read_data_offset(reader._fd, entry)
+    data = PARTED.read_bytes()
+    stored = data[start : start + entry.size]
+    step = table["part_size"]
+    assert table["digests"][name] == [
+        xxhash.xxh3_128_hexdigest(stored[i : i + step]) for i in range(0, len(stored), step)
+    ]
+    assert len(table["digests"][name]) == 3  # 8 MiB, 8 MiB and the 64,000 bytes left
+    assert "the xxh3-128 digests of 3 parts" in str(amber.verify(PARTED))
+
+    broken = tmp_path / "broken.amber"
+    flipped = bytearray(data)
+    flipped[start + step + 12_345] ^= 0x01  # inside the second part
+    broken.write_bytes(flipped)
+    with pytest.raises(IntegrityError, match=name):
+        amber.load(broken, mmap=True)

@@ -3,6 +3,10 @@
 Run once per format version (``.venv/bin/python tools/make_golden.py``) and commit the output;
 never regenerate an old version's files. tests/test_golden.py loads every version's files with
 the current code, re-runs their probes, and checks their manifests.
+
+``--add NAME ...`` writes only the named models, into the current version's folder, next to the
+files already there (never over one): for an optional field the version gained later, such as
+``xxh3_128_parts`` (``knn_parts``).
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ def models() -> dict[str, tuple[object, object, str]]:
     ]
     topics = np.array(["a", "b"])[[int("sky" in d) for d in docs]]
     points = rng.random((3000, 8))  # 192 KB: out of band, memory-mappable
+    # 16.8 MB of float64, past PARTS_FROM (16 MiB): the manifest lists the XXH3-128 of each of
+    # its three parts (8 MiB, 8 MiB, 64,000 bytes). A 16 kB block repeated, plus the part's
+    # number, so that git stores it in about 100 kB and no two parts have the same digest.
+    rows, part_rows = 262_144 + 1_000, (8 << 20) // 64
+    many = np.tile(rng.random((256, 8)), (rows // 256 + 1, 1))[:rows]
+    many += (np.arange(rows) // part_rows)[:, None]
     return {
         "iris_svc": (SVC(gamma="scale").fit(X, y), X[:32], "none"),
         "forest_zstd": (RandomForestClassifier(20, random_state=0).fit(X, y), X[:16], "zstd"),
@@ -53,6 +63,11 @@ def models() -> dict[str, tuple[object, object, str]]:
             "auto",
         ),
         "knn_mmap": (KNeighborsClassifier().fit(points, np.arange(3000) % 4), points[:10], "none"),
+        "knn_parts": (
+            KNeighborsClassifier(algorithm="brute").fit(many, np.arange(rows) % 4),
+            many[::26_000],
+            "none",
+        ),
         "frame_pipeline": (
             make_pipeline(
                 ColumnTransformer(
@@ -76,10 +91,21 @@ def models() -> dict[str, tuple[object, object, str]]:
 
 def main() -> None:
     folder = ROOT / f"v{FORMAT_VERSION}"
-    if folder.exists() and "--force" not in sys.argv:
+    chosen = models()
+    if "--add" in sys.argv:
+        names = sys.argv[sys.argv.index("--add") + 1 :]
+        unknown = [n for n in names if n not in chosen]
+        present = [n for n in names if (folder / f"{n}.amber").exists()]
+        if not names or unknown or present:
+            sys.exit(
+                f"--add takes the names of models not yet in {folder} (unknown: {unknown}, "
+                f"already there: {present}; known: {', '.join(chosen)})"
+            )
+        chosen = {n: chosen[n] for n in names}
+    elif folder.exists() and "--force" not in sys.argv:
         sys.exit(f"{folder} exists: golden files of a released version are never regenerated")
     folder.mkdir(parents=True, exist_ok=True)
-    for name, (model, sample, codec) in models().items():
+    for name, (model, sample, codec) in chosen.items():
         info = amber.save(
             model, folder / f"{name}.amber", sample=sample, compress=codec,
             metadata={"golden": name, "format_version": FORMAT_VERSION},
