@@ -4,7 +4,9 @@ Measured on the 2-core reference machine (256 MB of float64, page cache warm): s
 blake2b 0.9 GB/s, blake3 4.2 GB/s on one thread and 8.7 GB/s on two, xxh3-128 26 GB/s; the zip's
 CRC-32 runs at 3.5 GB/s in Python's zlib and 25 GB/s in zlib-ng (used when installed). Reading
 those bytes into a fresh buffer runs at about 4.8 GB/s, so on every load Amber checks xxh3-128
-(corruption: flipped bits, truncation, a wrong file), which costs about 15% of the read. An
+(corruption: flipped bits, truncation, a wrong file), which costs about 15% of the read. (The
+later 2-core machines of 2026-12 hash 264 MB with xxh3-128 at about 9.7 GB/s on one thread, the
+speed of their memory: hence the parts' digests, which two threads check in 16 ms, not 28.) An
 attacker who can rewrite a file can rewrite its manifest too, so without a signature no hash
 stops tampering; with a signature the manifest is signed and every entry's blake3 digest is
 checked, which ``amber.verify`` and signature-checking loads do.
