@@ -771,9 +771,11 @@ def safe_loads(
     except (AmberError, Warning, OSError):
         raise
     except MemoryError:
-        # the unpickler's stack and memo hold what was built so far: free them before the
-        # error is made, which would otherwise meet the same shortage and escape as itself
+        # the unpickler's stack and memo hold what was built so far, and ``obj`` all of it when
+        # the check after the load ran short: free them before the error is made, which would
+        # otherwise meet the same shortage and escape as itself
         del unpickler
+        obj = None
         raise FormatError(
             f"{source} could not be unpickled: {_describe(MemoryError())}. The stream passed "
             f"Amber's checks, but its contents are inconsistent (damaged or crafted); nothing "
