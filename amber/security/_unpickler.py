@@ -26,6 +26,7 @@ import pickle
 import re
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any, cast
 
@@ -770,10 +771,12 @@ def safe_loads(
             validate_loaded(obj, scan.globals, cross_only=True)  # each object checked as built
     except (AmberError, Warning, OSError):
         raise
-    except MemoryError:
-        # the unpickler's stack and memo hold what was built so far, and ``obj`` all of it when
-        # the check after the load ran short: free them before the error is made, which would
-        # otherwise meet the same shortage and escape as itself
+    except MemoryError as exc:
+        # the unpickler's stack and memo hold what was built so far, and, when the check after
+        # the load ran short, ``obj`` and the check's frames (through the traceback) all of it:
+        # free them before the error is made, which would otherwise meet the same shortage and
+        # escape as itself
+        traceback.clear_frames(exc.__traceback__)
         del unpickler
         obj = None
         raise FormatError(

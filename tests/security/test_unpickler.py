@@ -1316,3 +1316,29 @@ def test_bytes_are_the_data_of_one_array_only(protocol: int) -> None:
     assert _pickle_scan.claim_bytes(array.base)  # claimed anew: no load holds it
     assert not _pickle_scan.claim_bytes(array.base)
     _pickle_scan.release_claims()
+
+
+def test_running_short_of_memory_in_the_check_after_the_load_frees_the_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The FormatError is made once what was built is freed: when the check after the load runs
+    short, the model is held by ``obj`` and by the check's frames in the traceback."""
+    import weakref
+
+    from sklearn.preprocessing import StandardScaler
+
+    from amber.security import _unpickler
+
+    built: list[weakref.ref[Any]] = []
+
+    def short(obj: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(weakref.ref(obj))
+        raise MemoryError
+
+    monkeypatch.setattr(_unpickler, "validate_loaded", short)
+    stream = pickle.dumps(StandardScaler().fit([[0.0], [1.0]]), protocol=5)
+    with pytest.raises(FormatError, match="asks for more memory than is available") as caught:
+        safe_loads(stream, policy=LoadPolicy())
+    # freed while the error, its traceback and the MemoryError behind it are still held
+    assert caught.value.__context__ is not None
+    assert len(built) == 1 and built[0]() is None
