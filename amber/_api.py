@@ -400,6 +400,18 @@ def save(
             UserWarning,
             stacklevel=2,
         )
+    if saved.refused_state:
+        shown = "; ".join(saved.refused_state[:3])
+        more = len(saved.refused_state) - 3
+        warnings.warn(
+            f"{os.fspath(path)!r} was saved, but Amber's safe load will refuse it: {shown}"
+            + (f" (and {more} more)" if more > 0 else "")
+            + ". Amber cannot prove that state safe to use when it comes from a file, so "
+            "loading this one will need allow_arbitrary_code=True (only for a file you made "
+            "yourself)",
+            UserWarning,
+            stacklevel=2,
+        )
     return ArtifactInfo(Path(path), manifest, writer.file_size, False)
 
 

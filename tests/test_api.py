@@ -16,6 +16,7 @@ import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
@@ -29,6 +30,7 @@ from amber.errors import (
     EnvironmentMismatchError,
     FormatError,
     ParityError,
+    UnsafeLoadWarning,
     UntrustedTypeError,
 )
 
@@ -1037,3 +1039,48 @@ def test_an_object_nested_past_the_recursion_limit_is_refused_clearly(tmp_path: 
     with pytest.raises(TypeError, match="nests containers more deeply than pickle can write"):
         amber.save(deep, tmp_path / "deep.amber")
     assert not list(tmp_path.iterdir())
+
+
+def test_save_warns_when_a_safe_load_will_refuse_the_fitted_state(tmp_path: Path) -> None:
+    """A gradient boosting model with its own init estimator saves faithfully, but a safe load
+    refuses it (Amber checks the output width of the default init estimators only): the save
+    says so, instead of the first load."""
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    X, y = load_iris(return_X_y=True)
+    custom = make_pipeline(
+        StandardScaler(),
+        GradientBoostingClassifier(n_estimators=3, init=LogisticRegression(max_iter=500)),
+    ).fit(X, y)
+    path = tmp_path / "custom.amber"
+    with pytest.warns(UserWarning, match="safe load will refuse it") as caught:
+        amber.save(custom, path)
+    (message,) = [str(w.message) for w in caught if "safe load" in str(w.message)]
+    assert "init_ is a LogisticRegression" in message
+    assert "allow_arbitrary_code=True" in message
+    with pytest.raises(FormatError, match="init_ is a LogisticRegression"):
+        amber.load(path)
+    with pytest.warns(UnsafeLoadWarning):
+        reloaded = amber.load(path, allow_arbitrary_code=True)
+    assert np.array_equal(reloaded.predict(X), custom.predict(X))
+
+    default = make_pipeline(StandardScaler(), GradientBoostingClassifier(n_estimators=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        amber.save(default.fit(X, y), tmp_path / "default.amber")
+    assert np.array_equal(amber.load(tmp_path / "default.amber").predict(X), default.predict(X))
+
+
+def test_fitted_refusals_cost_nothing_without_a_checked_class() -> None:
+    from amber.security._fitted import refusals
+
+    X, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    assert refusals(model, [("sklearn.linear_model._logistic", "LogisticRegression")]) == []
+    # named but consistent: walked and checked, nothing found
+    scaled = make_pipeline(StandardScaler(), KNeighborsClassifier()).fit(X, y)
+    named = [("sklearn.neighbors._classification", "KNeighborsClassifier")]
+    assert refusals(scaled, named) == []
+    scaled[-1]._y = scaled[-1]._y + 10  # labels past its classes: a load refuses this
+    (found,) = refusals(scaled, named)
+    assert "an encoded label (_y) is not one of its classes" in found

@@ -60,6 +60,8 @@ class SavedPayload:
     # sizes beyond the bounds a load applies to files it cannot trust (SizeBounds): the file
     # will load only with allow_arbitrary_code=True, which the save warns about
     over_bounds: tuple[str, ...] = ()
+    # fitted state a safe load refuses (amber.security._fitted.refusals): the same warning
+    refused_state: tuple[str, ...] = ()
 
 
 class Handler(Protocol):

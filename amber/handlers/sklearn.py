@@ -30,6 +30,7 @@ from amber.errors import FormatError
 from amber.handlers import _prune_memo, scipy_stats
 from amber.handlers._base import SavedPayload
 from amber.security._allowlist import is_allowed
+from amber.security._fitted import refusals
 from amber.security._policy import LoadPolicy, trust_name
 from amber.security._scanner import StreamRefused, scan_pickle
 from amber.security._unpickler import OWN_METHODS, STR_METHODS, hooked_names, safe_loads
@@ -213,6 +214,8 @@ class SklearnHandler:
         )
         if refused_methods:  # getattr is allowed, but only for str's methods: say so now
             untrusted += ("builtins.getattr",)
+        # fitted state that a safe load will refuse, checked on the live model: said now
+        refused_state = tuple(refusals(obj, scan.globals))
         writer.add(_STREAM, stream)
         buffer_names = []
         for i, buf in enumerate(buffers):
@@ -234,6 +237,7 @@ class SklearnHandler:
             globals=names,
             modules=tuple(sorted({m for m, _ in scan.globals})),
             untrusted=untrusted,
+            refused_state=refused_state,
         )
 
     def load(self, reader: ArtifactReader, payload: dict[str, Any], *, policy: LoadPolicy) -> Any:

@@ -31,7 +31,7 @@ from amber.errors import FormatError
 from amber.security._allowlist import entries, reference_only
 from amber.security._pickle_scan import index_map
 
-__all__ = ["CHECKED_CLASSES", "check_fitted"]
+__all__ = ["CHECKED_CLASSES", "check_fitted", "refusals"]
 
 Refuse = Callable[[str, str], FormatError]
 
@@ -84,6 +84,70 @@ CHECKED_CLASSES = frozenset(
         ("sklearn.manifold._t_sne", "TSNE"),
     }
 )
+
+
+_ATOMS = frozenset({str, bytes, int, float, bool, complex, type(None), np.float64, np.int64})
+# classes that hold arrays only, never an estimator: not walked into; and the attribute where a
+# histogram boosting model keeps its 1,000s of them, not walked through at all
+_ARRAYS_ONLY = frozenset({("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor")})
+_PREDICTORS = "_predictors"
+_WALK_LIMIT = 1_000_000  # objects visited (a model is far smaller); past it, no verdict
+
+
+def _containers(values: Any) -> list[Any]:
+    """The values worth walking into: not atoms, not arrays of numbers."""
+    return [
+        v
+        for v in values
+        if type(v) not in _ATOMS and not (type(v) is np.ndarray and not v.dtype.hasobject)
+    ]
+
+
+def refusals(obj: Any, referenced: Any) -> list[str]:
+    """What :func:`check_fitted` refuses in the live object graph of ``obj``, for a save to warn
+    about: a model the save writes faithfully but a safe load turns down (a gradient boosting
+    model with another init estimator than the default, a t-SNE whose embedding is out of
+    bounds), which would otherwise only come to light at the first load.
+
+    Only estimators of the ``CHECKED_CLASSES`` that ``referenced`` (the stream's globals, as
+    ``(module, name)`` pairs) names are checked, so a model with none of them costs nothing.
+    """
+    wanted = CHECKED_CLASSES.intersection(referenced)
+    if not wanted:
+        return []
+    found: list[str] = []
+
+    def refuse(what: str, detail: str) -> FormatError:
+        return FormatError(f"{what}: {detail}")
+
+    seen: set[int] = set()
+    stack = [obj]
+    while stack and len(seen) < _WALK_LIMIT:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, dict):
+            stack += _containers(o.values())
+        elif isinstance(o, (list, tuple, set, frozenset)):
+            stack += _containers(o)
+        elif isinstance(o, np.ndarray):
+            stack += _containers(o.ravel(order="K").tolist())  # (object arrays only reach here)
+        else:
+            d = getattr(o, "__dict__", None)
+            key = (type(o).__module__, type(o).__name__)
+            if type(d) is not dict or key in _ARRAYS_ONLY:
+                continue
+            done = None
+            if key in wanted:
+                try:
+                    done = check_fitted(o, d, refuse)  # (the attribute it vouches for, if any)
+                except FormatError as exc:
+                    found.append(str(exc))
+                except Exception as exc:  # as a load's check would, it refuses what trips it
+                    found.append(f"an estimator ({key[1]}): {type(exc).__name__}: {exc}")
+            stack += _containers(v for k, v in d.items() if k != done and k != _PREDICTORS)
+    return found
 
 
 def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
