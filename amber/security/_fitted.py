@@ -106,8 +106,8 @@ def _containers(values: Any) -> list[Any]:
 def refusals(obj: Any, referenced: Any) -> list[str]:
     """What :func:`check_fitted` refuses in the live object graph of ``obj``, for a save to warn
     about: a model the save writes faithfully but a safe load turns down (a gradient boosting
-    model with another init estimator than the default, a t-SNE whose embedding is out of
-    bounds), which would otherwise only come to light at the first load.
+    model with another init estimator than the default, a t-SNE whose starting embedding or
+    step is out of bounds), which would otherwise only come to light at the first load.
 
     Only estimators of the ``CHECKED_CLASSES`` that ``referenced`` (the stream's globals, as
     ``(module, name)`` pairs) names are checked, so a model with none of them costs nothing.
@@ -132,7 +132,8 @@ def refusals(obj: Any, referenced: Any) -> list[str]:
         elif isinstance(o, (list, tuple, set, frozenset)):
             stack += _containers(o)
         elif isinstance(o, np.ndarray):
-            stack += _containers(o.ravel(order="K").tolist())  # (object arrays only reach here)
+            if o.dtype.hasobject:  # (only the root can be another array: the rest are sifted)
+                stack += _containers(o.ravel(order="K").tolist())
         else:
             d = getattr(o, "__dict__", None)
             key = (type(o).__module__, type(o).__name__)
