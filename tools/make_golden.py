@@ -50,7 +50,7 @@ def models() -> dict[str, tuple[object, object, str]]:
     points = rng.random((3000, 8))  # 192 KB: out of band, memory-mappable
     # 16.8 MB of float64, past PARTS_FROM (16 MiB): the manifest lists the XXH3-128 of each of
     # its three parts (8 MiB, 8 MiB, 64,000 bytes). A 16 kB block repeated, plus the part's
-    # number, so that git stores it in about 100 kB and no two parts have the same digest.
+    # number, so that git stores it in about 170 kB and no two parts have the same digest.
     rows, part_rows = 262_144 + 1_000, (8 << 20) // 64
     many = np.tile(rng.random((256, 8)), (rows // 256 + 1, 1))[:rows]
     many += (np.arange(rows) // part_rows)[:, None]
