@@ -22,7 +22,7 @@ was checked.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -86,10 +86,9 @@ CHECKED_CLASSES = frozenset(
 )
 
 
-_ATOMS = frozenset({str, bytes, int, float, bool, complex, type(None), np.float64, np.int64})
-# classes that hold arrays only, never an estimator: not walked into; and the attribute where a
-# histogram boosting model keeps its 1,000s of them, not walked through at all
-_ARRAYS_ONLY = frozenset({("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor")})
+#: Values an object-graph walk (this module's, and the load's in _validators) never enters.
+ATOMS = frozenset({str, bytes, int, float, bool, type(None), np.float64, np.int64})
+# where a histogram boosting model keeps its 1,000s of tree predictors (arrays only): not walked
 _PREDICTORS = "_predictors"
 _WALK_LIMIT = 1_000_000  # objects visited (a model is far smaller); past it, no verdict
 
@@ -99,11 +98,11 @@ def _containers(values: Any) -> list[Any]:
     return [
         v
         for v in values
-        if type(v) not in _ATOMS and not (type(v) is np.ndarray and not v.dtype.hasobject)
+        if type(v) not in ATOMS and not (type(v) is np.ndarray and not v.dtype.hasobject)
     ]
 
 
-def refusals(obj: Any, referenced: Any) -> list[str]:
+def refusals(obj: Any, referenced: Iterable[tuple[str, str]]) -> list[str]:
     """What :func:`check_fitted` refuses in the live object graph of ``obj``, for a save to warn
     about: a model the save writes faithfully but a safe load turns down (a gradient boosting
     model with another init estimator than the default, a t-SNE whose starting embedding or
@@ -136,9 +135,9 @@ def refusals(obj: Any, referenced: Any) -> list[str]:
                 stack += _containers(o.ravel(order="K").tolist())
         else:
             d = getattr(o, "__dict__", None)
-            key = (type(o).__module__, type(o).__name__)
-            if type(d) is not dict or key in _ARRAYS_ONLY:
+            if type(d) is not dict:
                 continue
+            key = (type(o).__module__, type(o).__name__)
             done = None
             if key in wanted:
                 try:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from amber.errors import FormatError
+from amber.security._fitted import ATOMS as _ATOMS
 from amber.security._fitted import CHECKED_CLASSES, _callable_on_data, check_fitted
 from amber.security._pickle_scan import ALREADY_VIEWED, alias_dtype, claim_bytes, tree_nodes
 
@@ -1265,9 +1266,6 @@ def _walk(obj: Any, *, cross_only: bool) -> None:
                 if kept is not None and id(d.get(kept)) not in held_only:
                     kept = None
                 push(v for k, v in d.items() if type(v) not in _ATOMS and k != done and k != kept)
-
-
-_ATOMS = frozenset({str, bytes, int, float, bool, type(None), np.float64, np.int64})
 
 
 # Validated types whose attributes are plain arrays, with nothing to walk into: checked as they
