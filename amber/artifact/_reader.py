@@ -171,7 +171,8 @@ class ArtifactReader:
             )
         # the last entry ends where the directory begins (no hidden bytes); reading the
         # manifest below checks that when the manifest is last, as Amber writes it unsigned
-        last = max(self.zip_entries.values(), key=lambda e: e.header_offset, default=None)
+        # (read_directory keeps the entries in file order)
+        last = next(reversed(self.zip_entries.values()), None)
         if last is not None and last.name != MANIFEST_NAME:
             if self._mapview is not None:
                 _zip.data_offset(self._mapview[last.header_offset : last.limit], last)
@@ -190,8 +191,8 @@ class ArtifactReader:
         #: the XXH3-128 digests of large entries' parts, and the parts' size
         self.parts: dict[str, list[str]] = parts["digests"] if parts else {}
         self.part_size: int = parts["part_size"] if parts else 0
-        extra = set(self.zip_entries) - set(self.entries) - {MANIFEST_NAME, SIGNATURE_NAME}
-        missing = set(self.entries) - set(self.zip_entries)
+        extra = self.zip_entries.keys() - self.entries.keys() - {MANIFEST_NAME, SIGNATURE_NAME}
+        missing = self.entries.keys() - self.zip_entries.keys()
         if extra or missing:
             raise IntegrityError(
                 f"{str(self.path)!r}: the zip holds entries the manifest does not list "

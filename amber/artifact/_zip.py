@@ -60,11 +60,8 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-
 
 def check_name(name: str) -> str:
     """Refuse entry names that could escape a folder when extracted or confuse a reader."""
-    if (
-        len(name) > 512
-        or not _NAME_RE.fullmatch(name)
-        or any(part in (".", "..") for part in name.split("/"))
-    ):
+    # (every part starts with a letter, a digit or '_', so none is '.' or '..')
+    if len(name) > 512 or not _NAME_RE.fullmatch(name):
         raise FormatError(
             f"unsafe or malformed entry name {name!r}: entry names are relative paths of letters, "
             f"digits, '_', '.', '-' and '/', without '..'. The file was not written by Amber or "
@@ -303,27 +300,28 @@ def read_directory(
     directory = read(cd_size, cd_start)
     if len(directory) != cd_size:
         raise corrupt("central directory truncated")
-    entries: dict[str, ZipEntry] = {}
+    found: list[tuple[str, int, int, int]] = []  # (name, header offset, size, CRC-32)
+    names: set[str] = set()
     off = 0
-    previous: ZipEntry | None = None
+    unpack = _CENTRAL.unpack_from
     for _ in range(n):
         if off + _CENTRAL.size > cd_size:
             raise corrupt("central directory truncated")
         (sig, _, _, flags, method, _, _, crc, csize, usize, name_len, extra_len, comment_len,
-         disk_start, _, _, header_offset) = _CENTRAL.unpack_from(directory, off)  # fmt: skip
+         disk_start, _, _, header_offset) = unpack(directory, off)  # fmt: skip
         if sig != _SIG_CENTRAL:
             raise corrupt(f"bad central directory record at byte {cd_start + off}")
         off += _CENTRAL.size
         end = off + name_len + extra_len + comment_len
         if end > cd_size:
             raise corrupt("central directory record runs past its end")
-        raw_name = directory[off : off + name_len]
-        extra = directory[off + name_len : off + name_len + extra_len]
+        raw_name = bytes(directory[off : off + name_len])
+        extra_at = off + name_len
         off = end
         try:
-            name = check_name(bytes(raw_name).decode("ascii"))
+            name = check_name(raw_name.decode("ascii"))
         except UnicodeDecodeError:
-            raise corrupt(f"entry name {bytes(raw_name)!r} is not ASCII") from None
+            raise corrupt(f"entry name {raw_name!r} is not ASCII") from None
         if method != 0 or flags & ~_FLAG_UTF8 or disk_start != 0:
             raise corrupt(
                 f"entry {name!r} is compressed, encrypted or split by the zip layer "
@@ -334,23 +332,32 @@ def read_directory(
         if csize != usize:
             raise corrupt(f"entry {name!r} has different stored and real sizes")
         if usize == _U32 or header_offset == _U32:
+            extra = directory[extra_at : extra_at + extra_len]
             usize, header_offset = _zip64_fields(extra, name, usize, header_offset)
-        if name in entries:
+        if name in names:
             raise corrupt(f"duplicate entry {name!r}")
-        # Entries tile the data area in directory order: the first at byte 0, none overlapping.
-        if previous is None:
-            if header_offset != 0:
-                raise corrupt(f"{header_offset} bytes of unexpected data before the first entry")
-        else:
-            _close(entries, previous, header_offset)
-        previous = entries[name] = ZipEntry(name, header_offset, usize, crc, -1)
+        names.add(name)
+        found.append((name, header_offset, usize, crc))
     if off != cd_size:
         raise corrupt("central directory has trailing bytes")
-    if previous is None:
-        if cd_start != 0:
-            raise corrupt(f"{cd_start} bytes of unexpected data before the central directory")
-    else:
-        _close(entries, previous, cd_start)
+    # Entries tile the data area in directory order: the first at byte 0, each ending before
+    # the next one's header (or the directory) begins. (Each entry is built once, here, with
+    # its bound: a forest's 200 entries are read on every load.)
+    first = found[0][1] if found else cd_start
+    if first != 0:
+        where = "first entry" if found else "central directory"
+        raise corrupt(f"{first} bytes of unexpected data before the {where}")
+    entries: dict[str, ZipEntry] = {}
+    limits = [entry[1] for entry in found[1:]]
+    limits.append(cd_start)
+    new = tuple.__new__
+    for (name, header_offset, size, crc), limit in zip(found, limits, strict=True):
+        if header_offset + _LOCAL.size + len(name) + size > limit:
+            raise corrupt(
+                f"entry {name!r} overlaps the next entry or the directory (entries must be "
+                f"laid out in directory order)"
+            )
+        entries[name] = new(ZipEntry, (name, header_offset, size, crc, limit))
     return entries
 
 
@@ -391,16 +398,6 @@ def _same(got: bytes | memoryview, want: bytes, offset: int, name: str | None) -
         f"digest or signature covers: versions, time stamps, attributes, padding): the file "
         f"was altered after it was saved; restore it from its source"
     )
-
-
-def _close(entries: dict[str, ZipEntry], entry: ZipEntry, limit: int) -> None:
-    """Bound ``entry`` by where the next one (or the directory) begins; refuse overlaps."""
-    if entry.header_offset + _LOCAL.size + len(entry.name) + entry.size > limit:
-        raise corrupt(
-            f"entry {entry.name!r} overlaps the next entry or the directory (entries must be "
-            f"laid out in directory order)"
-        )
-    entries[entry.name] = ZipEntry(entry.name, entry.header_offset, entry.size, entry.crc32, limit)
 
 
 def _zip64_fields(extra: bytes | memoryview, name: str, size: int, offset: int) -> tuple[int, int]:
