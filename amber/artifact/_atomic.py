@@ -10,14 +10,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import queue
 import secrets
 import stat
-import threading
 from collections.abc import Iterator
 from typing import BinaryIO
 
-__all__ = ["atomic_writer", "fsync_dir", "replace", "temp_beside"]
+__all__ = ["atomic_writer", "fsync_dir", "temp_beside"]
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -125,94 +123,6 @@ def temp_beside(
     return target, folder, old, tmp, fd
 
 
-def replace(tmp: str, target: str, folder: str, old: os.stat_result | None) -> None:
-    """Rename ``tmp`` over ``target`` and make the new name durable (``fsync`` of ``folder``).
-
-    ``old`` is the status of the file being replaced (:func:`temp_beside`), or None. The rename
-    itself would free that file's blocks (its last name goes), which costs what deleting it
-    costs: 45-50 ms for a 264 MB file on the reference machine, 0.1 ms for a small one. A
-    descriptor of it is held across the rename instead, and closed on a thread of its own
-    (:func:`_release_later`), so the blocks are freed beside the caller's next work rather than
-    before ``save`` returns. Nothing else changes: the new file is in place and durable when
-    this returns, and a crash before the close leaves an orphan the file system reclaims.
-    """
-    held = _hold(target) if old is not None else -1
-    try:
-        os.replace(tmp, target)
-        fsync_dir(folder)
-    finally:
-        if held >= 0:
-            _release_later(held)
-
-
-# Held where the replaced file's name can be renamed over while it is open (not Windows) and a
-# descriptor needs no permission to open (O_PATH, Linux); elsewhere the rename frees it.
-_HOLD_FLAGS = getattr(os, "O_PATH", None)
-
-
-def _hold(target: str) -> int:
-    """A descriptor that keeps the file at ``target`` alive, or -1."""
-    if _HOLD_FLAGS is None:
-        return -1
-    try:
-        return os.open(target, _HOLD_FLAGS | os.O_NOFOLLOW)
-    except OSError:
-        return -1  # (gone or replaced meanwhile: nothing to hold)
-
-
-# The releaser: a daemon thread that closes the held descriptors it is given, started with the
-# first. _pending is what it has not closed yet; a fork waits for a close in progress (_closing)
-# and the child, which has no releaser thread, closes what was pending itself.
-_queue: queue.SimpleQueue[int] | None = None
-_pending: set[int] = set()
-_closing = threading.Lock()
-
-
-def _releaser(q: queue.SimpleQueue[int]) -> None:
-    while True:
-        fd = q.get()
-        with _closing:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            _pending.discard(fd)
-
-
-def _release_later(fd: int) -> None:
-    global _queue
-    _pending.add(fd)
-    with _closing:
-        if _queue is None:
-            q: queue.SimpleQueue[int] = queue.SimpleQueue()
-            try:
-                threading.Thread(
-                    target=_releaser, args=(q,), name="amber-release", daemon=True
-                ).start()
-            except RuntimeError:  # no new threads (the interpreter is exiting): close it here
-                _pending.discard(fd)
-                os.close(fd)
-                return
-            _queue = q
-    _queue.put(fd)
-
-
-def _after_fork_in_child() -> None:
-    global _queue, _closing
-    _queue = None
-    _closing = threading.Lock()  # (the parent's was held across the fork)
-    for fd in list(_pending):
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _pending.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=lambda: _closing.acquire(),
-        after_in_parent=lambda: _closing.release(),
-        after_in_child=_after_fork_in_child,
-    )
-
-
 def _special_kind(mode: int) -> str:
     for test, kind in (
         (stat.S_ISCHR, "a character device"),
@@ -233,14 +143,15 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     is followed (see :func:`temp_beside`).
     """
     # Plain strings and os.path: pathlib's parsing costs a tenth of a tiny model's save.
-    target, folder, old, tmp, fd = temp_beside(os.fspath(path))
+    target, folder, _, tmp, fd = temp_beside(os.fspath(path))
     f = os.fdopen(fd, "wb")
     try:
         yield f
         f.flush()
         os.fsync(f.fileno())
         f.close()
-        replace(tmp, target, folder, old)
+        os.replace(tmp, target)
+        fsync_dir(folder)
     except BaseException:
         f.close()
         with contextlib.suppress(FileNotFoundError):

@@ -104,7 +104,7 @@ def _verified_replacement(target: str) -> Iterator[str]:
     the block succeeds, removed otherwise. As a save would, it follows a symlink, refuses a
     read-only target and gives the new file the permission bits of the one it replaces. The
     block's errors and warnings name ``target``, not the temporary file."""
-    from amber.artifact._atomic import replace, temp_beside
+    from amber.artifact._atomic import fsync_dir, temp_beside
 
     final, folder, old, tmp, fd = temp_beside(target, verb="convert", suffix=".convert")
     os.close(fd)  # amber.save replaces it, as it would any file
@@ -117,7 +117,8 @@ def _verified_replacement(target: str) -> Iterator[str]:
     warnings.showwarning = renamed
     try:
         yield tmp
-        replace(tmp, final, folder, old)
+        os.replace(tmp, final)
+        fsync_dir(folder)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
