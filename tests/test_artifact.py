@@ -618,6 +618,36 @@ def test_manifest_listing_a_missing_entry_is_refused(tmp_path: Path) -> None:
         amber.load(path)
 
 
+def test_a_zip_of_no_entries_has_an_empty_directory_and_is_no_artifact(tmp_path: Path) -> None:
+    path = tmp_path / "empty.amber"
+    with open(path, "wb") as f:
+        _zip.ZipWriter(f).close()
+    data = path.read_bytes()
+    assert _zip.read_directory(lambda n, at: data[at : at + n], len(data)) == {}
+    with pytest.raises(FormatError):
+        amber.load(path)
+
+
+@pytest.mark.parametrize("field", ["size", "stored_size"])
+@pytest.mark.parametrize("value", [True, False, 1.0, -1, 1 << 64, "1"])
+def test_an_entry_size_must_be_a_plain_integer(tmp_path: Path, field: str, value: object) -> None:
+    """JSON's ``true`` is an integer to Python (``isinstance(True, int)``): refused all the same."""
+    path = tmp_path / "bad.amber"
+    body = b"x"
+    entry = {"size": 1, "stored_size": 1, "compression": "none", "xxh3_128": "0", "blake3": "0"}
+    entry[field] = value
+    raw = encode({"format": "amber", "format_version": 1, "handler": "sklearn", "payload": {},
+                  "environment": {}, "entries": {"model/model.pkl": entry}})  # fmt: skip
+    with open(path, "wb") as f:
+        writer = _zip.ZipWriter(f)
+        writer.add("model/model.pkl", body, zlib.crc32(body))
+        writer.add("amber.json", raw, zlib.crc32(raw))
+        writer.close()
+    for call in (amber.load, amber.inspect, amber.verify):
+        with pytest.raises(FormatError, match="invalid sizes"):
+            call(path)
+
+
 def test_not_an_artifact_nor_a_pickle(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("hello, I am not a model\n")

@@ -349,7 +349,8 @@ def read_directory(
         raise corrupt(f"{first} bytes of unexpected data before the {where}")
     entries: dict[str, ZipEntry] = {}
     limits = [entry[1] for entry in found[1:]]
-    limits.append(cd_start)
+    if found:  # (no entries: no bounds, and the caller finds no manifest)
+        limits.append(cd_start)
     new = tuple.__new__
     for (name, header_offset, size, crc), limit in zip(found, limits, strict=True):
         if header_offset + _LOCAL.size + len(name) + size > limit:
