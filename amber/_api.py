@@ -832,7 +832,11 @@ def _verify_path(
             from amber.security._signing import check_reader
 
             report.checks.append(str(check_reader(reader, trusted_keys)))
-        elif SIGNATURE_NAME in reader.zip_entries:
+        elif (signature := reader.raw_signature()) is not None:
+            from amber.security._signing import parse_signature
+
+            # only a key proves who signed it; without one, the document must still be one
+            parse_signature(signature, repr(str(path)))
             report.checks.append("signed (pass a public key to check the signature)")
         chosen = get_handler(manifest["handler"])
         model = _load_payload(chosen, reader, manifest["payload"], policy)

@@ -50,6 +50,7 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "make_signature",
+    "parse_signature",
     "reader_check",
     "sign",
 ]
@@ -217,7 +218,7 @@ def claimed_signer(sig: bytes | None) -> dict[str, Any] | None:
     if sig is None:
         return None
     try:
-        doc = _parse(sig, "amber.sig")
+        doc = parse_signature(sig, "amber.sig")
     except IntegrityError as exc:
         return {"malformed": str(exc), "checked": False}
     return {
@@ -262,7 +263,7 @@ def make_signature(
     return _canonical(doc)
 
 
-def _parse(sig: bytes, source: str) -> dict[str, Any]:
+def parse_signature(sig: bytes, source: str) -> dict[str, Any]:
     if len(sig) > MAX_SIGNATURE_BYTES:
         raise IntegrityError(
             f"{source}: amber.sig is {len(sig)} bytes, more than a signature can be "
@@ -332,7 +333,7 @@ def check_signature(
             f"(trusted keys: {', '.join(sorted(keys))}). Ask its publisher for a signed copy, "
             f"or sign it yourself with `amber sign FILE --key KEY` if you vouch for it"
         )
-    doc = _parse(sig, source)
+    doc = parse_signature(sig, source)
     public = keys.get(doc["key_id"])
     if public is None:
         raise IntegrityError(

@@ -183,6 +183,24 @@ def test_a_signature_document_with_fields_of_other_types_is_refused(
             call(signed, trusted_keys=[keys["alice.pub"]])
 
 
+@pytest.mark.parametrize("document", [b"junk", b"", b'{"key_id": ["x"]}'])
+def test_a_malformed_signature_document_fails_verify_even_without_a_key(
+    signed: Path, document: bytes
+) -> None:
+    """Without a key nobody can say who signed a file, but a signature entry that is no
+    signature document at all is damage, and verify says so instead of "signed"."""
+    from amber.artifact._rewrite import rewrite
+
+    rewrite(signed, signed, signer=lambda raw: document)
+    with pytest.raises(amber.IntegrityError, match="not an amber-ed25519-v1 signature"):
+        amber.verify(signed)
+    assert "malformed" in str(amber.inspect(signed))
+
+
+def test_a_well_formed_signature_verifies_as_unchecked_without_a_key(signed: Path) -> None:
+    assert "signed (pass a public key to check the signature)" in amber.verify(signed).checks
+
+
 @pytest.mark.parametrize(
     ("spelling", "version"),
     [("indented", 3), ("canonical", "3"), ("canonical", True)],
