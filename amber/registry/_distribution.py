@@ -58,6 +58,30 @@ def check_signatures(reader: ArtifactReader, mv: ModelVersion, trusted_keys: Seq
     raise first or IntegrityError(f"{source}: no signature could be checked")
 
 
+def _refuse_a_place_of_the_registry(reg: Registry, target: Path) -> None:
+    """An export goes outside the registry: written into its folder (over a blob, the
+    catalog, a temporary file of a push) or its cache of downloaded blobs, it would replace
+    what the registry holds with a file the catalog does not describe."""
+    from amber.registry._store import LocalStore
+
+    where = target.expanduser().resolve()  # (through symlinks, as the write would go)
+    store = reg._store
+    root = store.root if isinstance(store, LocalStore) else store.cache
+    kind = "folder" if isinstance(store, LocalStore) else "cache of downloaded blobs"
+    inside = where.is_relative_to(Path(root).expanduser().resolve())
+    catalog = reg.catalog.sqlite_path
+    if catalog is not None and not inside:
+        names = {catalog.name + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+        inside = where.parent == catalog.expanduser().resolve().parent and where.name in names
+        kind = "SQLite catalog"
+    if inside:
+        raise ValueError(
+            f"{str(target)!r} is inside registry {reg.location}'s {kind}, and an export "
+            f"there would overwrite what the registry holds; write it to a path outside "
+            f"the registry"
+        )
+
+
 def export_version(
     reg: Registry,
     ref: str,
@@ -79,10 +103,11 @@ def export_version(
     from amber.artifact._rewrite import rewrite
     from amber.security._signing import make_signature
 
+    target = Path(path)
+    _refuse_a_place_of_the_registry(reg, target)
     key = reg._private_key(signing_key)
     mv = reg.get(ref)
     source = reg._blob(mv, ref)
-    target = Path(path)
     with ArtifactReader(source) as reader:
         reg._checker(mv, None)(reader)
         reader.verify_all(strong=True)

@@ -349,6 +349,26 @@ class RegistryConformance:
         assert predicts_like(amber.load(out), iris_model)
         amber.verify(out)
 
+    def test_export_never_writes_into_the_registry(
+        self, reg: Registry, iris_model: Any, tmp_path: Path
+    ) -> None:
+        reg.push("iris", iris_model)
+        mv = reg.get("models:/iris/1")
+        blob = reg._blob(mv, mv.uri)  # (a remote registry's: its cached copy)
+        link = tmp_path / "link.amber"
+        link.symlink_to(blob)
+        targets = [blob, blob.parent / "new.amber", link]
+        if reg.catalog.sqlite_path is not None:
+            catalog = reg.catalog.sqlite_path
+            targets += [catalog, catalog.with_name(catalog.name + "-wal")]
+        for target in targets:
+            with pytest.raises(ValueError, match=r"inside registry .* outside the registry"):
+                reg.export(mv.uri, target)
+        assert not (blob.parent / "new.amber").exists()
+        reg.verify(mv.uri)
+        assert predicts_like(reg.load(mv.uri), iris_model)
+        assert reg.export(mv.uri, tmp_path / "out.amber").version == 1
+
     def test_import_keeps_the_version_and_is_idempotent(
         self, reg: Registry, iris_model: Any, tmp_path: Path
     ) -> None:
