@@ -138,6 +138,13 @@ def _token(path: Path | None, env: str) -> str | None:
     return os.environ.get(env) or None
 
 
+def _default_name(source: str) -> str:
+    """The name a model is served under when none is given: the registry name or the file's."""
+    if source.startswith("models:/"):
+        return source[len("models:/") :].split("@")[0].split("/")[0]
+    return Path(source).name.split(".")[0] or "model"  # (as the server names it)
+
+
 def build_config(args: argparse.Namespace) -> Any:
     from amber.serving import ModelSpec, ServeConfig
 
@@ -149,9 +156,7 @@ def build_config(args: argparse.Namespace) -> Any:
         name, sep, source = item.partition("=")
         if not sep or name.startswith("models:"):
             name, source = "", item
-        key = name or Path(source).name.split(".")[0]
-        if source.startswith("models:/"):
-            key = name or source[len("models:/") :].split("@")[0].split("/")[0]
+        key = name or _default_name(source)
         specs.append(
             ModelSpec(
                 source=source,
@@ -163,6 +168,19 @@ def build_config(args: argparse.Namespace) -> Any:
                 allow_arbitrary_code=args.allow_arbitrary_code,
             )
         )
+    served = [spec.name or _default_name(spec.source) for spec in specs]
+    for option, values in (
+        ("--batching", batching),
+        ("--max-batch-size", sizes),
+        ("--max-latency-ms", latency),
+    ):
+        unknown = sorted(set(values) - {"", *served})
+        if unknown:
+            raise ValueError(
+                f"{option} names {', '.join(map(repr, unknown))}, and no model of that name is "
+                f"served (the names: {', '.join(map(repr, served))}); write NAME=VALUE with one "
+                f"of them, or VALUE alone for every model"
+            )
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     return ServeConfig(

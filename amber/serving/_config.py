@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -48,6 +49,32 @@ class ModelSpec:
             raise TypeError(
                 f"allow_arbitrary_code must be True or False, got {self.allow_arbitrary_code!r}"
             )
+        if self.batching not in ("auto", "on", "off"):
+            raise ValueError(
+                f"batching must be 'auto', 'on' or 'off', got {self.batching!r} (--batching)"
+            )
+        size = self.max_batch_size
+        if type(size) is not int or size < 1:
+            raise ValueError(
+                f"the most rows per prediction call must be a whole number of at least 1, got "
+                f"{size!r} (--max-batch-size ROWS)"
+            )
+        check_seconds(
+            self.max_latency_ms, "the longest wait for a batch, in ms", "--max-latency-ms MS"
+        )
+
+
+def check_seconds(value: object, what: str, option: str, *, positive: bool = False) -> None:
+    """A duration: a finite number, at least 0 (more than 0 when ``positive``)."""
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and (value > 0 if positive else value >= 0)
+    )
+    if not ok:
+        bound = "more than 0" if positive else "0 or more"
+        raise ValueError(f"{what} must be a finite number, {bound}, got {value!r} ({option})")
 
 
 @dataclass(frozen=True)
@@ -100,4 +127,14 @@ class ServeConfig:
             raise ValueError(
                 f"the request timeout must be more than 0 and less than a day, got {timeout!r} s "
                 f"(--request-timeout SECONDS)"
+            )
+        if self.poll_interval_s is not None:
+            check_seconds(
+                self.poll_interval_s, "the poll interval, in seconds", "--poll-interval SECONDS"
+            )
+        body = self.max_body_bytes
+        if type(body) is not int or body < 1:
+            raise ValueError(
+                f"the request body limit must be at least 1 byte, got {body!r} (--max-body-mb; "
+                f"a limit of 0 would refuse every request)"
             )

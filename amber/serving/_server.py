@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any
 
-from amber.serving._config import ModelSpec, ServeConfig
+from amber.serving._config import ModelSpec, ServeConfig, check_seconds
 
 __all__ = ["app_from_environment", "serve"]
 
@@ -57,6 +57,11 @@ def serve(
     from amber.serving._asgi import build_app
     from amber.serving._logs import setup_logging
 
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"the port must be a whole number from 0 to 65535, got {port!r} (--port)")
+    check_seconds(
+        graceful_timeout_s, "the graceful shutdown timeout, in seconds", "--graceful-timeout"
+    )
     setup_logging(log_level, access_log=config.access_log)
     options: dict[str, Any] = {
         "host": host,

@@ -1,0 +1,54 @@
+"""``amber serve`` refuses options that cannot work at startup, before loading any model or
+binding a port, with status 2 and the option's name: not a server that wraps the port number
+around, answers every request 413 or 503, or waits a negative time."""
+
+from __future__ import annotations
+
+import pytest
+
+from amber.cli import main
+from amber.serving import ModelSpec, ServeConfig
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--max-batch-size", "0"], "--max-batch-size"),
+        (["--max-batch-size", "missing=-3"], "--max-batch-size"),
+        (["--max-batch-size", "iris=8"], "no model of that name is served"),
+        (["--batching", "zz=on"], "--batching"),
+        (["--max-latency-ms", "-1"], "--max-latency-ms"),
+        (["--max-latency-ms", "nan"], "--max-latency-ms"),
+        (["--poll-interval", "-1"], "--poll-interval"),
+        (["--poll-interval", "inf"], "--poll-interval"),
+        (["--max-body-mb", "0"], "--max-body-mb"),
+        (["--port", "99999"], "--port"),
+        (["--port", "-1"], "--port"),
+        (["--graceful-timeout", "-5"], "--graceful-timeout"),
+    ],
+)
+def test_an_option_that_cannot_work_is_refused_at_startup(
+    options: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # (the model file does not exist: the options are refused before any load is tried)
+    assert main(["serve", "missing.amber", *options]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err, err
+    assert "missing.amber" not in err, err
+
+
+def test_the_library_refuses_the_same_values() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        ModelSpec("a.amber", max_batch_size=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        ModelSpec("a.amber", max_batch_size=True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'auto', 'on' or 'off'"):
+        ModelSpec("a.amber", batching="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="0 or more"):
+        ModelSpec("a.amber", max_latency_ms=-0.5)
+    with pytest.raises(ValueError, match="at least 1 byte"):
+        ServeConfig(models=(), max_body_bytes=0)
+    with pytest.raises(ValueError, match="poll interval"):
+        ServeConfig(models=(), poll_interval_s=float("nan"))
+    assert ServeConfig(models=(), poll_interval_s=0).poll_interval_s == 0  # 0: never polls
+    assert ModelSpec("a.amber", max_latency_ms=0).max_latency_ms == 0
