@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from amber.errors import FormatError, IntegrityError
+
 __all__ = ["FileSource", "ModelSource", "Resolved", "open_source"]
 
 URI_PREFIX = "models:/"
@@ -127,4 +129,30 @@ def open_source(source: str, *, registry: str | None = None) -> ModelSource:
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"no such model file: {source!r}; check the path")
+    _check_artifact(path, source)
     return FileSource(path)
+
+
+def _check_artifact(path: Path, source: str) -> None:
+    """Refuse, before the server starts, a file that is no artifact at all or whose zip and
+    manifest are broken: a server that started on it would only log failed loads until the
+    file is replaced. (What opens here may still fail the full load, reported as a load.)"""
+    from amber.artifact._reader import ArtifactReader, NotAnArtifact
+
+    try:
+        with ArtifactReader(path):
+            pass
+    except NotAnArtifact:
+        out = (
+            path.with_suffix(".amber")
+            if path.suffix != ".amber"
+            else path.with_name(path.stem + "-converted.amber")
+        )
+        raise FormatError(
+            f"cannot serve {source!r}: it is not an Amber artifact; a pickle or joblib file is "
+            f"served once converted (`amber convert {source} {out}`), which also checks it"
+        ) from None
+    except (FormatError, IntegrityError) as exc:
+        if source in str(exc):
+            raise
+        raise type(exc)(f"cannot serve {source!r}: {exc}") from None

@@ -4,10 +4,17 @@ around, answers every request 413 or 503, or waits a negative time."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+import amber
 from amber.cli import main
-from amber.serving import ModelSpec, ServeConfig
+from amber.serving import ModelSpec, ServeConfig, create_app
+
+IRIS_X, IRIS_Y = load_iris(return_X_y=True)
 
 
 @pytest.mark.parametrize(
@@ -52,3 +59,30 @@ def test_the_library_refuses_the_same_values() -> None:
         ServeConfig(models=(), poll_interval_s=float("nan"))
     assert ServeConfig(models=(), poll_interval_s=0).poll_interval_s == 0  # 0: never polls
     assert ModelSpec("a.amber", max_latency_ms=0).max_latency_ms == 0
+
+
+def test_a_file_that_is_no_intact_artifact_is_refused_at_startup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a server that starts and then logs failed loads until the file is replaced."""
+    import pickle
+
+    good = tmp_path / "good.amber"
+    amber.save(LogisticRegression(max_iter=300).fit(IRIS_X, IRIS_Y), good)
+    cases = {
+        "empty.amber": b"",
+        "notes.txt": b"a text file\n",
+        "model.pkl": pickle.dumps({"a": 1}, protocol=5),
+        "truncated.amber": good.read_bytes()[: good.stat().st_size // 2],
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert main(["serve", str(path), "--port", "0"]) == 1, name
+        err = capsys.readouterr().err
+        assert f"cannot serve {str(path)!r}" in err and "Traceback" not in err, err
+        with pytest.raises(amber.FormatError, match="cannot serve"):
+            create_app([str(path)])
+    with pytest.raises(amber.FormatError, match="amber convert"):
+        create_app([str(tmp_path / "model.pkl")])
+    assert create_app([str(good)]) is not None  # the intact file opens
