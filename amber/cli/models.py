@@ -89,7 +89,15 @@ def run_list(args: argparse.Namespace) -> int:
         if args.json:
             echo(json.dumps([m.__dict__ for m in models], indent=2))
         elif not models:
-            echo(f"no models in {reg.location}")
+            absent = not reg._store.remote and not os.path.isdir(reg.location)
+            echo(
+                f"no models in {reg.location}"
+                + (
+                    " (no registry there yet: check --registry or $AMBER_REGISTRY)"
+                    if absent
+                    else ""
+                )
+            )
         for m in models if not args.json else ():
             echo(m)
     return 0

@@ -103,6 +103,12 @@ class Registry:
         self._store: LocalStore | RemoteStore
         if is_local(text):
             root = Path(text.removeprefix("file://")).expanduser().absolute()
+            if root.exists() and not root.is_dir():
+                raise NotADirectoryError(
+                    f"the registry location {str(root)!r} is a file, not a folder: a registry "
+                    f"is a folder holding catalog.sqlite and blobs/; check the location "
+                    f"(--registry, $AMBER_REGISTRY)"
+                )
             self.location = str(root)
             self._store = LocalStore(root)
             catalog = catalog if catalog is not None else root / _CATALOG_FILE

@@ -194,3 +194,19 @@ def test_registry_commands_escape_what_a_pusher_wrote(
         shown = ok(amber_cli(*args, env=env))
         assert "\x1b" not in shown and "\r" not in shown, shown
     assert "ok\\x1b[2K\\rverdict: approved" in ok(amber_cli("models", "show", "iris/1", env=env))
+
+
+def test_a_registry_location_that_is_a_file_or_absent_is_said(
+    amber_cli: Cli, tmp_path: Path, artifact: Path
+) -> None:
+    for args in (("models", "list"), ("push", str(artifact), "--name", "iris")):
+        done = amber_cli(*args, "--registry", str(artifact))
+        assert done.returncode == 2, done
+        assert "is a file, not a folder" in done.stderr, done.stderr
+    absent = ok(amber_cli("models", "list", "--registry", str(tmp_path / "typo")))
+    assert "no registry there yet" in absent
+    assert not (tmp_path / "typo").exists()  # a listing creates nothing
+    ok(amber_cli("push", str(artifact), "--name", "iris", "--registry", str(tmp_path / "reg")))
+    assert "no registry there yet" not in ok(
+        amber_cli("models", "list", "--registry", str(tmp_path / "reg"))
+    )
