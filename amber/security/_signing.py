@@ -241,6 +241,20 @@ def _check_binding(name: str | None, version: int | None) -> None:
         not isinstance(version, int) or isinstance(version, bool) or version < 1
     ):
         raise TypeError(f"version must be a positive integer or None, got {version!r}")
+    if name is None and version is None:
+        return
+    # a binding is checked against a registry's names and versions: one that no registry can
+    # hold would make a signature that every registry-bound check refuses
+    from amber.registry._errors import InvalidURI
+    from amber.registry._uri import check_name, check_version
+
+    try:
+        if name is not None:
+            check_name(name)
+        if version is not None:
+            check_version(version)
+    except InvalidURI as exc:
+        raise ValueError(f"cannot sign for that name and version: {exc}") from None
 
 
 def make_signature(

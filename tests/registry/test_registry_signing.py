@@ -279,3 +279,17 @@ def test_zip_bytes_outside_every_digest_are_covered_by_verify_and_signed_loads(
         assert predicts_like(amber.load(path), iris_model), what
     # the writer's own bytes pass, before and after signing
     amber.verify(signed, trusted_keys=trusted)
+
+
+@pytest.mark.parametrize(
+    ("binding", "said"),
+    [({"name": "bad name"}, "model name 'bad name' is not valid"),
+     ({"name": "iris", "version": 2**31}, "from 1 to 2147483647")],
+)  # fmt: skip
+def test_a_binding_no_registry_can_hold_is_not_signed(
+    artifact: Path, keys: dict[str, Path], binding: dict[str, Any], said: str
+) -> None:
+    before = artifact.read_bytes()
+    with pytest.raises(ValueError, match=said):
+        amber.sign(artifact, keys["alice"], **binding)
+    assert artifact.read_bytes() == before
