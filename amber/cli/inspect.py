@@ -6,11 +6,17 @@ import argparse
 from typing import Any
 
 from amber.cli._output import echo
+from amber.cli.models import registry_environment, registry_options
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("inspect", help="show an artifact's manifest (runs no model code)")
-    p.add_argument("file", help="an .amber artifact")
+    p = sub.add_parser(
+        "inspect", parents=[registry_options()],
+        help="show an artifact's manifest (runs no model code)",
+    )  # fmt: skip
+    p.add_argument(
+        "file", help="an .amber artifact, or a registry version: models:/NAME/VERSION, @ALIAS"
+    )
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     p.set_defaults(run=run)
 
@@ -18,6 +24,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import amber
 
-    info = amber.inspect(args.file)
+    with registry_environment(args):
+        info = amber.inspect(args.file)
     echo(info.to_json() if args.json else info)
     return 0

@@ -8,8 +8,10 @@ one also needs ``--catalog URL`` (or ``$AMBER_CATALOG``). Shared by ``push``, ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from amber.cli._output import echo, reporting
@@ -28,6 +30,26 @@ def registry_options() -> argparse.ArgumentParser:
         "a folder registry uses its own SQLite file)",
     )  # fmt: skip
     return common
+
+
+@contextlib.contextmanager
+def registry_environment(args: argparse.Namespace) -> Iterator[None]:
+    """``--registry`` and ``--catalog`` for a command that hands a ``models:/`` URI to the
+    library, which finds the registry through ``$AMBER_REGISTRY`` and ``$AMBER_CATALOG``: set
+    for the command, then restored (``main`` also runs in-process)."""
+    given = {"AMBER_REGISTRY": args.registry, "AMBER_CATALOG": args.catalog}
+    before = {key: os.environ.get(key) for key in given}
+    try:
+        for key, value in given.items():
+            if value is not None:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def open_registry(args: argparse.Namespace) -> Any:

@@ -7,13 +7,17 @@ from typing import Any
 
 from amber.cli import add_unsafe_option
 from amber.cli._output import echo
+from amber.cli.models import registry_environment, registry_options
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "verify", help="check every digest, load safely, re-run the probe (exit 1 on a problem)"
+        "verify", parents=[registry_options()],
+        help="check every digest, load safely, re-run the probe (exit 1 on a problem)",
+    )  # fmt: skip
+    p.add_argument(
+        "file", help="an .amber artifact, or a registry version: models:/NAME/VERSION, @ALIAS"
     )
-    p.add_argument("file", help="an .amber artifact")
     p.add_argument(
         "--trust", action="append", default=[], metavar="NAME",
         help="admit an extra type, e.g. mypkg.models.MyEstimator (repeatable)",
@@ -29,11 +33,12 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import amber
 
-    report = amber.verify(
-        args.file,
-        trusted=args.trust,
-        allow_arbitrary_code=args.allow_arbitrary_code,
-        trusted_keys=args.pubkey,
-    )
+    with registry_environment(args):
+        report = amber.verify(
+            args.file,
+            trusted=args.trust,
+            allow_arbitrary_code=args.allow_arbitrary_code,
+            trusted_keys=args.pubkey,
+        )
     echo(report)
     return 0

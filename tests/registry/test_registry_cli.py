@@ -210,3 +210,18 @@ def test_a_registry_location_that_is_a_file_or_absent_is_said(
     assert "no registry there yet" not in ok(
         amber_cli("models", "list", "--registry", str(tmp_path / "reg"))
     )
+
+
+def test_inspect_and_verify_take_a_registry_option_for_a_uri(
+    amber_cli: Cli, tmp_path: Path, artifact: Path
+) -> None:
+    reg = str(tmp_path / "reg")
+    ok(amber_cli("push", str(artifact), "--name", "iris", "--registry", reg))
+    assert "models:/iris/1: the manifest is the one recorded at push" in ok(
+        amber_cli("verify", "models:/iris/1", "--registry", reg)
+    )
+    assert "LogisticRegression" in ok(amber_cli("inspect", "models:/iris/1", "--registry", reg))
+    assert "verdict: safe" in ok(amber_cli("scan", "models:/iris/1", "--registry", reg))
+    assert "AMBER_REGISTRY" not in os.environ  # set for the command only
+    # without the option, the default registry (./amber-models in tmp_path) has no such model
+    assert amber_cli("inspect", "models:/iris/1").returncode != 0
