@@ -114,11 +114,21 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _refused_input(exc: AmberError) -> bool:
-    """Whether ``exc`` refuses the input for what it is, not for what it holds (a pipe longer
-    than Amber reads): an input error, status 2, not a failed check."""
+    """Whether ``exc`` refuses the input for what it is, not for what it holds: an input error,
+    status 2, not a failed check. That is a pipe longer than Amber reads, a malformed registry
+    reference or one naming nothing (as a missing file is), and a catalog or blob store that
+    cannot be reached or written (as a file that cannot be read or written is)."""
+    from amber.errors import ModelNotFound
     from amber.security._foreign import StreamLimitError
 
-    return isinstance(exc, StreamLimitError)
+    if isinstance(exc, StreamLimitError | ModelNotFound):
+        return True
+    if "amber.registry" in sys.modules:  # (never imported for a plain file's command)
+        from amber.registry import CatalogUnavailable, InvalidURI, StorageUnavailable
+
+        # (CatalogUnavailable includes CatalogReadOnly: as a file that cannot be written)
+        return isinstance(exc, InvalidURI | CatalogUnavailable | StorageUnavailable)
+    return False
 
 
 def _error(args: argparse.Namespace, message: str) -> None:

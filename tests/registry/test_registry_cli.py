@@ -104,14 +104,14 @@ def test_push_alias_show_versions_delete_gc(amber_cli: Cli, tmp_path: Path, arti
     assert "removed 1 unreferenced" in ok(amber_cli("models", "gc", "--grace", "0", env=env))
 
 
-def test_errors_exit_1_with_the_message(amber_cli: Cli, tmp_path: Path, artifact: Path) -> None:
+def test_lookup_errors_exit_2_with_the_message(amber_cli: Cli, tmp_path: Path, artifact: Path) -> None:
     reg = ["--registry", str(tmp_path / "reg")]
     ok(amber_cli("push", str(artifact), "--name", "iris", *reg))
-    missing = amber_cli("models", "show", "models:/wine/1", *reg)
-    assert missing.returncode == 1
+    missing = amber_cli("models", "show", "models:/wine/1", *reg)  # (as a missing file)
+    assert missing.returncode == 2
     assert "ModelNotFound: no model named 'wine'" in missing.stderr and "iris" in missing.stderr
     bad = amber_cli("models", "show", "models:/iris", *reg)
-    assert bad.returncode == 1 and "InvalidURI" in bad.stderr
+    assert bad.returncode == 2 and "InvalidURI" in bad.stderr
     usage = amber_cli("push", str(artifact), "--name", "iris", "--metric", "f1", *reg)
     assert usage.returncode == 2 and "write KEY=VALUE" in usage.stderr
 
@@ -163,7 +163,7 @@ def test_the_cli_on_s3_and_postgresql(
     ok(amber_cli("export", "models:/iris@production", "out.amber", *flags, env=env))
     assert (tmp_path / "out.amber").is_file()
     no_catalog = amber_cli("models", "list", "--registry", backend.location, env=env)
-    assert no_catalog.returncode == 1 and "needs a catalog database" in no_catalog.stderr
+    assert no_catalog.returncode == 2 and "needs a catalog database" in no_catalog.stderr
 
 
 def test_inspect_verify_and_scan_take_a_models_uri(
@@ -178,7 +178,7 @@ def test_inspect_verify_and_scan_take_a_models_uri(
     assert "the manifest is the one recorded at push" in verified
     assert "verdict: safe" in ok(amber_cli("scan", "models:/iris/latest", env=env))
     missing = amber_cli("verify", "models:/nope@prod", env=env)
-    assert missing.returncode == 1 and "ModelNotFound" in missing.stderr
+    assert missing.returncode == 2 and "ModelNotFound" in missing.stderr
 
 
 def test_registry_commands_escape_what_a_pusher_wrote(

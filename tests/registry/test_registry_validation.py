@@ -123,5 +123,5 @@ def test_changes_to_models_on_a_mistyped_path_create_no_registry(tmp_path: Path)
          "--registry", str(tmp_path / "typo")],
         capture_output=True, text=True,
     )  # fmt: skip
-    assert done.returncode == 1 and "does not exist: check the path" in done.stderr
+    assert done.returncode == 2 and "does not exist: check the path" in done.stderr
     assert not (tmp_path / "typo").exists()
