@@ -163,8 +163,12 @@ def _subject(args: argparse.Namespace) -> str | None:
 
 
 def _argument(args: argparse.Namespace) -> str | None:
-    """``FILE`` or ``SOURCE`` as given: a path or a registry URI (``models:/iris/1``)."""
-    value = getattr(args, "file", None) or getattr(args, "source", None)
+    """``FILE`` or ``SOURCE`` as given: a path or a registry URI (``models:/iris/1``); for
+    ``export``, whose ``FILE`` is what it writes, the URI it reads."""
+    if args.command == "export":
+        value = getattr(args, "uri", None)
+    else:
+        value = getattr(args, "file", None) or getattr(args, "source", None)
     return value if isinstance(value, str) else None
 
 

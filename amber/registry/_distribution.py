@@ -173,7 +173,9 @@ def import_file(
     key = reg._private_key(signing_key)
     source = Path(path)
     if not source.is_file():
-        raise FileNotFoundError(f"no such file: {str(source)!r}; give an exported .amber file")
+        kind = IsADirectoryError if source.is_dir() else FileNotFoundError
+        said = "is a folder, not a file" if source.is_dir() else "no such file"
+        raise kind(f"{str(source)!r}: {said}; give an exported .amber file")
     art = Artifact(source, verify=True)
     meta = art.manifest.get("registry") or {}
     if not isinstance(meta, dict):

@@ -204,9 +204,9 @@ class Registry:
                 )
             source = Path(model)
             if not source.is_file():
-                raise FileNotFoundError(
-                    f"no such file: {str(source)!r}; push a saved .amber file or a model object"
-                )
+                kind = IsADirectoryError if source.is_dir() else FileNotFoundError
+                said = "is a folder, not a file" if source.is_dir() else "no such file"
+                raise kind(f"{str(source)!r}: {said}; push a saved .amber file or a model object")
             art = Artifact(source, verify=True)
             # What the file carries, read as an import reads it; a value given here replaces it.
             # A file's value the registry cannot record is refused, never dropped.

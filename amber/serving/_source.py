@@ -127,6 +127,10 @@ def open_source(source: str, *, registry: str | None = None) -> ModelSource:
             f"models:/iris@production or models:/iris/3"
         )
     path = Path(source)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"cannot serve {source!r}: it is a folder; give an .amber file or a registry URI"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"no such model file: {source!r}; check the path")
     _check_artifact(path, source)

@@ -104,7 +104,9 @@ def test_push_alias_show_versions_delete_gc(amber_cli: Cli, tmp_path: Path, arti
     assert "removed 1 unreferenced" in ok(amber_cli("models", "gc", "--grace", "0", env=env))
 
 
-def test_lookup_errors_exit_2_with_the_message(amber_cli: Cli, tmp_path: Path, artifact: Path) -> None:
+def test_lookup_errors_exit_2_with_the_message(
+    amber_cli: Cli, tmp_path: Path, artifact: Path
+) -> None:
     reg = ["--registry", str(tmp_path / "reg")]
     ok(amber_cli("push", str(artifact), "--name", "iris", *reg))
     missing = amber_cli("models", "show", "models:/wine/1", *reg)  # (as a missing file)
@@ -225,3 +227,18 @@ def test_inspect_and_verify_take_a_registry_option_for_a_uri(
     assert "AMBER_REGISTRY" not in os.environ  # set for the command only
     # without the option, the default registry (./amber-models in tmp_path) has no such model
     assert amber_cli("inspect", "models:/iris/1").returncode != 0
+
+
+def test_a_folder_is_called_a_folder_and_export_names_the_uri(
+    amber_cli: Cli, tmp_path: Path, artifact: Path
+) -> None:
+    reg = ["--registry", str(tmp_path / "reg")]
+    (tmp_path / "adir").mkdir()
+    for args in (("push", "adir", "--name", "iris"), ("import", "adir"), ("serve", "adir")):
+        done = amber_cli(*args, *reg)
+        assert done.returncode == 2 and "is a folder" in done.stderr, done
+    ok(amber_cli("push", str(artifact), "--name", "iris", *reg))
+    done = amber_cli("export", "models:/iris/9", "out.amber", *reg)
+    assert done.returncode == 2, done
+    assert "'models:/iris/9': iris has no version 9" in done.stderr, done.stderr
+    assert "out.amber" not in done.stderr
