@@ -148,9 +148,19 @@ def run_versions(args: argparse.Namespace) -> int:
 
 def run_alias(args: argparse.Namespace) -> int:
     with open_registry(args) as reg:
+        for flag, given in (("--history", args.history), ("--remove", args.remove)):
+            if given and args.version is not None:
+                raise ValueError(
+                    f"{flag} takes no VERSION (got {args.version}); to point the alias at a "
+                    f"version: amber models alias NAME ALIAS VERSION"
+                )
         if args.history:
-            for change in reg.alias_history(args.name, args.alias):
+            changes = reg.alias_history(args.name, args.alias)
+            for change in changes:
                 echo(change)
+            if not changes:
+                which = f"{args.name}@{args.alias} was" if args.alias else f"{args.name}'s were"
+                echo(f"no history: {which} never set")
             return 0
         if args.remove:
             if args.alias is None:

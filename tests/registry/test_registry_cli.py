@@ -242,3 +242,16 @@ def test_a_folder_is_called_a_folder_and_export_names_the_uri(
     assert done.returncode == 2, done
     assert "'models:/iris/9': iris has no version 9" in done.stderr, done.stderr
     assert "out.amber" not in done.stderr
+
+
+def test_alias_history_says_when_there_is_none_and_takes_no_version(
+    amber_cli: Cli, tmp_path: Path, artifact: Path
+) -> None:
+    reg = ["--registry", str(tmp_path / "reg")]
+    ok(amber_cli("push", str(artifact), "--name", "iris", *reg))
+    said = ok(amber_cli("models", "alias", "iris", "nothing", "--history", *reg))
+    assert said.strip() == "no history: iris@nothing was never set"
+    for flag in ("--history", "--remove"):
+        done = amber_cli("models", "alias", "iris", "staging", "1", flag, *reg)
+        assert done.returncode == 2 and f"{flag} takes no VERSION" in done.stderr, done
+    assert "staging" not in ok(amber_cli("models", "alias", "iris", *reg))  # nothing was set
