@@ -311,10 +311,13 @@ def test_messages_name_the_file_and_say_what_to_do(tmp_path: Path, legacy: Path)
     assert no_folder.returncode == 2
     assert "the folder 'nodir' does not exist" in no_folder.stderr
     assert "[Errno" not in no_folder.stderr and not (tmp_path / "nodir").exists()
-    for prefix in ("", "keys/"):
+    for prefix in ("", "keys/", ".", "..", "keys/.."):
         nameless = run("keygen", "--out", prefix, cwd=tmp_path)
         assert nameless.returncode == 2 and "names no file" in nameless.stderr
-    assert not (tmp_path / ".key").exists() and not (tmp_path / ".pub").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # ..key, ...pub
+    in_a_file = run("keygen", "--out", "k.key/x", cwd=tmp_path)
+    assert in_a_file.returncode == 2 and "'k.key' is not a folder" in in_a_file.stderr
+    assert "mkdir" not in in_a_file.stderr
     # another signer's key: say how to trust it on the command line
     artifact = tmp_path / "m.amber"
     amber.save(SVC().fit(X, Y), artifact)

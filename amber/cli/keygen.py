@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from amber.security._signing import generate_key, key_id, load_public_key
 
     prefix = args.out
-    if not prefix or not os.path.basename(prefix):
+    if not prefix or os.path.basename(prefix) in ("", os.curdir, os.pardir):
         raise ValueError(
             f"--out {prefix!r} names no file: give a prefix such as 'release' (it writes "
             f"release.key and release.pub), or 'keys/release' in a folder"
@@ -39,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
     private_path, public_path = f"{prefix}.key", f"{prefix}.pub"
     folder = os.path.dirname(prefix) or os.curdir
     if not os.path.isdir(folder):
+        if os.path.exists(folder):  # (a file: /dev/null/x)
+            raise NotADirectoryError(
+                f"cannot write {private_path!r}: {folder!r} is not a folder; choose another "
+                f"--out PREFIX"
+            )
         raise FileNotFoundError(
             f"cannot write {private_path!r}: the folder {folder!r} does not exist; create it "
             f"first (mkdir -p {folder}) or choose another --out PREFIX"
