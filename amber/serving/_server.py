@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 from typing import Any
 
 from amber.serving._config import ModelSpec, ServeConfig, check_seconds
@@ -42,6 +43,30 @@ def app_from_environment() -> Any:
     return build_app(config)
 
 
+def _check_bindable(host: str, port: int) -> None:
+    """Say now, plainly, that the server could not listen on ``host:port`` (an address of no
+    interface here, a port taken), before any model loads; uvicorn would log one JSON line
+    and exit with status 3. A bind and close, with the options uvicorn sets: something may
+    still take the port between this check and the server's own bind."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ValueError(
+            f"cannot listen on host {host!r}: {getattr(exc, 'strerror', None) or exc}; give an "
+            f"address of this machine, such as 127.0.0.1 (the default) or 0.0.0.0 (--host)"
+        ) from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another port "
+                f"(--port) or stop what holds it",
+            ) from None
+
+
 def serve(
     config: ServeConfig,
     *,
@@ -62,6 +87,7 @@ def serve(
     check_seconds(
         graceful_timeout_s, "the graceful shutdown timeout, in seconds", "--graceful-timeout"
     )
+    _check_bindable(host, port)
     setup_logging(log_level, access_log=config.access_log)
     options: dict[str, Any] = {
         "host": host,

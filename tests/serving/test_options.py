@@ -86,3 +86,20 @@ def test_a_file_that_is_no_intact_artifact_is_refused_at_startup(
     with pytest.raises(amber.FormatError, match="amber convert"):
         create_app([str(tmp_path / "model.pkl")])
     assert create_app([str(good)]) is not None  # the intact file opens
+
+
+def test_an_address_the_server_cannot_listen_on_is_said_at_startup(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert main(["serve", "missing.amber", "--port", port]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err, err
+    assert main(["serve", "missing.amber", "--host", "999.1.1.1", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot listen on host '999.1.1.1'" in err and "--host" in err, err
