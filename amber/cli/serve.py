@@ -68,7 +68,10 @@ def add_parser(sub: Any) -> None:
         metavar="SECONDS",
         help="how often aliases (and files) are checked for a new version; 0: never (30)",
     )
-    p.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument(
+        "--request-timeout", type=float, default=30.0, metavar="SECONDS",
+        help="answer 504 to a request not done in this time (30)",
+    )  # fmt: skip
     p.add_argument(
         "--graceful-timeout",
         type=float,
@@ -107,7 +110,10 @@ def add_parser(sub: Any) -> None:
     )
     add_unsafe_option(p, "every model and every new version")
     p.add_argument("--no-access-log", action="store_true", help="no per-request log lines")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
+        help="least severe log lines shown on stderr (info)",
+    )  # fmt: skip
     p.set_defaults(run=run)
 
 
