@@ -260,6 +260,13 @@ class Artifact:
         try:
             reader = ArtifactReader(path)
         except NotAnArtifact:
+            from amber.security._foreign import unconvertible
+
+            said = unconvertible(path)
+            if said is not None:
+                raise FormatError(
+                    f"{said}; the registry takes .amber artifacts (or a model object)"
+                ) from None
             raise FormatError(
                 f"{str(path)!r} is not an Amber artifact; convert a pickle or joblib file first "
                 f"(`amber convert {path} model.amber`), or push the model object itself"

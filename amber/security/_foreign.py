@@ -301,6 +301,21 @@ def _is_pickle(data: bytes) -> bool:
     return bool(data) and data[0] in _PROTO01_FIRST
 
 
+def unconvertible(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path``, which is no artifact, is no pickle or joblib file either (empty, text, an
+    image, ...), as a sentence without its final stop; None when it may be one, which ``amber
+    convert`` can then make an artifact of. Commands that need an artifact advise converting
+    only then."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    if _plausible(head):
+        return None
+    return str(_unknown(head, repr(os.fspath(path)))).rstrip(".")
+
+
 def _unknown(data: bytes, source: str, inside: str = "") -> FormatError:
     if not data:
         return FormatError(f"{source} is empty{inside}. {_ACCEPTS}.")

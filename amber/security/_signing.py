@@ -447,8 +447,11 @@ def sign(
     try:
         reader = ArtifactReader(path)
     except NotAnArtifact:
-        from amber.security._foreign import converted_name
+        from amber.security._foreign import converted_name, unconvertible
 
+        said = unconvertible(path)
+        if said is not None:
+            raise NotAnArtifact(f"{said}; only .amber artifacts are signed") from None
         source = Path(path)
         out = converted_name(source)
         raise NotAnArtifact(

@@ -255,3 +255,26 @@ def test_alias_history_says_when_there_is_none_and_takes_no_version(
         done = amber_cli("models", "alias", "iris", "staging", "1", flag, *reg)
         assert done.returncode == 2 and f"{flag} takes no VERSION" in done.stderr, done
     assert "staging" not in ok(amber_cli("models", "alias", "iris", *reg))  # nothing was set
+
+
+def test_converting_is_advised_only_for_what_convert_can_read(
+    amber_cli: Cli, tmp_path: Path
+) -> None:
+    import pickle
+
+    (tmp_path / "empty.amber").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps({"a": 1}, protocol=5))
+    ok(amber_cli("keygen", "--out", "k"))
+    reg = ["--registry", str(tmp_path / "reg")]
+    for name, convertible in (("empty.amber", False), ("notes.txt", False), ("model.pkl", True)):
+        for args in (
+            ("push", name, "--name", "iris", *reg),
+            ("import", name, *reg),
+            ("sign", name, "--key", "k.key"),
+        ):
+            done = amber_cli(*args)
+            assert done.returncode != 0, done
+            assert ("amber convert" in done.stderr) == convertible, done.stderr
+            if not convertible:
+                assert "is empty" in done.stderr or "is not a pickle" in done.stderr, done.stderr
