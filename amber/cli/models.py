@@ -37,6 +37,9 @@ def registry_environment(args: argparse.Namespace) -> Iterator[None]:
     """``--registry`` and ``--catalog`` for a command that hands a ``models:/`` URI to the
     library, which finds the registry through ``$AMBER_REGISTRY`` and ``$AMBER_CATALOG``: set
     for the command, then restored (``main`` also runs in-process)."""
+    for option in ("registry", "catalog"):
+        if getattr(args, option) == "":
+            raise ValueError(f"--{option} is empty; give a folder or URL, or leave it out")
     given = {"AMBER_REGISTRY": args.registry, "AMBER_CATALOG": args.catalog}
     before = {key: os.environ.get(key) for key in given}
     try:
@@ -55,6 +58,13 @@ def registry_environment(args: argparse.Namespace) -> Iterator[None]:
 def open_registry(args: argparse.Namespace) -> Any:
     from amber.registry import Registry
 
+    for option in ("registry", "catalog"):
+        if getattr(args, option) == "":
+            raise ValueError(
+                f"--{option} is empty; give a folder or URL, or leave the option out for the "
+                f"default ($AMBER_{option.upper()}"
+                + (", else ./amber-models)" if option == "registry" else ")")
+            )
     return Registry(args.registry or os.environ.get("AMBER_REGISTRY"), catalog=args.catalog)
 
 

@@ -205,6 +205,9 @@ def test_a_registry_location_that_is_a_file_or_absent_is_said(
         done = amber_cli(*args, "--registry", str(artifact))
         assert done.returncode == 2, done
         assert "is a file, not a folder" in done.stderr, done.stderr
+    for args in (("models", "list"), ("inspect", "models:/iris/1")):
+        done = amber_cli(*args, "--registry", "")
+        assert done.returncode == 2 and "--registry is empty" in done.stderr, done
     absent = ok(amber_cli("models", "list", "--registry", str(tmp_path / "typo")))
     assert "no registry there yet" in absent
     assert not (tmp_path / "typo").exists()  # a listing creates nothing
