@@ -799,12 +799,10 @@ def _verify_path(
     trusted_keys: Sequence[Any] | None,
 ) -> VerifyReport:
     if not _is_artifact(path):
-        from amber.security._foreign import _plausible, _unknown, converted_name
+        from amber.security._foreign import converted_name, unconvertible
 
-        with open(path, "rb") as f:
-            head = f.read(8)
-        if not _plausible(head):  # no pickle or joblib file either: nothing to convert
-            said = str(_unknown(head, repr(str(path)))).rstrip(".")
+        said = unconvertible(path)
+        if said is not None:  # no pickle or joblib file either: nothing to convert
             raise FormatError(
                 f"{said}; verify checks .amber artifacts (and `amber convert` makes one of a "
                 f"pickle or joblib file), so there is nothing here to verify or convert"

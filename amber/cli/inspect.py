@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from amber.cli._output import echo
-from amber.cli.models import registry_environment, registry_options
+from amber.cli.models import FILE_OR_VERSION, registry_environment, registry_options
 
 
 def add_parser(sub: Any) -> None:
@@ -14,9 +14,7 @@ def add_parser(sub: Any) -> None:
         "inspect", parents=[registry_options()],
         help="show an artifact's manifest (runs no model code)",
     )  # fmt: skip
-    p.add_argument(
-        "file", help="an .amber artifact, or a registry version: models:/NAME/VERSION, @ALIAS"
-    )
+    p.add_argument("file", help=FILE_OR_VERSION)
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     p.set_defaults(run=run)
 

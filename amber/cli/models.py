@@ -32,14 +32,16 @@ def registry_options() -> argparse.ArgumentParser:
     return common
 
 
+#: ``FILE``'s help for the commands that also take a registry version
+FILE_OR_VERSION = "an .amber artifact, or a registry version: models:/NAME/VERSION, @ALIAS"
+
+
 @contextlib.contextmanager
 def registry_environment(args: argparse.Namespace) -> Iterator[None]:
     """``--registry`` and ``--catalog`` for a command that hands a ``models:/`` URI to the
     library, which finds the registry through ``$AMBER_REGISTRY`` and ``$AMBER_CATALOG``: set
     for the command, then restored (``main`` also runs in-process)."""
-    for option in ("registry", "catalog"):
-        if getattr(args, option) == "":
-            raise ValueError(f"--{option} is empty; give a folder or URL, or leave it out")
+    _refuse_empty_options(args)
     given = {"AMBER_REGISTRY": args.registry, "AMBER_CATALOG": args.catalog}
     before = {key: os.environ.get(key) for key in given}
     try:
@@ -55,9 +57,8 @@ def registry_environment(args: argparse.Namespace) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def open_registry(args: argparse.Namespace) -> Any:
-    from amber.registry import Registry
-
+def _refuse_empty_options(args: argparse.Namespace) -> None:
+    """An empty ``--registry`` or ``--catalog`` is a mistake, not a request for the default."""
     for option in ("registry", "catalog"):
         if getattr(args, option) == "":
             raise ValueError(
@@ -65,6 +66,12 @@ def open_registry(args: argparse.Namespace) -> Any:
                 f"default ($AMBER_{option.upper()}"
                 + (", else ./amber-models)" if option == "registry" else ")")
             )
+
+
+def open_registry(args: argparse.Namespace) -> Any:
+    from amber.registry import Registry
+
+    _refuse_empty_options(args)
     return Registry(args.registry or os.environ.get("AMBER_REGISTRY"), catalog=args.catalog)
 
 

@@ -144,15 +144,9 @@ def _token(path: Path | None, env: str) -> str | None:
     return os.environ.get(env) or None
 
 
-def _default_name(source: str) -> str:
-    """The name a model is served under when none is given: the registry name or the file's."""
-    if source.startswith("models:/"):
-        return source[len("models:/") :].split("@")[0].split("/")[0]
-    return Path(source).name.split(".")[0] or "model"  # (as the server names it)
-
-
 def build_config(args: argparse.Namespace) -> Any:
     from amber.serving import ModelSpec, ServeConfig
+    from amber.serving._source import default_name
 
     batching = _per_model(args.batching, "--batching", _batching, "auto")
     sizes = _per_model(args.max_batch_size, "--max-batch-size", int, 1024)
@@ -162,7 +156,7 @@ def build_config(args: argparse.Namespace) -> Any:
         name, sep, source = item.partition("=")
         if not sep or name.startswith("models:"):
             name, source = "", item
-        key = name or _default_name(source)
+        key = name or default_name(source)
         specs.append(
             ModelSpec(
                 source=source,
@@ -174,7 +168,7 @@ def build_config(args: argparse.Namespace) -> Any:
                 allow_arbitrary_code=args.allow_arbitrary_code,
             )
         )
-    served = [spec.name or _default_name(spec.source) for spec in specs]
+    served = [spec.name or default_name(spec.source) for spec in specs]
     for option, values in (
         ("--batching", batching),
         ("--max-batch-size", sizes),

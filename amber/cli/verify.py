@@ -7,7 +7,7 @@ from typing import Any
 
 from amber.cli import add_unsafe_option
 from amber.cli._output import echo
-from amber.cli.models import registry_environment, registry_options
+from amber.cli.models import FILE_OR_VERSION, registry_environment, registry_options
 
 
 def add_parser(sub: Any) -> None:
@@ -15,9 +15,7 @@ def add_parser(sub: Any) -> None:
         "verify", parents=[registry_options()],
         help="check every digest, load safely, re-run the probe (exit 1 on a problem)",
     )  # fmt: skip
-    p.add_argument(
-        "file", help="an .amber artifact, or a registry version: models:/NAME/VERSION, @ALIAS"
-    )
+    p.add_argument("file", help=FILE_OR_VERSION)
     p.add_argument(
         "--trust", action="append", default=[], metavar="NAME",
         help="admit an extra type, e.g. mypkg.models.MyEstimator (repeatable)",

@@ -11,7 +11,7 @@ from amber.artifact._manifest import encode
 from amber.artifact._reader import ArtifactReader
 from amber.errors import IntegrityError
 from amber.registry._errors import InvalidURI, VersionConflict
-from amber.registry._inputs import Artifact, carried, copy_file, registry_meta
+from amber.registry._inputs import Artifact, carried, copy_file, not_a_file, registry_meta
 from amber.registry._types import ModelVersion
 from amber.registry._uri import check_alias, check_name, check_version
 
@@ -66,11 +66,13 @@ def _refuse_a_place_of_the_registry(reg: Registry, target: Path) -> None:
 
     where = target.expanduser().resolve()  # (through symlinks, as the write would go)
     store = reg._store
-    root = store.root if isinstance(store, LocalStore) else store.cache
-    kind = "folder" if isinstance(store, LocalStore) else "cache of downloaded blobs"
+    if isinstance(store, LocalStore):
+        root, kind = store.root, "folder"
+    else:
+        root, kind = store.cache, "cache of downloaded blobs"
     inside = where.is_relative_to(Path(root).expanduser().resolve())
     catalog = reg.catalog.sqlite_path
-    if catalog is not None and not inside:
+    if not inside and catalog is not None:  # (a catalog kept outside the folder)
         names = {catalog.name + suffix for suffix in ("", "-wal", "-shm", "-journal")}
         inside = where.parent == catalog.expanduser().resolve().parent and where.name in names
         kind = "SQLite catalog"
@@ -173,9 +175,7 @@ def import_file(
     key = reg._private_key(signing_key)
     source = Path(path)
     if not source.is_file():
-        kind = IsADirectoryError if source.is_dir() else FileNotFoundError
-        said = "is a folder, not a file" if source.is_dir() else "no such file"
-        raise kind(f"{str(source)!r}: {said}; give an exported .amber file")
+        raise not_a_file(source, "give an exported .amber file")
     art = Artifact(source, verify=True)
     meta = art.manifest.get("registry") or {}
     if not isinstance(meta, dict):

@@ -253,6 +253,13 @@ def sig_key(sig: bytes | None) -> str | None:
         return "(unreadable)"
 
 
+def not_a_file(source: Path, advice: str) -> OSError:
+    """The error for a path given as a file that is none: a folder, or nothing."""
+    if source.is_dir():
+        return IsADirectoryError(f"{str(source)!r}: is a folder, not a file; {advice}")
+    return FileNotFoundError(f"{str(source)!r}: no such file; {advice}")
+
+
 class Artifact:
     """What publishing needs from a local artifact file, read once."""
 

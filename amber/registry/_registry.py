@@ -27,6 +27,7 @@ from amber.registry._inputs import (
     env_storage_options,
     is_local,
     manifest_hash,
+    not_a_file,
     registry_meta,
     sig_key,
 )
@@ -204,9 +205,7 @@ class Registry:
                 )
             source = Path(model)
             if not source.is_file():
-                kind = IsADirectoryError if source.is_dir() else FileNotFoundError
-                said = "is a folder, not a file" if source.is_dir() else "no such file"
-                raise kind(f"{str(source)!r}: {said}; push a saved .amber file or a model object")
+                raise not_a_file(source, "push a saved .amber file or a model object")
             art = Artifact(source, verify=True)
             # What the file carries, read as an import reads it; a value given here replaces it.
             # A file's value the registry cannot record is refused, never dropped.

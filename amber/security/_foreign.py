@@ -306,11 +306,8 @@ def unconvertible(path: str | os.PathLike[str]) -> str | None:
     image, ...), as a sentence without its final stop; None when it may be one, which ``amber
     convert`` can then make an artifact of. Commands that need an artifact advise converting
     only then."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError:
-        return None
+    with open(path, "rb") as f:
+        head = f.read(8)
     if _plausible(head):
         return None
     return str(_unknown(head, repr(os.fspath(path)))).rstrip(".")

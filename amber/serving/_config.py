@@ -59,13 +59,14 @@ class ModelSpec:
                 f"the most rows per prediction call must be a whole number of at least 1, got "
                 f"{size!r} (--max-batch-size ROWS)"
             )
-        check_seconds(
+        check_duration(
             self.max_latency_ms, "the longest wait for a batch, in ms", "--max-latency-ms MS"
         )
 
 
-def check_seconds(value: object, what: str, option: str, *, positive: bool = False) -> None:
-    """A duration: a finite number, at least 0 (more than 0 when ``positive``)."""
+def check_duration(value: object, what: str, option: str, *, positive: bool = False) -> None:
+    """A duration (seconds or milliseconds, as ``what`` says): a finite number, at least 0
+    (more than 0 when ``positive``)."""
     ok = (
         not isinstance(value, bool)
         and isinstance(value, int | float)
@@ -129,7 +130,7 @@ class ServeConfig:
                 f"(--request-timeout SECONDS)"
             )
         if self.poll_interval_s is not None:
-            check_seconds(
+            check_duration(
                 self.poll_interval_s, "the poll interval, in seconds", "--poll-interval SECONDS"
             )
         body = self.max_body_bytes

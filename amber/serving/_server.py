@@ -13,7 +13,7 @@ import os
 import socket
 from typing import Any
 
-from amber.serving._config import ModelSpec, ServeConfig, check_seconds
+from amber.serving._config import ModelSpec, ServeConfig, check_duration
 
 __all__ = ["app_from_environment", "serve"]
 
@@ -84,7 +84,7 @@ def serve(
 
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"the port must be a whole number from 0 to 65535, got {port!r} (--port)")
-    check_seconds(
+    check_duration(
         graceful_timeout_s, "the graceful shutdown timeout, in seconds", "--graceful-timeout"
     )
     _check_bindable(host, port)

@@ -66,7 +66,7 @@ class FileSource:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.uri = str(path)
-        self.name = self.path.name.split(".")[0] or "model"
+        self.name = default_name(str(path))
         self._key: tuple[int, int, int] | None = None
         self._resolved: Resolved | None = None
 
@@ -115,6 +115,14 @@ def check_digests(path: str | os.PathLike[str]) -> None:
         reader.verify_all(strong=True)
 
 
+def default_name(source: str) -> str:
+    """The name a model is served under when none is given: the registry model's name, or the
+    file's name up to its first dot."""
+    if source.startswith(URI_PREFIX):
+        return source[len(URI_PREFIX) :].split("@")[0].split("/")[0]
+    return Path(source).name.split(".")[0] or "model"
+
+
 def open_source(source: str, *, registry: str | None = None) -> ModelSource:
     """The source for ``source``: a registry URI or an artifact file (which must exist)."""
     if source.startswith(URI_PREFIX):
@@ -147,11 +155,9 @@ def _check_artifact(path: Path, source: str) -> None:
         with ArtifactReader(path):
             pass
     except NotAnArtifact:
-        out = (
-            path.with_suffix(".amber")
-            if path.suffix != ".amber"
-            else path.with_name(path.stem + "-converted.amber")
-        )
+        from amber.security._foreign import converted_name
+
+        out = converted_name(path)
         raise FormatError(
             f"cannot serve {source!r}: it is not an Amber artifact; a pickle or joblib file is "
             f"served once converted (`amber convert {source} {out}`), which also checks it"
