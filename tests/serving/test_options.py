@@ -78,11 +78,12 @@ def test_a_file_that_is_no_intact_artifact_is_refused_at_startup(
     for name, data in cases.items():
         path = tmp_path / name
         path.write_bytes(data)
+        # (the library first: were the file let through, `amber serve` would start and serve)
+        with pytest.raises(amber.FormatError, match="cannot serve"):
+            create_app([str(path)])
         assert main(["serve", str(path), "--port", "0"]) == 1, name
         err = capsys.readouterr().err
         assert f"cannot serve {str(path)!r}" in err and "Traceback" not in err, err
-        with pytest.raises(amber.FormatError, match="cannot serve"):
-            create_app([str(path)])
     with pytest.raises(amber.FormatError, match="amber convert"):
         create_app([str(tmp_path / "model.pkl")])
     assert create_app([str(good)]) is not None  # the intact file opens
