@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from conftest import TOKEN, Server, stopped_cleanly
+from servetest_helpers import TOKEN, Server, stopped_cleanly
 
 # what the token-guarded endpoints answer, and which option opens them
 GUARDED = {

@@ -6,7 +6,7 @@ import asyncio
 import re
 
 import httpx
-from conftest import Server, iris_data, oip
+from servetest_helpers import Server, iris_data, oip
 
 import amber
 
@@ -79,7 +79,7 @@ def test_requests_gather_while_the_model_computes(server: Server) -> None:
 
 
 def test_batching_off_predicts_one_request_per_call(tmp_path, artifacts) -> None:
-    from conftest import stopped_cleanly
+    from servetest_helpers import stopped_cleanly
 
     srv = Server([f"plain={artifacts['iris']}", "--batching", "plain=off"], tmp_path)
     try:

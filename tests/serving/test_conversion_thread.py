@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import free_port, iris_data, oip, wait_for
+from servetest_helpers import free_port, iris_data, oip, wait_for
 
 from amber.serving._app import THREAD_BODY_BYTES
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import RELOAD_TOKEN, Server, iris_data, oip
+from servetest_helpers import RELOAD_TOKEN, Server, iris_data, oip
 
 X, Y = iris_data()
 

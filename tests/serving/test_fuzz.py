@@ -11,9 +11,9 @@ the test drives Hypothesis itself with each operation's strategy.
 from __future__ import annotations
 
 import pytest
-from conftest import TOKEN, Server
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from servetest_helpers import TOKEN, Server
 
 schemathesis = pytest.importorskip("schemathesis")
 from schemathesis import GenerationMode  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import servetest_models
-from conftest import Load, Server, iris_data, oip, save, stopped_cleanly, wait_for
+from servetest_helpers import Load, Server, iris_data, oip, save, stopped_cleanly, wait_for
 
 X, Y = iris_data()
 BODY = oip(X[:3].ravel().tolist(), [3, 4])

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import servetest_models
-from conftest import Server, iris_data, oip, save, stopped_cleanly, wait_for
+from servetest_helpers import Server, iris_data, oip, save, stopped_cleanly, wait_for
 
 X, Y = iris_data()
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")

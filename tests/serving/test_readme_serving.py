@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from conftest import Server, save, stopped_cleanly
+from servetest_helpers import Server, save, stopped_cleanly
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 VOLATILE = {"id", "model_version"}

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import Server, save
+from servetest_helpers import Server, save
 
 ROWS = [
     {"age": 30, "income": 41000.5, "city": "paris"},

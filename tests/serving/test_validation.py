@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import TOKEN, Server, oip
+from servetest_helpers import TOKEN, Server, oip
 
 IRIS = "/v2/models/iris/infer"
 FRAME = "/v2/models/frame/infer"
