@@ -102,6 +102,28 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert "no such file" in missing.stderr
 
 
+@pytest.mark.parametrize(
+    ("argv", "usage", "extra"),
+    [
+        (["inspect", "model.amber", "extra"], "usage: amber inspect ", "extra"),
+        (["verify", "--bogus", "model.amber"], "usage: amber verify ", "--bogus"),
+        (["models", "list", "x", "y"], "usage: amber models list ", "x y"),
+        (["models", "show", "iris", "--bogus"], "usage: amber models show ", "--bogus"),
+    ],
+)
+def test_unrecognized_arguments_show_the_subcommands_usage(
+    argv: list[str], usage: str, extra: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from amber.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage), err
+    assert f"amber {' '.join(usage.split()[2:])}: error: unrecognized arguments: {extra}\n" in err
+
+
 def test_output_piped_into_a_reader_that_quits_is_not_an_error(
     tmp_path: Path, forest: RandomForestClassifier
 ) -> None:

@@ -81,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # refused with the usage of the command they were given to, not amber's
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     # the server stops gracefully on SIGTERM by itself
     signals = contextlib.nullcontext() if args.command == "serve" else terminable()
     with warnings.catch_warnings(), signals:
@@ -111,6 +113,23 @@ def _main(argv: Sequence[str] | None) -> int:
                 f"needs more than this machine (or its memory limit, ulimit -v) allows",
             )
             return 2
+
+
+def _innermost(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``args`` was parsed for: ``amber models alias``'s for
+    ``amber models alias ...``."""
+    while True:
+        chosen = [
+            action.choices[getattr(args, action.dest)]
+            for action in parser._actions
+            if isinstance(action, argparse._SubParsersAction)
+            and getattr(args, action.dest, None) in action.choices
+        ]
+        if not chosen:
+            return parser
+        parser = chosen[0]
 
 
 def _refused_input(exc: AmberError) -> bool:
