@@ -299,6 +299,36 @@ def test_sample_errors_say_they_concern_the_sample(tmp_path: Path, legacy: Path)
         assert not (tmp_path / "o.amber").exists()
 
 
+def test_messages_name_options_as_the_command_line_spells_them(
+    tmp_path: Path, legacy: Path
+) -> None:
+    """The library's errors name its Python arguments (``sample=``, ``trusted=[...]``); the
+    command says its options instead, which a shell user can pass."""
+    np.save(tmp_path / "narrow.npy", X[:5, :3])
+    np.save(tmp_path / "row.npy", X[0])
+    target = tmp_path / "o.amber"
+    narrow = run("convert", str(legacy), str(target), "--sample", str(tmp_path / "narrow.npy"))
+    assert narrow.returncode == 2
+    assert "--sample was given but the model answers none of" in narrow.stderr, narrow.stderr
+    row = run("convert", str(legacy), str(target), "--sample", str(tmp_path / "row.npy"))
+    assert row.returncode == 2
+    assert "--sample is a 1-d array of shape (4,)" in row.stderr, row.stderr
+    assert "numpy.save(path, x.reshape(1, -1))" in row.stderr
+    (tmp_path / "custom_mod.py").write_text("class Thing:\n    pass\n")
+    source = tmp_path / "custom.pkl"
+    subprocess.run(
+        [sys.executable, "-c", "import pickle, custom_mod, sys; "
+         "pickle.dump({'w': custom_mod.Thing()}, open(sys.argv[1], 'wb'))", str(source)],
+        cwd=tmp_path, check=True, timeout=60,
+    )  # fmt: skip
+    untrusted = run("convert", str(source), str(target), cwd=tmp_path)
+    assert untrusted.returncode == 1
+    assert "pass --trust custom_mod.Thing; check first with amber scan" in untrusted.stderr
+    for said in (narrow, row, untrusted):
+        assert "sample=" not in said.stderr and "trusted=" not in said.stderr, said.stderr
+    assert not target.exists()
+
+
 def test_messages_name_the_file_and_say_what_to_do(tmp_path: Path, legacy: Path) -> None:
     empty_target = run("convert", str(legacy), "")
     assert empty_target.returncode == 2

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import os
 import re
+import shlex
 import signal
 import sys
 import warnings
@@ -165,14 +166,49 @@ _UNSAFE_WORDS = (
 
 
 def _for_command_line(message: str, args: argparse.Namespace) -> str:
-    """``message`` naming the command's ``--allow-arbitrary-code`` where the library's text
-    names the Python argument ``allow_arbitrary_code=True``, which a shell user cannot pass
-    (a message that names the flag already is left as it is)."""
-    if not hasattr(args, "allow_arbitrary_code") or _UNSAFE_FLAG in message:
-        return message
-    for words, flag in _UNSAFE_WORDS:
-        message = message.replace(words, flag)
+    """``message`` in the command line's words where the library's text names a Python
+    argument the command has as an option: ``allow_arbitrary_code=True`` as
+    ``--allow-arbitrary-code``, ``trusted=['pkg.Name']`` as ``--trust pkg.Name``,
+    ``sample=`` as ``--sample`` (a message that names the flag already is left as it is)."""
+    if hasattr(args, "allow_arbitrary_code") and _UNSAFE_FLAG not in message:
+        for words, flag in _UNSAFE_WORDS:
+            message = message.replace(words, flag)
+    if hasattr(args, "trust"):
+        message = message.replace(" (or --trust NAME on the command line)", "")
+        message = _TRUSTED.sub(_trust_options, message)
+        message = message.replace("amber.scan()", "amber scan")
+    if hasattr(args, "sample"):
+        for words, option in _SAMPLE_WORDS:
+            message = message.replace(words, option)
     return message
+
+
+# ``trusted=['a.B', 'c.D']`` as the library writes it (names repr'd, comma-separated)
+_TRUSTED = re.compile(r"trusted=\[((?:'[^'\\]*'(?:, )?)*|\.\.\.)\]")
+# the library's words for a sample, longest first, as ``amber convert`` spells them
+_SAMPLE_WORDS = (
+    (
+        "pass several rows, X[:32] (2-d), or this one row as sample.reshape(1, -1)",
+        "give several rows as a 2-d array (numpy.save(path, X[:32])), or this one row as a "
+        "2-d array of one row (numpy.save(path, x.reshape(1, -1)))",
+    ),
+    (
+        "pass several rows, X[:32] (2-d)",
+        "give several rows as a 2-d array (numpy.save(path, X[:32]))",
+    ),
+    ("pass a sample the model accepts, or none", "give a sample the model accepts, or none"),
+    ("save it without sample=", "convert it without --sample"),
+    ("save without sample=", "convert without --sample"),
+    ("sample=X[:32]", "--sample of 32 rows"),
+    ("on sample=", "on --sample"),
+    ("(sample= and", "(--sample and"),
+    ("sample= ", "--sample "),
+)
+
+
+def _trust_options(match: re.Match[str]) -> str:
+    names = re.findall(r"'([^']*)'", match.group(1))
+    return " ".join(f"--trust {shlex.quote(n)}" for n in names) or "--trust NAME"
 
 
 def _subject(args: argparse.Namespace) -> str | None:
