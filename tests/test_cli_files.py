@@ -195,6 +195,27 @@ def test_keygen_says_when_no_key_file_was_written(tmp_path: Path) -> None:
     assert "(no key file was written)" in refused.stderr and list(folder.iterdir()) == []
 
 
+def test_a_bad_key_file_is_not_blamed_on_the_model(tmp_path: Path) -> None:
+    """A key that could not be read was reported as "error: 'm.amber': bad.pem is not ...":
+    led by the model's name, as if the model were at fault."""
+    amber.save(SVC().fit(X, Y), tmp_path / "m.amber")
+    (tmp_path / "bad.pem").write_text("not a key\n")
+    cases = {
+        ("sign", "m.amber", "--key", "bad.pem"): "error: bad.pem is not",
+        ("sign", "m.amber", "--key", "gone.key"): "error: no such private key file: 'gone.key'",
+        ("verify", "m.amber", "--pubkey", "bad.pem"): "error: bad.pem is not",
+        ("verify", "m.amber", "--pubkey", "gone.pub"): "error: no such public key file",
+    }
+    for args, said in cases.items():
+        refused = run(*args, cwd=tmp_path)
+        assert refused.returncode == 2, args
+        assert said in refused.stderr and "m.amber" not in refused.stderr, refused.stderr
+    # a message about the model itself is still led by the model's name
+    (tmp_path / "m.amber").write_bytes(b"PK\x03\x04 truncated")
+    damaged = run("verify", "m.amber", cwd=tmp_path)
+    assert damaged.returncode in (1, 2) and "'m.amber'" in damaged.stderr, damaged.stderr
+
+
 def test_a_suggested_target_is_a_name_no_file_has(tmp_path: Path, legacy: Path) -> None:
     """convert, verify and sign suggested model.amber for model.pkl although model.amber
     existed: following the suggestion overwrote it. An explicit target is replaced (as any

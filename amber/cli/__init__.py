@@ -233,6 +233,8 @@ def _with_subject(exc: BaseException, args: argparse.Namespace) -> str:
     registry URI, by the URI and then its local file, whichever the message lacks: ``amber
     verify`` and ``amber inspect`` of one damaged version then name it alike."""
     message = str(exc)
+    if any(_names(message, n) for n in _option_files(args)):
+        return message  # about a file an option named (a key, the target): not the subject
     subject = _subject(args)
     if subject is None:
         uri = _argument(args)
@@ -243,10 +245,15 @@ def _with_subject(exc: BaseException, args: argparse.Namespace) -> str:
         if blob is not None and not _names(message, blob):
             message = f"{blob!r}: {message}"
         return message if _names(message, uri) else f"{uri!r}: {message}"
-    named = (subject, getattr(args, "target", None), getattr(args, "sample", None))
-    if not any(isinstance(n, str) and n and _names(message, n) for n in named):
-        return f"{subject!r}: {message}"
-    return message
+    return message if _names(message, subject) else f"{subject!r}: {message}"
+
+
+def _option_files(args: argparse.Namespace) -> list[str]:
+    """The files named beside the subject: ``convert``'s target and sample, the keys of
+    ``sign``, ``push``, ``export`` and ``verify``, ``sign --out``."""
+    names = [getattr(args, a, None) for a in ("target", "sample", "key", "out")]
+    names += getattr(args, "pubkey", None) or []
+    return [n for n in names if isinstance(n, str) and n]
 
 
 def _names(message: str, name: str) -> bool:
