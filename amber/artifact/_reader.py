@@ -410,6 +410,14 @@ class ArtifactReader:
                     f"saved; restore it from its source"
                 )
         if strong:  # (after the entries: a damaged header gets its own message first)
+            signature = self.zip_entries.get(SIGNATURE_NAME)
+            # (the manifest's CRC-32 is checked on opening; the signature's, by nothing else)
+            if signature is not None and zlib.crc32(self._raw(signature)) != signature.crc32:
+                raise IntegrityError(
+                    f"the signature entry ({SIGNATURE_NAME}) of {str(self.path)!r} fails the "
+                    f"CRC-32 check of its zip header: the file was altered after it was "
+                    f"signed; restore it from its source"
+                )
             _zip.check_layout(self._slice, self.zip_entries, self.file_size)
 
     @property

@@ -38,5 +38,8 @@ def rewrite(
         records = reader.entries
         with artifact_writer(target) as writer:
             for name, record in records.items():
-                writer.add_stored(name, reader.raw_entry(name), record)
+                # (the parts' digests too, as they were: the new manifest differs from the
+                # source's only where ``update`` changed it)
+                parts, size = reader.parts.get(name), reader.part_size
+                writer.add_stored(name, reader.raw_entry(name), record, parts=parts, part_size=size)
             return writer.finish(manifest, signer=signer)

@@ -13,7 +13,7 @@ import numpy as np
 
 from amber.artifact import _codec
 from amber.artifact._atomic import atomic_writer
-from amber.artifact._digest import PART_SIZE, Digests, digest_all, digest_many
+from amber.artifact._digest import PART_SIZE, Digests, digest_all, digest_many, xxh3_hex
 from amber.artifact._manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
@@ -72,6 +72,7 @@ class ArtifactWriter:
         self.compress = check_compress(compress)
         self.entries: dict[str, dict[str, Any]] = {}
         self._parts: dict[str, list[str]] = {}  # the parts' digests of large entries
+        self._part_size = PART_SIZE  # their parts' size (a copied entry's may differ)
         self._batch: list[tuple[str, memoryview]] = []
         self._batch_bytes = 0
         self._job: tuple[list[str], Callable[[], list[Digests]]] | None = None
@@ -81,6 +82,11 @@ class ArtifactWriter:
         """Add one entry from any contiguous buffer; returns the codec used."""
         if name in (MANIFEST_NAME, SIGNATURE_NAME) or name in self.entries:
             raise ValueError(f"entry {name!r} is reserved or already written")
+        if self._part_size != PART_SIZE:
+            raise ValueError(
+                f"entry {name!r}: entries copied with parts of {self._part_size} bytes cannot "
+                f"be joined by new ones (parts of {PART_SIZE})"
+            )
         mv = _as_bytes_view(data)
         codec = check_compress(compress) if compress is not None else self.compress
         chosen: bytes | None = None
@@ -137,16 +143,43 @@ class ArtifactWriter:
         """Add a plain ``.npy`` entry (never pickled: object arrays are refused)."""
         self.add(name, npy_bytes(name, array), compress=compress)
 
-    def add_stored(self, name: str, stored: memoryview, record: dict[str, Any]) -> None:
-        """Copy an entry from another artifact as stored (no re-compression), digests verified."""
+    def add_stored(
+        self,
+        name: str,
+        stored: memoryview,
+        record: dict[str, Any],
+        *,
+        parts: list[str] | None = None,
+        part_size: int = PART_SIZE,
+    ) -> None:
+        """Copy an entry from another artifact as stored (no re-compression), digests verified.
+
+        The entry keeps the parts' digests it had there (``parts``, of ``part_size`` bytes
+        each), or none: a copy that gained or changed a parts table would change the manifest
+        that a signature over the source's covers (a registry's detached signature, checked
+        against the exported file). The digests are checked against the bytes, never trusted.
+        """
         if name in (MANIFEST_NAME, SIGNATURE_NAME) or name in self.entries:
             raise ValueError(f"entry {name!r} is reserved or already written")
         digests = digest_all(stored)
         if digests.blake3 != record["blake3"] or digests.xxh3_128 != record["xxh3_128"]:
             raise IntegrityError(f"entry {name!r} does not match its digests; not copied")
+        if parts is not None:
+            if self._parts and part_size != self._part_size:
+                raise ValueError(
+                    f"entry {name!r} has parts of {part_size} bytes, the others' are "
+                    f"{self._part_size}: one artifact has one part size"
+                )
+            view = memoryview(stored)
+            made = [xxh3_hex(view[i : i + part_size]) for i in range(0, view.nbytes, part_size)]
+            if made != parts:
+                raise IntegrityError(
+                    f"entry {name!r} does not match its parts' digests; not copied"
+                )
+            self._part_size = part_size
         self._zip.add(name, stored, digests.crc32)
         self.entries[name] = dict(record)
-        self._record(name, digests)  # (the parts' digests: computed, never copied)
+        self._record(name, digests._replace(parts=tuple(parts or ())))
 
     def finish(
         self, manifest: dict[str, Any], *, signer: Callable[[bytes], bytes] | None = None
@@ -159,12 +192,13 @@ class ArtifactWriter:
         if self._batch:
             self._submit()
         self._collect()
-        # the parts' digests are this writer's to make: a table the caller passes on (a
-        # rewrite's source manifest) is dropped, never copied
+        # the parts' digests are this writer's: made for added entries, checked for copied
+        # ones (add_stored); a table the caller passes on (a rewrite's source manifest) is
+        # dropped
         manifest = {k: v for k, v in manifest.items() if k != PARTS_KEY}
         manifest["entries"] = self.entries
         if self._parts:
-            manifest[PARTS_KEY] = {"part_size": PART_SIZE, "digests": self._parts}
+            manifest[PARTS_KEY] = {"part_size": self._part_size, "digests": self._parts}
         raw = encode(manifest)
         if len(raw) > MAX_MANIFEST_BYTES:  # a reader refuses it: never replace a file with it
             raise ValueError(

@@ -11,12 +11,15 @@ import base64
 import json
 import pickle
 import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from reg_conformance import corrupt
 from reg_helpers import IRIS_X, predicts_like
+from sklearn.linear_model import LinearRegression
 
 import amber
 from amber.artifact._reader import ArtifactReader
@@ -293,3 +296,58 @@ def test_a_binding_no_registry_can_hold_is_not_signed(
     with pytest.raises(ValueError, match=said):
         amber.sign(artifact, keys["alice"], **binding)
     assert artifact.read_bytes() == before
+
+
+def test_a_damaged_crc_of_the_signature_entry_is_refused_by_verify(
+    signed: Path, keys: dict[str, Path], iris_model: Any
+) -> None:
+    """Every byte of a signed file is checked by verify but the time stamp: the CRC-32 of
+    amber.sig was the exception (any zip tool's test reported the file corrupted; verify said
+    OK)."""
+    data = bytearray(signed.read_bytes())
+    with zipfile.ZipFile(signed) as archive:
+        local = archive.getinfo("amber.sig").header_offset
+    central = data.rfind(b"PK\x01\x02")  # the signature's record: the directory's last
+    assert data[central + 46 : central + 46 + len("amber.sig")] == b"amber.sig"
+    for at in (local + 14, central + 16):
+        data[at : at + 4] = struct.pack("<I", 0xDEADBEEF)
+    signed.write_bytes(bytes(data))
+    for trusted in (None, [keys["alice.pub"]]):
+        with pytest.raises(amber.IntegrityError, match=r"signature entry \(amber.sig\).*CRC-32"):
+            amber.verify(signed, trusted_keys=trusted)
+    assert predicts_like(amber.load(signed), iris_model)  # what a load reads is intact
+
+
+@pytest.mark.parametrize("parts", ["no parts table", "parts of 1 MiB"])
+def test_export_keeps_the_parts_table_that_a_detached_signature_covers(
+    tmp_path: Path, keys: dict[str, Path], monkeypatch: pytest.MonkeyPatch, parts: str
+) -> None:
+    """A push's detached signature covers the stored manifest plus its registry field, which
+    export writes; export re-made the parts' digests instead of keeping them, so a file saved
+    before parts tables existed (one added) or with parts of another size (re-cut into 8 MiB)
+    was exported with a manifest its own signature did not cover."""
+    import amber.artifact._digest as digest_module
+    import amber.artifact._writer as writer_module
+
+    model = LinearRegression().fit(IRIS_X, IRIS_X[:, 0])
+    with monkeypatch.context() as patch:
+        if parts == "no parts table":  # as Amber wrote before 2026-12-01
+            model.big_ = np.zeros(17 << 17)  # 17 MiB: one entry that gets parts today
+            patch.setattr(digest_module, "PARTS_FROM", 1 << 62)
+        else:  # another writer's choice (FORMAT.md allows 1 MiB to 1 GiB)
+            model.big_ = np.arange(3 << 17, dtype=np.float64)  # 3 MiB: none today
+            for module in (digest_module, writer_module):
+                patch.setattr(module, "PART_SIZE", 1 << 20)
+            patch.setattr(digest_module, "PARTS_FROM", 2 << 20)
+        amber.save(model, tmp_path / "m.amber")
+    stored = amber.inspect(tmp_path / "m.amber").manifest.get("xxh3_128_parts")
+    assert (stored is None) == (parts == "no parts table")
+    trusted = [keys["alice.pub"]]
+    with amber.Registry(tmp_path / "reg") as reg:
+        reg.push("big", tmp_path / "m.amber", signing_key=keys["alice"])
+        reg.load("models:/big/1", trusted_keys=trusted)
+        reg.export("models:/big/1", tmp_path / "out.amber")
+    assert amber.inspect(tmp_path / "out.amber").manifest.get("xxh3_128_parts") == stored
+    report = amber.verify(tmp_path / "out.amber", trusted_keys=trusted)
+    assert any("signed by trusted key" in line for line in report.checks)
+    np.testing.assert_array_equal(amber.load(tmp_path / "out.amber").big_, model.big_)
