@@ -39,6 +39,7 @@ _VECTORIZERS = ("CountVectorizer", "TfidfVectorizer")
 _HASHERS = ("FeatureHasher", "HashingVectorizer")
 _HIST_BOOSTING = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
 _NEIGHBORS_CLASSIFIERS = ("KNeighborsClassifier", "RadiusNeighborsClassifier")
+_PERCEPTRONS = ("MLPClassifier", "MLPRegressor")
 _NEIGHBORS_REGRESSORS = ("KNeighborsRegressor", "RadiusNeighborsRegressor")
 _NEIGHBORS_GRAPH = ("KNeighborsTransformer", "RadiusNeighborsTransformer")
 _COVARIANCE = (
@@ -82,6 +83,7 @@ CHECKED_CLASSES = frozenset(
         *(("sklearn.covariance." + m, n) for m, n in _COVARIANCE),
         ("sklearn.cluster._hdbscan.hdbscan", "HDBSCAN"),
         ("sklearn.manifold._t_sne", "TSNE"),
+        *(("sklearn.neural_network._multilayer_perceptron", n) for n in _PERCEPTRONS),
     }
 )
 
@@ -192,6 +194,8 @@ def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
         _check_linkage(d["_single_linkage_tree_"], what, refuse)
     if cls.__name__ == "TSNE":
         _check_tsne(d, what, refuse)
+    if cls.__name__ in _PERCEPTRONS and "coefs_" in d:
+        _check_layers(d, what, refuse)
     if cls.__name__ == "FunctionTransformer":
         for attr in ("func", "inverse_func"):
             if not _callable_on_data(d.get(attr)):
@@ -201,6 +205,35 @@ def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
                     f"never call on data (a transformer calls it with the file's arguments)",
                 )
     return done
+
+
+def _check_layers(d: dict[str, Any], what: str, refuse: Refuse) -> None:
+    """A perceptron's layers chain: ``predict`` multiplies by ``n_layers_ - 1`` weight matrices
+    and then applies the output activation in place to the result, which with ``n_layers_`` of 1
+    or less is the caller's own input array, overwritten with the model's output."""
+    coefs, intercepts, layers = d.get("coefs_"), d.get("intercepts_"), d.get("n_layers_")
+    if not (
+        isinstance(coefs, list)
+        and isinstance(intercepts, list)
+        and 0 < len(coefs) == len(intercepts)
+        and all(type(c) is np.ndarray and c.ndim == 2 for c in coefs)
+        and all(type(b) is np.ndarray and b.ndim == 1 for b in intercepts)
+    ):
+        raise refuse(what, "its coefs_ and intercepts_ are not lists of weight arrays, one each")
+    if not _index(layers, 1 << 31) or layers != len(coefs) + 1:
+        raise refuse(what, f"n_layers_ is {layers!r:.40} but it holds {len(coefs)} weight layers")
+    n_in = d.get("n_features_in_", coefs[0].shape[0])
+    widths = [n_in, *(c.shape[1] for c in coefs)]
+    for k, (c, b) in enumerate(zip(coefs, intercepts, strict=True)):
+        if c.shape != (widths[k], widths[k + 1]) or b.shape != (widths[k + 1],):
+            raise refuse(
+                what,
+                f"layer {k}'s weights {c.shape} and intercepts {b.shape} do not chain from "
+                f"{widths[k]} inputs",
+            )
+    n_out = d.get("n_outputs_", widths[-1])
+    if n_out != widths[-1]:
+        raise refuse(what, f"n_outputs_ is {n_out!r:.40} but its last layer has {widths[-1]}")
 
 
 def _check_vocabulary(

@@ -929,3 +929,55 @@ def test_iterative_imputer_steps_cannot_nest(tmp_path: Path) -> None:
         nested = _ImputerTriplet(nested, None, None)
     refused({nested: 1}, "an iterative imputer's step .* its feature index is a NoneType")
     refused(_ImputerTriplet(1, np.arange(2), (1,)), "its estimator is a tuple")
+
+
+# --------------------------------------------------------------------------- perceptrons
+def _mlp(cls: Any = None) -> Any:
+    from sklearn.neural_network import MLPClassifier
+
+    model = (cls or MLPClassifier)(hidden_layer_sizes=(5, 3), max_iter=30, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (not converged in 30 iterations: no matter)
+        return model.fit(X, Y3)
+
+
+def test_a_perceptron_with_too_few_layers_overwrites_the_callers_input() -> None:
+    """Found by fuzzing: with n_layers_ of 1, predict multiplies by no weights and applies the
+    output activation in place to the caller's own array. Plain pickle loads it and predicts
+    without a word, the input overwritten; Amber refuses it at load."""
+    hostile = _mlp()
+    hostile.n_layers_ = 1
+    data = refused(hostile, "n_layers_ is 1 but it holds 3 weight layers")
+    mine = X.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pickle.loads(data).predict(mine)
+    assert not np.array_equal(mine, X)  # what plain pickle's copy did to the caller's data
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (lambda m: setattr(m, "n_layers_", 0), "n_layers_ is 0 but it holds 3"),
+        (lambda m: setattr(m, "n_layers_", 9), "n_layers_ is 9 but it holds 3"),
+        (lambda m: setattr(m, "n_layers_", "4"), "n_layers_ is '4'"),
+        (lambda m: setattr(m, "coefs_", m.coefs_[:2]), "not lists of weight arrays, one each"),
+        (lambda m: setattr(m, "coefs_", tuple(m.coefs_)), "not lists of weight arrays"),
+        (lambda m: setattr(m, "intercepts_", []), "not lists of weight arrays"),
+        (lambda m: m.coefs_.__setitem__(1, m.coefs_[1].T.copy()), "layer 1's weights \\(3, 5\\)"),
+        (lambda m: m.intercepts_.__setitem__(0, m.intercepts_[0][:2]), "intercepts \\(2,\\)"),
+        (lambda m: setattr(m, "n_features_in_", 5), "layer 0's weights \\(4, 5\\)"),
+        (lambda m: setattr(m, "n_outputs_", 2), "n_outputs_ is 2 but its last layer has 3"),
+    ],
+)
+def test_a_perceptrons_layers_must_chain(change: Any, fragment: str) -> None:
+    hostile = _mlp()
+    change(hostile)
+    refused(hostile, fragment)
+
+
+def test_honest_perceptrons_load() -> None:
+    from sklearn.neural_network import MLPRegressor
+
+    for model in (_mlp(), _mlp(MLPRegressor)):
+        np.testing.assert_array_equal(loads(model).predict(X), model.predict(X))
