@@ -1071,11 +1071,7 @@ def _compare(
         else:
             r, t = _loosened(a, b, rtol, atol, width)
             same = np.allclose(a, b, rtol=r, atol=t, equal_nan=True)
-        if not same:
-            with np.errstate(invalid="ignore"):
-                worst = float(np.nanmax(np.abs(a.astype(np.float64) - b.astype(np.float64))))
-            return f"values differ (largest absolute difference {worst:.3g})"
-        return None
+        return None if same else _float_difference(a, b)
     if a.dtype.kind == "O" or b.dtype.kind == "O":
         pairs = zip(a.ravel().tolist(), b.ravel().tolist(), strict=True)  # shapes are equal
         n = sum(not _same_value(x, y) for x, y in pairs)
@@ -1131,6 +1127,21 @@ def _sample_width(value: Any, depth: int = 0) -> int:
         if plain.kind in "fc":
             widths.append(_real_width(plain))
     return min(widths)
+
+
+def _float_difference(a: np.ndarray, b: np.ndarray) -> str:
+    """How two float (or complex) arrays of one shape that do not match differ: the largest
+    difference where both are numbers, and where one is NaN and the other is not."""
+    wide = np.result_type(a, b, np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(a.astype(wide) - b.astype(wide))  # (inf - inf: NaN, not a difference)
+    known = diff[~np.isnan(diff)]
+    one_sided = int(np.count_nonzero(np.isnan(a) != np.isnan(b)))
+    worst = float(known.max()) if known.size else 0.0
+    said = [f"largest absolute difference {worst:.3g}"] if worst > 0 else []
+    if one_sided:
+        said.append(f"{one_sided} of {a.size} values NaN on one side only")
+    return f"values differ ({'; '.join(said)})" if said else "values differ"
 
 
 def _compare_several(

@@ -155,6 +155,32 @@ def test_rows_of_different_lengths_compare_one_by_one() -> None:
     assert _compare([[1], [1, 2]], [[1], [1, 3]], exact=True) == "1 of 2 values differ"
 
 
+def test_outputs_that_turned_nan_are_described_without_a_warning() -> None:
+    """A model whose outputs became NaN was reported as "largest absolute difference nan", with
+    numpy's "All-NaN slice encountered" warning on the way."""
+    from amber._probe import _compare
+
+    stored = np.array([[0.25, 0.75], [0.5, 0.5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for exact in (True, False):
+            nan = _compare(stored, np.full_like(stored, np.nan), exact=exact)
+            assert nan == "values differ (4 of 4 values NaN on one side only)"
+            changed = stored.copy()
+            changed[0] = [np.nan, 0.5]
+            assert _compare(stored, changed, exact=exact) == (
+                "values differ (largest absolute difference 0.25; 1 of 4 values NaN on one side "
+                "only)"
+            )
+            assert _compare(stored, stored + 1e-3, exact=exact) == (
+                "values differ (largest absolute difference 0.001)"
+            )
+        as_complex = stored.astype(np.complex128)
+        assert _compare(as_complex, as_complex + 2j, exact=True) == (
+            "values differ (largest absolute difference 2)"
+        )
+
+
 @pytest.mark.parametrize("name", ["", " numpy", "numpy\n", "a/b", "-x"])
 def test_a_package_name_that_names_no_distribution_is_a_format_error(
     saved: Path, tmp_path: Path, name: str
