@@ -496,6 +496,21 @@ def validate_tree(tree: Any) -> None:
         raise _refuse(what, f"a split uses a feature outside 0..{n_features - 1}")
 
 
+def validate_tree_state(state: Any) -> None:
+    """The state a ``sklearn.tree._tree.Tree`` is given, before it is applied: its compiled
+    ``__setstate__`` reads the node array's first dimension before it checks that there is one
+    (a 0-d array crashed the load); the rest is checked on the built tree (:func:`validate_tree`).
+    """
+    what = "a decision tree's state"
+    if type(state) is not dict:
+        raise _refuse(what, f"expected a dict, got {_shape_of(state)}")
+    for key, ndim in (("nodes", 1), ("values", 3)):
+        a = state.get(key)
+        if not isinstance(a, np.ndarray) or a.ndim != ndim:
+            shape = a.shape if isinstance(a, np.ndarray) else type(a).__name__
+            raise _refuse(what, f"its {key} are {shape}, not a {ndim}-d array")
+
+
 _U32 = np.dtype(np.uint32)
 _BITSET_STRIDES = (32, 4)  # a C-contiguous (n, 8) uint32 array
 
@@ -977,6 +992,7 @@ STATE_VALIDATORS: dict[tuple[str, str], Validator] = {
     ("sklearn.neighbors._kd_tree", "newObj"): validate_binary_tree_state,
     ("sklearn.neighbors._ball_tree", "newObj"): validate_binary_tree_state,
     ("sklearn.metrics._dist_metrics", "newObj"): validate_metric_state,
+    ("sklearn.tree._tree", "Tree"): validate_tree_state,
 }
 """Validators run on each ``BUILD`` state before it is applied, for objects made by these
 globals (when applying a hostile state is itself unsafe)."""

@@ -4,6 +4,8 @@ subprocess, and Amber refuses the same bytes before anything can use the object.
 from __future__ import annotations
 
 import copy
+import copyreg
+import io
 import pickle
 import pickletools
 import struct
@@ -84,6 +86,41 @@ def test_tree_child_index_out_of_range(tmp_path: Path) -> None:
     hostile = _with_tree_state(_tree_model(), nodes={"left_child": (0, 2**40)})
     data = amber_refuses(hostile, "child index is out of range")
     plain_pickle_crashes(tmp_path, data, "obj.predict(X)")
+
+
+@pytest.mark.parametrize("build", ["REDUCE", "NEWOBJ"])
+def test_a_tree_state_without_a_node_dimension_is_refused_before_it_is_applied(
+    tmp_path: Path, build: str
+) -> None:
+    """Found by fuzzing: Tree.__setstate__ reads the node array's first dimension before it
+    checks the array has one, so a 0-d node array crashed the load itself, whichever opcode
+    the stream builds the tree with."""
+    from sklearn.tree._tree import Tree
+
+    model = _tree_model()
+    tree = model.tree_
+    args = (tree.n_features, tree.n_classes.copy(), tree.n_outputs)
+    state = tree.__getstate__()
+    hostile_state = {**state, "nodes": np.array(state["nodes"][0])}
+
+    class Hostile(pickle.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            if type(obj) is not Tree:
+                return NotImplemented
+            if build == "NEWOBJ":  # cls.__new__(cls, *args): the NEWOBJ opcode
+                return copyreg.__newobj__, (Tree, *args), hostile_state
+            return Tree, args, hostile_state
+
+    out = io.BytesIO()
+    Hostile(out, protocol=2).dump(model)
+    data = out.getvalue()
+    assert any(op.name == build for op, _, _ in pickletools.genops(data))
+    with pytest.raises(FormatError, match=r"its nodes are \(\), not a 1-d array"):
+        safe_loads(data, policy=LoadPolicy())
+    plain_pickle_crashes(tmp_path, data, "pass")  # the load itself
+    hostile = copy.copy(model)
+    hostile.tree_ = Forged(Tree, args, {**state, "values": np.float64(1.0)})
+    amber_refuses(hostile, "its values are float64, not a 3-d array")
 
 
 def test_tree_cycle_is_refused() -> None:
