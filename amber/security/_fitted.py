@@ -520,6 +520,9 @@ def _check_stages(d: dict[str, Any], classifier: bool, what: str, refuse: Refuse
     stages = d["estimators_"]
     if not isinstance(stages, np.ndarray) or stages.ndim != 2 or stages.dtype != object:
         raise refuse(what, "its estimators_ is not a 2-d array of trees")
+    # the compiled predict_stages reads each stage's tree_ as a Tree, unchecked: None crashed
+    if not all(map(_is_tree, (getattr(est, "tree_", None) for est in stages.flat))):
+        raise refuse(what, "a stage of its estimators_ holds no decision tree (tree_)")
     k = int(stages.shape[1])
     per = d.get("n_trees_per_iteration_", k)
     if per != k:
@@ -538,6 +541,11 @@ def _check_stages(d: dict[str, Any], classifier: bool, what: str, refuse: Refuse
     if k > 1 and getattr(d.get("_loss"), "is_multiclass", None) is not True:
         raise refuse(what, "it has several trees per stage but a loss for two classes")
     _check_init(d.get("init_"), max(n, 1), "DummyClassifier", what, refuse)
+
+
+def _is_tree(obj: Any) -> bool:
+    cls = type(obj)
+    return cls.__name__ == "Tree" and cls.__module__ == "sklearn.tree._tree"
 
 
 def _check_init(init: Any, width: int, dummy: str, what: str, refuse: Refuse) -> None:

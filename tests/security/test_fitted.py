@@ -205,6 +205,19 @@ def test_more_trees_per_stage_than_output_columns(tmp_path: Path) -> None:
     plain_pickle_fails(tmp_path, data, "for _ in range(20): obj.predict(np.random.rand(50, 4))")
 
 
+@pytest.mark.parametrize("kind", ["regressor", "classifier"])
+def test_a_boosting_stage_without_a_tree_is_refused(tmp_path: Path, kind: str) -> None:
+    """Found by fuzzing: the compiled predict_stages reads each stage's tree_ as a Tree, and a
+    stage whose tree_ is None crashed predict."""
+    if kind == "regressor":
+        hostile: Any = GradientBoostingRegressor(n_estimators=3, max_depth=2).fit(X, X[:, 0])
+    else:
+        hostile = _gb()
+    hostile.estimators_[1, 0].tree_ = None
+    data = refused(hostile, "a stage of its estimators_ holds no decision tree")
+    plain_pickle_fails(tmp_path, data, "obj.predict(np.random.rand(50, 4))")
+
+
 def _gb(**kwargs: Any) -> Any:
     return GradientBoostingClassifier(n_estimators=3, max_depth=2, **kwargs).fit(X, Y3)
 
