@@ -84,6 +84,7 @@ CHECKED_CLASSES = frozenset(
         ("sklearn.cluster._hdbscan.hdbscan", "HDBSCAN"),
         ("sklearn.manifold._t_sne", "TSNE"),
         *(("sklearn.neural_network._multilayer_perceptron", n) for n in _PERCEPTRONS),
+        ("sklearn.impute._iterative", "IterativeImputer"),
     }
 )
 
@@ -196,6 +197,14 @@ def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
         _check_tsne(d, what, refuse)
     if cls.__name__ in _PERCEPTRONS and "coefs_" in d:
         _check_layers(d, what, refuse)
+    # an iterative imputer has no copy parameter and never writes into its input; the imputer
+    # it makes for the first pass copies, and one that does not filled the caller's own
+    # (Fortran-ordered) array in place
+    if (
+        cls.__name__ == "IterativeImputer"
+        and getattr(d.get("initial_imputer_"), "copy", True) is not True
+    ):
+        raise refuse(what, "its initial_imputer_ would write into the caller's array (copy)")
     if cls.__name__ == "FunctionTransformer":
         for attr in ("func", "inverse_func"):
             if not _callable_on_data(d.get(attr)):

@@ -994,3 +994,25 @@ def test_honest_perceptrons_load() -> None:
 
     for model in (_mlp(), _mlp(MLPRegressor)):
         np.testing.assert_array_equal(loads(model).predict(X), model.predict(X))
+
+
+# --------------------------------------------------------------------------- imputers
+def test_an_iterative_imputer_whose_first_pass_writes_in_place_is_refused() -> None:
+    """Found by fuzzing: an IterativeImputer has no copy parameter, but the SimpleImputer it
+    keeps for the first pass does; set to False, transform filled the caller's own
+    (Fortran-ordered) array. Plain pickle loads it silently; Amber refuses it, and loads the
+    honest one."""
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer
+
+    data = X.copy()
+    data[::3, 1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (not converged in 3 iterations: no matter)
+        model = IterativeImputer(max_iter=3, random_state=0).fit(data)
+    np.testing.assert_array_equal(loads(model).transform(data), model.transform(data))
+    model.initial_imputer_.copy = False
+    hostile = refused(model, "its initial_imputer_ would write into the caller's array")
+    mine = np.asfortranarray(data)
+    pickle.loads(hostile).transform(mine)
+    assert not np.isnan(mine).any()  # what plain pickle's copy did to the caller's data
