@@ -35,6 +35,7 @@ __all__ = [
     "digest_all",
     "digest_many",
     "part_digests",
+    "split_digests",
     "xxh3_hasher",
     "xxh3_hex",
     "xxh3_many",
@@ -93,19 +94,23 @@ class Digests(NamedTuple):
     parts: tuple[str, ...] = ()  # see part_digests
 
 
+def split_digests(data: memoryview | bytes, part_size: int) -> tuple[str, ...]:
+    """The XXH3-128 digest of each ``part_size`` part of ``data`` (the last one shorter)."""
+    view = memoryview(data)
+    return tuple(xxh3_hex(view[i : i + part_size]) for i in range(0, len(view), part_size))
+
+
 def part_digests(data: memoryview | bytes) -> tuple[str, ...]:
     """The XXH3-128 digest of each PART_SIZE part of an entry of PARTS_FROM bytes or more;
     none for a smaller one."""
-    n = len(data)
-    if n < PARTS_FROM:
-        return ()
-    view = memoryview(data)
-    return tuple(xxh3_hex(view[i : i + PART_SIZE]) for i in range(0, n, PART_SIZE))
+    return split_digests(data, PART_SIZE) if len(data) >= PARTS_FROM else ()
 
 
-def digest_all(data: memoryview | bytes) -> Digests:
-    """All the digests of one entry's stored bytes (CRC-32 is what the zip layer records)."""
-    return Digests(xxh3_hex(data), blake3_hex(data), crc32(data), part_digests(data))
+def digest_all(data: memoryview | bytes, *, parts: bool = True) -> Digests:
+    """All the digests of one entry's stored bytes (CRC-32 is what the zip layer records);
+    ``parts=False``: without the parts' digests."""
+    made = part_digests(data) if parts else ()
+    return Digests(xxh3_hex(data), blake3_hex(data), crc32(data), made)
 
 
 _POOL: ThreadPoolExecutor | None = None

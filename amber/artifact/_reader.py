@@ -412,7 +412,7 @@ class ArtifactReader:
         if strong:  # (after the entries: a damaged header gets its own message first)
             signature = self.zip_entries.get(SIGNATURE_NAME)
             # (the manifest's CRC-32 is checked on opening; the signature's, by nothing else)
-            if signature is not None and zlib.crc32(self._raw(signature)) != signature.crc32:
+            if signature is not None and crc32(self._raw(signature)) != signature.crc32:
                 raise IntegrityError(
                     f"the signature entry ({SIGNATURE_NAME}) of {str(self.path)!r} fails the "
                     f"CRC-32 check of its zip header: the file was altered after it was "

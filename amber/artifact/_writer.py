@@ -13,7 +13,7 @@ import numpy as np
 
 from amber.artifact import _codec
 from amber.artifact._atomic import atomic_writer
-from amber.artifact._digest import PART_SIZE, Digests, digest_all, digest_many, xxh3_hex
+from amber.artifact._digest import PART_SIZE, Digests, digest_all, digest_many, split_digests
 from amber.artifact._manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
@@ -161,7 +161,7 @@ class ArtifactWriter:
         """
         if name in (MANIFEST_NAME, SIGNATURE_NAME) or name in self.entries:
             raise ValueError(f"entry {name!r} is reserved or already written")
-        digests = digest_all(stored)
+        digests = digest_all(stored, parts=False)  # (the parts as the source cut them, below)
         if digests.blake3 != record["blake3"] or digests.xxh3_128 != record["xxh3_128"]:
             raise IntegrityError(f"entry {name!r} does not match its digests; not copied")
         if parts is not None:
@@ -170,9 +170,7 @@ class ArtifactWriter:
                     f"entry {name!r} has parts of {part_size} bytes, the others' are "
                     f"{self._part_size}: one artifact has one part size"
                 )
-            view = memoryview(stored)
-            made = [xxh3_hex(view[i : i + part_size]) for i in range(0, view.nbytes, part_size)]
-            if made != parts:
+            if list(split_digests(stored, part_size)) != parts:
                 raise IntegrityError(
                     f"entry {name!r} does not match its parts' digests; not copied"
                 )
