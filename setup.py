@@ -1,7 +1,7 @@
 """Build the C extensions: the pickle opcode scanner that vets a stream before unpickling, the
 checks of boosted-tree model files before their frameworks parse them, the pass that drops the
-memo stores a saved pickle stream never reads back, and the early write-back that lets a durable
-save's copy and fsync overlap."""
+memo stores a saved pickle stream never reads back, the early write-back that lets a durable
+save's copy and fsync overlap, and the decoder of decision trees' node arrays stored as planes."""
 
 from setuptools import Extension, setup
 
@@ -27,6 +27,11 @@ setup(
             "amber.artifact._writeback",
             sources=["amber/artifact/_writeback.c"],
             extra_compile_args=["-O2", "-std=gnu99"],
+        ),
+        Extension(
+            "amber.artifact._nodes",
+            sources=["amber/artifact/_nodes.c"],
+            extra_compile_args=["-O3", "-std=c99"],
         ),
     ]
 )

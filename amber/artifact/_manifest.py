@@ -44,7 +44,7 @@ def is_utf8(text: str) -> bool:
 
 _ENTRY_KEYS = {"size", "stored_size", "compression", "xxh3_128", "blake3"}
 _CODEC_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-_KNOWN_CODECS = frozenset({"none", "zlib", "lzma", "lz4", "zstd"})  # (well-formed names)
+_KNOWN_CODECS = frozenset({"none", "zlib", "lzma", "lz4", "zstd", "nodes-lz4"})  # (well-formed)
 
 
 def encode(manifest: dict[str, Any]) -> bytes:
