@@ -23,16 +23,58 @@
 #define TREE_LEAF (-1)
 #define TREE_UNDEFINED (-2)
 
-static void
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define LITTLE_ENDIAN_HOST 1
+#else
+#define LITTLE_ENDIAN_HOST 0
+#endif
+
+static inline void
 st64(uint8_t *p, uint64_t v)
 {
+    if (LITTLE_ENDIAN_HOST) {
+        memcpy(p, &v, 8);
+        return;
+    }
     for (int k = 0; k < 8; k++)
         p[k] = (uint8_t)(v >> (8 * k));
 }
 
-static uint64_t
+static inline uint64_t
+ld64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    if (LITTLE_ENDIAN_HOST) {
+        memcpy(&v, p, 8);
+        return v;
+    }
+    for (int k = 0; k < 8; k++)
+        v |= (uint64_t)p[k] << (8 * k);
+    return v;
+}
+
+/* an unsigned little-endian integer of ``width`` (1, 2, 4 or 8) bytes */
+static inline uint64_t
 ld(const uint8_t *p, int width)
 {
+    if (LITTLE_ENDIAN_HOST) {
+        switch (width) {
+        case 1:
+            return p[0];
+        case 2: {
+            uint16_t v;
+            memcpy(&v, p, 2);
+            return v;
+        }
+        case 4: {
+            uint32_t v;
+            memcpy(&v, p, 4);
+            return v;
+        }
+        default:
+            return ld64(p);
+        }
+    }
     uint64_t v = 0;
     for (int k = 0; k < width; k++)
         v |= (uint64_t)p[k] << (8 * k);
@@ -114,13 +156,20 @@ decode(PyObject *self, PyObject *args)
     const uint8_t *missing = weights + (derived ? leaves : n) * 8;
     const uint8_t *padding = missing + n;
 
-    /* split nodes awaiting their right child: index * 2, + 1 once their left subtree is done */
-    stack = PyMem_Malloc((size_t)(splits + 1) * sizeof(int64_t));
+    /* Split nodes awaiting their right child: index * 2, + 1 once their left subtree is done;
+     * then the split nodes in order, for the pass over them in reverse. The walk has no
+     * branch on a node's kind (leaves and splits alternate unpredictably): it reads the next
+     * value of every plane and keeps what the kind says, so a read may go one value past the
+     * end of a plane, always into the plane after it (the last two take 8 bytes a node). */
+    stack = PyMem_Malloc((size_t)(2 * splits + 3) * sizeof(int64_t));
     if (stack == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t sp = 0;
+    int64_t *awaiting = stack + 1; /* awaiting[-1]: marked by a leaf with no split above */
+    int64_t *split_nodes = stack + splits + 2; /* (one spare slot after them too) */
+    Py_ssize_t sp = 0, n_splits = 0;
+    uint64_t too_many = 0, unused_right;
     for (Py_ssize_t i = 0; i < n; i++) {
         uint8_t *rec = dst + i * NODE_SIZE;
         if (i > 0) {
@@ -128,74 +177,68 @@ decode(PyObject *self, PyObject *args)
                 PyErr_Format(PyExc_ValueError, "the tree ends at node %zd of %zd", i - 1, n);
                 goto done;
             }
-            int64_t top = stack[sp - 1];
-            if (top & 1) { /* its left subtree is done: node i is its right child */
-                st64(dst + (top >> 1) * NODE_SIZE + 8, (uint64_t)i);
-                sp--;
-            }
+            /* the split on top had its left subtree done: node i is its right child */
+            int64_t top = awaiting[sp - 1];
+            int is_right = (int)(top & 1);
+            uint8_t *right = is_right ? dst + (top >> 1) * NODE_SIZE + 8 : (uint8_t *)&unused_right;
+            st64(right, (uint64_t)i);
+            sp -= is_right;
         }
         int leaf = (bits[i >> 3] >> (7 - (i & 7))) & 1;
-        if (leaf) {
-            uint64_t count = ld(samples, sw);
-            if (count > INT64_MAX) {
-                PyErr_Format(PyExc_ValueError, "node %zd counts %llu samples", i,
-                             (unsigned long long)count);
-                goto done;
-            }
-            st64(rec, (uint64_t)(int64_t)TREE_LEAF);
-            st64(rec + 8, (uint64_t)(int64_t)TREE_LEAF);
-            st64(rec + 16, (uint64_t)(int64_t)TREE_UNDEFINED);
-            st64(rec + 24, double_bits((double)TREE_UNDEFINED));
-            st64(rec + 40, count);
-            samples += sw;
-            if (derived) {
-                memcpy(rec + 48, weights, 8);
-                weights += 8;
-            }
-            /* the subtree rooted here is done: so is the left subtree of the nearest split
-             * above still in its left subtree (any in its right one was popped) */
-            if (sp > 0)
-                stack[sp - 1] |= 1;
+        int split = leaf ^ 1;
+        uint64_t count = ld(samples, sw), f = ld(feature, fw), t = ld64(threshold);
+        count = leaf ? count : 0; /* (a split's: its children's, below) */
+        too_many |= count;
+        st64(rec, leaf ? (uint64_t)(int64_t)TREE_LEAF : (uint64_t)(i + 1));
+        st64(rec + 8, (uint64_t)(int64_t)TREE_LEAF); /* (a split's: when its right child comes) */
+        st64(rec + 16, leaf ? (uint64_t)(int64_t)TREE_UNDEFINED : f);
+        st64(rec + 24, leaf ? double_bits((double)TREE_UNDEFINED) : t);
+        memcpy(rec + 32, impurity + i * 8, 8);
+        st64(rec + 40, count);
+        if (derived) {
+            uint64_t w = ld64(weights);
+            st64(rec + 48, leaf ? w : 0);
+            weights += leaf * 8;
         }
-        else {
-            st64(rec, (uint64_t)(i + 1)); /* (a split's left child; i + 1 < n is checked
-                                              when the walk ends: no split is left open) */
-            st64(rec + 8, (uint64_t)(int64_t)TREE_LEAF); /* set when its right child comes */
-            st64(rec + 16, ld(feature, fw));
-            feature += fw;
-            memcpy(rec + 24, threshold, 8);
-            threshold += 8;
-            stack[sp++] = (int64_t)i * 2;
-        }
-        memcpy(rec + 32, impurity, 8);
-        impurity += 8;
-        if (!derived) {
-            memcpy(rec + 48, weights, 8);
-            weights += 8;
-        }
+        else
+            memcpy(rec + 48, weights + i * 8, 8);
         rec[56] = missing[i];
         memcpy(rec + 57, padding + i * 7, 7);
+        feature += split * fw;
+        threshold += split * 8;
+        samples += leaf * sw;
+        /* a split waits for its right child; a leaf ends a subtree, and with it the left
+         * subtree of the nearest split above still in its left subtree (any split in its
+         * right one was taken off when its right child came) */
+        awaiting[sp] = (int64_t)i * 2;
+        sp += split;
+        awaiting[sp - 1] |= leaf;
+        split_nodes[n_splits] = i;
+        n_splits += split;
+    }
+    if (too_many > INT64_MAX) {
+        PyErr_SetString(PyExc_ValueError, "a leaf counts 2**63 samples or more");
+        goto done;
     }
     if (sp != 0) {
         PyErr_Format(PyExc_ValueError, "%zd split nodes of %zd have no right child", sp, n);
         goto done;
     }
     /* counts (and weights) of split nodes: their children's, which come later in preorder */
-    for (Py_ssize_t i = n - 1; i >= 0; i--) {
+    for (Py_ssize_t k = n_splits - 1; k >= 0; k--) {
+        Py_ssize_t i = split_nodes[k];
         uint8_t *rec = dst + i * NODE_SIZE;
-        if ((bits[i >> 3] >> (7 - (i & 7))) & 1)
-            continue;
         const uint8_t *left = dst + (i + 1) * NODE_SIZE;
-        const uint8_t *right = dst + ld(rec + 8, 8) * NODE_SIZE;
-        uint64_t count = ld(left + 40, 8) + ld(right + 40, 8); /* each <= INT64_MAX */
+        const uint8_t *right = dst + ld64(rec + 8) * NODE_SIZE;
+        uint64_t count = ld64(left + 40) + ld64(right + 40); /* each <= INT64_MAX */
         if (count > INT64_MAX) {
             PyErr_Format(PyExc_ValueError, "node %zd counts more than 2**63 samples", i);
             goto done;
         }
         st64(rec + 40, count);
         if (derived)
-            st64(rec + 48, double_bits(bits_double(ld(left + 48, 8)) +
-                                       bits_double(ld(right + 48, 8))));
+            st64(rec + 48, double_bits(bits_double(ld64(left + 48)) +
+                                       bits_double(ld64(right + 48))));
     }
     Py_INCREF(Py_None);
     result = Py_None;
