@@ -65,3 +65,11 @@ def test_a_golden_file_lists_the_digests_of_its_parts(tmp_path: Path) -> None:
     broken.write_bytes(flipped)
     with pytest.raises(IntegrityError, match=name):
         amber.load(broken, mmap=True)
+
+
+def test_a_golden_file_stores_tree_nodes_with_their_own_codec() -> None:
+    """v1's forest_nodes keeps node arrays stored with nodes-lz4 (FORMAT.md section 4.1): the
+    test above loads it and re-runs its probe with today's decoder."""
+    path = Path(__file__).parent / "data" / "golden" / "v1" / "forest_nodes.amber"
+    entries = amber.inspect(path).manifest["entries"]
+    assert [e["compression"] for e in entries.values()].count("nodes-lz4") == 3

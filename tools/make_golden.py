@@ -6,7 +6,7 @@ the current code, re-runs their probes, and checks their manifests.
 
 ``--add NAME ...`` writes only the named models, into the current version's folder, next to the
 files already there (never over one): for an optional field the version gained later, such as
-``xxh3_128_parts`` (``knn_parts``).
+``xxh3_128_parts`` (``knn_parts``), or for a codec (``forest_nodes``: ``nodes-lz4``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import load_iris
+from sklearn.datasets import load_iris, make_classification
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -54,6 +54,9 @@ def models() -> dict[str, tuple[object, object, str]]:
     rows, part_rows = 262_144 + 1_000, (8 << 20) // 64
     many = np.tile(rng.random((256, 8)), (rows // 256 + 1, 1))[:rows]
     many += (np.arange(rows) // part_rows)[:, None]
+    # trees of 500-600 nodes, whose node arrays (32 kB and more) go out of band, where "auto"
+    # stores them with nodes-lz4
+    Xn, yn = make_classification(2000, 8, n_informative=5, flip_y=0.2, random_state=0)
     return {
         "iris_svc": (SVC(gamma="scale").fit(X, y), X[:32], "none"),
         "forest_zstd": (RandomForestClassifier(20, random_state=0).fit(X, y), X[:16], "zstd"),
@@ -62,6 +65,7 @@ def models() -> dict[str, tuple[object, object, str]]:
             X[:16],
             "auto",
         ),
+        "forest_nodes": (RandomForestClassifier(4, random_state=0).fit(Xn, yn), Xn[:16], "auto"),
         "knn_mmap": (KNeighborsClassifier().fit(points, np.arange(3000) % 4), points[:10], "none"),
         "knn_parts": (
             KNeighborsClassifier(algorithm="brute").fit(many, np.arange(rows) % 4),
