@@ -15,6 +15,7 @@ it meets, even a number it cannot parse, ends the process.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -29,7 +30,10 @@ __all__ = ["check_model_text", "check_threads"]
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
 _INTEGER_CHARS = re.compile(r"[-0-9 ]*")
 _INT32_MAX = 2**31 - 1
-_MAX_THREADS = 4096
+# More threads than this machine has CPUs, and than 256: LightGBM starts them all at predict,
+# and where it cannot (a memory or process limit: 1,024 threads under a 6 GB address space)
+# its OpenMP runtime ends the process; 100,000 crashed it outright
+_MAX_THREADS = max(256, os.cpu_count() or 1)
 
 
 def _bad(what: str) -> FormatError:
@@ -169,7 +173,7 @@ def _check_parameters(text: bytes, end: int) -> None:
 
 
 def check_threads(params: dict[str, Any]) -> None:
-    """Refuse thread counts no machine has (100,000 threads crashed LightGBM)."""
+    """Refuse thread counts beyond the machine's CPUs and 256 (see ``_MAX_THREADS``)."""
     for key in ("n_jobs", "num_threads", "nthread", "num_thread", "nthreads"):
         value = params.get(key)
         if isinstance(value, np.ndarray):  # a {"$array": ...} parameter: LightGBM reads it too
@@ -177,4 +181,10 @@ def check_threads(params: dict[str, Any]) -> None:
                 raise _bad(f"{key} is an array of {value.size} values")
             value = value.item()
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_THREADS:
-            raise _bad(f"{key}={value} (at most {_MAX_THREADS} threads)")
+            raise FormatError(
+                f"the LightGBM model asks for {key}={value} threads, more than this machine's "
+                f"{os.cpu_count()} CPUs and than {_MAX_THREADS}: LightGBM would start them all "
+                f"at predict, and a process that cannot is ended. The file is damaged or "
+                f"crafted, or was saved with a thread count for a larger machine: re-save it "
+                f"with n_jobs=-1 (every CPU of the machine that runs it) or a smaller count"
+            )

@@ -12,6 +12,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -436,6 +437,40 @@ lgb_floats(const Block *block, const char *key, Py_ssize_t length)
     return read_numbers(block, key, length, 0, 0, 0, NULL);
 }
 
+/* Numbers LightGBM reads with std::stod (a linear tree's leaf_const and leaf_coeff), whose
+ * tokens lgb_floats has checked: each must be within a double's normal range, since stod
+ * throws where strtod reports ERANGE (1e309, 1e-320, 1e-99999), and a tree loaded on one of
+ * LightGBM's threads then ends the process (SIGABRT). strtod is the function stod calls. */
+static int
+lgb_doubles_in_range(const Block *block, const char *key)
+{
+    const Field *f = lookup(block, key);
+    Py_ssize_t n = f ? f->vlen : 0;
+    char *copy = PyMem_Malloc((size_t)n + 1); /* each token NUL-ended in place */
+    if (copy == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (n)
+        memcpy(copy, f->val, (size_t)n);
+    copy[n] = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        copy[i] = copy[i] == ' ' ? 0 : copy[i];
+    int status = 0;
+    for (Py_ssize_t i = 0; i < n && status == 0; i++) {
+        if (copy[i] == 0 || (i > 0 && copy[i - 1] != 0))
+            continue; /* not the start of a token */
+        errno = 0;
+        (void)strtod(copy + i, NULL);
+        if (errno == ERANGE) {
+            bad("%s's %s holds a number outside the range of a double", block->what, key);
+            status = -1;
+        }
+    }
+    PyMem_Free(copy);
+    return status;
+}
+
 /* integers LightGBM reads as int (or int8_t, uint32_t: ``low``..``high``) */
 static Py_ssize_t
 lgb_ints(const Block *block, const char *key, Py_ssize_t length, int64_t low, int64_t high,
@@ -622,7 +657,7 @@ check_lgb_tree(const Block *b, int64_t n_features, int64_t *depth, int64_t *cate
     if (linear) {
         Py_ssize_t n_used;
         if (require(b, "leaf_const") < 0 || lgb_floats(b, "leaf_const", leaves) < 0 ||
-            require(b, "num_features") < 0 ||
+            lgb_doubles_in_range(b, "leaf_const") < 0 || require(b, "num_features") < 0 ||
             lgb_ints(b, "num_features", leaves, INT32_MIN, INT32_MAX, &counts) < 0 ||
             (n_used = lgb_ints(b, "leaf_features", -1, INT32_MIN, INT32_MAX, &used)) < 0)
             goto done;
@@ -641,7 +676,7 @@ check_lgb_tree(const Block *b, int64_t n_features, int64_t *depth, int64_t *cate
                 (long long)(n_features - 1));
             goto done;
         }
-        if (lgb_floats(b, "leaf_coeff", n_used) < 0)
+        if (lgb_floats(b, "leaf_coeff", n_used) < 0 || lgb_doubles_in_range(b, "leaf_coeff") < 0)
             goto done;
     }
     int categorical = 0;
@@ -1617,8 +1652,11 @@ check_xgb_tree(const XDoc *doc, const XNode *tree, Py_ssize_t k, int64_t num_fea
         if (read_ints(doc, node, what, linked[a], n, arrays[a], &count) < 0)
             goto done;
     }
-    static const char *const per_node[] = {"split_conditions", "default_left", "split_type"};
-    for (int a = 0; a < 3; a++) {
+    /* (a vector-leaf tree without its statistics, or with fewer than one a node, crashed
+     * load_model or had it read past them: XGBoost checks their lengths on scalar trees only) */
+    static const char *const per_node[] = {"split_conditions", "default_left", "split_type",
+                                           "loss_changes", "sum_hessian"};
+    for (int a = 0; a < 5; a++) {
         if ((node = get(doc, tree, per_node[a], what)) == NULL)
             goto done;
         if (!is_seq(node) || node->n != n) {

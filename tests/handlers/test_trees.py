@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -677,3 +678,123 @@ def test_categorical_sets_wider_than_the_bound_are_refused_unless_trusted() -> N
     lifted = SizeBounds("t", lifted=True)
     check_model(raw, "json", lifted)
     assert lifted.found and "categorical splits" in lifted.found[0]
+
+
+def _multi_output_xgb() -> Any:
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    return xgb.XGBRegressor(
+        n_estimators=3, max_depth=3, tree_method="hist", multi_strategy="multi_output_tree",
+        n_jobs=1,
+    ).fit(X, np.c_[X[:, 0] * 2, -X[:, 1]])  # fmt: skip
+
+
+# A vector-leaf tree without its statistics crashed load_model (segfault); with fewer than one a
+# node, XGBoost read past them (heap bytes in save_raw): it checks their lengths on scalar trees
+_XGB_STATISTICS = {
+    "no sum_hessian": lambda t: t.pop("sum_hessian"),
+    "no loss_changes": lambda t: t.pop("loss_changes"),
+    "one loss change": lambda t: t.__setitem__("loss_changes", t["loss_changes"][:1]),
+    "sum_hessian one short": lambda t: t.__setitem__("sum_hessian", t["sum_hessian"][:-1]),
+}
+
+
+@pytest.mark.parametrize("fmt", ["json", "ubj"])
+@pytest.mark.parametrize("forgery", sorted(_XGB_STATISTICS))
+def test_a_vector_leaf_tree_needs_its_statistics_for_every_node(
+    tmp_path: Path, forgery: str, fmt: str
+) -> None:
+    import json
+
+    model = _multi_output_xgb()
+    path = tmp_path / "m.amber"
+    amber.save(model, path, format=fmt)
+    amber.load(path)  # the honest file loads
+
+    def forge(raw: bytes) -> bytes:
+        doc = json.loads(bytes(model.get_booster().save_raw("json")))
+        _XGB_STATISTICS[forgery](_tree(doc, 1))
+        return json.dumps(doc).encode() if fmt == "json" else _ubjson(doc)
+
+    forge_entry(path, f"model/model.{fmt}", forge)
+    with pytest.raises(FormatError, match="XGBoost model is malformed: tree 1"):
+        amber.load(path)
+
+
+def _linear_lightgbm() -> Any:
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    return lgb.LGBMRegressor(
+        n_estimators=3, num_leaves=4, linear_tree=True, verbose=-1, n_jobs=1
+    ).fit(X, X[:, 0] * 2 + X[:, 1])
+
+
+def _last_tree_token(key: str, token: str) -> Callable[[bytes], bytes]:
+    """Replace the first value of ``key=`` in the last tree, and re-count tree_sizes: LightGBM
+    then loads the trees on several threads, where an exception ends the process."""
+
+    def change(raw: bytes) -> bytes:
+        text = raw.decode()
+        head, sep, trees = text.rpartition("\nTree=")
+        lines = trees.split("\n")
+        k = next(i for i, ln in enumerate(lines) if ln.startswith(f"{key}="))
+        values = lines[k].split("=", 1)[1].split(" ")
+        lines[k] = f"{key}=" + " ".join([token, *values[1:]])
+        text = head + sep + "\n".join(lines)
+        starts = [m.start() + 1 for m in re.finditer(r"\nTree=", text)]
+        ends = [*starts[1:], text.index("end of trees")]
+        sizes = " ".join(str(b - a) for a, b in zip(starts, ends, strict=True))
+        return re.sub(r"(?m)^tree_sizes=.*$", f"tree_sizes={sizes}", text).encode()
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("key", "token"),
+    [("leaf_const", "1e309"), ("leaf_const", "1e-320"), ("leaf_const", "1e-99999"),
+     ("leaf_coeff", "2.2250738585072011e-308"), ("leaf_coeff", "9" * 400)],
+)  # fmt: skip
+def test_a_linear_leaf_number_that_is_no_double_is_refused(
+    tmp_path: Path, key: str, token: str
+) -> None:
+    """LightGBM reads a linear tree's leaf_const and leaf_coeff with std::stod, which throws
+    where strtod reports a value out of range: on its loading threads that ended the process
+    (SIGABRT) before the check refused them."""
+    model = _linear_lightgbm()
+    path = tmp_path / "m.amber"
+    amber.save(model, path)
+    forge_entry(path, "model/model.txt", _last_tree_token(key, "0.5"))
+    amber.load(path)  # an in-range value, tree_sizes re-counted: loads
+    forge_entry(path, "model/model.txt", _last_tree_token(key, token))
+    with pytest.raises(FormatError, match=f"{key} holds a number outside the range of a double"):
+        amber.load(path)
+
+
+def test_a_lightgbm_wrapper_asking_for_more_threads_than_the_machine_is_refused(
+    tmp_path: Path,
+) -> None:
+    """4,096 threads (the earlier bound) ended the process under a 6 GB address-space limit:
+    OpenMP could not start them at predict."""
+    from amber.handlers._lgb_check import _MAX_THREADS
+
+    model, _ = _lgbm_classifier()
+    path = tmp_path / "m.amber"
+    amber.save(model, path)
+    for n_jobs, refused in ((64, False), (-1, False), (_MAX_THREADS + 1, True), (4096, True)):
+        if n_jobs == 4096 and _MAX_THREADS >= 4096:
+            continue  # a machine of 4,096 CPUs runs them
+
+        def forge(manifest: dict[str, Any], n: int = n_jobs) -> dict[str, Any]:
+            manifest["payload"]["params"]["n_jobs"] = n
+            return manifest
+
+        rewrite(path, path, update=forge)
+        if refused:
+            with pytest.raises(FormatError, match=rf"n_jobs={n_jobs} threads, more than"):
+                amber.load(path)
+        else:
+            assert amber.load(path).n_jobs == n_jobs
