@@ -22,6 +22,8 @@ was checked.
 from __future__ import annotations
 
 import functools
+import math
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -85,8 +87,15 @@ CHECKED_CLASSES = frozenset(
         ("sklearn.manifold._t_sne", "TSNE"),
         *(("sklearn.neural_network._multilayer_perceptron", n) for n in _PERCEPTRONS),
         ("sklearn.impute._iterative", "IterativeImputer"),
+        ("sklearn.preprocessing._polynomial", "PolynomialFeatures"),
     }
 )
+
+# More OpenMP threads than this machine has CPUs, and than 256: the compiled loops start them
+# all, and where they cannot (a memory or process limit: 2,007 threads under a 6 GB address
+# space) the OpenMP runtime ends the process; 100,000 crashed it outright
+MAX_THREADS = max(256, os.cpu_count() or 1)
+_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 #: Values an object-graph walk (this module's, and the load's in _validators) never enters.
@@ -169,9 +178,15 @@ def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
     if "cluster_centers_" in d or "_bisecting_tree" in d:
         _check_centers(d, what, refuse)
     threads = d.get("_n_threads")
-    if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
+    if threads is not None and (
+        not isinstance(threads, (int, np.integer)) or not 1 <= threads <= MAX_THREADS
+    ):
         # OpenMP reads a negative thread count as a huge one and ends the process
-        raise refuse(what, f"its thread count _n_threads is {threads!r:.40}")
+        raise refuse(
+            what,
+            f"its thread count _n_threads is {threads!r:.40} (1..{MAX_THREADS} on this "
+            f"machine of {os.cpu_count()} CPUs)",
+        )
     if cls.__module__ == "sklearn.ensemble._gb" and "estimators_" in d:
         _check_stages(d, cls.__name__ == "GradientBoostingClassifier", what, refuse)
     if "_fit_X" in d and cls.__module__.startswith("sklearn.neighbors."):
@@ -197,6 +212,8 @@ def check_fitted(obj: Any, d: dict[str, Any], refuse: Refuse) -> str | None:
         _check_tsne(d, what, refuse)
     if cls.__name__ in _PERCEPTRONS and "coefs_" in d:
         _check_layers(d, what, refuse)
+    if cls.__name__ == "PolynomialFeatures" and "n_output_features_" in d:
+        _check_polynomial(d, what, refuse)
     # an iterative imputer has no copy parameter and never writes into its input; the imputer
     # it makes for the first pass copies, and one that does not filled the caller's own
     # (Fortran-ordered) array in place
@@ -245,6 +262,56 @@ def _check_layers(d: dict[str, Any], what: str, refuse: Refuse) -> None:
         raise refuse(what, f"n_outputs_ is {n_out!r:.40} but its last layer has {widths[-1]}")
 
 
+def _polynomial_width(n: int, low: int, high: int, interaction_only: bool, bias: bool) -> int:
+    """The columns of a polynomial expansion (``PolynomialFeatures._num_combinations``)."""
+    if interaction_only:
+        width = sum(math.comb(n, i) for i in range(max(1, low), min(high, n) + 1))
+    else:
+        width = math.comb(n + high, high) - 1
+        if low > 0:
+            width -= math.comb(n + low - 1, low - 1) - 1
+    return width + int(bias)
+
+
+def _check_polynomial(d: dict[str, Any], what: str, refuse: Refuse) -> None:
+    """``transform`` allocates its output uninitialised, ``_n_out_full`` (or
+    ``n_output_features_``) columns wide, and fills the columns of degrees up to ``_max_degree``:
+    a width beyond them returned whatever the memory held (heap contents)."""
+    degree, low, high = d.get("degree"), d.get("_min_degree", -1), d.get("_max_degree", -1)
+    n, width, full = d.get("n_features_in_", 0), d.get("n_output_features_"), d.get("_n_out_full")
+    interaction_only, bias = d.get("interaction_only"), d.get("include_bias")
+    expected = (0, degree) if _index(degree, 1 << 62) else degree
+    if not (
+        _index(n, 1 << 31)
+        and n >= 1
+        and _index(low, 1001)
+        and _index(high, 1001)
+        and low <= high
+        and isinstance(expected, (tuple, list))
+        and tuple(expected) == (low, high)
+        and isinstance(interaction_only, (bool, np.bool_))
+        and isinstance(bias, (bool, np.bool_))
+    ):
+        raise refuse(
+            what,
+            f"its degrees ({low!r:.20}, {high!r:.20}) are not those of degree={degree!r:.40}, "
+            f"or its n_features_in_ ({n!r:.40}) or flags are malformed",
+        )
+    n, low, high = int(n), int(low), int(high)
+    widths = [("n_output_features_", width, low), ("_n_out_full", full, 0)]
+    for attr, value, from_degree in widths:
+        if attr == "_n_out_full" and value is None:
+            continue  # (a release without it)
+        if value != _polynomial_width(n, from_degree, high, bool(interaction_only), bool(bias)):
+            raise refuse(
+                what,
+                f"its {attr} is {value!r:.40}, not the width of degrees {from_degree}..{high} "
+                f"of {n} features",
+            )
+    if d.get("order", "C") not in ("C", "F"):
+        raise refuse(what, f"its order is {d.get('order')!r:.40}")
+
+
 def _check_vocabulary(
     vocab: Any, what: str, refuse: Refuse, attr: str = "vocabulary_"
 ) -> str | None:
@@ -278,6 +345,10 @@ def _check_centers(d: dict[str, Any], what: str, refuse: Refuse) -> None:
     centers = d.get("cluster_centers_")
     if centers is not None and _width(centers, 2) != n_in:
         raise refuse(what, f"its cluster_centers_ are not {n_in} features wide")
+    if centers is not None and not _float_array(centers):
+        # the compiled step takes the centers as float32 or float64 rows: a record dtype whose
+        # first field is one of them passed its buffer check, then predict crashed
+        raise refuse(what, f"its cluster_centers_ are {_dtype_of(centers)}, not float32/64")
     mean = d.get("_X_mean")
     if mean is not None and _width(mean, 1) != n_in:
         raise refuse(what, f"its _X_mean is not {n_in} values")
@@ -291,9 +362,22 @@ def _check_centers(d: dict[str, Any], what: str, refuse: Refuse) -> None:
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
-        if _width(getattr(node, "center", None), 1) != n_in:
+        center = getattr(node, "center", None)
+        if _width(center, 1) != n_in:
             raise refuse(what, f"a node of its cluster tree has a center not {n_in} wide")
+        if isinstance(center, np.ndarray) and not _float_array(center):
+            raise refuse(what, f"a node of its cluster tree has a center of {_dtype_of(center)}")
         stack += [getattr(node, "left", None), getattr(node, "right", None)]
+
+
+def _float_array(a: Any) -> bool:
+    """A float32 or float64 array in this machine's byte order, or a sparse matrix of one."""
+    data = a if isinstance(a, np.ndarray) else getattr(a, "data", None)
+    return isinstance(data, np.ndarray) and data.dtype in _FLOATS
+
+
+def _dtype_of(a: Any) -> str:
+    return str(getattr(a, "dtype", type(a).__name__))[:60]
 
 
 def _n_in(d: dict[str, Any], what: str, refuse: Refuse) -> int:
@@ -311,8 +395,9 @@ def _shape(a: Any) -> tuple[int, ...] | None:
 
 
 # the metric parameters a neighbors model hands the compiled distance code with the caller's
-# rows: sized by the input width, which the code does not check them against
-_METRIC_PARAMS = {"VI": 2, "V": 1, "w": 1}
+# rows: sized by the input width, which the code does not check them against (V: seuclidean's
+# variances, or mahalanobis' covariance matrix; a metric given the other shape refuses it)
+_METRIC_PARAMS = {"VI": (2,), "V": (1, 2), "w": (1,)}
 
 
 def _check_neighbors(d: dict[str, Any], what: str, refuse: Refuse) -> None:
@@ -332,8 +417,10 @@ def _check_neighbors(d: dict[str, Any], what: str, refuse: Refuse) -> None:
         params = d.get(attr)
         if not isinstance(params, dict):
             continue
-        for key, ndim in _METRIC_PARAMS.items():
-            if params.get(key) is not None and np.shape(params[key]) != (n_in,) * ndim:
+        for key, ndims in _METRIC_PARAMS.items():
+            if params.get(key) is not None and np.shape(params[key]) not in [
+                (n_in,) * ndim for ndim in ndims
+            ]:
                 raise refuse(what, f"its metric parameter {key} does not match {n_in} features")
     y = d.get("_y")
     classes = d.get("classes_")

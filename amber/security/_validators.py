@@ -512,6 +512,7 @@ def validate_tree_state(state: Any) -> None:
 
 
 _U32 = np.dtype(np.uint32)
+_F64 = np.dtype(np.float64)
 _BITSET_STRIDES = (32, 4)  # a C-contiguous (n, 8) uint32 array
 
 
@@ -621,6 +622,42 @@ def validate_binary_tree_state(state: Any) -> None:
         )
     if not _is_distance_metric(state[11]):
         raise _refuse(what, f"its metric is a {type(state[11]).__name__}, not a DistanceMetric")
+    # its compiled __setstate__ takes these as typed buffers: a record dtype whose first field
+    # is of the right type passed that check, and the load itself then crashed
+    data, idx_array, node_data, node_bounds, weights = (state[i] for i in (0, 1, 2, 3, 12))
+    floats = getattr(data, "dtype", None)
+    for name, a, ndim, dtypes in (
+        ("data", data, 2, _TREE_FLOATS),
+        ("index array", idx_array, 1, (np.dtype(np.intp),)),
+        ("node bounds", node_bounds, 3, (floats,)),
+        ("sample weights", weights, 1, _TREE_FLOATS),
+    ):
+        if name == "sample weights" and a is None:
+            continue
+        if not (isinstance(a, np.ndarray) and a.ndim == ndim and a.dtype in dtypes):
+            raise _refuse(what, f"its {name} are {_array_kind(a)}, not {ndim}-d of {dtypes[0]}")
+    if not (isinstance(node_data, np.ndarray) and node_data.dtype == _node_data_dtype()):
+        raise _refuse(what, f"its node data are {_array_kind(node_data)}")
+
+
+_TREE_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+def _array_kind(a: Any) -> str:
+    if isinstance(a, np.ndarray):
+        return f"a {a.ndim}-d array of {str(a.dtype)[:60]}"
+    return f"a {type(a).__name__}"
+
+
+@functools.cache
+def _node_data_dtype() -> np.dtype:
+    """The record of a KDTree's or BallTree's nodes (scikit-learn's ``NodeData``)."""
+    try:
+        from sklearn.neighbors._kd_tree import NodeData
+    except ImportError:  # (a release that does not name it: the layout it has had since 0.x)
+        fields = [("idx_start", np.intp), ("idx_end", np.intp), ("is_leaf", np.intp)]
+        return np.dtype([*fields, ("radius", np.float64)])
+    return np.dtype(NodeData)
 
 
 def validate_imputer_triplet(triplet: Any) -> None:
@@ -657,6 +694,11 @@ def validate_metric_state(state: Any) -> tuple[Any, ...] | None:
             f"expected (p, vec, mat), or (p, vec, mat, func, kwargs) for a Python-function "
             f"metric, got {_shape_of(state)}",
         )
+    # (p, vec, mat): vec and mat are float64 for every metric, and the compiled __setstate__
+    # takes them as typed buffers (a record dtype of a float64 field passed, then crashed)
+    for name, a, ndim in (("vector", state[1], 1), ("matrix", state[2], 2)):
+        if not (isinstance(a, np.ndarray) and a.ndim == ndim and a.dtype == _F64):
+            raise _refuse(what, f"its {name} is {_array_kind(a)}, not {ndim}-d of float64")
     if len(state) == 3:
         return (*state, None, {})
     _check_metric_function(state[3], state[4], what)
@@ -809,6 +851,19 @@ def validate_libsvm(est: Any) -> None:
         impl = d["_impl"] if "_impl" in d else type(est)._impl
     except KeyError as exc:
         raise _refuse(what, f"it lacks {exc}") from None
+    # libsvm reads these as float64 (dense or a sparse matrix's values): a record dtype whose
+    # first field is float64 passed the compiled code's buffer check, then predict crashed
+    weights = d.get("class_weight_")
+    for name, a in (
+        ("support_vectors_", sv), ("dual coefficients", dual), ("intercepts", intercept),
+        ("probA", prob_a), ("probB", prob_b), ("class weights", weights),
+    ):  # fmt: skip
+        values = a if isinstance(a, np.ndarray) else getattr(a, "data", None)
+        if not (a is None and name == "class weights") and not (
+            isinstance(values, np.ndarray) and values.dtype == _F64
+        ):
+            dtype = getattr(values, "dtype", type(a).__name__)
+            raise _refuse(what, f"its {name} are {str(dtype)[:60]}, not float64")
     n_sv = support.shape[0]
     n_class = n_sv_per_class.shape[0]
     classify = impl in ("c_svc", "nu_svc")
