@@ -437,6 +437,27 @@ lgb_floats(const Block *block, const char *key, Py_ssize_t length)
     return read_numbers(block, key, length, 0, 0, 0, NULL);
 }
 
+/* A copy of ``key``'s value with every space made a NUL, and a NUL after it: its tokens, each a
+ * C string starting where a non-NUL follows a NUL (or at 0). ``*n``: the value's length.
+ * PyMem_Free it; NULL with MemoryError set. */
+static char *
+token_copy(const Block *block, const char *key, Py_ssize_t *n)
+{
+    const Field *f = lookup(block, key);
+    *n = f ? f->vlen : 0;
+    char *copy = PyMem_Malloc((size_t)*n + 1);
+    if (copy == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (*n)
+        memcpy(copy, f->val, (size_t)*n);
+    copy[*n] = 0;
+    for (Py_ssize_t i = 0; i < *n; i++)
+        copy[i] = copy[i] == ' ' ? 0 : copy[i];
+    return copy;
+}
+
 /* Numbers LightGBM reads with std::stod (a linear tree's leaf_const and leaf_coeff), whose
  * tokens lgb_floats has checked: each must be within a double's normal range, since stod
  * throws where strtod reports ERANGE (1e309, 1e-320, 1e-99999), and a tree loaded on one of
@@ -444,18 +465,10 @@ lgb_floats(const Block *block, const char *key, Py_ssize_t length)
 static int
 lgb_doubles_in_range(const Block *block, const char *key)
 {
-    const Field *f = lookup(block, key);
-    Py_ssize_t n = f ? f->vlen : 0;
-    char *copy = PyMem_Malloc((size_t)n + 1); /* each token NUL-ended in place */
-    if (copy == NULL) {
-        PyErr_NoMemory();
+    Py_ssize_t n;
+    char *copy = token_copy(block, key, &n);
+    if (copy == NULL)
         return -1;
-    }
-    if (n)
-        memcpy(copy, f->val, (size_t)n);
-    copy[n] = 0;
-    for (Py_ssize_t i = 0; i < n; i++)
-        copy[i] = copy[i] == ' ' ? 0 : copy[i];
     int status = 0;
     for (Py_ssize_t i = 0; i < n && status == 0; i++) {
         if (copy[i] == 0 || (i > 0 && copy[i - 1] != 0))
@@ -503,18 +516,10 @@ static int
 check_categorical_thresholds(const Block *block, const int64_t *kinds, Py_ssize_t inner,
                              int64_t num_cat)
 {
-    const Field *f = lookup(block, "threshold");
-    Py_ssize_t n = f ? f->vlen : 0;
-    char *copy = PyMem_Malloc((size_t)n + 1); /* each token NUL-ended in place */
-    if (copy == NULL) {
-        PyErr_NoMemory();
+    Py_ssize_t n;
+    char *copy = token_copy(block, "threshold", &n);
+    if (copy == NULL)
         return -1;
-    }
-    if (n)
-        memcpy(copy, f->val, (size_t)n);
-    copy[n] = 0;
-    for (Py_ssize_t i = 0; i < n; i++)
-        copy[i] = copy[i] == ' ' ? 0 : copy[i];
     int status = 0;
     Py_ssize_t node = 0;
     for (Py_ssize_t i = 0; i < n && status == 0; i++) {
