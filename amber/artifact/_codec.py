@@ -32,10 +32,9 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import lz4.block
 import zstandard
 
-from amber.artifact import _treecodec
+from amber.artifact import _lz4, _treecodec
 from amber.errors import IntegrityError
 
 __all__ = ["CODECS", "choose_codec", "compress", "decompress"]
@@ -51,7 +50,6 @@ _AUTO_SAMPLE = 1 << 20
 _AUTO_MIN_SAVING = 0.10
 _ZSTD_LEVEL = 3
 _ZSTD_AUTO_LEVEL = 9
-_LZ4_AUTO_LEVEL = 9  # (high compression; 12 takes twice as long for 1% less)
 # "auto" keeps a result at most this much larger than the smallest that decodes this much faster
 _AUTO_NEAR_SIZE = 1.10
 _AUTO_NEAR_SPEEDUP = 2.0
@@ -61,14 +59,10 @@ def _zstd_c(data: memoryview, level: int = _ZSTD_LEVEL) -> bytes:
     return zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data)
 
 
-def _lz4_c(data: memoryview) -> bytes:
-    return lz4.block.compress(data, mode="default", store_size=False)
-
-
 _COMPRESS: dict[str, Callable[[memoryview], bytes]] = {
     "zlib": lambda d: zlib.compress(d, 6),
     "lzma": lambda d: lzma.compress(d, preset=6),
-    "lz4": _lz4_c,
+    "lz4": _lz4.compress,
     "zstd": _zstd_c,
 }
 
@@ -83,17 +77,11 @@ def compress(codec: str, data: memoryview, *, auto: bool = False) -> bytes:
     if auto and codec == "zstd":
         return _zstd_c(data, _ZSTD_AUTO_LEVEL)
     if auto and codec == "lz4":
-        return lz4.block.compress(
-            data, mode="high_compression", compression=_LZ4_AUTO_LEVEL, store_size=False
-        )
+        return _lz4.compress(data, high=True)
     return _COMPRESS[codec](data)
 
 
 _local = threading.local()
-
-
-_LZ4_MAX_RATIO = 255  # an LZ4 block never expands its input more than this
-_LZ4_MAX_SIZE = 0x7E000000  # LZ4_MAX_INPUT_SIZE: the largest block it can decode
 
 
 def _output(size: int) -> memoryview:
@@ -139,9 +127,7 @@ def decompress(codec: str, stored: memoryview, size: int, name: str) -> memoryvi
             got = _output(size)
             _treecodec.decode(stored, got)
         elif codec == "lz4":
-            if size > min(_LZ4_MAX_SIZE, _LZ4_MAX_RATIO * stored.nbytes + 16):
-                raise ValueError(f"{stored.nbytes} bytes of LZ4 cannot decode to {size}")
-            got = lz4.block.decompress(stored, uncompressed_size=size, return_bytearray=True)
+            got = _lz4.decompress(stored, size)
         elif codec == "zlib":
             d = zlib.decompressobj()
             got = d.decompress(stored, max(size, 1))  # 0 would mean "no limit" to zlib
@@ -165,7 +151,7 @@ def decompress(codec: str, stored: memoryview, size: int, name: str) -> memoryvi
         zstandard.ZstdError,
         lzma.LZMAError,
         zlib.error,
-        lz4.block.LZ4BlockError,
+        _lz4.Error,
     ) as exc:
         raise IntegrityError(
             f"entry {name!r} does not decompress with {codec}: {exc}. The file is corrupted; "
@@ -224,7 +210,6 @@ def choose_codec(data: memoryview) -> tuple[str, bytes | None]:
     """
     if data.nbytes < _AUTO_MIN_SIZE:
         return "none", None
-    trials: list[tuple[CodecTrial, bytes | None]] = []
     nodes = _treecodec.encode(data)  # (a whole tree, never a sample: None for other data)
     if nodes is not None:
         trial, packed = _trial(_treecodec.CODEC, data, nodes)
@@ -234,6 +219,7 @@ def choose_codec(data: memoryview) -> tuple[str, bytes | None]:
             # leaves 17% and LZ4 20%), and it decodes as fast as LZ4: not worth their trials
             return trial.codec, packed
     sample = _sample(data)
+    trials: list[tuple[CodecTrial, bytes | None]] = []
     for codec in ("lz4", "zstd"):
         trial, packed = _trial(codec, sample)
         trials.append((trial, packed if sample is data else None))

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from amber.artifact._codec import CODECS
 from amber.errors import FormatError
 
 __all__ = [
@@ -44,7 +45,7 @@ def is_utf8(text: str) -> bool:
 
 _ENTRY_KEYS = {"size", "stored_size", "compression", "xxh3_128", "blake3"}
 _CODEC_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-_KNOWN_CODECS = frozenset({"none", "zlib", "lzma", "lz4", "zstd", "nodes-lz4"})  # (well-formed)
+_KNOWN_CODECS = frozenset(CODECS)  # (well-formed names)
 
 
 def encode(manifest: dict[str, Any]) -> bytes:

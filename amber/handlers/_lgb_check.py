@@ -24,16 +24,13 @@ import numpy as np
 from amber.errors import FormatError
 from amber.handlers._common import SizeBounds, check_category_bits, check_depth
 from amber.handlers._treecheck import lgb_tree_starts, lgb_trees
+from amber.security._fitted import MAX_THREADS as _MAX_THREADS
 
 __all__ = ["check_model_text", "check_threads"]
 
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
 _INTEGER_CHARS = re.compile(r"[-0-9 ]*")
 _INT32_MAX = 2**31 - 1
-# More threads than this machine has CPUs, and than 256: LightGBM starts them all at predict,
-# and where it cannot (a memory or process limit: 1,024 threads under a 6 GB address space)
-# its OpenMP runtime ends the process; 100,000 crashed it outright
-_MAX_THREADS = max(256, os.cpu_count() or 1)
 
 
 def _bad(what: str) -> FormatError:
@@ -173,7 +170,9 @@ def _check_parameters(text: bytes, end: int) -> None:
 
 
 def check_threads(params: dict[str, Any]) -> None:
-    """Refuse thread counts beyond the machine's CPUs and 256 (see ``_MAX_THREADS``)."""
+    """Refuse thread counts beyond the machine's CPUs and 256 (``MAX_THREADS`` of
+    amber.security._fitted: LightGBM starts them all at predict, and 1,024 under a 6 GB address
+    space ended the process; 100,000 crashed it outright)."""
     for key in ("n_jobs", "num_threads", "nthread", "num_thread", "nthreads"):
         value = params.get(key)
         if isinstance(value, np.ndarray):  # a {"$array": ...} parameter: LightGBM reads it too

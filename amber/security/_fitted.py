@@ -93,7 +93,8 @@ CHECKED_CLASSES = frozenset(
 
 # More OpenMP threads than this machine has CPUs, and than 256: the compiled loops start them
 # all, and where they cannot (a memory or process limit: 2,007 threads under a 6 GB address
-# space) the OpenMP runtime ends the process; 100,000 crashed it outright
+# space) the OpenMP runtime ends the process; 100,000 crashed it outright (k-means here, and
+# LightGBM's n_jobs, amber/handlers/_lgb_check.py)
 MAX_THREADS = max(256, os.cpu_count() or 1)
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 

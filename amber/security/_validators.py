@@ -625,15 +625,14 @@ def validate_binary_tree_state(state: Any) -> None:
     # its compiled __setstate__ takes these as typed buffers: a record dtype whose first field
     # is of the right type passed that check, and the load itself then crashed
     data, idx_array, node_data, node_bounds, weights = (state[i] for i in (0, 1, 2, 3, 12))
-    floats = getattr(data, "dtype", None)
-    for name, a, ndim, dtypes in (
+    arrays = [
         ("data", data, 2, _TREE_FLOATS),
         ("index array", idx_array, 1, (np.dtype(np.intp),)),
-        ("node bounds", node_bounds, 3, (floats,)),
-        ("sample weights", weights, 1, _TREE_FLOATS),
-    ):
-        if name == "sample weights" and a is None:
-            continue
+        ("node bounds", node_bounds, 3, (getattr(data, "dtype", None),)),
+    ]
+    if weights is not None:
+        arrays.append(("sample weights", weights, 1, _TREE_FLOATS))
+    for name, a, ndim, dtypes in arrays:
         if not (isinstance(a, np.ndarray) and a.ndim == ndim and a.dtype in dtypes):
             raise _refuse(what, f"its {name} are {_array_kind(a)}, not {ndim}-d of {dtypes[0]}")
     if not (isinstance(node_data, np.ndarray) and node_data.dtype == _node_data_dtype()):
@@ -853,15 +852,15 @@ def validate_libsvm(est: Any) -> None:
         raise _refuse(what, f"it lacks {exc}") from None
     # libsvm reads these as float64 (dense or a sparse matrix's values): a record dtype whose
     # first field is float64 passed the compiled code's buffer check, then predict crashed
-    weights = d.get("class_weight_")
-    for name, a in (
+    floats = [
         ("support_vectors_", sv), ("dual coefficients", dual), ("intercepts", intercept),
-        ("probA", prob_a), ("probB", prob_b), ("class weights", weights),
-    ):  # fmt: skip
+        ("probA", prob_a), ("probB", prob_b),
+    ]  # fmt: skip
+    if d.get("class_weight_") is not None:
+        floats.append(("class weights", d["class_weight_"]))
+    for name, a in floats:
         values = a if isinstance(a, np.ndarray) else getattr(a, "data", None)
-        if not (a is None and name == "class weights") and not (
-            isinstance(values, np.ndarray) and values.dtype == _F64
-        ):
+        if not (isinstance(values, np.ndarray) and values.dtype == _F64):
             dtype = getattr(values, "dtype", type(a).__name__)
             raise _refuse(what, f"its {name} are {str(dtype)[:60]}, not float64")
     n_sv = support.shape[0]
