@@ -21,7 +21,7 @@ import amber
 from amber.artifact import _codec, _nodes, _treecodec
 from amber.artifact._reader import ArtifactReader
 from amber.artifact._writer import artifact_writer
-from amber.errors import AmberError, FormatError, IntegrityError
+from amber.errors import FormatError, IntegrityError
 
 Xc, yc = make_classification(400, 8, n_informative=5, random_state=0)
 Xr, yr = make_regression(300, 6, n_targets=2, noise=5.0, random_state=0)
@@ -288,6 +288,5 @@ def test_a_decoded_tree_still_passes_the_load_time_checks(tmp_path: Path) -> Non
         writer.finish(manifest)
     with ArtifactReader(forged) as reader:
         assert reader.entries[coded[0]]["compression"] == _treecodec.CODEC
-    with pytest.raises(AmberError, match="feature") as caught:
+    with pytest.raises(FormatError, match=r"a split uses a feature outside 0\.\.9"):
         amber.load(forged)
-    assert isinstance(caught.value, (FormatError, IntegrityError)) or "feature" in str(caught.value)
