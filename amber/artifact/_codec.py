@@ -37,7 +37,7 @@ import zstandard
 from amber.artifact import _lz4, _treecodec
 from amber.errors import IntegrityError
 
-__all__ = ["CODECS", "choose_codec", "compress", "decompress"]
+__all__ = ["CODECS", "choose_codec", "compress", "decompress", "failure", "output"]
 
 #: what compress= takes besides "auto"
 CHOICES = ("none", "zlib", "lzma", "lz4", "zstd")
@@ -84,7 +84,7 @@ def compress(codec: str, data: memoryview, *, auto: bool = False) -> bytes:
 _local = threading.local()
 
 
-def _output(size: int) -> memoryview:
+def output(size: int) -> memoryview:
     """A buffer for ``size`` decoded bytes whose pages cost nothing until written (a private
     map from 1 MiB up), so that a size the manifest merely claims takes no memory before the
     decoder proves it."""
@@ -104,7 +104,7 @@ def _zstd_into(stored: memoryview, size: int) -> memoryview:
     decompressor = getattr(_local, "zstd", None)
     if decompressor is None:
         decompressor = _local.zstd = zstandard.ZstdDecompressor()
-    view = _output(size)
+    view = output(size)
     done = 0
     with decompressor.stream_reader(stored) as reader:
         while done < size:
@@ -124,10 +124,11 @@ def decompress(codec: str, stored: memoryview, size: int, name: str) -> memoryvi
         if codec == "zstd":
             got = _zstd_into(stored, size)
         elif codec == _treecodec.CODEC:
-            got = _output(size)
+            got = output(size)
             _treecodec.decode(stored, got)
         elif codec == "lz4":
-            got = _lz4.decompress(stored, size)
+            _lz4.check_size(stored, size)
+            got = _lz4.decompress(stored, size, output(size))
         elif codec == "zlib":
             d = zlib.decompressobj()
             got = d.decompress(stored, max(size, 1))  # 0 would mean "no limit" to zlib
@@ -151,12 +152,8 @@ def decompress(codec: str, stored: memoryview, size: int, name: str) -> memoryvi
         zstandard.ZstdError,
         lzma.LZMAError,
         zlib.error,
-        _lz4.Error,
     ) as exc:
-        raise IntegrityError(
-            f"entry {name!r} does not decompress with {codec}: {exc}. The file is corrupted; "
-            f"restore it from its source."
-        ) from exc
+        raise failure(name, codec, exc) from exc
     if len(got) != size:
         raise IntegrityError(
             f"entry {name!r} decompressed to {len(got)} bytes, the manifest records {size}. "
@@ -165,6 +162,14 @@ def decompress(codec: str, stored: memoryview, size: int, name: str) -> memoryvi
     if isinstance(got, memoryview):
         return got
     return memoryview(got if isinstance(got, bytearray) else bytearray(got))
+
+
+def failure(name: str, codec: str, exc: BaseException) -> IntegrityError:
+    """The error for an entry that does not decode (``exc`` says why)."""
+    return IntegrityError(
+        f"entry {name!r} does not decompress with {codec}: {exc}. The file is corrupted; "
+        f"restore it from its source."
+    )
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,14 @@ def xxh3_hex(data: memoryview | bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
+def xxh3_library() -> str:
+    """The path of the xxhash package's compiled extension (loaded by its import), which
+    exports XXH3_128bits for C code to call (amber.artifact._nodes.use_xxh3)."""
+    import xxhash._xxhash  # type: ignore[import-not-found,unused-ignore]
+
+    return str(getattr(xxhash._xxhash, "__file__", ""))
+
+
 def xxh3_hasher() -> xxhash.xxh3_128:
     """An incremental xxh3-128: fed in parts, the same digest as :func:`xxh3_hex` of the whole."""
     return xxhash.xxh3_128()

@@ -1,17 +1,24 @@
 """LZ4 blocks as Amber stores them (no frame, no size prefix: the size is recorded beside them),
-for the ``lz4`` codec and inside ``nodes-lz4`` (:mod:`amber.artifact._treecodec`)."""
+for the ``lz4`` codec and inside ``nodes-lz4`` (:mod:`amber.artifact._treecodec`).
+
+The python-lz4 package makes the blocks; Amber decodes them itself (``lz4_block`` in _nodes.c),
+straight into the buffer the entry is loaded into, and on a thread of its own when a load
+decodes many entries ahead of the unpickler (:class:`amber.artifact._reader.DecodeAhead`).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import lz4.block
 
-__all__ = ["MAX_RATIO", "MAX_SIZE", "compress", "decompress"]
+from amber.artifact import _nodes
+
+__all__ = ["MAX_RATIO", "MAX_SIZE", "check_size", "compress", "decompress"]
 
 MAX_RATIO = 255  # a block never expands its input more than this
 MAX_SIZE = 0x7E000000  # LZ4_MAX_INPUT_SIZE: the largest block it can decode
 _HIGH_LEVEL = 9  # high compression: 12 takes twice as long for 1% less
-
-Error = lz4.block.LZ4BlockError
 
 
 def compress(data: memoryview | bytes, *, high: bool = False) -> bytes:
@@ -24,9 +31,19 @@ def compress(data: memoryview | bytes, *, high: bool = False) -> bytes:
     return lz4.block.compress(data, mode="default", store_size=False)
 
 
-def decompress(block: memoryview, size: int) -> bytearray:
-    """The ``size`` bytes ``block`` decodes to; ValueError for a size it cannot hold (checked
-    before memory is reserved), ``Error`` for a damaged block. The caller checks the length."""
+def check_size(block: memoryview, size: int) -> None:
+    """ValueError for a ``size`` that ``block`` cannot decode to (checked before memory is
+    reserved for it)."""
     if size > min(MAX_SIZE, MAX_RATIO * block.nbytes + 16):
         raise ValueError(f"{block.nbytes} bytes of LZ4 cannot decode to {size}")
-    return lz4.block.decompress(block, uncompressed_size=size, return_bytearray=True)
+
+
+def decompress(block: memoryview, size: int, out: Any = None) -> Any:
+    """The ``size`` bytes ``block`` decodes to, in ``out`` (a writable buffer of that size) or a
+    new bytearray; ValueError for a size it cannot hold (checked before memory is reserved) or a
+    block that is damaged or does not decode to exactly ``size`` bytes."""
+    check_size(block, size)
+    if out is None:
+        out = bytearray(size)
+    _nodes.lz4_decode(block, out)
+    return out

@@ -19,14 +19,16 @@ floating point. ``compress="auto"`` tries it on every entry whose size is a mult
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
 
 from amber.artifact import _lz4, _nodes
 
-__all__ = ["CODEC", "decode", "encode"]
+__all__ = ["CODEC", "JOB", "decode", "encode", "job"]
 
 CODEC = "nodes-lz4"
+JOB = 1  # its kind of job in _nodes.Batch (an LZ4 block is 0)
 NODE_SIZE = 64
 _MAGIC = b"ATN1"
 _HEADER = struct.Struct("<4sBBBBQQ")  # magic, feature width, count width, flags, 0, planes, nodes
@@ -102,18 +104,23 @@ def encode(data: memoryview) -> bytes | None:
             _nodes.decode(planes, out, n, feature_width, samples_width, derived)
         except ValueError:
             return None
-        if out == original:
-            header = _HEADER.pack(
-                _MAGIC, feature_width, samples_width, _DERIVED if derived else 0, 0,
-                len(planes), n,
-            )  # fmt: skip
-            return header + _lz4.compress(planes, high=True)
+        if out != original:
+            continue
+        header = _HEADER.pack(
+            _MAGIC, feature_width, samples_width, _DERIVED if derived else 0, 0,
+            len(planes), n,
+        )  # fmt: skip
+        packed = header + _lz4.compress(planes, high=True)
+        # and the whole entry, through the decoder a load uses (Amber's own LZ4 decoder)
+        out[:] = bytes(size)
+        decode(memoryview(packed), memoryview(out))
+        return packed if out == original else None
     return None
 
 
-def decode(stored: memoryview, out: memoryview) -> None:
-    """Decode ``stored`` into ``out`` (the size the manifest records); ValueError when it does
-    not hold a tree of exactly that size."""
+def job(stored: memoryview, out: memoryview) -> tuple[Any, ...]:
+    """The decoding of ``stored`` into ``out`` (the size the manifest records) as a job of
+    ``_nodes.Batch``, its header checked; ValueError when it cannot hold a tree of that size."""
     if stored.nbytes < _HEADER.size:
         raise ValueError(f"{stored.nbytes} bytes are too few for the codec's header")
     magic, fw, sw, flags, zero, planes_size, n = _HEADER.unpack_from(stored)
@@ -123,7 +130,11 @@ def decode(stored: memoryview, out: memoryview) -> None:
         raise ValueError(f"the header counts {n} nodes, the manifest records {out.nbytes} bytes")
     if planes_size > out.nbytes:  # (the planes are smaller than the nodes)
         raise ValueError(f"cannot decode to {planes_size} bytes of planes, more than the nodes'")
-    planes = _lz4.decompress(stored[_HEADER.size :], planes_size)
-    if len(planes) != planes_size:
-        raise ValueError(f"the planes decode to {len(planes)} bytes, not {planes_size}")
-    _nodes.decode(planes, out, n, fw, sw, bool(flags & _DERIVED))
+    _lz4.check_size(stored[_HEADER.size :], planes_size)
+    return (JOB, stored, out, _HEADER.size, planes_size, n, fw, sw, bool(flags & _DERIVED))
+
+
+def decode(stored: memoryview, out: memoryview) -> None:
+    """Decode ``stored`` into ``out`` (the size the manifest records); ValueError when it does
+    not hold a tree of exactly that size."""
+    _nodes.decode_lz4(*job(stored, out)[1:])

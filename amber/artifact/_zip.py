@@ -478,15 +478,28 @@ def read_packed(fd: int, entry: ZipEntry, out: memoryview) -> bool:
     the read comes up short; :func:`read_data_offset` then finds the data (or says what is
     wrong). A forest's hundred small entries are each read this way.
     """
-    head = entry.limit - entry.size - entry.header_offset
-    if not _LOCAL.size <= head <= _header_room(entry):
+    head = packed_head(entry)
+    if head is None:
         return False
     header = bytearray(head)
     if os.preadv(fd, [header, out], entry.header_offset) != head + out.nbytes:
         return False
-    if parse_local_header(header, entry) != head:
+    return packed_header_ok(header, entry)
+
+
+def packed_head(entry: ZipEntry) -> int | None:
+    """The length of ``entry``'s local header if its data ends where the next header (or the
+    directory) begins, as this writer lays entries out (see :func:`read_packed`); else None."""
+    head = entry.limit - entry.size - entry.header_offset
+    return head if _LOCAL.size <= head <= _header_room(entry) else None
+
+
+def packed_header_ok(header: bytearray, entry: ZipEntry) -> bool:
+    """Whether ``header``, read with the data as :func:`read_packed` reads it, is ``entry``'s
+    whole local header (FormatError for one that contradicts the directory)."""
+    if parse_local_header(header, entry) != len(header):
         return False
-    _aligned(entry, entry.header_offset + head)
+    _aligned(entry, entry.header_offset + len(header))
     return True
 
 
